@@ -1,0 +1,133 @@
+"""The plugin interfaces: Platform (where users are), Backend and Chat (where strangers come from)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from .events import Event, Room, Start
+
+__all__ = ["Backend", "Chat", "KeyValue", "Platform", "PluginConfig", "Submit"]
+
+# submit(room, event) hands a user-side event to the core. It never blocks and never raises for
+# a full inbox: the core answers an overflow with a notice in the room. Returns False when the
+# event was refused (unknown kind, shutting down, overflow), so a platform may tell its user.
+Submit = Callable[[Room, Event], bool]
+
+
+class PluginConfig(BaseModel):
+    """Base of every plugin's own configuration table; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    plugin: str
+    backend: str | None = None  # platforms only: override of [bridge] default_backend
+
+
+class KeyValue(Protocol):
+    """A plugin's own persisted key/value space (sync tokens, last seen ids, webhook ids)."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def set(self, key: str, value: str | None) -> None: ...
+
+
+class Platform(abc.ABC):
+    """Where users are: one configured account (a Discord bot, a Matrix user, the web server).
+
+    A platform turns native activity into user-side events and hands them to the core with
+    `submit`; the core calls `deliver` to show stranger-side events. It never holds the core.
+    """
+
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+
+    def __init__(self, name: str, config: Any, submit: Submit, state: KeyValue) -> None:
+        self.name = name
+        self.config = config
+        self.submit = submit
+        self.state = state
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Connect and listen until cancelled. Called once by the daemon in its own task."""
+
+    async def ready(self) -> None:
+        """Wait until the platform can deliver. The daemon awaits it before resuming sessions.
+
+        Default: ready at once.
+        """
+
+    @abc.abstractmethod
+    async def deliver(self, room: Room, event: Event) -> None:
+        """Show a stranger-side or core event in `room`. Called by the room's session task.
+
+        May raise: the core retries a bounded number of times, then logs and drops the event.
+        Kinds a platform cannot show are ignored.
+        """
+
+    def rooms_active(self, rooms: list[Room]) -> None:
+        """Told once at start which of this platform's rooms have a session. Default: nothing."""
+
+
+class Chat(abc.ABC):
+    """One conversation with a stranger (two in spy mode, two in a three-person room)."""
+
+    #: What `Backend.resume` needs to take this chat up again after a restart; None: cannot.
+    handle: str | None = None
+
+    @abc.abstractmethod
+    def events(self) -> AsyncIterator[Event]:
+        """Stranger-side events in order; ends after Disconnected. Iterated by one session task."""
+
+    @abc.abstractmethod
+    async def send(self, event: Event) -> None:
+        """Send a user-side event (Message, Typing, StoppedTyping) to the stranger."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Leave the chat (the stranger is told, where the protocol can). Idempotent."""
+
+
+class Backend(abc.ABC):
+    """Where strangers come from. Started and stopped by the daemon as an async context manager."""
+
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+
+    #: Longest message the protocol carries; longer user text is refused with a notice.
+    max_message_length: ClassVar[int] = 4000
+
+    def __init__(self, name: str, config: Any) -> None:
+        self.name = name
+        self.config = config
+
+    async def start(self) -> None:
+        """Open shared resources (HTTP sessions, listeners). Default: nothing."""
+
+    async def stop(self) -> None:
+        """Close shared resources. Default: nothing."""
+
+    async def __aenter__(self) -> Backend:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @abc.abstractmethod
+    async def connect(self, start: Start) -> Chat:
+        """Look for a stranger. Returns at once with a Chat whose events start with Waiting.
+
+        Called by a session task. May raise: the session ends the search with one notice.
+        """
+
+    async def resume(self, handle: str) -> Chat | None:
+        """Take up a chat persisted before a restart. Default: None (cannot; the session ends)."""
+        return None
+
+    async def online(self) -> int | None:
+        """How many people the backend says are online, for status pages. Default: unknown."""
+        return None
+

@@ -1,0 +1,162 @@
+"""Typed events that cross the core, and the envelope that says which side sent them."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Origin(enum.Enum):
+    """Which side handed an event to the core."""
+
+    USER = "user"  # a platform: Discord thread, Matrix room, web client
+    STRANGER = "stranger"  # a backend chat
+    CORE = "core"  # the bridge itself (notices, synthesised events)
+
+
+class Mode(str, enum.Enum):
+    """How a user wants to meet strangers."""
+
+    RANDOM = "random"  # one stranger, interests optional
+    ASK = "ask"  # spy: pose a question, watch two strangers discuss it
+    ANSWER = "answer"  # discuss a spy's question with another stranger
+    GROUP = "group"  # a room of three; lives while two remain
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """Where one session is shown: a Discord thread, a Matrix room or thread, a web client."""
+
+    platform: str
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.platform}/{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The user wants a stranger; while chatting it means "next"."""
+
+    backend: str | None = None  # None: the platform's or bridge's default
+    interests: tuple[str, ...] = ()
+    language: str = "en"
+    question: str | None = None  # the spy's question (mode ASK)
+    answer_questions: bool = False  # kept for Omegle's wantsspy; implied by mode ANSWER
+    mode: Mode = Mode.RANDOM
+    strict_interests: bool = False  # never fall back to a random stranger
+    # Opaque, platform-scoped key of the person ("discord:<hash>"): used only inside this
+    # process (blocks after a report, per-user limits), never sent to a stranger or backend.
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The user reports the current stranger: the chat ends and the two are never paired again."""
+
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Queued at the backend; nobody yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The chat is live."""
+
+    common_interests: tuple[str, ...] = ()
+    question: str | None = None
+    strangers: tuple[str, ...] = ("Stranger",)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Text typed by a person; `stranger` labels the speaker when there are several."""
+
+    text: str
+    stranger: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """The speaker started typing."""
+
+    stranger: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoppedTyping:
+    """The speaker stopped typing (Omegle never says so after a message: the core synthesises it)."""
+
+    stranger: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """Spy mode: the question the strangers discuss."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerNotice:
+    """Text that no person typed: from the backend's server or from the bridge itself."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """End of the chat, or of one stranger in a group; from the user side it means "stop"."""
+
+    stranger: str | None = None
+    reason: str | None = None
+
+
+Event = (
+    Start
+    | Report
+    | Waiting
+    | Connected
+    | Message
+    | Typing
+    | StoppedTyping
+    | Question
+    | ServerNotice
+    | Disconnected
+)
+
+# Which event kinds each side may hand in; the core rejects the rest.
+ALLOWED: dict[Origin, tuple[type, ...]] = {
+    Origin.USER: (Start, Report, Message, Typing, StoppedTyping, Disconnected),
+    Origin.STRANGER: (
+        Waiting,
+        Connected,
+        Message,
+        Typing,
+        StoppedTyping,
+        Question,
+        ServerNotice,
+        Disconnected,
+    ),
+    Origin.CORE: (Waiting, Connected, Message, Typing, StoppedTyping, Question, ServerNotice, Disconnected),
+}
+
+
+class OriginError(ValueError):
+    """An event was handed in by a side that cannot produce it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """An event with its routing data: the room it concerns and the side that handed it in."""
+
+    room: Room
+    origin: Origin
+    event: Event = field()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.event, ALLOWED[self.origin]):
+            raise OriginError(f"{type(self.event).__name__} cannot come from the {self.origin.value} side")
