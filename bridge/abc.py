@@ -6,9 +6,10 @@ import abc
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 from .events import Event, Room, Start
+from .metrics import Metrics
 
 __all__ = ["Backend", "Chat", "KeyValue", "Platform", "PluginConfig", "Submit"]
 
@@ -25,6 +26,22 @@ class PluginConfig(BaseModel):
 
     plugin: str
     backend: str | None = None  # platforms only: override of [bridge] default_backend
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> PluginConfig:
+        for key in type(self).model_fields:
+            value = getattr(self, key)
+            if isinstance(value, SecretStr) and _is_placeholder(value.get_secret_value()):
+                raise ValueError(f"{key}: placeholder secret; set the real value (or the environment variable)")
+        return self
+
+
+_PLACEHOLDERS = ("CHANGE-ME", "CHANGEME", "CHANGE_ME", "REPLACE-ME", "YOUR-TOKEN", "YOUR_TOKEN", "XXX", "TODO")
+
+
+def _is_placeholder(secret: str) -> bool:
+    upper = secret.strip().upper()
+    return not upper or any(mark in upper for mark in _PLACEHOLDERS) or upper.startswith("<")
 
 
 class KeyValue(Protocol):
@@ -44,11 +61,12 @@ class Platform(abc.ABC):
 
     Config: ClassVar[type[PluginConfig]] = PluginConfig
 
-    def __init__(self, name: str, config: Any, submit: Submit, state: KeyValue) -> None:
+    def __init__(self, name: str, config: Any, submit: Submit, state: KeyValue, metrics: Metrics | None = None) -> None:
         self.name = name
         self.config = config
-        self.submit = submit
-        self.state = state
+        self.submit = submit  # hand user-side events to the core
+        self.state = state  # this platform's persisted key/value space
+        self.metrics = metrics or Metrics()  # read-only figures for status pages
 
     @abc.abstractmethod
     async def run(self) -> None:
@@ -66,6 +84,12 @@ class Platform(abc.ABC):
 
         May raise: the core retries a bounded number of times, then logs and drops the event.
         Kinds a platform cannot show are ignored.
+        """
+
+    async def flush(self) -> None:
+        """Push out anything still queued for delivery. Called at shutdown before `run` is cancelled.
+
+        Default: nothing (a platform that delivers synchronously has nothing queued).
         """
 
     def rooms_active(self, rooms: list[Room]) -> None:
@@ -99,9 +123,10 @@ class Backend(abc.ABC):
     #: Longest message the protocol carries; longer user text is refused with a notice.
     max_message_length: ClassVar[int] = 4000
 
-    def __init__(self, name: str, config: Any) -> None:
+    def __init__(self, name: str, config: Any, state: KeyValue | None = None) -> None:
         self.name = name
         self.config = config
+        self.state = state  # this backend's persisted key/value space (None in bare unit tests)
 
     async def start(self) -> None:
         """Open shared resources (HTTP sessions, listeners). Default: nothing."""
@@ -126,6 +151,12 @@ class Backend(abc.ABC):
     async def resume(self, handle: str) -> Chat | None:
         """Take up a chat persisted before a restart. Default: None (cannot; the session ends)."""
         return None
+
+    async def abandon(self, handle: str) -> None:
+        """Tell the stranger of a persisted chat that will not be resumed that it ended.
+
+        Called at start for each chat `resume` declined. Default: nothing.
+        """
 
     async def online(self) -> int | None:
         """How many people the backend says are online, for status pages. Default: unknown."""

@@ -107,12 +107,29 @@ class ServerNotice:
     text: str
 
 
+class Reason(str, enum.Enum):
+    """Why a chat ended; a backend may also give free text (an Omegle `error`, a ban)."""
+
+    STRANGER = "stranger"  # the stranger left
+    USER = "user"  # the user stopped or left the room
+    REPORT = "report"  # the user reported the stranger
+    TIMEOUT = "timeout"  # nobody found within the search timeout
+    ERROR = "error"  # the backend failed or the connection died
+    SHUTDOWN = "shutdown"  # the daemon is stopping
+    RESTART = "restart"  # the daemon restarted and could not resume the chat
+    REFUSED = "refused"  # the backend refused: captcha, ban, bad request
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True, slots=True)
 class Disconnected:
     """End of the chat, or of one stranger in a group; from the user side it means "stop"."""
 
-    stranger: str | None = None
-    reason: str | None = None
+    stranger: str | None = None  # who left, when there were several ("Stranger 1", "Bob")
+    reason: str | None = None  # a Reason value, or free text from a backend
+    final: bool = True  # False: one stranger left a group and the chat goes on
 
 
 Event = (

@@ -1,0 +1,219 @@
+"""Configuration: one TOML file plus STRANGER_BRIDGE_* environment overrides, validated per plugin."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .abc import Backend, Platform, PluginConfig
+from .registry import PluginError, load_backend, load_platform
+
+__all__ = ["BridgeSection", "Config", "ConfigError", "DEFAULT_CONFIG", "load_config", "parse_config"]
+
+log = logging.getLogger(__name__)
+
+# What `stranger-bridge run` uses with no file: the embedded hub and the built-in web page.
+DEFAULT_CONFIG: dict[str, Any] = {
+    "platforms": {"web": {"plugin": "web"}},
+    "backends": {"hub": {"plugin": "hub"}},
+}
+
+
+class ConfigError(ValueError):
+    """Every problem found in a configuration, each naming its key."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+class BridgeSection(BaseModel):
+    """The [bridge] table: settings of the core itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_backend: str = "hub"
+    state: Path = Path("stranger-bridge.sqlite3")  # SQLite file of sessions and plugin state
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    search_timeout: float = Field(300.0, gt=0)  # seconds searching before giving up with a notice
+    typing_timeout: float = Field(10.0, gt=0)  # a user's Typing becomes StoppedTyping after this
+    stranger_typing_timeout: float = Field(30.0, gt=0)  # likewise for a stranger's Typing
+    max_interests: int = Field(20, ge=0, le=100)
+    max_interest_length: int = Field(64, ge=1, le=256)
+    max_question_length: int = Field(500, ge=1, le=5000)
+    max_message_length: int = Field(4000, ge=1, le=65536)  # user text; backends may allow less
+    stranger_rate: float = Field(5.0, gt=0)  # messages per second a stranger may sustain
+    stranger_burst: int = Field(20, ge=1)
+    user_rate: float = Field(5.0, gt=0)
+    user_burst: int = Field(20, ge=1)
+    inbox_size: int = Field(1000, ge=10)  # events queued per room before overflow notices
+    deliver_attempts: int = Field(3, ge=1, le=10)
+    shutdown_timeout: float = Field(5.0, gt=0)
+
+
+class _Raw(BaseSettings):
+    """The file and environment merged, before each plugin table is validated."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STRANGER_BRIDGE_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    bridge: dict[str, Any] = {}
+    platforms: dict[str, dict[str, Any]] = {}
+    backends: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (given as init values), as operators expect.
+        return env_settings, init_settings
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration: the core's settings and each plugin's own Config instance."""
+
+    bridge: BridgeSection
+    platforms: dict[str, PluginConfig] = field(default_factory=dict)
+    backends: dict[str, PluginConfig] = field(default_factory=dict)
+    platform_classes: dict[str, type[Platform]] = field(default_factory=dict)
+    backend_classes: dict[str, type[Backend]] = field(default_factory=dict)
+    source: Path | None = None
+
+    def backend_for(self, platform: str) -> str:
+        """The backend a platform's sessions use unless a Start names another."""
+        return self.platforms[platform].backend or self.bridge.default_backend
+
+
+def load_config(path: Path | str | None, *, env: bool = True) -> Config:
+    """Read and validate `path` (None: embedded defaults) with environment overrides."""
+    if path is None:
+        return parse_config(DEFAULT_CONFIG, env=env)
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror or exc}"]) from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    config = parse_config(data, env=env, base_dir=path.parent)
+    return Config(**{**config.__dict__, "source": path})
+
+
+def parse_config(data: dict[str, Any], *, env: bool = True, base_dir: Path | None = None) -> Config:
+    """Validate a configuration given as a dict (the parsed TOML); raise ConfigError with every problem."""
+    errors: list[str] = []
+    unknown = sorted(set(data) - {"bridge", "platforms", "backends"})
+    errors += [f"{key}: unknown table (expected bridge, platforms, backends)" for key in unknown]
+    known = {k: v for k, v in data.items() if k not in unknown}
+    try:
+        raw = _Raw(**known) if env else _Raw.model_construct(**{"bridge": {}, "platforms": {}, "backends": {}, **known})
+    except ValidationError as exc:
+        raise ConfigError(errors + _format(exc)) from None
+
+    bridge = _validate(BridgeSection, "bridge", raw.bridge, errors)
+    if bridge is not None and base_dir is not None and not bridge.state.is_absolute():
+        bridge = bridge.model_copy(update={"state": base_dir / bridge.state})
+
+    backends_raw = dict(raw.backends)
+    default_backend = bridge.default_backend if bridge else "hub"
+    if default_backend == "hub" and "hub" not in backends_raw:
+        backends_raw["hub"] = {"plugin": "hub"}  # the embedded pool needs no configuration
+
+    backend_classes: dict[str, type[Backend]] = {}
+    backends: dict[str, PluginConfig] = {}
+    for name, table in backends_raw.items():
+        loaded = _plugin("backends", name, table, load_backend, errors)
+        if loaded:
+            backend_classes[name], backends[name] = loaded
+
+    platform_classes: dict[str, type[Platform]] = {}
+    platforms: dict[str, PluginConfig] = {}
+    for name, table in raw.platforms.items():
+        loaded = _plugin("platforms", name, table, load_platform, errors)
+        if loaded:
+            platform_classes[name], platforms[name] = loaded
+
+    if bridge is not None and default_backend not in backends_raw:
+        errors.append(f"bridge.default_backend: no [backends.{default_backend}] table")
+    for name, cfg in platforms.items():
+        if cfg.backend is not None and cfg.backend not in backends_raw:
+            errors.append(f"platforms.{name}.backend: no [backends.{cfg.backend}] table")
+    if errors or bridge is None:
+        raise ConfigError(errors or ["bridge: invalid"])
+    return Config(bridge, platforms, backends, platform_classes, backend_classes)
+
+
+def _plugin(section, name, table, loader, errors):
+    where = f"{section}.{name}"
+    if not isinstance(table, dict):
+        errors.append(f"{where}: must be a table")
+        return None
+    plugin = table.get("plugin", name)  # a table named after its plugin may omit `plugin`
+    if not isinstance(plugin, str):
+        errors.append(f"{where}.plugin: must be a string")
+        return None
+    try:
+        cls = loader(plugin)
+    except PluginError as exc:
+        errors.append(f"{where}.plugin: {exc}")
+        return None
+    values = {k: _from_env_text(v) for k, v in {**table, "plugin": plugin}.items()}
+    cfg = _validate(cls.Config, where, values, errors)
+    return (cls, cfg) if cfg is not None else None
+
+
+def _from_env_text(value: Any) -> Any:
+    # Environment overrides arrive as text; lists and tables are written as JSON there.
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, dict):
+        return {k: _from_env_text(v) for k, v in value.items()}
+    return value
+
+
+def _validate(model, where, values, errors):
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        errors.extend(_format(exc, where))
+        return None
+
+
+def _format(exc: ValidationError, where: str = "") -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        key = ".".join(p for p in (where, loc) if p)
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (typo?)"
+        elif err["type"] == "missing":
+            msg = "field required"
+        if not loc and ": " in msg and msg.split(": ", 1)[0].isidentifier():
+            # A model-level check that names its own field ("token: placeholder secret").
+            field_name, msg = msg.split(": ", 1)
+            key = ".".join(p for p in (where, field_name) if p)
+        lines.append(f"{key}: {msg}" if key else msg)
+    return lines

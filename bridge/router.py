@@ -1,0 +1,208 @@
+"""The router: one Session per room, user events in through `submit`, room output through `deliver`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from .abc import Backend, Platform, Submit
+from .config import BridgeSection
+from .events import Disconnected, Envelope, Event, Origin, OriginError, Reason, Room, ServerNotice
+from .metrics import Metrics
+from .session import Session, State
+from .store import SessionRecord, Store
+
+__all__ = ["Router"]
+
+log = logging.getLogger(__name__)
+
+DELIVER_BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0)
+
+
+class Router:
+    """Maps rooms to sessions and sessions to platforms. Plugins never see it: they get callables."""
+
+    def __init__(
+        self,
+        settings: BridgeSection,
+        backends: dict[str, Backend],
+        store: Store,
+        *,
+        default_backends: dict[str, str] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.store = store
+        self.platforms: dict[str, Platform] = {}
+        self.sessions: dict[Room, Session] = {}
+        self.metrics = metrics or Metrics()
+        self.metrics.sessions_source(self._session_counts)
+        self.closing = False
+        self._default_backends = default_backends or {}
+        self._background: set[asyncio.Task] = set()
+
+    # ---- wiring ------------------------------------------------------------------------------
+
+    def attach(self, platform: Platform) -> None:
+        """Register a platform so rooms of its name can be delivered to."""
+        self.platforms[platform.name] = platform
+
+    def submitter(self, platform: str) -> Submit:
+        """The `submit` callable handed to the platform named `platform`: it can only speak for its own rooms."""
+
+        def submit(room: Room, event: Event) -> bool:
+            if room.platform != platform:
+                log.error("platform %s submitted for a room of %s; refused", platform, room.platform)
+                return False
+            return self.submit(room, event)
+
+        return submit
+
+    def backend_for(self, platform: str) -> str:
+        return self._default_backends.get(platform, self.settings.default_backend)
+
+    def max_message_length(self, backend: str | None) -> int:
+        limit = self.settings.max_message_length
+        found = self.backends.get(backend or "")
+        return min(limit, found.max_message_length) if found else limit
+
+    # ---- input -------------------------------------------------------------------------------
+
+    def submit(self, room: Room, event: Event) -> bool:
+        """Hand a user-side event to the room's session. Never blocks; False when refused."""
+        try:
+            Envelope(room, Origin.USER, event)
+        except OriginError as exc:
+            log.warning("room %s: %s; refused", room, exc)
+            return False
+        if self.closing:
+            return False
+        session = self.sessions.get(room)
+        if session is None:
+            session = self._open(room)
+        return session.put_user(event)
+
+    def _open(self, room: Room) -> Session:
+        session = Session(room, self)
+        self.sessions[room] = session
+        session.task = asyncio.get_running_loop().create_task(session.run(), name=f"session {room}")
+        return session
+
+    def retire(self, session: Session) -> bool:
+        """Called by an idle session's task before it exits; False if it must keep running."""
+        if self.sessions.get(session.room) is session and session.inbox.empty() and not self.closing:
+            del self.sessions[session.room]
+            return True
+        return False
+
+    # ---- output ------------------------------------------------------------------------------
+
+    async def deliver(self, room: Room, event: Event) -> bool:
+        """Show an event in a room, retrying a failing platform a bounded number of times."""
+        platform = self.platforms.get(room.platform)
+        if platform is None:
+            log.warning("room %s: no platform %s; %s dropped", room, room.platform, type(event).__name__)
+            return False
+        attempts = self.settings.deliver_attempts
+        for attempt in range(attempts):
+            try:
+                await platform.deliver(room, event)
+                return True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.inc("errors", kind="deliver")
+                if attempt + 1 == attempts:
+                    log.error("room %s: %s not delivered after %d attempts: %r", room, type(event).__name__, attempts, exc)
+                    return False
+                log.warning("room %s: delivering %s failed (%r); retrying", room, type(event).__name__, exc)
+                await asyncio.sleep(DELIVER_BACKOFF[min(attempt, len(DELIVER_BACKOFF) - 1)])
+        return False
+
+    def spawn_notice(self, room: Room, text: str) -> None:
+        """Deliver a notice outside the room's task (used when its inbox is full)."""
+        self._spawn(self.deliver(room, ServerNotice(text)))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ---- persistence -------------------------------------------------------------------------
+
+    async def save(self, record: SessionRecord) -> None:
+        try:
+            await self.store.save_session(record)
+        except Exception:
+            log.exception("room %s: could not persist the session", record.room)
+
+    async def forget(self, room: Room) -> None:
+        try:
+            await self.store.delete_session(room)
+        except Exception:
+            log.exception("room %s: could not forget the session", room)
+
+    async def resume(self) -> tuple[int, int]:
+        """Take up the sessions a previous run left: resumed where the backend can, else ended with
+        exactly one notice to the room (and a disconnect to the stranger). Returns (resumed, ended)."""
+        resumed = ended = 0
+        for record in await self.store.sessions():
+            backend = self.backends.get(record.backend)
+            chat = None
+            if backend is not None and record.handle:
+                try:
+                    chat = await backend.resume(record.handle)
+                except Exception as exc:
+                    log.warning("room %s: resuming on %s failed: %r", record.room, record.backend, exc)
+            if chat is not None and record.room.platform in self.platforms:
+                session = self.sessions.get(record.room) or self._open(record.room)
+                session.resume(chat, record, backend)
+                resumed += 1
+                continue
+            if backend is not None and record.handle:
+                try:
+                    await backend.abandon(record.handle)
+                except Exception as exc:
+                    log.info("room %s: could not tell the stranger: %r", record.room, exc)
+            await self.forget(record.room)
+            if record.room.platform in self.platforms:
+                await self.deliver(record.room, Disconnected(reason=Reason.RESTART))
+            ended += 1
+        if resumed or ended:
+            log.info("previous sessions: %d resumed, %d ended", resumed, ended)
+        return resumed, ended
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Refuse new events, end every chat with one notice per side, wait for the session tasks."""
+        self.closing = True
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        tasks = []
+        for session in list(self.sessions.values()):
+            session.put_shutdown()
+            if session.task is not None:
+                tasks.append(session.task)
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("%d sessions did not end within %.1f s", len(pending), timeout)
+                await asyncio.wait(pending, timeout=1)
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=1)
+        self.sessions.clear()
+
+    def _session_counts(self) -> dict[tuple[str, str], int]:
+        counts: Counter[tuple[str, str]] = Counter()
+        for room, session in self.sessions.items():
+            counts[(room.platform, session.state.value)] += 1
+        return dict(counts)
+
+    def state_of(self, room: Room) -> State:
+        """The session state of a room (IDLE when it has none)."""
+        session = self.sessions.get(room)
+        return session.state if session else State.IDLE

@@ -1,0 +1,204 @@
+"""State store: room ↔ session records and each plugin's key/value state. SQLite by default."""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .events import Room
+
+__all__ = ["MemoryStore", "PluginState", "SessionRecord", "SQLiteStore", "Store", "StoreError"]
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(RuntimeError):
+    """The state store cannot be used (unreadable, corrupt, or of another program)."""
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """What survives a restart of one room's session."""
+
+    room: Room
+    state: str  # "searching" | "chatting" (idle sessions are not stored)
+    backend: str
+    handle: str | None = None  # the backend's chat handle, for Backend.resume
+    start: dict[str, Any] = field(default_factory=dict)  # the Start that began it, as JSON data
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+
+
+class Store(abc.ABC):
+    """Where sessions and plugin state persist. The Redis store of scale-out mode implements this too."""
+
+    @abc.abstractmethod
+    async def save_session(self, record: SessionRecord) -> None:
+        """Insert or replace the record of `record.room`."""
+
+    @abc.abstractmethod
+    async def delete_session(self, room: Room) -> None:
+        """Forget the session of `room` (it is idle)."""
+
+    @abc.abstractmethod
+    async def sessions(self) -> list[SessionRecord]:
+        """Every stored session, oldest first."""
+
+    @abc.abstractmethod
+    async def get(self, namespace: str, key: str) -> str | None:
+        """A plugin's value, or None."""
+
+    @abc.abstractmethod
+    async def set(self, namespace: str, key: str, value: str | None) -> None:
+        """Set (or with None, delete) a plugin's value."""
+
+    async def close(self) -> None:
+        """Flush and release. Default: nothing."""
+
+    def state_for(self, namespace: str) -> PluginState:
+        """The key/value space handed to the plugin named `namespace`."""
+        return PluginState(self, namespace)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginState:
+    """One plugin's view of the store (implements bridge.abc.KeyValue)."""
+
+    store: Store
+    namespace: str
+
+    async def get(self, key: str) -> str | None:
+        return await self.store.get(self.namespace, key)
+
+    async def set(self, key: str, value: str | None) -> None:
+        await self.store.set(self.namespace, key, value)
+
+
+class MemoryStore(Store):
+    """A store that forgets everything at exit; for tests and benchmarks."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[Room, SessionRecord] = {}
+        self._kv: dict[tuple[str, str], str] = {}
+
+    async def save_session(self, record: SessionRecord) -> None:
+        self._sessions[record.room] = record
+
+    async def delete_session(self, room: Room) -> None:
+        self._sessions.pop(room, None)
+
+    async def sessions(self) -> list[SessionRecord]:
+        return sorted(self._sessions.values(), key=lambda r: r.created)
+
+    async def get(self, namespace: str, key: str) -> str | None:
+        return self._kv.get((namespace, key))
+
+    async def set(self, namespace: str, key: str, value: str | None) -> None:
+        if value is None:
+            self._kv.pop((namespace, key), None)
+        else:
+            self._kv[(namespace, key)] = value
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    platform TEXT NOT NULL, room TEXT NOT NULL, state TEXT NOT NULL, backend TEXT NOT NULL,
+    handle TEXT, start TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+    PRIMARY KEY (platform, room));
+CREATE TABLE IF NOT EXISTS kv (namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (namespace, key));
+"""
+_APP_ID = "stranger-bridge/1"
+
+
+class SQLiteStore(Store):
+    """The default store: one SQLite file. Writes are small and synchronous (WAL, no fsync per write)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self.path}: cannot open the state file: {exc}") from exc
+        try:
+            self._check_and_migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(
+                f"{self.path}: not a stranger-bridge state file ({exc}); it was left untouched. "
+                "Move it away or point [bridge] state elsewhere."
+            ) from exc
+
+    def _check_and_migrate(self) -> None:
+        db = self._db
+        # Reading the schema first fails on a corrupt or non-SQLite file before anything is written.
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise sqlite3.DatabaseError("it holds tables of another program")
+        if tables:
+            row = db.execute("SELECT value FROM meta WHERE key='app'").fetchone()
+            if row is None or row[0] != _APP_ID:
+                raise sqlite3.DatabaseError(f"unknown format {row[0] if row else None!r}")
+            problem = db.execute("PRAGMA quick_check").fetchone()[0]
+            if problem != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {problem}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('app', ?)", (_APP_ID,))
+
+    async def save_session(self, record: SessionRecord) -> None:
+        record.updated = time.time()
+        self._db.execute(
+            "INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?)",
+            (
+                record.room.platform,
+                record.room.id,
+                record.state,
+                record.backend,
+                record.handle,
+                json.dumps(record.start),
+                record.created,
+                record.updated,
+            ),
+        )
+
+    async def delete_session(self, room: Room) -> None:
+        self._db.execute("DELETE FROM sessions WHERE platform=? AND room=?", (room.platform, room.id))
+
+    async def sessions(self) -> list[SessionRecord]:
+        rows = self._db.execute(
+            "SELECT platform, room, state, backend, handle, start, created, updated FROM sessions ORDER BY created"
+        ).fetchall()
+        return [
+            SessionRecord(Room(p, r), state, backend, handle, json.loads(start), created, updated)
+            for p, r, state, backend, handle, start, created, updated in rows
+        ]
+
+    async def get(self, namespace: str, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM kv WHERE namespace=? AND key=?", (namespace, key)).fetchone()
+        return row[0] if row else None
+
+    async def set(self, namespace: str, key: str, value: str | None) -> None:
+        if value is None:
+            self._db.execute("DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?)", (namespace, key, value))
+
+    async def close(self) -> None:
+        self._db.close()
+
+
+def record_as_dict(record: SessionRecord) -> dict[str, Any]:
+    """A JSON-ready copy of a record (for stores that serialise whole records)."""
+    data = asdict(record)
+    data["room"] = [record.room.platform, record.room.id]
+    return data

@@ -1,0 +1,1 @@
+"""The embedded stranger pool: pairs any two sessions of this bridge, whatever their platform."""

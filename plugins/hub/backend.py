@@ -1,0 +1,232 @@
+"""The hub backend: chats between sessions of this process, matched by the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from pydantic import Field
+
+from bridge.abc import Backend, Chat, PluginConfig
+from bridge.events import (
+    Connected,
+    Disconnected,
+    Event,
+    Message,
+    Mode,
+    Reason,
+    Report,
+    Start,
+    StoppedTyping,
+    Typing,
+    Waiting,
+)
+
+from .pool import ANSWER, ASK, GROUP, INTERESTS, RANDOM, Match, Pool, Ticket
+
+__all__ = ["HubBackend", "HubChat", "HubConfig"]
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+class HubConfig(PluginConfig):
+    """[backends.hub]: the embedded pool."""
+
+    interest_fallback: float = Field(10.0, ge=0)  # seconds before an interests search takes anyone
+    repair_cooldown: float = Field(60.0, ge=0)  # seconds before two who just parted can meet again
+    scan_limit: int = Field(32, ge=1, le=1000)  # candidates looked at per bucket per arrival
+
+
+class _Conversation:
+    """Members of one live chat; for spy chats members[0] is the asker, who only watches."""
+
+    __slots__ = ("kind", "members", "alive")
+
+    def __init__(self, kind: str, members: list[HubChat]) -> None:
+        self.kind = kind
+        self.members = members
+        self.alive = list(members)
+
+    def label(self, viewer: HubChat, speaker: HubChat) -> str | None:
+        """How `viewer` names `speaker`: None in a one-to-one chat."""
+        if self.kind == ASK:
+            if viewer is not self.members[0]:
+                return None
+            return f"Stranger {self.members.index(speaker)}"
+        if self.kind == GROUP:
+            others = [m for m in self.members if m is not viewer]
+            return f"Stranger {others.index(speaker) + 1}"
+        return None
+
+
+class HubChat(Chat):
+    """One member's side of a hub conversation."""
+
+    def __init__(self, hub: HubBackend, start: Start) -> None:
+        self.hub = hub
+        self.start = start
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.ticket: Ticket | None = None
+        self.conversation: _Conversation | None = None
+        self.fallback: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    async def events(self) -> AsyncIterator[Event]:
+        queue = self.queue
+        while True:
+            event = await queue.get()
+            if event is _END:
+                return
+            yield event
+            if type(event) is Disconnected and event.final:
+                return
+
+    def push(self, event: Event) -> None:
+        if not self.closed:
+            self.queue.put_nowait(event)
+
+    async def send(self, event: Event) -> None:
+        conv = self.conversation
+        if self.closed:
+            return
+        if type(event) is Report:
+            self.hub.report(self)
+            return
+        if conv is None or self not in conv.alive:
+            return
+        if conv.kind == ASK and conv.members[0] is self:
+            return  # the spy only watches
+        if type(event) is Message:
+            for other in conv.alive:
+                if other is not self:
+                    other.push(Message(event.text, conv.label(other, self)))
+        elif type(event) in (Typing, StoppedTyping):
+            for other in conv.alive:
+                if other is not self:
+                    other.push(type(event)(conv.label(other, self)))
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.hub.leave(self)
+        self.queue.put_nowait(_END)
+
+
+class HubBackend(Backend):
+    """Pairs any two sessions of this bridge: random, interests, language, spy ask/answer, groups of three."""
+
+    Config = HubConfig
+    max_message_length = 4000
+
+    def __init__(self, name, config, state=None) -> None:
+        super().__init__(name, config, state)
+        self.pool = Pool(repair_cooldown=config.repair_cooldown, scan_limit=config.scan_limit)
+        self.chats_live = 0
+
+    async def start(self) -> None:
+        if self.state is not None:
+            for line in (await self.state.get("blocked") or "").splitlines():
+                a, _, b = line.partition("\t")
+                if a and b:
+                    self.pool.block(a, b)
+
+    async def connect(self, start: Start) -> Chat:
+        chat = HubChat(self, start)
+        mode = start.mode
+        if mode is Mode.RANDOM and start.answer_questions:
+            mode = Mode.ANSWER
+        kind = {Mode.ASK: ASK, Mode.ANSWER: ANSWER, Mode.GROUP: GROUP}.get(mode, INTERESTS if start.interests else RANDOM)
+        ticket = Ticket(
+            user=start.user or f"anon-{id(chat)}",
+            kind=kind,
+            language=start.language,
+            interests=frozenset(start.interests) if kind == INTERESTS else frozenset(),
+            question=start.question,
+            strict=start.strict_interests,
+            payload=chat,
+        )
+        chat.ticket = ticket
+        chat.push(Waiting())
+        match = self.pool.arrive(ticket)
+        if match is not None:
+            self._begin(match)
+        elif kind == INTERESTS and not ticket.strict:
+            loop = asyncio.get_running_loop()
+            chat.fallback = loop.call_later(self.config.interest_fallback, self._fall_back, chat)
+        return chat
+
+    def _fall_back(self, chat: HubChat) -> None:
+        chat.fallback = None
+        if chat.closed or chat.conversation is not None or chat.ticket is None:
+            return
+        match = self.pool.fall_back(chat.ticket)
+        if match is not None:
+            self._begin(match)
+
+    def _begin(self, match: Match) -> None:
+        members: list[HubChat] = [t.payload for t in match.members]  # type: ignore[misc]
+        conv = _Conversation(match.kind if match.kind in (ASK, GROUP) else RANDOM, members)
+        self.chats_live += 1
+        for chat in members:
+            if chat.fallback is not None:
+                chat.fallback.cancel()
+                chat.fallback = None
+            chat.conversation = conv
+        for chat in members:
+            if conv.kind == ASK and chat is members[0]:
+                chat.push(Connected(question=match.question, strangers=("Stranger 1", "Stranger 2")))
+            elif conv.kind == ASK:
+                chat.push(Connected(question=match.question))
+            elif conv.kind == GROUP:
+                chat.push(Connected(strangers=("Stranger 1", "Stranger 2")))
+            else:
+                chat.push(Connected(common_interests=match.common))
+
+    def leave(self, chat: HubChat) -> None:
+        """A member left (stop, next, report, shutdown): tell the others once."""
+        if chat.fallback is not None:
+            chat.fallback.cancel()
+            chat.fallback = None
+        if chat.ticket is not None:
+            self.pool.leave(chat.ticket)
+        conv = chat.conversation
+        if conv is None or chat not in conv.alive:
+            return
+        conv.alive.remove(chat)
+        self.pool.parted(m.ticket.user for m in conv.members if m.ticket)
+        if conv.kind == ASK:
+            if chat is conv.members[0]:
+                return  # the answerers go on discussing; the spy was invisible to them
+            for other in list(conv.alive):
+                final = True
+                other.push(Disconnected(conv.label(other, chat), Reason.STRANGER, final))
+            conv.alive.clear()
+        elif conv.kind == GROUP and len(conv.alive) >= 2:
+            for other in conv.alive:
+                other.push(Disconnected(conv.label(other, chat), Reason.STRANGER, final=False))
+        else:
+            for other in list(conv.alive):
+                other.push(Disconnected(conv.label(other, chat), Reason.STRANGER))
+            conv.alive.clear()
+        if not conv.alive:
+            self.chats_live -= 1
+
+    def report(self, chat: HubChat) -> None:
+        """Block every other member of the reporter's last conversation, for good."""
+        conv = chat.conversation
+        if conv is None or chat.ticket is None:
+            return
+        for other in conv.members:
+            if other is not chat and other.ticket is not None:
+                self.pool.block(chat.ticket.user, other.ticket.user)
+                log.info("hub: a pair was blocked after a report")
+        if self.state is not None:
+            lines = "\n".join("\t".join(sorted(pair)) for pair in self.pool.blocked() if len(pair) == 2)
+            asyncio.get_running_loop().create_task(self.state.set("blocked", lines))
+
+    async def online(self) -> int | None:
+        return self.pool.waiting + self.chats_live * 2

@@ -1,0 +1,192 @@
+"""The hub's matchmaking, pure and synchronous: waiting tickets in buckets, bounded scans, blocks."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+__all__ = ["Match", "Pool", "Ticket"]
+
+RANDOM, INTERESTS, ASK, ANSWER, GROUP = "random", "interests", "ask", "answer", "group"
+
+
+@dataclass(eq=False, slots=True)
+class Ticket:
+    """One person waiting: what they asked for and where they wait."""
+
+    user: str
+    kind: str  # RANDOM | INTERESTS | ASK | ANSWER | GROUP
+    language: str = "en"
+    interests: frozenset[str] = frozenset()
+    question: str | None = None
+    strict: bool = False  # interests only, never a random stranger
+    payload: object = None  # the backend's chat
+    id: int = 0
+    since: float = 0.0
+    places: list[tuple] = field(default_factory=list)  # keys of the buckets this ticket waits in
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A conversation formed by the pool. For ASK, members[0] is the asker."""
+
+    kind: str
+    members: tuple[Ticket, ...]
+    common: tuple[str, ...] = ()
+    question: str | None = None
+
+
+class Pool:
+    """Pairs arrivals with waiting tickets. Each arrival looks at a bounded number of candidates
+    per bucket it belongs to, so its cost does not grow with the number of people waiting."""
+
+    def __init__(self, *, repair_cooldown: float = 60.0, scan_limit: int = 32, clock: Callable[[], float] = time.monotonic):
+        self.repair_cooldown = repair_cooldown
+        self.scan_limit = scan_limit
+        self.clock = clock
+        self._ids = itertools.count(1)
+        self._buckets: dict[tuple, OrderedDict[int, Ticket]] = {}
+        self._blocked: set[frozenset[str]] = set()
+        self._recent: dict[frozenset[str], float] = {}
+        self.waiting = 0
+
+    # ---- relations between people ------------------------------------------------------------
+
+    def block(self, a: str, b: str) -> None:
+        """Never pair these two again (after a report)."""
+        self._blocked.add(frozenset((a, b)))
+
+    def blocked(self) -> Iterable[frozenset[str]]:
+        return iter(self._blocked)
+
+    def parted(self, users: Iterable[str]) -> None:
+        """These people just left each other: keep them apart for the cool-down."""
+        users = list(users)
+        until = self.clock() + self.repair_cooldown
+        for a, b in itertools.combinations(users, 2):
+            self._recent[frozenset((a, b))] = until
+        if len(self._recent) > 10_000:  # prune expired entries now and then, amortised
+            now = self.clock()
+            self._recent = {k: v for k, v in self._recent.items() if v > now}
+
+    def compatible(self, a: Ticket, b: Ticket) -> bool:
+        if a.user == b.user:
+            return False
+        pair = frozenset((a.user, b.user))
+        if pair in self._blocked:
+            return False
+        until = self._recent.get(pair)
+        if until is not None:
+            if until > self.clock():
+                return False
+            del self._recent[pair]
+        return True
+
+    # ---- arrivals ----------------------------------------------------------------------------
+
+    def arrive(self, ticket: Ticket) -> Match | None:
+        """Match `ticket` now, or leave it waiting. Returns the conversation formed, if any."""
+        ticket.id = next(self._ids)
+        ticket.since = self.clock()
+        lang = ticket.language
+        if ticket.kind == INTERESTS:
+            for interest in sorted(ticket.interests):
+                other = self._first(("i", lang, interest), [ticket])
+                if other is not None:
+                    return self._pair(ticket, other)
+            for interest in ticket.interests:
+                self._wait(ticket, ("i", lang, interest))
+            return None
+        if ticket.kind == RANDOM:
+            other = self._first(("r", lang), [ticket])
+            if other is not None:
+                return self._pair(ticket, other)
+            self._wait(ticket, ("r", lang))
+            return None
+        if ticket.kind == ASK:
+            found = self._several(("a", lang), [ticket], 2)
+            if found:
+                return self._form(ASK, (ticket, *found), question=ticket.question)
+            self._wait(ticket, ("q", lang))
+            return None
+        if ticket.kind == ANSWER:
+            asker = self._first(("q", lang), [ticket])
+            if asker is not None:
+                partner = self._first(("a", lang), [ticket, asker])
+                if partner is not None:
+                    return self._form(ASK, (asker, partner, ticket), question=asker.question)
+            self._wait(ticket, ("a", lang))
+            return None
+        if ticket.kind == GROUP:
+            found = self._several(("g", lang), [ticket], 2)
+            if found:
+                return self._form(GROUP, (*found, ticket))
+            self._wait(ticket, ("g", lang))
+            return None
+        raise ValueError(f"unknown ticket kind {ticket.kind!r}")
+
+    def fall_back(self, ticket: Ticket) -> Match | None:
+        """An interests ticket waited long enough: it now also takes a random stranger."""
+        if not ticket.places or ticket.kind != INTERESTS or ticket.strict:
+            return None
+        other = self._first(("r", ticket.language), [ticket])
+        if other is not None:
+            return self._pair(ticket, other)
+        self._wait(ticket, ("r", ticket.language))
+        return None
+
+    def leave(self, ticket: Ticket) -> None:
+        """Stop waiting (the person left, or was matched)."""
+        if ticket.places:
+            self.waiting -= 1
+        for key in ticket.places:
+            bucket = self._buckets.get(key)
+            if bucket is not None:
+                bucket.pop(ticket.id, None)
+                if not bucket:  # rare interests must not leave empty buckets behind
+                    del self._buckets[key]
+        ticket.places = []
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _wait(self, ticket: Ticket, key: tuple) -> None:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = OrderedDict()
+        if not ticket.places:
+            self.waiting += 1
+        bucket[ticket.id] = ticket
+        ticket.places.append(key)
+
+    def _candidates(self, key: tuple):
+        bucket = self._buckets.get(key)
+        if not bucket:
+            return ()
+        return itertools.islice(bucket.values(), self.scan_limit)
+
+    def _first(self, key: tuple, against: list[Ticket]) -> Ticket | None:
+        for other in self._candidates(key):
+            if all(self.compatible(other, t) for t in against):
+                return other
+        return None
+
+    def _several(self, key: tuple, against: list[Ticket], n: int) -> list[Ticket]:
+        chosen: list[Ticket] = []
+        for other in self._candidates(key):
+            if all(self.compatible(other, t) for t in (*against, *chosen)):
+                chosen.append(other)
+                if len(chosen) == n:
+                    return chosen
+        return []
+
+    def _pair(self, a: Ticket, b: Ticket) -> Match:
+        common = tuple(sorted(a.interests & b.interests))
+        return self._form(RANDOM if not common else INTERESTS, (b, a), common=common)
+
+    def _form(self, kind: str, members: tuple[Ticket, ...], common: tuple[str, ...] = (), question: str | None = None) -> Match:
+        for member in members:
+            self.leave(member)
+        return Match(kind, members, common, question)

@@ -1,0 +1,1 @@
+"""The stranger-bridge test suite."""
