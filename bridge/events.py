@@ -5,6 +5,27 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+__all__ = [
+    "ALLOWED",
+    "Connected",
+    "Disconnected",
+    "Envelope",
+    "Event",
+    "Message",
+    "Mode",
+    "Origin",
+    "OriginError",
+    "Question",
+    "Reason",
+    "Report",
+    "Room",
+    "ServerNotice",
+    "Start",
+    "StoppedTyping",
+    "Typing",
+    "Waiting",
+]
+
 
 class Origin(enum.Enum):
     """Which side handed an event to the core."""

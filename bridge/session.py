@@ -38,6 +38,7 @@ __all__ = ["Session", "State"]
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0  # seconds a backend may take to leave a chat
+REPORT_WINDOW = 300.0  # seconds after a chat ends during which "report" still reaches it
 
 
 class State(str, enum.Enum):
@@ -74,6 +75,7 @@ class Session:
         self.inbox: asyncio.Queue[tuple[int, object]] = asyncio.Queue(self.settings.inbox_size)
         self.chat: Chat | None = None
         self.last_chat: Chat | None = None  # a chat that just ended, so "report" still works
+        self.last_chat_until: float | None = None
         self.backend_name: str | None = None
         self.start: Start | None = None
         self.generation = 0
@@ -140,6 +142,8 @@ class Session:
                             generation, item = await self.inbox.get()
                 except TimeoutError:
                     await self._on_deadlines()
+                    if self._retire():
+                        return
                     continue
                 if item is _SHUTDOWN:
                     await self._shutdown()
@@ -157,16 +161,20 @@ class Session:
                     self.router.metrics.inc("errors", kind="session")
                 if self.inbox.empty():
                     self.overflowed = False
-                    if self.state is State.IDLE and self.chat is None:
-                        # Idle rooms hold no task; the next event creates a fresh one.
-                        if self.router.retire(self):
-                            return
+                    if self._retire():
+                        return
         finally:
             if self.pump:
                 self.pump.cancel()
 
+    def _retire(self) -> bool:
+        # Idle rooms hold no task; the next event creates a fresh one.
+        if self.state is State.IDLE and self.chat is None and self.last_chat is None and self.inbox.empty():
+            return self.router.retire(self)
+        return False
+
     def _next_deadline(self) -> float | None:
-        times = [t for t in (self.search_deadline, self.user_typing_until) if t is not None]
+        times = [t for t in (self.search_deadline, self.user_typing_until, self.last_chat_until) if t is not None]
         times.extend(self.stranger_typing.values())
         if not times:
             return None
@@ -174,6 +182,8 @@ class Session:
 
     async def _on_deadlines(self) -> None:
         now = time.monotonic()
+        if self.last_chat_until is not None and now >= self.last_chat_until:
+            self.last_chat = self.last_chat_until = None
         if self.search_deadline is not None and now >= self.search_deadline and self.state is State.SEARCHING:
             await self._end_chat(Reason.TIMEOUT)
         if self.user_typing_until is not None and now >= self.user_typing_until:
@@ -341,7 +351,7 @@ class Session:
         if self.chat is not None:
             await self._end_chat(Reason.REPORT)
         else:
-            self.last_chat = None
+            self.last_chat = self.last_chat_until = None
             await self.notice("You reported the last stranger. You will not be paired with them again.")
 
     # ---- stranger side -----------------------------------------------------------------------
@@ -437,7 +447,8 @@ class Session:
         chat, pump = self.chat, self.pump
         self.generation += 1  # whatever the old chat still says is now stale
         self.chat, self.pump = None, None
-        self.last_chat = chat
+        if chat is not None:
+            self.last_chat, self.last_chat_until = chat, time.monotonic() + REPORT_WINDOW
         self.state = State.IDLE
         self.search_deadline = None
         self.user_typing_until = None

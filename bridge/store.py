@@ -13,7 +13,7 @@ from typing import Any
 
 from .events import Room
 
-__all__ = ["MemoryStore", "PluginState", "SessionRecord", "SQLiteStore", "Store", "StoreError"]
+__all__ = ["MemoryStore", "PluginState", "SQLiteStore", "SessionRecord", "Store", "StoreError"]
 
 log = logging.getLogger(__name__)
 

@@ -90,10 +90,10 @@ class HubChat(Chat):
 
     async def send(self, event: Event) -> None:
         conv = self.conversation
-        if self.closed:
-            return
-        if type(event) is Report:
+        if type(event) is Report:  # also after the chat ended: "report" is often pressed then
             self.hub.report(self)
+            return
+        if self.closed:
             return
         if conv is None or self not in conv.alive:
             return

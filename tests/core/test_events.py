@@ -1,0 +1,49 @@
+"""Events and envelopes: frozen, slotted, origin-checked."""
+
+import dataclasses
+
+import pytest
+
+import bridge.events as ev
+from bridge.events import ALLOWED, Envelope, Origin, OriginError, Room
+
+
+def test_events_are_frozen_and_slotted():
+    message = ev.Message("hi")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        message.text = "changed"  # type: ignore[misc]
+    assert not hasattr(message, "__dict__")
+
+
+@pytest.mark.parametrize("event", [ev.Waiting(), ev.Connected(), ev.Question("q"), ev.ServerNotice("n")])
+def test_stranger_only_events_are_refused_from_users(event):
+    with pytest.raises(OriginError, match="cannot come from the user side"):
+        Envelope(Room("web", "1"), Origin.USER, event)
+
+
+@pytest.mark.parametrize("event", [ev.Start(), ev.Report()])
+def test_user_only_events_are_refused_from_strangers(event):
+    with pytest.raises(OriginError, match="stranger side"):
+        Envelope(Room("web", "1"), Origin.STRANGER, event)
+
+
+def test_shared_events_pass_both_ways():
+    for origin in (Origin.USER, Origin.STRANGER):
+        for event in (ev.Message("x"), ev.Typing(), ev.StoppedTyping(), ev.Disconnected()):
+            assert Envelope(Room("p", "r"), origin, event).event is event
+
+
+def test_every_event_kind_is_allowed_somewhere():
+    kinds = set(ev.Event.__args__)
+    allowed = {k for ks in ALLOWED.values() for k in ks}
+    assert kinds == allowed
+
+
+@pytest.mark.parametrize("module", ["bridge.abc", "bridge.events", "bridge.store", "bridge.text", "bridge.config", "bridge.registry"])
+def test_dunder_all_is_sorted(module):
+    import importlib
+
+    names = getattr(importlib.import_module(module), "__all__", None)
+    if names is None:
+        pytest.fail(f"{module} has no __all__")
+    assert list(names) == sorted(names)

@@ -1,0 +1,186 @@
+"""The embedded hub, end to end through the router, in every mode."""
+
+import asyncio
+
+from bridge.events import Connected, Disconnected, Message, Mode, Reason, Report, Start, StoppedTyping, Typing, Waiting
+from tests.helpers import running
+
+
+def hub(**cfg):
+    return {"backends": {"hub": {"plugin": "hub", **cfg}}}
+
+
+async def test_random_pair_relay_typing_and_stop_both_ways():
+    async with running(hub()) as b:
+        rec = b.platforms["rec"]
+        rec.send("a", Start())
+        await rec.wait_for("a", Waiting)
+        rec.send("b", Start())
+        assert await rec.wait_for("a", Connected) == Connected()
+        await rec.wait_for("b", Connected)
+        rec.send("a", Typing())
+        await rec.wait_for("b", Typing)
+        rec.send("a", Message("hello b"))
+        assert (await rec.wait_for("b", Message)).text == "hello b"
+        assert StoppedTyping() in rec.events("b")  # synthesised before the message
+        rec.send("b", Message("hello a"))
+        assert (await rec.wait_for("a", Message)).text == "hello a"
+        rec.send("b", Disconnected())
+        assert (await rec.wait_for("a", Disconnected)).reason == Reason.STRANGER
+        assert (await rec.wait_for("b", Disconnected)).reason == Reason.USER
+
+
+async def test_interests_are_matched_and_reported():
+    async with running(hub(interest_fallback=30)) as b:
+        rec = b.platforms["rec"]
+        rec.send("a", Start(interests=("music", "Cats")))
+        rec.send("b", Start(interests=("dogs",)))
+        rec.send("c", Start(interests=("cats", "chess")))
+        assert (await rec.wait_for("a", Connected)).common_interests == ("cats",)
+        assert (await rec.wait_for("c", Connected)).common_interests == ("cats",)
+        await asyncio.sleep(0.05)
+        assert rec.events("b", Connected) == []
+
+
+async def test_interests_fall_back_to_random_unless_strict():
+    async with running(hub(interest_fallback=0.1)) as b:
+        rec = b.platforms["rec"]
+        rec.send("a", Start(interests=("stamps",)))
+        rec.send("s", Start(interests=("opera",), strict_interests=True))
+        await asyncio.sleep(0.05)
+        rec.send("b", Start())
+        connected = await rec.wait_for("a", Connected)
+        assert connected.common_interests == ()
+        await rec.wait_for("b", Connected)
+        rec.send("c", Start())
+        await asyncio.sleep(0.3)
+        assert rec.events("s", Connected) == []  # strict: never a random stranger
+
+
+async def test_language_pairs_only_the_same_language():
+    async with running(hub()) as b:
+        rec = b.platforms["rec"]
+        rec.send("en", Start(language="en"))
+        rec.send("de", Start(language="de"))
+        await asyncio.sleep(0.05)
+        assert rec.events("en", Connected) == [] and rec.events("de", Connected) == []
+        rec.send("de2", Start(language="de"))
+        await rec.wait_for("de", Connected)
+        assert rec.events("en", Connected) == []
+
+
+async def test_spy_ask_and_answer():
+    async with running(hub()) as b:
+        rec = b.platforms["rec"]
+        rec.send("x", Start(mode=Mode.ANSWER))
+        rec.send("spy", Start(mode=Mode.ASK, question="Is a hot dog a sandwich?"))
+        await asyncio.sleep(0.05)
+        assert rec.events("spy", Connected) == []  # needs two answerers
+        rec.send("y", Start(answer_questions=True))
+        spy = await rec.wait_for("spy", Connected)
+        assert spy.strangers == ("Stranger 1", "Stranger 2") and spy.question == "Is a hot dog a sandwich?"
+        assert (await rec.wait_for("x", Connected)).question == "Is a hot dog a sandwich?"
+        rec.send("x", Message("yes"))
+        rec.send("y", Message("no"))
+        assert (await rec.wait_for("y", Message)) == Message("yes")
+        seen = await rec.wait_count("spy", Message, 2)
+        assert {m.stranger for m in seen} == {"Stranger 1", "Stranger 2"}
+        rec.send("spy", Message("psst"))
+        await asyncio.sleep(0.05)
+        assert Message("psst") not in rec.events("x") + rec.events("y")
+        rec.send("x", Disconnected())
+        end = await rec.wait_for("spy", Disconnected)
+        assert end.final and end.stranger in ("Stranger 1", "Stranger 2")
+        assert (await rec.wait_for("y", Disconnected)).reason == Reason.STRANGER
+
+
+async def test_spy_leaving_does_not_end_the_discussion():
+    async with running(hub()) as b:
+        rec = b.platforms["rec"]
+        rec.send("spy", Start(mode=Mode.ASK, question="q?"))
+        rec.send("x", Start(mode=Mode.ANSWER))
+        rec.send("y", Start(mode=Mode.ANSWER))
+        await rec.wait_for("y", Connected)
+        rec.send("spy", Disconnected())
+        await rec.wait_for("spy", Disconnected)
+        rec.send("x", Message("still talking"))
+        assert (await rec.wait_for("y", Message)).text == "still talking"
+        assert rec.events("x", Disconnected) == []
+
+
+async def test_group_of_three_lives_while_two_remain():
+    async with running(hub()) as b:
+        rec = b.platforms["rec"]
+        for room in "abc":
+            rec.send(room, Start(mode=Mode.GROUP))
+        for room in "abc":
+            assert (await rec.wait_for(room, Connected)).strangers == ("Stranger 1", "Stranger 2")
+        rec.send("a", Message("hi all"))
+        got_b, got_c = await rec.wait_for("b", Message), await rec.wait_for("c", Message)
+        assert got_b.text == got_c.text == "hi all" and got_b.stranger and got_c.stranger
+        rec.send("b", Disconnected())
+        left = await rec.wait_for("a", Disconnected)
+        assert left.final is False and left.stranger
+        rec.send("c", Message("two left"))
+        assert (await rec.wait_for("a", Message)).text == "two left"
+        rec.send("c", Disconnected())
+        await rec.wait_count("a", Disconnected, 2)
+        assert rec.events("a", Disconnected)[-1].final is True
+
+
+async def test_just_parted_are_not_repaired_at_once_and_reported_never():
+    async with running(hub(repair_cooldown=60)) as b:
+        rec = b.platforms["rec"]
+        rec.send("a", Start())
+        rec.send("b", Start())
+        await rec.wait_for("a", Connected)
+        rec.send("a", Start())  # next
+        await rec.wait_count("a", Waiting, 2)
+        rec.send("b", Start())
+        await rec.wait_count("b", Waiting, 2)
+        await asyncio.sleep(0.05)
+        assert len(rec.events("a", Connected)) == 1  # not re-paired with each other
+        rec.send("c", Start())
+        await rec.wait_for("c", Connected)
+
+    async with running(hub(repair_cooldown=0)) as b:
+        rec = b.platforms["rec"]
+        rec.send("a", Start())
+        rec.send("b", Start())
+        await rec.wait_for("a", Connected)
+        rec.send("a", Report())
+        await rec.wait_for("a", Disconnected)
+        rec.send("a", Start())
+        rec.send("b", Start())
+        await asyncio.sleep(0.1)
+        assert len(rec.events("a", Connected)) == 1  # blocked for good
+        rec.send("c", Start())
+        rec.send("d", Start())
+        await rec.wait_count("a", Connected, 2)
+        await rec.wait_count("b", Connected, 2)  # each with c or d, never with each other
+        assert len(rec.events("c", Connected)) == len(rec.events("d", Connected)) == 1
+
+
+async def test_report_after_the_chat_ended_still_blocks():
+    async with running(hub(repair_cooldown=0)) as b:
+        rec = b.platforms["rec"]
+        rec.send("a", Start())
+        rec.send("b", Start())
+        await rec.wait_for("a", Connected)
+        rec.send("b", Disconnected())
+        await rec.wait_for("a", Disconnected)
+        rec.send("a", Report())
+        await rec.wait_for("a", lambda e: getattr(e, "text", "").startswith("You reported"))
+        rec.send("a", Start())
+        rec.send("b", Start())
+        await asyncio.sleep(0.1)
+        assert len(rec.events("a", Connected)) == 1
+
+
+async def test_the_same_person_in_two_rooms_is_not_paired_with_themselves():
+    async with running(hub()) as b:
+        rec = b.platforms["rec"]
+        rec.send("a", Start(user="same-person"))
+        rec.send("b", Start(user="same-person"))
+        await asyncio.sleep(0.05)
+        assert rec.events("a", Connected) == []

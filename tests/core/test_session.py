@@ -1,0 +1,306 @@
+"""The session state machine against a scripted backend and a recording platform."""
+
+import asyncio
+
+import pytest
+
+from bridge.events import (
+    Connected,
+    Disconnected,
+    Message,
+    Mode,
+    Question,
+    Reason,
+    Report,
+    ServerNotice,
+    Start,
+    StoppedTyping,
+    Typing,
+    Waiting,
+)
+from bridge.session import State
+from tests.core.scripted import SCRIPTED
+from tests.helpers import running
+
+
+def scripted(**backend):
+    return {"backends": {"s": {"plugin": SCRIPTED, **backend}}, "bridge": {"default_backend": "s"}}
+
+
+async def settle(bridge, room="a"):
+    """Wait until the room's inbox is drained."""
+    for _ in range(200):
+        session = bridge.router.sessions.get(bridge.platforms["rec"].room(room))
+        if session is None or session.inbox.empty():
+            await asyncio.sleep(0.01)
+            if session is None or session.inbox.empty():
+                return
+        await asyncio.sleep(0.005)
+
+
+async def chatting(bridge, room="a", index=0):
+    rec, backend = bridge.platforms["rec"], bridge.backends["s"]
+    rec.send(room, Start())
+    chat = await backend.next_chat(index)
+    chat.stranger(Connected())
+    await rec.wait_for(room, Connected)
+    return rec, chat
+
+
+async def test_message_while_idle_or_searching_gets_a_notice():
+    async with running(scripted()) as b:
+        rec = b.platforms["rec"]
+        rec.send("a", Message("hello?"))
+        notice = await rec.wait_for("a", ServerNotice)
+        assert "not chatting" in notice.text
+        rec.send("a", Start())
+        await rec.wait_for("a", Waiting)
+        rec.send("a", Message("anyone?"))
+        await rec.wait_count("a", ServerNotice, 2)
+        assert "Still looking" in rec.events("a", ServerNotice)[1].text
+        assert b.backends["s"].chats[0].sent == []
+
+
+async def test_relay_both_ways_and_stop():
+    async with running(scripted()) as b:
+        rec, chat = await chatting(b)
+        rec.send("a", Message("hi there"))
+        chat.stranger(Message("hello <b>you</b>\u202e"))
+        msg = await rec.wait_for("a", Message)
+        assert msg == Message("hello <b>you</b>")  # bidi override stripped, markup left to renderers
+        rec.send("a", Disconnected())
+        end = await rec.wait_for("a", Disconnected)
+        assert end.reason == Reason.USER
+        assert chat.sent == [Message("hi there")]
+        assert chat.closed == 1
+        assert b.router.state_of(rec.room("a")) is State.IDLE
+
+
+async def test_start_while_chatting_means_next():
+    async with running(scripted()) as b:
+        rec, first = await chatting(b)
+        rec.send("a", Start())
+        second = await b.backends["s"].next_chat(1)
+        assert first.closed == 1
+        first.stranger(Message("late message from the old stranger"))
+        second.stranger(Connected())
+        await rec.wait_count("a", Connected, 2)
+        await settle(b)
+        assert rec.events("a", Message) == []  # stale events of the left chat are dropped
+        assert rec.events("a", Disconnected) == [Disconnected(reason=Reason.USER)]
+
+
+async def test_stranger_disconnect_ends_once():
+    async with running(scripted()) as b:
+        rec, chat = await chatting(b)
+        chat.stranger(Disconnected(reason=Reason.STRANGER), None)
+        await rec.wait_for("a", Disconnected)
+        rec.send("a", Message("after"))
+        await rec.wait_for("a", lambda e: isinstance(e, ServerNotice) and "not chatting" in e.text)
+        assert rec.events("a", Disconnected) == [Disconnected(reason=Reason.STRANGER)]
+        assert chat.sent == []
+
+
+async def test_backend_exception_ends_with_one_notice():
+    async with running(scripted()) as b:
+        rec, chat = await chatting(b)
+        chat.stranger(RuntimeError("boom"))
+        end = await rec.wait_for("a", Disconnected)
+        assert end.reason == Reason.ERROR
+        await settle(b)
+        assert len(rec.events("a", Disconnected)) == 1
+
+
+async def test_stream_ending_without_disconnect_is_connection_lost():
+    async with running(scripted()) as b:
+        rec, chat = await chatting(b)
+        chat.stranger(None)
+        assert (await rec.wait_for("a", Disconnected)).reason == Reason.ERROR
+
+
+async def test_connect_failure_ends_search_with_one_notice():
+    async with running(scripted(fail_connect=True)) as b:
+        rec = b.platforms["rec"]
+        rec.send("a", Start())
+        assert (await rec.wait_for("a", Disconnected)).reason == Reason.ERROR
+        assert b.router.state_of(rec.room("a")) is State.IDLE
+
+
+async def test_search_timeout():
+    async with running(scripted(), search_timeout=0.2) as b:
+        rec = b.platforms["rec"]
+        rec.send("a", Start())
+        assert (await rec.wait_for("a", Disconnected)).reason == Reason.TIMEOUT
+        assert b.backends["s"].chats[0].closed == 1
+
+
+async def test_typing_is_synthesised_and_deduplicated():
+    async with running(scripted(), typing_timeout=0.2, stranger_typing_timeout=0.2) as b:
+        rec, chat = await chatting(b)
+        for _ in range(5):
+            rec.send("a", Typing())
+        await settle(b)
+        assert chat.sent == [Typing()]
+        await asyncio.sleep(0.35)  # the user went quiet: the stranger is told
+        assert chat.sent == [Typing(), StoppedTyping()]
+        for _ in range(100):
+            chat.stranger(Typing())
+        await rec.wait_for("a", Typing)
+        await rec.wait_for("a", StoppedTyping)  # after the timeout
+        chat.stranger(Typing(), Message("done"))
+        await rec.wait_for("a", Message)
+        shown = [e for e in rec.shown[rec.room("a")] if isinstance(e, (Typing, StoppedTyping, Message))]
+        assert shown == [Typing(), StoppedTyping(), Typing(), StoppedTyping(), Message("done")]
+
+
+async def test_message_implies_stopped_typing_for_the_user_side():
+    async with running(scripted()) as b:
+        rec, chat = await chatting(b)
+        rec.send("a", Typing())
+        rec.send("a", Message("x"))
+        rec.send("a", Typing())
+        await settle(b)
+        assert chat.sent == [Typing(), Message("x"), Typing()]
+
+
+async def test_spy_asker_only_watches():
+    async with running(scripted()) as b:
+        rec, backend = b.platforms["rec"], b.backends["s"]
+        rec.send("a", Start(mode=Mode.ASK, question="cats or dogs?"))
+        chat = await backend.next_chat(0)
+        chat.stranger(Connected(question="cats or dogs?", strangers=("Stranger 1", "Stranger 2")))
+        await rec.wait_for("a", Connected)
+        rec.send("a", Message("I am the spy"))
+        notice = await rec.wait_for("a", ServerNotice)
+        assert "spy" in notice.text
+        assert chat.sent == []
+        chat.stranger(Message("cats", "Stranger 1"), Disconnected("Stranger 2", Reason.STRANGER))
+        end = await rec.wait_for("a", Disconnected)
+        assert end == Disconnected("Stranger 2", Reason.STRANGER, final=True)
+
+
+async def test_group_partial_leave_keeps_chatting():
+    async with running(scripted()) as b:
+        rec, backend = b.platforms["rec"], b.backends["s"]
+        rec.send("a", Start(mode=Mode.GROUP))
+        chat = await backend.next_chat(0)
+        chat.stranger(Connected(strangers=("Stranger 1", "Stranger 2")), Disconnected("Stranger 1", final=False))
+        await rec.wait_for("a", Disconnected)
+        rec.send("a", Message("still here"))
+        await settle(b)
+        assert chat.sent == [Message("still here")]
+        chat.stranger(Disconnected("Stranger 2", final=False))  # the last one cannot be partial
+        await rec.wait_count("a", Disconnected, 2)
+        assert rec.events("a", Disconnected)[-1].final is True
+        assert b.router.state_of(rec.room("a")) is State.IDLE
+
+
+@pytest.mark.parametrize(
+    "start, words",
+    [
+        (Start(interests=tuple(f"i{n}" for n in range(1000))), "Too many interests"),
+        (Start(interests=("x" * 65,)), "interest is too long"),
+        (Start(mode=Mode.ASK, question="q" * (10 * 1024 * 1024)), "question is too long"),
+        (Start(mode=Mode.ASK, question="  "), "needs a question"),
+        (Start(language="english!"), "two- or three-letter"),
+    ],
+)
+async def test_bad_starts_are_refused_with_a_notice(start, words):
+    async with running(scripted()) as b:
+        rec = b.platforms["rec"]
+        rec.send("a", start)
+        notice = await rec.wait_for("a", ServerNotice)
+        assert words in notice.text
+        assert b.backends["s"].chats == []
+
+
+async def test_too_long_message_refused_with_notice():
+    async with running(scripted(max_length=100)) as b:
+        rec, chat = await chatting(b)
+        rec.send("a", Message("y" * 101))
+        notice = await rec.wait_for("a", ServerNotice)
+        assert "too long" in notice.text and "100" in notice.text
+        assert chat.sent == []
+
+
+async def test_user_flood_is_limited_with_one_notice():
+    async with running(scripted(), user_rate=1, user_burst=5) as b:
+        rec, chat = await chatting(b)
+        for n in range(50):
+            rec.send("a", Message(f"m{n}"))
+        await settle(b)
+        assert len(chat.sent) == 5
+        notices = [e for e in rec.events("a", ServerNotice) if "too fast" in e.text]
+        assert len(notices) == 1
+
+
+async def test_stranger_flood_is_limited_with_one_notice():
+    async with running(scripted(), stranger_rate=1, stranger_burst=10) as b:
+        rec, chat = await chatting(b)
+        chat.stranger(*[Message(f"s{n}") for n in range(200)], Message("last"))
+        await rec.wait_for("a", lambda e: isinstance(e, ServerNotice) and "too fast" in e.text)
+        await settle(b)
+        assert len(rec.events("a", Message)) == 10
+        assert len([e for e in rec.events("a", ServerNotice) if "too fast" in e.text]) == 1
+
+
+async def test_report_sends_report_and_ends():
+    async with running(scripted()) as b:
+        rec, chat = await chatting(b)
+        rec.send("a", Report())
+        assert (await rec.wait_for("a", Disconnected)).reason == Reason.REPORT
+        assert chat.sent == [Report()]
+
+
+async def test_question_and_notices_are_cleaned():
+    async with running(scripted()) as b:
+        rec, chat = await chatting(b)
+        chat.stranger(Question("why\x00?"), ServerNotice("x" * 5000))
+        q = await rec.wait_for("a", Question)
+        n = await rec.wait_for("a", ServerNotice)
+        assert q.text == "why?"
+        assert len(n.text) <= 2000
+
+
+async def test_failing_platform_is_retried_then_gives_up():
+    data = scripted()
+    data["platforms"] = {"rec": {"plugin": "tests.helpers:RecordingPlatform", "fail_times": 2}}
+    async with running(data, deliver_attempts=3) as b:
+        rec = b.platforms["rec"]
+        rec.send("a", Message("x"))
+        await rec.wait_for("a", ServerNotice, timeout=5)  # delivered on the third attempt
+        assert b.metrics.counters[("errors", (("kind", "deliver"),))] == 2
+
+
+async def test_rooms_are_independent():
+    async with running(scripted()) as b:
+        rec, backend = b.platforms["rec"], b.backends["s"]
+        rec.send("a", Start())
+        rec.send("b", Start())
+        ca, cb = await backend.next_chat(0), await backend.next_chat(1)
+        ca.stranger(Connected(), Message("for a"))
+        cb.stranger(Connected(), Message("for b"))
+        assert (await rec.wait_for("a", Message)).text == "for a"
+        assert (await rec.wait_for("b", Message)).text == "for b"
+        assert rec.events("a", Message) == [Message("for a")]
+
+
+async def test_events_before_connected_imply_connected():
+    async with running(scripted()) as b:
+        rec = b.platforms["rec"]
+        rec.send("a", Start())
+        chat = await b.backends["s"].next_chat(0)
+        chat.stranger(Message("early bird"))
+        await rec.wait_for("a", Message)
+        kinds = [type(e).__name__ for e in rec.shown[rec.room("a")]]
+        assert kinds == ["Waiting", "Connected", "Message"]
+
+
+async def test_shutdown_tells_every_room_and_stranger_once():
+    async with running(scripted()) as b:
+        rec, chat = await chatting(b)
+        rec.send("b", Start())
+        chat_b = await b.backends["s"].next_chat(1)
+    assert rec.events("a", Disconnected) == [Disconnected(reason=Reason.SHUTDOWN)]
+    assert rec.events("b", Disconnected) == [Disconnected(reason=Reason.SHUTDOWN)]
+    assert chat.closed == 1 and chat_b.closed == 1
