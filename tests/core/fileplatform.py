@@ -41,7 +41,8 @@ class FilePlatform(Platform):
     Config = FileConfig
 
     async def run(self) -> None:
-        offset = 0
+        # The cursor persists like a real platform's last seen id: advanced after handing events on.
+        offset = int(await self.state.get("offset") or 0)
         while True:
             if self.config.inbox.exists():
                 data = self.config.inbox.read_text()
@@ -52,6 +53,7 @@ class FilePlatform(Platform):
                         if line.strip():
                             room, event = decode(line)
                             self.submit(Room(self.name, room), event)
+                    await self.state.set("offset", str(offset))
             await asyncio.sleep(0.02)
 
     async def deliver(self, room: Room, event: Event) -> None:
