@@ -1,0 +1,1 @@
+"""remandzana backend: a client of a remandzana server (streamed HTML chat page, POST /send)."""
