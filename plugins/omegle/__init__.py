@@ -1,0 +1,1 @@
+"""Omegle-protocol client backend: strangers from any Omegle-protocol server."""

@@ -1,0 +1,1 @@
+"""Tests of the Omegle-protocol client backend."""
