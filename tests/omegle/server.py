@@ -44,7 +44,7 @@ class OmegleTestServer:
         self.clients: dict[str, Client] = {}
         self.waiting: list[Client] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
-        self.faults: dict[str, deque[str]] = {}
+        self.faults: dict[tuple[str, str | None], deque[str]] = {}
         self.start_script: list | None = None  # events /start answers instead of queueing
         self.quoted_start = False  # answer /start with the bare quoted id (old servers)
         self.count = 42
@@ -54,9 +54,10 @@ class OmegleTestServer:
 
     # ---- control -----------------------------------------------------------------------------
 
-    def inject(self, path: str, kind: str, times: int = 1) -> None:
-        """Make the next `times` requests to `path` fail: "500", "hang", "reset" or "garbage"."""
-        self.faults.setdefault(path, deque()).extend([kind] * times)
+    def inject(self, path: str, kind: str, times: int = 1, client: str | None = None) -> None:
+        """Make the next `times` requests to `path` (of one client id, or of any) fail:
+        "500", "hang", "reset" or "garbage"."""
+        self.faults.setdefault((path, client), deque()).extend([kind] * times)
 
     def client_ids(self) -> list[str]:
         return list(self.clients)
@@ -65,6 +66,13 @@ class OmegleTestServer:
         alive = [c for c in self.clients.values() if c.alive]
         assert len(alive) == 1, f"{len(alive)} live clients"
         return alive[0]
+
+    async def live_client(self, timeout: float = 5.0) -> Client:
+        """The only live client, once it has started."""
+        async with asyncio.timeout(timeout):
+            while not any(c.alive for c in self.clients.values()):
+                await asyncio.sleep(0.01)
+        return self.only_client()
 
     def paths(self) -> list[str]:
         return [path for _, path, _ in self.requests]
@@ -97,7 +105,7 @@ class OmegleTestServer:
         form = dict(await request.post()) if request.method == "POST" else {}
         params = {**request.query, **{k: str(v) for k, v in form.items()}}
         self.requests.append((request.method, request.path, params))
-        fault = self.faults.get(request.path)
+        fault = self.faults.get((request.path, params.get("id"))) or self.faults.get((request.path, None))
         if fault:
             kind = fault.popleft()
             if kind == "500":
