@@ -1,0 +1,1 @@
+"""Client backend for chat-roulette-python servers (TCP JSON lines)."""
