@@ -132,7 +132,7 @@ class OmegleChat(Chat):
                 await asyncio.sleep(_delay(self.backend.config.backoff, attempt))
                 self.server = self.backend.next_server(self.server)
             try:
-                status, body = await self.backend.request("GET", self.server, "/start", params=query)
+                status, body = await self._start_request(query)
                 if status >= 500:
                     raise _Failure(f"The stranger service failed (HTTP {status}).")
                 if status >= 400:
@@ -153,6 +153,16 @@ class OmegleChat(Chat):
                 return ()
             return answer.events
         return notice
+
+    async def _start_request(self, query) -> tuple[int, str]:
+        # A user who leaves while /start is under way must not leave a client queued at the
+        # server (someone would be paired with nobody): finish the request, then disconnect.
+        request = asyncio.ensure_future(self.backend.request("GET", self.server, "/start", params=query))
+        try:
+            return await asyncio.shield(request)
+        except asyncio.CancelledError:
+            self.backend.forget_start(request, self.server)
+            raise
 
     async def _poll(self, first_tells: bool) -> AsyncIterator[Event]:
         cfg = self.backend.config
@@ -305,6 +315,7 @@ class OmegleBackend(Backend):
         self._count: int | None = None
         self._count_at = 0.0
         self._rotation = 0
+        self._cleanups: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         """Open the one HTTP client session every chat shares."""
@@ -313,6 +324,8 @@ class OmegleBackend(Backend):
 
     async def stop(self) -> None:
         """Close the shared HTTP session (open long polls end)."""
+        if self._cleanups:
+            await asyncio.wait(list(self._cleanups), timeout=self.config.request_timeout)
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -370,6 +383,22 @@ class OmegleBackend(Backend):
         server, client_id = parsed
         chat = OmegleChat(self, None, server, client_id)
         await chat.aclose()
+
+    def forget_start(self, request: asyncio.Future, server: str) -> None:
+        """Disconnect the client a cancelled /start creates, once its answer arrives."""
+
+        async def cleanup() -> None:
+            try:
+                status, body = await request
+                client_id = parse_start(body).client_id if status == 200 else None
+            except (_Failure, ProtocolError):
+                return
+            if client_id is not None:
+                await OmegleChat(self, None, server, client_id).aclose()
+
+        task = asyncio.get_running_loop().create_task(cleanup())
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     def note_count(self, count: int) -> None:
         """Keep the last online count a chat saw (statusInfo, count)."""

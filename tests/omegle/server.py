@@ -48,6 +48,7 @@ class OmegleTestServer:
         self.start_script: list | None = None  # events /start answers instead of queueing
         self.quoted_start = False  # answer /start with the bare quoted id (old servers)
         self.count = 42
+        self.starting = 0  # /start requests being answered
         self.hung: list[asyncio.Future] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -56,7 +57,7 @@ class OmegleTestServer:
 
     def inject(self, path: str, kind: str, times: int = 1, client: str | None = None) -> None:
         """Make the next `times` requests to `path` (of one client id, or of any) fail:
-        "500", "hang", "reset" or "garbage"."""
+        "500", "hang", "reset", "garbage" or "slow" (0.3 s late)."""
         self.faults.setdefault((path, client), deque()).extend([kind] * times)
 
     def client_ids(self) -> list[str]:
@@ -101,7 +102,7 @@ class OmegleTestServer:
 
     # ---- HTTP --------------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         form = dict(await request.post()) if request.method == "POST" else {}
         params = {**request.query, **{k: str(v) for k, v in form.items()}}
         self.requests.append((request.method, request.path, params))
@@ -116,12 +117,23 @@ class OmegleTestServer:
                 assert request.transport is not None
                 request.transport.abort()
                 return web.Response()
+            if kind == "slow":
+                await asyncio.sleep(0.3)
             if kind == "hang":
                 fut = asyncio.get_running_loop().create_future()
                 self.hung.append(fut)
                 await fut
         handler = getattr(self, "_" + request.path.strip("/"))
         return await handler(params)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path != "/start":
+            return await self._serve(request)
+        self.starting += 1
+        try:
+            return await self._serve(request)
+        finally:
+            self.starting -= 1
 
     async def _start(self, p: dict[str, str]) -> web.Response:
         client = Client(id="shard2:" + secrets.token_urlsafe(20), lang=p.get("lang", "en"))

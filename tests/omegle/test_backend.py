@@ -330,6 +330,41 @@ async def test_empty_answers_never_spin():
         assert 1 <= polls <= 12
 
 
+async def test_stop_while_start_is_under_way_leaves_nobody_queued(server):
+    server.inject("/start", "slow", times=1)
+    async with running(omegle(server.url)) as b:
+        rec = b.platforms["rec"]
+        rec.send("a", Start())
+        await rec.wait_for("a", Waiting)
+        await asyncio.sleep(0.05)
+        rec.send("a", Disconnected())
+        assert (await rec.wait_for("a", Disconnected)).reason == Reason.USER
+        async with asyncio.timeout(5):
+            while "/disconnect" not in server.paths():
+                await asyncio.sleep(0.02)
+        assert [c for c in server.clients.values() if c.alive] == []
+        assert server.waiting == []
+
+
+async def test_rapid_next_while_searching(server, http):
+    async with running(omegle(server.url)) as b:
+        rec = b.platforms["rec"]
+        for _ in range(5):
+            server.inject("/start", "slow", times=1)
+            rec.send("a", Start())
+        assert len(await rec.wait_count("a", Disconnected, 4)) == 4  # "next" four times
+        async with asyncio.timeout(5):  # every abandoned /start is disconnected once it answers
+            while server.starting or server.paths().count("/disconnect") != len(server.clients) - 1:
+                await asyncio.sleep(0.02)
+        assert len([c for c in server.clients.values() if c.alive]) == 1
+        s = await Stranger(http, server.url).start()
+        await rec.wait_for("a", Connected)
+        await s.send("the last one")
+        assert (await rec.wait_for("a", Message)).text == "the last one"
+        assert len([c for c in server.clients.values() if c.alive]) == 2
+        await s.close()
+
+
 async def test_group_mode_is_refused(server):
     async with running(omegle(server.url)) as b:
         rec = b.platforms["rec"]
