@@ -1,0 +1,1 @@
+"""Matrix platform: a bot account (matrix-nio) that turns invited rooms or threads into stranger chats."""

@@ -1,0 +1,94 @@
+"""The [platforms.NAME] table of the Matrix platform."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from bridge.abc import PluginConfig
+
+__all__ = ["MatrixConfig"]
+
+_MXID = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
+
+
+class MatrixConfig(PluginConfig):
+    """Settings of one Matrix bot account. Exactly one of access_token / password is required."""
+
+    homeserver: str  # client-server API base URL, e.g. https://matrix.example.org
+    user_id: str  # the bot's mxid, e.g. @strangerbot:example.org
+    access_token: SecretStr | None = None
+    password: SecretStr | None = None
+    device_id: str | None = None  # keep it stable: Synapse scopes transaction ids per device
+    # Who may invite the bot: full mxids ("@alice:example.org") or whole servers (":example.org").
+    allowed_inviters: tuple[str, ...] = ()
+    command_prefix: str = "!stranger"
+    mode: Literal["room", "thread"] = "room"  # thread: each `start` in a shared room opens a thread
+    dm_autostart: bool = True  # in a DM, a plain message while idle starts a chat
+    # Where a password login keeps its access token and device id (file, mode 0600), so a restart
+    # reuses the same device instead of logging in again. None: log in at every start.
+    store_path: Path | None = None
+    appservice: Path | None = None  # registration YAML: strangers appear as ghost users
+    appservice_listen: str = "127.0.0.1:0"  # host:port of the appservice push listener
+    allow_media_links: bool = False  # send the stranger an http(s) download link for user media
+    ignore_users: tuple[str, ...] = ()  # regexes of mxids whose events are ignored (other bots)
+    sync_timeout: float = Field(30.0, gt=0, le=300)  # long-poll seconds per /sync
+    request_timeout: float = Field(20.0, gt=0, le=300)  # seconds per ordinary request
+    typing_timeout: float = Field(30.0, gt=0, le=300)  # how long a stranger's typing shows without refresh
+    merge_budget: int = Field(12000, ge=500, le=30000)  # characters at most in one merged event
+
+    @field_validator("homeserver")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("user_id")
+    @classmethod
+    def _mxid(cls, value: str) -> str:
+        if not _MXID.match(value):
+            raise ValueError("must be a full Matrix user id such as @bot:example.org")
+        return value
+
+    @field_validator("allowed_inviters")
+    @classmethod
+    def _inviters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not (item.startswith(":") and len(item) > 1) and not _MXID.match(item):
+                raise ValueError(f"{item!r}: use a full mxid (@user:server) or a server as :server")
+        return value
+
+    @field_validator("ignore_users")
+    @classmethod
+    def _regexes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                re.compile(item)
+            except re.error as exc:
+                raise ValueError(f"{item!r}: not a regular expression ({exc})") from exc
+        return value
+
+    @field_validator("command_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.strip() or any(ch.isspace() for ch in value):
+            raise ValueError("must be one word without spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> MatrixConfig:
+        if (self.access_token is None) == (self.password is None):
+            raise ValueError("set exactly one of access_token or password")
+        return self
+
+    def may_invite(self, mxid: str) -> bool:
+        """True when `mxid` is allowed to invite the bot (listed, or on a listed server)."""
+        server = mxid.partition(":")[2]
+        for item in self.allowed_inviters:
+            if item == mxid or (item.startswith(":") and server == item[1:]):
+                return True
+        return False

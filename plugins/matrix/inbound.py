@@ -1,0 +1,113 @@
+"""What a user's Matrix event means for the stranger (pure): text, command, media or nothing."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .commands import Command, parse
+
+__all__ = ["Ignore", "Media", "Said", "classify", "scrub", "strip_reply_fallback"]
+
+MEDIA = {"m.image": "an image", "m.file": "a file", "m.audio": "an audio clip", "m.video": "a video"}
+
+
+@dataclass(frozen=True, slots=True)
+class Said:
+    """Text for the stranger (already scrubbed of Matrix identifiers)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """The user posted media: `link` is set only when links are allowed by config."""
+
+    kind: str
+    link: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ignore:
+    """Nothing to do (a notice, an unknown type, an empty body)."""
+
+    why: str
+
+
+# Matrix identifiers and links that would tell the stranger who or where the user is.
+_MATRIX_TO = re.compile(r"https?://matrix\.to/#/\S+", re.IGNORECASE)
+_MXC = re.compile(r"mxc://\S+", re.IGNORECASE)
+_HOST = r"[A-Za-z0-9.\-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?"
+_MXID = re.compile(r"@[A-Za-z0-9._=\-/+]+:(?:" + _HOST + ")")
+_ROOM = re.compile(r"[#!][^\s:]+:(?:" + _HOST + ")")
+
+
+def scrub(text: str) -> str:
+    """Replace Matrix user ids, room ids/aliases, matrix.to links and mxc:// URLs with placeholders."""
+    text = _MATRIX_TO.sub("[link]", text)
+    text = _MXC.sub("[media]", text)
+    text = _MXID.sub("[user]", text)
+    return _ROOM.sub("[room]", text)
+
+
+def strip_reply_fallback(body: str) -> str:
+    """Drop the quoted "> " lines a reply puts before its own text (and the blank line after)."""
+    lines = body.split("\n")
+    i = 0
+    while i < len(lines) and lines[i].startswith(">"):
+        i += 1
+    if i == 0:
+        return body
+    if i < len(lines) and lines[i] == "":
+        i += 1
+    return "\n".join(lines[i:])
+
+
+def classify(
+    content: dict[str, Any],
+    *,
+    prefix: str,
+    event_type: str = "m.room.message",
+    media_base: str | None = None,
+) -> Said | Command | Media | Ignore:
+    """What a user's room event means. `media_base`: download URL prefix when media links are allowed."""
+    if event_type == "m.sticker":
+        return Media("a sticker")
+    if not isinstance(content, dict):
+        return Ignore("no content")
+    relates = content.get("m.relates_to")
+    relates = relates if isinstance(relates, dict) else {}
+    edited = relates.get("rel_type") == "m.replace"
+    if edited:
+        new = content.get("m.new_content")
+        if not isinstance(new, dict):
+            return Ignore("edit without new content")
+        content = new
+    msgtype = content.get("msgtype")
+    body = content.get("body")
+    if msgtype == "m.notice":
+        return Ignore("notice")  # bots talk in notices: never relay them (no loops)
+    if msgtype in MEDIA:
+        url = content.get("url")
+        if media_base and isinstance(url, str) and url.startswith("mxc://"):
+            server_media = url[len("mxc://") :]
+            if re.fullmatch(r"[A-Za-z0-9.\-:\[\]]+/[A-Za-z0-9_\-]+", server_media):
+                return Media(MEDIA[msgtype], f"{media_base}/{server_media}")
+        return Media(MEDIA[msgtype])
+    if msgtype not in ("m.text", "m.emote") or not isinstance(body, str):
+        return Ignore(f"unsupported msgtype {msgtype!r}")
+    if "m.in_reply_to" in relates or body.startswith("> <"):
+        body = strip_reply_fallback(body)
+    if not edited:
+        command = parse(body, prefix)
+        if command is not None:
+            return command
+    text = scrub(body).strip()
+    if not text:
+        return Ignore("empty")
+    if msgtype == "m.emote":
+        text = f"* {text}"
+    if edited:
+        text = f"(correction) {text}"
+    return Said(text)
