@@ -280,3 +280,24 @@ class OmegleTestServer:
 
     async def _count(self, p: dict[str, str]) -> web.Response:
         return web.Response(text=str(self.count))
+
+
+async def serve(poll_window: float) -> None:
+    """Serve until killed, printing the base URL first (used by bench/bench_omegle.py)."""
+    async with OmegleTestServer(poll_window=poll_window) as server:
+        print(server.url, flush=True)
+        server.requests = _NoLog()
+        await asyncio.Event().wait()
+
+
+class _NoLog(list):
+    """A request log that keeps nothing (long benchmark runs)."""
+
+    def append(self, item: object) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    import sys
+
+    asyncio.run(serve(float(sys.argv[1]) if len(sys.argv) > 1 else 20.0))
