@@ -1,0 +1,155 @@
+"""Pure Discord rendering: events → JSON payloads, stranger text neutralised, user text anonymised."""
+
+from __future__ import annotations
+
+import re
+
+from bridge.events import Connected, Disconnected, Event, Question, ServerNotice, Waiting
+from bridge.text import cut, split
+from bridge.texts import describe
+
+__all__ = [
+    "ALLOWED_MENTIONS",
+    "BUTTONS",
+    "LIMIT",
+    "MAX_PARTS",
+    "MERGE_MARKER",
+    "SUPPRESS_EMBEDS",
+    "EPHEMERAL",
+    "anonymise",
+    "merge",
+    "neutralise",
+    "notice_payload",
+    "stranger_payloads",
+    "text_notice",
+    "thread_name",
+]
+
+LIMIT = 2000  # Discord's message content limit
+MAX_PARTS = 3  # a longer stranger message is split into at most this many messages, then cut
+SUPPRESS_EMBEDS = 1 << 2  # message flag: no link previews (stranger links never unfurl)
+EPHEMERAL = 1 << 6
+ALLOWED_MENTIONS: dict = {"parse": [], "users": [], "roles": [], "replied_user": False}
+NOTICE_COLOUR = 0x5865F2
+ENDED_COLOUR = 0x80848E
+MERGE_MARKER = "-# ⏳ {n} messages from {who} were merged while Discord was slowing the bridge down."
+
+# Custom ids of the session buttons; the platform maps them back to user events.
+BUTTONS: dict[str, str] = {"stranger:next": "Next", "stranger:stop": "Stop", "stranger:report": "Report"}
+_BUTTON_STYLE = {"stranger:next": 1, "stranger:stop": 2, "stranger:report": 4}
+
+ZWSP = "\u200b"
+# Characters that can hide inside a mention to dodge a filter; removed before we add our own breaks.
+_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\u180e\ufeff\u00ad\u034f\u115f\u1160\u3164\uffa0]")
+_AT_LOOKALIKES = re.compile("[@\uff20\ufe6b]")  # @, fullwidth ＠, small ﹫
+_ANGLE = re.compile(r"[<\uff1c\ufe64](?=\S)")  # "<" (and look-alikes) opening any <…> syntax
+_MASKED_LINK = re.compile(r"\]\s*\(")  # [text](url): a hidden link target
+_INVITE = re.compile(r"(discord(?:app)?)\.((?:gg|com|io|me|li)\b)", re.IGNORECASE)
+_LINE_MARKUP = re.compile(r"(?m)^([ \t]*)(-#|#{1,3}[ \t]|>)")  # headings, small text, quotes
+
+
+def neutralise(text: str) -> str:
+    """Make stranger text render as plain words: no mention, channel, command or time pill, no
+    hidden link target, no invite unfurl, no heading or small text that could pass for a notice."""
+    text = _INVISIBLE.sub("", text)
+    text = _AT_LOOKALIKES.sub("@" + ZWSP, text)  # "@​everyone" renders as text and never pings
+    text = _ANGLE.sub(lambda m: m.group(0) + ZWSP, text)  # "<​@123>", "<​#1>", "<​/cmd:1>", "<​t:1>"
+    text = _MASKED_LINK.sub("]" + ZWSP + "(", text)
+    text = _INVITE.sub(lambda m: m.group(1) + ZWSP + "." + m.group(2), text)
+    return _LINE_MARKUP.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
+
+
+# ---- user text going to a stranger: never an id, a name, a server or a link to them ----------
+
+_USER_MENTION = re.compile(r"<@!?\d+>")
+_ROLE_MENTION = re.compile(r"<@&\d+>")
+_CHANNEL_MENTION = re.compile(r"<#\d+>")
+_COMMAND_MENTION = re.compile(r"</([\w -]{1,64}):\d+>")
+_CUSTOM_EMOJI = re.compile(r"<a?:(\w{1,32}):\d+>")
+_GUILD_NAV = re.compile(r"<id:\w+>")
+_MESSAGE_LINK = re.compile(
+    r"https?://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/channels/[\d@me]+(?:/\d+){1,2}\S*", re.IGNORECASE
+)
+_CDN_LINK = re.compile(r"https?://(?:cdn\.discordapp\.com|media\.discordapp\.net|images-ext-\d\.discordapp\.net)/\S+", re.IGNORECASE)
+
+
+def anonymise(text: str) -> str:
+    """Replace everything in a user's message that points at a Discord user, role, channel,
+    message or file with a neutral word, so the stranger learns nothing about where the user is."""
+    text = _USER_MENTION.sub("@someone", text)
+    text = _ROLE_MENTION.sub("@some-role", text)
+    text = _CHANNEL_MENTION.sub("#some-channel", text)
+    text = _COMMAND_MENTION.sub(lambda m: "/" + m.group(1), text)
+    text = _CUSTOM_EMOJI.sub(lambda m: ":" + m.group(1) + ":", text)
+    text = _GUILD_NAV.sub("#some-channel", text)
+    text = _MESSAGE_LINK.sub("[a message link]", text)
+    return _CDN_LINK.sub("[a file]", text)
+
+
+# ---- payloads ------------------------------------------------------------------------------------
+
+
+def stranger_payloads(text: str, label: str | None, *, webhook: bool, extra: str | None = None) -> list[dict]:
+    """The message payloads that show one stranger message (at most MAX_PARTS, the last cut with a
+    marker). Through a webhook the stranger is the author; otherwise a bold prefix names them."""
+    who = label or "Stranger"
+    body = neutralise(text)
+    prefix = "" if webhook else f"**{who}:** "
+    tail = f"\n{extra}" if extra else ""
+    size = LIMIT - len(prefix) - len(tail)
+    parts = split(body, size, MAX_PARTS) or [""]
+    payloads = []
+    for index, part in enumerate(parts):
+        content = prefix + part + (tail if index == len(parts) - 1 else "")
+        payload: dict = {"content": cut(content, LIMIT), "allowed_mentions": dict(ALLOWED_MENTIONS), "flags": SUPPRESS_EMBEDS}
+        if webhook:
+            payload["username"] = who
+        payloads.append(payload)
+    return payloads
+
+
+def merge(texts: list[str], label: str | None) -> tuple[str, str]:
+    """Several queued messages of one stranger as one text, and the visible marker that says so."""
+    return "\n".join(texts), MERGE_MARKER.format(n=len(texts), who=label or "Stranger")
+
+
+def notice_payload(event: Event, *, buttons: bool | None = None) -> dict | None:
+    """A bridge notice as an embed from the bot: stranger text can only ever be message content,
+    so it can never look like one. Waiting and Connected carry the Next/Stop/Report buttons."""
+    text = describe(event)
+    if text is None:
+        return None
+    text = neutralise(text)  # interests and questions come from other people
+    ended = isinstance(event, Disconnected)
+    payload: dict = {
+        "content": "",
+        "embeds": [{"description": cut(text, 4000), "color": ENDED_COLOUR if ended else NOTICE_COLOUR}],
+        "allowed_mentions": dict(ALLOWED_MENTIONS),
+        "flags": SUPPRESS_EMBEDS,
+    }
+    if isinstance(event, Question | ServerNotice):
+        payload["embeds"][0]["footer"] = {"text": "stranger-bridge"}
+    if buttons if buttons is not None else isinstance(event, Waiting | Connected):
+        payload["components"] = [
+            {
+                "type": 1,
+                "components": [
+                    {"type": 2, "style": _BUTTON_STYLE[cid], "label": label, "custom_id": cid}
+                    for cid, label in BUTTONS.items()
+                ],
+            }
+        ]
+    return payload
+
+
+def text_notice(text: str) -> dict:
+    """A notice of the platform itself (attachments not sent, ...), rendered like core notices."""
+    payload = notice_payload(ServerNotice(text), buttons=False)
+    assert payload is not None
+    return payload
+
+
+def thread_name(number: int) -> str:
+    """The name of a session thread: no user name in it, so nothing identifies the owner."""
+    return f"Stranger chat #{number:04d}"
+

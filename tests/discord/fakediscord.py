@@ -1,0 +1,626 @@
+"""A small Discord-compatible server (REST v10 + gateway v10) that records every request and injects faults."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import re
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.abc import AbstractResolver
+
+__all__ = ["ALL_REQUESTS", "FakeDiscord", "RefusingResolver", "Recorded", "guarded_connector"]
+
+BODY = web.RequestKey("body", object)
+# Every request any FakeDiscord of this test process answered: the allowed_mentions audit reads it.
+ALL_REQUESTS: list[Recorded] = []
+
+BOT_ID = 900000000000000001
+APP_ID = 900000000000000002
+GUILD_ID = 900000000000000100
+OWNER_ID = 900000000000000003
+_ids = itertools.count(1_200_000_000_000_000_000)
+
+
+def snowflake() -> int:
+    return next(_ids)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class RefusingResolver(AbstractResolver):
+    """Resolves no host name at all: a call that escapes the redirection to 127.0.0.1 fails."""
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
+        raise OSError(f"test guard: refusing to resolve {host!r}")
+
+    async def close(self) -> None:
+        pass
+
+
+def guarded_connector() -> aiohttp.TCPConnector:
+    return aiohttp.TCPConnector(resolver=RefusingResolver(), limit=0)
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str  # without /api/v10
+    query: dict[str, str]
+    body: Any  # parsed JSON, or None
+    status: int = 0
+
+
+@dataclass
+class Fault:
+    method: str
+    pattern: re.Pattern
+    status: int
+    times: int = 1
+    retry_after: float = 0.2
+    is_global: bool = False
+    after_store: bool = False  # run the request (store the message), then answer the error
+
+
+@dataclass
+class GatewaySession:
+    id: str
+    seq: int = 0
+    buffer: list[dict] = field(default_factory=list)
+    ws: web.WebSocketResponse | None = None
+
+
+def _user(uid: int, name: str, bot: bool = False) -> dict:
+    return {"id": str(uid), "username": name, "discriminator": "0", "global_name": name, "avatar": None, "bot": bot}
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # Exactly "application/json": with "; charset=utf-8" discord.py treats the body as text.
+    resp = web.Response(body=json.dumps(data).encode(), status=status, headers=headers or {})
+    resp.headers["Content-Type"] = "application/json"
+    return resp
+
+
+class FakeDiscord:
+    """One guild with text channels, users, threads, webhooks, an app-command tree and one bot."""
+
+    def __init__(self, channels: int = 2) -> None:
+        self.requests: list[Recorded] = []
+        self.faults: list[Fault] = []
+        self.users: dict[int, dict] = {BOT_ID: _user(BOT_ID, "strangerbot", bot=True)}
+        self.channels: dict[int, dict] = {}
+        self.messages: dict[int, list[dict]] = {}
+        self.webhooks: dict[int, dict] = {}
+        self.commands: list[dict] = []
+        self.callbacks: dict[int, list[dict]] = {}  # interaction id -> responses and follow-ups
+        self.interactions: dict[int, dict] = {}
+        self.tokens: dict[str, int] = {}  # interaction token -> id
+        self.session: GatewaySession | None = None
+        self.sessions: dict[str, GatewaySession] = {}
+        self.identifies = 0
+        self.resumes = 0
+        self.changed = asyncio.Condition()
+        self.text_channels: list[int] = []
+        for n in range(channels):
+            cid = 900000000000000200 + n
+            self.channels[cid] = {
+                "id": str(cid), "type": 0, "guild_id": str(GUILD_ID), "name": f"general-{n}", "position": n,
+                "permission_overwrites": [], "nsfw": False, "parent_id": None, "topic": None,
+                "last_message_id": None, "rate_limit_per_user": 0,
+            }
+            self.messages[cid] = []
+            self.text_channels.append(cid)
+        self.webhooks_forbidden = False
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._middleware], client_max_size=10 * 1024 * 1024)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self.session and self.session.ws is not None:
+            with contextlib.suppress(Exception):
+                await self.session.ws.close()
+        if self.runner:
+            await self.runner.cleanup()
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def wait_until(self, test, timeout: float = 10.0):
+        """Wait until `test()` returns something truthy, and return it."""
+        async with asyncio.timeout(timeout):
+            async with self.changed:
+                while True:
+                    result = test()
+                    if result:
+                        return result
+                    await self.changed.wait()
+
+    # ---- users and guild -----------------------------------------------------------------------
+
+    def add_user(self, name: str) -> int:
+        uid = snowflake()
+        self.users[uid] = _user(uid, name)
+        return uid
+
+    def member(self, uid: int) -> dict:
+        return {"user": self.users[uid], "roles": [], "joined_at": now_iso(), "deaf": False, "mute": False, "flags": 0}
+
+    def guild_payload(self) -> dict:
+        threads = [c for c in self.channels.values() if c["type"] in (11, 12) and not c["thread_metadata"]["archived"]]
+        return {
+            "id": str(GUILD_ID), "name": "Test Guild", "owner_id": str(OWNER_ID), "icon": None,
+            "roles": [{"id": str(GUILD_ID), "name": "@everyone", "permissions": "2248473465835073", "position": 0,
+                       "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}],
+            "channels": [c for c in self.channels.values() if c["type"] == 0],
+            "threads": threads, "members": [self.member(BOT_ID)], "member_count": len(self.users),
+            "emojis": [], "stickers": [], "features": [], "voice_states": [], "presences": [],
+            "large": False, "unavailable": False, "joined_at": now_iso(), "premium_tier": 2,
+            "verification_level": 0, "default_message_notifications": 0, "explicit_content_filter": 0,
+            "mfa_level": 0, "nsfw_level": 0, "preferred_locale": "en-US", "system_channel_flags": 0,
+            "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
+        }
+
+    # ---- gateway -------------------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None}))
+        session: GatewaySession | None = None
+        try:
+            async for msg in ws:
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    continue
+                data = json.loads(msg.data)
+                op = data.get("op")
+                if op == 1:
+                    await ws.send_str(json.dumps({"op": 11, "d": None, "s": None, "t": None}))
+                elif op == 2:
+                    self.identifies += 1
+                    session = GatewaySession(id=f"session-{snowflake()}", ws=ws)
+                    self.sessions[session.id] = session
+                    self.session = session
+                    await self._send(session, "READY", {
+                        "v": 10, "user": self.users[BOT_ID], "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+                        "session_id": session.id, "resume_gateway_url": self.gateway_url,
+                        "application": {"id": str(APP_ID), "flags": 0}, "private_channels": [], "relationships": [],
+                    })
+                    await self._send(session, "GUILD_CREATE", self.guild_payload())
+                elif op == 6:
+                    found = self.sessions.get(data["d"]["session_id"])
+                    if found is None or found is not self.session:
+                        await ws.send_str(json.dumps({"op": 9, "d": False, "s": None, "t": None}))
+                        continue
+                    self.resumes += 1
+                    session = found
+                    session.ws = ws
+                    for frame in [f for f in session.buffer if f["s"] > (data["d"].get("seq") or 0)]:
+                        await ws.send_str(json.dumps(frame))
+                    await self._send(session, "RESUMED", {})
+                await self._notify()
+        finally:
+            if session is not None and session.ws is ws:
+                session.ws = None
+        return ws
+
+    async def _send(self, session: GatewaySession, event: str, data: dict) -> None:
+        session.seq += 1
+        frame = {"op": 0, "t": event, "s": session.seq, "d": data}
+        session.buffer.append(frame)
+        if session.ws is not None and not session.ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await session.ws.send_str(json.dumps(frame))
+
+    async def dispatch(self, event: str, data: dict) -> None:
+        """Send a DISPATCH to the bot; buffered for a RESUME while it is away; lost when its session
+        was invalidated (as on Discord: that is what catch-up after a re-IDENTIFY is for)."""
+        if self.session is not None:
+            await self._send(self.session, event, data)
+        await self._notify()
+
+    async def reconnect(self) -> None:
+        """op 7: the bot must RESUME."""
+        ws = self.session.ws if self.session else None
+        if ws is not None:
+            await ws.send_str(json.dumps({"op": 7, "d": None, "s": None, "t": None}))
+
+    async def invalidate(self) -> None:
+        """op 9 (not resumable): the bot must IDENTIFY again; events until then are lost to it."""
+        session = self.session
+        self.session = None
+        if session is not None and session.ws is not None:
+            await session.ws.send_str(json.dumps({"op": 9, "d": False, "s": None, "t": None}))
+
+    # ---- REST ----------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler):
+        if not request.path.startswith("/api/v10/"):
+            return await handler(request)
+        body = None
+        raw = await request.read()
+        if raw and request.content_type == "application/json":
+            body = json.loads(raw)
+        rec = Recorded(request.method, request.path[len("/api/v10"):], dict(request.query), body)
+        self.requests.append(rec)
+        ALL_REQUESTS.append(rec)
+        request[BODY] = body
+        fault = self._take_fault(rec)
+        if fault is not None and not fault.after_store:
+            resp = self._fault_response(fault)
+        else:
+            try:
+                resp = await handler(request)
+            except web.HTTPException as exc:
+                resp = _json({"message": exc.reason, "code": 0}, exc.status)
+            if fault is not None:
+                resp = self._fault_response(fault)
+        rec.status = resp.status
+        await self._notify()
+        return resp
+
+    def fail(self, method: str, pattern: str, status: int, **kw: Any) -> Fault:
+        """Answer the next matching request(s) with `status` (429: retry_after, is_global)."""
+        fault = Fault(method, re.compile(pattern), status, **kw)
+        self.faults.append(fault)
+        return fault
+
+    def _take_fault(self, rec: Recorded) -> Fault | None:
+        for fault in self.faults:
+            if fault.times > 0 and fault.method == rec.method and fault.pattern.search(rec.path):
+                fault.times -= 1
+                return fault
+        return None
+
+    def _fault_response(self, fault: Fault) -> web.Response:
+        if fault.status == 429:
+            headers = {"Via": "1.1 google", "Retry-After": str(max(1, round(fault.retry_after))),
+                       "X-RateLimit-Scope": "global" if fault.is_global else "user"}
+            if fault.is_global:
+                headers["X-RateLimit-Global"] = "true"
+            body = {"message": "You are being rate limited.", "retry_after": fault.retry_after,
+                    "global": fault.is_global, "code": 0}
+            return _json(body, 429, headers)
+        return _json({"message": "Internal Server Error", "code": 0}, fault.status)
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = request.path[len("/api/v10"):]
+        method = request.method
+        body = request[BODY] or {}
+        for pattern, meth, handler in self._routes:
+            if meth != method:
+                continue
+            m = re.fullmatch(pattern, path)
+            if m:
+                return await handler(self, request, body, *m.groups())
+        return _json({"message": f"404: {method} {path}", "code": 0}, 404)
+
+    # handlers ------------------------------------------------------------------------------------
+
+    async def _me(self, request, body):
+        return _json(self.users[BOT_ID])
+
+    async def _app(self, request, body):
+        return _json({
+            "id": str(APP_ID), "name": "strangerbot", "description": "", "icon": None, "bot_public": True,
+            "bot_require_code_grant": False, "owner": _user(OWNER_ID, "owner"), "verify_key": "00" * 32,
+            "flags": 0, "team": None, "rpc_origins": [],
+        })
+
+    async def _put_commands(self, request, body, app_id, guild_id=None):
+        out = []
+        for cmd in request[BODY] or []:
+            out.append({**cmd, "id": str(snowflake()), "application_id": str(APP_ID), "version": str(snowflake()),
+                        "guild_id": guild_id, "default_member_permissions": None, "type": cmd.get("type", 1)})
+        self.commands = out
+        return _json(out)
+
+    async def _get_channel(self, request, body, cid):
+        channel = self.channels.get(int(cid))
+        return _json(channel) if channel else _json({"message": "Unknown Channel", "code": 10003}, 404)
+
+    async def _create_thread(self, request, body, cid):
+        parent = self.channels.get(int(cid))
+        if parent is None:
+            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+        tid = snowflake()
+        thread = {
+            "id": str(tid), "type": body.get("type", 11), "guild_id": str(GUILD_ID), "parent_id": cid,
+            "owner_id": str(BOT_ID), "name": body["name"], "last_message_id": None, "rate_limit_per_user": 0,
+            "message_count": 0, "member_count": 1, "flags": 0,
+            "thread_metadata": {"archived": False, "auto_archive_duration": body.get("auto_archive_duration", 1440),
+                                "archive_timestamp": now_iso(), "locked": False,
+                                "invitable": body.get("invitable", True), "create_timestamp": now_iso()},
+            "members": set(),
+        }
+        self.channels[tid] = thread
+        self.messages[tid] = []
+        public = {k: v for k, v in thread.items() if k != "members"}
+        await self.dispatch("THREAD_CREATE", {**public, "newly_created": True})
+        return _json(public, 201)
+
+    async def _add_thread_member(self, request, body, tid, uid):
+        thread = self.channels.get(int(tid))
+        if thread is None:
+            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+        thread["members"].add(int(uid))
+        return web.Response(status=204)
+
+    async def _patch_channel(self, request, body, cid):
+        channel = self.channels.get(int(cid))
+        if channel is None:
+            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+        meta = channel.get("thread_metadata")
+        for key in ("archived", "locked", "auto_archive_duration", "invitable"):
+            if key in body and meta is not None:
+                meta[key] = body[key]
+        if "name" in body:
+            channel["name"] = body["name"]
+        public = self.public(channel)
+        await self.dispatch("THREAD_UPDATE" if meta is not None else "CHANNEL_UPDATE", public)
+        return _json(public)
+
+    def public(self, channel: dict) -> dict:
+        return {k: v for k, v in channel.items() if k != "members"}
+
+    async def _typing(self, request, body, cid):
+        if int(cid) not in self.channels:
+            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+        return web.Response(status=204)
+
+    def _message(self, cid: int, author: dict, content: str, **extra: Any) -> dict:
+        channel = self.channels[cid]
+        msg = {
+            "id": str(snowflake()), "channel_id": str(cid), "guild_id": str(GUILD_ID), "author": author,
+            "content": content, "timestamp": now_iso(), "edited_timestamp": None, "tts": False,
+            "mention_everyone": False, "mentions": [], "mention_roles": [], "attachments": [], "embeds": [],
+            "pinned": False, "type": 0, "flags": 0, "components": [], "sticker_items": [],
+        }
+        msg.update(extra)
+        channel["last_message_id"] = msg["id"]
+        self.messages[cid].append(msg)
+        return msg
+
+    async def _post_message(self, request, body, cid):
+        channel = self.channels.get(int(cid))
+        if channel is None:
+            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+        if channel.get("thread_metadata", {}).get("locked"):
+            return _json({"message": "Thread is locked", "code": 160005}, 403)
+        nonce = body.get("nonce")
+        if nonce is not None and body.get("enforce_nonce"):
+            for old in self.messages[int(cid)]:
+                if old.get("nonce") == nonce and old["author"]["id"] == str(BOT_ID):
+                    return _json(old)
+        if channel.get("thread_metadata", {}).get("archived"):
+            channel["thread_metadata"]["archived"] = False
+        msg = self._message(int(cid), self.users[BOT_ID], body.get("content", ""), embeds=body.get("embeds", []),
+                            components=body.get("components", []), flags=body.get("flags", 0), nonce=nonce)
+        await self.dispatch("MESSAGE_CREATE", {**msg, "member": self.member(BOT_ID)})
+        return _json(msg)
+
+    async def _get_messages(self, request, body, cid):
+        msgs = self.messages.get(int(cid))
+        if msgs is None:
+            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+        after = int(request.query.get("after", 0))
+        limit = int(request.query.get("limit", 50))
+        found = [m for m in msgs if int(m["id"]) > after]
+        found = found[:limit] if "after" in request.query else found[-limit:]
+        return _json(list(reversed(found)))  # newest first, as Discord answers
+
+    async def _list_webhooks(self, request, body, cid):
+        if self.webhooks_forbidden:
+            return _json({"message": "Missing Permissions", "code": 50013}, 403)
+        return _json([w for w in self.webhooks.values() if w["channel_id"] == cid])
+
+    async def _create_webhook(self, request, body, cid):
+        if self.webhooks_forbidden:
+            return _json({"message": "Missing Permissions", "code": 50013}, 403)
+        wid = snowflake()
+        hook = {"id": str(wid), "type": 1, "token": f"tok{wid}", "channel_id": cid, "guild_id": str(GUILD_ID),
+                "name": body.get("name", "hook"), "avatar": None, "application_id": str(APP_ID),
+                "user": self.users[BOT_ID]}
+        self.webhooks[wid] = hook
+        return _json(hook)
+
+    async def _execute_webhook(self, request, body, wid, token):
+        if int(wid) == APP_ID:  # an interaction follow-up
+            iid = self.tokens.get(token)
+            if iid is None:
+                return _json({"message": "Unknown Webhook", "code": 10015}, 404)
+            msg = self._interaction_message(iid, body)
+            self.callbacks[iid].append({"type": "followup", **body})
+            return _json(msg)
+        hook = self.webhooks.get(int(wid))
+        if hook is None or hook["token"] != token:
+            return _json({"message": "Unknown Webhook", "code": 10015}, 404)
+        cid = int(request.query.get("thread_id") or hook["channel_id"])
+        channel = self.channels.get(cid)
+        if channel is None:
+            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+        if channel.get("thread_metadata", {}).get("locked"):
+            return _json({"message": "Thread is locked", "code": 160005}, 403)
+        author = {**_user(int(wid), body.get("username") or hook["name"], bot=True), "discriminator": "0000"}
+        msg = self._message(cid, author, body.get("content", ""), webhook_id=str(wid),
+                            embeds=body.get("embeds", []), flags=body.get("flags", 0))
+        await self.dispatch("MESSAGE_CREATE", msg)
+        if request.query.get("wait") in ("true", "1", "True"):
+            return _json(msg)
+        return web.Response(status=204)
+
+    def _interaction_message(self, iid: int, body: dict) -> dict:
+        inter = self.interactions[iid]
+        user = inter["member"]["user"] if "member" in inter else inter["user"]
+        return {
+            "id": str(snowflake()), "channel_id": inter["channel_id"], "author": self.users[BOT_ID],
+            "content": body.get("content", ""), "timestamp": now_iso(), "edited_timestamp": None, "tts": False,
+            "mention_everyone": False, "mentions": [], "mention_roles": [], "attachments": [],
+            "embeds": body.get("embeds", []), "pinned": False, "type": 20, "flags": body.get("flags", 0),
+            "components": body.get("components", []), "application_id": str(APP_ID),
+            "interaction_metadata": {"id": str(iid), "type": inter["type"], "user": user,
+                                     "authorizing_integration_owners": {"0": str(GUILD_ID)}},
+        }
+
+    async def _callback(self, request, body, iid, token):
+        iid_int = int(iid)
+        inter = self.interactions.get(iid_int)
+        if inter is None or inter["token"] != token:
+            return _json({"message": "Unknown interaction", "code": 10062}, 404)
+        if any(c.get("kind") == "callback" for c in self.callbacks[iid_int]):
+            return _json({"message": "Interaction has already been acknowledged.", "code": 40060}, 400)
+        self.callbacks[iid_int].append({"kind": "callback", **body})
+        rtype = body.get("type")
+        data = body.get("data") or {}
+        ephemeral = bool((data.get("flags") or 0) & 64)
+        resource: dict = {"type": rtype}
+        interaction = {"id": iid, "type": inter["type"], "response_message_loading": rtype == 5,
+                       "response_message_ephemeral": ephemeral}
+        if rtype in (4, 7):
+            msg = self._interaction_message(iid_int, data)
+            resource["message"] = msg
+            interaction["response_message_id"] = msg["id"]
+        if request.query.get("with_response") in ("1", "true", "True"):
+            return _json({"interaction": interaction, "resource": resource})
+        return web.Response(status=204)
+
+    async def _edit_original(self, request, body, app_id, token):
+        iid = self.tokens.get(token)
+        if iid is None:
+            return _json({"message": "Unknown Webhook", "code": 10015}, 404)
+        self.callbacks[iid].append({"type": "edit", **body})
+        return _json(self._interaction_message(iid, body))
+
+    _routes = [
+        (r"/users/@me", "GET", _me),
+        (r"/oauth2/applications/@me", "GET", _app),
+        (r"/applications/(\d+)/commands", "PUT", _put_commands),
+        (r"/applications/(\d+)/guilds/(\d+)/commands", "PUT", _put_commands),
+        (r"/channels/(\d+)", "GET", _get_channel),
+        (r"/channels/(\d+)", "PATCH", _patch_channel),
+        (r"/channels/(\d+)/threads", "POST", _create_thread),
+        (r"/channels/(\d+)/thread-members/(\d+)", "PUT", _add_thread_member),
+        (r"/channels/(\d+)/typing", "POST", _typing),
+        (r"/channels/(\d+)/messages", "POST", _post_message),
+        (r"/channels/(\d+)/messages", "GET", _get_messages),
+        (r"/channels/(\d+)/webhooks", "GET", _list_webhooks),
+        (r"/channels/(\d+)/webhooks", "POST", _create_webhook),
+        (r"/webhooks/(\d+)/([^/]+)", "POST", _execute_webhook),
+        (r"/webhooks/(\d+)/([^/]+)/messages/@original", "PATCH", _edit_original),
+        (r"/interactions/(\d+)/([^/]+)/callback", "POST", _callback),
+    ]
+
+    # ---- acting as users -----------------------------------------------------------------------
+
+    async def user_message(self, cid: int, uid: int, content: str, **extra: Any) -> dict:
+        """A user posts in a channel or thread; the bot receives MESSAGE_CREATE."""
+        msg = self._message(cid, self.users[uid], content, **extra)
+        await self.dispatch("MESSAGE_CREATE", {**msg, "member": self.member(uid)})
+        return msg
+
+    async def user_edit(self, msg: dict, content: str) -> None:
+        msg["content"] = content
+        msg["edited_timestamp"] = now_iso()
+        await self.dispatch("MESSAGE_UPDATE", {**msg, "member": self.member(int(msg["author"]["id"]))})
+
+    async def typing(self, cid: int, uid: int) -> None:
+        await self.dispatch("TYPING_START", {"channel_id": str(cid), "guild_id": str(GUILD_ID), "user_id": str(uid),
+                                             "timestamp": int(datetime.now().timestamp()), "member": self.member(uid)})
+
+    def _interaction(self, uid: int, cid: int, itype: int, data: dict, message: dict | None = None) -> dict:
+        iid = snowflake()
+        token = f"itok{iid}"
+        channel = self.public(self.channels[cid])
+        payload = {
+            "id": str(iid), "application_id": str(APP_ID), "type": itype, "data": data, "guild_id": str(GUILD_ID),
+            "channel": channel, "channel_id": str(cid), "member": {**self.member(uid), "permissions": "2248473465835073"},
+            "token": token, "version": 1, "app_permissions": "2248473465835073", "locale": "en-US",
+            "guild_locale": "en-US", "entitlements": [], "authorizing_integration_owners": {"0": str(GUILD_ID)},
+            "context": 0, "attachment_size_limit": 10485760,
+        }
+        if message is not None:
+            payload["message"] = message
+        self.interactions[iid] = payload
+        self.tokens[token] = iid
+        self.callbacks[iid] = []
+        return payload
+
+    async def slash(self, uid: int, cid: int, sub: str, **options: Any) -> dict:
+        """A user runs /stranger <sub> in a channel or thread; returns the INTERACTION_CREATE payload."""
+        cmd = next((c for c in self.commands if c["name"] == "stranger"), None)
+        opts = [{"name": k, "type": 3, "value": v} for k, v in options.items()]
+        data = {"id": cmd["id"] if cmd else str(snowflake()), "name": "stranger", "type": 1,
+                "options": [{"name": sub, "type": 1, "options": opts}]}
+        payload = self._interaction(uid, cid, 2, data)
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return payload
+
+    async def click(self, uid: int, message: dict, custom_id: str) -> dict:
+        """A user clicks a button of `message`."""
+        payload = self._interaction(uid, int(message["channel_id"]), 3, {"custom_id": custom_id, "component_type": 2},
+                                    message=message)
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return payload
+
+    async def replay(self, payload: dict) -> None:
+        """The gateway delivers the same interaction again."""
+        await self.dispatch("INTERACTION_CREATE", payload)
+
+    async def archive_thread(self, tid: int) -> None:
+        self.channels[tid]["thread_metadata"]["archived"] = True
+        await self.dispatch("THREAD_UPDATE", self.public(self.channels[tid]))
+
+    async def delete_thread(self, tid: int) -> None:
+        thread = self.channels.pop(tid)
+        await self.dispatch("THREAD_DELETE", {"id": str(tid), "guild_id": str(GUILD_ID), "parent_id": thread["parent_id"],
+                                              "type": thread["type"]})
+
+    async def leave_thread(self, tid: int, uid: int) -> None:
+        self.channels[tid]["members"].discard(uid)
+        await self.dispatch("THREAD_MEMBERS_UPDATE", {"id": str(tid), "guild_id": str(GUILD_ID), "member_count": 1,
+                                                      "removed_member_ids": [str(uid)]})
+
+    # ---- reading what happened -----------------------------------------------------------------
+
+    def threads(self) -> list[dict]:
+        return [c for c in self.channels.values() if c["type"] in (11, 12)]
+
+    def bot_messages(self, cid: int) -> list[dict]:
+        """Messages the bridge made visible in a channel (bot or webhook authored)."""
+        return [m for m in self.messages.get(cid, []) if m["author"].get("bot")]
+
+    def writes(self, method: str | None = None, pattern: str = "") -> list[Recorded]:
+        return [r for r in self.requests if (method is None or r.method == method) and re.search(pattern, r.path)]
+
+    def replies(self, payload: dict) -> list[dict]:
+        """Interaction responses and follow-ups given to one interaction."""
+        return self.callbacks.get(int(payload["id"]), [])
