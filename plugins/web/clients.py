@@ -1,0 +1,118 @@
+"""Web clients: secret ids, per-client event queues with one long poll each, per-address counts."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from collections import Counter, deque
+
+from .render import worth_answering
+
+__all__ = ["Client", "Clients"]
+
+ID_BYTES = 24  # 192 random bits; the id is the client's only credential
+ID_LENGTH = 32  # characters of token_urlsafe(ID_BYTES)
+
+
+class Client:
+    """One client id: its room key, what it is waiting to be told, its open long poll."""
+
+    __slots__ = ("secret", "key", "address", "spy", "wants_likes", "queue", "waiter", "last_seen", "ended", "dropped")
+
+    def __init__(self, secret: str, key: str, address: str, *, spy: bool, wants_likes: bool) -> None:
+        self.secret = secret
+        self.key = key  # room id and index key: a keyed hash of the secret, never the secret
+        self.address = address
+        self.spy = spy
+        self.wants_likes = wants_likes
+        self.queue: deque[list] = deque()
+        self.waiter: asyncio.Future | None = None
+        self.last_seen = time.monotonic()
+        self.ended = False  # the chat's last event is queued; the id dies once it is fetched
+        self.dropped = False  # the queue overflowed; the client is told once
+
+    def wake(self) -> None:
+        """Resolve the open long poll, if any, so it looks at the queue again."""
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def has_answer(self) -> bool:
+        return bool(self.queue) and worth_answering(list(self.queue))
+
+    def take(self) -> list[list]:
+        batch = list(self.queue)
+        self.queue.clear()
+        self.dropped = False
+        return batch
+
+
+class Clients:
+    """Every live client, indexed by a keyed hash of its id so lookups never compare secrets
+    with `==` (the final check is hmac.compare_digest)."""
+
+    def __init__(self, max_queue: int = 1000) -> None:
+        self.max_queue = max_queue
+        self._salt = secrets.token_bytes(16)
+        self.by_key: dict[str, Client] = {}
+        self.sessions = Counter[str]()  # live ids per address
+        self.polls = Counter[str]()  # open long polls per address
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def _key(self, secret: str) -> str:
+        return hashlib.blake2b(secret.encode("utf-8", "replace"), key=self._salt, digest_size=16).hexdigest()
+
+    def create(self, address: str, *, spy: bool = False, wants_likes: bool = False) -> Client:
+        """A new client with a fresh secret id from `secrets`."""
+        secret = secrets.token_urlsafe(ID_BYTES)
+        client = Client(secret, self._key(secret), address, spy=spy, wants_likes=wants_likes)
+        self.by_key[client.key] = client
+        self.sessions[address] += 1
+        return client
+
+    def find(self, secret: str | None) -> Client | None:
+        """The client whose id is `secret`, or None. Constant time in the secret's content."""
+        if not secret or len(secret) != ID_LENGTH:
+            return None
+        client = self.by_key.get(self._key(secret))
+        if client is None or not hmac.compare_digest(client.secret.encode(), secret.encode("utf-8", "replace")):
+            return None
+        return client
+
+    def get(self, key: str) -> Client | None:
+        """The client of a room id."""
+        return self.by_key.get(key)
+
+    def forget(self, client: Client) -> bool:
+        """Drop a client for good; its open long poll is answered. False if already gone."""
+        if self.by_key.get(client.key) is not client:
+            return False
+        del self.by_key[client.key]
+        self.sessions[client.address] -= 1
+        if self.sessions[client.address] <= 0:
+            del self.sessions[client.address]
+        client.ended = True
+        client.wake()
+        return True
+
+    def push(self, client: Client, items: list[list], *, force: bool = False) -> None:
+        """Queue protocol events for a client (bounded unless `force`: the end of a chat is
+        always queued) and wake its long poll."""
+        if not items:
+            return
+        if not force and len(client.queue) + len(items) > self.max_queue:
+            if not client.dropped:
+                client.dropped = True
+                client.queue.append(["serverMessage", "Too much at once: some events were not shown."])
+            return
+        client.queue.extend(items)
+        client.wake()
+
+    def stale(self, now: float, timeout: float) -> list[Client]:
+        """Clients with no open long poll that were last seen more than `timeout` seconds ago."""
+        return [c for c in self.by_key.values() if c.waiter is None and now - c.last_seen > timeout]

@@ -1,0 +1,51 @@
+"""[platforms.NAME] table of the web platform."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from bridge.abc import PluginConfig
+
+__all__ = ["WebConfig", "split_bind"]
+
+
+class WebConfig(PluginConfig):
+    """Settings of the Omegle-protocol server and chat page."""
+
+    bind: str = "127.0.0.1:8080"  # host:port ("[::1]:8080" for IPv6); port 0 picks a free one
+    poll_window: float = Field(20.0, gt=0, le=300)  # seconds an /events long poll is held before `null`
+    client_timeout: float = Field(60.0, gt=0)  # seconds without polling before a client is ended
+    cors_origins: tuple[str, ...] = ()  # extra origins allowed to call the API; same origin always is
+    trusted_proxy_header: str | None = None  # e.g. "X-Forwarded-For"; only behind a proxy that sets it
+    max_sessions_per_address: int = Field(32, ge=1)  # live client ids per client address
+    max_polls_per_address: int = Field(64, ge=1)  # open /events long polls per client address
+    max_body_bytes: int = Field(65536, ge=1024)  # request bodies above this get 413
+    max_queue: int = Field(1000, ge=10)  # events kept per client before it is told some were dropped
+    max_clients: int = Field(100_000, ge=1)  # live client ids in total
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        split_bind(value)
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+                raise ValueError(f"{origin!r}: an origin is scheme://host[:port], no path")
+        return tuple(o.lower() for o in value)
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    """("host", port) from "host:port" or "[v6]:port"; ValueError when malformed."""
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"{bind!r}: expected host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    number = int(port)
+    if number > 65535:
+        raise ValueError(f"{bind!r}: port out of range")
+    return host, number

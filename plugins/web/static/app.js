@@ -1,0 +1,306 @@
+// The chat page: an Omegle-protocol client. Stranger text only ever goes through textContent.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const log = $("log"), typing = $("typing"), message = $("message");
+  const stopButton = $("stop"), nextButton = $("next"), sendButton = $("send");
+  const RANDID = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+
+  let clientId = null;
+  let generation = 0; // bumps on every start/stop so stale polls drop their answers
+  let state = "idle"; // idle | searching | chatting
+  let spy = false;
+  let confirmStop = false;
+  let typingSent = false;
+  let typingTimer = null;
+  let endShown = false;
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  function line(kind, text, who) {
+    const div = document.createElement("div");
+    div.className = "line " + kind;
+    if (who) {
+      const name = document.createElement("strong");
+      name.className = "who";
+      name.textContent = who + ": ";
+      div.append(name);
+    }
+    const body = document.createElement("span");
+    body.className = "text";
+    body.textContent = text;
+    div.append(body);
+    log.append(div);
+    log.scrollTop = log.scrollHeight;
+  }
+  const notice = (text) => line("notice", text);
+
+  function setTyping(text) {
+    typing.textContent = text || "";
+  }
+
+  function setState(next) {
+    state = next;
+    confirmStop = false;
+    const active = state !== "idle";
+    stopButton.textContent = active ? "Stop" : "Start";
+    stopButton.classList.toggle("danger", active);
+    nextButton.disabled = !active;
+    const canWrite = state === "chatting" && !spy;
+    message.disabled = !canWrite;
+    sendButton.disabled = !canWrite;
+    for (const el of document.querySelectorAll("#setup input")) el.disabled = active;
+    if (!active) setTyping("");
+    if (canWrite) message.focus();
+  }
+
+  function setCount(n) {
+    if (Number.isInteger(n)) $("count").textContent = String(n);
+  }
+
+  function form(params) {
+    return { method: "POST", body: new URLSearchParams(params), cache: "no-store" };
+  }
+
+  function randid() {
+    const bytes = crypto.getRandomValues(new Uint8Array(8));
+    return Array.from(bytes, (b) => RANDID[b % RANDID.length]).join("");
+  }
+
+  async function start() {
+    const mine = ++generation;
+    const query = new URLSearchParams({ firstevents: "1", randid: randid() });
+    const lang = (navigator.language || "en").slice(0, 2).toLowerCase();
+    query.set("lang", /^[a-z]{2}$/.test(lang) ? lang : "en");
+    const question = $("question").value.trim();
+    const interests = $("interests").value.split(",").map((s) => s.trim()).filter(Boolean);
+    spy = question !== "";
+    if (spy) query.set("ask", question);
+    else if ($("answer").checked) query.set("wantsspy", "1");
+    else if (interests.length) query.set("topics", JSON.stringify(interests));
+    log.replaceChildren();
+    endShown = false;
+    clientId = null;
+    setState("searching");
+    notice("Connecting to the server...");
+    let data;
+    try {
+      const response = await fetch("/start?" + query.toString(), { cache: "no-store" });
+      if (!response.ok) {
+        const why = (await response.text()).replace(/^fail:?\s*/, "");
+        throw new Error(response.status === 429 ? "too many chats from your address" : why || "HTTP " + response.status);
+      }
+      data = await response.json();
+    } catch (err) {
+      if (mine === generation) {
+        notice("Could not start a chat: " + err.message + ".");
+        setState("idle");
+      }
+      return;
+    }
+    if (mine !== generation) {
+      fetch("/disconnect", form({ id: data.clientID }));
+      return;
+    }
+    clientId = data.clientID;
+    handle(data.events || []);
+    poll(mine);
+  }
+
+  async function poll(mine) {
+    let failures = 0;
+    while (mine === generation && clientId && state !== "idle") {
+      let events;
+      try {
+        const response = await fetch("/events", form({ id: clientId }));
+        if (response.status === 400) {
+          if (mine === generation) ended("The server ended this chat.");
+          return;
+        }
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        events = await response.json();
+        failures = 0;
+      } catch (err) {
+        if (++failures > 10) {
+          if (mine === generation) ended("Lost the connection to the server.");
+          return;
+        }
+        await sleep(Math.min(5000, 500 * failures));
+        continue;
+      }
+      if (mine !== generation) return;
+      if (events) handle(events);
+    }
+  }
+
+  function ended(text) {
+    if (text && !endShown) notice(text);
+    endShown = true;
+    clientId = null;
+    typingSent = false;
+    setState("idle");
+  }
+
+  function handle(events) {
+    let explained = false; // a notice already said why the chat ended
+    for (const ev of events) {
+      if (!Array.isArray(ev) || typeof ev[0] !== "string") continue;
+      const [name, a, b] = ev;
+      switch (name) {
+        case "waiting":
+          notice("Looking for someone you can chat with...");
+          break;
+        case "connected":
+          setState("chatting");
+          notice(spy ? "You're now watching two strangers discuss your question!" : "You're now chatting with a random stranger. Say hi!");
+          break;
+        case "commonLikes":
+          if (Array.isArray(a) && a.length) notice("You both like " + a.map(String).join(", ") + ".");
+          break;
+        case "question":
+          notice((spy ? "Your question: " : "Question to discuss: ") + String(a));
+          break;
+        case "gotMessage":
+          if (state === "searching") setState("chatting");
+          setTyping("");
+          line("stranger", String(a), "Stranger");
+          break;
+        case "spyMessage":
+          setTyping("");
+          line("stranger", String(b), String(a));
+          break;
+        case "typing":
+          if (state === "searching") setState("chatting");
+          setTyping("Stranger is typing...");
+          break;
+        case "spyTyping":
+          setTyping(String(a) + " is typing...");
+          break;
+        case "stoppedTyping":
+        case "spyStoppedTyping":
+          setTyping("");
+          break;
+        case "serverMessage":
+          notice(String(a));
+          explained = true;
+          break;
+        case "error":
+          if (!explained) notice("Error: " + String(a));
+          explained = true;
+          break;
+        case "strangerDisconnected":
+          ended(explained ? null : "Stranger has disconnected.");
+          break;
+        case "spyDisconnected":
+          ended(String(a) + " has disconnected.");
+          break;
+        case "statusInfo":
+          if (a && typeof a === "object") setCount(a.count);
+          break;
+        case "count":
+          setCount(a);
+          break;
+        default:
+          break; // identDigests and the like
+      }
+    }
+  }
+
+  function stop() {
+    const id = clientId;
+    generation++;
+    if (id) fetch("/disconnect", form({ id }));
+    if (state !== "idle") notice("You have disconnected.");
+    ended(null);
+  }
+
+  function onStopButton() {
+    if (state === "idle") {
+      start();
+    } else if (state === "chatting" && !confirmStop) {
+      confirmStop = true; // one more press really stops, as on Omegle
+      stopButton.textContent = "Really?";
+    } else {
+      stop();
+    }
+  }
+
+  function next() {
+    stop();
+    start();
+  }
+
+  function stoppedTyping() {
+    clearTimeout(typingTimer);
+    if (typingSent && clientId) fetch("/stoppedtyping", form({ id: clientId }));
+    typingSent = false;
+  }
+
+  message.addEventListener("input", () => {
+    if (state !== "chatting" || !clientId) return;
+    if (!message.value.trim()) {
+      stoppedTyping();
+      return;
+    }
+    if (!typingSent) {
+      typingSent = true;
+      fetch("/typing", form({ id: clientId }));
+    }
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(stoppedTyping, 5000);
+  });
+
+  message.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+
+  $("composer").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const text = message.value.trim();
+    if (!text || state !== "chatting" || !clientId) return;
+    clearTimeout(typingTimer);
+    typingSent = false; // a message implies the user stopped typing
+    message.value = "";
+    line("you", text, "You");
+    try {
+      const response = await fetch("/send", form({ id: clientId, msg: text }));
+      if (!response.ok) notice("Your message was not sent.");
+    } catch (err) {
+      notice("Your message was not sent.");
+    }
+  });
+
+  $("setup").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (state === "idle") start();
+  });
+  stopButton.addEventListener("click", onStopButton);
+  nextButton.addEventListener("click", next);
+
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape") return;
+    event.preventDefault();
+    if (state === "idle") start();
+    else stop();
+  });
+
+  window.addEventListener("pagehide", () => {
+    if (clientId) navigator.sendBeacon("/disconnect", new URLSearchParams({ id: clientId }));
+  });
+
+  async function refreshCount() {
+    try {
+      const response = await fetch("/status?nocache=" + Math.random(), { cache: "no-store" });
+      if (response.ok) setCount((await response.json()).count);
+    } catch (err) {
+      // the count is decoration; the next refresh tries again
+    }
+  }
+  refreshCount();
+  setInterval(refreshCount, 30000);
+  setState("idle");
+})();
