@@ -34,7 +34,7 @@ class OmegleConfig(PluginConfig):
     retries: int = Field(2, ge=0, le=10)  # further attempts of a failed request, with backoff
     backoff: float = Field(0.5, ge=0)  # seconds before the first retry; doubles each time
     min_poll_interval: float = Field(0.5, ge=0)  # an empty poll answered faster than this waits
-    stop_common_likes_after: float | None = Field(10.0, ge=0)  # None: only strangers with common likes
+    stop_common_likes_after: float | None = Field(10.0, ge=0)  # 0 (or None): only strangers with common likes
     caps: str | None = "recaptcha2"  # advertised like python-omegle; None sends no caps/rcs
     max_connections: int = Field(4096, ge=1)  # HTTP connections of the shared client session
 
@@ -225,7 +225,7 @@ class OmegleChat(Chat):
 
     def _schedule_stop_looking(self) -> None:
         start, after = self.start, self.backend.config.stop_common_likes_after
-        if start is None or after is None or not start.interests or start.strict_interests:
+        if start is None or not after or not start.interests or start.strict_interests:
             return
         if start.mode is not Mode.RANDOM or start.answer_questions or self.translator.connected:
             return

@@ -73,7 +73,7 @@ async def test_random_chat_both_ways(server, http, caplog):
 
 
 async def test_common_likes_arrive_with_connected(server, http):
-    async with running(omegle(server.url, stop_common_likes_after=None)) as b:
+    async with running(omegle(server.url, stop_common_likes_after=0)) as b:
         rec = b.platforms["rec"]
         rec.send("a", Start(interests=("cats", "Tea")))
         await rec.wait_for("a", Waiting)
