@@ -213,6 +213,8 @@ class RemandzanaChat(Chat):
                 self._finish(Disconnected(reason=Reason.ERROR))
                 return
             if not data:  # the server ended the page without saying anyone left
+                if not parser.started:
+                    self._emit(ServerNotice("The server did not send a remandzana chat page (it ended early)."))
                 self._finish(Disconnected(reason=Reason.ERROR))
                 return
             try:

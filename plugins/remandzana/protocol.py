@@ -49,6 +49,7 @@ _SRCDOC = re.compile(r'<iframe\b[^>]*\bid="send"[^>]*\bsrcdoc="([^"]*)"', re.S)
 _CHAT = re.compile(r'<span class="sender">(?P<sender>.*?)</span>\s*<bdi class="message">(?P<text>.*)</bdi>$', re.S)
 _TAG = re.compile(r"<[^<>]*>")
 _FILLER = " \t\r"
+_MARKER_MAX = max(len(HEARTBEAT), len(_LINE_OPEN))
 
 
 class ProtocolError(ValueError):
@@ -281,7 +282,7 @@ class StreamParser:
                 out.append(self._line(buf[pos + len(_LINE_OPEN) : end]))
                 pos = end
                 continue
-            if len(buf) - pos < len(_LINE_OPEN):  # maybe the start of a marker split by the network
+            if len(buf) - pos < _MARKER_MAX:  # maybe the start of a marker split by the network
                 tail = buf[pos:]
                 if HEARTBEAT.startswith(tail) or _LINE_OPEN.startswith(tail):
                     break
@@ -298,19 +299,25 @@ class StreamParser:
 
     @staticmethod
     def _line_end(buf: str, body: int) -> int | None:
-        # Person text is escaped, so the first closing sequence really ends the line.
+        # Person text is escaped, so the first closing sequence really ends the line, and a
+        # "\n<" inside a line means it was cut off: it then ends there (and is reported garbage).
         if buf.startswith(_SYSTEM_OPEN, body):
             at = buf.find(_SYSTEM_END, body)
-            return None if at < 0 else at + len(_SYSTEM_END)
-        if buf.startswith(_SENDER_OPEN, body):
+            at = -1 if at < 0 else at + len(_SYSTEM_END)
+        elif buf.startswith(_SENDER_OPEN, body):
             at = buf.find(_CHAT_END, body)
-            return None if at < 0 else at + len(_CHAT_END)
-        if len(buf) - body < max(len(_SYSTEM_OPEN), len(_SENDER_OPEN)) and (
+            at = -1 if at < 0 else at + len(_CHAT_END)
+        elif len(buf) - body < max(len(_SYSTEM_OPEN), len(_SENDER_OPEN)) and (
             _SYSTEM_OPEN.startswith(buf[body:]) or _SENDER_OPEN.startswith(buf[body:])
         ):
             return None  # the kind of line is not known yet
-        at = buf.find("</div>", body)  # unknown line shape: take it whole and report it
-        return None if at < 0 else at + len("</div>")
+        else:
+            at = buf.find("</div>", body)  # unknown line shape: take it whole and report it
+            at = -1 if at < 0 else at + len("</div>")
+        cut = buf.find("\n<", body, None if at < 0 else at)
+        if cut >= 0:
+            return cut
+        return None if at < 0 else at
 
     @staticmethod
     def _line(body: str) -> SystemLine | ChatLine | Garbage:

@@ -92,6 +92,7 @@ class RemandzanaServer:
         self.runner: web.AppRunner | None = None
         self.url = ""
         self.streams_open = 0
+        self.stopping = asyncio.Event()  # releases hung handlers, so stopping never waits on them
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -115,6 +116,7 @@ class RemandzanaServer:
         return self.url
 
     async def stop(self) -> None:
+        self.stopping.set()
         if self.runner is not None:
             await self.runner.cleanup()
 
@@ -184,7 +186,8 @@ class RemandzanaServer:
             while not person.deleted:
                 chunk = await self.readline(person)
                 if person.hung:
-                    await asyncio.Event().wait()
+                    await self.stopping.wait()
+                    break
                 await self.write(resp, chunk)
                 if person.abandoned and person.feed.empty():
                     break
@@ -361,7 +364,7 @@ class RemandzanaServer:
         status, page = await self._send(form)
         self.sends.append((status, form))
         if self.hang_sends:
-            await asyncio.Event().wait()
+            await self.stopping.wait()
         return web.Response(status=status, text=page, content_type="text/html")
 
     async def _send(self, form: dict[str, str]) -> tuple[int, str]:
