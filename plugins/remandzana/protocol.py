@@ -11,16 +11,16 @@ from html.parser import HTMLParser
 from urllib.parse import urlencode
 
 __all__ = [
+    "ChatLine",
+    "Classified",
     "FORM_FIELDS",
+    "Garbage",
     "HEARTBEAT",
+    "Item",
+    "Kind",
     "MAX_LINE",
     "MAX_MESSAGE",
     "MAX_PREAMBLE",
-    "ChatLine",
-    "Classified",
-    "Garbage",
-    "Item",
-    "Kind",
     "ProtocolError",
     "SendForm",
     "StreamParser",
