@@ -324,8 +324,10 @@ class OmegleBackend(Backend):
 
     async def stop(self) -> None:
         """Close the shared HTTP session (open long polls end)."""
-        if self._cleanups:
-            await asyncio.wait(list(self._cleanups), timeout=self.config.request_timeout)
+        if self._cleanups:  # late /start answers still being disconnected: a short grace
+            _, pending = await asyncio.wait(list(self._cleanups), timeout=min(2.0, self.config.request_timeout))
+            for task in pending:
+                task.cancel()
         if self.session is not None:
             await self.session.close()
             self.session = None
