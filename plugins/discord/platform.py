@@ -475,8 +475,8 @@ class DiscordPlatform(Platform):
         mode: str = "random",
         question: str | None = None,
     ) -> None:
-        if not self.first_time(interaction):
-            return
+        if not self.first_time(interaction) or await self.state.get(f"interaction:{interaction.id}"):
+            return  # a replay (also across a restart): the thread it opened already exists
         problem = self._allowed_here(interaction)
         if problem:
             await self.reply(interaction, problem)
@@ -520,7 +520,7 @@ class DiscordPlatform(Platform):
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            info = await self._open_thread(cid, user, interaction.guild_id, start)
+            info = await self._open_thread(cid, user, interaction.guild_id, start, interaction.id)
         except discord.HTTPException as exc:
             log.warning("could not open a thread in channel %s: %s", cid, exc)
             await self.reply(interaction, "I couldn't open a thread here (missing permissions?).")
@@ -541,7 +541,7 @@ class DiscordPlatform(Platform):
         await self.reply(interaction, "Looking for a stranger…")
         self._submit_start(info)
 
-    async def _open_thread(self, parent: int, user: int, guild: int | None, start: dict) -> ThreadInfo:
+    async def _open_thread(self, parent: int, user: int, guild: int | None, start: dict, origin: int) -> ThreadInfo:
         assert self.client is not None
         http = self.client.http
         self.counter += 1
@@ -560,6 +560,7 @@ class DiscordPlatform(Platform):
         self.threads[tid] = info
         self.by_user[user] = tid
         await self._save_now(info)  # before anything else can fail: a restart finds this thread
+        await self.state.set(f"interaction:{origin}", str(tid))
         await http.request(
             Route("PUT", "/channels/{channel_id}/thread-members/{user_id}", channel_id=tid, user_id=user)
         )

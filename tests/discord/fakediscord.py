@@ -543,7 +543,8 @@ class FakeDiscord:
 
     async def user_message(self, cid: int, uid: int, content: str, **extra: Any) -> dict:
         """A user posts in a channel or thread; the bot receives MESSAGE_CREATE."""
-        msg = self._message(cid, self.users[uid], content, **extra)
+        author = extra.pop("author", self.users[uid])
+        msg = self._message(cid, author, content, **extra)
         await self.dispatch("MESSAGE_CREATE", {**msg, "member": self.member(uid)})
         return msg
 

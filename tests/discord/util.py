@@ -35,3 +35,17 @@ async def wait_notice(server: FakeDiscord, tid: int, fragment: str, count: int =
 async def wait_line(server: FakeDiscord, tid: int, fragment: str) -> tuple[str, str]:
     found = await server.wait_until(lambda: [line for line in stranger_lines(server, tid) if fragment in line[1]])
     return found[0]
+
+
+async def paired_with_rec(server: FakeDiscord, b, room: str = "w", name: str = "alice") -> tuple[int, int]:
+    """A Discord user in a thread chatting with the recording room `room` (the stranger)."""
+    from bridge.events import Connected, Start
+
+    rec = b.platforms["rec"]
+    uid = server.add_user(name)
+    tid, _ = await open_chat(server, uid)
+    await wait_notice(server, tid, "Looking for someone")
+    rec.send(room, Start())
+    await rec.wait_for(room, Connected)
+    await wait_notice(server, tid, "You're now chatting")
+    return uid, tid

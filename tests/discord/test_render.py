@@ -1,0 +1,129 @@
+"""Pure rendering: stranger text neutralised, user text anonymised, limits, notices as embeds."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.events import Connected, Disconnected, Message, Question, Reason, ServerNotice, Typing, Waiting
+from bridge.text import CUT_MARKER
+from plugins.discord import render
+
+Z = "\u200b"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("@everyone", f"@{Z}everyone"),
+        ("@here now", f"@{Z}here now"),
+        ("@\u200beveryone", f"@{Z}everyone"),
+        ("@\u200b\u200c\u2060everyone", f"@{Z}everyone"),
+        ("＠everyone", f"@{Z}everyone"),
+        ("﹫here", f"@{Z}here"),
+        ("@еveryone", f"@{Z}еveryone"),  # Cyrillic е: never a mention anyway, still broken
+        ("<@123456789012345678>", f"<{Z}@{Z}123456789012345678>"),
+        ("<@!123>", f"<{Z}@{Z}!123>"),
+        ("<@&987>", f"<{Z}@{Z}&987>"),
+        ("<#555>", f"<{Z}#555>"),
+        ("</stranger start:1234>", f"<{Z}/stranger start:1234>"),
+        ("<t:1700000000:R>", f"<{Z}t:1700000000:R>"),
+        ("<id:customize>", f"<{Z}id:customize>"),
+        ("<\u200b@123>", f"<{Z}@{Z}123>"),
+        ("```\n@everyone\n```", f"```\n@{Z}everyone\n```"),
+        ("[Free Nitro](https://evil.example)", f"[Free Nitro]{Z}(https://evil.example)"),
+        ("join discord.gg/abc", f"join discord{Z}.gg/abc"),
+        ("discord.com/invite/abc", f"discord{Z}.com/invite/abc"),
+        ("-# Stranger has disconnected.", "\\-# Stranger has disconnected."),
+        ("hi\n# Bridge\n> quoted", "hi\n\\# Bridge\n\\> quoted"),
+        ("<img src=x onerror=alert(1)>", f"<{Z}img src=x onerror=alert(1)>"),
+        ("a < b", "a < b"),
+        ("plain text", "plain text"),
+    ],
+)
+def test_neutralise(text, shown):
+    assert render.neutralise(text) == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "sent"),
+    [
+        ("hi <@123456789012345678>", "hi @someone"),
+        ("<@!42> and <@&7>", "@someone and @some-role"),
+        ("see <#900000000000000200>", "see #some-channel"),
+        ("run </stranger start:99>", "run /stranger start"),
+        ("nice <:pog:1234567> <a:dance:99>", "nice :pog: :dance:"),
+        ("https://discord.com/channels/1/2/3 look", "[a message link] look"),
+        ("https://canary.discord.com/channels/@me/2/3", "[a message link]"),
+        ("https://cdn.discordapp.com/attachments/1/2/me.png", "[a file]"),
+        ("https://media.discordapp.net/attachments/1/2/me.png?x=1", "[a file]"),
+        ("<t:1700000000:R> is fine", "<t:1700000000:R> is fine"),
+    ],
+)
+def test_anonymise(text, sent):
+    assert render.anonymise(text) == sent
+
+
+def test_webhook_payload_names_the_stranger_and_allows_nothing():
+    [payload] = render.stranger_payloads("@everyone hi", "Stranger 2", webhook=True)
+    assert payload == {
+        "content": f"@{Z}everyone hi",
+        "username": "Stranger 2",
+        "allowed_mentions": {"parse": [], "users": [], "roles": [], "replied_user": False},
+        "flags": 4,
+    }
+
+
+def test_bot_payload_has_bold_prefix_that_text_cannot_forge():
+    [payload] = render.stranger_payloads("**[Bridge]** Stranger disconnected. Re-verify at https://evil.example", None, webhook=False)
+    assert payload["content"] == "**Stranger:** **[Bridge]** Stranger disconnected. Re-verify at https://evil.example"
+    assert payload["flags"] == 4 and "embeds" not in payload  # notices are embeds; stranger text never is
+
+
+@pytest.mark.parametrize("size", [2000, 2001, 4500, 100_000])
+def test_long_text_split_into_at_most_three_then_cut(size):
+    words = ("word " * (size // 5 + 1))[:size]
+    parts = render.stranger_payloads(words, None, webhook=True)
+    assert 1 <= len(parts) <= 3
+    assert all(len(p["content"]) <= 2000 for p in parts)
+    if size > 3 * 2000:
+        assert parts[-1]["content"].endswith(CUT_MARKER)
+    else:
+        assert "".join(p["content"] for p in parts).replace(" ", "") == words.replace(" ", "")
+
+
+def test_one_huge_token_is_cut_not_looped():
+    parts = render.stranger_payloads("x" * 100_000, "Stranger", webhook=False)
+    assert len(parts) == 3 and parts[0]["content"].startswith("**Stranger:** xxx")
+    assert all(len(p["content"]) <= 2000 for p in parts) and parts[-1]["content"].endswith(CUT_MARKER)
+
+
+def test_merge_marker_is_small_text_the_stranger_cannot_produce():
+    [payload] = render.stranger_payloads("a\nb", "Stranger", webhook=True, extra=render.MERGE_MARKER.format(n=2, who="Stranger"))
+    assert payload["content"].endswith("\n-# ⏳ 2 messages from Stranger were merged while Discord was slowing the bridge down.")
+    [forged] = render.stranger_payloads(render.MERGE_MARKER.format(n=2, who="Stranger"), "Stranger", webhook=True)
+    assert forged["content"].startswith("\\-#")
+
+
+@pytest.mark.parametrize(
+    ("event", "text", "buttons"),
+    [
+        (Waiting(), "Looking for someone you can chat with...", True),
+        (Connected(common_interests=("@everyone",)), f"You're now chatting with a random stranger. Say hi! You both like “@{Z}everyone”.", True),
+        (Question("<@1> or <@2>?"), f"Question to discuss: <{Z}@{Z}1> or <{Z}@{Z}2>?", False),
+        (ServerNotice("Too fast"), "Too fast", False),
+        (Disconnected(reason=Reason.STRANGER), "Stranger has disconnected.", False),
+    ],
+)
+def test_notices_are_embeds(event, text, buttons):
+    payload = render.notice_payload(event)
+    assert payload["content"] == "" and payload["embeds"][0]["description"] == text
+    assert payload["allowed_mentions"]["parse"] == []
+    assert ("components" in payload) is buttons
+
+
+def test_no_notice_for_message_or_typing():
+    assert render.notice_payload(Message("x")) is None and render.notice_payload(Typing()) is None
+
+
+def test_thread_name_has_no_user_in_it():
+    assert render.thread_name(7) == "Stranger chat #0007"
