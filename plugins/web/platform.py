@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 FIRST_EVENTS_WAIT = 0.25  # seconds /start?firstevents=1 waits for the first event (usually "waiting")
 SHUTDOWN_GRACE = 2.0  # seconds flush() gives polling clients to fetch their last events
+ACTIVE = 0.5  # seconds since its last request within which a client counts as still polling
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -133,7 +134,7 @@ class WebPlatform(Platform):
         deadline = loop.time() + SHUTDOWN_GRACE
         while loop.time() < deadline:
             now = time.monotonic()
-            if not any(c.has_answer() and now - c.last_seen < SHUTDOWN_GRACE for c in self.clients.by_key.values()):
+            if not any(c.has_answer() and now - c.last_seen < ACTIVE for c in self.clients.by_key.values()):
                 return
             await asyncio.sleep(0.05)
 

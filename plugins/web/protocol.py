@@ -95,8 +95,8 @@ def parse_topics(raw: str) -> tuple[str, ...]:
 def parse_form(body: bytes, content_type: str) -> dict[str, str]:
     """Fields of an x-www-form-urlencoded body (the first value of each name wins).
 
-    An empty body with no content type is an empty form; anything else must be a form."""
-    if not body and not content_type:
+    An empty body is an empty form whatever its type; anything else must be a form."""
+    if not body:
         return {}
     if content_type.split(";", 1)[0].strip().lower() != FORM_TYPE:
         raise ProtocolError(f"the body must be {FORM_TYPE}")

@@ -1,0 +1,34 @@
+"""Fixtures: a running bridge with the web platform on a free port, the hub, and a recording platform."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from tests.helpers import RECORDING, running
+
+
+def web_config(**web: object) -> dict:
+    """Bridge config: web on 127.0.0.1:0 (short poll window), a recording platform, the hub."""
+    table = {"plugin": "web", "bind": "127.0.0.1:0", "poll_window": 2.0, **web}
+    return {
+        "platforms": {"web": table, "rec": {"plugin": RECORDING}},
+        "backends": {"hub": {"plugin": "hub", "interest_fallback": 30.0, "repair_cooldown": 0.0}},
+    }
+
+
+@pytest.fixture
+async def bridge():
+    async with running(web_config()) as instance:
+        yield instance
+
+
+@pytest.fixture
+def web(bridge):
+    return bridge.platforms["web"]
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        yield session

@@ -1,0 +1,68 @@
+"""A web client paired through the hub with a room of another platform (the recording platform)."""
+
+from __future__ import annotations
+
+from bridge.events import Connected, Disconnected, Message, Reason, Start, StoppedTyping, Typing
+
+from .client import RawClient
+
+
+async def test_web_client_and_recording_room_chat_both_ways(bridge, web, http):
+    rec = bridge.platforms["rec"]
+    client = RawClient(http, web.url)
+    await client.start(topics='["Jazz", "tea"]')
+    rec.send("r1", Start(interests=("tea",)))
+    connected = await rec.wait_for("r1", Connected)
+    assert connected.common_interests == ("tea",)
+    await client.until("connected")
+    assert ["commonLikes", ["tea"]] in client.events
+    # web → room
+    for i in range(3):
+        assert await client.post("/send", msg=f"from web {i} <script>alert(1)</script>") == (200, "win")
+    got = await rec.wait_count("r1", Message, 3)
+    assert [m.text for m in got] == [f"from web {i} <script>alert(1)</script>" for i in range(3)]
+    assert await client.post("/typing") == (200, "win")
+    await rec.wait_for("r1", Typing)
+    assert await client.post("/stoppedtyping") == (200, "win")
+    await rec.wait_for("r1", StoppedTyping)
+    # room → web
+    rec.send("r1", Typing())
+    await client.until("typing")
+    rec.send("r1", Message("from the room ✓"))
+    assert await client.until("gotMessage") == ["gotMessage", "from the room ✓"]
+    rec.send("r1", Disconnected())
+    await client.until("strangerDisconnected")
+    # the id is dead once the end was fetched
+    assert (await client.post("/events"))[0] == 400
+
+
+async def test_web_disconnect_ends_the_room_chat(bridge, web, http):
+    rec = bridge.platforms["rec"]
+    rec.send("r2", Start())
+    client = RawClient(http, web.url)
+    await client.start()
+    await rec.wait_for("r2", Connected)
+    await client.until("connected")
+    assert await client.post("/disconnect") == (200, "win")
+    ended = await rec.wait_for("r2", Disconnected)
+    assert ended.reason == Reason.STRANGER
+    assert (await client.post("/send", msg="late"))[0] == 400
+    assert not rec.events("r2", Message)
+
+
+async def test_client_that_stops_polling_is_ended(http):
+    from tests.helpers import running
+
+    from .conftest import web_config
+
+    async with running(web_config(client_timeout=0.5)) as bridge:
+        web, rec = bridge.platforms["web"], bridge.platforms["rec"]
+        rec.send("r3", Start())
+        client = RawClient(http, web.url)
+        await client.start()
+        await rec.wait_for("r3", Connected)
+        # no more polls: the sweeper ends the chat and forgets the id
+        ended = await rec.wait_for("r3", Disconnected, timeout=10)
+        assert ended.reason == Reason.STRANGER
+        assert len(web.clients) == 0
+        assert (await client.post("/events"))[0] == 400
