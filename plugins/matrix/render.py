@@ -65,7 +65,7 @@ def render(event: Event) -> list[dict[str, Any]]:
             return []
 
 
-MERGE_MARK = "(rate limited: {n} messages merged into one)"
+MERGE_MARK = "({n} messages arrived at once and were merged into one)"
 
 
 def merge(contents: list[dict[str, Any]]) -> dict[str, Any]:

@@ -205,3 +205,23 @@ def bridge_config(url: str, bot: dict[str, Any], **matrix: Any) -> dict[str, Any
         "platforms": {"mx": table, "rec": {"plugin": RECORDING}},
         "backends": {"hub": {"plugin": "hub", "repair_cooldown": 0, "interest_fallback": 0}},
     }
+
+
+def notice_with(text: str):
+    """A content test: an m.notice whose body contains `text`."""
+    return lambda c: c.get("msgtype") == "m.notice" and text in c.get("body", "")
+
+
+async def paired(bridge, user: MxUser, bot_id: str, rec_room: str = "r", start: str = "!stranger start") -> str:
+    """A room of `user` with the bot, chatting with the recording platform's room `rec_room`."""
+    from bridge.events import Connected, Start
+
+    rec = bridge.platforms["rec"]
+    rid = await user.create_room([bot_id])
+    await user.wait_message(rid, bot_id, notice_with("!stranger start"))
+    await user.send(rid, start)
+    await user.wait_message(rid, bot_id, notice_with("Looking for someone"))
+    rec.send(rec_room, Start())
+    await rec.wait_for(rec_room, Connected, timeout=20)
+    await user.wait_message(rid, bot_id, notice_with("You're now chatting"))
+    return rid
