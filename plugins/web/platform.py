@@ -157,6 +157,7 @@ class WebPlatform(Platform):
         r.add_get("/count", self.on_count)
         r.add_get("/healthz", self.on_healthz)
         r.add_get("/metrics", self.on_metrics)
+        r.add_get("/favicon.ico", self.on_favicon)
         for path in self._files:
             r.add_get(path, self.on_file)
         return app
@@ -392,6 +393,9 @@ class WebPlatform(Platform):
         response = web.Response(body=body, content_type=ctype, charset="utf-8")
         response.headers["Cache-Control"] = "no-cache"
         return response
+
+    async def on_favicon(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)  # no icon; spares browsers a logged 404
 
     # ---- housekeeping ------------------------------------------------------------------------
 

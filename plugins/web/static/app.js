@@ -51,6 +51,7 @@
     message.disabled = !canWrite;
     sendButton.disabled = !canWrite;
     for (const el of document.querySelectorAll("#setup input")) el.disabled = active;
+    document.body.classList.toggle("active", active);
     if (!active) setTyping("");
     if (canWrite) message.focus();
   }
@@ -153,6 +154,7 @@
           break;
         case "connected":
           setState("chatting");
+          refreshCount();
           notice(spy ? "You're now watching two strangers discuss your question!" : "You're now chatting with a random stranger. Say hi!");
           break;
         case "commonLikes":
@@ -278,6 +280,14 @@
     event.preventDefault();
     if (state === "idle") start();
   });
+  for (const input of document.querySelectorAll("#setup input:not([type=checkbox])")) {
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.isComposing) {
+        event.preventDefault();
+        if (state === "idle") start();
+      }
+    });
+  }
   stopButton.addEventListener("click", onStopButton);
   nextButton.addEventListener("click", next);
 
