@@ -48,7 +48,7 @@ class Raw:
             await self.arrived.wait()
             self.arrived.clear()
         srcdoc = html.unescape(re.search(r'srcdoc="([^"]*)"', self.page).group(1))
-        self.fields = dict(re.findall(r'name="(\w+)" type="hidden" value="([^"]*)"', srcdoc))
+        self.fields = dict(re.findall(r'<input [^>]*name="(\w+)"[^>]*value="([^"]*)"', srcdoc))
 
     async def _read(self) -> None:
         try:

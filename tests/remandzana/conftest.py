@@ -41,7 +41,8 @@ class RawClient:
         self.task = asyncio.get_running_loop().create_task(self._read())
         await self.wait_text('<article id="lines">')
         srcdoc = html.unescape(re.search(r'srcdoc="([^"]*)"', self.page).group(1))
-        self.fields = dict(re.findall(r'name="(clavis|timestamp|setup|salt|signature)" type="hidden" value="([^"]*)"', srcdoc))
+        inputs = re.findall(r'<input [^>]*name="(clavis|timestamp|setup|salt|signature)"[^>]*value="([^"]*)"', srcdoc)
+        self.fields = dict(inputs)
         return self
 
     async def _read(self) -> None:

@@ -141,12 +141,12 @@ class RemandzanaServer:
         return (
             '<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body><main>\n'
             '<form action="/send" id="form" method="post">\n'
-            f'<input id="clavis" name="clavis" type="hidden" value="{person.clavis}">\n'
-            f'<input id="timestamp" name="timestamp" type="hidden" value="{ts}">\n'
-            f'<input id="setup" name="setup" type="hidden" value="{"true" if setup else "false"}">\n'
-            f'<input id="salt" name="salt" type="hidden" value="{salt}">\n'
-            f'<input id="signature" name="signature" type="hidden" value="{sig}">\n'
-            f'<input id="message" maxlength="500" name="message" placeholder="{placeholder}" type="text" value="{esc(value)}">\n'
+            f'<input id="clavis" name="clavis" required type="hidden" value="{person.clavis}">\n'
+            f'<input id="timestamp" name="timestamp" required type="hidden" value="{ts}">\n'
+            f'<input id="setup" name="setup" required type="hidden" value="{"true" if setup else "false"}">\n'
+            f'<input id="salt" name="salt" required type="hidden" value="{salt}">\n'
+            f'<input id="signature" name="signature" required type="hidden" value="{sig}">\n'
+            f'<input id="message" maxlength="500" name="message" placeholder="{placeholder}" required spellcheck="true" type="text" value="{esc(value)}">\n'
             '<button id="button">Send</button>\n</form>\n</main></body></html>'
         )
 
