@@ -190,5 +190,8 @@ class Outbox:
         await self.idle.wait()
 
     def cancel(self) -> None:
-        if self.task is not None:
+        """Drop what is queued and stop sending (safe to call from the outbox's own task)."""
+        self.items.clear()
+        if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
+        self.idle.set()

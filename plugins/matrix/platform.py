@@ -19,6 +19,7 @@ from nio import (
     JoinedMembersResponse,
     JoinError,
     LoginResponse,
+    RoomGetStateEventResponse,
     RoomMessagesResponse,
     RoomSendResponse,
     SyncResponse,
@@ -69,6 +70,7 @@ class MatrixPlatform(Platform):
         self.threads: dict[str, set[str]] = collections.defaultdict(set)  # room id -> thread roots
         self.gone: set[str] = set()  # rooms we left or were removed from: nothing is sent there
         self.encrypted: set[str] = set()  # never send plaintext there
+        self.plaintext: set[str] = set()  # rooms the server confirmed unencrypted (this run)
         self.members: dict[str, frozenset[str]] = {}  # joined members, refreshed on member events
         self.typing: dict[str, frozenset[str]] = {}  # room id -> users typing (not us)
         self.last_thread: dict[tuple[str, str], str] = {}  # (room, user) -> thread last written in
@@ -232,6 +234,9 @@ class MatrixPlatform(Platform):
         for rid, info in resp.rooms.invite.items():
             await self._on_invite(rid, [_stripped(e) for e in info.invite_state])
         for rid, info in resp.rooms.join.items():
+            if any(getattr(e, "source", {}).get("type") == "m.room.encryption" for e in info.state):
+                await self._refuse_encrypted(rid)
+                continue
             events = [e.source for e in info.timeline.events if isinstance(getattr(e, "source", None), dict)]
             if info.timeline.limited and not history and self.since:
                 events = await self._fill_gap(rid, info.timeline.prev_batch, events)
@@ -530,8 +535,23 @@ class MatrixPlatform(Platform):
         assert client is not None
         nio_room = client.rooms.get(rid)
         if nio_room is not None and nio_room.encrypted:
-            self.encrypted.add(rid)
+            await self._refuse_encrypted(rid)
             return Sent(Sent.FATAL, error="room is encrypted")
+        if rid not in self.plaintext:
+            # Invite state may not show encryption, and after a restart nio knows no room state:
+            # ask the server once per room before the first plaintext event goes out.
+            try:
+                state = await client.room_get_state_event(rid, "m.room.encryption")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                return Sent(Sent.TRANSIENT, error=type(exc).__name__)
+            if isinstance(state, RoomGetStateEventResponse):
+                await self._refuse_encrypted(rid)
+                return Sent(Sent.FATAL, error="room is encrypted")
+            if str(getattr(state, "status_code", "")) != "M_NOT_FOUND":
+                return classify_response(state) if isinstance(state, ErrorResponse) else Sent(Sent.TRANSIENT)
+            self.plaintext.add(rid)
         try:
             if entry.typing is not None:
                 resp = await client.room_typing(rid, entry.typing, timeout=int(self.cfg.typing_timeout * 1000))
@@ -556,7 +576,7 @@ class MatrixPlatform(Platform):
             box.cancel()
         method, path = Api.room_leave(self.client.access_token, rid)
         try:
-            resp = await self.client._send(RoomLeaveResponse, method, path, json.dumps({"reason": reason}), (rid,))
+            resp = await self.client._send(RoomLeaveResponse, method, path, json.dumps({"reason": reason}))
         except Exception as exc:  # noqa: BLE001 - leaving is best effort; the room is marked gone anyway
             log.warning("matrix: leaving a room failed: %r", exc)
             return
