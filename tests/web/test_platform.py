@@ -1,0 +1,59 @@
+"""The platform's own rules over real sockets: held batches, bounded queues, config, default run."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.config import DEFAULT_CONFIG, ConfigError, parse_config
+from bridge.events import Disconnected, Message, Question, Reason, Room, ServerNotice
+from plugins.web.config import WebConfig
+from plugins.web.platform import WebPlatform
+from tests.helpers import running
+
+from .client import RawClient
+from .conftest import web_config
+
+
+async def test_ignorable_events_wait_for_one_the_client_acts_on(http):
+    async with running(web_config(poll_window=0.3)) as bridge:
+        web = bridge.platforms["web"]
+        client = RawClient(http, web.url)
+        await client.start(ask="what is waiting for?")
+        room = Room("web", next(iter(web.clients.by_key)))
+        await web.deliver(room, Question("held back"))
+        assert await client.poll() is None  # a lone `question` is never a batch
+        await web.deliver(room, ServerNotice("now"))
+        assert await client.poll() == [["question", "held back"], ["serverMessage", "now"]]
+
+
+async def test_queue_is_bounded_but_the_end_always_arrives(http):
+    async with running(web_config(max_queue=10)) as bridge:
+        web = bridge.platforms["web"]
+        client = RawClient(http, web.url)
+        await client.start(ask="flood me?")
+        room = Room("web", next(iter(web.clients.by_key)))
+        for i in range(30):
+            await web.deliver(room, Message(f"m{i}"))
+        await web.deliver(room, Disconnected(reason=Reason.STRANGER))
+        batch = await client.poll()
+        assert [e[1] for e in batch[:10]] == [f"m{i}" for i in range(10)]
+        assert batch[10][0] == "serverMessage" and "not shown" in batch[10][1]
+        assert batch[-1] == ["strangerDisconnected"] and len(batch) == 12
+        assert len(web.clients) == 0  # the id died with the end of the chat
+
+
+def test_default_config_serves_the_web_platform():
+    cfg = parse_config(DEFAULT_CONFIG, env=False)
+    assert cfg.platform_classes["web"] is WebPlatform
+    assert cfg.platforms["web"].bind == "127.0.0.1:8080" and cfg.platforms["web"].poll_window == 20.0
+
+
+@pytest.mark.parametrize(
+    "table",
+    [{"bind": "8080"}, {"bind": "host:port"}, {"bind": "h:70000"}, {"cors_origins": ["https://a.example/path"]},
+     {"poll_window": 0}, {"max_body_bytes": 10}, {"unknown": 1}],
+)
+def test_bad_config_is_refused(table):
+    with pytest.raises(ConfigError):
+        parse_config({"platforms": {"web": {"plugin": "web", **table}}}, env=False)
+    assert WebConfig(plugin="web", bind="[::1]:0").bind == "[::1]:0"

@@ -1,0 +1,140 @@
+"""Table tests of the pure parts: event rendering, batch rules, /start parsing, forms, addresses."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.events import (
+    Connected,
+    Disconnected,
+    Message,
+    Mode,
+    Question,
+    Reason,
+    ServerNotice,
+    Start,
+    StoppedTyping,
+    Typing,
+    Waiting,
+)
+from plugins.web.protocol import ProtocolError, client_address, parse_form, parse_start, status_payload
+from plugins.web.render import ends_chat, render, worth_answering
+
+RENDER = [
+    (Waiting(), {}, [["waiting"]]),
+    (Connected(), {}, [["connected"]]),
+    (Connected(), {"wants_likes": True}, [["connected"], ["commonLikes", []]]),
+    (Connected(common_interests=("cats",)), {}, [["connected"], ["commonLikes", ["cats"]]]),
+    (Connected(question="Q?"), {}, [["connected"], ["question", "Q?"]]),
+    (Connected(question="Q?", strangers=("Stranger 1", "Stranger 2")), {"spy": True}, [["connected"], ["question", "Q?"]]),
+    (Message("<b>hi</b>"), {}, [["gotMessage", "<b>hi</b>"]]),
+    (Message("hi", "Stranger 2"), {"spy": True}, [["spyMessage", "Stranger 2", "hi"]]),
+    (Typing(), {}, [["typing"]]),
+    (Typing("Stranger 1"), {"spy": True}, [["spyTyping", "Stranger 1"]]),
+    (StoppedTyping(), {}, [["stoppedTyping"]]),
+    (StoppedTyping("Stranger 1"), {"spy": True}, [["spyStoppedTyping", "Stranger 1"]]),
+    (Question("why?"), {}, [["question", "why?"]]),
+    (ServerNotice("note"), {}, [["serverMessage", "note"]]),
+    (Disconnected(reason=Reason.STRANGER), {}, [["strangerDisconnected"]]),
+    (Disconnected("Stranger 1", Reason.STRANGER), {"spy": True}, [["spyDisconnected", "Stranger 1"]]),
+    (Disconnected(reason=Reason.USER), {}, []),
+    (Disconnected(reason=Reason.TIMEOUT), {},
+     [["serverMessage", "Nobody was found in time. Start again to keep looking."], ["strangerDisconnected"]]),
+    (Disconnected(reason=Reason.ERROR), {},
+     [["serverMessage", "The connection to the stranger was lost."], ["error", "The connection to the stranger was lost."],
+      ["strangerDisconnected"]]),
+    (Disconnected(reason="banned"), {},
+     [["serverMessage", "Stranger has disconnected (banned)."], ["error", "Stranger has disconnected (banned)."],
+      ["strangerDisconnected"]]),
+    (Disconnected("Bob", Reason.STRANGER, final=False), {}, [["serverMessage", "Bob has disconnected."]]),
+]
+
+
+@pytest.mark.parametrize(("event", "options", "expected"), RENDER)
+def test_render(event, options, expected):
+    assert render(event, **options) == expected
+
+
+def test_every_rendered_end_is_worth_answering_and_ends_the_chat():
+    for event, options, out in RENDER:
+        if isinstance(event, Disconnected) and out:
+            assert worth_answering(out)
+        assert ends_chat(event) == (isinstance(event, Disconnected) and event.final and event.reason != Reason.USER)
+
+
+@pytest.mark.parametrize(
+    ("batch", "ok"),
+    [
+        ([["commonLikes", ["a"]]], False),
+        ([["question", "q"]], False),
+        ([["statusInfo", {}], ["count", 3], ["identDigests", "x"], ["error", "e"]], False),
+        ([["question", "q"], ["gotMessage", "x"]], True),
+        ([["spyTyping", "Stranger 1"]], True),
+        ([], False),
+    ],
+)
+def test_batches_of_only_ignorable_events_are_held(batch, ok):
+    assert worth_answering(batch) is ok
+
+
+START = [
+    ({}, Start(), dict(spy=False, wants_likes=False, firstevents=False)),
+    ({"lang": "DE", "firstevents": "1"}, Start(language="de"), dict(firstevents=True)),
+    ({"topics": '["Cats", " cats ", "", "Jazz  music"]'}, Start(interests=("cats", "jazz music")), dict(wants_likes=True)),
+    ({"topics": "[]"}, Start(), dict(wants_likes=True)),
+    ({"wantsspy": "1"}, Start(mode=Mode.ANSWER, answer_questions=True), {}),
+    ({"ask": "  Cats   or dogs? ", "topics": '["x"]'}, Start(mode=Mode.ASK, question="Cats or dogs?"), dict(spy=True)),
+    ({"caps": "recaptcha2", "rcs": "1", "spid": "", "m": "1", "group": "unmon", "cc": "x", "randid": "Z"}, Start(), {}),
+    ({"lang": "ceb"}, Start(language="ceb"), {}),
+]
+
+
+@pytest.mark.parametrize(("params", "start", "flags"), START)
+def test_parse_start(params, start, flags):
+    got = parse_start(params)
+    assert got.start == start
+    for key, value in flags.items():
+        assert getattr(got, key) == value
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"lang": "english"},
+        {"lang": "1"},
+        {"topics": "nope"},
+        {"topics": '"cats"'},
+        {"topics": '[["a"]]'},
+        {"topics": '["' + "x" * 65 + '"]'},
+        {"ask": ""},
+        {"ask": "x" * 501},
+        {"ask": "fine question", "wantsspy": "1"},
+    ],
+)
+def test_parse_start_refuses(params):
+    with pytest.raises(ProtocolError):
+        parse_start(params)
+
+
+def test_parse_form():
+    form = "application/x-www-form-urlencoded"
+    assert parse_form(b"id=a%20b&msg=x+y&msg=z", form + "; charset=UTF-8") == {"id": "a b", "msg": "x y"}
+    assert parse_form(b"", "") == {}
+    assert parse_form(b"", "application/octet-stream") == {}
+    assert parse_form(b"msg=", form) == {"msg": ""}
+    for body, ctype in ((b'{"id": 1}', "application/json"), (b"id=1", "text/plain"), (b"id=1", ""), (b"id=%ff", form)):
+        with pytest.raises(ProtocolError):
+            parse_form(body, ctype)
+
+
+def test_client_address_uses_the_right_most_proxy_entry():
+    assert client_address("127.0.0.1", None) == "127.0.0.1"
+    assert client_address("127.0.0.1", "") == "127.0.0.1"
+    assert client_address("127.0.0.1", "1.1.1.1, 2.2.2.2") == "2.2.2.2"
+    assert client_address(None, None) == "unknown"
+
+
+def test_status_payload_has_omegle_fields():
+    status = status_payload(7, now=1.5)
+    assert status["count"] == 7 and status["timestamp"] == 1.5
+    assert {"servers", "spyQueueTime", "spyeeQueueTime", "force_unmon", "antinudeservers"} <= set(status)
