@@ -66,6 +66,15 @@ class _Refused(Exception):
         self.status = status
 
 
+class _Ending:
+    """How a chat ends before it began: the notice shown, and the reason."""
+
+    __slots__ = ("notice", "reason")
+
+    def __init__(self, notice: str, reason: Reason) -> None:
+        self.notice, self.reason = notice, reason
+
+
 def _delay(base: float, attempt: int) -> float:
     return min(BACKOFF_CAP, base * 2 ** max(0, attempt - 1))
 
@@ -98,10 +107,10 @@ class OmegleChat(Chat):
             if not resumed:
                 yield Waiting()
                 outcome = await self._start()
-                if isinstance(outcome, str):
+                if isinstance(outcome, _Ending):
                     self.translator.done = True
-                    yield ServerNotice(outcome)
-                    yield Disconnected(reason=Reason.ERROR)
+                    yield ServerNotice(outcome.notice)
+                    yield Disconnected(reason=outcome.reason)
                     return
                 for event in self._translate(outcome):
                     yield event
@@ -122,7 +131,7 @@ class OmegleChat(Chat):
         return events
 
     async def _start(self):
-        """The first events of a new chat, or the notice to end it with."""
+        """The first events of a new chat, or how it ends before it began."""
         assert self.start is not None
         query = start_params(self.start, random_id(), caps=self.backend.config.caps)
         notice = "The stranger service did not answer."
@@ -135,8 +144,8 @@ class OmegleChat(Chat):
                 status, body = await self._start_request(query)
                 if status >= 500:
                     raise _Failure(f"The stranger service failed (HTTP {status}).")
-                if status >= 400:
-                    return f"The stranger service refused to start a chat (HTTP {status})."
+                if status >= 400:  # too many sessions from here, a bad language: retrying will not help
+                    return _Ending(f"The stranger service refused to start a chat (HTTP {status}).", Reason.REFUSED)
                 answer = parse_start(body)
             except _Failure as exc:
                 notice = exc.notice
@@ -152,7 +161,7 @@ class OmegleChat(Chat):
                 await self._disconnect()
                 return ()
             return answer.events
-        return notice
+        return _Ending(notice, Reason.ERROR)
 
     async def _start_request(self, query) -> tuple[int, str]:
         # A user who leaves while /start is under way must not leave a client queued at the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from pathlib import Path
 
@@ -13,12 +14,14 @@ from bridge.events import (
     Message,
     Mode,
     Reason,
+    Room,
     ServerNotice,
     Start,
     StoppedTyping,
     Typing,
     Waiting,
 )
+from bridge.store import MemoryStore, SessionRecord
 from tests.helpers import RECORDING, running
 
 from .conftest import omegle
@@ -172,11 +175,36 @@ async def test_bridge_a_stopping_ends_bridge_b_chat_with_a_notice():
             await b_ctx.__aexit__(None, None, None)
 
 
-async def test_resume_on_a_web_platform_that_forgot_the_id():
-    from bridge.events import Room
-    from bridge.store import MemoryStore, SessionRecord
-    import json
+async def test_resume_on_a_web_platform_that_still_knows_the_id(http):
+    async with running(bridge_a()) as a:
+        url = a.platforms["web"].url
+        alice = a.platforms["rec"]
+        # What a previous process of bridge B left: a client id paired with alice, no longer polled.
+        # Its polls are made one by one and each is answered, so none is in flight at the "crash"
+        # (a long poll held for a client that is gone would swallow the next event).
+        async with http.get(url + "/start", params={"firstevents": "1", "lang": "en", "randid": "OLD23456"}) as r:
+            old_id = json.loads(await r.text())["clientID"]
+        await hub_waiting(a, 1)
+        alice.send("alice", Start())
+        seen: list = []
+        async with asyncio.timeout(5):
+            while ["connected"] not in seen:
+                async with http.post(url + "/events", data={"id": old_id}) as r:
+                    seen += json.loads(await r.text()) or []
+        store = MemoryStore()
+        handle = json.dumps({"server": url, "id": old_id})
+        await store.save_session(SessionRecord(Room("rec", "bob"), "chatting", "omegle", handle, {"mode": "random"}))
+        async with running(omegle(url), store=store) as b:
+            bob = b.platforms["rec"]
+            alice.send("alice", Message("still there?"))
+            assert (await bob.wait_for("bob", Message)).text == "still there?"
+            bob.send("bob", Message("yes, after a restart"))
+            assert (await alice.wait_for("alice", Message)).text == "yes, after a restart"
+            bob.send("bob", Disconnected())
+            assert (await alice.wait_for("alice", Disconnected)).reason == Reason.STRANGER
 
+
+async def test_resume_on_a_web_platform_that_forgot_the_id():
     async with running(bridge_a()) as a:
         url = a.platforms["web"].url
         store = MemoryStore()
