@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -48,6 +49,7 @@ __all__ = ["RemandzanaBackend", "RemandzanaChat", "RemandzanaConfig", "lobby_pat
 log = logging.getLogger(__name__)
 
 Lobby = Literal["two", "three", "question", "any", "global"]
+FORM_REFRESH = 12 * 3600.0  # seconds before the form is renewed from a /send answer (valid 24 h)
 MAX_ANSWER = 64 * 1024  # a /send answer is a 2 KiB form page; read no more than this
 GROUP_LABELS = ("Stranger 1", "Stranger 2")  # who is Alice/Bob/Charlie is only known after our first line
 ASKER_LABELS = ("Alice", "Bob")  # what the asker's page calls the two discussers
@@ -104,6 +106,7 @@ class RemandzanaChat(Chat):
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self.form: SendForm | None = None
         self.action: URL | None = None
+        self.form_at = 0.0  # monotonic time the form was taken
         self.room: Kind | None = None  # the PAIRED_* kind once in a room
         self.me: str | None = None  # our name in a three-person room, once our echo showed it
         self.left: set[str] = set()
@@ -243,7 +246,7 @@ class RemandzanaChat(Chat):
         if action.origin() != self.url.origin():  # never post the user's words to another host
             log.warning("remandzana: the send form posts to another origin; ignored")
             return
-        self.form, self.action = form, action
+        self.form, self.action, self.form_at = form, action, time.monotonic()
 
     async def _on_system(self, line: SystemLine) -> None:
         found = classify(line)
@@ -335,8 +338,8 @@ class RemandzanaChat(Chat):
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.info("remandzana: send failed: %r", exc)
             return None
-        if status == 200 and not self.form.setup:
-            # Each answer carries a fresh form: take it, so the 24 h validity never runs out.
+        if status == 200 and not self.form.setup and time.monotonic() - self.form_at > FORM_REFRESH:
+            # Hidden fields are valid for 24 h; each answer carries a fresh form to take in time.
             fresh = parse_form(page.decode("utf-8", "replace"))
             if fresh is not None and not fresh.setup:
                 self._take_form(fresh)

@@ -402,3 +402,22 @@ async def test_server_down_and_server_that_never_answers():
     finally:
         stopping.set()
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("refresh", [False, True])
+async def test_form_is_taken_once_and_renewed_when_old(server, raw, monkeypatch, refresh):
+    from plugins.remandzana import backend as backend_module
+
+    if refresh:
+        monkeypatch.setattr(backend_module, "FORM_REFRESH", -1.0)
+    async with running(conf(server.url)) as bridge:
+        rec = bridge.platforms["rec"]
+        rec.send("a", Start())
+        peer = await raw("/two")
+        await rec.wait_for("a", Connected)
+        for text in ("one", "two", "three"):
+            rec.send("a", Message(text))
+        await peer.wait_text("three")
+        salts = [form["salt"] for status, form in server.sends]
+        assert len(salts) == 3 and all(status == 200 for status, _ in server.sends)
+        assert len(set(salts)) == (3 if refresh else 1)
