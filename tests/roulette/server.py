@@ -53,6 +53,7 @@ class RouletteServer:
         self.hung = False
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self.handlers: set[asyncio.Task] = set()
         self.tasks: list[asyncio.Task] = []
         self.port = 0
         self.changed = asyncio.Condition()
@@ -71,6 +72,9 @@ class RouletteServer:
             self.server.close()
         for writer in list(self.writers):
             writer.transport.abort()
+        for task in list(self.handlers):
+            task.cancel()
+        await asyncio.gather(*self.handlers, *self.tasks, return_exceptions=True)
         if self.server is not None:
             with contextlib.suppress(Exception):
                 await self.server.wait_closed()
@@ -105,6 +109,7 @@ class RouletteServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.add(writer)
+        self.handlers.add(asyncio.current_task())
         try:
             while True:
                 line = await reader.readline()
@@ -117,8 +122,11 @@ class RouletteServer:
                 await asyncio.sleep(self.read_interval)  # the real server's read loop: 10 lines/s
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass
+        except asyncio.CancelledError:
+            pass  # stopping: end normally (a cancelled handler task is logged as an error by asyncio)
         finally:
             self.writers.discard(writer)
+            self.handlers.discard(asyncio.current_task())
             for client in self.clients.values():
                 if client.writer is writer:
                     client.dead = True

@@ -1,0 +1,200 @@
+"""Roulette backend latency: a message through the local chat-roulette server, raw clients vs our backend
+(chat objects alone, and through the router between two rooms); the backend should add at most 1 ms p99."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from bench.common import emit, median, percentile
+from bridge.abc import Platform, PluginConfig
+from bridge.app import Bridge
+from bridge.config import parse_config
+from bridge.events import Connected, Message, Room, Start
+from bridge.store import MemoryStore
+from plugins.roulette.backend import RouletteBackend, RouletteConfig
+from tests.roulette.server import RouletteServer
+
+SAMPLES = 300
+GAP = 0.05  # the three paths take turns: 6.7 messages/s each, + 1 pong/s, under 8 lines/s: no merging
+
+
+class _Sink(Platform):
+    """Stamps the arrival of every message in a dict the bench reads."""
+
+    Config = PluginConfig
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.arrived: dict[str, float] = {}
+        self.connected: set[Room] = set()
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def deliver(self, room: Room, event) -> None:
+        if type(event) is Message:
+            self.arrived[event.text] = time.perf_counter()
+        elif type(event) is Connected:
+            self.connected.add(room)
+
+
+class _Path:
+    """One way of carrying a message from A to B: `send(token)` and the arrival times."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.send = None  # set up below
+        self.cleanup: list = []
+
+
+async def _raw(port: int) -> _Path:
+    """Two bare clients that pong every ping: the server's own latency."""
+    path = _Path()
+    paired = asyncio.Event()
+
+    async def client(uco: str) -> asyncio.StreamWriter:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        keys = {"uco": uco, "session": "1", "nonce": "1"}
+        writer.write((json.dumps({"cmd": "connect", **keys}) + "\n").encode())
+
+        async def loop() -> None:
+            while line := await reader.readline():
+                obj = json.loads(line)
+                if obj.get("cmd") == "ping":
+                    writer.write((json.dumps({"cmd": "pong", **keys}) + "\n").encode())
+                elif obj.get("cmd") == "pair":
+                    paired.set()
+                elif obj.get("cmd") == "comm":
+                    path.arrived[obj["data"]] = time.perf_counter()
+
+        path.cleanup.append(asyncio.create_task(loop()).cancel)
+        path.cleanup.append(writer.close)
+        return writer
+
+    a = await client("rawa")
+    await client("rawb")
+    await asyncio.wait_for(paired.wait(), 10)
+    keys = {"uco": "rawa", "session": "1", "nonce": "1"}
+
+    async def send(token: str) -> None:
+        a.write((json.dumps({"cmd": "comm", **keys, "data": token}) + "\n").encode())
+
+    path.send = send
+    return path
+
+
+async def _chats(port: int) -> _Path:
+    """Two RouletteChat objects, no router: what the backend itself adds."""
+    path = _Path()
+    backend = RouletteBackend("r", RouletteConfig(plugin="roulette", host="127.0.0.1", port=port))
+    a = await backend.connect(Start())
+    b = await backend.connect(Start())
+    connected = asyncio.Event()
+
+    async def read(chat, mark: bool) -> None:
+        async for event in chat.events():
+            if type(event) is Connected and mark:
+                connected.set()
+            elif type(event) is Message:
+                path.arrived[event.text] = time.perf_counter()
+
+    for chat, mark in ((a, False), (b, True)):
+        path.cleanup.append(asyncio.create_task(read(chat, mark)).cancel)
+    await asyncio.wait_for(connected.wait(), 10)
+
+    async def send(token: str) -> None:
+        await a.send(Message(token))
+
+    path.send = send
+    return path
+
+
+async def _router(bridge: Bridge) -> _Path:
+    """Two rooms of a bridge, paired by the server: user submit to the other room's deliver."""
+    path = _Path()
+    sink: _Sink = bridge.platforms["sink"]  # type: ignore[assignment]
+    path.arrived = sink.arrived
+    a, b = Room("sink", "a"), Room("sink", "b")
+    sink.submit(a, Start())
+    sink.submit(b, Start())
+    async with asyncio.timeout(10):
+        while len(sink.connected) < 2:
+            await asyncio.sleep(0.01)
+
+    async def send(token: str) -> None:
+        sink.submit(a, Message(token))
+
+    path.send = send
+    return path
+
+
+def _bridge_config(port: int):
+    return parse_config(
+        {
+            # The core's own per-user and per-stranger rates would drop some of 6.7 messages/s.
+            "bridge": {"default_backend": "r", "user_rate": 100.0, "user_burst": 100, "stranger_rate": 100.0, "stranger_burst": 100},
+            "platforms": {"sink": {"plugin": "bench.bench_roulette:_Sink"}},
+            "backends": {"r": {"plugin": "roulette", "host": "127.0.0.1", "port": port}},
+        },
+        env=False,
+    )
+
+
+async def _main() -> None:
+    # read_interval 0: the real server sleeps 0.1 s after every line it reads, so a message that
+    # lands during the sleep after a pong waits up to 100 ms at random; that noise would swamp
+    # a 1 ms comparison. No 30 s redraw either: a message sent in the gap between two pairings
+    # is bounced by design. Pings, pongs, pairing and forwarding are as in the tests.
+    server = RouletteServer(read_interval=0.0, repair_interval=3600.0)
+    port = await server.start()
+    try:
+        async with Bridge(_bridge_config(port), store=MemoryStore()) as bridge:
+            paths = {"raw": await _raw(port), "chat": await _chats(port), "room": await _router(bridge)}
+            await asyncio.sleep(0.3)
+            sent: dict[str, dict[str, float]] = {name: {} for name in paths}
+            # The three paths take turns, so machine noise falls on all of them alike.
+            for n in range(SAMPLES):
+                for name, path in paths.items():
+                    token = f"{name}{n}"
+                    sent[name][token] = time.perf_counter()
+                    await path.send(token)
+                    await asyncio.sleep(GAP)
+            await asyncio.sleep(0.5)
+            lat = {
+                name: [path.arrived[t] - at for t, at in sent[name].items() if t in path.arrived]
+                for name, path in paths.items()
+            }
+            for path in paths.values():
+                for undo in path.cleanup:
+                    undo()
+    finally:
+        await server.stop()
+    ms = 1000.0
+    raw, chats, routed = lat["raw"], lat["chat"], lat["room"]
+    for name, values in (("server", raw), ("backend", chats), ("routed", routed)):
+        emit(
+            f"roulette_{name}_latency_p99",
+            percentile(values, 99) * ms,
+            "ms",
+            median=round(median(values) * ms, 3),
+            samples=len(values),
+            lost=SAMPLES - len(values),
+        )
+    emit("roulette_backend_added_p99", (percentile(chats, 99) - percentile(raw, 99)) * ms, "ms", target="<= 1 ms")
+    emit(
+        "roulette_routed_added_p99",
+        (percentile(routed, 99) - percentile(raw, 99)) * ms,
+        "ms",
+        target="<= 1 ms",
+        note="room to room through the router: the core sessions on both ends included",
+    )
+
+
+def main() -> None:
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()
