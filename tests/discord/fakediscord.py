@@ -69,6 +69,7 @@ class Fault:
     retry_after: float = 0.2
     is_global: bool = False
     after_store: bool = False  # run the request (store the message), then answer the error
+    query: dict[str, str] | None = None  # only requests with these query values
 
 
 @dataclass
@@ -175,7 +176,7 @@ class FakeDiscord:
         return {"user": self.users[uid], "roles": [], "joined_at": now_iso(), "deaf": False, "mute": False, "flags": 0}
 
     def guild_payload(self) -> dict:
-        threads = [c for c in self.channels.values() if c["type"] in (11, 12) and not c["thread_metadata"]["archived"]]
+        threads = [self.public(c) for c in self.channels.values() if c["type"] in (11, 12) and not c["thread_metadata"]["archived"]]
         return {
             "id": str(GUILD_ID), "name": "Test Guild", "owner_id": str(OWNER_ID), "icon": None,
             "roles": [{"id": str(GUILD_ID), "name": "@everyone", "permissions": "2248473465835073", "position": 0,
@@ -296,6 +297,8 @@ class FakeDiscord:
 
     def _take_fault(self, rec: Recorded) -> Fault | None:
         for fault in self.faults:
+            if fault.query and any(rec.query.get(k) != v for k, v in fault.query.items()):
+                continue
             if fault.times > 0 and fault.method == rec.method and fault.pattern.search(rec.path):
                 fault.times -= 1
                 return fault
