@@ -49,6 +49,8 @@ __all__ = ["RemandzanaBackend", "RemandzanaChat", "RemandzanaConfig", "lobby_pat
 log = logging.getLogger(__name__)
 
 Lobby = Literal["two", "three", "question", "any", "global"]
+READ_SIZE = 16 * 1024  # per read: bounds how many lines one read can queue at once
+QUEUE_LIMIT = 256  # events read ahead of the session; past this the stream waits (TCP back-pressure)
 FORM_REFRESH = 12 * 3600.0  # seconds before the form is renewed from a /send answer (valid 24 h)
 MAX_ANSWER = 64 * 1024  # a /send answer is a 2 KiB form page; read no more than this
 GROUP_LABELS = ("Stranger 1", "Stranger 2")  # who is Alice/Bob/Charlie is only known after our first line
@@ -104,6 +106,7 @@ class RemandzanaChat(Chat):
         self.url = URL(self.config.url + path)
         self.asker = path == "/question/ask"
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self.drained = asyncio.Event()  # set by the consumer when the queue is short again
         self.form: SendForm | None = None
         self.action: URL | None = None
         self.form_at = 0.0  # monotonic time the form was taken
@@ -126,6 +129,8 @@ class RemandzanaChat(Chat):
         """Waiting, Connected, lines as they come, then one final Disconnected."""
         while True:
             event = await self.queue.get()
+            if self.queue.qsize() <= QUEUE_LIMIT // 2:
+                self.drained.set()
             if event is _END:
                 return
             yield event
@@ -203,10 +208,14 @@ class RemandzanaChat(Chat):
         parser = StreamParser()
         content = self.response.content
         while not self.final:
+            if self.queue.qsize() >= QUEUE_LIMIT:  # a flood: stop reading until the session catches up
+                self.drained.clear()
+                await self.drained.wait()
+                continue
             try:
                 # The server writes filler every 0.5-6 s, so silence means a dead connection.
                 async with asyncio.timeout(cfg.heartbeat_timeout):
-                    data = await content.readany()
+                    data = await content.read(READ_SIZE)
             except TimeoutError:
                 self._emit(ServerNotice(f"The remandzana server sent nothing for {cfg.heartbeat_timeout:g} s."))
                 self._finish(Disconnected(reason=Reason.ERROR))

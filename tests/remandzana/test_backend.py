@@ -421,3 +421,33 @@ async def test_form_is_taken_once_and_renewed_when_old(server, raw, monkeypatch,
         salts = [form["salt"] for status, form in server.sends]
         assert len(salts) == 3 and all(status == 200 for status, _ in server.sends)
         assert len(set(salts)) == (3 if refresh else 1)
+
+
+async def test_a_flood_is_read_with_back_pressure(server, raw):
+    from plugins.remandzana.backend import QUEUE_LIMIT, RemandzanaBackend, RemandzanaConfig
+
+    backend = RemandzanaBackend("rz", RemandzanaConfig(plugin="remandzana", url=server.url))
+    await backend.start()
+    try:
+        chat = await backend.connect(Start())
+        events = chat.events()
+        assert isinstance(await anext(events), Waiting)
+        peer = await raw("/two")
+        assert isinstance(await anext(events), Connected)
+        me = bridge_person(server, peer)
+        for i in range(3 * QUEUE_LIMIT):  # one big burst, far more than the read-ahead limit
+            server.inject(me, f'\n<div class="line"><span class="sender">Stranger:</span> <bdi class="message">m{i}</bdi></div>')
+        async with asyncio.timeout(10):
+            while chat.queue.qsize() < QUEUE_LIMIT:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the reader must now be parked, not reading on
+        parked = chat.queue.qsize()
+        assert parked < 2 * QUEUE_LIMIT
+        got = []
+        async with asyncio.timeout(20):
+            while len(got) < 3 * QUEUE_LIMIT:
+                got.append((await anext(events)).text)
+        assert got == [f"m{i}" for i in range(3 * QUEUE_LIMIT)]  # nothing lost, in order
+        await chat.aclose()
+    finally:
+        await backend.stop()
