@@ -8,6 +8,7 @@ import itertools
 import json
 import re
 import socket
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -58,6 +59,7 @@ class Recorded:
     query: dict[str, str]
     body: Any  # parsed JSON, or None
     status: int = 0
+    at: float = field(default_factory=time.perf_counter)  # when the request reached the server
 
 
 @dataclass
