@@ -1,0 +1,1 @@
+"""Client backend for pychat servers (raw ASCII TCP)."""

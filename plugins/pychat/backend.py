@@ -1,0 +1,283 @@
+"""The pychat backend: redirect port, then a room connection per chat; joins serialised (thin asyncio I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from pydantic import Field, field_validator
+
+from bridge.abc import Backend, Chat, PluginConfig
+from bridge.events import Connected, Disconnected, Event, Message, Reason, ServerNotice, Start, Waiting
+from bridge.text import split
+
+from .protocol import (
+    CHUNK,
+    Framer,
+    Joined,
+    Left,
+    ProtocolError,
+    Said,
+    Text,
+    classify,
+    defuse,
+    join_line,
+    message_line,
+    parse_redirect,
+    quit_line,
+    to_ascii,
+    valid_name,
+)
+
+__all__ = ["PychatBackend", "PychatChat", "PychatConfig"]
+
+log = logging.getLogger(__name__)
+
+_END = None
+NOTHING_ASCII = "Your message was not sent: pychat carries only plain ASCII text, and nothing of it was left."
+SOME_DROPPED = "pychat carries only plain ASCII text: accents were removed and other characters left out."
+ANOTHER_JOINED = "Another person joined this pychat room (its rooms sometimes hold more than two)."
+ONE_LEFT = "One person left this pychat room; the others are still here."
+
+
+class PychatConfig(PluginConfig):
+    """[backends.NAME] with plugin = "pychat"."""
+
+    host: str  # the pychat server
+    port: int = Field(1025, ge=1, le=65535)  # its redirect port
+    name: str = "Stranger"  # our display name in every room: printable ASCII, no colon, at most 32
+    connect_timeout: float = Field(10.0, gt=0)  # seconds for the redirect answer and the room connection
+    redirect_settle: float = Field(0.2, gt=0)  # the port has no terminator: wait this long for more digits
+    room_retry: float = Field(2.0, ge=0)  # the room starts listening just after its port is told
+    join_gap: float = Field(0.3, ge=0)  # hold the join lock this long after joining, so the server counts us
+    framing_wait: float = Field(0.05, gt=0)  # wait for the rest of a chunk cut at 1,024 bytes
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not valid_name(value):
+            raise ValueError("must be 1 to 32 printable ASCII characters without a colon")
+        return value
+
+
+class PychatChat(Chat):
+    """One member of a pychat room: a task reads and frames the room, send() writes lines."""
+
+    handle = None  # a pychat room is a TCP connection: nothing survives a restart
+
+    def __init__(self, backend: PychatBackend) -> None:
+        self.config: PychatConfig = backend.config
+        self.lock = backend.join_lock
+        self.name = self.config.name
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self.framer = Framer()
+        self.members: dict[str, str | None] = {}  # name → label shown ("Stranger 1") once several
+        self.connected = False
+        self.final = False
+        self.closed = False
+        self.told_dropped = False
+        self.writer: asyncio.StreamWriter | None = None
+        self.queue.put_nowait(Waiting())
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    # ---- the Chat interface ------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Waiting, Connected at another member's join line (or first words), messages, one final Disconnected."""
+        while True:
+            event = await self.queue.get()
+            if event is _END:
+                return
+            yield event
+            if type(event) is Disconnected and event.final:
+                return
+
+    async def send(self, event: Event) -> None:
+        """Send a Message as `NAME: text` in ASCII; pychat has no typing indicator and no report."""
+        if type(event) is not Message or self.final or self.closed or self.writer is None:
+            return
+        text, dropped = to_ascii(event.text)  # type: ignore[union-attr]
+        text = defuse(text, {self.name, *self.members}).strip()
+        if not text:
+            self._emit(ServerNotice(NOTHING_ASCII))
+            return
+        if dropped and not self.told_dropped:
+            self.told_dropped = True
+            self._emit(ServerNotice(SOME_DROPPED))
+        room = CHUNK - len(self.name) - 2  # one line per server read: it forwards 1,024 bytes at a time
+        for part in split(text, room, 8):
+            self.writer.write(message_line(self.name, part))
+        await self.writer.drain()
+
+    async def aclose(self) -> None:
+        """Send the quit line, then close. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.task is not asyncio.current_task():
+            self.task.cancel()
+        writer = self.writer
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.write(quit_line(self.name))
+                async with asyncio.timeout(1.0):
+                    await writer.drain()
+            writer.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
+        self.queue.put_nowait(_END)
+
+    # ---- joining -----------------------------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        if not self.final:
+            self.queue.put_nowait(event)
+            if type(event) is Disconnected:
+                self.final = True
+
+    def _end(self, notice: str | None, reason: str = Reason.ERROR) -> None:
+        if notice:
+            self._emit(ServerNotice(notice))
+        self._emit(Disconnected(reason=reason))
+
+    async def _redirect(self) -> int:
+        """Ask the redirect port for a room port; read it whole before closing."""
+        cfg = self.config
+        async with asyncio.timeout(cfg.connect_timeout):
+            reader, writer = await asyncio.open_connection(cfg.host, cfg.port)
+        try:
+            data, eof = b"", False
+            while (port := parse_redirect(data, eof)) is None:
+                wait = cfg.redirect_settle if data.strip() else cfg.connect_timeout
+                try:
+                    async with asyncio.timeout(wait):
+                        chunk = await reader.read(64)
+                except TimeoutError:
+                    if not data.strip():
+                        raise
+                    eof = True  # digits and then silence: the answer is complete
+                    continue
+                data += chunk
+                eof = not chunk
+                if len(data) > 64:
+                    raise ProtocolError("redirect answer too long")
+            return port
+        finally:
+            writer.close()
+
+    async def _enter(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.room_retry
+        while True:
+            try:
+                async with asyncio.timeout(cfg.connect_timeout):
+                    return await asyncio.open_connection(cfg.host, port)
+            except ConnectionRefusedError:
+                if loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    async def _run(self) -> None:
+        cfg = self.config
+        try:
+            # One join at a time: the server counts a room's members only once they connected,
+            # so concurrent joins get rooms of their own (dead) or of three.
+            async with self.lock:
+                port = await self._redirect()
+                reader, writer = await self._enter(port)
+                self.writer = writer
+                writer.write(join_line(self.name))
+                await writer.drain()
+                await asyncio.sleep(cfg.join_gap)
+        except (OSError, TimeoutError, ProtocolError) as exc:
+            log.info("pychat: could not join at %s:%s: %r", cfg.host, cfg.port, exc)
+            self._end("The pychat server could not be reached.")
+            return
+        try:
+            while not self.final:
+                if self.framer.pending:
+                    try:
+                        async with asyncio.timeout(cfg.framing_wait):
+                            chunk = await reader.read(4 * CHUNK)
+                    except TimeoutError:
+                        self._on_segments(self.framer.flush())
+                        continue
+                else:
+                    chunk = await reader.read(4 * CHUNK)
+                if not chunk:
+                    self._on_segments(self.framer.flush())
+                    self._end("The pychat server closed the connection; the chat has ended.")
+                    return
+                self._on_segments(self.framer.feed(chunk.decode("ascii", "replace")))
+        except OSError as exc:
+            log.info("pychat: connection lost: %r", exc)
+            self._end("The connection to the pychat server was lost; the chat has ended.")
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        if not self.connected:
+            self.connected = True
+            self._emit(Connected())
+
+    def _add_member(self, name: str) -> None:
+        if name in self.members:
+            return
+        self.framer.learn(name)
+        self.members[name] = None
+        if len(self.members) > 1:  # label everyone from now on, by order of arrival
+            for n, member in enumerate(self.members, start=1):
+                self.members[member] = f"Stranger {n}"
+
+    def _on_segments(self, segments: list[str]) -> None:
+        for segment in segments:
+            line = classify(segment, self.framer.names)
+            match line:
+                case Joined(name=name):
+                    was = len(self.members)
+                    self._add_member(name)
+                    if self.connected and len(self.members) > was:
+                        self._emit(ServerNotice(ANOTHER_JOINED))
+                    self._connect()
+                case Left(name=name):
+                    if not self.connected:
+                        continue  # someone who was here before us left; the room takes a newcomer
+                    self.members.pop(name, None)
+                    if not self.members:
+                        self._end(None, Reason.STRANGER)
+                        return
+                    self._emit(ServerNotice(ONE_LEFT))
+                case Said(name=name, text=text):
+                    if name not in self.members and self.members:
+                        # Only a first speaker we never saw join is learnt from "NAME: " alone;
+                        # later, an unknown "x: y" is text (the rest of a cut line, or a colon).
+                        self._connect()
+                        self._emit(Message(segment))
+                        continue
+                    self._add_member(name)
+                    self._connect()
+                    if text.strip():
+                        self._emit(Message(text, self.members.get(name)))
+                case Text(text=text):
+                    self._connect()
+                    if text.strip():
+                        self._emit(Message(text))
+
+
+class PychatBackend(Backend):
+    """Strangers from a pychat server; the display name is the one configured, never the user's."""
+
+    Config = PychatConfig
+    max_message_length = 2000  # sent as several lines of at most 1,024 bytes each
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.join_lock = asyncio.Lock()
+
+    async def connect(self, start: Start) -> Chat:
+        """Join a room; interests, language and modes do not exist on pychat."""
+        return PychatChat(self)
