@@ -131,7 +131,7 @@ class _Client(discord.Client):
             self.platform.on_thread_gone(payload.thread_id, "left")
 
 
-Mode_ = Literal["random", "ask", "answer", "group"]
+ModeChoice = Literal["random", "ask", "answer", "group"]
 
 
 def _command_group(platform: DiscordPlatform) -> app_commands.Group:
@@ -147,7 +147,7 @@ def _command_group(platform: DiscordPlatform) -> app_commands.Group:
         interaction: discord.Interaction,
         interests: str | None = None,
         language: str | None = None,
-        mode: Mode_ = "random",
+        mode: ModeChoice = "random",
     ) -> None:
         await platform.cmd_start(interaction, interests=interests, language=language, mode=mode)
 
