@@ -93,3 +93,27 @@ async def test_two_threads_meet_talk_type_next_and_stop(server):
         assert relayed == ["back to web"]
         assert all(m["author"]["id"] != str(BOT_ID) or m["embeds"] or m["content"] for m in server.bot_messages(ta))
         assert notices(server, ta)
+
+
+async def test_spy_mode_two_named_strangers(server):
+    from bridge.events import Mode
+
+    async with bridge(server) as b:
+        rec = b.platforms["rec"]
+        alice = server.add_user("alice")
+        known = {t["id"] for t in server.threads()}
+        await server.slash(alice, server.text_channels[0], "ask", question="cats or <@1>?")
+        [thread] = await server.wait_until(lambda: [t for t in server.threads() if t["id"] not in known])
+        tid = int(thread["id"])
+        rec.send("s1", Start(mode=Mode.ANSWER))
+        rec.send("s2", Start(mode=Mode.ANSWER))
+        await wait_notice(server, tid, "watching two strangers")
+        await rec.wait_for("s1", Connected)
+        rec.send("s1", Message("cats"))
+        rec.send("s2", Message("dogs"))
+        await wait_line(server, tid, "dogs")
+        names = {name for name, content in stranger_lines(server, tid) if content in ("cats", "dogs")}
+        assert names == {"Stranger 1", "Stranger 2"}
+        # the spy only watches: her message is not sent, and she is told so
+        await server.user_message(tid, alice, "hello?")
+        await wait_notice(server, tid, "You're the spy")
