@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-import aiohttp
+from urllib.parse import urlencode
 
 from bench.common import emit, percentile
 
@@ -49,8 +49,10 @@ async def serve() -> None:
     setup_logging("text", "WARNING")
     async with Bridge(parse_config(SERVER_CONFIG, env=False), store=MemoryStore()) as bridge:
         print(f"PORT {bridge.platforms['web'].port}", flush=True)
+        closed = asyncio.Event()
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, sys.stdin.read)
+        loop.add_reader(sys.stdin.fileno(), lambda: os.read(sys.stdin.fileno(), 4096) or closed.set())
+        await closed.wait()
 
 
 class Server:
@@ -91,152 +93,204 @@ class Server:
 # ---- a minimal protocol client -------------------------------------------------------------------
 
 
+class Conn:
+    """One keep-alive HTTP/1.1 connection written by hand: the bench measures the server, and
+    aiohttp's client costs more CPU per request than the server does."""
+
+    def __init__(self, url: str, local: str) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.host, self.port, self.local = host, int(port), local
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, local_addr=(self.local, 0))
+        head = f"{method} {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        if method == "POST":
+            head += f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode() + b"\r\n" + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return int(status_line.split()[1]), await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 class Client:
-    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
-        self.http, self.url, self.id = http, url, None
+    """One protocol client id; polls on its own connection, acts on another."""
+
+    def __init__(self, url: str, local: str = "127.0.0.1", *, one_connection: bool = False) -> None:
+        self.action = Conn(url, local)
+        # A client that never acts while it polls (an idle one) needs a single connection.
+        self.poll = self.action if one_connection else Conn(url, local)
+        self.id = ""
 
     async def start(self, **params: str) -> list:
-        async with self.http.get(self.url + "/start", params={"firstevents": "1", **params}) as r:
-            data = json.loads(await r.text())
+        query = urlencode({"firstevents": "1", **params})
+        _, body = await self.action.request("GET", "/start?" + query)
+        data = json.loads(body)
         self.id = data["clientID"]
         return data["events"]
 
-    async def post(self, path: str, **fields: str) -> str:
-        async with self.http.post(self.url + path, data={"id": self.id, **fields}) as r:
-            return await r.text()
+    async def post(self, path: str, conn: Conn | None = None, **fields: str) -> str:
+        body = urlencode({"id": self.id, **fields}).encode()
+        _, answer = await (conn or self.action).request("POST", path, body)
+        return answer.decode()
 
     async def events(self) -> list:
-        return json.loads(await self.post("/events")) or []
+        _, answer = await self.poll.request("POST", "/events", urlencode({"id": self.id}).encode())
+        return json.loads(answer) or []
 
     async def until_connected(self, first: list) -> None:
         events = first
         while not any(e[0] == "connected" for e in events):
             events = await self.events()
 
-
-def session(local: str = "127.0.0.1") -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=0, local_addr=(local, 0), force_close=False)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120))
+    def close(self) -> None:
+        self.action.close()
+        self.poll.close()
 
 
 # ---- scenarios -----------------------------------------------------------------------------------
 
+SENDERS = 4  # connections per side sending at once (a browser also keeps several open)
+
 
 async def one_pair(url: str, n: int = 1000) -> None:
     """A and B each send n/2 messages to the other at once; latency = send start to receipt."""
-    async with session() as http:
-        a, b = Client(http, url), Client(http, url)
-        first_a, first_b = await a.start(), await b.start()
-        await asyncio.gather(a.until_connected(first_a), b.until_connected(first_b))
-        half = n // 2
-        sent: dict[str, float] = {}
-        latencies: list[float] = []
+    a, b = Client(url), Client(url)
+    first_a, first_b = await a.start(), await b.start()
+    await asyncio.gather(a.until_connected(first_a), b.until_connected(first_b))
+    half = n // 2
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
 
-        async def talk(me: Client, tag: str) -> None:
-            for i in range(half):
+    async def talk(me: Client, tag: str) -> None:
+        conns = [Conn(url, "127.0.0.1") for _ in range(SENDERS)]
+
+        async def sender(k: int) -> None:
+            for i in range(k, half, SENDERS):
                 text = f"{tag}{i}"
                 sent[text] = time.perf_counter()
-                await me.post("/send", msg=text)
+                assert await me.post("/send", conns[k], msg=text) == "win"
 
-        async def listen(me: Client) -> None:
-            got = 0
-            while got < half:
-                for event in await me.events():
-                    if event[0] == "gotMessage":
-                        latencies.append(time.perf_counter() - sent[event[1]])
-                        got += 1
+        await asyncio.gather(*(sender(k) for k in range(SENDERS)))
+        for conn in conns:
+            conn.close()
 
-        began = time.perf_counter()
-        await asyncio.gather(talk(a, "a"), talk(b, "b"), listen(a), listen(b))
-        elapsed = time.perf_counter() - began
-    emit("web_pair_messages_per_second", n / elapsed, "msg/s", ">= 3000", messages=n)
+    async def listen(me: Client) -> None:
+        got = 0
+        while got < half:
+            for event in await me.events():
+                if event[0] == "gotMessage":
+                    latencies.append(time.perf_counter() - sent[event[1]])
+                    got += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(talk(a, "a"), talk(b, "b"), listen(a), listen(b))
+    elapsed = time.perf_counter() - began
+    a.close()
+    b.close()
+    emit("web_pair_messages_per_second", n / elapsed, "msg/s", ">= 3000", messages=n, senders_per_side=SENDERS)
     emit("web_pair_latency_p50", percentile(latencies, 50) * 1000, "ms")
     emit("web_pair_latency_p99", percentile(latencies, 99) * 1000, "ms", "<= 20")
 
 
 async def many_pairs(server: Server, pairs: int = 1000) -> None:
     """2×pairs clients start at once and long-poll until paired; then they idle in long polls."""
-    url = server.url
-    async with session() as http:
-        clients = [Client(http, url) for _ in range(2 * pairs)]
-        began = time.perf_counter()
+    clients = [Client(server.url, one_connection=True) for _ in range(2 * pairs)]
+    began = time.perf_counter()
 
-        async def join(c: Client) -> None:
-            await c.until_connected(await c.start())
+    async def join(c: Client) -> None:
+        await c.until_connected(await c.start())
 
-        await asyncio.gather(*(join(c) for c in clients))
-        elapsed = time.perf_counter() - began
-        emit("web_pairs_all_paired_seconds", elapsed, "s", "<= 3", pairs=pairs)
-        # every client now holds one idle long poll
-        polls = [asyncio.create_task(c.events()) for c in clients]
-        await asyncio.sleep(2.0)
-        cpu0, t0 = server.cpu_seconds(), time.perf_counter()
-        await asyncio.sleep(5.0)
-        cpu = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0) * 100
-        emit("web_pairs_server_rss", server.rss() / 2**20, "MiB", "<= 100", pairs=pairs)
-        emit("web_pairs_idle_cpu", cpu, "%", "< 5", open_polls=len(polls))
-        for task in polls:
-            task.cancel()
-        await asyncio.gather(*polls, return_exceptions=True)
+    await asyncio.gather(*(join(c) for c in clients))
+    elapsed = time.perf_counter() - began
+    emit("web_pairs_all_paired_seconds", elapsed, "s", "<= 3", pairs=pairs)
+    polls = [asyncio.create_task(c.events()) for c in clients]
+    await asyncio.sleep(2.0)
+    cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+    await asyncio.sleep(5.0)
+    cpu = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0) * 100
+    emit("web_pairs_server_rss", server.rss() / 2**20, "MiB", "<= 100", pairs=pairs)
+    emit("web_pairs_idle_cpu", cpu, "%", "< 5", open_polls=len(polls))
+    for task in polls:
+        task.cancel()
+    await asyncio.gather(*polls, return_exceptions=True)
+    for c in clients:
+        c.close()
 
 
 async def flood(server: Server, idle: int = 10_000, messages: int = 300) -> None:
     """`idle` clients from 127.0.0.1 each hold a long poll (askers: they wait and never pair);
     a healthy pair from 127.0.0.2 chats; its /send round trips are measured."""
     url = server.url
-    async with session("127.0.0.1") as crowd_http, session("127.0.0.2") as healthy_http:
-        crowd = [Client(crowd_http, url) for _ in range(idle)]
-        sem = asyncio.Semaphore(500)
+    crowd = [Client(url, "127.0.0.1", one_connection=True) for _ in range(idle)]
+    sem = asyncio.Semaphore(200)
 
-        async def enter(c: Client) -> None:
-            async with sem:
-                await c.start(ask="Will anyone answer this question?")
+    async def enter(c: Client) -> None:
+        async with sem:
+            await c.start(ask="Will anyone answer this question?")
 
-        await asyncio.gather(*(enter(c) for c in crowd))
+    await asyncio.gather(*(enter(c) for c in crowd))
 
-        async def hold(c: Client) -> None:
-            while True:
-                await c.events()
+    async def hold(c: Client) -> None:
+        while True:
+            await c.events()
 
-        holders = [asyncio.create_task(hold(c)) for c in crowd]
-        async with asyncio.timeout(120):
-            while True:  # wait until the server holds every poll open
-                async with healthy_http.get(url + "/metrics") as r:
-                    text = await r.text()
-                line = next(ln for ln in text.splitlines() if ln.startswith("stranger_bridge_web_polls_open"))
-                if int(line.split()[-1]) >= idle:
-                    break
-                await asyncio.sleep(0.5)
-        a, b = Client(healthy_http, url), Client(healthy_http, url)
-        first_a, first_b = await a.start(), await b.start()
-        await asyncio.gather(a.until_connected(first_a), b.until_connected(first_b))
-        received = 0
+    holders = [asyncio.create_task(hold(c)) for c in crowd]
+    probe = Conn(url, "127.0.0.2")
+    async with asyncio.timeout(120):
+        while True:  # wait until the server holds every poll open
+            _, text = await probe.request("GET", "/metrics")
+            line = next(ln for ln in text.decode().splitlines() if ln.startswith("stranger_bridge_web_polls_open"))
+            if int(line.split()[-1]) >= idle:
+                break
+            await asyncio.sleep(0.5)
+    probe.close()
+    a, b = Client(url, "127.0.0.2"), Client(url, "127.0.0.2")
+    first_a, first_b = await a.start(), await b.start()
+    await asyncio.gather(a.until_connected(first_a), b.until_connected(first_b))
+    received = 0
 
-        async def listen() -> None:
-            nonlocal received
-            while received < messages:
-                received += sum(1 for e in await b.events() if e[0] == "gotMessage")
+    async def listen() -> None:
+        nonlocal received
+        while received < messages:
+            received += sum(1 for e in await b.events() if e[0] == "gotMessage")
 
-        listener = asyncio.create_task(listen())
-        times = []
-        for i in range(messages):
-            t = time.perf_counter()
-            assert await a.post("/send", msg=f"m{i}") == "win"
-            times.append(time.perf_counter() - t)
-            await asyncio.sleep(0.005)
-        await asyncio.wait_for(listener, 30)
-        emit("web_flood_healthy_send_p99", percentile(times, 99) * 1000, "ms", "< 500", idle_polls=idle,
-             delivered=received)
-        emit("web_flood_server_rss", server.rss() / 2**20, "MiB", idle_polls=idle)
-        for task in holders:
-            task.cancel()
-        await asyncio.gather(*holders, return_exceptions=True)
+    listener = asyncio.create_task(listen())
+    times = []
+    for i in range(messages):
+        t = time.perf_counter()
+        assert await a.post("/send", msg=f"m{i}") == "win"
+        times.append(time.perf_counter() - t)
+        await asyncio.sleep(0.005)
+    await asyncio.wait_for(listener, 30)
+    emit("web_flood_healthy_send_p99", percentile(times, 99) * 1000, "ms", "< 500", idle_polls=idle, delivered=received)
+    emit("web_flood_server_rss", server.rss() / 2**20, "MiB", idle_polls=idle)
+    for task in holders:
+        task.cancel()
+    await asyncio.gather(*holders, return_exceptions=True)
+    for c in (*crowd, a, b):
+        c.close()
 
 
 def main() -> None:
     raise_fd_limit()
     os.environ.setdefault("NO_PROXY", "*")
+    only = set(sys.argv[1:])
     for scenario in (one_pair, many_pairs, flood):
+        if only and scenario.__name__ not in only:
+            continue
         server = Server()
         try:
             asyncio.run(scenario(server.url) if scenario is one_pair else scenario(server))

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter
 
 from .render import worth_answering
 
@@ -28,7 +28,7 @@ class Client:
         self.address = address
         self.spy = spy
         self.wants_likes = wants_likes
-        self.queue: deque[list] = deque()
+        self.queue: list[list] = []  # a list, not a deque: thousands idle at once, mostly empty
         self.waiter: asyncio.Future | None = None
         self.last_seen = time.monotonic()
         self.ended = False  # the chat's last event is queued; the id dies once it is fetched
@@ -41,11 +41,10 @@ class Client:
             waiter.set_result(None)
 
     def has_answer(self) -> bool:
-        return bool(self.queue) and worth_answering(list(self.queue))
+        return bool(self.queue) and worth_answering(self.queue)
 
     def take(self) -> list[list]:
-        batch = list(self.queue)
-        self.queue.clear()
+        batch, self.queue = self.queue, []
         self.dropped = False
         return batch
 
