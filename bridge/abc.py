@@ -99,6 +99,8 @@ class Platform(abc.ABC):
 class Chat(abc.ABC):
     """One conversation with a stranger (two in spy mode, two in a three-person room)."""
 
+    __slots__ = ()  # lets small chats (the hub's) use slots; others simply get a __dict__
+
     #: What `Backend.resume` needs to take this chat up again after a restart; None: cannot.
     handle: str | None = None
 

@@ -26,6 +26,7 @@ from .events import (
     Typing,
     Waiting,
 )
+from .inbox import Inbox
 from .limits import TokenBucket
 from .store import SessionRecord
 from .text import clean, cut
@@ -67,12 +68,20 @@ _USER = -1  # generation tag of user-side inbox items
 class Session:
     """The core's state for one room. Only its own task touches it, so no locks are needed."""
 
+    # Tens of thousands live at once: slots keep each one small.
+    __slots__ = (
+        "room", "router", "settings", "state", "inbox", "chat", "last_chat", "last_chat_until",
+        "backend_name", "start", "generation", "pump", "task", "spy", "strangers", "final_sent",
+        "search_started", "search_deadline", "user_typing_until", "stranger_typing", "user_bucket",
+        "stranger_buckets", "user_throttled", "stranger_throttled", "overflowed",
+    )  # fmt: skip
+
     def __init__(self, room: Room, router: Router) -> None:
         self.room = room
         self.router = router
         self.settings = router.settings
         self.state = State.IDLE
-        self.inbox: asyncio.Queue[tuple[int, object]] = asyncio.Queue(self.settings.inbox_size)
+        self.inbox: Inbox[tuple[int, object]] = Inbox(self.settings.inbox_size)
         self.chat: Chat | None = None
         self.last_chat: Chat | None = None  # a chat that just ended, so "report" still works
         self.last_chat_until: float | None = None

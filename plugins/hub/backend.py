@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pydantic import Field
 
 from bridge.abc import Backend, Chat, PluginConfig
+from bridge.inbox import Inbox
 from bridge.events import (
     Connected,
     Disconnected,
@@ -65,10 +66,12 @@ class _Conversation:
 class HubChat(Chat):
     """One member's side of a hub conversation."""
 
+    __slots__ = ("hub", "start", "queue", "ticket", "conversation", "fallback", "closed")
+
     def __init__(self, hub: HubBackend, start: Start) -> None:
         self.hub = hub
         self.start = start
-        self.queue: asyncio.Queue = asyncio.Queue()
+        self.queue: Inbox = Inbox()  # unbounded: the partner's session rate-limits what it sends
         self.ticket: Ticket | None = None
         self.conversation: _Conversation | None = None
         self.fallback: asyncio.TimerHandle | None = None
