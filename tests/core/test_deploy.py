@@ -1,0 +1,45 @@
+"""Deployment files: the systemd unit verifies, the Dockerfile follows the house rules."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_systemd_unit_verifies(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing: `make test` installs the systemd package"
+    unit = (ROOT / "deploy" / "stranger-bridge.service").read_text()
+    # Point ExecStart at this checkout's real console script so verify can check it is executable.
+    script = Path(sys.executable).parent / "stranger-bridge"
+    assert script.exists(), "the console script is not installed (pip install -e .)"
+    unit = unit.replace("/opt/stranger-bridge/bin/stranger-bridge", str(script))
+    path = tmp_path / "stranger-bridge.service"
+    path.write_text(unit)
+    res = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)
+    problems = [line for line in (res.stdout + res.stderr).splitlines() if "stranger-bridge.service" in line]
+    assert res.returncode == 0 and not problems, res.stdout + res.stderr
+    for needle in (
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "StateDirectory=stranger-bridge",
+        "RestrictAddressFamilies=",
+    ):
+        assert needle in unit
+
+
+def test_dockerfile_runs_as_non_root_from_the_lock():
+    text = (ROOT / "Dockerfile").read_text()
+    assert text.startswith("#") and "FROM python:3.11-slim" in text
+    assert "USER stranger-bridge" in text
+    assert "requirements.lock" in text and "VOLUME" in text
+    assert 'CMD ["run"' in text and 'ENTRYPOINT ["stranger-bridge"]' in text
+    # Every runtime package the Dockerfile selects is pinned in the lock.
+    lock = (ROOT / "requirements.lock").read_text().lower()
+    for name in ("aiohttp==", "pydantic-settings==", "discord.py==", "matrix-nio=="):
+        assert name in lock
