@@ -9,7 +9,7 @@ import secrets
 
 import aiohttp
 
-from bridge.events import Connected, Message, Start
+from bridge.events import Connected, Message, Mode, Start, Waiting
 from tests.helpers import running
 
 from .client import RawClient
@@ -177,8 +177,8 @@ async def test_origins_headers_and_status_endpoints(bridge, web, http):
     async with http.post(web.url + "/start", headers={"Origin": web.url}) as response:
         assert response.status == 200
     rec = bridge.platforms["rec"]
-    rec.send("s", Start(mode=__import__("bridge.events").events.Mode.ASK, question="anyone?"))
-    await rec.wait_for("s", lambda e: type(e).__name__ == "Waiting")
+    rec.send("s", Start(mode=Mode.ASK, question="anyone?"))
+    await rec.wait_for("s", Waiting)
     async with http.get(web.url + "/status") as response:
         status = json.loads(await response.text())
         assert status["count"] == 2 and {"servers", "spyQueueTime", "spyeeQueueTime", "timestamp"} <= set(status)
