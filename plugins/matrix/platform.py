@@ -76,6 +76,7 @@ class MatrixPlatform(Platform):
         self.last_thread: dict[tuple[str, str], str] = {}  # (room, user) -> thread last written in
         self.last_start: dict[str, Start] = {}  # session room id -> the Start "next" repeats
         self.ignore = [re.compile(p) for p in cfg.ignore_users]
+        self.stats: collections.Counter[str] = collections.Counter()  # send results, for tests and status
         self._ready = asyncio.Event()
         self.appservice = None  # ghost mode, when configured (plugins.matrix.appservice)
 
@@ -557,7 +558,6 @@ class MatrixPlatform(Platform):
                 resp = await client.room_typing(rid, entry.typing, timeout=int(self.cfg.typing_timeout * 1000))
             else:
                 assert entry.content is not None
-                self.metrics.inc("matrix_sends")
                 resp = await client.room_send(
                     rid, "m.room.message", render.wire(entry.content, entry.thread), tx_id=entry.txn
                 )
@@ -565,7 +565,9 @@ class MatrixPlatform(Platform):
             raise
         except Exception as exc:  # timeout or connection error: the event may or may not be stored
             return Sent(Sent.TRANSIENT, error=type(exc).__name__)
-        return classify_response(resp)
+        result = classify_response(resp)
+        self.stats[result.kind] += 1
+        return result
 
     async def _leave(self, rid: str, reason: str) -> None:
         """Leave (or refuse an invite to) a room, with a reason its members can read."""
