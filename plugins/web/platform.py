@@ -190,7 +190,7 @@ class WebPlatform(Platform):
             except web.HTTPException as exc:
                 if exc.status >= 500:
                     raise
-                response = _fail(exc.status) if request.path != "/" else exc
+                response = _fail(exc.status)
             except ProtocolError as exc:
                 self._count("refused", "bad_request")
                 response = _text(f"fail: {exc}", 400)

@@ -66,3 +66,27 @@ async def test_client_that_stops_polling_is_ended(http):
         assert ended.reason == Reason.STRANGER
         assert len(web.clients) == 0
         assert (await client.post("/events"))[0] == 400
+
+
+async def test_shutdown_tells_a_polling_client_why_its_chat_ended(http):
+    import asyncio
+
+    from tests.helpers import running
+
+    from .conftest import web_config
+
+    async with running(web_config(poll_window=10.0)) as bridge:
+        web, rec = bridge.platforms["web"], bridge.platforms["rec"]
+        rec.send("r4", Start())
+        client = RawClient(http, web.url)
+        await client.start()
+        await rec.wait_for("r4", Connected)
+        await client.until("connected")
+        poll = asyncio.create_task(client.poll())
+        async with asyncio.timeout(5):
+            while not web.clients.polls:
+                await asyncio.sleep(0.01)
+    # leaving the context stopped the bridge while the poll was open
+    batch = await asyncio.wait_for(poll, 5)
+    assert batch[0] == ["serverMessage", "The bridge is shutting down; this chat has ended."]
+    assert batch[-1] == ["strangerDisconnected"]
