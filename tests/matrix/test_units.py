@@ -1,0 +1,184 @@
+"""Table tests of the pure parts: commands, inbound classification, rendering, outbox merging, config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from bridge.events import Connected, Disconnected, Message, Mode, Report, Start, Typing
+from plugins.matrix import render
+from plugins.matrix.commands import Command, parse, to_event
+from plugins.matrix.config import MatrixConfig
+from plugins.matrix.inbound import Ignore, Media, Said, classify, scrub, strip_reply_fallback
+from plugins.matrix.outbox import Entry, Outbox, Sent, TxnIds
+
+
+@pytest.mark.parametrize(
+    ("body", "want"),
+    [
+        ("!stranger start", Command("start")),
+        ("!stranger start cats dogs", Command("start", ("cats", "dogs"), "cats dogs")),
+        ("!STRANGER Next", Command("next")),
+        ("!stranger", Command("help")),
+        ("!stranger ask cats or dogs?", Command("ask", ("cats", "or", "dogs?"), "cats or dogs?")),
+        ("!stranger frobnicate", Command("unknown", rest="frobnicate")),
+        ("!strangers start", None),
+        ("hello !stranger start", None),
+        ("", None),
+    ],
+)
+def test_parse(body, want):
+    assert parse(body, "!stranger") == want
+
+
+def test_commands_to_events():
+    last = Start(interests=("cats",), mode=Mode.RANDOM, user="k")
+    assert to_event(Command("start", ("a", "b")), user="k", last=None) == Start(interests=("a", "b"), user="k")
+    assert to_event(Command("next"), user="k", last=last) == Start(interests=("cats",), user="k")
+    assert to_event(Command("stop"), user="k", last=None) == Disconnected()
+    assert to_event(Command("report"), user="k", last=None) == Report()
+    assert to_event(Command("ask", ("q?",), "q?"), user="k", last=None) == Start(mode=Mode.ASK, question="q?", user="k")
+    assert to_event(Command("answer"), user="k", last=None).mode is Mode.ANSWER
+    assert to_event(Command("help"), user="k", last=None) is None
+
+
+@pytest.mark.parametrize(
+    ("content", "want"),
+    [
+        ({"msgtype": "m.text", "body": "hi"}, Said("hi")),
+        ({"msgtype": "m.notice", "body": "bot says"}, Ignore("notice")),
+        ({"msgtype": "m.emote", "body": "waves"}, Said("* waves")),
+        ({"msgtype": "m.text", "body": "  "}, Ignore("empty")),
+        ({"msgtype": "m.location", "body": "geo"}, Ignore("unsupported msgtype 'm.location'")),
+        ({"msgtype": "m.image", "body": "x.png", "url": "mxc://hs/abc"}, Media("an image")),
+        ({"msgtype": "m.text", "body": "> <@a:hs> old\n> more\n\nnew", "m.relates_to": {"m.in_reply_to": {"event_id": "$x"}}}, Said("new")),
+        (
+            {"msgtype": "m.text", "body": "* x", "m.new_content": {"msgtype": "m.text", "body": "!stranger stop"}, "m.relates_to": {"rel_type": "m.replace", "event_id": "$x"}},
+            Said("(correction) !stranger stop"),  # an edit never runs a command
+        ),
+        ({"msgtype": "m.text", "body": "!stranger stop"}, Command("stop")),
+        ({"body": 5}, Ignore("unsupported msgtype None")),
+    ],
+)
+def test_classify(content, want):
+    assert classify(content, prefix="!stranger") == want
+
+
+def test_classify_media_link_only_when_allowed():
+    content = {"msgtype": "m.file", "body": "f", "url": "mxc://hs.example/AbC_1"}
+    assert classify(content, prefix="!s", media_base="https://hs/dl") == Media("a file", "https://hs/dl/hs.example/AbC_1")
+    odd = {"msgtype": "m.file", "body": "f", "url": "mxc://hs/../../x?y"}
+    assert classify(odd, prefix="!s", media_base="https://hs/dl") == Media("a file")
+    assert classify({"msgtype": "m.text"}, prefix="!s", event_type="m.sticker") == Media("a sticker")
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("hi @alice:example.org!", "hi [user]!"),
+        ("#room:matrix.org and !AbC:hs.example:8448", "[room] and [room]"),
+        ("see https://matrix.to/#/!x:y/$z?via=y", "see [link]"),
+        ("mxc://hs/abc", "[media]"),
+        ("mail me at a@b.c", "mail me at a@b.c"),
+    ],
+)
+def test_scrub(text, want):
+    assert scrub(text) == want
+
+
+def test_strip_reply_fallback():
+    assert strip_reply_fallback("> <@a:b> q\n\nanswer") == "answer"
+    assert strip_reply_fallback("no quote") == "no quote"
+
+
+def test_render_message_and_notices():
+    [c] = render.render(Message("a\n<b>x</b>", "Stranger 1"))
+    assert render.wire(c, None) == {
+        "msgtype": "m.text",
+        "body": "Stranger 1: a\n    <b>x</b>",
+        "format": "org.matrix.custom.html",
+        "formatted_body": "<b>Stranger 1:</b> a<br>&lt;b&gt;x&lt;/b&gt;",
+        "m.mentions": {},
+    }
+    [n] = render.render(Connected(common_interests=("cats",)))
+    assert n == {"msgtype": "m.notice", "body": "You're now chatting with a random stranger. Say hi! You both like “cats”.", "m.mentions": {}}
+    assert render.render(Typing()) == []
+    threaded = render.wire(n, "$root")
+    assert threaded["m.relates_to"] == {"rel_type": "m.thread", "event_id": "$root", "is_falling_back": True}
+
+
+def test_render_long_text_split_and_bounded():
+    parts = render.message("<" * 100_000 + "\U0001f600" * 10, None)
+    assert len(parts) == 3
+    assert parts[2]["body"].endswith(" […]")
+    for p in parts:
+        wire = json.dumps(render.wire(p, "$r"), ensure_ascii=False).encode()
+        assert len(wire) < 64 * 1024
+
+
+class FakeState:
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    async def get(self, key):
+        return self.data.get(key)
+
+    async def set(self, key, value):
+        self.data[key] = value
+
+
+async def test_txn_ids_survive_restart_without_reuse():
+    state = FakeState()
+    a = TxnIds(state)
+    await a.load()
+    first = [await a.take() for _ in range(3)]
+    b = TxnIds(state)  # a restart
+    await b.load()
+    again = await b.take()
+    assert again not in first and again.split(".")[0] == first[0].split(".")[0]
+    assert len(set(first)) == 3
+
+
+async def test_outbox_merges_after_429_and_retries_same_txn_after_timeout():
+    state = FakeState()
+    txn = TxnIds(state)
+    await txn.load()
+    calls: list[tuple[str, str]] = []
+    script = ["limited", "ok", "transient", "ok"]
+
+    async def send(rid, entry):
+        calls.append((entry.txn, entry.content["body"]))
+        kind = script.pop(0) if script else "ok"
+        return Sent(kind, retry_after=0.01)
+
+    box = Outbox("!r", send, txn, 10_000, lambda rid: None)
+    for i in range(3):
+        [c] = render.message(f"m{i}", None)
+        box.put(Entry(content=c, txn=await txn.take()))
+    await asyncio.wait_for(box.drain(), 5)
+    # 1st try of m0 is limited; then m0..m2 go as one merged event
+    assert calls[0][1] == "Stranger: m0"
+    assert "Stranger: m0\nStranger: m1\nStranger: m2\n(3 messages arrived" in calls[1][1]
+    assert box.merged == 2
+    # a timeout keeps the same txn id and content
+    [c] = render.message("late", None)
+    box.put(Entry(content=c, txn=await txn.take()))
+    await asyncio.wait_for(box.drain(), 5)
+    assert calls[2] == calls[3] and calls[2][1] == "Stranger: late"
+
+
+def test_config_validation():
+    base = {"plugin": "matrix", "homeserver": "https://hs.example", "user_id": "@bot:hs.example"}
+    with pytest.raises(ValidationError, match="exactly one of access_token or password"):
+        MatrixConfig(**base)
+    with pytest.raises(ValidationError, match="placeholder"):
+        MatrixConfig(**base, access_token="CHANGE-ME")
+    with pytest.raises(ValidationError):
+        MatrixConfig(**base, access_token="t", allowed_inviters=["example.org"])
+    cfg = MatrixConfig(**base, password="secret", allowed_inviters=["@a:x.org", ":y.org"])
+    assert cfg.may_invite("@a:x.org") and cfg.may_invite("@anyone:y.org")
+    assert not cfg.may_invite("@b:x.org") and not cfg.may_invite("@a:evil.y.org")
+    assert "secret" not in repr(cfg)
