@@ -284,6 +284,10 @@ class WebPlatform(Platform):
                 remaining = deadline - loop.time()
                 if remaining <= 0 or not await self._wait(client, remaining):
                     break
+                if _gone(request):
+                    # The poller went away (a crashed bridge, a closed tab): leave the events queued
+                    # for its next poll instead of writing them to a dead connection.
+                    return _null()
                 if client.has_answer():
                     return _json(self._take(client))
             return _null()
@@ -418,3 +422,9 @@ class WebPlatform(Platform):
         if stale:
             log.info("web: %d clients stopped polling and were ended", len(stale))
         return len(stale)
+
+
+def _gone(request: web.Request) -> bool:
+    """Whether the client of `request` has closed its connection."""
+    transport = request.transport
+    return transport is None or transport.is_closing()

@@ -90,3 +90,26 @@ async def test_shutdown_tells_a_polling_client_why_its_chat_ended(http):
     batch = await asyncio.wait_for(poll, 5)
     assert batch[0] == ["serverMessage", "The bridge is shutting down; this chat has ended."]
     assert batch[-1] == ["strangerDisconnected"]
+
+
+async def test_events_survive_a_poller_that_vanished(bridge, web, http):
+    """A poller that dies mid-poll (a crashed federated bridge) must not swallow the next event."""
+    import asyncio
+
+    import aiohttp
+
+    rec = bridge.platforms["rec"]
+    rec.send("r9", Start())
+    client = RawClient(http, web.url)
+    await client.start()
+    await rec.wait_for("r9", Connected)
+    await client.until("connected")
+    # Open a long poll on its own connection, then drop the connection while it waits.
+    async with aiohttp.ClientSession() as doomed:
+        task = asyncio.create_task(doomed.post(f"{web.url}/events", data={"id": client.id}))
+        await asyncio.sleep(0.3)
+        task.cancel()
+    await asyncio.sleep(0.1)
+    rec.send("r9", Message("sent while nobody was listening"))
+    got = await client.until("gotMessage")
+    assert got == ["gotMessage", "sent while nobody was listening"]
