@@ -31,8 +31,6 @@ class MatrixConfig(PluginConfig):
     # Where a password login keeps its access token and device id (file, mode 0600), so a restart
     # reuses the same device instead of logging in again. None: log in at every start.
     store_path: Path | None = None
-    appservice: Path | None = None  # registration YAML: strangers appear as ghost users
-    appservice_listen: str = "127.0.0.1:0"  # host:port of the appservice push listener
     allow_media_links: bool = False  # send the stranger an http(s) download link for user media
     ignore_users: tuple[str, ...] = ()  # regexes of mxids whose events are ignored (other bots)
     sync_timeout: float = Field(30.0, gt=0, le=300)  # long-poll seconds per /sync

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import hashlib
 import json
 import logging
@@ -78,7 +77,6 @@ class MatrixPlatform(Platform):
         self.ignore = [re.compile(p) for p in cfg.ignore_users]
         self.stats: collections.Counter[str] = collections.Counter()  # send results, for tests and status
         self._ready = asyncio.Event()
-        self.appservice = None  # ghost mode, when configured (plugins.matrix.appservice)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -100,15 +98,8 @@ class MatrixPlatform(Platform):
         await self._load_sync_state()
         self.client = await self._login()
         try:
-            if self.cfg.appservice is not None:
-                from .appservice import Ghosts  # only ghost mode needs aiohttp's server side
-
-                self.appservice = Ghosts(self)
-                await self.appservice.start()
             await self._sync_loop()
         finally:
-            if self.appservice is not None:
-                await self.appservice.stop()
             for box in self.outboxes.values():
                 box.cancel()
             await self.client.close()
@@ -287,8 +278,6 @@ class MatrixPlatform(Platform):
 
     def _ignored(self, sender: str) -> bool:
         if sender == self.cfg.user_id:
-            return True
-        if self.appservice is not None and self.appservice.owns(sender):
             return True
         return any(p.fullmatch(sender) for p in self.ignore)
 
@@ -493,22 +482,15 @@ class MatrixPlatform(Platform):
         if rid in self.gone or rid in self.encrypted:
             log.info("matrix: %s not shown: the bot is no longer in that room", type(event).__name__)
             return
-        sender = self.appservice.ghost_for(room, event) if self.appservice is not None else None
         match event:
             case Typing():
-                self._put(rid, Entry(typing=True, thread=thread, sender=sender))
+                self._put(rid, Entry(typing=True, thread=thread))
                 return
             case StoppedTyping():
-                self._put(rid, Entry(typing=False, thread=thread, sender=sender))
+                self._put(rid, Entry(typing=False, thread=thread))
                 return
-            case Message() if sender is not None:
-                contents = self.appservice.render_message(event)
-            case _:
-                contents = render.render(event)
-        for content in contents:
-            self._put(rid, Entry(content=content, thread=thread, txn=await self.txn.take(), sender=sender))
-        if isinstance(event, Disconnected) and event.final and sender is not None:
-            self._put(rid, Entry(typing=False, thread=thread, sender=sender))
+        for content in render.render(event):
+            self._put(rid, Entry(content=content, thread=thread, txn=await self.txn.take()))
 
     async def _notice(self, rid: str, thread: str | None, text: str) -> None:
         if rid in self.gone or rid in self.encrypted:
@@ -530,8 +512,6 @@ class MatrixPlatform(Platform):
         """One request for one outbox entry. Never sends into an encrypted room."""
         if rid in self.encrypted or rid in self.gone:
             return Sent(Sent.FATAL, error="room encrypted or left")
-        if self.appservice is not None and entry.sender is not None:
-            return await self.appservice.send(rid, entry)
         client = self.client
         assert client is not None
         nio_room = client.rooms.get(rid)
