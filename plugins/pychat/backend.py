@@ -258,7 +258,12 @@ class PychatChat(Chat):
                         self._connect()
                         self._emit(Message(segment))
                         continue
-                    self._add_member(name)
+                    if name not in self.members:
+                        self._add_member(name)
+                        parts = self.framer.split(segment)
+                        if len(parts) > 1:  # merged lines of the speaker we just learnt
+                            self._on_segments(parts)
+                            continue
                     self._connect()
                     if text.strip():
                         self._emit(Message(text, self.members.get(name)))

@@ -173,7 +173,7 @@ class Framer:
     def feed(self, chunk: str) -> list[str]:
         """Segments complete after this chunk."""
         buffer = self.pending + chunk
-        segments = self._split(buffer)
+        segments = self.split(buffer)
         if len(chunk) >= CHUNK and segments:
             self.pending = segments.pop()
         else:
@@ -185,7 +185,8 @@ class Framer:
         rest, self.pending = self.pending, ""
         return [rest] if rest else []
 
-    def _split(self, buffer: str) -> list[str]:
+    def split(self, buffer: str) -> list[str]:
+        """`buffer` cut before every known prefix (used again after a name is learnt)."""
         prefixes = [SERVER] + [name + ": " for name in self.names]
         matches: list[tuple[int, int]] = []
         for prefix in prefixes:
