@@ -53,6 +53,7 @@ __all__ = ["RouletteBackend", "RouletteChat", "RouletteConfig"]
 log = logging.getLogger(__name__)
 
 LINE_BUDGET = MAX_LINE - 768  # room under the server's limit for a merged line
+MERGE_NOTICE_EVERY = 10.0  # seconds between two "sent together" notices
 _END = None
 
 NEW_STRANGER = "You have a new stranger (the server re-pairs everyone every 30 s)."
@@ -123,6 +124,7 @@ class RouletteChat(Chat):
         self.pongs = 0
         self.out: collections.deque[tuple[str, str | bool]] = collections.deque()
         self.sent_typing = False
+        self.merge_told = float("-inf")
         self.wake = asyncio.Event()
         self.bucket = _Bucket(config.max_lines_per_second, config.burst)
         self.write_task: asyncio.Task | None = None
@@ -282,11 +284,12 @@ class RouletteChat(Chat):
                 self.bucket.spend(1)
                 writer.write(line)
                 await writer.drain()
-                if merged > 1:
+                if merged > 1 and time.monotonic() - self.merge_told > MERGE_NOTICE_EVERY:
+                    self.merge_told = time.monotonic()  # one notice per burst, not one per merged line
                     self._emit(
                         ServerNotice(
                             f"You wrote faster than the chat-roulette server accepts, so {merged} messages "
-                            "were sent to the stranger together as one."
+                            "were sent to the stranger together as one (and so on while you keep this pace)."
                         )
                     )
         except (OSError, RuntimeError) as exc:

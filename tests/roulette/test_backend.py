@@ -143,6 +143,7 @@ async def test_a_burst_of_50_is_merged_visibly_and_pongs_survive(roulette):
                 await asyncio.sleep(0.05)
         assert server.deaths == []
         assert not rec.events("a", Disconnected)
+        assert sum("together as one" in n for n in notices(rec, "a")) == 1  # one notice per burst
 
 
 async def test_control_a_naive_burst_gets_a_client_declared_dead(roulette):
