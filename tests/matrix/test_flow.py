@@ -88,3 +88,32 @@ async def test_invite_pair_relay_typing_next_stop(matrix, synapse):
         for rid, user in ((ra, alice), (rb, bob)):
             for e in user.messages(rid, me):
                 assert e["content"]["m.mentions"] == {}, e
+
+
+async def test_spy_mode_and_report(matrix, synapse):
+    from bridge.events import Mode
+
+    bot = await matrix.account()
+    alice = await matrix.user("alice")
+    me = bot["user_id"]
+    async with running(bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])) as b:
+        rec = b.platforms["rec"]
+        rid = await alice.create_room([me])
+        await alice.wait_message(rid, me, is_notice("!stranger start"))
+        await alice.send(rid, "!stranger ask cats or dogs?")
+        rec.send("x", Start(mode=Mode.ANSWER))
+        rec.send("y", Start(mode=Mode.ANSWER))
+        await alice.wait_message(rid, me, is_notice("You're now watching two strangers discuss your question"))
+        await rec.wait_for("x", Connected, timeout=20)
+        rec.send("x", Message("cats <3"))
+        got = await alice.wait_message(rid, me, "cats <3")
+        label = got["content"]["body"].split(":")[0]
+        assert label in ("Stranger 1", "Stranger 2")
+        assert got["content"]["formatted_body"] == f"<b>{label}:</b> cats &lt;3"
+        await alice.send(rid, "spies cannot talk")
+        await alice.wait_message(rid, me, is_notice("You're the spy"))
+        await alice.send(rid, "!stranger report")
+        await alice.wait_message(rid, me, is_notice("You reported"))
+        await alice.send(rid, "after the report")  # a DM while idle: starts a new search
+        looking = [e for e in alice.messages(rid, me) if "Looking for someone" in e["content"]["body"]]
+        await alice.wait_for(lambda: len([e for e in alice.messages(rid, me) if "Looking for someone" in e["content"]["body"]]) > len(looking))

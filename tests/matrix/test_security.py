@@ -166,3 +166,27 @@ async def test_media_link_when_allowed(matrix, synapse):
         got = await rec.wait_for("r", Message, timeout=20)
         assert got.text == f"[an image] {synapse.url}/_matrix/media/v3/download/localhost/AbCdEf"
         assert "mxc://" not in got.text
+
+
+async def test_stranger_text_never_highlights(matrix, synapse):
+    """Synapse's push rules: a person writing alice's name highlights her; the same words from a
+    stranger (m.mentions {}) do not, nor does @room."""
+    bot = await matrix.account()
+    alice = await matrix.user("alice")
+    bob = await matrix.user("bob")
+    me = bot["user_id"]
+    name = alice.user_id[1:].split(":")[0]  # the default display name is the localpart
+    async with running(bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])) as b:
+        rec = b.platforms["rec"]
+        rid = await paired(b, alice, me)
+        await alice.client.room_invite(rid, bob.user_id)
+        await bob.wait_for(lambda: rid in bob.invites)
+        await bob.client.join(rid)
+        control = await bob.send(rid, f"hey {name} look")  # a person: highlights (the rule works)
+        rec.send("r", Message(f"hey {name} look @room"))
+        relayed = await alice.wait_message(rid, me, f"Stranger: hey {name}")
+        method, path = "GET", "/_matrix/client/v3/notifications?only=highlight&limit=50"
+        resp = await alice.client.send(method, path, headers={"Authorization": f"Bearer {alice.client.access_token}"})
+        highlighted = {n["event"]["event_id"] for n in (await resp.json())["notifications"]}
+        assert control in highlighted
+        assert relayed["event_id"] not in highlighted
