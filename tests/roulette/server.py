@@ -40,12 +40,15 @@ class RouletteServer:
         pong_timeout: float = 7.0,
         read_interval: float = 0.1,
         seed: int | None = None,
+        rotate: bool = False,
     ) -> None:
         self.repair_interval = repair_interval
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout
         self.read_interval = read_interval
         self.rng = random.Random(seed)
+        self.rotate = rotate  # pair in registration order, shifted by one each epoch (partners always change)
+        self.epoch = 0
         self.clients: dict[str, Client] = {}
         self.deaths: list[str] = []  # ucos declared dead for want of pongs
         self.pairings: list[tuple[str, str]] = []
@@ -217,11 +220,15 @@ class RouletteServer:
                 for client in clients:
                     self._unpair(client)
                 last_epoch = now
+                self.epoch += 1
                 continue
             free = [c for c in clients if c.peer is None and not c.dead]
+            if self.rotate and free:
+                shift = self.epoch % len(free)
+                free = free[shift:] + free[:shift]
             while len(free) >= 2:
-                p1 = free.pop(self.rng.randrange(len(free)))
-                p2 = free.pop(self.rng.randrange(len(free)))
+                p1 = free.pop(0 if self.rotate else self.rng.randrange(len(free)))
+                p2 = free.pop(0 if self.rotate else self.rng.randrange(len(free)))
                 p1.peer, p2.peer = p2, p1
                 self._send(p1.writer, {"cmd": "pair", "uco": p2.uco})
                 self._send(p2.writer, {"cmd": "pair", "uco": p1.uco})
