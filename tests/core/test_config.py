@@ -147,3 +147,19 @@ def test_check_config_ok_and_errors(tmp_path):
     assert res.returncode == 2
     assert "backends.hub.scan_limt: unknown key" in res.stderr
     assert "backends.z.plugin: unknown backend plugin 'zzz'" in res.stderr
+
+
+def test_example_config_documents_every_plugin_key():
+    from bridge.registry import BUILTIN_BACKENDS, BUILTIN_PLATFORMS, load_backend, load_platform
+
+    text = (ROOT / "config.example.toml").read_text()
+    for section, names, loader in (("platforms", BUILTIN_PLATFORMS, load_platform), ("backends", BUILTIN_BACKENDS, load_backend)):
+        for name in names:
+            assert re.search(rf"^#? ?\[{section}\.{name}\]", text, re.M), f"config.example.toml lacks [{section}.{name}]"
+            start = re.search(rf"^#? ?\[{section}\.{name}\]", text, re.M).end()
+            following = re.search(r"^#? ?\[", text[start:], re.M)
+            table = text[start : start + following.start()] if following else text[start:]
+            for key in loader(name).Config.model_fields:
+                if key == "backend":
+                    continue
+                assert re.search(rf"^#? ?{key} =", table, re.M), f"[{section}.{name}] does not document {key}"
