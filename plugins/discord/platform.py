@@ -538,6 +538,7 @@ class DiscordPlatform(Platform):
         self.threads[cid] = info
         self.by_user[info.owner] = cid
         await self._save_now(info)
+        await self.state.set(f"interaction:{interaction.id}", str(cid))  # a replay after a restart is ignored
         await self.reply(interaction, "Looking for a stranger…")
         self._submit_start(info)
 
@@ -682,7 +683,12 @@ class DiscordPlatform(Platform):
 
     def _end(self, info: ThreadInfo, box: Outbox) -> None:
         """The chat ended and no next one follows: archive and lock the thread (unless kept open)."""
-        if self.config.keep_open or info.guild is None:
+        if info.guild is None:
+            # A DM is never archived, but the ended chat must not hold the user: without this, her
+            # next /stranger start in a server was refused ("you already have a chat") forever.
+            self._forget(info)
+            return
+        if self.config.keep_open:
             return
         self._forget(info)
         self.gone.add(info.id)  # our own THREAD_UPDATE(archived) must not look like the user leaving

@@ -405,11 +405,13 @@ class FakeDiscord:
     def _message(self, cid: int, author: dict, content: str, **extra: Any) -> dict:
         channel = self.channels[cid]
         msg = {
-            "id": str(snowflake()), "channel_id": str(cid), "guild_id": str(GUILD_ID), "author": author,
+            "id": str(snowflake()), "channel_id": str(cid), "author": author,
             "content": content, "timestamp": now_iso(), "edited_timestamp": None, "tts": False,
             "mention_everyone": False, "mentions": [], "mention_roles": [], "attachments": [], "embeds": [],
             "pinned": False, "type": 0, "flags": 0, "components": [], "sticker_items": [],
         }
+        if channel.get("guild_id"):  # DM messages carry no guild
+            msg["guild_id"] = channel["guild_id"]
         msg.update(extra)
         channel["last_message_id"] = msg["id"]
         self.messages[cid].append(msg)
@@ -430,7 +432,7 @@ class FakeDiscord:
             channel["thread_metadata"]["archived"] = False
         msg = self._message(int(cid), self.users[BOT_ID], body.get("content", ""), embeds=body.get("embeds", []),
                             components=body.get("components", []), flags=body.get("flags", 0), nonce=nonce)
-        await self.dispatch("MESSAGE_CREATE", {**msg, "member": self.member(BOT_ID)})
+        await self.dispatch("MESSAGE_CREATE", self._with_member(msg, BOT_ID))
         return _json(msg)
 
     async def _get_messages(self, request, body, cid):
@@ -546,33 +548,55 @@ class FakeDiscord:
 
     # ---- acting as users -----------------------------------------------------------------------
 
+    def dm_channel(self, uid: int) -> int:
+        """The direct-message channel between the bot and `uid` (type 1, no guild), made once."""
+        for cid, channel in self.channels.items():
+            if channel["type"] == 1 and channel["recipients"][0]["id"] == str(uid):
+                return cid
+        cid = snowflake()
+        self.channels[cid] = {"id": str(cid), "type": 1, "last_message_id": None, "recipients": [self.users[uid]],
+                              "flags": 0}
+        self.messages[cid] = []
+        return cid
+
+    def _with_member(self, msg: dict, uid: int) -> dict:
+        """A gateway MESSAGE_CREATE/UPDATE: guild messages carry the author's member, DMs do not."""
+        return {**msg, "member": self.member(uid)} if "guild_id" in msg else dict(msg)
+
     async def user_message(self, cid: int, uid: int, content: str, **extra: Any) -> dict:
-        """A user posts in a channel or thread; the bot receives MESSAGE_CREATE."""
+        """A user posts in a channel, thread or DM; the bot receives MESSAGE_CREATE."""
         author = extra.pop("author", self.users[uid])
         msg = self._message(cid, author, content, **extra)
-        await self.dispatch("MESSAGE_CREATE", {**msg, "member": self.member(uid)})
+        await self.dispatch("MESSAGE_CREATE", self._with_member(msg, uid))
         return msg
 
     async def user_edit(self, msg: dict, content: str) -> None:
         msg["content"] = content
         msg["edited_timestamp"] = now_iso()
-        await self.dispatch("MESSAGE_UPDATE", {**msg, "member": self.member(int(msg["author"]["id"]))})
+        await self.dispatch("MESSAGE_UPDATE", self._with_member(msg, int(msg["author"]["id"])))
 
     async def typing(self, cid: int, uid: int) -> None:
-        await self.dispatch("TYPING_START", {"channel_id": str(cid), "guild_id": str(GUILD_ID), "user_id": str(uid),
-                                             "timestamp": int(datetime.now().timestamp()), "member": self.member(uid)})
+        data = {"channel_id": str(cid), "user_id": str(uid), "timestamp": int(datetime.now().timestamp())}
+        if self.channels[cid].get("guild_id"):
+            data.update(guild_id=str(GUILD_ID), member=self.member(uid))
+        await self.dispatch("TYPING_START", data)
 
     def _interaction(self, uid: int, cid: int, itype: int, data: dict, message: dict | None = None) -> dict:
         iid = snowflake()
         token = f"itok{iid}"
         channel = self.public(self.channels[cid])
         payload = {
-            "id": str(iid), "application_id": str(APP_ID), "type": itype, "data": data, "guild_id": str(GUILD_ID),
-            "channel": channel, "channel_id": str(cid), "member": {**self.member(uid), "permissions": "2248473465835073"},
+            "id": str(iid), "application_id": str(APP_ID), "type": itype, "data": data,
+            "channel": channel, "channel_id": str(cid),
             "token": token, "version": 1, "app_permissions": "2248473465835073", "locale": "en-US",
-            "guild_locale": "en-US", "entitlements": [], "authorizing_integration_owners": {"0": str(GUILD_ID)},
-            "context": 0, "attachment_size_limit": 10485760,
+            "entitlements": [], "attachment_size_limit": 10485760,
         }
+        if channel["type"] == 1:  # a DM: the user, not a member; context BOT_DM
+            payload.update(user=self.users[uid], context=1, authorizing_integration_owners={"0": str(uid)})
+        else:
+            payload.update(guild_id=str(GUILD_ID), guild_locale="en-US", context=0,
+                           member={**self.member(uid), "permissions": "2248473465835073"},
+                           authorizing_integration_owners={"0": str(GUILD_ID)})
         if message is not None:
             payload["message"] = message
         self.interactions[iid] = payload
