@@ -1,8 +1,7 @@
-"""Faults: 429 per route and global, 5xx after the message was stored, gateway op 7 / op 9, replays, restart."""
+"""Faults: 429 per route and global, 5xx after the message was stored, gateway op 7 / op 9, replays (crash: test_crash)."""
 
 from __future__ import annotations
 
-import copy
 import re
 
 import pytest
@@ -135,26 +134,3 @@ async def test_replayed_interaction_one_thread_even_after_restart(server):
         other, _ = await open_chat(server, bob)  # a later interaction is handled: the replay was not
         assert len(server.threads()) == 2 and other != tid
         assert len([c for c in server.replies(start) if c.get("kind") == "callback"]) == 1
-
-
-async def test_crash_restart_never_opens_a_second_thread(server):
-    store = MemoryStore()
-    async with bridge(server, store=store) as b:
-        alice = server.add_user("alice")
-        tid, start = await open_chat(server, alice)
-        await wait_notice(server, tid, "Looking for someone")
-        await b.platforms["dc"].flush()
-        crashed = copy.deepcopy(store)  # what a SIGKILL at this point leaves behind
-    # undo what the clean shutdown did in Discord, so the thread looks as the crash left it
-    server.channels[tid]["thread_metadata"].update(archived=False, locked=False)
-    async with bridge(server, store=crashed) as b:
-        # the search could not survive: one notice in the same thread, then it is closed
-        await wait_notice(server, tid, "restarted")
-        await server.wait_until(lambda: server.channels[tid]["thread_metadata"]["locked"])
-        await server.replay(start)
-        second = await server.slash(alice, server.text_channels[0], "help")
-        await server.wait_until(lambda: server.replies(second))
-        assert len(server.threads()) == 1
-        assert [n for n in notices(server, tid) if "restarted" in n] == [
-            "The bridge restarted and could not resume this chat; it has ended."
-        ]
