@@ -135,7 +135,9 @@ ModeChoice = Literal["random", "ask", "answer", "group"]
 
 
 def _command_group(platform: DiscordPlatform) -> app_commands.Group:
-    group = app_commands.Group(name="stranger", description="Chat with a random stranger")
+    # Offered in DMs with the bot only when dm = true (the DM refusal stays for stale registrations).
+    contexts = app_commands.AppCommandContext(guild=True, dm_channel=platform.config.dm, private_channel=False)
+    group = app_commands.Group(name="stranger", description="Chat with a random stranger", allowed_contexts=contexts)
 
     @group.command(name="start", description="Meet a random stranger (in a session thread: the next one)")
     @app_commands.describe(

@@ -11,6 +11,8 @@ from .util import notices, open_chat, stranger_lines, wait_line, wait_notice
 async def test_dm_chat_relays_both_ways_and_stops(server):
     async with bridge(server, dm=True) as b:
         rec = b.platforms["rec"]
+        [group] = server.commands
+        assert sorted(group["contexts"]) == [0, 1]  # offered in servers and in DMs with the bot
         alice = server.add_user("alice")
         dm = server.dm_channel(alice)
         start = await server.slash(alice, dm, "start", interests="tea")
@@ -67,9 +69,11 @@ async def test_dm_chat_relays_both_ways_and_stops(server):
 async def test_dm_refused_with_an_ephemeral_notice_when_off(server):
     async with bridge(server) as b:  # dm = false (the default)
         rec = b.platforms["rec"]
+        [group] = server.commands
+        assert group["contexts"] == [0]  # Discord does not offer /stranger in DMs...
         alice = server.add_user("alice")
         dm = server.dm_channel(alice)
-        start = await server.slash(alice, dm, "start")
+        start = await server.slash(alice, dm, "start")  # ...but a stale registration is still refused
         [answer] = await server.wait_until(lambda: server.replies(start))
         assert answer["kind"] == "callback" and answer["type"] == 4
         assert answer["data"]["flags"] & 64
