@@ -6,13 +6,39 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from bridge.abc import PluginConfig
 
-__all__ = ["MatrixConfig"]
+__all__ = ["AppserviceConfig", "MatrixConfig"]
 
 _MXID = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
+_LOCALPART = re.compile(r"^[a-z0-9._=\-/]+$")
+
+
+class AppserviceConfig(BaseModel):
+    """Ghost mode: an application service registration; each stranger speaks as its own user."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    registration: Path  # the registration YAML given to the homeserver (as_token, hs_token, ...)
+    listen: str = "127.0.0.1:9009"  # host:port where the homeserver pushes transactions
+    ghost_prefix: str = "stranger_"  # ghost localparts: <prefix><random>; must be in the namespace
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9009")
+        return value
+
+    @field_validator("ghost_prefix")
+    @classmethod
+    def _ghost_prefix(cls, value: str) -> str:
+        if not value or not _LOCALPART.match(value):
+            raise ValueError("must be a lowercase Matrix localpart prefix such as stranger_")
+        return value
 
 
 class MatrixConfig(PluginConfig):
@@ -31,6 +57,9 @@ class MatrixConfig(PluginConfig):
     # Where a password login keeps its access token and device id (file, mode 0600), so a restart
     # reuses the same device instead of logging in again. None: log in at every start.
     store_path: Path | None = None
+    # Ghost mode (optional): with a registration the bot is the application service's sender and
+    # events arrive by push instead of /sync; access_token / password are then not used.
+    appservice: AppserviceConfig | None = None
     allow_media_links: bool = False  # send the stranger an http(s) download link for user media
     ignore_users: tuple[str, ...] = ()  # regexes of mxids whose events are ignored (other bots)
     sync_timeout: float = Field(30.0, gt=0, le=300)  # long-poll seconds per /sync
@@ -79,6 +108,10 @@ class MatrixConfig(PluginConfig):
 
     @model_validator(mode="after")
     def _credentials(self) -> MatrixConfig:
+        if self.appservice is not None:
+            if self.access_token is not None or self.password is not None:
+                raise ValueError("with appservice, leave out access_token and password (the as_token is used)")
+            return self
         if (self.access_token is None) == (self.password is None):
             raise ValueError("set exactly one of access_token or password")
         return self

@@ -54,12 +54,14 @@ class TxnIds:
 
 @dataclasses.dataclass(slots=True, eq=False)
 class Entry:
-    """One queued write: a content to send (with its txn id) or a typing state."""
+    """One queued write: a content to send (with its txn id), a typing state, or a ghost leaving."""
 
     content: dict[str, Any] | None = None
     thread: str | None = None
     txn: str = ""
     typing: bool | None = None
+    sender: str | None = None  # ghost mode: the ghost user who sends it (None: the bot)
+    leave: bool = False  # ghost mode: the ghost `sender` leaves the room (its chat ended)
     # A request with this txn id may have been stored: the content is frozen and retried as is.
     attempted: bool = False
 
@@ -107,7 +109,7 @@ class Outbox:
         """Queue a write; consecutive typing states collapse into the last one."""
         if entry.typing is not None and self.items:
             last = self.items[-1]
-            if last.typing is not None and last is not self._head:
+            if last.typing is not None and last.sender == entry.sender and last is not self._head:
                 self.items[-1] = entry
                 self._kick()
                 return
@@ -163,7 +165,7 @@ class Outbox:
         run = [head]
         total = render.size(head.content)
         for entry in list(self.items)[1:]:
-            if not entry.mergeable or entry.thread != head.thread:
+            if not entry.mergeable or entry.thread != head.thread or entry.sender != head.sender:
                 break
             grown = total + render.size(entry.content)
             if grown > self.budget:
@@ -176,6 +178,7 @@ class Outbox:
             content=render.merge([e.content for e in run]),
             thread=head.thread,
             txn=await self.txn.take(),
+            sender=head.sender,
         )
         for _ in run:
             self.items.popleft()

@@ -33,6 +33,7 @@ from bridge.events import Connected, Disconnected, Event, Message, Room, Start, 
 from . import render
 from .commands import Command, help_text, to_event
 from .config import MatrixConfig
+from .appservice import Pushed
 from .inbound import Ignore, Media, Said, classify
 from .outbox import Entry, Outbox, Sent, TxnIds
 
@@ -77,6 +78,7 @@ class MatrixPlatform(Platform):
         self.ignore = [re.compile(p) for p in cfg.ignore_users]
         self.stats: collections.Counter[str] = collections.Counter()  # send results, for tests and status
         self._ready = asyncio.Event()
+        self.ghosts: Any = None  # ghost mode (plugins.matrix.ghosts.Ghosts) when `appservice` is set
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -96,12 +98,25 @@ class MatrixPlatform(Platform):
         """Log in, then sync until cancelled; each batch is handed in before its token is saved."""
         await self.txn.load()
         await self._load_sync_state()
+        if self.cfg.appservice is not None:
+            from .ghosts import Ghosts  # only ghost mode needs aiohttp's server side
+
+            # Reads and checks the registration: a bad one fails the start loudly.
+            self.ghosts = Ghosts(self.cfg, self.state, self.handle_push)
         self.client = await self._login()
         try:
-            await self._sync_loop()
+            if self.ghosts is not None:
+                # The appservice sender cannot /sync: events arrive by push on the listener.
+                await self.ghosts.start()
+                self._ready.set()
+                await asyncio.Event().wait()
+            else:
+                await self._sync_loop()
         finally:
             for box in self.outboxes.values():
                 box.cancel()
+            if self.ghosts is not None:
+                await self.ghosts.stop()
             await self.client.close()
 
     async def flush(self) -> None:
@@ -123,8 +138,9 @@ class MatrixPlatform(Platform):
                 store_sync_tokens=False,
             ),
         )
-        if cfg.access_token is not None:
-            client.access_token = cfg.access_token.get_secret_value()
+        if self.ghosts is not None or cfg.access_token is not None:
+            token = self.ghosts.reg.as_token if self.ghosts is not None else cfg.access_token.get_secret_value()
+            client.access_token = token
             client.user_id = cfg.user_id
             if cfg.device_id:
                 client.device_id = cfg.device_id
@@ -244,6 +260,23 @@ class MatrixPlatform(Platform):
                     await self._on_timeline(rid, source, history=history)
             self._removed(rid)
 
+    async def handle_push(self, pushed: Pushed) -> None:
+        """Ghost mode: hand one pushed transaction to the core (in order), then persist the seen ids."""
+        me = self.cfg.user_id
+        for ev in pushed.events:
+            rid = ev["room_id"]
+            content = ev.get("content") if isinstance(ev.get("content"), dict) else {}
+            if ev.get("type") == "m.room.member" and ev.get("state_key") == me and content.get("membership") == "invite":
+                if self._seen(ev.get("event_id")):
+                    continue
+                state = (ev.get("unsigned") or {}).get("invite_room_state") or []
+                await self._on_invite(rid, [ev, *(s for s in state if isinstance(s, dict))])
+                continue
+            await self._on_timeline(rid, ev, history=False)
+        for rid, users in pushed.typing:
+            self._on_typing(rid, list(users))
+        await self._save_sync_state()
+
     async def _fill_gap(self, rid: str, prev_batch: str | None, events: list[dict]) -> list[dict]:
         """A limited timeline skipped events since our token: fetch them with /messages."""
         assert self.client is not None
@@ -278,6 +311,8 @@ class MatrixPlatform(Platform):
 
     def _ignored(self, sender: str) -> bool:
         if sender == self.cfg.user_id:
+            return True
+        if self.ghosts is not None and self.ghosts.owns(sender):
             return True
         return any(p.fullmatch(sender) for p in self.ignore)
 
@@ -466,6 +501,8 @@ class MatrixPlatform(Platform):
 
     async def _is_dm(self, rid: str) -> bool:
         members = await self._members(rid)
+        if self.ghosts is not None:
+            members = frozenset(m for m in members if not self.ghosts.owns(m))  # ghosts come and go
         return len([m for m in members if not self._ignored(m)]) == 1 and len(members) <= 2
 
     # ---- outbound ----------------------------------------------------------------------------
@@ -482,6 +519,9 @@ class MatrixPlatform(Platform):
         if rid in self.gone or rid in self.encrypted:
             log.info("matrix: %s not shown: the bot is no longer in that room", type(event).__name__)
             return
+        if self.ghosts is not None:
+            await self._deliver_ghost(rid, room.id, thread, event)
+            return
         match event:
             case Typing():
                 self._put(rid, Entry(typing=True, thread=thread))
@@ -491,6 +531,34 @@ class MatrixPlatform(Platform):
                 return
         for content in render.render(event):
             self._put(rid, Entry(content=content, thread=thread, txn=await self.txn.take()))
+
+    async def _deliver_ghost(self, rid: str, sid: str, thread: str | None, event: Event) -> None:
+        """Ghost mode: stranger text and typing come from the stranger's ghost; notices from the bot."""
+        ghosts = self.ghosts
+        match event:
+            case Typing(stranger=label):
+                self._put(rid, Entry(typing=True, thread=thread, sender=ghosts.ghost(sid, label)))
+                return
+            case StoppedTyping(stranger=label):
+                self._put(rid, Entry(typing=False, thread=thread, sender=ghosts.ghost(sid, label)))
+                return
+            case Message(text=text, stranger=label):
+                ghost = ghosts.ghost(sid, label)
+                for content in render.ghost_message(text):
+                    self._put(rid, Entry(content=content, thread=thread, txn=await self.txn.take(), sender=ghost))
+                return
+        leaving: list[str] = []
+        match event:
+            case Waiting() | Connected():
+                leaving = ghosts.end(sid, everyone=True)  # a new chat gets new ghosts
+            case Disconnected(final=True):
+                leaving = ghosts.end(sid, everyone=True)
+            case Disconnected(stranger=label):
+                leaving = ghosts.end(sid, label)
+        for content in render.render(event):
+            self._put(rid, Entry(content=content, thread=thread, txn=await self.txn.take()))
+        for ghost in leaving:
+            self._put(rid, Entry(leave=True, sender=ghost))
 
     async def _notice(self, rid: str, thread: str | None, text: str) -> None:
         if rid in self.gone or rid in self.encrypted:
@@ -533,6 +601,10 @@ class MatrixPlatform(Platform):
             if str(getattr(state, "status_code", "")) != "M_NOT_FOUND":
                 return classify_response(state) if isinstance(state, ErrorResponse) else Sent(Sent.TRANSIENT)
             self.plaintext.add(rid)
+        if entry.sender is not None and self.ghosts is not None:
+            result = await self.ghosts.send(rid, entry)
+            self.stats[result.kind] += 1
+            return result
         try:
             if entry.typing is not None:
                 resp = await client.room_typing(rid, entry.typing, timeout=int(self.cfg.typing_timeout * 1000))

@@ -9,7 +9,18 @@ from bridge.events import Connected, Disconnected, Event, Message, Question, Ser
 from bridge.text import clean, split
 from bridge.texts import describe
 
-__all__ = ["MERGE_MARK", "PART_SIZE", "in_thread", "merge", "message", "notice", "render", "size", "wire"]
+__all__ = [
+    "MERGE_MARK",
+    "PART_SIZE",
+    "ghost_message",
+    "in_thread",
+    "merge",
+    "message",
+    "notice",
+    "render",
+    "size",
+    "wire",
+]
 
 PART_SIZE = 4000  # characters per event: escaped and UTF-8 encoded it stays far below 64 KiB
 PARTS = 3
@@ -26,6 +37,20 @@ def message(text: str, label: str | None) -> list[dict[str, Any]]:
     who = clean(label or "Stranger", 40) or "Stranger"
     text = clean(text)
     return [_attributed([(who, part)]) for part in split(text, PART_SIZE, PARTS) if part]
+
+
+def ghost_message(text: str) -> list[dict[str, Any]]:
+    """Stranger text as plain m.text events sent by the stranger's own ghost user (ghost mode).
+
+    The sender already says who speaks, so there is no label and no formatted_body at all:
+    a plain body can never become markup, and only the bot's m.notice events are notices.
+    """
+    text = clean(text)
+    return [
+        {"msgtype": "m.text", "body": part, "m.mentions": {}, "_lines": [("", part)], "_ghost": True}
+        for part in split(text, PART_SIZE, PARTS)
+        if part
+    ]
 
 
 def _attributed(lines: list[tuple[str, str]], marker: str | None = None) -> dict[str, Any]:
@@ -77,7 +102,11 @@ def merge(contents: list[dict[str, Any]]) -> dict[str, Any]:
     for content in contents:
         lines.extend(content.get("_lines") or [("Stranger", content.get("body", ""))])
         count += content.get("_count", 1)
-    merged = _attributed(lines, MERGE_MARK.format(n=count))
+    marker = MERGE_MARK.format(n=count)
+    if all(content.get("_ghost") for content in contents):
+        body = "\n".join(text for _, text in lines) + "\n" + marker
+        return {"msgtype": "m.text", "body": body, "m.mentions": {}, "_lines": lines, "_ghost": True, "_count": count}
+    merged = _attributed(lines, marker)
     merged["_count"] = count
     return merged
 
