@@ -41,6 +41,8 @@ _MXC = re.compile(r"mxc://\S+", re.IGNORECASE)
 _HOST = r"[A-Za-z0-9.\-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?"
 _MXID = re.compile(r"@[A-Za-z0-9._=\-/+]+:(?:" + _HOST + ")")
 _ROOM = re.compile(r"[#!][^\s:]+:(?:" + _HOST + ")")
+# Room ids of room version 12 (Synapse's default) have no server part: "!" and 43 base64url characters.
+_ROOM_V12 = re.compile(r"![A-Za-z0-9_\-]{20,}")
 
 
 def scrub(text: str) -> str:
@@ -48,7 +50,8 @@ def scrub(text: str) -> str:
     text = _MATRIX_TO.sub("[link]", text)
     text = _MXC.sub("[media]", text)
     text = _MXID.sub("[user]", text)
-    return _ROOM.sub("[room]", text)
+    text = _ROOM.sub("[room]", text)
+    return _ROOM_V12.sub("[room]", text)
 
 
 def strip_reply_fallback(body: str) -> str:

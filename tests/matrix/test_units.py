@@ -83,6 +83,8 @@ def test_classify_media_link_only_when_allowed():
         ("see https://matrix.to/#/!x:y/$z?via=y", "see [link]"),
         ("mxc://hs/abc", "[media]"),
         ("mail me at a@b.c", "mail me at a@b.c"),
+        ("in !pO6DdRwRkAxJi8JqEv7TMtd3cxjnQfkD1xA2VZwpHQ4 now", "in [room] now"),  # v12: no server part
+        ("wow!!! great!", "wow!!! great!"),
     ],
 )
 def test_scrub(text, want):
