@@ -6,13 +6,15 @@ STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock pyproject.toml | s
 
 .PHONY: run test bench system-deps lock clean
 
+# Install output goes to stderr so `make bench` prints nothing but JSON lines on stdout.
 $(STAMP): requirements.lock pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps -e .
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	@echo "installing the pinned dependencies into $(VENV)" >&2
+	@$(PYTHON) -m venv $(VENV) >&2
+	@$(BIN)/pip install --quiet --upgrade pip >&2
+	@$(BIN)/pip install --quiet -r requirements.lock >&2
+	@$(BIN)/pip install --quiet --no-deps -e . >&2 2>/dev/null || $(BIN)/pip install --no-deps -e . >&2
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
 
 venv: $(STAMP)
 
@@ -36,7 +38,7 @@ test: $(STAMP) system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	@$(BIN)/python -m bench $(BENCH)
 
 # Re-pin every dependency after editing pyproject.toml.
 lock:
