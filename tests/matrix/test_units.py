@@ -184,3 +184,123 @@ def test_config_validation():
     assert cfg.may_invite("@a:x.org") and cfg.may_invite("@anyone:y.org")
     assert not cfg.may_invite("@b:x.org") and not cfg.may_invite("@a:evil.y.org")
     assert "secret" not in repr(cfg)
+
+
+# ---- ghost mode (appservice) -------------------------------------------------------------------
+
+REGISTRATION = """
+id: stranger-bridge
+url: http://127.0.0.1:9009
+as_token: AS
+hs_token: HS
+sender_localpart: sbbot
+namespaces:
+  users:
+    - exclusive: true
+      regex: "@stranger_.*:hs\\\\.example"
+rate_limited: false
+receive_ephemeral: true
+"""
+
+
+def test_registration_checked_against_bot_and_ghost_prefix():
+    from plugins.matrix.appservice import RegistrationError, ghost_id, parse_registration
+
+    reg = parse_registration(REGISTRATION, bot="@sbbot:hs.example", ghost_prefix="stranger_")
+    assert (reg.as_token, reg.hs_token, reg.rate_limited, reg.receive_ephemeral) == ("AS", "HS", False, True)
+    with pytest.raises(RegistrationError, match="sender"):
+        parse_registration(REGISTRATION, bot="@other:hs.example", ghost_prefix="stranger_")
+    with pytest.raises(RegistrationError, match="namespace"):
+        parse_registration(REGISTRATION, bot="@sbbot:hs.example", ghost_prefix="ghost_")
+    with pytest.raises(RegistrationError, match="namespace"):
+        parse_registration(REGISTRATION.replace("true\n      regex", "false\n      regex"), bot="@sbbot:hs.example", ghost_prefix="stranger_")
+    with pytest.raises(RegistrationError, match="hs_token"):
+        parse_registration(REGISTRATION.replace("hs_token: HS", ""), bot="@sbbot:hs.example", ghost_prefix="stranger_")
+    a, b = ghost_id("stranger_", "hs.example"), ghost_id("stranger_", "hs.example")
+    assert a != b and any(p.fullmatch(a) for p in reg.users)
+
+
+@pytest.mark.parametrize(
+    ("header", "query", "want"),
+    [
+        ("Bearer HS", None, True),
+        ("Bearer HSx", None, False),
+        ("Bearer ", None, False),
+        ("Basic HS", None, None),
+        (None, "HS", True),
+        (None, "nope", False),
+        (None, None, None),
+    ],
+)
+def test_hs_token_check(header, query, want):
+    from plugins.matrix.appservice import bearer_ok
+
+    assert bearer_ok(header, query, "HS") is want
+
+
+def test_parse_transaction():
+    from plugins.matrix.appservice import parse_transaction
+
+    body = {
+        "events": [{"type": "m.room.message", "room_id": "!r", "event_id": "$1"}, {"no": "room"}, "junk"],
+        "de.sorunome.msc2409.ephemeral": [
+            {"type": "m.typing", "room_id": "!r", "content": {"user_ids": ["@a:x", 5]}},
+            {"type": "m.receipt", "room_id": "!r", "content": {}},
+        ],
+    }
+    pushed = parse_transaction(body)
+    assert [e["event_id"] for e in pushed.events] == ["$1"]
+    assert pushed.typing == (("!r", ("@a:x",)),)
+    assert parse_transaction({"ephemeral": [], "de.sorunome.msc2409.ephemeral": [{"type": "m.typing", "room_id": "!r", "content": {"user_ids": []}}]}).typing == ()
+    with pytest.raises(ValueError):
+        parse_transaction(["not", "an", "object"])
+
+
+def test_ghost_config_validation():
+    base = {"plugin": "matrix", "homeserver": "https://hs.example", "user_id": "@bot:hs.example"}
+    cfg = MatrixConfig(**base, appservice={"registration": "reg.yaml"})
+    assert cfg.appservice.listen == "127.0.0.1:9009" and cfg.appservice.ghost_prefix == "stranger_"
+    with pytest.raises(ValidationError, match="leave out access_token"):
+        MatrixConfig(**base, access_token="t", appservice={"registration": "reg.yaml"})
+    with pytest.raises(ValidationError, match="host:port"):
+        MatrixConfig(**base, appservice={"registration": "reg.yaml", "listen": "9009"})
+    with pytest.raises(ValidationError, match="localpart"):
+        MatrixConfig(**base, appservice={"registration": "reg.yaml", "ghost_prefix": "Stranger "})
+    with pytest.raises(ValidationError):
+        MatrixConfig(**base, appservice={"registration": "reg.yaml", "unknown": 1})
+
+
+def test_render_ghost_message_plain_and_merged():
+    [c] = render.ghost_message("hi <b>x</b>\n@room")
+    assert render.wire(c, None) == {"msgtype": "m.text", "body": "hi <b>x</b>\n@room", "m.mentions": {}}
+    [d] = render.ghost_message("again")
+    merged = render.wire(render.merge([c, d]), None)
+    assert merged == {
+        "msgtype": "m.text",
+        "body": "hi <b>x</b>\n@room\nagain\n(2 messages arrived at once and were merged into one)",
+        "m.mentions": {},
+    }
+
+
+async def test_outbox_never_merges_across_ghosts_and_keeps_typing_per_ghost():
+    state = FakeState()
+    txn = TxnIds(state)
+    await txn.load()
+    sent: list[Entry] = []
+
+    async def send(rid, entry):
+        sent.append(entry)
+        return Sent(Sent.OK)
+
+    box = Outbox("!r", send, txn, 10_000, lambda rid: None)
+    box.limited = True  # as after a 429: consecutive messages would merge
+    for i, ghost in enumerate(["@g1", "@g1", "@g2", "@g2", "@g2"]):
+        [c] = render.ghost_message(f"m{i}")
+        box.put(Entry(content=c, txn=await txn.take(), sender=ghost))
+    box.put(Entry(typing=True, sender="@g1"))
+    box.put(Entry(typing=True, sender="@g2"))
+    await asyncio.wait_for(box.drain(), 5)
+    messages = [(e.sender, e.content["body"]) for e in sent if e.content is not None]
+    assert messages[0] == ("@g1", "m0\nm1\n(2 messages arrived at once and were merged into one)")
+    assert messages[1][0] == "@g2" and messages[1][1].startswith("m2\nm3\nm4\n(3 messages")
+    assert [(e.sender, e.typing) for e in sent if e.typing is not None] == [("@g1", True), ("@g2", True)]
