@@ -9,6 +9,7 @@ import secrets
 import time
 from collections import Counter
 
+from .nojs import notice_line
 from .render import worth_answering
 
 __all__ = ["Client", "Clients"]
@@ -20,9 +21,14 @@ ID_LENGTH = 32  # characters of token_urlsafe(ID_BYTES)
 class Client:
     """One client id: its room key, what it is waiting to be told, its open long poll."""
 
-    __slots__ = ("secret", "key", "address", "spy", "wants_likes", "queue", "waiter", "last_seen", "ended", "dropped")
+    __slots__ = (
+        "secret", "key", "address", "spy", "wants_likes", "queue", "waiter", "last_seen", "ended", "dropped",
+        "nojs", "chatting",
+    )
 
-    def __init__(self, secret: str, key: str, address: str, *, spy: bool, wants_likes: bool) -> None:
+    def __init__(
+        self, secret: str, key: str, address: str, *, spy: bool, wants_likes: bool, nojs: bool = False
+    ) -> None:
         self.secret = secret
         self.key = key  # room id and index key: a keyed hash of the secret, never the secret
         self.address = address
@@ -33,6 +39,8 @@ class Client:
         self.last_seen = time.monotonic()
         self.ended = False  # the chat's last event is queued; the id dies once it is fetched
         self.dropped = False  # the queue overflowed; the client is told once
+        self.nojs = nojs  # a no-JavaScript stream: the queue holds ["line", html] items
+        self.chatting = False  # connected to a stranger (no-JS: own messages are echoed only then)
 
     def wake(self) -> None:
         """Resolve the open long poll, if any, so it looks at the queue again."""
@@ -66,10 +74,10 @@ class Clients:
     def _key(self, secret: str) -> str:
         return hashlib.blake2b(secret.encode("utf-8", "replace"), key=self._salt, digest_size=16).hexdigest()
 
-    def create(self, address: str, *, spy: bool = False, wants_likes: bool = False) -> Client:
+    def create(self, address: str, *, spy: bool = False, wants_likes: bool = False, nojs: bool = False) -> Client:
         """A new client with a fresh secret id from `secrets`."""
         secret = secrets.token_urlsafe(ID_BYTES)
-        client = Client(secret, self._key(secret), address, spy=spy, wants_likes=wants_likes)
+        client = Client(secret, self._key(secret), address, spy=spy, wants_likes=wants_likes, nojs=nojs)
         self.by_key[client.key] = client
         self.sessions[address] += 1
         return client
@@ -107,7 +115,9 @@ class Clients:
         if not force and len(client.queue) + len(items) > self.max_queue:
             if not client.dropped:
                 client.dropped = True
-                client.queue.append(["serverMessage", "Too much at once: some events were not shown."])
+                text = "Too much at once: some events were not shown."
+                client.queue.append(["line", notice_line(text)] if client.nojs else ["serverMessage", text])
+                client.wake()
             return
         client.queue.extend(items)
         client.wake()

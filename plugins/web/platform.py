@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from bridge.abc import Platform
-from bridge.events import Connected, Disconnected, Event, Message, Room, StoppedTyping, Typing, Waiting
+from bridge.events import Connected, Disconnected, Event, Message, Reason, Room, StoppedTyping, Typing, Waiting
 
+from . import nojs
 from .clients import Client, Clients
 from .config import WebConfig, split_bind
 from .protocol import ProtocolError, client_address, parse_form, parse_start, status_payload
@@ -35,6 +36,13 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+# The no-JS page frames its own send form (srcdoc, then /nojs/send answers): same origin only.
+NOJS_PAGE_CSP = CSP.replace("default-src 'none';", "default-src 'none'; frame-src 'self';")
+NOJS_FORM_HEADERS = {
+    "Content-Security-Policy": CSP.replace("frame-ancestors 'none'", "frame-ancestors 'self'"),
+    "X-Frame-Options": "SAMEORIGIN",
+}
+NOJS_WAKE = 0.5  # seconds between checks that a no-JS stream's reader is still there
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -76,6 +84,7 @@ class WebPlatform(Platform):
     """Every Omegle-protocol client id is one room; the page at `/` is such a client."""
 
     Config = WebConfig
+    nojs_keepalive = 5.0  # seconds of silence after which a no-JS stream gets invisible filler
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -123,10 +132,25 @@ class WebPlatform(Platform):
             if client is None and isinstance(event, _ALIVE) and not self._closing:
                 self.submit(room, Disconnected())
             return
+        if client.nojs:
+            self._deliver_nojs(client, event)
+            return
         final = ends_chat(event)
         if final:
             client.ended = True
         self.clients.push(client, render(event, spy=client.spy, wants_likes=client.wants_likes), force=final)
+
+    def _deliver_nojs(self, client: Client, event: Event) -> None:
+        if isinstance(event, Connected):
+            client.chatting = True
+        final = nojs.ends_stream(event)
+        if final:
+            client.ended, client.chatting = True, False
+        items = [["line", line] for line in nojs.lines(event, spy=client.spy)]
+        if items:
+            self.clients.push(client, items, force=final)
+        elif final:
+            client.wake()
 
     async def flush(self) -> None:
         """Give clients that are polling a moment to fetch their last events (shutdown notices)."""
@@ -158,6 +182,9 @@ class WebPlatform(Platform):
         r.add_get("/healthz", self.on_healthz)
         r.add_get("/metrics", self.on_metrics)
         r.add_get("/favicon.ico", self.on_favicon)
+        r.add_post("/nojs/start", self.on_nojs_start)
+        r.add_get("/nojs/start", self.on_nojs_start, allow_head=False)
+        r.add_post("/nojs/send", self.on_nojs_send)
         for path in self._files:
             r.add_get(path, self.on_file)
         return app
@@ -167,7 +194,14 @@ class WebPlatform(Platform):
         """Origin policy (same origin, plus configured CORS origins), size and error answers,
         security headers on every response."""
         origin = request.headers.get("Origin")
-        allowed = origin is None or self._origin_allowed(origin, request)
+        # Browsers send `Origin: null` with form posts under our no-referrer policy; the no-JS
+        # forms accept it: /nojs/send acts only with the secret id, and a forged /nojs/start
+        # merely opens a chat in the sender's own window, as a link could.
+        allowed = (
+            origin is None
+            or (origin == "null" and request.path.startswith("/nojs/"))
+            or self._origin_allowed(origin, request)
+        )
         if not allowed:
             self._count("refused", "origin")
             response: web.StreamResponse = _fail(403)
@@ -197,7 +231,8 @@ class WebPlatform(Platform):
         if origin is not None and allowed and origin.lower() in self.config.cors_origins:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
-        response.headers.update(SECURITY_HEADERS)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)  # the no-JS pages set a framing-aware variant
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
@@ -400,6 +435,138 @@ class WebPlatform(Platform):
 
     async def on_favicon(self, request: web.Request) -> web.Response:
         return web.Response(status=204)  # no icon; spares browsers a logged 404
+
+    # ---- the no-JavaScript chat ----------------------------------------------------------------
+
+    async def on_nojs_start(self, request: web.Request) -> web.StreamResponse:
+        """POST (or GET) /nojs/start: a chat without JavaScript. The answer is one long-lived
+        `text/html` stream showing the whole chat; closing it means the user left."""
+        form = {k: request.query.getone(k) for k in request.query if k != "id"}
+        if request.method == "POST":
+            posted = await self._form(request)
+            form.update(posted)
+            old = self.clients.find(posted.get("id"))  # Next: end the chat this form came from
+            if old is not None and old.nojs:
+                self._leave_nojs(old)
+        chosen = nojs.settings(form)
+        try:
+            wanted = parse_start(nojs.start_params(form))
+        except ProtocolError as exc:
+            self._count("refused", "bad_request")
+            return self._nojs_html(nojs.error_page(f"Cannot start: {exc}."), 400)
+        address = self._address(request)
+        polls = self.clients.polls
+        refusal = self._nojs_refusal(address)
+        if refusal is not None:
+            return refusal
+        client = self.clients.create(address, spy=wanted.spy, nojs=True)
+        start = dataclasses.replace(wanted.start, user=f"web:{client.key[:16]}")
+        if not self.submit(self._room(client), start):
+            self.clients.forget(client)
+            return self._nojs_html(nojs.error_page("The server is busy; try again."), 503)
+        self._count("started", start.mode.value)
+        polls[address] += 1
+        response = web.StreamResponse(headers={**SECURITY_HEADERS, "Content-Security-Policy": NOJS_PAGE_CSP})
+        response.content_type = "text/html"
+        response.charset = "utf-8"
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each line on at once
+        try:
+            await response.prepare(request)
+            await self._write(response, nojs.page_head(client.secret, chosen, spy=client.spy))
+            await self._stream(request, response, client)
+            await self._write(response, nojs.end_of_page(chosen))
+            await response.write_eof()
+        except (ConnectionError, TimeoutError):
+            pass  # the reader went away (or stalled for client_timeout): it left the chat
+        finally:
+            polls[address] -= 1
+            if polls[address] <= 0:
+                del polls[address]
+            if not client.ended:
+                self.submit(self._room(client), Disconnected())
+            self.clients.forget(client)
+        return response
+
+    def _nojs_refusal(self, address: str) -> web.Response | None:
+        if self._closing:
+            return self._nojs_html(nojs.error_page("The server is shutting down."), 503)
+        if self.clients.sessions[address] >= self.config.max_sessions_per_address:
+            self._count("refused", "sessions_per_address")
+        elif self.clients.polls[address] >= self.config.max_polls_per_address:
+            self._count("refused", "polls_per_address")
+        elif len(self.clients) >= self.config.max_clients:
+            self._count("refused", "clients")
+            return self._nojs_html(nojs.error_page("The server is full; try again later."), 503)
+        else:
+            return None
+        return self._nojs_html(nojs.error_page("Too many chats from your address."), 429)
+
+    async def _stream(self, request: web.Request, response: web.StreamResponse, client: Client) -> None:
+        """Write the client's lines as they come, with filler when quiet, until its chat ends,
+        its reader leaves or the server closes."""
+        loop = asyncio.get_running_loop()
+        quiet_since, fills = loop.time(), 0
+        while not self._closing:
+            if client.queue:
+                await self._write(response, "".join(item[1] for item in client.take()))
+                quiet_since = loop.time()
+                continue
+            if client.ended or self.clients.get(client.key) is not client or _gone(request):
+                return
+            await self._wait(client, NOJS_WAKE)
+            client.last_seen = time.monotonic()
+            if not client.queue and loop.time() - quiet_since >= self.nojs_keepalive:
+                await self._write(response, nojs.filler(fills))
+                quiet_since, fills = loop.time(), fills + 1
+
+    async def _write(self, response: web.StreamResponse, text: str) -> None:
+        # A reader that stops reading blocks the write (bounded transport buffer): after
+        # client_timeout it counts as gone instead of holding the handler forever.
+        async with asyncio.timeout(self.config.client_timeout):
+            await response.write(text.encode("utf-8"))
+
+    def _leave_nojs(self, client: Client) -> None:
+        """Stop (or Next): end the chat, show it on the stream, which then closes."""
+        if client.ended:
+            return
+        self.submit(self._room(client), Disconnected())
+        client.ended, client.chatting = True, False
+        line = nojs.lines(Disconnected(reason=Reason.USER))
+        self.clients.push(client, [["line", text] for text in line], force=True)
+
+    async def on_nojs_send(self, request: web.Request) -> web.Response:
+        """POST /nojs/send (the form in the no-JS page's frame): id, action=send|stop, msg.
+        Answers the form again."""
+        form = await self._form(request)
+        chosen = nojs.settings(form)
+        client = self.clients.find(form.get("id"))
+        if client is None or not client.nojs:
+            self._count("refused", "unknown_id")
+            return self._nojs_html(nojs.send_form(None, chosen), 400)
+        client.last_seen = time.monotonic()
+        action = form.get("action") or "send"
+        if client.ended:
+            return self._nojs_html(nojs.send_form(None, chosen))
+        if action == "stop":
+            self._leave_nojs(client)
+            return self._nojs_html(nojs.send_form(None, chosen))
+        text = form.get("msg")
+        if action != "send" or text is None or client.spy:
+            self._count("refused", "bad_request")
+            return self._nojs_html(nojs.error_page("That form cannot do this."), 400)
+        if text.strip():
+            if not self.submit(self._room(client), Message(text)):
+                self._count("refused", "core")
+                return self._nojs_html(nojs.error_page("The server is busy; try again."), 503)
+            if client.chatting:
+                self.clients.push(client, [["line", nojs.own_line(text)]])
+        return self._nojs_html(nojs.send_form(client.secret, chosen, spy=client.spy))
+
+    def _nojs_html(self, body: str, status: int = 200) -> web.Response:
+        response = web.Response(text=body, status=status, content_type="text/html")
+        response.headers.update(NOJS_FORM_HEADERS)  # it may be shown in the no-JS page's frame
+        return response
 
     # ---- housekeeping ------------------------------------------------------------------------
 
