@@ -12,11 +12,15 @@ from .metrics import Metrics
 from .router import Router
 from .store import SQLiteStore, Store
 
-__all__ = ["Bridge"]
+__all__ = ["Bridge", "PlatformStartError"]
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 60.0  # seconds a platform may take to connect before sessions are resumed anyway
+
+
+class PlatformStartError(RuntimeError):
+    """A platform stopped before it became ready (a port in use, a bad token, ...)."""
 
 
 class Bridge:
@@ -31,6 +35,7 @@ class Bridge:
         self.router: Router | None = None
         self._tasks: list[asyncio.Task] = []
         self._started = False
+        self._ready_done = False  # after start-up a failing platform is logged, not fatal
 
     async def start(self) -> None:
         """Open the store, start backends and platforms, wait until platforms are ready, resume."""
@@ -56,12 +61,9 @@ class Bridge:
             self.router.attach(platform)
             self.platforms[name] = platform
             self._tasks.append(asyncio.get_running_loop().create_task(self._run_platform(platform), name=f"platform {name}"))
-        for platform in self.platforms.values():
-            try:
-                async with asyncio.timeout(READY_TIMEOUT):
-                    await platform.ready()
-            except TimeoutError:
-                log.warning("platform %s not ready after %.0f s; resuming sessions anyway", platform.name, READY_TIMEOUT)
+        for platform, runner in zip(self.platforms.values(), self._tasks):
+            await self._wait_ready(platform, runner)
+        self._ready_done = True
         records = await self.store.sessions()
         for platform in self.platforms.values():
             platform.rooms_active([r.room for r in records if r.room.platform == platform.name])
@@ -72,6 +74,19 @@ class Bridge:
             ", ".join(self.backends),
         )
 
+    async def _wait_ready(self, platform: Platform, runner: asyncio.Task) -> None:
+        ready = asyncio.get_running_loop().create_task(platform.ready())
+        done, _ = await asyncio.wait({ready, runner}, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:  # run() ended before the platform was ready: it cannot work
+            ready.cancel()
+            error = runner.exception() if not runner.cancelled() else None
+            raise PlatformStartError(f"platform {platform.name} failed to start: {error!r}")
+        if ready not in done:
+            ready.cancel()
+            log.warning("platform %s not ready after %.0f s; resuming sessions anyway", platform.name, READY_TIMEOUT)
+        elif ready.exception() is not None:
+            raise PlatformStartError(f"platform {platform.name} failed to start: {ready.exception()!r}")
+
     async def _run_platform(self, platform: Platform) -> None:
         try:
             await platform.run()
@@ -80,6 +95,9 @@ class Bridge:
         except Exception:
             log.exception("platform %s stopped with an error", platform.name)
             self.metrics.inc("errors", kind="platform")
+            if self._ready_done:
+                return
+            raise
 
     async def stop(self) -> None:
         """End every chat with a notice on each side, stop platforms and backends, close the store."""

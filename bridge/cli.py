@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .app import Bridge
+from .app import Bridge, PlatformStartError
 from .config import ConfigError, load_config
 from .logsetup import setup_logging
 from .store import StoreError
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
+EXIT_FAILURE = 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
+    except PlatformStartError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -78,3 +78,16 @@ def test_entry_point_plugins_are_found(tmp_path, monkeypatch):
 
     cfg = parse_config({"platforms": {"mine": {"plugin": "recorder"}}}, env=False)
     assert cfg.platform_classes["mine"].__name__ == "RecordingPlatform"
+
+
+def test_port_in_use_is_a_clear_failure_not_a_hang(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "STRANGER_BRIDGE_PLATFORMS__WEB__BIND": f"127.0.0.1:{port}"}
+        res = subprocess.run(
+            [sys.executable, "-m", "bridge", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+        )
+    assert res.returncode == 1
+    assert "platform web failed to start" in res.stderr
