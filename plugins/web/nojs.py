@@ -109,7 +109,8 @@ def send_form(secret: str | None, chosen: Settings, *, spy: bool = False, ended:
             ""
             if spy
             else '<label for="msg" class="hidden-label">Message</label>'
-            f'<input id="msg" name="msg" maxlength="{MAX_MESSAGE}" autocomplete="off" autofocus placeholder="Type a message">'
+            f'<input id="msg" name="msg" maxlength="{MAX_MESSAGE}" autocomplete="off" autofocus'
+            ' placeholder="Type a message">'
             '<button type="submit" name="action" value="send">Send</button>'
         )
         body = (

@@ -200,3 +200,23 @@ async def test_spy_without_javascript_watches_labelled_strangers(bridge, web, ht
     await spy.until('<b class="who">Stranger 1:</b> <bdi class="text">&lt;i&gt;cats&lt;/i&gt;</bdi>')
     assert (await spy.post(msg="x", action="send"))[0] == 400
     spy.close()
+
+
+def test_pure_rendering_escapes_everything_and_maps_the_start_form():
+    from bridge.events import Connected, Question, Typing, Waiting
+    from plugins.web import nojs
+
+    assert nojs.lines(Message("<b>x</b>", stranger='Str"anger <1>'), spy=True) == [
+        '<p class="line stranger"><b class="who">Str&quot;anger &lt;1&gt;:</b> <bdi class="text">&lt;b&gt;x&lt;/b&gt;</bdi></p>\n'
+    ]
+    assert nojs.lines(Typing()) == []
+    assert nojs.lines(Question("<q>")) == ['<p class="line notice">Question to discuss: &lt;q&gt;</p>\n']
+    assert "&lt;i&gt;" in nojs.lines(Connected(common_interests=("<i>",)))[0]
+    assert nojs.lines(Waiting())[0].startswith('<p class="line notice">')
+    assert nojs.start_params({"interests": " Cats, , JAZZ ", "ask": " "}) == {"lang": "en", "topics": '["Cats", " JAZZ"]'}
+    assert nojs.start_params({"ask": "Why?", "interests": "x"}) == {"lang": "en", "ask": "Why?"}
+    assert nojs.start_params({"wantsspy": "on"}) == {"lang": "en", "wantsspy": "1"}
+    form = nojs.send_form("A" * 32, {"interests": '"><script>'})
+    assert '<script>' not in form and 'value="&quot;&gt;&lt;script&gt;"' in form
+    assert 'name="msg"' not in nojs.send_form("A" * 32, {}, spy=True)
+    assert nojs.page_head("A" * 32, {}).count("<iframe") == 1 and "<script" not in nojs.page_head("A" * 32, {})
