@@ -42,6 +42,10 @@ class Router:
         self.closing = False
         self._default_backends = default_backends or {}
         self._background: set[asyncio.Task] = set()
+        # Until resume() has looked at the previous run's sessions, rooms queue their events but
+        # no session task runs: otherwise this run's new sessions could be taken for leftovers.
+        self._live = False
+        self._waiting: list[Session] = []
 
     # ---- wiring ------------------------------------------------------------------------------
 
@@ -87,8 +91,14 @@ class Router:
     def _open(self, room: Room) -> Session:
         session = Session(room, self)
         self.sessions[room] = session
-        session.task = asyncio.get_running_loop().create_task(session.run(), name=f"session {room}")
+        if self._live:
+            self._run(session)
+        else:
+            self._waiting.append(session)
         return session
+
+    def _run(self, session: Session) -> None:
+        session.task = asyncio.get_running_loop().create_task(session.run(), name=f"session {session.room}")
 
     def retire(self, session: Session) -> bool:
         """Called by an idle session's task before it exits; False if it must keep running."""
@@ -146,7 +156,20 @@ class Router:
 
     async def resume(self) -> tuple[int, int]:
         """Take up the sessions a previous run left: resumed where the backend can, else ended with
-        exactly one notice to the room (and a disconnect to the stranger). Returns (resumed, ended)."""
+        exactly one notice to the room (and a disconnect to the stranger). Returns (resumed, ended).
+
+        Called once by the daemon after the platforms are ready; session tasks start after it.
+        """
+        try:
+            return await self._resume()
+        finally:
+            self._live = True
+            waiting, self._waiting = self._waiting, []
+            for session in waiting:
+                if session.task is None:
+                    self._run(session)
+
+    async def _resume(self) -> tuple[int, int]:
         resumed = ended = 0
         for record in await self.store.sessions():
             backend = self.backends.get(record.backend)

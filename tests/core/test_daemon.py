@@ -148,3 +148,19 @@ def test_corrupt_state_file_is_a_clear_error(tmp_path):
     assert res.returncode == 2
     assert "not a stranger-bridge state file" in res.stderr
     assert state.read_bytes() == b"garbage" * 1000
+
+
+def test_events_that_arrive_during_startup_are_not_taken_for_leftovers(tmp_path):
+    # The platform hands in events before the daemon has looked at the previous run's sessions:
+    # those new sessions must be served, not "ended by a restart".
+    cfg = write_config(tmp_path)
+    user(tmp_path, "a", "Start")
+    user(tmp_path, "b", "Start")
+    proc = start_daemon(cfg, tmp_path)
+    try:
+        wait_until(lambda: ("Connected", None) in kinds(tmp_path, "a") and ("Connected", None) in kinds(tmp_path, "b"))
+        time.sleep(0.3)
+        assert not any(k[0] == "Disconnected" for r in "ab" for k in kinds(tmp_path, r))
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
