@@ -163,3 +163,10 @@ def test_example_config_documents_every_plugin_key():
                 if key == "backend":
                     continue
                 assert re.search(rf"^#? ?{key} =", table, re.M), f"[{section}.{name}] does not document {key}"
+
+
+def test_missing_token_names_the_key():
+    errs = errors_of({"platforms": {"discord": {"plugin": "discord"}}})
+    assert errs == ["platforms.discord.token: field required"]
+    errs = errors_of({"backends": {"omegle": {"plugin": "omegle"}}, "platforms": {"rec": {"plugin": REC}}})
+    assert errs == ["backends.omegle.servers: field required"]
