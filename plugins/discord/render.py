@@ -11,11 +11,11 @@ from bridge.texts import describe
 __all__ = [
     "ALLOWED_MENTIONS",
     "BUTTONS",
+    "EPHEMERAL",
     "LIMIT",
     "MAX_PARTS",
     "MERGE_MARKER",
     "SUPPRESS_EMBEDS",
-    "EPHEMERAL",
     "anonymise",
     "merge",
     "neutralise",

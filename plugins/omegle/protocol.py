@@ -26,8 +26,6 @@ from bridge.events import (
 from bridge.text import clean, cut
 
 __all__ = [
-    "RANDID_ALPHABET",
-    "SPY_LABELS",
     "AntinudeBanned",
     "CommonLikes",
     "ConnectionDied",
@@ -41,8 +39,10 @@ __all__ = [
     "OmegleTyping",
     "OmegleWaiting",
     "ProtocolError",
+    "RANDID_ALPHABET",
     "RecaptchaRejected",
     "RecaptchaRequired",
+    "SPY_LABELS",
     "ServerMessage",
     "SpyDisconnected",
     "SpyMessage",

@@ -9,18 +9,18 @@ from typing import Any
 from bridge.events import Message, StoppedTyping, Typing
 
 __all__ = [
-    "MAX_LINE",
-    "UCO_LENGTH",
     "Ack",
     "Bounced",
     "Comm",
     "Exit",
     "Ids",
+    "MAX_LINE",
     "Pair",
     "Ping",
     "ProtocolError",
     "ServerError",
     "ServerLine",
+    "UCO_LENGTH",
     "Unknown",
     "comm_line",
     "connect_line",
