@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 from pydantic import Field, field_validator
 
 from bridge.abc import Backend, Chat, PluginConfig
-from bridge.events import Connected, Disconnected, Event, Message, Reason, ServerNotice, Start, Waiting
+from bridge.chatstream import ChatEvents, close_writer
+from bridge.events import Connected, Event, Message, Reason, ServerNotice, Start, Waiting
 from bridge.text import split
 
 from .protocol import (
@@ -35,7 +35,6 @@ __all__ = ["PychatBackend", "PychatChat", "PychatConfig"]
 
 log = logging.getLogger(__name__)
 
-_END = None
 NOTHING_ASCII = "Your message was not sent: pychat carries only plain ASCII text, and nothing of it was left."
 SOME_DROPPED = "pychat carries only plain ASCII text: accents were removed and other characters left out."
 ANOTHER_JOINED = "Another person joined this pychat room (its rooms sometimes hold more than two)."
@@ -71,41 +70,34 @@ class PychatChat(Chat):
         self.config: PychatConfig = backend.config
         self.lock = backend.join_lock
         self.name = self.config.name
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self.queue = ChatEvents()
         self.framer = Framer()
         self.members: dict[str, str | None] = {}  # name → label shown ("Stranger 1") once several
         self.connected = False
-        self.final = False
         self.closed = False
         self.told_dropped = False
         self.writer: asyncio.StreamWriter | None = None
-        self.queue.put_nowait(Waiting())
+        self.queue.emit(Waiting())
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     # ---- the Chat interface ------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[Event]:
+    def events(self) -> AsyncIterator[Event]:
         """Waiting, Connected at another member's join line (or first words), messages, one final Disconnected."""
-        while True:
-            event = await self.queue.get()
-            if event is _END:
-                return
-            yield event
-            if type(event) is Disconnected and event.final:
-                return
+        return aiter(self.queue)
 
     async def send(self, event: Event) -> None:
         """Send a Message as `NAME: text` in ASCII; pychat has no typing indicator and no report."""
-        if type(event) is not Message or self.final or self.closed or self.writer is None:
+        if type(event) is not Message or self.queue.final or self.closed or self.writer is None:
             return
         text, dropped = to_ascii(event.text)  # type: ignore[union-attr]
         text = defuse(text, {self.name, *self.members}).strip()
         if not text:
-            self._emit(ServerNotice(NOTHING_ASCII))
+            self.queue.emit(ServerNotice(NOTHING_ASCII))
             return
         if dropped and not self.told_dropped:
             self.told_dropped = True
-            self._emit(ServerNotice(SOME_DROPPED))
+            self.queue.emit(ServerNotice(SOME_DROPPED))
         room = CHUNK - len(self.name) - 2  # one line per server read: it forwards 1,024 bytes at a time
         for part in split(text, room, 8):
             self.writer.write(message_line(self.name, part))
@@ -118,30 +110,11 @@ class PychatChat(Chat):
         self.closed = True
         if self.task is not asyncio.current_task():
             self.task.cancel()
-        writer = self.writer
-        if writer is not None:
-            with contextlib.suppress(Exception):
-                writer.write(quit_line(self.name))
-                async with asyncio.timeout(1.0):
-                    await writer.drain()
-            writer.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await writer.wait_closed()
-        self.queue.put_nowait(_END)
+        if self.writer is not None:
+            await close_writer(self.writer, quit_line(self.name))
+        self.queue.finish()
 
     # ---- joining -----------------------------------------------------------------------------
-
-    def _emit(self, event: Event) -> None:
-        if not self.final:
-            self.queue.put_nowait(event)
-            if type(event) is Disconnected:
-                self.final = True
-
-    def _end(self, notice: str | None, reason: str = Reason.ERROR) -> None:
-        if notice:
-            self._emit(ServerNotice(notice))
-        self._emit(Disconnected(reason=reason))
 
     async def _redirect(self) -> int:
         """Ask the redirect port for a room port; read it whole before closing."""
@@ -195,10 +168,10 @@ class PychatChat(Chat):
                 await asyncio.sleep(cfg.join_gap)
         except (OSError, TimeoutError, ProtocolError) as exc:
             log.info("pychat: could not join at %s:%s: %r", cfg.host, cfg.port, exc)
-            self._end("The pychat server could not be reached.")
+            self.queue.end("The pychat server could not be reached.")
             return
         try:
-            while not self.final:
+            while not self.queue.final:
                 if self.framer.pending:
                     try:
                         async with asyncio.timeout(cfg.framing_wait):
@@ -210,19 +183,19 @@ class PychatChat(Chat):
                     chunk = await reader.read(4 * CHUNK)
                 if not chunk:
                     self._on_segments(self.framer.flush())
-                    self._end("The pychat server closed the connection; the chat has ended.")
+                    self.queue.end("The pychat server closed the connection; the chat has ended.")
                     return
                 self._on_segments(self.framer.feed(chunk.decode("ascii", "replace")))
         except OSError as exc:
             log.info("pychat: connection lost: %r", exc)
-            self._end("The connection to the pychat server was lost; the chat has ended.")
+            self.queue.end("The connection to the pychat server was lost; the chat has ended.")
 
     # ---- reading -----------------------------------------------------------------------------
 
     def _connect(self) -> None:
         if not self.connected:
             self.connected = True
-            self._emit(Connected())
+            self.queue.emit(Connected())
 
     def _add_member(self, name: str) -> None:
         if name in self.members:
@@ -241,22 +214,22 @@ class PychatChat(Chat):
                     was = len(self.members)
                     self._add_member(name)
                     if self.connected and len(self.members) > was:
-                        self._emit(ServerNotice(ANOTHER_JOINED))
+                        self.queue.emit(ServerNotice(ANOTHER_JOINED))
                     self._connect()
                 case Left(name=name):
                     if not self.connected:
                         continue  # someone who was here before us left; the room takes a newcomer
                     self.members.pop(name, None)
                     if not self.members:
-                        self._end(None, Reason.STRANGER)
+                        self.queue.end(None, Reason.STRANGER)
                         return
-                    self._emit(ServerNotice(ONE_LEFT))
+                    self.queue.emit(ServerNotice(ONE_LEFT))
                 case Said(name=name, text=text):
                     if name not in self.members and self.members:
                         # Only a first speaker we never saw join is learnt from "NAME: " alone;
                         # later, an unknown "x: y" is text (the rest of a cut line, or a colon).
                         self._connect()
-                        self._emit(Message(segment))
+                        self.queue.emit(Message(segment))
                         continue
                     if name not in self.members:
                         self._add_member(name)
@@ -266,11 +239,11 @@ class PychatChat(Chat):
                             continue
                     self._connect()
                     if text.strip():
-                        self._emit(Message(text, self.members.get(name)))
+                        self.queue.emit(Message(text, self.members.get(name)))
                 case Text(text=text):
                     self._connect()
                     if text.strip():
-                        self._emit(Message(text))
+                        self.queue.emit(Message(text))
 
 
 class PychatBackend(Backend):

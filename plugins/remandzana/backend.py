@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 from yarl import URL
 
 from bridge.abc import Backend, Chat, PluginConfig
+from bridge.chatstream import ChatEvents
 from bridge.events import (
     Connected,
     Disconnected,
@@ -55,7 +56,6 @@ FORM_REFRESH = 12 * 3600.0  # seconds before the form is renewed from a /send an
 MAX_ANSWER = 64 * 1024  # a /send answer is a 2 KiB form page; read no more than this
 GROUP_LABELS = ("Stranger 1", "Stranger 2")  # who is Alice/Bob/Charlie is only known after our first line
 ASKER_LABELS = ("Alice", "Bob")  # what the asker's page calls the two discussers
-_END = None
 
 
 class RemandzanaConfig(PluginConfig):
@@ -105,8 +105,7 @@ class RemandzanaChat(Chat):
         self.start = start
         self.url = URL(self.config.url + path)
         self.asker = path == "/question/ask"
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        self.drained = asyncio.Event()  # set by the consumer when the queue is short again
+        self.queue = ChatEvents(low_water=QUEUE_LIMIT // 2)
         self.form: SendForm | None = None
         self.action: URL | None = None
         self.form_at = 0.0  # monotonic time the form was taken
@@ -115,31 +114,22 @@ class RemandzanaChat(Chat):
         self.left: set[str] = set()
         self.pending: collections.deque[str] = collections.deque(maxlen=64)  # texts whose echo is due
         self.asked = False
-        self.final = False
         self.closed = False
         self.garbage = 0
         self.response: aiohttp.ClientResponse | None = None
         self._backend = backend
-        self.queue.put_nowait(Waiting())
+        self.queue.emit(Waiting())
         self.task = asyncio.get_running_loop().create_task(self._read())
 
     # ---- the Chat interface ------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[Event]:
+    def events(self) -> AsyncIterator[Event]:
         """Waiting, Connected, lines as they come, then one final Disconnected."""
-        while True:
-            event = await self.queue.get()
-            if self.queue.qsize() <= QUEUE_LIMIT // 2:
-                self.drained.set()
-            if event is _END:
-                return
-            yield event
-            if type(event) is Disconnected and event.final:
-                return
+        return aiter(self.queue)
 
     async def send(self, event: Event) -> None:
         """Post a Message; remandzana has no typing indicator and no report, so those are ignored."""
-        if type(event) is not Message or self.final or self.closed:
+        if type(event) is not Message or self.queue.final or self.closed:
             return
         if self.form is None or self.action is None or self.room is Kind.PAIRED_ASKER:
             self._emit(ServerNotice("Your message was not delivered: the chat is not open for writing."))
@@ -155,8 +145,7 @@ class RemandzanaChat(Chat):
         with contextlib.suppress(ValueError):
             self.pending.remove(text)
         if status == 403:
-            self._emit(ServerNotice("The remandzana server refused your message (HTTP 403); the chat has ended."))
-            self._finish(Disconnected(reason=Reason.REFUSED))
+            self._end("The remandzana server refused your message (HTTP 403); the chat has ended.", Reason.REFUSED)
         elif status == 413:
             self._emit(ServerNotice("Your message was not delivered: the server refused its length (HTTP 413)."))
         elif status is None:
@@ -173,7 +162,7 @@ class RemandzanaChat(Chat):
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
         self._close_stream()
-        self.queue.put_nowait(_END)
+        self.queue.finish()
         self._backend.chats.discard(self)
 
     # ---- the stream --------------------------------------------------------------------------
@@ -185,7 +174,7 @@ class RemandzanaChat(Chat):
             raise
         except Exception:  # a bug here must end this chat, never the daemon
             log.exception("remandzana: stream reader failed")
-            self._finish(Disconnected(reason=Reason.ERROR))
+            self._end(None)
         finally:
             self._close_stream()
 
@@ -196,44 +185,37 @@ class RemandzanaChat(Chat):
                 self.response = await self.http.get(self.url, allow_redirects=False, headers={"Accept": "text/html"})
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.info("remandzana: cannot open %s: %r", self.url.path, exc)
-            self._emit(ServerNotice("The remandzana server cannot be reached."))
-            self._finish(Disconnected(reason=Reason.ERROR))
+            self._end("The remandzana server cannot be reached.")
             return
         status = self.response.status
         if status != 200:
             log.info("remandzana: %s answered HTTP %s", self.url.path, status)
-            self._emit(ServerNotice(f"The remandzana server answered HTTP {status}."))
-            self._finish(Disconnected(reason=Reason.REFUSED if 400 <= status < 500 else Reason.ERROR))
+            self._end(f"The remandzana server answered HTTP {status}.", Reason.REFUSED if 400 <= status < 500 else Reason.ERROR)
             return
         parser = StreamParser()
         content = self.response.content
-        while not self.final:
+        while not self.queue.final:
             if self.queue.qsize() >= QUEUE_LIMIT:  # a flood: stop reading until the session catches up
-                self.drained.clear()
-                await self.drained.wait()
+                await self.queue.drained()
                 continue
             try:
                 # The server writes filler every 0.5-6 s, so silence means a dead connection.
                 async with asyncio.timeout(cfg.heartbeat_timeout):
                     data = await content.read(READ_SIZE)
             except TimeoutError:
-                self._emit(ServerNotice(f"The remandzana server sent nothing for {cfg.heartbeat_timeout:g} s."))
-                self._finish(Disconnected(reason=Reason.ERROR))
+                self._end(f"The remandzana server sent nothing for {cfg.heartbeat_timeout:g} s.")
                 return
             except (aiohttp.ClientError, OSError) as exc:
                 log.info("remandzana: stream failed: %r", exc)
-                self._finish(Disconnected(reason=Reason.ERROR))
+                self._end(None)
                 return
             if not data:  # the server ended the page without saying anyone left
-                if not parser.started:
-                    self._emit(ServerNotice("The server did not send a remandzana chat page (it ended early)."))
-                self._finish(Disconnected(reason=Reason.ERROR))
+                self._end(None if parser.started else "The server did not send a remandzana chat page (it ended early).")
                 return
             try:
                 items = parser.feed(data)
             except ProtocolError as exc:
-                self._emit(ServerNotice(f"The server did not send a remandzana chat page ({exc})."))
-                self._finish(Disconnected(reason=Reason.ERROR))
+                self._end(f"The server did not send a remandzana chat page ({exc}).")
                 return
             for item in items:
                 await self._on_item(item)
@@ -265,8 +247,7 @@ class RemandzanaChat(Chat):
             case Kind.ASK_WAITING:
                 await self._ask()
             case Kind.ASK_REJECTED:
-                self._emit(ServerNotice(line.text))
-                self._finish(Disconnected(reason=Reason.REFUSED))
+                self._end(line.text, Reason.REFUSED)
             case Kind.PAIRED_TWO:
                 self._paired(found.kind, Connected())
             case Kind.PAIRED_THREE:
@@ -295,17 +276,15 @@ class RemandzanaChat(Chat):
             self.left.add(who)
             # The room lives while two remain; after the second leave the server ends our page.
             self._emit(Disconnected(stranger=who, reason=Reason.STRANGER, final=len(self.left) >= 2))
-            if len(self.left) >= 2:
-                self.final = True
         elif self.room is Kind.PAIRED_DISCUSS and who == "OP":
             self._emit(ServerNotice("The person who asked the question left; the discussion goes on."))
         elif self.room is Kind.PAIRED_ASKER:
             # One discusser alone has nobody to discuss with: the watch is over.
-            self._finish(Disconnected(stranger=who, reason=Reason.STRANGER))
+            self._end(None, Reason.STRANGER, stranger=who)
         elif self.room is Kind.PAIRED_GLOBAL:
             self._emit(ServerNotice(text))
         else:
-            self._finish(Disconnected(reason=Reason.STRANGER))
+            self._end(None, Reason.STRANGER)
 
     def _on_chat(self, sender: str, text: str) -> None:
         if is_own(sender):
@@ -326,13 +305,11 @@ class RemandzanaChat(Chat):
         self.asked = True
         question = (self.start.question or "").strip()
         if not question or self.form is None or not self.form.setup:
-            self._emit(ServerNotice("The server wants a question, but there is none to ask."))
-            self._finish(Disconnected(reason=Reason.REFUSED))
+            self._end("The server wants a question, but there is none to ask.", Reason.REFUSED)
             return
         status = await self._post(question[:MAX_MESSAGE])
         if status != 200:  # a rejected question is told on the stream; this is a refused request
-            self._emit(ServerNotice(f"The remandzana server did not take the question (HTTP {status or 'timeout'})."))
-            self._finish(Disconnected(reason=Reason.REFUSED))
+            self._end(f"The remandzana server did not take the question (HTTP {status or 'timeout'}).", Reason.REFUSED)
 
     async def _post(self, message: str) -> int | None:
         """POST /send; the status, or None when the server did not answer in time."""
@@ -357,12 +334,12 @@ class RemandzanaChat(Chat):
     # ---- output ------------------------------------------------------------------------------
 
     def _emit(self, event: Event) -> None:
-        if not self.final and not self.closed:
-            self.queue.put_nowait(event)
+        if not self.closed:  # aclose() finishes the queue only once the reader stopped
+            self.queue.emit(event)
 
-    def _finish(self, event: Disconnected) -> None:
-        self._emit(event)
-        self.final = True
+    def _end(self, notice: str | None, reason: str = Reason.ERROR, stranger: str | None = None) -> None:
+        if not self.closed:
+            self.queue.end(notice, reason, stranger)
         self._close_stream()
 
     def _close_stream(self) -> None:

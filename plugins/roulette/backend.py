@@ -13,12 +13,11 @@ from collections.abc import AsyncIterator
 from pydantic import Field, field_validator
 
 from bridge.abc import Backend, Chat, PluginConfig
+from bridge.chatstream import ChatEvents, close_writer
 from bridge.events import (
     Connected,
-    Disconnected,
     Event,
     Message,
-    Reason,
     ServerNotice,
     Start,
     StoppedTyping,
@@ -54,7 +53,6 @@ log = logging.getLogger(__name__)
 
 LINE_BUDGET = MAX_LINE - 768  # room under the server's limit for a merged line
 MERGE_NOTICE_EVERY = 10.0  # seconds between two "sent together" notices
-_END = None
 
 NEW_STRANGER = "You have a new stranger (the server re-pairs everyone every 30 s)."
 NOT_DELIVERED = "Your message was not delivered: nobody is paired with you right now (the server re-pairs every 30 s)."
@@ -115,9 +113,8 @@ class RouletteChat(Chat):
             session=secrets.token_hex(6),
             nonce=secrets.token_hex(6),
         )
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self.queue = ChatEvents()
         self.partner: str | None = None
-        self.final = False
         self.closed = False
         self.writer: asyncio.StreamWriter | None = None
         # Outgoing: pongs jump the queue; ("text", str) and ("typing", bool) items wait for the rate.
@@ -128,24 +125,18 @@ class RouletteChat(Chat):
         self.wake = asyncio.Event()
         self.bucket = _Bucket(config.max_lines_per_second, config.burst)
         self.write_task: asyncio.Task | None = None
-        self.queue.put_nowait(Waiting())
+        self.queue.emit(Waiting())
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     # ---- the Chat interface ------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[Event]:
+    def events(self) -> AsyncIterator[Event]:
         """Waiting, Connected at the first pair, messages and notices, then one final Disconnected."""
-        while True:
-            event = await self.queue.get()
-            if event is _END:
-                return
-            yield event
-            if type(event) is Disconnected and event.final:
-                return
+        return aiter(self.queue)
 
     async def send(self, event: Event) -> None:
         """Queue a Message, Typing or StoppedTyping; the writer sends it within the line rate."""
-        if self.final or self.closed:
+        if self.queue.final or self.closed:
             return
         kind = type(event)
         if kind is Message:
@@ -166,28 +157,10 @@ class RouletteChat(Chat):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         if writer is not None:
-            with contextlib.suppress(Exception):
-                writer.write(exit_line(self.ids))
-                async with asyncio.timeout(1.0):
-                    await writer.drain()
-            writer.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await writer.wait_closed()
-        self.queue.put_nowait(_END)
+            await close_writer(writer, exit_line(self.ids))
+        self.queue.finish()
 
     # ---- reading -----------------------------------------------------------------------------
-
-    def _emit(self, event: Event) -> None:
-        if not self.final:
-            self.queue.put_nowait(event)
-            if type(event) is Disconnected:
-                self.final = True
-
-    def _end(self, notice: str | None, reason: str = Reason.ERROR) -> None:
-        if notice:
-            self._emit(ServerNotice(notice))
-        self._emit(Disconnected(reason=reason))
 
     async def _run(self) -> None:
         cfg = self.config
@@ -201,24 +174,24 @@ class RouletteChat(Chat):
                     pass  # a ping may come before the ack; the pong waits until we are registered
         except (OSError, TimeoutError, ProtocolError, EOFError) as exc:
             log.info("roulette: could not register at %s:%s: %r", cfg.host, cfg.port, exc)
-            self._end("The chat-roulette server could not be reached.")
+            self.queue.end("The chat-roulette server could not be reached.")
             return
         self.write_task = asyncio.get_running_loop().create_task(self._write_loop(writer))
         try:
-            while not self.final:
+            while not self.queue.final:
                 try:
                     async with asyncio.timeout(cfg.heartbeat_timeout):
                         raw = await self._readline(reader)
                 except TimeoutError:
-                    self._end("The chat-roulette server stopped answering; the chat has ended.")
+                    self.queue.end("The chat-roulette server stopped answering; the chat has ended.")
                     break
                 self._on_line(parse_line(raw))
         except ProtocolError:
             log.info("roulette: unreadable line from the server")
-            self._end("The chat-roulette server sent something unreadable; the chat has ended.")
+            self.queue.end("The chat-roulette server sent something unreadable; the chat has ended.")
         except (OSError, EOFError, ValueError) as exc:  # ValueError: a line over the reader's limit
             log.info("roulette: connection lost: %r", exc)
-            self._end(None)
+            self.queue.end(None)
         finally:
             if self.write_task is not None:
                 self.write_task.cancel()
@@ -237,22 +210,22 @@ class RouletteChat(Chat):
                 self.wake.set()
             case Pair(uco=uco):
                 if self.partner is None:
-                    self._emit(Connected())
+                    self.queue.emit(Connected())
                 elif uco != self.partner:
-                    self._emit(StoppedTyping())  # whatever the last one was doing is over
-                    self._emit(ServerNotice(NEW_STRANGER))
+                    self.queue.emit(StoppedTyping())  # whatever the last one was doing is over
+                    self.queue.emit(ServerNotice(NEW_STRANGER))
                 self.partner = uco
             case Comm(data=data):
                 event = decode_payload(data)
                 if event is not None:
-                    self._emit(event)
+                    self.queue.emit(event)
             case Bounced(kind=kind):
                 if kind == TYPE_MESSAGE:
-                    self._emit(ServerNotice(NOT_DELIVERED))
+                    self.queue.emit(ServerNotice(NOT_DELIVERED))
             case ServerError(text=text):
                 log.info("roulette: server error %r", text[:200])
             case Exit():
-                self._end("The chat-roulette server closed the connection; the chat has ended.")
+                self.queue.end("The chat-roulette server closed the connection; the chat has ended.")
             case _:
                 pass  # ack repeats, unknown objects: nothing to show
 
@@ -286,7 +259,7 @@ class RouletteChat(Chat):
                 await writer.drain()
                 if merged > 1 and time.monotonic() - self.merge_told > MERGE_NOTICE_EVERY:
                     self.merge_told = time.monotonic()  # one notice per burst, not one per merged line
-                    self._emit(
+                    self.queue.emit(
                         ServerNotice(
                             f"You wrote faster than the chat-roulette server accepts, so {merged} messages "
                             "were sent to the stranger together as one (and so on while you keep this pace)."
