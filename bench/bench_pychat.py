@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bench.common import emit, median, percentile
-from bridge.abc import Platform, PluginConfig
+from bench.common import Path, Sink, emit_added_latency, interleaved_latencies
 from bridge.app import Bridge
 from bridge.config import parse_config
 from bridge.events import Connected, Message, Room, Start
@@ -19,26 +18,6 @@ SAMPLES = 300
 GAP = 0.03  # the three paths take turns; each message travels alone (no merged chunks)
 
 
-class _Sink(Platform):
-    """Stamps the arrival of every message."""
-
-    Config = PluginConfig
-
-    def __init__(self, *a, **kw) -> None:
-        super().__init__(*a, **kw)
-        self.arrived: dict[str, float] = {}
-        self.connected: set[Room] = set()
-
-    async def run(self) -> None:
-        await asyncio.Event().wait()
-
-    async def deliver(self, room: Room, event) -> None:
-        if type(event) is Message:
-            self.arrived[event.text] = time.perf_counter()
-        elif type(event) is Connected:
-            self.connected.add(room)
-
-
 async def _join(server: PychatServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     port = int(await reader.read(5))
@@ -48,28 +27,29 @@ async def _join(server: PychatServer) -> tuple[asyncio.StreamReader, asyncio.Str
     return pair
 
 
-async def _raw(server: PychatServer):
+async def _raw(server: PychatServer) -> Path:
     """Two bare members of one room: the server's own latency."""
-    arrived: dict[str, float] = {}
+    path = Path()
     _, a = await _join(server)
     rb, b = await _join(server)
 
     async def read() -> None:
         while chunk := await rb.read(4096):
-            arrived[chunk.decode().removeprefix("raw: ")] = time.perf_counter()
+            path.arrived[chunk.decode().removeprefix("raw: ")] = time.perf_counter()
 
     task = asyncio.create_task(read())
 
     async def send(token: str) -> None:
         a.write(f"raw: {token}".encode())
 
-    return send, arrived, [task.cancel, a.close, b.close]
+    path.send, path.cleanup = send, [task.cancel, a.close, b.close]
+    return path
 
 
-async def _chats(server: PychatServer):
+async def _chats(server: PychatServer) -> Path:
     """Two PychatChat objects, no router."""
     backend = PychatBackend("p", PychatConfig(plugin="pychat", host="127.0.0.1", port=server.port, join_gap=0.05))
-    arrived: dict[str, float] = {}
+    path = Path()
     a = await backend.connect(Start())
     b = await backend.connect(Start())
     connected = asyncio.Event()
@@ -79,7 +59,7 @@ async def _chats(server: PychatServer):
             if type(event) is Connected and mark:
                 connected.set()
             elif type(event) is Message:
-                arrived[event.text] = time.perf_counter()
+                path.arrived[event.text] = time.perf_counter()
 
     tasks = [asyncio.create_task(read(a, True)), asyncio.create_task(read(b, False))]
     await asyncio.wait_for(connected.wait(), 10)
@@ -88,11 +68,13 @@ async def _chats(server: PychatServer):
     async def send(token: str) -> None:
         await a.send(Message(token))
 
-    return send, arrived, [t.cancel for t in tasks]
+    path.send, path.cleanup = send, [t.cancel for t in tasks]
+    return path
 
 
-async def _router(bridge: Bridge):
-    sink: _Sink = bridge.platforms["sink"]  # type: ignore[assignment]
+async def _router(bridge: Bridge) -> Path:
+    sink: Sink = bridge.platforms["sink"]  # type: ignore[assignment]
+    path = Path(sink.arrived)
     a, b = Room("sink", "a"), Room("sink", "b")
     sink.submit(a, Start())
     sink.submit(b, Start())
@@ -104,7 +86,8 @@ async def _router(bridge: Bridge):
     async def send(token: str) -> None:
         sink.submit(a, Message(token))
 
-    return send, sink.arrived, []
+    path.send = send
+    return path
 
 
 async def _main() -> None:
@@ -113,7 +96,7 @@ async def _main() -> None:
     config = parse_config(
         {
             "bridge": {"default_backend": "p", "user_rate": 100.0, "user_burst": 100, "stranger_rate": 100.0, "stranger_burst": 100},
-            "platforms": {"sink": {"plugin": "bench.bench_pychat:_Sink"}},
+            "platforms": {"sink": {"plugin": "bench.common:Sink"}},
             "backends": {"p": {"plugin": "pychat", "host": "127.0.0.1", "port": server.port, "join_gap": 0.05}},
         },
         env=False,
@@ -121,43 +104,10 @@ async def _main() -> None:
     try:
         async with Bridge(config, store=MemoryStore()) as bridge:
             paths = {"raw": await _raw(server), "chat": await _chats(server), "room": await _router(bridge)}
-            await asyncio.sleep(0.3)
-            sent: dict[str, dict[str, float]] = {name: {} for name in paths}
-            for n in range(SAMPLES):  # the paths take turns, so machine noise falls on all alike
-                for name, (send, _, _) in paths.items():
-                    token = f"{name}{n}"
-                    sent[name][token] = time.perf_counter()
-                    await send(token)
-                    await asyncio.sleep(GAP)
-            await asyncio.sleep(0.3)
-            lat = {
-                name: [arrived[t] - at for t, at in sent[name].items() if t in arrived]
-                for name, (_, arrived, _) in paths.items()
-            }
-            for _, _, cleanup in paths.values():
-                for undo in cleanup:
-                    undo()
+            lat = await interleaved_latencies(paths, SAMPLES, GAP, settle=0.3)
     finally:
         await server.stop()
-    ms = 1000.0
-    raw, chats, routed = lat["raw"], lat["chat"], lat["room"]
-    for name, values in (("server", raw), ("backend", chats), ("routed", routed)):
-        emit(
-            f"pychat_{name}_latency_p99",
-            percentile(values, 99) * ms,
-            "ms",
-            median=round(median(values) * ms, 3),
-            samples=len(values),
-            lost=SAMPLES - len(values),
-        )
-    emit("pychat_backend_added_p99", (percentile(chats, 99) - percentile(raw, 99)) * ms, "ms", target="<= 1 ms")
-    emit(
-        "pychat_routed_added_p99",
-        (percentile(routed, 99) - percentile(raw, 99)) * ms,
-        "ms",
-        target="<= 1 ms",
-        note="room to room through the router: the core sessions on both ends included",
-    )
+    emit_added_latency("pychat", lat, SAMPLES)
 
 
 def main() -> None:

@@ -7,8 +7,7 @@ import asyncio
 import json
 import time
 
-from bench.common import emit, median, percentile
-from bridge.abc import Platform, PluginConfig
+from bench.common import Path, Sink, emit_added_latency, interleaved_latencies
 from bridge.app import Bridge
 from bridge.config import parse_config
 from bridge.events import Connected, Message, Room, Start
@@ -20,38 +19,9 @@ SAMPLES = 300
 GAP = 0.05  # the three paths take turns: 6.7 messages/s each, + 1 pong/s, under 8 lines/s: no merging
 
 
-class _Sink(Platform):
-    """Stamps the arrival of every message in a dict the bench reads."""
-
-    Config = PluginConfig
-
-    def __init__(self, *a, **kw) -> None:
-        super().__init__(*a, **kw)
-        self.arrived: dict[str, float] = {}
-        self.connected: set[Room] = set()
-
-    async def run(self) -> None:
-        await asyncio.Event().wait()
-
-    async def deliver(self, room: Room, event) -> None:
-        if type(event) is Message:
-            self.arrived[event.text] = time.perf_counter()
-        elif type(event) is Connected:
-            self.connected.add(room)
-
-
-class _Path:
-    """One way of carrying a message from A to B: `send(token)` and the arrival times."""
-
-    def __init__(self) -> None:
-        self.arrived: dict[str, float] = {}
-        self.send = None  # set up below
-        self.cleanup: list = []
-
-
-async def _raw(port: int) -> _Path:
+async def _raw(port: int) -> Path:
     """Two bare clients that pong every ping: the server's own latency."""
-    path = _Path()
+    path = Path()
     paired = asyncio.Event()
 
     async def client(uco: str) -> asyncio.StreamWriter:
@@ -85,9 +55,9 @@ async def _raw(port: int) -> _Path:
     return path
 
 
-async def _chats(port: int) -> _Path:
+async def _chats(port: int) -> Path:
     """Two RouletteChat objects, no router: what the backend itself adds."""
-    path = _Path()
+    path = Path()
     backend = RouletteBackend("r", RouletteConfig(plugin="roulette", host="127.0.0.1", port=port))
     a = await backend.connect(Start())
     b = await backend.connect(Start())
@@ -111,10 +81,10 @@ async def _chats(port: int) -> _Path:
     return path
 
 
-async def _router(bridge: Bridge) -> _Path:
+async def _router(bridge: Bridge) -> Path:
     """Two rooms of a bridge, paired by the server: user submit to the other room's deliver."""
-    path = _Path()
-    sink: _Sink = bridge.platforms["sink"]  # type: ignore[assignment]
+    path = Path()
+    sink: Sink = bridge.platforms["sink"]  # type: ignore[assignment]
     path.arrived = sink.arrived
     a, b = Room("sink", "a"), Room("sink", "b")
     sink.submit(a, Start())
@@ -135,7 +105,7 @@ def _bridge_config(port: int):
         {
             # The core's own per-user and per-stranger rates would drop some of 6.7 messages/s.
             "bridge": {"default_backend": "r", "user_rate": 100.0, "user_burst": 100, "stranger_rate": 100.0, "stranger_burst": 100},
-            "platforms": {"sink": {"plugin": "bench.bench_roulette:_Sink"}},
+            "platforms": {"sink": {"plugin": "bench.common:Sink"}},
             "backends": {"r": {"plugin": "roulette", "host": "127.0.0.1", "port": port}},
         },
         env=False,
@@ -152,44 +122,10 @@ async def _main() -> None:
     try:
         async with Bridge(_bridge_config(port), store=MemoryStore()) as bridge:
             paths = {"raw": await _raw(port), "chat": await _chats(port), "room": await _router(bridge)}
-            await asyncio.sleep(0.3)
-            sent: dict[str, dict[str, float]] = {name: {} for name in paths}
-            # The three paths take turns, so machine noise falls on all of them alike.
-            for n in range(SAMPLES):
-                for name, path in paths.items():
-                    token = f"{name}{n}"
-                    sent[name][token] = time.perf_counter()
-                    await path.send(token)
-                    await asyncio.sleep(GAP)
-            await asyncio.sleep(0.5)
-            lat = {
-                name: [path.arrived[t] - at for t, at in sent[name].items() if t in path.arrived]
-                for name, path in paths.items()
-            }
-            for path in paths.values():
-                for undo in path.cleanup:
-                    undo()
+            lat = await interleaved_latencies(paths, SAMPLES, GAP, settle=0.5)
     finally:
         await server.stop()
-    ms = 1000.0
-    raw, chats, routed = lat["raw"], lat["chat"], lat["room"]
-    for name, values in (("server", raw), ("backend", chats), ("routed", routed)):
-        emit(
-            f"roulette_{name}_latency_p99",
-            percentile(values, 99) * ms,
-            "ms",
-            median=round(median(values) * ms, 3),
-            samples=len(values),
-            lost=SAMPLES - len(values),
-        )
-    emit("roulette_backend_added_p99", (percentile(chats, 99) - percentile(raw, 99)) * ms, "ms", target="<= 1 ms")
-    emit(
-        "roulette_routed_added_p99",
-        (percentile(routed, 99) - percentile(raw, 99)) * ms,
-        "ms",
-        target="<= 1 ms",
-        note="room to room through the router: the core sessions on both ends included",
-    )
+    emit_added_latency("roulette", lat, SAMPLES)
 
 
 def main() -> None:

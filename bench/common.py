@@ -1,10 +1,16 @@
-"""Helpers shared by the benchmarks: JSON figure lines and percentiles."""
+"""Helpers shared by the benchmarks: JSON figure lines, percentiles and interleaved latency runs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import resource
 import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+from bridge.abc import Platform, PluginConfig
+from bridge.events import Connected, Message, Room
 
 
 def emit(name: str, value: float, unit: str, target: str | None = None, **extra: object) -> None:
@@ -34,3 +40,76 @@ def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
     return pages * resource.getpagesize()
+
+
+class Sink(Platform):
+    """A platform that stamps the arrival of every message (plugin "bench.common:Sink")."""
+
+    Config = PluginConfig
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.arrived: dict[str, float] = {}
+        self.connected: set[Room] = set()
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def deliver(self, room: Room, event) -> None:
+        if type(event) is Message:
+            self.arrived[event.text] = time.perf_counter()
+        elif type(event) is Connected:
+            self.connected.add(room)
+
+
+class Path:
+    """One way of carrying a message from A to B: `send(token)`, the arrival times, and what undoes it."""
+
+    def __init__(self, arrived: dict[str, float] | None = None) -> None:
+        self.arrived: dict[str, float] = {} if arrived is None else arrived
+        self.send: Callable[[str], Awaitable[None]] | None = None
+        self.cleanup: list[Callable[[], object]] = []
+
+
+async def interleaved_latencies(paths: dict[str, Path], samples: int, gap: float, settle: float) -> dict[str, list[float]]:
+    """Send `samples` tokens along every path, the paths taking turns `gap` seconds apart (so machine
+    noise falls on all of them alike); wait `settle` s, undo the paths, and return per path the
+    seconds each token that arrived took."""
+    await asyncio.sleep(0.3)
+    sent: dict[str, dict[str, float]] = {name: {} for name in paths}
+    for n in range(samples):
+        for name, path in paths.items():
+            assert path.send is not None
+            token = f"{name}{n}"
+            sent[name][token] = time.perf_counter()
+            await path.send(token)
+            await asyncio.sleep(gap)
+    await asyncio.sleep(settle)
+    lat = {name: [path.arrived[t] - at for t, at in sent[name].items() if t in path.arrived] for name, path in paths.items()}
+    for path in paths.values():
+        for undo in path.cleanup:
+            undo()
+    return lat
+
+
+def emit_added_latency(prefix: str, lat: dict[str, list[float]], samples: int) -> None:
+    """The figures of a "raw" / "chat" / "room" run: p99 of each path, and what backend and router add."""
+    ms = 1000.0
+    raw, chats, routed = lat["raw"], lat["chat"], lat["room"]
+    for name, values in (("server", raw), ("backend", chats), ("routed", routed)):
+        emit(
+            f"{prefix}_{name}_latency_p99",
+            percentile(values, 99) * ms,
+            "ms",
+            median=round(median(values) * ms, 3),
+            samples=len(values),
+            lost=samples - len(values),
+        )
+    emit(f"{prefix}_backend_added_p99", (percentile(chats, 99) - percentile(raw, 99)) * ms, "ms", target="<= 1 ms")
+    emit(
+        f"{prefix}_routed_added_p99",
+        (percentile(routed, 99) - percentile(raw, 99)) * ms,
+        "ms",
+        target="<= 1 ms",
+        note="room to room through the router: the core sessions on both ends included",
+    )
