@@ -676,6 +676,13 @@ class DiscordPlatform(Platform):
                 next_follows = info is not None and info.restarting and reason == Reason.USER
                 if info is not None and not next_follows:
                     self._end(info, box)
+            case Disconnected(stranger=label):
+                # One member left a group: the core drops their typing without a StoppedTyping,
+                # so their indicator would otherwise be refreshed here until the whole chat ends.
+                box.typing_stop(label)
+                payload = render.notice_payload(event)
+                if payload:
+                    box.put_payload(payload)
             case _:
                 if isinstance(event, Waiting | Connected) and info is not None:
                     info.restarting = False
