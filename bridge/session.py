@@ -414,7 +414,8 @@ class Session:
                     await self._finish(dataclasses.replace(event, final=True, reason=event.reason or Reason.STRANGER))
                 else:
                     self.strangers = remaining
-                    self.stranger_typing.pop(label, None)
+                    if self.stranger_typing.pop(label, None) is not None:
+                        await self.deliver(StoppedTyping(label))  # who left is no longer typing
                     await self.deliver(event)
             case _:
                 log.debug("session %s: ignoring stranger %s", self.room, type(event).__name__)

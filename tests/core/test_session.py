@@ -184,8 +184,12 @@ async def test_group_partial_leave_keeps_chatting():
         rec, backend = b.platforms["rec"], b.backends["s"]
         rec.send("a", Start(mode=Mode.GROUP))
         chat = await backend.next_chat(0)
-        chat.stranger(Connected(strangers=("Stranger 1", "Stranger 2")), Disconnected("Stranger 1", final=False))
+        chat.stranger(
+            Connected(strangers=("Stranger 1", "Stranger 2")), Typing("Stranger 1"), Disconnected("Stranger 1", final=False)
+        )
         await rec.wait_for("a", Disconnected)
+        kinds = [e for e in rec.shown[rec.room("a")] if isinstance(e, (Typing, StoppedTyping, Disconnected))]
+        assert kinds == [Typing("Stranger 1"), StoppedTyping("Stranger 1"), Disconnected("Stranger 1", final=False)]
         rec.send("a", Message("still here"))
         await settle(b)
         assert chat.sent == [Message("still here")]
