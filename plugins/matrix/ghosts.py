@@ -25,6 +25,7 @@ __all__ = ["Ghosts"]
 log = logging.getLogger(__name__)
 
 TXN_KEEP = 256  # pushed transaction ids remembered (and persisted) to answer a repeat at once
+STATE_KEY = "as_ghosts"  # persisted: the ghosts of running chats, and ghosts still to leave their rooms
 CLIENT = "/_matrix/client/v3"
 
 
@@ -51,7 +52,11 @@ class Ghosts:
             log.warning("matrix appservice: receive_ephemeral is off; users' typing will not reach strangers")
         self.chats: dict[str, dict[str | None, str]] = {}  # session room id -> stranger label -> ghost
         self.labels: dict[str, str] = {}  # ghost -> display name
-        self.joined: set[tuple[str, str]] = set()  # (room id, ghost) the ghost is in
+        self.joined: set[tuple[str, str]] = set()  # (room id, ghost) the ghost is (or may be) in
+        # Ghosts whose chat ended but whose leave did not go through yet. Persisted with `chats`, so
+        # a crash between a chat's end and the ghost's leave does not strand the ghost in the room.
+        self.leaving: set[tuple[str, str]] = set()
+        self.unsure: set[tuple[str, str]] = set()  # loaded as joined, not seen joined by this run
         self.done: collections.OrderedDict[str, None] = collections.OrderedDict()  # handled txn ids
         self.lock = asyncio.Lock()
         self.http: aiohttp.ClientSession | None = None
@@ -62,10 +67,11 @@ class Ghosts:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the push listener on `listen` (port 0 picks a free one, see `port`)."""
+        """Load what a previous run left, then open the push listener on `listen` (port 0: a free one)."""
         raw = await self.state.get("as_txns")
         for txn in json.loads(raw) if raw else []:
             self.done[txn] = None
+        await self.load()
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.request_timeout))
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_put("/_matrix/app/v1/transactions/{txn}", self._transaction)
@@ -140,24 +146,76 @@ class Ghosts:
         """True for our ghosts (anything in the exclusive namespace except the bot itself)."""
         return mxid != self.cfg.user_id and any(p.fullmatch(mxid) for p in self.reg.users)
 
-    def ghost(self, sid: str, label: str | None) -> str:
-        """The ghost of stranger `label` in session `sid`, made on first use in a chat."""
+    async def load(self) -> None:
+        """Take up the ghost map a previous run persisted; its ghosts may still be in their rooms."""
+        raw = await self.state.get(STATE_KEY)
+        try:
+            data = json.loads(raw) if raw else {}
+            chats = {
+                str(sid): {(str(label) if label is not None else None): str(ghost) for label, ghost in pairs}
+                for sid, pairs in (data.get("chats") or {}).items()
+            }
+            leaving = {(str(rid), str(ghost)) for rid, ghost in data.get("leaving") or []}
+        except (ValueError, TypeError, AttributeError):
+            log.warning("matrix appservice: the persisted ghost map is unreadable; starting without it")
+            return
+        for sid, chat in chats.items():
+            room = _room_of(sid)
+            for label, ghost in chat.items():
+                self.labels[ghost] = label or "Stranger"
+                self.unsure.add((room, ghost))  # maybe joined: a leave is tried, a join only if a send fails
+        self.chats.update(chats)
+        self.leaving |= leaving
+        self.unsure |= leaving
+        self.joined |= self.unsure
+
+    async def save(self) -> None:
+        """Persist the ghost map (labels of strangers are kept: they are core labels, not identities)."""
+        data = {
+            "chats": {sid: [[label, ghost] for label, ghost in chat.items()] for sid, chat in self.chats.items() if chat},
+            "leaving": sorted([rid, ghost] for rid, ghost in self.leaving),
+        }
+        await self.state.set(STATE_KEY, json.dumps(data))
+
+    async def ghost(self, sid: str, label: str | None) -> str:
+        """The ghost of stranger `label` in session `sid`, made on first use in a chat (and persisted,
+        so a chat that goes on after a restart keeps its ghost)."""
         chat = self.chats.setdefault(sid, {})
         found = chat.get(label)
         if found is None:
             found = chat[label] = ghost_id(self.as_cfg.ghost_prefix, self.server)
             self.labels[found] = label or "Stranger"
+            await self.save()
         return found
 
-    def end(self, sid: str, label: str | None = None, *, everyone: bool = False) -> list[str]:
-        """Forget the ghosts of a chat (or of one stranger); returns them so they can leave."""
+    async def end(self, sid: str, label: str | None = None, *, everyone: bool = False) -> list[str]:
+        """Forget the ghosts of a chat (or of one stranger); returns them so they can leave. They stay
+        persisted as leaving until their leave went through."""
         chat = self.chats.get(sid, {})
         if everyone:
             gone = list(chat.values())
             self.chats.pop(sid, None)
         else:
             gone = [chat.pop(label)] if label in chat else []
+        if gone:
+            self.leaving.update((_room_of(sid), ghost) for ghost in gone)
+            await self.save()
         return gone
+
+    def orphans(self, running: set[str]) -> list[tuple[str, str]]:
+        """After a restart: the ghosts of chats not in `running` (sessions the core no longer has)
+        are moved to leaving. Returns every (room id, ghost) that must leave, to be queued."""
+        for sid in [s for s in self.chats if s not in running]:
+            self.leaving.update((_room_of(sid), ghost) for ghost in self.chats.pop(sid).values())
+        return sorted(self.leaving)
+
+    async def _left(self, rid: str, ghost: str) -> None:
+        self.joined.discard((rid, ghost))
+        self.unsure.discard((rid, ghost))
+        self.labels.pop(ghost, None)
+        if (rid, ghost) in self.leaving:
+            self.leaving.discard((rid, ghost))
+            await self.save()
 
     async def send(self, rid: str, entry: Entry) -> Sent:
         """One outbox entry written as its ghost: joins the ghost first if needed."""
@@ -165,11 +223,11 @@ class Ghosts:
         assert ghost is not None
         if entry.leave:
             if (rid, ghost) not in self.joined:
+                await self._left(rid, ghost)  # never joined: nothing to leave
                 return Sent(Sent.OK)
             result = await self._call("POST", f"/rooms/{quote(rid)}/leave", ghost, {})
-            if result.kind in (Sent.OK, Sent.FATAL):
-                self.joined.discard((rid, ghost))
-                self.labels.pop(ghost, None)
+            if result.kind in (Sent.OK, Sent.FATAL):  # FATAL: not in the room (any more)
+                await self._left(rid, ghost)
             return result
         if (rid, ghost) not in self.joined:
             if entry.typing is False:
@@ -177,6 +235,18 @@ class Ghosts:
             result = await self._join(rid, ghost)
             if result.kind != Sent.OK:
                 return result
+        result = await self._write(rid, ghost, entry)
+        if result.kind == Sent.FATAL and (rid, ghost) in self.unsure:
+            # A ghost of the previous run that never got into the room (a crash before its join).
+            self.unsure.discard((rid, ghost))
+            self.joined.discard((rid, ghost))
+            joined = await self._join(rid, ghost)
+            result = await self._write(rid, ghost, entry) if joined.kind == Sent.OK else joined
+        elif result.kind == Sent.OK:
+            self.unsure.discard((rid, ghost))
+        return result
+
+    async def _write(self, rid: str, ghost: str, entry: Entry) -> Sent:
         if entry.typing is not None:
             body: dict[str, Any] = {"typing": entry.typing}
             if entry.typing:
@@ -205,6 +275,7 @@ class Ghosts:
         joined = await self._call("POST", f"/rooms/{quote(rid)}/join", ghost, {})
         if joined.kind == Sent.OK:
             self.joined.add((rid, ghost))
+            self.unsure.discard((rid, ghost))
         return joined
 
     async def _call(self, method: str, path: str, user: str | None, body: dict[str, Any]) -> Sent:
@@ -234,3 +305,8 @@ class Ghosts:
         if status >= 500:
             return Sent(Sent.TRANSIENT, error=errcode)
         return Sent(Sent.FATAL, error=errcode)
+
+
+def _room_of(sid: str) -> str:
+    """The Matrix room id of a session room id (thread mode: "room|thread root")."""
+    return sid.partition("|")[0]

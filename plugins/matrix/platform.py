@@ -79,6 +79,7 @@ class MatrixPlatform(Platform):
         self.stats: collections.Counter[str] = collections.Counter()  # send results, for tests and status
         self._ready = asyncio.Event()
         self.ghosts: Any = None  # ghost mode (plugins.matrix.ghosts.Ghosts) when `appservice` is set
+        self._saving: asyncio.Task | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -93,6 +94,12 @@ class MatrixPlatform(Platform):
             rid, _, root = room.id.partition("|")
             if root:
                 self.threads[rid].add(root)
+        if self.ghosts is not None:
+            # Ghosts of chats the core no longer has (they ended, or the process died before their
+            # leave went out) leave now; chats the core resumes or ends with a notice keep theirs until then.
+            for rid, ghost in self.ghosts.orphans({room.id for room in rooms}):
+                self._put(rid, Entry(leave=True, sender=ghost))
+            self._saving = asyncio.get_running_loop().create_task(self.ghosts.save())
 
     async def run(self) -> None:
         """Log in, then sync until cancelled; each batch is handed in before its token is saved."""
@@ -445,9 +452,17 @@ class MatrixPlatform(Platform):
             return
         self._end_all(rid)
         self.gone.add(rid)
+        self._drop_outbox(rid)
+
+    def _drop_outbox(self, rid: str) -> None:
+        """Nothing more is written to a room the bot left; its ghosts still leave (they may be there)."""
         box = self.outboxes.pop(rid, None)
-        if box is not None:
-            box.cancel()
+        if box is None:
+            return
+        leaves = [e for e in box.items if e.leave]
+        box.cancel()
+        for entry in leaves:
+            self._put(rid, entry)
 
     def _end_all(self, rid: str) -> None:
         for sid in [rid, *(f"{rid}|{t}" for t in self.threads.get(rid, ()))]:
@@ -518,6 +533,8 @@ class MatrixPlatform(Platform):
                 self.active.discard(room.id)
         if rid in self.gone or rid in self.encrypted:
             log.info("matrix: %s not shown: the bot is no longer in that room", type(event).__name__)
+            if self.ghosts is not None and isinstance(event, Disconnected):
+                await self._ghosts_leave(rid, room.id, event)  # ghosts may still be there
             return
         if self.ghosts is not None:
             await self._deliver_ghost(rid, room.id, thread, event)
@@ -537,26 +554,30 @@ class MatrixPlatform(Platform):
         ghosts = self.ghosts
         match event:
             case Typing(stranger=label):
-                self._put(rid, Entry(typing=True, thread=thread, sender=ghosts.ghost(sid, label)))
+                self._put(rid, Entry(typing=True, thread=thread, sender=await ghosts.ghost(sid, label)))
                 return
             case StoppedTyping(stranger=label):
-                self._put(rid, Entry(typing=False, thread=thread, sender=ghosts.ghost(sid, label)))
+                self._put(rid, Entry(typing=False, thread=thread, sender=await ghosts.ghost(sid, label)))
                 return
             case Message(text=text, stranger=label):
-                ghost = ghosts.ghost(sid, label)
+                ghost = await ghosts.ghost(sid, label)
                 for content in render.ghost_message(text):
                     self._put(rid, Entry(content=content, thread=thread, txn=await self.txn.take(), sender=ghost))
                 return
+        for content in render.render(event):
+            self._put(rid, Entry(content=content, thread=thread, txn=await self.txn.take()))
+        await self._ghosts_leave(rid, sid, event)
+
+    async def _ghosts_leave(self, rid: str, sid: str, event: Event) -> None:
+        """The ghosts whose chat (or stranger) `event` ends leave the room, after the notice."""
         leaving: list[str] = []
         match event:
             case Waiting() | Connected():
-                leaving = ghosts.end(sid, everyone=True)  # a new chat gets new ghosts
-            case Disconnected(final=True):
-                leaving = ghosts.end(sid, everyone=True)
+                leaving = await self.ghosts.end(sid, everyone=True)  # a new chat gets new ghosts
+            case Disconnected(final=True):  # also the core's "restart" end of a chat a crash left
+                leaving = await self.ghosts.end(sid, everyone=True)
             case Disconnected(stranger=label):
-                leaving = ghosts.end(sid, label)
-        for content in render.render(event):
-            self._put(rid, Entry(content=content, thread=thread, txn=await self.txn.take()))
+                leaving = await self.ghosts.end(sid, label)
         for ghost in leaving:
             self._put(rid, Entry(leave=True, sender=ghost))
 
@@ -578,6 +599,11 @@ class MatrixPlatform(Platform):
 
     async def _send(self, rid: str, entry: Entry) -> Sent:
         """One request for one outbox entry. Never sends into an encrypted room."""
+        if entry.leave and self.ghosts is not None:
+            # A ghost leaving sends no content: it goes out even where the bot left or saw encryption.
+            result = await self.ghosts.send(rid, entry)
+            self.stats[result.kind] += 1
+            return result
         if rid in self.encrypted or rid in self.gone:
             return Sent(Sent.FATAL, error="room encrypted or left")
         client = self.client
@@ -625,9 +651,7 @@ class MatrixPlatform(Platform):
         """Leave (or refuse an invite to) a room, with a reason its members can read."""
         assert self.client is not None
         self.gone.add(rid)
-        box = self.outboxes.pop(rid, None)
-        if box is not None:
-            box.cancel()
+        self._drop_outbox(rid)
         method, path = Api.room_leave(self.client.access_token, rid)
         try:
             resp = await self.client._send(RoomLeaveResponse, method, path, json.dumps({"reason": reason}))

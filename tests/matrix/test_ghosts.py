@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import tempfile
@@ -10,10 +11,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bridge.events import Connected, Disconnected, Message, Start, StoppedTyping, Typing
-from tests.helpers import RECORDING, running
+from bridge.app import Bridge
+from bridge.events import Connected, Disconnected, Message, Reason, Start, StoppedTyping, Typing
+from bridge.store import SQLiteStore
+from nio import JoinedMembersResponse
+from tests.helpers import RECORDING, config, running
 
-from .conftest import Matrix, notice_with
+from .conftest import Matrix, notice_with, paired
 from .synapse import Synapse, free_port
 
 HS_TOKEN = "hs-token-for-tests-0123456789"
@@ -172,5 +176,92 @@ async def test_ghost_mode_end_to_end(as_synapse):
                 if e["sender"] != alice.user_id:
                     assert e["sender"] == BOT or GHOST.match(e["sender"]), e
                     assert e["content"]["m.mentions"] == {}, e
+    finally:
+        await m.close()
+
+
+async def crash(bridge: Bridge) -> None:
+    """Stop a bridge as a killed process would: no chat is ended, nothing is told, the store is kept.
+
+    Every task is cancelled (sessions, platforms), backends are dropped, the store file is closed
+    as it is; the Matrix platform closes only its sockets (its push listener port is reused)."""
+    router = bridge.router
+    assert router is not None
+    tasks = [s.task for s in router.sessions.values() if s.task is not None]
+    tasks += [*router._background, *bridge._tasks]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for backend in bridge.backends.values():
+        await backend.stop()
+    assert bridge.store is not None
+    await bridge.store.close()
+    bridge._started = False  # nothing left to stop
+
+
+async def joined(user, rid: str) -> set[str]:
+    """The room's joined members as the homeserver has them now (client API, not the sync log)."""
+    resp = await user.client.joined_members(rid)
+    assert isinstance(resp, JoinedMembersResponse), resp
+    return {m.user_id for m in resp.members}
+
+
+async def test_ghost_of_a_chat_cut_by_a_crash_leaves_after_the_restart(as_synapse, tmp_path):
+    m = Matrix(as_synapse)
+    path = tmp_path / "state.sqlite3"
+    cfg = ghost_config(as_synapse)
+    restart = "could not resume this chat"
+    try:
+        alice = await m.user("alice")
+        first = Bridge(config(cfg), store=SQLiteStore(path))
+        try:
+            await first.start()
+            rid = await paired(first, alice, BOT)
+            first.platforms["rec"].send("r", Message("before the crash"))
+            said = await alice.wait_for(
+                lambda: next((e for e in from_ghosts(alice, rid) if e["content"]["body"] == "before the crash"), None)
+            )
+            ghost = said["sender"]
+            assert ghost in await joined(alice, rid)
+        finally:
+            await crash(first)
+        assert ghost in await joined(alice, rid)  # the crash told nobody: the ghost is still there
+
+        async with running(cfg, store=SQLiteStore(path)) as second:
+            rec = second.platforms["rec"]
+            # the hub cannot resume the chat: one notice from the bot, and the old ghost leaves
+            await alice.wait_message(rid, BOT, notice_with(restart))
+            await alice.wait_member(rid, ghost, "leave")
+            members = await joined(alice, rid)
+            assert ghost not in members and BOT in members and alice.user_id in members
+            ended = await rec.wait_for("r", Disconnected, timeout=20)
+            assert ended.reason == Reason.RESTART
+
+            # a new chat in the same room works, with a fresh ghost that joins
+            await alice.send(rid, "!stranger start")
+            await alice.wait_for(lambda: len([e for e in alice.messages(rid, BOT) if "Looking for someone" in e["content"]["body"]]) == 2)
+            rec.send("r2", Start())
+            await rec.wait_for("r2", Connected, timeout=20)
+            rec.send("r2", Message("after the restart"))
+            again = await alice.wait_for(
+                lambda: next((e for e in from_ghosts(alice, rid) if e["content"]["body"] == "after the restart"), None)
+            )
+            ghost2 = again["sender"]
+            assert ghost2 != ghost
+            assert ghost2 in await joined(alice, rid)
+            await alice.send(rid, "hello again")
+            said = await rec.wait_for("r2", Message, timeout=20)
+            assert said.text == "hello again"
+        # a clean stop ends the chat: its ghost leaves too, and nothing is left to leave next time
+        await alice.wait_member(rid, ghost2, "leave")
+        assert not {u for u in await joined(alice, rid) if GHOST.match(u)}
+        notices = [e for e in alice.messages(rid, BOT) if restart in e["content"].get("body", "")]
+        assert len(notices) == 1
+        store = SQLiteStore(path)
+        try:
+            saved = json.loads(await store.state_for("platform:mx").get("as_ghosts"))
+        finally:
+            await store.close()
+        assert saved == {"chats": {}, "leaving": []}
     finally:
         await m.close()

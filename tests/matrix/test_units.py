@@ -304,3 +304,52 @@ async def test_outbox_never_merges_across_ghosts_and_keeps_typing_per_ghost():
     assert messages[0] == ("@g1", "m0\nm1\n(2 messages arrived at once and were merged into one)")
     assert messages[1][0] == "@g2" and messages[1][1].startswith("m2\nm3\nm4\n(3 messages")
     assert [(e.sender, e.typing) for e in sent if e.typing is not None] == [("@g1", True), ("@g2", True)]
+
+
+async def test_ghost_map_survives_a_restart_and_orphans_leave(tmp_path):
+    """A resumed chat keeps its ghosts; ghosts of chats the core no longer has are to leave."""
+    from plugins.matrix.ghosts import Ghosts
+
+    reg = tmp_path / "registration.yaml"
+    reg.write_text(REGISTRATION)
+    cfg = MatrixConfig(
+        plugin="matrix", homeserver="https://hs.example", user_id="@sbbot:hs.example", appservice={"registration": str(reg)}
+    )
+    state = FakeState()
+
+    async def nothing(pushed):
+        return None
+
+    before = Ghosts(cfg, state, nothing)
+    await before.load()
+    going_on = await before.ghost("!a:hs.example", None)
+    alice, bob = await before.ghost("!g:hs.example|$root", "Stranger 1"), await before.ghost("!g:hs.example|$root", "Stranger 2")
+    cut = await before.ghost("!c:hs.example", None)
+    assert await before.ghost("!a:hs.example", None) == going_on
+    assert await before.end("!g:hs.example|$root", "Stranger 1") == [alice]  # one of a group left
+
+    after = Ghosts(cfg, state, nothing)  # a new process on the same state
+    await after.load()
+    assert await after.ghost("!a:hs.example", None) == going_on
+    assert await after.ghost("!g:hs.example|$root", "Stranger 2") == bob
+    assert after.labels[bob] == "Stranger 2"
+    # "!c" is no session of the core any more: its ghost leaves, as does the group leaver not yet gone
+    leave = after.orphans({"!a:hs.example", "!g:hs.example|$root"})
+    assert leave == sorted([("!c:hs.example", cut), ("!g:hs.example", alice)])
+    assert await after.end("!a:hs.example", everyone=True) == [going_on]
+    saved = json.loads(state.data["as_ghosts"])
+    assert saved["chats"] == {"!g:hs.example|$root": [["Stranger 2", bob]]}
+    assert sorted(map(tuple, saved["leaving"])) == sorted([("!a:hs.example", going_on), ("!c:hs.example", cut), ("!g:hs.example", alice)])
+    # a ghost this run made but never joined leaves without a request, and is forgotten
+    fresh = await after.ghost("!n:hs.example", None)
+    assert await after.end("!n:hs.example", everyone=True) == [fresh]
+    assert (await after.send("!n:hs.example", Entry(leave=True, sender=fresh))).kind == Sent.OK
+    assert ["!n:hs.example", fresh] not in json.loads(state.data["as_ghosts"])["leaving"]
+    # a new ghost for a new chat in the same room is a different one
+    assert await after.ghost("!a:hs.example", None) != going_on
+
+    broken = FakeState()
+    broken.data["as_ghosts"] = "{not json"
+    ghosts = Ghosts(cfg, broken, nothing)
+    await ghosts.load()  # unreadable: logged, started empty
+    assert ghosts.chats == {} and ghosts.leaving == set()
