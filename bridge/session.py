@@ -32,7 +32,7 @@ from .store import SessionRecord
 from .hygiene import clean, cut
 
 if TYPE_CHECKING:
-    from .router import Router
+    from .host import Host
 
 __all__ = ["Session", "State"]
 
@@ -70,16 +70,16 @@ class Session:
 
     # Tens of thousands live at once: slots keep each one small.
     __slots__ = (
-        "room", "router", "settings", "state", "inbox", "chat", "last_chat", "last_chat_until",
+        "room", "host", "settings", "state", "inbox", "chat", "last_chat", "last_chat_until",
         "backend_name", "start", "generation", "pump", "task", "spy", "strangers", "final_sent",
         "search_started", "search_deadline", "user_typing_until", "stranger_typing", "user_bucket",
         "stranger_buckets", "user_throttled", "stranger_throttled", "overflowed",
     )  # fmt: skip
 
-    def __init__(self, room: Room, router: Router) -> None:
+    def __init__(self, room: Room, host: Host) -> None:
         self.room = room
-        self.router = router
-        self.settings = router.settings
+        self.host = host  # the router, seen through the few members a session needs
+        self.settings = host.settings
         self.state = State.IDLE
         self.inbox: Inbox[tuple[int, object]] = Inbox(self.settings.inbox_size)
         self.chat: Chat | None = None
@@ -112,7 +112,7 @@ class Session:
         except asyncio.QueueFull:
             if not self.overflowed:
                 self.overflowed = True
-                self.router.spawn_notice(self.room, "Too much at once: some of your messages were not sent.")
+                self.host.spawn_notice(self.room, "Too much at once: some of your messages were not sent.")
             return False
         return True
 
@@ -167,7 +167,7 @@ class Session:
                     raise
                 except Exception:
                     log.exception("session %s: failed to handle %s", self.room, type(item).__name__)
-                    self.router.metrics.inc("errors", kind="session")
+                    self.host.metrics.inc("errors", kind="session")
                 if self.inbox.empty():
                     self.overflowed = False
                     if self._retire():
@@ -179,7 +179,7 @@ class Session:
     def _retire(self) -> bool:
         # Idle rooms hold no task; the next event creates a fresh one.
         if self.state is State.IDLE and self.chat is None and self.last_chat is None and self.inbox.empty():
-            return self.router.retire(self)
+            return self.host.retire(self)
         return False
 
     def _next_deadline(self) -> float | None:
@@ -240,12 +240,12 @@ class Session:
             return
         if self.chat is not None:  # while chatting or searching, start means "next"
             await self._end_chat(Reason.USER)
-        name = start.backend or self.router.backend_for(self.room.platform)
-        backend = self.router.backends.get(name)
+        name = start.backend or self.host.backend_for(self.room.platform)
+        backend = self.host.backends.get(name)
         if backend is None:
             await self.notice(f"There is no stranger service named “{cut(name, 64)}”.")
             return
-        if self.router.closing:
+        if self.host.closing:
             await self.notice("The bridge is shutting down; no new chats can start.")
             return
         start = dataclasses.replace(
@@ -260,12 +260,12 @@ class Session:
             raise
         except Exception as exc:
             log.warning("session %s: backend %s failed to connect: %s", self.room, name, exc)
-            self.router.metrics.inc("errors", kind="backend")
+            self.host.metrics.inc("errors", kind="backend")
             await self.deliver(Disconnected(reason=Reason.ERROR))
             return
         self._begin(chat, backend, start)
         self.search_deadline = time.monotonic() + self.settings.search_timeout
-        await self.router.save(self._record())
+        await self.host.save(self._record())
 
     def _check_start(self, start: Start) -> str | None:
         s = self.settings
@@ -318,7 +318,7 @@ class Session:
         text = clean(text).strip()
         if not text:
             return
-        limit = self.router.max_message_length(self.backend_name)
+        limit = self.host.max_message_length(self.backend_name)
         if len(text) > limit:
             await self.notice(f"Your message is too long ({len(text)} characters; the limit is {limit}). It was not sent.")
             return
@@ -330,7 +330,7 @@ class Session:
         self.user_throttled = False
         self.user_typing_until = None  # a message implies the user stopped typing
         if await self._send(Message(text)):
-            self.router.metrics.inc("messages_relayed", direction="to_stranger")
+            self.host.metrics.inc("messages_relayed", direction="to_stranger")
 
     async def _send(self, event: Event) -> bool:
         chat = self.chat
@@ -343,7 +343,7 @@ class Session:
             raise
         except Exception as exc:
             log.warning("session %s: sending to the backend failed: %s", self.room, exc)
-            self.router.metrics.inc("errors", kind="backend")
+            self.host.metrics.inc("errors", kind="backend")
             await self._end_chat(Reason.ERROR)
             return False
 
@@ -356,7 +356,7 @@ class Session:
             await chat.send(Report())
         except Exception as exc:  # the report is recorded locally anyway; the chat still ends
             log.info("session %s: backend took no report: %s", self.room, exc)
-        self.router.metrics.inc("reports")
+        self.host.metrics.inc("reports")
         if self.chat is not None:
             await self._end_chat(Reason.REPORT)
         else:
@@ -394,7 +394,7 @@ class Session:
                 if self.stranger_typing.pop(label, None) is not None:
                     await self.deliver(StoppedTyping(label))
                 await self.deliver(Message(text, label))
-                self.router.metrics.inc("messages_relayed", direction="to_user")
+                self.host.metrics.inc("messages_relayed", direction="to_user")
             case Typing(stranger=label):
                 if self.state is State.SEARCHING:
                     await self._connected(Connected())
@@ -426,16 +426,16 @@ class Session:
         self.state = State.CHATTING
         self.search_deadline = None
         self.strangers = event.strangers
-        self.router.metrics.observe_wait(time.monotonic() - self.search_started)
+        self.host.metrics.observe_wait(time.monotonic() - self.search_started)
         interests = tuple(clean(i, 64) for i in event.common_interests[:20])
         question = clean(event.question, self.settings.max_question_length) if event.question else None
         await self.deliver(dataclasses.replace(event, common_interests=interests, question=question))
-        await self.router.save(self._record())
+        await self.host.save(self._record())
 
     async def _chat_ended(self, error: BaseException | None) -> None:
         if error is not None:
             log.warning("session %s: backend %s failed: %r", self.room, self.backend_name, error)
-            self.router.metrics.inc("errors", kind="backend")
+            self.host.metrics.inc("errors", kind="backend")
             await self._finish(Disconnected(reason=Reason.ERROR))
         elif self.chat is not None:
             # The stream ended without a final Disconnected: the connection died.
@@ -443,7 +443,7 @@ class Session:
 
     async def _finish(self, final: Disconnected) -> None:
         """The stranger side ended the chat: leave it and tell the room once."""
-        if self.router.closing and final.reason == Reason.STRANGER:
+        if self.host.closing and final.reason == Reason.STRANGER:
             final = dataclasses.replace(final, reason=Reason.SHUTDOWN)  # the partner left because we stop
         await self._leave_chat()
         await self.deliver(final)
@@ -472,7 +472,7 @@ class Session:
                     await chat.aclose()
             except Exception as exc:  # noqa: BLE001 - leaving must never fail the session
                 log.info("session %s: closing the chat failed: %r", self.room, exc)
-        await self.router.forget(self.room)
+        await self.host.forget(self.room)
 
     async def _shutdown(self) -> None:
         if self.chat is not None:
@@ -482,7 +482,7 @@ class Session:
 
     async def deliver(self, event: Event) -> None:
         """Show `event` in the room (bounded retries inside the router)."""
-        await self.router.deliver(self.room, event)
+        await self.host.deliver(self.room, event)
 
     async def notice(self, text: str) -> None:
         """Tell the room something no person typed."""

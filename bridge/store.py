@@ -7,7 +7,7 @@ import json
 import logging
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -196,9 +196,3 @@ class SQLiteStore(Store):
     async def close(self) -> None:
         self._db.close()
 
-
-def record_as_dict(record: SessionRecord) -> dict[str, Any]:
-    """A JSON-ready copy of a record (for stores that serialise whole records)."""
-    data = asdict(record)
-    data["room"] = [record.room.platform, record.room.id]
-    return data
