@@ -308,3 +308,17 @@ async def test_shutdown_tells_every_room_and_stranger_once():
     assert rec.events("a", Disconnected) == [Disconnected(reason=Reason.SHUTDOWN)]
     assert rec.events("b", Disconnected) == [Disconnected(reason=Reason.SHUTDOWN)]
     assert chat.closed == 1 and chat_b.closed == 1
+
+
+async def test_invisible_only_messages_are_not_relayed_either_way():
+    async with running(scripted()) as b:
+        rec, chat = await chatting(b)
+        chat.stranger(Message("\u200b" * 10), Message("\u3164\u00ad\u2060"), Message("marker"))
+        rec.send("a", Message("\u200b\u200c"))
+        rec.send("a", Message("user marker"))
+        await rec.wait_for("a", Message)
+        assert rec.events("a", Message) == [Message("marker")]  # the marker came after the blanks
+        async with asyncio.timeout(5):
+            while not chat.sent:
+                await asyncio.sleep(0.01)
+        assert chat.sent == [Message("user marker")]
