@@ -99,8 +99,8 @@ class Session:
         self.stranger_typing: dict[str | None, float] = {}
         self.user_bucket = TokenBucket(self.settings.user_rate, self.settings.user_burst)
         self.stranger_buckets: dict[str | None, TokenBucket] = {}
-        self.user_throttled = False
-        self.stranger_throttled = False
+        self.user_throttled: float | None = None  # end of the user's throttled burst (monotonic)
+        self.stranger_throttled: float | None = None  # likewise for the stranger side
         self.overflowed = False
 
     # ---- feeding the inbox -------------------------------------------------------------------
@@ -323,11 +323,10 @@ class Session:
             await self.notice(f"Your message is too long ({len(text)} characters; the limit is {limit}). It was not sent.")
             return
         if not self.user_bucket.allow():
-            if not self.user_throttled:
-                self.user_throttled = True
+            self.user_throttled, fresh = _burst(self.user_throttled, self.settings.user_burst / self.settings.user_rate)
+            if fresh:
                 await self.notice("You're sending messages too fast: some were not sent.")
             return
-        self.user_throttled = False
         self.user_typing_until = None  # a message implies the user stopped typing
         if await self._send(Message(text)):
             self.host.metrics.inc("messages_relayed", direction="to_stranger")
@@ -383,11 +382,11 @@ class Session:
                         self.settings.stranger_rate, self.settings.stranger_burst
                     )
                 if not bucket.allow():
-                    if not self.stranger_throttled:
-                        self.stranger_throttled = True
+                    refill = self.settings.stranger_burst / self.settings.stranger_rate
+                    self.stranger_throttled, fresh = _burst(self.stranger_throttled, refill)
+                    if fresh:
                         await self.notice("The stranger is sending messages too fast: some were not shown.")
                     return
-                self.stranger_throttled = False
                 text = clean(text, 65536).strip()
                 if not text:
                     return
@@ -497,6 +496,17 @@ class Session:
             handle=self.chat.handle if self.chat else None,
             start=_start_to_dict(start),
         )
+
+
+def _burst(until: float | None, refill: float) -> tuple[float, bool]:
+    """One message was dropped: the new end of its throttled burst, and whether a burst starts.
+
+    A burst ends only when nothing was dropped for as long as the bucket takes to refill
+    (burst / rate): a flood that lets a message through now and then is still one burst,
+    so it gets one notice.
+    """
+    now = time.monotonic()
+    return now + refill, until is None or now >= until
 
 
 def _start_to_dict(start: Start) -> dict:

@@ -322,3 +322,34 @@ async def test_invisible_only_messages_are_not_relayed_either_way():
             while not chat.sent:
                 await asyncio.sleep(0.01)
         assert chat.sent == [Message("user marker")]
+
+
+async def test_a_long_flood_gets_one_notice_per_direction_per_burst():
+    user_notice = "You're sending messages too fast: some were not sent."
+    stranger_notice = "The stranger is sending messages too fast: some were not shown."
+    limits = dict(user_rate=10, user_burst=5, stranger_rate=10, stranger_burst=5)  # refills in 0.5 s
+
+    async def markers(rec, chat, n):
+        await asyncio.sleep(0.6)  # quiet for longer than a refill: the burst is over
+        rec.send("a", Message(f"user marker {n}"))
+        chat.stranger(Message(f"stranger marker {n}"))
+        await rec.wait_for("a", lambda e: e == Message(f"stranger marker {n}"))
+        async with asyncio.timeout(5):
+            while Message(f"user marker {n}") not in chat.sent:
+                await asyncio.sleep(0.01)
+        return sorted(e.text for e in rec.events("a", ServerNotice) if "too fast" in e.text)
+
+    async with running(scripted(max_length=100), **limits) as b:
+        rec, chat = await chatting(b)
+        for n in range(100):  # 2 s at 50 a second each way: a few get through between drops
+            rec.send("a", Message(f"u{n}"))
+            chat.stranger(Message(f"s{n}"))
+            await asyncio.sleep(0.02)
+        assert await markers(rec, chat, 1) == sorted([user_notice, stranger_notice])
+        assert len(chat.sent) > limits["user_burst"] + 2  # messages did pass between drops
+        assert len(rec.events("a", Message)) > limits["stranger_burst"] + 2
+
+        for n in range(20):  # a new flood after the quiet period is a new burst: one more each
+            rec.send("a", Message(f"again u{n}"))
+            chat.stranger(Message(f"again s{n}"))
+        assert await markers(rec, chat, 2) == sorted([user_notice, stranger_notice] * 2)
