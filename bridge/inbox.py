@@ -32,6 +32,10 @@ class Inbox(Generic[T]):
     def empty(self) -> bool:
         return not self._items
 
+    def peek(self) -> T | None:
+        """The next item `get` would return, or None when empty."""
+        return self._items[0] if self._items else None
+
     def full(self) -> bool:
         return 0 < self._maxsize <= len(self._items)
 

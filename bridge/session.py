@@ -63,6 +63,7 @@ class _Shutdown:
 
 _SHUTDOWN = _Shutdown()
 _USER = -1  # generation tag of user-side inbox items
+_FAILURES = (Reason.ERROR, Reason.REFUSED)  # ends that a backend explains in its own notice
 
 
 class Session:
@@ -73,7 +74,7 @@ class Session:
         "room", "host", "settings", "state", "inbox", "chat", "last_chat", "last_chat_until",
         "backend_name", "start", "generation", "pump", "task", "spy", "strangers", "final_sent",
         "search_started", "search_deadline", "user_typing_until", "stranger_typing", "user_bucket",
-        "stranger_buckets", "user_throttled", "stranger_throttled", "overflowed",
+        "stranger_buckets", "user_throttled", "stranger_throttled", "overflowed", "explained",
     )  # fmt: skip
 
     def __init__(self, room: Room, host: Host) -> None:
@@ -102,6 +103,7 @@ class Session:
         self.user_throttled: float | None = None  # end of the user's throttled burst (monotonic)
         self.stranger_throttled: float | None = None  # likewise for the stranger side
         self.overflowed = False
+        self.explained = False  # the backend's notice just shown says why the chat is failing
 
     # ---- feeding the inbox -------------------------------------------------------------------
 
@@ -406,6 +408,7 @@ class Session:
             case Question(text=text):
                 await self.deliver(Question(clean(text, self.settings.max_question_length)))
             case ServerNotice(text=text):
+                self.explained = self._failure_follows()
                 await self.deliver(ServerNotice(clean(text, 2000)))
             case Disconnected(stranger=label, final=final):
                 remaining = tuple(s for s in self.strangers if s != label)
@@ -418,6 +421,15 @@ class Session:
                     await self.deliver(event)
             case _:
                 log.debug("session %s: ignoring stranger %s", self.room, type(event).__name__)
+
+    def _failure_follows(self) -> bool:
+        # A backend that fails says why in a ServerNotice and ends the chat right after it (in
+        # the same batch, so both are queued): that notice is then the one failure notice.
+        queued = self.inbox.peek()
+        if queued is None or queued[0] != self.generation:
+            return False
+        item = queued[1]
+        return type(item) is _Ended or (type(item) is Disconnected and item.reason in _FAILURES)
 
     async def _connected(self, event: Connected) -> None:
         if self.state is not State.SEARCHING:
@@ -444,6 +456,8 @@ class Session:
         """The stranger side ended the chat: leave it and tell the room once."""
         if self.host.closing and final.reason == Reason.STRANGER:
             final = dataclasses.replace(final, reason=Reason.SHUTDOWN)  # the partner left because we stop
+        if self.explained and final.reason in _FAILURES:
+            final = dataclasses.replace(final, explained=True)  # its notice said why: say it once
         await self._leave_chat()
         await self.deliver(final)
 
@@ -463,6 +477,7 @@ class Session:
         self.user_typing_until = None
         self.stranger_typing.clear()
         self.strangers = ()
+        self.explained = False
         if pump is not None:
             pump.cancel()
         if chat is not None:

@@ -21,6 +21,8 @@ _REASONS: dict[str, str] = {
 def reason_text(event: Disconnected) -> str:
     """What a Disconnected means, in a sentence a user understands."""
     who = event.stranger or "Stranger"
+    if event.explained:
+        return "The chat has ended."
     template = _REASONS.get(event.reason or Reason.STRANGER)
     if template is None:  # free text from a backend (an Omegle "error", a ban)
         return f"{who} has disconnected ({event.reason})."

@@ -353,3 +353,31 @@ async def test_a_long_flood_gets_one_notice_per_direction_per_burst():
             rec.send("a", Message(f"again u{n}"))
             chat.stranger(Message(f"again s{n}"))
         assert await markers(rec, chat, 2) == sorted([user_notice, stranger_notice] * 2)
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [Disconnected(reason=Reason.ERROR), Disconnected(reason=Reason.REFUSED), RuntimeError("boom"), None],
+    ids=["error", "refused", "raises", "stream-ends"],
+)
+async def test_a_backend_that_fails_with_its_own_notice_is_announced_once(ending):
+    from bridge.wording import describe
+
+    async with running(scripted()) as b:
+        rec, chat = await chatting(b)
+        chat.stranger(ServerNotice("The stranger service failed (HTTP 500)."), ending)
+        end = await rec.wait_for("a", Disconnected)
+        assert end.explained and end.reason in (Reason.ERROR, Reason.REFUSED)
+        said = [describe(e) for e in rec.shown[rec.room("a")][2:]]  # after Waiting and Connected
+        assert said == ["The stranger service failed (HTTP 500).", "The chat has ended."]
+        assert not any("connection to the stranger was lost" in s for s in said)
+
+
+async def test_a_notice_long_before_a_failure_does_not_hide_the_failure():
+    async with running(scripted()) as b:
+        rec, chat = await chatting(b)
+        chat.stranger(ServerNotice("Another stranger joined the room."))
+        await rec.wait_for("a", ServerNotice)
+        chat.stranger(Disconnected(reason=Reason.ERROR))
+        end = await rec.wait_for("a", Disconnected)
+        assert end == Disconnected(reason=Reason.ERROR) and not end.explained
