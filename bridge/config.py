@@ -45,6 +45,7 @@ class BridgeSection(StrictModel):
     search_timeout: float = Field(300.0, gt=0)  # seconds searching before giving up with a notice
     typing_timeout: float = Field(10.0, gt=0)  # a user's Typing becomes StoppedTyping after this
     stranger_typing_timeout: float = Field(30.0, gt=0)  # likewise for a stranger's Typing
+    typing_interval: float = Field(1.0, ge=0)  # at most one relayed Typing start per this, each way
     max_interests: int = Field(20, ge=0, le=100)
     max_interest_length: int = Field(64, ge=1, le=256)
     max_question_length: int = Field(500, ge=1, le=5000)

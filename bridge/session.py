@@ -7,6 +7,7 @@ import dataclasses
 import enum
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .abc import Backend, Chat
@@ -27,8 +28,10 @@ from .events import (
     Waiting,
 )
 from .inbox import Inbox
+from .indicator import Indicator
 from .limits import TokenBucket
 from .store import SessionRecord
+from .wording import NOT_ALL_DELIVERED
 from .hygiene import clean, cut
 
 if TYPE_CHECKING:
@@ -63,7 +66,8 @@ class _Shutdown:
 
 _SHUTDOWN = _Shutdown()
 _USER = -1  # generation tag of user-side inbox items
-_FAILURES = (Reason.ERROR, Reason.REFUSED)  # ends that a backend explains in its own notice
+_FAILURES = (Reason.ERROR, Reason.REFUSED)
+_TYPING = (Typing, StoppedTyping)  # ends that a backend explains in its own notice
 
 
 class Session:
@@ -73,7 +77,7 @@ class Session:
     __slots__ = (
         "room", "host", "settings", "state", "inbox", "chat", "last_chat", "last_chat_until",
         "backend_name", "start", "generation", "pump", "task", "spy", "strangers", "final_sent",
-        "search_started", "search_deadline", "user_typing_until", "stranger_typing", "user_bucket",
+        "search_started", "search_deadline", "user_typing", "stranger_typing", "user_bucket",
         "stranger_buckets", "user_throttled", "stranger_throttled", "overflowed", "explained",
     )  # fmt: skip
 
@@ -96,8 +100,8 @@ class Session:
         self.final_sent = False
         self.search_started = 0.0
         self.search_deadline: float | None = None
-        self.user_typing_until: float | None = None
-        self.stranger_typing: dict[str | None, float] = {}
+        self.user_typing = Indicator()  # what the stranger was told of the user's typing
+        self.stranger_typing: dict[str | None, Indicator] = {}  # per stranger label
         self.user_bucket = TokenBucket(self.settings.user_rate, self.settings.user_burst)
         self.stranger_buckets: dict[str | None, TokenBucket] = {}
         self.user_throttled: float | None = None  # end of the user's throttled burst (monotonic)
@@ -108,11 +112,18 @@ class Session:
     # ---- feeding the inbox -------------------------------------------------------------------
 
     def put_user(self, event: Event) -> bool:
-        """Queue a user-side event without blocking; False (and one notice) on overflow."""
+        """Queue a user-side event without blocking; False (and one notice) on overflow.
+
+        Typing indicators are state, not items: the newest wins and never takes a message's place.
+        """
+        if type(event) in _TYPING:
+            self.inbox.put_state((_USER, event), _same_typing(_USER, event))
+            return True
         try:
             self.inbox.put_nowait((_USER, event))
         except asyncio.QueueFull:
-            if not self.overflowed:
+            self.host.metrics.inc("messages_dropped", side="user", reason="inbox_full")
+            if not self.overflowed:  # one notice each side per overflow (the stranger's comes later)
                 self.overflowed = True
                 self.host.spawn_notice(self.room, "Too much at once: some of your messages were not sent.")
             return False
@@ -131,7 +142,10 @@ class Session:
         error: BaseException | None = None
         try:
             async for event in chat.events():
-                await self.inbox.put((generation, event))
+                if type(event) in _TYPING:
+                    self.inbox.put_state((generation, event), _same_typing(generation, event))
+                else:
+                    await self.inbox.put((generation, event))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a backend failure ends the chat with one notice
@@ -171,7 +185,10 @@ class Session:
                     log.exception("session %s: failed to handle %s", self.room, type(item).__name__)
                     self.host.metrics.inc("errors", kind="session")
                 if self.inbox.empty():
-                    self.overflowed = False
+                    if self.overflowed:  # what did fit is sent: now tell the stranger some did not
+                        self.overflowed = False
+                        if self._can_write():
+                            await self._send(Message(NOT_ALL_DELIVERED))
                     if self._retire():
                         return
         finally:
@@ -185,8 +202,9 @@ class Session:
         return False
 
     def _next_deadline(self) -> float | None:
-        times = [t for t in (self.search_deadline, self.user_typing_until, self.last_chat_until) if t is not None]
-        times.extend(self.stranger_typing.values())
+        times = [self.search_deadline, self.last_chat_until, self.user_typing.deadline()]
+        times.extend(ind.deadline() for ind in self.stranger_typing.values())
+        times = [t for t in times if t is not None]
         if not times:
             return None
         return max(0.0, min(times) - time.monotonic())
@@ -197,13 +215,14 @@ class Session:
             self.last_chat = self.last_chat_until = None
         if self.search_deadline is not None and now >= self.search_deadline and self.state is State.SEARCHING:
             await self._end_chat(Reason.TIMEOUT)
-        if self.user_typing_until is not None and now >= self.user_typing_until:
-            self.user_typing_until = None
-            await self._send(StoppedTyping())
-        for label, until in list(self.stranger_typing.items()):
-            if now >= until:
-                del self.stranger_typing[label]
-                await self.deliver(StoppedTyping(label))
+        s = self.settings
+        relay = self.user_typing.due(now, s.typing_timeout, s.typing_interval)
+        if relay is not None:
+            await self._send(Typing() if relay else StoppedTyping())
+        for label, ind in list(self.stranger_typing.items()):
+            relay = ind.due(now, s.stranger_typing_timeout, s.typing_interval)
+            if relay is not None:
+                await self.deliver(Typing(label) if relay else StoppedTyping(label))
 
     # ---- user side ---------------------------------------------------------------------------
 
@@ -221,13 +240,11 @@ class Session:
             case Message(text=text):
                 await self._user_message(text)
             case Typing():
-                if self._can_write() and self.user_typing_until is None:
+                s = self.settings
+                if self._can_write() and self.user_typing.start(time.monotonic(), s.typing_timeout, s.typing_interval):
                     await self._send(Typing())
-                if self._can_write():
-                    self.user_typing_until = time.monotonic() + self.settings.typing_timeout
             case StoppedTyping():
-                if self.user_typing_until is not None:
-                    self.user_typing_until = None
+                if self.user_typing.stop():
                     await self._send(StoppedTyping())
             case _:
                 log.debug("session %s: ignoring user %s", self.room, type(event).__name__)
@@ -329,7 +346,7 @@ class Session:
             if fresh:
                 await self.notice("You're sending messages too fast: some were not sent.")
             return
-        self.user_typing_until = None  # a message implies the user stopped typing
+        self.user_typing.message()  # a message implies the user stopped typing (no stop is sent)
         if await self._send(Message(text)):
             self.host.metrics.inc("messages_relayed", direction="to_stranger")
 
@@ -392,19 +409,20 @@ class Session:
                 text = clean(text, 65536).strip()
                 if not text:
                     return
-                if self.stranger_typing.pop(label, None) is not None:
+                ind = self.stranger_typing.get(label)
+                if ind is not None and ind.message():
                     await self.deliver(StoppedTyping(label))
                 await self.deliver(Message(text, label))
                 self.host.metrics.inc("messages_relayed", direction="to_user")
             case Typing(stranger=label):
                 if self.state is State.SEARCHING:
                     await self._connected(Connected())
-                if label not in self.stranger_typing:
+                ind = self.stranger_typing.get(label) or self.stranger_typing.setdefault(label, Indicator())
+                s = self.settings
+                if ind.start(time.monotonic(), s.stranger_typing_timeout, s.typing_interval):
                     await self.deliver(event)
-                self.stranger_typing[label] = time.monotonic() + self.settings.stranger_typing_timeout
             case StoppedTyping(stranger=label):
-                if self.stranger_typing.pop(label, None) is not None:
-                    await self.deliver(event)
+                await self._stranger_stopped(label)
             case Question(text=text):
                 await self.deliver(Question(clean(text, self.settings.max_question_length)))
             case ServerNotice(text=text):
@@ -416,11 +434,16 @@ class Session:
                     await self._finish(dataclasses.replace(event, final=True, reason=event.reason or Reason.STRANGER))
                 else:
                     self.strangers = remaining
-                    if self.stranger_typing.pop(label, None) is not None:
-                        await self.deliver(StoppedTyping(label))  # who left is no longer typing
+                    await self._stranger_stopped(label)  # who left is no longer typing
+                    self.stranger_typing.pop(label, None)
                     await self.deliver(event)
             case _:
                 log.debug("session %s: ignoring stranger %s", self.room, type(event).__name__)
+
+    async def _stranger_stopped(self, label: str | None) -> None:
+        ind = self.stranger_typing.get(label)
+        if ind is not None and ind.stop():
+            await self.deliver(StoppedTyping(label))
 
     def _failure_follows(self) -> bool:
         # A backend that fails says why in a ServerNotice and ends the chat right after it (in
@@ -474,7 +497,7 @@ class Session:
             self.last_chat, self.last_chat_until = chat, time.monotonic() + REPORT_WINDOW
         self.state = State.IDLE
         self.search_deadline = None
-        self.user_typing_until = None
+        self.user_typing.stop()
         self.stranger_typing.clear()
         self.strangers = ()
         self.explained = False
@@ -511,6 +534,16 @@ class Session:
             handle=self.chat.handle if self.chat else None,
             start=_start_to_dict(start),
         )
+
+
+def _same_typing(generation: int, event: Typing | StoppedTyping) -> Callable[[tuple[int, object]], bool]:
+    """Whether a queued state item is a typing state of the same chat and speaker (so it is replaced)."""
+    label = event.stranger
+
+    def same(item: tuple[int, object]) -> bool:
+        return item[0] == generation and type(item[1]) in _TYPING and item[1].stranger == label  # type: ignore[union-attr]
+
+    return same
 
 
 def _burst(until: float | None, refill: float) -> tuple[float, bool]:

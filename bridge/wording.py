@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from .events import Connected, Disconnected, Event, Question, Reason, ServerNotice, Waiting
 
-__all__ = ["describe", "reason_text"]
+__all__ = ["NOT_ALL_DELIVERED", "describe", "reason_text"]
+
+# Sent to a stranger (as a message: a chat carries nothing else) when some of the user's
+# messages to them were dropped on the way, so neither side is left unaware.
+NOT_ALL_DELIVERED = "[bridge] Some messages to you were not delivered: they came faster than they could be passed on."
 
 _REASONS: dict[str, str] = {
     Reason.STRANGER: "{who} has disconnected.",

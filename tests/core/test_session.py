@@ -135,7 +135,7 @@ async def test_search_timeout():
 
 
 async def test_typing_is_synthesised_and_deduplicated():
-    async with running(scripted(), typing_timeout=0.2, stranger_typing_timeout=0.2) as b:
+    async with running(scripted(), typing_timeout=0.2, stranger_typing_timeout=0.2, typing_interval=0.05) as b:
         rec, chat = await chatting(b)
         for _ in range(5):
             rec.send("a", Typing())
@@ -381,3 +381,55 @@ async def test_a_notice_long_before_a_failure_does_not_hide_the_failure():
         chat.stranger(Disconnected(reason=Reason.ERROR))
         end = await rec.wait_for("a", Disconnected)
         assert end == Disconnected(reason=Reason.ERROR) and not end.explained
+
+
+async def test_typing_toggles_never_take_a_messages_place_in_a_full_inbox():
+    from bridge.wording import NOT_ALL_DELIVERED
+
+    async with running(scripted(), inbox_size=10, typing_interval=0) as b:
+        rec, chat = await chatting(b)
+        for n in range(10):  # no await: nothing is handled in between, the inbox fills
+            for _ in range(500):
+                assert rec.send("a", Typing()) and rec.send("a", StoppedTyping())
+            assert rec.send("a", Message(f"m{n}")), f"m{n} was refused"
+        session = b.router.sessions[rec.room("a")]
+        assert len(session.inbox) <= 21  # ten messages and at most one typing state before each, and after
+        refused = [n for n in range(10, 15) if not rec.send("a", Message(f"m{n}"))]
+        assert refused == [10, 11, 12, 13, 14]  # now the inbox is full of messages
+        notice = await rec.wait_for("a", lambda e: isinstance(e, ServerNotice) and "Too much at once" in e.text)
+        async with asyncio.timeout(5):
+            while NOT_ALL_DELIVERED not in [getattr(e, "text", None) for e in chat.sent]:
+                await asyncio.sleep(0.01)
+        texts = [e.text for e in chat.sent if isinstance(e, Message)]
+        assert texts == [f"m{n}" for n in range(10)] + [NOT_ALL_DELIVERED]  # the stranger is told too, after
+        assert notice and len([e for e in rec.events("a", ServerNotice) if "Too much" in e.text]) == 1
+        assert b.metrics.counters[("messages_dropped", (("reason", "inbox_full"), ("side", "user")))] == 5
+
+
+async def test_a_hundred_typing_toggles_a_second_with_messages_lose_nothing_and_relay_little():
+    async with running(scripted(), typing_interval=0.5, user_burst=1000, stranger_burst=1000) as b:
+        rec, chat = await chatting(b)
+        sent = []
+        for n in range(200):  # 2 s of toggling at 100 a second, each way, and a message every 100 ms
+            typing = Typing() if n % 2 == 0 else StoppedTyping()
+            rec.send("a", typing)
+            chat.stranger(typing)
+            if n % 10 == 9:
+                sent.append(f"t{n}")
+                rec.send("a", Message(f"u{n}"))
+                chat.stranger(Message(f"s{n}"))
+            await asyncio.sleep(0.01)
+        rec.send("a", Message("user end"))
+        chat.stranger(Message("stranger end"))
+        await rec.wait_for("a", lambda e: e == Message("stranger end"))
+        async with asyncio.timeout(5):
+            while Message("user end") not in chat.sent:
+                await asyncio.sleep(0.01)
+        shown = rec.shown[rec.room("a")]
+        assert [e.text for e in shown if isinstance(e, Message)] == [f"s{t[1:]}" for t in sent] + ["stranger end"]
+        assert [e.text for e in chat.sent if isinstance(e, Message)] == [f"u{t[1:]}" for t in sent] + ["user end"]
+        # at most one start per interval or per message, each followed by at most one stop
+        bound = 2 * (len(sent) + 1 + int(2 / 0.5) + 2)
+        assert len([e for e in shown if isinstance(e, (Typing, StoppedTyping))]) <= bound
+        assert len([e for e in chat.sent if isinstance(e, (Typing, StoppedTyping))]) <= bound
+        assert len([e for e in shown if isinstance(e, Typing)]) >= 1  # typing is still shown at all
