@@ -110,10 +110,15 @@ class Router:
     # ---- output ------------------------------------------------------------------------------
 
     async def deliver(self, room: Room, event: Event) -> bool:
-        """Show an event in a room, retrying a failing platform a bounded number of times."""
+        """Show an event in a room, retrying a failing platform a bounded number of times.
+
+        False when it could not be shown; the session then tells both sides about a lost message.
+        Counted as deliver_retries / deliver_failures by platform and reason.
+        """
         platform = self.platforms.get(room.platform)
         if platform is None:
             log.warning("room %s: no platform %s; %s dropped", room, room.platform, type(event).__name__)
+            self.metrics.inc("deliver_failures", platform=room.platform, reason="no_platform")
             return False
         attempts = self.settings.deliver_attempts
         for attempt in range(attempts):
@@ -123,10 +128,13 @@ class Router:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                reason = _failure_reason(exc)
                 self.metrics.inc("errors", kind="deliver")
                 if attempt + 1 == attempts:
+                    self.metrics.inc("deliver_failures", platform=room.platform, reason=reason)
                     log.error("room %s: %s not delivered after %d attempts: %r", room, type(event).__name__, attempts, exc)
                     return False
+                self.metrics.inc("deliver_retries", platform=room.platform, reason=reason)
                 log.warning("room %s: delivering %s failed (%r); retrying", room, type(event).__name__, exc)
                 await asyncio.sleep(DELIVER_BACKOFF[min(attempt, len(DELIVER_BACKOFF) - 1)])
         return False
@@ -229,3 +237,12 @@ class Router:
         """The session state of a room (IDLE when it has none)."""
         session = self.sessions.get(room)
         return session.state if session else State.IDLE
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """A metric label for why a delivery failed: a few fixed values, never text from the error."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, (ConnectionError, OSError)):
+        return "connection"
+    return "error"

@@ -31,7 +31,7 @@ from .inbox import Inbox
 from .indicator import Indicator
 from .limits import TokenBucket
 from .store import SessionRecord
-from .wording import NOT_ALL_DELIVERED
+from .wording import NOT_ALL_DELIVERED, ROOM_NOT_SHOWN, ROOM_NOT_SHOWN_UNTOLD, not_delivered
 from .hygiene import clean, cut
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ class Session:
         "backend_name", "start", "generation", "pump", "task", "spy", "strangers", "final_sent",
         "search_started", "search_deadline", "user_typing", "stranger_typing", "user_bucket",
         "stranger_buckets", "user_throttled", "stranger_throttled", "overflowed", "explained",
+        "undeliverable",
     )  # fmt: skip
 
     def __init__(self, room: Room, host: Host) -> None:
@@ -108,6 +109,7 @@ class Session:
         self.stranger_throttled: float | None = None  # likewise for the stranger side
         self.overflowed = False
         self.explained = False  # the backend's notice just shown says why the chat is failing
+        self.undeliverable = False  # the room failed to show a message and was told (re-armed by a success)
 
     # ---- feeding the inbox -------------------------------------------------------------------
 
@@ -518,8 +520,22 @@ class Session:
     # ---- output ------------------------------------------------------------------------------
 
     async def deliver(self, event: Event) -> None:
-        """Show `event` in the room (bounded retries inside the router)."""
-        await self.host.deliver(self.room, event)
+        """Show `event` in the room (bounded retries inside the router).
+
+        A stranger's message that cannot be shown is not lost silently: the stranger is told
+        about that very message, and the room once per run of failures (if it can be reached).
+        """
+        if await self.host.deliver(self.room, event):
+            self.undeliverable = False
+            return
+        if type(event) is not Message:
+            return
+        self.host.metrics.inc("messages_dropped", side="stranger", reason="not_delivered")
+        # (A spy's strangers do not know the spy: there is nobody to tell.)
+        told = self._can_write() and await self._send(Message(not_delivered(event.text)))
+        if not self.undeliverable:
+            self.undeliverable = True
+            await self.host.deliver(self.room, ServerNotice(ROOM_NOT_SHOWN if told else ROOM_NOT_SHOWN_UNTOLD))
 
     async def notice(self, text: str) -> None:
         """Tell the room something no person typed."""

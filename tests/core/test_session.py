@@ -433,3 +433,26 @@ async def test_a_hundred_typing_toggles_a_second_with_messages_lose_nothing_and_
         assert len([e for e in shown if isinstance(e, (Typing, StoppedTyping))]) <= bound
         assert len([e for e in chat.sent if isinstance(e, (Typing, StoppedTyping))]) <= bound
         assert len([e for e in shown if isinstance(e, Typing)]) >= 1  # typing is still shown at all
+
+
+async def test_a_message_the_room_cannot_show_is_told_to_both_sides_and_counted():
+    from bridge.wording import ROOM_NOT_SHOWN, not_delivered
+    from tests.core.flaky import FLAKY
+
+    data = scripted()
+    data["platforms"] = {"rec": {"plugin": FLAKY}}
+    async with running(data, deliver_attempts=2) as b:
+        rec, chat = await chatting(b)
+        chat.stranger(*(Message(t) for t in ("ok1", "poison1", "poison2", "ok2", "poison3", "last")))
+        await rec.wait_for("a", lambda e: e == Message("last"))
+        async with asyncio.timeout(5):
+            while len([e for e in chat.sent if "not delivered" in getattr(e, "text", "")]) < 3:
+                await asyncio.sleep(0.01)
+        shown = [e.text for e in rec.shown[rec.room("a")] if isinstance(e, (Message, ServerNotice))]
+        # one room notice per run of failures; every lost message named to the stranger
+        assert shown == ["ok1", ROOM_NOT_SHOWN, "ok2", ROOM_NOT_SHOWN, "last"]
+        assert chat.sent == [Message(not_delivered(t)) for t in ("poison1", "poison2", "poison3")]
+        assert rec.refused_attempts == 3 * 2  # bounded: deliver_attempts each
+        labels = (("platform", "rec"), ("reason", "connection"))
+        assert b.metrics.counters[("deliver_failures", labels)] == 3
+        assert b.metrics.counters[("deliver_retries", labels)] == 3
