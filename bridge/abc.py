@@ -82,6 +82,11 @@ class Platform(abc.ABC):
 
     Config: ClassVar[type[PluginConfig]] = PluginConfig
 
+    #: Whether a user can still report the stranger after a chat ended. True (the default) makes
+    #: the core keep a small, bounded record of each ended chat for a while; a platform with no
+    #: "report" command sets False, so nothing of its ended chats is kept.
+    reports_after_end: ClassVar[bool] = True
+
     def __init__(self, name: str, config: Any, submit: Submit, state: KeyValue, metrics: Metrics | None = None) -> None:
         self.name = name
         self.config = config

@@ -57,6 +57,8 @@ class BridgeSection(StrictModel):
     inbox_size: int = Field(1000, ge=10)  # events queued per room before overflow notices
     deliver_attempts: int = Field(3, ge=1, le=10)
     shutdown_timeout: float = Field(5.0, gt=0)
+    report_window: float = Field(300.0, gt=0)  # seconds after a chat ends during which "report" still reaches it
+    report_records: int = Field(10_000, ge=0)  # ended chats kept for that, over all rooms at once
 
 
 class _Raw(BaseSettings):

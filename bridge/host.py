@@ -9,6 +9,7 @@ from .abc import Backend
 from .config import BridgeSection
 from .events import Event, Room
 from .metrics import Metrics
+from .reports import RecentChats
 from .store import SessionRecord
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ class Host(Protocol):
     settings: BridgeSection
     metrics: Metrics
     backends: Mapping[str, Backend]
+    recent: RecentChats  # chats that just ended, so that "report" still reaches them
 
     @property
     def closing(self) -> bool:

@@ -10,6 +10,7 @@ from .abc import Backend, Platform, Submit
 from .config import BridgeSection
 from .events import Disconnected, Envelope, Event, Origin, OriginError, Reason, Room, ServerNotice
 from .metrics import Metrics
+from .reports import RecentChats
 from .session import Session, State
 from .store import SessionRecord, Store
 
@@ -37,6 +38,7 @@ class Router:
         self.store = store
         self.platforms: dict[str, Platform] = {}
         self.sessions: dict[Room, Session] = {}
+        self.recent = RecentChats(settings.report_window, settings.report_records)  # for "report" after the end
         self.metrics = metrics or Metrics()
         self.metrics.sessions_source(self._session_counts)
         self.closing = False
@@ -52,6 +54,8 @@ class Router:
     def attach(self, platform: Platform) -> None:
         """Register a platform so rooms of its name can be delivered to."""
         self.platforms[platform.name] = platform
+        if not platform.reports_after_end:
+            self.recent.without.add(platform.name)
 
     def submitter(self, platform: str) -> Submit:
         """The `submit` callable handed to the platform named `platform`: it can only speak for its own rooms."""

@@ -42,7 +42,6 @@ __all__ = ["Session", "State"]
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0  # seconds a backend may take to leave a chat
-REPORT_WINDOW = 300.0  # seconds after a chat ends during which "report" still reaches it
 
 
 class State(str, enum.Enum):
@@ -75,7 +74,7 @@ class Session:
 
     # Tens of thousands live at once: slots keep each one small.
     __slots__ = (
-        "room", "host", "settings", "state", "inbox", "chat", "last_chat", "last_chat_until",
+        "room", "host", "settings", "state", "inbox", "chat",
         "backend_name", "start", "generation", "pump", "task", "spy", "strangers", "final_sent",
         "search_started", "search_deadline", "user_typing", "stranger_typing", "user_bucket",
         "stranger_buckets", "user_throttled", "stranger_throttled", "overflowed", "explained",
@@ -89,8 +88,6 @@ class Session:
         self.state = State.IDLE
         self.inbox: Inbox[tuple[int, object]] = Inbox(self.settings.inbox_size)
         self.chat: Chat | None = None
-        self.last_chat: Chat | None = None  # a chat that just ended, so "report" still works
-        self.last_chat_until: float | None = None
         self.backend_name: str | None = None
         self.start: Start | None = None
         self.generation = 0
@@ -199,12 +196,12 @@ class Session:
 
     def _retire(self) -> bool:
         # Idle rooms hold no task; the next event creates a fresh one.
-        if self.state is State.IDLE and self.chat is None and self.last_chat is None and self.inbox.empty():
+        if self.state is State.IDLE and self.chat is None and self.inbox.empty():
             return self.host.retire(self)
         return False
 
     def _next_deadline(self) -> float | None:
-        times = [self.search_deadline, self.last_chat_until, self.user_typing.deadline()]
+        times = [self.search_deadline, self.user_typing.deadline()]
         times.extend(ind.deadline() for ind in self.stranger_typing.values())
         times = [t for t in times if t is not None]
         if not times:
@@ -213,8 +210,6 @@ class Session:
 
     async def _on_deadlines(self) -> None:
         now = time.monotonic()
-        if self.last_chat_until is not None and now >= self.last_chat_until:
-            self.last_chat = self.last_chat_until = None
         if self.search_deadline is not None and now >= self.search_deadline and self.state is State.SEARCHING:
             await self._end_chat(Reason.TIMEOUT)
         s = self.settings
@@ -368,7 +363,7 @@ class Session:
             return False
 
     async def _report(self) -> None:
-        chat = self.chat or self.last_chat
+        chat = self.chat or self.host.recent.take(self.room)  # "report" is often pressed just after the end
         if chat is None:
             await self.notice("There is no stranger to report.")
             return
@@ -380,7 +375,6 @@ class Session:
         if self.chat is not None:
             await self._end_chat(Reason.REPORT)
         else:
-            self.last_chat = self.last_chat_until = None
             await self.notice("You reported the last stranger. You will not be paired with them again.")
 
     # ---- stranger side -----------------------------------------------------------------------
@@ -495,8 +489,8 @@ class Session:
         chat, pump = self.chat, self.pump
         self.generation += 1  # whatever the old chat still says is now stale
         self.chat, self.pump = None, None
-        if chat is not None:
-            self.last_chat, self.last_chat_until = chat, time.monotonic() + REPORT_WINDOW
+        if chat is not None and self.state is State.CHATTING:  # a search left has nobody to report
+            self.host.recent.keep(self.room, chat)
         self.state = State.IDLE
         self.search_deadline = None
         self.user_typing.stop()
