@@ -27,15 +27,11 @@ def scripted(**backend):
     return {"backends": {"s": {"plugin": SCRIPTED, **backend}}, "bridge": {"default_backend": "s"}}
 
 
-async def settle(bridge, room="a"):
-    """Wait until the room's inbox is drained."""
-    for _ in range(200):
-        session = bridge.router.sessions.get(bridge.platforms["rec"].room(room))
-        if session is None or session.inbox.empty():
-            await asyncio.sleep(0.01)
-            if session is None or session.inbox.empty():
-                return
-        await asyncio.sleep(0.005)
+async def reaches(chat, event, timeout=5.0):
+    """Wait until `event` was sent to the stranger (a positive marker: no fixed sleep)."""
+    async with asyncio.timeout(timeout):
+        while event not in chat.sent:
+            await asyncio.sleep(0.005)
 
 
 async def chatting(bridge, room="a", index=0):
@@ -83,10 +79,10 @@ async def test_start_while_chatting_means_next():
         second = await b.backends["s"].next_chat(1)
         assert first.closed == 1
         first.stranger(Message("late message from the old stranger"))
-        second.stranger(Connected())
+        second.stranger(Connected(), Message("marker from the new stranger"))
         await rec.wait_count("a", Connected, 2)
-        await settle(b)
-        assert rec.events("a", Message) == []  # stale events of the left chat are dropped
+        await rec.wait_for("a", Message)
+        assert rec.events("a", Message) == [Message("marker from the new stranger")]  # the left chat's is dropped
         assert rec.events("a", Disconnected) == [Disconnected(reason=Reason.USER)]
 
 
@@ -107,7 +103,8 @@ async def test_backend_exception_ends_with_one_notice():
         chat.stranger(RuntimeError("boom"))
         end = await rec.wait_for("a", Disconnected)
         assert end.reason == Reason.ERROR
-        await settle(b)
+        rec.send("a", Message("marker"))  # handled after anything the failure still queued
+        await rec.wait_for("a", lambda e: isinstance(e, ServerNotice) and "not chatting" in e.text)
         assert len(rec.events("a", Disconnected)) == 1
 
 
@@ -139,10 +136,8 @@ async def test_typing_is_synthesised_and_deduplicated():
         rec, chat = await chatting(b)
         for _ in range(5):
             rec.send("a", Typing())
-        await settle(b)
-        assert chat.sent == [Typing()]
-        await asyncio.sleep(0.35)  # the user went quiet: the stranger is told
-        assert chat.sent == [Typing(), StoppedTyping()]
+        await reaches(chat, StoppedTyping())  # the user went quiet: the stranger is told
+        assert chat.sent == [Typing(), StoppedTyping()]  # five starts, one relayed
         for _ in range(100):
             chat.stranger(Typing())
         await rec.wait_for("a", Typing)
@@ -159,8 +154,9 @@ async def test_message_implies_stopped_typing_for_the_user_side():
         rec.send("a", Typing())
         rec.send("a", Message("x"))
         rec.send("a", Typing())
-        await settle(b)
-        assert chat.sent == [Typing(), Message("x"), Typing()]
+        rec.send("a", Message("end"))
+        await reaches(chat, Message("end"))
+        assert chat.sent == [Typing(), Message("x"), Typing(), Message("end")]
 
 
 async def test_spy_asker_only_watches():
@@ -191,7 +187,7 @@ async def test_group_partial_leave_keeps_chatting():
         kinds = [e for e in rec.shown[rec.room("a")] if isinstance(e, (Typing, StoppedTyping, Disconnected))]
         assert kinds == [Typing("Stranger 1"), StoppedTyping("Stranger 1"), Disconnected("Stranger 1", final=False)]
         rec.send("a", Message("still here"))
-        await settle(b)
+        await reaches(chat, Message("still here"))
         assert chat.sent == [Message("still here")]
         chat.stranger(Disconnected("Stranger 2", final=False))  # the last one cannot be partial
         await rec.wait_count("a", Disconnected, 2)
@@ -232,8 +228,9 @@ async def test_user_flood_is_limited_with_one_notice():
         rec, chat = await chatting(b)
         for n in range(50):
             rec.send("a", Message(f"m{n}"))
-        await settle(b)
-        assert len(chat.sent) == 5
+        rec.send("a", Typing())  # a marker the bucket lets through, handled after the flood
+        await reaches(chat, Typing())
+        assert chat.sent == [Message(f"m{n}") for n in range(5)] + [Typing()]
         notices = [e for e in rec.events("a", ServerNotice) if "too fast" in e.text]
         assert len(notices) == 1
 
@@ -242,9 +239,9 @@ async def test_stranger_flood_is_limited_with_one_notice():
     async with running(scripted(), stranger_rate=1, stranger_burst=10) as b:
         rec, chat = await chatting(b)
         chat.stranger(*[Message(f"s{n}") for n in range(200)], Message("last"))
-        await rec.wait_for("a", lambda e: isinstance(e, ServerNotice) and "too fast" in e.text)
-        await settle(b)
-        assert len(rec.events("a", Message)) == 10
+        chat.stranger(Typing())  # a marker the bucket lets through, handled after the flood
+        await rec.wait_for("a", Typing)
+        assert rec.events("a", Message) == [Message(f"s{n}") for n in range(10)]
         assert len([e for e in rec.events("a", ServerNotice) if "too fast" in e.text]) == 1
 
 
