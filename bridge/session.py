@@ -374,6 +374,7 @@ class Session:
         self.host.metrics.inc("reports")
         if self.chat is not None:
             await self._end_chat(Reason.REPORT)
+            self.host.recent.take(self.room)  # reported already: nothing left to report later
         else:
             await self.notice("You reported the last stranger. You will not be paired with them again.")
 

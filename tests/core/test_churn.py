@@ -117,3 +117,16 @@ async def test_a_platform_without_report_after_the_end_keeps_nothing_of_ended_ch
         await gone(b, norep.room("w"))
         await gone(b, rec.room("a"))
         assert len(b.router.recent) == 1 and b.router.recent.take(rec.room("a")) is not None
+
+
+async def test_a_chat_reported_while_live_keeps_no_record():
+    async with running(hub()) as b:
+        rec = b.platforms["rec"]
+        await pair(rec, "a", "b")
+        rec.send("a", Report())
+        await rec.wait_for("a", Disconnected)
+        await rec.wait_for("b", Disconnected)
+        await gone(b, rec.room("a"))
+        await gone(b, rec.room("b"))
+        assert b.router.recent.take(rec.room("a")) is None  # reported once is enough
+        assert b.router.recent.take(rec.room("b")) is not None  # b may still report a
