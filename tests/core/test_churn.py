@@ -29,14 +29,19 @@ async def pair(rec, x, y):
     await rec.wait_for(y, Connected)
 
 
+async def end_pair(b, rec, who, event):
+    """`who` of the pair a, b ends the chat with `event`; wait until both rooms retired."""
+    rec.send(who, event)
+    for room in "ab":
+        await rec.wait_for(room, Disconnected)
+        await gone(b, rec.room(room))
+
+
 async def test_a_room_whose_chat_ended_retires_at_once():
     async with running(hub()) as b:
         rec = b.platforms["rec"]
         await pair(rec, "a", "b")
-        rec.send("b", Disconnected())
-        await rec.wait_for("a", Disconnected)
-        await gone(b, rec.room("a"))
-        await gone(b, rec.room("b"))
+        await end_pair(b, rec, "b", Disconnected())
         assert b.router.sessions == {}
         assert len(b.router.recent) == 2  # both sides may still report
 
@@ -123,10 +128,6 @@ async def test_a_chat_reported_while_live_keeps_no_record():
     async with running(hub()) as b:
         rec = b.platforms["rec"]
         await pair(rec, "a", "b")
-        rec.send("a", Report())
-        await rec.wait_for("a", Disconnected)
-        await rec.wait_for("b", Disconnected)
-        await gone(b, rec.room("a"))
-        await gone(b, rec.room("b"))
+        await end_pair(b, rec, "a", Report())
         assert b.router.recent.take(rec.room("a")) is None  # reported once is enough
         assert b.router.recent.take(rec.room("b")) is not None  # b may still report a
