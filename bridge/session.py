@@ -27,7 +27,7 @@ from .events import (
     Waiting,
 )
 from .inbox import Inbox
-from .limits import TokenBucket
+from .bucket import TokenBucket
 from .store import SessionRecord
 from .hygiene import clean, cut
 
