@@ -11,16 +11,14 @@ import os
 import re
 import time
 
-from bench.bench_web import Client
 from bench.common import emit, percentile
 from bench.daemon import SYSTEMD_DEFAULT_NOFILE, Daemon, raise_own_fd_limit
+from bench.probe import REQUEST_TIMEOUT, planned, probe
 
 __all__ = ["main"]
 
 HALF_OPEN = 2000
 CHAT_SECONDS = float(os.environ.get("BENCH_HALFOPEN_SECONDS", "20"))
-GAP = 0.02  # seconds between two probe messages of one side: 50 messages/s each way
-REQUEST_TIMEOUT = 5.0  # a probe request that takes longer counts as failed (its message as lost)
 REOPEN_AFTER = 1.0  # seconds an attacker slot waits before re-opening a connection the server closed
 PARTIAL = (b"POST /send HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow\r\n"
            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Le")
@@ -83,78 +81,6 @@ class Attack:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-async def within(coro, timeout: float = REQUEST_TIMEOUT):
-    return await asyncio.wait_for(coro, timeout)
-
-
-async def probe(url: str, seconds: float) -> dict:
-    """A pair from 127.0.0.2 starts and chats both ways; latency = /send started → partner's poll got it."""
-    a, b = Client(url, "127.0.0.2"), Client(url, "127.0.0.2")
-    result = {"paired": False, "sent": 0, "received": 0, "duplicates": 0, "out_of_order": 0,
-              "failed_requests": 0, "latencies": []}
-    try:
-        first_a, first_b = await within(a.start()), await within(b.start())
-        await within(asyncio.gather(a.until_connected(first_a), b.until_connected(first_b)), 10.0)
-    except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, KeyError):
-        a.close()
-        b.close()
-        return result
-    result["paired"] = True
-    sent: dict[str, float] = {}
-    got: dict[str, list[str]] = {"a": [], "b": []}
-    done = asyncio.Event()
-
-    async def talk(me: Client, tag: str) -> None:
-        n = 0
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            token = f"{tag}{n}"
-            n += 1
-            sent[token] = time.perf_counter()
-            try:
-                if await within(me.post("/send", msg=token)) != "win":
-                    result["failed_requests"] += 1
-            except (OSError, TimeoutError, asyncio.IncompleteReadError):
-                result["failed_requests"] += 1
-                me.action.close()
-                me.action.writer = None
-            await asyncio.sleep(GAP)
-
-    async def listen(me: Client, into: list[str]) -> None:
-        while not done.is_set():
-            try:
-                events = await within(me.events(), 30.0)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
-                me.poll.close()
-                me.poll.writer = None
-                continue
-            for event in events:
-                if event[0] == "gotMessage":
-                    into.append(event[1])
-                    if event[1] in sent:
-                        result["latencies"].append(time.perf_counter() - sent[event[1]])
-
-    listeners = [asyncio.create_task(listen(b, got["b"])), asyncio.create_task(listen(a, got["a"]))]
-    await asyncio.gather(talk(a, "a"), talk(b, "b"))
-    deadline = time.monotonic() + REQUEST_TIMEOUT
-    while len(got["a"]) + len(got["b"]) < len(sent) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    done.set()
-    for task in listeners:
-        task.cancel()
-    await asyncio.gather(*listeners, return_exceptions=True)
-    a.close()
-    b.close()
-    for side, tag in (("b", "a"), ("a", "b")):
-        tokens = got[side]
-        result["duplicates"] += len(tokens) - len(set(tokens))
-        numbers = [int(t[1:]) for t in tokens if t.startswith(tag)]
-        result["out_of_order"] += sum(1 for x, y in zip(numbers, numbers[1:]) if y < x)
-    result["sent"] = len(sent)
-    result["received"] = len((set(got["a"]) | set(got["b"])) & set(sent))
-    return result
-
-
 async def run(daemon: Daemon) -> tuple[Attack, dict, tuple[int, int], int]:
     attack = Attack(daemon.port)
     attack.start()
@@ -162,7 +88,7 @@ async def run(daemon: Daemon) -> tuple[Attack, dict, tuple[int, int], int]:
     await asyncio.sleep(1.0)
     limit_under_attack = daemon.nofile()
     fds = daemon.open_fds()
-    result = await probe(daemon.url, CHAT_SECONDS)
+    result = await probe(daemon.url, CHAT_SECONDS, "127.0.0.2")
     await attack.close()
     return attack, result, limit_under_attack, fds
 
@@ -180,9 +106,8 @@ def main() -> None:
         daemon.stop()
     lat = result["latencies"]
     lost = result["sent"] - result["received"]
-    planned = round(2 * CHAT_SECONDS / GAP)
     if not result["paired"]:
-        lost = planned  # the pair never met: every message it came to send is lost
+        lost = planned(CHAT_SECONDS)  # the pair never met: every message it came to send is lost
     common = {"half_open": HALF_OPEN, "bench_nofile_soft": own,
               "daemon_nofile_started_with": SYSTEMD_DEFAULT_NOFILE,
               "daemon_nofile_soft_after_start": limit_at_start[0], "daemon_nofile_hard": limit_at_start[1],
