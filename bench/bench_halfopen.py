@@ -121,7 +121,8 @@ def main() -> None:
              paired=result["paired"], **common)
     emit("halfopen_probe_messages_lost", float(lost), "messages", "== 0", sent=result["sent"],
          received=result["received"], duplicates=result["duplicates"], out_of_order=result["out_of_order"],
-         failed_requests=result["failed_requests"], paired=result["paired"], chat_seconds=CHAT_SECONDS,
+         failed_requests=result["failed_requests"], paired=result["paired"], paired_after_seconds=result["paired_after_seconds"],
+         start_attempts=result["start_attempts"], chat_seconds=CHAT_SECONDS,
          note="sent - received (unique tokens); if the pair never met: the messages it planned to send")
     emit("halfopen_attacker_connections", float(attack.connects), "connections",
          closed_by_server=attack.closed_by_server, connect_failures=attack.connect_failures,

@@ -89,7 +89,7 @@ def main() -> None:
              note="no probe message arrived (value is the request timeout, a lower bound)", **common)
     emit("longpolls_10k_probe_messages_lost", float(lost), "messages", "== 0", sent=r["sent"], received=r["received"],
          duplicates=r["duplicates"], out_of_order=r["out_of_order"], failed_requests=r["failed_requests"],
-         paired=r["paired"], open_polls_after=int(r["open_after"]), crowd_polls_broken=r["broken_holders"])
+         paired=r["paired"], paired_after_seconds=r["paired_after_seconds"], open_polls_after=int(r["open_after"]), crowd_polls_broken=r["broken_holders"])
 
 
 if __name__ == "__main__":

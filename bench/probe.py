@@ -25,19 +25,29 @@ async def within(coro, timeout: float = REQUEST_TIMEOUT):
 
 
 async def probe(url: str, seconds: float, local: str) -> dict:
-    """A pair from address `local` starts and chats both ways for `seconds`, each side one message
-    per GAP; latency = /send started → the partner's poll got it. Every token is unique."""
-    a, b = Client(url, local), Client(url, local)
-    result = {"paired": False, "sent": 0, "received": 0, "duplicates": 0, "out_of_order": 0,
-              "failed_requests": 0, "latencies": []}
-    try:
-        first_a, first_b = await within(a.start()), await within(b.start())
-        await within(asyncio.gather(a.until_connected(first_a), b.until_connected(first_b)), 10.0)
-    except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, KeyError):
-        a.close()
-        b.close()
-        return result
+    """A pair from address `local` starts (again after a failed start) and chats both ways until
+    `seconds` have passed, each side one message per GAP; latency = /send started → the partner's
+    poll got it. Every token is unique."""
+    result = {"paired": False, "paired_after_seconds": None, "start_attempts": 0, "sent": 0, "received": 0,
+              "duplicates": 0, "out_of_order": 0, "failed_requests": 0, "latencies": []}
+    began = time.monotonic()
+    end = began + seconds
+    while True:  # a user whose start failed tries again, until the time to chat is over
+        a, b = Client(url, local), Client(url, local)
+        result["start_attempts"] += 1
+        try:
+            first_a, first_b = await within(a.start()), await within(b.start())
+            await within(asyncio.gather(a.until_connected(first_a), b.until_connected(first_b)), 10.0)
+            break
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, KeyError):
+            a.close()
+            b.close()
+            if time.monotonic() >= end:
+                return result
+            await asyncio.sleep(0.5)
     result["paired"] = True
+    result["paired_after_seconds"] = round(time.monotonic() - began, 2)
+    seconds = max(0.0, end - time.monotonic())
     sent: dict[str, float] = {}
     got: dict[str, list[str]] = {"a": [], "b": []}
     done = asyncio.Event()
