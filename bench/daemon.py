@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Daemon", "free_port", "raise_own_fd_limit", "toml"]
+__all__ = ["Daemon", "SYSTEMD_DEFAULT_NOFILE", "free_port", "raise_own_fd_limit", "toml"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD_DEFAULT_NOFILE = 1024  # systemd's default soft limit for a service that sets no LimitNOFILE
