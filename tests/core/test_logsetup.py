@@ -26,6 +26,13 @@ def record(msg="socket.accept() out of system resource\nsocket: %r", args=("<soc
     return logging.LogRecord(name, level, "/x/base_events.py", line, msg, args, None)
 
 
+def run_python(code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
 def test_storm_passes_burst_then_once_per_interval_with_count():
     clock = Clock()
     flt = RepeatFilter(interval=10.0, burst=2, clock=clock)
@@ -81,10 +88,7 @@ def test_setup_logging_cuts_a_real_storm_on_stderr():
         "[log.error('socket.accept() out of system resource\\nsocket: %r', i) for i in range(10000)];"
         "logging.getLogger('bridge.x').info('after the storm')"
     )
-    res = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60
-    )
-    assert res.returncode == 0, res.stderr
+    res = run_python(code)
     lines = [json.loads(line) for line in res.stderr.splitlines()]
     storm = [line for line in lines if line["logger"] == "asyncio"]
     assert 1 <= len(storm) <= 5, len(storm)
@@ -98,10 +102,7 @@ def test_text_format_shows_the_suppressed_count():
         "log = logging.getLogger('asyncio');"
         "[log.error('accept failed %s', i) for i in range(50)]; now[0] = 100.0; log.error('accept failed %s', 'last')"
     )
-    res = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60
-    )
-    assert res.returncode == 0, res.stderr
+    res = run_python(code)
     last = res.stderr.splitlines()[-1]
     assert "accept failed last" in last and "[45 more like this suppressed]" in last
 
