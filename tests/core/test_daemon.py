@@ -28,14 +28,15 @@ outbox = "{tmp / 'out.jsonl'}"
     return cfg
 
 
-def start_daemon(cfg: Path, tmp: Path) -> subprocess.Popen:
+def start_daemon(cfg: Path, tmp: Path, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
     log = open(tmp / "daemon.log", "ab")
     return subprocess.Popen(
         [sys.executable, "-m", "bridge", "run", "-c", str(cfg)],
         cwd=ROOT,
         stdout=log,
         stderr=log,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        **popen,
     )
 
 
