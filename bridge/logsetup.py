@@ -111,14 +111,14 @@ class RepeatFilter(logging.Filter):
 
 
 class ErrorRing(logging.Handler):
-    """The last `size` ERROR (and worse) records, for `stranger-bridge status`.
+    """The last `size` WARNING (and worse) records, for `stranger-bridge status`.
 
     An entry holds no message text and no ids: the time, the level, the logger, the format string
     of a lazily formatted record (`log.error("room %s: ...", room)` keeps "room %s: ..."), the
     exception type, and how many times in a row it happened.
     """
 
-    def __init__(self, size: int = 20, level: int = logging.ERROR) -> None:
+    def __init__(self, size: int = 20, level: int = logging.WARNING) -> None:
         super().__init__(level)
         self.entries: deque[dict[str, object]] = deque(maxlen=size)
 

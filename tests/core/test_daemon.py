@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_config(tmp: Path, state: Path | None = None) -> Path:
+def write_config(tmp: Path, state: Path | None = None, bridge: str = "", tables: str = "") -> Path:
     cfg = tmp / "config.toml"
     cfg.write_text(
         f"""
@@ -19,10 +19,12 @@ def write_config(tmp: Path, state: Path | None = None) -> Path:
 state = "{state or tmp / 'state.sqlite3'}"
 log_level = "INFO"
 shutdown_timeout = 3
+{bridge}
 [platforms.f]
 plugin = "tests.core.fileplatform:FilePlatform"
 inbox = "{tmp / 'in.jsonl'}"
 outbox = "{tmp / 'out.jsonl'}"
+{tables}
 """
     )
     return cfg

@@ -108,7 +108,7 @@ def test_text_format_shows_the_suppressed_count():
 
 
 def test_error_ring_keeps_templates_not_text_and_merges_repeats():
-    ring = ErrorRing(size=3)
+    ring = ErrorRing(size=3, level=logging.ERROR)
     logger = logging.getLogger("bridge.test_ring")
     logger.addHandler(ring)
     logger.propagate = False
@@ -116,7 +116,7 @@ def test_error_ring_keeps_templates_not_text_and_merges_repeats():
         logger.error("room %s: %s not delivered", "web:secret-client-id", "Message")
         logger.error("room %s: %s not delivered", "web:other-id", "Message")
         logger.error(f"formatted before logging: {'hello stranger'}")
-        logger.warning("a warning is not an error %s", 1)
+        logger.warning("below the ring's level %s", 1)
         try:
             raise ConnectionResetError("peer said something private")
         except ConnectionResetError:
@@ -133,3 +133,10 @@ def test_error_ring_keeps_templates_not_text_and_merges_repeats():
     text = json.dumps(entries)
     for secret in ("secret-client-id", "other-id", "hello stranger", "private", "user-42"):
         assert secret not in text
+
+
+def test_error_ring_is_bounded_and_keeps_warnings_by_default():
+    ring = ErrorRing(size=2)
+    for n in range(5):
+        ring.handle(record(msg=f"site {n} %s", level=logging.WARNING, line=n))
+    assert [e["template"] for e in ring.recent()] == ["site 3 %s", "site 4 %s"]
