@@ -48,7 +48,8 @@ class Bridge:
         self.platforms: dict[str, Platform] = {}
         self.router: Router | None = None
         self.health: HealthServer | None = None
-        self.notifier = notifier if notifier is not None else Notifier.from_env()
+        # The CLI hands in Notifier.from_env(); a Bridge built in-process (tests, embedding) says nothing to systemd.
+        self.notifier = notifier if notifier is not None else Notifier(None)
         self.errors = ErrorRing()
         self.phase = "starting"  # "starting" → "running" → "stopping"
         self.started_at = time.time()

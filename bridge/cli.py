@@ -13,6 +13,7 @@ from pathlib import Path
 from .app import Bridge, StartError
 from .config import ConfigError, load_config
 from .logsetup import setup_logging
+from .notify import Notifier
 from .status import EXIT_UNKNOWN, query_status, render_status
 from .store import StoreError
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.bridge.log_format, config.bridge.log_level)
     raise_open_files_limit()
     try:
-        asyncio.run(_run(Bridge(config)))
+        asyncio.run(_run(Bridge(config, notifier=Notifier.from_env())))
     except StoreError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG

@@ -126,3 +126,36 @@ def test_notifier_without_socket_does_nothing_and_a_gone_manager_is_no_error(tmp
     os.unlink(tmp_path / "gone.sock")
     assert notifier.ready() is False  # the manager went away: logged once, never raised
     notifier.close()
+
+
+
+def drain(sock: socket.socket) -> list[bytes]:
+    """Every datagram already delivered to `sock`, without waiting (AF_UNIX delivers on send)."""
+    out = []
+    sock.setblocking(False)
+    try:
+        while True:
+            out.append(sock.recv(4096))
+    except BlockingIOError:
+        return out
+    finally:
+        sock.setblocking(True)
+
+
+async def test_watchdog_pings_come_from_the_event_loop_so_a_wedged_loop_stops_them(tmp_path):
+    import asyncio
+
+    manager = Manager(str(tmp_path / "wd.sock"))
+    notifier = Notifier.from_env({"NOTIFY_SOCKET": manager.address, "WATCHDOG_USEC": "100000"})  # every 0.05 s
+    task = asyncio.get_running_loop().create_task(notifier.keep_alive(lambda: "ok"))
+    try:
+        await asyncio.sleep(0.2)
+        assert b"WATCHDOG=1" in b"".join(drain(manager.sock))  # pinging while the loop runs
+        time.sleep(0.6)  # the loop is wedged: twelve intervals pass without it
+        assert drain(manager.sock) == []  # ... and not one ping went out meanwhile
+        await asyncio.sleep(0.2)
+        assert b"WATCHDOG=1" in b"".join(drain(manager.sock))  # back once the loop runs again
+    finally:
+        task.cancel()
+        notifier.close()
+        manager.close()

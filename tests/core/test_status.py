@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from bridge.address import connect_host, split_bind
 from tests.core.scripted import ScriptedBackend
 from tests.core.test_daemon import pair, shown, start_daemon, user, wait_until, write_config
 from tests.core.test_notify import Manager
@@ -128,3 +131,24 @@ def test_bad_config_is_exit_2(tmp_path):
     cfg.write_text('[bridge]\nmetrics_bind = "no-port"\n')
     res = status(cfg)
     assert res.returncode == 2 and "metrics_bind" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("bind", "host", "port", "asked"),
+    [
+        ("127.0.0.1:9108", "127.0.0.1", 9108, "127.0.0.1"),
+        ("0.0.0.0:9108", "0.0.0.0", 9108, "127.0.0.1"),
+        ("[::]:9108", "::", 9108, "::1"),
+        ("[::1]:0", "::1", 0, "::1"),
+        ("localhost:80", "localhost", 80, "localhost"),
+    ],
+)
+def test_bind_addresses_and_where_status_asks(bind, host, port, asked):
+    assert split_bind(bind) == (host, port)
+    assert connect_host(host) == asked
+
+
+@pytest.mark.parametrize("bind", ["9108", ":9108", "host:", "host:port", "host:70000", ""])
+def test_malformed_bind_addresses_are_refused(bind):
+    with pytest.raises(ValueError):
+        split_bind(bind)
