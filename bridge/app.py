@@ -88,7 +88,8 @@ class Bridge:
         self._register_gauges()
         self._helpers.append(loop.create_task(self.notifier.keep_alive(self.summary), name="sd_notify keep-alive"))
         for name, cls in cfg.platform_classes.items():
-            platform = cls(name, cfg.platforms[name], self.router.submitter(name), store.state_for(f"platform:{name}"), self.metrics)
+            state = store.state_for(f"platform:{name}")
+            platform = cls(name, cfg.platforms[name], self.router.submitter(name), state, self.metrics)
             self.router.attach(platform)
             self.platforms[name] = platform
             self.metrics.set_ready(name, False)
@@ -154,9 +155,10 @@ class Bridge:
     def _register_gauges(self) -> None:
         router = self.router
         assert router is not None
-        self.metrics.gauge_source(
-            "queue_depth", ("owner", "queue"), lambda: {("core", "session_inbox"): sum(len(s.inbox) for s in router.sessions.values())}
-        )
+        def inbox_depth() -> dict[tuple[str, ...], float]:
+            return {("core", "session_inbox"): sum(len(session.inbox) for session in router.sessions.values())}
+
+        self.metrics.gauge_source("queue_depth", ("owner", "queue"), inbox_depth)
 
         def backends_up() -> dict[tuple[str, ...], float]:
             out: dict[tuple[str, ...], float] = {}
@@ -219,7 +221,9 @@ class Bridge:
             states[state] += n
         text = f"{states['chatting']} chatting, {states['searching']} searching"
         down = [name for name in self.platforms if not self.metrics.ready.get(name)]
-        return text + (f"; not ready: {', '.join(down)}" if down else "") + ("; stopping" if self.phase == "stopping" else "")
+        if down:
+            text += f"; not ready: {', '.join(down)}"
+        return text + ("; stopping" if self.phase == "stopping" else "")
 
     async def _save_last_run(self, stopped: float | None) -> None:
         assert self.store is not None

@@ -90,32 +90,49 @@ def render_status(report: dict[str, Any], *, as_json: bool = False) -> str:
     """The report as an operator reads it (or as one JSON object)."""
     if as_json:
         return json.dumps(report, sort_keys=True, indent=2)
-    lines = []
-    if report.get("running"):
-        lines.append(f"stranger-bridge: running ({report.get('health')}), pid {report.get('pid')}, up {_duration(report.get('uptime', 0))}")
-        platforms = report.get("platforms", {})
-        lines.append("platforms: " + (", ".join(f"{name} {'ready' if p.get('ready') else 'NOT READY'}" for name, p in platforms.items()) or "none"))
-    else:
-        lines.append(f"stranger-bridge: {report.get('health')}" + (f" ({report['note']})" if report.get("note") else ""))
-        last = report.get("last_run")
-        if last:
-            stopped = last.get("stopped")
-            how = f"stopped {_when(stopped)}" if stopped else "did not stop cleanly (killed or crashed)"
-            lines.append(f"last run: started {_when(last.get('started'))}, {how}")
-    sessions = report.get("sessions", {})
-    label = "sessions" if report.get("running") else "sessions in the state file"
-    lines.append(f"{label}: " + ("; ".join(f"{p}: " + ", ".join(f"{n} {s}" for s, n in sorted(st.items())) for p, st in sorted(sessions.items())) or "none"))
-    if report.get("running"):
-        waiting = report.get("waiting", {})
+    running = bool(report.get("running"))
+    lines = _running_lines(report) if running else _stopped_lines(report)
+    label = "sessions" if running else "sessions in the state file"
+    lines.append(f"{label}: {_sessions(report.get('sessions') or {})}")
+    if running:
+        waiting = report.get("waiting") or {}
         lines.append("waiting: " + (", ".join(f"{n} {mode}" for mode, n in sorted(waiting.items())) or "nobody"))
     errors = report.get("errors") or []
-    lines.append("last errors: " + ("none" if not errors else ""))
-    for entry in errors[-10:]:
-        what = entry.get("template") or "(message not kept)"
-        extra = f" {entry['exception']}" if entry.get("exception") else ""
-        times = f" (x{entry['count']})" if entry.get("count", 1) > 1 else ""
-        lines.append(f"  {_when(entry.get('time'))} {entry.get('level')} {entry.get('logger')}: {what}{extra}{times}")
-    return "\n".join(line.rstrip() for line in lines)
+    lines.append("last errors:" + ("" if errors else " none"))
+    lines.extend(_error_line(entry) for entry in errors[-10:])
+    return "\n".join(lines)
+
+
+def _running_lines(report: dict[str, Any]) -> list[str]:
+    head = f"stranger-bridge: running ({report.get('health')}), pid {report.get('pid')}"
+    platforms = report.get("platforms") or {}
+    ready = [f"{name} {'ready' if p.get('ready') else 'NOT READY'}" for name, p in platforms.items()]
+    return [f"{head}, up {_duration(report.get('uptime', 0))}", "platforms: " + (", ".join(ready) or "none")]
+
+
+def _stopped_lines(report: dict[str, Any]) -> list[str]:
+    note = f" ({report['note']})" if report.get("note") else ""
+    lines = [f"stranger-bridge: {report.get('health')}{note}"]
+    last = report.get("last_run")
+    if last:
+        stopped = last.get("stopped")
+        how = f"stopped {_when(stopped)}" if stopped else "did not stop cleanly (killed or crashed)"
+        lines.append(f"last run: started {_when(last.get('started'))}, {how}")
+    return lines
+
+
+def _sessions(sessions: dict[str, dict[str, int]]) -> str:
+    parts = []
+    for platform, states in sorted(sessions.items()):
+        parts.append(f"{platform}: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
+    return "; ".join(parts) or "none"
+
+
+def _error_line(entry: dict[str, Any]) -> str:
+    what = entry.get("template") or "(message not kept)"
+    extra = f" {entry['exception']}" if entry.get("exception") else ""
+    times = f" (x{entry['count']})" if entry.get("count", 1) > 1 else ""
+    return f"  {_when(entry.get('time'))} {entry.get('level')} {entry.get('logger')}: {what}{extra}{times}"
 
 
 def _when(stamp: float | None) -> str:
