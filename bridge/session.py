@@ -29,7 +29,7 @@ from .events import (
 from .inbox import Inbox
 from .bucket import TokenBucket
 from .store import SessionRecord
-from .text import clean, cut
+from .hygiene import clean, cut
 
 if TYPE_CHECKING:
     from .router import Router
