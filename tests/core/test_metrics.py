@@ -187,3 +187,14 @@ async def test_memory_store_bridge_still_counts_store_latency():
     async with running(store=MemoryStore(), metrics_bind="127.0.0.1:0") as bridge:
         _, _, text = await scrape(bridge.health.port)
     assert sample(families(text), "stranger_bridge_store_seconds", "stranger_bridge_store_seconds_count", op="sessions") >= 1
+
+
+async def test_web_platform_still_serves_the_core_figures_parseably():
+    async with running({"platforms": {"web": {"plugin": "web", "bind": "127.0.0.1:0"}}}) as bridge:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(bridge.platforms["web"].url + "/metrics") as response:
+                assert response.status == 200
+                text = await response.text()
+    fams = families(text)
+    assert sample(fams, "stranger_bridge_platform_ready", platform="web") == 1
+    assert "stranger_bridge_web_clients" in fams and "# HELP stranger_bridge_sessions" in text
