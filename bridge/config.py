@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from .abc import Backend, Platform, PluginConfig, StrictModel
+from .address import split_bind
 from .registry import PluginError, load_backend, load_platform
 
 __all__ = ["BridgeSection", "Config", "ConfigError", "DEFAULT_CONFIG", "load_config", "parse_config"]
@@ -59,6 +60,16 @@ class BridgeSection(StrictModel):
     shutdown_timeout: float = Field(5.0, gt=0)
     report_window: float = Field(300.0, gt=0)  # seconds after a chat ends during which "report" still reaches it
     report_records: int = Field(10_000, ge=0)  # ended chats kept for that, over all rooms at once
+    # host:port of the core's own /metrics, /healthz and /status listener (`stranger-bridge status`
+    # asks it); unset: no listener. Give a loopback host unless a scraper elsewhere must reach it.
+    metrics_bind: str | None = None
+
+    @field_validator("metrics_bind")
+    @classmethod
+    def _bind(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_bind(value)
+        return value
 
 
 class _Raw(BaseSettings):

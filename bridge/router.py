@@ -7,6 +7,7 @@ import logging
 from collections import Counter
 
 from .abc import Backend, Platform, Submit
+from .backoff import Backoff
 from .config import BridgeSection
 from .events import Disconnected, Envelope, Event, Origin, OriginError, Reason, Room, ServerNotice
 from .metrics import Metrics
@@ -18,7 +19,7 @@ __all__ = ["Router"]
 
 log = logging.getLogger(__name__)
 
-DELIVER_BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0)
+DELIVER_BACKOFF = Backoff(0.2, cap=4.0, jitter=0.2)  # attempts come from [bridge] deliver_attempts
 
 
 class Router:
@@ -128,19 +129,19 @@ class Router:
         for attempt in range(attempts):
             try:
                 await platform.deliver(room, event)
+                self.metrics.delivery(room.platform, "ok")
                 return True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                reason = _failure_reason(exc)
                 self.metrics.inc("errors", kind="deliver")
-                if attempt + 1 == attempts:
-                    self.metrics.inc("deliver_failures", platform=room.platform, reason=reason)
+                last = attempt + 1 == attempts
+                self.metrics.delivery(room.platform, "failed" if last else "retry", type(exc).__name__)
+                if last:
                     log.error("room %s: %s not delivered after %d attempts: %r", room, type(event).__name__, attempts, exc)
                     return False
-                self.metrics.inc("deliver_retries", platform=room.platform, reason=reason)
                 log.warning("room %s: delivering %s failed (%r); retrying", room, type(event).__name__, exc)
-                await asyncio.sleep(DELIVER_BACKOFF[min(attempt, len(DELIVER_BACKOFF) - 1)])
+                await asyncio.sleep(DELIVER_BACKOFF.delay(attempt + 1))
         return False
 
     def spawn_notice(self, room: Room, text: str) -> None:
@@ -242,11 +243,3 @@ class Router:
         session = self.sessions.get(room)
         return session.state if session else State.IDLE
 
-
-def _failure_reason(exc: BaseException) -> str:
-    """A metric label for why a delivery failed: a few fixed values, never text from the error."""
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, (ConnectionError, OSError)):
-        return "connection"
-    return "error"

@@ -27,9 +27,9 @@ from .events import (
     Typing,
     Waiting,
 )
+from .bucket import TokenBucket
 from .inbox import Inbox
 from .indicator import Indicator
-from .limits import TokenBucket
 from .store import SessionRecord
 from .wording import NOT_ALL_DELIVERED, ROOM_NOT_SHOWN, ROOM_NOT_SHOWN_UNTOLD, not_delivered
 from .hygiene import clean, cut

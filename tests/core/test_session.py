@@ -324,10 +324,12 @@ async def test_invisible_only_messages_are_not_relayed_either_way():
 async def test_a_long_flood_gets_one_notice_per_direction_per_burst():
     user_notice = "You're sending messages too fast: some were not sent."
     stranger_notice = "The stranger is sending messages too fast: some were not shown."
-    limits = dict(user_rate=10, user_burst=5, stranger_rate=10, stranger_burst=5)  # refills in 0.5 s
+    # A refill takes 2 s: forty times the pace of the flood below, so a loaded machine that
+    # stretches the flood's 20 ms steps does not end the burst early.
+    limits = dict(user_rate=1, user_burst=2, stranger_rate=1, stranger_burst=2)
 
     async def markers(rec, chat, n):
-        await asyncio.sleep(0.6)  # quiet for longer than a refill: the burst is over
+        await asyncio.sleep(2.3)  # quiet for longer than a refill: the burst is over
         rec.send("a", Message(f"user marker {n}"))
         chat.stranger(Message(f"stranger marker {n}"))
         await rec.wait_for("a", lambda e: e == Message(f"stranger marker {n}"))
@@ -338,13 +340,13 @@ async def test_a_long_flood_gets_one_notice_per_direction_per_burst():
 
     async with running(scripted(max_length=100), **limits) as b:
         rec, chat = await chatting(b)
-        for n in range(100):  # 2 s at 50 a second each way: a few get through between drops
+        for n in range(100):  # 2 s at 50 a second each way: some get through between drops
             rec.send("a", Message(f"u{n}"))
             chat.stranger(Message(f"s{n}"))
             await asyncio.sleep(0.02)
         assert await markers(rec, chat, 1) == sorted([user_notice, stranger_notice])
-        assert len(chat.sent) > limits["user_burst"] + 2  # messages did pass between drops
-        assert len(rec.events("a", Message)) > limits["stranger_burst"] + 2
+        assert len(chat.sent) > limits["user_burst"] + 1  # messages did pass between drops (and the marker)
+        assert len(rec.events("a", Message)) > limits["stranger_burst"] + 1
 
         for n in range(20):  # a new flood after the quiet period is a new burst: one more each
             rec.send("a", Message(f"again u{n}"))
@@ -450,6 +452,6 @@ async def test_a_message_the_room_cannot_show_is_told_to_both_sides_and_counted(
         assert shown == ["ok1", ROOM_NOT_SHOWN, "ok2", ROOM_NOT_SHOWN, "last"]
         assert chat.sent == [Message(not_delivered(t)) for t in ("poison1", "poison2", "poison3")]
         assert rec.refused_attempts == 3 * 2  # bounded: deliver_attempts each
-        labels = (("platform", "rec"), ("reason", "connection"))
+        labels = (("platform", "rec"), ("reason", "ConnectionResetError"))
         assert b.metrics.counters[("deliver_failures", labels)] == 3
         assert b.metrics.counters[("deliver_retries", labels)] == 3
