@@ -28,11 +28,12 @@ from .events import (
     Waiting,
 )
 from .bucket import TokenBucket
+from .hygiene import clean, cut
 from .inbox import Inbox
 from .indicator import Indicator
+from .starts import check_start, complete_start, start_from_dict, start_to_dict
 from .store import SessionRecord
 from .wording import NOT_ALL_DELIVERED, ROOM_NOT_SHOWN, ROOM_NOT_SHOWN_UNTOLD, not_delivered
-from .hygiene import clean, cut
 
 if TYPE_CHECKING:
     from .host import Host
@@ -65,8 +66,8 @@ class _Shutdown:
 
 _SHUTDOWN = _Shutdown()
 _USER = -1  # generation tag of user-side inbox items
-_FAILURES = (Reason.ERROR, Reason.REFUSED)
-_TYPING = (Typing, StoppedTyping)  # ends that a backend explains in its own notice
+_FAILURES = (Reason.ERROR, Reason.REFUSED)  # ends that a backend explains in its own notice
+_TYPING = (Typing, StoppedTyping)
 
 
 class Session:
@@ -250,7 +251,7 @@ class Session:
         return self.state is State.CHATTING and not self.spy and self.chat is not None
 
     async def _start(self, start: Start) -> None:
-        problem = self._check_start(start)
+        problem = check_start(start, self.settings)
         if problem:
             await self.notice(problem)
             return
@@ -264,12 +265,7 @@ class Session:
         if self.host.closing:
             await self.notice("The bridge is shutting down; no new chats can start.")
             return
-        start = dataclasses.replace(
-            start,
-            backend=name,
-            interests=tuple(dict.fromkeys(i.strip().lower() for i in start.interests if i.strip())),
-            user=start.user or str(self.room),
-        )
+        start = complete_start(start, name, self.room)
         try:
             chat = await backend.connect(start)
         except asyncio.CancelledError:
@@ -282,21 +278,6 @@ class Session:
         self._begin(chat, backend, start)
         self.search_deadline = time.monotonic() + self.settings.search_timeout
         await self.host.save(self._record())
-
-    def _check_start(self, start: Start) -> str | None:
-        s = self.settings
-        if len(start.interests) > s.max_interests:
-            return f"Too many interests ({len(start.interests)}); at most {s.max_interests}. No chat was started."
-        for interest in start.interests:
-            if len(interest) > s.max_interest_length:
-                return f"An interest is too long; at most {s.max_interest_length} characters. No chat was started."
-        if start.mode is Mode.ASK and not (start.question and start.question.strip()):
-            return "Ask mode needs a question. No chat was started."
-        if start.question is not None and len(start.question) > s.max_question_length:
-            return f"The question is too long; at most {s.max_question_length} characters. No chat was started."
-        if not (2 <= len(start.language) <= 3 and start.language.isalpha()):
-            return "The language must be a two- or three-letter code such as “en”. No chat was started."
-        return None
 
     def _begin(self, chat: Chat, backend: Backend, start: Start) -> None:
         self.generation += 1
@@ -313,7 +294,7 @@ class Session:
 
     def resume(self, chat: Chat, record: SessionRecord, backend: Backend) -> None:
         """Take up a chat the backend resumed after a restart. Called by the router before run()."""
-        start = _start_from_dict(record.start)
+        start = start_from_dict(record.start)
         self._begin(chat, backend, start)
         if record.state == State.CHATTING:
             self.state = State.CHATTING
@@ -543,7 +524,7 @@ class Session:
             state=self.state.value,
             backend=self.backend_name or "",
             handle=self.chat.handle if self.chat else None,
-            start=_start_to_dict(start),
+            start=start_to_dict(start),
         )
 
 
@@ -566,19 +547,4 @@ def _burst(until: float | None, refill: float) -> tuple[float, bool]:
     """
     now = time.monotonic()
     return now + refill, until is None or now >= until
-
-
-def _start_to_dict(start: Start) -> dict:
-    data = dataclasses.asdict(start)
-    data["mode"] = start.mode.value
-    data["interests"] = list(start.interests)
-    return data
-
-
-def _start_from_dict(data: dict) -> Start:
-    fields = {f.name for f in dataclasses.fields(Start)}
-    values = {k: v for k, v in data.items() if k in fields}
-    values["interests"] = tuple(values.get("interests", ()))
-    values["mode"] = Mode(values.get("mode", "random"))
-    return Start(**values)
 

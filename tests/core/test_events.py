@@ -52,7 +52,7 @@ def _modules():
 @pytest.mark.parametrize(
     "module",
     ["bridge.abc", "bridge.events", "bridge.store", "bridge.hygiene", "bridge.wording", "bridge.config", "bridge.registry",
-     "bridge.host", "bridge.indicator", "bridge.inbox", "bridge.reports", "bridge.session", "bridge.router"],
+     "bridge.host", "bridge.indicator", "bridge.inbox", "bridge.reports", "bridge.session", "bridge.router", "bridge.starts"],
 )
 def test_core_modules_declare_all(module):
     import importlib
