@@ -78,7 +78,7 @@ class Session:
         "room", "host", "settings", "state", "inbox", "chat",
         "backend_name", "start", "generation", "pump", "task", "spy", "strangers", "final_sent",
         "search_started", "search_deadline", "user_typing", "stranger_typing", "user_bucket",
-        "stranger_buckets", "user_throttled", "stranger_throttled", "overflowed", "explained",
+        "stranger_buckets", "user_throttled", "stranger_throttled", "overflowed", "dropped", "explained",
         "undeliverable",
     )  # fmt: skip
 
@@ -105,7 +105,8 @@ class Session:
         self.stranger_buckets: dict[str | None, TokenBucket] = {}
         self.user_throttled: float | None = None  # end of the user's throttled burst (monotonic)
         self.stranger_throttled: float | None = None  # likewise for the stranger side
-        self.overflowed = False
+        self.overflowed = False  # the user was told that some events did not fit in the inbox
+        self.dropped = False  # ... and some of them were messages: the stranger is still to be told
         self.explained = False  # the backend's notice just shown says why the chat is failing
         self.undeliverable = False  # the room failed to show a message and was told (re-armed by a success)
 
@@ -122,8 +123,10 @@ class Session:
         try:
             self.inbox.put_nowait((_USER, event))
         except asyncio.QueueFull:
-            self.host.metrics.inc("messages_dropped", side="user", reason="inbox_full")
-            if not self.overflowed:  # one notice each side per overflow (the stranger's comes later)
+            if type(event) is Message:  # the stranger is told too, once the queued ones are sent
+                self.host.metrics.inc("messages_dropped", side="user", reason="inbox_full")
+                self.dropped = True
+            if not self.overflowed:  # one notice per overflow
                 self.overflowed = True
                 self.host.spawn_notice(self.room, "Too much at once: some of your messages were not sent.")
             return False
@@ -185,8 +188,9 @@ class Session:
                     log.exception("session %s: failed to handle %s", self.room, type(item).__name__)
                     self.host.metrics.inc("errors", kind="session")
                 if self.inbox.empty():
-                    if self.overflowed:  # what did fit is sent: now tell the stranger some did not
-                        self.overflowed = False
+                    self.overflowed = False
+                    if self.dropped:  # what did fit is sent: now tell the stranger some did not
+                        self.dropped = False
                         if self._can_write():
                             await self._send(Message(NOT_ALL_DELIVERED))
                     if self._retire():

@@ -455,3 +455,16 @@ async def test_a_message_the_room_cannot_show_is_told_to_both_sides_and_counted(
         labels = (("platform", "rec"), ("reason", "ConnectionResetError"))
         assert b.metrics.counters[("deliver_failures", labels)] == 3
         assert b.metrics.counters[("deliver_retries", labels)] == 3
+
+
+async def test_the_stranger_is_told_of_dropped_messages_only():
+    async with running(scripted(), inbox_size=10) as b:
+        rec, chat = await chatting(b)
+        for n in range(10):
+            assert rec.send("a", Message(f"m{n}"))
+        assert not rec.send("a", Disconnected())  # refused: the inbox is full, and it is no message
+        await rec.wait_for("a", lambda e: isinstance(e, ServerNotice) and "Too much at once" in e.text)
+        await reaches(chat, Message("m9"))
+        rec.send("a", Message("after"))
+        await reaches(chat, Message("after"))
+        assert chat.sent == [Message(f"m{n}") for n in range(10)] + [Message("after")]
