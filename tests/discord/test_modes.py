@@ -6,13 +6,14 @@ import asyncio
 import time
 
 from bridge.events import Connected, Disconnected, Message, Mode, Start, StoppedTyping, Typing
-from plugins.discord import platform as discord_platform
+from .guarded import GuardedDiscord
 from tests.helpers import running
 
 from .conftest import bridge, bridge_config
 from .util import notices, open_chat, paired_with_rec, stranger_lines, wait_line, wait_notice
 
 ZW = "\u200b"
+TYPING = 0.3  # a shortened typing period, so a test can watch several refreshes (the rule is the same at 8 s)
 
 
 def typing_calls(server, tid: int) -> list:
@@ -25,7 +26,7 @@ def locked(server, tid: int) -> bool:
 
 
 async def test_group_of_three_two_threads_and_a_room(server, monkeypatch):
-    monkeypatch.setattr(discord_platform, "TYPING_EVERY", 0.2)  # typing refreshes fast, so a stuck indicator shows
+    monkeypatch.setattr(GuardedDiscord, "options", {"typing_every": TYPING})  # typing refreshes fast, so a stuck indicator shows
     async with bridge(server) as b:
         rec = b.platforms["rec"]
         alice, bob = server.add_user("alice"), server.add_user("bob")
@@ -67,7 +68,7 @@ async def test_group_of_three_two_threads_and_a_room(server, monkeypatch):
         assert not server.channels[ta]["thread_metadata"].get("locked")
         # the typing bob left behind does not stay on alice's thread (no refresh calls keep coming)
         settled = len(typing_calls(server, ta))
-        await asyncio.sleep(discord_platform.TYPING_EVERY * 4)
+        await asyncio.sleep(TYPING * 4)
         assert len(typing_calls(server, ta)) <= settled + 1
 
         rec.send("g", Message("still here"))
@@ -160,7 +161,7 @@ async def test_user_typing_times_out_to_stopped_typing(server):
 
 async def test_stranger_typing_refreshed_at_most_once_per_period(server, monkeypatch):
     # The period is shortened so a test can watch several refreshes; the rule is the same at 8 s.
-    monkeypatch.setattr(discord_platform, "TYPING_EVERY", 0.3)
+    monkeypatch.setattr(GuardedDiscord, "options", {"typing_every": TYPING})
     async with bridge(server) as b:
         rec = b.platforms["rec"]
         _, tid = await paired_with_rec(server, b)
@@ -175,8 +176,8 @@ async def test_stranger_typing_refreshed_at_most_once_per_period(server, monkeyp
         await wait_line(server, tid, "done")
         elapsed = time.perf_counter() - first
         calls = typing_calls(server, tid)
-        assert len(calls) <= 1 + elapsed // discord_platform.TYPING_EVERY + 1
+        assert len(calls) <= 1 + elapsed // TYPING + 1
         # after the message the indicator is not refreshed any more
         settled = len(typing_calls(server, tid))
-        await asyncio.sleep(discord_platform.TYPING_EVERY * 3)
+        await asyncio.sleep(TYPING * 3)
         assert len(typing_calls(server, tid)) <= settled
