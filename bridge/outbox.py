@@ -95,7 +95,7 @@ class OutboxPolicy:
 
 @dataclass(slots=True, eq=False)
 class Item:
-    """One queued write. The sender reads it and may keep its own bookkeeping in `progress`."""
+    """One queued write. The sender reads it and may keep its own bookkeeping in `memo`."""
 
     kind: str  # "text" | "payload" | "call"
     label: str | None = None  # text: the speaker (None: the only stranger)
@@ -109,7 +109,7 @@ class Item:
     key: str = field(default_factory=lambda: secrets.token_hex(8))
     attempts: int = 0  # attempts started so far
     maybe_stored: bool = False  # an earlier attempt failed in a way that may have stored it
-    progress: int = 0  # the sender's own record across retries (e.g. parts already shown)
+    memo: dict[str, Any] = field(default_factory=dict)  # the sender's own notes across retries (parts shown, ...)
     queued: float = field(default_factory=time.perf_counter)
 
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
@@ -11,7 +10,7 @@ import discord
 from discord.http import Route
 
 from bridge.abc import KeyValue
-from bridge.outbox import Item, Permanent
+from bridge.outbox import Item, Permanent, RateLimited
 
 from . import render
 from .config import DiscordConfig
@@ -29,7 +28,7 @@ class _WebhookGone(Exception):
 
 
 class DiscordSender:
-    """Posts to session threads: webhook messages (no nonce: read back after a 5xx), bot messages with a nonce."""
+    """Posts to session threads: webhook messages (no nonce: read back after a failure), bot messages with a nonce."""
 
     def __init__(self, config: DiscordConfig, state: KeyValue, threads: Threads) -> None:
         self.config = config
@@ -45,7 +44,7 @@ class DiscordSender:
 
     async def send_text(self, thread: int, item: Item) -> None:
         marker = item.marker
-        await self.post_text(thread, item.label, item.text, render.merge_note(marker) if marker else None, item.key)
+        await self.post_text(thread, item, render.merge_note(marker) if marker else None)
 
     async def send_payload(self, thread: int, item: Item) -> None:
         await self.post_payload(thread, item.payload, item.key)
@@ -61,22 +60,28 @@ class DiscordSender:
         if mid > self.newest.get(thread, 0):
             self.newest[thread] = mid
 
-    async def post_text(self, thread: int, label: str | None, text: str, extra: str | None, nonce: str) -> None:
+    async def post_text(self, thread: int, item: Item, extra: str | None) -> None:
+        """Show one stranger text (in up to MAX_PARTS messages). A retry goes on from the first part
+        not known to be shown, so no part is ever shown twice."""
         info = self.threads.get(thread)
         parent = info.parent if info else None
         hook = await self._webhook(parent) if parent is not None and self.config.webhooks else None
-        payloads = render.stranger_payloads(text, label, webhook=hook is not None, extra=extra)
-        for index, payload in enumerate(payloads):
-            part_nonce = f"{nonce}{index}"
+        payloads = render.stranger_payloads(item.text, item.label, webhook=hook is not None, extra=extra)
+        memo = item.memo
+        for index in range(memo.get("done", 0), len(payloads)):
+            payload = payloads[index]
             if hook is not None:
                 try:
-                    await self._execute_webhook(hook, thread, payload)
-                    continue
+                    await self._webhook_part(hook, thread, payload, memo)
                 except _WebhookGone:
                     self.webhooks.pop(parent, None)  # type: ignore[arg-type]
                     await self.state.set(f"webhook:{parent}", None)
-                    payload = render.stranger_payloads(text, label, webhook=False, extra=extra)[index]
-            await self.post_payload(thread, payload, part_nonce)
+                    payload = render.stranger_payloads(item.text, item.label, webhook=False, extra=extra)[index]
+                    await self.post_payload(thread, payload, f"{item.key}{index}")
+            else:
+                await self.post_payload(thread, payload, f"{item.key}{index}")
+            memo.clear()
+            memo["done"] = index + 1
 
     async def post_payload(self, thread: int, payload: dict, nonce: str) -> None:
         assert self.client is not None
@@ -124,43 +129,56 @@ class DiscordSender:
         await self.state.set(f"webhook:{parent}", json.dumps({"id": data["id"], "token": data["token"]}))
         return hook
 
-    async def _execute_webhook(self, hook: tuple[int, str], thread: int, payload: dict) -> None:
-        """POST through the webhook. Webhook calls carry no nonce, so after a 5xx the thread is read
-        back first: if the message was stored, it is not sent again."""
+    async def _webhook_part(self, hook: tuple[int, str], thread: int, payload: dict, memo: dict) -> None:
+        """POST one message through the webhook. Webhook calls carry no nonce (Discord ignores one),
+        so when an earlier attempt may have been stored (5xx, reset, timeout) the thread is read
+        back first, looking for it after the newest message known before the first attempt."""
         assert self.session is not None
+        if "before" not in memo:
+            memo["before"] = await self._newest(thread)
+        maybe = memo.get("maybe", False)
+        if maybe and await self._stored(thread, hook[0], payload, memo["before"]):
+            return
+        memo["maybe"] = True  # from here until an answer says otherwise, it may be stored
         url = f"{Route.BASE}/webhooks/{hook[0]}/{hook[1]}"
         params = {"thread_id": str(thread), "wait": "true"}
-        before = self.newest.get(thread, 0)  # our previous message here: anything newer is this one
-        for attempt in range(5):
-            async with self.session.post(url, params=params, json=payload) as resp:
-                status = resp.status
-                data = await resp.json(content_type=None) if resp.content_length != 0 else None
-            if status < 300:
-                self.saw(thread, int((data or {}).get("id", 0)))
-                return
-            if status == 429:
-                await asyncio.sleep(float((data or {}).get("retry_after", 1.0)))
-                continue
-            if status == 404:
-                raise _WebhookGone()
-            if status == 403:
-                raise Permanent(f"webhook refused: {status}")
-            if status >= 500:
-                if await self._stored(thread, hook[0], payload, before):
-                    return
-                await asyncio.sleep(0.5 + attempt)
-                continue
-            raise Permanent(f"webhook answered {status}")
-        raise ConnectionError("webhook kept failing")
+        async with self.session.post(url, params=params, json=payload) as resp:
+            status = resp.status
+            data = await resp.json(content_type=None) if resp.content_length != 0 else None
+        if status < 300:
+            self.saw(thread, int((data or {}).get("id", 0)))
+            return
+        if status >= 500:
+            raise ConnectionError(f"webhook answered {status}")  # maybe stored: read back before the retry
+        memo["maybe"] = maybe  # a 4xx stored nothing
+        if status == 429:
+            raise RateLimited(float((data or {}).get("retry_after", 1.0)))
+        if status == 404:
+            raise _WebhookGone()
+        raise Permanent(f"webhook answered {status}")
+
+    async def _newest(self, thread: int) -> int:
+        """The newest message id of a thread: known from our posts and the gateway, else asked once."""
+        known = self.newest.get(thread)
+        if known is not None:
+            return known
+        assert self.client is not None
+        route = Route("GET", "/channels/{channel_id}/messages", channel_id=thread)
+        latest = await self.client.http.request(route, params={"limit": 1})
+        newest = max([thread, *(int(m["id"]) for m in latest)])
+        self.saw(thread, newest)
+        return newest
 
     async def _stored(self, thread: int, webhook_id: int, payload: dict, before: int) -> bool:
         assert self.client is not None
         route = Route("GET", "/channels/{channel_id}/messages", channel_id=thread)
-        recent = await self.client.http.request(route, params={"limit": 10})
-        return any(
-            int(m["id"]) > before
-            and str(m.get("webhook_id")) == str(webhook_id)
-            and m.get("content") == payload["content"]
-            and m.get("author", {}).get("username") == payload.get("username")
-            for m in recent
-        )
+        recent = await self.client.http.request(route, params={"after": before, "limit": 100})
+        for m in recent:
+            if (
+                str(m.get("webhook_id")) == str(webhook_id)
+                and m.get("content") == payload["content"]
+                and m.get("author", {}).get("username") == payload.get("username")
+            ):
+                self.saw(thread, int(m["id"]))
+                return True
+        return False

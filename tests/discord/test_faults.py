@@ -134,3 +134,24 @@ async def test_replayed_interaction_one_thread_even_after_restart(server):
         other, _ = await open_chat(server, bob)  # a later interaction is handled: the replay was not
         assert len(server.threads()) == 2 and other != tid
         assert len([c for c in server.replies(start) if c.get("kind") == "callback"]) == 1
+
+
+@pytest.mark.parametrize("action", ["reset", "hang"])
+async def test_webhook_post_lost_after_store_is_shown_exactly_once(server, action):
+    # Discord stored the message, then the connection was reset (or the answer never came): webhooks
+    # carry no nonce, so only a read-back before the retry can keep it from being shown twice.
+    async with bridge(server, request_timeout=0.5) as b:
+        rec = b.platforms["rec"]
+        _, ta = await paired_with_rec(server, b)
+        rec.send("w", Message("x0"))  # a first message, so the thread has a newest message of ours
+        await server.wait_until(lambda: tokens_in(server, ta, "x") == ["x0"])
+        fault = server.fail("POST", HOOK, after_store=True, action=action)
+        sent = [f"x{i}" for i in range(1, 6)]
+        for token in sent:
+            rec.send("w", Message(token))
+        # the outbox sends in order, so a second copy of x1 would come before x5
+        await server.wait_until(lambda: "x5" in tokens_in(server, ta, "x"))
+        assert fault.times == 0 and server.unanswered == 1
+        assert tokens_in(server, ta, "x") == ["x0", *sent]  # each exactly once, in order
+        posts = [r for r in server.writes("POST", HOOK) if "x1" in (r.body or {}).get("content", "")]
+        assert len(posts) == 1 and posts[0].status == -1  # not posted again: it was read back
