@@ -180,18 +180,22 @@ class Outbox:
         """Queue stranger text (mergeable with the texts of the same speaker next to it)."""
         self._put(Item("text", label=label, text=text))
 
-    def put_payload(self, payload: Any, *, notify: bool = True) -> None:
-        """Queue anything else the sender posts (a notice); never merged."""
-        self._put(Item("payload", payload=payload, notify=notify))
+    def put_payload(self, payload: Any, *, notify: bool = True, first: bool = False) -> None:
+        """Queue anything else the sender posts (a notice); never merged. `first`: before what waits
+        (a "not delivered" notice from the given-up hook shows where the lost message would have)."""
+        self._put(Item("payload", payload=payload, notify=notify), first=first)
 
     def put_call(self, call: Callable[[], Awaitable[None]]) -> None:
         """Queue a side effect that must happen after what is already queued."""
         self._put(Item("call", call=call, notify=False))
 
-    def _put(self, item: Item) -> None:
+    def _put(self, item: Item, *, first: bool = False) -> None:
         if self.closed:
             return
-        self.queue.append(item)
+        if first:
+            self.queue.appendleft(item)
+        else:
+            self.queue.append(item)
         self.idle.clear()
         self._cancel_idle_timer()
         if self.task is None or self.task.done():

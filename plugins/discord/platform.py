@@ -14,7 +14,7 @@ from discord.http import Route
 
 from bridge.abc import Platform
 from bridge.events import Connected, Disconnected, Event, Message, Reason, Room, StoppedTyping, Typing, Waiting
-from bridge.outbox import Outbox, OutboxPolicy, Outboxes
+from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
 
 from . import render
 from .client import DiscordClient
@@ -44,19 +44,21 @@ class DiscordPlatform(Platform):
         *args: Any,
         connector_factory: Callable[[], aiohttp.BaseConnector] | None = None,
         typing_every: float = TYPING_EVERY,
+        retry_delays: tuple[float, ...] = RETRY_DELAYS,
         **kwargs: Any,
     ) -> None:
         """`connector_factory` builds the HTTP connector of the client and of webhook calls (tests
-        pass a guarded one); `typing_every` is the least time between two typing calls of a thread."""
+        pass a guarded one); `typing_every` is the least time between two typing calls of a thread;
+        `retry_delays` the waits between the attempts of one send."""
         super().__init__(*args, **kwargs)
         self.config: DiscordConfig
         self.connector_factory = connector_factory
         self.client: DiscordClient | None = None
         self.threads = Threads(self.state)
         self.sender = DiscordSender(self.config, self.state, self.threads)
-        policy = OutboxPolicy(platform="discord", delays=RETRY_DELAYS, slow_after=SLOW_SEND,
+        policy = OutboxPolicy(platform=self.name, delays=retry_delays, slow_after=SLOW_SEND,
                               typing_every=typing_every, merge_limit=render.MERGE_LIMIT)
-        self.outboxes = Outboxes(self.sender, policy, metrics=self.metrics)
+        self.outboxes = Outboxes(self.sender, policy, metrics=self.metrics, on_given_up=self._given_up)
         self.inbound = Inbound(self)
         self.commands = Commands(self)
         self.ready_event = asyncio.Event()
@@ -170,6 +172,12 @@ class DiscordPlatform(Platform):
                 payload = render.notice_payload(event)
                 if payload:
                     box.put_payload(payload)
+
+    def _given_up(self, box: Outbox, item: Item, reason: str) -> None:
+        """A stranger message could not be shown: say so in the thread, once, about that message
+        (the notice itself is given up silently if Discord refuses it too)."""
+        if item.kind == "text":
+            box.put_payload(render.undelivered_notice(item.label, item.text), notify=False, first=True)
 
     def _end(self, info: ThreadInfo, box: Outbox) -> None:
         """The chat ended and no next one follows: archive and lock the thread (unless kept open)."""

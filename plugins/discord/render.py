@@ -23,6 +23,7 @@ __all__ = [
     "stranger_payloads",
     "text_notice",
     "thread_name",
+    "undelivered_notice",
 ]
 
 LIMIT = 2000  # Discord's message content limit
@@ -147,6 +148,12 @@ def text_notice(text: str) -> dict:
     payload = notice_payload(ServerNotice(text), buttons=False)
     assert payload is not None
     return payload
+
+
+def undelivered_notice(label: str | None, text: str) -> dict:
+    """The notice that one stranger message could not be shown (Discord kept failing), quoting its start."""
+    quoted = cut(" ".join(text.split()), 100)
+    return text_notice(f"This message from {label or 'Stranger'} could not be delivered: “{quoted}”")
 
 
 def thread_name(number: int) -> str:

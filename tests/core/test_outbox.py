@@ -321,3 +321,14 @@ async def test_a_room_keeps_one_outbox_while_its_caller_queues():
     assert [t for _, t, _ in texts(sender)] == [f"m{i}" for i in range(6)]
     boxes.get("empty")  # made but given nothing: dropped again
     await _until(lambda: len(boxes) == 0)
+
+
+async def test_the_given_up_hook_can_put_a_notice_where_the_lost_item_was():
+    sender = FakeSender()
+    sender.failures["lost"] = [Permanent("no")]
+    box = Outbox("r", sender, FAST, on_given_up=lambda b, item, why: b.put_payload(f"not delivered: {item.text}", notify=False, first=True))
+    gate = await held(box, sender, (None, "lost"))
+    box.put_text(None, "next")
+    gate.set()
+    await box.drain()
+    assert [s[1] if s[0] == "payload" else s[2] for s in sender.sent] == ["not delivered: lost", "next"]

@@ -10,7 +10,8 @@ from bridge.events import Message
 from bridge.store import MemoryStore
 
 from .conftest import bridge
-from .util import notices, open_chat, paired_with_rec, wait_notice
+from .guarded import GuardedDiscord
+from .util import notices, open_chat, paired_with_rec, until, wait_notice
 
 HOOK = r"^/webhooks/\d+/tok"
 
@@ -155,3 +156,41 @@ async def test_webhook_post_lost_after_store_is_shown_exactly_once(server, actio
         assert tokens_in(server, ta, "x") == ["x0", *sent]  # each exactly once, in order
         posts = [r for r in server.writes("POST", HOOK) if "x1" in (r.body or {}).get("content", "")]
         assert len(posts) == 1 and posts[0].status == -1  # not posted again: it was read back
+
+
+async def test_a_message_discord_keeps_refusing_gets_one_not_delivered_notice_and_a_metric(server, monkeypatch):
+    monkeypatch.setattr(GuardedDiscord, "options", {"retry_delays": (0.01, 0.01, 0.01)})
+    async with bridge(server) as b:
+        rec = b.platforms["rec"]
+        _, ta = await paired_with_rec(server, b)
+        rec.send("w", Message("y0"))
+        await server.wait_until(lambda: tokens_in(server, ta, "y") == ["y0"])
+        server.fail("POST", HOOK, 500, times=4)  # every attempt of the next message: 4 in all
+        rec.send("w", Message("y1"))
+        rec.send("w", Message("y2"))
+        await server.wait_until(lambda: "y2" in tokens_in(server, ta, "y"))
+        assert tokens_in(server, ta, "y") == ["y0", "y2"]
+        shown = [m["content"] or m["embeds"][0]["description"] for m in server.bot_messages(ta)]
+        assert shown[-2:] == ["This message from Stranger could not be delivered: “y1”", "y2"]  # at its place
+        assert len([s for s in shown if "could not be delivered" in s]) == 1
+        failures = {labels: n for (name, labels), n in b.metrics.counters.items() if name == "delivery_failures"}
+        assert failures == {(("platform", "dc"), ("reason", "transient")): 1}
+        retries = b.metrics.counters[("delivery_retries", (("platform", "dc"), ("reason", "transient")))]
+        assert retries == 3
+
+
+async def test_a_locked_thread_gives_up_at_once_without_a_notice_loop(server):
+    async with bridge(server, keep_open=True) as b:
+        rec = b.platforms["rec"]
+        _, ta = await paired_with_rec(server, b)
+        server.channels[ta]["thread_metadata"]["locked"] = True  # a moderator locked it
+        rec.send("w", Message("z1"))
+        rec.send("w", Message("z2"))
+        failures = ("delivery_failures", (("platform", "dc"), ("reason", "permanent")))
+        # z1, its notice (refused too, and given up silently), z2, its notice
+        await until(lambda: b.metrics.counters[failures] == 4)
+        hook_posts = [r for r in server.writes("POST", HOOK) if r.body and r.body.get("content", "").startswith("z")]
+        assert [r.body["content"] for r in hook_posts] == ["z1", "z2"]  # one attempt each: permanent
+        notices_tried = [r for r in server.writes("POST", rf"^/channels/{ta}/messages$")
+                         if "could not be delivered" in str(r.body)]
+        assert len(notices_tried) == 2 and all(r.status == 403 for r in notices_tried)
