@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,7 +26,9 @@ __all__ = ["Commands", "HELP", "command_group", "user_key"]
 log = logging.getLogger(__name__)
 
 NONE = discord.AllowedMentions.none()
-SEEN_INTERACTIONS = 4096  # interaction ids remembered, so a gateway replay never acts twice
+# A start's interaction id is persisted this long, so its replay (also across a restart) never
+# opens a second thread; Discord takes no answer to an older interaction, so older ones need no memory.
+INTERACTION_TTL = 15 * 60.0
 HELP = (
     "**/stranger start** — meet a random stranger in a private thread (options: interests, language, mode)\n"
     "**/stranger next** — leave this stranger and meet another\n"
@@ -99,8 +102,10 @@ class Commands:
     def __init__(self, host: DiscordPlatform) -> None:
         self.host = host
         self.config = host.config
-        self.last_start: dict[int, float] = {}
+        self.remember = host.remember
+        self.last_start: dict[int, float] = {}  # user -> monotonic time of the last start (within the cooldown)
         self.seen_interactions: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._started: dict[str, float] | None = None  # interaction id -> wall time; persisted as "interactions"
 
     def first_time(self, interaction: discord.Interaction) -> bool:
         """False for an interaction already handled (a gateway replay): it must not act twice."""
@@ -109,9 +114,29 @@ class Commands:
             log.info("interaction %s delivered again; ignored", interaction.id)
             return False
         seen[interaction.id] = None
-        if len(seen) > SEEN_INTERACTIONS:
+        if len(seen) > self.remember:
             seen.popitem(last=False)
         return True
+
+    async def _start_handled(self, iid: int) -> bool:
+        """Whether a start interaction was already handled, in this run or (recently) the previous one."""
+        if self._started is None:
+            raw = await self.host.state.get("interactions")
+            self._started = json.loads(raw) if raw else {}
+        return str(iid) in self._started
+
+    async def _start_done(self, iid: int) -> None:
+        """Persist that this start was handled (a replay after a restart is ignored), dropping old ones."""
+        await self._start_handled(iid)
+        started = self._started
+        assert started is not None
+        now = time.time()
+        for key in [k for k, at in started.items() if now - at > INTERACTION_TTL]:
+            del started[key]
+        started[str(iid)] = now
+        while len(started) > self.remember:
+            del started[next(iter(started))]
+        await self.host.state.set("interactions", json.dumps(started))
 
     async def reply(self, interaction: discord.Interaction, text: str) -> None:
         """An ephemeral answer (or follow-up when the interaction was deferred)."""
@@ -133,10 +158,14 @@ class Commands:
 
     def _cooldown(self, user: int) -> str | None:
         now = time.monotonic()
-        wait = self.last_start.get(user, -1e9) + self.config.start_cooldown - now
+        last = self.last_start
+        wait = last.get(user, -1e9) + self.config.start_cooldown - now
         if wait > 0:
             return f"Please wait {wait:.0f} s before starting again."
-        self.last_start[user] = now
+        if len(last) >= self.remember:  # only starts within the cooldown matter: forget the others
+            for key in [k for k, at in last.items() if now - at >= self.config.start_cooldown]:
+                del last[key]
+        last[user] = now
         return None
 
     async def cmd_start(
@@ -148,8 +177,7 @@ class Commands:
         mode: str = "random",
         question: str | None = None,
     ) -> None:
-        state = self.host.state
-        if not self.first_time(interaction) or await state.get(f"interaction:{interaction.id}"):
+        if not self.first_time(interaction) or await self._start_handled(interaction.id):
             return  # a replay (also across a restart): the thread it opened already exists
         problem = self._allowed_here(interaction)
         if problem:
@@ -211,7 +239,7 @@ class Commands:
         info = ThreadInfo(id=cid, owner=interaction.user.id, guild=None, parent=None, last_seen=interaction.id, start=start)
         self.host.threads.add(info)
         await self.host.threads.save_now(info)
-        await self.host.state.set(f"interaction:{interaction.id}", str(cid))  # a replay after a restart is ignored
+        await self._start_done(interaction.id)
         await self.reply(interaction, "Looking for a stranger…")
         self._submit_start(info)
 
@@ -234,7 +262,7 @@ class Commands:
         info = ThreadInfo(id=tid, owner=user, guild=guild, parent=parent, last_seen=tid, start=start)
         threads.add(info)
         await threads.save_now(info)  # before anything else can fail: a restart finds this thread
-        await self.host.state.set(f"interaction:{origin}", str(tid))
+        await self._start_done(origin)
         await http.request(
             Route("PUT", "/channels/{channel_id}/thread-members/{user_id}", channel_id=tid, user_id=user)
         )

@@ -17,11 +17,10 @@ from .threads import ThreadInfo
 if TYPE_CHECKING:
     from .platform import DiscordPlatform
 
-__all__ = ["Inbound", "SEEN_IDS"]
+__all__ = ["Inbound"]
 
 log = logging.getLogger(__name__)
 
-SEEN_IDS = 4096  # inbound message ids remembered for de-duplication (and edits)
 
 
 class Inbound:
@@ -128,7 +127,7 @@ class Inbound:
         if info is None:
             return
         log.info("thread %s %s by the user; ending its chat", tid, how)
-        threads.gone.add(tid)
+        threads.mark_gone(tid)
         threads.forget(info)
         self._submit(tid, Disconnected(reason=Reason.USER))
 
@@ -141,5 +140,5 @@ class Inbound:
     def _remember(self, key: int, value: str) -> None:
         seen = self.seen_messages
         seen[key] = value
-        if len(seen) > SEEN_IDS:
+        if len(seen) > self.host.remember:
             seen.popitem(last=False)

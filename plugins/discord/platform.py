@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 NONE = discord.AllowedMentions.none()
 TYPING_EVERY = 8.0  # seconds: Discord shows typing for about 10 s; never call more often than this
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # between the attempts of one send (the same nonce each time)
+REMEMBER = 4096  # entries each bounded map keeps (seen ids, ended threads, newest ids, interactions)
 SLOW_SEND = 1.0  # seconds: a send this slow was rate-limited or retried; merge what queued meanwhile
 
 
@@ -45,17 +46,20 @@ class DiscordPlatform(Platform):
         connector_factory: Callable[[], aiohttp.BaseConnector] | None = None,
         typing_every: float = TYPING_EVERY,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        remember: int = REMEMBER,
         **kwargs: Any,
     ) -> None:
         """`connector_factory` builds the HTTP connector of the client and of webhook calls (tests
         pass a guarded one); `typing_every` is the least time between two typing calls of a thread;
-        `retry_delays` the waits between the attempts of one send."""
+        `retry_delays` the waits between the attempts of one send; `remember` how many entries each
+        bounded map keeps (seen ids, ended threads, newest ids, handled interactions)."""
         super().__init__(*args, **kwargs)
         self.config: DiscordConfig
         self.connector_factory = connector_factory
+        self.remember = remember
         self.client: DiscordClient | None = None
-        self.threads = Threads(self.state)
-        self.sender = DiscordSender(self.config, self.state, self.threads)
+        self.threads = Threads(self.state, remember)
+        self.sender = DiscordSender(self.config, self.state, self.threads, remember)
         policy = OutboxPolicy(platform=self.name, delays=retry_delays, slow_after=SLOW_SEND,
                               typing_every=typing_every, merge_limit=render.MERGE_LIMIT)
         self.outboxes = Outboxes(self.sender, policy, metrics=self.metrics, on_given_up=self._given_up)
@@ -189,7 +193,7 @@ class DiscordPlatform(Platform):
         if self.config.keep_open:
             return
         self.threads.forget(info)
-        self.threads.gone.add(info.id)  # our own THREAD_UPDATE(archived) must not look like the user leaving
+        self.threads.mark_gone(info.id)  # our own THREAD_UPDATE(archived) must not look like the user leaving
         box.put_call(lambda: self._archive(info.id))
 
     async def _archive(self, tid: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 
@@ -30,7 +31,7 @@ class _WebhookGone(Exception):
 class DiscordSender:
     """Posts to session threads: webhook messages (no nonce: read back after a failure), bot messages with a nonce."""
 
-    def __init__(self, config: DiscordConfig, state: KeyValue, threads: Threads) -> None:
+    def __init__(self, config: DiscordConfig, state: KeyValue, threads: Threads, remember: int = 4096) -> None:
         self.config = config
         self.state = state
         self.threads = threads
@@ -38,7 +39,10 @@ class DiscordSender:
         self.session: aiohttp.ClientSession | None = None  # webhook calls
         self.webhooks: dict[int, tuple[int, str]] = {}  # parent channel -> (webhook id, token)
         self.no_webhook: set[int] = set()
-        self.newest: dict[int, int] = {}  # newest message id known per thread (webhook 5xx check)
+        self.remember = remember
+        # The newest message id known per thread (where a read-back starts), for the busiest threads:
+        # one that fell out is asked once again.
+        self.newest: collections.OrderedDict[int, int] = collections.OrderedDict()
 
     # ---- the outbox's Sender -----------------------------------------------------------------
 
@@ -57,8 +61,13 @@ class DiscordSender:
 
     def saw(self, thread: int, mid: int) -> None:
         """A message id of this thread was seen (posted or echoed)."""
-        if mid > self.newest.get(thread, 0):
-            self.newest[thread] = mid
+        newest = self.newest
+        if mid > newest.get(thread, 0):
+            newest[thread] = mid
+        if thread in newest:
+            newest.move_to_end(thread)
+        while len(newest) > self.remember:
+            newest.popitem(last=False)
 
     async def post_text(self, thread: int, item: Item, extra: str | None) -> None:
         """Show one stranger text (in up to MAX_PARTS messages). A retry goes on from the first part

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 from collections.abc import Iterator
@@ -43,11 +44,14 @@ class ThreadInfo:
 class Threads:
     """The open session threads (and DM rooms) by id and by owner, written through to the state."""
 
-    def __init__(self, state: KeyValue) -> None:
+    def __init__(self, state: KeyValue, remember: int = 4096) -> None:
         self.state = state
+        self.remember = remember  # ended threads remembered as gone (the newest ones)
         self.by_id: dict[int, ThreadInfo] = {}
         self.by_user: dict[int, int] = {}
-        self.gone: set[int] = set()  # threads the user archived, left or deleted: nothing more is posted
+        # Threads archived, left or deleted: nothing more is posted there. Only the newest are kept:
+        # an old one's session ended long ago, so nothing is delivered to it any more.
+        self.gone: collections.OrderedDict[int, None] = collections.OrderedDict()
         self.counter = 0  # the number of the last thread opened (its name)
         self._dirty: set[int] = set()
         self._wake = asyncio.Event()
@@ -76,6 +80,13 @@ class Threads:
         return sum(1 for t in self.by_id.values() if t.guild == guild)
 
     # ---- changes -----------------------------------------------------------------------------
+
+    def mark_gone(self, tid: int) -> None:
+        """Post nothing more in this thread."""
+        self.gone[tid] = None
+        self.gone.move_to_end(tid)
+        while len(self.gone) > self.remember:
+            self.gone.popitem(last=False)
 
     def add(self, info: ThreadInfo) -> None:
         self.by_id[info.id] = info
