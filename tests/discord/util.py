@@ -59,3 +59,9 @@ async def until(test, timeout: float = 10.0):
         while not (result := test()):
             await asyncio.sleep(0.01)
     return result
+
+
+def typing_over(platform, tid: int) -> bool:
+    """No typing indicator is kept up in the thread: nobody types and no refresh is scheduled."""
+    box = platform.outboxes.find(tid)
+    return box is None or (not box.typists and box.typing_task is None)
