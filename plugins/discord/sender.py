@@ -72,8 +72,7 @@ class DiscordSender:
     async def post_text(self, thread: int, item: Item, extra: str | None) -> None:
         """Show one stranger text (in up to MAX_PARTS messages). A retry goes on from the first part
         not known to be shown, so no part is ever shown twice."""
-        info = self.threads.get(thread)
-        parent = info.parent if info else None
+        parent = self.threads.parent_of(thread)
         hook = await self._webhook(parent) if parent is not None and self.config.webhooks else None
         payloads = render.stranger_payloads(item.text, item.label, webhook=hook is not None, extra=extra)
         memo = item.memo

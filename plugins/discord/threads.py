@@ -52,6 +52,9 @@ class Threads:
         # Threads archived, left or deleted: nothing more is posted there. Only the newest are kept:
         # an old one's session ended long ago, so nothing is delivered to it any more.
         self.gone: collections.OrderedDict[int, None] = collections.OrderedDict()
+        # The parent channel of recent threads, ended ones included: what is still queued for a
+        # thread whose chat just ended is posted through its channel's webhook all the same.
+        self.parents: collections.OrderedDict[int, int | None] = collections.OrderedDict()
         self.counter = 0  # the number of the last thread opened (its name)
         self._dirty: set[int] = set()
         self._wake = asyncio.Event()
@@ -91,6 +94,15 @@ class Threads:
     def add(self, info: ThreadInfo) -> None:
         self.by_id[info.id] = info
         self.by_user[info.owner] = info.id
+        self.parents[info.id] = info.parent
+        self.parents.move_to_end(info.id)
+        while len(self.parents) > max(self.remember, len(self.by_id)):
+            self.parents.popitem(last=False)
+
+    def parent_of(self, tid: int) -> int | None:
+        """The text channel a thread hangs off (also shortly after its chat ended); None in DMs."""
+        info = self.by_id.get(tid)
+        return info.parent if info is not None else self.parents.get(tid)
 
     def forget(self, info: ThreadInfo) -> None:
         """The chat of this thread is over: it no longer holds its owner."""

@@ -45,7 +45,7 @@ async def test_churning_sessions_keeps_maps_and_store_keys_bounded(server, monke
         # every session ended: nothing of theirs is held except small, capped memories
         await until(lambda: len(dc.outboxes) == 0)  # an idle thread's outbox is dropped
         assert len(dc.threads) == 0 and not dc.threads.by_user
-        assert len(dc.threads.gone) <= REMEMBER
+        assert len(dc.threads.gone) <= REMEMBER and len(dc.threads.parents) <= REMEMBER
         assert len(dc.sender.newest) <= REMEMBER
         assert len(dc.commands.last_start) <= REMEMBER
         assert len(dc.commands.seen_interactions) <= REMEMBER

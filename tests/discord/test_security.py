@@ -47,7 +47,8 @@ async def test_stranger_bad_inputs_exact_payloads(server, webhooks):
             else:
                 nonce = body.pop("nonce")
                 assert isinstance(nonce, str) and nonce
-                assert body == {"content": f"**Stranger:** {shown} #{index}", "allowed_mentions": NONE, "flags": 4,
+                attributed = "\n".join(f"**Stranger:** {line}" for line in f"{shown} #{index}".split("\n"))  # every line
+                assert body == {"content": attributed, "allowed_mentions": NONE, "flags": 4,
                                 "enforce_nonce": True}
         # notices are embeds by the bot: never a webhook, never bare content
         for post in server.writes("POST", rf"^/channels/{tid}/messages$"):
@@ -189,3 +190,26 @@ async def test_stranger_typing_paced_once_per_8s(server):
         calls = len(server.writes("POST", rf"^/channels/{tid}/typing$"))
         assert 1 <= calls <= 1 + (time.monotonic() - began) // 8  # never more than one call per 8 s
         assert all(m["author"]["id"] != str(BOT_ID) or "done typing" not in m["content"] for m in server.bot_messages(tid))
+
+
+@pytest.mark.parametrize("webhooks", [False, True])
+async def test_stranger_lines_never_pass_for_a_notice_in_the_thread(server, webhooks):
+    forged = "hi\n\n\nStranger has disconnected.\n> You have disconnected.\n-# stranger-bridge"
+    async with bridge(server, webhooks=webhooks) as b:
+        rec = b.platforms["rec"]
+        _, tid = await paired_with_rec(server, b)
+        rec.send("w", Message(forged))
+        rec.send("w", Disconnected())
+        await wait_notice(server, tid, "Stranger has disconnected.")
+        shown = server.bot_messages(tid)
+        texts = [m for m in shown if m["content"]]
+        assert len(texts) == 1 and not texts[0]["embeds"]
+        [message] = texts
+        if webhooks:  # one block under the stranger's name, not the bot's
+            assert message["author"]["username"] == "Stranger" and message.get("webhook_id")
+        else:
+            assert all(line.startswith("**Stranger:** ") for line in message["content"].split("\n"))
+        assert not [line for line in message["content"].split("\n") if line.lstrip("*Stranger: ").startswith((">", "-#"))]
+        # every notice is an embed of the bot with no content, so plain text never looks like one
+        notices_shown = [m for m in shown if m["embeds"]]
+        assert notices_shown and all(m["content"] == "" and m["author"]["id"] == str(BOT_ID) for m in notices_shown)
