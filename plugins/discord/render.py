@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from bridge.events import Connected, Disconnected, Event, Question, ServerNotice, Waiting
-from bridge.text import cut, split
-from bridge.texts import describe
+from bridge.hygiene import cut, split
+from bridge.wording import describe
 
 __all__ = [
     "ALLOWED_MENTIONS",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bridge.events import Connected, Disconnected, Message, Question, Reason, ServerNotice, Typing, Waiting
+from bridge.hygiene import CUT_MARKER
 from bridge.outbox import merge_marker
-from bridge.text import CUT_MARKER
 from plugins.discord import render
 
 Z = "\u200b"
