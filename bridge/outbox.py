@@ -4,7 +4,7 @@ The one outbox of every platform (and of backends that queue lines). A platform 
 in an `OutboxPolicy`, implements `Sender` (the REST calls for one room) and keeps its rooms' outboxes
 in an `Outboxes` registry, which drops an outbox as soon as it is idle.
 
-    policy = OutboxPolicy(platform="discord", delays=(0.5, 1.0, 2.0), slow_after=1.0, typing_every=8.0)
+    policy = OutboxPolicy(platform="discord", retry=Backoff(0.5, cap=2.0, attempts=4), slow_after=1.0, typing_every=8.0)
     boxes = Outboxes(sender, policy, metrics=metrics, on_given_up=tell_both_sides)
     box = boxes.get(room)          # made on first use
     box.put_text("Stranger 1", "hi")   # mergeable stranger text
@@ -19,10 +19,12 @@ Behaviour, the same for everyone:
   `merge_backlog` texts wait), consecutive waiting texts of one speaker become one `Item` whose
   `count` says how many; `Item.marker` is the one visible marker text (`MERGE_MARKER`) the renderer
   shows with it. Nothing is merged beyond `merge_limit` characters, so a merged text is never cut.
-- Retries: `Permanent` gives an item up at once; `RateLimited(after)` waits and retries (at most
-  `max_rate_waits` times in a row); any other exception is transient: retried after each of
-  `delays`, with the same `Item.key` and `Item.maybe_stored` set, so the sender can de-duplicate
-  (a Discord nonce, a Matrix transaction id, a read-back). Then the item is given up.
+- Retries follow the policy's `retry` (a `bridge.backoff.Backoff`): `Permanent` gives an item up
+  at once; `RateLimited(after)` waits what the server asked (bounded by the backoff's
+  `max_retry_after`; at most `max_rate_waits` times in a row) and retries; any other exception is
+  transient: retried after the backoff's delays, up to its `attempts`, with the same `Item.key`
+  and `Item.maybe_stored` set, so the sender can de-duplicate (a Discord nonce, a Matrix
+  transaction id, a read-back). Then the item is given up.
 - Given up: counted (`delivery_failures{platform, reason}`) and passed to `on_given_up(box, item,
   reason)` so the platform can show one "not delivered" notice (items put with `notify=False`, such
   as that notice itself, are given up silently). Attempts and retries are counted as well.
@@ -39,9 +41,11 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from .backoff import Backoff
 
 __all__ = [
     "GivenUp",
@@ -84,7 +88,7 @@ class OutboxPolicy:
     """A platform's numbers for its outboxes (data only: the mechanism is this module)."""
 
     platform: str  # the label of every metric
-    delays: Sequence[float] = (0.5, 1.0, 2.0)  # waits before each retry; attempts = len(delays) + 1
+    retry: Backoff = Backoff(0.5, cap=2.0, attempts=4)  # transient failures: delays and attempts (first included)
     slow_after: float = 1.0  # a send this slow (seconds) means the room is slowed: merge what waits
     merge_backlog: int | None = None  # merge when this many texts of one speaker wait, even if not slowed
     merge_limit: int = 1800  # characters one merged text may hold (the renderer's one-message budget)
@@ -273,7 +277,8 @@ class Outbox:
 
     async def _send(self, item: Item) -> None:
         policy = self.policy
-        failures = waits = 0
+        retrying = policy.retry.retrying()
+        waits = 0
         while True:
             item.attempts += 1
             self._count("delivery_attempts")
@@ -291,17 +296,17 @@ class Outbox:
                     self._give_up(item, "rate_limited", exc)
                     return
                 self._count("delivery_retries", reason="rate_limited")
-                await asyncio.sleep(max(exc.retry_after, 0.0))
+                await asyncio.sleep(policy.retry.delay(waits, exc.retry_after))
                 continue
             except Exception as exc:  # transient: maybe stored; retried with the same key
                 item.maybe_stored = True
-                if failures >= len(policy.delays):
+                delay = retrying.failed()
+                if delay is None:
                     self._give_up(item, "transient", exc)
                     return
                 self._count("delivery_retries", reason="transient")
                 log.warning("room %s: sending %s failed (%s); retrying", self.room, item.kind, type(exc).__name__)
-                await asyncio.sleep(policy.delays[failures])
-                failures += 1
+                await asyncio.sleep(delay)
                 continue
             if self.on_sent is not None:
                 self.on_sent(time.perf_counter() - item.queued)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import collections
-import hashlib
 import json
 import logging
 import time
@@ -13,7 +11,10 @@ import discord
 from discord import app_commands
 from discord.http import Route
 
+from bridge.bucket import TokenBucket
+from bridge.dedupe import SeenIds
 from bridge.events import Disconnected, Mode, Reason, Report, Room, Start
+from bridge.identity import user_key
 
 from . import render
 from .threads import ThreadInfo
@@ -21,7 +22,7 @@ from .threads import ThreadInfo
 if TYPE_CHECKING:
     from .platform import DiscordPlatform
 
-__all__ = ["Commands", "HELP", "command_group", "user_key"]
+__all__ = ["Commands", "HELP", "command_group"]
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,6 @@ HELP = (
 )
 
 ModeChoice = Literal["random", "ask", "answer", "group"]
-
-
-def user_key(user_id: int) -> str:
-    """The opaque per-person key the core sees (never sent anywhere)."""
-    return "discord:" + hashlib.sha256(str(user_id).encode()).hexdigest()[:16]
 
 
 def command_group(commands: Commands, dm: bool) -> app_commands.Group:
@@ -103,19 +99,15 @@ class Commands:
         self.host = host
         self.config = host.config
         self.remember = host.remember
-        self.last_start: dict[int, float] = {}  # user -> monotonic time of the last start (within the cooldown)
-        self.seen_interactions: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self.cooldowns: dict[int, TokenBucket] = {}  # user -> one start per start_cooldown (only while it runs)
+        self.seen_interactions: SeenIds[int, None] = SeenIds(self.remember)
         self._started: dict[str, float] | None = None  # interaction id -> wall time; persisted as "interactions"
 
     def first_time(self, interaction: discord.Interaction) -> bool:
         """False for an interaction already handled (a gateway replay): it must not act twice."""
-        seen = self.seen_interactions
-        if interaction.id in seen:
+        if not self.seen_interactions.first_time(interaction.id):
             log.info("interaction %s delivered again; ignored", interaction.id)
             return False
-        seen[interaction.id] = None
-        if len(seen) > self.remember:
-            seen.popitem(last=False)
         return True
 
     async def _start_handled(self, iid: int) -> bool:
@@ -157,15 +149,19 @@ class Commands:
         return None
 
     def _cooldown(self, user: int) -> str | None:
-        now = time.monotonic()
-        last = self.last_start
-        wait = last.get(user, -1e9) + self.config.start_cooldown - now
-        if wait > 0:
+        every = self.config.start_cooldown
+        if every <= 0:
+            return None
+        buckets = self.cooldowns
+        bucket = buckets.get(user)
+        if bucket is not None and (wait := bucket.wait_time()) > 0:
             return f"Please wait {wait:.0f} s before starting again."
-        if len(last) >= self.remember:  # only starts within the cooldown matter: forget the others
-            for key in [k for k, at in last.items() if now - at >= self.config.start_cooldown]:
-                del last[key]
-        last[user] = now
+        if bucket is None:
+            if len(buckets) >= self.remember:  # only cooldowns still running matter: forget the others
+                for key in [k for k, b in buckets.items() if b.wait_time() == 0]:
+                    del buckets[key]
+            bucket = buckets[user] = TokenBucket(1.0 / every, 1)
+        bucket.spend()
         return None
 
     async def cmd_start(
@@ -280,7 +276,7 @@ class Commands:
                 mode=mode,
                 question=s.get("question"),
                 answer_questions=mode is Mode.ANSWER,
-                user=user_key(info.owner),
+                user=user_key("discord", info.owner),
             ),
         )
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import collections
 import logging
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.http import Route
 
+from bridge.dedupe import SeenIds
 from bridge.events import Disconnected, Message, Reason, Room, Typing
 
 from . import render
@@ -28,7 +28,7 @@ class Inbound:
 
     def __init__(self, host: DiscordPlatform) -> None:
         self.host = host
-        self.seen_messages: collections.OrderedDict[int, str] = collections.OrderedDict()  # id -> content
+        self.seen_messages: SeenIds[int, str] = SeenIds(host.remember)  # id -> content (to tell an edit)
 
     def _submit(self, tid: int, event: Any) -> None:
         self.host.submit(Room(self.host.name, str(tid)), event)
@@ -87,7 +87,7 @@ class Inbound:
     def _user_message(self, info: ThreadInfo, mid: int, author: int, content: str, files: list[str], stickers: int) -> None:
         if author != info.owner or mid <= info.last_seen or mid in self.seen_messages:
             return  # not the owner, or already handed on (live and catch-up overlap)
-        self._remember(mid, content)
+        self.seen_messages.remember(mid, content)
         text = render.anonymise(content).strip()
         if files or stickers:
             if self.host.config.attachments == "links" and files:
@@ -110,7 +110,7 @@ class Inbound:
         before = self.seen_messages.get(payload.message_id)
         if before is None or before == data["content"] or not data.get("edited_timestamp"):
             return  # unknown, unchanged (an embed unfolded), or not an edit
-        self._remember(payload.message_id, data["content"])
+        self.seen_messages.remember(payload.message_id, data["content"])
         text = render.anonymise(data["content"]).strip()
         if text:
             self._submit(info.id, Message(f"* corrected: {text}"))
@@ -136,9 +136,3 @@ class Inbound:
         info = self.host.threads.get(tid)
         if info is not None and info.owner in removed:
             self.on_thread_gone(tid, "left")
-
-    def _remember(self, key: int, value: str) -> None:
-        seen = self.seen_messages
-        seen[key] = value
-        if len(seen) > self.host.remember:
-            seen.popitem(last=False)

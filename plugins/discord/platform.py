@@ -13,6 +13,7 @@ import yarl
 from discord.http import Route
 
 from bridge.abc import Platform
+from bridge.backoff import Backoff
 from bridge.events import Connected, Disconnected, Event, Message, Reason, Room, StoppedTyping, Typing, Waiting
 from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 NONE = discord.AllowedMentions.none()
 TYPING_EVERY = 8.0  # seconds: Discord shows typing for about 10 s; never call more often than this
-RETRY_DELAYS = (0.5, 1.0, 2.0)  # between the attempts of one send (the same nonce each time)
+RETRY = Backoff(0.5, cap=2.0, attempts=4)  # the attempts of one send (the same nonce each time)
 REMEMBER = 4096  # entries each bounded map keeps (seen ids, ended threads, newest ids, interactions)
 SLOW_SEND = 1.0  # seconds: a send this slow was rate-limited or retried; merge what queued meanwhile
 
@@ -45,13 +46,13 @@ class DiscordPlatform(Platform):
         *args: Any,
         connector_factory: Callable[[], aiohttp.BaseConnector] | None = None,
         typing_every: float = TYPING_EVERY,
-        retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        retry: Backoff = RETRY,
         remember: int = REMEMBER,
         **kwargs: Any,
     ) -> None:
         """`connector_factory` builds the HTTP connector of the client and of webhook calls (tests
         pass a guarded one); `typing_every` is the least time between two typing calls of a thread;
-        `retry_delays` the waits between the attempts of one send; `remember` how many entries each
+        `retry` the backoff between the attempts of one send; `remember` how many entries each
         bounded map keeps (seen ids, ended threads, newest ids, handled interactions)."""
         super().__init__(*args, **kwargs)
         self.config: DiscordConfig
@@ -60,7 +61,7 @@ class DiscordPlatform(Platform):
         self.client: DiscordClient | None = None
         self.threads = Threads(self.state, remember)
         self.sender = DiscordSender(self.config, self.state, self.threads, remember)
-        policy = OutboxPolicy(platform=self.name, delays=retry_delays, slow_after=SLOW_SEND,
+        policy = OutboxPolicy(platform=self.name, retry=retry, slow_after=SLOW_SEND,
                               typing_every=typing_every, merge_limit=render.MERGE_LIMIT)
         self.outboxes = Outboxes(self.sender, policy, metrics=self.metrics, on_given_up=self._given_up)
         self.inbound = Inbound(self)

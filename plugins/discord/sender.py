@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 
@@ -11,6 +10,7 @@ import discord
 from discord.http import Route
 
 from bridge.abc import KeyValue
+from bridge.dedupe import SeenIds
 from bridge.outbox import Item, Permanent, RateLimited
 
 from . import render
@@ -39,10 +39,9 @@ class DiscordSender:
         self.session: aiohttp.ClientSession | None = None  # webhook calls
         self.webhooks: dict[int, tuple[int, str]] = {}  # parent channel -> (webhook id, token)
         self.no_webhook: set[int] = set()
-        self.remember = remember
         # The newest message id known per thread (where a read-back starts), for the busiest threads:
         # one that fell out is asked once again.
-        self.newest: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self.newest: SeenIds[int, int] = SeenIds(remember)
 
     # ---- the outbox's Sender -----------------------------------------------------------------
 
@@ -61,13 +60,8 @@ class DiscordSender:
 
     def saw(self, thread: int, mid: int) -> None:
         """A message id of this thread was seen (posted or echoed)."""
-        newest = self.newest
-        if mid > newest.get(thread, 0):
-            newest[thread] = mid
-        if thread in newest:
-            newest.move_to_end(thread)
-        while len(newest) > self.remember:
-            newest.popitem(last=False)
+        if mid > (self.newest.get(thread) or 0):
+            self.newest.remember(thread, mid)
 
     async def post_text(self, thread: int, item: Item, extra: str | None) -> None:
         """Show one stranger text (in up to MAX_PARTS messages). A retry goes on from the first part

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from bridge.abc import KeyValue
+from bridge.dedupe import SeenIds
 
 __all__ = ["ThreadInfo", "Threads"]
 
@@ -46,15 +46,14 @@ class Threads:
 
     def __init__(self, state: KeyValue, remember: int = 4096) -> None:
         self.state = state
-        self.remember = remember  # ended threads remembered as gone (the newest ones)
         self.by_id: dict[int, ThreadInfo] = {}
         self.by_user: dict[int, int] = {}
         # Threads archived, left or deleted: nothing more is posted there. Only the newest are kept:
         # an old one's session ended long ago, so nothing is delivered to it any more.
-        self.gone: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self.gone: SeenIds[int, None] = SeenIds(remember)
         # The parent channel of recent threads, ended ones included: what is still queued for a
         # thread whose chat just ended is posted through its channel's webhook all the same.
-        self.parents: collections.OrderedDict[int, int | None] = collections.OrderedDict()
+        self.parents: SeenIds[int, int] = SeenIds(remember)
         self.counter = 0  # the number of the last thread opened (its name)
         self._dirty: set[int] = set()
         self._wake = asyncio.Event()
@@ -86,18 +85,13 @@ class Threads:
 
     def mark_gone(self, tid: int) -> None:
         """Post nothing more in this thread."""
-        self.gone[tid] = None
-        self.gone.move_to_end(tid)
-        while len(self.gone) > self.remember:
-            self.gone.popitem(last=False)
+        self.gone.remember(tid)
 
     def add(self, info: ThreadInfo) -> None:
         self.by_id[info.id] = info
         self.by_user[info.owner] = info.id
-        self.parents[info.id] = info.parent
-        self.parents.move_to_end(info.id)
-        while len(self.parents) > max(self.remember, len(self.by_id)):
-            self.parents.popitem(last=False)
+        if info.parent is not None:
+            self.parents.remember(info.id, info.parent)
 
     def parent_of(self, tid: int) -> int | None:
         """The text channel a thread hangs off (also shortly after its chat ended); None in DMs."""

@@ -47,7 +47,7 @@ async def test_churning_sessions_keeps_maps_and_store_keys_bounded(server, monke
         assert len(dc.threads) == 0 and not dc.threads.by_user
         assert len(dc.threads.gone) <= REMEMBER and len(dc.threads.parents) <= REMEMBER
         assert len(dc.sender.newest) <= REMEMBER
-        assert len(dc.commands.last_start) <= REMEMBER
+        assert len(dc.commands.cooldowns) <= REMEMBER
         assert len(dc.commands.seen_interactions) <= REMEMBER
         assert len(dc.inbound.seen_messages) <= REMEMBER
         keys = {key for (namespace, key) in store._kv if namespace == "platform:dc"}

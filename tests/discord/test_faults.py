@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from bridge.backoff import Backoff
 from bridge.events import Message
 from bridge.store import MemoryStore
 
@@ -159,7 +160,7 @@ async def test_webhook_post_lost_after_store_is_shown_exactly_once(server, actio
 
 
 async def test_a_message_discord_keeps_refusing_gets_one_not_delivered_notice_and_a_metric(server, monkeypatch):
-    monkeypatch.setattr(GuardedDiscord, "options", {"retry_delays": (0.01, 0.01, 0.01)})
+    monkeypatch.setattr(GuardedDiscord, "options", {"retry": Backoff(0.01, attempts=4)})
     async with bridge(server) as b:
         rec = b.platforms["rec"]
         _, ta = await paired_with_rec(server, b)
