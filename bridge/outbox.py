@@ -25,7 +25,7 @@ Behaviour, the same for everyone:
   transient: retried after the backoff's delays, up to its `attempts`, with the same `Item.key`
   and `Item.maybe_stored` set, so the sender can de-duplicate (a Discord nonce, a Matrix
   transaction id, a read-back). Then the item is given up.
-- Given up: counted (`delivery_failures{platform, reason}`) and passed to `on_given_up(box, item,
+- Given up: counted (`deliver_failures{platform, reason}`) and passed to `on_given_up(box, item,
   reason)` so the platform can show one "not delivered" notice (items put with `notify=False`, such
   as that notice itself, are given up silently). Attempts and retries are counted as well.
 - Typing is state, never a queue item: while anyone types, the sender's `send_typing(room, True)`
@@ -281,7 +281,7 @@ class Outbox:
         waits = 0
         while True:
             item.attempts += 1
-            self._count("delivery_attempts")
+            self._count("deliver_attempts")
             try:
                 await self._attempt(item)
             except asyncio.CancelledError:
@@ -295,7 +295,7 @@ class Outbox:
                 if waits > policy.max_rate_waits:
                     self._give_up(item, "rate_limited", exc)
                     return
-                self._count("delivery_retries", reason="rate_limited")
+                self._count("deliver_retries", reason="rate_limited")
                 await asyncio.sleep(policy.retry.delay(waits, exc.retry_after))
                 continue
             except Exception as exc:  # transient: maybe stored; retried with the same key
@@ -304,7 +304,7 @@ class Outbox:
                 if delay is None:
                     self._give_up(item, "transient", exc)
                     return
-                self._count("delivery_retries", reason="transient")
+                self._count("deliver_retries", reason="transient")
                 log.warning("room %s: sending %s failed (%s); retrying", self.room, item.kind, type(exc).__name__)
                 await asyncio.sleep(delay)
                 continue
@@ -322,7 +322,7 @@ class Outbox:
 
     def _give_up(self, item: Item, reason: str, exc: BaseException) -> None:
         self.failed += 1
-        self._count("delivery_failures", reason=reason)
+        self._count("deliver_failures", reason=reason)
         log.warning("room %s: %s given up after %d attempts (%s: %s)", self.room, item.kind, item.attempts, reason, type(exc).__name__)
         if item.notify and self.on_given_up is not None:
             try:

@@ -189,8 +189,8 @@ async def test_bounded_retries_with_the_same_key_then_given_up(errors, tries, ou
     else:
         assert texts(sender) == [("A", "after", 1)]  # the next item still goes out
         assert given_up == [("r", "m", outcome)] and box.failed == 1
-        assert metrics.counters[("delivery_failures", (("platform", "test"), ("reason", outcome)))] == 1
-    assert metrics.counters[("delivery_attempts", (("platform", "test"),))] == attempts + 1
+        assert metrics.counters[("deliver_failures", (("platform", "test"), ("reason", outcome)))] == 1
+    assert metrics.counters[("deliver_attempts", (("platform", "test"),))] == attempts + 1
 
 
 async def test_retries_wait_the_backoff_delays():

@@ -174,9 +174,9 @@ async def test_a_message_discord_keeps_refusing_gets_one_not_delivered_notice_an
         shown = [m["content"] or m["embeds"][0]["description"] for m in server.bot_messages(ta)]
         assert shown[-2:] == ["This message from Stranger could not be delivered: “y1”", "y2"]  # at its place
         assert len([s for s in shown if "could not be delivered" in s]) == 1
-        failures = {labels: n for (name, labels), n in b.metrics.counters.items() if name == "delivery_failures"}
+        failures = {labels: n for (name, labels), n in b.metrics.counters.items() if name == "deliver_failures"}
         assert failures == {(("platform", "dc"), ("reason", "transient")): 1}
-        retries = b.metrics.counters[("delivery_retries", (("platform", "dc"), ("reason", "transient")))]
+        retries = b.metrics.counters[("deliver_retries", (("platform", "dc"), ("reason", "transient")))]
         assert retries == 3
 
 
@@ -187,7 +187,7 @@ async def test_a_locked_thread_gives_up_at_once_without_a_notice_loop(server):
         server.channels[ta]["thread_metadata"]["locked"] = True  # a moderator locked it
         rec.send("w", Message("z1"))
         rec.send("w", Message("z2"))
-        failures = ("delivery_failures", (("platform", "dc"), ("reason", "permanent")))
+        failures = ("deliver_failures", (("platform", "dc"), ("reason", "permanent")))
         # z1, its notice (refused too, and given up silently), z2, its notice
         await until(lambda: b.metrics.counters[failures] == 4)
         hook_posts = [r for r in server.writes("POST", HOOK) if r.body and r.body.get("content", "").startswith("z")]
