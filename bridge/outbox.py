@@ -6,7 +6,7 @@ in an `Outboxes` registry, which drops an outbox as soon as it is idle.
 
     policy = OutboxPolicy(platform="discord", retry=Backoff(0.5, cap=2.0, attempts=4), slow_after=1.0, typing_every=8.0)
     boxes = Outboxes(sender, policy, metrics=metrics, on_given_up=tell_both_sides)
-    box = boxes.get(room)          # made on first use
+    box = boxes.get(room)          # made on first use; dropped (on_drop(room)) once idle
     box.put_text("Stranger 1", "hi")   # mergeable stranger text
     box.put_payload(notice)        # anything else the sender knows how to post, in order
     box.put_call(archive)          # an ordered side effect (archive after the last notice)
@@ -439,12 +439,14 @@ class Outboxes:
         metrics: Any = None,
         on_given_up: GivenUp | None = None,
         on_sent: Callable[[float], None] | None = None,
+        on_drop: Callable[[Hashable], None] | None = None,
     ) -> None:
         self.sender = sender
         self.policy = policy
         self.metrics = metrics
         self.on_given_up = on_given_up
         self.on_sent = on_sent
+        self.on_drop = on_drop  # a room's outbox was dropped (idle or discarded): the owner may forget it too
         self._boxes: dict[Hashable, Outbox] = {}
 
     def get(self, room: Hashable) -> Outbox:
@@ -470,6 +472,8 @@ class Outboxes:
     def _drop(self, box: Outbox) -> None:
         if self._boxes.get(box.room) is box:
             del self._boxes[box.room]
+            if self.on_drop is not None:
+                self.on_drop(box.room)
 
     def __contains__(self, room: Hashable) -> bool:
         return room in self._boxes
@@ -493,6 +497,8 @@ class Outboxes:
         box = self._boxes.pop(room, None)
         if box is not None:
             box.close()
+            if self.on_drop is not None:
+                self.on_drop(room)
 
     def close(self) -> None:
         """Close every outbox (at shutdown, after drain)."""

@@ -35,7 +35,7 @@ class Inbound:
 
     def on_identified(self) -> None:
         """After every IDENTIFY (not after a RESUME, which replays): fetch what the gap hid."""
-        for info in self.host.threads:
+        for info in self.host.threads.infos():
             if info.guild is not None or self.host.config.dm:
                 info.catching_up = True
                 self.host.spawn(self._catch_up(info))
@@ -129,6 +129,7 @@ class Inbound:
         log.info("thread %s %s by the user; ending its chat", tid, how)
         threads.mark_gone(tid)
         threads.forget(info)
+        self.host.release(tid)
         self._submit(tid, Disconnected(reason=Reason.USER))
 
     def on_members_removed(self, tid: int, removed: set[int]) -> None:

@@ -60,10 +60,11 @@ class DiscordPlatform(Platform):
         self.remember = remember
         self.client: DiscordClient | None = None
         self.threads = Threads(self.state, remember)
-        self.sender = DiscordSender(self.config, self.state, self.threads, remember)
+        self.sender = DiscordSender(self.config, self.state, self.threads)
         policy = OutboxPolicy(platform=self.name, retry=retry, slow_after=SLOW_SEND,
                               typing_every=typing_every, merge_limit=render.MERGE_LIMIT)
-        self.outboxes = Outboxes(self.sender, policy, metrics=self.metrics, on_given_up=self._given_up)
+        self.outboxes = Outboxes(self.sender, policy, metrics=self.metrics, on_given_up=self._given_up,
+                                 on_drop=self.release)
         self.inbound = Inbound(self)
         self.commands = Commands(self)
         self.ready_event = asyncio.Event()
@@ -177,6 +178,12 @@ class DiscordPlatform(Platform):
                 payload = render.notice_payload(event)
                 if payload:
                     box.put_payload(payload)
+
+    def release(self, tid: int) -> None:
+        """Forget what was kept for a thread once its chat is over and its outbox is done."""
+        if tid not in self.threads and tid not in self.outboxes:
+            self.sender.release(tid)
+            self.threads.parents.pop(tid, None)
 
     def _given_up(self, box: Outbox, item: Item, reason: str) -> None:
         """A stranger message could not be shown: say so in the thread, once, about that message

@@ -10,7 +10,6 @@ import discord
 from discord.http import Route
 
 from bridge.abc import KeyValue
-from bridge.dedupe import SeenIds
 from bridge.outbox import Item, Permanent, RateLimited
 
 from . import render
@@ -31,7 +30,7 @@ class _WebhookGone(Exception):
 class DiscordSender:
     """Posts to session threads: webhook messages (no nonce: read back after a failure), bot messages with a nonce."""
 
-    def __init__(self, config: DiscordConfig, state: KeyValue, threads: Threads, remember: int = 4096) -> None:
+    def __init__(self, config: DiscordConfig, state: KeyValue, threads: Threads) -> None:
         self.config = config
         self.state = state
         self.threads = threads
@@ -39,9 +38,9 @@ class DiscordSender:
         self.session: aiohttp.ClientSession | None = None  # webhook calls
         self.webhooks: dict[int, tuple[int, str]] = {}  # parent channel -> (webhook id, token)
         self.no_webhook: set[int] = set()
-        # The newest message id known per thread (where a read-back starts), for the busiest threads:
-        # one that fell out is asked once again.
-        self.newest: SeenIds[int, int] = SeenIds(remember)
+        # The newest message id known per open thread (where a read-back starts); an unknown one
+        # is asked once.
+        self.newest: dict[int, int] = {}
 
     # ---- the outbox's Sender -----------------------------------------------------------------
 
@@ -60,8 +59,12 @@ class DiscordSender:
 
     def saw(self, thread: int, mid: int) -> None:
         """A message id of this thread was seen (posted or echoed)."""
-        if mid > (self.newest.get(thread) or 0):
-            self.newest.remember(thread, mid)
+        if mid > self.newest.get(thread, 0):
+            self.newest[thread] = mid
+
+    def release(self, thread: int) -> None:
+        """The thread's chat is over and its outbox is done: forget what was kept for it."""
+        self.newest.pop(thread, None)
 
     async def post_text(self, thread: int, item: Item, extra: str | None) -> None:
         """Show one stranger text (in up to MAX_PARTS messages). A retry goes on from the first part

@@ -51,9 +51,9 @@ class Threads:
         # Threads archived, left or deleted: nothing more is posted there. Only the newest are kept:
         # an old one's session ended long ago, so nothing is delivered to it any more.
         self.gone: SeenIds[int, None] = SeenIds(remember)
-        # The parent channel of recent threads, ended ones included: what is still queued for a
-        # thread whose chat just ended is posted through its channel's webhook all the same.
-        self.parents: SeenIds[int, int] = SeenIds(remember)
+        # The parent channel of each thread, kept after its chat ended until its outbox is done:
+        # what is still queued for it is posted through its channel's webhook all the same.
+        self.parents: dict[int, int] = {}
         self.counter = 0  # the number of the last thread opened (its name)
         self._dirty: set[int] = set()
         self._wake = asyncio.Event()
@@ -70,8 +70,12 @@ class Threads:
     def __len__(self) -> int:
         return len(self.by_id)
 
-    def __iter__(self) -> Iterator[ThreadInfo]:
-        return iter(list(self.by_id.values()))
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self.by_id))
+
+    def infos(self) -> list[ThreadInfo]:
+        """Every open thread's record."""
+        return list(self.by_id.values())
 
     def of_user(self, user: int) -> int | None:
         """The thread id of `user`'s open chat, if any."""
@@ -91,7 +95,7 @@ class Threads:
         self.by_id[info.id] = info
         self.by_user[info.owner] = info.id
         if info.parent is not None:
-            self.parents.remember(info.id, info.parent)
+            self.parents[info.id] = info.parent
 
     def parent_of(self, tid: int) -> int | None:
         """The text channel a thread hangs off (also shortly after its chat ended); None in DMs."""

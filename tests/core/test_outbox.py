@@ -268,10 +268,12 @@ async def test_typing_off_call_follows_the_last_typist_and_repeated_starts_add_n
 
 async def test_an_idle_outbox_is_dropped_but_not_before_its_typing_pace_allows():
     sender = FakeSender()
-    boxes = Outboxes(sender, OutboxPolicy(platform="test", retry=ONCE, typing_every=0.2))
+    dropped: list[str] = []
+    boxes = Outboxes(sender, OutboxPolicy(platform="test", retry=ONCE, typing_every=0.2), on_drop=dropped.append)
     boxes.get("r").put_text(None, "hi")
     await sender.wait(lambda: sender.sent)
     await _until(lambda: "r" not in boxes)
+    assert dropped == ["r"]  # the owner is told, so it can forget the room too
     box = boxes.get("r")
     box.typing_start(None)
     await sender.wait(lambda: sender.typing)
