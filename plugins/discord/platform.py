@@ -96,8 +96,7 @@ class DiscordPlatform(Platform):
             chunk_guilds_at_startup=False,
         )
         self.sender.client = self.client
-        timeout = aiohttp.ClientTimeout(total=cfg.request_timeout)
-        self.sender.session = aiohttp.ClientSession(connector=self._connector(), timeout=timeout)
+        self.sender.session = aiohttp.ClientSession(connector=self._connector(), timeout=self.sender.timeout)
         flusher = asyncio.get_running_loop().create_task(self.threads.flush_forever())
         try:
             async with self.client:

@@ -41,6 +41,7 @@ class DiscordSender:
         # The newest message id known per open thread (where a read-back starts); an unknown one
         # is asked once.
         self.newest: dict[int, int] = {}
+        self.timeout = aiohttp.ClientTimeout(total=config.request_timeout)  # of each call made here
 
     # ---- the outbox's Sender -----------------------------------------------------------------
 
@@ -93,7 +94,7 @@ class DiscordSender:
         body = {**payload, "nonce": nonce, "enforce_nonce": True}
         try:
             data = await self.client.http.request(
-                Route("POST", "/channels/{channel_id}/messages", channel_id=thread), json=body
+                Route("POST", "/channels/{channel_id}/messages", channel_id=thread), json=body, timeout=self.timeout
             )
             self.saw(thread, int(data["id"]))
         except (discord.NotFound, discord.Forbidden) as exc:
@@ -101,7 +102,7 @@ class DiscordSender:
 
     async def post_typing(self, thread: int) -> None:
         assert self.client is not None
-        await self.client.http.request(Route("POST", "/channels/{channel_id}/typing", channel_id=thread))
+        await self.client.http.request(Route("POST", "/channels/{channel_id}/typing", channel_id=thread), timeout=self.timeout)
 
     async def _webhook(self, parent: int) -> tuple[int, str] | None:
         """The one webhook of a parent channel, found or created once and remembered."""
@@ -169,7 +170,7 @@ class DiscordSender:
             return known
         assert self.client is not None
         route = Route("GET", "/channels/{channel_id}/messages", channel_id=thread)
-        latest = await self.client.http.request(route, params={"limit": 1})
+        latest = await self.client.http.request(route, params={"limit": 1}, timeout=self.timeout)
         newest = max([thread, *(int(m["id"]) for m in latest)])
         self.saw(thread, newest)
         return newest
@@ -177,7 +178,7 @@ class DiscordSender:
     async def _stored(self, thread: int, webhook_id: int, payload: dict, before: int) -> bool:
         assert self.client is not None
         route = Route("GET", "/channels/{channel_id}/messages", channel_id=thread)
-        recent = await self.client.http.request(route, params={"after": before, "limit": 100})
+        recent = await self.client.http.request(route, params={"after": before, "limit": 100}, timeout=self.timeout)
         for m in recent:
             if (
                 str(m.get("webhook_id")) == str(webhook_id)

@@ -195,3 +195,21 @@ async def test_a_locked_thread_gives_up_at_once_without_a_notice_loop(server):
         notices_tried = [r for r in server.writes("POST", rf"^/channels/{ta}/messages$")
                          if "could not be delivered" in str(r.body)]
         assert len(notices_tried) == 2 and all(r.status == 403 for r in notices_tried)
+
+
+@pytest.mark.parametrize("action", ["reset", "hang"])
+async def test_bot_post_lost_after_store_is_shown_exactly_once(server, action):
+    # Without webhooks the retry reuses the nonce, and Discord answers with the stored message.
+    async with bridge(server, webhooks=False, request_timeout=0.5) as b:
+        rec = b.platforms["rec"]
+        _, ta = await paired_with_rec(server, b)
+        route = rf"^/channels/{ta}/messages$"
+        fault = server.fail("POST", route, after_store=True, action=action)
+        sent = [f"x{i}" for i in range(1, 6)]
+        for token in sent:
+            rec.send("w", Message(token))
+        await server.wait_until(lambda: "x5" in tokens_in(server, ta, "x"))
+        assert fault.times == 0 and server.unanswered == 1
+        assert tokens_in(server, ta, "x") == sent
+        posts = [r for r in server.writes("POST", route) if "x1" in (r.body or {}).get("content", "")]
+        assert len(posts) == 2 and posts[0].status == -1 and posts[0].body["nonce"] == posts[1].body["nonce"]
