@@ -28,16 +28,16 @@ Behaviour, the same for everyone:
 - Given up: counted (`deliver_failures{platform, reason}`) and passed to `on_given_up(box, item,
   reason)` so the platform can show one "not delivered" notice (items put with `notify=False`, such
   as that notice itself, are given up silently). Attempts and retries are counted as well.
-- Typing is state, never a queue item: while anyone types, the sender's `send_typing(room, True)`
-  is called at most once per `typing_every` seconds (and again each period as a refresh); with
-  `typing_off` a `send_typing(room, False)` follows when the last typist stops.
+- Typing is state, never a queue item (`bridge.pace.TypingPace`): while anyone types, the
+  sender's `send_typing(room, True)` is called at most once per `typing_every` seconds (and again
+  each period as a refresh); with `typing_off` a `send_typing(room, False)` follows when the last
+  typist stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import secrets
 import time
@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .backoff import Backoff
+from .pace import TypingPace
 
 __all__ = [
     "GivenUp",
@@ -168,11 +169,8 @@ class Outbox:
         self.sending: Item | None = None
         self.idle = asyncio.Event()
         self.idle.set()
-        self.typists: set[str | None] = set()
-        self.typing_task: asyncio.Task | None = None
-        self.typing_shown = False
-        self.last_typing = float("-inf")
-        self._typing_wake = asyncio.Event()
+        self.typing = TypingPace(room, self._send_typing, policy.typing_every, off=policy.typing_off,
+                                 on_quiet=self._check_idle)
         self._idle_timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.merged = 0  # messages folded into another (with the visible marker)
@@ -218,11 +216,10 @@ class Outbox:
         """Stop sending and drop what waits (safe from the outbox's own task)."""
         self.closed = True
         self.queue.clear()
-        self.typists.clear()
+        self.typing.close()
         self._cancel_idle_timer()
-        for task in (self.task, self.typing_task):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
         self.idle.set()
 
     # ---- sending -----------------------------------------------------------------------------
@@ -312,6 +309,9 @@ class Outbox:
                 self.on_sent(time.perf_counter() - item.queued)
             return
 
+    async def _send_typing(self, on: bool) -> None:
+        await self.sender.send_typing(self.room, on)
+
     async def _attempt(self, item: Item) -> None:
         if item.kind == "text":
             await self.sender.send_text(self.room, item)
@@ -338,70 +338,22 @@ class Outbox:
 
     def typing_start(self, label: str | None = None) -> None:
         """`label` types: show it now (within the pace) and keep it shown while it lasts."""
-        if self.closed:
-            return
-        self.typists.add(label)
-        self._kick_typing()
+        if not self.closed:
+            self._cancel_idle_timer()
+            self.typing.start(label)
 
     def typing_stop(self, label: str | None = None, *, everyone: bool = False) -> None:
         """`label` (or everyone) stopped typing; a message from them stops it too (the caller says so)."""
-        if everyone:
-            self.typists.clear()
-        else:
-            self.typists.discard(label)
-        if not self.typists:
-            self._kick_typing()
-
-    def _kick_typing(self) -> None:
-        self._typing_wake.set()
-        self._cancel_idle_timer()
-        if self.typing_task is None or self.typing_task.done():
-            if not self.typists and not (self.policy.typing_off and self.typing_shown):
-                self.check_idle_soon()
-                return
-            self.typing_task = asyncio.get_running_loop().create_task(self._typing_loop(), name=f"typing {self.room}")
-
-    async def _typing_loop(self) -> None:
-        every = self.policy.typing_every
-        try:
-            while True:
-                self._typing_wake.clear()
-                if self.typists:
-                    wait = self.last_typing + every - time.monotonic()
-                    if wait <= 0:
-                        await self._typing_call(True)
-                        continue
-                elif self.policy.typing_off and self.typing_shown:
-                    await self._typing_call(False)
-                    continue
-                else:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._typing_wake.wait()
-        finally:
-            if asyncio.current_task() is self.typing_task:
-                self.typing_task = None
-            self._check_idle()
-
-    async def _typing_call(self, on: bool) -> None:
-        if on:
-            self.last_typing = time.monotonic()
-        self.typing_shown = on
-        try:
-            await self.sender.send_typing(self.room, on)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the indicator is cosmetic: keep the pace, never retry
-            log.info("room %s: typing call failed: %s", self.room, type(exc).__name__)
+        self.typing.stop(label, everyone=everyone)
+        if not self.typing.active:
+            self.check_idle_soon()
 
     # ---- idleness ----------------------------------------------------------------------------
 
     @property
     def is_idle(self) -> bool:
         """Nothing queued, nobody typing, no typing call due."""
-        busy_typing = self.typing_task is not None and not self.typing_task.done() and self.typing_task is not asyncio.current_task()
-        return self.idle.is_set() and not self.queue and not self.typists and not busy_typing
+        return self.idle.is_set() and not self.queue and not self.typing.active
 
     def check_idle_soon(self) -> None:
         """Look at idleness once the caller's synchronous puts are done (never drop under a caller)."""
@@ -411,7 +363,7 @@ class Outbox:
         """Tell the owner once the outbox is idle and its typing pace no longer matters."""
         if self.on_idle is None or self.closed or not self.is_idle:
             return
-        wait = self.last_typing + self.policy.typing_every - time.monotonic()
+        wait = self.typing.next_allowed()
         if wait > 0:  # a new outbox now would call typing again too early: keep this one a while
             if self._idle_timer is None:
                 self._idle_timer = asyncio.get_running_loop().call_later(wait, self._idle_timer_fired)

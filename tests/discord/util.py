@@ -64,4 +64,4 @@ async def until(test, timeout: float = 10.0):
 def typing_over(platform, tid: int) -> bool:
     """No typing indicator is kept up in the thread: nobody types and no refresh is scheduled."""
     box = platform.outboxes.find(tid)
-    return box is None or (not box.typists and box.typing_task is None)
+    return box is None or not box.typing.active
