@@ -76,6 +76,7 @@ class Fault:
     action: str = "answer"
     hold: float = 30.0
     query: dict[str, str] | None = None  # only requests with these query values
+    content_has: str | None = None  # only requests whose JSON body's content holds this text
 
 
 @dataclass
@@ -319,6 +320,8 @@ class FakeDiscord:
     def _take_fault(self, rec: Recorded) -> Fault | None:
         for fault in self.faults:
             if fault.query and any(rec.query.get(k) != v for k, v in fault.query.items()):
+                continue
+            if fault.content_has is not None and fault.content_has not in str((rec.body or {}).get("content", "")):
                 continue
             if fault.times > 0 and fault.method == rec.method and fault.pattern.search(rec.path):
                 fault.times -= 1

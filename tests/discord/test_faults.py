@@ -213,3 +213,20 @@ async def test_bot_post_lost_after_store_is_shown_exactly_once(server, action):
         assert tokens_in(server, ta, "x") == sent
         posts = [r for r in server.writes("POST", route) if "x1" in (r.body or {}).get("content", "")]
         assert len(posts) == 2 and posts[0].status == -1 and posts[0].body["nonce"] == posts[1].body["nonce"]
+
+
+@pytest.mark.parametrize("webhooks", [True, False])
+async def test_a_long_message_whose_second_part_was_cut_off_is_shown_once_in_two_parts(server, webhooks):
+    async with bridge(server, webhooks=webhooks, request_timeout=0.5) as b:
+        rec = b.platforms["rec"]
+        _, ta = await paired_with_rec(server, b)
+        words = [f"w{i}" for i in range(760)]  # about 3,700 characters (a user may send 4,000): two messages
+        route = HOOK if webhooks else rf"^/channels/{ta}/messages$"
+        fault = server.fail("POST", route, after_store=True, action="reset", content_has=" w600 ")
+        rec.send("w", Message(" ".join(words)))
+        rec.send("w", Message("w-after"))
+        await server.wait_until(lambda: "w-after" in " ".join(m["content"] for m in server.bot_messages(ta)))
+        assert fault.times == 0
+        shown = [m["content"] for m in server.bot_messages(ta) if m["content"] and "w-after" not in m["content"]]
+        assert len(shown) == 2  # each part once
+        assert re.findall(r"\bw\d+\b", " ".join(shown)) == words  # every word once, in order
