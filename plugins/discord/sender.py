@@ -21,6 +21,7 @@ __all__ = ["DiscordSender", "WEBHOOK_NAME"]
 log = logging.getLogger(__name__)
 
 WEBHOOK_NAME = "stranger-bridge"
+UNKNOWN_WEBHOOK = 10015  # Discord's JSON error code of a deleted webhook (a deleted thread is 10003)
 
 
 class _WebhookGone(Exception):
@@ -159,9 +160,9 @@ class DiscordSender:
         memo["maybe"] = maybe  # a 4xx stored nothing
         if status == 429:
             raise RateLimited(float((data or {}).get("retry_after", 1.0)))
-        if status == 404:
+        if status == 404 and (data or {}).get("code") == UNKNOWN_WEBHOOK:
             raise _WebhookGone()
-        raise Permanent(f"webhook answered {status}")
+        raise Permanent(f"webhook answered {status}")  # 404 Unknown Channel: the thread is gone
 
     async def _newest(self, thread: int) -> int:
         """The newest message id of a thread: known from our posts and the gateway, else asked once."""
@@ -182,7 +183,7 @@ class DiscordSender:
         for m in recent:
             if (
                 str(m.get("webhook_id")) == str(webhook_id)
-                and m.get("content") == payload["content"]
+                and (m.get("content") or "").strip() == payload["content"].strip()  # Discord trims
                 and m.get("author", {}).get("username") == payload.get("username")
             ):
                 self.saw(thread, int(m["id"]))

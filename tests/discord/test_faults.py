@@ -230,3 +230,36 @@ async def test_a_long_message_whose_second_part_was_cut_off_is_shown_once_in_two
         shown = [m["content"] for m in server.bot_messages(ta) if m["content"] and "w-after" not in m["content"]]
         assert len(shown) == 2  # each part once
         assert re.findall(r"\bw\d+\b", " ".join(shown)) == words  # every word once, in order
+
+
+async def test_a_deleted_webhook_is_replaced_and_no_message_is_lost(server):
+    async with bridge(server) as b:
+        rec = b.platforms["rec"]
+        _, ta = await paired_with_rec(server, b)
+        rec.send("w", Message("v0"))
+        await server.wait_until(lambda: tokens_in(server, ta, "v") == ["v0"])
+        [old] = list(server.webhooks)
+        server.webhooks.clear()  # a moderator deleted the bridge's webhook
+        rec.send("w", Message("v1"))
+        rec.send("w", Message("v2"))
+        await server.wait_until(lambda: tokens_in(server, ta, "v") == ["v0", "v1", "v2"])
+        lines = [(m["author"]["username"], m["content"]) for m in server.bot_messages(ta) if m["content"]]
+        assert lines[1] == ("strangerbot", "**Stranger:** v1")  # this one as the bot, at once
+        assert lines[2] == ("Stranger", "v2") and list(server.webhooks) != [old]  # then a new webhook
+
+
+async def test_a_webhook_post_into_a_deleted_thread_keeps_the_webhook(server):
+    async with bridge(server) as b:
+        rec = b.platforms["rec"]
+        alice, ta = await paired_with_rec(server, b)
+        rec.send("w", Message("v0"))
+        await server.wait_until(lambda: tokens_in(server, ta, "v") == ["v0"])
+        _, tb = await paired_with_rec(server, b, "v", "bob")
+        server.channels.pop(ta)  # gone without a gateway event: the post itself finds out
+        rec.send("w", Message("lost"))
+        failures = ("deliver_failures", (("platform", "dc"), ("reason", "permanent")))
+        await until(lambda: b.metrics.counters[failures] >= 1)
+        rec.send("v", Message("b0"))  # the other thread of the same channel still uses the webhook
+        await server.wait_until(lambda: tokens_in(server, tb, "b") == ["b0"])
+        # the webhook was not forgotten: never looked up again, never made again
+        assert len(server.writes("GET", r"^/channels/\d+/webhooks$")) == 1 and len(server.webhooks) == 1
