@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 NONE = discord.AllowedMentions.none()
 TYPING_EVERY = 8.0  # seconds: Discord shows typing for about 10 s; never call more often than this
 RETRY = Backoff(0.5, cap=2.0, attempts=4)  # the attempts of one send (the same nonce each time)
-REMEMBER = 4096  # entries each bounded map keeps (seen ids, ended threads, newest ids, interactions)
+REMEMBER = 4096  # entries each bounded memory keeps (seen messages and interactions, ended threads, starts)
 SLOW_SEND = 1.0  # seconds: a send this slow was rate-limited or retried; merge what queued meanwhile
 
 
@@ -53,7 +53,7 @@ class DiscordPlatform(Platform):
         """`connector_factory` builds the HTTP connector of the client and of webhook calls (tests
         pass a guarded one); `typing_every` is the least time between two typing calls of a thread;
         `retry` the backoff between the attempts of one send; `remember` how many entries each
-        bounded map keeps (seen ids, ended threads, newest ids, handled interactions)."""
+        bounded memory keeps (seen messages and interactions, ended threads, handled starts)."""
         super().__init__(*args, **kwargs)
         self.config: DiscordConfig
         self.connector_factory = connector_factory
