@@ -25,9 +25,12 @@ Behaviour, the same for everyone:
   transient: retried after the backoff's delays, up to its `attempts`, with the same `Item.key`
   and `Item.maybe_stored` set, so the sender can de-duplicate (a Discord nonce, a Matrix
   transaction id, a read-back). Then the item is given up.
-- Given up: counted (`deliver_failures{platform, reason}`) and passed to `on_given_up(box, item,
-  reason)` so the platform can show one "not delivered" notice (items put with `notify=False`, such
-  as that notice itself, are given up silently). Attempts and retries are counted as well.
+- Counted through `Metrics.delivery`: every attempt (`deliver_attempts{platform}`), every retry
+  and every item given up (`deliver_retries` / `deliver_failures{platform, reason}`, reason
+  "permanent", "rate_limited" or "transient").
+- Given up: passed to `on_given_up(box, item, reason)` so the platform can show one "not
+  delivered" notice, e.g. with `box.put_payload(notice, notify=False, first=True)` (items put with
+  `notify=False`, such as that notice itself, are given up silently).
 - Typing is state, never a queue item (`bridge.pace.TypingPace`): while anyone types, the
   sender's `send_typing(room, True)` is called at most once per `typing_every` seconds (and again
   each period as a refresh); with `typing_off` a `send_typing(room, False)` follows when the last
@@ -46,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .backoff import Backoff
+from .metrics import Metrics
 from .pace import TypingPace
 
 __all__ = [
@@ -150,7 +154,7 @@ class Outbox:
         sender: Sender,
         policy: OutboxPolicy,
         *,
-        metrics: Any = None,
+        metrics: Metrics | None = None,
         on_given_up: GivenUp | None = None,
         on_idle: Callable[[Outbox], None] | None = None,
         on_sent: Callable[[float], None] | None = None,
@@ -158,7 +162,7 @@ class Outbox:
         self.room = room
         self.sender = sender
         self.policy = policy
-        self.metrics = metrics  # anything with inc(name, amount=1, **labels), e.g. bridge.metrics.Metrics
+        self.metrics = metrics  # counts deliver_attempts / deliver_retries / deliver_failures
         self.on_given_up = on_given_up
         self.on_idle = on_idle
         self.on_sent = on_sent  # bench hook: seconds from queued to sent
@@ -278,7 +282,6 @@ class Outbox:
         waits = 0
         while True:
             item.attempts += 1
-            self._count("deliver_attempts")
             try:
                 await self._attempt(item)
             except asyncio.CancelledError:
@@ -292,7 +295,7 @@ class Outbox:
                 if waits > policy.max_rate_waits:
                     self._give_up(item, "rate_limited", exc)
                     return
-                self._count("deliver_retries", reason="rate_limited")
+                self._count("retry", "rate_limited")
                 await asyncio.sleep(policy.retry.delay(waits, exc.retry_after))
                 continue
             except Exception as exc:  # transient: maybe stored; retried with the same key
@@ -301,10 +304,11 @@ class Outbox:
                 if delay is None:
                     self._give_up(item, "transient", exc)
                     return
-                self._count("deliver_retries", reason="transient")
+                self._count("retry", "transient")
                 log.warning("room %s: sending %s failed (%s); retrying", self.room, item.kind, type(exc).__name__)
                 await asyncio.sleep(delay)
                 continue
+            self._count("ok")
             if self.on_sent is not None:
                 self.on_sent(time.perf_counter() - item.queued)
             return
@@ -322,7 +326,7 @@ class Outbox:
 
     def _give_up(self, item: Item, reason: str, exc: BaseException) -> None:
         self.failed += 1
-        self._count("deliver_failures", reason=reason)
+        self._count("failed", reason)
         log.warning("room %s: %s given up after %d attempts (%s: %s)", self.room, item.kind, item.attempts, reason, type(exc).__name__)
         if item.notify and self.on_given_up is not None:
             try:
@@ -330,9 +334,9 @@ class Outbox:
             except Exception:
                 log.exception("room %s: the given-up hook failed", self.room)
 
-    def _count(self, name: str, **labels: str) -> None:
+    def _count(self, outcome: str, reason: str = "") -> None:
         if self.metrics is not None:
-            self.metrics.inc(name, platform=self.policy.platform, **labels)
+            self.metrics.delivery(self.policy.platform, outcome, reason)
 
     # ---- typing ------------------------------------------------------------------------------
 
@@ -388,7 +392,7 @@ class Outboxes:
         sender: Sender,
         policy: OutboxPolicy,
         *,
-        metrics: Any = None,
+        metrics: Metrics | None = None,
         on_given_up: GivenUp | None = None,
         on_sent: Callable[[float], None] | None = None,
         on_drop: Callable[[Hashable], None] | None = None,

@@ -33,6 +33,15 @@ class DiscordClient(discord.Client):
 
     async def on_ready(self) -> None:
         self.platform.ready_event.set()
+        self.platform.metrics.set_ready(self.platform.name, True)
+
+    async def on_resumed(self) -> None:
+        self.platform.metrics.set_ready(self.platform.name, True)
+
+    async def on_disconnect(self) -> None:
+        # The gateway is gone until discord.py resumes or identifies again: say so on /metrics.
+        if self.platform.ready_event.is_set():
+            self.platform.metrics.set_ready(self.platform.name, False)
 
     async def on_message(self, message: discord.Message) -> None:
         self.inbound.on_message(message)

@@ -65,6 +65,7 @@ class DiscordPlatform(Platform):
                               typing_every=typing_every, merge_limit=render.MERGE_LIMIT)
         self.outboxes = Outboxes(self.sender, policy, metrics=self.metrics, on_given_up=self._given_up,
                                  on_drop=self.release)
+        self.metrics.gauge_source("queue_depth", ("owner", "queue"), self._queue_depth)
         self.inbound = Inbound(self)
         self.commands = Commands(self)
         self.ready_event = asyncio.Event()
@@ -177,6 +178,9 @@ class DiscordPlatform(Platform):
                 payload = render.notice_payload(event)
                 if payload:
                     box.put_payload(payload)
+
+    def _queue_depth(self) -> dict[tuple[str, ...], float]:
+        return {(self.name, "outbox"): float(self.outboxes.depth())}
 
     def release(self, tid: int) -> None:
         """Forget what was kept for a thread once its chat is over and its outbox is done."""

@@ -35,6 +35,7 @@ async def test_429_on_one_thread_merges_visibly_and_spares_the_others(server):
         for token in sent:
             rec.send("w", Message(token))
         await server.wait_until(lambda: any(r.status == 429 for r in server.requests))
+        assert b.metrics.gauges("queue_depth")[("dc", "outbox")] >= 2  # held back: what waits is a gauge
         rec.send("v", Message("b0"))
         await server.wait_until(lambda: tokens_in(server, tb, "b") == ["b0"])
         # the other thread got its message while this one was still held back by the 429
@@ -106,10 +107,13 @@ async def test_invalid_session_reidentify_catches_up(server):
         alice, ta = await paired_with_rec(server, b)
         await server.user_message(ta, alice, "u0")
         await rec.wait_for("w", Message)
+        assert b.metrics.ready["dc"] is True
         await server.invalidate()
+        await until(lambda: b.metrics.ready["dc"] is False)  # no gateway: /metrics says so
         for i in range(1, 6):  # sent while the bot has no session: the gateway never delivers them
             await server.user_message(ta, alice, f"u{i}")
         got = await rec.wait_count("w", Message, 6, timeout=20)
+        await until(lambda: b.metrics.ready["dc"] is True)  # identified again: ready
         await server.user_message(ta, alice, "u6")
         got = await rec.wait_count("w", Message, 7, timeout=10)
         assert [m.text for m in got] == [f"u{i}" for i in range(7)]
