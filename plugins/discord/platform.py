@@ -192,7 +192,7 @@ class DiscordPlatform(Platform):
         """A stranger message could not be shown: say so in the thread, once, about that message
         (the notice itself is given up silently if Discord refuses it too)."""
         if item.kind == "text":
-            box.put_payload(render.undelivered_notice(item.label, item.text), notify=False, first=True)
+            box.put_payload(render.undelivered_notice(item.label, item.text, item.count), notify=False, first=True)
 
     def _end(self, info: ThreadInfo, box: Outbox) -> None:
         """The chat ended and no next one follows: archive and lock the thread (unless kept open)."""

@@ -154,10 +154,11 @@ def text_notice(text: str) -> dict:
     return payload
 
 
-def undelivered_notice(label: str | None, text: str) -> dict:
-    """The notice that one stranger message could not be shown (Discord kept failing), quoting its start."""
+def undelivered_notice(label: str | None, text: str, count: int = 1) -> dict:
+    """The notice that a stranger message (or `count` merged ones) could not be shown, quoting its start."""
     quoted = cut(" ".join(text.split()), 100)
-    return text_notice(f"This message from {label or 'Stranger'} could not be delivered: “{quoted}”")
+    what = "This message" if count == 1 else f"These {count} messages"
+    return text_notice(f"{what} from {label or 'Stranger'} could not be delivered: “{quoted}”")
 
 
 def thread_name(number: int) -> str:

@@ -160,3 +160,13 @@ def test_a_long_multi_line_text_split_in_parts_keeps_every_line_attributed(webho
     assert len(parts) == 3 and all(len(p["content"]) <= 2000 for p in parts)
     if not webhook:
         assert all(line.startswith("**Stranger:** ") for p in parts for line in p["content"].split("\n"))
+
+
+def test_the_not_delivered_notice_quotes_the_message_and_counts_merged_ones():
+    one = render.undelivered_notice("Stranger 2", "hi\n\nthere @everyone")
+    assert one["embeds"][0]["description"] == f"This message from Stranger 2 could not be delivered: “hi there @{Z}everyone”"
+    assert one["content"] == "" and one["allowed_mentions"]["parse"] == []
+    merged = render.undelivered_notice(None, "a\nb\nc", 3)
+    assert merged["embeds"][0]["description"] == "These 3 messages from Stranger could not be delivered: “a b c”"
+    long = render.undelivered_notice(None, "x" * 500)["embeds"][0]["description"]
+    assert len(long) < 200 and long.endswith(f"{CUT_MARKER}”")
