@@ -146,7 +146,7 @@ async def test_replayed_interaction_one_thread_even_after_restart(server):
 async def test_webhook_post_lost_after_store_is_shown_exactly_once(server, action):
     # Discord stored the message, then the connection was reset (or the answer never came): webhooks
     # carry no nonce, so only a read-back before the retry can keep it from being shown twice.
-    async with bridge(server, request_timeout=0.5) as b:
+    async with bridge(server, request_timeout=2.0) as b:
         rec = b.platforms["rec"]
         _, ta = await paired_with_rec(server, b)
         rec.send("w", Message("x0"))  # a first message, so the thread has a newest message of ours
@@ -204,7 +204,7 @@ async def test_a_locked_thread_gives_up_at_once_without_a_notice_loop(server):
 @pytest.mark.parametrize("action", ["reset", "hang"])
 async def test_bot_post_lost_after_store_is_shown_exactly_once(server, action):
     # Without webhooks the retry reuses the nonce, and Discord answers with the stored message.
-    async with bridge(server, webhooks=False, request_timeout=0.5) as b:
+    async with bridge(server, webhooks=False, request_timeout=2.0) as b:
         rec = b.platforms["rec"]
         _, ta = await paired_with_rec(server, b)
         route = rf"^/channels/{ta}/messages$"
@@ -221,7 +221,7 @@ async def test_bot_post_lost_after_store_is_shown_exactly_once(server, action):
 
 @pytest.mark.parametrize("webhooks", [True, False])
 async def test_a_long_message_whose_second_part_was_cut_off_is_shown_once_in_two_parts(server, webhooks):
-    async with bridge(server, webhooks=webhooks, request_timeout=0.5) as b:
+    async with bridge(server, webhooks=webhooks, request_timeout=2.0) as b:
         rec = b.platforms["rec"]
         _, ta = await paired_with_rec(server, b)
         words = [f"w{i}" for i in range(760)]  # about 3,700 characters (a user may send 4,000): two messages
