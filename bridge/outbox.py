@@ -16,7 +16,7 @@ in an `Outboxes` registry, which drops an outbox as soon as it is idle.
 Behaviour, the same for everyone:
 - Items leave one at a time, in order, from the outbox's own task: a slow room never holds up others.
 - Merging: after a send that took at least `slow_after` seconds or was rate limited (or when
-  `merge_backlog` texts wait), consecutive waiting texts of one speaker become one `Item` whose
+  `merge_backlog` texts wait), consecutive waiting texts of one speaker (and `group`) become one `Item` whose
   `count` says how many; `Item.marker` is the one visible marker text (`MERGE_MARKER`) the renderer
   shows with it. Nothing is merged beyond `merge_limit` characters, so a merged text is never cut.
 - Retries follow the policy's `retry` (a `bridge.backoff.Backoff`): `Permanent` gives an item up
@@ -108,6 +108,7 @@ class Item:
 
     kind: str  # "text" | "payload" | "call"
     label: str | None = None  # text: the speaker (None: the only stranger)
+    group: Hashable = None  # text: only texts of one group merge (e.g. a Matrix thread inside the room)
     text: str = ""
     count: int = 1  # texts merged into this one
     payload: Any = None  # payload: the platform's own data (a notice, an event)
@@ -182,9 +183,9 @@ class Outbox:
 
     # ---- queueing ----------------------------------------------------------------------------
 
-    def put_text(self, label: str | None, text: str) -> None:
-        """Queue stranger text (mergeable with the texts of the same speaker next to it)."""
-        self._put(Item("text", label=label, text=text))
+    def put_text(self, label: str | None, text: str, *, group: Hashable = None) -> None:
+        """Queue stranger text (mergeable with the texts of the same speaker and group next to it)."""
+        self._put(Item("text", label=label, text=text, group=group))
 
     def put_payload(self, payload: Any, *, notify: bool = True, first: bool = False) -> None:
         """Queue anything else the sender posts (a notice); never merged. `first`: before what waits
@@ -257,7 +258,7 @@ class Outbox:
                 return first
         texts = [first.text]
         size = len(first.text)
-        while queue and queue[0].kind == "text" and queue[0].label == first.label:
+        while queue and self._same_run(first, queue[0]):
             grown = size + 1 + len(queue[0].text)
             if grown > policy.merge_limit:
                 break
@@ -266,15 +267,20 @@ class Outbox:
         if len(texts) == 1:
             return first
         self.merged += len(texts) - 1
-        return Item("text", label=first.label, text="\n".join(texts), count=len(texts), key=first.key, queued=first.queued)
+        return Item("text", label=first.label, text="\n".join(texts), count=len(texts), group=first.group,
+                    key=first.key, queued=first.queued)
 
     def _run_length(self, first: Item) -> int:
         n = 1
         for item in self.queue:
-            if item.kind != "text" or item.label != first.label:
+            if not self._same_run(first, item):
                 break
             n += 1
         return n
+
+    @staticmethod
+    def _same_run(first: Item, item: Item) -> bool:
+        return item.kind == "text" and item.label == first.label and item.group == first.group
 
     async def _send(self, item: Item) -> None:
         policy = self.policy

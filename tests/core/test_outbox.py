@@ -117,6 +117,17 @@ async def test_texts_waiting_behind_a_slow_send_merge_with_one_marker(queued, ex
     assert box.merged == sum(c - 1 for _, _, c in expected)
 
 
+async def test_only_texts_of_one_group_merge():
+    sender = FakeSender()
+    box = Outbox("r", sender, OutboxPolicy(platform="test", retry=ONCE, slow_after=0.0))
+    gate = await held(box, sender, ("A", "first"))
+    for text, group in (("t1", "x"), ("t2", "x"), ("u1", "y"), ("u2", "y"), ("t3", "x")):
+        box.put_text("A", text, group=group)
+    gate.set()
+    await box.drain()
+    assert texts(sender) == [("A", "first", 1), ("A", "t1\nt2", 2), ("A", "u1\nu2", 2), ("A", "t3", 1)]
+
+
 async def test_merging_stops_at_the_merge_limit_so_nothing_is_cut():
     sender = FakeSender()
     box = Outbox("r", sender, OutboxPolicy(platform="test", retry=ONCE, slow_after=0.0, merge_limit=10))
