@@ -82,6 +82,7 @@ class PolicySection(LayerConfig):
     start_cooldown: Duration = 2.0  # seconds between two starts
     max_starts: int = Field(30, ge=1)  # starts per start_window
     start_window: Duration = 600.0
+    first_message_cooldown: Duration = 0.0  # seconds after a chat begins before the user may write
 
     _compiled: dict[tuple[str, str | None], ContentRules] = PrivateAttr(default_factory=dict)
 
