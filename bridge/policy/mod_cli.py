@@ -30,7 +30,7 @@ def add_mod_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     mod = sub.add_parser("mod", help="bans and the moderation log, on the daemon's state file (running or not)")
     mod.add_argument("-c", "--config", type=Path, help="TOML config file (its [bridge] state is the file used)")
     actions = mod.add_subparsers(dest="mod_command", required=True)
-    ban = actions.add_parser("ban", help="ban PLATFORM:USER (discord:USER_ID, matrix:@user:server, matrix:*:server, web:KEY)")
+    ban = actions.add_parser("ban", help="ban PLATFORM:USER (discord:USER_ID, matrix:@user:server, matrix:*:SERVER for a whole server, web:KEY)")
     ban.add_argument("subject")
     ban.add_argument("--for", dest="duration", help="how long: 90s, 15m, 1h, 7d (default: until unbanned)")
     ban.add_argument("--reason", default="", help="shown to the banned user when they try to start")

@@ -54,11 +54,11 @@ class Moderator:
         self.throttle = StartThrottle.from_config(policy, clock=monotonic)
         self.monotonic = monotonic
 
-    async def start_refusal(self, user: str | None, *, mxid: str | None = None) -> str | None:
+    async def start_refusal(self, user: str | None, *, server: str | None = None) -> str | None:
         """The notice that refuses a start (banned, or starting too often), or None: the start is counted."""
         if user is None:
             return None  # a room without a person key: per-room limits apply elsewhere
-        ban = await self.sanctions.check(user, mxid=mxid)
+        ban = await self.sanctions.check(user, server=server)
         if ban is not None:
             return ban_notice(ban, self.sanctions.clock())
         wait = self.throttle.check(user)

@@ -38,6 +38,7 @@ MAX_REASON = 200
 _HASHED = ("discord", "matrix")
 _KEY = re.compile(r"[0-9a-f]{16}")
 _PLATFORM = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_SERVER_GLOB = re.compile(r"[a-z0-9.*?:\[\]-]{1,255}")
 
 
 class SubjectError(ValueError):
@@ -50,22 +51,25 @@ def subject_key(subject: str) -> str:
     Discord user ids and Matrix ids are hashed exactly as those platforms hash them for the core
     (bridge.identity.user_key), so "discord:80351110224678912" bans the person the core sees.
     A key as the log shows it (PLATFORM: and 16 hex digits), a web key or a hashed address is
-    taken as it is. A Matrix server glob ("matrix:*:example.org", "matrix:@spam*:example.org")
-    stays a glob.
+    taken as it is. A Matrix server glob ("matrix:*:example.org", "matrix:*:*.example.org")
+    stays a glob; it bans every user of the matching homeservers.
     """
     platform, sep, user = subject.strip().partition(":")
     platform = platform.lower()
     if not sep or not user or not _PLATFORM.fullmatch(platform):
         raise SubjectError(f"{subject!r}: write the subject as PLATFORM:USER (discord:USER_ID, matrix:@user:server)")
     if is_glob(f"{platform}:{user}"):
-        return f"{platform}:{user}"
+        server = user.removeprefix("*:").lower()
+        if not user.startswith("*:") or not _SERVER_GLOB.fullmatch(server):
+            raise SubjectError(f"{subject!r}: a Matrix glob bans whole servers: write matrix:*:SERVER (globs allowed in SERVER)")
+        return f"matrix:*:{server}"
     if _KEY.fullmatch(user) or platform not in _HASHED:
         return f"{platform}:{user}"
     return user_key(platform, user)
 
 
 def is_glob(key: str) -> bool:
-    """Whether a subject key is a Matrix glob (matched against Matrix ids, not looked up)."""
+    """Whether a subject key is a Matrix server glob (matched against a server name, not looked up)."""
     return key.startswith("matrix:") and ("*" in key or "?" in key)
 
 
@@ -166,18 +170,18 @@ class Sanctions:
 
     # ---- bans -------------------------------------------------------------------------------
 
-    async def check(self, key: str, *, mxid: str | None = None) -> Ban | None:
-        """The active ban of `key` (or of a Matrix glob matching `mxid`), or None."""
+    async def check(self, key: str, *, server: str | None = None) -> Ban | None:
+        """The active ban of `key` (or of a Matrix server glob matching `server`), or None."""
         now = self.clock()
         record = _Subject.load(await self.store.get(NAMESPACE, f"s:{key}"))
         if record.ban is not None:
             ban = Ban(key=key, **record.ban)
             if ban.active(now):
                 return ban
-        if mxid is not None:
+        if server is not None:
             for glob, data in (await self._globs()).items():
                 ban = Ban(key=glob, **data)
-                if ban.active(now) and fnmatch.fnmatchcase(mxid, _glob_pattern(glob)):
+                if ban.active(now) and fnmatch.fnmatchcase(server.lower(), glob.removeprefix("matrix:*:")):
                     return ban
         return None
 
@@ -367,9 +371,3 @@ class Sanctions:
             else:
                 return
             await self.store.set(NAMESPACE, "index", json.dumps(keys) if keys else None)
-
-
-def _glob_pattern(glob: str) -> str:
-    # "matrix:*:example.org" matches every user of the server; "matrix:@spam*:example.org" some.
-    pattern = glob.removeprefix("matrix:")
-    return pattern if pattern.startswith("@") else "@" + pattern

@@ -51,8 +51,8 @@ async def test_a_banned_user_is_told_plainly_with_the_time_left(parts):
 async def test_a_matrix_server_glob_refuses_its_users(parts):
     moderator, _, _ = parts
     await moderator.sanctions.ban("matrix:*:spam.example", None, "")
-    assert await moderator.start_refusal("matrix:0000000000000000", mxid="@a:spam.example") is not None
-    assert await moderator.start_refusal("matrix:0000000000000000", mxid="@a:good.example") is None
+    assert await moderator.start_refusal("matrix:0000000000000000", server="spam.example") is not None
+    assert await moderator.start_refusal("matrix:0000000000000000", server="good.example") is None
 
 
 async def test_starts_are_throttled_per_user(parts):

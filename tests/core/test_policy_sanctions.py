@@ -40,16 +40,19 @@ def make(store=None, clock=None, **kw):
         ("web:0123456789abcdef", "web:0123456789abcdef"),
         ("omegle:9f8e7d6c5b4a3210", "omegle:9f8e7d6c5b4a3210"),
         ("matrix:*:example.org", "matrix:*:example.org"),  # a server glob stays a glob
-        ("matrix:@spam*:example.org", "matrix:@spam*:example.org"),
+        ("matrix:*:*.Example.org", "matrix:*:*.example.org"),
+        ("matrix:*:example.org:8448", "matrix:*:example.org:8448"),
     ],
 )
 def test_subject_keys(subject, key):
     assert subject_key(subject) == key
 
 
-@pytest.mark.parametrize("subject", ["", "discord", "discord:", ":123", "dis cord:1", "1discord:2"])
+@pytest.mark.parametrize(
+    "subject", ["", "discord", "discord:", ":123", "dis cord:1", "1discord:2", "matrix:@spam*:example.org", "matrix:*:", "matrix:*:a b"]
+)
 def test_bad_subjects(subject):
-    with pytest.raises(SubjectError, match="PLATFORM:USER"):
+    with pytest.raises(SubjectError, match="PLATFORM:USER|matrix:\\*:SERVER"):
         subject_key(subject)
 
 
@@ -78,17 +81,23 @@ async def test_permanent_ban_unban_and_notice():
     assert await sanctions.unban("web:0123456789abcdef") is False
 
 
-async def test_matrix_globs_match_ids_and_nothing_else():
-    sanctions, _ = make()
-    await sanctions.ban("matrix:*:spam.example", None, "spam server")
-    await sanctions.ban("matrix:@bot*:example.org", HOUR, "bots")
+async def test_matrix_server_globs_match_servers_and_nothing_else():
+    sanctions, clock = make()
+    await sanctions.ban(subject_key("matrix:*:spam.example"), None, "spam server")
+    await sanctions.ban(subject_key("matrix:*:*.bots.example"), HOUR, "bots")
     key = user_key("matrix", "@x:spam.example")
-    assert (await sanctions.check(key, mxid="@x:spam.example")).key == "matrix:*:spam.example"
-    assert (await sanctions.check("matrix:0000000000000000", mxid="@bot7:example.org")).reason == "bots"
-    assert await sanctions.check("matrix:0000000000000000", mxid="@alice:example.org") is None
-    assert await sanctions.check("matrix:0000000000000000", mxid="@x:notspam.example") is None
-    assert await sanctions.check(key) is None  # without the id a glob cannot be applied
-    assert {k for k, _, _ in await sanctions.listing()} == {"matrix:*:spam.example", "matrix:@bot*:example.org"}
+    assert (await sanctions.check(key, server="spam.example")).key == "matrix:*:spam.example"
+    assert (await sanctions.check(key, server="SPAM.example")).key == "matrix:*:spam.example"
+    assert (await sanctions.check("matrix:0000000000000000", server="a.bots.example")).reason == "bots"
+    assert await sanctions.check("matrix:0000000000000000", server="bots.example") is None
+    assert await sanctions.check("matrix:0000000000000000", server="notspam.example") is None
+    assert await sanctions.check(key) is None  # without the server a glob cannot be applied
+    assert {k for k, _, _ in await sanctions.listing()} == {"matrix:*:spam.example", "matrix:*:*.bots.example"}
+    clock.advance(HOUR)
+    assert await sanctions.check("matrix:0000000000000000", server="a.bots.example") is None
+    assert await sanctions.unban("matrix:*:spam.example")
+    assert await sanctions.check(key, server="spam.example") is None
+    assert await sanctions.listing() == []
 
 
 async def test_three_distinct_reporters_make_a_strike_and_bans_grow_then_expire():
