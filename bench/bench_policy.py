@@ -66,6 +66,20 @@ def main() -> None:
     gc.enable()
     emit("policy_check_p50", percentile(times, 50), "us", words=WORDS, patterns=PATTERNS)
     emit("policy_check_p99", percentile(times, 99), "us", target="<= 50", words=WORDS, patterns=PATTERNS)
+    # Hostile input at the longest message the core lets through: single letters (every token
+    # starts a spacing-trick run), dotted pairs, look-alike letters. Figures only, no target.
+    hostile = {
+        "letters": " ".join(rng.choice(string.ascii_lowercase) for _ in range(2000)),
+        "dotted": ("a.b " * 1000)[:4000],
+        "lookalikes": ("ѕһіт " * 800)[:4000],
+    }
+    for name, text in hostile.items():
+        runs = []
+        for _ in range(30):
+            t0 = clock()
+            rules.check(text)
+            runs.append((clock() - t0) / 1000)
+        emit(f"policy_check_hostile_{name}_4000_chars_p50", percentile(runs, 50), "us")
     t0 = time.perf_counter()
     _policy(random.Random(11))
     emit("policy_compile", (time.perf_counter() - t0) * 1000, "ms", words=WORDS, patterns=PATTERNS)

@@ -93,7 +93,7 @@ class ContentRules:
     """One compiled policy layer. `check` is the only hot call: one fold, set look-ups, one
     alternation per list, and the slow span-mapping pass only when something must be masked."""
 
-    __slots__ = ("words", "phrases", "phrase_lengths", "phrase_first", "word_lengths", "patterns", "links", "invites")
+    __slots__ = ("words", "phrases", "phrase_lengths", "phrase_first", "prefixes", "patterns", "links", "invites")
 
     def __init__(
         self, lists: list[WordList] | tuple[WordList, ...] = (), links: LinkAction = LinkAction.ALLOW,
@@ -120,7 +120,9 @@ class ContentRules:
             if regex is not None:
                 self.patterns.append((wl.action, wl.name, regex))
         self.patterns.sort(key=lambda p: -p[0])  # the most severe first: a hit there ends the search
-        self.word_lengths = sorted({len(w) for w in self.words if 1 < len(w) <= MAX_RUN})
+        # Every prefix of a listed word: a walk along a run of single letters stops as soon as
+        # what it has read begins no listed word (a trie, kept as a set).
+        self.prefixes = {w[:n] for w in self.words if len(w) <= MAX_RUN for n in range(1, len(w) + 1)}
         self.links = LinkAction(links)
         self.invites = LinkAction(invites)
 
@@ -130,12 +132,13 @@ class ContentRules:
         hits: list[_Hit] = []
         best = Action.ALLOW
         table = self.words
-        for i, word in enumerate(words):
-            found = table.get(word)
-            if found is not None:
-                hits.append(_Hit(found[0], found[1], i, i))
-                best = max(best, found[0])
-        if self.phrases:
+        if not table.keys().isdisjoint(words):  # in C; the loop runs only when a word is there
+            for i, word in enumerate(words):
+                found = table.get(word)
+                if found is not None:
+                    hits.append(_Hit(found[0], found[1], i, i))
+                    best = max(best, found[0])
+        if self.phrases and not self.phrase_first.isdisjoint(words):
             best = self._phrases(words, hits, best)
         if table and len(words) > 1:
             best = self._runs(words, hits, best)
@@ -177,13 +180,17 @@ class ContentRules:
 
     def _runs(self, words: list[str], hits: list[_Hit], best: Action) -> Action:
         # "f u c k", "f.u.c.k", "a f u c k": any listed word inside a run of single letters.
-        table = self.words
+        table, prefixes = self.words, self.prefixes
         for first, joined in joined_runs(words):
-            for size in self.word_lengths:
-                for offset in range(len(joined) - size + 1):
-                    found = table.get(joined[offset : offset + size])
+            size = len(joined)
+            for offset in range(size):
+                for end in range(offset + 2, size + 1):
+                    piece = joined[offset:end]
+                    if piece not in prefixes:
+                        break
+                    found = table.get(piece)
                     if found is not None:
-                        hits.append(_Hit(found[0], found[1], first + offset, first + offset + size - 1))
+                        hits.append(_Hit(found[0], found[1], first + offset, first + end - 1))
                         best = max(best, found[0])
         return best
 
