@@ -79,8 +79,8 @@ class PolicySection(LayerConfig):
     log_retention: Duration = 30 * 86400.0  # and for at most this long
 
     # Start throttling, per user key, on every platform
-    start_cooldown: Duration = 2.0  # seconds between two starts
-    max_starts: int = Field(30, ge=1)  # starts per start_window
+    start_cooldown: Duration = 0.0  # seconds between two starts ("next" included)
+    max_starts: int = Field(60, ge=1)  # starts per start_window
     start_window: Duration = 600.0
     first_message_cooldown: Duration = 0.0  # seconds after a chat begins before the user may write
 

@@ -22,7 +22,7 @@ class StartThrottle:
     __slots__ = ("cooldown", "max_starts", "window", "max_keys", "clock", "_keys")
 
     def __init__(
-        self, cooldown: float = 2.0, max_starts: int = 30, window: float = 600.0, *, max_keys: int = 100_000,
+        self, cooldown: float = 0.0, max_starts: int = 60, window: float = 600.0, *, max_keys: int = 100_000,
         clock=time.monotonic,
     ) -> None:  # fmt: skip
         if max_starts < 1 or window <= 0 or cooldown < 0:
