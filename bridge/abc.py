@@ -6,12 +6,15 @@ import abc
 from collections.abc import AsyncIterator, Callable
 import types
 import typing
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_validator, model_validator
 
 from .events import Event, Room, Start
 from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .policy.moderator import Moderator
 
 __all__ = ["Backend", "Chat", "KeyValue", "Platform", "PluginConfig", "StrictModel", "Submit"]
 
@@ -93,6 +96,9 @@ class Platform(abc.ABC):
         self.submit = submit  # hand user-side events to the core
         self.state = state  # this platform's persisted key/value space
         self.metrics = metrics or Metrics()  # read-only figures for status pages
+        # The core's bridge.policy Moderator (bans, strikes, content policy), set by the daemon
+        # before `run`; admin surfaces use it. None when the platform runs without the daemon.
+        self.moderator: Moderator | None = None
 
     @abc.abstractmethod
     async def run(self) -> None:
@@ -150,6 +156,10 @@ class Backend(abc.ABC):
 
     #: Longest message the protocol carries; longer user text is refused with a notice.
     max_message_length: ClassVar[int] = 4000
+
+    #: Whether `connect` pairs only partners that `Start.accept` lets in (and whose own accept
+    #: lets this user in). False: a Start with an accept list is refused by the core with a notice.
+    honours_accept: ClassVar[bool] = False
 
     def __init__(self, name: str, config: Any, state: KeyValue | None = None) -> None:
         self.name = name

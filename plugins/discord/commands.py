@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
@@ -15,6 +16,8 @@ from bridge.bucket import TokenBucket
 from bridge.dedupe import SeenIds
 from bridge.events import Disconnected, Mode, Reason, Report, Room, Start
 from bridge.identity import user_key
+from bridge.policy.sanctions import ban_notice
+from bridge.policy.timespan import format_duration
 
 from . import render
 from .threads import ThreadInfo
@@ -22,7 +25,7 @@ from .threads import ThreadInfo
 if TYPE_CHECKING:
     from .platform import DiscordPlatform
 
-__all__ = ["Commands", "HELP", "command_group"]
+__all__ = ["Commands", "HELP", "LINES_SHARED", "REPORT_SHARED", "command_group", "help_text"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,14 @@ HELP = (
     "**/stranger report** — end the chat and never be paired with this stranger again\n"
     "Strangers never see your name, your server or your channel."
 )
+LINES_SHARED = ("A report shares the last {n} lines of the chat (yours and the stranger's) with this "
+                "bridge's moderators.")
+REPORT_SHARED = "Your report shared the last {n} lines of the chat with this bridge's moderators."
+
+
+def help_text(lines: int) -> str:
+    """/stranger help: says that a report shares chat lines exactly when the moderation log gets them."""
+    return HELP + ("\n" + LINES_SHARED.format(n=lines) if lines > 0 else "")
 
 ModeChoice = Literal["random", "ask", "answer", "group"]
 
@@ -87,7 +98,8 @@ def command_group(commands: Commands, dm: bool) -> app_commands.Group:
     @group.command(name="help", description="What /stranger does")
     async def help_(interaction: discord.Interaction) -> None:
         if commands.first_time(interaction):
-            await commands.reply(interaction, HELP)
+            modlog = commands.host.modlog
+            await commands.reply(interaction, help_text(modlog.keep if modlog.usable else 0))
 
     return group
 
@@ -200,6 +212,10 @@ class Commands:
             await self.reply(interaction, f"You already have a chat in <#{existing}>. Use /stranger next or /stranger stop there.")
             return
         if interaction.guild_id is None:
+            problem = await self._start_rules(None, user, start)
+            if problem:
+                await self.reply(interaction, problem)
+                return
             await self._start_dm(interaction, start)
             return
         channel = interaction.channel
@@ -212,6 +228,10 @@ class Commands:
         if threads.in_guild(interaction.guild_id) >= self.config.max_sessions_per_guild:
             await self.reply(interaction, "Too many stranger chats are running on this server; try again later.")
             return
+        problem = await self._start_rules(interaction.guild_id, user, start)
+        if problem:
+            await self.reply(interaction, problem)
+            return
         problem = self._cooldown(user)
         if problem:
             await self.reply(interaction, problem)
@@ -223,8 +243,28 @@ class Commands:
             log.warning("could not open a thread in channel %s: %s", cid, exc)
             await self.reply(interaction, "I couldn't open a thread here (missing permissions?).")
             return
-        self._submit_start(info)
+        await self._submit_start(info)
         await self.reply(interaction, f"Your chat is in <#{info.id}>.")
+
+    async def _start_rules(self, guild: int | None, user: int, start: dict) -> str | None:
+        """The refusal of a start (a ban; an account too young for the server), or None with the
+        server's pairing limits written into `start` (so "next" and a restart keep them)."""
+        moderator = self.host.moderator
+        if moderator is not None:  # refused here, before a thread is opened for nothing
+            ban = await moderator.sanctions.check(user_key("discord", user))
+            if ban is not None:
+                return ban_notice(ban, moderator.sanctions.clock())
+        if guild is None:
+            return None
+        settings = await self.host.guilds.settings(guild)
+        if settings.min_account_age > 0:
+            age = time.time() - discord.utils.snowflake_time(user).replace(tzinfo=timezone.utc).timestamp()
+            if age < settings.min_account_age:
+                return (f"This server lets Discord accounts start stranger chats once they are "
+                        f"{format_duration(settings.min_account_age)} old; yours is younger. No chat was started.")
+        start["scope"] = f"{self.host.name}:{guild}"
+        start["accept"] = list(settings.accept(self.host.name, guild))
+        return None
 
     async def _start_dm(self, interaction: discord.Interaction, start: dict) -> None:
         problem = self._cooldown(interaction.user.id)
@@ -237,7 +277,7 @@ class Commands:
         await self.host.threads.save_now(info)
         await self._start_done(interaction.id)
         await self.reply(interaction, "Looking for a stranger…")
-        self._submit_start(info)
+        await self._submit_start(info)
 
     async def _open_thread(self, parent: int, user: int, guild: int | None, start: dict, origin: int) -> ThreadInfo:
         client = self.host.client
@@ -264,10 +304,11 @@ class Commands:
         )
         return info
 
-    def _submit_start(self, info: ThreadInfo) -> None:
+    async def _submit_start(self, info: ThreadInfo) -> None:
         s = info.start
         mode = Mode(s.get("mode") or "random")
         info.restarting = True
+        self.host.modlog.chat_ended(info.id)
         self.host.submit(
             self._room(info),
             Start(
@@ -277,18 +318,24 @@ class Commands:
                 question=s.get("question"),
                 answer_questions=mode is Mode.ANSWER,
                 user=user_key("discord", info.owner),
+                scope=s.get("scope"),
+                accept=tuple(s.get("accept") or ()),
             ),
         )
+        await self.host.guilds.count(info.guild, "sessions")
 
     async def _restart(self, interaction: discord.Interaction, info: ThreadInfo, start: dict | None, text: str) -> None:
-        problem = self._cooldown(info.owner)
+        start = dict(start if start is not None else info.start)
+        problem = await self._start_rules(info.guild, info.owner, start)  # settings may have changed since
+        if problem is None:
+            problem = self._cooldown(info.owner)
         if problem:
             await self.reply(interaction, problem)
             return
-        if start is not None:
+        if start != info.start:
             info.start = start
             self.host.threads.persist(info)
-        self._submit_start(info)
+        await self._submit_start(info)
         await self.reply(interaction, text)
 
     def _target(self, interaction: discord.Interaction) -> ThreadInfo | None:
@@ -328,7 +375,15 @@ class Commands:
             return
         info.restarting = False
         self.host.submit(self._room(info), Report())
-        await self.reply(interaction, "Reported. You won't be paired with this stranger again.")
+        modlog = self.host.modlog
+        lines = modlog.lines(info.id) if modlog.keep > 0 else []
+        where = f"<#{info.id}>" if info.guild is not None else "a direct message"
+        modlog.post(f"**Report** by {interaction.user.mention} in {where}.", lines)
+        await self.host.guilds.count(info.guild, "reports")
+        text = "Reported. You won't be paired with this stranger again."
+        if modlog.keep > 0 and modlog.usable:
+            text += " " + REPORT_SHARED.format(n=modlog.keep)
+        await self.reply(interaction, text)
 
     async def on_button(self, interaction: discord.Interaction) -> None:
         custom_id = (interaction.data or {}).get("custom_id")

@@ -98,6 +98,7 @@ class Inbound:
                 )
         if text:
             self._submit(info.id, Message(text))
+            self.host.modlog.note(info.id, "Reporter", text)
         info.last_seen = mid
         self.host.threads.persist(info)
 

@@ -19,9 +19,12 @@ from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
 
 from . import render
 from .client import DiscordClient
+from .admin import Admin
 from .commands import Commands
 from .config import DEFAULT_API_BASE, DEFAULT_GATEWAY_URL, DiscordConfig
+from .guilds import Guilds
 from .inbound import Inbound
+from .modlog import ModLog
 from .sender import DiscordSender
 from .threads import ThreadInfo, Threads
 
@@ -68,6 +71,10 @@ class DiscordPlatform(Platform):
         self.metrics.gauge_source("queue_depth", ("owner", "queue"), self._queue_depth)
         self.inbound = Inbound(self)
         self.commands = Commands(self)
+        self.guilds = Guilds(self.name, self.state)
+        self.modlog = ModLog(self)
+        self.admin = Admin(self)
+        self._started_once = False
         self.ready_event = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
 
@@ -106,6 +113,16 @@ class DiscordPlatform(Platform):
             flusher.cancel()
             self.outboxes.close()
             await self.sender.session.close()
+
+    async def on_first_ready(self) -> None:
+        """Once per run, when the guilds arrived: apply the servers' policy layers, check the mod log."""
+        if self._started_once:
+            return
+        self._started_once = True
+        assert self.client is not None
+        if self.moderator is not None:
+            await self.guilds.load_policies(self.moderator, [g.id for g in self.client.guilds])
+        await self.modlog.check()
 
     async def ready(self) -> None:
         """Ready once the gateway said READY and the guilds arrived."""
@@ -153,6 +170,7 @@ class DiscordPlatform(Platform):
             case Message(text=text, stranger=label):
                 box.typing_stop(label)
                 box.put_text(label, text)
+                self.modlog.note(tid, label or "Stranger", text)
             case Typing(stranger=label):
                 box.typing_start(label)
             case StoppedTyping(stranger=label):
@@ -187,6 +205,7 @@ class DiscordPlatform(Platform):
         if tid not in self.threads and tid not in self.outboxes:
             self.sender.release(tid)
             self.threads.parents.pop(tid, None)
+            self.modlog.forget(tid)
 
     def _given_up(self, box: Outbox, item: Item, reason: str) -> None:
         """A stranger message could not be shown: say so in the thread, once, about that message
