@@ -123,6 +123,8 @@ class Admin:
     def _refusal(self, interaction: discord.Interaction) -> str | None:
         if interaction.guild_id is None:
             return "This command works only in a server."
+        if self.host.config.guilds and interaction.guild_id not in self.host.config.guilds:
+            return "Stranger chats are not enabled on this server."
         perms = interaction.permissions  # the member's, from this interaction: never a cached role
         if not (perms.manage_guild or perms.administrator):
             return REFUSED
