@@ -36,6 +36,7 @@ NONE = discord.AllowedMentions.none()
 TYPING_EVERY = 8.0  # seconds: Discord shows typing for about 10 s; never call more often than this
 RETRY = Backoff(0.5, cap=2.0, attempts=4)  # the attempts of one send (the same nonce each time)
 REMEMBER = 4096  # entries each bounded memory keeps (seen messages and interactions, ended threads, starts)
+CHECK_TIMEOUT = 10.0  # seconds the start-up check of the moderation log channel may take
 SLOW_SEND = 1.0  # seconds: a send this slow was rate-limited or retried; merge what queued meanwhile
 
 
@@ -122,7 +123,11 @@ class DiscordPlatform(Platform):
         assert self.client is not None
         if self.moderator is not None:
             await self.guilds.load_policies(self.moderator, [g.id for g in self.client.guilds])
-        await self.modlog.check()
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                await self.modlog.check()
+        except TimeoutError:
+            log.warning("mod_log_channel %s: no answer within %.0f s; not checked", self.config.mod_log_channel, CHECK_TIMEOUT)
 
     async def ready(self) -> None:
         """Ready once the gateway said READY and the guilds arrived."""
