@@ -17,6 +17,7 @@ from bridge.policy.rules import LinkAction
 from bridge.policy.timespan import format_duration, parse_duration
 
 from .guilds import ACTIONS, MAX_WORD_LENGTH, MAX_WORDS, GuildSettings
+from .modlog import ADMIN
 
 if TYPE_CHECKING:
     from .platform import DiscordPlatform
@@ -153,7 +154,7 @@ class Admin:
                 return "That duration is not one I understand: write e.g. 30m, 12h, 7d. Nobody was banned."
             if seconds <= 0:
                 return "A ban needs a duration above zero (or none: until unbanned). Nobody was banned."
-        ban = await self.moderator.sanctions.ban(user_key("discord", user.id), seconds, reason or "", by="operator")
+        ban = await self.moderator.sanctions.ban(user_key("discord", user.id), seconds, reason or "", by=ADMIN)
         await self.host.guilds.count(interaction.guild_id, "bans")
         span = "until unbanned" if ban.until is None else f"for {format_duration(ban.until - ban.since)}"
         because = f" Reason: {ban.reason}" if ban.reason else ""
@@ -161,7 +162,7 @@ class Admin:
         return f"{user.mention} is banned from stranger chats on this bridge {span}.{because}"
 
     async def cmd_unban(self, interaction: discord.Interaction, user: discord.User) -> str:
-        if not await self.moderator.sanctions.unban(user_key("discord", user.id), by="operator"):
+        if not await self.moderator.sanctions.unban(user_key("discord", user.id), by=ADMIN):
             return f"{user.mention} is not banned."
         self._logged(interaction, f"unbanned {user.mention}.")
         return f"{user.mention} may start stranger chats again."

@@ -24,7 +24,7 @@ from .commands import Commands
 from .config import DEFAULT_API_BASE, DEFAULT_GATEWAY_URL, DiscordConfig
 from .guilds import Guilds
 from .inbound import Inbound
-from .modlog import ModLog
+from .modlog import FOLLOW_EVERY, ModLog
 from .sender import DiscordSender
 from .threads import ThreadInfo, Threads
 
@@ -52,16 +52,19 @@ class DiscordPlatform(Platform):
         typing_every: float = TYPING_EVERY,
         retry: Backoff = RETRY,
         remember: int = REMEMBER,
+        modlog_every: float = FOLLOW_EVERY,
         **kwargs: Any,
     ) -> None:
         """`connector_factory` builds the HTTP connector of the client and of webhook calls (tests
         pass a guarded one); `typing_every` is the least time between two typing calls of a thread;
         `retry` the backoff between the attempts of one send; `remember` how many entries each
-        bounded memory keeps (seen messages and interactions, ended threads, handled starts)."""
+        bounded memory keeps (seen messages and interactions, ended threads, handled starts);
+        `modlog_every` the seconds between two looks at the core's moderation log."""
         super().__init__(*args, **kwargs)
         self.config: DiscordConfig
         self.connector_factory = connector_factory
         self.remember = remember
+        self.modlog_every = modlog_every
         self.client: DiscordClient | None = None
         self.threads = Threads(self.state, remember)
         self.sender = DiscordSender(self.config, self.state, self.threads)
@@ -106,12 +109,15 @@ class DiscordPlatform(Platform):
         )
         self.sender.client = self.client
         self.sender.session = aiohttp.ClientSession(connector=self._connector(), timeout=self.sender.timeout)
-        flusher = asyncio.get_running_loop().create_task(self.threads.flush_forever())
+        loop = asyncio.get_running_loop()
+        flusher = loop.create_task(self.threads.flush_forever())
+        follower = loop.create_task(self.modlog.follow(self.modlog_every))
         try:
             async with self.client:
                 await self.client.start(cfg.token.get_secret_value())
         finally:
             flusher.cancel()
+            follower.cancel()
             self.outboxes.close()
             await self.sender.session.close()
 

@@ -55,7 +55,7 @@ async def test_churning_sessions_keeps_maps_and_store_keys_bounded(server, monke
         assert len(dc.inbound.seen_messages) <= REMEMBER
         keys = {key for (namespace, key) in store._kv if namespace == "platform:dc"}
         # one stats key per guild (guilds are bounded by Discord), no key per user or per thread
-        assert keys - {"counter", "threads", "interactions", f"guild:{GUILD_ID}:stats"} == {
+        assert keys - {"counter", "threads", "interactions", f"guild:{GUILD_ID}:stats", "modlog:seq"} == {
             f"webhook:{c}" for c in server.text_channels
         }
         assert json.loads(store._kv[("platform:dc", f"guild:{GUILD_ID}:stats")]) == {"sessions": SESSIONS}

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 
 from bridge.events import Message, Start
+from bridge.identity import user_key
+from bridge.store import MemoryStore
 
 from .conftest import bridge
-from .fakediscord import snowflake
+from .fakediscord import MANAGE_GUILD, MEMBER_PERMISSIONS, snowflake
+from .guarded import GuardedDiscord
 from .test_admin import answer, pings_nobody
-from .util import open_chat, wait_line, wait_notice
+from .util import open_chat, until, wait_line, wait_notice
 
 
 async def chat_with_rec(server, b, lines: int):
@@ -102,3 +105,41 @@ async def test_a_writable_log_channel_is_reported_fine_at_startup(server, caplog
             assert [r.getMessage() for r in caplog.records] == [
                 f"moderation log: channel {server.text_channels[1]} is writable"
             ]
+
+
+async def test_the_cores_log_is_followed_without_subjects_and_without_repeating_own_posts(server, monkeypatch):
+    monkeypatch.setattr(GuardedDiscord, "options", {"modlog_every": 0.05})
+    log_channel = server.text_channels[1]
+    store = MemoryStore()
+    async with bridge(server, store=store, mod_log_channel=log_channel) as b:
+        sanctions = b.moderator.sanctions
+        await until(lambda: ("platform:dc", "modlog:seq") in store._kv)  # the follower started from here
+        boss, victim = server.add_user("boss", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD), server.add_user("v")
+        await answer(server, await server.admin(boss, server.text_channels[0], "ban", user=victim, duration="1h"))
+        await server.wait_until(lambda: server.bot_messages(log_channel))  # posted when made
+        # what the core records from elsewhere: an operator's ban (stranger-bridge mod), reports by web
+        # users that add up to a strike and a ban, and a report by a Discord user (posted by its platform)
+        await sanctions.ban("web:00000000000000aa", 3600, "flooding")
+        for n in range(3):
+            await sanctions.report(f"web:{n:016x}", "web:00000000000000bb", "rude")
+        await sanctions.report(user_key("discord", victim), "web:00000000000000cc")
+        await sanctions.ban("web:00000000000000dd", None, "marker")
+        entries = await server.wait_until(
+            lambda: (found := [m["content"] for m in server.bot_messages(log_channel)]) and "marker" in found[-1] and found
+        )
+        assert entries == [
+            f"**Admin** <@{boss}> on “Test Guild”: banned <@{victim}> for 1 h.",
+            "**Ban** by the bridge operator: flooding.",
+            "**Report** by a user of web (a stranger chat there was reported): rude.",
+            "**Report** by a user of web (a stranger chat there was reported): rude.",
+            "**Report** by a user of web (a stranger chat there was reported): rude.",
+            "**Strike**: someone reported by several people got a strike: strike 1.",
+            "**Ban** after strikes: reported by several people (strike 1).",
+            "**Ban** by the bridge operator: marker.",
+        ]
+        subjects = [f"00000000000000{x}" for x in ("aa", "bb", "cc", "dd")] + [user_key("discord", victim)[8:]]
+        assert not any(key in e for key in subjects for e in entries) and not any("web:" in e for e in entries)
+    async with bridge(server, store=store, mod_log_channel=log_channel) as b:  # a restart repeats nothing
+        await b.moderator.sanctions.ban("web:00000000000000ee", None, "after restart")
+        await server.wait_until(lambda: "after restart" in server.bot_messages(log_channel)[-1]["content"])
+        assert len(server.bot_messages(log_channel)) == len(entries) + 1
