@@ -118,7 +118,11 @@ class Admin:
             log.info("/stranger-admin refused: the member lacks Manage Server")
             await self.host.commands.reply(interaction, problem)
             return
-        text = await action
+        try:
+            text = await action
+        except Exception:
+            log.exception("/stranger-admin failed")
+            text = "That did not work: the bridge hit an error (it is in the bridge's log). Try again later."
         await self.host.commands.reply(interaction, text)
 
     def _refusal(self, interaction: discord.Interaction) -> str | None:

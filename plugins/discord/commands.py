@@ -39,7 +39,7 @@ HELP = (
     "**/stranger stop** — end the chat\n"
     "**/stranger ask** — ask a question and watch two strangers discuss it\n"
     "**/stranger answer** — discuss someone's question with another stranger\n"
-    "**/stranger report** — end the chat and never be paired with this stranger again\n"
+    "**/stranger report** — end the chat and report the stranger to this bridge\n"
     "Strangers never see your name, your server or your channel."
 )
 LINES_SHARED = ("A report shares the last {n} lines of the chat (yours and the stranger's) with this "
@@ -91,7 +91,7 @@ def command_group(commands: Commands, dm: bool) -> app_commands.Group:
     async def answer(interaction: discord.Interaction) -> None:
         await commands.cmd_start(interaction, mode="answer")
 
-    @group.command(name="report", description="End the chat and never meet this stranger again")
+    @group.command(name="report", description="End the chat and report the stranger")
     async def report(interaction: discord.Interaction) -> None:
         await commands.cmd_report(interaction)
 
@@ -380,7 +380,8 @@ class Commands:
         where = f"<#{info.id}>" if info.guild is not None else "a direct message"
         modlog.post(f"**Report** by {interaction.user.mention} in {where}.", lines)
         await self.host.guilds.count(info.guild, "reports")
-        text = "Reported. You won't be paired with this stranger again."
+        # What the report leads to depends on the stranger service; the core says it in the thread.
+        text = "Reported. The chat ends; the thread says what happens next."
         if modlog.keep > 0 and modlog.usable:
             text += " " + REPORT_SHARED.format(n=modlog.keep)
         await self.reply(interaction, text)

@@ -61,7 +61,7 @@ async def test_report_without_lines_posts_only_the_report_and_promises_nothing(s
         helped = await answer(server, await server.slash(alice, ta, "help"))
         assert "shares" not in helped["content"]
         reported = await answer(server, await server.slash(alice, ta, "report"))
-        assert reported["content"] == "Reported. You won't be paired with this stranger again."
+        assert reported["content"] == "Reported. The chat ends; the thread says what happens next."
         [entry] = await server.wait_until(lambda: server.bot_messages(log_channel))
         assert entry["content"] == f"**Report** by <@{alice}> in <#{ta}>."
         assert b.platforms["dc"].modlog.lines_held() == 0  # no line was ever kept
