@@ -38,6 +38,11 @@ class DiscordClient(discord.Client):
         self.platform.ready_event.set()
         self.platform.metrics.set_ready(self.platform.name, True)
 
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        # A server that had the bot before gets its stored policy layer back.
+        if self.platform.moderator is not None:
+            await self.platform.guilds.load_policies(self.platform.moderator, [guild.id])
+
     async def on_resumed(self) -> None:
         self.platform.metrics.set_ready(self.platform.name, True)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
@@ -258,7 +257,7 @@ class Commands:
             return None
         settings = await self.host.guilds.settings(guild)
         if settings.min_account_age > 0:
-            age = time.time() - discord.utils.snowflake_time(user).replace(tzinfo=timezone.utc).timestamp()
+            age = time.time() - discord.utils.snowflake_time(user).timestamp()  # the id holds its creation time
             if age < settings.min_account_age:
                 return (f"This server lets Discord accounts start stranger chats once they are "
                         f"{format_duration(settings.min_account_age)} old; yours is younger. No chat was started.")

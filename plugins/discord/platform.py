@@ -18,8 +18,8 @@ from bridge.events import Connected, Disconnected, Event, Message, Reason, Room,
 from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
 
 from . import render
-from .client import DiscordClient
 from .admin import Admin
+from .client import DiscordClient
 from .commands import Commands
 from .config import DEFAULT_API_BASE, DEFAULT_GATEWAY_URL, DiscordConfig
 from .guilds import Guilds
