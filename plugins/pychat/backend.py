@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 from pydantic import Field, field_validator
 
 from bridge.abc import Backend, Chat, PluginConfig
-from bridge.chatstream import ChatEvents, close_writer
+from bridge.chatstream import ChatEvents
 from bridge.events import Connected, Event, Message, Reason, ServerNotice, Start, Waiting
 from bridge.text import split
 
@@ -52,6 +53,7 @@ class PychatConfig(PluginConfig):
     room_retry: float = Field(2.0, ge=0)  # the room starts listening just after its port is told
     join_gap: float = Field(0.3, ge=0)  # hold the join lock this long after joining, so the server counts us
     framing_wait: float = Field(0.05, gt=0)  # wait for the rest of a chunk cut at 1,024 bytes
+    leave_grace: float = Field(0.5, ge=0)  # a finished chat's connection closes this long (twice, if the stranger left) later
 
     @field_validator("name")
     @classmethod
@@ -68,6 +70,7 @@ class PychatChat(Chat):
 
     def __init__(self, backend: PychatBackend) -> None:
         self.config: PychatConfig = backend.config
+        self.backend = backend
         self.lock = backend.join_lock
         self.name = self.config.name
         self.queue = ChatEvents()
@@ -76,6 +79,8 @@ class PychatChat(Chat):
         self.connected = False
         self.closed = False
         self.told_dropped = False
+        self.emptied = False  # the room is known empty (the last other member left) or the connection is gone
+        self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.queue.emit(Waiting())
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -104,14 +109,25 @@ class PychatChat(Chat):
         await self.writer.drain()
 
     async def aclose(self) -> None:
-        """Send the quit line, then close. Idempotent."""
+        """Send the quit line unless the room is known empty; the connection closes later, in the background.
+
+        Returns at once (the user's notice never waits for the server). Idempotent.
+        """
         if self.closed:
             return
         self.closed = True
         if self.task is not asyncio.current_task():
             self.task.cancel()
-        if self.writer is not None:
-            await close_writer(self.writer, quit_line(self.name))
+        if self.reader is not None and self.writer is not None:
+            grace = self.config.leave_grace
+            if self.emptied:
+                # The one who left may be lingering `grace` after their own quit line, as we do:
+                # close after them, once the server has taken them out of the room.
+                grace *= 2
+            else:
+                with contextlib.suppress(Exception):
+                    self.writer.write(quit_line(self.name))
+            self.backend.linger(self.task, self.reader, self.writer, grace)
         self.queue.finish()
 
     # ---- joining -----------------------------------------------------------------------------
@@ -162,12 +178,13 @@ class PychatChat(Chat):
             async with self.lock:
                 port = await self._redirect()
                 reader, writer = await self._enter(port)
-                self.writer = writer
+                self.reader, self.writer = reader, writer
                 writer.write(join_line(self.name))
                 await writer.drain()
                 await asyncio.sleep(cfg.join_gap)
         except (OSError, TimeoutError, ProtocolError) as exc:
             log.info("pychat: could not join at %s:%s: %r", cfg.host, cfg.port, exc)
+            self.emptied = True
             self.queue.end("The pychat server could not be reached.")
             return
         try:
@@ -183,11 +200,13 @@ class PychatChat(Chat):
                     chunk = await reader.read(4 * CHUNK)
                 if not chunk:
                     self._on_segments(self.framer.flush())
+                    self.emptied = True
                     self.queue.end("The pychat server closed the connection; the chat has ended.")
                     return
                 self._on_segments(self.framer.feed(chunk.decode("ascii", "replace")))
         except OSError as exc:
             log.info("pychat: connection lost: %r", exc)
+            self.emptied = True
             self.queue.end("The connection to the pychat server was lost; the chat has ended.")
 
     # ---- reading -----------------------------------------------------------------------------
@@ -221,6 +240,7 @@ class PychatChat(Chat):
                         continue  # someone who was here before us left; the room takes a newcomer
                     self.members.pop(name, None)
                     if not self.members:
+                        self.emptied = True  # a quit line now would go into a room being cleaned up
                         self.queue.end(None, Reason.STRANGER)
                         return
                     self.queue.emit(ServerNotice(ONE_LEFT))
@@ -255,7 +275,54 @@ class PychatBackend(Backend):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.join_lock = asyncio.Lock()
+        self.lingering: set[asyncio.Task] = set()
+
+    async def stop(self) -> None:
+        """Close the connections of finished chats still in their grace period."""
+        for task in list(self.lingering):
+            task.cancel()
+        await asyncio.gather(*self.lingering, return_exceptions=True)
+
+    def linger(self, reader_task: asyncio.Task, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, grace: float) -> None:
+        """Close a finished chat's connection `grace` seconds from now, in the background (see _linger)."""
+        task = asyncio.get_running_loop().create_task(self._linger(reader_task, reader, writer, grace))
+        self.lingering.add(task)
+        task.add_done_callback(self.lingering.discard)
+
+    async def _linger(
+        self, reader_task: asyncio.Task, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, grace: float
+    ) -> None:
+        """Keep reading (and dropping) for `grace` seconds, then half-close and read to EOF, then close.
+
+        The server gives each member a thread that, on EOF, closes that member's socket and only
+        then, after a slow commit, takes it out of the room. A member that writes into the room in
+        that window kills its own thread, and two members closing in it both count the other as
+        staying: either way the room is left dead and breaks the next pairing. So we never write
+        into a room the other member left, and close only after a grace: after our quit line, the
+        other may leave at once; when they left first, they may be lingering after theirs. We
+        keep reading meanwhile and until the server's EOF, because closing with unread data sends
+        a reset, which kills our member's thread the same way.
+        """
+        cfg = self.config
+        try:
+            await asyncio.wait([reader_task])  # one reader at a time
+            await _discard(reader, grace)
+            if not reader.at_eof():
+                writer.write_eof()
+                await _discard(reader, cfg.connect_timeout)
+        except OSError as exc:
+            log.debug("pychat: closing a finished chat's connection: %r", exc)
+        finally:
+            writer.close()
 
     async def connect(self, start: Start) -> Chat:
         """Join a room; interests, language and modes do not exist on pychat."""
         return PychatChat(self)
+
+
+async def _discard(reader: asyncio.StreamReader, seconds: float) -> None:
+    """Read and drop whatever comes for `seconds`, or until EOF or an error."""
+    with contextlib.suppress(TimeoutError, OSError):
+        async with asyncio.timeout(seconds):
+            while await reader.read(4 * CHUNK):
+                pass
