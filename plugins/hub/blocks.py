@@ -68,7 +68,11 @@ class Blocks:
 
     def blocked(self, a: str, b: str) -> bool:
         """Whether `a` and `b` must not be paired now."""
-        entry = self._until.get(frozenset((a, b)))
+        return self.holds(frozenset((a, b)))
+
+    def holds(self, pair: frozenset[str]) -> bool:
+        """Whether the pair of users `pair` must not be paired now."""
+        entry = self._until.get(pair)
         if entry is None:
             return False
         if entry[0] > self.clock():

@@ -81,9 +81,9 @@ class Pool:
     def compatible(self, a: Ticket, b: Ticket) -> bool:
         if a.user == b.user:
             return False
-        if self.blocks.blocked(a.user, b.user):
-            return False
         pair = frozenset((a.user, b.user))
+        if self.blocks.holds(pair):
+            return False
         until = self._recent.get(pair)
         if until is not None:
             if until > self.clock():
