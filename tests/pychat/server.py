@@ -46,8 +46,9 @@ class PychatServer:
     """Threads like the real server: a redirect thread, an accept thread per room, a thread per member.
 
     Room bookkeeping follows the real server's table of rooms (`port → connections`): the redirect
-    hands out the first room whose count is below 2, else a new room, whose port it tells before the
-    room listens. A room's count is written only once a member has connected (1 for the first, 2
+    hands out the first room whose count is below 2, else a new room (with `late_listen`, the new
+    room listens only just after its port was told, as in the real server, so a client that
+    connects at once is refused). A room's count is written only once a member has connected (1 for the first, 2
     for any later one), so joins that overlap get rooms of their own. Each write to the table takes
     `commit_time` seconds (the real one is an SQLite commit).
 
@@ -65,8 +66,11 @@ class PychatServer:
     the previous one.
     """
 
-    def __init__(self, merge_window: float = 0.0, split: bool = False, commit_time: float = 0.02) -> None:
+    def __init__(
+        self, merge_window: float = 0.0, split: bool = False, commit_time: float = 0.02, late_listen: bool = False
+    ) -> None:
         self.merge_window = merge_window
+        self.late_listen = late_listen
         self.split = split
         self.commit_time = commit_time
         self.split_gap = 0.01
@@ -159,10 +163,13 @@ class PychatServer:
                 if port is None:
                     room = Room(port=0, listener=self._listen(0, backlog=None))
                     room.port = port = room.listener.getsockname()[1]
+                    if not self.late_listen:
+                        room.listener.listen(5)
                 with contextlib.suppress(OSError):
                     conn.sendall(str(port).encode("ascii"))  # bare digits, no terminator
-                if room is not None:  # the room listens only after its port was told
-                    room.listener.listen(5)
+                if room is not None:
+                    if self.late_listen:
+                        room.listener.listen(5)
                     self.rooms[room.port] = room
                     self._spawn(self._room_loop, room)
         except OSError:

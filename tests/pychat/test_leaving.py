@@ -64,13 +64,14 @@ class Person:
 
 
 async def test_a_stranger_who_quits_leaves_a_room_clean_for_the_next_two(pychat):
-    server = await pychat(commit_time=0.05)
+    server = await pychat(commit_time=0.05, late_listen=True)
     ana = await Person.join(server, "Ana")
     async with running(cfg(server.port, leave_grace=1.0)) as bridge:
         rec = bridge.platforms["rec"]
         rec.send("b", Start())
         await ana.expect(join_line("Stranger"))
         (room,) = server.rooms.values()
+        await until(lambda: len(room.members) == 2)  # the room lists us (it does so just after our thread starts)
         ana.writer.write(b"Ana: oi")
         await has_text(rec, "b", "oi")
         assert len(rec.events("b", Connected)) == 1
@@ -93,13 +94,14 @@ async def test_a_stranger_who_quits_leaves_a_room_clean_for_the_next_two(pychat)
 
 
 async def test_the_user_leaving_says_goodbye_then_closes_after_the_grace(pychat):
-    server = await pychat(commit_time=0.05)
+    server = await pychat(commit_time=0.05, late_listen=True)
     ana = await Person.join(server, "Ana")
     async with running(cfg(server.port, leave_grace=0.3)) as bridge:
         rec = bridge.platforms["rec"]
         rec.send("b", Start())
         await ana.expect(join_line("Stranger"))
         (room,) = server.rooms.values()
+        await until(lambda: len(room.members) == 2)  # the room lists us (it does so just after our thread starts)
         ana.writer.write(b"Ana: oi")
         await has_text(rec, "b", "oi")
         rec.send("b", Disconnected())
@@ -113,7 +115,7 @@ async def test_the_user_leaving_says_goodbye_then_closes_after_the_grace(pychat)
 
 
 async def test_two_bridge_users_meet_again_after_one_left(pychat):
-    server = await pychat(commit_time=0.05)
+    server = await pychat(commit_time=0.05, late_listen=True)
     async with running(cfg(server.port, leave_grace=0.3)) as bridge:
         rec = bridge.platforms["rec"]
         for turn in range(2):
@@ -122,6 +124,7 @@ async def test_two_bridge_users_meet_again_after_one_left(pychat):
             await until(lambda: server.occupancy() == [1])
             rec.send(b, Start())
             await rec.wait_for(a, Connected)
+            await until(lambda: server.occupancy() == [2])
             rec.send(a, Message(f"hello {turn}"))
             await has_text(rec, b, f"hello {turn}")
             rec.send(a, Disconnected())

@@ -354,8 +354,12 @@ async def test_filler_alone_keeps_the_session_alive(server):
         rec = bridge.platforms["rec"]
         rec.send("a", Start())
         await rec.wait_for("a", Waiting)
-        await server.wait_people(1)
-        await asyncio.sleep(3.5)  # several filler periods, not a timed assertion on our side
+        (person,) = await server.wait_people(1)
+        async with asyncio.timeout(15):
+            while person.fillers < 8:  # 4 s of filler alone on the server's clock, over twice our window
+                await asyncio.sleep(0.05)
+        server.system(person, "marker after the filler")  # then a line: our reader must still be there
+        await rec.wait_for("a", lambda e: isinstance(e, ServerNotice) and e.text == "marker after the filler")
         assert not rec.events("a", Disconnected)
         assert server.streams_open == 1
 
@@ -435,12 +439,18 @@ async def test_a_flood_is_read_with_back_pressure(server, raw):
         peer = await raw("/two")
         assert isinstance(await anext(events), Connected)
         me = bridge_person(server, peer)
-        for i in range(3 * QUEUE_LIMIT):  # one big burst, far more than the read-ahead limit
-            server.inject(me, f'\n<div class="line"><span class="sender">Stranger:</span> <bdi class="message">m{i}</bdi></div>')
+        content = chat.response.content
+        before = content.total_bytes
+        lines = [f'\n<div class="line"><span class="sender">Stranger:</span> <bdi class="message">m{i}</bdi></div>' for i in range(3 * QUEUE_LIMIT)]
+        for line in lines:  # one big burst, far more than the read-ahead limit
+            server.inject(me, line)
+        # Wait until every byte of the burst sits in our client's buffer, unread: a reader that
+        # did not park would take it all in a few turns of the loop, with no I/O to wait for.
         async with asyncio.timeout(10):
-            while chat.queue.qsize() < QUEUE_LIMIT:
+            while chat.queue.qsize() < QUEUE_LIMIT or content.total_bytes - before < len("".join(lines)):
                 await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)  # the reader must now be parked, not reading on
+        for _ in range(50):
+            await asyncio.sleep(0)
         parked = chat.queue.qsize()
         assert parked < 2 * QUEUE_LIMIT
         got = []

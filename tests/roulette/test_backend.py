@@ -49,8 +49,10 @@ async def test_two_rooms_chat_both_ways_with_typing_on_the_real_timings(roulette
         await rec.wait_for("a", StoppedTyping)
         rec.send("b", Message("héllo from b 😀"))
         await rec.wait_for("a", lambda e: isinstance(e, Message) and e.text == "héllo from b 😀")
-        # Outlive the 7 s pong window twice over: our pongs keep both alive.
-        await asyncio.sleep(8)
+        # Outlive the 7 s pong window on the server's own clock (a ping a second): our pongs keep both alive.
+        async with asyncio.timeout(30):
+            while not all(c.pongs >= 8 for c in server.clients.values()):
+                await asyncio.sleep(0.1)
         rec.send("a", Message("still here"))
         await rec.wait_for("b", lambda e: isinstance(e, Message) and e.text == "still here", timeout=5)
         assert server.deaths == []
@@ -63,8 +65,9 @@ async def test_two_rooms_chat_both_ways_with_typing_on_the_real_timings(roulette
         # Leaving: the user stops, the connection says exit.
         rec.send("a", Disconnected())
         await rec.wait_for("a", lambda e: isinstance(e, Disconnected) and e.reason == Reason.USER)
-        await asyncio.sleep(0.3)
-        assert any(line["cmd"] == "exit" for c in server.clients.values() for line in c.lines)
+        async with asyncio.timeout(5):
+            while not any(line["cmd"] == "exit" for c in server.clients.values() for line in c.lines):
+                await asyncio.sleep(0.02)
 
 
 async def test_typing_payload_travels_as_json_with_a_type(roulette):
