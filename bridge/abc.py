@@ -164,3 +164,12 @@ class Backend(abc.ABC):
         """How many people the backend says are online, for status pages. Default: unknown."""
         return None
 
+    def stats(self) -> dict[str, Any]:
+        """Figures for `stranger-bridge status` and /metrics; cheap, synchronous. Default: none.
+
+        Keys the core reads: "waiting" ({mode: users waiting for a stranger}, mode as in
+        events.Mode values) and "connected" (bool: the link to the backend's server is up; shown as
+        stranger_bridge_backend_up). Other keys are shown by `status` as they are.
+        """
+        return {}
+

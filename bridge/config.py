@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .abc import Backend, Platform, PluginConfig
+from .address import split_bind
 from .registry import PluginError, load_backend, load_platform
 
 __all__ = ["BridgeSection", "Config", "ConfigError", "DEFAULT_CONFIG", "load_config", "parse_config"]
@@ -57,6 +58,16 @@ class BridgeSection(BaseModel):
     inbox_size: int = Field(1000, ge=10)  # events queued per room before overflow notices
     deliver_attempts: int = Field(3, ge=1, le=10)
     shutdown_timeout: float = Field(5.0, gt=0)
+    # host:port of the core's own /metrics, /healthz and /status listener (`stranger-bridge status`
+    # asks it); unset: no listener. Give a loopback host unless a scraper elsewhere must reach it.
+    metrics_bind: str | None = None
+
+    @field_validator("metrics_bind")
+    @classmethod
+    def _bind(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_bind(value)
+        return value
 
 
 class _Raw(BaseSettings):

@@ -120,12 +120,15 @@ class Router:
         for attempt in range(attempts):
             try:
                 await platform.deliver(room, event)
+                self.metrics.delivery(room.platform, "ok")
                 return True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.metrics.inc("errors", kind="deliver")
-                if attempt + 1 == attempts:
+                last = attempt + 1 == attempts
+                self.metrics.delivery(room.platform, "failed" if last else "retry", type(exc).__name__)
+                if last:
                     log.error("room %s: %s not delivered after %d attempts: %r", room, type(event).__name__, attempts, exc)
                     return False
                 log.warning("room %s: delivering %s failed (%r); retrying", room, type(event).__name__, exc)
