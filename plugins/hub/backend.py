@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from pydantic import Field
 
@@ -245,3 +246,14 @@ class HubBackend(Backend):
 
     async def online(self) -> int | None:
         return self.pool.waiting + self.chats_live * 2
+
+    def stats(self) -> dict[str, Any]:
+        """Users waiting per mode (an interests search counts as "random"), live chats and blocks kept."""
+        by_kind = self.pool.waiting_by_kind
+        waiting = {
+            Mode.RANDOM.value: by_kind[RANDOM] + by_kind[INTERESTS],
+            Mode.ASK.value: by_kind[ASK],
+            Mode.ANSWER.value: by_kind[ANSWER],
+            Mode.GROUP.value: by_kind[GROUP],
+        }
+        return {"waiting": waiting, "chats": self.chats_live, "blocks": len(self.pool.blocks)}

@@ -61,6 +61,7 @@ class Pool:
         self.blocks = Blocks() if blocks is None else blocks
         self._recent: dict[frozenset[str], float] = {}
         self.waiting = 0
+        self.waiting_by_kind: dict[str, int] = dict.fromkeys((RANDOM, INTERESTS, ASK, ANSWER, GROUP), 0)
 
     # ---- relations between people ------------------------------------------------------------
 
@@ -148,6 +149,7 @@ class Pool:
         """Stop waiting (the person left, or was matched)."""
         if ticket.places:
             self.waiting -= 1
+            self.waiting_by_kind[ticket.kind] -= 1
         for key in ticket.places:
             bucket = self._buckets.get(key)
             if bucket is not None:
@@ -164,6 +166,7 @@ class Pool:
             bucket = self._buckets[key] = OrderedDict()
         if not ticket.places:
             self.waiting += 1
+            self.waiting_by_kind[ticket.kind] += 1
         bucket[ticket.id] = ticket
         ticket.places.append(key)
 

@@ -183,3 +183,27 @@ async def test_the_hub_keeps_blocks_and_their_expiry_across_a_restart():
     assert again.pool.arrive(t("b")) is None
     assert again.pool.arrive(t("a")) is None  # still blocked after the restart
     assert again.pool.arrive(t("c")) is not None
+
+
+async def test_the_hub_reports_waiting_users_per_mode_for_status():
+    import asyncio
+
+    from bridge.events import Connected, Mode, Start, Waiting
+    from tests.helpers import running
+
+    async with running({"backends": {"hub": {"plugin": "hub", "interest_fallback": 60}}}) as bridge:
+        rec = bridge.platforms["rec"]
+        rec.send("r", Start())
+        rec.send("i", Start(interests=("chess",)))
+        rec.send("q", Start(mode=Mode.ASK, question="tea or coffee?"))
+        rec.send("g", Start(mode=Mode.GROUP))
+        for room in "riqg":
+            await rec.wait_for(room, Waiting)
+        async with asyncio.timeout(5):
+            while bridge.status()["waiting"] != {"random": 2, "ask": 1, "answer": 0, "group": 1}:
+                await asyncio.sleep(0.01)
+        assert bridge.backends["hub"].stats()["chats"] == 0
+        rec.send("x", Start())  # pairs with r, the first random one
+        await rec.wait_for("r", Connected)
+        assert bridge.status()["waiting"] == {"random": 1, "ask": 1, "answer": 0, "group": 1}
+        assert bridge.backends["hub"].stats()["chats"] == 1
