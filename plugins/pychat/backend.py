@@ -40,6 +40,7 @@ NOTHING_ASCII = "Your message was not sent: pychat carries only plain ASCII text
 SOME_DROPPED = "pychat carries only plain ASCII text: accents were removed and other characters left out."
 ANOTHER_JOINED = "Another person joined this pychat room (its rooms sometimes hold more than two)."
 ONE_LEFT = "One person left this pychat room; the others are still here."
+LOST = "The connection to the pychat server was lost."
 
 
 class PychatConfig(PluginConfig):
@@ -104,9 +105,14 @@ class PychatChat(Chat):
             self.told_dropped = True
             self.queue.emit(ServerNotice(SOME_DROPPED))
         room = CHUNK - len(self.name) - 2  # one line per server read: it forwards 1,024 bytes at a time
-        for part in split(text, room, 8):
-            self.writer.write(message_line(self.name, part))
-        await self.writer.drain()
+        try:
+            for part in split(text, room, 8):
+                self.writer.write(message_line(self.name, part))
+            await self.writer.drain()
+        except OSError as exc:  # the reader sees the same broken connection: the chat ends once, here or there
+            log.info("pychat: write failed: %r", exc)
+            self.emptied = True
+            self.queue.end(LOST)
 
     async def aclose(self) -> None:
         """Send the quit line unless the room is known empty; the connection closes later, in the background.
@@ -201,13 +207,13 @@ class PychatChat(Chat):
                 if not chunk:
                     self._on_segments(self.framer.flush())
                     self.emptied = True
-                    self.queue.end("The pychat server closed the connection; the chat has ended.")
+                    self.queue.end("The pychat server closed the connection.")
                     return
                 self._on_segments(self.framer.feed(chunk.decode("ascii", "replace")))
         except OSError as exc:
             log.info("pychat: connection lost: %r", exc)
             self.emptied = True
-            self.queue.end("The connection to the pychat server was lost; the chat has ended.")
+            self.queue.end(LOST)
 
     # ---- reading -----------------------------------------------------------------------------
 

@@ -183,12 +183,12 @@ class RouletteChat(Chat):
                     async with asyncio.timeout(cfg.heartbeat_timeout):
                         raw = await self._readline(reader)
                 except TimeoutError:
-                    self.queue.end("The chat-roulette server stopped answering; the chat has ended.")
+                    self.queue.end("The chat-roulette server stopped answering.")
                     break
                 self._on_line(parse_line(raw))
         except ProtocolError:
             log.info("roulette: unreadable line from the server")
-            self.queue.end("The chat-roulette server sent something unreadable; the chat has ended.")
+            self.queue.end("The chat-roulette server sent something unreadable.")
         except (OSError, EOFError, ValueError) as exc:  # ValueError: a line over the reader's limit
             log.info("roulette: connection lost: %r", exc)
             self.queue.end(None)
@@ -225,7 +225,7 @@ class RouletteChat(Chat):
             case ServerError(text=text):
                 log.info("roulette: server error %r", text[:200])
             case Exit():
-                self.queue.end("The chat-roulette server closed the connection; the chat has ended.")
+                self.queue.end("The chat-roulette server closed the connection.")
             case _:
                 pass  # ack repeats, unknown objects: nothing to show
 
