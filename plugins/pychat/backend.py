@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pydantic import Field, field_validator
 
 from bridge.abc import Backend, Chat, PluginConfig
+from bridge.backoff import Backoff
 from bridge.chatstream import ChatEvents
 from bridge.events import Connected, Event, Message, Reason, ServerNotice, Start, Waiting
 from bridge.hygiene import split
@@ -41,6 +42,7 @@ SOME_DROPPED = "pychat carries only plain ASCII text: accents were removed and o
 ANOTHER_JOINED = "Another person joined this pychat room (its rooms sometimes hold more than two)."
 ONE_LEFT = "One person left this pychat room; the others are still here."
 LOST = "The connection to the pychat server was lost."
+ROOM_RETRY = Backoff(0.05, cap=0.4, attempts=None)  # a refused room connection, until room_retry runs out
 
 
 class PychatConfig(PluginConfig):
@@ -167,14 +169,16 @@ class PychatChat(Chat):
         cfg = self.config
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cfg.room_retry
+        retrying = ROOM_RETRY.retrying()
         while True:
             try:
                 async with asyncio.timeout(cfg.connect_timeout):
                     return await asyncio.open_connection(cfg.host, port)
             except ConnectionRefusedError:
-                if loop.time() >= deadline:
+                left = deadline - loop.time()
+                if left <= 0:
                     raise
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(min(left, retrying.failed() or 0.0))
 
     async def _run(self) -> None:
         cfg = self.config
