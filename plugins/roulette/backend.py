@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from bridge.abc import Backend, Chat, PluginConfig
+from bridge.backoff import Backoff
 from bridge.bucket import TokenBucket
 from bridge.chatstream import ChatEvents, close_writer
 from bridge.events import (
@@ -58,7 +59,9 @@ MERGE_PACE = " (The chat-roulette server takes about 8 lines a second: more may 
 # leave merged as one line (merge_backlog=2). 2,000 characters stay under the server's 32,768-byte
 # line even when each needs a doubly escaped surrogate pair. No retries: a write fails only when the
 # connection broke, and the reader ends the chat then. Typing is state: sent when it changes.
-OUTBOX = OutboxPolicy(platform="roulette", delays=(), merge_backlog=2, merge_limit=2000, typing_every=30.0, typing_off=True)
+OUTBOX = OutboxPolicy(
+    platform="roulette", retry=Backoff(0.0, attempts=1), merge_backlog=2, merge_limit=2000, typing_every=30.0, typing_off=True
+)
 
 NEW_STRANGER = "You have a new stranger (the server re-pairs everyone every 30 s)."
 NOT_DELIVERED = "Your message was not delivered: nobody is paired with you right now (the server re-pairs every 30 s)."
@@ -122,7 +125,7 @@ class RouletteChat(Chat):
             return
         kind = type(event)
         if kind is Message:
-            if self.outbox.typists:
+            if self.outbox.typing.typists:
                 self.outbox.typing_stop(everyone=True)
             self.sent_typing = False  # the message says the typing is over: no line for that
             self.outbox.put_text(None, event.text)  # type: ignore[union-attr]
@@ -244,10 +247,10 @@ class RouletteChat(Chat):
 
     async def send_typing(self, room: Any, on: bool) -> None:
         """Our typing state, when it changed (and is still wanted once a token is there)."""
-        if on == self.sent_typing or (on and not self.outbox.typists):
+        if on == self.sent_typing or (on and not self.outbox.typing.typists):
             return
         writer = await self._paced()
-        if on == self.sent_typing or (on and not self.outbox.typists):
+        if on == self.sent_typing or (on and not self.outbox.typing.typists):
             return  # a message or a stop came while we waited
         self.sent_typing = on
         try:
