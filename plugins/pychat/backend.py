@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator
 
 from pydantic import Field, field_validator
@@ -56,7 +57,7 @@ class PychatConfig(PluginConfig):
     room_retry: float = Field(2.0, ge=0)  # the room starts listening just after its port is told
     join_gap: float = Field(0.3, ge=0)  # hold the join lock this long after joining, so the server counts us
     framing_wait: float = Field(0.05, gt=0)  # wait for the rest of a chunk cut at 1,024 bytes
-    leave_grace: float = Field(0.5, ge=0)  # a finished chat's connection closes this long (twice, if the stranger left) later
+    leave_grace: float = Field(0.5, ge=0)  # a finished chat's connection closes 1-2 (2-3, if the stranger left) graces later
 
     @field_validator("name")
     @classmethod
@@ -127,15 +128,17 @@ class PychatChat(Chat):
         if self.task is not asyncio.current_task():
             self.task.cancel()
         if self.reader is not None and self.writer is not None:
+            # After our quit line we close 1-2 graces later (at random, so that two members who
+            # leave together do not close together); when the other left first, 2-3 graces after
+            # their quit line, so after them even if they linger as we do.
             grace = self.config.leave_grace
             if self.emptied:
-                # The one who left may be lingering `grace` after their own quit line, as we do:
-                # close after them, once the server has taken them out of the room.
-                grace *= 2
+                wait = 2 * grace + grace * random.random()
             else:
+                wait = grace + grace * random.random()
                 with contextlib.suppress(Exception):
                     self.writer.write(quit_line(self.name))
-            self.backend.linger(self.task, self.reader, self.writer, grace)
+            self.backend.linger(self.task, self.reader, self.writer, wait)
         self.queue.finish()
 
     # ---- joining -----------------------------------------------------------------------------
