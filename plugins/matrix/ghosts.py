@@ -19,6 +19,7 @@ from . import render
 from .appservice import Pushed, Registration, bearer_ok, ghost_id, parse_registration, parse_transaction
 from .config import MatrixConfig
 from .outbox import Entry, Sent
+from .rooms import SessionRoom
 
 __all__ = ["Ghosts"]
 
@@ -84,7 +85,7 @@ class Ghosts:
         host, _, port = self.as_cfg.listen.rpartition(":")
         site = web.TCPSite(self.runner, host.strip("[]"), int(port))
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self.runner.addresses[0][1]
         log.info("matrix appservice: listening on %s:%d", host, self.port)
 
     async def stop(self) -> None:
@@ -308,5 +309,5 @@ class Ghosts:
 
 
 def _room_of(sid: str) -> str:
-    """The Matrix room id of a session room id (thread mode: "room|thread root")."""
-    return sid.partition("|")[0]
+    """The Matrix room id of a core room id (thread mode: a thread of that room)."""
+    return SessionRoom.parse(sid).room

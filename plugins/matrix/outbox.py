@@ -31,8 +31,9 @@ class TxnIds:
     id that Synapse may still remember for this device.
     """
 
-    def __init__(self, state: KeyValue) -> None:
+    def __init__(self, state: KeyValue, *, block: int = TXN_BLOCK) -> None:
         self.state = state
+        self.block = block
         self.prefix = ""
         self.next = 0
         self.reserved = 0
@@ -45,7 +46,7 @@ class TxnIds:
 
     async def take(self) -> str:
         if self.next >= self.reserved:
-            self.reserved = self.next + TXN_BLOCK
+            self.reserved = self.next + self.block
             await self.state.set("txn", json.dumps({"prefix": self.prefix, "reserved": self.reserved}))
         n = self.next
         self.next += 1
@@ -91,8 +92,20 @@ SendFn = Callable[[str, Entry], Awaitable[Sent]]
 class Outbox:
     """The writes of one Matrix room, sent one at a time in order by a task that lives while busy."""
 
-    def __init__(self, room_id: str, send: SendFn, txn: TxnIds, budget: int, on_idle: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        room_id: str,
+        send: SendFn,
+        txn: TxnIds,
+        budget: int,
+        on_idle: Callable[[str], None],
+        *,
+        backlog: int = MERGE_BACKLOG,
+        backoff: tuple[float, ...] = BACKOFF,
+    ) -> None:
         self.room_id = room_id
+        self.backlog = backlog  # consecutive queued messages that are merged even without a 429
+        self.backoff = backoff
         self.send = send
         self.txn = txn
         self.budget = budget
@@ -139,7 +152,7 @@ class Outbox:
                     await asyncio.sleep(max(result.retry_after, 0.05))
                 elif result.kind == Sent.TRANSIENT:
                     entry.attempted = True  # same txn id next time: the server deduplicates
-                    delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
+                    delay = self.backoff[min(failures, len(self.backoff) - 1)]
                     failures += 1
                     log.warning("room outbox: send failed (%s); retrying in %.1f s", result.error, delay)
                     await asyncio.sleep(delay)
@@ -172,7 +185,7 @@ class Outbox:
                 break
             run.append(entry)
             total = grown
-        if len(run) == 1 or not (self.limited or len(run) >= MERGE_BACKLOG):
+        if len(run) == 1 or not (self.limited or len(run) >= self.backlog):
             return head
         merged = Entry(
             content=render.merge([e.content for e in run]),

@@ -64,8 +64,8 @@ async def test_same_transaction_id_creates_one_event(matrix, synapse):
         rid = await paired(b, alice, me)
         entry = Entry(content=notice("only once"), txn=await mx.txn.take())
         entry.attempted = True
-        first = await mx._send(rid, entry)
-        second = await mx._send(rid, entry)
+        first = await mx.sender.send(rid, entry)
+        second = await mx.sender.send(rid, entry)
         assert first.kind == second.kind == Sent.OK
         await alice.send(rid, "!stranger help")
         await alice.wait_message(rid, me, notice_with("!stranger help"))

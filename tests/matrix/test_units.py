@@ -353,3 +353,16 @@ async def test_ghost_map_survives_a_restart_and_orphans_leave(tmp_path):
     ghosts = Ghosts(cfg, broken, nothing)
     await ghosts.load()  # unreadable: logged, started empty
     assert ghosts.chats == {} and ghosts.leaving == set()
+
+
+@pytest.mark.parametrize(
+    ("text", "room", "root"),
+    [("!abc:hs", "!abc:hs", None), ("!abc:hs|$root", "!abc:hs", "$root"), ("!pO6DdRwRkAxJi8Jq", "!pO6DdRwRkAxJi8Jq", None)],
+)
+def test_session_room_parse_and_format_round_trip(text, room, root):
+    from plugins.matrix.rooms import SessionRoom
+
+    where = SessionRoom.parse(text)
+    assert (where.room, where.root) == (room, root)
+    assert where.format() == text
+    assert SessionRoom(room, root) == where and hash(SessionRoom(room, root)) == hash(where)
