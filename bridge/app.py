@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import logging
 
-from .abc import Backend, Platform
+from .abc import Backend, CredentialsError, Platform
 from .config import Config
 from .metrics import Metrics
 from .router import Router
 from .store import SQLiteStore, Store
 
-__all__ = ["Bridge", "PlatformStartError"]
+__all__ = ["Bridge", "PlatformCredentialsError", "PlatformStartError"]
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,10 @@ READY_TIMEOUT = 60.0  # seconds a platform may take to connect before sessions a
 
 class PlatformStartError(RuntimeError):
     """A platform stopped before it became ready (a port in use, a bad token, ...)."""
+
+
+class PlatformCredentialsError(PlatformStartError):
+    """A platform stopped before it became ready because its credentials were refused for good."""
 
 
 class Bridge:
@@ -80,6 +84,8 @@ class Bridge:
         if runner in done:  # run() ended before the platform was ready: it cannot work
             ready.cancel()
             error = runner.exception() if not runner.cancelled() else None
+            if isinstance(error, CredentialsError):
+                raise PlatformCredentialsError(f"platform {platform.name} failed to start: {error}") from error
             raise PlatformStartError(f"platform {platform.name} failed to start: {error!r}")
         if ready not in done:
             ready.cancel()
@@ -92,8 +98,11 @@ class Bridge:
             await platform.run()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("platform %s stopped with an error", platform.name)
+        except Exception as exc:
+            if isinstance(exc, CredentialsError):  # its message says it all: no traceback
+                log.error("platform %s stopped: %s", platform.name, exc)
+            else:
+                log.exception("platform %s stopped with an error", platform.name)
             self.metrics.inc("errors", kind="platform")
             if self._ready_done:
                 return

@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .app import Bridge, PlatformStartError
+from .app import Bridge, PlatformCredentialsError, PlatformStartError
 from .config import ConfigError, load_config
 from .logsetup import setup_logging
 from .store import StoreError
@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(_run(Bridge(config)))
     except StoreError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    except PlatformCredentialsError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
     except PlatformStartError as exc:

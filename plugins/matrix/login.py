@@ -11,13 +11,25 @@ from pathlib import Path
 
 from nio import AsyncClient, AsyncClientConfig, LoginResponse
 
+from bridge.abc import CredentialsError
+
 from .config import MatrixConfig
 
-__all__ = ["LOGIN_BACKOFF", "login", "new_client", "read_saved_login", "write_saved_login"]
+__all__ = [
+    "LOGIN_BACKOFF",
+    "REFUSED_LOGIN",
+    "forget_saved_login",
+    "login",
+    "new_client",
+    "read_saved_login",
+    "write_saved_login",
+]
 
 log = logging.getLogger(__name__)
 
 LOGIN_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)  # seconds between login attempts while the homeserver is away
+# Login answers that no retry can change (a wrong password, a deactivated or unknown account).
+REFUSED_LOGIN = frozenset({"M_FORBIDDEN", "M_USER_DEACTIVATED", "M_INVALID_USERNAME", "M_UNKNOWN_TOKEN"})
 
 
 def new_client(cfg: MatrixConfig) -> AsyncClient:
@@ -60,6 +72,13 @@ async def login(cfg: MatrixConfig, *, as_token: str | None = None, backoff: Sequ
             resp = exc
         if isinstance(resp, LoginResponse):
             break
+        code = str(getattr(resp, "status_code", None) or "")
+        if code in REFUSED_LOGIN:
+            await client.close()
+            message = getattr(resp, "message", None) or "refused"
+            raise CredentialsError(
+                f"the homeserver refused the password login of {cfg.user_id} ({code}: {message}); check the password"
+            )
         log.warning("matrix login failed (%s); retrying", getattr(resp, "message", type(resp).__name__))
         await asyncio.sleep(backoff[min(delay, len(backoff) - 1)])
         delay += 1
@@ -80,6 +99,15 @@ def read_saved_login(cfg: MatrixConfig) -> dict[str, str] | None:
     if data.get("user_id") != cfg.user_id or not data.get("access_token"):
         return None
     return data
+
+
+def forget_saved_login(cfg: MatrixConfig) -> bool:
+    """Remove a saved login the homeserver refused; True when a password login can replace it."""
+    path = cfg.store_path
+    if cfg.password is None or path is None or not path.exists():
+        return False
+    path.unlink()
+    return True
 
 
 def write_saved_login(cfg: MatrixConfig, device_id: str, token: str) -> None:

@@ -9,18 +9,18 @@ from typing import Any
 
 from nio import AsyncClient, SyncResponse
 
-from bridge.abc import Platform
+from bridge.abc import CredentialsError, Platform
 from bridge.events import Connected, Disconnected, Event, Message, Room, StoppedTyping, Typing, Waiting
 
 from . import render
 from .appservice import Pushed
 from .config import MatrixConfig
-from .login import login
+from .login import forget_saved_login, login
 from .outbox import Entry, Outbox, TxnIds
 from .receive import ENCRYPTED_REASON, Receiver
 from .rooms import RoomState, SessionRoom
 from .sender import RoomSender
-from .sync import Sync
+from .sync import Sync, TokenRefused
 
 __all__ = ["MatrixPlatform"]
 
@@ -45,6 +45,7 @@ class MatrixPlatform(Platform):
         self.sender = RoomSender(cfg, self.rooms, self.refuse_encrypted, self.stats)
         self.receiver = Receiver(self, cfg, self.rooms, self.sync)
         self.ghosts: Any = None  # ghost mode (plugins.matrix.ghosts.Ghosts) when `appservice` is set
+        self.lost: str | None = None  # the error code once the homeserver refused our token while running
         self._ready = asyncio.Event()
         self._saving: asyncio.Task | None = None
 
@@ -77,23 +78,54 @@ class MatrixPlatform(Platform):
 
             # Reads and checks the registration: a bad one fails the start loudly.
             self.ghosts = self.sender.ghosts = Ghosts(self.cfg, self.state, self.handle_push)
-        self.client = self.sender.client = await login(
-            self.cfg, as_token=self.ghosts.reg.as_token if self.ghosts is not None else None
-        )
         try:
             if self.ghosts is not None:
                 # The appservice sender cannot /sync: events arrive by push on the listener.
+                self.client = self.sender.client = await login(self.cfg, as_token=self.ghosts.reg.as_token)
                 await self.ghosts.start()
                 self._ready.set()
                 await asyncio.Event().wait()
             else:
-                await self.sync.run(self.client, self.cfg.sync_timeout, self.handle_sync, self._ready)
+                await self._sync()
         finally:
             for box in self.outboxes.values():
                 box.cancel()
             if self.ghosts is not None:
                 await self.ghosts.stop()
-            await self.client.close()
+            if self.client is not None:
+                await self.client.close()
+
+    async def _sync(self) -> None:
+        """Sync until cancelled, or until the homeserver refuses the token for good (CredentialsError)."""
+        saved_login_tried = False
+        while True:
+            self.client = self.sender.client = await login(self.cfg)
+            try:
+                await self.sync.run(self.client, self.cfg.sync_timeout, self.handle_sync, self._ready)
+            except TokenRefused as exc:
+                if not self._ready.is_set() and not saved_login_tried and forget_saved_login(self.cfg):
+                    log.warning("matrix: the saved login was refused (%s); logging in with the password again", exc.code)
+                    saved_login_tried = True
+                    await self.client.close()
+                    continue
+                if self._ready.is_set():
+                    self._token_lost(exc.code)
+                raise CredentialsError(
+                    f"the homeserver refused the access token of {self.cfg.user_id} ({exc.code}); "
+                    "set a new access_token (or password) and restart"
+                ) from None
+
+    def _token_lost(self, code: str) -> None:
+        """The token was revoked while running: nothing can be sent any more, so every chat ends now."""
+        self.lost = code
+        for box in self.outboxes.values():
+            box.cancel()
+        self.outboxes.clear()
+        ended = sorted(self.rooms.active)
+        self.rooms.active.clear()
+        log.error("matrix: the homeserver refused the access token (%s) while running; ending %d chats", code, len(ended))
+        for sid in ended:
+            self.submit(Room(self.name, sid), Disconnected())
 
     async def flush(self) -> None:
         """Wait until every outbox has sent what it holds."""
@@ -206,6 +238,8 @@ class MatrixPlatform(Platform):
             self._put(rid, Entry(leave=True, sender=ghost))
 
     def _put(self, rid: str, entry: Entry) -> None:
+        if self.lost is not None:
+            return  # logged once when the token was refused; nothing can be sent
         box = self.outboxes.get(rid)
         if box is None:
             box = self.outboxes[rid] = Outbox(rid, self.sender.send, self.txn, self.cfg.merge_budget, self._outbox_idle)

@@ -13,11 +13,23 @@ from nio import AsyncClient, RoomMessagesResponse, SyncResponse
 
 from bridge.abc import KeyValue
 
-__all__ = ["SYNC_BACKOFF", "Sync", "why"]
+__all__ = ["REFUSED_TOKEN", "SYNC_BACKOFF", "Sync", "TokenRefused", "why"]
 
 log = logging.getLogger(__name__)
 
 SYNC_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+# Answers meaning the access token is gone for good (revoked, logged out, account deactivated).
+REFUSED_TOKEN = frozenset({"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN", "M_USER_DEACTIVATED"})
+
+
+class TokenRefused(Exception):
+    """The homeserver refused the access token for good; `code` is its error code."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
 
 HandleBatch = Callable[[SyncResponse, bool], Awaitable[None]]
 
@@ -93,6 +105,9 @@ class Sync:
             except Exception as exc:  # connection refused, timeout: the homeserver is away
                 resp = exc
             if not isinstance(resp, SyncResponse):
+                code = str(getattr(resp, "status_code", None) or "")
+                if code in REFUSED_TOKEN:
+                    raise TokenRefused(code)
                 retry = getattr(resp, "retry_after_ms", None)
                 delay = retry / 1000 if retry else self.backoff[min(failures, len(self.backoff) - 1)]
                 failures += 1
