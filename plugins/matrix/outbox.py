@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 TXN_BLOCK = 1000  # transaction ids reserved per state write
 MERGE_BACKLOG = 5  # consecutive queued messages that are merged even without a 429
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+ATTEMPTS = 8  # with BACKOFF: about 30 s of a homeserver that does not answer
+LIMITED_WAITS = 30  # 429s waited out per entry (merging shortens the queue meanwhile)
 
 
 class TxnIds:
@@ -55,7 +57,7 @@ class TxnIds:
 
 @dataclasses.dataclass(slots=True, eq=False)
 class Entry:
-    """One queued write: a content to send (with its txn id), a typing state, or a ghost leaving."""
+    """One queued write: a content to send (with its txn id, taken when first sent if empty), a typing state, or a ghost leaving."""
 
     content: dict[str, Any] | None = None
     thread: str | None = None
@@ -65,6 +67,9 @@ class Entry:
     leave: bool = False  # ghost mode: the ghost `sender` leaves the room (its chat ended)
     # A request with this txn id may have been stored: the content is frozen and retried as is.
     attempted: bool = False
+    covers: int = 0  # a "not delivered" notice: how many lost stranger messages it tells about
+    tries: int = 0  # sends that failed with a timeout, connection error or 5xx
+    waits: int = 0  # 429 answers waited out
 
     @property
     def mergeable(self) -> bool:
@@ -87,6 +92,7 @@ class Sent:
 
 
 SendFn = Callable[[str, Entry], Awaitable[Sent]]
+Outcome = Callable[[str, Entry, Sent], Awaitable[None]]
 
 
 class Outbox:
@@ -102,10 +108,18 @@ class Outbox:
         *,
         backlog: int = MERGE_BACKLOG,
         backoff: tuple[float, ...] = BACKOFF,
+        attempts: int = ATTEMPTS,
+        limited_waits: int = LIMITED_WAITS,
+        on_sent: Outcome | None = None,
+        on_given_up: Outcome | None = None,
     ) -> None:
         self.room_id = room_id
         self.backlog = backlog  # consecutive queued messages that are merged even without a 429
         self.backoff = backoff
+        self.attempts = attempts  # tries of one entry against timeouts and 5xx before it is given up
+        self.limited_waits = limited_waits  # 429s one entry waits out before it is given up
+        self.on_sent = on_sent  # called after an entry was stored
+        self.on_given_up = on_given_up  # called after an entry was given up (refused, or out of tries)
         self.send = send
         self.txn = txn
         self.budget = budget
@@ -135,36 +149,59 @@ class Outbox:
             self.task = asyncio.get_running_loop().create_task(self._run(), name=f"matrix outbox {self.room_id}")
 
     async def _run(self) -> None:
-        failures = 0
+        failures = 0  # consecutive failed sends over entries: the backoff grows while the server is away
         try:
             while self.items:
                 entry = await self._next()
                 self._head = entry
+                if entry.content is not None and not entry.txn:
+                    entry.txn = await self.txn.take()
                 result = await self.send(self.room_id, entry)
                 if result.kind == Sent.OK:
                     failures = 0
                     self._pop(entry)
-                elif entry.typing is not None:
+                    if self.on_sent is not None:
+                        await self.on_sent(self.room_id, entry)
+                    continue
+                if entry.typing is not None:
                     self._pop(entry)  # typing is best effort: a stale state is worse than none
-                elif result.kind == Sent.LIMITED:
+                    continue
+                if result.kind == Sent.LIMITED and entry.waits < self.limited_waits:
+                    entry.waits += 1
                     self.limited = True
                     log.info("room outbox: rate limited, waiting %.1f s", result.retry_after)
                     await asyncio.sleep(max(result.retry_after, 0.05))
-                elif result.kind == Sent.TRANSIENT:
+                    continue
+                if result.kind == Sent.TRANSIENT:
                     entry.attempted = True  # same txn id next time: the server deduplicates
-                    delay = self.backoff[min(failures, len(self.backoff) - 1)]
-                    failures += 1
-                    log.warning("room outbox: send failed (%s); retrying in %.1f s", result.error, delay)
-                    await asyncio.sleep(delay)
-                else:
-                    log.warning("room outbox: send refused (%s); dropped", result.error)
-                    self._pop(entry)
+                    entry.tries += 1
+                    if entry.tries < self.attempts:
+                        delay = self.backoff[min(failures, len(self.backoff) - 1)]
+                        failures += 1
+                        log.warning("room outbox: send failed (%s); retrying in %.1f s", result.error, delay)
+                        await asyncio.sleep(delay)
+                        continue
+                log.warning("room outbox: given up (%s: %s)", result.kind, result.error)
+                self._pop(entry)
+                self._head = None
+                if self.on_given_up is not None:
+                    await self.on_given_up(self.room_id, entry, result)
         finally:
             self._head = None
             if not self.items:
                 self.limited = False
                 self.idle.set()
                 self._on_idle(self.room_id)
+
+    def sending(self, entry: Entry) -> bool:
+        """True while `entry` is the one being sent."""
+        return entry is self._head
+
+    def put_next(self, entry: Entry) -> None:
+        """Queue a write before everything waiting (after the entry being sent, if any)."""
+        at = 1 if self.items and self.items[0] is self._head else 0
+        self.items.insert(at, entry)
+        self._kick()
 
     def _pop(self, entry: Entry) -> None:
         if self.items and self.items[0] is entry:
@@ -192,6 +229,7 @@ class Outbox:
             thread=head.thread,
             txn=await self.txn.take(),
             sender=head.sender,
+            waits=head.waits,  # the 429s already waited out still count
         )
         for _ in run:
             self.items.popleft()

@@ -16,7 +16,7 @@ from . import render
 from .appservice import Pushed
 from .config import MatrixConfig
 from .login import forget_saved_login, login
-from .outbox import Entry, Outbox, TxnIds
+from .outbox import Entry, Outbox, Sent, TxnIds
 from .receive import ENCRYPTED_REASON, Receiver
 from .rooms import RoomState, SessionRoom
 from .sender import RoomSender
@@ -45,6 +45,7 @@ class MatrixPlatform(Platform):
         self.sender = RoomSender(cfg, self.rooms, self.refuse_encrypted, self.stats)
         self.receiver = Receiver(self, cfg, self.rooms, self.sync)
         self.ghosts: Any = None  # ghost mode (plugins.matrix.ghosts.Ghosts) when `appservice` is set
+        self.undelivered: dict[tuple[str, str | None], int] = {}  # (room, thread) -> lost messages not yet told
         self.lost: str | None = None  # the error code once the homeserver refused our token while running
         self._ready = asyncio.Event()
         self._saving: asyncio.Task | None = None
@@ -242,8 +243,57 @@ class MatrixPlatform(Platform):
             return  # logged once when the token was refused; nothing can be sent
         box = self.outboxes.get(rid)
         if box is None:
-            box = self.outboxes[rid] = Outbox(rid, self.sender.send, self.txn, self.cfg.merge_budget, self._outbox_idle)
+            box = self.outboxes[rid] = Outbox(
+                rid,
+                self.sender.send,
+                self.txn,
+                self.cfg.merge_budget,
+                self._outbox_idle,
+                attempts=self.cfg.send_attempts,
+                on_sent=self._sent,
+                on_given_up=self._given_up,
+            )
+        if (rid, entry.thread) in self.undelivered and not entry.covers:
+            self._tell_undelivered(box, entry.thread)  # before anything newer than the loss
         box.put(entry)
+
+    async def _sent(self, rid: str, entry: Entry) -> None:
+        if entry.covers:
+            key = (rid, entry.thread)
+            left = self.undelivered.get(key, 0) - entry.covers
+            if left > 0:
+                self.undelivered[key] = left
+            else:
+                self.undelivered.pop(key, None)
+
+    async def _given_up(self, rid: str, entry: Entry, result: Sent) -> None:
+        """An entry the homeserver never took: counted; lost stranger messages are told about in one notice."""
+        if entry.covers:
+            return  # the count stays in `undelivered`: told before the room's next event
+        self.metrics.inc("delivery_failures", platform=self.name, reason=result.kind)
+        content = entry.content
+        if content is None or content.get("msgtype") != "m.text":
+            log.warning("matrix: a bridge event was not delivered (%s: %s)", result.kind, result.error)
+            return
+        count = content.get("_count", 1)
+        log.warning("matrix: %d stranger messages not delivered (%s: %s)", count, result.kind, result.error)
+        key = (rid, entry.thread)
+        self.undelivered[key] = self.undelivered.get(key, 0) + count
+        box = self.outboxes.get(rid)
+        if box is not None and not self.rooms.closed(rid):
+            self._tell_undelivered(box, entry.thread)
+
+    def _tell_undelivered(self, box: Outbox, thread: str | None) -> None:
+        """Queue one notice for the stranger messages of `thread` lost and not yet told (replacing an unsent one)."""
+        missing = self.undelivered.get((box.room_id, thread), 0)
+        for queued in list(box.items):
+            if queued.covers and queued.thread == thread:
+                if queued.attempted or box.sending(queued):
+                    missing -= queued.covers  # on its way already
+                else:
+                    box.items.remove(queued)
+        if missing > 0:
+            box.put_next(Entry(content=render.notice(render.undelivered(missing)), thread=thread, covers=missing))
 
     def _outbox_idle(self, rid: str) -> None:
         box = self.outboxes.get(rid)
@@ -252,6 +302,8 @@ class MatrixPlatform(Platform):
 
     def _drop_outbox(self, rid: str) -> None:
         """Nothing more is written to a room the bot left; its ghosts still leave (they may be there)."""
+        for key in [k for k in self.undelivered if k[0] == rid]:
+            del self.undelivered[key]
         box = self.outboxes.pop(rid, None)
         if box is None:
             return

@@ -19,6 +19,7 @@ __all__ = [
     "notice",
     "render",
     "size",
+    "undelivered",
     "wire",
 ]
 
@@ -76,6 +77,13 @@ def _attributed(lines: list[tuple[str, str]], marker: str | None = None) -> dict
 def notice(text: str) -> dict[str, Any]:
     """A bridge notice: m.notice, plain body only (the text may come from a backend's server)."""
     return {"msgtype": "m.notice", "body": clean(text, PART_SIZE), "m.mentions": {}}
+
+
+def undelivered(count: int) -> str:
+    """The notice text for stranger messages the homeserver never took (given up after bounded retries)."""
+    if count == 1:
+        return "1 message from the stranger could not be delivered here."
+    return f"{count} messages from the stranger could not be delivered here."
 
 
 def render(event: Event) -> list[dict[str, Any]]:
