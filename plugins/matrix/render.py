@@ -26,14 +26,17 @@ __all__ = [
 PART_SIZE = 4000  # characters per event: escaped and UTF-8 encoded it stays far below 64 KiB
 PARTS = 3
 HTML = "org.matrix.custom.html"
+INDENT = "    "  # before each continuation line of a stranger's message in the body
+HTML_INDENT = "&nbsp;" * 4  # the same in formatted_body (plain spaces would collapse)
 
 
 def message(text: str, label: str | None) -> list[dict[str, Any]]:
     """Stranger text as m.text events from the bot, each attributed "Label: text".
 
     The attribution is a bold element in formatted_body that escaped stranger text can never
-    produce; in the plain body every continuation line is indented, so a stranger's line break
-    cannot start a fake "Stranger:" or notice line.
+    produce; in the body and in formatted_body every continuation line is indented, so each
+    visual line is visibly part of the attributed block and a stranger's line break cannot start
+    a fake "Stranger:" or notice line.
     """
     who = clean(label or "Stranger", 40) or "Stranger"
     text = clean(text)
@@ -58,8 +61,8 @@ def _attributed(lines: list[tuple[str, str]], marker: str | None = None) -> dict
     body: list[str] = []
     formatted: list[str] = []
     for who, text in lines:
-        body.append(f"{who}: " + text.replace("\n", "\n    "))
-        formatted.append(f"<b>{html.escape(who)}:</b> " + html.escape(text).replace("\n", "<br>"))
+        body.append(f"{who}: " + text.replace("\n", "\n" + INDENT))
+        formatted.append(f"<b>{html.escape(who)}:</b> " + html.escape(text).replace("\n", "<br>" + HTML_INDENT))
     if marker:
         body.append(marker)
         formatted.append(f"<i>{html.escape(marker)}</i>")

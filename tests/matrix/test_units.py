@@ -102,7 +102,7 @@ def test_render_message_and_notices():
         "msgtype": "m.text",
         "body": "Stranger 1: a\n    <b>x</b>",
         "format": "org.matrix.custom.html",
-        "formatted_body": "<b>Stranger 1:</b> a<br>&lt;b&gt;x&lt;/b&gt;",
+        "formatted_body": "<b>Stranger 1:</b> a<br>&nbsp;&nbsp;&nbsp;&nbsp;&lt;b&gt;x&lt;/b&gt;",
         "m.mentions": {},
     }
     [n] = render.render(Connected(common_interests=("cats",)))
