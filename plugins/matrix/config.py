@@ -69,6 +69,9 @@ class MatrixConfig(PluginConfig):
     # Tries of one event against timeouts and 5xx (about 30 s with the default 8) before it is
     # given up; lost stranger messages are then counted in one "not delivered" notice.
     send_attempts: int = Field(8, ge=1, le=50)
+    # Ended sessions, rooms left and room caches remembered (each kind), e.g. for "next" in the
+    # thread of an ended chat; live chats are always kept. Bounds memory over a long uptime.
+    remember_rooms: int = Field(10_000, ge=16, le=1_000_000)
 
     @field_validator("homeserver")
     @classmethod

@@ -39,7 +39,7 @@ class MatrixPlatform(Platform):
         self.client: AsyncClient | None = None
         self.txn = TxnIds(self.state)
         self.outboxes: dict[str, Outbox] = {}
-        self.rooms = RoomState()
+        self.rooms = RoomState(cfg.remember_rooms)
         self.sync = sync or Sync(self.state)
         self.stats: collections.Counter[str] = collections.Counter()  # send results, for tests and status
         self.sender = RoomSender(cfg, self.rooms, self.refuse_encrypted, self.stats)
@@ -150,10 +150,10 @@ class MatrixPlatform(Platform):
 
     def removed(self, rid: str) -> None:
         """We left or were kicked: end the room's chats; nothing is sent there any more."""
-        if rid in self.rooms.gone:
+        if self.rooms.is_gone(rid):
             return
         self.end_all(rid)
-        self.rooms.gone.add(rid)
+        self.rooms.left(rid)
         self._drop_outbox(rid)
 
     async def refuse_encrypted(self, rid: str) -> None:
@@ -161,13 +161,13 @@ class MatrixPlatform(Platform):
         if rid in self.rooms.encrypted:
             return
         log.info("matrix: a room turned on encryption; ending its chats and leaving")
-        self.rooms.encrypted.add(rid)
+        self.rooms.encrypted.remember(rid)
         self.end_all(rid)
         await self.leave(rid, ENCRYPTED_REASON)
 
     async def leave(self, rid: str, reason: str) -> None:
         """Leave (or refuse an invite to) a room, with a reason its members can read."""
-        self.rooms.gone.add(rid)
+        self.rooms.left(rid)
         self._drop_outbox(rid)
         await self.sender.leave(rid, reason)
 

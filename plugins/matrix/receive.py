@@ -140,8 +140,7 @@ class Receiver:
         if isinstance(resp, JoinError):
             log.warning("matrix: could not join an invited room: %s", resp.message)
             return
-        self.rooms.gone.discard(rid)
-        self.rooms.members.pop(rid, None)
+        self.rooms.joined(rid)
         await self.host.notice(rid, None, help_text(self.cfg.command_prefix))
 
     async def on_timeline(self, rid: str, ev: dict[str, Any], *, history: bool) -> None:
@@ -177,11 +176,11 @@ class Receiver:
         threaded = cfg.mode == "thread" and not await self.is_dm(rid)
         if threaded:
             if root is not None and rooms.is_thread(rid, root):
-                rooms.last_thread[(rid, sender)] = root
+                rooms.last_thread.remember((rid, sender), root)
             elif root is None and isinstance(what, Command) and what.name in ("start", "ask", "answer"):
                 root = ev["event_id"]  # the command itself becomes the thread's root
                 rooms.add_thread(rid, root)
-                rooms.last_thread[(rid, sender)] = root
+                rooms.last_thread.remember((rid, sender), root)
             elif isinstance(what, Command):
                 await self.host.notice(rid, root, f"Use {cfg.command_prefix} start here to open a chat in a new thread.")
                 return
@@ -226,12 +225,12 @@ class Receiver:
         me = self.cfg.user_id
         target = ev.get("state_key")
         membership = (ev.get("content") or {}).get("membership")
-        self.rooms.members.pop(rid, None)
+        self.rooms.forget_members(rid)
         if target == me:
             if membership in ("leave", "ban"):
                 self.host.removed(rid)
             return
-        if membership not in ("leave", "ban") or rid in self.rooms.gone:
+        if membership not in ("leave", "ban") or self.rooms.is_gone(rid):
             return
         members = await self.members(rid)
         people = {m for m in members if m != me and not self.ignored(m)}
@@ -242,10 +241,9 @@ class Receiver:
 
     def on_typing(self, rid: str, users: list[str]) -> None:
         """The room's typing users now: each change becomes Typing / StoppedTyping of that user's session."""
-        typing = self.rooms.typing
         now = frozenset(u for u in users if not self.ignored(u))
-        before = typing.get(rid, frozenset())
-        typing[rid] = now
+        before = self.rooms.typing.get(rid, frozenset())
+        self.rooms.set_typing(rid, now)
         for user in now - before:
             self._typing_changed(rid, user, Typing())
         for user in before - now:
@@ -265,7 +263,7 @@ class Receiver:
         # A message implies the user stopped typing (the core does the same on its side).
         current = self.rooms.typing.get(rid)
         if current and user in current:
-            self.rooms.typing[rid] = current - {user}
+            self.rooms.set_typing(rid, current - {user})
 
     async def members(self, rid: str) -> frozenset[str]:
         """The room's joined members (cached until a member event)."""
@@ -275,7 +273,7 @@ class Receiver:
         resp = await self.client.joined_members(rid)
         if isinstance(resp, JoinedMembersResponse):
             found = frozenset(m.user_id for m in resp.members)
-            self.rooms.members[rid] = found
+            self.rooms.members.remember(rid, found)
             return found
         return frozenset({self.cfg.user_id, "?"})  # unknown: assume somebody is there
 

@@ -80,7 +80,7 @@ class RoomSender:
                 return Sent(Sent.FATAL, error="room is encrypted")
             if str(getattr(state, "status_code", "")) != "M_NOT_FOUND":
                 return classify_response(state) if isinstance(state, ErrorResponse) else Sent(Sent.TRANSIENT)
-            self.rooms.plaintext.add(rid)
+            self.rooms.plaintext.remember(rid)
         if entry.sender is not None and self.ghosts is not None:
             result = await self.ghosts.send(rid, entry)
             self.stats[result.kind] += 1

@@ -366,3 +366,28 @@ def test_session_room_parse_and_format_round_trip(text, room, root):
     assert (where.room, where.root) == (room, root)
     assert where.format() == text
     assert SessionRoom(room, root) == where and hash(SessionRoom(room, root)) == hash(where)
+
+
+def test_room_state_stays_bounded_over_room_churn():
+    """Rooms joined, typed in, left and encrypted by the thousand: each kind keeps its newest `limit`."""
+    from plugins.matrix.rooms import RoomState
+
+    rooms = RoomState(limit=16)
+    for n in range(1000):
+        rid = f"!r{n}"
+        rooms.joined(rid)
+        rooms.members.remember(rid, frozenset({"@a:x"}))
+        rooms.plaintext.remember(rid)
+        rooms.set_typing(rid, frozenset({"@a:x"}))
+        rooms.add_thread(rid, f"$t{n}")
+        rooms.last_thread.remember((rid, "@a:x"), f"$t{n}")
+        rooms.started(f"{rid}|$t{n}", Start())
+        rooms.set_typing(rid, frozenset())
+        assert rooms.end_all(rid) == [f"{rid}|$t{n}"]
+        rooms.left(rid) if n % 2 else rooms.encrypted.remember(rid)
+    for kind in ("threads", "thread_rooms", "gone", "encrypted", "plaintext", "members", "last_thread", "last_start"):
+        assert len(getattr(rooms, kind)) <= 16, kind
+    assert rooms.typing == {} and rooms.active == set()
+    assert rooms.closed("!r999") and rooms.closed("!r998")  # the newest keep their meaning
+    rooms.joined("!r999")
+    assert not rooms.closed("!r999")
