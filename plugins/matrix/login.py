@@ -6,12 +6,12 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 from nio import AsyncClient, AsyncClientConfig, LoginResponse
 
 from bridge.abc import CredentialsError
+from bridge.backoff import Backoff
 
 from .config import MatrixConfig
 
@@ -27,7 +27,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LOGIN_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)  # seconds between login attempts while the homeserver is away
+LOGIN_BACKOFF = Backoff(base=0.2, factor=2.5, cap=5.0, attempts=None)  # while the homeserver is away
 # Login answers that no retry can change (a wrong password, a deactivated or unknown account).
 REFUSED_LOGIN = frozenset({"M_FORBIDDEN", "M_USER_DEACTIVATED", "M_INVALID_USERNAME", "M_UNKNOWN_TOKEN"})
 
@@ -48,7 +48,7 @@ def new_client(cfg: MatrixConfig) -> AsyncClient:
     )
 
 
-async def login(cfg: MatrixConfig, *, as_token: str | None = None, backoff: Sequence[float] = LOGIN_BACKOFF) -> AsyncClient:
+async def login(cfg: MatrixConfig, *, as_token: str | None = None, backoff: Backoff = LOGIN_BACKOFF) -> AsyncClient:
     """A client with an access token: the appservice's, the configured one, the saved one, or a new password login."""
     client = new_client(cfg)
     if as_token is not None or cfg.access_token is not None:
@@ -64,7 +64,7 @@ async def login(cfg: MatrixConfig, *, as_token: str | None = None, backoff: Sequ
         client.user_id = cfg.user_id
         return client
     assert cfg.password is not None
-    delay = 0
+    retry = backoff.retrying()
     while True:
         try:
             resp = await client.login(cfg.password.get_secret_value(), device_name="stranger-bridge")
@@ -80,8 +80,8 @@ async def login(cfg: MatrixConfig, *, as_token: str | None = None, backoff: Sequ
                 f"the homeserver refused the password login of {cfg.user_id} ({code}: {message}); check the password"
             )
         log.warning("matrix login failed (%s); retrying", getattr(resp, "message", type(resp).__name__))
-        await asyncio.sleep(backoff[min(delay, len(backoff) - 1)])
-        delay += 1
+        asked = getattr(resp, "retry_after_ms", None)
+        await retry.wait(asked / 1000 if asked else None)
     write_saved_login(cfg, resp.device_id, resp.access_token)
     return client
 

@@ -3,28 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 from typing import Any
 
 from nio import AsyncClient, SyncResponse
 
 from bridge.abc import CredentialsError, Platform
+from bridge.backoff import Backoff
 from bridge.events import Connected, Disconnected, Event, Message, Room, StoppedTyping, Typing, Waiting
+from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
 
 from . import render
 from .appservice import Pushed
 from .config import MatrixConfig
 from .login import forget_saved_login, login
-from .outbox import Entry, Outbox, Sent, TxnIds
 from .receive import ENCRYPTED_REASON, Receiver
 from .rooms import RoomState, SessionRoom
-from .sender import RoomSender
+from .sender import GhostLeave, GhostTyping, Post, RoomSender
 from .sync import Sync, TokenRefused
+from .txn import TxnIds
 
 __all__ = ["MatrixPlatform"]
 
 log = logging.getLogger(__name__)
+
+# Waits between tries of one event against timeouts and 5xx (send_attempts tries in all).
+SEND_BACKOFF = Backoff(base=0.2, factor=2.5, cap=10.0, attempts=None)
+TYPING_EVERY = 5.0  # seconds between typing calls while someone types (each call shows it for typing_timeout)
+MERGE_BACKLOG = 5  # stranger messages waiting that are merged even when the room is not slowed
+RATE_WAITS = 30  # 429s one event waits out before it is given up
 
 
 class MatrixPlatform(Platform):
@@ -38,14 +45,24 @@ class MatrixPlatform(Platform):
         self.cfg = cfg
         self.client: AsyncClient | None = None
         self.txn = TxnIds(self.state)
-        self.outboxes: dict[str, Outbox] = {}
         self.rooms = RoomState(cfg.remember_rooms)
         self.sync = sync or Sync(self.state)
-        self.stats: collections.Counter[str] = collections.Counter()  # send results, for tests and status
-        self.sender = RoomSender(cfg, self.rooms, self.refuse_encrypted, self.stats)
+        self.sender = RoomSender(cfg, self.rooms, self.txn, self.refuse_encrypted, self._told)
+        self.stats = self.sender.stats  # request results by kind, for tests and status
+        policy = OutboxPolicy(
+            platform=self.name,
+            delays=tuple(SEND_BACKOFF.delay(n) for n in range(1, cfg.send_attempts)),
+            merge_backlog=MERGE_BACKLOG,
+            merge_limit=min(cfg.merge_budget, render.PART_SIZE),  # a merged text is one event
+            typing_every=TYPING_EVERY,
+            typing_off=True,
+            max_rate_waits=RATE_WAITS,
+        )
+        self.outboxes = Outboxes(self.sender, policy, metrics=self.metrics, on_given_up=self._given_up)
+        self.ghost_typing = Outboxes(GhostTyping(self.sender), policy, metrics=self.metrics)  # per (room, ghost)
         self.receiver = Receiver(self, cfg, self.rooms, self.sync)
         self.ghosts: Any = None  # ghost mode (plugins.matrix.ghosts.Ghosts) when `appservice` is set
-        self.undelivered: dict[tuple[str, str | None], int] = {}  # (room, thread) -> lost messages not yet told
+        self.undelivered: dict[SessionRoom, int] = {}  # lost stranger messages not told yet
         self.lost: str | None = None  # the error code once the homeserver refused our token while running
         self._ready = asyncio.Event()
         self._saving: asyncio.Task | None = None
@@ -67,7 +84,7 @@ class MatrixPlatform(Platform):
             # Ghosts of chats the core no longer has (they ended, or the process died before their
             # leave went out) leave now; chats the core resumes or ends with a notice keep theirs until then.
             for rid, ghost in self.ghosts.orphans({room.id for room in rooms}):
-                self._put(rid, Entry(leave=True, sender=ghost))
+                self._box(SessionRoom(rid)).put_call(GhostLeave(self.sender, rid, ghost))
             self._saving = asyncio.get_running_loop().create_task(self.ghosts.save())
 
     async def run(self) -> None:
@@ -89,8 +106,8 @@ class MatrixPlatform(Platform):
             else:
                 await self._sync()
         finally:
-            for box in self.outboxes.values():
-                box.cancel()
+            self.outboxes.close()
+            self.ghost_typing.close()
             if self.ghosts is not None:
                 await self.ghosts.stop()
             if self.client is not None:
@@ -119,9 +136,8 @@ class MatrixPlatform(Platform):
     def _token_lost(self, code: str) -> None:
         """The token was revoked while running: nothing can be sent any more, so every chat ends now."""
         self.lost = code
-        for box in self.outboxes.values():
-            box.cancel()
-        self.outboxes.clear()
+        self.outboxes.close()
+        self.ghost_typing.close()
         ended = sorted(self.rooms.active)
         self.rooms.active.clear()
         log.error("matrix: the homeserver refused the access token (%s) while running; ending %d chats", code, len(ended))
@@ -130,8 +146,7 @@ class MatrixPlatform(Platform):
 
     async def flush(self) -> None:
         """Wait until every outbox has sent what it holds."""
-        for box in list(self.outboxes.values()):
-            await box.drain()
+        await self.outboxes.drain()
 
     async def handle_sync(self, resp: SyncResponse, history: bool = False) -> None:
         """Hand one sync batch to the core. `history`: the very first sync; old messages are not relayed."""
@@ -173,60 +188,63 @@ class MatrixPlatform(Platform):
 
     async def notice(self, rid: str, thread: str | None, text: str) -> None:
         """Queue a bridge notice in a room (or thread) the bot is still in."""
-        if self.rooms.closed(rid):
+        if self.rooms.closed(rid) or self.lost is not None:
             return
-        self._put(rid, Entry(content=render.notice(text), thread=thread, txn=await self.txn.take()))
+        self._box(SessionRoom(rid, thread)).put_payload(Post(render.notice(text)))
 
     # ---- outbound ----------------------------------------------------------------------------
 
     async def deliver(self, room: Room, event: Event) -> None:
-        """Show a stranger-side or core event: queued in the room's outbox, sent in order."""
+        """Show a stranger-side or core event: queued in the session room's outbox, sent in order."""
         where = SessionRoom.parse(room.id)
-        rid, thread = where.room, where.root
         match event:
             case Waiting() | Connected():
                 self.rooms.active.add(room.id)
             case Disconnected(final=True):
                 self.rooms.active.discard(room.id)
-        if self.rooms.closed(rid):
+        if self.lost is not None:
+            return  # logged once when the token was refused; nothing can be sent
+        if self.rooms.closed(where.room):
             log.info("matrix: %s not shown: the bot is no longer in that room", type(event).__name__)
             if self.ghosts is not None and isinstance(event, Disconnected):
-                await self._ghosts_leave(rid, room.id, event)  # ghosts may still be there
+                await self._ghosts_leave(where, event)  # ghosts may still be there
             return
         if self.ghosts is not None:
-            await self._deliver_ghost(rid, room.id, thread, event)
+            await self._deliver_ghost(where, event)
             return
-        match event:
-            case Typing():
-                self._put(rid, Entry(typing=True, thread=thread))
-                return
-            case StoppedTyping():
-                self._put(rid, Entry(typing=False, thread=thread))
-                return
-        for content in render.render(event):
-            self._put(rid, Entry(content=content, thread=thread, txn=await self.txn.take()))
-
-    async def _deliver_ghost(self, rid: str, sid: str, thread: str | None, event: Event) -> None:
-        """Ghost mode: stranger text and typing come from the stranger's ghost; notices from the bot."""
-        ghosts = self.ghosts
+        box = self._box(where)
         match event:
             case Typing(stranger=label):
-                self._put(rid, Entry(typing=True, thread=thread, sender=await ghosts.ghost(sid, label)))
+                box.typing_start(label)
+            case StoppedTyping(stranger=label):
+                box.typing_stop(label)
+            case Message(text=text, stranger=label):
+                box.put_text(label, text)
+            case _:
+                for content in render.render(event):
+                    box.put_payload(Post(content))
+
+    async def _deliver_ghost(self, where: SessionRoom, event: Event) -> None:
+        """Ghost mode: stranger text and typing come from the stranger's ghost; notices from the bot."""
+        sid = where.format()
+        match event:
+            case Typing(stranger=label):
+                self.ghost_typing.get((where.room, await self.ghosts.ghost(sid, label))).typing_start()
                 return
             case StoppedTyping(stranger=label):
-                self._put(rid, Entry(typing=False, thread=thread, sender=await ghosts.ghost(sid, label)))
+                self.ghost_typing.get((where.room, await self.ghosts.ghost(sid, label))).typing_stop()
                 return
             case Message(text=text, stranger=label):
-                ghost = await ghosts.ghost(sid, label)
-                for content in render.ghost_message(text):
-                    self._put(rid, Entry(content=content, thread=thread, txn=await self.txn.take(), sender=ghost))
+                self._box(where).put_text(await self.ghosts.ghost(sid, label), text)  # the speaker is the ghost
                 return
+        box = self._box(where)
         for content in render.render(event):
-            self._put(rid, Entry(content=content, thread=thread, txn=await self.txn.take()))
-        await self._ghosts_leave(rid, sid, event)
+            box.put_payload(Post(content))
+        await self._ghosts_leave(where, event)
 
-    async def _ghosts_leave(self, rid: str, sid: str, event: Event) -> None:
+    async def _ghosts_leave(self, where: SessionRoom, event: Event) -> None:
         """The ghosts whose chat (or stranger) `event` ends leave the room, after the notice."""
+        sid = where.format()
         leaving: list[str] = []
         match event:
             case Waiting() | Connected():
@@ -236,78 +254,62 @@ class MatrixPlatform(Platform):
             case Disconnected(stranger=label):
                 leaving = await self.ghosts.end(sid, label)
         for ghost in leaving:
-            self._put(rid, Entry(leave=True, sender=ghost))
+            self.ghost_typing.discard((where.room, ghost))
+            self._box(where).put_call(GhostLeave(self.sender, where.room, ghost))
 
-    def _put(self, rid: str, entry: Entry) -> None:
-        if self.lost is not None:
-            return  # logged once when the token was refused; nothing can be sent
-        box = self.outboxes.get(rid)
-        if box is None:
-            box = self.outboxes[rid] = Outbox(
-                rid,
-                self.sender.send,
-                self.txn,
-                self.cfg.merge_budget,
-                self._outbox_idle,
-                attempts=self.cfg.send_attempts,
-                on_sent=self._sent,
-                on_given_up=self._given_up,
-            )
-        if (rid, entry.thread) in self.undelivered and not entry.covers:
-            self._tell_undelivered(box, entry.thread)  # before anything newer than the loss
-        box.put(entry)
+    # ---- outboxes ----------------------------------------------------------------------------
 
-    async def _sent(self, rid: str, entry: Entry) -> None:
-        if entry.covers:
-            key = (rid, entry.thread)
-            left = self.undelivered.get(key, 0) - entry.covers
-            if left > 0:
-                self.undelivered[key] = left
-            else:
-                self.undelivered.pop(key, None)
+    def _box(self, where: SessionRoom) -> Outbox:
+        """The session room's outbox; lost messages not told yet are told first."""
+        box = self.outboxes.get(where)
+        if self.undelivered.get(where):
+            self._tell_undelivered(box)
+        return box
 
-    async def _given_up(self, rid: str, entry: Entry, result: Sent) -> None:
-        """An entry the homeserver never took: counted; lost stranger messages are told about in one notice."""
-        if entry.covers:
-            return  # the count stays in `undelivered`: told before the room's next event
-        self.metrics.inc("delivery_failures", platform=self.name, reason=result.kind)
-        content = entry.content
-        if content is None or content.get("msgtype") != "m.text":
-            log.warning("matrix: a bridge event was not delivered (%s: %s)", result.kind, result.error)
+    def _given_up(self, box: Outbox, item: Item, reason: str) -> None:
+        """The outbox gave an item up (it counted it): lost stranger messages are told in one notice."""
+        if item.kind != "text":
+            log.warning("matrix: a bridge notice or call was not delivered (%s)", reason)
             return
-        count = content.get("_count", 1)
-        log.warning("matrix: %d stranger messages not delivered (%s: %s)", count, result.kind, result.error)
-        key = (rid, entry.thread)
-        self.undelivered[key] = self.undelivered.get(key, 0) + count
-        box = self.outboxes.get(rid)
-        if box is not None and not self.rooms.closed(rid):
-            self._tell_undelivered(box, entry.thread)
+        log.warning("matrix: %d stranger messages not delivered (%s)", item.count, reason)
+        self.undelivered[box.room] = self.undelivered.get(box.room, 0) + item.count
+        if not self.rooms.closed(box.room.room):
+            self._tell_undelivered(box)
 
-    def _tell_undelivered(self, box: Outbox, thread: str | None) -> None:
-        """Queue one notice for the stranger messages of `thread` lost and not yet told (replacing an unsent one)."""
-        missing = self.undelivered.get((box.room_id, thread), 0)
-        for queued in list(box.items):
-            if queued.covers and queued.thread == thread:
-                if queued.attempted or box.sending(queued):
-                    missing -= queued.covers  # on its way already
+    def _tell_undelivered(self, box: Outbox) -> None:
+        """Queue one notice, first, for the session room's lost messages not yet told (replacing an unsent one)."""
+        missing = self.undelivered.get(box.room, 0)
+        sending = box.sending
+        if sending is not None and isinstance(sending.payload, Post):
+            missing -= sending.payload.covers  # on its way
+        for item in list(box.queue):
+            if isinstance(item.payload, Post) and item.payload.covers:
+                if item.attempts:
+                    missing -= item.payload.covers
                 else:
-                    box.items.remove(queued)
+                    box.queue.remove(item)
         if missing > 0:
-            box.put_next(Entry(content=render.notice(render.undelivered(missing)), thread=thread, covers=missing))
+            box.put_payload(Post(render.notice(render.undelivered(missing)), covers=missing), notify=False)
+            box.queue.rotate(1)  # before everything newer than the loss
 
-    def _outbox_idle(self, rid: str) -> None:
-        box = self.outboxes.get(rid)
-        if box is not None and not box.items:
-            del self.outboxes[rid]
+    def _told(self, where: SessionRoom, covers: int) -> None:
+        left = self.undelivered.get(where, 0) - covers
+        if left > 0:
+            self.undelivered[where] = left
+        else:
+            self.undelivered.pop(where, None)
 
     def _drop_outbox(self, rid: str) -> None:
         """Nothing more is written to a room the bot left; its ghosts still leave (they may be there)."""
-        for key in [k for k in self.undelivered if k[0] == rid]:
-            del self.undelivered[key]
-        box = self.outboxes.pop(rid, None)
-        if box is None:
-            return
-        leaves = [e for e in box.items if e.leave]
-        box.cancel()
-        for entry in leaves:
-            self._put(rid, entry)
+        for where in [w for w in self.undelivered if w.room == rid]:
+            del self.undelivered[where]
+        leaves: list[GhostLeave] = []
+        for box in self.outboxes:
+            if box.room.room == rid:
+                leaves.extend(item.call for item in box.queue if isinstance(item.call, GhostLeave))
+                self.outboxes.discard(box.room)
+        for box in self.ghost_typing:
+            if box.room[0] == rid:
+                self.ghost_typing.discard(box.room)
+        for leave in leaves:
+            self.outboxes.get(SessionRoom(rid)).put_call(leave)

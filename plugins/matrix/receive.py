@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from typing import Any, Protocol
@@ -11,6 +10,7 @@ from nio import AsyncClient, JoinedMembersResponse, JoinError, SyncResponse, Typ
 
 from bridge.abc import Submit
 from bridge.events import Event, Message, Room, Start, StoppedTyping, Typing
+from bridge.identity import user_key
 
 from .appservice import Pushed
 from .commands import Command, help_text, to_event
@@ -19,16 +19,11 @@ from .inbound import Ignore, Media, Said, classify
 from .rooms import RoomState, SessionRoom
 from .sync import Sync
 
-__all__ = ["ENCRYPTED_REASON", "Host", "Receiver", "user_key"]
+__all__ = ["ENCRYPTED_REASON", "Host", "Receiver"]
 
 log = logging.getLogger(__name__)
 
 ENCRYPTED_REASON = "stranger-bridge does not support encrypted rooms; invite it to an unencrypted room."
-
-
-def user_key(mxid: str) -> str:
-    """The opaque per-person key handed to the core (never leaves the process)."""
-    return "matrix:" + hashlib.sha256(mxid.encode()).hexdigest()[:16]
 
 
 class Host(Protocol):
@@ -199,7 +194,7 @@ class Receiver:
             if what.name == "unknown":
                 await self.host.notice(rid, root, f"Unknown command. Try {cfg.command_prefix} help.")
                 return
-            event = to_event(what, user=user_key(sender), last=rooms.last_start.get(sid))
+            event = to_event(what, user=user_key("matrix", sender), last=rooms.last_start.get(sid))
             if event is None:
                 return
             if isinstance(event, Start):
@@ -214,7 +209,7 @@ class Receiver:
             return
         assert isinstance(what, Said)
         if sid not in rooms.active and cfg.dm_autostart and not threaded and await self.is_dm(rid):
-            start = Start(user=user_key(sender))
+            start = Start(user=user_key("matrix", sender))
             rooms.started(sid, start)
             submit(room, start)
             return

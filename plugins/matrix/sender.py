@@ -1,9 +1,10 @@
-"""The outbox's sender: one request per outbox entry (text, typing, a ghost's leave), and leaving rooms with a reason."""
+"""The outbox's Sender for Matrix: events, typing and ghost leaves as requests, with stable transaction ids."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -13,14 +14,74 @@ from nio import AsyncClient, RoomGetStateEventResponse, RoomSendResponse
 from nio.api import Api
 from nio.responses import ErrorResponse, RoomLeaveResponse
 
+from bridge.outbox import Item, Permanent, RateLimited, merge_marker
+
 from . import render
 from .config import MatrixConfig
-from .outbox import Entry, Sent
-from .rooms import RoomState
+from .rooms import RoomState, SessionRoom
+from .txn import TxnIds
 
-__all__ = ["RoomSender", "classify_response", "leave_with_reason"]
+__all__ = [
+    "GhostLeave",
+    "GhostTyping",
+    "Post",
+    "RoomSender",
+    "SendFailed",
+    "Sent",
+    "Write",
+    "classify_response",
+    "leave_with_reason",
+]
 
 log = logging.getLogger(__name__)
+
+
+class Sent:
+    """What one request did."""
+
+    OK = "ok"
+    LIMITED = "limited"  # 429: not stored; retry after `retry_after`
+    TRANSIENT = "transient"  # timeout, connection error, 5xx: maybe stored; retry with the same txn
+    FATAL = "fatal"  # 4xx: will never work (not in the room, forbidden)
+
+    def __init__(self, kind: str, retry_after: float = 0.0, error: str = "") -> None:
+        self.kind = kind
+        self.retry_after = retry_after
+        self.error = error
+
+
+class SendFailed(Exception):
+    """A request that may have been stored (timeout, connection error, 5xx): the outbox retries it."""
+
+
+def _raise_for(result: Sent) -> None:
+    """The outbox's exceptions for a failed request; nothing for a success."""
+    if result.kind == Sent.LIMITED:
+        raise RateLimited(result.retry_after)
+    if result.kind == Sent.TRANSIENT:
+        raise SendFailed(result.error)
+    if result.kind == Sent.FATAL:
+        raise Permanent(result.error)
+
+
+@dataclasses.dataclass(slots=True)
+class Write:
+    """One request: a content (with its txn id), a typing state, or a ghost leaving; `sender` None is the bot."""
+
+    content: dict[str, Any] | None = None
+    thread: str | None = None
+    txn: str = ""
+    typing: bool | None = None
+    sender: str | None = None
+    leave: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Post:
+    """An outbox payload: a bridge notice; `covers` > 0 when it tells about that many lost stranger messages."""
+
+    content: dict[str, Any]
+    covers: int = 0
 
 
 async def leave_with_reason(client: AsyncClient, rid: str, reason: str) -> Any:
@@ -35,29 +96,76 @@ async def leave_with_reason(client: AsyncClient, rid: str, reason: str) -> Any:
 
 
 class RoomSender:
-    """Sends outbox entries as the bot (or, in ghost mode, as the entry's ghost). Never sends into an encrypted room."""
+    """Implements `bridge.outbox.Sender` for session rooms: as the bot, or in ghost mode as the speaking ghost.
+
+    Never sends plaintext into an encrypted room. Each outbox item gets a transaction id of
+    ours before its first attempt (parts of a long text derive theirs from it), so a retry after
+    a timeout is stored once.
+    """
 
     def __init__(
         self,
         cfg: MatrixConfig,
         rooms: RoomState,
+        txn: TxnIds,
         on_encrypted: Callable[[str], Awaitable[None]],
-        stats: collections.Counter[str],
+        on_told: Callable[[SessionRoom, int], None],
     ) -> None:
         self.cfg = cfg
         self.rooms = rooms
+        self.txn = txn
         self.on_encrypted = on_encrypted  # a room turned out to be encrypted: end its chats and leave
-        self.stats = stats  # send results by kind, for tests and status
+        self.on_told = on_told  # a "not delivered" notice went out: (session room, messages it covers)
+        self.stats: collections.Counter[str] = collections.Counter()  # request results by kind, for tests and status
         self.client: AsyncClient | None = None  # set once logged in
         self.ghosts: Any = None  # plugins.matrix.ghosts.Ghosts in ghost mode
 
-    async def send(self, rid: str, entry: Entry) -> Sent:
-        """One request for one outbox entry."""
-        if entry.leave and self.ghosts is not None:
+    # ---- bridge.outbox.Sender ------------------------------------------------------------------
+
+    async def send_text(self, room: SessionRoom, item: Item) -> None:
+        """Stranger text (maybe merged): attributed by the bot, or plain from its ghost (`item.label`)."""
+        await self._own_key(item)
+        if self.ghosts is not None:
+            ghost = item.label
+            label = self.ghosts.labels.get(ghost, "Stranger")
+            contents = render.ghost_message(item.text, merge_marker(item.count, label) if item.count > 1 else None)
+        else:
+            ghost = None
+            contents = render.message(item.text, item.label, item.marker)
+        for part in range(item.progress, len(contents)):
+            txn = item.key if len(contents) == 1 else f"{item.key}.{part}"
+            await self.write(room.room, Write(content=contents[part], thread=room.root, txn=txn, sender=ghost))
+            item.progress = part + 1
+
+    async def send_payload(self, room: SessionRoom, item: Item) -> None:
+        """A bridge notice from the bot."""
+        await self._own_key(item)
+        post: Post = item.payload
+        await self.write(room.room, Write(content=post.content, thread=room.root, txn=item.key))
+        if post.covers:
+            self.on_told(room, post.covers)
+
+    async def send_typing(self, room: SessionRoom, on: bool) -> None:
+        """The bot's typing state in the room (Matrix typing is per room, not per thread)."""
+        await self.write(room.room, Write(typing=on))
+
+    async def _own_key(self, item: Item) -> None:
+        if not TxnIds.ours(item.key):
+            item.key = await self.txn.take()
+
+    # ---- requests ------------------------------------------------------------------------------
+
+    async def write(self, rid: str, write: Write) -> None:
+        """One request; raises the outbox's Permanent / RateLimited, or SendFailed to be retried."""
+        result = await self.request(rid, write)
+        self.stats[result.kind] += 1
+        _raise_for(result)
+
+    async def request(self, rid: str, write: Write) -> Sent:
+        """One request for one write, as its result."""
+        if write.leave and self.ghosts is not None:
             # A ghost leaving sends no content: it goes out even where the bot left or saw encryption.
-            result = await self.ghosts.send(rid, entry)
-            self.stats[result.kind] += 1
-            return result
+            return await self.ghosts.send(rid, write)
         if self.rooms.closed(rid):
             return Sent(Sent.FATAL, error="room encrypted or left")
         client = self.client
@@ -81,25 +189,19 @@ class RoomSender:
             if str(getattr(state, "status_code", "")) != "M_NOT_FOUND":
                 return classify_response(state) if isinstance(state, ErrorResponse) else Sent(Sent.TRANSIENT)
             self.rooms.plaintext.remember(rid)
-        if entry.sender is not None and self.ghosts is not None:
-            result = await self.ghosts.send(rid, entry)
-            self.stats[result.kind] += 1
-            return result
+        if write.sender is not None and self.ghosts is not None:
+            return await self.ghosts.send(rid, write)
         try:
-            if entry.typing is not None:
-                resp = await client.room_typing(rid, entry.typing, timeout=int(self.cfg.typing_timeout * 1000))
+            if write.typing is not None:
+                resp = await client.room_typing(rid, write.typing, timeout=int(self.cfg.typing_timeout * 1000))
             else:
-                assert entry.content is not None
-                resp = await client.room_send(
-                    rid, "m.room.message", render.wire(entry.content, entry.thread), tx_id=entry.txn
-                )
+                assert write.content is not None
+                resp = await client.room_send(rid, "m.room.message", render.wire(write.content, write.thread), tx_id=write.txn)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # timeout or connection error: the event may or may not be stored
             return Sent(Sent.TRANSIENT, error=type(exc).__name__)
-        result = classify_response(resp)
-        self.stats[result.kind] += 1
-        return result
+        return classify_response(resp)
 
     async def leave(self, rid: str, reason: str) -> None:
         """Leave (or refuse an invite to) a room, with a reason its members can read. Best effort."""
@@ -111,6 +213,36 @@ class RoomSender:
             return
         if isinstance(resp, ErrorResponse):
             log.warning("matrix: leaving a room failed: %s", resp.message)
+
+
+class GhostTyping:
+    """`bridge.outbox.Sender` of one ghost's typing state in one room (ghost mode: typing is per ghost)."""
+
+    def __init__(self, sender: RoomSender) -> None:
+        self.sender = sender
+
+    async def send_typing(self, room: tuple[str, str], on: bool) -> None:
+        """The ghost's typing state; a ghost that never joined has nothing to clear."""
+        rid, ghost = room
+        await self.sender.write(rid, Write(typing=on, sender=ghost))
+
+    async def send_text(self, room: tuple[str, str], item: Item) -> None:
+        raise Permanent("a typing outbox carries no text")
+
+    async def send_payload(self, room: tuple[str, str], item: Item) -> None:
+        raise Permanent("a typing outbox carries no payload")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GhostLeave:
+    """An ordered outbox call: a ghost whose chat ended leaves the room (after the notices before it)."""
+
+    sender: RoomSender
+    rid: str
+    ghost: str
+
+    async def __call__(self) -> None:
+        await self.sender.write(self.rid, Write(leave=True, sender=self.ghost))
 
 
 def classify_response(resp: Any) -> Sent:

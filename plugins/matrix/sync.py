@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nio import AsyncClient, RoomMessagesResponse, SyncResponse
 
 from bridge.abc import KeyValue
+from bridge.backoff import Backoff
+from bridge.dedupe import SeenIds
 
 __all__ = ["REFUSED_TOKEN", "SYNC_BACKOFF", "Sync", "TokenRefused", "why"]
 
 log = logging.getLogger(__name__)
 
-SYNC_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+SYNC_BACKOFF = Backoff(base=0.2, factor=2.5, cap=5.0, attempts=None)  # the daemon waits for the homeserver
 
 # Answers meaning the access token is gone for good (revoked, logged out, account deactivated).
 REFUSED_TOKEN = frozenset({"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN", "M_USER_DEACTIVATED"})
@@ -37,7 +38,8 @@ HandleBatch = Callable[[SyncResponse, bool], Awaitable[None]]
 class Sync:
     """Where the bot is in its sync stream: the token and the event ids already handed in.
 
-    `seen_keep` event ids are remembered (and persisted) to drop a batch delivered twice;
+    The newest `seen_keep` event ids are persisted (twice as many remembered) to drop a batch
+    delivered twice;
     `gap_pages` pages of /messages are fetched to fill a gap in a limited timeline.
     """
 
@@ -47,14 +49,14 @@ class Sync:
         *,
         seen_keep: int = 512,
         gap_pages: int = 5,
-        backoff: Sequence[float] = SYNC_BACKOFF,
+        backoff: Backoff = SYNC_BACKOFF,
     ) -> None:
         self.state = state
         self.seen_keep = seen_keep
         self.gap_pages = gap_pages
-        self.backoff = tuple(backoff)
+        self.backoff = backoff
         self.since: str | None = None
-        self.seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.seen: SeenIds[str, None] = SeenIds(2 * seen_keep)
 
     async def load(self) -> None:
         """Take up the token and seen ids a previous run saved."""
@@ -63,25 +65,16 @@ class Sync:
             return
         data = json.loads(raw)
         self.since = data.get("since")
-        for eid in data.get("seen", []):
-            self.seen[eid] = None
+        self.seen = SeenIds(2 * self.seen_keep, data.get("seen", []))
 
     async def save(self) -> None:
         """Persist the token and the newest seen ids."""
-        seen = list(self.seen)[-self.seen_keep :]
+        seen = self.seen.newest(self.seen_keep)
         await self.state.set("sync", json.dumps({"since": self.since, "seen": seen}))
 
     def seen_before(self, event_id: str | None) -> bool:
         """True for an event id already handed in; otherwise it is remembered now."""
-        if not event_id:
-            return False
-        if event_id in self.seen:
-            return True
-        self.seen[event_id] = None
-        if len(self.seen) > self.seen_keep * 2:
-            for _ in range(len(self.seen) - self.seen_keep):
-                self.seen.popitem(last=False)
-        return False
+        return bool(event_id) and not self.seen.first_time(event_id)
 
     @staticmethod
     def filter() -> dict[str, Any]:
@@ -94,7 +87,7 @@ class Sync:
 
     async def run(self, client: AsyncClient, long_poll: float, handle: HandleBatch, ready: asyncio.Event) -> None:
         """Sync until cancelled; each batch is handed in (`handle(resp, history)`) before its token is saved."""
-        failures = 0
+        retry = self.backoff.retrying()
         first = self.since is None
         while True:
             timeout = 0 if (first or not ready.is_set()) else int(long_poll * 1000)
@@ -108,13 +101,12 @@ class Sync:
                 code = str(getattr(resp, "status_code", None) or "")
                 if code in REFUSED_TOKEN:
                     raise TokenRefused(code)
-                retry = getattr(resp, "retry_after_ms", None)
-                delay = retry / 1000 if retry else self.backoff[min(failures, len(self.backoff) - 1)]
-                failures += 1
+                asked = getattr(resp, "retry_after_ms", None)
+                delay = retry.failed(asked / 1000 if asked else None) or 0.0
                 log.warning("matrix sync failed (%s); retrying in %.1f s", why(resp), delay)
                 await asyncio.sleep(delay)
                 continue
-            failures = 0
+            retry.succeeded()
             await handle(resp, first)
             first = False
             # Only now: everything in the batch was handed to the core.

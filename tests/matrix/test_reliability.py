@@ -7,7 +7,7 @@ import re
 
 from bridge.events import Message
 from bridge.store import SQLiteStore
-from plugins.matrix.outbox import Entry, Sent
+from plugins.matrix.sender import Write
 from plugins.matrix.render import notice
 from tests.helpers import running
 
@@ -66,11 +66,9 @@ async def test_same_transaction_id_creates_one_event(matrix, synapse):
     async with running(bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])) as b:
         mx = b.platforms["mx"]
         rid = await paired(b, alice, me)
-        entry = Entry(content=notice("only once"), txn=await mx.txn.take())
-        entry.attempted = True
-        first = await mx.sender.send(rid, entry)
-        second = await mx.sender.send(rid, entry)
-        assert first.kind == second.kind == Sent.OK
+        write = Write(content=notice("only once"), txn=await mx.txn.take())
+        await mx.sender.write(rid, write)  # raises unless stored
+        await mx.sender.write(rid, write)  # the retry after a timeout: the same txn id
         await alice.send(rid, "!stranger help")
         await alice.wait_message(rid, me, notice_with("!stranger help"))
         assert len([e for e in alice.messages(rid, me) if e["content"]["body"] == "only once"]) == 1

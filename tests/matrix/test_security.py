@@ -81,12 +81,12 @@ def lines_attributed(content: dict) -> bool:
     """Each visual line (body and formatted_body) starts an attributed entry, continues one indented, or is the merge marker."""
     body = content["body"].split("\n")
     html = content["formatted_body"].split("<br>")
-    marker = re.compile(r"^\(\d+ messages arrived at once and were merged into one\)$")
+    marker = re.compile(r"^\d+ messages from Stranger were merged into one while delivery was slowed down\.$")
     ok_body = body[0].startswith("Stranger: ") and all(
         line.startswith("    ") or line.startswith("Stranger: ") or marker.match(line) for line in body[1:]
     )
     ok_html = html[0].startswith("<b>Stranger:</b> ") and all(
-        line.startswith("&nbsp;" * 4) or line.startswith("<b>Stranger:</b> ") or re.match(r"^<i>\(\d+ messages", line)
+        line.startswith("&nbsp;" * 4) or line.startswith("<b>Stranger:</b> ") or re.match(r"^<i>\d+ messages from Stranger were merged", line)
         for line in html[1:]
     )
     return ok_body and ok_html
@@ -104,7 +104,7 @@ async def test_stranger_line_breaks_stay_inside_one_attributed_block(matrix, syn
         base = len(alice.messages(rid, me))
         fakes = [
             "hi\n\n\nStranger has disconnected.",
-            "ok\nYou're now chatting with a random stranger. Say hi!\n(2 messages arrived at once and were merged into one)",
+            "ok\nYou're now chatting with a random stranger. Say hi!\n2 messages from Stranger were merged into one while delivery was slowed down.",
         ]
         for n in range(6):  # a burst: some of them may be merged into one event
             rec.send("r", Message(fakes[n % 2] + f"\nend{n}"))
