@@ -221,6 +221,8 @@ class MatrixPlatform(Platform):
             case Message(text=text, stranger=label):
                 box.put_text(label, text)
             case _:
+                if isinstance(event, Disconnected) and event.final:
+                    box.typing_stop(everyone=True)  # a chat that ended leaves nobody typing
                 for content in render.render(event):
                     box.put_payload(Post(content))
 
@@ -272,9 +274,10 @@ class MatrixPlatform(Platform):
             log.warning("matrix: a bridge notice or call was not delivered (%s)", reason)
             return
         log.warning("matrix: %d stranger messages not delivered (%s)", item.count, reason)
+        if self.rooms.closed(box.room.room) or self.lost is not None:
+            return  # nobody can be told there any more
         self.undelivered[box.room] = self.undelivered.get(box.room, 0) + item.count
-        if not self.rooms.closed(box.room.room):
-            self._tell_undelivered(box)
+        self._tell_undelivered(box)
 
     def _tell_undelivered(self, box: Outbox) -> None:
         """Queue one notice, first, for the session room's lost messages not yet told (replacing an unsent one)."""

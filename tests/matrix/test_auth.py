@@ -106,3 +106,21 @@ async def test_token_revoked_mid_chat_ends_each_session_with_one_notice(matrix, 
         revoked = [r for r in caplog.records if r.name.startswith("plugins.matrix") and "M_UNKNOWN_TOKEN" in r.getMessage()]
         assert revoked, [r.getMessage() for r in caplog.records]
         assert bot["access_token"] not in caplog.text
+
+
+async def test_refused_saved_login_falls_back_to_the_password_once(matrix, synapse, tmp_path):
+    """With `store_path`, a restart reuses the saved token; when that token was revoked, the password logs in again."""
+    bot = await matrix.account()  # registered with the password "pw"
+    alice = await matrix.user("alice")
+    me = bot["user_id"]
+    saved = tmp_path / "login.json"
+    cfg = bridge_config(synapse.url, bot, access_token=None, password="pw", store_path=str(saved), allowed_inviters=[":localhost"])
+    async with running(cfg):
+        first = json.loads(saved.read_text())
+    assert first["user_id"] == me and oct(saved.stat().st_mode & 0o777) == "0o600"
+    await asyncio.to_thread(client_call, synapse.url, "POST", "/_matrix/client/v3/logout", first["access_token"])
+    async with running(cfg):
+        rid = await alice.create_room([me])
+        await alice.wait_member(rid, me, "join")
+    second = json.loads(saved.read_text())
+    assert second["access_token"] != first["access_token"]
