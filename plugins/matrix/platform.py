@@ -10,8 +10,9 @@ from nio import AsyncClient, SyncResponse
 
 from bridge.abc import CredentialsError, Platform
 from bridge.backoff import Backoff
-from bridge.events import Connected, Disconnected, Event, Message, Room, StoppedTyping, Typing, Waiting
+from bridge.events import Connected, Disconnected, Event, Message, Mode, Room, StoppedTyping, Typing, Waiting
 from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
+from bridge.wording import not_delivered
 
 from . import render
 from .appservice import Pushed
@@ -276,6 +277,13 @@ class MatrixPlatform(Platform):
         log.warning("matrix: %d stranger messages not delivered (%s)", item.count, reason)
         if self.rooms.closed(box.room.room) or self.lost is not None:
             return  # nobody can be told there any more
+        sid = box.room.format()
+        start = self.rooms.last_start.get(sid)
+        if sid in self.rooms.active and not (start is not None and start.mode is Mode.ASK):
+            # The stranger is told about that very message, in the core's words and through the
+            # chat as the core does for a platform that refuses a message (a spy's strangers do not
+            # know the spy: nobody to tell).
+            self.submit(Room(self.name, sid), Message(not_delivered(item.text)))
         self.undelivered[box.room] = self.undelivered.get(box.room, 0) + item.count
         self._tell_undelivered(box)
 

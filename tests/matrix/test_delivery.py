@@ -42,3 +42,9 @@ async def test_homeserver_away_longer_than_the_retries_one_notice_covers_the_los
             ("m.text", "Stranger: after the outage"),
         ]
         assert failures(b, "transient") >= 2  # the two messages (and the notice that failed while Synapse was down)
+        # The stranger was told about each of those very messages, once, and about nothing else.
+        told = [m.text for m in await rec.wait_count("r", Message, 2, timeout=20)]
+        assert told == [
+            "[bridge] Your message was not delivered: “lost-one”",
+            "[bridge] Your message was not delivered: “lost-two”",
+        ]
