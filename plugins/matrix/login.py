@@ -8,7 +8,7 @@ import logging
 import os
 from pathlib import Path
 
-from nio import AsyncClient, AsyncClientConfig, LoginResponse
+from nio import AsyncClient, AsyncClientConfig, LoginResponse, WhoamiResponse
 
 from bridge.abc import CredentialsError
 from bridge.backoff import Backoff
@@ -18,6 +18,8 @@ from .config import MatrixConfig
 __all__ = [
     "LOGIN_BACKOFF",
     "REFUSED_LOGIN",
+    "REFUSED_TOKEN",
+    "check_token",
     "forget_saved_login",
     "login",
     "new_client",
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 LOGIN_BACKOFF = Backoff(base=0.2, factor=2.5, cap=5.0, attempts=None)  # while the homeserver is away
 # Login answers that no retry can change (a wrong password, a deactivated or unknown account).
 REFUSED_LOGIN = frozenset({"M_FORBIDDEN", "M_USER_DEACTIVATED", "M_INVALID_USERNAME", "M_UNKNOWN_TOKEN"})
+# Answers meaning the access token is gone for good (revoked, logged out, account deactivated).
+REFUSED_TOKEN = frozenset({"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN", "M_USER_DEACTIVATED"})
 
 
 def new_client(cfg: MatrixConfig) -> AsyncClient:
@@ -84,6 +88,23 @@ async def login(cfg: MatrixConfig, *, as_token: str | None = None, backoff: Back
         await retry.wait(asked / 1000 if asked else None)
     write_saved_login(cfg, resp.device_id, resp.access_token)
     return client
+
+
+async def check_token(client: AsyncClient, cfg: MatrixConfig, *, backoff: Backoff = LOGIN_BACKOFF) -> None:
+    """Ask whose token it is (ghost mode has no /sync that would find a refused as_token); waits while the server is away."""
+    retry = backoff.retrying()
+    while True:
+        try:
+            resp = await client.whoami()
+        except Exception as exc:  # homeserver not up yet
+            resp = exc
+        if isinstance(resp, WhoamiResponse):
+            return
+        code = str(getattr(resp, "status_code", None) or "")
+        if code in REFUSED_TOKEN:
+            raise CredentialsError(f"the homeserver refused the as_token of {cfg.user_id} ({code}); check the registration")
+        log.warning("matrix: checking the token failed (%s); retrying", code or type(resp).__name__)
+        await retry.wait()
 
 
 def read_saved_login(cfg: MatrixConfig) -> dict[str, str] | None:

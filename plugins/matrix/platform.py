@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -17,7 +18,7 @@ from bridge.wording import not_delivered
 from . import render
 from .appservice import Pushed
 from .config import MatrixConfig
-from .login import forget_saved_login, login
+from .login import check_token, forget_saved_login, login
 from .receive import ENCRYPTED_REASON, Receiver
 from .rooms import RoomState, SessionRoom
 from .sender import GhostLeave, GhostTyping, Post, RoomSender
@@ -48,7 +49,7 @@ class MatrixPlatform(Platform):
         self.txn = TxnIds(self.state)
         self.rooms = RoomState(cfg.remember_rooms)
         self.sync = sync or Sync(self.state)
-        self.sender = RoomSender(cfg, self.rooms, self.txn, self.refuse_encrypted, self._told)
+        self.sender = RoomSender(cfg, self.rooms, self.txn, self.refuse_encrypted, self._told, self._token_refused)
         self.stats = self.sender.stats  # request results by kind, for tests and status
         policy = OutboxPolicy(
             platform=self.name,
@@ -65,6 +66,7 @@ class MatrixPlatform(Platform):
         self.ghosts: Any = None  # ghost mode (plugins.matrix.ghosts.Ghosts) when `appservice` is set
         self.undelivered: dict[SessionRoom, int] = {}  # lost stranger messages not told yet
         self.lost: str | None = None  # the error code once the homeserver refused our token while running
+        self._refused: asyncio.Future[str] | None = None  # set with the error code when the token is refused
         self._ready = asyncio.Event()
         self._saving: asyncio.Task | None = None
 
@@ -101,11 +103,13 @@ class MatrixPlatform(Platform):
             if self.ghosts is not None:
                 # The appservice sender cannot /sync: events arrive by push on the listener.
                 self.client = self.sender.client = await login(self.cfg, as_token=self.ghosts.reg.as_token)
+                await check_token(self.client, self.cfg)
                 await self.ghosts.start()
+                self._refused = asyncio.get_running_loop().create_future()
                 self._ready.set()
-                await asyncio.Event().wait()
-            else:
-                await self._sync()
+                self._token_lost(await self._refused)  # a send was refused the as_token
+                raise self._refused_error(self._refused.result())
+            await self._sync()
         finally:
             self.outboxes.close()
             self.ghost_typing.close()
@@ -119,20 +123,46 @@ class MatrixPlatform(Platform):
         saved_login_tried = False
         while True:
             self.client = self.sender.client = await login(self.cfg)
-            try:
-                await self.sync.run(self.client, self.cfg.sync_timeout, self.handle_sync, self._ready)
-            except TokenRefused as exc:
-                if not self._ready.is_set() and not saved_login_tried and forget_saved_login(self.cfg):
-                    log.warning("matrix: the saved login was refused (%s); logging in with the password again", exc.code)
-                    saved_login_tried = True
-                    await self.client.close()
-                    continue
-                if self._ready.is_set():
-                    self._token_lost(exc.code)
-                raise CredentialsError(
-                    f"the homeserver refused the access token of {self.cfg.user_id} ({exc.code}); "
-                    "set a new access_token (or password) and restart"
-                ) from None
+            code = await self._sync_until_refused()
+            if not self._ready.is_set() and not saved_login_tried and forget_saved_login(self.cfg):
+                log.warning("matrix: the saved login was refused (%s); logging in with the password again", code)
+                saved_login_tried = True
+                await self.client.close()
+                continue
+            if self._ready.is_set():
+                self._token_lost(code)
+            raise self._refused_error(code)
+
+    async def _sync_until_refused(self) -> str:
+        """Run the sync loop until the homeserver refuses the token, in /sync or in a send; its error code."""
+        assert self.client is not None
+        refused = self._refused = asyncio.get_running_loop().create_future()
+        syncing = asyncio.get_running_loop().create_task(
+            self.sync.run(self.client, self.cfg.sync_timeout, self.handle_sync, self._ready), name="matrix sync"
+        )
+        try:
+            await asyncio.wait({syncing, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            syncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await syncing
+        if refused.done():
+            return refused.result()
+        error = syncing.exception()
+        if isinstance(error, TokenRefused):
+            return error.code
+        raise error if error is not None else RuntimeError("the sync loop ended")
+
+    def _token_refused(self, code: str) -> None:
+        """A request was refused the token (revoked, logged out): the sync loop (or ghost mode) stops now."""
+        if self._refused is not None and not self._refused.done():
+            self._refused.set_result(code)
+
+    def _refused_error(self, code: str) -> CredentialsError:
+        return CredentialsError(
+            f"the homeserver refused the access token of {self.cfg.user_id} ({code}); "
+            "set a new access_token (or password) and restart"
+        )
 
     def _token_lost(self, code: str) -> None:
         """The token was revoked while running: nothing can be sent any more, so every chat ends now."""

@@ -18,6 +18,7 @@ from bridge.outbox import Item, Permanent, RateLimited, merge_marker
 
 from . import render
 from .config import MatrixConfig
+from .login import REFUSED_TOKEN
 from .rooms import RoomState, SessionRoom
 from .txn import TxnIds
 
@@ -110,12 +111,14 @@ class RoomSender:
         txn: TxnIds,
         on_encrypted: Callable[[str], Awaitable[None]],
         on_told: Callable[[SessionRoom, int], None],
+        on_token_refused: Callable[[str], None],
     ) -> None:
         self.cfg = cfg
         self.rooms = rooms
         self.txn = txn
         self.on_encrypted = on_encrypted  # a room turned out to be encrypted: end its chats and leave
         self.on_told = on_told  # a "not delivered" notice went out: (session room, messages it covers)
+        self.on_token_refused = on_token_refused  # the homeserver refused our token: (its error code)
         self.stats: collections.Counter[str] = collections.Counter()  # request results by kind, for tests and status
         self.client: AsyncClient | None = None  # set once logged in
         self.ghosts: Any = None  # plugins.matrix.ghosts.Ghosts in ghost mode
@@ -159,6 +162,8 @@ class RoomSender:
         """One request; raises the outbox's Permanent / RateLimited, or SendFailed to be retried."""
         result = await self.request(rid, write)
         self.stats[result.kind] += 1
+        if result.kind == Sent.FATAL and result.error in REFUSED_TOKEN:
+            self.on_token_refused(result.error)
         _raise_for(result)
 
     async def request(self, rid: str, write: Write) -> Sent:

@@ -14,15 +14,13 @@ from bridge.abc import KeyValue
 from bridge.backoff import Backoff
 from bridge.dedupe import SeenIds
 
-__all__ = ["REFUSED_TOKEN", "SYNC_BACKOFF", "Sync", "TokenRefused", "why"]
+from .login import REFUSED_TOKEN
+
+__all__ = ["SYNC_BACKOFF", "Sync", "TokenRefused", "why"]
 
 log = logging.getLogger(__name__)
 
 SYNC_BACKOFF = Backoff(base=0.2, factor=2.5, cap=5.0, attempts=None)  # the daemon waits for the homeserver
-
-# Answers meaning the access token is gone for good (revoked, logged out, account deactivated).
-REFUSED_TOKEN = frozenset({"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN", "M_USER_DEACTIVATED"})
-
 
 class TokenRefused(Exception):
     """The homeserver refused the access token for good; `code` is its error code."""

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
-from bridge.events import Connected, Disconnected, Start, Waiting
+from bridge.events import Connected, Disconnected, Message, Start, Waiting
 from tests.helpers import running
 
 from .conftest import bridge_config, paired, unique
@@ -124,3 +124,19 @@ async def test_refused_saved_login_falls_back_to_the_password_once(matrix, synap
         await alice.wait_member(rid, me, "join")
     second = json.loads(saved.read_text())
     assert second["access_token"] != first["access_token"]
+
+
+async def test_a_message_the_revoked_token_cannot_send_is_told_then_the_chat_ends(matrix, synapse):
+    """Logged out mid-chat (a long /sync poll): the stranger's next message is told as not delivered, then the chat ends."""
+    bot = await matrix.account()
+    alice = await matrix.user("alice")
+    me = bot["user_id"]
+    async with running(bridge_config(synapse.url, bot, allowed_inviters=[":localhost"], sync_timeout=120.0)) as b:
+        rec = b.platforms["rec"]
+        await paired(b, alice, me, "r")
+        await asyncio.to_thread(client_call, synapse.url, "POST", "/_matrix/client/v3/logout", bot["access_token"])
+        rec.send("r", Message("after the logout"))
+        await rec.wait_for("r", Disconnected, timeout=30)
+        told = [m.text for m in rec.events("r", Message)]
+        assert told == ["[bridge] Your message was not delivered: “after the logout”"]
+        assert b.platforms["mx"].lost == "M_UNKNOWN_TOKEN"
