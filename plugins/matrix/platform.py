@@ -29,8 +29,6 @@ __all__ = ["MatrixPlatform"]
 
 log = logging.getLogger(__name__)
 
-# Waits between tries of one event against timeouts and 5xx (send_attempts tries in all).
-SEND_BACKOFF = Backoff(base=0.2, factor=2.5, cap=10.0, attempts=None)
 TYPING_EVERY = 5.0  # seconds between typing calls while someone types (each call shows it for typing_timeout)
 MERGE_BACKLOG = 5  # stranger messages waiting that are merged even when the room is not slowed
 RATE_WAITS = 30  # 429s one event waits out before it is given up
@@ -53,7 +51,7 @@ class MatrixPlatform(Platform):
         self.stats = self.sender.stats  # request results by kind, for tests and status
         policy = OutboxPolicy(
             platform=self.name,
-            delays=tuple(SEND_BACKOFF.delay(n) for n in range(1, cfg.send_attempts)),
+            retry=Backoff(base=0.2, factor=2.5, cap=10.0, attempts=cfg.send_attempts),  # timeouts and 5xx
             merge_backlog=MERGE_BACKLOG,
             merge_limit=min(cfg.merge_budget, render.PART_SIZE),  # a merged text is one event
             typing_every=TYPING_EVERY,
@@ -329,9 +327,8 @@ class MatrixPlatform(Platform):
                     missing -= item.payload.covers
                 else:
                     box.queue.remove(item)
-        if missing > 0:
-            box.put_payload(Post(render.notice(render.undelivered(missing)), covers=missing), notify=False)
-            box.queue.rotate(1)  # before everything newer than the loss
+        if missing > 0:  # before everything newer than the loss
+            box.put_payload(Post(render.notice(render.undelivered(missing)), covers=missing), notify=False, first=True)
 
     def _told(self, where: SessionRoom, covers: int) -> None:
         left = self.undelivered.get(where, 0) - covers

@@ -135,10 +135,10 @@ class RoomSender:
         else:
             ghost = None
             contents = render.message(item.text, item.label, item.marker)
-        for part in range(item.progress, len(contents)):
+        for part in range(item.memo.get("parts_sent", 0), len(contents)):
             txn = item.key if len(contents) == 1 else f"{item.key}.{part}"
             await self.write(room.room, Write(content=contents[part], thread=room.root, txn=txn, sender=ghost))
-            item.progress = part + 1
+            item.memo["parts_sent"] = part + 1
 
     async def send_payload(self, room: SessionRoom, item: Item) -> None:
         """A bridge notice from the bot."""

@@ -11,7 +11,7 @@ from .conftest import bridge_config, paired
 
 
 def failures(bridge, reason: str) -> int:
-    return bridge.metrics.counters[("delivery_failures", (("platform", "mx"), ("reason", reason)))]
+    return bridge.metrics.counter("deliver_failures", platform="mx", reason=reason)
 
 
 async def until(predicate, timeout: float = 30.0) -> None:
