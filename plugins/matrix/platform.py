@@ -60,6 +60,7 @@ class MatrixPlatform(Platform):
         )
         self.outboxes = Outboxes(self.sender, policy, metrics=self.metrics, on_given_up=self._given_up)
         self.ghost_typing = Outboxes(GhostTyping(self.sender), policy, metrics=self.metrics)  # per (room, ghost)
+        self.metrics.gauge_source("queue_depth", ("owner", "queue"), self._queue_depth)
         self.receiver = Receiver(self, cfg, self.rooms, self.sync)
         self.ghosts: Any = None  # ghost mode (plugins.matrix.ghosts.Ghosts) when `appservice` is set
         self.undelivered: dict[SessionRoom, int] = {}  # lost stranger messages not told yet
@@ -136,7 +137,8 @@ class MatrixPlatform(Platform):
         assert self.client is not None
         refused = self._refused = asyncio.get_running_loop().create_future()
         syncing = asyncio.get_running_loop().create_task(
-            self.sync.run(self.client, self.cfg.sync_timeout, self.handle_sync, self._ready), name="matrix sync"
+            self.sync.run(self.client, self.cfg.sync_timeout, self.handle_sync, self._ready, self._reachable),
+            name="matrix sync",
         )
         try:
             await asyncio.wait({syncing, refused}, return_when=asyncio.FIRST_COMPLETED)
@@ -150,6 +152,16 @@ class MatrixPlatform(Platform):
         if isinstance(error, TokenRefused):
             return error.code
         raise error if error is not None else RuntimeError("the sync loop ended")
+
+    def _reachable(self, up: bool) -> None:
+        """Readiness on /metrics follows /sync once started (the daemon says ready at start-up)."""
+        if self._ready.is_set() and self.metrics.ready.get(self.name) is not up:
+            if not up:
+                log.info("matrix: the homeserver does not answer /sync; not ready until it does")
+            self.metrics.set_ready(self.name, up)
+
+    def _queue_depth(self) -> dict[tuple[str, ...], float]:
+        return {(self.name, "outbox"): float(self.outboxes.depth())}
 
     def _token_refused(self, code: str) -> None:
         """A request was refused the token (revoked, logged out): the sync loop (or ghost mode) stops now."""
@@ -165,6 +177,7 @@ class MatrixPlatform(Platform):
     def _token_lost(self, code: str) -> None:
         """The token was revoked while running: nothing can be sent any more, so every chat ends now."""
         self.lost = code
+        self.metrics.set_ready(self.name, False)
         self.outboxes.close()
         self.ghost_typing.close()
         ended = sorted(self.rooms.active)

@@ -83,8 +83,18 @@ class Sync:
             "room": {"timeline": {"limit": 100}, "account_data": {"types": []}},
         }
 
-    async def run(self, client: AsyncClient, long_poll: float, handle: HandleBatch, ready: asyncio.Event) -> None:
-        """Sync until cancelled; each batch is handed in (`handle(resp, history)`) before its token is saved."""
+    async def run(
+        self,
+        client: AsyncClient,
+        long_poll: float,
+        handle: HandleBatch,
+        ready: asyncio.Event,
+        reachable: Callable[[bool], None] | None = None,
+    ) -> None:
+        """Sync until cancelled; each batch is handed in (`handle(resp, history)`) before its token is saved.
+
+        `reachable(False)` after a failed /sync, `reachable(True)` after each batch handled.
+        """
         retry = self.backoff.retrying()
         first = self.since is None
         while True:
@@ -101,6 +111,8 @@ class Sync:
                     raise TokenRefused(code)
                 asked = getattr(resp, "retry_after_ms", None)
                 delay = retry.failed(asked / 1000 if asked else None) or 0.0
+                if reachable is not None:
+                    reachable(False)
                 log.warning("matrix sync failed (%s); retrying in %.1f s", why(resp), delay)
                 await asyncio.sleep(delay)
                 continue
@@ -111,6 +123,8 @@ class Sync:
             self.since = resp.next_batch
             await self.save()
             ready.set()
+            if reachable is not None:
+                reachable(True)
 
     async def fill_gap(self, client: AsyncClient, rid: str, prev_batch: str | None, events: list[dict]) -> list[dict]:
         """A limited timeline skipped events since our token: fetch them with /messages."""

@@ -28,12 +28,15 @@ async def test_homeserver_away_longer_than_the_retries_one_notice_covers_the_los
         rec = b.platforms["rec"]
         rid = await paired(b, alice, me)
         base = len(alice.messages(rid, me))
+        assert b.metrics.ready["mx"] is True
         await asyncio.to_thread(synapse.kill)
+        await until(lambda: b.metrics.ready["mx"] is False)  # /metrics says the platform is away
         rec.send("r", Message("lost-one"))
         await until(lambda: failures(b, "transient") >= 1)
         rec.send("r", Message("lost-two"))
         await until(lambda: failures(b, "transient") >= 2)
         await asyncio.to_thread(synapse.start)
+        await until(lambda: b.metrics.ready["mx"] is True, timeout=40)
         rec.send("r", Message("after the outage"))
         await alice.wait_message(rid, me, "Stranger: after the outage", timeout=40)
         shown = [(e["content"]["msgtype"], e["content"]["body"]) for e in alice.messages(rid, me)[base:]]
@@ -43,6 +46,8 @@ async def test_homeserver_away_longer_than_the_retries_one_notice_covers_the_los
         ]
         assert failures(b, "transient") >= 2  # the two messages (and the notice that failed while Synapse was down)
         # The stranger was told about each of those very messages, once, and about nothing else.
+        await b.platforms["mx"].flush()
+        assert b.metrics.gauges("queue_depth")[("mx", "outbox")] == 0.0  # the platform's outbox depth is on /metrics
         told = [m.text for m in await rec.wait_count("r", Message, 2, timeout=20)]
         assert told == [
             "[bridge] Your message was not delivered: “lost-one”",
