@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_val
 from .events import Event, Room, Start
 from .metrics import Metrics
 
-__all__ = ["Backend", "Chat", "KeyValue", "Platform", "PluginConfig", "StrictModel", "Submit"]
+__all__ = ["Backend", "Chat", "CredentialsError", "KeyValue", "Platform", "PluginConfig", "StrictModel", "Submit"]
 
 # submit(room, event) hands a user-side event to the core. It never blocks and never raises for
 # a full inbox: the core answers an overflow with a notice in the room. Returns False when the
@@ -63,6 +63,14 @@ _PLACEHOLDERS = ("CHANGE-ME", "CHANGEME", "CHANGE_ME", "REPLACE-ME", "YOUR-TOKEN
 def _is_placeholder(secret: str) -> bool:
     upper = secret.strip().upper()
     return not upper or any(mark in upper for mark in _PLACEHOLDERS) or upper.startswith("<")
+
+
+class CredentialsError(Exception):
+    """Raised by a plugin whose credentials were refused for good (a wrong password, a revoked token).
+
+    Retrying cannot help: raised from `run` before the plugin is ready, the daemon exits with
+    status 2 and this message. The message names what was refused, never the secret itself.
+    """
 
 
 class KeyValue(Protocol):
