@@ -11,9 +11,8 @@ from nio import AsyncClient, SyncResponse
 
 from bridge.abc import CredentialsError, Platform
 from bridge.backoff import Backoff
-from bridge.events import Connected, Disconnected, Event, Message, Mode, Room, StoppedTyping, Typing, Waiting
+from bridge.events import Connected, Disconnected, Event, Message, Mode, Room, StoppedTyping, Typing, Undelivered, Waiting
 from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
-from bridge.wording import not_delivered
 
 from . import render
 from .appservice import Pushed
@@ -321,10 +320,9 @@ class MatrixPlatform(Platform):
         sid = box.room.format()
         start = self.rooms.last_start.get(sid)
         if sid in self.rooms.active and not (start is not None and start.mode is Mode.ASK):
-            # The stranger is told about that very message, in the core's words and through the
-            # chat as the core does for a platform that refuses a message (a spy's strangers do not
-            # know the spy: nobody to tell).
-            self.submit(Room(self.name, sid), Message(not_delivered(item.text)))
+            # The core tells the stranger about that very message (a spy's strangers do not know
+            # the spy: nobody to tell).
+            self.submit(Room(self.name, sid), Undelivered(item.text))
         self.undelivered[box.room] = self.undelivered.get(box.room, 0) + item.count
         self._tell_undelivered(box)
 
