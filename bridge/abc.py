@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import AsyncIterator, Callable
 import types
 import typing
@@ -57,12 +58,19 @@ class PluginConfig(StrictModel):
         return self
 
 
-_PLACEHOLDERS = ("CHANGE-ME", "CHANGEME", "CHANGE_ME", "REPLACE-ME", "YOUR-TOKEN", "YOUR_TOKEN", "XXX", "TODO")
+# Phrases long enough never to turn up by chance in a random token: refused anywhere in a secret.
+_PLACEHOLDERS = ("CHANGE-ME", "CHANGEME", "CHANGE_ME", "REPLACE-ME", "YOUR-TOKEN", "YOUR_TOKEN")
+# Short marks are refused only as a word of their own ("token-XXXX", "TODO") or as the whole value:
+# about one real Synapse token in a thousand holds "xxx" somewhere, in some case.
+_PLACEHOLDER_WORD = re.compile(r"(?<![A-Za-z0-9])(?:X{3,}|TODO|FIXME)(?![A-Za-z0-9])|^(?:x{3,}|todo|\.{3}|…)$", re.I)
 
 
 def _is_placeholder(secret: str) -> bool:
-    upper = secret.strip().upper()
-    return not upper or any(mark in upper for mark in _PLACEHOLDERS) or upper.startswith("<")
+    text = secret.strip()
+    upper = text.upper()
+    if not text or upper.startswith("<") or any(mark in upper for mark in _PLACEHOLDERS):
+        return True
+    return _PLACEHOLDER_WORD.search(text) is not None
 
 
 class CredentialsError(Exception):
