@@ -9,7 +9,7 @@ import secrets
 import time
 from collections import Counter
 
-from .nojs import notice_line
+from .nojs_html import notice_line
 from .render import worth_answering
 
 __all__ = ["Client", "Clients"]
@@ -55,6 +55,25 @@ class Client:
         batch, self.queue = self.queue, []
         self.dropped = False
         return batch
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until woken (True), or until `timeout` passes or a newer poll of this client
+        takes over (False)."""
+        fut = asyncio.get_running_loop().create_future()
+        previous, self.waiter = self.waiter, fut
+        if previous is not None and not previous.done():
+            previous.set_result(None)  # one open poll per client: the older one answers `null`
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        except TimeoutError:
+            return False
+        finally:
+            if self.waiter is fut:
+                self.waiter = None
+            elif not fut.done():
+                fut.cancel()
+        return self.waiter is None or self.waiter is fut
 
 
 class Clients:
@@ -106,6 +125,13 @@ class Clients:
         client.ended = True
         client.wake()
         return True
+
+    def take(self, client: Client) -> list[list]:
+        """The client's pending batch; a client whose chat's end is in it is forgotten (its id is dead)."""
+        batch = client.take()
+        if client.ended:
+            self.forget(client)
+        return batch
 
     def push(self, client: Client, items: list[list], *, force: bool = False) -> None:
         """Queue protocol events for a client (bounded unless `force`: the end of a chat is

@@ -204,7 +204,7 @@ async def test_spy_without_javascript_watches_labelled_strangers(bridge, web, ht
 
 def test_pure_rendering_escapes_everything_and_maps_the_start_form():
     from bridge.events import Connected, Question, Typing, Waiting
-    from plugins.web import nojs
+    from plugins.web import nojs_html as nojs
 
     assert nojs.lines(Message("<b>x</b>", stranger='Str"anger <1>'), spy=True) == [
         '<p class="line stranger"><b class="who">Str&quot;anger &lt;1&gt;:</b> <bdi class="text">&lt;b&gt;x&lt;/b&gt;</bdi></p>\n'
