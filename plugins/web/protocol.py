@@ -80,7 +80,7 @@ def parse_topics(raw: str) -> tuple[str, ...]:
     """The `topics` JSON array as clean, lower-case, de-duplicated interests."""
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting exhausts the decoder's recursion
         raise ProtocolError("topics must be a JSON array of strings") from None
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
         raise ProtocolError("topics must be a JSON array of strings")
