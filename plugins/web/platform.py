@@ -23,6 +23,7 @@ from .nojs import NoJsChat
 from .omegle_api import OmegleApi
 from .protocol import client_address, parse_form
 from .render import ends_chat, render
+from .serverlog import ServerLog
 
 __all__ = ["WebPlatform"]
 
@@ -64,7 +65,9 @@ class WebPlatform(Platform):
     async def run(self) -> None:
         """Serve until cancelled; ends clients that stop polling."""
         app = self.build_app()
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0, logger=ServerLog(self.metrics, self.name)
+        )
         await runner.setup()
         host, port = split_bind(self.config.bind)
         site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
