@@ -16,6 +16,10 @@ class WebConfig(PluginConfig):
     poll_window: float = Field(20.0, gt=0, le=300)  # seconds an /events long poll is held before `null`
     client_timeout: float = Field(60.0, gt=0)  # seconds without polling before a client is ended
     cors_origins: tuple[str, ...] = ()  # extra origins allowed to call the API; same origin always is
+    # The page's origin as browsers see it ("https://chat.example"). Unset: derived from a loopback
+    # bind (http://127.0.0.1:PORT, http://localhost:PORT, http://[::1]:PORT); on other binds the Host
+    # header is trusted (set it there: it is what refuses DNS-rebinding pages).
+    public_origin: str | None = None
     trusted_proxy_header: str | None = None  # e.g. "X-Forwarded-For"; only behind a proxy that sets it
     max_sessions_per_address: int = Field(32, ge=1)  # live client ids per client address
     max_polls_per_address: int = Field(64, ge=1)  # open /events long polls per client address
@@ -32,10 +36,18 @@ class WebConfig(PluginConfig):
     @field_validator("cors_origins")
     @classmethod
     def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for origin in value:
-            if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
-                raise ValueError(f"{origin!r}: an origin is scheme://host[:port], no path")
-        return tuple(o.lower() for o in value)
+        return tuple(_origin(o) for o in value)
+
+    @field_validator("public_origin")
+    @classmethod
+    def _public_origin(cls, value: str | None) -> str | None:
+        return None if value is None else _origin(value)
+
+
+def _origin(origin: str) -> str:
+    if not origin.startswith(("http://", "https://")) or origin.count("/") != 2 or origin.endswith("/"):
+        raise ValueError(f"{origin!r}: an origin is scheme://host[:port], no path")
+    return origin.lower()
 
 
 def split_bind(bind: str) -> tuple[str, int]:

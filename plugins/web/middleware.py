@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ __all__ = [
     "guard",
     "json_answer",
     "null",
+    "own_origins",
     "text",
 ]
 
@@ -45,6 +47,10 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 WIN = "win"
+# What a browser's cross-site (or same-site) request may reach: the page itself (a link to it is
+# fine). Everything else acts or counts against the address (an <img src=/start> on another site
+# would spend the visitor's session cap), so it is refused.
+CROSS_SITE_OK = frozenset({"/", "/static/app.js", "/static/style.css", "/favicon.ico"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -65,33 +71,72 @@ def null() -> web.Response:
     return web.Response(text="null", content_type="application/json")
 
 
+def own_origins(public_origin: str | None, host: str, port: int) -> frozenset[str] | None:
+    """The origins of our own page: the configured one, or those of a loopback bind; None when
+    neither is known (a public bind without public_origin: the Host header is all there is)."""
+    if public_origin is not None:
+        return frozenset({public_origin})
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return None
+    shown = f"[{host}]" if ":" in host else host
+    return frozenset(f"http://{name}:{port}" for name in ("localhost", "127.0.0.1", "[::1]", shown))
+
+
+def _netloc(origin: str) -> str:
+    try:
+        return urlsplit(origin).netloc.lower()
+    except ValueError:
+        return ""
+
+
 def guard(web_platform: WebPlatform) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """The middleware of the platform's application."""
     config = web_platform.config
 
-    def origin_allowed(origin: str, request: web.Request) -> bool:
-        if origin.lower() in config.cors_origins:
-            return True
-        try:
-            return urlsplit(origin).netloc.lower() == request.host.lower()
-        except ValueError:
-            return False
+    def refusal(request: web.Request, origin: str | None) -> str | None:
+        """Why a request is refused by the origin policy, or None.
+
+        Omegle-protocol clients send neither Origin nor Sec-Fetch-Site: they are never judged
+        here (GET /start works as the protocol says). Browsers send one or both: their request
+        must come from our own page (or a configured CORS origin), and, unless it comes from a
+        CORS origin, name our own host: a DNS-rebinding page is same-origin with itself, but its
+        Host header is the attacker's name."""
+        site = request.headers.get("Sec-Fetch-Site")
+        cors = origin is not None and origin.lower() in config.cors_origins
+        if origin is None and site is None:
+            return None
+        if site in ("cross-site", "same-site") and not cors and request.path not in CROSS_SITE_OK:
+            return "cross_site"
+        if cors:
+            return None
+        own = web_platform.origins
+        hosts = web_platform.hosts
+        if hosts is not None and request.host.lower() not in hosts:
+            return "host"
+        if origin is None:
+            return None
+        # Browsers send `Origin: null` with form posts under our no-referrer policy; the no-JS
+        # forms accept it (Sec-Fetch-Site above still refuses other sites' forms): /nojs/send
+        # acts only with the secret id, and /nojs/start opens a chat in the sender's own window.
+        if origin == "null" and request.path.startswith("/nojs/"):
+            return None
+        if own is not None:
+            return None if origin.lower() in own else "origin"
+        return None if _netloc(origin) == request.host.lower() else "origin"
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Origin policy (same origin, plus configured CORS origins), size and error answers,
+        """Origin policy (our own page, plus configured CORS origins), size and error answers,
         security headers on every response."""
         origin = request.headers.get("Origin")
-        # Browsers send `Origin: null` with form posts under our no-referrer policy; the no-JS
-        # forms accept it: /nojs/send acts only with the secret id, and a forged /nojs/start
-        # merely opens a chat in the sender's own window, as a link could.
-        allowed = (
-            origin is None
-            or (origin == "null" and request.path.startswith("/nojs/"))
-            or origin_allowed(origin, request)
-        )
+        refused = refusal(request, origin)
+        allowed = refused is None
         if not allowed:
-            web_platform.count("refused", "origin")
+            web_platform.count("refused", refused)
             response: web.StreamResponse = fail(403)
         elif request.method == "OPTIONS":
             response = web.Response(status=204)

@@ -18,7 +18,7 @@ from bridge.events import Connected, Disconnected, Event, Message, Room, Typing,
 from .clients import Client, Clients
 from .config import WebConfig, split_bind
 from .health import Health
-from .middleware import guard
+from .middleware import guard, own_origins
 from .nojs import NoJsChat
 from .omegle_api import OmegleApi
 from .protocol import client_address, parse_form
@@ -56,6 +56,8 @@ class WebPlatform(Platform):
         self.url: str | None = None  # http://host:port of the server, once listening
         self.counters: Counter[tuple[str, str]] = Counter()  # (name, label) → count, for /metrics
         self.closing = False
+        self.origins: frozenset[str] | None = None  # our page's origins, once listening (see own_origins)
+        self.hosts: frozenset[str] | None = None  # the Host values a browser request may carry
         self.nojs = NoJsChat(self)
         self._listening = asyncio.Event()
         self._files = {path: ((STATIC / name).read_bytes(), ctype) for path, (name, ctype) in _FILES.items()}
@@ -76,6 +78,13 @@ class WebPlatform(Platform):
             self.port = runner.addresses[0][1] if runner.addresses else port
             shown = f"[{host}]" if ":" in host else host
             self.url = f"http://{shown}:{self.port}"
+            self.origins = own_origins(self.config.public_origin, host, self.port)
+            if self.origins is None:
+                log.warning("web: public_origin is not set and %s is not loopback: the origin check trusts the Host header",
+                            host)
+            else:
+                bound = {f"{shown}:{self.port}", f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
+                self.hosts = frozenset({o.split("://", 1)[1] for o in self.origins} | bound)
             log.info("web: listening on %s", self.url)
             self._listening.set()
             await self._sweep_forever()
