@@ -158,6 +158,8 @@ def guard(web_platform: WebPlatform) -> Callable[[web.Request, Handler], Awaitab
                 if exc.status >= 500:
                     raise
                 response = fail(exc.status)
+                if exc.status == 408:
+                    response.force_close()  # the rest of a stalled body is not waited for
             except ProtocolError as exc:
                 web_platform.count("refused", "bad_request")
                 response = text(f"fail: {exc}", 400)

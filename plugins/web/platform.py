@@ -24,6 +24,7 @@ from .omegle_api import OmegleApi
 from .protocol import client_address, parse_form
 from .render import ends_chat, render
 from .serverlog import ServerLog
+from .transport import AcceptErrorFilter, ConnectionGate, GatedSite, descriptor_budget
 
 __all__ = ["WebPlatform"]
 
@@ -58,6 +59,7 @@ class WebPlatform(Platform):
         self.closing = False
         self.origins: frozenset[str] | None = None  # our page's origins, once listening (see own_origins)
         self.hosts: frozenset[str] | None = None  # the Host values a browser request may carry
+        self.gate: ConnectionGate | None = None  # open connections, once listening
         self.nojs = NoJsChat(self)
         self._listening = asyncio.Event()
         self._files = {path: ((STATIC / name).read_bytes(), ctype) for path, (name, ctype) in _FILES.items()}
@@ -67,12 +69,20 @@ class WebPlatform(Platform):
     async def run(self) -> None:
         """Serve until cancelled; ends clients that stop polling."""
         app = self.build_app()
+        config = self.config
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=1.0, logger=ServerLog(self.metrics, self.name)
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
+            logger=ServerLog(self.metrics, self.name), keepalive_timeout=config.header_timeout,
         )
         await runner.setup()
-        host, port = split_bind(self.config.bind)
-        site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
+        host, port = split_bind(config.bind)
+        per_address = None if config.trusted_proxy_header else config.max_connections_per_address
+        self.gate = ConnectionGate(
+            per_address, config.max_connections or descriptor_budget(), lambda why: self.count("refused", why)
+        )
+        site = GatedSite(runner, host, port, self.gate, backlog=config.listen_backlog)
+        accept_errors = AcceptErrorFilter()
+        logging.getLogger("asyncio").addFilter(accept_errors)
         try:
             await site.start()
             self.port = runner.addresses[0][1] if runner.addresses else port
@@ -93,6 +103,7 @@ class WebPlatform(Platform):
             for client in list(self.clients.by_key.values()):
                 client.wake()  # open long polls answer `null` at once
             await runner.cleanup()
+            logging.getLogger("asyncio").removeFilter(accept_errors)
 
     async def ready(self) -> None:
         """Returns once the server is listening (then `port` and `url` are set)."""
@@ -154,8 +165,13 @@ class WebPlatform(Platform):
         return client_address(request.remote, request.headers.get(header) if header else None)
 
     async def read_form(self, request: web.Request) -> dict[str, str]:
-        """The request's form body (bounded by client_max_size: 413 beyond)."""
-        body = await request.read()
+        """The request's form body (bounded by client_max_size: 413 beyond; by body_timeout: 408)."""
+        try:
+            async with asyncio.timeout(self.config.body_timeout):
+                body = await request.read()
+        except TimeoutError:
+            self.count("refused", "slow_body")
+            raise web.HTTPRequestTimeout() from None
         return parse_form(body, request.headers.get("Content-Type", ""))
 
     async def find_client(self, request: web.Request) -> tuple[Client | None, dict[str, str]]:
