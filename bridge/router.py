@@ -7,6 +7,7 @@ import logging
 from collections import Counter
 
 from .abc import Backend, Platform, Submit
+from .backoff import Backoff
 from .config import BridgeSection
 from .events import Disconnected, Envelope, Event, Origin, OriginError, Reason, Room, ServerNotice
 from .metrics import Metrics
@@ -17,7 +18,7 @@ __all__ = ["Router"]
 
 log = logging.getLogger(__name__)
 
-DELIVER_BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0)
+DELIVER_BACKOFF = Backoff(0.2, cap=4.0, jitter=0.2)  # attempts come from [bridge] deliver_attempts
 
 
 class Router:
@@ -128,7 +129,7 @@ class Router:
                     log.error("room %s: %s not delivered after %d attempts: %r", room, type(event).__name__, attempts, exc)
                     return False
                 log.warning("room %s: delivering %s failed (%r); retrying", room, type(event).__name__, exc)
-                await asyncio.sleep(DELIVER_BACKOFF[min(attempt, len(DELIVER_BACKOFF) - 1)])
+                await asyncio.sleep(DELIVER_BACKOFF.delay(attempt + 1))
         return False
 
     def spawn_notice(self, room: Room, text: str) -> None:

@@ -27,9 +27,9 @@ from .events import (
     Waiting,
 )
 from .inbox import Inbox
-from .limits import TokenBucket
+from .bucket import TokenBucket
 from .store import SessionRecord
-from .text import clean, cut
+from .hygiene import clean, cut
 
 if TYPE_CHECKING:
     from .router import Router

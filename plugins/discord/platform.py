@@ -33,16 +33,17 @@ from bridge.events import (
     Typing,
     Waiting,
 )
+from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes, Permanent
 
 from . import render
 from .config import DEFAULT_API_BASE, DEFAULT_GATEWAY_URL, DiscordConfig
-from .outbox import Outbox, Permanent
 
 __all__ = ["DiscordPlatform"]
 
 log = logging.getLogger(__name__)
 
 NONE = discord.AllowedMentions.none()
+TYPING_EVERY = 8.0  # seconds: Discord shows typing for about 10 s; never call more often than this
 WEBHOOK_NAME = "stranger-bridge"
 SEEN_IDS = 4096  # inbound message / interaction ids remembered for de-duplication
 HELP = (
@@ -195,7 +196,12 @@ class DiscordPlatform(Platform):
         self.client: _Client | None = None
         self.threads: dict[int, ThreadInfo] = {}  # open session threads (and DM rooms)
         self.by_user: dict[int, int] = {}
-        self.outboxes: dict[int, Outbox] = {}
+        self.outboxes = Outboxes(
+            self,
+            OutboxPolicy(platform="discord", delays=(0.5, 1.0, 2.0), slow_after=1.0, typing_every=TYPING_EVERY,
+                         merge_limit=render.MERGE_LIMIT),
+            metrics=self.metrics,
+        )
         self.gone: set[int] = set()  # threads the user archived, left or deleted: nothing more is posted
         self.webhooks: dict[int, tuple[int, str]] = {}  # parent channel -> (webhook id, token)
         self.no_webhook: set[int] = set()
@@ -209,7 +215,6 @@ class DiscordPlatform(Platform):
         self._dirty: set[int] = set()
         self._flush_wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
-        self.on_sent: Callable[[float], None] | None = None  # bench hook
         self._loaded = False
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -242,8 +247,7 @@ class DiscordPlatform(Platform):
                 await self.client.start(cfg.token.get_secret_value())
         finally:
             flusher.cancel()
-            for box in self.outboxes.values():
-                box.close()
+            self.outboxes.close()
             await self.session.close()
 
     async def ready(self) -> None:
@@ -252,7 +256,7 @@ class DiscordPlatform(Platform):
 
     async def flush(self) -> None:
         """Wait until every thread's queue is sent, then persist cursors."""
-        await asyncio.gather(*(box.drain() for box in list(self.outboxes.values())), return_exceptions=True)
+        await self.outboxes.drain()
         await self._write_dirty()
 
     def rooms_active(self, rooms: list[Room]) -> None:
@@ -386,7 +390,7 @@ class DiscordPlatform(Platform):
             if self.config.attachments == "links" and files:
                 text = "\n".join([text, *files]).strip()
             else:
-                self._outbox(info.id).put_payload(
+                self.outboxes.get(info.id).put_payload(
                     render.text_notice("Files and stickers are not sent to the stranger.")
                 )
         if text:
@@ -647,19 +651,13 @@ class DiscordPlatform(Platform):
 
     # ---- output ------------------------------------------------------------------------------
 
-    def _outbox(self, tid: int) -> Outbox:
-        box = self.outboxes.get(tid)
-        if box is None:
-            box = self.outboxes[tid] = Outbox(tid, self, on_sent=self.on_sent)
-        return box
-
     async def deliver(self, room: Room, event: Event) -> None:
         """Queue a stranger-side event on the thread's outbox (returns at once; sent in order)."""
         tid = int(room.id)
         if tid in self.gone:
             return  # the user archived, left or deleted the thread: post nothing more there
         info = self.threads.get(tid)
-        box = self._outbox(tid)
+        box = self.outboxes.get(tid)
         match event:
             case Message(text=text, stranger=label):
                 box.typing_stop(label)
@@ -713,6 +711,17 @@ class DiscordPlatform(Platform):
             pass
 
     # Sender (used by the outboxes) ------------------------------------------------------------
+
+    async def send_text(self, thread: int, item: Item) -> None:
+        marker = item.marker
+        await self.post_text(thread, item.label, item.text, render.merge_note(marker) if marker else None, item.key)
+
+    async def send_payload(self, thread: int, item: Item) -> None:
+        await self.post_payload(thread, item.payload, item.key)
+
+    async def send_typing(self, thread: int, on: bool) -> None:
+        if on:  # Discord has no "stopped typing" call: the indicator ends with a message or after 10 s
+            await self.post_typing(thread)
 
     async def post_text(self, thread: int, label: str | None, text: str, extra: str | None, nonce: str) -> None:
         info = self.threads.get(thread)

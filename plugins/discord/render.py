@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from bridge.events import Connected, Disconnected, Event, Question, ServerNotice, Waiting
-from bridge.text import cut, split
-from bridge.texts import describe
+from bridge.hygiene import cut, split
+from bridge.wording import describe
 
 __all__ = [
     "ALLOWED_MENTIONS",
@@ -14,10 +14,10 @@ __all__ = [
     "EPHEMERAL",
     "LIMIT",
     "MAX_PARTS",
-    "MERGE_MARKER",
+    "MERGE_LIMIT",
     "SUPPRESS_EMBEDS",
     "anonymise",
-    "merge",
+    "merge_note",
     "neutralise",
     "notice_payload",
     "stranger_payloads",
@@ -32,7 +32,7 @@ EPHEMERAL = 1 << 6
 ALLOWED_MENTIONS: dict = {"parse": [], "users": [], "roles": [], "replied_user": False}
 NOTICE_COLOUR = 0x5865F2
 ENDED_COLOUR = 0x80848E
-MERGE_MARKER = "-# ⏳ {n} messages from {who} were merged while Discord was slowing the bridge down."
+MERGE_LIMIT = LIMIT - 200  # characters of stranger text merged into one message (room for escapes)
 
 # Custom ids of the session buttons; the platform maps them back to user events.
 BUTTONS: dict[str, str] = {"stranger:next": "Next", "stranger:stop": "Stop", "stranger:report": "Report"}
@@ -108,9 +108,9 @@ def stranger_payloads(text: str, label: str | None, *, webhook: bool, extra: str
     return payloads
 
 
-def merge(texts: list[str], label: str | None) -> tuple[str, str]:
-    """Several queued messages of one stranger as one text, and the visible marker that says so."""
-    return "\n".join(texts), MERGE_MARKER.format(n=len(texts), who=label or "Stranger")
+def merge_note(marker: str) -> str:
+    """The outbox's merge marker as Discord shows it: a small line under the merged text."""
+    return f"-# ⏳ {marker}"
 
 
 def notice_payload(event: Event, *, buttons: bool | None = None) -> dict | None:

@@ -6,8 +6,8 @@ import html
 from typing import Any
 
 from bridge.events import Connected, Disconnected, Event, Message, Question, ServerNotice, Waiting
-from bridge.text import clean, split
-from bridge.texts import describe
+from bridge.hygiene import clean, split
+from bridge.wording import describe
 
 __all__ = [
     "MERGE_MARK",

@@ -23,7 +23,7 @@ from bridge.events import (
     Typing,
     Waiting,
 )
-from bridge.text import clean, cut
+from bridge.hygiene import clean, cut
 
 __all__ = [
     "AntinudeBanned",

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 from bridge.abc import Backend, Chat, PluginConfig
 from bridge.chatstream import ChatEvents, close_writer
 from bridge.events import Connected, Event, Message, Reason, ServerNotice, Start, Waiting
-from bridge.text import split
+from bridge.hygiene import split
 
 from .protocol import (
     CHUNK,

@@ -27,7 +27,7 @@ from bridge.events import (
     Start,
     Waiting,
 )
-from bridge.text import clean
+from bridge.hygiene import clean
 
 from .protocol import (
     MAX_MESSAGE,

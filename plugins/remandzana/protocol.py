@@ -299,8 +299,9 @@ class StreamParser:
 
     @staticmethod
     def _line_end(buf: str, body: int) -> int | None:
-        # Person text is escaped, so the first closing sequence really ends the line, and a
-        # "\n<" inside a line means it was cut off: it then ends there (and is reported garbage).
+        # Person text is escaped, so the first closing sequence really ends the line, and the start
+        # of a next chunk inside a line means it was cut off: it then ends there (and is reported
+        # garbage). Only a chunk's own opening counts: a message may end in "\n" before "</bdi>".
         if buf.startswith(_SYSTEM_OPEN, body):
             at = buf.find(_SYSTEM_END, body)
             at = -1 if at < 0 else at + len(_SYSTEM_END)
@@ -314,9 +315,10 @@ class StreamParser:
         else:
             at = buf.find("</div>", body)  # unknown line shape: take it whole and report it
             at = -1 if at < 0 else at + len("</div>")
-        cut = buf.find("\n<", body, None if at < 0 else at)
-        if cut >= 0:
-            return cut
+        stop = None if at < 0 else at
+        cuts = [c for c in (buf.find(_LINE_OPEN, body, stop), buf.find(HEARTBEAT, body, stop)) if c >= 0]
+        if cuts:
+            return min(cuts)
         return None if at < 0 else at
 
     @staticmethod

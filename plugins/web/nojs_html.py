@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from html import escape
 
 from bridge.events import Connected, Disconnected, Event, Message, Question, ServerNotice, Waiting
-from bridge.texts import describe
+from bridge.wording import describe
 
 __all__ = [
     "MAX_MESSAGE",

@@ -14,7 +14,7 @@ from bridge.events import (
     Typing,
     Waiting,
 )
-from bridge.texts import reason_text
+from bridge.wording import reason_text
 
 __all__ = ["SIGNIFICANT", "ends_chat", "render", "worth_answering"]
 

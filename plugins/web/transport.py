@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-__all__ = ["FD_RESERVE", "AcceptErrorFilter", "ConnectionGate", "GatedSite", "descriptor_budget"]
+__all__ = ["ACCEPT_ERROR", "AcceptErrorFilter", "ConnectionGate", "FD_RESERVE", "GatedSite", "descriptor_budget"]
 
 log = logging.getLogger(__name__)
 

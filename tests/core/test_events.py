@@ -49,7 +49,7 @@ def _modules():
                 yield ".".join(path.relative_to(root).with_suffix("").parts)
 
 
-@pytest.mark.parametrize("module", ["bridge.abc", "bridge.events", "bridge.store", "bridge.text", "bridge.config", "bridge.registry"])
+@pytest.mark.parametrize("module", ["bridge.abc", "bridge.events", "bridge.store", "bridge.hygiene", "bridge.config", "bridge.registry"])
 def test_core_modules_declare_all(module):
     import importlib
 

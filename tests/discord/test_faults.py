@@ -40,7 +40,7 @@ async def test_429_on_one_thread_merges_visibly_and_spares_the_others(server):
         await server.wait_until(lambda: len(tokens_in(server, ta, "a")) == len(sent))
         assert tokens_in(server, ta, "a") == sent  # nothing lost, nothing twice, in order
         merged = [m["content"] for m in server.bot_messages(ta) if "were merged" in m["content"]]
-        assert merged and merged[0].endswith("were merged while Discord was slowing the bridge down.")
+        assert merged and merged[0].endswith("were merged into one while delivery was slowed down.")
         assert all(r.body["allowed_mentions"]["parse"] == [] for r in server.writes("POST", HOOK))
 
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from bridge.events import Connected, Disconnected, Message, Mode, Start, StoppedTyping, Typing
-from plugins.discord import outbox
+from plugins.discord import platform as discord_platform
 from tests.helpers import running
 
 from .conftest import bridge, bridge_config
@@ -25,7 +25,7 @@ def locked(server, tid: int) -> bool:
 
 
 async def test_group_of_three_two_threads_and_a_room(server, monkeypatch):
-    monkeypatch.setattr(outbox, "TYPING_EVERY", 0.2)  # typing refreshes fast, so a stuck indicator shows
+    monkeypatch.setattr(discord_platform, "TYPING_EVERY", 0.2)  # typing refreshes fast, so a stuck indicator shows
     async with bridge(server) as b:
         rec = b.platforms["rec"]
         alice, bob = server.add_user("alice"), server.add_user("bob")
@@ -67,7 +67,7 @@ async def test_group_of_three_two_threads_and_a_room(server, monkeypatch):
         assert not server.channels[ta]["thread_metadata"].get("locked")
         # the typing bob left behind does not stay on alice's thread (no refresh calls keep coming)
         settled = len(typing_calls(server, ta))
-        await asyncio.sleep(outbox.TYPING_EVERY * 4)
+        await asyncio.sleep(discord_platform.TYPING_EVERY * 4)
         assert len(typing_calls(server, ta)) <= settled + 1
 
         rec.send("g", Message("still here"))
@@ -160,7 +160,7 @@ async def test_user_typing_times_out_to_stopped_typing(server):
 
 async def test_stranger_typing_refreshed_at_most_once_per_period(server, monkeypatch):
     # The period is shortened so a test can watch several refreshes; the rule is the same at 8 s.
-    monkeypatch.setattr(outbox, "TYPING_EVERY", 0.3)
+    monkeypatch.setattr(discord_platform, "TYPING_EVERY", 0.3)
     async with bridge(server) as b:
         rec = b.platforms["rec"]
         _, tid = await paired_with_rec(server, b)
@@ -175,8 +175,8 @@ async def test_stranger_typing_refreshed_at_most_once_per_period(server, monkeyp
         await wait_line(server, tid, "done")
         elapsed = time.perf_counter() - first
         calls = typing_calls(server, tid)
-        assert len(calls) <= 1 + elapsed // outbox.TYPING_EVERY + 1
+        assert len(calls) <= 1 + elapsed // discord_platform.TYPING_EVERY + 1
         # after the message the indicator is not refreshed any more
         settled = len(typing_calls(server, tid))
-        await asyncio.sleep(outbox.TYPING_EVERY * 3)
+        await asyncio.sleep(discord_platform.TYPING_EVERY * 3)
         assert len(typing_calls(server, tid)) <= settled

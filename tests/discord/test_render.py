@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bridge.events import Connected, Disconnected, Message, Question, Reason, ServerNotice, Typing, Waiting
-from bridge.text import CUT_MARKER
+from bridge.hygiene import CUT_MARKER
+from bridge.outbox import merge_marker
 from plugins.discord import render
 
 Z = "\u200b"
@@ -98,9 +99,10 @@ def test_one_huge_token_is_cut_not_looped():
 
 
 def test_merge_marker_is_small_text_the_stranger_cannot_produce():
-    [payload] = render.stranger_payloads("a\nb", "Stranger", webhook=True, extra=render.MERGE_MARKER.format(n=2, who="Stranger"))
-    assert payload["content"].endswith("\n-# ⏳ 2 messages from Stranger were merged while Discord was slowing the bridge down.")
-    [forged] = render.stranger_payloads(render.MERGE_MARKER.format(n=2, who="Stranger"), "Stranger", webhook=True)
+    note = render.merge_note(merge_marker(2, "Stranger"))
+    [payload] = render.stranger_payloads("a\nb", "Stranger", webhook=True, extra=note)
+    assert payload["content"].endswith("\n-# ⏳ 2 messages from Stranger were merged into one while delivery was slowed down.")
+    [forged] = render.stranger_payloads(note, "Stranger", webhook=True)
     assert forged["content"].startswith("\\-#")
 
 

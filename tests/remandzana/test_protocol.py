@@ -144,6 +144,13 @@ def test_not_a_chat_page():
         run('<html><body>no form<article id="lines">')
 
 
+@pytest.mark.parametrize("text", ["\n", "a\n", "\n\n<", "x\n</bdi>"])
+def test_text_ending_in_a_newline_is_one_chat_line(text):
+    # A "\n" before the closing tag is not the start of a next chunk (hypothesis once found this).
+    stream = PREAMBLE + chat("<span>Stranger</span>", text) + HEARTBEAT
+    assert run(stream)[1:] == [ChatLine("Stranger", text)]
+
+
 @given(st.lists(st.text(max_size=40), max_size=8), st.data())
 @settings(max_examples=60, deadline=None)
 def test_any_text_round_trips_whatever_the_splits(texts, data):

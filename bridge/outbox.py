@@ -1,0 +1,492 @@
+"""One room's ordered send queue, run by its own task: merge when slowed, bounded retries, typing pace.
+
+The one outbox of every platform (and of backends that queue lines). A platform declares its numbers
+in an `OutboxPolicy`, implements `Sender` (the REST calls for one room) and keeps its rooms' outboxes
+in an `Outboxes` registry, which drops an outbox as soon as it is idle.
+
+    policy = OutboxPolicy(platform="discord", delays=(0.5, 1.0, 2.0), slow_after=1.0, typing_every=8.0)
+    boxes = Outboxes(sender, policy, metrics=metrics, on_given_up=tell_both_sides)
+    box = boxes.get(room)          # made on first use
+    box.put_text("Stranger 1", "hi")   # mergeable stranger text
+    box.put_payload(notice)        # anything else the sender knows how to post, in order
+    box.put_call(archive)          # an ordered side effect (archive after the last notice)
+    box.typing_start(label); box.typing_stop(label)
+    await boxes.drain()            # at shutdown
+
+Behaviour, the same for everyone:
+- Items leave one at a time, in order, from the outbox's own task: a slow room never holds up others.
+- Merging: after a send that took at least `slow_after` seconds or was rate limited (or when
+  `merge_backlog` texts wait), consecutive waiting texts of one speaker become one `Item` whose
+  `count` says how many; `Item.marker` is the one visible marker text (`MERGE_MARKER`) the renderer
+  shows with it. Nothing is merged beyond `merge_limit` characters, so a merged text is never cut.
+- Retries: `Permanent` gives an item up at once; `RateLimited(after)` waits and retries (at most
+  `max_rate_waits` times in a row); any other exception is transient: retried after each of
+  `delays`, with the same `Item.key` and `Item.maybe_stored` set, so the sender can de-duplicate
+  (a Discord nonce, a Matrix transaction id, a read-back). Then the item is given up.
+- Given up: counted (`delivery_failures{platform, reason}`) and passed to `on_given_up(box, item,
+  reason)` so the platform can show one "not delivered" notice (items put with `notify=False`, such
+  as that notice itself, are given up silently). Attempts and retries are counted as well.
+- Typing is state, never a queue item: while anyone types, the sender's `send_typing(room, True)`
+  is called at most once per `typing_every` seconds (and again each period as a refresh); with
+  `typing_off` a `send_typing(room, False)` follows when the last typist stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "GivenUp",
+    "Item",
+    "MERGE_MARKER",
+    "Outbox",
+    "OutboxPolicy",
+    "Outboxes",
+    "Permanent",
+    "RateLimited",
+    "Sender",
+    "merge_marker",
+]
+
+log = logging.getLogger(__name__)
+
+#: The one text that says messages were merged; each renderer decides only how it looks.
+MERGE_MARKER = "{n} messages from {who} were merged into one while delivery was slowed down."
+
+
+def merge_marker(n: int, who: str | None) -> str:
+    """The merge marker for `n` messages of one speaker (None: the only stranger)."""
+    return MERGE_MARKER.format(n=n, who=who or "Stranger")
+
+
+class Permanent(Exception):
+    """A send that can never succeed (room gone, locked, forbidden): given up at once."""
+
+
+class RateLimited(Exception):
+    """The server asked to wait `retry_after` seconds; nothing was stored, so it is simply retried."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limited for {retry_after:.2f} s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxPolicy:
+    """A platform's numbers for its outboxes (data only: the mechanism is this module)."""
+
+    platform: str  # the label of every metric
+    delays: Sequence[float] = (0.5, 1.0, 2.0)  # waits before each retry; attempts = len(delays) + 1
+    slow_after: float = 1.0  # a send this slow (seconds) means the room is slowed: merge what waits
+    merge_backlog: int | None = None  # merge when this many texts of one speaker wait, even if not slowed
+    merge_limit: int = 1800  # characters one merged text may hold (the renderer's one-message budget)
+    typing_every: float = 8.0  # least seconds between two typing calls; also the refresh period
+    typing_off: bool = False  # the platform has a "stopped typing" call (Discord has none)
+    max_rate_waits: int = 20  # RateLimited answers in a row before an item is given up
+
+
+@dataclass(slots=True, eq=False)
+class Item:
+    """One queued write. The sender reads it and may keep its own bookkeeping in `progress`."""
+
+    kind: str  # "text" | "payload" | "call"
+    label: str | None = None  # text: the speaker (None: the only stranger)
+    text: str = ""
+    count: int = 1  # texts merged into this one
+    payload: Any = None  # payload: the platform's own data (a notice, an event)
+    call: Callable[[], Awaitable[None]] | None = None
+    notify: bool = True  # False: giving it up tells nobody (the "not delivered" notice itself)
+    # Kept across retries: an idempotency key (a sender that needs its own kind, such as a Matrix
+    # transaction id, replaces it before its first attempt, when `attempts` is 0).
+    key: str = field(default_factory=lambda: secrets.token_hex(8))
+    attempts: int = 0  # attempts started so far
+    maybe_stored: bool = False  # an earlier attempt failed in a way that may have stored it
+    progress: int = 0  # the sender's own record across retries (e.g. parts already shown)
+    queued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def marker(self) -> str | None:
+        """The visible merge marker for this text, or None when it is one message."""
+        return merge_marker(self.count, self.label) if self.count > 1 else None
+
+
+class Sender(Protocol):
+    """What a platform implements for its outboxes: the calls that show things in one room.
+
+    Raise `Permanent` for what can never work, `RateLimited` to be asked again later, anything
+    else for a transient failure (retried with the same `item.key`).
+    """
+
+    async def send_text(self, room: Any, item: Item) -> None: ...
+
+    async def send_payload(self, room: Any, item: Item) -> None: ...
+
+    async def send_typing(self, room: Any, on: bool) -> None: ...
+
+
+#: on_given_up(outbox, item, reason): reason is "permanent", "rate_limited" or "transient".
+GivenUp = Callable[["Outbox", Item, str], None]
+
+
+class Outbox:
+    """The writes of one room, sent in order by a task that lives while there is work."""
+
+    def __init__(
+        self,
+        room: Hashable,
+        sender: Sender,
+        policy: OutboxPolicy,
+        *,
+        metrics: Any = None,
+        on_given_up: GivenUp | None = None,
+        on_idle: Callable[[Outbox], None] | None = None,
+        on_sent: Callable[[float], None] | None = None,
+    ) -> None:
+        self.room = room
+        self.sender = sender
+        self.policy = policy
+        self.metrics = metrics  # anything with inc(name, amount=1, **labels), e.g. bridge.metrics.Metrics
+        self.on_given_up = on_given_up
+        self.on_idle = on_idle
+        self.on_sent = on_sent  # bench hook: seconds from queued to sent
+        self.queue: collections.deque[Item] = collections.deque()
+        self.slow = False
+        self.limited = False  # a RateLimited answer was seen since the last send
+        self.task: asyncio.Task | None = None
+        self.sending: Item | None = None
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.typists: set[str | None] = set()
+        self.typing_task: asyncio.Task | None = None
+        self.typing_shown = False
+        self.last_typing = float("-inf")
+        self._typing_wake = asyncio.Event()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.merged = 0  # messages folded into another (with the visible marker)
+        self.failed = 0  # items given up
+
+    # ---- queueing ----------------------------------------------------------------------------
+
+    def put_text(self, label: str | None, text: str) -> None:
+        """Queue stranger text (mergeable with the texts of the same speaker next to it)."""
+        self._put(Item("text", label=label, text=text))
+
+    def put_payload(self, payload: Any, *, notify: bool = True) -> None:
+        """Queue anything else the sender posts (a notice); never merged."""
+        self._put(Item("payload", payload=payload, notify=notify))
+
+    def put_call(self, call: Callable[[], Awaitable[None]]) -> None:
+        """Queue a side effect that must happen after what is already queued."""
+        self._put(Item("call", call=call, notify=False))
+
+    def _put(self, item: Item) -> None:
+        if self.closed:
+            return
+        self.queue.append(item)
+        self.idle.clear()
+        self._cancel_idle_timer()
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run(), name=f"outbox {self.room}")
+
+    @property
+    def depth(self) -> int:
+        """Items waiting (the one being sent included until it is done)."""
+        return len(self.queue) + (self.sending is not None)
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far was sent or given up."""
+        await self.idle.wait()
+
+    def close(self) -> None:
+        """Stop sending and drop what waits (safe from the outbox's own task)."""
+        self.closed = True
+        self.queue.clear()
+        self.typists.clear()
+        self._cancel_idle_timer()
+        for task in (self.task, self.typing_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        self.idle.set()
+
+    # ---- sending -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while self.queue:
+                item = self.queue.popleft()
+                if item.kind == "text" and item.attempts == 0:
+                    item = self._merge(item)
+                began = time.monotonic()
+                self.limited = False
+                self.sending = item
+                try:
+                    await self._send(item)
+                finally:
+                    self.sending = None
+                self.slow = self.limited or time.monotonic() - began >= self.policy.slow_after
+        finally:
+            if not self.queue:
+                self.idle.set()
+                self._check_idle()
+
+    def _merge(self, first: Item) -> Item:
+        """When slowed (or far behind), fold the texts of the same speaker that wait behind `first`."""
+        policy = self.policy
+        queue = self.queue
+        if not self.slow:
+            backlog = policy.merge_backlog
+            if backlog is None or self._run_length(first) < backlog:
+                return first
+        texts = [first.text]
+        size = len(first.text)
+        while queue and queue[0].kind == "text" and queue[0].label == first.label:
+            grown = size + 1 + len(queue[0].text)
+            if grown > policy.merge_limit:
+                break
+            texts.append(queue.popleft().text)
+            size = grown
+        if len(texts) == 1:
+            return first
+        self.merged += len(texts) - 1
+        return Item("text", label=first.label, text="\n".join(texts), count=len(texts), key=first.key, queued=first.queued)
+
+    def _run_length(self, first: Item) -> int:
+        n = 1
+        for item in self.queue:
+            if item.kind != "text" or item.label != first.label:
+                break
+            n += 1
+        return n
+
+    async def _send(self, item: Item) -> None:
+        policy = self.policy
+        failures = waits = 0
+        while True:
+            item.attempts += 1
+            self._count("delivery_attempts")
+            try:
+                await self._attempt(item)
+            except asyncio.CancelledError:
+                raise
+            except Permanent as exc:
+                self._give_up(item, "permanent", exc)
+                return
+            except RateLimited as exc:
+                self.limited = True
+                waits += 1
+                if waits > policy.max_rate_waits:
+                    self._give_up(item, "rate_limited", exc)
+                    return
+                self._count("delivery_retries", reason="rate_limited")
+                await asyncio.sleep(max(exc.retry_after, 0.0))
+                continue
+            except Exception as exc:  # transient: maybe stored; retried with the same key
+                item.maybe_stored = True
+                if failures >= len(policy.delays):
+                    self._give_up(item, "transient", exc)
+                    return
+                self._count("delivery_retries", reason="transient")
+                log.warning("room %s: sending %s failed (%s); retrying", self.room, item.kind, type(exc).__name__)
+                await asyncio.sleep(policy.delays[failures])
+                failures += 1
+                continue
+            if self.on_sent is not None:
+                self.on_sent(time.perf_counter() - item.queued)
+            return
+
+    async def _attempt(self, item: Item) -> None:
+        if item.kind == "text":
+            await self.sender.send_text(self.room, item)
+        elif item.kind == "payload":
+            await self.sender.send_payload(self.room, item)
+        elif item.call is not None:
+            await item.call()
+
+    def _give_up(self, item: Item, reason: str, exc: BaseException) -> None:
+        self.failed += 1
+        self._count("delivery_failures", reason=reason)
+        log.warning("room %s: %s given up after %d attempts (%s: %s)", self.room, item.kind, item.attempts, reason, type(exc).__name__)
+        if item.notify and self.on_given_up is not None:
+            try:
+                self.on_given_up(self, item, reason)
+            except Exception:
+                log.exception("room %s: the given-up hook failed", self.room)
+
+    def _count(self, name: str, **labels: str) -> None:
+        if self.metrics is not None:
+            self.metrics.inc(name, platform=self.policy.platform, **labels)
+
+    # ---- typing ------------------------------------------------------------------------------
+
+    def typing_start(self, label: str | None = None) -> None:
+        """`label` types: show it now (within the pace) and keep it shown while it lasts."""
+        if self.closed:
+            return
+        self.typists.add(label)
+        self._kick_typing()
+
+    def typing_stop(self, label: str | None = None, *, everyone: bool = False) -> None:
+        """`label` (or everyone) stopped typing; a message from them stops it too (the caller says so)."""
+        if everyone:
+            self.typists.clear()
+        else:
+            self.typists.discard(label)
+        if not self.typists:
+            self._kick_typing()
+
+    def _kick_typing(self) -> None:
+        self._typing_wake.set()
+        self._cancel_idle_timer()
+        if self.typing_task is None or self.typing_task.done():
+            if not self.typists and not (self.policy.typing_off and self.typing_shown):
+                self.check_idle_soon()
+                return
+            self.typing_task = asyncio.get_running_loop().create_task(self._typing_loop(), name=f"typing {self.room}")
+
+    async def _typing_loop(self) -> None:
+        every = self.policy.typing_every
+        try:
+            while True:
+                self._typing_wake.clear()
+                if self.typists:
+                    wait = self.last_typing + every - time.monotonic()
+                    if wait <= 0:
+                        await self._typing_call(True)
+                        continue
+                elif self.policy.typing_off and self.typing_shown:
+                    await self._typing_call(False)
+                    continue
+                else:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._typing_wake.wait()
+        finally:
+            if asyncio.current_task() is self.typing_task:
+                self.typing_task = None
+            self._check_idle()
+
+    async def _typing_call(self, on: bool) -> None:
+        if on:
+            self.last_typing = time.monotonic()
+        self.typing_shown = on
+        try:
+            await self.sender.send_typing(self.room, on)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the indicator is cosmetic: keep the pace, never retry
+            log.info("room %s: typing call failed: %s", self.room, type(exc).__name__)
+
+    # ---- idleness ----------------------------------------------------------------------------
+
+    @property
+    def is_idle(self) -> bool:
+        """Nothing queued, nobody typing, no typing call due."""
+        busy_typing = self.typing_task is not None and not self.typing_task.done() and self.typing_task is not asyncio.current_task()
+        return self.idle.is_set() and not self.queue and not self.typists and not busy_typing
+
+    def check_idle_soon(self) -> None:
+        """Look at idleness once the caller's synchronous puts are done (never drop under a caller)."""
+        asyncio.get_running_loop().call_soon(self._check_idle)
+
+    def _check_idle(self) -> None:
+        """Tell the owner once the outbox is idle and its typing pace no longer matters."""
+        if self.on_idle is None or self.closed or not self.is_idle:
+            return
+        wait = self.last_typing + self.policy.typing_every - time.monotonic()
+        if wait > 0:  # a new outbox now would call typing again too early: keep this one a while
+            if self._idle_timer is None:
+                self._idle_timer = asyncio.get_running_loop().call_later(wait, self._idle_timer_fired)
+            return
+        self.on_idle(self)
+
+    def _idle_timer_fired(self) -> None:
+        self._idle_timer = None
+        self._check_idle()
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+
+class Outboxes:
+    """The outboxes of one platform, one per room: made on first use, dropped as soon as idle."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        policy: OutboxPolicy,
+        *,
+        metrics: Any = None,
+        on_given_up: GivenUp | None = None,
+        on_sent: Callable[[float], None] | None = None,
+    ) -> None:
+        self.sender = sender
+        self.policy = policy
+        self.metrics = metrics
+        self.on_given_up = on_given_up
+        self.on_sent = on_sent
+        self._boxes: dict[Hashable, Outbox] = {}
+
+    def get(self, room: Hashable) -> Outbox:
+        """The room's outbox, made if it has none."""
+        box = self._boxes.get(room)
+        if box is None:
+            box = self._boxes[room] = Outbox(
+                room,
+                self.sender,
+                self.policy,
+                metrics=self.metrics,
+                on_given_up=self.on_given_up,
+                on_idle=self._drop,
+                on_sent=self.on_sent,
+            )
+            box.check_idle_soon()  # dropped again if the caller queues nothing
+        return box
+
+    def find(self, room: Hashable) -> Outbox | None:
+        """The room's outbox if it is busy, else None."""
+        return self._boxes.get(room)
+
+    def _drop(self, box: Outbox) -> None:
+        if self._boxes.get(box.room) is box:
+            del self._boxes[box.room]
+
+    def __contains__(self, room: Hashable) -> bool:
+        return room in self._boxes
+
+    def __len__(self) -> int:
+        return len(self._boxes)
+
+    def __iter__(self) -> Iterator[Outbox]:
+        return iter(list(self._boxes.values()))
+
+    def depth(self) -> int:
+        """Items waiting over every room (a gauge for metrics)."""
+        return sum(box.depth for box in self._boxes.values())
+
+    async def drain(self) -> None:
+        """Wait until every room's queue is sent or given up."""
+        await asyncio.gather(*(box.drain() for box in list(self._boxes.values())), return_exceptions=True)
+
+    def discard(self, room: Hashable) -> None:
+        """Close and forget one room's outbox (the room is gone)."""
+        box = self._boxes.pop(room, None)
+        if box is not None:
+            box.close()
+
+    def close(self) -> None:
+        """Close every outbox (at shutdown, after drain)."""
+        for box in list(self._boxes.values()):
+            box.close()
+        self._boxes.clear()
