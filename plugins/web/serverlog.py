@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 import traceback
 from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
 
+from bridge.bucket import TokenBucket
 from bridge.metrics import Metrics
 
 __all__ = ["LOG_INTERVAL", "ServerLog"]
@@ -30,8 +30,7 @@ class ServerLog:
     def __init__(self, metrics: Metrics, platform: str, interval: float = LOG_INTERVAL) -> None:
         self.metrics = metrics
         self.platform = platform
-        self.interval = interval
-        self._last: dict[str, float] = {}
+        self._lines = {kind: TokenBucket(1.0 / interval, 1) for kind in ("fault", "request")}
         self._quiet: dict[str, int] = {}  # errors not logged since the last line, per kind
 
     def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - the logging.Logger name
@@ -58,11 +57,9 @@ class ServerLog:
         fault = exc is not None and not isinstance(exc, (HttpProcessingError, ConnectionError))
         self.metrics.inc("http_errors", platform=self.platform, reason=reason)
         kind = "fault" if fault else "request"
-        now = time.monotonic()
-        if now - self._last.get(kind, float("-inf")) < self.interval:
+        if not self._lines[kind].allow():
             self._quiet[kind] = self._quiet.get(kind, 0) + 1
             return
-        self._last[kind] = now
         skipped = self._quiet.pop(kind, 0)
         if fault:
             stack = "".join(traceback.format_tb(exc.__traceback__))  # frames only: no message, no data

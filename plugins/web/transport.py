@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-import time
 from collections import Counter
 from collections.abc import Callable
 
 from aiohttp import web
+
+from bridge.bucket import TokenBucket
 
 __all__ = ["ACCEPT_ERROR", "AcceptErrorFilter", "ConnectionGate", "FD_RESERVE", "GatedSite", "descriptor_budget"]
 
@@ -127,16 +128,11 @@ class AcceptErrorFilter(logging.Filter):
 
     def __init__(self, interval: float = 60.0) -> None:
         super().__init__()
-        self.interval = interval
-        self.last = float("-inf")
+        self.lines = TokenBucket(1.0 / interval, 1)
         self.dropped = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith(ACCEPT_ERROR):
+        if not str(record.msg).startswith(ACCEPT_ERROR) or self.lines.allow():
             return True
-        now = time.monotonic()
-        if now - self.last < self.interval:
-            self.dropped += 1
-            return False
-        self.last = now
-        return True
+        self.dropped += 1
+        return False
