@@ -1,4 +1,4 @@
-"""Web clients: secret ids, per-client event queues with one long poll each, per-address counts."""
+"""Web clients: secret ids, per-client event queues with one long poll each, per-address counts, retired ends."""
 
 from __future__ import annotations
 
@@ -7,15 +7,29 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 
 from .nojs_html import notice_line
 from .render import worth_answering
 
-__all__ = ["Client", "Clients"]
+__all__ = ["Client", "Clients", "Retired"]
 
 ID_BYTES = 24  # 192 random bits; the id is the client's only credential
 ID_LENGTH = 32  # characters of token_urlsafe(ID_BYTES)
+MAX_RETIRED = 10_000  # ended clients whose last events wait for one more poll, at most
+
+
+class Retired:
+    """What is left of a client whose chat ended while it was between polls: its last events,
+    fetched by its next poll (then dropped), or dropped after a while unfetched."""
+
+    __slots__ = ("secret", "events", "seen", "until")
+
+    def __init__(self, secret: str, events: list[list], seen: float, until: float) -> None:
+        self.secret = secret
+        self.events = events
+        self.seen = seen  # when the client was last seen (shutdown waits for active ones)
+        self.until = until
 
 
 class Client:
@@ -80,12 +94,15 @@ class Clients:
     """Every live client, indexed by a keyed hash of its id so lookups never compare secrets
     with `==` (the final check is hmac.compare_digest)."""
 
-    def __init__(self, max_queue: int = 1000) -> None:
+    def __init__(self, max_queue: int = 1000, *, keep_retired: float = 60.0, max_retired: int = MAX_RETIRED) -> None:
         self.max_queue = max_queue
+        self.keep_retired = keep_retired  # seconds an unfetched end is kept
+        self.max_retired = max_retired
         self._salt = secrets.token_bytes(16)
         self.by_key: dict[str, Client] = {}
         self.sessions = Counter[str]()  # live ids per address
         self.polls = Counter[str]()  # open long polls per address
+        self.retired: OrderedDict[str, Retired] = OrderedDict()  # key → last events, oldest first
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -106,9 +123,41 @@ class Clients:
         if not secret or len(secret) != ID_LENGTH:
             return None
         client = self.by_key.get(self._key(secret))
-        if client is None or not hmac.compare_digest(client.secret.encode(), secret.encode("utf-8", "replace")):
+        if client is None or not _same(client.secret, secret):
             return None
         return client
+
+    def claim(self, secret: str | None) -> Retired | None:
+        """The retired end of the client whose id is `secret`, removed (it is shown once), or None."""
+        if not secret or len(secret) != ID_LENGTH:
+            return None
+        key = self._key(secret)
+        record = self.retired.get(key)
+        if record is None or not _same(record.secret, secret):
+            return None
+        del self.retired[key]
+        return record
+
+    def settle(self, client: Client) -> None:
+        """Retire a client whose chat ended while no poll of it is open: the client goes at once
+        (its id and its per-address count with it); only its undelivered last events stay, in a
+        small bounded record, for its next poll."""
+        if not client.ended or client.waiter is not None or client.nojs or self.by_key.get(client.key) is not client:
+            return
+        events, seen = client.queue, client.last_seen
+        self.forget(client)
+        if events:
+            self.retired[client.key] = Retired(client.secret, events, seen, time.monotonic() + self.keep_retired)
+            while len(self.retired) > self.max_retired:
+                self.retired.popitem(last=False)
+
+    def expire(self, now: float) -> None:
+        """Drop retired ends nobody fetched in time (oldest first: they expire in order)."""
+        while self.retired:
+            key, record = next(iter(self.retired.items()))
+            if record.until > now:
+                return
+            del self.retired[key]
 
     def get(self, key: str) -> Client | None:
         """The client of a room id."""
@@ -151,3 +200,7 @@ class Clients:
     def stale(self, now: float, timeout: float) -> list[Client]:
         """Clients with no open long poll that were last seen more than `timeout` seconds ago."""
         return [c for c in self.by_key.values() if c.waiter is None and now - c.last_seen > timeout]
+
+
+def _same(secret: str, given: str) -> bool:
+    return hmac.compare_digest(secret.encode(), given.encode("utf-8", "replace"))

@@ -82,9 +82,10 @@ class OmegleApi:
     async def on_events(self, request: web.Request) -> web.Response:
         """POST /events: the client's pending events, or `null` after the poll window."""
         platform, clients = self.web, self.web.clients
-        client, _ = await platform.find_client(request)
+        client, form = await platform.find_client(request)
         if client is None:
-            return fail(400)
+            retired = clients.claim(form.get("id"))
+            return fail(400) if retired is None else json_answer(retired.events)
         if client.has_answer():
             return json_answer(clients.take(client))
         address = platform.address(request)
@@ -112,6 +113,7 @@ class OmegleApi:
             if polls[address] <= 0:
                 del polls[address]
             client.last_seen = time.monotonic()
+            clients.settle(client)  # its end came while this poll was leaving unanswered
 
     async def on_send(self, request: web.Request) -> web.Response:
         """POST /send: id, msg."""
@@ -133,9 +135,9 @@ class OmegleApi:
 
     async def on_disconnect(self, request: web.Request) -> web.Response:
         """POST /disconnect: leave; the id is dead at once (the partner is told by the core)."""
-        client, _ = await self.web.find_client(request)
+        client, form = await self.web.find_client(request)
         if client is None:
-            return fail(400)
+            return fail(400) if self.web.clients.claim(form.get("id")) is None else text(WIN)
         if not client.ended:
             self.web.submit(self.web.room(client), Disconnected())
         self.web.clients.forget(client)

@@ -52,7 +52,7 @@ class WebPlatform(Platform):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config: WebConfig
-        self.clients = Clients(self.config.max_queue)
+        self.clients = Clients(self.config.max_queue, keep_retired=self.config.client_timeout)
         self.port: int | None = None  # the bound port, once listening (bind port 0 picks one)
         self.url: str | None = None  # http://host:port of the server, once listening
         self.counters: Counter[tuple[str, str]] = Counter()  # (name, label) → count, for /metrics
@@ -123,6 +123,8 @@ class WebPlatform(Platform):
         if final:
             client.ended = True
         self.clients.push(client, render(event, spy=client.spy, wants_likes=client.wants_likes), force=final)
+        if final:
+            self.clients.settle(client)  # between polls: retire now, keep only the last events
 
     async def flush(self) -> None:
         """Give clients that are polling a moment to fetch their last events (shutdown notices)."""
@@ -130,7 +132,8 @@ class WebPlatform(Platform):
         deadline = loop.time() + SHUTDOWN_GRACE
         while loop.time() < deadline:
             now = time.monotonic()
-            if not any(c.has_answer() and now - c.last_seen < ACTIVE for c in self.clients.by_key.values()):
+            live = any(c.has_answer() and now - c.last_seen < ACTIVE for c in self.clients.by_key.values())
+            if not live and not any(now - r.seen < ACTIVE for r in self.clients.retired.values()):
                 return
             await asyncio.sleep(0.05)
 
@@ -201,6 +204,7 @@ class WebPlatform(Platform):
 
     def sweep(self, now: float) -> int:
         """End and forget clients that stopped polling; returns how many."""
+        self.clients.expire(now)
         stale = self.clients.stale(now, self.config.client_timeout)
         for client in stale:
             if not client.ended:
