@@ -23,11 +23,12 @@ class Retired:
     """What is left of a client whose chat ended while it was between polls: its last events,
     fetched by its next poll (then dropped), or dropped after a while unfetched."""
 
-    __slots__ = ("secret", "events", "seen", "until")
+    __slots__ = ("secret", "events", "base", "seen", "until")
 
-    def __init__(self, secret: str, events: list[list], seen: float, until: float) -> None:
+    def __init__(self, secret: str, events: list[list], base: int | None, seen: float, until: float) -> None:
         self.secret = secret
         self.events = events
+        self.base = base  # acknowledging clients: the sequence number of events[0]; else None
         self.seen = seen  # when the client was last seen (shutdown waits for active ones)
         self.until = until
 
@@ -37,7 +38,7 @@ class Client:
 
     __slots__ = (
         "secret", "key", "address", "spy", "wants_likes", "queue", "waiter", "last_seen", "ended", "dropped",
-        "nojs", "chatting",
+        "nojs", "chatting", "sent", "base",
     )
 
     def __init__(
@@ -55,6 +56,24 @@ class Client:
         self.dropped = False  # the queue overflowed; the client is told once
         self.nojs = nojs  # a no-JavaScript stream: the queue holds ["line", html] items
         self.chatting = False  # connected to a stranger (no-JS: own messages are echoed only then)
+        # Our own pages acknowledge what they have shown (`ack`, a parameter Omegle clients never
+        # send): for them, events answered but not yet acknowledged stay in `sent`, from sequence
+        # number `base` on, and are answered again until acknowledged. None: a plain Omegle client.
+        self.sent: list[list] | None = None
+        self.base = 0
+
+    @property
+    def acking(self) -> bool:
+        return self.sent is not None
+
+    def acknowledge(self, n: int) -> bool:
+        """Forget the events before sequence number `n`; False if `n` is not one we answered."""
+        assert self.sent is not None
+        if not self.base <= n <= self.base + len(self.sent):
+            return False
+        del self.sent[: n - self.base]
+        self.base = n
+        return True
 
     def wake(self) -> None:
         """Resolve the open long poll, if any, so it looks at the queue again."""
@@ -63,11 +82,15 @@ class Client:
             waiter.set_result(None)
 
     def has_answer(self) -> bool:
-        return bool(self.queue) and worth_answering(self.queue)
+        return bool(self.sent) or (bool(self.queue) and worth_answering(self.queue))
 
     def take(self) -> list[list]:
+        """The queued events (an acknowledging client's answer: every unacknowledged one)."""
         batch, self.queue = self.queue, []
         self.dropped = False
+        if self.sent is not None:
+            self.sent.extend(batch)
+            return list(self.sent)
         return batch
 
     async def wait(self, timeout: float) -> bool:
@@ -127,16 +150,32 @@ class Clients:
             return None
         return client
 
-    def claim(self, secret: str | None) -> Retired | None:
-        """The retired end of the client whose id is `secret`, removed (it is shown once), or None."""
+    def claim(self, secret: str | None, ack: int | None = None) -> Retired | None:
+        """The retired end of the client whose id is `secret`, or None. A plain client's is removed
+        (it is shown once); an acknowledging client's stays, trimmed to `ack`, until it expires."""
+        record = self._retired(secret)
+        if record is None:
+            return None
+        if record.base is None:
+            return self.retired.pop(self._key(record.secret))
+        if ack is None or not record.base <= ack <= record.base + len(record.events):
+            return None
+        del record.events[: ack - record.base]
+        record.base = ack
+        return record if record.events else None
+
+    def discard(self, secret: str | None) -> bool:
+        """Drop the retired end of the client whose id is `secret`; False if there is none."""
+        record = self._retired(secret)
+        if record is not None:
+            del self.retired[self._key(record.secret)]
+        return record is not None
+
+    def _retired(self, secret: str | None) -> Retired | None:
         if not secret or len(secret) != ID_LENGTH:
             return None
-        key = self._key(secret)
-        record = self.retired.get(key)
-        if record is None or not _same(record.secret, secret):
-            return None
-        del self.retired[key]
-        return record
+        record = self.retired.get(self._key(secret))
+        return record if record is not None and _same(record.secret, secret) else None
 
     def settle(self, client: Client) -> None:
         """Retire a client whose chat ended while no poll of it is open: the client goes at once
@@ -144,10 +183,16 @@ class Clients:
         small bounded record, for its next poll."""
         if not client.ended or client.waiter is not None or client.nojs or self.by_key.get(client.key) is not client:
             return
+        self._retire(client)
+
+    def _retire(self, client: Client) -> None:
         events, seen = client.queue, client.last_seen
+        if client.sent is not None:
+            events = client.sent + events
         self.forget(client)
         if events:
-            self.retired[client.key] = Retired(client.secret, events, seen, time.monotonic() + self.keep_retired)
+            base = client.base if client.sent is not None else None
+            self.retired[client.key] = Retired(client.secret, events, base, seen, time.monotonic() + self.keep_retired)
             while len(self.retired) > self.max_retired:
                 self.retired.popitem(last=False)
 
@@ -176,10 +221,14 @@ class Clients:
         return True
 
     def take(self, client: Client) -> list[list]:
-        """The client's pending batch; a client whose chat's end is in it is forgotten (its id is dead)."""
+        """The client's pending batch; a client whose chat's end is in it is forgotten (its id is
+        dead), an acknowledging one retired (its end is answered again until acknowledged)."""
         batch = client.take()
         if client.ended:
-            self.forget(client)
+            if client.sent is not None:
+                self._retire(client)  # the queue is empty: its events are in `sent`
+            else:
+                self.forget(client)
         return batch
 
     def push(self, client: Client, items: list[list], *, force: bool = False) -> None:

@@ -13,7 +13,7 @@ from bridge.events import Disconnected, Event, Message, StoppedTyping, Typing
 
 from .clients import Client
 from .middleware import WIN, fail, json_answer, null, text
-from .protocol import parse_start, status_payload
+from .protocol import ProtocolError, parse_ack, parse_start, status_payload
 
 if TYPE_CHECKING:
     from .platform import WebPlatform
@@ -27,6 +27,12 @@ def gone(request: web.Request) -> bool:
     """Whether the client of `request` has closed its connection."""
     transport = request.transport
     return transport is None or transport.is_closing()
+
+
+def _answer(events: list[list], base: int | None) -> web.Response:
+    """An /events answer: the bare array, or for an acknowledging client {"seq": n, "events"},
+    n being the sequence number of the first event."""
+    return json_answer(events if base is None else {"seq": base, "events": events})
 
 
 class OmegleApi:
@@ -65,6 +71,8 @@ class OmegleApi:
             platform.count("refused", "clients")
             return fail(503)
         client = clients.create(address, spy=wanted.spy, wants_likes=wanted.wants_likes)
+        if wanted.acks:
+            client.sent = []
         start = dataclasses.replace(wanted.start, user=f"web:{client.key[:16]}")
         if not platform.submit(platform.room(client), start):
             clients.forget(client)
@@ -76,18 +84,23 @@ class OmegleApi:
             await client.wait(FIRST_EVENTS_WAIT)
         events = clients.take(client) if client.has_answer() else []
         count = platform.metrics.online()
-        events += [["statusInfo", status_payload(count)], ["count", count]]
-        return json_answer({"clientID": client.secret, "events": events})
+        status = [["statusInfo", status_payload(count)], ["count", count]]
+        if wanted.acks:  # the status is not part of the acknowledged sequence
+            return json_answer({"clientID": client.secret, "events": events + status, "next": len(events)})
+        return json_answer({"clientID": client.secret, "events": events + status})
 
     async def on_events(self, request: web.Request) -> web.Response:
         """POST /events: the client's pending events, or `null` after the poll window."""
         platform, clients = self.web, self.web.clients
         client, form = await platform.find_client(request)
+        ack = parse_ack(form.get("ack"))
         if client is None:
-            retired = clients.claim(form.get("id"))
-            return fail(400) if retired is None else json_answer(retired.events)
+            retired = clients.claim(form.get("id"), ack)
+            return fail(400) if retired is None else _answer(retired.events, retired.base)
+        if ack is not None and not (client.acking and client.acknowledge(ack)):
+            raise ProtocolError("ack is not a sequence number this chat answered")
         if client.has_answer():
-            return json_answer(clients.take(client))
+            return self._take(client)
         address = platform.address(request)
         polls = clients.polls
         if polls[address] >= platform.config.max_polls_per_address:
@@ -106,7 +119,7 @@ class OmegleApi:
                     # for its next poll instead of writing them to a dead connection.
                     return null()
                 if client.has_answer():
-                    return json_answer(clients.take(client))
+                    return self._take(client)
             return null()
         finally:
             polls[address] -= 1
@@ -137,7 +150,7 @@ class OmegleApi:
         """POST /disconnect: leave; the id is dead at once (the partner is told by the core)."""
         client, form = await self.web.find_client(request)
         if client is None:
-            return fail(400) if self.web.clients.claim(form.get("id")) is None else text(WIN)
+            return text(WIN) if self.web.clients.discard(form.get("id")) else fail(400)
         if not client.ended:
             self.web.submit(self.web.room(client), Disconnected())
         self.web.clients.forget(client)
@@ -149,6 +162,10 @@ class OmegleApi:
         interest_fallback); restarting the search here could race a pairing in flight."""
         client, _ = await self.web.find_client(request)
         return fail(400) if client is None or client.ended else text(WIN)
+
+    def _take(self, client: Client) -> web.Response:
+        base = client.base
+        return _answer(self.web.clients.take(client), base if client.acking else None)
 
     def _act(self, client: Client, event: Event) -> web.Response:
         if not self.web.submit(self.web.room(client), event):

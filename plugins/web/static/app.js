@@ -8,6 +8,7 @@
   const RANDID = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
 
   let clientId = null;
+  let seen = 0; // events of this chat shown so far: every poll acknowledges them (`ack`)
   let generation = 0; // bumps on every start/stop so stale polls drop their answers
   let state = "idle"; // idle | searching | chatting
   let spy = false;
@@ -71,7 +72,7 @@
 
   async function start() {
     const mine = ++generation;
-    const query = new URLSearchParams({ firstevents: "1", randid: randid() });
+    const query = new URLSearchParams({ firstevents: "1", randid: randid(), ack: "0" });
     const lang = (navigator.language || "en").slice(0, 2).toLowerCase();
     query.set("lang", /^[a-z]{2}$/.test(lang) ? lang : "en");
     const question = $("question").value.trim();
@@ -105,6 +106,7 @@
       return;
     }
     clientId = data.clientID;
+    seen = Number.isInteger(data.next) ? data.next : 0;
     handle(data.events || []);
     poll(mine);
   }
@@ -114,7 +116,7 @@
     while (mine === generation && clientId && state !== "idle") {
       let events;
       try {
-        const response = await fetch("/events", form({ id: clientId }));
+        const response = await fetch("/events", form({ id: clientId, ack: String(seen) }));
         if (response.status === 400) {
           if (mine === generation) ended("The server ended this chat.");
           return;
@@ -131,7 +133,13 @@
         continue;
       }
       if (mine !== generation) return;
-      if (events) handle(events);
+      // {seq, events}: events from sequence number seq on; those before `seen` were shown already
+      // (an answer the network lost is answered again, so nothing is lost and nothing shown twice)
+      if (events && Array.isArray(events.events) && Number.isInteger(events.seq)) {
+        const fresh = events.events.slice(Math.max(0, seen - events.seq));
+        seen = Math.max(seen, events.seq + events.events.length);
+        handle(fresh);
+      }
     }
   }
 
