@@ -38,7 +38,7 @@ class Client:
 
     __slots__ = (
         "secret", "key", "address", "spy", "wants_likes", "queue", "waiter", "last_seen", "ended", "dropped",
-        "nojs", "chatting", "sent", "base",
+        "nojs", "chatting", "sent", "base", "leaving",
     )
 
     def __init__(
@@ -61,6 +61,13 @@ class Client:
         # number `base` on, and are answered again until acknowledged. None: a plain Omegle client.
         self.sent: list[list] | None = None
         self.base = 0
+        self.leaving: asyncio.TimerHandle | None = None  # a page that went away leaves when this fires
+
+    def stay(self) -> None:
+        """The client came back (a reloaded page polls again): it does not leave after all."""
+        if self.leaving is not None:
+            self.leaving.cancel()
+            self.leaving = None
 
     @property
     def acking(self) -> bool:
@@ -213,6 +220,7 @@ class Clients:
         if self.by_key.get(client.key) is not client:
             return False
         del self.by_key[client.key]
+        client.stay()
         self.sessions[client.address] -= 1
         if self.sessions[client.address] <= 0:
             del self.sessions[client.address]

@@ -18,9 +18,10 @@ from .protocol import ProtocolError, parse_ack, parse_start, status_payload
 if TYPE_CHECKING:
     from .platform import WebPlatform
 
-__all__ = ["FIRST_EVENTS_WAIT", "OmegleApi", "gone"]
+__all__ = ["FIRST_EVENTS_WAIT", "LEAVE_GRACE", "OmegleApi", "gone"]
 
 FIRST_EVENTS_WAIT = 0.25  # seconds /start?firstevents=1 waits for the first event (usually "waiting")
+LEAVE_GRACE = 5.0  # seconds a page that went away (/disconnect with `grace`) has to come back (a reload)
 
 
 def gone(request: web.Request) -> bool:
@@ -147,14 +148,27 @@ class OmegleApi:
         return fail(400) if client is None or client.ended else self._act(client, StoppedTyping())
 
     async def on_disconnect(self, request: web.Request) -> web.Response:
-        """POST /disconnect: leave; the id is dead at once (the partner is told by the core)."""
+        """POST /disconnect: leave; the id is dead at once (the partner is told by the core).
+
+        With `grace` (our page, as it unloads; Omegle clients never send it): leave unless the id
+        is used again within LEAVE_GRACE seconds, so a reloaded page takes its chat up again."""
         client, form = await self.web.find_client(request)
         if client is None:
             return text(WIN) if self.web.clients.discard(form.get("id")) else fail(400)
+        if "grace" in form:
+            client.stay()
+            client.leaving = asyncio.get_running_loop().call_later(LEAVE_GRACE, self._leave, client)
+            return text(WIN)
+        self._leave(client)
+        return text(WIN)
+
+    def _leave(self, client: Client) -> None:
+        client.leaving = None
+        if self.web.clients.get(client.key) is not client:
+            return
         if not client.ended:
             self.web.submit(self.web.room(client), Disconnected())
         self.web.clients.forget(client)
-        return text(WIN)
 
     async def on_stop_looking(self, request: web.Request) -> web.Response:
         """POST /stoplookingforcommonlikes. Web starts never have strict interests, so the

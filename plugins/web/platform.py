@@ -101,6 +101,7 @@ class WebPlatform(Platform):
         finally:
             self.closing = True
             for client in list(self.clients.by_key.values()):
+                client.stay()  # the core ends every session itself
                 client.wake()  # open long polls answer `null` at once
             await runner.cleanup()
             logging.getLogger("asyncio").removeFilter(accept_errors)
@@ -185,6 +186,7 @@ class WebPlatform(Platform):
             self.count("refused", "unknown_id")
         else:
             client.last_seen = time.monotonic()
+            client.stay()
         return client, form
 
     def room(self, client: Client) -> Room:

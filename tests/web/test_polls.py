@@ -162,3 +162,47 @@ async def test_the_page_loses_no_line_and_shows_none_twice_when_polls_are_cut(br
             assert cut["n"] >= 6  # answers were really lost on the way
         finally:
             await browser.close()
+
+
+async def test_a_reload_takes_the_chat_up_again_and_closing_the_tab_leaves(bridge, web):
+    rec = bridge.platforms["rec"]
+    rec.send("reload", Start())
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium(), headless=True, args=FLAGS)
+        try:
+            page = await (await browser.new_context()).new_page()
+            await page.goto(web.url + "/")
+            await page.click("#stop")
+            await rec.wait_for("reload", Connected)
+            await expect(page.locator("#log")).to_contain_text("You're now chatting", timeout=10_000)
+            sent = [f"before-{i}-{secrets.token_hex(3)}" for i in range(3)]
+            for token in sent:
+                rec.send("reload", Message(token))
+            await expect(page.locator(".line.stranger .text")).to_have_text(sent, timeout=10_000)
+            await page.fill("#message", "mine before")
+            await page.press("#message", "Enter")
+            await rec.wait_for("reload", lambda e: isinstance(e, Message) and e.text == "mine before")
+            during = [f"during-{i}-{secrets.token_hex(3)}" for i in range(3)]
+            for token in during:  # on their way while the page reloads
+                rec.send("reload", Message(token))
+            await page.reload()
+            sent += during
+            await expect(page.locator(".line.stranger .text")).to_have_text(sent, timeout=10_000)
+            await expect(page.locator(".line.you .text")).to_have_text(["mine before"])
+            await expect(page.locator("#message")).to_be_enabled()
+            after = f"after-{secrets.token_hex(3)}"
+            rec.send("reload", Message(after))
+            sent.append(after)
+            await expect(page.locator(".line.stranger .text")).to_have_text(sent, timeout=10_000)
+            await page.fill("#message", "back again")
+            await page.press("#message", "Enter")
+            marker = await rec.wait_for("reload", lambda e: isinstance(e, Message) and e.text == "back again")
+            shown = rec.events("reload")
+            assert not [e for e in shown[: shown.index(marker)] if isinstance(e, Disconnected)]  # it never left
+            assert len(web.clients) == 1 and web.clients.sessions["127.0.0.1"] == 1
+            await page.close(run_before_unload=True)  # closing the tab leaves, after the grace period
+            ended = await rec.wait_for("reload", Disconnected, timeout=15)
+            assert ended.reason == "stranger"
+            assert len(web.clients) == 0
+        finally:
+            await browser.close()
