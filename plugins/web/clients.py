@@ -38,7 +38,7 @@ class Client:
 
     __slots__ = (
         "secret", "key", "address", "spy", "wants_likes", "queue", "waiter", "last_seen", "ended", "dropped",
-        "nojs", "chatting", "sent", "base", "leaving",
+        "nojs", "chatting", "sent", "base", "leaving", "transcript", "settings", "stream",
     )
 
     def __init__(
@@ -62,6 +62,11 @@ class Client:
         self.sent: list[list] | None = None
         self.base = 0
         self.leaving: asyncio.TimerHandle | None = None  # a page that went away leaves when this fires
+        # No-JS: every line shown so far (a reloaded page shows them again), the start form's
+        # settings, and which of the client's streams is the current one.
+        self.transcript: list[str] = []
+        self.settings: dict[str, str] = {}
+        self.stream = 0
 
     def stay(self) -> None:
         """The client came back (a reloaded page polls again): it does not leave after all."""

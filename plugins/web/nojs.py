@@ -1,4 +1,4 @@
-"""The no-JavaScript chat's handlers: /nojs/start streams the chat page, /nojs/send answers its form."""
+"""The no-JavaScript chat's handlers: /nojs/start opens a chat, /nojs/chat streams it, /nojs/send answers its form."""
 
 from __future__ import annotations
 
@@ -20,9 +20,12 @@ from .protocol import ProtocolError, parse_start
 if TYPE_CHECKING:
     from .platform import WebPlatform
 
-__all__ = ["NOJS_WAKE", "NoJsChat"]
+__all__ = ["COOKIE", "NOJS_WAKE", "NoJsChat"]
 
 NOJS_WAKE = 0.5  # seconds between checks that a no-JS stream's reader is still there
+# The chat's id for GET /nojs/chat, so a reload (or a cut stream) takes the chat up again: a
+# session cookie, HttpOnly, SameSite=Strict, sent only to /nojs; never in a URL.
+COOKIE = "nojs"
 
 
 def html(body: str, status: int = 200) -> web.Response:
@@ -40,6 +43,7 @@ class NoJsChat:
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/nojs/start", self.on_start)
         router.add_get("/nojs/start", self.on_start, allow_head=False)
+        router.add_get("/nojs/chat", self.on_chat, allow_head=False)
         router.add_post("/nojs/send", self.on_send)
 
     def deliver(self, client: Client, event: Event) -> None:
@@ -56,8 +60,8 @@ class NoJsChat:
             client.wake()
 
     async def on_start(self, request: web.Request) -> web.StreamResponse:
-        """POST (or GET) /nojs/start: a chat without JavaScript. The answer is one long-lived
-        `text/html` stream showing the whole chat; closing it means the user left."""
+        """POST (or GET) /nojs/start: a chat without JavaScript. Answers 303 to /nojs/chat, the
+        chat's page, with the chat's id in a cookie (so a reload of that page is the same chat)."""
         platform, clients = self.web, self.web.clients
         form = {k: request.query.getone(k) for k in request.query if k != "id"}
         if request.method == "POST":
@@ -73,16 +77,40 @@ class NoJsChat:
             platform.count("refused", "bad_request")
             return html(nojs_html.error_page(f"Cannot start: {exc}."), 400)
         address = platform.address(request)
-        polls = clients.polls
         refusal = self._refusal(address)
         if refusal is not None:
             return refusal
         client = clients.create(address, spy=wanted.spy, nojs=True)
+        client.settings = chosen
         start = dataclasses.replace(wanted.start, user=f"web:{client.key[:16]}")
         if not platform.submit(platform.room(client), start):
             clients.forget(client)
             return html(nojs_html.error_page("The server is busy; try again."), 503)
         platform.count("started", start.mode.value)
+        self._expect_stream(client)  # a start whose redirect is never followed leaves, too
+        response = web.HTTPSeeOther("/nojs/chat")
+        secure = (platform.config.public_origin or "").startswith("https://")
+        response.set_cookie(COOKIE, client.secret, path="/nojs", httponly=True, samesite="Strict", secure=secure)
+        return response
+
+    async def on_chat(self, request: web.Request) -> web.StreamResponse:
+        """GET /nojs/chat: the chat as one long-lived `text/html` stream: every line so far, then
+        each new one as it comes. A newer stream of the same chat (a reload) takes over; a chat
+        whose stream closed and is not taken up again within nojs_grace seconds is left."""
+        platform, clients = self.web, self.web.clients
+        client = clients.find(request.cookies.get(COOKIE))
+        if client is None or not client.nojs:
+            platform.count("refused", "unknown_id")
+            return html(nojs_html.error_page("This chat has ended."), 400)
+        address = platform.address(request)
+        polls = clients.polls
+        if polls[address] >= platform.config.max_polls_per_address:
+            platform.count("refused", "polls_per_address")
+            return html(nojs_html.error_page("Too many chats from your address."), 429)
+        client.stay()
+        client.stream += 1
+        mine = client.stream
+        client.wake()  # an older stream of this chat ends
         polls[address] += 1
         response = web.StreamResponse(headers={**SECURITY_HEADERS, "Content-Security-Policy": NOJS_PAGE_CSP})
         response.content_type = "text/html"
@@ -91,20 +119,35 @@ class NoJsChat:
         response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each line on at once
         try:
             await response.prepare(request)
-            await self._write(response, nojs_html.page_head(client.secret, chosen, spy=client.spy))
-            await self._stream(request, response, client)
-            await self._write(response, nojs_html.end_of_page(chosen))
-            await response.write_eof()
+            head = nojs_html.page_head(client.secret, client.settings, spy=client.spy)
+            await self._write(response, head + "".join(client.transcript))
+            if await self._stream(request, response, client, mine):
+                await self._write(response, nojs_html.end_of_page(client.settings))
+                await response.write_eof()
         except (ConnectionError, TimeoutError):
-            pass  # the reader went away (or stalled for client_timeout): it left the chat
+            pass  # the reader went away (or stalled for client_timeout)
         finally:
             polls[address] -= 1
             if polls[address] <= 0:
                 del polls[address]
-            if not client.ended:
-                platform.submit(platform.room(client), Disconnected())
-            clients.forget(client)
+            if client.stream == mine:  # (a stream a newer one took over leaves the chat to it)
+                if client.ended or platform.closing:
+                    clients.forget(client)
+                else:
+                    self._expect_stream(client)
         return response
+
+    def _expect_stream(self, client: Client) -> None:
+        """Leave the chat unless a stream of it opens within nojs_grace seconds."""
+        client.stay()
+        client.leaving = asyncio.get_running_loop().call_later(self.web.nojs_grace, self._gone, client)
+
+    def _gone(self, client: Client) -> None:
+        client.leaving = None
+        if self.web.clients.get(client.key) is client:
+            if not client.ended:
+                self.web.submit(self.web.room(client), Disconnected())
+            self.web.clients.forget(client)
 
     def _refusal(self, address: str) -> web.Response | None:
         platform, clients, config = self.web, self.web.clients, self.web.config
@@ -121,23 +164,30 @@ class NoJsChat:
             return None
         return html(nojs_html.error_page("Too many chats from your address."), 429)
 
-    async def _stream(self, request: web.Request, response: web.StreamResponse, client: Client) -> None:
-        """Write the client's lines as they come, with filler when quiet, until its chat ends,
-        its reader leaves or the server closes."""
+    async def _stream(self, request: web.Request, response: web.StreamResponse, client: Client, mine: int) -> bool:
+        """Write the client's lines as they come, with filler when quiet, until its chat ends
+        (True), or its reader leaves, a newer stream takes over or the server closes (False)."""
         loop = asyncio.get_running_loop()
         quiet_since, fills = loop.time(), 0
-        while not self.web.closing:
+        limit = self.web.config.max_queue
+        while not self.web.closing and client.stream == mine:
             if client.queue:
-                await self._write(response, "".join(item[1] for item in client.take()))
+                lines = [item[1] for item in client.take()]
+                client.transcript.extend(lines)  # kept before the write: a cut stream loses nothing
+                del client.transcript[:-limit]
+                await self._write(response, "".join(lines))
                 quiet_since = loop.time()
                 continue
-            if client.ended or self.web.clients.get(client.key) is not client or gone(request):
-                return
+            if client.ended:
+                return True
+            if self.web.clients.get(client.key) is not client or gone(request):
+                return False
             await client.wait(NOJS_WAKE)
             client.last_seen = time.monotonic()
             if not client.queue and loop.time() - quiet_since >= self.web.nojs_keepalive:
                 await self._write(response, nojs_html.filler(fills))
                 quiet_since, fills = loop.time(), fills + 1
+        return False
 
     async def _write(self, response: web.StreamResponse, chunk: str) -> None:
         # A reader that stops reading blocks the write (bounded transport buffer): after

@@ -48,6 +48,7 @@ class WebPlatform(Platform):
 
     Config = WebConfig
     nojs_keepalive = 5.0  # seconds of silence after which a no-JS stream gets invisible filler
+    nojs_grace = 5.0  # seconds a no-JS page whose stream closed has to come back (a reload)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

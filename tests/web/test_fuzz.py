@@ -16,7 +16,7 @@ from .threaded import threaded_bridge
 PATHS = [
     "/start", "/events", "/send", "/typing", "/stoppedtyping", "/disconnect", "/stoplookingforcommonlikes",
     "/status", "/count", "/healthz", "/metrics", "/favicon.ico", "/", "/static/app.js", "/static/style.css",
-    "/nojs/start", "/nojs/send", "/nope", "/static/../platform.py",
+    "/nojs/start", "/nojs/chat", "/nojs/send", "/nope", "/static/../platform.py",
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 NAMES = [

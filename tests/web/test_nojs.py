@@ -175,6 +175,7 @@ async def test_nojs_bad_inputs(bridge, web, http):
 async def test_nojs_streams_count_against_the_per_address_caps(http):
     async with running(web_config(max_sessions_per_address=2)) as bridge:
         web = bridge.platforms["web"]
+        web.nojs_grace = 0.2
         streams = [await Stream(http, web.url).start() for _ in range(2)]
         async with http.post(web.url + "/nojs/start", data={}) as response:
             assert response.status == 429

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 
 import aiohttp
@@ -16,6 +17,7 @@ from tests.helpers import running
 
 from .client import RawClient
 from .conftest import web_config
+from .test_nojs import Stream
 from .test_page import FLAGS, chromium
 from .test_security import paired
 
@@ -204,5 +206,85 @@ async def test_a_reload_takes_the_chat_up_again_and_closing_the_tab_leaves(bridg
             ended = await rec.wait_for("reload", Disconnected, timeout=15)
             assert ended.reason == "stranger"
             assert len(web.clients) == 0
+        finally:
+            await browser.close()
+
+
+def stranger_lines(page_html: str) -> list[str]:
+    return re.findall(r'<b class="who">Stranger:</b> <bdi class="text">([^<]*)</bdi>', page_html)
+
+
+async def test_a_cut_nojs_stream_is_taken_up_again_with_every_line_once(bridge, web, http):
+    rec = bridge.platforms["rec"]
+    web.nojs_grace = 10.0  # long enough to come back in
+    rec.send("njs", Start())
+    first = await Stream(http, web.url).start()
+    await rec.wait_for("njs", Connected)
+    await first.until("now chatting")
+    before = [f"b{i}-{secrets.token_hex(3)}" for i in range(3)]
+    for token in before:
+        rec.send("njs", Message(token))
+    await first.until(before[-1])
+    connections = web.gate.count
+    first.close()  # the network cuts the stream
+    await until(lambda: web.gate.count < connections)
+    during = [f"d{i}-{secrets.token_hex(3)}" for i in range(3)]
+    for token in during:
+        rec.send("njs", Message(token))
+    async with http.get(web.url + "/nojs/chat") as again:  # a reload: the cookie names the chat
+        assert again.status == 200
+        text = ""
+        async with asyncio.timeout(10):
+            while during[-1] not in text:
+                text += (await again.content.readany()).decode()
+        assert stranger_lines(text) == before + during  # every line, once, in order
+        stream = Stream(http, web.url)
+        stream.id = first.id
+        assert (await stream.post(msg="still here"))[0] == 200
+        marker = await rec.wait_for("njs", lambda e: isinstance(e, Message) and e.text == "still here")
+        shown = rec.events("njs")
+        assert not [e for e in shown[: shown.index(marker)] if isinstance(e, Disconnected)]
+        after = f"a-{secrets.token_hex(3)}"
+        rec.send("njs", Message(after))
+        async with asyncio.timeout(10):
+            while after not in text:
+                text += (await again.content.readany()).decode()
+        assert stranger_lines(text) == before + during + [after]
+    web.nojs_grace = 0.2
+    assert (await rec.wait_for("njs", Disconnected, timeout=15)).reason == "stranger"  # then it left
+    async with http.get(web.url + "/nojs/chat") as late:
+        assert late.status == 400 and "This chat has ended." in await late.text()
+
+
+async def test_a_reloaded_nojs_page_shows_every_line_once(bridge, web):
+    rec = bridge.platforms["rec"]
+    web.nojs_grace = 10.0
+    rec.send("njr", Start())
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium(), headless=True, args=FLAGS)
+        try:
+            plain = await (await browser.new_context(java_script_enabled=False)).new_page()
+            await plain.goto(web.url + "/")
+            await plain.click("#nojs-go")
+            await rec.wait_for("njr", Connected)
+            await expect(plain.locator(".nojs-log")).to_contain_text("now chatting", timeout=10_000)
+            sent = [f"before-{i}-{secrets.token_hex(3)}" for i in range(3)]
+            for token in sent:
+                rec.send("njr", Message(token))
+            await expect(plain.locator(".nojs-log .stranger .text")).to_have_text(sent, timeout=10_000)
+            during = [f"during-{i}-{secrets.token_hex(3)}" for i in range(3)]
+            for token in during:
+                rec.send("njr", Message(token))
+            await plain.reload(wait_until="commit")
+            sent += during
+            await expect(plain.locator(".nojs-log .stranger .text")).to_have_text(sent, timeout=10_000)
+            frame = plain.frame_locator("iframe.nojs-frame")
+            await frame.locator("#msg").fill("after the reload")
+            await frame.locator("#msg").press("Enter")
+            marker = await rec.wait_for("njr", lambda e: isinstance(e, Message) and e.text == "after the reload")
+            shown = rec.events("njr")
+            assert not [e for e in shown[: shown.index(marker)] if isinstance(e, Disconnected)]
+            await expect(plain.locator(".nojs-log .you .text")).to_have_text(["after the reload"], timeout=10_000)
+            assert len(web.clients) == 1
         finally:
             await browser.close()
