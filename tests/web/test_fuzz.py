@@ -21,7 +21,7 @@ PATHS = [
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 NAMES = [
     "id", "msg", "topics", "lang", "ask", "wantsspy", "firstevents", "randid", "caps", "rcs", "spid", "m", "group",
-    "cc", "nocache", "interests", "action", "ack", "seq",
+    "cc", "nocache", "interests", "action", "ack", "seq", "grace",
 ]
 CONTENT_TYPES = [
     None, "application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=latin-1",
