@@ -64,8 +64,8 @@ class Client:
         self.leaving: asyncio.TimerHandle | None = None  # a page that went away leaves when this fires
         # No-JS: every line shown so far (a reloaded page shows them again), the start form's
         # settings, and which of the client's streams is the current one.
-        self.transcript: list[str] = []
-        self.settings: dict[str, str] = {}
+        self.transcript: list[str] | None = [] if nojs else None  # None: thousands idle, nothing allocated
+        self.settings: dict[str, str] | None = None
         self.stream = 0
 
     def stay(self) -> None:

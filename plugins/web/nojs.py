@@ -119,10 +119,11 @@ class NoJsChat:
         response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each line on at once
         try:
             await response.prepare(request)
-            head = nojs_html.page_head(client.secret, client.settings, spy=client.spy)
-            await self._write(response, head + "".join(client.transcript))
+            chosen = client.settings or {}
+            head = nojs_html.page_head(client.secret, chosen, spy=client.spy)
+            await self._write(response, head + "".join(client.transcript or ()))
             if await self._stream(request, response, client, mine):
-                await self._write(response, nojs_html.end_of_page(client.settings))
+                await self._write(response, nojs_html.end_of_page(chosen))
                 await response.write_eof()
         except (ConnectionError, TimeoutError):
             pass  # the reader went away (or stalled for client_timeout)
@@ -170,11 +171,13 @@ class NoJsChat:
         loop = asyncio.get_running_loop()
         quiet_since, fills = loop.time(), 0
         limit = self.web.config.max_queue
+        transcript = client.transcript
+        assert transcript is not None  # every no-JS client has one
         while not self.web.closing and client.stream == mine:
             if client.queue:
                 lines = [item[1] for item in client.take()]
-                client.transcript.extend(lines)  # kept before the write: a cut stream loses nothing
-                del client.transcript[:-limit]
+                transcript.extend(lines)  # kept before the write: a cut stream loses nothing
+                del transcript[:-limit]
                 await self._write(response, "".join(lines))
                 quiet_since = loop.time()
                 continue
