@@ -29,8 +29,14 @@ def test_systemd_unit_verifies(tmp_path):
         "PrivateTmp=yes",
         "StateDirectory=stranger-bridge",
         "RestrictAddressFamilies=",
+        "Type=notify",
+        "NotifyAccess=main",
+        "LimitNOFILE=65536",
     ):
         assert needle in unit
+    # The daemon pings every min(5 s, WatchdogSec/2): a WatchdogSec under 10 s would ping at half of it.
+    watchdog = [line for line in unit.splitlines() if line.startswith("WatchdogSec=")]
+    assert len(watchdog) == 1 and int(watchdog[0].split("=", 1)[1]) >= 10
 
 
 def test_dockerfile_runs_as_non_root_from_the_lock():
