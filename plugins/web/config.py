@@ -5,8 +5,9 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from bridge.abc import PluginConfig
+from bridge.address import split_bind
 
-__all__ = ["WebConfig", "split_bind"]
+__all__ = ["WebConfig"]
 
 
 class WebConfig(PluginConfig):
@@ -56,15 +57,3 @@ def _origin(origin: str) -> str:
         raise ValueError(f"{origin!r}: an origin is scheme://host[:port], no path")
     return origin.lower()
 
-
-def split_bind(bind: str) -> tuple[str, int]:
-    """("host", port) from "host:port" or "[v6]:port"; ValueError when malformed."""
-    host, sep, port = bind.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"{bind!r}: expected host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    number = int(port)
-    if number > 65535:
-        raise ValueError(f"{bind!r}: port out of range")
-    return host, number

@@ -1,10 +1,12 @@
-"""/healthz and /metrics of the web server: the core's figures plus this server's own."""
+"""/healthz and /metrics of the web server, and the server's own gauges in the core's metrics."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+from bridge.metrics import CONTENT_TYPE
 
 from .middleware import text
 
@@ -13,11 +15,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Health"]
 
-_LABELS = {"refused": "reason", "expired": "reason", "started": "mode"}
-
 
 class Health:
-    """Liveness and Prometheus text for the platform."""
+    """Liveness, and the server's figures in the core's metrics (served here and by the core)."""
 
     def __init__(self, platform: WebPlatform) -> None:
         self.web = platform
@@ -26,26 +26,22 @@ class Health:
         router.add_get("/healthz", self.on_healthz)
         router.add_get("/metrics", self.on_metrics)
 
+    def add_gauges(self) -> None:
+        """web_clients, web_polls_open and web_connections, read at each scrape."""
+        platform = self.web
+        name = (platform.name,)
+        metrics = platform.metrics
+        metrics.gauge_source("web_clients", ("platform",), lambda: {name: len(platform.clients)})
+        metrics.gauge_source("web_polls_open", ("platform",), lambda: {name: sum(platform.clients.polls.values())})
+        metrics.gauge_source(
+            "web_connections", ("platform",), lambda: {name: platform.gate.count if platform.gate else 0}
+        )
+
     async def on_healthz(self, request: web.Request) -> web.Response:
         closing = self.web.closing
         return text("closing" if closing else "ok", 503 if closing else 200)
 
     async def on_metrics(self, request: web.Request) -> web.Response:
-        """Prometheus text: the core's figures plus this server's own."""
-        platform, name = self.web, self.web.name
-        lines = [
-            platform.metrics.prometheus().rstrip("\n"),
-            "# TYPE stranger_bridge_web_clients gauge",
-            f'stranger_bridge_web_clients{{platform="{name}"}} {len(platform.clients)}',
-            "# TYPE stranger_bridge_web_polls_open gauge",
-            f'stranger_bridge_web_polls_open{{platform="{name}"}} {sum(platform.clients.polls.values())}',
-        ]
-        counters = platform.counters
-        for counter in sorted({n for n, _ in counters}):
-            lines.append(f"# TYPE stranger_bridge_web_{counter}_total counter")
-            for (n, label), value in sorted(counters.items()):
-                if n == counter:
-                    lines.append(
-                        f'stranger_bridge_web_{counter}_total{{platform="{name}",{_LABELS[counter]}="{label}"}} {value}'
-                    )
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+        """Prometheus text of every figure: the core's and this server's."""
+        body = self.web.metrics.prometheus().encode()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -6,17 +6,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from bridge.abc import Platform
+from bridge.address import split_bind
 from bridge.events import Connected, Disconnected, Event, Message, Room, Typing, Waiting
 
 from .clients import Client, Clients
-from .config import WebConfig, split_bind
+from .config import WebConfig
 from .health import Health
 from .middleware import guard, own_origins
 from .nojs import NoJsChat
@@ -24,7 +24,7 @@ from .omegle_api import OmegleApi
 from .protocol import client_address, parse_form
 from .render import ends_chat, render
 from .serverlog import ServerLog
-from .transport import AcceptErrorFilter, ConnectionGate, GatedSite, descriptor_budget
+from .transport import ConnectionGate, GatedSite, descriptor_budget
 
 __all__ = ["WebPlatform"]
 
@@ -36,6 +36,7 @@ ACTIVE = 0.5  # seconds since its last request within which a client counts as s
 # Stranger-side events that mean a session is alive; shown to a client that is gone, they
 # make us end that orphan session (a start racing a disconnect, a session resumed after restart).
 _ALIVE = (Waiting, Connected, Message, Typing)
+_LABELS = {"refused": "reason", "expired": "reason", "started": "mode"}
 _FILES = {
     "/": ("index.html", "text/html"),
     "/static/app.js": ("app.js", "text/javascript"),
@@ -56,12 +57,13 @@ class WebPlatform(Platform):
         self.clients = Clients(self.config.max_queue, keep_retired=self.config.client_timeout)
         self.port: int | None = None  # the bound port, once listening (bind port 0 picks one)
         self.url: str | None = None  # http://host:port of the server, once listening
-        self.counters: Counter[tuple[str, str]] = Counter()  # (name, label) → count, for /metrics
         self.closing = False
         self.origins: frozenset[str] | None = None  # our page's origins, once listening (see own_origins)
         self.hosts: frozenset[str] | None = None  # the Host values a browser request may carry
         self.gate: ConnectionGate | None = None  # open connections, once listening
         self.nojs = NoJsChat(self)
+        self.health = Health(self)
+        self.health.add_gauges()
         self._listening = asyncio.Event()
         self._files = {path: ((STATIC / name).read_bytes(), ctype) for path, (name, ctype) in _FILES.items()}
 
@@ -82,8 +84,6 @@ class WebPlatform(Platform):
             per_address, config.max_connections or descriptor_budget(), lambda why: self.count("refused", why)
         )
         site = GatedSite(runner, host, port, self.gate, backlog=config.listen_backlog)
-        accept_errors = AcceptErrorFilter()
-        logging.getLogger("asyncio").addFilter(accept_errors)
         try:
             await site.start()
             self.port = runner.addresses[0][1] if runner.addresses else port
@@ -105,7 +105,6 @@ class WebPlatform(Platform):
                 client.stay()  # the core ends every session itself
                 client.wake()  # open long polls answer `null` at once
             await runner.cleanup()
-            logging.getLogger("asyncio").removeFilter(accept_errors)
 
     async def ready(self) -> None:
         """Returns once the server is listening (then `port` and `url` are set)."""
@@ -145,7 +144,7 @@ class WebPlatform(Platform):
         """The aiohttp application (also usable on its own in tests)."""
         app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[guard(self)])
         OmegleApi(self).add_routes(app.router)
-        Health(self).add_routes(app.router)
+        self.health.add_routes(app.router)
         self.nojs.add_routes(app.router)
         app.router.add_get("/favicon.ico", self.on_favicon)
         for path in self._files:
@@ -194,7 +193,12 @@ class WebPlatform(Platform):
         return Room(self.name, client.key)
 
     def count(self, name: str, label: str) -> None:
-        self.counters[(name, label)] += 1
+        """Count in the core's metrics: web_refused{reason}, web_started{mode}, web_expired{reason}."""
+        self.metrics.inc(f"web_{name}", platform=self.name, **{_LABELS[name]: label})
+
+    def counted(self, name: str, label: str) -> int:
+        """What `count` counted so far."""
+        return self.metrics.counter(f"web_{name}", platform=self.name, **{_LABELS[name]: label})
 
     # ---- housekeeping ------------------------------------------------------------------------
 

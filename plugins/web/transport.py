@@ -1,23 +1,18 @@
-"""The listening socket: per-address and total connection caps, the backlog, the accept-error log filter."""
+"""The listening socket: per-address and total connection caps, and the site that applies them."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import resource
 from collections import Counter
 from collections.abc import Callable
 
 from aiohttp import web
 
-from bridge.bucket import TokenBucket
+__all__ = ["ConnectionGate", "FD_RESERVE", "GatedSite", "descriptor_budget"]
 
-__all__ = ["ACCEPT_ERROR", "AcceptErrorFilter", "ConnectionGate", "FD_RESERVE", "GatedSite", "descriptor_budget"]
-
-log = logging.getLogger(__name__)
 
 FD_RESERVE = 64  # descriptors kept free of HTTP connections (store, backends, other platforms)
-ACCEPT_ERROR = "socket.accept() out of system resource"
 
 
 def descriptor_budget(reserve: int = FD_RESERVE) -> int:
@@ -120,19 +115,3 @@ class GatedSite(web.BaseSite):
         self._server = await asyncio.get_running_loop().create_server(
             lambda: _Gated(gate, server()), self._host, self._port, backlog=self._backlog, reuse_address=True
         )
-
-
-class AcceptErrorFilter(logging.Filter):
-    """On the `asyncio` logger: "socket.accept() out of system resource" (logged by asyncio once per
-    pending connection, every second, while descriptors run out) passes at most once per interval."""
-
-    def __init__(self, interval: float = 60.0) -> None:
-        super().__init__()
-        self.lines = TokenBucket(1.0 / interval, 1)
-        self.dropped = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith(ACCEPT_ERROR) or self.lines.allow():
-            return True
-        self.dropped += 1
-        return False

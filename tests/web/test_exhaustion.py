@@ -124,7 +124,8 @@ repair_cooldown = 0.0
         code = await asyncio.wait_for(daemon.wait(), 20)
         await asyncio.wait_for(reader, 10)
     assert code == 0, "".join(log)
-    assert sum("out of system resource" in line for line in log) <= 1, "".join(log[-20:])
+    # descriptors never ran out (had they, the core's RepeatFilter lets REPEAT_BURST lines through)
+    assert not [line for line in log if "out of system resource" in line], "".join(log[-20:])
 
 
 async def test_half_sent_heads_and_bodies_are_cut_after_their_timeouts(http):
@@ -138,7 +139,7 @@ async def test_half_sent_heads_and_bodies_are_cut_after_their_timeouts(http):
         await writer.drain()
         answer = await asyncio.wait_for(closed_by_server(reader, writer), 15)
         assert answer.startswith(b"HTTP/1.1 408"), answer[:60]
-        assert web.counters[("refused", "slow_body")] == 1
+        assert web.counted("refused", "slow_body") == 1
         async with http.get(web.url + "/healthz") as response:  # and the server serves on
             assert response.status == 200
 
@@ -150,7 +151,7 @@ async def test_total_connections_are_capped_across_addresses(http):
         async with asyncio.timeout(15):
             while sum(task.done() for task in held) < 5:
                 await asyncio.sleep(0.05)
-        assert web.counters[("refused", "connections")] == 5 and web.gate.count == 5
+        assert web.counted("refused", "connections") == 5 and web.gate.count == 5
         for task in held:
             task.cancel()
         async with asyncio.timeout(15):  # released connections make room again

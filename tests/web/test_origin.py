@@ -29,7 +29,7 @@ async def test_dns_rebinding_pages_are_refused(web, http):
     same = {"Host": evil, "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}
     assert await status(http, "GET", web.url + "/start", params={"firstevents": "1"}, headers=same) == 403
     assert len(web.clients) == 0
-    assert web.counters[("refused", "host")] == 2
+    assert web.counted("refused", "host") == 2
     # our own page, under each loopback name, is served
     for name in ("127.0.0.1", "localhost"):
         own = f"http://{name}:{web.port}"
@@ -85,7 +85,7 @@ async def test_another_sites_images_in_chromium_leave_the_page_working(web):
                 tab = await (await browser.new_context()).new_page()
                 await tab.goto(elsewhere)
                 async with asyncio.timeout(10):
-                    while web.counters[("refused", "cross_site")] < 32:
+                    while web.counted("refused", "cross_site") < 32:
                         await asyncio.sleep(0.05)
                 assert len(web.clients) == 0
                 own = await (await browser.new_context()).new_page()
