@@ -88,7 +88,7 @@ class NoJsChat:
             return html(nojs_html.error_page("The server is busy; try again."), 503)
         platform.count("started", start.mode.value)
         self._expect_stream(client)  # a start whose redirect is never followed leaves, too
-        response = web.HTTPSeeOther("/nojs/chat")
+        response = web.Response(status=303, headers={"Location": "/nojs/chat"})
         secure = (platform.config.public_origin or "").startswith("https://")
         response.set_cookie(COOKIE, client.secret, path="/nojs", httponly=True, samesite="Strict", secure=secure)
         return response
