@@ -39,6 +39,9 @@ async def test_churning_clients_leave_nothing_behind(bridge, web, http):
         assert not web.clients.sessions and not web.clients.polls
         last = client  # its end waits for one more poll, in a small record
     assert len(web.clients.retired) == 40
+    # the core keeps the ended chats of the 40 recording rooms (that platform may report), none of
+    # the 360 web rooms' (no web page reports after the end)
+    assert len(bridge.router.recent) == 40
     # a retired client's next poll gets its end exactly once; then the id is dead
     batch = await last.poll()
     assert batch is not None and batch[-1] == ["strangerDisconnected"]
