@@ -33,7 +33,7 @@ class WebConfig(PluginConfig):
     max_connections: int | None = Field(None, ge=1)
     header_timeout: float = Field(10.0, gt=0, le=300)  # seconds to send a request head; also keep-alive idle
     body_timeout: float = Field(10.0, gt=0, le=300)  # seconds to send a request body (408 beyond)
-    listen_backlog: int = Field(512, ge=1, le=65535)  # the listen() queue (and asyncio's accepts per wake-up)
+    listen_backlog: int = Field(512, ge=1, le=65535)  # the kernel's listen() queue
 
     @field_validator("bind")
     @classmethod

@@ -76,9 +76,10 @@ class WebPlatform(Platform):
         """Serve until cancelled; ends clients that stop polling."""
         app = self.build_app()
         config = self.config
+        server_log = ServerLog(self.metrics, self.name)
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
-            logger=ServerLog(self.metrics, self.name), keepalive_timeout=config.header_timeout,
+            logger=server_log, keepalive_timeout=config.header_timeout,
         )
         await runner.setup()
         host, port = split_bind(config.bind)
@@ -86,7 +87,7 @@ class WebPlatform(Platform):
         self.gate = ConnectionGate(
             per_address, config.max_connections or descriptor_budget(), lambda why: self.count("refused", why)
         )
-        site = GatedSite(runner, host, port, self.gate, backlog=config.listen_backlog)
+        site = GatedSite(runner, host, port, self.gate, backlog=config.listen_backlog, on_exhausted=server_log.exhausted)
         try:
             await site.start()
             self.port = runner.addresses[0][1] if runner.addresses else port

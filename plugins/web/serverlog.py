@@ -1,7 +1,8 @@
-"""aiohttp's server logger, replaced: request errors are counted and logged once per interval, without their bytes."""
+"""aiohttp's server logger, replaced: request and accept errors counted, logged once per interval, no bytes."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import traceback
@@ -30,7 +31,7 @@ class ServerLog:
     def __init__(self, metrics: Metrics, platform: str, interval: float = LOG_INTERVAL) -> None:
         self.metrics = metrics
         self.platform = platform
-        self._lines = {kind: TokenBucket(1.0 / interval, 1) for kind in ("fault", "request")}
+        self._lines = {kind: TokenBucket(1.0 / interval, 1) for kind in ("fault", "request", "exhausted")}
         self._quiet: dict[str, int] = {}  # errors not logged since the last line, per kind
 
     def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - the logging.Logger name
@@ -46,6 +47,17 @@ class ServerLog:
 
     def log(self, level: int, msg: str, *args: Any, **kwargs: Any) -> None:
         self._note(kwargs.get("exc_info"))
+
+    def exhausted(self, exc: OSError) -> None:
+        """Accepting paused: descriptors (or buffers) ran out. Counted; logged once per interval."""
+        reason = errno.errorcode.get(exc.errno or 0, "OSError")
+        self.metrics.inc("http_errors", platform=self.platform, reason=f"accept_{reason}")
+        if not self._lines["exhausted"].allow():
+            self._quiet["exhausted"] = self._quiet.get("exhausted", 0) + 1
+            return
+        skipped = self._quiet.pop("exhausted", 0)
+        log.error("web: cannot accept connections: %s (accepting pauses; counted in http_errors; %d more since "
+                  "the last line)", reason, skipped)
 
     def _note(self, exc_info: Any) -> None:
         if exc_info is True:

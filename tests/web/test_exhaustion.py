@@ -48,9 +48,12 @@ def low_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))  # hard too: nothing can raise it again
 
 
-async def test_half_sent_requests_from_one_address_under_a_low_descriptor_limit(tmp_path):
-    config = tmp_path / "bridge.toml"
-    config.write_text(f"""
+class Daemon:
+    """`python -m bridge run` (web platform and hub) under a 256-descriptor limit; its log collected."""
+
+    def __init__(self, tmp_path: Path, web: str) -> None:
+        self.config = tmp_path / "bridge.toml"
+        self.config.write_text(f"""
 [bridge]
 state = "{tmp_path / 'state.sqlite3'}"
 user_rate = 1000.0
@@ -60,72 +63,114 @@ stranger_burst = 1000
 [platforms.web]
 plugin = "web"
 bind = "127.0.0.1:0"
-header_timeout = 120.0
-max_connections_per_address = 64
+{web}
 [backends.hub]
 plugin = "hub"
 repair_cooldown = 0.0
 """)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    daemon = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "run", "-c", str(config), cwd=ROOT, env=env,
-        stderr=asyncio.subprocess.PIPE, preexec_fn=low_limit,
-    )
-    log: list[str] = []
-    listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.log: list[str] = []
 
-    async def read_log() -> None:
-        assert daemon.stderr is not None
-        async for raw in daemon.stderr:
-            line = raw.decode(errors="replace")
-            log.append(line)
-            found = re.search(r"web: listening on http://127\.0\.0\.1:(\d+)", line)
-            if found and not listening.done():
-                listening.set_result(int(found.group(1)))
+    async def __aenter__(self) -> Daemon:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "run", "-c", str(self.config), cwd=ROOT, env=env,
+            stderr=asyncio.subprocess.PIPE, preexec_fn=low_limit,
+        )
+        listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
-    reader = asyncio.create_task(read_log())
+        async def read_log() -> None:
+            assert self.proc.stderr is not None
+            async for raw in self.proc.stderr:
+                line = raw.decode(errors="replace")
+                self.log.append(line)
+                found = re.search(r"web: listening on http://127\.0\.0\.1:(\d+)", line)
+                if found and not listening.done():
+                    listening.set_result(int(found.group(1)))
+
+        self.reader = asyncio.create_task(read_log())
+        self.port = await asyncio.wait_for(listening, 30)
+        self.url = f"http://127.0.0.1:{self.port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.code = await asyncio.wait_for(self.proc.wait(), 20)
+        await asyncio.wait_for(self.reader, 10)
+
+    def lines(self, text: str) -> list[str]:
+        return [line for line in self.log if text in line]
+
+
+async def chat_through(url: str, address: str) -> None:
+    """A probe pair from `address` meets through the hub and exchanges 20 unique tokens each way."""
+    async with source(address) as probe_http:
+        a, b = RawClient(probe_http, url), RawClient(probe_http, url)
+        await a.start()
+        await b.start()
+        await a.until("connected")
+        await b.until("connected")
+        for sender, receiver in ((a, b), (b, a)):
+            sent = [f"probe-{secrets.token_hex(4)}-{i}" for i in range(20)]
+            for token in sent:
+                assert await sender.post("/send", msg=token) == (200, "win")
+            got: list[str] = []
+            while len(got) < len(sent):
+                got.append((await receiver.until("gotMessage"))[1])
+            assert got == sent
+        async with probe_http.get(url + "/healthz") as response:
+            assert response.status == 200 and await response.text() == "ok"
+
+
+async def metric(url: str, pattern: str) -> int:
+    async with source("127.0.0.3") as http, http.get(url + "/metrics") as response:
+        found = re.search(pattern + r" (\d+)", await response.text())
+    return int(found.group(1)) if found else 0
+
+
+async def test_half_sent_requests_from_one_address_under_a_low_descriptor_limit(tmp_path):
     flood: list[asyncio.Task] = []
-    try:
-        port = await asyncio.wait_for(listening, 30)
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            flood.append(await half_open("127.0.0.1", port))
-        # every connection beyond the per-address cap is closed at once
-        async with asyncio.timeout(20):
-            while sum(task.done() for task in flood) < 300 - 64:
-                await asyncio.sleep(0.05)
-        # a probe pair from another address chats through the hub meanwhile: nothing lost
-        async with source("127.0.0.2") as probe_http:
-            a, b = RawClient(probe_http, url), RawClient(probe_http, url)
-            await a.start()
-            await b.start()
-            await a.until("connected")
-            await b.until("connected")
-            for sender, receiver in ((a, b), (b, a)):
-                sent = [f"probe-{secrets.token_hex(4)}-{i}" for i in range(20)]
-                for token in sent:
-                    assert await sender.post("/send", msg=token) == (200, "win")
-                got: list[str] = []
-                while len(got) < len(sent):
-                    got.append((await receiver.until("gotMessage"))[1])
-                assert got == sent
-            async with probe_http.get(url + "/healthz") as response:
-                assert response.status == 200 and await response.text() == "ok"
-            async with probe_http.get(url + "/metrics") as response:
-                metrics = await response.text()
-            refused = re.search(r'refused_total\{platform="web",reason="connections_per_address"\} (\d+)', metrics)
-            assert refused and int(refused.group(1)) >= 300 - 64
-        assert sum(task.done() for task in flood) <= 300 - 64 + 2  # the others are still held open (no timeout yet)
-    finally:
-        for task in flood:
-            task.cancel()
-        if daemon.returncode is None:
-            daemon.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(daemon.wait(), 20)
-        await asyncio.wait_for(reader, 10)
-    assert code == 0, "".join(log)
-    # descriptors never ran out (had they, the core's RepeatFilter lets REPEAT_BURST lines through)
-    assert not [line for line in log if "out of system resource" in line], "".join(log[-20:])
+    async with Daemon(tmp_path, "header_timeout = 120.0\nmax_connections_per_address = 64") as daemon:
+        try:
+            for _ in range(300):
+                flood.append(await half_open("127.0.0.1", daemon.port))
+            # every connection beyond the per-address cap is closed at once
+            async with asyncio.timeout(20):
+                while sum(task.done() for task in flood) < 300 - 64:
+                    await asyncio.sleep(0.05)
+            await chat_through(daemon.url, "127.0.0.2")  # meanwhile a probe pair loses nothing
+            refused = await metric(daemon.url, r'web_refused_total\{platform="web",reason="connections_per_address"\}')
+            assert refused >= 300 - 64
+            assert sum(task.done() for task in flood) <= 300 - 64 + 2  # the others are still held open
+        finally:
+            for task in flood:
+                task.cancel()
+    assert daemon.code == 0, "".join(daemon.log)
+    assert not daemon.lines("out of system resource"), "".join(daemon.log[-20:])  # descriptors never ran out
+
+
+async def test_running_out_of_descriptors_pauses_accepting_with_one_log_line(tmp_path):
+    # caps above the descriptor limit: this time descriptors do run out
+    flood: list[asyncio.Task] = []
+    web = "header_timeout = 120.0\nmax_connections_per_address = 1000\nmax_connections = 1000"
+    async with Daemon(tmp_path, web) as daemon:
+        try:
+            for _ in range(300):
+                flood.append(await half_open("127.0.0.1", daemon.port))
+            async with asyncio.timeout(20):
+                while not daemon.lines("cannot accept connections"):
+                    await asyncio.sleep(0.05)
+            for task in flood:  # the flood ends; the server serves again
+                task.cancel()
+            await asyncio.gather(*flood, return_exceptions=True)
+            await chat_through(daemon.url, "127.0.0.2")
+            assert await metric(daemon.url, r'http_errors_total\{platform="web",reason="accept_EMFILE"\}') >= 1
+        finally:
+            for task in flood:
+                task.cancel()
+    assert daemon.code == 0, "".join(daemon.log)
+    assert len(daemon.lines("cannot accept connections")) == 1, "".join(daemon.log[-20:])
+    assert not daemon.lines("out of system resource")  # asyncio's own accept loop never ran
 
 
 async def test_half_sent_heads_and_bodies_are_cut_after_their_timeouts(http):
