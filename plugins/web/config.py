@@ -28,7 +28,7 @@ class WebConfig(PluginConfig):
     max_queue: int = Field(1000, ge=10)  # events kept per client before it is told some were dropped
     max_clients: int = Field(100_000, ge=1)  # live client ids in total
     # Open HTTP connections per client address (not counted behind trusted_proxy_header: the
-    # proxy is the peer), and in total (None: the soft descriptor limit minus 64); beyond, reset.
+    # proxy is the peer), and in total (None: the soft descriptor limit minus 64); beyond, closed at once.
     max_connections_per_address: int = Field(128, ge=1)
     max_connections: int | None = Field(None, ge=1)
     header_timeout: float = Field(10.0, gt=0, le=300)  # seconds to send a request head; also keep-alive idle
