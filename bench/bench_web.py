@@ -26,9 +26,6 @@ SERVER_CONFIG = {
         "plugin": "web", "bind": "127.0.0.1:0", "poll_window": 20.0, "client_timeout": 120.0,
         "max_sessions_per_address": 50_000, "max_polls_per_address": 50_000, "max_queue": 100_000,
         "max_connections_per_address": 50_000, "listen_backlog": 4096,
-        # the flood's raw clients keep one connection each, idle while the other 9,999 start,
-        # and do not reconnect when the server closes an idle keep-alive connection
-        "header_timeout": 120.0,
     }},
     "backends": {"hub": {"plugin": "hub", "repair_cooldown": 0.0}},
 }

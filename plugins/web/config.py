@@ -31,7 +31,8 @@ class WebConfig(PluginConfig):
     # proxy is the peer), and in total (None: the soft descriptor limit minus 64); beyond, closed at once.
     max_connections_per_address: int = Field(128, ge=1)
     max_connections: int | None = Field(None, ge=1)
-    header_timeout: float = Field(10.0, gt=0, le=300)  # seconds to send a request head; also keep-alive idle
+    header_timeout: float = Field(10.0, gt=0, le=300)  # seconds from connecting to a complete request head
+    keepalive_timeout: float = Field(120.0, gt=0, le=3600)  # seconds an idle kept-alive connection stays
     body_timeout: float = Field(10.0, gt=0, le=300)  # seconds to send a request body (408 beyond)
     listen_backlog: int = Field(512, ge=1, le=65535)  # the kernel's listen() queue
 

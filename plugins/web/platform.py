@@ -79,7 +79,7 @@ class WebPlatform(Platform):
         server_log = ServerLog(self.metrics, self.name)
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
-            logger=server_log, keepalive_timeout=config.header_timeout,
+            logger=server_log, keepalive_timeout=config.keepalive_timeout,
         )
         await runner.setup()
         host, port = split_bind(config.bind)
@@ -87,7 +87,10 @@ class WebPlatform(Platform):
         self.gate = ConnectionGate(
             per_address, config.max_connections or descriptor_budget(), lambda why: self.count("refused", why)
         )
-        site = GatedSite(runner, host, port, self.gate, backlog=config.listen_backlog, on_exhausted=server_log.exhausted)
+        site = GatedSite(
+            runner, host, port, self.gate, backlog=config.listen_backlog, head_timeout=config.header_timeout,
+            on_exhausted=server_log.exhausted,
+        )
         try:
             await site.start()
             self.port = runner.addresses[0][1] if runner.addresses else port

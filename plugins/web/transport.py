@@ -56,25 +56,46 @@ class ConnectionGate:
 
 
 class _Counted(asyncio.Protocol):
-    """aiohttp's protocol for one admitted connection; gives its place in the gate back when it closes."""
+    """aiohttp's protocol for one admitted connection: gives its place in the gate back when it
+    closes, and closes it when its first request head is not complete within `head_timeout`
+    (later heads on a kept-alive connection are bounded by aiohttp's keepalive_timeout)."""
 
-    __slots__ = ("gate", "inner", "peer")
+    __slots__ = ("gate", "inner", "peer", "head_timeout", "deadline", "tail")
 
-    def __init__(self, gate: ConnectionGate, inner: asyncio.Protocol, peer: str) -> None:
+    def __init__(self, gate: ConnectionGate, inner: asyncio.Protocol, peer: str, head_timeout: float) -> None:
         self.gate = gate
         self.inner = inner
         self.peer: str | None = peer
+        self.head_timeout = head_timeout
+        self.deadline: asyncio.TimerHandle | None = None
+        self.tail = b""  # the last bytes seen of the first head (its end may span two reads)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.call_later(self.head_timeout, self._too_slow, transport)
         self.inner.connection_made(transport)
 
+    def _too_slow(self, transport: asyncio.BaseTransport) -> None:
+        self.deadline = None
+        self.gate.on_refused("slow_head")
+        transport.abort()  # type: ignore[attr-defined]
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
         if self.peer is not None:
             self.gate.release(self.peer)
             self.peer = None
         self.inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.deadline is not None:
+            if b"\r\n\r\n" in self.tail + data[:4] or b"\r\n\r\n" in data:
+                self.deadline.cancel()
+                self.deadline = None
+            else:
+                self.tail = (self.tail + data)[-3:]
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -108,9 +129,10 @@ class GatedSite(web.BaseSite):
 
     def __init__(
         self, runner: web.BaseRunner, host: str, port: int, gate: ConnectionGate, *, backlog: int,
-        on_exhausted: Callable[[OSError], None],
+        head_timeout: float, on_exhausted: Callable[[OSError], None],
     ) -> None:
         super().__init__(runner, backlog=backlog)
+        self._head_timeout = head_timeout
         self._host = host
         self._port = port
         self._gate = gate
@@ -189,7 +211,7 @@ class GatedSite(web.BaseSite):
         try:
             assert server is not None
             await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: _Counted(self._gate, server(), peer), conn
+                lambda: _Counted(self._gate, server(), peer, self._head_timeout), conn
             )
         except BaseException:
             self._gate.release(peer)  # the transport never came to be: its place is free again

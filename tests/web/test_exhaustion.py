@@ -178,6 +178,7 @@ async def test_half_sent_heads_and_bodies_are_cut_after_their_timeouts(http):
         web = bridge.platforms["web"]
         head = await half_open("127.0.0.1", web.port)
         assert await asyncio.wait_for(head, 15) == b""  # closed, nothing answered
+        assert web.counted("refused", "slow_head") == 1
         reader, writer = await asyncio.open_connection("127.0.0.1", web.port)
         writer.write(b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
                      b"Content-Length: 100\r\n\r\nid=abc")
@@ -187,6 +188,23 @@ async def test_half_sent_heads_and_bodies_are_cut_after_their_timeouts(http):
         assert web.counted("refused", "slow_body") == 1
         async with http.get(web.url + "/healthz") as response:  # and the server serves on
             assert response.status == 200
+
+
+async def test_a_kept_alive_connection_may_idle_longer_than_the_head_timeout():
+    async with running(web_config(header_timeout=0.5, keepalive_timeout=60.0)) as bridge:
+        web = bridge.platforms["web"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", web.port)
+        try:
+            for _ in range(2):
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                await writer.drain()
+                async with asyncio.timeout(10):
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200") and await reader.readexactly(2) == b"ok"
+                await asyncio.sleep(1.5)  # idle three head timeouts: the connection is not closed for it
+        finally:
+            writer.close()
+        assert web.counted("refused", "slow_head") == 0
 
 
 async def test_total_connections_are_capped_across_addresses(http):
