@@ -94,7 +94,12 @@ class Client:
             waiter.set_result(None)
 
     def has_answer(self) -> bool:
-        return bool(self.sent) or (bool(self.queue) and worth_answering(self.queue))
+        """Whether a poll would be answered now (an acknowledging client's unacknowledged events too)."""
+        return bool(self.sent) or self.has_news()
+
+    def has_news(self) -> bool:
+        """Whether events worth a poll's answer were never answered yet."""
+        return bool(self.queue) and worth_answering(self.queue)
 
     def take(self) -> list[list]:
         """The queued events (an acknowledging client's answer: every unacknowledged one)."""

@@ -140,7 +140,7 @@ class WebPlatform(Platform):
         deadline = loop.time() + SHUTDOWN_GRACE
         while loop.time() < deadline:
             now = time.monotonic()
-            live = any(c.has_answer() and now - c.last_seen < ACTIVE for c in self.clients.by_key.values())
+            live = any(c.has_news() and now - c.last_seen < ACTIVE for c in self.clients.by_key.values())
             if not live and not any(now - r.seen < ACTIVE for r in self.clients.retired.values()):
                 return
             await asyncio.sleep(0.05)
