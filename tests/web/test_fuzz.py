@@ -49,10 +49,11 @@ bodies = st.one_of(
 )
 
 
-def request(port: int, method: str, target: str, body: bytes | None, ctype: str | None, origin: str | None) -> int:
+def request(port: int, method: str, target: str, body: bytes | None, ctype: str | None, origin: str | None,
+            extra: dict[str, str] | None = None) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
     try:
-        headers = {}
+        headers = dict(extra or {})
         if ctype is not None:
             headers["Content-Type"] = ctype
         if origin is not None:
@@ -76,10 +77,16 @@ def test_no_input_makes_a_5xx():
             body=bodies,
             ctype=st.sampled_from(CONTENT_TYPES),
             origin=st.sampled_from([None, "null", f"http://127.0.0.1:{port}", "http://evil.example", "%%%"]),
+            extra=st.fixed_dictionaries({}, optional={
+                "Sec-Fetch-Site": st.sampled_from(["same-origin", "same-site", "cross-site", "none", "?"]),
+                "Host": st.sampled_from([f"127.0.0.1:{port}", f"localhost:{port}", "evil.example", "", "[::1", "a:b:c"]),
+                "Cookie": st.sampled_from(["nojs=", "nojs=" + "A" * 32, "nojs=\"x\"", "=;;", "nojs=%00"]),
+                "X-Forwarded-For": st.sampled_from(["1.2.3.4", "", ",,,", "x" * 100]),
+            }),
         )
-        def prop(path, method, query, body, ctype, origin):
+        def prop(path, method, query, body, ctype, origin, extra):
             target = path + ("?" + urlencode(query, errors="surrogatepass") if query else "")
-            status = request(port, method, target, body, ctype, origin)
+            status = request(port, method, target, body, ctype, origin, extra)
             seen.add(status)
             assert status < 500, (method, target, body, ctype, status)
 
