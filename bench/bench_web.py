@@ -254,7 +254,7 @@ async def flood(server: Server, idle: int = 10_000, messages: int = 300) -> None
         while True:  # wait until the server holds every poll open
             _, text = await probe.request("GET", "/metrics")
             line = next(ln for ln in text.decode().splitlines() if ln.startswith("stranger_bridge_web_polls_open"))
-            if int(line.split()[-1]) >= idle:
+            if float(line.split()[-1]) >= idle:  # prometheus_client writes gauges as floats
                 break
             await asyncio.sleep(0.5)
     probe.close()
