@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import AsyncIterator, Callable
+import types
+import typing
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_validator, model_validator
 
 from .events import Event, Room, Start
 from .metrics import Metrics
 
-__all__ = ["Backend", "Chat", "KeyValue", "Platform", "PluginConfig", "Submit"]
+__all__ = ["Backend", "Chat", "CredentialsError", "KeyValue", "Platform", "PluginConfig", "StrictModel", "Submit"]
 
 # submit(room, event) hands a user-side event to the core. It never blocks and never raises for
 # a full inbox: the core answers an overflow with a notice in the room. Returns False when the
@@ -19,10 +22,29 @@ __all__ = ["Backend", "Chat", "KeyValue", "Platform", "PluginConfig", "Submit"]
 Submit = Callable[[Room, Event], bool]
 
 
-class PluginConfig(BaseModel):
-    """Base of every plugin's own configuration table; unknown keys are errors."""
+class StrictModel(BaseModel):
+    """Base of every configuration table: unknown keys, `inf`/`nan` and true/false for numbers are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # Lax validation reads `true` as 1: a count or a rate of "true" is a typo, not a number.
+        if isinstance(value, bool) and info.field_name is not None:
+            if bool not in _types(cls.model_fields[info.field_name].annotation):
+                raise ValueError("must be a number, not true or false")
+        return value
+
+
+def _types(annotation: Any) -> tuple[Any, ...]:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+class PluginConfig(StrictModel):
+    """Base of every plugin's own configuration table; unknown keys are errors."""
 
     plugin: str
     backend: str | None = None  # platforms only: override of [bridge] default_backend
@@ -36,12 +58,27 @@ class PluginConfig(BaseModel):
         return self
 
 
-_PLACEHOLDERS = ("CHANGE-ME", "CHANGEME", "CHANGE_ME", "REPLACE-ME", "YOUR-TOKEN", "YOUR_TOKEN", "XXX", "TODO")
+# Phrases long enough never to turn up by chance in a random token: refused anywhere in a secret.
+_PLACEHOLDERS = ("CHANGE-ME", "CHANGEME", "CHANGE_ME", "REPLACE-ME", "YOUR-TOKEN", "YOUR_TOKEN")
+# Short marks are refused only as a word of their own ("token-XXXX", "TODO") or as the whole value:
+# about one real Synapse token in a thousand holds "xxx" somewhere, in some case.
+_PLACEHOLDER_WORD = re.compile(r"(?<![A-Za-z0-9])(?:X{3,}|TODO|FIXME)(?![A-Za-z0-9])|^(?:x{3,}|todo|\.{3}|…)$", re.I)
 
 
 def _is_placeholder(secret: str) -> bool:
-    upper = secret.strip().upper()
-    return not upper or any(mark in upper for mark in _PLACEHOLDERS) or upper.startswith("<")
+    text = secret.strip()
+    upper = text.upper()
+    if not text or upper.startswith("<") or any(mark in upper for mark in _PLACEHOLDERS):
+        return True
+    return _PLACEHOLDER_WORD.search(text) is not None
+
+
+class CredentialsError(Exception):
+    """Raised by a plugin whose credentials were refused for good (a wrong password, a revoked token).
+
+    Retrying cannot help: raised from `run` before the plugin is ready, the daemon exits with
+    status 2 and this message. The message names what was refused, never the secret itself.
+    """
 
 
 class KeyValue(Protocol):
@@ -60,6 +97,11 @@ class Platform(abc.ABC):
     """
 
     Config: ClassVar[type[PluginConfig]] = PluginConfig
+
+    #: Whether a user can still report the stranger after a chat ended. True (the default) makes
+    #: the core keep a small, bounded record of each ended chat for a while; a platform with no
+    #: "report" command sets False, so nothing of its ended chats is kept.
+    reports_after_end: ClassVar[bool] = True
 
     def __init__(self, name: str, config: Any, submit: Submit, state: KeyValue, metrics: Metrics | None = None) -> None:
         self.name = name
@@ -163,4 +205,13 @@ class Backend(abc.ABC):
     async def online(self) -> int | None:
         """How many people the backend says are online, for status pages. Default: unknown."""
         return None
+
+    def stats(self) -> dict[str, Any]:
+        """Figures for `stranger-bridge status` and /metrics; cheap, synchronous. Default: none.
+
+        Keys the core reads: "waiting" ({mode: users waiting for a stranger}, mode as in
+        events.Mode values) and "connected" (bool: the link to the backend's server is up; shown as
+        stranger_bridge_backend_up). Other keys are shown by `status` as they are.
+        """
+        return {}
 

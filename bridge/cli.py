@@ -1,17 +1,20 @@
-"""Command line: `stranger-bridge run` and `stranger-bridge check-config`; the only place that exits."""
+"""Command line: `stranger-bridge run`, `check-config` and `status`; the only place that exits."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import resource
 import signal
 import sys
 from pathlib import Path
 
-from .app import Bridge, PlatformStartError
+from .app import Bridge, PlatformCredentialsError, StartError
 from .config import ConfigError, load_config
 from .logsetup import setup_logging
+from .notify import Notifier
+from .status import EXIT_UNKNOWN, query_status, render_status
 from .store import StoreError
 
 log = logging.getLogger(__name__)
@@ -19,6 +22,7 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
+NOFILE_CEILING = 1 << 20  # open files asked for when the hard limit is "unlimited"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-c", "--config", type=Path, help="TOML config file (default: the embedded hub and web page)")
     check = sub.add_parser("check-config", help="validate a config file and print OK or every error")
     check.add_argument("-c", "--config", type=Path)
+    status = sub.add_parser(
+        "status",
+        help="show a running daemon's health (through [bridge] metrics_bind) or, when stopped, what its state file holds",
+        description="Exit status: 0 healthy, 1 degraded (or starting, stopping, not answering), 2 bad config, "
+        "3 not running, 4 unknown (no [bridge] metrics_bind to ask).",
+    )
+    status.add_argument("-c", "--config", type=Path)
+    status.add_argument("--json", action="store_true", help="print the status as one JSON object")
     args = parser.parse_args(argv)
 
     try:
@@ -42,16 +54,44 @@ def main(argv: list[str] | None = None) -> int:
         print("OK")
         return EXIT_OK
 
+    if args.command == "status":
+        try:
+            report, code = query_status(config)
+        except StoreError as exc:
+            print(f"status unknown: {exc}", file=sys.stderr)
+            return EXIT_UNKNOWN
+        print(render_status(report, as_json=args.json))
+        return code
+
     setup_logging(config.bridge.log_format, config.bridge.log_level)
+    raise_open_files_limit()
     try:
-        asyncio.run(_run(Bridge(config)))
+        asyncio.run(_run(Bridge(config, notifier=Notifier.from_env())))
     except StoreError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
-    except PlatformStartError as exc:
+    except PlatformCredentialsError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    except StartError as exc:
         log.error("%s", exc)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (systemd's default soft limit is 1,024), logged once."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = NOFILE_CEILING if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open files limit stays at %d: raising it to %d failed: %s", soft, target, exc)
+            return
+        log.info("open files limit raised from %d to %d", soft, target)
+    else:
+        log.info("open files limit: %s", "unlimited" if soft == resource.RLIM_INFINITY else soft)
 
 
 async def _run(bridge: Bridge) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "Start",
     "StoppedTyping",
     "Typing",
+    "Undelivered",
     "Waiting",
 ]
 
@@ -151,6 +152,19 @@ class Disconnected:
     stranger: str | None = None  # who left, when there were several ("Stranger 1", "Bob")
     reason: str | None = None  # a Reason value, or free text from a backend
     final: bool = True  # False: one stranger left a group and the chat goes on
+    # True: the chat failed and the stranger service's own notice, shown just before, said why;
+    # renderers then say only that the chat ended (one failure, one notice).
+    explained: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Undelivered:
+    """User side: the platform took a stranger's message but could not show it (it gave up later).
+
+    The core tells the stranger about that very message; the platform tells its own room.
+    """
+
+    text: str
 
 
 Event = (
@@ -164,11 +178,12 @@ Event = (
     | Question
     | ServerNotice
     | Disconnected
+    | Undelivered
 )
 
 # Which event kinds each side may hand in; the core rejects the rest.
 ALLOWED: dict[Origin, tuple[type, ...]] = {
-    Origin.USER: (Start, Report, Message, Typing, StoppedTyping, Disconnected),
+    Origin.USER: (Start, Report, Message, Typing, StoppedTyping, Disconnected, Undelivered),
     Origin.STRANGER: (
         Waiting,
         Connected,

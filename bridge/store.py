@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import abc
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -114,28 +116,63 @@ CREATE TABLE IF NOT EXISTS sessions (
     PRIMARY KEY (platform, room));
 CREATE TABLE IF NOT EXISTS kv (namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (namespace, key));
+CREATE TABLE IF NOT EXISTS quarantine (platform TEXT, room TEXT, state TEXT, backend TEXT, handle TEXT,
+    start TEXT, created REAL, updated REAL, problem TEXT NOT NULL, moved REAL NOT NULL);
 """
+# SQLite's answers when the file or its directory may be read but not written.
+_UNWRITABLE = {"SQLITE_READONLY", "SQLITE_READONLY_DIRECTORY", "SQLITE_CANTOPEN", "SQLITE_PERM"}
 _APP_ID = "stranger-bridge/1"
 
 
 class SQLiteStore(Store):
-    """The default store: one SQLite file. Writes are small and synchronous (WAL, no fsync per write)."""
+    """The default store: one SQLite file. Writes are small and synchronous (WAL, no fsync per write).
+
+    One process at a time: an exclusive lock on `<state>.lock` beside the file is held until
+    `close` (or until the process dies, since the kernel drops it then).
+    """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot open the state file: {exc}") from exc
+        self._lock = self._take_lock()
+        try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
+            os.close(self._lock)
             raise StoreError(f"{self.path}: cannot open the state file: {exc}") from exc
         try:
             self._check_and_migrate()
         except sqlite3.DatabaseError as exc:
             self._db.close()
+            os.close(self._lock)
+            if getattr(exc, "sqlite_errorname", None) in _UNWRITABLE:
+                raise StoreError(
+                    f"{self.path}: the state file cannot be written ({exc}); it was left untouched. "
+                    "Check the permissions of the file and of its directory."
+                ) from exc
             raise StoreError(
                 f"{self.path}: not a stranger-bridge state file ({exc}); it was left untouched. "
                 "Move it away or point [bridge] state elsewhere."
             ) from exc
+
+    def _take_lock(self) -> int:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: the state file cannot be written (its lock file {lock_path}: {exc.strerror})") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(
+                f"{self.path}: another stranger-bridge is running on this state file (it holds {lock_path}); "
+                "stop it first, or give this one its own [bridge] state"
+            ) from exc
+        return fd
 
     def _check_and_migrate(self) -> None:
         db = self._db
@@ -154,6 +191,8 @@ class SQLiteStore(Store):
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
         db.execute("INSERT OR IGNORE INTO meta VALUES ('app', ?)", (_APP_ID,))
+        # A write now, so a file that can be read but not written is found at start, not later.
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('opened', ?)", (repr(time.time()),))
 
     async def save_session(self, record: SessionRecord) -> None:
         record.updated = time.time()
@@ -176,12 +215,39 @@ class SQLiteStore(Store):
 
     async def sessions(self) -> list[SessionRecord]:
         rows = self._db.execute(
-            "SELECT platform, room, state, backend, handle, start, created, updated FROM sessions ORDER BY created"
+            "SELECT rowid, platform, room, state, backend, handle, start, created, updated FROM sessions ORDER BY created"
         ).fetchall()
-        return [
-            SessionRecord(Room(p, r), state, backend, handle, json.loads(start), created, updated)
-            for p, r, state, backend, handle, start, created, updated in rows
-        ]
+        records, bad = [], []
+        for rowid, p, r, state, backend, handle, start, created, updated in rows:
+            try:
+                data = json.loads(start)
+                if not isinstance(data, dict):
+                    raise ValueError(f"start is a {type(data).__name__}, not an object")
+                records.append(SessionRecord(Room(p, r), state, backend, handle, data, created, updated))
+            except (ValueError, TypeError) as exc:
+                bad.append((rowid, f"{type(exc).__name__}: {exc}"))
+        if bad:
+            self._quarantine(bad)
+        return records
+
+    def _quarantine(self, bad: list[tuple[int, str]]) -> None:
+        # Kept for inspection, out of the way of start-up; the log names no room (ids are private).
+        now = time.time()
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            for rowid, problem in bad:
+                db.execute(
+                    "INSERT INTO quarantine SELECT platform, room, state, backend, handle, start, created, updated, ?, ? "
+                    "FROM sessions WHERE rowid=?",
+                    (problem[:200], now, rowid),
+                )
+                db.execute("DELETE FROM sessions WHERE rowid=?", (rowid,))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        log.warning("%s: %d unreadable session rows moved to its table `quarantine`; start-up goes on", self.path, len(bad))
 
     async def get(self, namespace: str, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM kv WHERE namespace=? AND key=?", (namespace, key)).fetchone()
@@ -195,10 +261,7 @@ class SQLiteStore(Store):
 
     async def close(self) -> None:
         self._db.close()
+        if self._lock >= 0:
+            os.close(self._lock)  # releases the lock
+            self._lock = -1
 
-
-def record_as_dict(record: SessionRecord) -> dict[str, Any]:
-    """A JSON-ready copy of a record (for stores that serialise whole records)."""
-    data = asdict(record)
-    data["room"] = [record.room.platform, record.room.id]
-    return data

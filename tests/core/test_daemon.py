@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_config(tmp: Path, state: Path | None = None) -> Path:
+def write_config(tmp: Path, state: Path | None = None, bridge: str = "", tables: str = "") -> Path:
     cfg = tmp / "config.toml"
     cfg.write_text(
         f"""
@@ -19,23 +19,26 @@ def write_config(tmp: Path, state: Path | None = None) -> Path:
 state = "{state or tmp / 'state.sqlite3'}"
 log_level = "INFO"
 shutdown_timeout = 3
+{bridge}
 [platforms.f]
 plugin = "tests.core.fileplatform:FilePlatform"
 inbox = "{tmp / 'in.jsonl'}"
 outbox = "{tmp / 'out.jsonl'}"
+{tables}
 """
     )
     return cfg
 
 
-def start_daemon(cfg: Path, tmp: Path) -> subprocess.Popen:
+def start_daemon(cfg: Path, tmp: Path, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
     log = open(tmp / "daemon.log", "ab")
     return subprocess.Popen(
         [sys.executable, "-m", "bridge", "run", "-c", str(cfg)],
         cwd=ROOT,
         stdout=log,
         stderr=log,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        **popen,
     )
 
 
