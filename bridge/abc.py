@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import AsyncIterator, Callable
 import types
 import typing
@@ -16,7 +17,7 @@ from .metrics import Metrics
 if TYPE_CHECKING:
     from .policy.moderator import Moderator
 
-__all__ = ["Backend", "Chat", "KeyValue", "Platform", "PluginConfig", "StrictModel", "Submit"]
+__all__ = ["Backend", "Chat", "CredentialsError", "KeyValue", "Platform", "PluginConfig", "StrictModel", "Submit"]
 
 # submit(room, event) hands a user-side event to the core. It never blocks and never raises for
 # a full inbox: the core answers an overflow with a notice in the room. Returns False when the
@@ -60,12 +61,27 @@ class PluginConfig(StrictModel):
         return self
 
 
-_PLACEHOLDERS = ("CHANGE-ME", "CHANGEME", "CHANGE_ME", "REPLACE-ME", "YOUR-TOKEN", "YOUR_TOKEN", "XXX", "TODO")
+# Phrases long enough never to turn up by chance in a random token: refused anywhere in a secret.
+_PLACEHOLDERS = ("CHANGE-ME", "CHANGEME", "CHANGE_ME", "REPLACE-ME", "YOUR-TOKEN", "YOUR_TOKEN")
+# Short marks are refused only as a word of their own ("token-XXXX", "TODO") or as the whole value:
+# about one real Synapse token in a thousand holds "xxx" somewhere, in some case.
+_PLACEHOLDER_WORD = re.compile(r"(?<![A-Za-z0-9])(?:X{3,}|TODO|FIXME)(?![A-Za-z0-9])|^(?:x{3,}|todo|\.{3}|…)$", re.I)
 
 
 def _is_placeholder(secret: str) -> bool:
-    upper = secret.strip().upper()
-    return not upper or any(mark in upper for mark in _PLACEHOLDERS) or upper.startswith("<")
+    text = secret.strip()
+    upper = text.upper()
+    if not text or upper.startswith("<") or any(mark in upper for mark in _PLACEHOLDERS):
+        return True
+    return _PLACEHOLDER_WORD.search(text) is not None
+
+
+class CredentialsError(Exception):
+    """Raised by a plugin whose credentials were refused for good (a wrong password, a revoked token).
+
+    Retrying cannot help: raised from `run` before the plugin is ready, the daemon exits with
+    status 2 and this message. The message names what was refused, never the secret itself.
+    """
 
 
 class KeyValue(Protocol):
@@ -127,6 +143,13 @@ class Platform(abc.ABC):
     def rooms_active(self, rooms: list[Room]) -> None:
         """Told once at start which of this platform's rooms have a session. Default: nothing."""
 
+    def scope_of(self, room: Room) -> str | None:
+        """The moderation scope `room` belongs to ([policy.scopes."NAME:SCOPE"]): a Discord
+        guild id, a Matrix room id. Called by the session for every message. Default: None
+        (the platform's own policy applies).
+        """
+        return None
+
 
 class Chat(abc.ABC):
     """One conversation with a stranger (two in spy mode, two in a three-person room)."""
@@ -135,6 +158,15 @@ class Chat(abc.ABC):
 
     #: What `Backend.resume` needs to take this chat up again after a restart; None: cannot.
     handle: str | None = None
+    #: True only where a report keeps the two people apart for good (the hub's chats). Elsewhere
+    #: the report confirmation must not promise "never paired again".
+    enforces_blocks: ClassVar[bool] = False
+
+    def stranger_key(self) -> str | None:
+        """The user key of the person on the other side, where the backend knows one (the hub:
+        another session of this bridge). Used only as input to strikes, never shown. Default: None.
+        """
+        return None
 
     @abc.abstractmethod
     def events(self) -> AsyncIterator[Event]:

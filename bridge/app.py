@@ -11,19 +11,18 @@ import time
 from collections import Counter
 from typing import Any
 
-from .abc import Backend, Platform
+from .abc import Backend, CredentialsError, Platform
 from .config import Config
 from .health import HealthServer
 from .logsetup import ErrorRing
 from .metrics import Metrics
 from .notify import Notifier
-from .policy.config import PolicySection
 from .policy.moderator import Moderator
 from .router import Router
 from .store import SQLiteStore, Store
 from .storetiming import TimedStore
 
-__all__ = ["Bridge", "LAST_RUN", "PlatformStartError", "StartError"]
+__all__ = ["Bridge", "LAST_RUN", "PlatformCredentialsError", "PlatformStartError", "StartError"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +36,10 @@ class StartError(RuntimeError):
 
 class PlatformStartError(StartError):
     """A platform stopped before it became ready (a port in use, a bad token, ...)."""
+
+
+class PlatformCredentialsError(PlatformStartError):
+    """A platform stopped before it became ready because its credentials were refused for good."""
 
 
 class Bridge:
@@ -82,14 +85,15 @@ class Bridge:
             await backend.start()
             self.backends[name] = backend
         # One Moderator for the whole daemon: admin surfaces of platforms act on the same bans,
-        # strikes and guild policy layers as the sessions (the [policy] table when the config has one).
-        self.moderator = Moderator(getattr(cfg, "policy", None) or PolicySection(), store)
+        # strikes and guild policy layers as the sessions.
+        self.moderator = Moderator(cfg.policy, store)
         self.router = Router(
             cfg.bridge,
             self.backends,
             store,
             default_backends={name: cfg.backend_for(name) for name in cfg.platforms},
             metrics=self.metrics,
+            moderator=self.moderator,
         )
         self._register_gauges()
         self._helpers.append(loop.create_task(self.notifier.keep_alive(self.summary), name="sd_notify keep-alive"))
@@ -123,6 +127,8 @@ class Bridge:
         if runner in done:  # run() ended before the platform was ready: it cannot work
             ready.cancel()
             error = runner.exception() if not runner.cancelled() else None
+            if isinstance(error, CredentialsError):
+                raise PlatformCredentialsError(f"platform {platform.name} failed to start: {error}") from error
             raise PlatformStartError(f"platform {platform.name} failed to start: {error!r}")
         if ready not in done:
             log.warning("platform %s not ready after %.0f s; resuming sessions anyway", platform.name, READY_TIMEOUT)
@@ -150,8 +156,11 @@ class Bridge:
             await platform.run()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("platform %s stopped with an error", platform.name)
+        except Exception as exc:
+            if isinstance(exc, CredentialsError):  # its message says it all: no traceback
+                log.error("platform %s stopped: %s", platform.name, exc)
+            else:
+                log.exception("platform %s stopped with an error", platform.name)
             self.metrics.inc("errors", kind="platform")
             self.metrics.set_ready(platform.name, False)
             if self._ready_done:

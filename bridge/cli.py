@@ -1,4 +1,4 @@
-"""Command line: `stranger-bridge run`, `check-config` and `status`; the only place that exits."""
+"""Command line: `stranger-bridge run`, `check-config`, `status` and `mod`; the only place that exits."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import signal
 import sys
 from pathlib import Path
 
-from .app import Bridge, StartError
+from .app import Bridge, PlatformCredentialsError, StartError
 from .config import ConfigError, load_config
 from .logsetup import setup_logging
 from .notify import Notifier
+from .policy.mod_cli import ModError, add_mod_parser, mod_command
 from .status import EXIT_UNKNOWN, query_status, render_status
 from .store import StoreError
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     status.add_argument("-c", "--config", type=Path)
     status.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    add_mod_parser(sub)
     args = parser.parse_args(argv)
 
     try:
@@ -63,11 +65,21 @@ def main(argv: list[str] | None = None) -> int:
         print(render_status(report, as_json=args.json))
         return code
 
+    if args.command == "mod":
+        try:
+            return mod_command(args, config.bridge.state, config.policy, sys.stdout)
+        except ModError as exc:
+            print(f"mod: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+
     setup_logging(config.bridge.log_format, config.bridge.log_level)
     raise_open_files_limit()
     try:
         asyncio.run(_run(Bridge(config, notifier=Notifier.from_env())))
     except StoreError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    except PlatformCredentialsError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
     except StartError as exc:

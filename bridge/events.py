@@ -23,6 +23,7 @@ __all__ = [
     "Start",
     "StoppedTyping",
     "Typing",
+    "Undelivered",
     "Waiting",
     "accepts",
 ]
@@ -76,6 +77,8 @@ class Start:
     # Where a partner may come from: each entry "PLATFORM" (any room of it) or "PLATFORM:ID" (that
     # guild or room); empty: anywhere. Only backends with `honours_accept` can keep this promise.
     accept: tuple[str, ...] = ()
+    # The home server of a Matrix user ("example.org"), so server bans (matrix:*:SERVER) apply.
+    server: str | None = None
 
 
 def accepts(accept: tuple[str, ...], scope: str | None) -> bool:
@@ -149,7 +152,9 @@ class Reason(str, enum.Enum):
 
     STRANGER = "stranger"  # the stranger left
     USER = "user"  # the user stopped or left the room
-    REPORT = "report"  # the user reported the stranger
+    REPORT = "report"  # the user reported the stranger (a backend that keeps the two apart for good)
+    REPORT_RECORDED = "report_recorded"  # likewise, on a backend that cannot keep them apart
+    POLICY = "policy"  # a message broke the content policy with the action "end"
     TIMEOUT = "timeout"  # nobody found within the search timeout
     ERROR = "error"  # the backend failed or the connection died
     SHUTDOWN = "shutdown"  # the daemon is stopping
@@ -172,6 +177,16 @@ class Disconnected:
     explained: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Undelivered:
+    """User side: the platform took a stranger's message but could not show it (it gave up later).
+
+    The core tells the stranger about that very message; the platform tells its own room.
+    """
+
+    text: str
+
+
 Event = (
     Start
     | Report
@@ -183,11 +198,12 @@ Event = (
     | Question
     | ServerNotice
     | Disconnected
+    | Undelivered
 )
 
 # Which event kinds each side may hand in; the core rejects the rest.
 ALLOWED: dict[Origin, tuple[type, ...]] = {
-    Origin.USER: (Start, Report, Message, Typing, StoppedTyping, Disconnected),
+    Origin.USER: (Start, Report, Message, Typing, StoppedTyping, Disconnected, Undelivered),
     Origin.STRANGER: (
         Waiting,
         Connected,

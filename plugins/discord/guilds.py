@@ -184,7 +184,7 @@ class Guilds:
                 scopes[key] = layer
         data = current.model_dump()
         data["scopes"] = {k: v.model_dump() for k, v in scopes.items()}
-        moderator.policy = PolicySection.model_validate(data)
+        moderator.set_policy(PolicySection.model_validate(data))
 
     def operator_layer(self, moderator: Moderator, guild: int) -> LayerConfig | None:
         """The operator's own layer for this guild (from the config), whatever admins changed."""

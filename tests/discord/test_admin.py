@@ -6,14 +6,14 @@ import copy
 import re
 import time
 
-from bridge.events import Connected, Message, Start
+from bridge.events import Connected, Disconnected, Message, Start
 from bridge.identity import user_key
 from bridge.store import MemoryStore
 from plugins.discord.admin import REFUSED
 
 from .conftest import bridge
 from .fakediscord import ADMINISTRATOR, GUILD_ID, MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord
-from .util import open_chat, wait_notice
+from .util import open_chat, paired_with_rec, stranger_lines, wait_notice
 
 
 
@@ -67,7 +67,7 @@ async def test_a_member_without_manage_server_is_refused_and_nothing_changes(ser
             assert (await answer(server, payload))["content"] == REFUSED
         assert store._kv == before  # no ban, no setting, no word, no counter
         assert await b.moderator.sanctions.check(user_key("discord", victim)) is None
-        assert b.moderator.from_user("dc", str(GUILD_ID), "zebra").relay
+        assert f"dc:{GUILD_ID}" not in b.moderator.policy.scopes
         # a positive marker: an admin's action reaches the log; no refused call did before it
         boss = admin_user(server)
         await answer(server, await server.admin(boss, cid, "unban", user=victim))  # not banned: nothing logged
@@ -180,10 +180,11 @@ async def test_same_platform_refuses_strangers_of_other_platforms(server):
         await wait_notice(server, ta, "You're now chatting")
 
 
-async def test_policy_words_and_links_per_guild_persist_across_a_restart(server):
+async def test_policy_words_and_links_per_guild_apply_both_ways_and_persist_across_a_restart(server):
     store = MemoryStore()
     log_channel = server.text_channels[1]
     async with bridge(server, store=store, mod_log_channel=log_channel) as b:
+        rec = b.platforms["rec"]
         boss = admin_user(server)
         cid = server.text_channels[0]
         shown = await answer(server, await server.admin(boss, cid, "policy", "show"))
@@ -192,26 +193,36 @@ async def test_policy_words_and_links_per_guild_persist_across_a_restart(server)
         assert added["content"].startswith("Added “Zebra Crossing” (end)")
         await answer(server, await server.admin(boss, cid, "policy", "add-word", word="okapi", action="hold"))
         await answer(server, await server.admin(boss, cid, "policy", "links", action="defang"))
-        moderator = b.moderator
-        assert moderator.from_user("dc", str(GUILD_ID), "a ZEBRA   Crossing!").end  # folded like every list
-        assert not moderator.from_user("dc", str(GUILD_ID), "an okapi").relay
-        assert moderator.from_user("dc", str(GUILD_ID), "see https://example.com").text == "see hxxps://example[.]com"
-        assert moderator.from_user("dc", "42", "an okapi").relay  # another guild: untouched
-        assert moderator.from_user("rec", None, "zebra crossing").relay
+        uid, tid = await paired_with_rec(server, b, "w")
+        await server.user_message(tid, uid, "an okapi")  # held, the sender told
+        await wait_notice(server, tid, "Your message was not sent")
+        await server.user_message(tid, uid, "see https://example.com m1")  # defanged, relayed: the marker
+        assert (await rec.wait_for("w", Message)).text == "see hxxps://example[.]com m1"
+        assert [m.text for m in rec.events("w", Message)] == ["see hxxps://example[.]com m1"]
+        rec.send("w", Message("okapi from w"))  # the other way too
+        await wait_notice(server, tid, "breaks this bridge's rules; it was not shown")
+        assert not [c for _, c in stranger_lines(server, tid) if "okapi" in c]
         removed = await answer(server, await server.admin(boss, cid, "policy", "remove-word", word="okapi"))
         assert removed["content"] == "Removed “okapi” from this server's lists."
         missing = await answer(server, await server.admin(boss, cid, "policy", "remove-word", word="okapi"))
         assert "Nothing changed" in missing["content"]
+        await server.user_message(tid, uid, "okapi now m2")  # at once, in the running chat
+        await rec.wait_for("w", lambda e: isinstance(e, Message) and e.text == "okapi now m2")
+        await server.user_message(tid, uid, "a ZEBRA   Crossing!")  # folded like every list: the chat ends
+        await rec.wait_for("w", Disconnected)
+        assert [m.text for m in rec.events("w", Message)] == ["see hxxps://example[.]com m1", "okapi now m2"]
         entries = await server.wait_until(lambda: len(server.bot_messages(log_channel)) >= 4 and server.bot_messages(log_channel))
         assert all("**Admin**" in e["content"] for e in entries)
         assert not any("okapi" in e["content"] or "Zebra" in e["content"] for e in entries)  # no words in the log
-    async with bridge(server, store=store) as b:
-        moderator = b.moderator
-        assert moderator.from_user("dc", str(GUILD_ID), "zebra crossing").end
-        assert moderator.from_user("dc", str(GUILD_ID), "an okapi").relay
+    async with bridge(server, store=store) as b:  # the layer comes back with the bridge
+        rec = b.platforms["rec"]
         shown = await answer(server, await server.admin(admin_user(server), server.text_channels[0], "policy", "show"))
         assert shown["content"] == ("Links: defang. Discord invites: block.\n"
                                     "List “guild-end” (this server): end: “Zebra Crossing”")
+        uid, tid = await paired_with_rec(server, b, "v", name="carol")
+        await server.user_message(tid, uid, "zebra crossing")
+        await rec.wait_for("v", Disconnected)
+        assert rec.events("v", Message) == []
 
 
 async def test_stats_count_sessions_reports_and_bans_of_the_guild(server):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bridge.events import Room
 from bridge.policy.config import PolicySection
 from bridge.policy.moderator import Moderator
 from bridge.policy.rules import LinkAction
@@ -27,7 +28,13 @@ OPERATOR = {
 
 
 def moderator() -> Moderator:
-    return Moderator(PolicySection.model_validate(OPERATOR), MemoryStore())
+    m = Moderator(PolicySection.model_validate(OPERATOR), MemoryStore())
+    m.scope_of = lambda room: room.id  # here a room's id is its guild's
+    return m
+
+
+def check(m: Moderator, guild: str, text: str):
+    return m.from_user(Room("dc", guild), text)
 
 
 def test_a_server_layer_goes_on_top_of_the_operators_and_comes_off_cleanly():
@@ -36,15 +43,15 @@ def test_a_server_layer_goes_on_top_of_the_operators_and_comes_off_cleanly():
     guilds = Guilds("dc", KV())
     mine = GuildPolicy(links=LinkAction.ALLOW).with_word("okapi", "end")
     guilds.apply(m, {7: mine})
-    assert m.from_user("dc", "7", "an okapi").end
-    assert not m.from_user("dc", "7", "a ferret").relay  # the operator's scope list still holds
-    assert m.from_user("dc", "7", "a weasel").text == "a ******"  # and the base list masks
-    assert m.from_user("dc", "7", "https://example.com").relay  # the server allows links here
-    assert m.from_user("dc", "8", "https://example.com").relay  # another guild: the base (allow)
-    assert m.from_user("dc", "8", "an okapi").relay
+    assert check(m, "7", "an okapi").end
+    assert not check(m, "7", "a ferret").relay  # the operator's scope list still holds
+    assert check(m, "7", "a weasel").text == "a ******"  # and the base list masks
+    assert check(m, "7", "https://example.com").relay  # the server allows links here
+    assert check(m, "8", "https://example.com").relay  # another guild: the base (allow)
+    assert check(m, "8", "an okapi").relay
     guilds.apply(m, {7: GuildPolicy()})  # everything taken back
     assert m.policy.scopes["dc:7"] == operator_layer
-    assert m.from_user("dc", "7", "an okapi").relay and not m.from_user("dc", "7", "https://example.com").relay
+    assert check(m, "7", "an okapi").relay and not check(m, "7", "https://example.com").relay
 
 
 def test_a_guild_without_an_operator_layer_loses_its_scope_when_emptied():
