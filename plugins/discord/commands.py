@@ -91,8 +91,9 @@ def command_group(commands: Commands, dm: bool) -> app_commands.Group:
         await commands.cmd_start(interaction, mode="answer")
 
     @group.command(name="report", description="End the chat and report the stranger")
-    async def report(interaction: discord.Interaction) -> None:
-        await commands.cmd_report(interaction)
+    @app_commands.describe(reason="What happened (seen by this bridge's moderators, never by the stranger)")
+    async def report(interaction: discord.Interaction, reason: app_commands.Range[str, 1, 200] | None = None) -> None:
+        await commands.cmd_report(interaction, reason)
 
     @group.command(name="help", description="What /stranger does")
     async def help_(interaction: discord.Interaction) -> None:
@@ -365,7 +366,7 @@ class Commands:
         self.host.submit(self._room(info), Disconnected(reason=Reason.USER))
         await self.reply(interaction, "Ending the chat.")
 
-    async def cmd_report(self, interaction: discord.Interaction) -> None:
+    async def cmd_report(self, interaction: discord.Interaction, reason: str | None = None) -> None:
         if not self.first_time(interaction):
             return
         info = self._target(interaction)
@@ -373,11 +374,13 @@ class Commands:
             await self.reply(interaction, "There is no stranger to report.")
             return
         info.restarting = False
-        self.host.submit(self._room(info), Report())
+        reason = " ".join(reason.split())[:200] if reason else None
+        self.host.submit(self._room(info), Report(reason))
         modlog = self.host.modlog
         lines = modlog.lines(info.id) if modlog.keep > 0 else []
         where = f"<#{info.id}>" if info.guild is not None else "a direct message"
-        modlog.post(f"**Report** by {interaction.user.mention} in {where}.", lines)
+        why = f" Reason: {render.neutralise(reason)}" if reason else ""
+        modlog.post(f"**Report** by {interaction.user.mention} in {where}.{why}", lines)
         await self.host.guilds.count(info.guild, "reports")
         # What the report leads to depends on the stranger service; the core says it in the thread.
         text = "Reported. The chat ends; the thread says what happens next."

@@ -37,11 +37,11 @@ async def test_report_posts_the_last_lines_when_enabled_and_users_are_told(serve
         helped = await answer(server, await server.slash(alice, ta, "help"))
         assert ("A report shares the last 3 lines of the chat (yours and the stranger's) with this bridge's "
                 "moderators.") in helped["content"]
-        reported = await answer(server, await server.slash(alice, ta, "report"))
+        reported = await answer(server, await server.slash(alice, ta, "report", reason="rude @everyone"))
         assert reported["content"].endswith("Your report shared the last 3 lines of the chat with this bridge's moderators.")
         [entry] = await server.wait_until(lambda: server.bot_messages(log_channel))
         lines = entry["content"].split("\n")
-        assert lines[0] == f"**Report** by <@{alice}> in <#{ta}>."
+        assert lines[0] == f"**Report** by <@{alice}> in <#{ta}>. Reason: rude @\u200beveryone"
         assert lines[1] == "Last 3 lines of the reported chat:"
         # the last three lines, in order, attributed; stranger text neutralised (no ping, no pill)
         assert lines[2] == "`Stranger:` stranger-1 @\u200beveryone <\u200b@\u200b" + str(alice) + ">"
