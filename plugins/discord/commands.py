@@ -29,9 +29,6 @@ __all__ = ["Commands", "HELP", "LINES_SHARED", "REPORT_SHARED", "command_group",
 log = logging.getLogger(__name__)
 
 NONE = discord.AllowedMentions.none()
-# A start's interaction id is persisted this long, so its replay (also across a restart) never
-# opens a second thread; Discord takes no answer to an older interaction, so older ones need no memory.
-INTERACTION_TTL = 15 * 60.0
 HELP = (
     "**/stranger start** — meet a random stranger in a private thread (options: interests, language, mode)\n"
     "**/stranger next** — leave this stranger and meet another\n"
@@ -113,7 +110,9 @@ class Commands:
         self.remember = host.remember
         self.cooldowns: dict[int, TokenBucket] = {}  # user -> one start per start_cooldown (only while it runs)
         self.seen_interactions: SeenIds[int, None] = SeenIds(self.remember)
-        self._started: dict[str, float] | None = None  # interaction id -> wall time; persisted as "interactions"
+        # The newest start interaction handled by a previous run, and by any run (persisted as "interactions").
+        self._newest_before: int | None = None
+        self._newest = 0
 
     def first_time(self, interaction: discord.Interaction) -> bool:
         """False for an interaction already handled (a gateway replay): it must not act twice."""
@@ -123,24 +122,24 @@ class Commands:
         return True
 
     async def _start_handled(self, iid: int) -> bool:
-        """Whether a start interaction was already handled, in this run or (recently) the previous one."""
-        if self._started is None:
+        """Whether a start interaction was handled by a previous run (this run's replays are seen ids).
+
+        Interaction ids are snowflakes, which grow with time, so one persisted number (the newest
+        start a run handled) tells a replay from an earlier run: no list to rewrite on every start.
+        A start that reached the previous run but was never handled is also taken for a replay; its
+        token expires within minutes anyway, and the user simply starts again.
+        """
+        if self._newest_before is None:
             raw = await self.host.state.get("interactions")
-            self._started = json.loads(raw) if raw else {}
-        return str(iid) in self._started
+            self._newest_before = self._newest = _newest_handled(raw)
+        return iid <= self._newest_before
 
     async def _start_done(self, iid: int) -> None:
-        """Persist that this start was handled (a replay after a restart is ignored), dropping old ones."""
+        """Persist that this start was handled, so a replay after a restart is ignored."""
         await self._start_handled(iid)
-        started = self._started
-        assert started is not None
-        now = time.time()
-        for key in [k for k, at in started.items() if now - at > INTERACTION_TTL]:
-            del started[key]
-        started[str(iid)] = now
-        while len(started) > self.remember:
-            del started[next(iter(started))]
-        await self.host.state.set("interactions", json.dumps(started))
+        if iid > self._newest:
+            self._newest = iid
+            await self.host.state.set("interactions", str(iid))
 
     async def reply(self, interaction: discord.Interaction, text: str) -> None:
         """An ephemeral answer (or follow-up when the interaction was deferred)."""
@@ -398,3 +397,19 @@ class Commands:
             await self.cmd_stop(interaction)
         else:
             await self.cmd_report(interaction)
+
+
+def _newest_handled(raw: str | None) -> int:
+    """The persisted newest handled start; older versions kept a JSON map of recent ids instead."""
+    if not raw:
+        return 0
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        log.warning("discord: the stored newest handled start is unreadable; ignored")
+        return 0
+    if isinstance(found, int):
+        return found
+    if isinstance(found, dict):
+        return max((int(k) for k in found if str(k).isdigit()), default=0)
+    return 0
