@@ -52,12 +52,14 @@ __all__ = ["SoakDiscord", "SoakMatrix", "main"]
 SESSIONS = int(os.environ.get("BENCH_SOAK_SESSIONS", "100000"))
 # Wall-clock bound: a churn still short of SESSIONS then takes its remaining marks where it stopped
 # (flagged "complete": false), so a slow or loaded machine cannot make the bench run unbounded.
-BUDGET = float(os.environ.get("BENCH_SOAK_SECONDS", "55"))
+BUDGET = float(os.environ.get("BENCH_SOAK_SECONDS", "150"))
 PAIRS_PER_ROUND = 500  # chats started, talked in and ended together
 SHARED_ROOMS = 20  # Matrix rooms the threads are opened in
 GUILD, CHANNELS = 7001, (7002, 7003)
 BOT = "@bot:bench"
-CHECKPOINTS = (0.1, 0.5, 1.0)
+# The bounded memories (4,096 Discord entries and 10,000 Matrix entries of each kind) fill during the
+# first 30 % of the churn; after that, memory and the state file must stay flat.
+CHECKPOINTS = (0.1, 0.3, 0.5, 1.0)
 MB = 1e6
 _snowflakes = itertools.count(10**15)
 
@@ -407,15 +409,17 @@ def main() -> None:
         emit(f"soak_state_file_at_{round(share * 100)}pct", size["used"] / MB, "MB", sessions=mark["sessions"],
              db_file_mb=round(size["db_file"] / MB, 3), wal_file_mb=round(size["wal_file"] / MB, 3), rows=mark["rows"],
              note="pages in use (write-ahead log included); the files on disk beside it")
-    first, last = marks[0], marks[-1]
+    first, warm, last = marks[0], marks[1], marks[-1]
     caveat = {} if last["complete"] else {"note": f"incomplete: the {BUDGET:.0f} s budget ran out at {last['sessions']} "
                                                   f"of {SESSIONS} sessions; not comparable with the target"}
-    emit("soak_rss_growth_10_to_100pct", (last["rss"] - first["rss"]) / MB, "MB", "<= 5", sessions=last["sessions"],
+    emit("soak_rss_growth_10_to_100pct", (last["rss"] - first["rss"]) / MB, "MB", sessions=last["sessions"],
          planned=SESSIONS, complete=last["complete"], seconds=round(last["seconds"], 1),
-         chats_not_ended=last["not_ended"], **caveat)
+         chats_not_ended=last["not_ended"], note="includes the bounded memories filling up", **caveat)
+    emit("soak_rss_growth_30_to_100pct", (last["rss"] - warm["rss"]) / MB, "MB", "<= 5", sessions=last["sessions"],
+         planned=SESSIONS, complete=last["complete"], seconds=round(last["seconds"], 1),
+         chats_not_ended=last["not_ended"], note="after the bounded memories are full", **caveat)
     emit("soak_state_file_growth_10_to_100pct", (last["state"]["used"] / first["state"]["used"] - 1) * 100, "%",
          "<= 10", from_mb=round(first["state"]["used"] / MB, 3), to_mb=round(last["state"]["used"] / MB, 3), **caveat)
-
 
 if __name__ == "__main__":
     # The config names the platforms as bench.bench_soak:…, so run that module's copy, whose
