@@ -17,6 +17,7 @@ from .health import HealthServer
 from .logsetup import ErrorRing
 from .metrics import Metrics
 from .notify import Notifier
+from .policy.moderator import Moderator
 from .router import Router
 from .store import SQLiteStore, Store
 from .storetiming import TimedStore
@@ -88,6 +89,7 @@ class Bridge:
             store,
             default_backends={name: cfg.backend_for(name) for name in cfg.platforms},
             metrics=self.metrics,
+            moderator=Moderator(cfg.policy, store),
         )
         self._register_gauges()
         self._helpers.append(loop.create_task(self.notifier.keep_alive(self.summary), name="sd_notify keep-alive"))
