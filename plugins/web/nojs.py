@@ -60,6 +60,11 @@ class NoJsChat:
         elif final:
             client.wake()
 
+    def refused(self, client: Client, text: str) -> None:
+        """The core refused the start: show its notice; the stream then closes."""
+        client.chatting = False
+        self.web.clients.push(client, [["line", nojs_html.notice_line(text)]], force=True)
+
     async def on_start(self, request: web.Request) -> web.StreamResponse:
         """POST (or GET) /nojs/start: a chat without JavaScript. Answers 303 to /nojs/chat, the
         chat's page, with the chat's id in a cookie (so a reload of that page is the same chat)."""

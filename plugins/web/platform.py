@@ -13,7 +13,7 @@ from aiohttp import web
 
 from bridge.abc import Platform
 from bridge.address import split_bind
-from bridge.events import Connected, Disconnected, Event, Message, Room, Typing, Waiting
+from bridge.events import Connected, Disconnected, Event, Message, Room, ServerNotice, Typing, Waiting
 
 from .clients import Client, Clients
 from .config import WebConfig
@@ -131,6 +131,14 @@ class WebPlatform(Platform):
             if client is None and isinstance(event, _ALIVE) and not self.closing:
                 self.submit(room, Disconnected())
             return
+        if isinstance(event, ServerNotice) and not client.answered:
+            # The core answers a start it refuses (a ban with the time left, starting too often,
+            # an invalid start) with a notice and nothing else: show it, and end the client, so
+            # no page or Omegle client is left searching forever.
+            self.refused(client, event.text)
+            return
+        if isinstance(event, (Waiting, Connected, Disconnected)):
+            client.answered = True
         if client.nojs:
             self.nojs.deliver(client, event)
             return
@@ -140,6 +148,17 @@ class WebPlatform(Platform):
         self.clients.push(client, render(event, spy=client.spy, wants_likes=client.wants_likes), force=final)
         if final:
             self.clients.settle(client)  # between polls: retire now, keep only the last events
+
+    def refused(self, client: Client, text: str) -> None:
+        """End a client whose start the core refused, showing why (Omegle clients: serverMessage
+        then strangerDisconnected, which python-omegle handles; the page shows the notice only)."""
+        client.answered = client.ended = True
+        self.count("refused", "start")
+        if client.nojs:
+            self.nojs.refused(client, text)
+            return
+        self.clients.push(client, [["serverMessage", text], ["strangerDisconnected"]], force=True)
+        self.clients.settle(client)
 
     async def flush(self) -> None:
         """Give clients that are polling a moment to fetch their last events (shutdown notices)."""
