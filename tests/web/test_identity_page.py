@@ -136,7 +136,7 @@ async def test_a_banned_browser_is_told_the_time_left_on_both_pages(bridge, web)
             await plain.click("#nojs-go")
             log = plain.locator(".nojs-log")
             await expect(log).to_contain_text(
-                re.compile(r"You are banned from starting chats on this bridge for (2 h|1 h \\d+ min) more\."), timeout=10_000)
+                re.compile(r"You are banned from starting chats on this bridge for (2 h|1 h \d+ min) more\."), timeout=10_000)
             await expect(plain.locator(".nojs-again")).to_be_visible(timeout=10_000)  # the stream ended
             assert not users(bridge)
         finally:
