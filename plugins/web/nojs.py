@@ -244,6 +244,7 @@ class NoJsChat:
             platform.count("refused", "bad_request")
             return html(nojs_html.error_page("That form cannot do this."), 400)
         if message.strip():
+            client.answered = True  # a notice from now on answers this message, not the start
             if not platform.submit(platform.room(client), Message(message)):
                 platform.count("refused", "core")
                 return html(nojs_html.error_page("The server is busy; try again."), 503)

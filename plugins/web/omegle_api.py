@@ -189,6 +189,7 @@ class OmegleApi:
         return _answer(self.web.clients.take(client), base if client.acking else None)
 
     def _act(self, client: Client, event: Event) -> web.Response:
+        client.answered = True  # a notice from now on answers this, not the start
         if not self.web.submit(self.web.room(client), event):
             self.web.count("refused", "core")
             return fail(503)

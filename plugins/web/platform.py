@@ -154,6 +154,9 @@ class WebPlatform(Platform):
         then strangerDisconnected, which python-omegle handles; the page shows the notice only)."""
         client.answered = client.ended = True
         self.count("refused", "start")
+        # Should the core have a search going after all, it ends with the client (a refused start
+        # has none: the core then only answers a notice, which a gone client never gets).
+        self.submit(self.room(client), Disconnected())
         if client.nojs:
             self.nojs.refused(client, text)
             return
