@@ -49,8 +49,8 @@ class WebPlatform(Platform):
     """Every Omegle-protocol client id is one room; the page at `/` is such a client."""
 
     Config = WebConfig
-    # No page and no protocol endpoint reports a stranger, and an id is dead once its chat ended:
-    # the core keeps nothing of a web room's ended chats.
+    # /report (and the no-JS form's Report) reports a live chat only: an id is dead once its chat
+    # ended, so the core keeps nothing of a web room's ended chats.
     reports_after_end = False
     nojs_keepalive = 5.0  # seconds of silence after which a no-JS stream gets invisible filler
     nojs_grace = 5.0  # seconds a no-JS page whose stream closed has to come back (a reload)

@@ -124,8 +124,8 @@ async def test_a_banned_browser_is_told_the_time_left_on_both_pages(bridge, web)
             await sanctions.ban(web.identities.cookie_key(await key_cookie(js_context)), 3600.0, "spam")
             await js.click("#stop")
             await expect(js.locator("#log")).to_contain_text(
-                re.compile(r"You are banned from starting chats on this bridge for (1 h|59 min \d+ s) more\. Reason: spam\."),
-                timeout=10_000)
+                re.compile(r"You are banned from starting chats on this bridge for (1 h|59 min \d+ s) more\. "
+                           r"Reason: spam\."), timeout=10_000)
             await expect(js.locator("#stop")).to_have_text("Start")  # not left searching
             assert not users(bridge)
 
@@ -136,7 +136,8 @@ async def test_a_banned_browser_is_told_the_time_left_on_both_pages(bridge, web)
             await plain.click("#nojs-go")
             log = plain.locator(".nojs-log")
             await expect(log).to_contain_text(
-                re.compile(r"You are banned from starting chats on this bridge for (2 h|1 h \d+ min) more\."), timeout=10_000)
+                re.compile(r"You are banned from starting chats on this bridge for (2 h|1 h \d+ min) more\."),
+                timeout=10_000)
             await expect(plain.locator(".nojs-again")).to_be_visible(timeout=10_000)  # the stream ended
             assert not users(bridge)
         finally:
