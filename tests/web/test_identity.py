@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import io
 import logging
 import socket
 
 import aiohttp
 import python_omegle
 
-from bridge.store import MemoryStore
+from bridge.policy.config import PolicySection
+from bridge.policy.mod_cli import add_mod_parser, mod_command
+from bridge.store import MemoryStore, SQLiteStore
 from plugins.web.identity import COOKIE, Identities, coarse_address
 from tests.helpers import running
 
@@ -140,3 +144,25 @@ async def test_the_secret_rotates_and_the_previous_one_still_counts():
     assert await again.rotate_if_due()
     assert again.cookie_key(old.cookie) is None  # two rotations old: no longer taken
     assert again.cookie_key(renewed.cookie) == old.user
+
+
+async def test_stranger_bridge_mod_ban_web_key_refuses_that_browsers_next_start(tmp_path):
+    state = tmp_path / "state.sqlite3"
+    async with running(web_config(), store=SQLiteStore(state)) as bridge:
+        web = bridge.platforms["web"]
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            async with browser.get(web.url + "/") as response:
+                key = web.identities.cookie_key(response.cookies[COOKIE].value)
+            parser = argparse.ArgumentParser(prog="stranger-bridge")
+            add_mod_parser(parser.add_subparsers(dest="command", required=True))
+            args = parser.parse_args(["mod", "ban", key, "--for", "1h", "--reason", "abuse"])
+            out = io.StringIO()
+            code = await asyncio.to_thread(mod_command, args, state, PolicySection(), out)
+            assert code == 0 and out.getvalue().startswith(f"banned {key} until "), out.getvalue()
+            client = RawClient(browser, web.url)  # the page's own protocol calls carry the cookie
+            await client.start()
+            notice = await client.until("serverMessage")
+            assert notice[1].startswith("You are banned from starting chats on this bridge for ")
+            assert notice[1].endswith(" more. Reason: abuse."), notice
+            await client.until("strangerDisconnected")
+            assert "waiting" not in client.names()
