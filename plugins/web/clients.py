@@ -39,6 +39,7 @@ class Client:
     __slots__ = (
         "secret", "key", "address", "spy", "wants_likes", "queue", "waiter", "last_seen", "ended", "dropped",
         "nojs", "chatting", "sent", "base", "leaving", "transcript", "settings", "stream",
+        "answered",
     )
 
     def __init__(
@@ -67,6 +68,7 @@ class Client:
         self.transcript: list[str] | None = [] if nojs else None  # None: thousands idle, nothing allocated
         self.settings: dict[str, str] | None = None
         self.stream = 0
+        self.answered = False  # the start was answered (waiting, connected, an end) or the client acted since
 
     def stay(self) -> None:
         """The client came back (a reloaded page polls again): it does not leave after all."""

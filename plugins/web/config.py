@@ -35,6 +35,16 @@ class WebConfig(PluginConfig):
     keepalive_timeout: float = Field(120.0, gt=0, le=3600)  # seconds an idle kept-alive connection stays
     body_timeout: float = Field(10.0, gt=0, le=300)  # seconds to send a request body (408 beyond)
     listen_backlog: int = Field(512, ge=1, le=65535)  # the kernel's listen() queue
+    # Per-browser keys (the `sbkey` cookie): the signing secret is replaced every key_rotation_days
+    # (a cookie signed with the previous one still counts), and one address network (/24, /48)
+    # gets at most new_keys_burst new keys at once, new_keys_per_hour after; beyond, its hashed address.
+    key_rotation_days: float = Field(30.0, gt=0, le=3650)
+    new_keys_burst: int = Field(5, ge=1)
+    new_keys_per_hour: float = Field(5.0, gt=0)
+    # Clients without a valid cookie (Omegle-protocol bots) are keyed by their hashed address
+    # network, so bans and blocks reach them; two of them from one network are then one person to
+    # the hub and never paired with each other. False: each client id is its own key (no bans reach it).
+    address_keys: bool = True
 
     @field_validator("bind")
     @classmethod

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from bridge.events import Connected, Disconnected, Event, Message, Reason
+from bridge.events import Connected, Disconnected, Event, Message, Reason, Report
 
 from . import nojs_html
 from .clients import Client
+from .identity import COOKIE as KEY_COOKIE
 from .middleware import NOJS_FORM_HEADERS, NOJS_PAGE_CSP, SECURITY_HEADERS
 from .omegle_api import gone
 from .protocol import ProtocolError, parse_start
@@ -59,6 +60,11 @@ class NoJsChat:
         elif final:
             client.wake()
 
+    def refused(self, client: Client, text: str) -> None:
+        """The core refused the start: show its notice; the stream then closes."""
+        client.chatting = False
+        self.web.clients.push(client, [["line", nojs_html.notice_line(text)]], force=True)
+
     async def on_start(self, request: web.Request) -> web.StreamResponse:
         """POST (or GET) /nojs/start: a chat without JavaScript. Answers 303 to /nojs/chat, the
         chat's page, with the chat's id in a cookie (so a reload of that page is the same chat)."""
@@ -80,9 +86,10 @@ class NoJsChat:
         refusal = self._refusal(address)
         if refusal is not None:
             return refusal
+        identity = platform.identities.for_page(request.cookies.get(KEY_COOKIE), address)
         client = clients.create(address, spy=wanted.spy, nojs=True)
         client.settings = chosen
-        start = dataclasses.replace(wanted.start, user=f"web:{client.key[:16]}")
+        start = dataclasses.replace(wanted.start, user=identity.user)
         if not platform.submit(platform.room(client), start):
             clients.forget(client)
             return html(nojs_html.error_page("The server is busy; try again."), 503)
@@ -91,6 +98,8 @@ class NoJsChat:
         response = web.Response(status=303, headers={"Location": "/nojs/chat"})
         secure = (platform.config.public_origin or "").startswith("https://")
         response.set_cookie(COOKIE, client.secret, path="/nojs", httponly=True, samesite="Strict", secure=secure)
+        if identity.cookie is not None:
+            platform.set_key_cookie(response, identity.cookie)
         return response
 
     async def on_chat(self, request: web.Request) -> web.StreamResponse:
@@ -224,11 +233,18 @@ class NoJsChat:
         if action == "stop":
             self.leave(client)
             return html(nojs_html.send_form(None, chosen))
+        if action == "report":
+            # The core ends the chat as a report and says what follows, on the stream.
+            if not platform.submit(platform.room(client), Report()):
+                platform.count("refused", "core")
+                return html(nojs_html.error_page("The server is busy; try again."), 503)
+            return html(nojs_html.send_form(None, chosen))
         message = form.get("msg")
         if action != "send" or message is None or client.spy:
             platform.count("refused", "bad_request")
             return html(nojs_html.error_page("That form cannot do this."), 400)
         if message.strip():
+            client.answered = True  # a notice from now on answers this message, not the start
             if not platform.submit(platform.room(client), Message(message)):
                 platform.count("refused", "core")
                 return html(nojs_html.error_page("The server is busy; try again."), 503)

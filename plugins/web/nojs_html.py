@@ -90,7 +90,7 @@ def _hidden(name: str, value: str) -> str:
 
 
 def send_form(secret: str | None, chosen: Settings, *, spy: bool = False, ended: bool = False) -> str:
-    """The small document in the page's iframe: message input with Send, Next and Stop.
+    """The small document in the page's iframe: message input with Send, Next, Stop and Report.
 
     The client id travels only in a hidden field of POST forms (never in a URL, so never in logs
     or a Referer). Next and New chat post to /nojs/start in the top window, which opens a new
@@ -116,7 +116,8 @@ def send_form(secret: str | None, chosen: Settings, *, spy: bool = False, ended:
             f'<form class="nojs-send" method="post" action="/nojs/send">{ident}{keep}{message}'
             '<button type="submit" name="action" value="next" class="next" formaction="/nojs/start" formtarget="_top">'
             "Next</button>"
-            '<button type="submit" name="action" value="stop" class="danger">Stop</button></form>'
+            '<button type="submit" name="action" value="stop" class="danger">Stop</button>'
+            '<button type="submit" name="action" value="report" class="report">Report</button></form>'
         )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

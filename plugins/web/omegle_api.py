@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from bridge.events import Disconnected, Event, Message, StoppedTyping, Typing
+from bridge.events import Disconnected, Event, Message, Report, StoppedTyping, Typing
 
 from .clients import Client
 from .middleware import WIN, fail, json_answer, null, text
@@ -50,6 +50,7 @@ class OmegleApi:
         router.add_post("/typing", self.on_typing)
         router.add_post("/stoppedtyping", self.on_stopped_typing)
         router.add_post("/disconnect", self.on_disconnect)
+        router.add_post("/report", self.on_report)
         router.add_post("/stoplookingforcommonlikes", self.on_stop_looking)
         router.add_get("/status", self.on_status)
         router.add_post("/status", self.on_status)
@@ -74,7 +75,7 @@ class OmegleApi:
         client = clients.create(address, spy=wanted.spy, wants_likes=wanted.wants_likes)
         if wanted.acks:
             client.sent = []
-        start = dataclasses.replace(wanted.start, user=f"web:{client.key[:16]}")
+        start = dataclasses.replace(wanted.start, user=platform.user_for(request, client))
         if not platform.submit(platform.room(client), start):
             clients.forget(client)
             return fail(503)
@@ -162,6 +163,12 @@ class OmegleApi:
         self._leave(client)
         return text(WIN)
 
+    async def on_report(self, request: web.Request) -> web.Response:
+        """POST /report: id. Report the stranger of a live chat: the core ends it as a report
+        and tells the client what follows (our own endpoint; Omegle had none)."""
+        client, _ = await self.web.find_client(request)
+        return fail(400) if client is None or client.ended else self._act(client, Report())
+
     def _leave(self, client: Client) -> None:
         client.leaving = None
         if self.web.clients.get(client.key) is not client:
@@ -182,6 +189,7 @@ class OmegleApi:
         return _answer(self.web.clients.take(client), base if client.acking else None)
 
     def _act(self, client: Client, event: Event) -> web.Response:
+        client.answered = True  # a notice from now on answers this, not the start
         if not self.web.submit(self.web.room(client), event):
             self.web.count("refused", "core")
             return fail(503)

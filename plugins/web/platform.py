@@ -13,11 +13,12 @@ from aiohttp import web
 
 from bridge.abc import Platform
 from bridge.address import split_bind
-from bridge.events import Connected, Disconnected, Event, Message, Room, Typing, Waiting
+from bridge.events import Connected, Disconnected, Event, Message, Room, ServerNotice, Typing, Waiting
 
 from .clients import Client, Clients
 from .config import WebConfig
 from .health import Health
+from .identity import COOKIE, Identities
 from .middleware import guard, own_origins
 from .nojs import NoJsChat
 from .omegle_api import OmegleApi
@@ -48,8 +49,8 @@ class WebPlatform(Platform):
     """Every Omegle-protocol client id is one room; the page at `/` is such a client."""
 
     Config = WebConfig
-    # No page and no protocol endpoint reports a stranger, and an id is dead once its chat ended:
-    # the core keeps nothing of a web room's ended chats.
+    # /report (and the no-JS form's Report) reports a live chat only: an id is dead once its chat
+    # ended, so the core keeps nothing of a web room's ended chats.
     reports_after_end = False
     nojs_keepalive = 5.0  # seconds of silence after which a no-JS stream gets invisible filler
     nojs_grace = 5.0  # seconds a no-JS page whose stream closed has to come back (a reload)
@@ -64,6 +65,11 @@ class WebPlatform(Platform):
         self.origins: frozenset[str] | None = None  # our page's origins, once listening (see own_origins)
         self.hosts: frozenset[str] | None = None  # the Host values a browser request may carry
         self.gate: ConnectionGate | None = None  # open connections, once listening
+        self.identities = Identities(
+            self.state, rotation=self.config.key_rotation_days * 86_400.0,
+            mint_rate=self.config.new_keys_per_hour / 3600.0, mint_burst=self.config.new_keys_burst,
+            address_keys=self.config.address_keys,
+        )  # fmt: skip
         self.nojs = NoJsChat(self)
         self.health = Health(self)
         self.health.add_gauges()
@@ -74,6 +80,7 @@ class WebPlatform(Platform):
 
     async def run(self) -> None:
         """Serve until cancelled; ends clients that stop polling."""
+        await self.identities.load()
         app = self.build_app()
         config = self.config
         server_log = ServerLog(self.metrics, self.name)
@@ -124,6 +131,14 @@ class WebPlatform(Platform):
             if client is None and isinstance(event, _ALIVE) and not self.closing:
                 self.submit(room, Disconnected())
             return
+        if isinstance(event, ServerNotice) and not client.answered:
+            # The core answers a start it refuses (a ban with the time left, starting too often,
+            # an invalid start) with a notice and nothing else: show it, and end the client, so
+            # no page or Omegle client is left searching forever.
+            self.refused(client, event.text)
+            return
+        if isinstance(event, (Waiting, Connected, Disconnected)):
+            client.answered = True
         if client.nojs:
             self.nojs.deliver(client, event)
             return
@@ -133,6 +148,20 @@ class WebPlatform(Platform):
         self.clients.push(client, render(event, spy=client.spy, wants_likes=client.wants_likes), force=final)
         if final:
             self.clients.settle(client)  # between polls: retire now, keep only the last events
+
+    def refused(self, client: Client, text: str) -> None:
+        """End a client whose start the core refused, showing why (Omegle clients: serverMessage
+        then strangerDisconnected, which python-omegle handles; the page shows the notice only)."""
+        client.answered = client.ended = True
+        self.count("refused", "start")
+        # Should the core have a search going after all, it ends with the client (a refused start
+        # has none: the core then only answers a notice, which a gone client never gets).
+        self.submit(self.room(client), Disconnected())
+        if client.nojs:
+            self.nojs.refused(client, text)
+            return
+        self.clients.push(client, [["serverMessage", text], ["strangerDisconnected"]], force=True)
+        self.clients.settle(client)
 
     async def flush(self) -> None:
         """Give clients that are polling a moment to fetch their last events (shutdown notices)."""
@@ -163,7 +192,23 @@ class WebPlatform(Platform):
         body, ctype = self._files[request.path]
         response = web.Response(body=body, content_type=ctype, charset="utf-8")
         response.headers["Cache-Control"] = "no-cache"
+        if request.path == "/":  # the chat page: both the JS chat and the no-JS form start from it
+            identity = self.identities.for_page(request.cookies.get(COOKIE), self.address(request))
+            if identity.cookie is not None:
+                self.set_key_cookie(response, identity.cookie)
         return response
+
+    def set_key_cookie(self, response: web.StreamResponse, value: str) -> None:
+        """The browser's key: HttpOnly, SameSite=Lax (a link from elsewhere to the page still
+        carries it, so following a link does not mint a new key), Secure on an https origin;
+        kept two rotation periods (a cookie older than that no longer verifies)."""
+        secure = (self.config.public_origin or "").startswith("https://")
+        max_age = int(2 * self.config.key_rotation_days * 86_400)
+        response.set_cookie(COOKIE, value, path="/", httponly=True, samesite="Lax", secure=secure, max_age=max_age)
+
+    def user_for(self, request: web.Request, client: Client) -> str:
+        """The user key a start carries: the browser's cookie key, else the hashed address."""
+        return self.identities.for_protocol(request.cookies.get(COOKIE), self.address(request), client.key)
 
     async def on_favicon(self, request: web.Request) -> web.Response:
         return web.Response(status=204)  # no icon; spares browsers a logged 404
@@ -215,6 +260,7 @@ class WebPlatform(Platform):
         while True:
             await asyncio.sleep(interval)
             self.sweep(time.monotonic())
+            await self.identities.rotate_if_due()
 
     def sweep(self, now: float) -> int:
         """End and forget clients that stopped polling; returns how many."""

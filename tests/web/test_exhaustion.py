@@ -63,6 +63,7 @@ stranger_burst = 1000
 [platforms.web]
 plugin = "web"
 bind = "127.0.0.1:0"
+address_keys = false
 {web}
 [backends.hub]
 plugin = "hub"

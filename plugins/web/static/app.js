@@ -4,7 +4,7 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const log = $("log"), typing = $("typing"), message = $("message");
-  const stopButton = $("stop"), nextButton = $("next"), sendButton = $("send");
+  const stopButton = $("stop"), nextButton = $("next"), sendButton = $("send"), reportButton = $("report");
   const RANDID = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
   const STORE = "stranger-bridge-chat"; // this tab's chat, so a reload takes it up again
   const KEPT = 500; // lines of the transcript kept for a reload
@@ -91,6 +91,7 @@
     stopButton.textContent = active ? "Stop" : "Start";
     stopButton.classList.toggle("danger", active);
     nextButton.disabled = !active;
+    reportButton.disabled = state !== "chatting";
     const canWrite = state === "chatting" && !spy;
     message.disabled = !canWrite;
     sendButton.disabled = !canWrite;
@@ -283,6 +284,14 @@
     }
   }
 
+  // Report: the server ends the chat as a report; the poll then brings the core's own words on
+  // what follows (so the page never promises more than the bridge does).
+  function report() {
+    if (state !== "chatting" || !clientId) return;
+    reportButton.disabled = true;
+    fetch("/report", form({ id: clientId }));
+  }
+
   function next() {
     stop();
     start();
@@ -346,6 +355,7 @@
   }
   stopButton.addEventListener("click", onStopButton);
   nextButton.addEventListener("click", next);
+  reportButton.addEventListener("click", report);
 
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape") return;

@@ -1,0 +1,168 @@
+"""Web identities over raw HTTP: Omegle clients keyed by a hashed coarse address, the key-minting limit, nothing raw kept."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import logging
+import socket
+
+import aiohttp
+import python_omegle
+
+from bridge.policy.config import PolicySection
+from bridge.policy.mod_cli import add_mod_parser, mod_command
+from bridge.store import MemoryStore, SQLiteStore
+from plugins.web.identity import COOKIE, Identities, coarse_address
+from tests.helpers import running
+
+from .client import RawClient
+from .conftest import web_config
+
+
+def users(bridge) -> set[str]:
+    return {s.start.user for room, s in bridge.router.sessions.items() if room.platform == "web" and s.start}
+
+
+def test_coarse_address_is_the_network():
+    assert coarse_address("203.0.113.77") == "203.0.113.0/24"
+    assert coarse_address("::ffff:203.0.113.9") == "203.0.113.0/24"
+    assert coarse_address("2001:db8:abcd:12::1") == "2001:db8:abcd::/48"
+    assert coarse_address("unknown") == "unknown"
+
+
+async def from_address(source: str) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(local_addr=(source, 0), family=socket.AF_INET)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=15))
+
+
+async def test_omegle_clients_are_keyed_by_their_hashed_network(caplog):
+    caplog.set_level(logging.DEBUG)
+    store = MemoryStore()
+    async with running(web_config(address_keys=True), store=store) as bridge:
+        web = bridge.platforms["web"]
+        one, two, other = await from_address("127.0.0.5"), await from_address("127.0.0.9"), None
+        try:
+            a, b = RawClient(one, web.url), RawClient(two, web.url)
+            await a.start()
+            await b.start()  # the same /24: one person to the hub, so never paired with each other
+            await a.until("waiting")
+            await b.until("waiting")
+            key = web.identities.address_key("127.0.0.5")
+            assert users(bridge) == {key} and key.startswith("webaddr:")
+            assert key == web.identities.address_key("127.0.0.200")
+
+            # a browser's cookie key is another person: it meets the first of them
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+                async with browser.get(web.url + "/") as response:
+                    cookie = response.cookies[COOKIE].value
+                c = RawClient(browser, web.url)
+                await c.start()
+                await c.until("connected")
+                await a.until("connected")
+                assert await c.post("/send", msg="token-c") == (200, "win")
+                assert (await a.until("gotMessage"))[1] == "token-c"
+                assert len(users(bridge)) == 2 and web.identities.cookie_key(cookie) in users(bridge)
+
+            # a ban by the hashed address refuses the next start of every client of that network
+            await bridge.router.moderator.sanctions.ban(key, 600.0)
+            d = RawClient(two, web.url)
+            await d.start()
+            refusal = await d.until("serverMessage")
+            assert refusal[1] == "You are banned from starting chats on this bridge for 10 min more." or (
+                refusal[1].startswith("You are banned from starting chats on this bridge for 9 min"))
+            await d.until("strangerDisconnected")
+
+            # nothing raw is kept or logged: no address, no cookie value, no client id
+            secrets_ = [cookie, a.id, b.id, c.id, d.id, "127.0.0.5", "127.0.0.9", "127.0.0.0/24"]  # (.1 is the bind)
+            values = [v for (ns, k), v in store._kv.items()] + [k for (ns, k) in store._kv]
+            assert values, "the store holds the identity secrets"
+            for secret in secrets_:
+                assert secret and not any(secret in v for v in values), secret
+                assert not any(secret in r.getMessage() for r in caplog.records), secret
+        finally:
+            for session in (one, two, other):
+                if session is not None:
+                    await session.close()
+
+
+async def test_python_omegle_survives_a_ban_notice():
+    async with running(web_config(address_keys=True)) as bridge:
+        web = bridge.platforms["web"]
+        await bridge.router.moderator.sanctions.ban(web.identities.address_key("127.0.0.1"), 600.0, "spam")
+
+        def chat() -> list:
+            room = python_omegle.RandomChat()
+            room._server_url = web.url  # the documented way to choose the server
+            room.start()
+            return [room.get_event() for _ in range(3)]
+
+        events = await asyncio.wait_for(asyncio.to_thread(chat), 20)
+        kinds = [e[0] for e in events]
+        # python-omegle shows the notice, then (its own quirk) a simulated ready before the end
+        ended = [python_omegle.ChatEvent.GOT_SERVER_NOTICE, python_omegle.ChatEvent.CHAT_READY,
+                 python_omegle.ChatEvent.CHAT_ENDED]
+        assert kinds == ended, events
+        assert "banned" in events[0][1] and "Reason: spam." in events[0][1]
+
+
+async def test_new_keys_per_network_are_limited_then_the_address_key_is_used():
+    async with running(web_config(address_keys=True, new_keys_burst=3, new_keys_per_hour=0.001)) as bridge:
+        web = bridge.platforms["web"]
+        minted = []
+        async with aiohttp.ClientSession() as http:  # a client that clears its cookies every time
+            for _ in range(5):
+                async with http.get(web.url + "/", headers={"Cookie": ""}) as response:
+                    assert response.status == 200
+                    minted.append(response.cookies[COOKIE].value if COOKIE in response.cookies else None)
+                    http.cookie_jar.clear()
+        assert all(minted[:3]) and len(set(minted[:3])) == 3 and minted[3:] == [None, None]
+        # a known cookie is still honoured after the limit, and a forged one is not
+        assert web.identities.for_page(minted[0], "127.0.0.1").user == web.identities.cookie_key(minted[0])
+        ident, _, signature = minted[0].partition(".")
+        assert web.identities.cookie_key(f"{ident}.{signature[::-1]}") is None
+        assert web.identities.for_page("forged.x", "127.0.0.1").user == web.identities.address_key("127.0.0.1")
+
+
+async def test_the_secret_rotates_and_the_previous_one_still_counts():
+    now = [1000.0]
+    store = MemoryStore()
+    state = store.state_for("web")
+    ids = Identities(state, rotation=100.0, mint_rate=1.0, mint_burst=5, clock=lambda: now[0])
+    await ids.load()
+    old = ids.for_page(None, "10.0.0.1")
+    assert old.cookie is not None
+    now[0] += 101
+    assert await ids.rotate_if_due()
+    again = Identities(state, rotation=100.0, mint_rate=1.0, mint_burst=5, clock=lambda: now[0])
+    await again.load()  # a restart reads the same secrets
+    renewed = again.for_page(old.cookie, "10.0.0.1")
+    assert renewed.user == old.user and renewed.cookie not in (None, old.cookie)  # re-signed
+    assert again.address_key("10.0.0.1") == ids.address_key("10.0.0.77")  # the address secret stays
+    now[0] += 101
+    assert await again.rotate_if_due()
+    assert again.cookie_key(old.cookie) is None  # two rotations old: no longer taken
+    assert again.cookie_key(renewed.cookie) == old.user
+
+
+async def test_stranger_bridge_mod_ban_web_key_refuses_that_browsers_next_start(tmp_path):
+    state = tmp_path / "state.sqlite3"
+    async with running(web_config(), store=SQLiteStore(state)) as bridge:
+        web = bridge.platforms["web"]
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            async with browser.get(web.url + "/") as response:
+                key = web.identities.cookie_key(response.cookies[COOKIE].value)
+            parser = argparse.ArgumentParser(prog="stranger-bridge")
+            add_mod_parser(parser.add_subparsers(dest="command", required=True))
+            args = parser.parse_args(["mod", "ban", key, "--for", "1h", "--reason", "abuse"])
+            out = io.StringIO()
+            code = await asyncio.to_thread(mod_command, args, state, PolicySection(), out)
+            assert code == 0 and out.getvalue().startswith(f"banned {key} until "), out.getvalue()
+            client = RawClient(browser, web.url)  # the page's own protocol calls carry the cookie
+            await client.start()
+            notice = await client.until("serverMessage")
+            assert notice[1].startswith("You are banned from starting chats on this bridge for ")
+            assert notice[1].endswith(" more. Reason: abuse."), notice
+            await client.until("strangerDisconnected")
+            assert "waiting" not in client.names()
