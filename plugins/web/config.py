@@ -44,7 +44,7 @@ class WebConfig(PluginConfig):
     # Clients without a valid cookie (Omegle-protocol bots) are keyed by their hashed address
     # network, so bans and blocks reach them; two of them from one network are then one person to
     # the hub and never paired with each other. False: each client id is its own key (no bans reach it).
-    address_keys: bool = True
+    address_keys: bool = False
 
     @field_validator("bind")
     @classmethod
