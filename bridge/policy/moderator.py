@@ -1,0 +1,101 @@
+"""The one moderation entry point of the core: start checks, message checks both ways, reports, and their notices."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..store import Store
+from .config import PolicySection
+from .rules import Action, Verdict
+from .sanctions import ReportOutcome, Sanctions, ban_notice
+from .throttle import StartThrottle, throttle_notice
+from .timespan import format_duration
+
+__all__ = ["Decision", "Moderator", "wait_notice"]
+
+_HELD_USER = {
+    "links": "Your message was not sent: links are not allowed here.",
+    "invites": "Your message was not sent: Discord invites are not allowed here.",
+}
+_HELD_USER_DEFAULT = "Your message was not sent: it contains words this bridge does not relay."
+_ENDED_USER = "Your message was not sent, and the chat has ended: it breaks this bridge's rules."
+_HELD_STRANGER = "{who} sent a message that breaks this bridge's rules; it was not shown."
+_ENDED_STRANGER = "{who} sent a message that breaks this bridge's rules, so the chat has ended."
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the session does with one message: relay `text` (or not), tell someone, end the chat."""
+
+    relay: bool
+    text: str
+    notice: str | None = None  # for the user of this session
+    end: bool = False
+    verdict: Verdict | None = None
+
+
+class Moderator:
+    """Owns the policy, the sanctions store and the start throttle; the session calls it.
+
+    It never sees more than a user key (opaque, `PLATFORM:hash`) and the message text, and it
+    keeps no text: the moderation log holds actions, keys and reasons only.
+    """
+
+    __slots__ = ("policy", "sanctions", "throttle", "monotonic")
+
+    def __init__(
+        self, policy: PolicySection, store: Store, *, clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self.policy = policy
+        self.sanctions = Sanctions.from_config(store, policy, clock=clock)
+        self.throttle = StartThrottle.from_config(policy, clock=monotonic)
+        self.monotonic = monotonic
+
+    async def start_refusal(self, user: str | None, *, server: str | None = None) -> str | None:
+        """The notice that refuses a start (banned, or starting too often), or None: the start is counted."""
+        if user is None:
+            return None  # a room without a person key: per-room limits apply elsewhere
+        ban = await self.sanctions.check(user, server=server)
+        if ban is not None:
+            return ban_notice(ban, self.sanctions.clock())
+        wait = self.throttle.check(user)
+        return throttle_notice(wait) if wait > 0 else None
+
+    def first_message_wait(self, connected_at: float) -> float:
+        """Seconds the user must still wait before a first message in a new chat (0: may send)."""
+        return max(0.0, connected_at + self.policy.first_message_cooldown - self.monotonic())
+
+    def from_user(self, platform: str, scope: str | None, text: str) -> Decision:
+        """A user's message on its way to the stranger."""
+        verdict = self.policy.rules_for(platform, scope).check(text)
+        match verdict.action:
+            case Action.END:
+                return Decision(False, text, _ENDED_USER, end=True, verdict=verdict)
+            case Action.HOLD:
+                return Decision(False, text, _HELD_USER.get(verdict.rule or "", _HELD_USER_DEFAULT), verdict=verdict)
+        return Decision(True, verdict.text, verdict=verdict)
+
+    def from_stranger(self, platform: str, scope: str | None, text: str, who: str | None = None) -> Decision:
+        """A stranger's message on its way to the user (checked with the user's room's rules)."""
+        verdict = self.policy.rules_for(platform, scope).check(text)
+        who = who or "The stranger"
+        match verdict.action:
+            case Action.END:
+                return Decision(False, text, _ENDED_STRANGER.format(who=who), end=True, verdict=verdict)
+            case Action.HOLD:
+                return Decision(False, text, _HELD_STRANGER.format(who=who), verdict=verdict)
+        return Decision(True, verdict.text, verdict=verdict)
+
+    async def report(self, reporter: str | None, reported: str | None, reason: str = "") -> ReportOutcome | None:
+        """Record a report as input to strikes; None when the reporter has no key."""
+        if reporter is None:
+            return None
+        return await self.sanctions.report(reporter, reported, reason)
+
+
+def wait_notice(wait: float) -> str:
+    """What a user who writes before the first-message cooldown has passed is told."""
+    return f"Your message was not sent: wait {format_duration(wait)} before your first message in a new chat."
