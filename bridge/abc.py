@@ -7,12 +7,15 @@ import re
 from collections.abc import AsyncIterator, Callable
 import types
 import typing
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_validator, model_validator
 
 from .events import Event, Room, Start
 from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .policy.moderator import Moderator
 
 __all__ = ["Backend", "Chat", "CredentialsError", "KeyValue", "Platform", "PluginConfig", "StrictModel", "Submit"]
 
@@ -109,6 +112,9 @@ class Platform(abc.ABC):
         self.submit = submit  # hand user-side events to the core
         self.state = state  # this platform's persisted key/value space
         self.metrics = metrics or Metrics()  # read-only figures for status pages
+        # The core's bridge.policy Moderator (bans, strikes, content policy), set by the daemon
+        # before `run`; admin surfaces use it. None when the platform runs without the daemon.
+        self.moderator: Moderator | None = None
 
     @abc.abstractmethod
     async def run(self) -> None:
