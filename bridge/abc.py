@@ -143,6 +143,13 @@ class Platform(abc.ABC):
     def rooms_active(self, rooms: list[Room]) -> None:
         """Told once at start which of this platform's rooms have a session. Default: nothing."""
 
+    def scope_of(self, room: Room) -> str | None:
+        """The moderation scope `room` belongs to ([policy.scopes."NAME:SCOPE"]): a Discord
+        guild id, a Matrix room id. Called by the session for every message. Default: None
+        (the platform's own policy applies).
+        """
+        return None
+
 
 class Chat(abc.ABC):
     """One conversation with a stranger (two in spy mode, two in a three-person room)."""
@@ -151,6 +158,15 @@ class Chat(abc.ABC):
 
     #: What `Backend.resume` needs to take this chat up again after a restart; None: cannot.
     handle: str | None = None
+    #: True only where a report keeps the two people apart for good (the hub's chats). Elsewhere
+    #: the report confirmation must not promise "never paired again".
+    enforces_blocks: ClassVar[bool] = False
+
+    def stranger_key(self) -> str | None:
+        """The user key of the person on the other side, where the backend knows one (the hub:
+        another session of this bridge). Used only as input to strikes, never shown. Default: None.
+        """
+        return None
 
     @abc.abstractmethod
     def events(self) -> AsyncIterator[Event]:

@@ -17,7 +17,6 @@ from .health import HealthServer
 from .logsetup import ErrorRing
 from .metrics import Metrics
 from .notify import Notifier
-from .policy.config import PolicySection
 from .policy.moderator import Moderator
 from .router import Router
 from .store import SQLiteStore, Store
@@ -86,14 +85,15 @@ class Bridge:
             await backend.start()
             self.backends[name] = backend
         # One Moderator for the whole daemon: admin surfaces of platforms act on the same bans,
-        # strikes and guild policy layers as the sessions (the [policy] table when the config has one).
-        self.moderator = Moderator(getattr(cfg, "policy", None) or PolicySection(), store)
+        # strikes, throttles and policy layers as the sessions.
+        self.moderator = Moderator(cfg.policy, store)
         self.router = Router(
             cfg.bridge,
             self.backends,
             store,
             default_backends={name: cfg.backend_for(name) for name in cfg.platforms},
             metrics=self.metrics,
+            moderator=self.moderator,
         )
         self._register_gauges()
         self._helpers.append(loop.create_task(self.notifier.keep_alive(self.summary), name="sd_notify keep-alive"))

@@ -70,6 +70,8 @@ class Start:
     # Opaque, platform-scoped key of the person ("discord:<hash>"): used only inside this
     # process (blocks after a report, per-user limits), never sent to a stranger or backend.
     user: str | None = None
+    # The home server of a Matrix user ("example.org"), so server bans (matrix:*:SERVER) apply.
+    server: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +136,9 @@ class Reason(str, enum.Enum):
 
     STRANGER = "stranger"  # the stranger left
     USER = "user"  # the user stopped or left the room
-    REPORT = "report"  # the user reported the stranger
+    REPORT = "report"  # the user reported the stranger (a backend that keeps the two apart for good)
+    REPORT_RECORDED = "report_recorded"  # likewise, on a backend that cannot keep them apart
+    POLICY = "policy"  # a message broke the content policy with the action "end"
     TIMEOUT = "timeout"  # nobody found within the search timeout
     ERROR = "error"  # the backend failed or the connection died
     SHUTDOWN = "shutdown"  # the daemon is stopping

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model_validator
 
+from ..abc import StrictModel
 from .patterns import UnsafePattern, check_pattern
 from .rules import Action, ContentRules, LinkAction, WordList
 from .timespan import parse_duration
@@ -16,10 +17,8 @@ Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 _ACTIONS = {"mask": Action.MASK, "hold": Action.HOLD, "end": Action.END}
 
 
-class ListConfig(BaseModel):
+class ListConfig(StrictModel):
     """[policy.lists.NAME]: words and patterns that share one action."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     action: Literal["hold", "mask", "end"] | None = None  # required unless the list is switched off
     words: tuple[str, ...] = ()  # whole words or phrases, matched after folding
@@ -51,10 +50,8 @@ class ListConfig(BaseModel):
         return patterns
 
 
-class LayerConfig(BaseModel):
+class LayerConfig(StrictModel):
     """One layer of content rules: a value left out is inherited from the layer below."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     links: LinkAction | None = None
     invites: LinkAction | None = None

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from ..store import SQLiteStore, Store, StoreError
+from ..store import SharedStateFile, SQLiteStore, Store, StoreError, held_by_a_daemon
 from .config import PolicySection
 from .sanctions import Sanctions, SubjectError, subject_key
 from .timespan import format_duration, parse_duration
@@ -27,27 +27,41 @@ class ModError(ValueError):
 
 def add_mod_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `mod` command and its subcommands to the CLI's subparsers."""
-    mod = sub.add_parser("mod", help="bans and the moderation log, on the daemon's state file (running or not)")
-    mod.add_argument("-c", "--config", type=Path, help="TOML config file (its [bridge] state is the file used)")
+    mod = sub.add_parser(
+        "mod",
+        help="bans and the moderation log, on the daemon's state file (running or not)",
+        description="Exit status: 0 done, 1 nothing to unban, 2 bad input or config.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", type=Path, help="TOML config file (its [bridge] state is the file used)")
     actions = mod.add_subparsers(dest="mod_command", required=True)
-    ban = actions.add_parser("ban", help="ban PLATFORM:USER (discord:USER_ID, matrix:@user:server, matrix:*:SERVER for a whole server, web:KEY)")
+    ban = actions.add_parser(
+        "ban", parents=[common],
+        help="ban PLATFORM:USER (discord:USER_ID, matrix:@user:server, matrix:*:SERVER for a whole server, web:KEY)",
+    )  # fmt: skip
     ban.add_argument("subject")
     ban.add_argument("--for", dest="duration", help="how long: 90s, 15m, 1h, 7d (default: until unbanned)")
     ban.add_argument("--reason", default="", help="shown to the banned user when they try to start")
-    unban = actions.add_parser("unban", help="lift a ban")
+    unban = actions.add_parser("unban", parents=[common], help="lift a ban")
     unban.add_argument("subject")
-    actions.add_parser("list", help="active bans and strikes")
-    log = actions.add_parser("log", help="the moderation log, newest first")
+    actions.add_parser("list", parents=[common], help="active bans and strikes")
+    log = actions.add_parser("log", parents=[common], help="the moderation log, newest first")
     log.add_argument("--limit", type=int, default=50)
     return mod
 
 
 def mod_command(args: argparse.Namespace, state: Path, policy: PolicySection, out: TextIO) -> int:
     """Run a parsed `mod` command on the state file `state`; raise ModError for problems to print."""
+    if getattr(args, "subject", None) is not None:
+        _key(args.subject)  # bad input is told before the state file is looked at
+    if getattr(args, "duration", None) is not None:
+        _duration(args.duration)
     if not Path(state).exists():
         raise ModError(f"{state}: no state file here (is [bridge] state in the config right?)")
     try:
-        store = SQLiteStore(state)
+        # A stopped daemon's file is locked for the time of the command; a running one's is
+        # shared with it (it reads bans from the store at every start, so it sees the change).
+        store: Store = SharedStateFile(state) if held_by_a_daemon(state) else SQLiteStore(state)
     except StoreError as exc:
         raise ModError(str(exc)) from None
     return asyncio.run(_run_closing(store, args, policy, out))
@@ -67,12 +81,7 @@ async def run_mod(store: Store, args: argparse.Namespace, policy: PolicySection,
     match args.mod_command:
         case "ban":
             key = _key(args.subject)
-            try:
-                duration = None if args.duration is None else parse_duration(args.duration)
-            except ValueError as exc:
-                raise ModError(f"--for: {exc}") from None
-            if duration == 0:
-                raise ModError("--for: a ban needs a duration above zero")
+            duration = None if args.duration is None else _duration(args.duration)
             ban = await sanctions.ban(key, duration, args.reason)
             print(f"banned {key} {_until(ban.until, now)}" + (f": {ban.reason}" if ban.reason else ""), file=out)
             return EXIT_OK
@@ -110,6 +119,16 @@ def _key(subject: str) -> str:
         return subject_key(subject)
     except SubjectError as exc:
         raise ModError(str(exc)) from None
+
+
+def _duration(text: str) -> float:
+    try:
+        duration = parse_duration(text)
+    except ValueError as exc:
+        raise ModError(f"--for: {exc}") from None
+    if duration == 0:
+        raise ModError("--for: a ban needs a duration above zero")
+    return duration
 
 
 def _until(until: float | None, now: float) -> str:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..events import Room
 from ..store import Store
 from .config import PolicySection
 from .rules import Action, Verdict
@@ -15,14 +16,15 @@ from .timespan import format_duration
 
 __all__ = ["Decision", "Moderator", "wait_notice"]
 
+RECENT_VERDICTS = 1024  # cached verdicts at most (message texts are held no longer than that)
 _HELD_USER = {
     "links": "Your message was not sent: links are not allowed here.",
     "invites": "Your message was not sent: Discord invites are not allowed here.",
 }
 _HELD_USER_DEFAULT = "Your message was not sent: it contains words this bridge does not relay."
-_ENDED_USER = "Your message was not sent, and the chat has ended: it breaks this bridge's rules."
+_ENDED_USER = "Your message was not sent: it breaks this bridge's rules."
 _HELD_STRANGER = "{who} sent a message that breaks this bridge's rules; it was not shown."
-_ENDED_STRANGER = "{who} sent a message that breaks this bridge's rules, so the chat has ended."
+_ENDED_STRANGER = _HELD_STRANGER
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +34,7 @@ class Decision:
     relay: bool
     text: str
     notice: str | None = None  # for the user of this session
-    end: bool = False
+    end: bool = False  # the session then ends the chat with Reason.POLICY, which says why
     verdict: Verdict | None = None
 
 
@@ -43,7 +45,7 @@ class Moderator:
     keeps no text: the moderation log holds actions, keys and reasons only.
     """
 
-    __slots__ = ("policy", "sanctions", "throttle", "monotonic")
+    __slots__ = ("policy", "sanctions", "throttle", "monotonic", "scope_of", "_recent")
 
     def __init__(
         self, policy: PolicySection, store: Store, *, clock: Callable[[], float] = time.time,
@@ -53,6 +55,12 @@ class Moderator:
         self.sanctions = Sanctions.from_config(store, policy, clock=clock)
         self.throttle = StartThrottle.from_config(policy, clock=monotonic)
         self.monotonic = monotonic
+        # The moderation scope of a room (a Discord guild, a Matrix room); the router sets it
+        # to ask the room's platform.
+        self.scope_of: Callable[[Room], str | None] = _no_scope
+        # Verdicts just given, by (rules, text): in the hub each message is checked by its
+        # sender's session and again by the receiver's, mostly under the same rules. Bounded.
+        self._recent: dict[tuple[int, str], Verdict] = {}
 
     async def start_refusal(self, user: str | None, *, server: str | None = None) -> str | None:
         """The notice that refuses a start (banned, or starting too often), or None: the start is counted."""
@@ -68,9 +76,20 @@ class Moderator:
         """Seconds the user must still wait before a first message in a new chat (0: may send)."""
         return max(0.0, connected_at + self.policy.first_message_cooldown - self.monotonic())
 
-    def from_user(self, platform: str, scope: str | None, text: str) -> Decision:
+    def _check(self, room: Room, text: str) -> Verdict:
+        rules = self.policy.rules_for(room.platform, self.scope_of(room))
+        key = (id(rules), text)  # rules are compiled once and kept: their id is stable
+        verdict = self._recent.get(key)
+        if verdict is None:
+            verdict = rules.check(text)
+            if len(self._recent) >= RECENT_VERDICTS:
+                self._recent.clear()
+            self._recent[key] = verdict
+        return verdict
+
+    def from_user(self, room: Room, text: str) -> Decision:
         """A user's message on its way to the stranger."""
-        verdict = self.policy.rules_for(platform, scope).check(text)
+        verdict = self._check(room, text)
         match verdict.action:
             case Action.END:
                 return Decision(False, text, _ENDED_USER, end=True, verdict=verdict)
@@ -78,9 +97,9 @@ class Moderator:
                 return Decision(False, text, _HELD_USER.get(verdict.rule or "", _HELD_USER_DEFAULT), verdict=verdict)
         return Decision(True, verdict.text, verdict=verdict)
 
-    def from_stranger(self, platform: str, scope: str | None, text: str, who: str | None = None) -> Decision:
-        """A stranger's message on its way to the user (checked with the user's room's rules)."""
-        verdict = self.policy.rules_for(platform, scope).check(text)
+    def from_stranger(self, room: Room, text: str, who: str | None = None) -> Decision:
+        """A stranger's message on its way to the user of `room` (checked with that room's rules)."""
+        verdict = self._check(room, text)
         who = who or "The stranger"
         match verdict.action:
             case Action.END:
@@ -99,3 +118,7 @@ class Moderator:
 def wait_notice(wait: float) -> str:
     """What a user who writes before the first-message cooldown has passed is told."""
     return f"Your message was not sent: wait {format_duration(wait)} before your first message in a new chat."
+
+
+def _no_scope(room: Room) -> str | None:
+    return None

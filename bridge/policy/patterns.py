@@ -18,6 +18,7 @@ __all__ = [
     "SCAN_OVERLAP",
     "SCAN_WINDOW",
     "UnsafePattern",
+    "anchored_prefix",
     "check_pattern",
     "compile_patterns",
     "scan",
@@ -204,6 +205,29 @@ def _overlapping(branches: list[list]) -> bool:
             return True
         seen |= first
     return False
+
+
+def anchored_prefix(pattern: str, limit: int = 3) -> str | None:
+    """The first letters (at most `limit`) of every match of a pattern that starts at a word
+    boundary with literal letters (`\\bfoo...`, `\\bk+ys`), or None for any other pattern.
+
+    On folded text (tokens of letters and digits joined by single spaces) such a pattern can
+    only match where a token starts with that prefix, so it need not run on other messages.
+    """
+    items = list(_parser.parse(pattern))
+    if not items or items[0] != (_c.AT, _c.AT_BOUNDARY):
+        return None
+    prefix = ""
+    for op, av in items[1:]:
+        if len(prefix) >= limit:
+            break
+        if op is _c.LITERAL and chr(av).isalnum():
+            prefix += chr(av)
+            continue
+        if op in _REPEATS and av[0] >= 1 and len(av[2]) == 1 and av[2][0][0] is _c.LITERAL and chr(av[2][0][1]).isalnum():
+            prefix += chr(av[2][0][1])  # `k+`: at least one k, then more k or something else
+        break
+    return prefix[:limit] or None
 
 
 def compile_patterns(patterns: list[str]) -> re.Pattern[str] | None:

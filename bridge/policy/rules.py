@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from .normalize import MAX_RUN, fold_spans, joined_runs, tokens
-from .patterns import compile_patterns, scan
+from .patterns import SCAN_WINDOW, anchored_prefix, compile_patterns, scan
 
 __all__ = ["Action", "ContentRules", "LinkAction", "Verdict", "WordList", "defang"]
 
@@ -93,7 +93,9 @@ class ContentRules:
     """One compiled policy layer. `check` is the only hot call: one fold, set look-ups, one
     alternation per list, and the slow span-mapping pass only when something must be masked."""
 
-    __slots__ = ("words", "phrases", "phrase_lengths", "phrase_first", "prefixes", "patterns", "links", "invites")
+    __slots__ = (
+        "words", "phrases", "phrase_lengths", "phrase_first", "prefixes", "patterns", "anchored", "links", "invites",
+    )  # fmt: skip
 
     def __init__(
         self, lists: list[WordList] | tuple[WordList, ...] = (), links: LinkAction = LinkAction.ALLOW,
@@ -103,7 +105,10 @@ class ContentRules:
         self.phrases: dict[str, tuple[Action, str]] = {}
         self.phrase_lengths: set[int] = set()
         self.phrase_first: set[str] = set()
-        self.patterns: list[tuple[Action, str, re.Pattern[str]]] = []
+        self.patterns: list[tuple[Action, str, re.Pattern[str]]] = []  # one alternation per list
+        # Patterns that start at a word boundary with literal letters, by prefix length and
+        # prefix: they run only on messages with a token that starts so.
+        self.anchored: dict[int, dict[str, list[tuple[Action, str, re.Pattern[str]]]]] = {}
         for wl in lists:
             for word in wl.words:
                 for variant in _variants(tokens(word)):
@@ -116,10 +121,22 @@ class ContentRules:
                     if len(variant) > 1:
                         self.phrase_lengths.add(len(variant))
                         self.phrase_first.add(variant[0])
-            regex = compile_patterns(list(wl.patterns))
+                        # "killyourself" and "k i l l y o u r s e l f" count as the phrase too
+                        joined = "".join(variant)
+                        if joined not in self.words or self.words[joined][0] < wl.action:
+                            self.words[joined] = (wl.action, wl.name)
+            loose = []
+            for pattern in wl.patterns:
+                prefix = anchored_prefix(pattern)
+                if prefix is None:
+                    loose.append(pattern)
+                else:
+                    single = compile_patterns([pattern])
+                    self.anchored.setdefault(len(prefix), {}).setdefault(prefix, []).append((wl.action, wl.name, single))
+            regex = compile_patterns(loose)
             if regex is not None:
                 self.patterns.append((wl.action, wl.name, regex))
-        self.patterns.sort(key=lambda p: -p[0])  # the most severe first: a hit there ends the search
+        self.patterns.sort(key=_severity)  # the most severe first: a hit there ends the search
         # Every prefix of a listed word: a walk along a run of single letters stops as soon as
         # what it has read begins no listed word (a trie, kept as a set).
         self.prefixes = {w[:n] for w in self.words if len(w) <= MAX_RUN for n in range(1, len(w) + 1)}
@@ -142,11 +159,23 @@ class ContentRules:
             best = self._phrases(words, hits, best)
         if table and len(words) > 1:
             best = self._runs(words, hits, best)
-        if self.patterns and best < Action.END:
+        patterns = self.patterns
+        if self.anchored and best < Action.END:
+            candidates = self._candidates(words)
+            if candidates:
+                patterns = sorted(patterns + candidates, key=_severity)
+        if patterns and best < Action.END:
             folded = " ".join(words)
-            for action, name, regex in self.patterns:
+            for action, name, regex in patterns:
                 if action < best or (action == best and action != Action.MASK):
                     continue  # cannot change the outcome
+                if len(folded) <= SCAN_WINDOW:  # most messages: one search, no window loop
+                    if regex.search(folded) is None:
+                        continue
+                    if action != Action.MASK:  # not relayed: where it matched does not matter
+                        hits.append(_Hit(action, name, 0, 0))
+                        best = action
+                        continue
                 for a, b in scan(regex, folded):
                     first, last = _token_range(folded, a, b)
                     hits.append(_Hit(action, name, first, last))
@@ -164,6 +193,13 @@ class ContentRules:
         if link is not None and link[0] == LinkAction.DEFANG:
             out, rule = defang(out, invites_only=self.links == LinkAction.ALLOW), rule or link[1]
         return Verdict(best if best == Action.MASK else Action.ALLOW, out, rule)
+
+    def _candidates(self, words: list[str]) -> list[tuple[Action, str, re.Pattern[str]]]:
+        found: list[tuple[Action, str, re.Pattern[str]]] = []
+        for size, table in self.anchored.items():
+            for prefix in table.keys() & {w[:size] for w in words}:
+                found.extend(table[prefix])
+        return found
 
     def _phrases(self, words: list[str], hits: list[_Hit], best: Action) -> Action:
         first_words = self.phrase_first
@@ -202,6 +238,10 @@ class ContentRules:
             if _MAYBE_LINK.search(stripped) and _URL.search(stripped):
                 return self.links, "links"
         return None
+
+
+def _severity(entry: tuple[Action, str, re.Pattern[str]]) -> int:
+    return -entry[0]
 
 
 def _variants(words: list[str]) -> list[list[str]]:

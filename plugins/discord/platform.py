@@ -116,6 +116,11 @@ class DiscordPlatform(Platform):
         await self.outboxes.drain()
         await self.threads.write_dirty()
 
+    def scope_of(self, room: Room) -> str | None:
+        """The guild of a session thread: [policy.scopes."discord:GUILD_ID"] applies there."""
+        info = self.threads.get(int(room.id)) if room.id.isdigit() else None
+        return str(info.guild) if info is not None and info.guild is not None else None
+
     def rooms_active(self, rooms: list[Room]) -> None:
         """Rooms the core still has sessions for: make sure they are known threads."""
         for room in rooms:

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any
 from nio import JoinError, RoomGetStateEventResponse, RoomGetStateResponse
 
 from bridge.hygiene import clean
-from bridge.identity import user_key
-from bridge.policy.sanctions import ban_notice
 
 from .policylists import PolicyLists
 
@@ -125,17 +123,14 @@ class MatrixModeration:
     # ---- starts --------------------------------------------------------------------------------
 
     async def start_refusal(self, mxid: str, sid: str) -> str | None:
-        """Why `mxid` may not start in `sid` (policy list, core ban by id or server glob, session cap), or None."""
+        """Why `mxid` may not start in `sid` (a policy-list ban, the session cap), or None.
+
+        Bans of the core's store (by mxid, or server glob via Start.server) are checked by the core.
+        """
         rule = self.lists.banned(mxid)
         if rule is not None:
             reason = f" Reason: {clean(rule.reason)}." if rule.reason else ""
             return f"You are banned from starting chats on this bridge.{reason}"
-        moderator = self.host.moderator
-        if moderator is not None:
-            sanctions = moderator.sanctions
-            ban = await sanctions.check(user_key("matrix", mxid), server=mxid.partition(":")[2])
-            if ban is not None:
-                return ban_notice(ban, sanctions.clock())
         cap = self.cfg.max_sessions_per_user
         live = sum(1 for s, who in self.owners.items() if who == mxid and s != sid and s in self.host.rooms.active)
         if live >= cap:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from typing import Any, Protocol
@@ -16,7 +17,7 @@ from .appservice import Pushed
 from .commands import Command, help_text, to_event
 from .config import MatrixConfig
 from .inbound import Ignore, Media, Said, classify
-from .rooms import RoomState, SessionRoom
+from .rooms import RoomState, SessionRoom, server_of
 from .sync import Sync
 
 __all__ = ["ENCRYPTED_REASON", "Host", "Receiver"]
@@ -234,6 +235,7 @@ class Receiver:
             if isinstance(event, Start):
                 if not await self._may_start(rid, root, sid, sender):
                     return
+                event = dataclasses.replace(event, server=server_of(sender))  # for server bans
                 rooms.started(sid, event)
                 self.host.moderation.started(sid, sender)
             submit(room, event)
@@ -253,7 +255,7 @@ class Receiver:
         if sid not in rooms.active and cfg.dm_autostart and not threaded and await self.is_dm(rid):
             if not await self._may_start(rid, root, sid, sender):
                 return
-            start = Start(user=user_key("matrix", sender))
+            start = Start(user=user_key("matrix", sender), server=server_of(sender))
             rooms.started(sid, start)
             self.host.moderation.started(sid, sender)
             submit(room, start)

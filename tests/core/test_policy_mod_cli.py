@@ -97,3 +97,35 @@ async def test_a_running_daemons_store_sees_the_ban_at_its_next_check(state):
     await asyncio.to_thread(run, state, "unban", "discord:42424242424242424")
     assert await daemon.check(key) is None
     await daemon.store.close()
+
+
+async def test_the_shared_state_file_reads_sessions_and_changes_only_plugin_state(state):
+    from bridge.events import Room
+    from bridge.store import SessionRecord, SharedStateFile, StoreError, held_by_a_daemon
+
+    assert not held_by_a_daemon(state)
+    daemon = SQLiteStore(state)
+    assert held_by_a_daemon(state)
+    await daemon.save_session(SessionRecord(Room("web", "x"), "chatting", "hub"))
+    beside = SharedStateFile(state)
+    assert [r.room for r in await beside.sessions()] == [Room("web", "x")]
+    with pytest.raises(StoreError, match="belong to the running daemon"):
+        await beside.save_session(SessionRecord(Room("web", "y"), "chatting", "hub"))
+    with pytest.raises(StoreError, match="belong to the running daemon"):
+        await beside.delete_session(Room("web", "x"))
+    await beside.set("policy", "k", "v")
+    assert await daemon.get("policy", "k") == "v"  # the daemon sees what was written beside it
+    await beside.close()
+    await daemon.close()
+    assert not held_by_a_daemon(state)
+
+
+def test_the_shared_state_file_refuses_a_foreign_file(tmp_path):
+    import sqlite3
+
+    from bridge.store import SharedStateFile, StoreError
+
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE meta (key TEXT, value TEXT)").connection.commit()
+    with pytest.raises(StoreError, match="not a stranger-bridge state file"):
+        SharedStateFile(other)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from bridge.events import Room
 from bridge.policy.config import PolicySection
 from bridge.policy.moderator import Moderator, wait_notice
 from bridge.policy.rules import Action
@@ -35,7 +36,9 @@ class Clock:
 @pytest.fixture
 def parts():
     wall, mono = Clock(1_700_000_000.0), Clock(50.0)
-    return Moderator(POLICY, MemoryStore(), clock=wall, monotonic=mono), wall, mono
+    moderator = Moderator(POLICY, MemoryStore(), clock=wall, monotonic=mono)
+    moderator.scope_of = lambda room: {"thread-in-77": "77", "thread-in-12": "12"}.get(room.id)
+    return moderator, wall, mono
 
 
 async def test_a_banned_user_is_told_plainly_with_the_time_left(parts):
@@ -67,29 +70,29 @@ async def test_starts_are_throttled_per_user(parts):
 
 def test_decisions_from_the_user(parts):
     moderator, _, _ = parts
-    ok = moderator.from_user("web", None, "hello")
+    ok = moderator.from_user(Room("web", "r"), "hello")
     assert (ok.relay, ok.text, ok.notice, ok.end) == (True, "hello", None, False)
-    masked = moderator.from_user("web", None, "oh shit")
+    masked = moderator.from_user(Room("web", "r"), "oh shit")
     assert (masked.relay, masked.text, masked.notice) == (True, "oh ****", None)
-    held = moderator.from_user("web", None, "kill   yourself")
+    held = moderator.from_user(Room("web", "r"), "kill   yourself")
     assert (held.relay, held.notice, held.end) == (False, "Your message was not sent: it contains words this bridge does not relay.", False)
-    ended = moderator.from_user("web", None, "s l u r w o r d")
+    ended = moderator.from_user(Room("web", "r"), "s l u r w o r d")
     assert (ended.relay, ended.end) == (False, True)
-    assert ended.notice == "Your message was not sent, and the chat has ended: it breaks this bridge's rules."
-    link = moderator.from_user("discord", "12", "see evil.com")
+    assert ended.notice == "Your message was not sent: it breaks this bridge's rules."
+    link = moderator.from_user(Room("discord", "thread-in-12"), "see evil.com")
     assert (link.relay, link.notice) == (False, "Your message was not sent: links are not allowed here.")
-    invite = moderator.from_user("web", None, "discord.gg/abc")
+    invite = moderator.from_user(Room("web", "r"), "discord.gg/abc")
     assert (invite.relay, invite.notice) == (False, "Your message was not sent: Discord invites are not allowed here.")
-    assert moderator.from_user("discord", "77", "oh shit").text == "oh shit"  # the guild switched the list off
+    assert moderator.from_user(Room("discord", "thread-in-77"), "oh shit").text == "oh shit"  # the guild switched the list off
 
 
 def test_decisions_from_the_stranger(parts):
     moderator, _, _ = parts
-    held = moderator.from_stranger("matrix", "!r", "kill yourself", "Stranger 2")
+    held = moderator.from_stranger(Room("matrix", "!r:x"), "kill yourself", "Stranger 2")
     assert (held.relay, held.end, held.notice) == (False, False, "Stranger 2 sent a message that breaks this bridge's rules; it was not shown.")
-    ended = moderator.from_stranger("matrix", None, "slurword")
-    assert (ended.relay, ended.end, ended.notice) == (False, True, "The stranger sent a message that breaks this bridge's rules, so the chat has ended.")
-    masked = moderator.from_stranger("web", None, "ѕһit")
+    ended = moderator.from_stranger(Room("matrix", "r"), "slurword")
+    assert (ended.relay, ended.end, ended.notice) == (False, True, "The stranger sent a message that breaks this bridge's rules; it was not shown.")
+    masked = moderator.from_stranger(Room("web", "r"), "ѕһit")
     assert (masked.relay, masked.text, masked.verdict.action) == (True, "****", Action.MASK)
 
 

@@ -247,3 +247,25 @@ def test_any_text_gets_a_verdict_and_masking_keeps_the_shape(text):
         assert verdict.text != text
     elif verdict.action is Action.ALLOW:
         assert verdict.text == text
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefix"),
+    [(r"\bfoo[0-9]+", "foo"), (r"\bfree nitro", "fre"), (r"\bk+y", "k"), (r"\bab?c", "a"), ("foo", None),
+     (r"\b(?i:Foo)", None), (r"\b\d+", None), (r"\bfoo|bar", None), (r"\b", None)],
+)  # fmt: skip
+def test_anchored_prefixes(pattern, prefix):
+    from bridge.policy.patterns import anchored_prefix
+
+    assert anchored_prefix(pattern) == prefix
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["free", "nitro", "fr", "kyss", "ky", "k", "x", "abc", "ac", "freebie"]), max_size=12))
+def test_anchored_patterns_find_exactly_what_a_plain_search_finds(words):
+    # The prefix index may only skip patterns that cannot match: compare with re.search on every pattern.
+    patterns = [r"\bfree nitro\b", r"\bky+s+\b", r"\bab?c\b", r"fre+bie", r"\bx\b"]
+    rules = ContentRules([WordList(f"p{i}", Action.HOLD, (), (p,)) for i, p in enumerate(patterns)])
+    text = " ".join(words)
+    expected = any(re.search(p, text) for p in patterns)
+    assert (rules.check(text).action is Action.HOLD) == expected
