@@ -53,7 +53,10 @@ class MatrixModeration:
         self.policy_rooms: set[str] = set()  # room ids of the followed policy lists (once joined)
         self.management: str | None = None  # room id of the management room (once joined)
         self.log_room: str | None = None  # room id of the moderation log room, when writable
-        self.owners: dict[str, str] = {}  # live session room id -> the mxid that started it
+        self.owners: dict[str, str] = {}  # session room id -> the mxid that last started there
+        # Session rooms whose search or chat the core began (Waiting / Connected shown) and that
+        # have not ended: a start the core refused (a ban, the throttle) never counts as a chat.
+        self.live: set[str] = set()
         self.keep = min(self.cfg.mod_log_lines, 20) if self.cfg.mod_log_room else 0
         self.lines: dict[str, deque[tuple[str, str]]] = {}
 
@@ -132,7 +135,7 @@ class MatrixModeration:
             reason = f" Reason: {clean(rule.reason)}." if rule.reason else ""
             return f"You are banned from starting chats on this bridge.{reason}"
         cap = self.cfg.max_sessions_per_user
-        live = sum(1 for s, who in self.owners.items() if who == mxid and s != sid and s in self.host.rooms.active)
+        live = sum(1 for s, who in self.owners.items() if who == mxid and s != sid and s in self.live)
         if live >= cap:
             return f"You already have {live} chats running, the most this bridge allows. End one with {self.cfg.command_prefix} stop first."
         return None
@@ -157,10 +160,13 @@ class MatrixModeration:
         lines.append((who, text[:MOD_LOG_LINE]))
 
     def chat_began(self, sid: str) -> None:
-        """A new chat in the session room: the last chat's lines belong to no later report."""
+        """A new search or chat in the session room: it counts as live; the last chat's lines
+        belong to no later report."""
+        self.live.add(sid)
         self.lines.pop(sid, None)
 
     def ended(self, sid: str) -> None:
+        self.live.discard(sid)
         self.owners.pop(sid, None)
 
     # ---- the moderation log --------------------------------------------------------------------
