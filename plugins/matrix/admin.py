@@ -63,7 +63,7 @@ class Admin:
                     found = await moderator.sanctions.unban(key, by=ADMIN_BY)
                     answer = f"Unbanned {args[0]}." if found else f"{args[0]} was not banned."
                     if found:
-                        await mod_post(self.host, f"Admin: {args[0]} unbanned by a moderator.")
+                        await _mod_post(self.host, f"Admin: {args[0]} unbanned by a moderator.")
                 case "strikes" if len(args) == 1:
                     answer = await self._strikes(args[0])
                 case "stats":
@@ -102,7 +102,7 @@ class Admin:
         assert self.host.moderator is not None
         await self.host.moderator.sanctions.ban(key, duration, reason, by=ADMIN_BY)
         span = f"for {format_duration(duration)}" if duration is not None else "until unbanned"
-        await mod_post(self.host, f"Admin: {target} banned {span} by a moderator." + (f" Reason: {reason}" if reason else ""))
+        await _mod_post(self.host, f"Admin: {target} banned {span} by a moderator." + (f" Reason: {reason}" if reason else ""))
         return f"Banned {target} {span}." + (f" Reason: {reason}" if reason else "")
 
     async def _strikes(self, target: str) -> str:
@@ -149,5 +149,5 @@ class Admin:
                 f"report lines in the log: {self.host.moderation.keep or 'off'}.")
 
 
-async def mod_post(host: MatrixPlatform, text: str) -> None:
+async def _mod_post(host: MatrixPlatform, text: str) -> None:
     await host.moderation.post(text)

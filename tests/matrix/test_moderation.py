@@ -221,3 +221,29 @@ def test_every_matrix_key_is_documented():
             continue
         assert f"| `{key}` |" in readme, f"plugins/matrix/README.md does not document {key}"
         assert re.search(rf"^#\s*{key} =", section, re.M) or f"{key} = {{" in section, f"config.example.toml lacks {key}"
+
+
+def test_rule_parsing_and_power_levels_table():
+    from plugins.matrix.moderation import CREATOR_LEVEL, power_level
+    from plugins.matrix.policylists import MalformedRule, parse_rule
+
+    ok = parse_rule("user", {"entity": "@sp?m*:evil.org", "recommendation": "m.ban", "reason": "x"}, "$1")
+    assert ok is not None and ok.matches("@spam42:evil.org") and ok.matches("@spXm:evil.org")
+    assert not ok.matches("@spam42:evil.org.example") and not ok.matches("@sp:evil.org")
+    server = parse_rule("server", {"entity": "*.Evil.org", "recommendation": "org.matrix.mjolnir.ban"}, "$2")
+    assert server is not None and server.matches("@a:chat.evil.org") and not server.matches("@a:evil.org")
+    assert parse_rule("user", {}, "$3") is None  # emptied: lifted
+    assert parse_rule("user", {"entity": "@a:b", "recommendation": "m.mute"}, "$4") is None  # not a ban
+    for kind, entity in [("user", 5), ("user", ""), ("user", "no-at:b"), ("user", "@nocolon"), ("server", "a b"),
+                         ("server", "a/b"), ("user", "@" + "a" * 300 + ":b")]:
+        try:
+            parse_rule(kind, {"entity": entity, "recommendation": "m.ban"}, "$5")
+        except MalformedRule:
+            continue
+        raise AssertionError(f"{kind} {entity!r} was accepted")
+    levels = {"users": {"@op:s": 50, "@half:s": 49}, "users_default": 0}
+    assert power_level(levels, "@op:s") == 50 and power_level(levels, "@half:s") == 49 and power_level(levels, "@x:s") == 0
+    v12 = {"sender": "@founder:s", "content": {"room_version": "12", "additional_creators": ["@co:s"]}}
+    v10 = {"sender": "@founder:s", "content": {"room_version": "10"}}
+    assert power_level(levels, "@founder:s", v12) == CREATOR_LEVEL == power_level(levels, "@co:s", v12)
+    assert power_level(levels, "@founder:s", v10) == 0  # before v12 the creator is only what `users` says
