@@ -189,6 +189,10 @@ class Backend(abc.ABC):
     #: Longest message the protocol carries; longer user text is refused with a notice.
     max_message_length: ClassVar[int] = 4000
 
+    #: Whether `connect` pairs only partners that `Start.accept` lets in (and whose own accept
+    #: lets this user in). False: a Start with an accept list is refused by the core with a notice.
+    honours_accept: ClassVar[bool] = False
+
     def __init__(self, name: str, config: Any, state: KeyValue | None = None) -> None:
         self.name = name
         self.config = config

@@ -85,7 +85,7 @@ class Bridge:
             await backend.start()
             self.backends[name] = backend
         # One Moderator for the whole daemon: admin surfaces of platforms act on the same bans,
-        # strikes, throttles and policy layers as the sessions.
+        # strikes and guild policy layers as the sessions.
         self.moderator = Moderator(cfg.policy, store)
         self.router = Router(
             cfg.bridge,

@@ -279,6 +279,10 @@ class Session:
         if self.host.closing:
             await self.notice("The bridge is shutting down; no new chats can start.")
             return
+        if start.accept and not backend.honours_accept:
+            await self.notice("This server only allows strangers from some places, and this stranger service "
+                              "cannot guarantee where its strangers come from. No chat was started.")
+            return
         start = complete_start(start, name, self.room)
         try:
             chat = await backend.connect(start)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ..events import Room
 from ..store import Store
 from .config import PolicySection
-from .rules import Action, Verdict
+from .rules import Action, ContentRules, Verdict
 from .sanctions import ReportOutcome, Sanctions, ban_notice
 from .throttle import StartThrottle, throttle_notice
 from .timespan import format_duration
@@ -45,7 +45,7 @@ class Moderator:
     keeps no text: the moderation log holds actions, keys and reasons only.
     """
 
-    __slots__ = ("policy", "sanctions", "throttle", "monotonic", "scope_of", "_recent")
+    __slots__ = ("policy", "sanctions", "throttle", "monotonic", "scope_of", "_recent", "_rules", "_scopes")
 
     def __init__(
         self, policy: PolicySection, store: Store, *, clock: Callable[[], float] = time.time,
@@ -61,6 +61,18 @@ class Moderator:
         # Verdicts just given, by (rules, text): in the hub each message is checked by its
         # sender's session and again by the receiver's, mostly under the same rules. Bounded.
         self._recent: dict[tuple[int, str], Verdict] = {}
+        # The compiled rules by (platform, configured scope or None), and the configured scopes:
+        # looked up on every message, so kept out of the pydantic model (its attribute access is slow).
+        self._rules: dict[tuple[str, str | None], ContentRules] = {}
+        self._scopes: frozenset[str] = frozenset(policy.scopes)
+
+    def set_policy(self, policy: PolicySection) -> None:
+        """Put a rebuilt policy in force (a server's admins changed its layer): verdicts given under
+        the old rules are forgotten, since a new rules object may reuse a freed one's id."""
+        self.policy = policy
+        self._recent.clear()
+        self._rules.clear()
+        self._scopes = frozenset(policy.scopes)
 
     async def start_refusal(self, user: str | None, *, server: str | None = None) -> str | None:
         """The notice that refuses a start (banned, or starting too often), or None: the start is counted."""
@@ -77,7 +89,11 @@ class Moderator:
         return max(0.0, connected_at + self.policy.first_message_cooldown - self.monotonic())
 
     def _check(self, room: Room, text: str) -> Verdict:
-        rules = self.policy.rules_for(room.platform, self.scope_of(room))
+        platform, scope = room.platform, self.scope_of(room)
+        key = (platform, scope if scope is not None and f"{platform}:{scope}" in self._scopes else None)
+        rules = self._rules.get(key)
+        if rules is None:
+            rules = self._rules[key] = self.policy.rules_for(*key)
         key = (id(rules), text)  # rules are compiled once and kept: their id is stable
         verdict = self._recent.get(key)
         if verdict is None:

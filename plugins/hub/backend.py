@@ -140,6 +140,7 @@ class HubBackend(Backend):
 
     Config = HubConfig
     max_message_length = 4000
+    honours_accept = True  # the pool checks both people's Start.accept before pairing
 
     def __init__(self, name, config, state=None) -> None:
         super().__init__(name, config, state)
@@ -173,6 +174,8 @@ class HubBackend(Backend):
             question=start.question,
             strict=start.strict_interests,
             payload=chat,
+            scope=start.scope,
+            accept=start.accept,
         )
         chat.ticket = ticket
         chat.push(Waiting())
