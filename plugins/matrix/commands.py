@@ -43,9 +43,16 @@ def parse(body: str, prefix: str) -> Command | None:
     return Command(word, tuple(arg.split()) if arg else (), arg)
 
 
-def help_text(prefix: str) -> str:
-    """The help notice, with the configured prefix."""
+def help_text(prefix: str, report_lines: int | None = None) -> str:
+    """The help notice, with the configured prefix; `report_lines`: None without a moderation log,
+    else how many lines of the chat a report shares with the moderators (0: none)."""
     p = prefix
+    if report_lines is None:
+        shared = ""
+    elif report_lines:
+        shared = f" A report goes to the moderators with the last {report_lines} lines of the chat at most."
+    else:
+        shared = " A report goes to the moderators without any lines of the chat."
     return (
         "I connect this room with a random stranger. Commands:\n"
         f"{p} start [interests…] — find a stranger (with shared interests if given)\n"
@@ -53,10 +60,10 @@ def help_text(prefix: str) -> str:
         f"{p} stop — end the chat\n"
         f"{p} ask <question> — spy mode: watch two strangers discuss your question\n"
         f"{p} answer — discuss a spy's question with another stranger\n"
-        f"{p} report — end the chat and never meet this stranger again\n"
+        f"{p} report — end the chat and report the stranger\n"
         f"{p} help — this text\n"
         "While chatting, everything else you write goes to the stranger. "
-        "Media, mentions and links to Matrix are never sent."
+        "Media, mentions and links to Matrix are never sent." + shared
     )
 
 

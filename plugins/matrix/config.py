@@ -14,6 +14,13 @@ __all__ = ["AppserviceConfig", "MatrixConfig"]
 
 _MXID = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
 _LOCALPART = re.compile(r"^[a-z0-9._=\-/]+$")
+_ROOM = re.compile(r"^(![^\s]+|#[^:\s]+:\S+)$")  # room ids of room version 12 have no server part
+
+
+def _check_room(value: str) -> str:
+    if not _ROOM.match(value):
+        raise ValueError(f"{value!r}: must be a room id (!id:server) or alias (#name:server)")
+    return value
 
 
 class AppserviceConfig(BaseModel):
@@ -72,6 +79,24 @@ class MatrixConfig(PluginConfig):
     # Ended sessions, rooms left and room caches remembered (each kind), e.g. for "next" in the
     # thread of an ended chat; live chats are always kept. Bounds memory over a long uptime.
     remember_rooms: int = Field(10_000, ge=16, le=1_000_000)
+    # Moderation. A room id or alias where users with power level >= 50 run !stranger-admin.
+    management_room: str | None = None
+    policy_rooms: tuple[str, ...] = ()  # policy lists (room ids or aliases) whose m.ban rules are honoured
+    mod_log_room: str | None = None  # reports and admin actions are posted here as notices
+    mod_log_lines: int = Field(0, ge=0, le=20)  # last chat lines sent with a report (0: none; opt-in)
+    max_sessions_per_user: int = Field(3, ge=1, le=100)  # live chats one mxid may have at once
+
+    @field_validator("management_room", "mod_log_room")
+    @classmethod
+    def _room(cls, value: str | None) -> str | None:
+        return _check_room(value) if value is not None else None
+
+    @field_validator("policy_rooms")
+    @classmethod
+    def _rooms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            _check_room(item)
+        return value
 
     @field_validator("homeserver")
     @classmethod

@@ -15,9 +15,11 @@ from bridge.events import Connected, Disconnected, Event, Message, Mode, Room, S
 from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
 
 from . import render
+from .admin import Admin
 from .appservice import Pushed
 from .config import MatrixConfig
 from .login import check_token, forget_saved_login, login
+from .moderation import MatrixModeration
 from .receive import ENCRYPTED_REASON, Receiver
 from .rooms import RoomState, SessionRoom
 from .sender import GhostLeave, GhostTyping, Post, RoomSender
@@ -60,6 +62,8 @@ class MatrixPlatform(Platform):
         self.outboxes = Outboxes(self.sender, policy, metrics=self.metrics, on_given_up=self._given_up)
         self.ghost_typing = Outboxes(GhostTyping(self.sender), policy, metrics=self.metrics)  # per (room, ghost)
         self.metrics.gauge_source("queue_depth", ("owner", "queue"), self._queue_depth)
+        self.moderation = MatrixModeration(self)  # policy lists, session cap, moderation log room
+        self.admin = Admin(self)  # !stranger-admin in the management room
         self.receiver = Receiver(self, cfg, self.rooms, self.sync)
         self.ghosts: Any = None  # ghost mode (plugins.matrix.ghosts.Ghosts) when `appservice` is set
         self.undelivered: dict[SessionRoom, int] = {}  # lost stranger messages not told yet
@@ -106,6 +110,7 @@ class MatrixPlatform(Platform):
                 # The appservice sender cannot /sync: events arrive by push on the listener.
                 self.client = self.sender.client = await login(self.cfg, as_token=self.ghosts.reg.as_token)
                 await check_token(self.client, self.cfg)
+                await self.moderation.join_rooms()
                 await self.ghosts.start()
                 self._refused = asyncio.get_running_loop().create_future()
                 self._ready.set()
@@ -125,6 +130,8 @@ class MatrixPlatform(Platform):
         saved_login_tried = False
         while True:
             self.client = self.sender.client = await login(self.cfg)
+            if not self._ready.is_set():
+                await self.moderation.join_rooms()
             code = await self._sync_until_refused()
             if not self._ready.is_set() and not saved_login_tried and forget_saved_login(self.cfg):
                 log.warning("matrix: the saved login was refused (%s); logging in with the password again", code)
@@ -245,8 +252,12 @@ class MatrixPlatform(Platform):
         match event:
             case Waiting() | Connected():
                 self.rooms.active.add(room.id)
+                self.moderation.chat_began(room.id)
             case Disconnected(final=True):
                 self.rooms.active.discard(room.id)
+                self.moderation.ended(room.id)
+            case Message(text=text, stranger=label):
+                self.moderation.note(room.id, label or "Stranger", text)
         if self.lost is not None:
             return  # logged once when the token was refused; nothing can be sent
         if self.rooms.closed(where.room):

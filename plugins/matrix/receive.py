@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from nio import AsyncClient, JoinedMembersResponse, JoinError, SyncResponse, TypingNoticeEvent
 
 from bridge.abc import Submit
-from bridge.events import Event, Message, Room, Start, StoppedTyping, Typing
+from bridge.events import Event, Message, Report, Room, Start, StoppedTyping, Typing
 from bridge.identity import user_key
 
 from .appservice import Pushed
@@ -34,6 +34,8 @@ class Host(Protocol):
     submit: Submit
     client: AsyncClient | None
     ghosts: Any
+    moderation: Any  # plugins.matrix.moderation.MatrixModeration
+    admin: Any  # plugins.matrix.admin.Admin
 
     async def notice(self, rid: str, thread: str | None, text: str) -> None: ...
 
@@ -66,7 +68,12 @@ class Receiver:
         """Hand one sync batch to the core. `history`: the very first sync; old messages are not relayed."""
         for rid, info in resp.rooms.invite.items():
             await self.on_invite(rid, [_stripped(e) for e in info.invite_state])
+        moderation = self.host.moderation
         for rid, info in resp.rooms.join.items():
+            if rid in moderation.policy_rooms:
+                for ev in info.state:
+                    if isinstance(getattr(ev, "source", None), dict):
+                        moderation.lists.apply(rid, ev.source)
             if any(getattr(e, "source", {}).get("type") == "m.room.encryption" for e in info.state):
                 await self.host.refuse_encrypted(rid)
                 continue
@@ -83,7 +90,8 @@ class Receiver:
                 source = getattr(e, "source", None)
                 if isinstance(source, dict):
                     await self.on_timeline(rid, source, history=history)
-            self.host.removed(rid)
+            if not moderation.special(rid):
+                self.host.removed(rid)
 
     async def handle_push(self, pushed: Pushed) -> None:
         """Ghost mode: hand one pushed transaction to the core (in order), then persist the seen ids."""
@@ -128,6 +136,11 @@ class Receiver:
             log.warning("matrix: invite from %s refused: not in allowed_inviters", inviter)
             await self.host.leave(rid, "You are not allowed to invite this bot.")
             return
+        refusal = self.host.moderation.invite_refusal(inviter)
+        if refusal is not None:
+            log.info("matrix: invite refused: the inviter is banned by a policy list")
+            await self.host.leave(rid, refusal)
+            return
         if encrypted:
             log.info("matrix: invite to an encrypted room refused")
             await self.host.leave(rid, ENCRYPTED_REASON)
@@ -137,7 +150,7 @@ class Receiver:
             log.warning("matrix: could not join an invited room: %s", resp.message)
             return
         self.rooms.joined(rid)
-        await self.host.notice(rid, None, help_text(self.cfg.command_prefix))
+        await self.host.notice(rid, None, help_text(self.cfg.command_prefix, self.host.moderation.report_lines()))
 
     async def on_timeline(self, rid: str, ev: dict[str, Any], *, history: bool) -> None:
         """One timeline event, once (event ids de-duplicate replays)."""
@@ -145,6 +158,9 @@ class Receiver:
             return
         kind = ev.get("type")
         sender = ev.get("sender") or ""
+        if self.host.moderation.special(rid):
+            await self.on_special(rid, ev, history=history)
+            return
         if kind == "m.room.member":
             await self.on_member(rid, ev)
             return
@@ -160,9 +176,27 @@ class Receiver:
             return
         await self.on_message(rid, ev, sender, content, kind)
 
+    async def on_special(self, rid: str, ev: dict[str, Any], *, history: bool) -> None:
+        """An event in a policy list (rules change), or in the management room (admin commands)."""
+        moderation = self.host.moderation
+        if rid in moderation.policy_rooms:
+            moderation.lists.apply(rid, ev)
+            return
+        content = ev.get("content")
+        sender = ev.get("sender") or ""
+        if history or ev.get("type") != "m.room.message" or self.ignored(sender) or not isinstance(content, dict):
+            return
+        body = content.get("body")
+        if rid == moderation.management and isinstance(body, str) and self.host.admin.is_command(body.strip()):
+            await self.host.admin.handle(rid, sender, body.strip())
+
     async def on_message(self, rid: str, ev: dict, sender: str, content: dict, kind: str) -> None:
         """A user's message: a command, text for the stranger, or media; in thread mode only in session threads."""
         cfg, rooms = self.cfg, self.rooms
+        body = content.get("body")
+        if isinstance(body, str) and self.host.admin.is_command(body.strip()):
+            await self.host.admin.handle(rid, sender, body.strip())  # refused outside the management room
+            return
         media_base = f"{cfg.homeserver}/_matrix/media/v3/download" if cfg.allow_media_links else None
         what = classify(content, prefix=cfg.command_prefix, event_type=kind, media_base=media_base)
         if isinstance(what, Ignore):
@@ -190,7 +224,7 @@ class Receiver:
         submit = self.host.submit
         if isinstance(what, Command):
             if what.name == "help":
-                await self.host.notice(rid, root, help_text(cfg.command_prefix))
+                await self.host.notice(rid, root, help_text(cfg.command_prefix, self.host.moderation.report_lines()))
                 return
             if what.name == "unknown":
                 await self.host.notice(rid, root, f"Unknown command. Try {cfg.command_prefix} help.")
@@ -199,9 +233,17 @@ class Receiver:
             if event is None:
                 return
             if isinstance(event, Start):
+                if not await self._may_start(rid, root, sid, sender):
+                    return
                 event = dataclasses.replace(event, server=server_of(sender))  # for server bans
                 rooms.started(sid, event)
+                self.host.moderation.started(sid, sender)
             submit(room, event)
+            if isinstance(event, Report):
+                await self.host.moderation.reported(sid)
+                told = self.host.moderation.report_confirmation()
+                if told is not None:
+                    await self.host.notice(rid, root, told)
             return
         if isinstance(what, Media):
             if what.link is not None:
@@ -211,11 +253,25 @@ class Receiver:
             return
         assert isinstance(what, Said)
         if sid not in rooms.active and cfg.dm_autostart and not threaded and await self.is_dm(rid):
+            if not await self._may_start(rid, root, sid, sender):
+                return
             start = Start(user=user_key("matrix", sender), server=server_of(sender))
             rooms.started(sid, start)
+            self.host.moderation.started(sid, sender)
             submit(room, start)
             return
+        if sid in rooms.active:
+            self.host.moderation.note(sid, "User", what.text)
         submit(room, Message(what.text))
+
+    async def _may_start(self, rid: str, root: str | None, sid: str, sender: str) -> bool:
+        """False (the user is told why) for a banned user or server, or a user at the session cap."""
+        refusal = await self.host.moderation.start_refusal(sender, sid)
+        if refusal is None:
+            return True
+        log.info("matrix: a start was refused (ban or session cap)")
+        await self.host.notice(rid, root, refusal)
+        return False
 
     async def on_member(self, rid: str, ev: dict[str, Any]) -> None:
         """Membership changes: the bot removed ends the room; the last person leaving makes the bot leave."""
