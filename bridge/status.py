@@ -58,8 +58,14 @@ def _stopped(config: Config, bind: str) -> dict[str, Any]:
 
 def _from_store(config: Config) -> dict[str, Any]:
     """Sessions a stopped daemon left (resumed or ended at its next start) and its last run's record."""
-    path = config.bridge.state
-    report: dict[str, Any] = {"running": False, "state": str(path), "sessions": {}, "errors": [], "last_run": None}
+    url = config.bridge.store_url
+    where = url.redacted() if url.is_redis else str(url.path)
+    report: dict[str, Any] = {"running": False, "state": where, "sessions": {}, "errors": [], "last_run": None}
+    if url.is_redis:
+        report["note"] = "the store is Redis: a stopped instance's sessions are not read from here"
+        return report
+    path = url.path
+    assert path is not None
     if not path.exists():
         report["note"] = "no state file yet"
         return report

@@ -1,0 +1,201 @@
+"""The default store: one SQLite file, used from one worker thread so no call blocks the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..events import Room
+from .base import SessionRecord, Store, StoreError
+
+__all__ = ["SQLiteStore"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    platform TEXT NOT NULL, room TEXT NOT NULL, state TEXT NOT NULL, backend TEXT NOT NULL,
+    handle TEXT, start TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+    PRIMARY KEY (platform, room));
+CREATE TABLE IF NOT EXISTS kv (namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (namespace, key));
+CREATE TABLE IF NOT EXISTS quarantine (platform TEXT, room TEXT, state TEXT, backend TEXT, handle TEXT,
+    start TEXT, created REAL, updated REAL, problem TEXT NOT NULL, moved REAL NOT NULL);
+"""
+# SQLite's answers when the file or its directory may be read but not written.
+_UNWRITABLE = {"SQLITE_READONLY", "SQLITE_READONLY_DIRECTORY", "SQLITE_CANTOPEN", "SQLITE_PERM"}
+_APP_ID = "stranger-bridge/1"
+
+
+class SQLiteStore(Store):
+    """One SQLite file (WAL, no fsync per write). Opening checks the file at once (it raises StoreError
+    and touches nothing when the file is not ours); every later call runs on the store's one worker
+    thread, in the order the calls were made, through the one connection.
+
+    One process at a time: an exclusive lock on `<state>.lock` beside the file is held until
+    `close` (or until the process dies, since the kernel drops it then).
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot open the state file: {exc}") from exc
+        self._lock = self._take_lock()
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            os.close(self._lock)
+            raise StoreError(f"{self.path}: cannot open the state file: {exc}") from exc
+        try:
+            self._check_and_migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            os.close(self._lock)
+            if getattr(exc, "sqlite_errorname", None) in _UNWRITABLE:
+                raise StoreError(
+                    f"{self.path}: the state file cannot be written ({exc}); it was left untouched. "
+                    "Check the permissions of the file and of its directory."
+                ) from exc
+            raise StoreError(
+                f"{self.path}: not a stranger-bridge state file ({exc}); it was left untouched. "
+                "Move it away or point [bridge] state elsewhere."
+            ) from exc
+        # One thread: the connection is never used by two threads at once, and calls keep their order.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._closed = False
+
+    def _take_lock(self) -> int:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: the state file cannot be written (its lock file {lock_path}: {exc.strerror})") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(
+                f"{self.path}: another stranger-bridge is running on this state file (it holds {lock_path}); "
+                "stop it first, or give this one its own [bridge] state"
+            ) from exc
+        return fd
+
+    def _check_and_migrate(self) -> None:
+        db = self._db
+        # Reading the schema first fails on a corrupt or non-SQLite file before anything is written.
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise sqlite3.DatabaseError("it holds tables of another program")
+        if tables:
+            row = db.execute("SELECT value FROM meta WHERE key='app'").fetchone()
+            if row is None or row[0] != _APP_ID:
+                raise sqlite3.DatabaseError(f"unknown format {row[0] if row else None!r}")
+            problem = db.execute("PRAGMA quick_check").fetchone()[0]
+            if problem != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {problem}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('app', ?)", (_APP_ID,))
+        # A write now, so a file that can be read but not written is found at start, not later.
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('opened', ?)", (repr(time.time()),))
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise StoreError(f"{self.path}: the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+
+    async def save_session(self, record: SessionRecord) -> None:
+        record.updated = time.time()
+        # The row is built now: the caller may change the record while the write waits its turn.
+        row = (
+            record.room.platform,
+            record.room.id,
+            record.state,
+            record.backend,
+            record.handle,
+            json.dumps(record.start),
+            record.created,
+            record.updated,
+        )
+        await self._call(self._db.execute, "INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?)", row)
+
+    async def delete_session(self, room: Room) -> None:
+        await self._call(self._db.execute, "DELETE FROM sessions WHERE platform=? AND room=?", (room.platform, room.id))
+
+    async def sessions(self) -> list[SessionRecord]:
+        return await self._call(self._read_sessions)
+
+    def _read_sessions(self) -> list[SessionRecord]:
+        rows = self._db.execute(
+            "SELECT rowid, platform, room, state, backend, handle, start, created, updated FROM sessions ORDER BY created"
+        ).fetchall()
+        records, bad = [], []
+        for rowid, p, r, state, backend, handle, start, created, updated in rows:
+            try:
+                data = json.loads(start)
+                if not isinstance(data, dict):
+                    raise ValueError(f"start is a {type(data).__name__}, not an object")
+                records.append(SessionRecord(Room(p, r), state, backend, handle, data, created, updated))
+            except (ValueError, TypeError) as exc:
+                bad.append((rowid, f"{type(exc).__name__}: {exc}"))
+        if bad:
+            self._quarantine(bad)
+        return records
+
+    def _quarantine(self, bad: list[tuple[int, str]]) -> None:
+        # Kept for inspection, out of the way of start-up; the log names no room (ids are private).
+        now = time.time()
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            for rowid, problem in bad:
+                db.execute(
+                    "INSERT INTO quarantine SELECT platform, room, state, backend, handle, start, created, updated, ?, ? "
+                    "FROM sessions WHERE rowid=?",
+                    (problem[:200], now, rowid),
+                )
+                db.execute("DELETE FROM sessions WHERE rowid=?", (rowid,))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        log.warning("%s: %d unreadable session rows moved to its table `quarantine`; start-up goes on", self.path, len(bad))
+
+    async def get(self, namespace: str, key: str) -> str | None:
+        return await self._call(self._get, namespace, key)
+
+    def _get(self, namespace: str, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM kv WHERE namespace=? AND key=?", (namespace, key)).fetchone()
+        return row[0] if row else None
+
+    async def set(self, namespace: str, key: str, value: str | None) -> None:
+        if value is None:
+            await self._call(self._db.execute, "DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key))
+        else:
+            await self._call(self._db.execute, "INSERT OR REPLACE INTO kv VALUES (?,?,?)", (namespace, key, value))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # Queued calls finish first (the worker runs them in order), then the file and its lock are let go.
+        await asyncio.get_running_loop().run_in_executor(self._worker, self._db.close)
+        self._worker.shutdown(wait=True)
+        if self._lock >= 0:
+            os.close(self._lock)  # releases the lock
+            self._lock = -1
