@@ -9,16 +9,14 @@ import time
 
 from bench.common import emit, percentile
 from bridge.events import Connected, Message, Start
-from plugins.discord.platform import DiscordPlatform
 from tests.discord.conftest import bridge
-from tests.discord.fakediscord import FakeDiscord, guarded_connector
+from tests.discord.fakediscord import FakeDiscord
 
 THREADS = 500
 SAMPLES = 2000
 
 
 async def _run() -> None:
-    DiscordPlatform.connector_factory = staticmethod(guarded_connector)
     server = FakeDiscord()
     await server.start()
     try:

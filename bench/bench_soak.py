@@ -25,6 +25,7 @@ BENCH_SOAK_SESSIONS (default 100,000) sets the number of sessions (half Discord,
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import itertools
 import logging
@@ -152,15 +153,15 @@ class SoakDiscord(DiscordPlatform):
 
     async def run(self) -> None:
         self.client = _Obj(http=FakeDiscordHTTP(), user=_Obj(id=1))  # type: ignore[assignment]
-        await self._load()
-        flusher = asyncio.get_running_loop().create_task(self._flush_state())
+        self.sender.client = self.client  # type: ignore[assignment]
+        await self.threads.load()
+        flusher = asyncio.get_running_loop().create_task(self.threads.flush_forever())
         self.ready_event.set()
         try:
             await asyncio.Event().wait()
         finally:
             flusher.cancel()
-            for box in self.outboxes.values():
-                box.close()
+            self.outboxes.close()
 
     async def deliver(self, room: Room, event: Event) -> None:
         assert TRACKER is not None
@@ -276,7 +277,7 @@ class Churn:
         for _ in range(pairs):
             user = next(self.users)
             known = set(dc.threads)
-            await dc.cmd_start(interaction(user, CHANNELS[user % 2], GUILD))
+            await dc.commands.cmd_start(interaction(user, CHANNELS[user % 2], GUILD))
             [tid] = set(dc.threads) - known
             discord_rooms[Room("dc", str(tid))] = (tid, user)
         matrix_rooms: dict[Room, tuple[str, str, str]] = {}  # room → (room id, thread root, sender)
@@ -293,7 +294,7 @@ class Churn:
         everyone = [*discord_rooms, *matrix_rooms]
         line = {room: f"line {n}" for n, room in enumerate(everyone)}  # names its sender's room
         for room, (tid, user) in discord_rooms.items():
-            dc.on_message(message(tid, user, line[room]))
+            dc.inbound.on_message(message(tid, user, line[room]))
         await mx.handle_push(Pushed(tuple(mx_event(rid, sender, line[room], root)
                                           for room, (rid, root, sender) in matrix_rooms.items()), ()))
         await t.until(lambda: all(t.messages.get(r) is not None for r in everyone))
@@ -312,9 +313,9 @@ class Churn:
             if room.platform == "dc":
                 tid, user = discord_rooms[room]
                 if n % 4 == 0:
-                    dc.on_thread_gone(tid, "deleted")
+                    dc.inbound.on_thread_gone(tid, "deleted")
                 else:
-                    await dc.cmd_stop(interaction(user, tid, GUILD))
+                    await dc.commands.cmd_stop(interaction(user, tid, GUILD))
             else:
                 rid, root, sender = matrix_rooms[room]
                 stops.append(mx_event(rid, sender, "!stranger stop", root))
@@ -359,11 +360,12 @@ def structures(bridge: Bridge) -> dict[str, int]:
     out: dict[str, int] = {}
     assert bridge.router is not None
     out["core.sessions"] = len(bridge.router.sessions)
-    for platform, names in (("dc", ("threads", "by_user", "outboxes", "gone", "newest", "last_start", "seen_messages")),
+    for platform, names in (("dc", ("threads", "threads.by_user", "outboxes", "threads.gone", "threads.parents",
+                                    "sender.newest", "commands.cooldowns", "inbound.seen_messages")),
                             ("mx", ("outboxes", "active", "threads", "gone", "last_thread", "last_start", "seen"))):
         obj = bridge.platforms[platform]
         for name in names:
-            value = getattr(obj, name, None)
+            value = functools.reduce(lambda o, part: getattr(o, part, None), name.split("."), obj)
             if value is not None and hasattr(value, "__len__"):
                 out[f"{platform}.{name}"] = len(value)
     out["mx.thread_roots"] = sum(len(v) for v in getattr(bridge.platforms["mx"], "threads", {}).values())

@@ -12,6 +12,7 @@ BENCH_SOAK_DISCORD_SESSIONS (default 3,000) sets the count; a 50 s budget bounds
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import tempfile
@@ -22,9 +23,8 @@ from bench.bench_soak import kv_rows, state_size
 from bench.common import emit
 from bridge.events import Connected, Disconnected, Message, Start
 from bridge.store import SQLiteStore
-from plugins.discord.platform import DiscordPlatform
 from tests.discord.conftest import bridge
-from tests.discord.fakediscord import FakeDiscord, guarded_connector
+from tests.discord.fakediscord import FakeDiscord
 
 __all__ = ["main"]
 
@@ -32,13 +32,19 @@ SESSIONS = int(os.environ.get("BENCH_SOAK_DISCORD_SESSIONS", "3000"))
 BUDGET = float(os.environ.get("BENCH_SOAK_DISCORD_SECONDS", "50"))
 WORKERS = 20  # sessions under way at once
 CHECKPOINTS = (0.1, 0.5, 1.0)
-NAMES = ("threads", "by_user", "outboxes", "gone", "newest", "last_start", "seen_messages", "seen_interactions")
-BOUNDED = ("seen_messages", "seen_interactions")  # bounded by design (4,096 ids): listed, not summed
+NAMES = ("threads", "threads.by_user", "outboxes", "threads.gone", "threads.parents", "sender.newest",
+         "commands.cooldowns", "inbound.seen_messages", "commands.seen_interactions")
+# bounded by design (the platform's `remember`, 4,096 ids): listed, not summed
+BOUNDED = ("threads.gone", "inbound.seen_messages", "commands.seen_interactions")
 MB = 1e6
 
 
+def _attr(obj: object, dotted: str) -> object:
+    """`obj.a.b` for "a.b" (None when a part is missing)."""
+    return functools.reduce(lambda o, part: getattr(o, part, None), dotted.split("."), obj)
+
+
 async def run(state: Path) -> list[dict]:
-    DiscordPlatform.connector_factory = staticmethod(guarded_connector)
     server = FakeDiscord()
     await server.start()
     marks: list[dict] = []
@@ -99,7 +105,7 @@ async def run(state: Path) -> list[dict]:
                         while inflight:
                             await asyncio.sleep(0.01)
                         await asyncio.sleep(0.3)  # let outboxes and the state flusher finish
-                        sizes = {f"dc.{n}": len(getattr(dc, n)) for n in NAMES if hasattr(getattr(dc, n, None), "__len__")}
+                        sizes = {f"dc.{n}": len(found) for n in NAMES if hasattr(found := _attr(dc, n), "__len__")}
                         marks.append({"sessions": done, "planned": target, "complete": done >= target,
                                       "seconds": time.monotonic() - began, "state": state_size(state),
                                       "rows": kv_rows(state), "structures": sizes})

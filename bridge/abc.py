@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Callable
+import types
+import typing
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_validator, model_validator
 
 from .events import Event, Room, Start
 from .metrics import Metrics
 
-__all__ = ["Backend", "Chat", "KeyValue", "Platform", "PluginConfig", "Submit"]
+__all__ = ["Backend", "Chat", "KeyValue", "Platform", "PluginConfig", "StrictModel", "Submit"]
 
 # submit(room, event) hands a user-side event to the core. It never blocks and never raises for
 # a full inbox: the core answers an overflow with a notice in the room. Returns False when the
@@ -19,10 +21,29 @@ __all__ = ["Backend", "Chat", "KeyValue", "Platform", "PluginConfig", "Submit"]
 Submit = Callable[[Room, Event], bool]
 
 
-class PluginConfig(BaseModel):
-    """Base of every plugin's own configuration table; unknown keys are errors."""
+class StrictModel(BaseModel):
+    """Base of every configuration table: unknown keys, `inf`/`nan` and true/false for numbers are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # Lax validation reads `true` as 1: a count or a rate of "true" is a typo, not a number.
+        if isinstance(value, bool) and info.field_name is not None:
+            if bool not in _types(cls.model_fields[info.field_name].annotation):
+                raise ValueError("must be a number, not true or false")
+        return value
+
+
+def _types(annotation: Any) -> tuple[Any, ...]:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+class PluginConfig(StrictModel):
+    """Base of every plugin's own configuration table; unknown keys are errors."""
 
     plugin: str
     backend: str | None = None  # platforms only: override of [bridge] default_backend
@@ -60,6 +81,11 @@ class Platform(abc.ABC):
     """
 
     Config: ClassVar[type[PluginConfig]] = PluginConfig
+
+    #: Whether a user can still report the stranger after a chat ended. True (the default) makes
+    #: the core keep a small, bounded record of each ended chat for a while; a platform with no
+    #: "report" command sets False, so nothing of its ended chats is kept.
+    reports_after_end: ClassVar[bool] = True
 
     def __init__(self, name: str, config: Any, submit: Submit, state: KeyValue, metrics: Metrics | None = None) -> None:
         self.name = name

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from .abc import Backend, Platform, PluginConfig
+from .abc import Backend, Platform, PluginConfig, StrictModel
 from .address import split_bind
 from .registry import PluginError, load_backend, load_platform
 from .store.url import StoreURL, parse_store_url
@@ -47,10 +47,8 @@ class ConfigError(ValueError):
         self.errors = errors
 
 
-class BridgeSection(BaseModel):
+class BridgeSection(StrictModel):
     """The [bridge] table: settings of the core itself."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     default_backend: str = "hub"
     state: Path = Path("stranger-bridge.sqlite3")  # SQLite file of sessions and plugin state
@@ -59,6 +57,7 @@ class BridgeSection(BaseModel):
     search_timeout: float = Field(300.0, gt=0)  # seconds searching before giving up with a notice
     typing_timeout: float = Field(10.0, gt=0)  # a user's Typing becomes StoppedTyping after this
     stranger_typing_timeout: float = Field(30.0, gt=0)  # likewise for a stranger's Typing
+    typing_interval: float = Field(1.0, ge=0)  # at most one relayed Typing start per this, each way
     max_interests: int = Field(20, ge=0, le=100)
     max_interest_length: int = Field(64, ge=1, le=256)
     max_question_length: int = Field(500, ge=1, le=5000)
@@ -70,6 +69,8 @@ class BridgeSection(BaseModel):
     inbox_size: int = Field(1000, ge=10)  # events queued per room before overflow notices
     deliver_attempts: int = Field(3, ge=1, le=10)
     shutdown_timeout: float = Field(5.0, gt=0)
+    report_window: float = Field(300.0, gt=0)  # seconds after a chat ends during which "report" still reaches it
+    report_records: int = Field(10_000, ge=0)  # ended chats kept for that, over all rooms at once
     # host:port of the core's own /metrics, /healthz and /status listener (`stranger-bridge status`
     # asks it); unset: no listener. Give a loopback host unless a scraper elsewhere must reach it.
     metrics_bind: str | None = None
@@ -169,6 +170,8 @@ def load_config(path: Path | str | None, *, env: bool = True) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    if not data:
+        raise ConfigError([f"{path}: the config file is empty; give it a [platforms.NAME] table, or run without -c for the defaults"])
     config = parse_config(data, env=env, base_dir=path.parent)
     return Config(**{**config.__dict__, "source": path})
 
@@ -183,6 +186,8 @@ def parse_config(data: dict[str, Any], *, env: bool = True, base_dir: Path | Non
         raw = _Raw(**known) if env else _Raw.model_construct(**{"bridge": {}, "platforms": {}, "backends": {}, **known})
     except ValidationError as exc:
         raise ConfigError(errors + _format(exc)) from None
+    except SettingsError as exc:  # a whole-table override (STRANGER_BRIDGE_BRIDGE='{...') that is not JSON
+        raise ConfigError(errors + [_env_table_error(exc)]) from None
 
     bridge = _validate(BridgeSection, "bridge", raw.bridge, errors)
     if bridge is not None and base_dir is not None and not bridge.state.is_absolute():
@@ -237,6 +242,12 @@ def _plugin(section, name, table, loader, errors):
     values = {k: _from_env_text(v) for k, v in {**table, "plugin": plugin}.items()}
     cfg = _validate(cls.Config, where, values, errors)
     return (cls, cfg) if cfg is not None else None
+
+
+def _env_table_error(exc: SettingsError) -> str:
+    found = re.search(r'field "(\w+)"', str(exc))
+    key = found.group(1) if found else "environment"
+    return f"{key}: the environment variable STRANGER_BRIDGE_{key.upper()} is not valid JSON (a table is written as {{...}})"
 
 
 def _from_env_text(value: Any) -> Any:

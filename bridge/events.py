@@ -151,6 +151,9 @@ class Disconnected:
     stranger: str | None = None  # who left, when there were several ("Stranger 1", "Bob")
     reason: str | None = None  # a Reason value, or free text from a backend
     final: bool = True  # False: one stranger left a group and the chat goes on
+    # True: the chat failed and the stranger service's own notice, shown just before, said why;
+    # renderers then say only that the chat ended (one failure, one notice).
+    explained: bool = False
 
 
 Event = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["Inbox"]
@@ -11,18 +12,31 @@ __all__ = ["Inbox"]
 T = TypeVar("T")
 
 
+class _State:
+    """Wraps a state item (`put_state`): it is never refused and never counts toward the bound."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: object) -> None:
+        self.item = item
+
+
 class Inbox(Generic[T]):
     """Bounded for `put_nowait` (raises asyncio.QueueFull); `put` waits for room instead.
+
+    State items (`put_state`, e.g. typing indicators) replace a queued state item of the same
+    kind at the tail, so the newest state wins and they never take an item's place.
 
     One task consumes with `get`. Thousands exist at once (one per room), so it keeps no
     per-instance futures until somebody actually waits.
     """
 
-    __slots__ = ("_items", "_maxsize", "_getter", "_putters")
+    __slots__ = ("_items", "_maxsize", "_states", "_getter", "_putters")
 
     def __init__(self, maxsize: int = 0) -> None:
-        self._items: deque[T] = deque()
+        self._items: deque = deque()
         self._maxsize = maxsize
+        self._states = 0  # how many of _items are state items
         self._getter: asyncio.Future | None = None
         self._putters: deque[asyncio.Future] | None = None
 
@@ -32,13 +46,35 @@ class Inbox(Generic[T]):
     def empty(self) -> bool:
         return not self._items
 
+    def peek(self) -> T | None:
+        """The next item `get` would return, or None when empty."""
+        if not self._items:
+            return None
+        head = self._items[0]
+        return head.item if type(head) is _State else head  # type: ignore[return-value]
+
     def full(self) -> bool:
-        return 0 < self._maxsize <= len(self._items)
+        return 0 < self._maxsize <= len(self._items) - self._states
 
     def put_nowait(self, item: T) -> None:
         if self.full():
             raise asyncio.QueueFull
         self._items.append(item)
+        self._wake()
+
+    def put_state(self, item: T, same: Callable[[T], bool]) -> None:
+        """Queue a state change: it replaces the newest queued item if that is a state item for
+        which `same` is true, else it is appended. Never refused, never counted toward the bound.
+        """
+        items = self._items
+        if items and type(items[-1]) is _State and same(items[-1].item):
+            items[-1] = _State(item)
+            return
+        items.append(_State(item))
+        self._states += 1
+        self._wake()
+
+    def _wake(self) -> None:
         getter = self._getter
         if getter is not None:
             self._getter = None
@@ -67,6 +103,9 @@ class Inbox(Generic[T]):
                 if self._getter is getter:
                     self._getter = None
         item = self._items.popleft()
+        if type(item) is _State:
+            self._states -= 1
+            return item.item  # type: ignore[return-value]
         putters = self._putters
         if putters:
             waiter = putters.popleft()

@@ -4,9 +4,9 @@ The one outbox of every platform (and of backends that queue lines). A platform 
 in an `OutboxPolicy`, implements `Sender` (the REST calls for one room) and keeps its rooms' outboxes
 in an `Outboxes` registry, which drops an outbox as soon as it is idle.
 
-    policy = OutboxPolicy(platform="discord", delays=(0.5, 1.0, 2.0), slow_after=1.0, typing_every=8.0)
+    policy = OutboxPolicy(platform="discord", retry=Backoff(0.5, cap=2.0, attempts=4), slow_after=1.0, typing_every=8.0)
     boxes = Outboxes(sender, policy, metrics=metrics, on_given_up=tell_both_sides)
-    box = boxes.get(room)          # made on first use
+    box = boxes.get(room)          # made on first use; dropped (on_drop(room)) once idle
     box.put_text("Stranger 1", "hi")   # mergeable stranger text
     box.put_payload(notice)        # anything else the sender knows how to post, in order
     box.put_call(archive)          # an ordered side effect (archive after the last notice)
@@ -16,32 +16,41 @@ in an `Outboxes` registry, which drops an outbox as soon as it is idle.
 Behaviour, the same for everyone:
 - Items leave one at a time, in order, from the outbox's own task: a slow room never holds up others.
 - Merging: after a send that took at least `slow_after` seconds or was rate limited (or when
-  `merge_backlog` texts wait), consecutive waiting texts of one speaker become one `Item` whose
+  `merge_backlog` texts wait), consecutive waiting texts of one speaker (and `group`) become one `Item` whose
   `count` says how many; `Item.marker` is the one visible marker text (`MERGE_MARKER`) the renderer
   shows with it. Nothing is merged beyond `merge_limit` characters, so a merged text is never cut.
-- Retries: `Permanent` gives an item up at once; `RateLimited(after)` waits and retries (at most
-  `max_rate_waits` times in a row); any other exception is transient: retried after each of
-  `delays`, with the same `Item.key` and `Item.maybe_stored` set, so the sender can de-duplicate
-  (a Discord nonce, a Matrix transaction id, a read-back). Then the item is given up.
-- Given up: counted (`delivery_failures{platform, reason}`) and passed to `on_given_up(box, item,
-  reason)` so the platform can show one "not delivered" notice (items put with `notify=False`, such
-  as that notice itself, are given up silently). Attempts and retries are counted as well.
-- Typing is state, never a queue item: while anyone types, the sender's `send_typing(room, True)`
-  is called at most once per `typing_every` seconds (and again each period as a refresh); with
-  `typing_off` a `send_typing(room, False)` follows when the last typist stops.
+- Retries follow the policy's `retry` (a `bridge.backoff.Backoff`): `Permanent` gives an item up
+  at once; `RateLimited(after)` waits what the server asked (bounded by the backoff's
+  `max_retry_after`; at most `max_rate_waits` times in a row) and retries; any other exception is
+  transient: retried after the backoff's delays, up to its `attempts`, with the same `Item.key`
+  and `Item.maybe_stored` set, so the sender can de-duplicate (a Discord nonce, a Matrix
+  transaction id, a read-back). Then the item is given up.
+- Counted through `Metrics.delivery`: every attempt (`deliver_attempts{platform}`), every retry
+  and every item given up (`deliver_retries` / `deliver_failures{platform, reason}`, reason
+  "permanent", "rate_limited" or "transient").
+- Given up: passed to `on_given_up(box, item, reason)` so the platform can show one "not
+  delivered" notice, e.g. with `box.put_payload(notice, notify=False, first=True)` (items put with
+  `notify=False`, such as that notice itself, are given up silently).
+- Typing is state, never a queue item (`bridge.pace.TypingPace`): while anyone types, the
+  sender's `send_typing(room, True)` is called at most once per `typing_every` seconds (and again
+  each period as a refresh); with `typing_off` a `send_typing(room, False)` follows when the last
+  typist stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from .backoff import Backoff
+from .metrics import Metrics
+from .pace import TypingPace
 
 __all__ = [
     "GivenUp",
@@ -84,7 +93,7 @@ class OutboxPolicy:
     """A platform's numbers for its outboxes (data only: the mechanism is this module)."""
 
     platform: str  # the label of every metric
-    delays: Sequence[float] = (0.5, 1.0, 2.0)  # waits before each retry; attempts = len(delays) + 1
+    retry: Backoff = Backoff(0.5, cap=2.0, attempts=4)  # transient failures: delays and attempts (first included)
     slow_after: float = 1.0  # a send this slow (seconds) means the room is slowed: merge what waits
     merge_backlog: int | None = None  # merge when this many texts of one speaker wait, even if not slowed
     merge_limit: int = 1800  # characters one merged text may hold (the renderer's one-message budget)
@@ -95,10 +104,11 @@ class OutboxPolicy:
 
 @dataclass(slots=True, eq=False)
 class Item:
-    """One queued write. The sender reads it and may keep its own bookkeeping in `progress`."""
+    """One queued write. The sender reads it and may keep its own bookkeeping in `memo`."""
 
     kind: str  # "text" | "payload" | "call"
     label: str | None = None  # text: the speaker (None: the only stranger)
+    group: Hashable = None  # text: only texts of one group merge (e.g. a Matrix thread inside the room)
     text: str = ""
     count: int = 1  # texts merged into this one
     payload: Any = None  # payload: the platform's own data (a notice, an event)
@@ -109,7 +119,7 @@ class Item:
     key: str = field(default_factory=lambda: secrets.token_hex(8))
     attempts: int = 0  # attempts started so far
     maybe_stored: bool = False  # an earlier attempt failed in a way that may have stored it
-    progress: int = 0  # the sender's own record across retries (e.g. parts already shown)
+    memo: dict[str, Any] = field(default_factory=dict)  # the sender's own notes across retries (parts shown, ...)
     queued: float = field(default_factory=time.perf_counter)
 
     @property
@@ -145,7 +155,7 @@ class Outbox:
         sender: Sender,
         policy: OutboxPolicy,
         *,
-        metrics: Any = None,
+        metrics: Metrics | None = None,
         on_given_up: GivenUp | None = None,
         on_idle: Callable[[Outbox], None] | None = None,
         on_sent: Callable[[float], None] | None = None,
@@ -153,7 +163,7 @@ class Outbox:
         self.room = room
         self.sender = sender
         self.policy = policy
-        self.metrics = metrics  # anything with inc(name, amount=1, **labels), e.g. bridge.metrics.Metrics
+        self.metrics = metrics  # counts deliver_attempts / deliver_retries / deliver_failures
         self.on_given_up = on_given_up
         self.on_idle = on_idle
         self.on_sent = on_sent  # bench hook: seconds from queued to sent
@@ -164,11 +174,8 @@ class Outbox:
         self.sending: Item | None = None
         self.idle = asyncio.Event()
         self.idle.set()
-        self.typists: set[str | None] = set()
-        self.typing_task: asyncio.Task | None = None
-        self.typing_shown = False
-        self.last_typing = float("-inf")
-        self._typing_wake = asyncio.Event()
+        self.typing = TypingPace(room, self._send_typing, policy.typing_every, off=policy.typing_off,
+                                 on_quiet=self._check_idle)
         self._idle_timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.merged = 0  # messages folded into another (with the visible marker)
@@ -176,22 +183,26 @@ class Outbox:
 
     # ---- queueing ----------------------------------------------------------------------------
 
-    def put_text(self, label: str | None, text: str) -> None:
-        """Queue stranger text (mergeable with the texts of the same speaker next to it)."""
-        self._put(Item("text", label=label, text=text))
+    def put_text(self, label: str | None, text: str, *, group: Hashable = None) -> None:
+        """Queue stranger text (mergeable with the texts of the same speaker and group next to it)."""
+        self._put(Item("text", label=label, text=text, group=group))
 
-    def put_payload(self, payload: Any, *, notify: bool = True) -> None:
-        """Queue anything else the sender posts (a notice); never merged."""
-        self._put(Item("payload", payload=payload, notify=notify))
+    def put_payload(self, payload: Any, *, notify: bool = True, first: bool = False) -> None:
+        """Queue anything else the sender posts (a notice); never merged. `first`: before what waits
+        (a "not delivered" notice from the given-up hook shows where the lost message would have)."""
+        self._put(Item("payload", payload=payload, notify=notify), first=first)
 
     def put_call(self, call: Callable[[], Awaitable[None]]) -> None:
         """Queue a side effect that must happen after what is already queued."""
         self._put(Item("call", call=call, notify=False))
 
-    def _put(self, item: Item) -> None:
+    def _put(self, item: Item, *, first: bool = False) -> None:
         if self.closed:
             return
-        self.queue.append(item)
+        if first:
+            self.queue.appendleft(item)
+        else:
+            self.queue.append(item)
         self.idle.clear()
         self._cancel_idle_timer()
         if self.task is None or self.task.done():
@@ -210,11 +221,10 @@ class Outbox:
         """Stop sending and drop what waits (safe from the outbox's own task)."""
         self.closed = True
         self.queue.clear()
-        self.typists.clear()
+        self.typing.close()
         self._cancel_idle_timer()
-        for task in (self.task, self.typing_task):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
         self.idle.set()
 
     # ---- sending -----------------------------------------------------------------------------
@@ -248,7 +258,7 @@ class Outbox:
                 return first
         texts = [first.text]
         size = len(first.text)
-        while queue and queue[0].kind == "text" and queue[0].label == first.label:
+        while queue and self._same_run(first, queue[0]):
             grown = size + 1 + len(queue[0].text)
             if grown > policy.merge_limit:
                 break
@@ -257,22 +267,27 @@ class Outbox:
         if len(texts) == 1:
             return first
         self.merged += len(texts) - 1
-        return Item("text", label=first.label, text="\n".join(texts), count=len(texts), key=first.key, queued=first.queued)
+        return Item("text", label=first.label, text="\n".join(texts), count=len(texts), group=first.group,
+                    key=first.key, queued=first.queued)
 
     def _run_length(self, first: Item) -> int:
         n = 1
         for item in self.queue:
-            if item.kind != "text" or item.label != first.label:
+            if not self._same_run(first, item):
                 break
             n += 1
         return n
 
+    @staticmethod
+    def _same_run(first: Item, item: Item) -> bool:
+        return item.kind == "text" and item.label == first.label and item.group == first.group
+
     async def _send(self, item: Item) -> None:
         policy = self.policy
-        failures = waits = 0
+        retrying = policy.retry.retrying()
+        waits = 0
         while True:
             item.attempts += 1
-            self._count("delivery_attempts")
             try:
                 await self._attempt(item)
             except asyncio.CancelledError:
@@ -286,22 +301,26 @@ class Outbox:
                 if waits > policy.max_rate_waits:
                     self._give_up(item, "rate_limited", exc)
                     return
-                self._count("delivery_retries", reason="rate_limited")
-                await asyncio.sleep(max(exc.retry_after, 0.0))
+                self._count("retry", "rate_limited")
+                await asyncio.sleep(policy.retry.delay(waits, exc.retry_after))
                 continue
             except Exception as exc:  # transient: maybe stored; retried with the same key
                 item.maybe_stored = True
-                if failures >= len(policy.delays):
+                delay = retrying.failed()
+                if delay is None:
                     self._give_up(item, "transient", exc)
                     return
-                self._count("delivery_retries", reason="transient")
+                self._count("retry", "transient")
                 log.warning("room %s: sending %s failed (%s); retrying", self.room, item.kind, type(exc).__name__)
-                await asyncio.sleep(policy.delays[failures])
-                failures += 1
+                await asyncio.sleep(delay)
                 continue
+            self._count("ok")
             if self.on_sent is not None:
                 self.on_sent(time.perf_counter() - item.queued)
             return
+
+    async def _send_typing(self, on: bool) -> None:
+        await self.sender.send_typing(self.room, on)
 
     async def _attempt(self, item: Item) -> None:
         if item.kind == "text":
@@ -313,7 +332,7 @@ class Outbox:
 
     def _give_up(self, item: Item, reason: str, exc: BaseException) -> None:
         self.failed += 1
-        self._count("delivery_failures", reason=reason)
+        self._count("failed", reason)
         log.warning("room %s: %s given up after %d attempts (%s: %s)", self.room, item.kind, item.attempts, reason, type(exc).__name__)
         if item.notify and self.on_given_up is not None:
             try:
@@ -321,78 +340,30 @@ class Outbox:
             except Exception:
                 log.exception("room %s: the given-up hook failed", self.room)
 
-    def _count(self, name: str, **labels: str) -> None:
+    def _count(self, outcome: str, reason: str = "") -> None:
         if self.metrics is not None:
-            self.metrics.inc(name, platform=self.policy.platform, **labels)
+            self.metrics.delivery(self.policy.platform, outcome, reason)
 
     # ---- typing ------------------------------------------------------------------------------
 
     def typing_start(self, label: str | None = None) -> None:
         """`label` types: show it now (within the pace) and keep it shown while it lasts."""
-        if self.closed:
-            return
-        self.typists.add(label)
-        self._kick_typing()
+        if not self.closed:
+            self._cancel_idle_timer()
+            self.typing.start(label)
 
     def typing_stop(self, label: str | None = None, *, everyone: bool = False) -> None:
         """`label` (or everyone) stopped typing; a message from them stops it too (the caller says so)."""
-        if everyone:
-            self.typists.clear()
-        else:
-            self.typists.discard(label)
-        if not self.typists:
-            self._kick_typing()
-
-    def _kick_typing(self) -> None:
-        self._typing_wake.set()
-        self._cancel_idle_timer()
-        if self.typing_task is None or self.typing_task.done():
-            if not self.typists and not (self.policy.typing_off and self.typing_shown):
-                self.check_idle_soon()
-                return
-            self.typing_task = asyncio.get_running_loop().create_task(self._typing_loop(), name=f"typing {self.room}")
-
-    async def _typing_loop(self) -> None:
-        every = self.policy.typing_every
-        try:
-            while True:
-                self._typing_wake.clear()
-                if self.typists:
-                    wait = self.last_typing + every - time.monotonic()
-                    if wait <= 0:
-                        await self._typing_call(True)
-                        continue
-                elif self.policy.typing_off and self.typing_shown:
-                    await self._typing_call(False)
-                    continue
-                else:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._typing_wake.wait()
-        finally:
-            if asyncio.current_task() is self.typing_task:
-                self.typing_task = None
-            self._check_idle()
-
-    async def _typing_call(self, on: bool) -> None:
-        if on:
-            self.last_typing = time.monotonic()
-        self.typing_shown = on
-        try:
-            await self.sender.send_typing(self.room, on)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the indicator is cosmetic: keep the pace, never retry
-            log.info("room %s: typing call failed: %s", self.room, type(exc).__name__)
+        self.typing.stop(label, everyone=everyone)
+        if not self.typing.active:
+            self.check_idle_soon()
 
     # ---- idleness ----------------------------------------------------------------------------
 
     @property
     def is_idle(self) -> bool:
         """Nothing queued, nobody typing, no typing call due."""
-        busy_typing = self.typing_task is not None and not self.typing_task.done() and self.typing_task is not asyncio.current_task()
-        return self.idle.is_set() and not self.queue and not self.typists and not busy_typing
+        return self.idle.is_set() and not self.queue and not self.typing.active
 
     def check_idle_soon(self) -> None:
         """Look at idleness once the caller's synchronous puts are done (never drop under a caller)."""
@@ -402,7 +373,7 @@ class Outbox:
         """Tell the owner once the outbox is idle and its typing pace no longer matters."""
         if self.on_idle is None or self.closed or not self.is_idle:
             return
-        wait = self.last_typing + self.policy.typing_every - time.monotonic()
+        wait = self.typing.next_allowed()
         if wait > 0:  # a new outbox now would call typing again too early: keep this one a while
             if self._idle_timer is None:
                 self._idle_timer = asyncio.get_running_loop().call_later(wait, self._idle_timer_fired)
@@ -427,15 +398,17 @@ class Outboxes:
         sender: Sender,
         policy: OutboxPolicy,
         *,
-        metrics: Any = None,
+        metrics: Metrics | None = None,
         on_given_up: GivenUp | None = None,
         on_sent: Callable[[float], None] | None = None,
+        on_drop: Callable[[Hashable], None] | None = None,
     ) -> None:
         self.sender = sender
         self.policy = policy
         self.metrics = metrics
         self.on_given_up = on_given_up
         self.on_sent = on_sent
+        self.on_drop = on_drop  # a room's outbox was dropped (idle or discarded): the owner may forget it too
         self._boxes: dict[Hashable, Outbox] = {}
 
     def get(self, room: Hashable) -> Outbox:
@@ -461,6 +434,8 @@ class Outboxes:
     def _drop(self, box: Outbox) -> None:
         if self._boxes.get(box.room) is box:
             del self._boxes[box.room]
+            if self.on_drop is not None:
+                self.on_drop(box.room)
 
     def __contains__(self, room: Hashable) -> bool:
         return room in self._boxes
@@ -484,6 +459,8 @@ class Outboxes:
         box = self._boxes.pop(room, None)
         if box is not None:
             box.close()
+            if self.on_drop is not None:
+                self.on_drop(room)
 
     def close(self) -> None:
         """Close every outbox (at shutdown, after drain)."""

@@ -11,6 +11,7 @@ from .backoff import Backoff
 from .config import BridgeSection
 from .events import Disconnected, Envelope, Event, Origin, OriginError, Reason, Room, ServerNotice
 from .metrics import Metrics
+from .reports import RecentChats
 from .session import Session, State
 from .store import SessionRecord, Store
 
@@ -38,6 +39,7 @@ class Router:
         self.store = store
         self.platforms: dict[str, Platform] = {}
         self.sessions: dict[Room, Session] = {}
+        self.recent = RecentChats(settings.report_window, settings.report_records)  # for "report" after the end
         self.metrics = metrics or Metrics()
         self.metrics.sessions_source(self._session_counts)
         self.closing = False
@@ -53,6 +55,8 @@ class Router:
     def attach(self, platform: Platform) -> None:
         """Register a platform so rooms of its name can be delivered to."""
         self.platforms[platform.name] = platform
+        if not platform.reports_after_end:
+            self.recent.without.add(platform.name)
 
     def submitter(self, platform: str) -> Submit:
         """The `submit` callable handed to the platform named `platform`: it can only speak for its own rooms."""
@@ -111,10 +115,15 @@ class Router:
     # ---- output ------------------------------------------------------------------------------
 
     async def deliver(self, room: Room, event: Event) -> bool:
-        """Show an event in a room, retrying a failing platform a bounded number of times."""
+        """Show an event in a room, retrying a failing platform a bounded number of times.
+
+        False when it could not be shown; the session then tells both sides about a lost message.
+        Counted as deliver_retries / deliver_failures by platform and reason.
+        """
         platform = self.platforms.get(room.platform)
         if platform is None:
             log.warning("room %s: no platform %s; %s dropped", room, room.platform, type(event).__name__)
+            self.metrics.inc("deliver_failures", platform=room.platform, reason="no_platform")
             return False
         attempts = self.settings.deliver_attempts
         for attempt in range(attempts):
@@ -233,3 +242,4 @@ class Router:
         """The session state of a room (IDLE when it has none)."""
         session = self.sessions.get(room)
         return session.state if session else State.IDLE
+

@@ -7,6 +7,7 @@ import dataclasses
 import enum
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .abc import Backend, Chat
@@ -26,20 +27,22 @@ from .events import (
     Typing,
     Waiting,
 )
-from .inbox import Inbox
 from .bucket import TokenBucket
-from .store import SessionRecord
 from .hygiene import clean, cut
+from .inbox import Inbox
+from .indicator import Indicator
+from .starts import check_start, complete_start, start_from_dict, start_to_dict
+from .store import SessionRecord
+from .wording import NOT_ALL_DELIVERED, ROOM_NOT_SHOWN, ROOM_NOT_SHOWN_UNTOLD, not_delivered
 
 if TYPE_CHECKING:
-    from .router import Router
+    from .host import Host
 
 __all__ = ["Session", "State"]
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0  # seconds a backend may take to leave a chat
-REPORT_WINDOW = 300.0  # seconds after a chat ends during which "report" still reaches it
 
 
 class State(str, enum.Enum):
@@ -63,6 +66,8 @@ class _Shutdown:
 
 _SHUTDOWN = _Shutdown()
 _USER = -1  # generation tag of user-side inbox items
+_FAILURES = (Reason.ERROR, Reason.REFUSED)  # ends that a backend explains in its own notice
+_TYPING = (Typing, StoppedTyping)
 
 
 class Session:
@@ -70,21 +75,20 @@ class Session:
 
     # Tens of thousands live at once: slots keep each one small.
     __slots__ = (
-        "room", "router", "settings", "state", "inbox", "chat", "last_chat", "last_chat_until",
+        "room", "host", "settings", "state", "inbox", "chat",
         "backend_name", "start", "generation", "pump", "task", "spy", "strangers", "final_sent",
-        "search_started", "search_deadline", "user_typing_until", "stranger_typing", "user_bucket",
-        "stranger_buckets", "user_throttled", "stranger_throttled", "overflowed",
+        "search_started", "search_deadline", "user_typing", "stranger_typing", "user_bucket",
+        "stranger_buckets", "user_throttled", "stranger_throttled", "overflowed", "dropped", "explained",
+        "undeliverable",
     )  # fmt: skip
 
-    def __init__(self, room: Room, router: Router) -> None:
+    def __init__(self, room: Room, host: Host) -> None:
         self.room = room
-        self.router = router
-        self.settings = router.settings
+        self.host = host  # the router, seen through the few members a session needs
+        self.settings = host.settings
         self.state = State.IDLE
         self.inbox: Inbox[tuple[int, object]] = Inbox(self.settings.inbox_size)
         self.chat: Chat | None = None
-        self.last_chat: Chat | None = None  # a chat that just ended, so "report" still works
-        self.last_chat_until: float | None = None
         self.backend_name: str | None = None
         self.start: Start | None = None
         self.generation = 0
@@ -95,24 +99,36 @@ class Session:
         self.final_sent = False
         self.search_started = 0.0
         self.search_deadline: float | None = None
-        self.user_typing_until: float | None = None
-        self.stranger_typing: dict[str | None, float] = {}
+        self.user_typing = Indicator()  # what the stranger was told of the user's typing
+        self.stranger_typing: dict[str | None, Indicator] = {}  # per stranger label
         self.user_bucket = TokenBucket(self.settings.user_rate, self.settings.user_burst)
         self.stranger_buckets: dict[str | None, TokenBucket] = {}
-        self.user_throttled = False
-        self.stranger_throttled = False
-        self.overflowed = False
+        self.user_throttled: float | None = None  # end of the user's throttled burst (monotonic)
+        self.stranger_throttled: float | None = None  # likewise for the stranger side
+        self.overflowed = False  # the user was told that some events did not fit in the inbox
+        self.dropped = False  # ... and some of them were messages: the stranger is still to be told
+        self.explained = False  # the backend's notice just shown says why the chat is failing
+        self.undeliverable = False  # the room failed to show a message and was told (re-armed by a success)
 
     # ---- feeding the inbox -------------------------------------------------------------------
 
     def put_user(self, event: Event) -> bool:
-        """Queue a user-side event without blocking; False (and one notice) on overflow."""
+        """Queue a user-side event without blocking; False (and one notice) on overflow.
+
+        Typing indicators are state, not items: the newest wins and never takes a message's place.
+        """
+        if type(event) in _TYPING:
+            self.inbox.put_state((_USER, event), _same_typing(_USER, event))
+            return True
         try:
             self.inbox.put_nowait((_USER, event))
         except asyncio.QueueFull:
-            if not self.overflowed:
+            if type(event) is Message:  # the stranger is told too, once the queued ones are sent
+                self.host.metrics.inc("messages_dropped", side="user", reason="inbox_full")
+                self.dropped = True
+            if not self.overflowed:  # one notice per overflow
                 self.overflowed = True
-                self.router.spawn_notice(self.room, "Too much at once: some of your messages were not sent.")
+                self.host.spawn_notice(self.room, "Too much at once: some of your messages were not sent.")
             return False
         return True
 
@@ -129,7 +145,10 @@ class Session:
         error: BaseException | None = None
         try:
             async for event in chat.events():
-                await self.inbox.put((generation, event))
+                if type(event) in _TYPING:
+                    self.inbox.put_state((generation, event), _same_typing(generation, event))
+                else:
+                    await self.inbox.put((generation, event))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a backend failure ends the chat with one notice
@@ -167,9 +186,13 @@ class Session:
                     raise
                 except Exception:
                     log.exception("session %s: failed to handle %s", self.room, type(item).__name__)
-                    self.router.metrics.inc("errors", kind="session")
+                    self.host.metrics.inc("errors", kind="session")
                 if self.inbox.empty():
                     self.overflowed = False
+                    if self.dropped:  # what did fit is sent: now tell the stranger some did not
+                        self.dropped = False
+                        if self._can_write():
+                            await self._send(Message(NOT_ALL_DELIVERED))
                     if self._retire():
                         return
         finally:
@@ -178,30 +201,30 @@ class Session:
 
     def _retire(self) -> bool:
         # Idle rooms hold no task; the next event creates a fresh one.
-        if self.state is State.IDLE and self.chat is None and self.last_chat is None and self.inbox.empty():
-            return self.router.retire(self)
+        if self.state is State.IDLE and self.chat is None and self.inbox.empty():
+            return self.host.retire(self)
         return False
 
     def _next_deadline(self) -> float | None:
-        times = [t for t in (self.search_deadline, self.user_typing_until, self.last_chat_until) if t is not None]
-        times.extend(self.stranger_typing.values())
+        times = [self.search_deadline, self.user_typing.deadline()]
+        times.extend(ind.deadline() for ind in self.stranger_typing.values())
+        times = [t for t in times if t is not None]
         if not times:
             return None
         return max(0.0, min(times) - time.monotonic())
 
     async def _on_deadlines(self) -> None:
         now = time.monotonic()
-        if self.last_chat_until is not None and now >= self.last_chat_until:
-            self.last_chat = self.last_chat_until = None
         if self.search_deadline is not None and now >= self.search_deadline and self.state is State.SEARCHING:
             await self._end_chat(Reason.TIMEOUT)
-        if self.user_typing_until is not None and now >= self.user_typing_until:
-            self.user_typing_until = None
-            await self._send(StoppedTyping())
-        for label, until in list(self.stranger_typing.items()):
-            if now >= until:
-                del self.stranger_typing[label]
-                await self.deliver(StoppedTyping(label))
+        s = self.settings
+        relay = self.user_typing.due(now, s.typing_timeout, s.typing_interval)
+        if relay is not None:
+            await self._send(Typing() if relay else StoppedTyping())
+        for label, ind in list(self.stranger_typing.items()):
+            relay = ind.due(now, s.stranger_typing_timeout, s.typing_interval)
+            if relay is not None:
+                await self.deliver(Typing(label) if relay else StoppedTyping(label))
 
     # ---- user side ---------------------------------------------------------------------------
 
@@ -219,13 +242,11 @@ class Session:
             case Message(text=text):
                 await self._user_message(text)
             case Typing():
-                if self._can_write() and self.user_typing_until is None:
+                s = self.settings
+                if self._can_write() and self.user_typing.start(time.monotonic(), s.typing_timeout, s.typing_interval):
                     await self._send(Typing())
-                if self._can_write():
-                    self.user_typing_until = time.monotonic() + self.settings.typing_timeout
             case StoppedTyping():
-                if self.user_typing_until is not None:
-                    self.user_typing_until = None
+                if self.user_typing.stop():
                     await self._send(StoppedTyping())
             case _:
                 log.debug("session %s: ignoring user %s", self.room, type(event).__name__)
@@ -234,53 +255,33 @@ class Session:
         return self.state is State.CHATTING and not self.spy and self.chat is not None
 
     async def _start(self, start: Start) -> None:
-        problem = self._check_start(start)
+        problem = check_start(start, self.settings)
         if problem:
             await self.notice(problem)
             return
         if self.chat is not None:  # while chatting or searching, start means "next"
             await self._end_chat(Reason.USER)
-        name = start.backend or self.router.backend_for(self.room.platform)
-        backend = self.router.backends.get(name)
+        name = start.backend or self.host.backend_for(self.room.platform)
+        backend = self.host.backends.get(name)
         if backend is None:
             await self.notice(f"There is no stranger service named “{cut(name, 64)}”.")
             return
-        if self.router.closing:
+        if self.host.closing:
             await self.notice("The bridge is shutting down; no new chats can start.")
             return
-        start = dataclasses.replace(
-            start,
-            backend=name,
-            interests=tuple(dict.fromkeys(i.strip().lower() for i in start.interests if i.strip())),
-            user=start.user or str(self.room),
-        )
+        start = complete_start(start, name, self.room)
         try:
             chat = await backend.connect(start)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("session %s: backend %s failed to connect: %s", self.room, name, exc)
-            self.router.metrics.inc("errors", kind="backend")
+            self.host.metrics.inc("errors", kind="backend")
             await self.deliver(Disconnected(reason=Reason.ERROR))
             return
         self._begin(chat, backend, start)
         self.search_deadline = time.monotonic() + self.settings.search_timeout
-        await self.router.save(self._record())
-
-    def _check_start(self, start: Start) -> str | None:
-        s = self.settings
-        if len(start.interests) > s.max_interests:
-            return f"Too many interests ({len(start.interests)}); at most {s.max_interests}. No chat was started."
-        for interest in start.interests:
-            if len(interest) > s.max_interest_length:
-                return f"An interest is too long; at most {s.max_interest_length} characters. No chat was started."
-        if start.mode is Mode.ASK and not (start.question and start.question.strip()):
-            return "Ask mode needs a question. No chat was started."
-        if start.question is not None and len(start.question) > s.max_question_length:
-            return f"The question is too long; at most {s.max_question_length} characters. No chat was started."
-        if not (2 <= len(start.language) <= 3 and start.language.isalpha()):
-            return "The language must be a two- or three-letter code such as “en”. No chat was started."
-        return None
+        await self.host.save(self._record())
 
     def _begin(self, chat: Chat, backend: Backend, start: Start) -> None:
         self.generation += 1
@@ -297,7 +298,7 @@ class Session:
 
     def resume(self, chat: Chat, record: SessionRecord, backend: Backend) -> None:
         """Take up a chat the backend resumed after a restart. Called by the router before run()."""
-        start = _start_from_dict(record.start)
+        start = start_from_dict(record.start)
         self._begin(chat, backend, start)
         if record.state == State.CHATTING:
             self.state = State.CHATTING
@@ -318,19 +319,18 @@ class Session:
         text = clean(text).strip()
         if not text:
             return
-        limit = self.router.max_message_length(self.backend_name)
+        limit = self.host.max_message_length(self.backend_name)
         if len(text) > limit:
             await self.notice(f"Your message is too long ({len(text)} characters; the limit is {limit}). It was not sent.")
             return
         if not self.user_bucket.allow():
-            if not self.user_throttled:
-                self.user_throttled = True
+            self.user_throttled, fresh = _burst(self.user_throttled, self.settings.user_burst / self.settings.user_rate)
+            if fresh:
                 await self.notice("You're sending messages too fast: some were not sent.")
             return
-        self.user_throttled = False
-        self.user_typing_until = None  # a message implies the user stopped typing
+        self.user_typing.message()  # a message implies the user stopped typing (no stop is sent)
         if await self._send(Message(text)):
-            self.router.metrics.inc("messages_relayed", direction="to_stranger")
+            self.host.metrics.inc("messages_relayed", direction="to_stranger")
 
     async def _send(self, event: Event) -> bool:
         chat = self.chat
@@ -343,12 +343,12 @@ class Session:
             raise
         except Exception as exc:
             log.warning("session %s: sending to the backend failed: %s", self.room, exc)
-            self.router.metrics.inc("errors", kind="backend")
+            self.host.metrics.inc("errors", kind="backend")
             await self._end_chat(Reason.ERROR)
             return False
 
     async def _report(self) -> None:
-        chat = self.chat or self.last_chat
+        chat = self.chat or self.host.recent.take(self.room)  # "report" is often pressed just after the end
         if chat is None:
             await self.notice("There is no stranger to report.")
             return
@@ -356,11 +356,11 @@ class Session:
             await chat.send(Report())
         except Exception as exc:  # the report is recorded locally anyway; the chat still ends
             log.info("session %s: backend took no report: %s", self.room, exc)
-        self.router.metrics.inc("reports")
+        self.host.metrics.inc("reports")
         if self.chat is not None:
             await self._end_chat(Reason.REPORT)
+            self.host.recent.take(self.room)  # reported already: nothing left to report later
         else:
-            self.last_chat = self.last_chat_until = None
             await self.notice("You reported the last stranger. You will not be paired with them again.")
 
     # ---- stranger side -----------------------------------------------------------------------
@@ -383,30 +383,32 @@ class Session:
                         self.settings.stranger_rate, self.settings.stranger_burst
                     )
                 if not bucket.allow():
-                    if not self.stranger_throttled:
-                        self.stranger_throttled = True
+                    refill = self.settings.stranger_burst / self.settings.stranger_rate
+                    self.stranger_throttled, fresh = _burst(self.stranger_throttled, refill)
+                    if fresh:
                         await self.notice("The stranger is sending messages too fast: some were not shown.")
                     return
-                self.stranger_throttled = False
                 text = clean(text, 65536).strip()
                 if not text:
                     return
-                if self.stranger_typing.pop(label, None) is not None:
+                ind = self.stranger_typing.get(label)
+                if ind is not None and ind.message():
                     await self.deliver(StoppedTyping(label))
                 await self.deliver(Message(text, label))
-                self.router.metrics.inc("messages_relayed", direction="to_user")
+                self.host.metrics.inc("messages_relayed", direction="to_user")
             case Typing(stranger=label):
                 if self.state is State.SEARCHING:
                     await self._connected(Connected())
-                if label not in self.stranger_typing:
+                ind = self.stranger_typing.get(label) or self.stranger_typing.setdefault(label, Indicator())
+                s = self.settings
+                if ind.start(time.monotonic(), s.stranger_typing_timeout, s.typing_interval):
                     await self.deliver(event)
-                self.stranger_typing[label] = time.monotonic() + self.settings.stranger_typing_timeout
             case StoppedTyping(stranger=label):
-                if self.stranger_typing.pop(label, None) is not None:
-                    await self.deliver(event)
+                await self._stranger_stopped(label)
             case Question(text=text):
                 await self.deliver(Question(clean(text, self.settings.max_question_length)))
             case ServerNotice(text=text):
+                self.explained = self._failure_follows()
                 await self.deliver(ServerNotice(clean(text, 2000)))
             case Disconnected(stranger=label, final=final):
                 remaining = tuple(s for s in self.strangers if s != label)
@@ -414,11 +416,25 @@ class Session:
                     await self._finish(dataclasses.replace(event, final=True, reason=event.reason or Reason.STRANGER))
                 else:
                     self.strangers = remaining
-                    if self.stranger_typing.pop(label, None) is not None:
-                        await self.deliver(StoppedTyping(label))  # who left is no longer typing
+                    await self._stranger_stopped(label)  # who left is no longer typing
+                    self.stranger_typing.pop(label, None)
                     await self.deliver(event)
             case _:
                 log.debug("session %s: ignoring stranger %s", self.room, type(event).__name__)
+
+    async def _stranger_stopped(self, label: str | None) -> None:
+        ind = self.stranger_typing.get(label)
+        if ind is not None and ind.stop():
+            await self.deliver(StoppedTyping(label))
+
+    def _failure_follows(self) -> bool:
+        # A backend that fails says why in a ServerNotice and ends the chat right after it (in
+        # the same batch, so both are queued): that notice is then the one failure notice.
+        queued = self.inbox.peek()
+        if queued is None or queued[0] != self.generation:
+            return False
+        item = queued[1]
+        return type(item) is _Ended or (type(item) is Disconnected and item.reason in _FAILURES)
 
     async def _connected(self, event: Connected) -> None:
         if self.state is not State.SEARCHING:
@@ -426,16 +442,16 @@ class Session:
         self.state = State.CHATTING
         self.search_deadline = None
         self.strangers = event.strangers
-        self.router.metrics.observe_wait(time.monotonic() - self.search_started)
+        self.host.metrics.observe_wait(time.monotonic() - self.search_started)
         interests = tuple(clean(i, 64) for i in event.common_interests[:20])
         question = clean(event.question, self.settings.max_question_length) if event.question else None
         await self.deliver(dataclasses.replace(event, common_interests=interests, question=question))
-        await self.router.save(self._record())
+        await self.host.save(self._record())
 
     async def _chat_ended(self, error: BaseException | None) -> None:
         if error is not None:
             log.warning("session %s: backend %s failed: %r", self.room, self.backend_name, error)
-            self.router.metrics.inc("errors", kind="backend")
+            self.host.metrics.inc("errors", kind="backend")
             await self._finish(Disconnected(reason=Reason.ERROR))
         elif self.chat is not None:
             # The stream ended without a final Disconnected: the connection died.
@@ -443,8 +459,10 @@ class Session:
 
     async def _finish(self, final: Disconnected) -> None:
         """The stranger side ended the chat: leave it and tell the room once."""
-        if self.router.closing and final.reason == Reason.STRANGER:
+        if self.host.closing and final.reason == Reason.STRANGER:
             final = dataclasses.replace(final, reason=Reason.SHUTDOWN)  # the partner left because we stop
+        if self.explained and final.reason in _FAILURES:
+            final = dataclasses.replace(final, explained=True)  # its notice said why: say it once
         await self._leave_chat()
         await self.deliver(final)
 
@@ -457,13 +475,14 @@ class Session:
         chat, pump = self.chat, self.pump
         self.generation += 1  # whatever the old chat still says is now stale
         self.chat, self.pump = None, None
-        if chat is not None:
-            self.last_chat, self.last_chat_until = chat, time.monotonic() + REPORT_WINDOW
+        if chat is not None and self.state is State.CHATTING:  # a search left has nobody to report
+            self.host.recent.keep(self.room, chat)
         self.state = State.IDLE
         self.search_deadline = None
-        self.user_typing_until = None
+        self.user_typing.stop()
         self.stranger_typing.clear()
         self.strangers = ()
+        self.explained = False
         if pump is not None:
             pump.cancel()
         if chat is not None:
@@ -472,7 +491,7 @@ class Session:
                     await chat.aclose()
             except Exception as exc:  # noqa: BLE001 - leaving must never fail the session
                 log.info("session %s: closing the chat failed: %r", self.room, exc)
-        await self.router.forget(self.room)
+        await self.host.forget(self.room)
 
     async def _shutdown(self) -> None:
         if self.chat is not None:
@@ -481,8 +500,22 @@ class Session:
     # ---- output ------------------------------------------------------------------------------
 
     async def deliver(self, event: Event) -> None:
-        """Show `event` in the room (bounded retries inside the router)."""
-        await self.router.deliver(self.room, event)
+        """Show `event` in the room (bounded retries inside the router).
+
+        A stranger's message that cannot be shown is not lost silently: the stranger is told
+        about that very message, and the room once per run of failures (if it can be reached).
+        """
+        if await self.host.deliver(self.room, event):
+            self.undeliverable = False
+            return
+        if type(event) is not Message:
+            return
+        self.host.metrics.inc("messages_dropped", side="stranger", reason="not_delivered")
+        # (A spy's strangers do not know the spy: there is nobody to tell.)
+        told = self._can_write() and await self._send(Message(not_delivered(event.text)))
+        if not self.undeliverable:
+            self.undeliverable = True
+            await self.host.deliver(self.room, ServerNotice(ROOM_NOT_SHOWN if told else ROOM_NOT_SHOWN_UNTOLD))
 
     async def notice(self, text: str) -> None:
         """Tell the room something no person typed."""
@@ -495,21 +528,27 @@ class Session:
             state=self.state.value,
             backend=self.backend_name or "",
             handle=self.chat.handle if self.chat else None,
-            start=_start_to_dict(start),
+            start=start_to_dict(start),
         )
 
 
-def _start_to_dict(start: Start) -> dict:
-    data = dataclasses.asdict(start)
-    data["mode"] = start.mode.value
-    data["interests"] = list(start.interests)
-    return data
+def _same_typing(generation: int, event: Typing | StoppedTyping) -> Callable[[tuple[int, object]], bool]:
+    """Whether a queued state item is a typing state of the same chat and speaker (so it is replaced)."""
+    label = event.stranger
+
+    def same(item: tuple[int, object]) -> bool:
+        return item[0] == generation and type(item[1]) in _TYPING and item[1].stranger == label  # type: ignore[union-attr]
+
+    return same
 
 
-def _start_from_dict(data: dict) -> Start:
-    fields = {f.name for f in dataclasses.fields(Start)}
-    values = {k: v for k, v in data.items() if k in fields}
-    values["interests"] = tuple(values.get("interests", ()))
-    values["mode"] = Mode(values.get("mode", "random"))
-    return Start(**values)
+def _burst(until: float | None, refill: float) -> tuple[float, bool]:
+    """One message was dropped: the new end of its throttled burst, and whether a burst starts.
+
+    A burst ends only when nothing was dropped for as long as the bucket takes to refill
+    (burst / rate): a flood that lets a message through now and then is still one burst,
+    so it gets one notice.
+    """
+    now = time.monotonic()
+    return now + refill, until is None or now >= until
 

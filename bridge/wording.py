@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 from .events import Connected, Disconnected, Event, Question, Reason, ServerNotice, Waiting
+from .hygiene import cut
 
-__all__ = ["describe", "reason_text"]
+__all__ = ["NOT_ALL_DELIVERED", "ROOM_NOT_SHOWN", "ROOM_NOT_SHOWN_UNTOLD", "describe", "not_delivered", "reason_text"]
+
+# Sent to a stranger (as a message: a chat carries nothing else) when some of the user's
+# messages to them were dropped on the way, so neither side is left unaware.
+NOT_ALL_DELIVERED = "[bridge] Some messages to you were not delivered: they came faster than they could be passed on."
+# Told to a room when a stranger's message could not be shown in it (once per run of failures).
+ROOM_NOT_SHOWN = "A message from the stranger could not be shown here; the stranger was told it was not delivered."
+ROOM_NOT_SHOWN_UNTOLD = "A message from the stranger could not be shown here."
+
+
+def not_delivered(text: str) -> str:
+    """Sent to a stranger whose message could not be shown: names that very message."""
+    return f"[bridge] Your message was not delivered: “{cut(text, 60)}”"
+
 
 _REASONS: dict[str, str] = {
     Reason.STRANGER: "{who} has disconnected.",
@@ -21,6 +35,8 @@ _REASONS: dict[str, str] = {
 def reason_text(event: Disconnected) -> str:
     """What a Disconnected means, in a sentence a user understands."""
     who = event.stranger or "Stranger"
+    if event.explained:
+        return "The chat has ended."
     template = _REASONS.get(event.reason or Reason.STRANGER)
     if template is None:  # free text from a backend (an Omegle "error", a ban)
         return f"{who} has disconnected ({event.reason})."

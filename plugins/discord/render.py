@@ -23,6 +23,7 @@ __all__ = [
     "stranger_payloads",
     "text_notice",
     "thread_name",
+    "undelivered_notice",
 ]
 
 LIMIT = 2000  # Discord's message content limit
@@ -91,16 +92,20 @@ def anonymise(text: str) -> str:
 
 def stranger_payloads(text: str, label: str | None, *, webhook: bool, extra: str | None = None) -> list[dict]:
     """The message payloads that show one stranger message (at most MAX_PARTS, the last cut with a
-    marker). Through a webhook the stranger is the author; otherwise a bold prefix names them."""
+    marker). Through a webhook the stranger is the author of the whole block; otherwise a bold
+    prefix names them on every line."""
     who = label or "Stranger"
     body = neutralise(text)
     prefix = "" if webhook else f"**{who}:** "
+    if prefix:  # the bot also posts notices: every visual line of stranger text says who wrote it
+        body = "\n".join(prefix + line for line in body.split("\n") if line.strip())
     tail = f"\n{extra}" if extra else ""
     size = LIMIT - len(prefix) - len(tail)
     parts = split(body, size, MAX_PARTS) or [""]
     payloads = []
     for index, part in enumerate(parts):
-        content = prefix + part + (tail if index == len(parts) - 1 else "")
+        head = "" if part.startswith(prefix) else prefix  # a part that begins inside a long line
+        content = head + part + (tail if index == len(parts) - 1 else "")
         payload: dict = {"content": cut(content, LIMIT), "allowed_mentions": dict(ALLOWED_MENTIONS), "flags": SUPPRESS_EMBEDS}
         if webhook:
             payload["username"] = who
@@ -147,6 +152,13 @@ def text_notice(text: str) -> dict:
     payload = notice_payload(ServerNotice(text), buttons=False)
     assert payload is not None
     return payload
+
+
+def undelivered_notice(label: str | None, text: str, count: int = 1) -> dict:
+    """The notice that a stranger message (or `count` merged ones) could not be shown, quoting its start."""
+    quoted = cut(" ".join(text.split()), 100)
+    what = "This message" if count == 1 else f"These {count} messages"
+    return text_notice(f"{what} from {label or 'Stranger'} could not be delivered: “{quoted}”")
 
 
 def thread_name(number: int) -> str:

@@ -49,7 +49,11 @@ def _modules():
                 yield ".".join(path.relative_to(root).with_suffix("").parts)
 
 
-@pytest.mark.parametrize("module", ["bridge.abc", "bridge.events", "bridge.store", "bridge.hygiene", "bridge.config", "bridge.registry"])
+@pytest.mark.parametrize(
+    "module",
+    ["bridge.abc", "bridge.events", "bridge.store", "bridge.hygiene", "bridge.wording", "bridge.config", "bridge.registry",
+     "bridge.host", "bridge.indicator", "bridge.inbox", "bridge.reports", "bridge.session", "bridge.router", "bridge.starts"],
+)
 def test_core_modules_declare_all(module):
     import importlib
 

@@ -1,7 +1,5 @@
 """The embedded hub, end to end through the router, in every mode."""
 
-import asyncio
-
 from bridge.events import Connected, Disconnected, Message, Mode, Reason, Report, Start, StoppedTyping, Typing, Waiting
 from tests.helpers import running
 
@@ -38,23 +36,25 @@ async def test_interests_are_matched_and_reported():
         rec.send("c", Start(interests=("cats", "chess")))
         assert (await rec.wait_for("a", Connected)).common_interests == ("cats",)
         assert (await rec.wait_for("c", Connected)).common_interests == ("cats",)
-        await asyncio.sleep(0.05)
-        assert rec.events("b", Connected) == []
+        assert b.backends["hub"].pool.waiting == 1  # b, still waiting (pairing happens on arrival)
+        rec.send("d", Start(interests=("dogs",)))
+        assert (await rec.wait_for("b", Connected)).common_interests == ("dogs",)
+        assert len(rec.events("b", Connected)) == 1
 
 
 async def test_interests_fall_back_to_random_unless_strict():
     async with running(hub(interest_fallback=0.1)) as b:
         rec = b.platforms["rec"]
-        rec.send("a", Start(interests=("stamps",)))
         rec.send("s", Start(interests=("opera",), strict_interests=True))
-        await asyncio.sleep(0.05)
+        await rec.wait_for("s", Waiting)
+        rec.send("a", Start(interests=("stamps",)))  # after s: a non-strict s would fall back first
+        await rec.wait_for("a", Waiting)
         rec.send("b", Start())
-        connected = await rec.wait_for("a", Connected)
+        connected = await rec.wait_for("a", Connected)  # a fell back to the random b
         assert connected.common_interests == ()
         await rec.wait_for("b", Connected)
-        rec.send("c", Start())
-        await asyncio.sleep(0.3)
-        assert rec.events("s", Connected) == []  # strict: never a random stranger
+        assert b.backends["hub"].pool.waiting == 1  # s: strict, never a random stranger
+        assert rec.events("s", Connected) == []
 
 
 async def test_language_pairs_only_the_same_language():
@@ -62,10 +62,13 @@ async def test_language_pairs_only_the_same_language():
         rec = b.platforms["rec"]
         rec.send("en", Start(language="en"))
         rec.send("de", Start(language="de"))
-        await asyncio.sleep(0.05)
-        assert rec.events("en", Connected) == [] and rec.events("de", Connected) == []
+        await rec.wait_for("en", Waiting)
+        await rec.wait_for("de", Waiting)
+        assert b.backends["hub"].pool.waiting == 2  # not paired across languages
         rec.send("de2", Start(language="de"))
         await rec.wait_for("de", Connected)
+        await rec.wait_for("de2", Connected)
+        assert b.backends["hub"].pool.waiting == 1  # en still waits
         assert rec.events("en", Connected) == []
 
 
@@ -74,8 +77,10 @@ async def test_spy_ask_and_answer():
         rec = b.platforms["rec"]
         rec.send("x", Start(mode=Mode.ANSWER))
         rec.send("spy", Start(mode=Mode.ASK, question="Is a hot dog a sandwich?"))
-        await asyncio.sleep(0.05)
-        assert rec.events("spy", Connected) == []  # needs two answerers
+        await rec.wait_for("spy", Waiting)
+        await rec.wait_for("x", Waiting)
+        assert b.backends["hub"].pool.waiting == 2  # the spy needs two answerers
+        assert rec.events("spy", Connected) == []
         rec.send("y", Start(answer_questions=True))
         spy = await rec.wait_for("spy", Connected)
         assert spy.strangers == ("Stranger 1", "Stranger 2") and spy.question == "Is a hot dog a sandwich?"
@@ -86,7 +91,9 @@ async def test_spy_ask_and_answer():
         seen = await rec.wait_count("spy", Message, 2)
         assert {m.stranger for m in seen} == {"Stranger 1", "Stranger 2"}
         rec.send("spy", Message("psst"))
-        await asyncio.sleep(0.05)
+        await rec.wait_for("spy", lambda e: getattr(e, "text", "").startswith("You're the spy"))  # not sent
+        rec.send("x", Message("after psst"))
+        await rec.wait_for("y", lambda e: e == Message("after psst"))
         assert Message("psst") not in rec.events("x") + rec.events("y")
         rec.send("x", Disconnected())
         end = await rec.wait_for("spy", Disconnected)
@@ -138,8 +145,8 @@ async def test_just_parted_are_not_repaired_at_once_and_reported_never():
         await rec.wait_count("a", Waiting, 2)
         rec.send("b", Start())
         await rec.wait_count("b", Waiting, 2)
-        await asyncio.sleep(0.05)
-        assert len(rec.events("a", Connected)) == 1  # not re-paired with each other
+        assert b.backends["hub"].pool.waiting == 2  # not re-paired with each other
+        assert len(rec.events("a", Connected)) == 1
         rec.send("c", Start())
         await rec.wait_for("c", Connected)
 
@@ -152,8 +159,10 @@ async def test_just_parted_are_not_repaired_at_once_and_reported_never():
         await rec.wait_for("a", Disconnected)
         rec.send("a", Start())
         rec.send("b", Start())
-        await asyncio.sleep(0.1)
-        assert len(rec.events("a", Connected)) == 1  # blocked for good
+        await rec.wait_count("a", Waiting, 2)
+        await rec.wait_count("b", Waiting, 2)
+        assert b.backends["hub"].pool.waiting == 2  # blocked for good
+        assert len(rec.events("a", Connected)) == 1
         rec.send("c", Start())
         rec.send("d", Start())
         await rec.wait_count("a", Connected, 2)
@@ -173,7 +182,9 @@ async def test_report_after_the_chat_ended_still_blocks():
         await rec.wait_for("a", lambda e: getattr(e, "text", "").startswith("You reported"))
         rec.send("a", Start())
         rec.send("b", Start())
-        await asyncio.sleep(0.1)
+        await rec.wait_count("a", Waiting, 2)
+        await rec.wait_count("b", Waiting, 2)
+        assert b.backends["hub"].pool.waiting == 2  # blocked, though the report came after the end
         assert len(rec.events("a", Connected)) == 1
 
 
@@ -182,5 +193,9 @@ async def test_the_same_person_in_two_rooms_is_not_paired_with_themselves():
         rec = b.platforms["rec"]
         rec.send("a", Start(user="same-person"))
         rec.send("b", Start(user="same-person"))
-        await asyncio.sleep(0.05)
-        assert rec.events("a", Connected) == []
+        await rec.wait_for("a", Waiting)
+        await rec.wait_for("b", Waiting)
+        assert b.backends["hub"].pool.waiting == 2
+        rec.send("c", Start(user="someone else"))
+        await rec.wait_for("c", Connected)  # c meets one of them: they were free, not paired together
+        assert len(rec.events("a", Connected)) + len(rec.events("b", Connected)) == 1

@@ -8,10 +8,12 @@ import time
 
 import pytest
 
+from bridge.backoff import Backoff
 from bridge.metrics import Metrics
 from bridge.outbox import MERGE_MARKER, Item, Outbox, OutboxPolicy, Outboxes, Permanent, RateLimited, merge_marker
 
-FAST = OutboxPolicy(platform="test", delays=(0.0, 0.0, 0.0), slow_after=float("inf"), typing_every=0.0)
+FAST = OutboxPolicy(platform="test", retry=Backoff(0.0, attempts=4), slow_after=float("inf"), typing_every=0.0)
+ONCE = Backoff(0.0, attempts=1)  # no retry at all
 
 
 class FakeSender:
@@ -97,7 +99,7 @@ async def test_items_leave_one_at_a_time_in_order_when_not_slowed():
 )
 async def test_texts_waiting_behind_a_slow_send_merge_with_one_marker(queued, expected):
     sender = FakeSender()
-    box = Outbox("r", sender, OutboxPolicy(platform="test", delays=(), slow_after=0.0))
+    box = Outbox("r", sender, OutboxPolicy(platform="test", retry=ONCE, slow_after=0.0))
     gate = await held(box, sender, (expected[0][0], "a"))
     for entry in queued:
         if entry == "notice":
@@ -115,9 +117,20 @@ async def test_texts_waiting_behind_a_slow_send_merge_with_one_marker(queued, ex
     assert box.merged == sum(c - 1 for _, _, c in expected)
 
 
+async def test_only_texts_of_one_group_merge():
+    sender = FakeSender()
+    box = Outbox("r", sender, OutboxPolicy(platform="test", retry=ONCE, slow_after=0.0))
+    gate = await held(box, sender, ("A", "first"))
+    for text, group in (("t1", "x"), ("t2", "x"), ("u1", "y"), ("u2", "y"), ("t3", "x")):
+        box.put_text("A", text, group=group)
+    gate.set()
+    await box.drain()
+    assert texts(sender) == [("A", "first", 1), ("A", "t1\nt2", 2), ("A", "u1\nu2", 2), ("A", "t3", 1)]
+
+
 async def test_merging_stops_at_the_merge_limit_so_nothing_is_cut():
     sender = FakeSender()
-    box = Outbox("r", sender, OutboxPolicy(platform="test", delays=(), slow_after=0.0, merge_limit=10))
+    box = Outbox("r", sender, OutboxPolicy(platform="test", retry=ONCE, slow_after=0.0, merge_limit=10))
     gate = await held(box, sender, ("A", "first"))
     for word in ("aaaa", "bbbb", "cccc", "dddd", "e"):
         box.put_text("A", word)
@@ -130,7 +143,7 @@ async def test_merging_stops_at_the_merge_limit_so_nothing_is_cut():
 @pytest.mark.parametrize(("waiting", "merged"), [(3, False), (4, True)])
 async def test_a_backlog_merges_even_when_sends_are_fast(waiting, merged):
     sender = FakeSender()
-    box = Outbox("r", sender, OutboxPolicy(platform="test", delays=(), slow_after=float("inf"), merge_backlog=4))
+    box = Outbox("r", sender, OutboxPolicy(platform="test", retry=ONCE, slow_after=float("inf"), merge_backlog=4))
     gate = await held(box, sender, ("A", "x"))
     for i in range(waiting):
         box.put_text("A", f"m{i}")
@@ -151,24 +164,25 @@ def test_the_marker_is_one_declaration():
 
 
 @pytest.mark.parametrize(
-    ("errors", "delays", "outcome", "attempts"),
+    ("errors", "tries", "outcome", "attempts"),
     [
-        ([], (0.0, 0.0), "sent", 1),
-        ([ConnectionError()], (0.0, 0.0), "sent", 2),
-        ([ConnectionError(), TimeoutError()], (0.0, 0.0), "sent", 3),
-        ([ConnectionError(), ConnectionError(), ConnectionError()], (0.0, 0.0), "transient", 3),
-        ([Permanent("thread locked")], (0.0, 0.0), "permanent", 1),
-        ([ConnectionError(), Permanent("gone")], (0.0, 0.0), "permanent", 2),
-        ([RateLimited(0.0)] * 5, (), "sent", 6),  # waiting on a rate limit is not a failure
-        ([RateLimited(0.0)] * 3, (0.0,) * 5, "rate_limited", 3),  # ... but is bounded (max_rate_waits=2)
+        ([], 3, "sent", 1),
+        ([ConnectionError()], 3, "sent", 2),
+        ([ConnectionError(), TimeoutError()], 3, "sent", 3),
+        ([ConnectionError(), ConnectionError(), ConnectionError()], 3, "transient", 3),
+        ([Permanent("thread locked")], 3, "permanent", 1),
+        ([ConnectionError(), Permanent("gone")], 3, "permanent", 2),
+        ([RateLimited(0.0)] * 5, 1, "sent", 6),  # waiting on a rate limit is not a failure
+        ([RateLimited(0.0)] * 3, 6, "rate_limited", 3),  # ... but is bounded (max_rate_waits=2)
     ],
 )
-async def test_bounded_retries_with_the_same_key_then_given_up(errors, delays, outcome, attempts):
+async def test_bounded_retries_with_the_same_key_then_given_up(errors, tries, outcome, attempts):
     sender = FakeSender()
     sender.failures["m"] = list(errors)
     metrics = Metrics()
     given_up: list[tuple[str, str, str]] = []
-    policy = OutboxPolicy(platform="test", delays=delays, slow_after=float("inf"), max_rate_waits=2 if outcome == "rate_limited" else 20)
+    policy = OutboxPolicy(platform="test", retry=Backoff(0.0, attempts=tries), slow_after=float("inf"),
+                          max_rate_waits=2 if outcome == "rate_limited" else 20)
     box = Outbox("r", sender, policy, metrics=metrics, on_given_up=lambda b, item, why: given_up.append((b.room, item.text, why)))
     box.put_text("A", "m")
     box.put_text("A", "after")
@@ -186,14 +200,14 @@ async def test_bounded_retries_with_the_same_key_then_given_up(errors, delays, o
     else:
         assert texts(sender) == [("A", "after", 1)]  # the next item still goes out
         assert given_up == [("r", "m", outcome)] and box.failed == 1
-        assert metrics.counters[("delivery_failures", (("platform", "test"), ("reason", outcome)))] == 1
-    assert metrics.counters[("delivery_attempts", (("platform", "test"),))] == attempts + 1
+        assert metrics.counters[("deliver_failures", (("platform", "test"), ("reason", outcome)))] == 1
+    assert metrics.counters[("deliver_attempts", (("platform", "test"),))] == attempts + 1
 
 
-async def test_retries_wait_the_policy_delays():
+async def test_retries_wait_the_backoff_delays():
     sender = FakeSender()
     sender.failures["m"] = [ConnectionError(), ConnectionError()]
-    box = Outbox("r", sender, OutboxPolicy(platform="test", delays=(0.05, 0.1), slow_after=float("inf")))
+    box = Outbox("r", sender, OutboxPolicy(platform="test", retry=Backoff(0.05, attempts=3), slow_after=float("inf")))
     began = time.monotonic()
     box.put_text(None, "m")
     await box.drain()
@@ -215,7 +229,7 @@ async def test_a_silent_item_is_given_up_without_the_hook():
 async def test_a_rate_limit_marks_the_room_slowed_so_what_waits_merges():
     sender = FakeSender()
     sender.failures["a"] = [RateLimited(0.0)]
-    box = Outbox("r", sender, OutboxPolicy(platform="test", delays=(), slow_after=float("inf")))
+    box = Outbox("r", sender, OutboxPolicy(platform="test", retry=ONCE, slow_after=float("inf")))
     gate = await held(box, sender, ("A", "a"))
     box.put_text("A", "b")
     box.put_text("A", "c")
@@ -241,7 +255,7 @@ async def test_a_call_runs_after_what_was_queued_before_it():
 
 async def test_typing_is_paced_refreshed_and_never_a_queue_item():
     sender = FakeSender()
-    box = Outbox("r", sender, OutboxPolicy(platform="test", delays=(), typing_every=0.05))
+    box = Outbox("r", sender, OutboxPolicy(platform="test", retry=ONCE, typing_every=0.05))
     box.typing_start("A")
     await sender.wait(lambda: len(sender.typing) >= 4)  # refreshed while it lasts
     box.typing_stop("A")
@@ -252,7 +266,7 @@ async def test_typing_is_paced_refreshed_and_never_a_queue_item():
 
 async def test_typing_off_call_follows_the_last_typist_and_repeated_starts_add_nothing():
     sender = FakeSender()
-    box = Outbox("r", sender, OutboxPolicy(platform="test", delays=(), typing_every=1000.0, typing_off=True))
+    box = Outbox("r", sender, OutboxPolicy(platform="test", retry=ONCE, typing_every=1000.0, typing_off=True))
     box.typing_start("A")
     await sender.wait(lambda: sender.typing)
     box.typing_start("A")
@@ -265,10 +279,12 @@ async def test_typing_off_call_follows_the_last_typist_and_repeated_starts_add_n
 
 async def test_an_idle_outbox_is_dropped_but_not_before_its_typing_pace_allows():
     sender = FakeSender()
-    boxes = Outboxes(sender, OutboxPolicy(platform="test", delays=(), typing_every=0.2))
+    dropped: list[str] = []
+    boxes = Outboxes(sender, OutboxPolicy(platform="test", retry=ONCE, typing_every=0.2), on_drop=dropped.append)
     boxes.get("r").put_text(None, "hi")
     await sender.wait(lambda: sender.sent)
     await _until(lambda: "r" not in boxes)
+    assert dropped == ["r"]  # the owner is told, so it can forget the room too
     box = boxes.get("r")
     box.typing_start(None)
     await sender.wait(lambda: sender.typing)
@@ -308,7 +324,7 @@ async def test_a_room_keeps_one_outbox_while_its_caller_queues():
     # deliver() does get(room), typing_stop(), put_text(): the outbox must not be dropped in between,
     # or two outboxes of one room would send out of order.
     sender = FakeSender()
-    boxes = Outboxes(sender, OutboxPolicy(platform="test", delays=(), typing_every=0.0))
+    boxes = Outboxes(sender, OutboxPolicy(platform="test", retry=ONCE, typing_every=0.0))
     first = boxes.get("r")
     gate = await held(first, sender, (None, "m0"))
     for i in range(1, 6):
@@ -321,3 +337,14 @@ async def test_a_room_keeps_one_outbox_while_its_caller_queues():
     assert [t for _, t, _ in texts(sender)] == [f"m{i}" for i in range(6)]
     boxes.get("empty")  # made but given nothing: dropped again
     await _until(lambda: len(boxes) == 0)
+
+
+async def test_the_given_up_hook_can_put_a_notice_where_the_lost_item_was():
+    sender = FakeSender()
+    sender.failures["lost"] = [Permanent("no")]
+    box = Outbox("r", sender, FAST, on_given_up=lambda b, item, why: b.put_payload(f"not delivered: {item.text}", notify=False, first=True))
+    gate = await held(box, sender, (None, "lost"))
+    box.put_text(None, "next")
+    gate.set()
+    await box.drain()
+    assert [s[1] if s[0] == "payload" else s[2] for s in sender.sent] == ["not delivered: lost", "next"]

@@ -27,15 +27,11 @@ def scripted(**backend):
     return {"backends": {"s": {"plugin": SCRIPTED, **backend}}, "bridge": {"default_backend": "s"}}
 
 
-async def settle(bridge, room="a"):
-    """Wait until the room's inbox is drained."""
-    for _ in range(200):
-        session = bridge.router.sessions.get(bridge.platforms["rec"].room(room))
-        if session is None or session.inbox.empty():
-            await asyncio.sleep(0.01)
-            if session is None or session.inbox.empty():
-                return
-        await asyncio.sleep(0.005)
+async def reaches(chat, event, timeout=5.0):
+    """Wait until `event` was sent to the stranger (a positive marker: no fixed sleep)."""
+    async with asyncio.timeout(timeout):
+        while event not in chat.sent:
+            await asyncio.sleep(0.005)
 
 
 async def chatting(bridge, room="a", index=0):
@@ -83,10 +79,10 @@ async def test_start_while_chatting_means_next():
         second = await b.backends["s"].next_chat(1)
         assert first.closed == 1
         first.stranger(Message("late message from the old stranger"))
-        second.stranger(Connected())
+        second.stranger(Connected(), Message("marker from the new stranger"))
         await rec.wait_count("a", Connected, 2)
-        await settle(b)
-        assert rec.events("a", Message) == []  # stale events of the left chat are dropped
+        await rec.wait_for("a", Message)
+        assert rec.events("a", Message) == [Message("marker from the new stranger")]  # the left chat's is dropped
         assert rec.events("a", Disconnected) == [Disconnected(reason=Reason.USER)]
 
 
@@ -107,7 +103,8 @@ async def test_backend_exception_ends_with_one_notice():
         chat.stranger(RuntimeError("boom"))
         end = await rec.wait_for("a", Disconnected)
         assert end.reason == Reason.ERROR
-        await settle(b)
+        rec.send("a", Message("marker"))  # handled after anything the failure still queued
+        await rec.wait_for("a", lambda e: isinstance(e, ServerNotice) and "not chatting" in e.text)
         assert len(rec.events("a", Disconnected)) == 1
 
 
@@ -135,14 +132,12 @@ async def test_search_timeout():
 
 
 async def test_typing_is_synthesised_and_deduplicated():
-    async with running(scripted(), typing_timeout=0.2, stranger_typing_timeout=0.2) as b:
+    async with running(scripted(), typing_timeout=0.2, stranger_typing_timeout=0.2, typing_interval=0.05) as b:
         rec, chat = await chatting(b)
         for _ in range(5):
             rec.send("a", Typing())
-        await settle(b)
-        assert chat.sent == [Typing()]
-        await asyncio.sleep(0.35)  # the user went quiet: the stranger is told
-        assert chat.sent == [Typing(), StoppedTyping()]
+        await reaches(chat, StoppedTyping())  # the user went quiet: the stranger is told
+        assert chat.sent == [Typing(), StoppedTyping()]  # five starts, one relayed
         for _ in range(100):
             chat.stranger(Typing())
         await rec.wait_for("a", Typing)
@@ -159,8 +154,9 @@ async def test_message_implies_stopped_typing_for_the_user_side():
         rec.send("a", Typing())
         rec.send("a", Message("x"))
         rec.send("a", Typing())
-        await settle(b)
-        assert chat.sent == [Typing(), Message("x"), Typing()]
+        rec.send("a", Message("end"))
+        await reaches(chat, Message("end"))
+        assert chat.sent == [Typing(), Message("x"), Typing(), Message("end")]
 
 
 async def test_spy_asker_only_watches():
@@ -191,7 +187,7 @@ async def test_group_partial_leave_keeps_chatting():
         kinds = [e for e in rec.shown[rec.room("a")] if isinstance(e, (Typing, StoppedTyping, Disconnected))]
         assert kinds == [Typing("Stranger 1"), StoppedTyping("Stranger 1"), Disconnected("Stranger 1", final=False)]
         rec.send("a", Message("still here"))
-        await settle(b)
+        await reaches(chat, Message("still here"))
         assert chat.sent == [Message("still here")]
         chat.stranger(Disconnected("Stranger 2", final=False))  # the last one cannot be partial
         await rec.wait_count("a", Disconnected, 2)
@@ -232,8 +228,9 @@ async def test_user_flood_is_limited_with_one_notice():
         rec, chat = await chatting(b)
         for n in range(50):
             rec.send("a", Message(f"m{n}"))
-        await settle(b)
-        assert len(chat.sent) == 5
+        rec.send("a", Typing())  # a marker the bucket lets through, handled after the flood
+        await reaches(chat, Typing())
+        assert chat.sent == [Message(f"m{n}") for n in range(5)] + [Typing()]
         notices = [e for e in rec.events("a", ServerNotice) if "too fast" in e.text]
         assert len(notices) == 1
 
@@ -242,9 +239,9 @@ async def test_stranger_flood_is_limited_with_one_notice():
     async with running(scripted(), stranger_rate=1, stranger_burst=10) as b:
         rec, chat = await chatting(b)
         chat.stranger(*[Message(f"s{n}") for n in range(200)], Message("last"))
-        await rec.wait_for("a", lambda e: isinstance(e, ServerNotice) and "too fast" in e.text)
-        await settle(b)
-        assert len(rec.events("a", Message)) == 10
+        chat.stranger(Typing())  # a marker the bucket lets through, handled after the flood
+        await rec.wait_for("a", Typing)
+        assert rec.events("a", Message) == [Message(f"s{n}") for n in range(10)]
         assert len([e for e in rec.events("a", ServerNotice) if "too fast" in e.text]) == 1
 
 
@@ -308,3 +305,166 @@ async def test_shutdown_tells_every_room_and_stranger_once():
     assert rec.events("a", Disconnected) == [Disconnected(reason=Reason.SHUTDOWN)]
     assert rec.events("b", Disconnected) == [Disconnected(reason=Reason.SHUTDOWN)]
     assert chat.closed == 1 and chat_b.closed == 1
+
+
+async def test_invisible_only_messages_are_not_relayed_either_way():
+    async with running(scripted()) as b:
+        rec, chat = await chatting(b)
+        chat.stranger(Message("\u200b" * 10), Message("\u3164\u00ad\u2060"), Message("marker"))
+        rec.send("a", Message("\u200b\u200c"))
+        rec.send("a", Message("user marker"))
+        await rec.wait_for("a", Message)
+        assert rec.events("a", Message) == [Message("marker")]  # the marker came after the blanks
+        async with asyncio.timeout(5):
+            while not chat.sent:
+                await asyncio.sleep(0.01)
+        assert chat.sent == [Message("user marker")]
+
+
+async def test_a_long_flood_gets_one_notice_per_direction_per_burst():
+    user_notice = "You're sending messages too fast: some were not sent."
+    stranger_notice = "The stranger is sending messages too fast: some were not shown."
+    # A refill takes 2 s: forty times the pace of the flood below, so a loaded machine that
+    # stretches the flood's 20 ms steps does not end the burst early.
+    limits = dict(user_rate=1, user_burst=2, stranger_rate=1, stranger_burst=2)
+
+    async def markers(rec, chat, n):
+        await asyncio.sleep(2.3)  # quiet for longer than a refill: the burst is over
+        rec.send("a", Message(f"user marker {n}"))
+        chat.stranger(Message(f"stranger marker {n}"))
+        await rec.wait_for("a", lambda e: e == Message(f"stranger marker {n}"))
+        async with asyncio.timeout(5):
+            while Message(f"user marker {n}") not in chat.sent:
+                await asyncio.sleep(0.01)
+        return sorted(e.text for e in rec.events("a", ServerNotice) if "too fast" in e.text)
+
+    async with running(scripted(max_length=100), **limits) as b:
+        rec, chat = await chatting(b)
+        for n in range(100):  # 2 s at 50 a second each way: some get through between drops
+            rec.send("a", Message(f"u{n}"))
+            chat.stranger(Message(f"s{n}"))
+            await asyncio.sleep(0.02)
+        assert await markers(rec, chat, 1) == sorted([user_notice, stranger_notice])
+        assert len(chat.sent) > limits["user_burst"] + 1  # messages did pass between drops (and the marker)
+        assert len(rec.events("a", Message)) > limits["stranger_burst"] + 1
+
+        for n in range(20):  # a new flood after the quiet period is a new burst: one more each
+            rec.send("a", Message(f"again u{n}"))
+            chat.stranger(Message(f"again s{n}"))
+        assert await markers(rec, chat, 2) == sorted([user_notice, stranger_notice] * 2)
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [Disconnected(reason=Reason.ERROR), Disconnected(reason=Reason.REFUSED), RuntimeError("boom"), None],
+    ids=["error", "refused", "raises", "stream-ends"],
+)
+async def test_a_backend_that_fails_with_its_own_notice_is_announced_once(ending):
+    from bridge.wording import describe
+
+    async with running(scripted()) as b:
+        rec, chat = await chatting(b)
+        chat.stranger(ServerNotice("The stranger service failed (HTTP 500)."), ending)
+        end = await rec.wait_for("a", Disconnected)
+        assert end.explained and end.reason in (Reason.ERROR, Reason.REFUSED)
+        said = [describe(e) for e in rec.shown[rec.room("a")][2:]]  # after Waiting and Connected
+        assert said == ["The stranger service failed (HTTP 500).", "The chat has ended."]
+        assert not any("connection to the stranger was lost" in s for s in said)
+
+
+async def test_a_notice_long_before_a_failure_does_not_hide_the_failure():
+    async with running(scripted()) as b:
+        rec, chat = await chatting(b)
+        chat.stranger(ServerNotice("Another stranger joined the room."))
+        await rec.wait_for("a", ServerNotice)
+        chat.stranger(Disconnected(reason=Reason.ERROR))
+        end = await rec.wait_for("a", Disconnected)
+        assert end == Disconnected(reason=Reason.ERROR) and not end.explained
+
+
+async def test_typing_toggles_never_take_a_messages_place_in_a_full_inbox():
+    from bridge.wording import NOT_ALL_DELIVERED
+
+    async with running(scripted(), inbox_size=10, typing_interval=0) as b:
+        rec, chat = await chatting(b)
+        for n in range(10):  # no await: nothing is handled in between, the inbox fills
+            for _ in range(500):
+                assert rec.send("a", Typing()) and rec.send("a", StoppedTyping())
+            assert rec.send("a", Message(f"m{n}")), f"m{n} was refused"
+        session = b.router.sessions[rec.room("a")]
+        assert len(session.inbox) <= 21  # ten messages and at most one typing state before each, and after
+        refused = [n for n in range(10, 15) if not rec.send("a", Message(f"m{n}"))]
+        assert refused == [10, 11, 12, 13, 14]  # now the inbox is full of messages
+        notice = await rec.wait_for("a", lambda e: isinstance(e, ServerNotice) and "Too much at once" in e.text)
+        async with asyncio.timeout(5):
+            while NOT_ALL_DELIVERED not in [getattr(e, "text", None) for e in chat.sent]:
+                await asyncio.sleep(0.01)
+        texts = [e.text for e in chat.sent if isinstance(e, Message)]
+        assert texts == [f"m{n}" for n in range(10)] + [NOT_ALL_DELIVERED]  # the stranger is told too, after
+        assert notice and len([e for e in rec.events("a", ServerNotice) if "Too much" in e.text]) == 1
+        assert b.metrics.counters[("messages_dropped", (("reason", "inbox_full"), ("side", "user")))] == 5
+
+
+async def test_a_hundred_typing_toggles_a_second_with_messages_lose_nothing_and_relay_little():
+    async with running(scripted(), typing_interval=0.5, user_burst=1000, stranger_burst=1000) as b:
+        rec, chat = await chatting(b)
+        sent = []
+        for n in range(200):  # 2 s of toggling at 100 a second, each way, and a message every 100 ms
+            typing = Typing() if n % 2 == 0 else StoppedTyping()
+            rec.send("a", typing)
+            chat.stranger(typing)
+            if n % 10 == 9:
+                sent.append(f"t{n}")
+                rec.send("a", Message(f"u{n}"))
+                chat.stranger(Message(f"s{n}"))
+            await asyncio.sleep(0.01)
+        rec.send("a", Message("user end"))
+        chat.stranger(Message("stranger end"))
+        await rec.wait_for("a", lambda e: e == Message("stranger end"))
+        async with asyncio.timeout(5):
+            while Message("user end") not in chat.sent:
+                await asyncio.sleep(0.01)
+        shown = rec.shown[rec.room("a")]
+        assert [e.text for e in shown if isinstance(e, Message)] == [f"s{t[1:]}" for t in sent] + ["stranger end"]
+        assert [e.text for e in chat.sent if isinstance(e, Message)] == [f"u{t[1:]}" for t in sent] + ["user end"]
+        # at most one start per interval or per message, each followed by at most one stop
+        bound = 2 * (len(sent) + 1 + int(2 / 0.5) + 2)
+        assert len([e for e in shown if isinstance(e, (Typing, StoppedTyping))]) <= bound
+        assert len([e for e in chat.sent if isinstance(e, (Typing, StoppedTyping))]) <= bound
+        assert len([e for e in shown if isinstance(e, Typing)]) >= 1  # typing is still shown at all
+
+
+async def test_a_message_the_room_cannot_show_is_told_to_both_sides_and_counted():
+    from bridge.wording import ROOM_NOT_SHOWN, not_delivered
+    from tests.core.flaky import FLAKY
+
+    data = scripted()
+    data["platforms"] = {"rec": {"plugin": FLAKY}}
+    async with running(data, deliver_attempts=2) as b:
+        rec, chat = await chatting(b)
+        chat.stranger(*(Message(t) for t in ("ok1", "poison1", "poison2", "ok2", "poison3", "last")))
+        await rec.wait_for("a", lambda e: e == Message("last"))
+        async with asyncio.timeout(5):
+            while len([e for e in chat.sent if "not delivered" in getattr(e, "text", "")]) < 3:
+                await asyncio.sleep(0.01)
+        shown = [e.text for e in rec.shown[rec.room("a")] if isinstance(e, (Message, ServerNotice))]
+        # one room notice per run of failures; every lost message named to the stranger
+        assert shown == ["ok1", ROOM_NOT_SHOWN, "ok2", ROOM_NOT_SHOWN, "last"]
+        assert chat.sent == [Message(not_delivered(t)) for t in ("poison1", "poison2", "poison3")]
+        assert rec.refused_attempts == 3 * 2  # bounded: deliver_attempts each
+        labels = (("platform", "rec"), ("reason", "ConnectionResetError"))
+        assert b.metrics.counters[("deliver_failures", labels)] == 3
+        assert b.metrics.counters[("deliver_retries", labels)] == 3
+
+
+async def test_the_stranger_is_told_of_dropped_messages_only():
+    async with running(scripted(), inbox_size=10) as b:
+        rec, chat = await chatting(b)
+        for n in range(10):
+            assert rec.send("a", Message(f"m{n}"))
+        assert not rec.send("a", Disconnected())  # refused: the inbox is full, and it is no message
+        await rec.wait_for("a", lambda e: isinstance(e, ServerNotice) and "Too much at once" in e.text)
+        await reaches(chat, Message("m9"))
+        rec.send("a", Message("after"))
+        await reaches(chat, Message("after"))
+        assert chat.sent == [Message(f"m{n}") for n in range(10)] + [Message("after")]

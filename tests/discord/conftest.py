@@ -9,17 +9,16 @@ import discord.gateway
 import pytest
 from discord.http import Route
 
-from plugins.discord.platform import DiscordPlatform
 from tests.helpers import RECORDING, running
 
-from .fakediscord import FakeDiscord, guarded_connector
+from .fakediscord import FakeDiscord
+from .guarded import GUARDED
 
 
 @pytest.fixture(autouse=True)
 def _guard(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Every HTTP/WebSocket call of the bridge goes through a connector that resolves no host name,
-    # and the redirection of discord.py to the fake is undone after each test.
-    monkeypatch.setattr(DiscordPlatform, "connector_factory", staticmethod(guarded_connector))
+    # The platform is GuardedDiscord (every HTTP/WebSocket call through a connector that resolves
+    # no host name), and the redirection of discord.py to the fake is undone after each test.
     monkeypatch.setattr(Route, "BASE", Route.BASE)
     monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
 
@@ -35,9 +34,9 @@ async def server():
 
 
 def bridge_config(server: FakeDiscord, **discord_over: Any) -> dict[str, Any]:
-    """A bridge with the Discord platform "dc", a recording platform "rec" and the embedded hub."""
+    """A bridge with the (guarded) Discord platform "dc", a recording platform "rec" and the embedded hub."""
     dc = {
-        "plugin": "discord",
+        "plugin": GUARDED,
         "token": "test-bot-token",
         "api_base": server.api_base,
         "gateway_url": server.gateway_url,

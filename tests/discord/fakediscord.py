@@ -71,7 +71,12 @@ class Fault:
     retry_after: float = 0.2
     is_global: bool = False
     after_store: bool = False  # run the request (store the message), then answer the error
+    # "answer": answer `status`; "reset": close the TCP connection without an answer; "hang": never
+    # answer (until `hold` seconds pass or the server stops), so the client times out
+    action: str = "answer"
+    hold: float = 30.0
     query: dict[str, str] | None = None  # only requests with these query values
+    content_has: str | None = None  # only requests whose JSON body's content holds this text
 
 
 @dataclass
@@ -123,6 +128,8 @@ class FakeDiscord:
             self.messages[cid] = []
             self.text_channels.append(cid)
         self.webhooks_forbidden = False
+        self.unanswered = 0  # requests a "reset" or "hang" fault left without an answer
+        self._released = asyncio.Event()  # ends every "hang" (at stop)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -139,6 +146,7 @@ class FakeDiscord:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
+        self._released.set()
         if self.session and self.session.ws is not None:
             with contextlib.suppress(Exception):
                 await self.session.ws.close()
@@ -287,12 +295,24 @@ class FakeDiscord:
                 resp = _json({"message": exc.reason, "code": 0}, exc.status)
             if fault is not None:
                 resp = self._fault_response(fault)
+        if fault is not None and fault.action != "answer":
+            rec.status = -1  # no answer at all
+            self.unanswered += 1
+            await self._notify()
+            if fault.action == "hang":
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(fault.hold):
+                        await self._released.wait()
+            if request.transport is not None:
+                request.transport.abort()  # the connection ends without a status line
+            return resp
         rec.status = resp.status
         await self._notify()
         return resp
 
-    def fail(self, method: str, pattern: str, status: int, **kw: Any) -> Fault:
-        """Answer the next matching request(s) with `status` (429: retry_after, is_global)."""
+    def fail(self, method: str, pattern: str, status: int = 500, **kw: Any) -> Fault:
+        """Answer the next matching request(s) with `status` (429: retry_after, is_global), or with
+        no answer (action "reset" or "hang"; with after_store the message is stored first)."""
         fault = Fault(method, re.compile(pattern), status, **kw)
         self.faults.append(fault)
         return fault
@@ -300,6 +320,8 @@ class FakeDiscord:
     def _take_fault(self, rec: Recorded) -> Fault | None:
         for fault in self.faults:
             if fault.query and any(rec.query.get(k) != v for k, v in fault.query.items()):
+                continue
+            if fault.content_has is not None and fault.content_has not in str((rec.body or {}).get("content", "")):
                 continue
             if fault.times > 0 and fault.method == rec.method and fault.pattern.search(rec.path):
                 fault.times -= 1

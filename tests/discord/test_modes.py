@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bridge.events import Connected, Disconnected, Message, Mode, Start, StoppedTyping, Typing
-from plugins.discord import platform as discord_platform
+from bridge.events import Connected, Disconnected, Message, Mode, ServerNotice, Start, StoppedTyping, Typing
+from .guarded import GuardedDiscord
 from tests.helpers import running
 
 from .conftest import bridge, bridge_config
-from .util import notices, open_chat, paired_with_rec, stranger_lines, wait_line, wait_notice
+from .util import notices, open_chat, paired_with_rec, stranger_lines, typing_over, until, wait_line, wait_notice
 
 ZW = "\u200b"
+TYPING = 0.3  # a shortened typing period, so a test can watch several refreshes (the rule is the same at 8 s)
 
 
 def typing_calls(server, tid: int) -> list:
@@ -25,7 +26,7 @@ def locked(server, tid: int) -> bool:
 
 
 async def test_group_of_three_two_threads_and_a_room(server, monkeypatch):
-    monkeypatch.setattr(discord_platform, "TYPING_EVERY", 0.2)  # typing refreshes fast, so a stuck indicator shows
+    monkeypatch.setattr(GuardedDiscord, "options", {"typing_every": TYPING})  # typing refreshes fast, so a stuck indicator shows
     async with bridge(server) as b:
         rec = b.platforms["rec"]
         alice, bob = server.add_user("alice"), server.add_user("bob")
@@ -65,10 +66,8 @@ async def test_group_of_three_two_threads_and_a_room(server, monkeypatch):
         await server.wait_until(lambda: locked(server, tb))  # bob stopped: his own chat ended
         assert not server.channels[ta]["thread_metadata"]["archived"]
         assert not server.channels[ta]["thread_metadata"].get("locked")
-        # the typing bob left behind does not stay on alice's thread (no refresh calls keep coming)
-        settled = len(typing_calls(server, ta))
-        await asyncio.sleep(discord_platform.TYPING_EVERY * 4)
-        assert len(typing_calls(server, ta)) <= settled + 1
+        # the typing bob left behind does not stay on alice's thread (no refresh is scheduled)
+        await until(lambda: typing_over(b.platforms["dc"], ta))
 
         rec.send("g", Message("still here"))
         assert await wait_line(server, ta, "still here") == (room_name_in_a, "still here")
@@ -100,7 +99,10 @@ async def test_group_kept_open_when_configured(server):
         await wait_line(server, ta, "two left")
         rec.send("g2", Disconnected())
         await wait_notice(server, ta, "has disconnected.", count=2)
-        await asyncio.sleep(0.2)  # give an (unwanted) archive call the time to arrive
+        # alice starts again in her thread: an (unwanted) archive call, queued after the last notice,
+        # would have come before this next notice
+        await server.slash(alice, ta, "start", mode="group")
+        await wait_notice(server, ta, "Looking for someone", count=2)
         assert not server.writes("PATCH", rf"^/channels/{ta}$")
         assert not server.channels[ta]["thread_metadata"]["archived"]
 
@@ -129,9 +131,14 @@ async def test_answer_a_spys_question(server):
         assert set(labels) == {"cats, clearly", "dogs, obviously"}
         assert set(labels.values()) == {"Stranger 1", "Stranger 2"}
 
-        # the spy's own words never reach the answerers
+        # the spy's own words never reach the answerers: the spy is told so, and a later message of
+        # each answerer reaches the other one without the spy's words coming first
         rec.send("spy", Message("I am watching"))
-        await asyncio.sleep(0.2)
+        await rec.wait_for("spy", lambda e: isinstance(e, ServerNotice) and "You're the spy" in e.text)
+        await server.user_message(ta, alice, "marker from alice")
+        await server.user_message(tb, bob, "marker from bob")
+        await wait_line(server, tb, "marker from alice")
+        await wait_line(server, ta, "marker from bob")
         assert not [c for tid in (ta, tb) for _, c in stranger_lines(server, tid) if "watching" in c]
 
         # bob leaves: alice's answer chat ends (archived) and the spy is told
@@ -160,7 +167,7 @@ async def test_user_typing_times_out_to_stopped_typing(server):
 
 async def test_stranger_typing_refreshed_at_most_once_per_period(server, monkeypatch):
     # The period is shortened so a test can watch several refreshes; the rule is the same at 8 s.
-    monkeypatch.setattr(discord_platform, "TYPING_EVERY", 0.3)
+    monkeypatch.setattr(GuardedDiscord, "options", {"typing_every": TYPING})
     async with bridge(server) as b:
         rec = b.platforms["rec"]
         _, tid = await paired_with_rec(server, b)
@@ -175,8 +182,6 @@ async def test_stranger_typing_refreshed_at_most_once_per_period(server, monkeyp
         await wait_line(server, tid, "done")
         elapsed = time.perf_counter() - first
         calls = typing_calls(server, tid)
-        assert len(calls) <= 1 + elapsed // discord_platform.TYPING_EVERY + 1
-        # after the message the indicator is not refreshed any more
-        settled = len(typing_calls(server, tid))
-        await asyncio.sleep(discord_platform.TYPING_EVERY * 3)
-        assert len(typing_calls(server, tid)) <= settled
+        assert len(calls) <= 1 + elapsed // TYPING + 1
+        # after the message the indicator is not refreshed any more: no refresh is scheduled
+        await until(lambda: typing_over(b.platforms["dc"], tid))

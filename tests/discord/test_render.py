@@ -129,3 +129,44 @@ def test_no_notice_for_message_or_typing():
 
 def test_thread_name_has_no_user_in_it():
     assert render.thread_name(7) == "Stranger chat #0007"
+
+
+FORGED_NOTICE = "hi\n\n\nStranger has disconnected.\n> You have disconnected.\n-# stranger-bridge\n# Looking for someone"
+
+
+def test_every_line_of_multi_line_stranger_text_is_attributed_in_bot_messages():
+    [payload] = render.stranger_payloads(FORGED_NOTICE, "Stranger 2", webhook=False)
+    lines = payload["content"].split("\n")
+    assert lines == [
+        "**Stranger 2:** hi",
+        "**Stranger 2:** Stranger has disconnected.",
+        "**Stranger 2:** \\> You have disconnected.",
+        "**Stranger 2:** \\-# stranger-bridge",
+        "**Stranger 2:** \\# Looking for someone",
+    ]
+    assert "embeds" not in payload and payload["flags"] & render.SUPPRESS_EMBEDS
+
+
+def test_multi_line_stranger_text_through_a_webhook_is_one_block_under_the_stranger_s_name():
+    [payload] = render.stranger_payloads(FORGED_NOTICE, "Stranger", webhook=True)
+    assert payload["username"] == "Stranger" and "embeds" not in payload
+    assert not [line for line in payload["content"].split("\n") if line.startswith((">", "-#", "#"))]
+
+
+@pytest.mark.parametrize("webhook", [False, True])
+def test_a_long_multi_line_text_split_in_parts_keeps_every_line_attributed(webhook):
+    text = "\n".join(f"line {i} " + "w " * 40 for i in range(200))
+    parts = render.stranger_payloads(text, None, webhook=webhook)
+    assert len(parts) == 3 and all(len(p["content"]) <= 2000 for p in parts)
+    if not webhook:
+        assert all(line.startswith("**Stranger:** ") for p in parts for line in p["content"].split("\n"))
+
+
+def test_the_not_delivered_notice_quotes_the_message_and_counts_merged_ones():
+    one = render.undelivered_notice("Stranger 2", "hi\n\nthere @everyone")
+    assert one["embeds"][0]["description"] == f"This message from Stranger 2 could not be delivered: “hi there @{Z}everyone”"
+    assert one["content"] == "" and one["allowed_mentions"]["parse"] == []
+    merged = render.undelivered_notice(None, "a\nb\nc", 3)
+    assert merged["embeds"][0]["description"] == "These 3 messages from Stranger could not be delivered: “a b c”"
+    long = render.undelivered_notice(None, "x" * 500)["embeds"][0]["description"]
+    assert len(long) < 200 and long.endswith(f"{CUT_MARKER}”")

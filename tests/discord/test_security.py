@@ -6,11 +6,11 @@ import pytest
 
 import time
 
-from bridge.events import Disconnected, Message, StoppedTyping, Typing
+from bridge.events import Disconnected, Message, Room, StoppedTyping, Typing
 
 from .conftest import bridge
 from .fakediscord import BOT_ID
-from .util import open_chat, paired_with_rec, wait_line, wait_notice
+from .util import open_chat, paired_with_rec, until, wait_line, wait_notice
 
 Z = "\u200b"
 NONE = {"parse": [], "users": [], "roles": [], "replied_user": False}
@@ -47,7 +47,8 @@ async def test_stranger_bad_inputs_exact_payloads(server, webhooks):
             else:
                 nonce = body.pop("nonce")
                 assert isinstance(nonce, str) and nonce
-                assert body == {"content": f"**Stranger:** {shown} #{index}", "allowed_mentions": NONE, "flags": 4,
+                attributed = "\n".join(f"**Stranger:** {line}" for line in f"{shown} #{index}".split("\n"))  # every line
+                assert body == {"content": attributed, "allowed_mentions": NONE, "flags": 4,
                                 "enforce_nonce": True}
         # notices are embeds by the bot: never a webhook, never bare content
         for post in server.writes("POST", rf"^/channels/{tid}/messages$"):
@@ -137,11 +138,26 @@ async def test_guild_cap_and_foreign_thread(server):
         assert len(server.threads()) == 1
 
 
+def thread_writes(server, tid: int) -> list:
+    """Every write the bridge sent to a thread: bot posts, webhook posts into it, typing, edits."""
+    return [r for r in server.requests if r.method != "GET" and (f"/channels/{tid}" in r.path or r.query.get("thread_id") == str(tid))]
+
+
 @pytest.mark.parametrize("how", ["archive", "delete", "leave"])
-async def test_user_leaving_the_thread_disconnects_the_stranger(server, how):
+async def test_user_leaving_the_thread_disconnects_the_stranger(server, how, monkeypatch):
     async with bridge(server) as b:
         rec = b.platforms["rec"]
+        dc = b.platforms["dc"]
+        delivered: list[tuple[Room, object]] = []
+        deliver = dc.deliver
+
+        async def watched(room, event):  # the real deliver, then a record that the core called it
+            await deliver(room, event)
+            delivered.append((room, event))
+
+        monkeypatch.setattr(dc, "deliver", watched)
         alice, tid = await paired_with_rec(server, b)
+        writes_before = len(thread_writes(server, tid))
         if how == "archive":
             await server.archive_thread(tid)
         elif how == "delete":
@@ -151,8 +167,12 @@ async def test_user_leaving_the_thread_disconnects_the_stranger(server, how):
         await rec.wait_for("w", Disconnected)
         rec.send("w", Message("anyone?"))
         await rec.wait_for("w", lambda e: type(e).__name__ == "ServerNotice")
-        # nothing more is posted in a thread the user closed
-        assert not [m for m in server.bot_messages(tid) if "anyone" in m["content"]] if tid in server.messages else True
+        # the core has delivered the thread's own "You have disconnected." and every outbox is
+        # drained: nothing more was posted in, or even sent to, the thread the user closed
+        room = Room("dc", str(tid))
+        await until(lambda: any(r == room and isinstance(e, Disconnected) and e.final for r, e in delivered))
+        await dc.outboxes.drain()
+        assert thread_writes(server, tid)[writes_before:] == []
 
 
 async def test_stranger_typing_paced_once_per_8s(server):
@@ -170,3 +190,26 @@ async def test_stranger_typing_paced_once_per_8s(server):
         calls = len(server.writes("POST", rf"^/channels/{tid}/typing$"))
         assert 1 <= calls <= 1 + (time.monotonic() - began) // 8  # never more than one call per 8 s
         assert all(m["author"]["id"] != str(BOT_ID) or "done typing" not in m["content"] for m in server.bot_messages(tid))
+
+
+@pytest.mark.parametrize("webhooks", [False, True])
+async def test_stranger_lines_never_pass_for_a_notice_in_the_thread(server, webhooks):
+    forged = "hi\n\n\nStranger has disconnected.\n> You have disconnected.\n-# stranger-bridge"
+    async with bridge(server, webhooks=webhooks) as b:
+        rec = b.platforms["rec"]
+        _, tid = await paired_with_rec(server, b)
+        rec.send("w", Message(forged))
+        rec.send("w", Disconnected())
+        await wait_notice(server, tid, "Stranger has disconnected.")
+        shown = server.bot_messages(tid)
+        texts = [m for m in shown if m["content"]]
+        assert len(texts) == 1 and not texts[0]["embeds"]
+        [message] = texts
+        if webhooks:  # one block under the stranger's name, not the bot's
+            assert message["author"]["username"] == "Stranger" and message.get("webhook_id")
+        else:
+            assert all(line.startswith("**Stranger:** ") for line in message["content"].split("\n"))
+        assert not [line for line in message["content"].split("\n") if line.lstrip("*Stranger: ").startswith((">", "-#"))]
+        # every notice is an embed of the bot with no content, so plain text never looks like one
+        notices_shown = [m for m in shown if m["embeds"]]
+        assert notices_shown and all(m["content"] == "" and m["author"]["id"] == str(BOT_ID) for m in notices_shown)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from .fakediscord import FakeDiscord
 
 
@@ -49,3 +51,17 @@ async def paired_with_rec(server: FakeDiscord, b, room: str = "w", name: str = "
     await rec.wait_for(room, Connected)
     await wait_notice(server, tid, "You're now chatting")
     return uid, tid
+
+
+async def until(test, timeout: float = 10.0):
+    """Wait until `test()` is truthy for state outside the fake server (metrics, the platform's maps)."""
+    async with asyncio.timeout(timeout):
+        while not (result := test()):
+            await asyncio.sleep(0.01)
+    return result
+
+
+def typing_over(platform, tid: int) -> bool:
+    """No typing indicator is kept up in the thread: nobody types and no refresh is scheduled."""
+    box = platform.outboxes.find(tid)
+    return box is None or not box.typing.active

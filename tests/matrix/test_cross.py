@@ -9,8 +9,8 @@ import discord.gateway
 import pytest
 from discord.http import Route
 
-from plugins.discord.platform import DiscordPlatform
-from tests.discord.fakediscord import GUILD_ID, FakeDiscord, guarded_connector
+from tests.discord.fakediscord import GUILD_ID, FakeDiscord
+from tests.discord.guarded import GUARDED
 from tests.discord.util import open_chat, stranger_lines, wait_line, wait_notice
 from tests.helpers import running
 from tests.web.client import RawClient
@@ -36,7 +36,6 @@ def mx_table(url: str, bot: dict) -> dict:
 @pytest.fixture
 async def discord_server(monkeypatch: pytest.MonkeyPatch):
     # As the Discord tests do: no host name resolves, and discord.py's redirection is undone afterwards.
-    monkeypatch.setattr(DiscordPlatform, "connector_factory", staticmethod(guarded_connector))
     monkeypatch.setattr(Route, "BASE", Route.BASE)
     monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
     fake = FakeDiscord()
@@ -61,7 +60,7 @@ async def test_matrix_room_with_discord_thread(matrix, synapse, discord_server):
     alice = await matrix.user("alice")
     me = bot["user_id"]
     dc = {
-        "plugin": "discord",
+        "plugin": GUARDED,
         "token": "test-bot-token",
         "api_base": server.api_base,
         "gateway_url": server.gateway_url,

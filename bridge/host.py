@@ -1,0 +1,60 @@
+"""The Host protocol: what a Session needs from whoever runs it (the Router, or a test's stand-in)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
+
+from .abc import Backend
+from .config import BridgeSection
+from .events import Event, Room
+from .metrics import Metrics
+from .reports import RecentChats
+from .store import SessionRecord
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["Host"]
+
+
+class Host(Protocol):
+    """The members of the router a session uses; the session imports nothing else of it."""
+
+    settings: BridgeSection
+    metrics: Metrics
+    backends: Mapping[str, Backend]
+    recent: RecentChats  # chats that just ended, so that "report" still reaches them
+
+    @property
+    def closing(self) -> bool:
+        """True once the daemon is shutting down: no new chats start."""
+        ...
+
+    def backend_for(self, platform: str) -> str:
+        """The backend a room of `platform` uses when its Start names none."""
+        ...
+
+    def max_message_length(self, backend: str | None) -> int:
+        """The longest user message the backend named `backend` takes."""
+        ...
+
+    async def deliver(self, room: Room, event: Event) -> bool:
+        """Show `event` in `room` (bounded retries); False when it could not be shown."""
+        ...
+
+    def spawn_notice(self, room: Room, text: str) -> None:
+        """Show a notice in `room` outside the session's task (its inbox may be full)."""
+        ...
+
+    async def save(self, record: SessionRecord) -> None:
+        """Persist a session record; failures are logged, never raised."""
+        ...
+
+    async def forget(self, room: Room) -> None:
+        """Drop the persisted record of `room`; failures are logged, never raised."""
+        ...
+
+    def retire(self, session: Session) -> bool:
+        """Called by an idle session's task before it exits; False if it must keep running."""
+        ...

@@ -1,0 +1,68 @@
+"""The discord.py client: gateway events handed to the platform's inbound and command handlers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+
+from .commands import command_group
+
+if TYPE_CHECKING:
+    from .platform import DiscordPlatform
+
+__all__ = ["DiscordClient"]
+
+
+class DiscordClient(discord.Client):
+    """discord.py client whose events go to the platform's Inbound and Commands."""
+
+    def __init__(self, platform: DiscordPlatform, **options: Any) -> None:
+        super().__init__(**options)
+        self.platform = platform
+        self.inbound = platform.inbound
+        self.tree = app_commands.CommandTree(self)
+        self.tree.add_command(command_group(platform.commands, platform.config.dm))
+
+    async def setup_hook(self) -> None:
+        await self.platform.sync_commands()
+
+    async def on_connect(self) -> None:
+        self.inbound.on_identified()
+
+    async def on_ready(self) -> None:
+        self.platform.ready_event.set()
+        self.platform.metrics.set_ready(self.platform.name, True)
+
+    async def on_resumed(self) -> None:
+        self.platform.metrics.set_ready(self.platform.name, True)
+
+    async def on_disconnect(self) -> None:
+        # The gateway is gone until discord.py resumes or identifies again: say so on /metrics.
+        if self.platform.ready_event.is_set():
+            self.platform.metrics.set_ready(self.platform.name, False)
+
+    async def on_message(self, message: discord.Message) -> None:
+        self.inbound.on_message(message)
+
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        self.inbound.on_edit(payload)
+
+    async def on_raw_typing(self, payload: discord.RawTypingEvent) -> None:
+        self.inbound.on_typing(payload.channel_id, payload.user_id)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        if interaction.type is discord.InteractionType.component:
+            await self.platform.commands.on_button(interaction)
+
+    async def on_raw_thread_update(self, payload: discord.RawThreadUpdateEvent) -> None:
+        if payload.data.get("thread_metadata", {}).get("archived"):
+            self.inbound.on_thread_gone(payload.thread_id, "archived")
+
+    async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
+        self.inbound.on_thread_gone(payload.thread_id, "deleted")
+
+    async def on_raw_thread_member_remove(self, payload: discord.RawThreadMembersUpdate) -> None:
+        removed = {int(x) for x in payload.data.get("removed_member_ids", [])}
+        self.inbound.on_members_removed(payload.thread_id, removed)

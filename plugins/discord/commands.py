@@ -1,0 +1,342 @@
+"""The /stranger command tree and session buttons, with their policy: where allowed, cooldowns, replays."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+import discord
+from discord import app_commands
+from discord.http import Route
+
+from bridge.bucket import TokenBucket
+from bridge.dedupe import SeenIds
+from bridge.events import Disconnected, Mode, Reason, Report, Room, Start
+from bridge.identity import user_key
+
+from . import render
+from .threads import ThreadInfo
+
+if TYPE_CHECKING:
+    from .platform import DiscordPlatform
+
+__all__ = ["Commands", "HELP", "command_group"]
+
+log = logging.getLogger(__name__)
+
+NONE = discord.AllowedMentions.none()
+# A start's interaction id is persisted this long, so its replay (also across a restart) never
+# opens a second thread; Discord takes no answer to an older interaction, so older ones need no memory.
+INTERACTION_TTL = 15 * 60.0
+HELP = (
+    "**/stranger start** — meet a random stranger in a private thread (options: interests, language, mode)\n"
+    "**/stranger next** — leave this stranger and meet another\n"
+    "**/stranger stop** — end the chat\n"
+    "**/stranger ask** — ask a question and watch two strangers discuss it\n"
+    "**/stranger answer** — discuss someone's question with another stranger\n"
+    "**/stranger report** — end the chat and never be paired with this stranger again\n"
+    "Strangers never see your name, your server or your channel."
+)
+
+ModeChoice = Literal["random", "ask", "answer", "group"]
+
+
+def command_group(commands: Commands, dm: bool) -> app_commands.Group:
+    """/stranger and its subcommands, each handed to `commands`."""
+    # Offered in DMs with the bot only when dm = true (the DM refusal stays for stale registrations).
+    contexts = app_commands.AppCommandContext(guild=True, dm_channel=dm, private_channel=False)
+    group = app_commands.Group(name="stranger", description="Chat with a random stranger", allowed_contexts=contexts)
+
+    @group.command(name="start", description="Meet a random stranger (in a session thread: the next one)")
+    @app_commands.describe(
+        interests="Comma-separated interests to match on",
+        language="Two-letter language code, e.g. en",
+        mode="random, ask (watch two strangers), answer (discuss a question) or group (three people)",
+    )
+    async def start(
+        interaction: discord.Interaction,
+        interests: str | None = None,
+        language: str | None = None,
+        mode: ModeChoice = "random",
+    ) -> None:
+        await commands.cmd_start(interaction, interests=interests, language=language, mode=mode)
+
+    @group.command(name="next", description="Leave this stranger and meet another")
+    async def next_(interaction: discord.Interaction) -> None:
+        await commands.cmd_next(interaction)
+
+    @group.command(name="stop", description="End the chat")
+    async def stop(interaction: discord.Interaction) -> None:
+        await commands.cmd_stop(interaction)
+
+    @group.command(name="ask", description="Ask a question and watch two strangers discuss it")
+    @app_commands.describe(question="The question the strangers will discuss")
+    async def ask(interaction: discord.Interaction, question: str) -> None:
+        await commands.cmd_start(interaction, mode="ask", question=question)
+
+    @group.command(name="answer", description="Discuss someone's question with another stranger")
+    async def answer(interaction: discord.Interaction) -> None:
+        await commands.cmd_start(interaction, mode="answer")
+
+    @group.command(name="report", description="End the chat and never meet this stranger again")
+    async def report(interaction: discord.Interaction) -> None:
+        await commands.cmd_report(interaction)
+
+    @group.command(name="help", description="What /stranger does")
+    async def help_(interaction: discord.Interaction) -> None:
+        if commands.first_time(interaction):
+            await commands.reply(interaction, HELP)
+
+    return group
+
+
+class Commands:
+    """What /stranger and the buttons do: open, restart and end session threads."""
+
+    def __init__(self, host: DiscordPlatform) -> None:
+        self.host = host
+        self.config = host.config
+        self.remember = host.remember
+        self.cooldowns: dict[int, TokenBucket] = {}  # user -> one start per start_cooldown (only while it runs)
+        self.seen_interactions: SeenIds[int, None] = SeenIds(self.remember)
+        self._started: dict[str, float] | None = None  # interaction id -> wall time; persisted as "interactions"
+
+    def first_time(self, interaction: discord.Interaction) -> bool:
+        """False for an interaction already handled (a gateway replay): it must not act twice."""
+        if not self.seen_interactions.first_time(interaction.id):
+            log.info("interaction %s delivered again; ignored", interaction.id)
+            return False
+        return True
+
+    async def _start_handled(self, iid: int) -> bool:
+        """Whether a start interaction was already handled, in this run or (recently) the previous one."""
+        if self._started is None:
+            raw = await self.host.state.get("interactions")
+            self._started = json.loads(raw) if raw else {}
+        return str(iid) in self._started
+
+    async def _start_done(self, iid: int) -> None:
+        """Persist that this start was handled (a replay after a restart is ignored), dropping old ones."""
+        await self._start_handled(iid)
+        started = self._started
+        assert started is not None
+        now = time.time()
+        for key in [k for k, at in started.items() if now - at > INTERACTION_TTL]:
+            del started[key]
+        started[str(iid)] = now
+        while len(started) > self.remember:
+            del started[next(iter(started))]
+        await self.host.state.set("interactions", json.dumps(started))
+
+    async def reply(self, interaction: discord.Interaction, text: str) -> None:
+        """An ephemeral answer (or follow-up when the interaction was deferred)."""
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=NONE, suppress_embeds=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NONE, suppress_embeds=True)
+
+    def _room(self, info: ThreadInfo) -> Room:
+        return Room(self.host.name, str(info.id))
+
+    def _allowed_here(self, interaction: discord.Interaction) -> str | None:
+        cfg = self.config
+        if interaction.guild_id is None:
+            return None if cfg.dm else "Stranger chats are not available in direct messages here."
+        if cfg.guilds and interaction.guild_id not in cfg.guilds:
+            return "Stranger chats are not enabled on this server."
+        return None
+
+    def _cooldown(self, user: int) -> str | None:
+        every = self.config.start_cooldown
+        if every <= 0:
+            return None
+        buckets = self.cooldowns
+        bucket = buckets.get(user)
+        if bucket is not None and (wait := bucket.wait_time()) > 0:
+            return f"Please wait {wait:.0f} s before starting again."
+        if bucket is None:
+            if len(buckets) >= self.remember:  # only cooldowns still running matter: forget the others
+                for key in [k for k, b in buckets.items() if b.wait_time() == 0]:
+                    del buckets[key]
+            bucket = buckets[user] = TokenBucket(1.0 / every, 1)
+        bucket.spend()
+        return None
+
+    async def cmd_start(
+        self,
+        interaction: discord.Interaction,
+        *,
+        interests: str | None = None,
+        language: str | None = None,
+        mode: str = "random",
+        question: str | None = None,
+    ) -> None:
+        if not self.first_time(interaction) or await self._start_handled(interaction.id):
+            return  # a replay (also across a restart): the thread it opened already exists
+        problem = self._allowed_here(interaction)
+        if problem:
+            await self.reply(interaction, problem)
+            return
+        threads = self.host.threads
+        user = interaction.user.id
+        start = {
+            "interests": [i.strip() for i in (interests or "").split(",") if i.strip()],
+            "language": (language or "en").strip().lower(),
+            "mode": mode,
+            "question": question,
+        }
+        cid = interaction.channel_id or 0
+        info = threads.get(cid)
+        if info is not None:  # in a session thread: start means next
+            if info.owner != user:
+                await self.reply(interaction, "This chat belongs to someone else. Use /stranger start in a channel.")
+                return
+            await self._restart(interaction, info, start, "Looking for a new stranger…")
+            return
+        existing = threads.of_user(user)
+        if existing is not None:
+            await self.reply(interaction, f"You already have a chat in <#{existing}>. Use /stranger next or /stranger stop there.")
+            return
+        if interaction.guild_id is None:
+            await self._start_dm(interaction, start)
+            return
+        channel = interaction.channel
+        if not isinstance(channel, discord.TextChannel) and getattr(channel, "type", None) is not discord.ChannelType.text:
+            await self.reply(interaction, "Use /stranger start in a text channel.")
+            return
+        if self.config.channels and cid not in self.config.channels:
+            await self.reply(interaction, "Stranger chats can't be started in this channel.")
+            return
+        if threads.in_guild(interaction.guild_id) >= self.config.max_sessions_per_guild:
+            await self.reply(interaction, "Too many stranger chats are running on this server; try again later.")
+            return
+        problem = self._cooldown(user)
+        if problem:
+            await self.reply(interaction, problem)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            info = await self._open_thread(cid, user, interaction.guild_id, start, interaction.id)
+        except discord.HTTPException as exc:
+            log.warning("could not open a thread in channel %s: %s", cid, exc)
+            await self.reply(interaction, "I couldn't open a thread here (missing permissions?).")
+            return
+        self._submit_start(info)
+        await self.reply(interaction, f"Your chat is in <#{info.id}>.")
+
+    async def _start_dm(self, interaction: discord.Interaction, start: dict) -> None:
+        problem = self._cooldown(interaction.user.id)
+        if problem:
+            await self.reply(interaction, problem)
+            return
+        cid = interaction.channel_id or 0
+        info = ThreadInfo(id=cid, owner=interaction.user.id, guild=None, parent=None, last_seen=interaction.id, start=start)
+        self.host.threads.add(info)
+        await self.host.threads.save_now(info)
+        await self._start_done(interaction.id)
+        await self.reply(interaction, "Looking for a stranger…")
+        self._submit_start(info)
+
+    async def _open_thread(self, parent: int, user: int, guild: int | None, start: dict, origin: int) -> ThreadInfo:
+        client = self.host.client
+        assert client is not None
+        http = client.http
+        threads = self.host.threads
+        number = await threads.next_number()
+        private = self.config.thread_visibility == "private"
+        body: dict[str, Any] = {
+            "name": render.thread_name(number),
+            "type": 12 if private else 11,
+            "auto_archive_duration": self.config.auto_archive_minutes,
+        }
+        if private:
+            body["invitable"] = False
+        data = await http.request(Route("POST", "/channels/{channel_id}/threads", channel_id=parent), json=body)
+        tid = int(data["id"])
+        info = ThreadInfo(id=tid, owner=user, guild=guild, parent=parent, last_seen=tid, start=start)
+        threads.add(info)
+        await threads.save_now(info)  # before anything else can fail: a restart finds this thread
+        await self._start_done(origin)
+        await http.request(
+            Route("PUT", "/channels/{channel_id}/thread-members/{user_id}", channel_id=tid, user_id=user)
+        )
+        return info
+
+    def _submit_start(self, info: ThreadInfo) -> None:
+        s = info.start
+        mode = Mode(s.get("mode") or "random")
+        info.restarting = True
+        self.host.submit(
+            self._room(info),
+            Start(
+                interests=tuple(s.get("interests") or ()),
+                language=s.get("language") or "en",
+                mode=mode,
+                question=s.get("question"),
+                answer_questions=mode is Mode.ANSWER,
+                user=user_key("discord", info.owner),
+            ),
+        )
+
+    async def _restart(self, interaction: discord.Interaction, info: ThreadInfo, start: dict | None, text: str) -> None:
+        problem = self._cooldown(info.owner)
+        if problem:
+            await self.reply(interaction, problem)
+            return
+        if start is not None:
+            info.start = start
+            self.host.threads.persist(info)
+        self._submit_start(info)
+        await self.reply(interaction, text)
+
+    def _target(self, interaction: discord.Interaction) -> ThreadInfo | None:
+        threads = self.host.threads
+        info = threads.get(interaction.channel_id or 0)
+        if info is not None and info.owner == interaction.user.id:
+            return info
+        tid = threads.of_user(interaction.user.id)
+        return threads.get(tid) if tid is not None else None
+
+    async def cmd_next(self, interaction: discord.Interaction) -> None:
+        if not self.first_time(interaction):
+            return
+        info = self._target(interaction)
+        if info is None:
+            await self.reply(interaction, "You have no stranger chat. Use /stranger start.")
+            return
+        await self._restart(interaction, info, None, "Looking for a new stranger…")
+
+    async def cmd_stop(self, interaction: discord.Interaction) -> None:
+        if not self.first_time(interaction):
+            return
+        info = self._target(interaction)
+        if info is None:
+            await self.reply(interaction, "You have no stranger chat.")
+            return
+        info.restarting = False
+        self.host.submit(self._room(info), Disconnected(reason=Reason.USER))
+        await self.reply(interaction, "Ending the chat.")
+
+    async def cmd_report(self, interaction: discord.Interaction) -> None:
+        if not self.first_time(interaction):
+            return
+        info = self._target(interaction)
+        if info is None:
+            await self.reply(interaction, "There is no stranger to report.")
+            return
+        info.restarting = False
+        self.host.submit(self._room(info), Report())
+        await self.reply(interaction, "Reported. You won't be paired with this stranger again.")
+
+    async def on_button(self, interaction: discord.Interaction) -> None:
+        custom_id = (interaction.data or {}).get("custom_id")
+        if custom_id not in render.BUTTONS:
+            return
+        if custom_id == "stranger:next":
+            await self.cmd_next(interaction)
+        elif custom_id == "stranger:stop":
+            await self.cmd_stop(interaction)
+        else:
+            await self.cmd_report(interaction)
