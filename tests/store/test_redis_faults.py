@@ -127,3 +127,22 @@ async def test_healthz_says_why_while_redis_is_down_and_recovers(redis_server):
             return await healthz() == (200, "healthy")
 
         await until(back)
+
+
+async def test_a_daemon_on_redis_takes_up_only_the_sessions_its_instance_owns(redis_server):
+    from bridge.app import Bridge
+    from bridge.events import Disconnected, Reason
+
+    for owner, room in (("web-1", "r1"), ("web-2", "r2")):
+        store = await open_redis(redis_server.url, owner)
+        await store.save_session(SessionRecord(Room("rec", room), "chatting", "hub", "gone-chat", {"mode": "random"}))
+        await store.close()
+    cfg = config({"platforms": {"rec": {"plugin": RECORDING}}}, store=redis_server.url, instance="web-1",
+                 instance_lease=LEASE, store_prefix="sbtest:")
+    async with Bridge(cfg) as bridge:  # start() returns after resume has gone through every owned record
+        rec = bridge.platforms["rec"]
+        ended = await rec.wait_for("r1", Disconnected)
+        assert ended.reason == Reason.RESTART and len(rec.events("r1", Disconnected)) == 1
+        assert rec.events("r2") == []  # web-2's session is not this instance's to end
+        assert await bridge.store.sessions() == []
+        assert [r.room.id for r in await bridge.store.sessions_of("web-2")] == ["r2"]
