@@ -87,8 +87,14 @@ class RedisStore(Store):
         store = cls(url, prefix=prefix, instance=instance, lease=lease, on_instance_down=on_instance_down)
         try:
             await store._check_server()
-            await store._claim_prefix()
+            fresh = await store._check_prefix()  # read-only: refuses a prefix that holds foreign keys
+            await store._check_streams()
+            if fresh:
+                await store._mark_prefix()
             await store.lease.acquire()
+        except (rx.RedisError, *_DOWN) as exc:  # Redis went away or refused a command half-way
+            await store.redis.aclose()
+            raise StoreError(f"bridge.store: Redis at {url.redacted()} failed while opening the store: {_plain(exc)}") from None
         except BaseException:
             await store.redis.aclose()
             raise
@@ -115,47 +121,57 @@ class RedisStore(Store):
             raise StoreError(f"bridge.store: Redis at {where} refused the connection: {_plain(exc)}") from None
         except _DOWN as exc:
             raise StoreError(f"bridge.store: cannot reach Redis at {where}: {_plain(exc)}") from None
-        version = redis_version(info)
-        if version < MIN_VERSION:
+        if redis_version(info) < MIN_VERSION:
             raise StoreError(
                 f"bridge.store: Redis at {where} is version {info.get('redis_version')}, too old: "
                 f"scale-out needs Streams (Redis {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer)"
             )
-        probe = f"{self.prefix}probe"
+
+    @property
+    def _probe_key(self) -> str:
+        return f"{self.prefix}probe"
+
+    async def _check_streams(self) -> None:
+        """XADD and DEL one entry under our own (checked) prefix: a disabled or missing XADD is refused."""
         try:
-            await self.redis.xadd(probe, {"probe": "1"}, maxlen=1)
+            await self.redis.xadd(self._probe_key, {"probe": "1"}, maxlen=1)
         except rx.ResponseError:
             raise StoreError(
-                f"bridge.store: Redis at {where} has no XADD: scale-out needs Streams "
+                f"bridge.store: Redis at {self.url.redacted()} has no XADD: scale-out needs Streams "
                 f"(Redis {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer, with the stream commands enabled)"
             ) from None
         finally:
             with contextlib.suppress(rx.RedisError):
-                await self.redis.delete(probe)
+                await self.redis.delete(self._probe_key)
 
-    async def _claim_prefix(self) -> None:
-        """Mark the prefix as ours, or refuse when keys under it belong to something else."""
+    async def _check_prefix(self) -> bool:
+        """Refuse a prefix holding keys stranger-bridge did not write. True: nothing is there yet (unmarked)."""
         where = f"Redis at {self.url.redacted()}"
-        meta_key = f"{self.prefix}meta"
-        meta = await self.redis.hgetall(meta_key)
-        if not meta:
-            pattern = _glob_escape(self.prefix) + "*"
-            async for key in self.redis.scan_iter(match=pattern, count=500):
-                if key != f"{self.prefix}probe":
-                    raise StoreError(
-                        f"bridge.store: {where} holds keys under the prefix {self.prefix!r} that stranger-bridge "
-                        f"did not write (e.g. {key!r}); they were left untouched. Give [bridge] store_prefix "
-                        "another value or use another database"
-                    )
-            await self.redis.hsetnx(meta_key, "app", APP)
-            await self.redis.hsetnx(meta_key, "schema", SCHEMA)
-            meta = await self.redis.hgetall(meta_key)
-        if meta.get("app") != APP or meta.get("schema") != SCHEMA:
+        meta = await self.redis.hgetall(f"{self.prefix}meta")
+        if meta:
+            if meta.get("app") != APP or meta.get("schema") != SCHEMA:
+                raise StoreError(
+                    f"bridge.store: {where} marks the prefix {self.prefix!r} as {meta.get('app')!r} schema "
+                    f"{meta.get('schema')!r}, not {APP!r} schema {SCHEMA!r}; nothing was touched. "
+                    "Give [bridge] store_prefix another value or use another database"
+                )
+            return False
+        async for key in self.redis.scan_iter(match=_glob_escape(self.prefix) + "*", count=500):
+            if key == self._probe_key and await self.redis.type(key) == "stream":
+                continue  # our own probe, left by a run that stopped between XADD and DEL
             raise StoreError(
-                f"bridge.store: {where} marks the prefix {self.prefix!r} as {meta.get('app')!r} schema "
-                f"{meta.get('schema')!r}, not {APP!r} schema {SCHEMA!r}; nothing was touched. "
-                "Give [bridge] store_prefix another value or use another database"
+                f"bridge.store: {where} holds keys under the prefix {self.prefix!r} that stranger-bridge "
+                f"did not write (e.g. {key!r}); they were left untouched. Give [bridge] store_prefix "
+                "another value or use another database"
             )
+        return True
+
+    async def _mark_prefix(self) -> None:
+        meta_key = f"{self.prefix}meta"
+        await self.redis.hsetnx(meta_key, "app", APP)
+        await self.redis.hsetnx(meta_key, "schema", SCHEMA)
+        if await self._check_prefix():  # still unmarked: the marker did not stick
+            raise StoreError(f"bridge.store: the prefix {self.prefix!r} could not be marked as stranger-bridge's")
 
     # ---- faults ------------------------------------------------------------------------------
 
@@ -164,11 +180,13 @@ class RedisStore(Store):
             return f"store: another process took the lease of instance {self.instance!r}"
         return self._down
 
-    async def _do(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _do(self, call: Callable[[], Awaitable[T]], *, lease: bool = False) -> T:
+        """One call into Redis; refused at once while Redis is down or (unless `lease`) the name is lost."""
         if self._closed:
             raise StoreError("the Redis store is closed")
-        if self._down is not None:
-            raise StoreUnavailable(self._down)
+        problem = self._down if lease else self.problem()
+        if problem is not None:  # with the name lost, another process writes these sessions now
+            raise StoreUnavailable(problem)
         try:
             return await call()
         except _DOWN as exc:
@@ -203,10 +221,11 @@ class RedisStore(Store):
             self._reconnecting = None
 
     async def _after_outage(self) -> None:
-        lost = not await self.redis.exists(f"{self.prefix}meta")
-        await self._claim_prefix()
-        if not await self.lease.renew():
-            raise StoreError(f"instance {self.instance!r}: another process holds its lease now")
+        lost = await self._check_prefix()
+        if lost:
+            await self._mark_prefix()
+        if not await self.lease.renew():  # problem() says so; the heartbeat takes it back once it is free
+            log.error("instance %s: another process took its lease while Redis was unreachable", self.instance)
         if lost:
             log.error("Redis at %s came back without stranger-bridge's keys: the sessions it held are gone", self.url.redacted())
             if self.on_data_lost is not None:
@@ -217,11 +236,15 @@ class RedisStore(Store):
             await asyncio.sleep(self.lease_seconds / 3)
             if self._down is not None:
                 continue  # the reconnect task renews the lease when Redis is back
+            was_lost = self.lease.lost
             try:
-                if not await self._do(self.lease.renew):
-                    log.error("instance %s: another process holds its lease now; this one keeps running degraded", self.instance)
+                held = await self._do(self.lease.renew, lease=True)
             except StoreUnavailable:
                 continue
+            if not held and not was_lost:
+                log.error("instance %s: another process holds its lease now; store calls are refused until it is free", self.instance)
+            elif held and was_lost:
+                log.warning("instance %s: its lease is free again and held by this process", self.instance)
 
     async def _watch(self) -> None:
         while not self._closed:

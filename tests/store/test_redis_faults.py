@@ -90,8 +90,16 @@ async def test_a_lease_taken_by_another_process_makes_the_first_degraded(redis_s
         await until(lambda: first.problem() is not None)  # its next heartbeat finds the lease taken
         assert first.problem() == "store: another process took the lease of instance 'web-1'"
         assert second.problem() is None
+        with pytest.raises(StoreUnavailable, match="another process took the lease"):
+            await first.save_session(SessionRecord(Room("web", "stale"), "chatting", "hub"))  # not into second's sessions
+        await second.save_session(SessionRecord(Room("web", "fresh"), "chatting", "hub"))
         holder = json.loads(await raw.get("sbtest:instance:web-1"))
-        assert holder["token"] == json.loads(second.lease.holder)["token"]  # the first never took it back
+        assert holder["token"] == json.loads(second.lease.holder)["token"]  # the first did not take it back
+        assert [r.room.id for r in await second.sessions()] == ["fresh"]
+        await second.close()  # the name is free again (its sessions stay): the first takes it back
+        second = None
+        await until(lambda: first.problem() is None)
+        assert json.loads(await raw.get("sbtest:instance:web-1"))["token"] == json.loads(first.lease.holder)["token"]
     finally:
         await raw.aclose()
         await first.close()

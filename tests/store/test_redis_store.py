@@ -96,6 +96,11 @@ async def test_keys_under_the_prefix_that_are_not_ours_are_refused_and_untouched
         with pytest.raises(StoreError, match=r"bridge\.store: .*schema '99'.*nothing was touched"):
             await open_redis(redis_server.url, prefix="other:")
         assert sorted(await raw.keys("*")) == before
+        # Even a foreign key with the very name of the Streams probe is neither written nor deleted.
+        await raw.set("third:probe", "theirs")
+        with pytest.raises(StoreError, match="did not write"):
+            await open_redis(redis_server.url, prefix="third:")
+        assert await raw.get("third:probe") == "theirs" and not await raw.exists("third:meta")
     finally:
         await raw.aclose()
 
