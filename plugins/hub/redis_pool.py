@@ -1,12 +1,12 @@
 """The hub's pairing as one Lua script over Redis buckets, so instances sharing a Redis never take the same waiter.
 
 A library for scale-out mode; the hub backend does not use it yet (it pairs through plugins/hub/pool.py).
-Two-person modes only: random and interests (with fallback to random), each per language. Every
-waiting entry carries a lease renewed by its owner, so a crashed instance leaves no ghost waiters.
-Keys (all under `prefix`): `pool:seq` (entry ids), `pool:entry:<id>` (hash, with PX lease),
-`pool:r:<lang>` and `pool:i:<lang>:<interest>` (sorted sets of ids by arrival), `pool:blocked:<user>`
-(set) and `pool:parted:<a>\\n<b>` (cool-down, PX). The scripts compute keys from the prefix: one Redis,
-not a cluster.
+The modes of that pool, each per language: random, interests (with fallback to random), spy
+ask/answer, groups of three. Every waiting entry carries a lease renewed by its owner, so a crashed
+instance leaves no ghost waiters. Keys (all under `prefix`): `pool:seq` (entry ids),
+`pool:entry:<id>` (hash, with PX lease), `pool:<mode>:<lang>` and `pool:interests:<lang>:<interest>`
+(sorted sets of ids by arrival), `pool:blocked:<user>` (set) and `pool:parted:<a>\\n<b>` (cool-down,
+PX). The scripts compute keys from the prefix: one Redis, not a cluster.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .pool import ANSWER, ASK, GROUP, INTERESTS, RANDOM
+
 __all__ = ["Entry", "Pairing", "RedisPool"]
 
-# Shared by the scripts: can two users meet, and take the first compatible waiter of one bucket.
+# Shared by the scripts: can two users meet, and find or take compatible waiters of one bucket.
 _COMMON = r"""
 local prefix = ARGV[1]
 local function pair_key(a, b)
@@ -33,67 +35,113 @@ local function remove(id, places)
   for _, place in ipairs(places) do redis.call('ZREM', place, id) end
   redis.call('DEL', prefix .. 'pool:entry:' .. id)
 end
--- The first compatible entry among the bucket's `limit` oldest; entries whose lease ran out are dropped.
-local function take(bucket, user, limit)
+-- Up to n entries among the bucket's `limit` oldest, compatible with every user in `against` and
+-- with each other; entries whose lease ran out are dropped on the way. Nothing else is changed.
+local function find(bucket, against, n, limit)
+  local chosen, users = {}, {}
+  for _, u in ipairs(against) do users[#users + 1] = u end
   for _, id in ipairs(redis.call('ZRANGE', bucket, 0, limit - 1)) do
-    local fields = redis.call('HMGET', prefix .. 'pool:entry:' .. id, 'user', 'owner', 'places', 'interests')
-    if not fields[1] then
+    local f = redis.call('HMGET', prefix .. 'pool:entry:' .. id, 'user', 'owner', 'places', 'interests', 'question')
+    if not f[1] then
       redis.call('ZREM', bucket, id)
-    elseif compatible(user, fields[1]) then
-      remove(id, cjson.decode(fields[3]))
-      return {id, fields[1], fields[2], fields[4]}
+    else
+      local ok = true
+      for _, u in ipairs(users) do
+        if not compatible(u, f[1]) then ok = false break end
+      end
+      if ok then
+        chosen[#chosen + 1] = {id, f[1], f[2], f[4], f[5] or '', f[3]}
+        users[#users + 1] = f[1]
+        if #chosen == n then return chosen end
+      end
     end
   end
   return nil
 end
-local function enqueue(id, user, owner, lease, places, interests)
+local function take(found)
+  for _, e in ipairs(found) do remove(e[1], cjson.decode(e[6])) end
+end
+local function enqueue(id, user, owner, lease, places, interests, question)
   local key = prefix .. 'pool:entry:' .. id
-  redis.call('HSET', key, 'user', user, 'owner', owner, 'places', cjson.encode(places), 'interests', interests)
+  redis.call('HSET', key, 'user', user, 'owner', owner, 'places', cjson.encode(places), 'interests', interests,
+    'question', question)
   redis.call('PEXPIRE', key, lease)
   for _, place in ipairs(places) do redis.call('ZADD', place, tonumber(id), id) end
 end
+-- The reply: {id, 'paired', kind, members...} with 5 fields per member, in the pool's order.
+local function reply(id, kind, members)
+  local out = {id, 'paired', kind}
+  for _, e in ipairs(members) do
+    for i = 1, 5 do out[#out + 1] = e[i] end
+  end
+  return out
+end
 """
 
-# ARGV: prefix, user, owner, lease_ms, scan_limit, language, interests (JSON list, empty for random).
-# Returns {id, 'paired', partner_id, partner_user, partner_owner, partner_interests} or {id, 'waiting'}.
+# ARGV: prefix, user, owner, lease_ms, scan_limit, language, mode, interests (JSON list), question.
+# Returns {id, 'waiting'} or reply(...). `self` stands for the arriving entry among the members.
 _ARRIVE = _COMMON + r"""
-local user, owner, lease, limit, lang = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
-local interests = cjson.decode(ARGV[7])
+local user, owner, lease, limit, lang, mode = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local interests, question = cjson.decode(ARGV[8]), ARGV[9]
 local id = tostring(redis.call('INCR', prefix .. 'pool:seq'))
-local places = {}
-if #interests == 0 then
-  places[1] = prefix .. 'pool:r:' .. lang
-else
+local me = {id, user, owner, ARGV[8], question}
+local bucket = prefix .. 'pool:' .. mode .. ':' .. lang
+if mode == 'interests' then
   table.sort(interests)
-  for i, interest in ipairs(interests) do places[i] = prefix .. 'pool:i:' .. lang .. ':' .. interest end
+  local places = {}
+  for i, interest in ipairs(interests) do
+    places[i] = prefix .. 'pool:interests:' .. lang .. ':' .. interest
+    local found = find(places[i], {user}, 1, limit)
+    if found then take(found) return reply(id, 'pair', {found[1], me}) end
+  end
+  enqueue(id, user, owner, lease, places, ARGV[8], question)
+  return {id, 'waiting'}
 end
-for _, bucket in ipairs(places) do
-  local found = take(bucket, user, limit)
-  if found then return {id, 'paired', found[1], found[2], found[3], found[4]} end
+if mode == 'random' then
+  local found = find(bucket, {user}, 1, limit)
+  if found then take(found) return reply(id, 'pair', {found[1], me}) end
+elseif mode == 'ask' then
+  local found = find(prefix .. 'pool:answer:' .. lang, {user}, 2, limit)
+  if found then take(found) return reply(id, 'ask', {me, found[1], found[2]}) end
+elseif mode == 'answer' then
+  local asker = find(prefix .. 'pool:ask:' .. lang, {user}, 1, limit)
+  if asker then
+    local partner = find(bucket, {user, asker[1][2]}, 1, limit)
+    if partner then
+      take(asker) take(partner)
+      return reply(id, 'ask', {asker[1], partner[1], me})
+    end
+  end
+elseif mode == 'group' then
+  local found = find(bucket, {user}, 2, limit)
+  if found then take(found) return reply(id, 'group', {found[1], found[2], me}) end
+else
+  return redis.error_reply('unknown mode ' .. mode)
 end
-enqueue(id, user, owner, lease, places, ARGV[7])
+enqueue(id, user, owner, lease, {bucket}, ARGV[8], question)
 return {id, 'waiting'}
 """
 
 # An interests entry that waited long enough also takes a random stranger (and waits among them).
-# ARGV: prefix, id, scan_limit, language. Returns {'paired', ...partner} | {'waiting'} | {'gone'}.
+# ARGV: prefix, id, scan_limit, language. Returns reply(...) | {id, 'waiting'} | {id, 'gone'}.
 _FALL_BACK = _COMMON + r"""
 local id, limit, lang = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local key = prefix .. 'pool:entry:' .. id
-local fields = redis.call('HMGET', key, 'user', 'places')
-if not fields[1] then return {'gone'} end
-local places = cjson.decode(fields[2])
-local random = prefix .. 'pool:r:' .. lang
-for _, place in ipairs(places) do if place == random then return {'waiting'} end end
-local found = take(random, fields[1], limit)
+local f = redis.call('HMGET', key, 'user', 'owner', 'places', 'interests', 'question')
+if not f[1] then return {id, 'gone'} end
+local places = cjson.decode(f[3])
+local random = prefix .. 'pool:random:' .. lang
+for _, place in ipairs(places) do if place == random then return {id, 'waiting'} end end
+local found = find(random, {f[1]}, 1, limit)
 if found then
+  take(found)
   remove(id, places)
-  return {'paired', found[1], found[2], found[3], found[4]}
+  return reply(id, 'pair', {found[1], {id, f[1], f[2], f[4], f[5] or ''}})
 end
 places[#places + 1] = random
 redis.call('HSET', key, 'places', cjson.encode(places))
 redis.call('ZADD', random, tonumber(id), id)
-return {'waiting'}
+return {id, 'waiting'}
 """
 
 # ARGV: prefix, id. 1 when the entry was still waiting (and is now gone), 0 when it was not.
@@ -114,27 +162,41 @@ return n
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One waiting person: the entry id the script gave, who, and which instance holds their chat."""
+    """One person in the pool: the entry id the script gave, who, and which instance holds their chat."""
 
     id: str
     user: str
     owner: str
     interests: tuple[str, ...] = ()
+    question: str | None = None  # an asker's question (spy mode)
 
 
 @dataclass(frozen=True, slots=True)
 class Pairing:
-    """What an arrival (or a fallback) came to: a partner taken from the pool, or waiting."""
+    """What an arrival (or a fallback) came to: the conversation formed, or waiting (no members).
+
+    `members` follows plugins/hub/pool.py's Match: (waiter, arrival) for two, (asker, answerer,
+    answerer) for a spy question, the two waiters then the arrival for a group of three.
+    """
 
     entry: Entry
-    partner: Entry | None = None
+    kind: str = ""  # "" while waiting, else RANDOM, INTERESTS, ASK or GROUP
+    members: tuple[Entry, ...] = ()
+
+    @property
+    def partner(self) -> Entry | None:
+        """The other person of a two-person chat (None while waiting or for groups)."""
+        if self.kind not in (RANDOM, INTERESTS):
+            return None
+        return next(m for m in self.members if m.id != self.entry.id)
 
     @property
     def common(self) -> tuple[str, ...]:
         """Interests the two share (empty for a random pairing)."""
-        if self.partner is None:
+        partner = self.partner
+        if partner is None:
             return ()
-        return tuple(sorted(set(self.entry.interests) & set(self.partner.interests)))
+        return tuple(sorted(set(self.entry.interests) & set(partner.interests)))
 
 
 class RedisPool:
@@ -151,24 +213,36 @@ class RedisPool:
         self._leave = redis.register_script(_LEAVE)
         self._renew = redis.register_script(_RENEW)
 
-    async def arrive(self, user: str, *, language: str = "en", interests: frozenset[str] | tuple[str, ...] = ()) -> Pairing:
-        """Take the first compatible waiter (interests: of any shared interest, else nobody) or wait."""
+    async def arrive(
+        self,
+        user: str,
+        *,
+        mode: str = RANDOM,
+        language: str = "en",
+        interests: frozenset[str] | tuple[str, ...] = (),
+        question: str | None = None,
+    ) -> Pairing:
+        """Take compatible waiters for `mode` (RANDOM, INTERESTS, ASK, ANSWER, GROUP) or wait.
+
+        RANDOM with interests means INTERESTS, as in the hub; INTERESTS takes a waiter of any shared interest.
+        """
         wanted = sorted(set(interests))
-        args = [self.prefix, user, self.owner, self.lease_ms, self.scan_limit, language, json.dumps(wanted)]
-        reply = await self._arrive(keys=[], args=args)
-        entry = Entry(str(reply[0]), user, self.owner, tuple(wanted))
-        if reply[1] == "waiting":
-            return Pairing(entry)
-        return Pairing(entry, _partner(reply[2:]))
+        if mode == RANDOM and wanted:
+            mode = INTERESTS
+        if mode not in _MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        if mode == INTERESTS and not wanted:
+            raise ValueError("an interests search needs at least one interest")
+        args = [self.prefix, user, self.owner, self.lease_ms, self.scan_limit, language, mode, json.dumps(wanted), question or ""]
+        entry = Entry("", user, self.owner, tuple(wanted), question)
+        return _pairing(entry, await self._arrive(keys=[], args=args))
 
     async def fall_back(self, entry: Entry, *, language: str = "en") -> Pairing | None:
         """An interests entry now also takes a random stranger; None when it is no longer waiting."""
         reply = await self._fall_back(keys=[], args=[self.prefix, entry.id, self.scan_limit, language])
-        if reply[0] == "gone":
+        if reply[1] == "gone":
             return None
-        if reply[0] == "waiting":
-            return Pairing(entry)
-        return Pairing(entry, _partner(reply[1:]))
+        return _pairing(entry, reply)
 
     async def leave(self, entry: Entry) -> bool:
         """Stop waiting; False when the entry was already taken or its lease ran out."""
@@ -182,22 +256,38 @@ class RedisPool:
 
     async def block(self, a: str, b: str) -> None:
         """Never pair these two again (after a report)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.sadd(f"{self.prefix}pool:blocked:{a}", b)
-            pipe.sadd(f"{self.prefix}pool:blocked:{b}", a)
-            await pipe.execute()
+        await self.redis.sadd(f"{self.prefix}pool:blocked:{a}", b)
+        await self.redis.sadd(f"{self.prefix}pool:blocked:{b}", a)
 
     async def parted(self, a: str, b: str, cooldown: float) -> None:
         """These two just left each other: keep them apart for `cooldown` seconds."""
         first, second = sorted((a, b))
         await self.redis.set(f"{self.prefix}pool:parted:{first}\n{second}", "1", px=max(1, round(cooldown * 1000)))
 
-    async def waiting(self, *, language: str = "en", interest: str | None = None) -> int:
+    async def waiting(self, mode: str = RANDOM, *, language: str = "en", interest: str | None = None) -> int:
         """Entries in one bucket (ghosts whose lease ran out included until an arrival drops them)."""
-        bucket = f"{self.prefix}pool:r:{language}" if interest is None else f"{self.prefix}pool:i:{language}:{interest}"
-        return int(await self.redis.zcard(bucket))
+        if interest is not None:
+            return int(await self.redis.zcard(f"{self.prefix}pool:{INTERESTS}:{language}:{interest}"))
+        return int(await self.redis.zcard(f"{self.prefix}pool:{mode}:{language}"))
 
 
-def _partner(fields: list[Any]) -> Entry:
-    partner_id, user, owner, interests = fields
-    return Entry(str(partner_id), str(user), str(owner), tuple(json.loads(interests)))
+_MODES = (RANDOM, INTERESTS, ASK, ANSWER, GROUP)
+_KINDS = {"pair": None, "ask": ASK, "group": GROUP}
+
+
+def _pairing(entry: Entry, reply: list[Any]) -> Pairing:
+    entry = Entry(str(reply[0]), entry.user, entry.owner, entry.interests, entry.question)
+    if reply[1] == "waiting":
+        return Pairing(entry)
+    fields = reply[3:]
+    members = []
+    for i in range(0, len(fields), 5):
+        member_id, user, owner, interests, question = fields[i : i + 5]
+        if str(member_id) == entry.id:
+            members.append(entry)
+        else:
+            members.append(Entry(str(member_id), str(user), str(owner), tuple(json.loads(interests or "[]")), question or None))
+    kind = _KINDS[reply[2]]
+    if kind is None:  # two people: interests when they share one, as the hub's pool says
+        kind = INTERESTS if set(members[0].interests) & set(members[1].interests) else RANDOM
+    return Pairing(entry, kind, tuple(members))

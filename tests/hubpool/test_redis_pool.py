@@ -9,9 +9,29 @@ from collections import Counter
 import pytest
 import redis.asyncio as aioredis
 
+from plugins.hub.pool import ANSWER, ASK, GROUP, INTERESTS, RANDOM
 from plugins.hub.redis_pool import Pairing, RedisPool
 
 PREFIX = "sbtest:"
+
+
+async def arrive_all(pools: list[RedisPool], arrivals: list[dict]) -> list[Pairing]:
+    """Every arrival at once: the i-th through pools[i % 2], 16 in flight per pool (its connection limit)."""
+    results: list[Pairing | None] = [None] * len(arrivals)
+
+    async def instance(n: int) -> None:
+        queue = [i for i in range(len(arrivals)) if i % len(pools) == n]
+
+        async def worker() -> None:
+            while queue:
+                i = queue.pop()
+                results[i] = await pools[n].arrive(**arrivals[i])
+
+        await asyncio.gather(*(worker() for _ in range(16)))
+
+    await asyncio.gather(*(instance(n) for n in range(len(pools))))
+    assert all(r is not None for r in results)
+    return results  # type: ignore[return-value]
 
 
 @pytest.fixture
@@ -69,6 +89,49 @@ async def test_interests_pair_on_a_shared_one_and_fall_back_to_random(clients):
     lonely = await b.arrive("u6", interests={"knitting"})
     found = await b.fall_back(lonely.entry)
     assert found is not None and found.partner is not None and found.partner.id == waiting_random.entry.id
+
+
+async def test_spy_questions_take_an_asker_and_two_answerers_compatible_with_everyone(clients):
+    a = RedisPool(clients[0], prefix=PREFIX, owner="a")
+    b = RedisPool(clients[1], prefix=PREFIX, owner="b")
+    asker = await a.arrive("asker", mode=ASK, question="cats or dogs?")
+    assert (asker.kind, asker.members) == ("", ())
+    await b.block("asker", "banned")
+    assert (await b.arrive("banned", mode=ANSWER)).members == ()  # blocked with the only asker
+    spy1 = await b.arrive("spy1", mode=ANSWER)
+    assert spy1.members == ()  # the asker is there, but the only other answerer is blocked with them
+    spy2 = await a.arrive("spy2", mode=ANSWER)
+    assert spy2.kind == ASK and [m.user for m in spy2.members] == ["asker", "spy1", "spy2"]
+    assert spy2.members[0].question == "cats or dogs?" and spy2.members[0].owner == "a"
+    assert spy2.partner is None  # three people: no single partner
+    asker2 = await b.arrive("asker2", mode=ASK, question="tea?")
+    assert asker2.members == ()  # only one answerer (banned) waits: a question needs two
+    spy3 = await a.arrive("spy3", mode=ANSWER)
+    assert [m.user for m in spy3.members] == ["asker2", "banned", "spy3"]
+    for user in ("x1", "x2"):
+        await a.arrive(user, mode=ANSWER)
+    asker3 = await b.arrive("asker3", mode=ASK, question="why?")
+    assert asker3.kind == ASK and [m.user for m in asker3.members] == ["asker3", "x1", "x2"]
+    assert await a.waiting(ASK) == 0 and await a.waiting(ANSWER) == 0
+
+
+async def test_groups_of_three_over_two_clients_at_once(clients):
+    pools = [RedisPool(client, prefix=PREFIX, owner=f"i{n}") for n, client in enumerate(clients)]
+    users = [f"g{i}" for i in range(301)]
+    await pools[0].block("g0", "g1")  # never in one group
+    results = await arrive_all(pools, [{"user": user, "mode": GROUP} for user in users])
+    groups = [tuple(m.id for m in r.members) for r in results if r.members]
+    assert all(r.kind == GROUP for r in results if r.members)
+    members = [member for group in groups for member in group]
+    assert len(members) == len(set(members)) == 3 * len(groups)  # nobody in two groups
+    by_id = {r.entry.id: r.entry.user for r in results}
+    for group in groups:
+        names = {by_id[m] for m in group}
+        assert len(names) == 3 and not {"g0", "g1"} <= names
+    left = await clients[0].zrange(f"{PREFIX}pool:{GROUP}:en", 0, -1)
+    assert set(left) == set(by_id) - set(members)
+    # Nobody left waiting could have formed a group: three waiters remain only when two of them are g0 and g1.
+    assert len(left) <= 2 or (len(left) == 3 and {"g0", "g1"} <= {by_id[m] for m in left})
 
 
 async def test_blocked_pairs_never_meet_and_parted_ones_wait_out_the_cool_down(clients):
@@ -134,19 +197,8 @@ async def test_a_thousand_arrivals_over_two_clients_never_pair_anyone_twice_or_w
         user = f"u{i}" if i % 20 else f"u{i - 1}"  # every 20th arrival is someone already there (a second tab)
         interests = frozenset(rng.sample(["cats", "chess", "tea", "golf"], rng.randint(1, 2))) if i % 3 == 0 else frozenset()
         arrivals.append((user, rng.choice(["en", "de"]), interests))
-    results: list[tuple[tuple, Pairing]] = []
-
-    async def instance(pool: RedisPool, share: list[tuple]) -> None:
-        queue = list(share)
-
-        async def worker() -> None:
-            while queue:
-                user, lang, interests = arrival = queue.pop()
-                results.append((arrival, await pool.arrive(user, language=lang, interests=interests)))
-
-        await asyncio.gather(*(worker() for _ in range(16)))
-
-    await asyncio.gather(instance(pools[0], arrivals[0::2]), instance(pools[1], arrivals[1::2]))
+    pairings = await arrive_all(pools, [{"user": u, "language": lang, "interests": i} for u, lang, i in arrivals])
+    results = list(zip(arrivals, pairings))
 
     assert len(results) == 1000
     entries = {pairing.entry.id: (arrival, pairing) for arrival, pairing in results}
@@ -169,12 +221,12 @@ async def test_a_thousand_arrivals_over_two_clients_never_pair_anyone_twice_or_w
     waiting_ids = {eid for eid in entries if taken[eid] == 0}
     stored = set()
     for lang in ("en", "de"):
-        members = await clients[0].zrange(f"{PREFIX}pool:r:{lang}", 0, -1)
+        members = await clients[0].zrange(f"{PREFIX}pool:random:{lang}", 0, -1)
         users = {entries[m][0][0] for m in members}
         assert len(users) <= 1, f"two random waiters of {lang} could have met: {sorted(users)}"
         stored.update(members)
         for interest in ("cats", "chess", "tea", "golf"):
-            members = await clients[0].zrange(f"{PREFIX}pool:i:{lang}:{interest}", 0, -1)
+            members = await clients[0].zrange(f"{PREFIX}pool:interests:{lang}:{interest}", 0, -1)
             assert len({entries[m][0][0] for m in members}) <= 1, f"two {interest} waiters of {lang} could have met"
             stored.update(members)
     assert stored == waiting_ids
