@@ -229,7 +229,10 @@ class RedisStore(Store):
         if lost:
             log.error("Redis at %s came back without stranger-bridge's keys: the sessions it held are gone", self.url.redacted())
             if self.on_data_lost is not None:
-                await self.on_data_lost()
+                try:
+                    await self.on_data_lost()
+                except Exception:  # the store is usable again whatever the hook does
+                    log.exception("the hook for lost Redis data failed")
 
     async def _heartbeat(self) -> None:
         while not self._closed:
