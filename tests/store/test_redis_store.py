@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from bridge.events import Room
 from bridge.store import PASSWORD_ENV, SessionRecord, SQLiteStore, StoreError, open_store, parse_store_url
 from bridge.store.redis import APP, SCHEMA, redis_version
-from tests.redisproc import RedisServer, free_port
+from tests.redisproc import RedisServer, free_port, make_tls_files
 
 PREFIX = "sbtest:"
 
@@ -152,3 +152,24 @@ async def test_unreachable_redis_and_missing_database_at_start(redis_server):
         await open_redis(f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(StoreError, match=r"bridge\.store: .*/99 refused the connection: DB index is out of range"):
         await open_redis(redis_server.url.replace("/0", "/99"))
+
+
+async def test_rediss_verifies_the_server_certificate(tmp_path, monkeypatch):
+    cert, key, ca = make_tls_files(tmp_path / "tls")
+    server = RedisServer(tmp_path / "r", tls=(cert, key, ca)).start()
+    try:
+        assert server.url.startswith("rediss://")
+        # Certificates are checked against the system's CAs (OpenSSL's SSL_CERT_FILE here): an unknown CA fails.
+        other = make_tls_files(tmp_path / "other")[2]
+        monkeypatch.setenv("SSL_CERT_FILE", str(other))
+        with pytest.raises(StoreError, match=r"bridge\.store: cannot reach Redis at rediss://127\.0\.0\.1:\d+/0: .*certificate verify failed"):
+            await open_redis(server.url)
+        with pytest.raises(StoreError, match=r"bridge\.store: cannot reach Redis at redis://"):
+            await open_redis(server.url.replace("rediss://", "redis://"))  # plain text to a TLS port
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        store = await open_redis(server.url)
+        await store.save_session(SessionRecord(Room("web", "tls"), "searching", "hub"))
+        assert [r.room.id for r in await store.sessions()] == ["tls"]
+        await store.close()
+    finally:
+        server.stop()
