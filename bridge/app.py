@@ -223,6 +223,7 @@ class Bridge:
             "waiting": dict(waiting),
             "errors": self.errors.recent(),
             "problems": self.problems() if self.phase == "running" else [],
+            "instance": self.config.bridge.instance,
         }
 
     def summary(self) -> str:

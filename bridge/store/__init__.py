@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 from .base import MemoryStore, PluginState, SessionRecord, Store, StoreError, StoreUnavailable
 from .lease import InstanceDown
 from .sqlite import SQLiteStore
@@ -34,12 +37,10 @@ async def open_store(
     """The store a configuration names. A Redis password comes from PASSWORD_ENV when it is set."""
     if not url.is_redis:
         assert url.path is not None
-        return SQLiteStore(url.path)
+        return await asyncio.to_thread(SQLiteStore, url.path)  # its integrity check reads the whole file
     try:
         from .redis import RedisStore
     except ImportError as exc:
         raise StoreError(f"bridge.store: a Redis store needs the redis package (pip install 'stranger-bridge[redis]'): {exc}") from None
-    import os
-
     url = url.with_password_from(os.environ if environ is None else environ)
     return await RedisStore.open(url, prefix=prefix, instance=instance, lease=lease, on_instance_down=on_instance_down)
