@@ -78,7 +78,7 @@ class BridgeSection(StrictModel):
     # Where sessions and plugin state live: unset, the SQLite file `state`; "sqlite:///path" (relative
     # to the config file; sqlite:////abs for an absolute path), or "redis://host:port/db" / "rediss://"
     # to share them between instances (a password from STRANGER_BRIDGE_REDIS_PASSWORD or the URL).
-    store: str | None = None
+    store: str | None = Field(None, repr=False)  # may hold a password: never shown
     store_prefix: str = "stranger-bridge:"  # every Redis key starts with it; foreign keys under it are refused
     instance: str = Field(default_factory=default_instance)  # this instance's name (its lease in Redis)
     instance_lease: float = Field(10.0, ge=0.5, le=600)  # seconds without a heartbeat before others call it dead

@@ -54,6 +54,14 @@ def test_check_config_validates_the_store_url(tmp_path):
     assert "config error: bridge.store_prefix: must be 1 to 64 printable characters" in res.stderr
 
 
+def test_a_password_in_the_store_url_is_not_in_the_config_repr():
+    from bridge.config import parse_config
+
+    bridge = parse_config({"bridge": {"store": f"redis://:{PASSWORD}@127.0.0.1:6379/0"}}, env=False).bridge
+    assert PASSWORD not in repr(bridge) and PASSWORD not in str(bridge) and PASSWORD not in str(bridge.store_url)
+    assert bridge.store_url.password == PASSWORD
+
+
 def test_wrong_password_or_unreachable_redis_at_start_exit_2_naming_the_key(tmp_path):
     server = RedisServer(tmp_path / "r", password=PASSWORD).start()
     try:
