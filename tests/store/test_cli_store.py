@@ -128,3 +128,15 @@ def test_daemon_on_redis_runs_holds_its_name_and_a_second_with_that_name_exits_2
         raw.close()
         server.stop()
 
+
+
+def test_status_of_a_stopped_instance_on_redis_says_where_its_state_is(tmp_path):
+    res = cli("status", "-c", str(write_config(tmp_path, store=f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/2")))
+    assert res.returncode == 4, res.stderr  # unknown: no metrics_bind to ask, and Redis is not read from here
+    assert "the store is Redis at redis://127.0.0.1:" in res.stdout and "sessions: not read (the store is Redis)" in res.stdout
+    assert PASSWORD not in res.stdout + res.stderr
+    url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/2"
+    res = cli("status", "-c", str(write_config(tmp_path, store=url, metrics_bind=f"127.0.0.1:{free_port()}")))
+    assert res.returncode == 3, res.stderr  # not running: nothing listens on metrics_bind
+    assert "nothing listens on 127.0.0.1:" in res.stdout and "the store is Redis at redis://127.0.0.1:" in res.stdout
+    assert PASSWORD not in res.stdout + res.stderr
