@@ -14,7 +14,7 @@ from typing import Any
 
 from .base import StoreError
 
-__all__ = ["InstanceDown", "InstanceLease", "LeaseLost"]
+__all__ = ["InstanceDown", "InstanceLease"]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,6 @@ return out
 InstanceDown = Callable[[str, int], Awaitable[None]]
 
 
-class LeaseLost(StoreError):
-    """Another process holds this instance's name now (this one was cut off for longer than the lease)."""
-
-
 class InstanceLease:
     """The lease `<prefix>instance:<name>` (value: who holds it) and the set `<prefix>instances`.
 
@@ -73,6 +69,7 @@ class InstanceLease:
         self._reported: set[str] = set()
 
     def key(self, name: str) -> str:
+        """The lease key of instance `name`."""
         return f"{self.prefix}instance:{name}"
 
     @property
