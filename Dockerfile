@@ -10,12 +10,11 @@ RUN useradd --system --home-dir /var/lib/stranger-bridge --shell /usr/sbin/nolog
 
 WORKDIR /app
 COPY requirements.lock pyproject.toml README.md ./
-# Runtime packages only, at the pinned versions of the lock (the test tools are not installed).
-RUN grep -iE '^(aiohttp|aiohappyeyeballs|aiosignal|attrs|frozenlist|multidict|propcache|yarl|idna|pydantic|pydantic-core|pydantic-settings|python-dotenv|typing-extensions|typing-inspection|annotated-types|discord\.py|audioop-lts|matrix-nio|aiofiles|aiohttp-socks|python-socks|h11|h2|hpack|hyperframe|jsonschema|jsonschema-specifications|referencing|rpds-py|pycryptodome|unpaddedbase64|redis)==' requirements.lock > /tmp/runtime.txt \
-    && pip install -r /tmp/runtime.txt
 COPY bridge ./bridge
 COPY plugins ./plugins
-RUN pip install --no-deps . && rm -rf /app/bridge /app/plugins
+# The package with its runtime extras, every dependency at the lock's pinned version (the test
+# tools are not installed). tests/core/test_packaging.py runs this very line in a clean venv.
+RUN pip install -c requirements.lock ".[discord,matrix,redis]" && rm -rf /app/bridge /app/plugins
 
 USER stranger-bridge
 VOLUME ["/var/lib/stranger-bridge"]

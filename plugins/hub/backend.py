@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from pydantic import Field
 
@@ -24,6 +26,7 @@ from bridge.events import (
     Waiting,
 )
 
+from .blocks import DAY, Blocks
 from .pool import ANSWER, ASK, GROUP, INTERESTS, RANDOM, Match, Pool, Ticket
 
 __all__ = ["HubBackend", "HubChat", "HubConfig"]
@@ -31,6 +34,7 @@ __all__ = ["HubBackend", "HubChat", "HubConfig"]
 log = logging.getLogger(__name__)
 
 _END = object()
+_ANONYMOUS = itertools.count(1)
 
 
 class HubConfig(PluginConfig):
@@ -39,6 +43,9 @@ class HubConfig(PluginConfig):
     interest_fallback: float = Field(10.0, ge=0)  # seconds before an interests search takes anyone
     repair_cooldown: float = Field(60.0, ge=0)  # seconds before two who just parted can meet again
     scan_limit: int = Field(32, ge=1, le=1000)  # candidates looked at per bucket per arrival
+    block_days: float = Field(30.0, gt=0, le=3650)  # a reported pair is not paired again for this long
+    blocks_per_user: int = Field(1000, ge=1)  # a user's own reports kept (their oldest go first)
+    max_blocks: int = Field(100_000, ge=1)  # blocks kept in all (the oldest go first)
 
 
 class _Conversation:
@@ -127,15 +134,21 @@ class HubBackend(Backend):
 
     def __init__(self, name, config, state=None) -> None:
         super().__init__(name, config, state)
-        self.pool = Pool(repair_cooldown=config.repair_cooldown, scan_limit=config.scan_limit)
+        blocks = Blocks(ttl=config.block_days * DAY, per_reporter=config.blocks_per_user, limit=config.max_blocks)
+        self.pool = Pool(repair_cooldown=config.repair_cooldown, scan_limit=config.scan_limit, blocks=blocks)
         self.chats_live = 0
 
     async def start(self) -> None:
         if self.state is not None:
+            # "reporter<TAB>other<TAB>expiry" per line, oldest first; older files have no expiry.
             for line in (await self.state.get("blocked") or "").splitlines():
-                a, _, b = line.partition("\t")
-                if a and b:
-                    self.pool.block(a, b)
+                reporter, other, *rest = [*line.split("\t"), ""][:3]
+                try:
+                    until = float(rest[0]) if rest[0] else None
+                except ValueError:
+                    until = None
+                if reporter and other:
+                    self.pool.blocks.add(reporter, other, until)
 
     async def connect(self, start: Start) -> Chat:
         chat = HubChat(self, start)
@@ -144,7 +157,7 @@ class HubBackend(Backend):
             mode = Mode.ANSWER
         kind = {Mode.ASK: ASK, Mode.ANSWER: ANSWER, Mode.GROUP: GROUP}.get(mode, INTERESTS if start.interests else RANDOM)
         ticket = Ticket(
-            user=start.user or f"anon-{id(chat)}",
+            user=start.user or f"anon-{next(_ANONYMOUS)}",
             kind=kind,
             language=start.language,
             interests=frozenset(start.interests) if kind == INTERESTS else frozenset(),
@@ -228,8 +241,19 @@ class HubBackend(Backend):
                 self.pool.block(chat.ticket.user, other.ticket.user)
                 log.info("hub: a pair was blocked after a report")
         if self.state is not None:
-            lines = "\n".join("\t".join(sorted(pair)) for pair in self.pool.blocked() if len(pair) == 2)
+            lines = "\n".join(f"{reporter}\t{other}\t{until:.0f}" for reporter, other, until in self.pool.blocks.items())
             asyncio.get_running_loop().create_task(self.state.set("blocked", lines))
 
     async def online(self) -> int | None:
         return self.pool.waiting + self.chats_live * 2
+
+    def stats(self) -> dict[str, Any]:
+        """Users waiting per mode (an interests search counts as "random"), live chats and blocks kept."""
+        by_kind = self.pool.waiting_by_kind
+        waiting = {
+            Mode.RANDOM.value: by_kind[RANDOM] + by_kind[INTERESTS],
+            Mode.ASK.value: by_kind[ASK],
+            Mode.ANSWER.value: by_kind[ANSWER],
+            Mode.GROUP.value: by_kind[GROUP],
+        }
+        return {"waiting": waiting, "chats": self.chats_live, "blocks": len(self.pool.blocks)}

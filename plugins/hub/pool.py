@@ -8,6 +8,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from .blocks import Blocks
+
 __all__ = ["Match", "Pool", "Ticket"]
 
 RANDOM, INTERESTS, ASK, ANSWER, GROUP = "random", "interests", "ask", "answer", "group"
@@ -43,24 +45,29 @@ class Pool:
     """Pairs arrivals with waiting tickets. Each arrival looks at a bounded number of candidates
     per bucket it belongs to, so its cost does not grow with the number of people waiting."""
 
-    def __init__(self, *, repair_cooldown: float = 60.0, scan_limit: int = 32, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        *,
+        repair_cooldown: float = 60.0,
+        scan_limit: int = 32,
+        clock: Callable[[], float] = time.monotonic,
+        blocks: Blocks | None = None,
+    ):
         self.repair_cooldown = repair_cooldown
         self.scan_limit = scan_limit
         self.clock = clock
         self._ids = itertools.count(1)
         self._buckets: dict[tuple, OrderedDict[int, Ticket]] = {}
-        self._blocked: set[frozenset[str]] = set()
+        self.blocks = Blocks() if blocks is None else blocks
         self._recent: dict[frozenset[str], float] = {}
         self.waiting = 0
+        self.waiting_by_kind: dict[str, int] = dict.fromkeys((RANDOM, INTERESTS, ASK, ANSWER, GROUP), 0)
 
     # ---- relations between people ------------------------------------------------------------
 
-    def block(self, a: str, b: str) -> None:
-        """Never pair these two again (after a report)."""
-        self._blocked.add(frozenset((a, b)))
-
-    def blocked(self) -> Iterable[frozenset[str]]:
-        return iter(self._blocked)
+    def block(self, reporter: str, other: str) -> None:
+        """Do not pair these two again (after a report; for as long as Blocks keeps it)."""
+        self.blocks.add(reporter, other)
 
     def parted(self, users: Iterable[str]) -> None:
         """These people just left each other: keep them apart for the cool-down."""
@@ -76,7 +83,7 @@ class Pool:
         if a.user == b.user:
             return False
         pair = frozenset((a.user, b.user))
-        if pair in self._blocked:
+        if self.blocks.holds(pair):
             return False
         until = self._recent.get(pair)
         if until is not None:
@@ -142,6 +149,7 @@ class Pool:
         """Stop waiting (the person left, or was matched)."""
         if ticket.places:
             self.waiting -= 1
+            self.waiting_by_kind[ticket.kind] -= 1
         for key in ticket.places:
             bucket = self._buckets.get(key)
             if bucket is not None:
@@ -158,6 +166,7 @@ class Pool:
             bucket = self._buckets[key] = OrderedDict()
         if not ticket.places:
             self.waiting += 1
+            self.waiting_by_kind[ticket.kind] += 1
         bucket[ticket.id] = ticket
         ticket.places.append(key)
 

@@ -12,6 +12,7 @@ import aiohttp
 from pydantic import Field, field_validator
 
 from bridge.abc import Backend, Chat, PluginConfig
+from bridge.backoff import Backoff
 from bridge.events import Disconnected, Event, Message, Mode, Reason, Report, ServerNotice, Start, StoppedTyping, Typing, Waiting
 
 from .protocol import ConnectionDied, ProtocolError, Translator, action_ok, parse_events, parse_start, parse_status, random_id, start_params
@@ -75,10 +76,6 @@ class _Ending:
         self.notice, self.reason = notice, reason
 
 
-def _delay(base: float, attempt: int) -> float:
-    return min(BACKOFF_CAP, base * 2 ** max(0, attempt - 1))
-
-
 class OmegleChat(Chat):
     """One conversation through an Omegle-protocol server: /start, then a long-poll loop."""
 
@@ -138,7 +135,7 @@ class OmegleChat(Chat):
         attempts = self.backend.config.retries + 1
         for attempt in range(attempts):
             if attempt:
-                await asyncio.sleep(_delay(self.backend.config.backoff, attempt))
+                await asyncio.sleep(self.backend.retry.delay(attempt))
                 self.server = self.backend.next_server(self.server)
             try:
                 status, body = await self._start_request(query)
@@ -197,7 +194,7 @@ class OmegleChat(Chat):
                         yield ServerNotice(exc.notice)
                     yield Disconnected(reason=Reason.RESTART if first_tells else Reason.ERROR)
                     return
-                await asyncio.sleep(_delay(cfg.backoff, failures))
+                await asyncio.sleep(self.backend.retry.delay(failures))
                 continue
             except (_Refused, ProtocolError) as exc:
                 log.warning("omegle: polling %s: %s; ending the chat", self.server, exc)
@@ -222,7 +219,7 @@ class OmegleChat(Chat):
                 elapsed = time.monotonic() - began
                 if elapsed < cfg.min_poll_interval:
                     empties += 1
-                    await asyncio.sleep(min(BACKOFF_CAP, cfg.min_poll_interval * 2 ** min(empties - 1, 5)) - elapsed)
+                    await asyncio.sleep(self.backend.empty_poll.delay(empties) - elapsed)
                 else:
                     empties = 0
                 continue
@@ -258,7 +255,7 @@ class OmegleChat(Chat):
         cfg = self.backend.config
         for attempt in range(retries + 1):
             if attempt:
-                await asyncio.sleep(_delay(cfg.backoff, attempt))
+                await asyncio.sleep(self.backend.retry.delay(attempt))
             try:
                 status, body = await self.backend.request("POST", self.server, path, data={"id": self.client_id, **fields})
             except _Failure:
@@ -320,6 +317,10 @@ class OmegleBackend(Backend):
 
     def __init__(self, name, config, state=None) -> None:
         super().__init__(name, config, state)
+        # The one backoff policy (bridge.backoff), declared from the config: failed requests, and
+        # empty answers that came faster than min_poll_interval (never spin; at most 32 times it).
+        self.retry = Backoff(config.backoff, cap=BACKOFF_CAP, attempts=config.retries + 1)
+        self.empty_poll = Backoff(config.min_poll_interval, cap=min(BACKOFF_CAP, 32 * config.min_poll_interval), attempts=None)
         self.session: aiohttp.ClientSession | None = None
         self._count: int | None = None
         self._count_at = 0.0

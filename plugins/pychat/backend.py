@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator
 
 from pydantic import Field, field_validator
 
 from bridge.abc import Backend, Chat, PluginConfig
-from bridge.chatstream import ChatEvents, close_writer
+from bridge.backoff import Backoff
+from bridge.chatstream import ChatEvents
 from bridge.events import Connected, Event, Message, Reason, ServerNotice, Start, Waiting
 from bridge.hygiene import split
 
@@ -39,6 +42,8 @@ NOTHING_ASCII = "Your message was not sent: pychat carries only plain ASCII text
 SOME_DROPPED = "pychat carries only plain ASCII text: accents were removed and other characters left out."
 ANOTHER_JOINED = "Another person joined this pychat room (its rooms sometimes hold more than two)."
 ONE_LEFT = "One person left this pychat room; the others are still here."
+LOST = "The connection to the pychat server was lost."
+ROOM_RETRY = Backoff(0.05, cap=0.4, attempts=None)  # a refused room connection, until room_retry runs out
 
 
 class PychatConfig(PluginConfig):
@@ -52,6 +57,7 @@ class PychatConfig(PluginConfig):
     room_retry: float = Field(2.0, ge=0)  # the room starts listening just after its port is told
     join_gap: float = Field(0.3, ge=0)  # hold the join lock this long after joining, so the server counts us
     framing_wait: float = Field(0.05, gt=0)  # wait for the rest of a chunk cut at 1,024 bytes
+    leave_grace: float = Field(0.5, ge=0)  # a finished chat's connection closes 1-2 (2-3, if the stranger left) graces later
 
     @field_validator("name")
     @classmethod
@@ -68,6 +74,7 @@ class PychatChat(Chat):
 
     def __init__(self, backend: PychatBackend) -> None:
         self.config: PychatConfig = backend.config
+        self.backend = backend
         self.lock = backend.join_lock
         self.name = self.config.name
         self.queue = ChatEvents()
@@ -76,6 +83,8 @@ class PychatChat(Chat):
         self.connected = False
         self.closed = False
         self.told_dropped = False
+        self.emptied = False  # the room is known empty (the last other member left) or the connection is gone
+        self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.queue.emit(Waiting())
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -99,19 +108,37 @@ class PychatChat(Chat):
             self.told_dropped = True
             self.queue.emit(ServerNotice(SOME_DROPPED))
         room = CHUNK - len(self.name) - 2  # one line per server read: it forwards 1,024 bytes at a time
-        for part in split(text, room, 8):
-            self.writer.write(message_line(self.name, part))
-        await self.writer.drain()
+        try:
+            for part in split(text, room, 8):
+                self.writer.write(message_line(self.name, part))
+            await self.writer.drain()
+        except OSError as exc:  # the reader sees the same broken connection: the chat ends once, here or there
+            log.info("pychat: write failed: %r", exc)
+            self.emptied = True
+            self.queue.end(LOST)
 
     async def aclose(self) -> None:
-        """Send the quit line, then close. Idempotent."""
+        """Send the quit line unless the room is known empty; the connection closes later, in the background.
+
+        Returns at once (the user's notice never waits for the server). Idempotent.
+        """
         if self.closed:
             return
         self.closed = True
         if self.task is not asyncio.current_task():
             self.task.cancel()
-        if self.writer is not None:
-            await close_writer(self.writer, quit_line(self.name))
+        if self.reader is not None and self.writer is not None:
+            # After our quit line we close 1-2 graces later (at random, so that two members who
+            # leave together do not close together); when the other left first, 2-3 graces after
+            # their quit line, so after them even if they linger as we do.
+            grace = self.config.leave_grace
+            if self.emptied:
+                wait = 2 * grace + grace * random.random()
+            else:
+                wait = grace + grace * random.random()
+                with contextlib.suppress(Exception):
+                    self.writer.write(quit_line(self.name))
+            self.backend.linger(self.task, self.reader, self.writer, wait)
         self.queue.finish()
 
     # ---- joining -----------------------------------------------------------------------------
@@ -145,14 +172,16 @@ class PychatChat(Chat):
         cfg = self.config
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cfg.room_retry
+        retrying = ROOM_RETRY.retrying()
         while True:
             try:
                 async with asyncio.timeout(cfg.connect_timeout):
                     return await asyncio.open_connection(cfg.host, port)
             except ConnectionRefusedError:
-                if loop.time() >= deadline:
+                left = deadline - loop.time()
+                if left <= 0:
                     raise
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(min(left, retrying.failed() or 0.0))
 
     async def _run(self) -> None:
         cfg = self.config
@@ -162,12 +191,13 @@ class PychatChat(Chat):
             async with self.lock:
                 port = await self._redirect()
                 reader, writer = await self._enter(port)
-                self.writer = writer
+                self.reader, self.writer = reader, writer
                 writer.write(join_line(self.name))
                 await writer.drain()
                 await asyncio.sleep(cfg.join_gap)
         except (OSError, TimeoutError, ProtocolError) as exc:
             log.info("pychat: could not join at %s:%s: %r", cfg.host, cfg.port, exc)
+            self.emptied = True
             self.queue.end("The pychat server could not be reached.")
             return
         try:
@@ -183,12 +213,14 @@ class PychatChat(Chat):
                     chunk = await reader.read(4 * CHUNK)
                 if not chunk:
                     self._on_segments(self.framer.flush())
-                    self.queue.end("The pychat server closed the connection; the chat has ended.")
+                    self.emptied = True
+                    self.queue.end("The pychat server closed the connection.")
                     return
                 self._on_segments(self.framer.feed(chunk.decode("ascii", "replace")))
         except OSError as exc:
             log.info("pychat: connection lost: %r", exc)
-            self.queue.end("The connection to the pychat server was lost; the chat has ended.")
+            self.emptied = True
+            self.queue.end(LOST)
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -221,6 +253,7 @@ class PychatChat(Chat):
                         continue  # someone who was here before us left; the room takes a newcomer
                     self.members.pop(name, None)
                     if not self.members:
+                        self.emptied = True  # a quit line now would go into a room being cleaned up
                         self.queue.end(None, Reason.STRANGER)
                         return
                     self.queue.emit(ServerNotice(ONE_LEFT))
@@ -255,7 +288,54 @@ class PychatBackend(Backend):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.join_lock = asyncio.Lock()
+        self.lingering: set[asyncio.Task] = set()
+
+    async def stop(self) -> None:
+        """Close the connections of finished chats still in their grace period."""
+        for task in list(self.lingering):
+            task.cancel()
+        await asyncio.gather(*self.lingering, return_exceptions=True)
+
+    def linger(self, reader_task: asyncio.Task, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, grace: float) -> None:
+        """Close a finished chat's connection `grace` seconds from now, in the background (see _linger)."""
+        task = asyncio.get_running_loop().create_task(self._linger(reader_task, reader, writer, grace))
+        self.lingering.add(task)
+        task.add_done_callback(self.lingering.discard)
+
+    async def _linger(
+        self, reader_task: asyncio.Task, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, grace: float
+    ) -> None:
+        """Keep reading (and dropping) for `grace` seconds, then half-close and read to EOF, then close.
+
+        The server gives each member a thread that, on EOF, closes that member's socket and only
+        then, after a slow commit, takes it out of the room. A member that writes into the room in
+        that window kills its own thread, and two members closing in it both count the other as
+        staying: either way the room is left dead and breaks the next pairing. So we never write
+        into a room the other member left, and close only after a grace: after our quit line, the
+        other may leave at once; when they left first, they may be lingering after theirs. We
+        keep reading meanwhile and until the server's EOF, because closing with unread data sends
+        a reset, which kills our member's thread the same way.
+        """
+        cfg = self.config
+        try:
+            await asyncio.wait([reader_task])  # one reader at a time
+            await _discard(reader, grace)
+            if not reader.at_eof():
+                writer.write_eof()
+                await _discard(reader, cfg.connect_timeout)
+        except OSError as exc:
+            log.debug("pychat: closing a finished chat's connection: %r", exc)
+        finally:
+            writer.close()
 
     async def connect(self, start: Start) -> Chat:
         """Join a room; interests, language and modes do not exist on pychat."""
         return PychatChat(self)
+
+
+async def _discard(reader: asyncio.StreamReader, seconds: float) -> None:
+    """Read and drop whatever comes for `seconds`, or until EOF or an error."""
+    with contextlib.suppress(TimeoutError, OSError):
+        async with asyncio.timeout(seconds):
+            while await reader.read(4 * CHUNK):
+                pass

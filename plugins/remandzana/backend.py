@@ -145,7 +145,7 @@ class RemandzanaChat(Chat):
         with contextlib.suppress(ValueError):
             self.pending.remove(text)
         if status == 403:
-            self._end("The remandzana server refused your message (HTTP 403); the chat has ended.", Reason.REFUSED)
+            self._end("The remandzana server refused your message (HTTP 403).", Reason.REFUSED)
         elif status == 413:
             self._emit(ServerNotice("Your message was not delivered: the server refused its length (HTTP 413)."))
         elif status is None:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from pydantic import Field, field_validator
 
 from bridge.abc import Backend, Chat, PluginConfig
+from bridge.backoff import Backoff
+from bridge.bucket import TokenBucket
 from bridge.chatstream import ChatEvents, close_writer
 from bridge.events import (
     Connected,
@@ -24,6 +25,7 @@ from bridge.events import (
     Typing,
     Waiting,
 )
+from bridge.outbox import Item, Outbox, OutboxPolicy, Permanent, merge_marker
 
 from .protocol import (
     MAX_LINE,
@@ -51,8 +53,15 @@ __all__ = ["RouletteBackend", "RouletteChat", "RouletteConfig"]
 
 log = logging.getLogger(__name__)
 
-LINE_BUDGET = MAX_LINE - 768  # room under the server's limit for a merged line
-MERGE_NOTICE_EVERY = 10.0  # seconds between two "sent together" notices
+MERGE_NOTICE_EVERY = 10.0  # seconds between two notices that the user's messages were merged
+MERGE_PACE = " (The chat-roulette server takes about 8 lines a second: more may be merged while you keep this pace.)"
+# The line rate makes every text wait its turn, so all texts waiting behind the one being sent
+# leave merged as one line (merge_backlog=2). 2,000 characters stay under the server's 32,768-byte
+# line even when each needs a doubly escaped surrogate pair. No retries: a write fails only when the
+# connection broke, and the reader ends the chat then. Typing is state: sent when it changes.
+OUTBOX = OutboxPolicy(
+    platform="roulette", retry=Backoff(0.0, attempts=1), merge_backlog=2, merge_limit=2000, typing_every=30.0, typing_off=True
+)
 
 NEW_STRANGER = "You have a new stranger (the server re-pairs everyone every 30 s)."
 NOT_DELIVERED = "Your message was not delivered: nobody is paired with you right now (the server re-pairs every 30 s)."
@@ -77,32 +86,9 @@ class RouletteConfig(PluginConfig):
         return value
 
 
-class _Bucket:
-    """Token bucket for outgoing lines; pongs spend without waiting, so it may go negative."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.stamp = time.monotonic()
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-
-    def wait_time(self) -> float:
-        """Seconds until one line may leave."""
-        self._refill()
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
-
-    def spend(self, n: int = 1) -> None:
-        self._refill()
-        self.tokens -= n
-
-
 class RouletteChat(Chat):
-    """One connection to the server: a reader task that queues events and a rate-limited writer task."""
+    """One connection to the server: a reader task that queues events and answers pings at once, and
+    an outbox (bridge.outbox) whose sender is this chat, writing texts and typing within the line rate."""
 
     handle = None  # the server forgets a uco whose connection closed: nothing to resume
 
@@ -117,14 +103,13 @@ class RouletteChat(Chat):
         self.partner: str | None = None
         self.closed = False
         self.writer: asyncio.StreamWriter | None = None
-        # Outgoing: pongs jump the queue; ("text", str) and ("typing", bool) items wait for the rate.
-        self.pongs = 0
-        self.out: collections.deque[tuple[str, str | bool]] = collections.deque()
+        self.registered = asyncio.Event()  # the server acknowledged us: lines may leave
+        # Pongs are written by the reader at once (they spend from the bucket without waiting);
+        # texts and typing leave through the outbox, each waiting for the bucket.
+        self.bucket = TokenBucket(config.max_lines_per_second, config.burst)
+        self.outbox = Outbox("roulette", self, OUTBOX)  # the name in its logs: never the uco
         self.sent_typing = False
         self.merge_told = float("-inf")
-        self.wake = asyncio.Event()
-        self.bucket = _Bucket(config.max_lines_per_second, config.burst)
-        self.write_task: asyncio.Task | None = None
         self.queue.emit(Waiting())
         self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -135,17 +120,20 @@ class RouletteChat(Chat):
         return aiter(self.queue)
 
     async def send(self, event: Event) -> None:
-        """Queue a Message, Typing or StoppedTyping; the writer sends it within the line rate."""
+        """Queue a Message, or set our typing state; the outbox sends within the line rate."""
         if self.queue.final or self.closed:
             return
         kind = type(event)
         if kind is Message:
-            self.out.append(("text", event.text))  # type: ignore[union-attr]
-        elif kind is Typing or kind is StoppedTyping:
-            self.out.append(("typing", kind is Typing))
-        else:
-            return  # Report: the server cannot block anyone
-        self.wake.set()
+            if self.outbox.typing.typists:
+                self.outbox.typing_stop(everyone=True)
+            self.sent_typing = False  # the message says the typing is over: no line for that
+            self.outbox.put_text(None, event.text)  # type: ignore[union-attr]
+        elif kind is Typing:
+            self.outbox.typing_start()
+        elif kind is StoppedTyping:
+            self.outbox.typing_stop()
+        # Report: the server cannot block anyone
 
     async def aclose(self) -> None:
         """Say exit and close the connection. Idempotent."""
@@ -153,9 +141,9 @@ class RouletteChat(Chat):
             return
         self.closed = True
         writer = self.writer
-        for task in (self.task, self.write_task):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
+        self.outbox.close()
+        if self.task is not asyncio.current_task():
+            self.task.cancel()
         if writer is not None:
             await close_writer(writer, exit_line(self.ids))
         self.queue.finish()
@@ -176,25 +164,24 @@ class RouletteChat(Chat):
             log.info("roulette: could not register at %s:%s: %r", cfg.host, cfg.port, exc)
             self.queue.end("The chat-roulette server could not be reached.")
             return
-        self.write_task = asyncio.get_running_loop().create_task(self._write_loop(writer))
+        self.registered.set()
         try:
             while not self.queue.final:
                 try:
                     async with asyncio.timeout(cfg.heartbeat_timeout):
                         raw = await self._readline(reader)
                 except TimeoutError:
-                    self.queue.end("The chat-roulette server stopped answering; the chat has ended.")
+                    self.queue.end("The chat-roulette server stopped answering.")
                     break
                 self._on_line(parse_line(raw))
         except ProtocolError:
             log.info("roulette: unreadable line from the server")
-            self.queue.end("The chat-roulette server sent something unreadable; the chat has ended.")
+            self.queue.end("The chat-roulette server sent something unreadable.")
         except (OSError, EOFError, ValueError) as exc:  # ValueError: a line over the reader's limit
             log.info("roulette: connection lost: %r", exc)
             self.queue.end(None)
         finally:
-            if self.write_task is not None:
-                self.write_task.cancel()
+            self.outbox.close()
 
     @staticmethod
     async def _readline(reader: asyncio.StreamReader) -> bytes:
@@ -206,8 +193,9 @@ class RouletteChat(Chat):
     def _on_line(self, line: object) -> None:
         match line:
             case Ping():
-                self.pongs += 1
-                self.wake.set()
+                if self.writer is not None:
+                    self.bucket.spend(1)  # first, whatever waits: a late pong gets us declared dead
+                    self.writer.write(pong_line(self.ids))
             case Pair(uco=uco):
                 if self.partner is None:
                     self.queue.emit(Connected())
@@ -225,76 +213,51 @@ class RouletteChat(Chat):
             case ServerError(text=text):
                 log.info("roulette: server error %r", text[:200])
             case Exit():
-                self.queue.end("The chat-roulette server closed the connection; the chat has ended.")
+                self.queue.end("The chat-roulette server closed the connection.")
             case _:
                 pass  # ack repeats, unknown objects: nothing to show
 
-    # ---- writing -----------------------------------------------------------------------------
+    # ---- writing: the outbox's Sender ----------------------------------------------------------
 
-    async def _write_loop(self, writer: asyncio.StreamWriter) -> None:
+    async def _paced(self) -> asyncio.StreamWriter:
+        """Wait for registration and for a token of the line rate, spend it; the writer to use."""
+        await self.registered.wait()
+        while (delay := self.bucket.wait_time()) > 0:
+            await asyncio.sleep(delay)
+        self.bucket.spend(1)
+        if self.writer is None or self.writer.is_closing():
+            raise Permanent("the connection is closed")
+        return self.writer
+
+    async def send_text(self, room: Any, item: Item) -> None:
+        """One (maybe merged) message as one comm line; tell the user once per burst that texts were merged."""
+        writer = await self._paced()
         try:
-            while True:
-                if self.pongs:
-                    n, self.pongs = self.pongs, 0
-                    self.bucket.spend(n)
-                    writer.write(pong_line(self.ids) * n)
-                    await writer.drain()
-                    continue
-                if not self.out:
-                    self.wake.clear()
-                    await self.wake.wait()
-                    continue
-                delay = self.bucket.wait_time()
-                if delay > 0:
-                    self.wake.clear()  # a ping arriving meanwhile wakes us: its pong must not wait
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(delay):
-                            await self.wake.wait()
-                    continue
-                line, merged = self._next_line()
-                if line is None:
-                    continue
-                self.bucket.spend(1)
-                writer.write(line)
-                await writer.drain()
-                if merged > 1 and time.monotonic() - self.merge_told > MERGE_NOTICE_EVERY:
-                    self.merge_told = time.monotonic()  # one notice per burst, not one per merged line
-                    self.queue.emit(
-                        ServerNotice(
-                            f"You wrote faster than the chat-roulette server accepts, so {merged} messages "
-                            "were sent to the stranger together as one (and so on while you keep this pace)."
-                        )
-                    )
-        except (OSError, RuntimeError) as exc:
-            log.info("roulette: write failed: %r", exc)
+            writer.write(comm_line(self.ids, encode_payload(Message(item.text))))
+            await writer.drain()
+        except OSError as exc:  # the reader ends the chat on the same broken connection
+            raise Permanent(f"write failed: {exc!r}") from exc
+        self.sent_typing = False
+        if item.count > 1 and time.monotonic() - self.merge_told > MERGE_NOTICE_EVERY:
+            self.merge_told = time.monotonic()  # one notice per burst, not one per merged line
+            self.queue.emit(ServerNotice(merge_marker(item.count, "you") + MERGE_PACE))
 
-    def _next_line(self) -> tuple[bytes | None, int]:
-        """The next line to send: every queued text that fits, merged; typing only if still current."""
-        out = self.out
-        texts: list[str] = []
-        typing_after: bool | None = None
-        while out:
-            kind, value = out[0]
-            if kind == "typing":
-                typing_after = bool(value)  # superseded by any later text or typing state
-                out.popleft()
-                continue
-            candidate = [*texts, str(value)]
-            if texts and len(comm_line(self.ids, encode_payload(Message("\n".join(candidate))))) > LINE_BUDGET:
-                break
-            texts = candidate
-            typing_after = None
-            out.popleft()
-        if texts:
-            if typing_after is not None:
-                out.appendleft(("typing", typing_after))
-            self.sent_typing = False  # a message means the typing is over
-            return comm_line(self.ids, encode_payload(Message("\n".join(texts)))), len(texts)
-        if typing_after is None or typing_after == self.sent_typing:
-            return None, 0
-        self.sent_typing = typing_after
-        payload = encode_payload(Typing() if typing_after else StoppedTyping())
-        return comm_line(self.ids, payload), 1
+    async def send_payload(self, room: Any, item: Item) -> None:
+        """Nothing but texts is queued."""
+
+    async def send_typing(self, room: Any, on: bool) -> None:
+        """Our typing state, when it changed (and is still wanted once a token is there)."""
+        if on == self.sent_typing or (on and not self.outbox.typing.typists):
+            return
+        writer = await self._paced()
+        if on == self.sent_typing or (on and not self.outbox.typing.typists):
+            return  # a message or a stop came while we waited
+        self.sent_typing = on
+        try:
+            writer.write(comm_line(self.ids, encode_payload(Typing() if on else StoppedTyping())))
+            await writer.drain()
+        except OSError as exc:
+            log.info("roulette: write failed: %r", exc)
 
 
 class RouletteBackend(Backend):

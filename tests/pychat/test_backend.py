@@ -6,6 +6,7 @@ import asyncio
 
 from bridge.events import Connected, Disconnected, Message, Reason, ServerNotice, Start, Typing
 from plugins.pychat.backend import NOTHING_ASCII, SOME_DROPPED
+from tests.failures import told_once
 from tests.helpers import running
 
 
@@ -36,6 +37,9 @@ async def meet(rec, server) -> None:
             await asyncio.sleep(0.01)
     rec.send("b", Start())
     await rec.wait_for("a", Connected)
+    async with asyncio.timeout(5):  # the room lists b just after b's thread starts (the real server too)
+        while server.occupancy() != [2]:
+            await asyncio.sleep(0.01)
     rec.send("a", Message("hello b"))
     await has_text(rec, "b", "hello b")
     assert len(rec.events("b", Connected)) == 1
@@ -81,7 +85,9 @@ async def test_merged_chunks_become_separate_messages(pychat):
 
 async def test_a_long_message_cut_at_1024_bytes_is_joined_again(pychat):
     server = await pychat(split=True)
-    async with running(cfg(server.port)) as bridge:
+    # A generous framing_wait: on a loaded machine the rest of a cut chunk can come late, and this
+    # test is about joining the cut, not about how long we wait for it.
+    async with running(cfg(server.port, framing_wait=2.0)) as bridge:
         rec = bridge.platforms["rec"]
         await meet(rec, server)
         long = " ".join(f"word{n:04d}" for n in range(180))  # 1,619 characters: two lines, cut by reads
@@ -150,7 +156,9 @@ async def test_control_overlapping_joins_break_the_matchmaking(pychat):
         return room
 
     writers = await asyncio.gather(*(join() for _ in range(4)))
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(5):
+        while server.accepted < 4:  # every room counted its member
+            await asyncio.sleep(0.01)
     assert server.occupancy() == [1, 1, 1, 1]
     for writer in writers:
         writer.close()
@@ -190,14 +198,17 @@ async def test_a_server_reset_ends_the_session_with_a_notice(pychat):
     async with running(cfg(server.port)) as bridge:
         rec = bridge.platforms["rec"]
         await meet(rec, server)
+        before = {room: len(rec.events(room)) for room in "ab"}
         server.reset()
+        rec.send("a", Message("into the reset"))  # the write may fail before the reader sees the reset: still one end
         for room in "ab":
-            end = await rec.wait_for(room, Disconnected)
-            assert end.reason == Reason.ERROR
-            assert any("pychat server" in n for n in notices(rec, room))
+            await rec.wait_for(room, Disconnected)
+            said = told_once(rec, room, before[room])
+            assert said is not None and "pychat server" in said.text
+        before = len(rec.events("a"))
         rec.send("a", Start())  # the server is gone: a notice, not a hang
         await rec.wait_count("a", Disconnected, 2, timeout=10)
-        assert any("could not be reached" in n for n in notices(rec, "a"))
+        assert told_once(rec, "a", before).text == "The pychat server could not be reached."
 
 
 async def test_test_server_drops_a_member_that_sends_non_ascii(pychat):
@@ -205,7 +216,10 @@ async def test_test_server_drops_a_member_that_sends_non_ascii(pychat):
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     port = int(await reader.read(5))
     writer.close()
-    room_reader, room_writer = await asyncio.open_connection("127.0.0.1", port)
+    _, room_writer = await asyncio.open_connection("127.0.0.1", port)
     room_writer.write("Ana: olá".encode())
-    assert await room_reader.read() == b""
-    assert server.dropped == 1
+    async with asyncio.timeout(5):
+        while server.dropped != 1:
+            await asyncio.sleep(0.01)
+    assert server.deaths == 1 and server.occupancy() == [1]  # the thread died; the room still lists Ana
+    room_writer.close()

@@ -54,6 +54,7 @@ class Person:
     hung: bool = False  # fault: write nothing more, keep the connection
     transport: asyncio.Transport | None = None
     clock: int = 0
+    fillers: int = 0  # filler writes ("" and the <b> heartbeat) sent on this person's stream
     path: str = ""
 
 
@@ -225,6 +226,7 @@ class RemandzanaServer:
         if line is not None:
             return self.format(person, line) if isinstance(line, Line) else line
         person.clock = (person.clock + 1) % 12
+        person.fillers += 1
         return HEARTBEAT if person.clock == 1 else " "
 
     def format(self, viewer: Person, line: Line) -> str:

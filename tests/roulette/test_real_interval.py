@@ -28,7 +28,9 @@ async def test_the_30_s_redraw_is_announced_and_the_chat_goes_on(roulette):
             await rec.wait_for(room, lambda e: isinstance(e, ServerNotice) and e.text == NEW_STRANGER, timeout=5)
             assert len(rec.events(room, Connected)) == 1 and not rec.events(room, Disconnected)
         assert server.deaths == []  # 30 s of pongs on the real 7 s rule
-        await asyncio.sleep(1)  # the new pairs are drawn within about 0.6 s
+        async with asyncio.timeout(5):  # the new pairs are drawn within about 0.6 s
+            while len(server.pairings) < len(first) + 2:
+                await asyncio.sleep(0.05)
         rec.send("a", Message("to my new stranger"))
         async with asyncio.timeout(5):
             while not any("to my new stranger" in [m.text for m in rec.events(r, Message)] for r in "bcd"):

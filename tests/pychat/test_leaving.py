@@ -1,0 +1,136 @@
+"""Leaving a pychat room without tripping the server's threaded cleanup race (issue 9 item 16)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from bridge.events import Connected, Disconnected, Message, Reason, Start
+from plugins.pychat.protocol import join_line, quit_line
+from tests.helpers import running
+
+from .test_backend import cfg, has_text
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+class Person:
+    """A reference-style client: redirect, room connection, join line; reads what the room copies."""
+
+    def __init__(self, name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.name = name
+        self.reader = reader
+        self.writer = writer
+        self.seen = b""
+
+    @classmethod
+    async def join(cls, server, name: str) -> Person:
+        accepted = server.accepted
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        data = b""
+        while len(data) < 4:  # the test server's ports have 4 or 5 digits; read until the port is whole
+            data += await reader.read(5)
+            try:
+                port = int(data)
+            except ValueError:
+                continue
+            if port * 10 > 65535 or len(data) == 5:
+                break
+        writer.close()
+        for _ in range(100):  # the room listens just after telling its port
+            try:
+                room_reader, room_writer = await asyncio.open_connection("127.0.0.1", int(data))
+                break
+            except ConnectionRefusedError:
+                await asyncio.sleep(0.02)
+        await until(lambda: server.accepted > accepted)  # the room counted us
+        room_writer.write(join_line(name))
+        return cls(name, room_reader, room_writer)
+
+    async def expect(self, data: bytes, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while data not in self.seen:
+                chunk = await self.reader.read(4096)
+                assert chunk, f"{self.name}: the room closed before {data!r} came"
+                self.seen += chunk
+
+    def leave(self) -> None:
+        self.writer.write(quit_line(self.name))
+        self.writer.close()
+
+
+async def test_a_stranger_who_quits_leaves_a_room_clean_for_the_next_two(pychat):
+    server = await pychat(commit_time=0.05, late_listen=True)
+    ana = await Person.join(server, "Ana")
+    async with running(cfg(server.port, leave_grace=1.0)) as bridge:
+        rec = bridge.platforms["rec"]
+        rec.send("b", Start())
+        await ana.expect(join_line("Stranger"))
+        (room,) = server.rooms.values()
+        await until(lambda: len(room.members) == 2)  # the room lists us (it does so just after our thread starts)
+        ana.writer.write(b"Ana: oi")
+        await has_text(rec, "b", "oi")
+        assert len(rec.events("b", Connected)) == 1
+        ana.leave()
+        end = await rec.wait_for("b", Disconnected)
+        assert end.reason == Reason.STRANGER
+        # The user was told at once: our member is still in the room, its socket closes later.
+        assert not room.history[1].eof
+        # Both members' server threads run their cleanup to the end; the room is gone from the table.
+        await until(lambda: server.cleaned == 2)
+        assert server.deaths == 0 and room.port not in server.table and not room.members
+        assert quit_line("Stranger") not in b"".join(room.received)  # nothing was said into the empty room
+        # The next two arrivals meet.
+        cleo = await Person.join(server, "Cleo")
+        dan = await Person.join(server, "Dan")
+        await cleo.expect(join_line("Dan"))
+        assert server.occupancy() == [2]
+        for person in (cleo, dan):
+            person.leave()
+
+
+async def test_the_user_leaving_says_goodbye_then_closes_after_the_grace(pychat):
+    server = await pychat(commit_time=0.05, late_listen=True)
+    ana = await Person.join(server, "Ana")
+    async with running(cfg(server.port, leave_grace=0.3)) as bridge:
+        rec = bridge.platforms["rec"]
+        rec.send("b", Start())
+        await ana.expect(join_line("Stranger"))
+        (room,) = server.rooms.values()
+        await until(lambda: len(room.members) == 2)  # the room lists us (it does so just after our thread starts)
+        ana.writer.write(b"Ana: oi")
+        await has_text(rec, "b", "oi")
+        rec.send("b", Disconnected())
+        await rec.wait_for("b", lambda e: isinstance(e, Disconnected) and e.reason == Reason.USER)
+        await ana.expect(quit_line("Stranger"))
+        # A stranger who leaves at once on our quit line does not race our own cleanup: we close later.
+        ana.writer.close()
+        await until(lambda: server.cleaned == 2)
+        assert server.deaths == 0 and room.port not in server.table
+        assert b"".join(room.received).count(quit_line("Stranger")) == 1
+
+
+async def test_two_bridge_users_meet_again_after_one_left(pychat):
+    server = await pychat(commit_time=0.05, late_listen=True)
+    async with running(cfg(server.port, leave_grace=0.3)) as bridge:
+        rec = bridge.platforms["rec"]
+        for turn in range(2):
+            a, b = f"a{turn}", f"b{turn}"
+            rec.send(a, Start())
+            await until(lambda: server.occupancy() == [1])
+            rec.send(b, Start())
+            await rec.wait_for(a, Connected)
+            await until(lambda: server.occupancy() == [2])
+            rec.send(a, Message(f"hello {turn}"))
+            await has_text(rec, b, f"hello {turn}")
+            rec.send(a, Disconnected())
+            end = await rec.wait_for(b, Disconnected)
+            assert end.reason == Reason.STRANGER
+            await until(lambda: server.cleaned == 2 * (turn + 1) and not server.table)
+            assert server.deaths == 0
+        said = b"".join(c for room in server.rooms.values() for c in room.received)
+        assert said.count(quit_line("Stranger")) == 2  # one per chat, from the user who left
