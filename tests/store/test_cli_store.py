@@ -101,7 +101,7 @@ def test_daemon_on_redis_runs_holds_its_name_and_a_second_with_that_name_exits_2
     port = free_port()
     cfg = write_config(
         tmp_path, store=f"redis://127.0.0.1:{server.port}/0", store_prefix="sbtest:", instance="web-1",
-        instance_lease=0.6, metrics_bind=f"127.0.0.1:{port}",
+        instance_lease=2.0, metrics_bind=f"127.0.0.1:{port}",
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "STRANGER_BRIDGE_REDIS_PASSWORD": PASSWORD}
     daemon = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", str(cfg)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -111,7 +111,7 @@ def test_daemon_on_redis_runs_holds_its_name_and_a_second_with_that_name_exits_2
         assert raw.hget("sbtest:kv:core", "last_run") is not None  # plugin/core state went to Redis
         second_cfg = write_config(
             tmp_path, "second.toml", store=f"redis://127.0.0.1:{server.port}/0", store_prefix="sbtest:", instance="web-1",
-            instance_lease=0.6,
+            instance_lease=2.0,
         )
         res = cli("run", "-c", str(second_cfg), env={"STRANGER_BRIDGE_REDIS_PASSWORD": PASSWORD})
         assert res.returncode == 2, res.stderr

@@ -15,7 +15,9 @@ import pytest
 from bridge.store import StoreError, open_store, parse_store_url
 
 ROOT = Path(__file__).resolve().parents[2]
-LEASE = 0.6  # seconds; short so a test waits little for an expiry (each wait is on a condition)
+# Seconds. Short, so a test waits little for an expiry (each wait is on a condition), yet long enough
+# that a holder process starved for a while on a loaded machine still renews in time.
+LEASE = 2.0
 
 
 async def open_redis(url: str, instance: str, **kw):

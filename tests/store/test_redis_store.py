@@ -13,7 +13,7 @@ from tests.redisproc import RedisServer, free_port, make_tls_files
 PREFIX = "sbtest:"
 
 
-async def open_redis(url: str, instance: str = "a", *, prefix: str = PREFIX, lease: float = 1.0, environ=None, **kw):
+async def open_redis(url: str, instance: str = "a", *, prefix: str = PREFIX, lease: float = 5.0, environ=None, **kw):
     return await open_store(parse_store_url(url), prefix=prefix, instance=instance, lease=lease, environ=environ or {}, **kw)
 
 
