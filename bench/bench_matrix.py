@@ -1,5 +1,6 @@
 """Matrix platform figures with 200 live rooms: latency the bridge adds (sync batch handed in → delivered
-through the hub; hub → send request) and memory per room, against a minimal in-process homeserver."""
+through the hub; hub → send request) and memory per room; then a churn of short sessions in rooms the
+bot leaves (heap and state stay flat), against a minimal homeserver in its own process."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import subprocess
 import sys
 import time
 import tracemalloc
+import types
 
 from aiohttp import web
 from nio import SyncResponse
 
-from bench.common import emit, percentile
+from bench.common import emit, percentile, rss_bytes
 from bridge.abc import Platform, PluginConfig
 from bridge.app import Bridge
 from bridge.config import parse_config
@@ -22,6 +24,8 @@ from bridge.events import Connected, Message, Room, Start
 from bridge.store import MemoryStore
 
 ROOMS = 200
+CHURN = 6000  # short sessions (start, stop, the bot leaves the room), each in a room of its own
+CHURN_REMEMBER = 1000  # remember_rooms for the churn: the bounded structures are full before the first sample
 ROUNDS = 10
 ROUND = 0.5  # seconds in which every room sends one message: 400 messages/s each way
 BOT = "@bot:bench"
@@ -71,7 +75,7 @@ async def serve() -> None:
     async def sync(request: web.Request) -> web.Response:
         nonlocal synced
         if synced:
-            await asyncio.sleep(30)
+            await asyncio.sleep(5)  # a long poll that ends before the client's request timeout
         synced = True
         return web.json_response({"next_batch": "b0"})
 
@@ -96,17 +100,17 @@ async def serve() -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     print(f"http://127.0.0.1:{port}", flush=True)
     await asyncio.Event().wait()
 
 
-def config(url: str):
+def config(url: str, **matrix):
     return parse_config(
         {
             "bridge": {"user_rate": 1e9, "user_burst": 10**9, "stranger_rate": 1e9, "stranger_burst": 10**9},
             "platforms": {
-                "mx": {"plugin": "matrix", "homeserver": url, "user_id": BOT, "access_token": "bench-token"},
+                "mx": {"plugin": "matrix", "homeserver": url, "user_id": BOT, "access_token": "bench-token", **matrix},
                 "sink": {"plugin": "bench.bench_matrix:Sink"},
             },
             "backends": {"hub": {"plugin": "hub", "repair_cooldown": 0}},
@@ -118,8 +122,8 @@ def config(url: str):
 _event_ids = iter(range(10**9))
 
 
-def batch(events: list[tuple[str, str, str]]) -> SyncResponse:
-    """A sync batch: (room id, sender, body) message events."""
+def batch(events: list[tuple[str, str, str]], left: tuple[str, ...] = ()) -> SyncResponse:
+    """A sync batch: (room id, sender, body) message events; `left`: rooms the bot was removed from."""
     join: dict = {}
     for rid, sender, body in events:
         ev = {
@@ -134,7 +138,8 @@ def batch(events: list[tuple[str, str, str]]) -> SyncResponse:
             {"timeline": {"events": [], "limited": False, "prev_batch": "p"}, "state": {"events": []}, "ephemeral": {"events": []}},
         )
         room["timeline"]["events"].append(ev)
-    return SyncResponse.from_dict({"next_batch": "b1", "rooms": {"join": join}})
+    leave = {rid: {"timeline": {"events": []}, "state": {"events": []}} for rid in left}
+    return SyncResponse.from_dict({"next_batch": "b1", "rooms": {"join": join, "leave": leave}})
 
 
 async def run() -> None:
@@ -236,11 +241,74 @@ async def run() -> None:
         proc.wait()
 
 
+def deep_size(*roots: object) -> int:
+    """Bytes of everything reachable from `roots` (each object once; classes, modules and functions not counted)."""
+    seen: set[int] = set()
+    stack = list(roots)
+    total = 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (type, types.ModuleType, types.FunctionType, types.MethodType)):
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        stack.extend(gc.get_referents(obj))
+    return total
+
+
+def platform_state(mx) -> int:
+    """What the Matrix platform itself keeps between events: room state, seen ids, outboxes, lost-message counts."""
+    return deep_size(mx.rooms, mx.sync.seen, mx.outboxes._boxes, mx.ghost_typing._boxes, mx.undelivered)
+
+
+async def churn() -> None:
+    """Short sessions in rooms the bot then leaves: what the platform keeps after all of them equals a third in."""
+    proc, url = homeserver()
+    store = MemoryStore()
+    try:
+        async with Bridge(config(url, remember_rooms=CHURN_REMEMBER), store=store) as bridge:
+            mx = bridge.platforms["mx"]
+            samples: dict[int, tuple[int, int]] = {}
+            began = time.perf_counter()
+            for n in range(1, CHURN + 1):
+                rid = f"!churn{n}:bench"
+                user = f"@churner{n}:bench"
+                await mx.handle_sync(batch([(rid, user, "!stranger start cats"), (rid, user, "!stranger stop")]))
+                await asyncio.sleep(0)
+                if n % 200 == 0:  # let the notices go out before the bot leaves those rooms
+                    await mx.flush()
+                    await mx.handle_sync(batch([], left=tuple(f"!churn{k}:bench" for k in range(n - 199, n + 1))))
+                if n in (CHURN // 3, CHURN):
+                    await mx.flush()
+                    for _ in range(3):
+                        await asyncio.sleep(0.05)
+                    gc.collect()
+                    samples[n] = (platform_state(mx), rss_bytes())
+            elapsed = time.perf_counter() - began
+            (kept, rss), (kept_end, rss_end) = samples[CHURN // 3], samples[CHURN]
+            emit("matrix.churn_platform_state_growth", (kept_end - kept) / 1024, "KB", "flat (<= 64)", sessions=CHURN,
+                 from_session=CHURN // 3, remember_rooms=CHURN_REMEMBER, state_kb=round(kept_end / 1024, 1),
+                 note="what the platform keeps (room state, seen ids, outboxes) after all sessions minus after a third")
+            emit("matrix.churn_rss_growth", (rss_end - rss) / 2**20, "MB", sessions=CHURN,
+                 lingering_core_sessions=len(bridge.router.sessions),
+                 note="whole process; includes the core's ended sessions kept for reports (issue 9 item 1, not the platform)")
+            state = sum(len(k) + len(v) for (space, k), v in store._kv.items() if space == "platform:mx")
+            emit("matrix.churn_state_bytes", float(state), "bytes", sessions=CHURN, note="the platform's persisted keys")
+            emit("matrix.churn_sessions_per_s", CHURN / elapsed, "sessions/s", sessions=CHURN)
+            rooms = mx.rooms
+            most = max(len(rooms.gone), len(rooms.last_start), len(rooms.plaintext), len(rooms.members))
+            emit("matrix.churn_room_state_entries", float(most), "entries", f"<= {CHURN_REMEMBER}", sessions=CHURN)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def main() -> None:
     if sys.argv[1:] == ["serve"]:
         asyncio.run(serve())
         return
     asyncio.run(run())
+    asyncio.run(churn())
 
 
 if __name__ == "__main__":

@@ -214,14 +214,13 @@ class SoakMatrix(MatrixPlatform):
 
     async def run(self) -> None:
         await self.txn.load()
-        await self._load_sync_state()
-        self.client = FakeNio(self.cfg.user_id)  # type: ignore[assignment]
+        await self.sync.load()
+        self.client = self.sender.client = FakeNio(self.cfg.user_id)  # type: ignore[assignment]
         self._ready.set()
         try:
             await asyncio.Event().wait()
         finally:
-            for box in self.outboxes.values():
-                box.cancel()
+            self.outboxes.close()
 
     async def deliver(self, room: Room, event: Event) -> None:
         assert TRACKER is not None
@@ -362,13 +361,13 @@ def structures(bridge: Bridge) -> dict[str, int]:
     out["core.sessions"] = len(bridge.router.sessions)
     for platform, names in (("dc", ("threads", "threads.by_user", "outboxes", "threads.gone", "threads.parents",
                                     "sender.newest", "commands.cooldowns", "inbound.seen_messages")),
-                            ("mx", ("outboxes", "active", "threads", "gone", "last_thread", "last_start", "seen"))):
+                            ("mx", ("outboxes", "rooms.active", "rooms.threads", "rooms.gone", "rooms.last_thread", "rooms.last_start", "sync.seen"))):
         obj = bridge.platforms[platform]
         for name in names:
             value = functools.reduce(lambda o, part: getattr(o, part, None), name.split("."), obj)
             if value is not None and hasattr(value, "__len__"):
                 out[f"{platform}.{name}"] = len(value)
-    out["mx.thread_roots"] = sum(len(v) for v in getattr(bridge.platforms["mx"], "threads", {}).values())
+    out["mx.thread_roots"] = len(bridge.platforms["mx"].rooms.threads)
     return out
 
 

@@ -25,6 +25,7 @@ SERVER_CONFIG = {
     "platforms": {"web": {
         "plugin": "web", "bind": "127.0.0.1:0", "poll_window": 20.0, "client_timeout": 120.0,
         "max_sessions_per_address": 50_000, "max_polls_per_address": 50_000, "max_queue": 100_000,
+        "max_connections_per_address": 50_000, "listen_backlog": 4096,
     }},
     "backends": {"hub": {"plugin": "hub", "repair_cooldown": 0.0}},
 }
@@ -253,7 +254,7 @@ async def flood(server: Server, idle: int = 10_000, messages: int = 300) -> None
         while True:  # wait until the server holds every poll open
             _, text = await probe.request("GET", "/metrics")
             line = next(ln for ln in text.decode().splitlines() if ln.startswith("stranger_bridge_web_polls_open"))
-            if int(line.split()[-1]) >= idle:
+            if float(line.split()[-1]) >= idle:  # prometheus_client writes gauges as floats
                 break
             await asyncio.sleep(0.5)
     probe.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import AsyncIterator, Callable
 import types
 import typing
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_val
 from .events import Event, Room, Start
 from .metrics import Metrics
 
-__all__ = ["Backend", "Chat", "KeyValue", "Platform", "PluginConfig", "StrictModel", "Submit"]
+__all__ = ["Backend", "Chat", "CredentialsError", "KeyValue", "Platform", "PluginConfig", "StrictModel", "Submit"]
 
 # submit(room, event) hands a user-side event to the core. It never blocks and never raises for
 # a full inbox: the core answers an overflow with a notice in the room. Returns False when the
@@ -57,12 +58,27 @@ class PluginConfig(StrictModel):
         return self
 
 
-_PLACEHOLDERS = ("CHANGE-ME", "CHANGEME", "CHANGE_ME", "REPLACE-ME", "YOUR-TOKEN", "YOUR_TOKEN", "XXX", "TODO")
+# Phrases long enough never to turn up by chance in a random token: refused anywhere in a secret.
+_PLACEHOLDERS = ("CHANGE-ME", "CHANGEME", "CHANGE_ME", "REPLACE-ME", "YOUR-TOKEN", "YOUR_TOKEN")
+# Short marks are refused only as a word of their own ("token-XXXX", "TODO") or as the whole value:
+# about one real Synapse token in a thousand holds "xxx" somewhere, in some case.
+_PLACEHOLDER_WORD = re.compile(r"(?<![A-Za-z0-9])(?:X{3,}|TODO|FIXME)(?![A-Za-z0-9])|^(?:x{3,}|todo|\.{3}|…)$", re.I)
 
 
 def _is_placeholder(secret: str) -> bool:
-    upper = secret.strip().upper()
-    return not upper or any(mark in upper for mark in _PLACEHOLDERS) or upper.startswith("<")
+    text = secret.strip()
+    upper = text.upper()
+    if not text or upper.startswith("<") or any(mark in upper for mark in _PLACEHOLDERS):
+        return True
+    return _PLACEHOLDER_WORD.search(text) is not None
+
+
+class CredentialsError(Exception):
+    """Raised by a plugin whose credentials were refused for good (a wrong password, a revoked token).
+
+    Retrying cannot help: raised from `run` before the plugin is ready, the daemon exits with
+    status 2 and this message. The message names what was refused, never the secret itself.
+    """
 
 
 class KeyValue(Protocol):

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from .abc import Backend, Platform
+from .abc import Backend, CredentialsError, Platform
 from .config import Config
 from .health import HealthServer
 from .logsetup import ErrorRing
@@ -21,7 +21,7 @@ from .router import Router
 from .store import Store, open_store
 from .storetiming import TimedStore
 
-__all__ = ["Bridge", "LAST_RUN", "PlatformStartError", "StartError"]
+__all__ = ["Bridge", "LAST_RUN", "PlatformCredentialsError", "PlatformStartError", "StartError"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,10 @@ class StartError(RuntimeError):
 
 class PlatformStartError(StartError):
     """A platform stopped before it became ready (a port in use, a bad token, ...)."""
+
+
+class PlatformCredentialsError(PlatformStartError):
+    """A platform stopped before it became ready because its credentials were refused for good."""
 
 
 class Bridge:
@@ -117,6 +121,8 @@ class Bridge:
         if runner in done:  # run() ended before the platform was ready: it cannot work
             ready.cancel()
             error = runner.exception() if not runner.cancelled() else None
+            if isinstance(error, CredentialsError):
+                raise PlatformCredentialsError(f"platform {platform.name} failed to start: {error}") from error
             raise PlatformStartError(f"platform {platform.name} failed to start: {error!r}")
         if ready not in done:
             log.warning("platform %s not ready after %.0f s; resuming sessions anyway", platform.name, READY_TIMEOUT)
@@ -144,8 +150,11 @@ class Bridge:
             await platform.run()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("platform %s stopped with an error", platform.name)
+        except Exception as exc:
+            if isinstance(exc, CredentialsError):  # its message says it all: no traceback
+                log.error("platform %s stopped: %s", platform.name, exc)
+            else:
+                log.exception("platform %s stopped with an error", platform.name)
             self.metrics.inc("errors", kind="platform")
             self.metrics.set_ready(platform.name, False)
             if self._ready_done:

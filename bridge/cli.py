@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .app import Bridge, StartError
+from .app import Bridge, PlatformCredentialsError, StartError
 from .config import ConfigError, load_config
 from .logsetup import setup_logging
 from .notify import Notifier
@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(_run(Bridge(config, notifier=Notifier.from_env())))
     except StoreError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    except PlatformCredentialsError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
     except StartError as exc:

@@ -23,6 +23,7 @@ __all__ = [
     "Start",
     "StoppedTyping",
     "Typing",
+    "Undelivered",
     "Waiting",
 ]
 
@@ -156,6 +157,16 @@ class Disconnected:
     explained: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Undelivered:
+    """User side: the platform took a stranger's message but could not show it (it gave up later).
+
+    The core tells the stranger about that very message; the platform tells its own room.
+    """
+
+    text: str
+
+
 Event = (
     Start
     | Report
@@ -167,11 +178,12 @@ Event = (
     | Question
     | ServerNotice
     | Disconnected
+    | Undelivered
 )
 
 # Which event kinds each side may hand in; the core rejects the rest.
 ALLOWED: dict[Origin, tuple[type, ...]] = {
-    Origin.USER: (Start, Report, Message, Typing, StoppedTyping, Disconnected),
+    Origin.USER: (Start, Report, Message, Typing, StoppedTyping, Disconnected, Undelivered),
     Origin.STRANGER: (
         Waiting,
         Connected,

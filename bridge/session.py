@@ -25,6 +25,7 @@ from .events import (
     Start,
     StoppedTyping,
     Typing,
+    Undelivered,
     Waiting,
 )
 from .bucket import TokenBucket
@@ -248,6 +249,8 @@ class Session:
             case StoppedTyping():
                 if self.user_typing.stop():
                     await self._send(StoppedTyping())
+            case Undelivered(text=text):
+                await self._tell_not_delivered(text)
             case _:
                 log.debug("session %s: ignoring user %s", self.room, type(event).__name__)
 
@@ -510,12 +513,16 @@ class Session:
             return
         if type(event) is not Message:
             return
-        self.host.metrics.inc("messages_dropped", side="stranger", reason="not_delivered")
-        # (A spy's strangers do not know the spy: there is nobody to tell.)
-        told = self._can_write() and await self._send(Message(not_delivered(event.text)))
+        told = await self._tell_not_delivered(event.text)
         if not self.undeliverable:
             self.undeliverable = True
             await self.host.deliver(self.room, ServerNotice(ROOM_NOT_SHOWN if told else ROOM_NOT_SHOWN_UNTOLD))
+
+    async def _tell_not_delivered(self, text: str) -> bool:
+        """Tell the stranger that their message `text` never reached this room; True if told."""
+        self.host.metrics.inc("messages_dropped", side="stranger", reason="not_delivered")
+        # (A spy's strangers do not know the spy: there is nobody to tell.)
+        return self._can_write() and await self._send(Message(not_delivered(text)))
 
     async def notice(self, text: str) -> None:
         """Tell the room something no person typed."""

@@ -14,7 +14,7 @@ from discord.http import Route
 
 from bridge.abc import Platform
 from bridge.backoff import Backoff
-from bridge.events import Connected, Disconnected, Event, Message, Reason, Room, StoppedTyping, Typing, Waiting
+from bridge.events import Connected, Disconnected, Event, Message, Reason, Room, StoppedTyping, Typing, Undelivered, Waiting
 from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
 
 from . import render
@@ -193,6 +193,7 @@ class DiscordPlatform(Platform):
         (the notice itself is given up silently if Discord refuses it too)."""
         if item.kind == "text":
             box.put_payload(render.undelivered_notice(item.label, item.text, item.count), notify=False, first=True)
+            self.submit(Room(self.name, str(box.room)), Undelivered(item.text))  # the core tells the stranger
 
     def _end(self, info: ThreadInfo, box: Outbox) -> None:
         """The chat ended and no next one follows: archive and lock the thread (unless kept open)."""

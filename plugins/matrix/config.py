@@ -66,6 +66,12 @@ class MatrixConfig(PluginConfig):
     request_timeout: float = Field(20.0, gt=0, le=300)  # seconds per ordinary request
     typing_timeout: float = Field(30.0, gt=0, le=300)  # how long a stranger's typing shows without refresh
     merge_budget: int = Field(12000, ge=500, le=30000)  # characters at most in one merged event
+    # Tries of one event against timeouts and 5xx (about 30 s with the default 8) before it is
+    # given up; lost stranger messages are then counted in one "not delivered" notice.
+    send_attempts: int = Field(8, ge=1, le=50)
+    # Ended sessions, rooms left and room caches remembered (each kind), e.g. for "next" in the
+    # thread of an ended chat; live chats are always kept. Bounds memory over a long uptime.
+    remember_rooms: int = Field(10_000, ge=16, le=1_000_000)
 
     @field_validator("homeserver")
     @classmethod

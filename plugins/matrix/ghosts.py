@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -14,11 +13,13 @@ import aiohttp
 from aiohttp import web
 
 from bridge.abc import KeyValue
+from bridge.dedupe import SeenIds
 
 from . import render
 from .appservice import Pushed, Registration, bearer_ok, ghost_id, parse_registration, parse_transaction
 from .config import MatrixConfig
-from .outbox import Entry, Sent
+from .sender import Sent, Write
+from .rooms import SessionRoom
 
 __all__ = ["Ghosts"]
 
@@ -57,7 +58,7 @@ class Ghosts:
         # a crash between a chat's end and the ghost's leave does not strand the ghost in the room.
         self.leaving: set[tuple[str, str]] = set()
         self.unsure: set[tuple[str, str]] = set()  # loaded as joined, not seen joined by this run
-        self.done: collections.OrderedDict[str, None] = collections.OrderedDict()  # handled txn ids
+        self.done: SeenIds[str, None] = SeenIds(TXN_KEEP)  # handled txn ids
         self.lock = asyncio.Lock()
         self.http: aiohttp.ClientSession | None = None
         self.runner: web.AppRunner | None = None
@@ -70,7 +71,7 @@ class Ghosts:
         """Load what a previous run left, then open the push listener on `listen` (port 0: a free one)."""
         raw = await self.state.get("as_txns")
         for txn in json.loads(raw) if raw else []:
-            self.done[txn] = None
+            self.done.remember(txn)
         await self.load()
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.request_timeout))
         app = web.Application(client_max_size=16 * 1024 * 1024)
@@ -84,7 +85,7 @@ class Ghosts:
         host, _, port = self.as_cfg.listen.rpartition(":")
         site = web.TCPSite(self.runner, host.strip("[]"), int(port))
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self.runner.addresses[0][1]
         log.info("matrix appservice: listening on %s:%d", host, self.port)
 
     async def stop(self) -> None:
@@ -122,9 +123,7 @@ class Ghosts:
             except Exception:  # the homeserver retries the transaction; event ids deduplicate
                 log.exception("matrix appservice: handling a transaction failed")
                 return _err(500, "M_UNKNOWN", "try again")
-            self.done[txn] = None
-            while len(self.done) > TXN_KEEP:
-                self.done.popitem(last=False)
+            self.done.remember(txn)
             self.pushes += 1
             await self.state.set("as_txns", json.dumps(list(self.done)))
         return web.json_response({})
@@ -217,8 +216,8 @@ class Ghosts:
             self.leaving.discard((rid, ghost))
             await self.save()
 
-    async def send(self, rid: str, entry: Entry) -> Sent:
-        """One outbox entry written as its ghost: joins the ghost first if needed."""
+    async def send(self, rid: str, entry: Write) -> Sent:
+        """One write made as its ghost (`entry.sender`): joins the ghost first if needed."""
         ghost = entry.sender
         assert ghost is not None
         if entry.leave:
@@ -246,7 +245,7 @@ class Ghosts:
             self.unsure.discard((rid, ghost))
         return result
 
-    async def _write(self, rid: str, ghost: str, entry: Entry) -> Sent:
+    async def _write(self, rid: str, ghost: str, entry: Write) -> Sent:
         if entry.typing is not None:
             body: dict[str, Any] = {"typing": entry.typing}
             if entry.typing:
@@ -308,5 +307,5 @@ class Ghosts:
 
 
 def _room_of(sid: str) -> str:
-    """The Matrix room id of a session room id (thread mode: "room|thread root")."""
-    return sid.partition("|")[0]
+    """The Matrix room id of a core room id (thread mode: a thread of that room)."""
+    return SessionRoom.parse(sid).room

@@ -1,4 +1,4 @@
-"""Stranger-side events as Matrix event contents (pure): attribution, escaping, notices, merging."""
+"""Stranger-side events as Matrix event contents (pure): attribution, escaping, notices, merge markers."""
 
 from __future__ import annotations
 
@@ -10,72 +10,68 @@ from bridge.hygiene import clean, split
 from bridge.wording import describe
 
 __all__ = [
-    "MERGE_MARK",
     "PART_SIZE",
     "ghost_message",
     "in_thread",
-    "merge",
     "message",
     "notice",
     "render",
-    "size",
+    "undelivered",
     "wire",
 ]
 
 PART_SIZE = 4000  # characters per event: escaped and UTF-8 encoded it stays far below 64 KiB
 PARTS = 3
 HTML = "org.matrix.custom.html"
+INDENT = "    "  # before each continuation line of a stranger's message in the body
+HTML_INDENT = "&nbsp;" * 4  # the same in formatted_body (plain spaces would collapse)
 
 
-def message(text: str, label: str | None) -> list[dict[str, Any]]:
+def message(text: str, label: str | None, marker: str | None = None) -> list[dict[str, Any]]:
     """Stranger text as m.text events from the bot, each attributed "Label: text".
 
     The attribution is a bold element in formatted_body that escaped stranger text can never
-    produce; in the plain body every continuation line is indented, so a stranger's line break
-    cannot start a fake "Stranger:" or notice line.
+    produce; in the body and in formatted_body every continuation line is indented, so each
+    visual line is visibly part of the attributed block and a stranger's line break cannot start
+    a fake "Stranger:" or notice line. `marker` (the outbox's merge marker, bridge text) ends
+    the last part on a line of its own, unindented: no stranger line can look like it.
     """
     who = clean(label or "Stranger", 40) or "Stranger"
-    text = clean(text)
-    return [_attributed([(who, part)]) for part in split(text, PART_SIZE, PARTS) if part]
+    parts = [part for part in split(clean(text), PART_SIZE, PARTS) if part]
+    return [_attributed(who, part, marker if n == len(parts) - 1 else None) for n, part in enumerate(parts)]
 
 
-def ghost_message(text: str) -> list[dict[str, Any]]:
+def ghost_message(text: str, marker: str | None = None) -> list[dict[str, Any]]:
     """Stranger text as plain m.text events sent by the stranger's own ghost user (ghost mode).
 
     The sender already says who speaks, so there is no label and no formatted_body at all:
     a plain body can never become markup, and only the bot's m.notice events are notices.
     """
-    text = clean(text)
-    return [
-        {"msgtype": "m.text", "body": part, "m.mentions": {}, "_lines": [("", part)], "_ghost": True}
-        for part in split(text, PART_SIZE, PARTS)
-        if part
-    ]
+    parts = [part for part in split(clean(text), PART_SIZE, PARTS) if part]
+    if marker and parts:
+        parts[-1] += "\n" + marker
+    return [{"msgtype": "m.text", "body": part, "m.mentions": {}} for part in parts]
 
 
-def _attributed(lines: list[tuple[str, str]], marker: str | None = None) -> dict[str, Any]:
-    body: list[str] = []
-    formatted: list[str] = []
-    for who, text in lines:
-        body.append(f"{who}: " + text.replace("\n", "\n    "))
-        formatted.append(f"<b>{html.escape(who)}:</b> " + html.escape(text).replace("\n", "<br>"))
+def _attributed(who: str, text: str, marker: str | None) -> dict[str, Any]:
+    body = f"{who}: " + text.replace("\n", "\n" + INDENT)
+    formatted = f"<b>{html.escape(who)}:</b> " + html.escape(text).replace("\n", "<br>" + HTML_INDENT)
     if marker:
-        body.append(marker)
-        formatted.append(f"<i>{html.escape(marker)}</i>")
-    return {
-        "msgtype": "m.text",
-        "body": "\n".join(body),
-        "format": HTML,
-        "formatted_body": "<br>".join(formatted),
-        "m.mentions": {},
-        # Kept for merging; stripped before sending.
-        "_lines": lines,
-    }
+        body += "\n" + marker
+        formatted += f"<br><i>{html.escape(marker)}</i>"
+    return {"msgtype": "m.text", "body": body, "format": HTML, "formatted_body": formatted, "m.mentions": {}}
 
 
 def notice(text: str) -> dict[str, Any]:
     """A bridge notice: m.notice, plain body only (the text may come from a backend's server)."""
     return {"msgtype": "m.notice", "body": clean(text, PART_SIZE), "m.mentions": {}}
+
+
+def undelivered(count: int) -> str:
+    """The notice text for stranger messages the homeserver never took (given up after bounded retries)."""
+    if count == 1:
+        return "1 message from the stranger could not be delivered here."
+    return f"{count} messages from the stranger could not be delivered here."
 
 
 def render(event: Event) -> list[dict[str, Any]]:
@@ -90,36 +86,9 @@ def render(event: Event) -> list[dict[str, Any]]:
             return []
 
 
-MERGE_MARK = "({n} messages arrived at once and were merged into one)"
-
-
-def merge(contents: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several attributed messages as one event, with a visible marker saying how many were merged."""
-    if len(contents) == 1:
-        return contents[0]
-    lines: list[tuple[str, str]] = []
-    count = 0
-    for content in contents:
-        lines.extend(content.get("_lines") or [("Stranger", content.get("body", ""))])
-        count += content.get("_count", 1)
-    marker = MERGE_MARK.format(n=count)
-    if all(content.get("_ghost") for content in contents):
-        body = "\n".join(text for _, text in lines) + "\n" + marker
-        return {"msgtype": "m.text", "body": body, "m.mentions": {}, "_lines": lines, "_ghost": True, "_count": count}
-    merged = _attributed(lines, marker)
-    merged["_count"] = count
-    return merged
-
-
-def size(content: dict[str, Any]) -> int:
-    """A cheap bound on how big `content` is on the wire (characters of body + formatted_body)."""
-    return len(content.get("body", "")) + len(content.get("formatted_body", ""))
-
-
 def wire(content: dict[str, Any], thread_root: str | None) -> dict[str, Any]:
-    """The content as sent: bookkeeping keys dropped, the thread relation added when in a thread."""
-    out = {k: v for k, v in content.items() if not k.startswith("_")}
-    return in_thread(out, thread_root) if thread_root else out
+    """The content as sent: the thread relation added when in a thread."""
+    return in_thread(content, thread_root) if thread_root else content
 
 
 def in_thread(content: dict[str, Any], root: str) -> dict[str, Any]:

@@ -1,173 +1,237 @@
-"""The no-JavaScript chat (remandzana-style streamed HTML), pure: form fields → start parameters,
-events → escaped HTML lines, the streamed page and its send form."""
+"""The no-JavaScript chat's handlers: /nojs/start opens a chat, /nojs/chat streams it, /nojs/send answers its form."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from html import escape
+import asyncio
+import dataclasses
+import time
+from typing import TYPE_CHECKING
 
-from bridge.events import Connected, Disconnected, Event, Message, Question, ServerNotice, Waiting
-from bridge.wording import describe
+from aiohttp import web
 
-__all__ = [
-    "MAX_MESSAGE",
-    "PAD",
-    "Settings",
-    "end_of_page",
-    "ends_stream",
-    "error_page",
-    "filler",
-    "lines",
-    "notice_line",
-    "own_line",
-    "page_head",
-    "send_form",
-    "settings",
-    "start_params",
-]
+from bridge.events import Connected, Disconnected, Event, Message, Reason
 
-MAX_MESSAGE = 4000  # characters the send form's input accepts (the core refuses longer ones anyway)
-# Browsers start rendering a streamed document only after a first chunk of some size; a comment
-# that long makes the first lines show at once.
-PAD = "<!--" + " " * 1024 + "-->\n"
-SETTING_FIELDS = ("interests", "ask", "wantsspy")
+from . import nojs_html
+from .clients import Client
+from .middleware import NOJS_FORM_HEADERS, NOJS_PAGE_CSP, SECURITY_HEADERS
+from .omegle_api import gone
+from .protocol import ProtocolError, parse_start
 
-Settings = dict[str, str]  # the start form's fields, carried in hidden fields for Next / New chat
+if TYPE_CHECKING:
+    from .platform import WebPlatform
+
+__all__ = ["COOKIE", "NOJS_WAKE", "NoJsChat"]
+
+NOJS_WAKE = 0.5  # seconds between checks that a no-JS stream's reader is still there
+# The chat's id for GET /nojs/chat, so a reload (or a cut stream) takes the chat up again: a
+# session cookie, HttpOnly, SameSite=Strict, sent only to /nojs; never in a URL.
+COOKIE = "nojs"
 
 
-def settings(form: Mapping[str, str]) -> Settings:
-    """The start settings of a form (interests, ask, wantsspy), empty ones left out."""
-    out = {k: form[k].strip() for k in SETTING_FIELDS if form.get(k, "").strip()}
-    if "wantsspy" in out:
-        out["wantsspy"] = "1"
-    return out
+def html(body: str, status: int = 200) -> web.Response:
+    response = web.Response(text=body, status=status, content_type="text/html")
+    response.headers.update(NOJS_FORM_HEADERS)  # it may be shown in the no-JS page's frame
+    return response
 
 
-def start_params(form: Mapping[str, str]) -> dict[str, str]:
-    """/start parameters (see protocol.parse_start) from the no-JS start form: comma-separated
-    `interests`, an optional question `ask`, the `wantsspy` checkbox."""
-    chosen = settings(form)
-    params: dict[str, str] = {"lang": form.get("lang") or "en"}
-    if "ask" in chosen:
-        params["ask"] = chosen["ask"]
-    if "wantsspy" in chosen:
-        params["wantsspy"] = "1"
-    if "interests" in chosen and "ask" not in chosen and "wantsspy" not in chosen:
-        params["topics"] = json.dumps([t for t in chosen["interests"].split(",") if t.strip()])
-    return params
+class NoJsChat:
+    """One streamed HTML page per chat, fed from the client's queue of ["line", html] items."""
 
+    def __init__(self, platform: WebPlatform) -> None:
+        self.web = platform
 
-def notice_line(text: str) -> str:
-    return f'<p class="line notice">{escape(text)}</p>\n'
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/nojs/start", self.on_start)
+        router.add_get("/nojs/start", self.on_start, allow_head=False)
+        router.add_get("/nojs/chat", self.on_chat, allow_head=False)
+        router.add_post("/nojs/send", self.on_send)
 
+    def deliver(self, client: Client, event: Event) -> None:
+        """Queue the HTML lines showing `event` on the client's stream."""
+        if isinstance(event, Connected):
+            client.chatting = True
+        final = nojs_html.ends_stream(event)
+        if final:
+            client.ended, client.chatting = True, False
+        items = [["line", line] for line in nojs_html.lines(event, spy=client.spy)]
+        if items:
+            self.web.clients.push(client, items, force=final)
+        elif final:
+            client.wake()
 
-def own_line(text: str) -> str:
-    """The user's own message, echoed on their stream."""
-    return f'<p class="line you"><b class="who">You:</b> <bdi class="text">{escape(text)}</bdi></p>\n'
+    async def on_start(self, request: web.Request) -> web.StreamResponse:
+        """POST (or GET) /nojs/start: a chat without JavaScript. Answers 303 to /nojs/chat, the
+        chat's page, with the chat's id in a cookie (so a reload of that page is the same chat)."""
+        platform, clients = self.web, self.web.clients
+        form = {k: request.query.getone(k) for k in request.query if k != "id"}
+        if request.method == "POST":
+            posted = await platform.read_form(request)
+            form.update(posted)
+            old = clients.find(posted.get("id"))  # Next: end the chat this form came from
+            if old is not None and old.nojs:
+                self.leave(old)
+        chosen = nojs_html.settings(form)
+        try:
+            wanted = parse_start(nojs_html.start_params(form))
+        except ProtocolError as exc:
+            platform.count("refused", "bad_request")
+            return html(nojs_html.error_page(f"Cannot start: {exc}."), 400)
+        address = platform.address(request)
+        refusal = self._refusal(address)
+        if refusal is not None:
+            return refusal
+        client = clients.create(address, spy=wanted.spy, nojs=True)
+        client.settings = chosen
+        start = dataclasses.replace(wanted.start, user=f"web:{client.key[:16]}")
+        if not platform.submit(platform.room(client), start):
+            clients.forget(client)
+            return html(nojs_html.error_page("The server is busy; try again."), 503)
+        platform.count("started", start.mode.value)
+        self._expect_stream(client)  # a start whose redirect is never followed leaves, too
+        response = web.Response(status=303, headers={"Location": "/nojs/chat"})
+        secure = (platform.config.public_origin or "").startswith("https://")
+        response.set_cookie(COOKIE, client.secret, path="/nojs", httponly=True, samesite="Strict", secure=secure)
+        return response
 
+    async def on_chat(self, request: web.Request) -> web.StreamResponse:
+        """GET /nojs/chat: the chat as one long-lived `text/html` stream: every line so far, then
+        each new one as it comes. A newer stream of the same chat (a reload) takes over; a chat
+        whose stream closed and is not taken up again within nojs_grace seconds is left."""
+        platform, clients = self.web, self.web.clients
+        client = clients.find(request.cookies.get(COOKIE))
+        if client is None or not client.nojs:
+            platform.count("refused", "unknown_id")
+            return html(nojs_html.error_page("This chat has ended."), 400)
+        address = platform.address(request)
+        polls = clients.polls
+        if polls[address] >= platform.config.max_polls_per_address:
+            platform.count("refused", "polls_per_address")
+            return html(nojs_html.error_page("Too many chats from your address."), 429)
+        client.stay()
+        client.stream += 1
+        mine = client.stream
+        client.wake()  # an older stream of this chat ends
+        polls[address] += 1
+        response = web.StreamResponse(headers={**SECURITY_HEADERS, "Content-Security-Policy": NOJS_PAGE_CSP})
+        response.content_type = "text/html"
+        response.charset = "utf-8"
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each line on at once
+        try:
+            await response.prepare(request)
+            chosen = client.settings or {}
+            head = nojs_html.page_head(client.secret, chosen, spy=client.spy)
+            await self._write(response, head + "".join(client.transcript or ()))
+            if await self._stream(request, response, client, mine):
+                await self._write(response, nojs_html.end_of_page(chosen))
+                await response.write_eof()
+        except (ConnectionError, TimeoutError):
+            pass  # the reader went away (or stalled for client_timeout)
+        finally:
+            polls[address] -= 1
+            if polls[address] <= 0:
+                del polls[address]
+            if client.stream == mine:  # (a stream a newer one took over leaves the chat to it)
+                if client.ended or platform.closing:
+                    clients.forget(client)
+                else:
+                    self._expect_stream(client)
+        return response
 
-def lines(event: Event, *, spy: bool = False) -> list[str]:
-    """The HTML lines showing `event` on a no-JS stream; every piece of text is escaped.
-    Typing indicators are not shown (nothing could take them away again)."""
-    match event:
-        case Message(text=text, stranger=label):
-            who = escape(f"{label}:" if label else "Stranger:")
-            return [f'<p class="line stranger"><b class="who">{who}</b> <bdi class="text">{escape(text)}</bdi></p>\n']
-        case Waiting() | Connected() | Question() | ServerNotice() | Disconnected():
-            text = describe(event)
-            return [notice_line(text)] if text else []
-        case _:
-            return []
+    def _expect_stream(self, client: Client) -> None:
+        """Leave the chat unless a stream of it opens within nojs_grace seconds."""
+        client.stay()
+        client.leaving = asyncio.get_running_loop().call_later(self.web.nojs_grace, self._gone, client)
 
+    def _gone(self, client: Client) -> None:
+        client.leaving = None
+        if self.web.clients.get(client.key) is client:
+            if not client.ended:
+                self.web.submit(self.web.room(client), Disconnected())
+            self.web.clients.forget(client)
 
-def ends_stream(event: Event) -> bool:
-    """Whether `event` ends the no-JS chat (the stream closes after showing it)."""
-    return isinstance(event, Disconnected) and event.final
+    def _refusal(self, address: str) -> web.Response | None:
+        platform, clients, config = self.web, self.web.clients, self.web.config
+        if platform.closing:
+            return html(nojs_html.error_page("The server is shutting down."), 503)
+        if clients.sessions[address] >= config.max_sessions_per_address:
+            platform.count("refused", "sessions_per_address")
+        elif clients.polls[address] >= config.max_polls_per_address:
+            platform.count("refused", "polls_per_address")
+        elif len(clients) >= config.max_clients:
+            platform.count("refused", "clients")
+            return html(nojs_html.error_page("The server is full; try again later."), 503)
+        else:
+            return None
+        return html(nojs_html.error_page("Too many chats from your address."), 429)
 
+    async def _stream(self, request: web.Request, response: web.StreamResponse, client: Client, mine: int) -> bool:
+        """Write the client's lines as they come, with filler when quiet, until its chat ends
+        (True), or its reader leaves, a newer stream takes over or the server closes (False)."""
+        loop = asyncio.get_running_loop()
+        quiet_since, fills = loop.time(), 0
+        limit = self.web.config.max_queue
+        transcript = client.transcript
+        assert transcript is not None  # every no-JS client has one
+        while not self.web.closing and client.stream == mine:
+            if client.queue:
+                lines = [item[1] for item in client.take()]
+                transcript.extend(lines)  # kept before the write: a cut stream loses nothing
+                del transcript[:-limit]
+                await self._write(response, "".join(lines))
+                quiet_since = loop.time()
+                continue
+            if client.ended:
+                return True
+            if self.web.clients.get(client.key) is not client or gone(request):
+                return False
+            await client.wait(NOJS_WAKE)
+            client.last_seen = time.monotonic()
+            if not client.queue and loop.time() - quiet_since >= self.web.nojs_keepalive:
+                await self._write(response, nojs_html.filler(fills))
+                quiet_since, fills = loop.time(), fills + 1
+        return False
 
-def _hidden(name: str, value: str) -> str:
-    return f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">'
+    async def _write(self, response: web.StreamResponse, chunk: str) -> None:
+        # A reader that stops reading blocks the write (bounded transport buffer): after
+        # client_timeout it counts as gone instead of holding the handler forever.
+        async with asyncio.timeout(self.web.config.client_timeout):
+            await response.write(chunk.encode("utf-8"))
 
+    def leave(self, client: Client) -> None:
+        """Stop (or Next): end the chat, show it on the stream, which then closes."""
+        if client.ended:
+            return
+        self.web.submit(self.web.room(client), Disconnected())
+        client.ended, client.chatting = True, False
+        line = nojs_html.lines(Disconnected(reason=Reason.USER))
+        self.web.clients.push(client, [["line", item] for item in line], force=True)
 
-def send_form(secret: str | None, chosen: Settings, *, spy: bool = False, ended: bool = False) -> str:
-    """The small document in the page's iframe: message input with Send, Next and Stop.
-
-    The client id travels only in a hidden field of POST forms (never in a URL, so never in logs
-    or a Referer). Next and New chat post to /nojs/start in the top window, which opens a new
-    stream (the old one is ended by the server and closed by the navigation)."""
-    keep = "".join(_hidden(k, v) for k, v in chosen.items())
-    ident = _hidden("id", secret) if secret else ""
-    if ended or not secret:
-        body = (
-            '<form class="nojs-send" method="post" action="/nojs/start" target="_top">'
-            f'{keep}<span class="nojs-ended">This chat has ended.</span> '
-            '<button type="submit" autofocus>New chat</button></form>'
-        )
-    else:
-        message = (
-            ""
-            if spy
-            else '<label for="msg" class="hidden-label">Message</label>'
-            f'<input id="msg" name="msg" maxlength="{MAX_MESSAGE}" autocomplete="off" autofocus'
-            ' placeholder="Type a message">'
-            '<button type="submit" name="action" value="send">Send</button>'
-        )
-        body = (
-            f'<form class="nojs-send" method="post" action="/nojs/send">{ident}{keep}{message}'
-            '<button type="submit" name="action" value="next" class="next" formaction="/nojs/start" formtarget="_top">'
-            "Next</button>"
-            '<button type="submit" name="action" value="stop" class="danger">Stop</button></form>'
-        )
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="referrer" content="no-referrer">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<link rel="stylesheet" href="/static/style.css"><title>Send</title></head>'
-        f'<body class="nojs-frame">{body}</body></html>'
-    )
-
-
-def page_head(secret: str, chosen: Settings, *, spy: bool = False) -> str:
-    """The start of the streamed chat page; it ends inside the unclosed log element, where every
-    later line is appended."""
-    frame = escape(send_form(secret, chosen, spy=spy), quote=True)
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta name="referrer" content="no-referrer">'
-        "<title>stranger-bridge: chat (no JavaScript)</title>"
-        '<link rel="stylesheet" href="/static/style.css"></head>'
-        '<body class="nojs">'
-        '<header class="top"><h1><a href="/">stranger-bridge</a></h1></header>'
-        f'<iframe class="nojs-frame" title="Send a message" srcdoc="{frame}"></iframe>'
-        '<div class="nojs-scroll"><div class="log nojs-log" role="log" aria-live="polite">\n'
-        + PAD
-    )
-
-
-def end_of_page(chosen: Settings) -> str:
-    """Closes the log and offers a new chat with the same settings."""
-    keep = "".join(_hidden(k, v) for k, v in chosen.items())
-    return (
-        '<form class="nojs-again" method="post" action="/nojs/start">'
-        f'{keep}<button type="submit">New chat</button> <a href="/">Change settings</a></form>'
-        "</div></div></body></html>\n"
-    )
-
-
-def filler(n: int) -> str:
-    """Keep-alive padding between events (proxies cut silent responses); invisible."""
-    return "<!-- -->\n" if n % 4 == 0 else " "
-
-
-def error_page(text: str) -> str:
-    """A short HTML answer for a refused no-JS request, with the way back."""
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<link rel="stylesheet" href="/static/style.css"><title>stranger-bridge</title></head>'
-        f'<body class="nojs-frame"><p class="line notice">{escape(text)}</p>'
-        '<p><a href="/" target="_top">Back to the start page</a></p></body></html>'
-    )
-
+    async def on_send(self, request: web.Request) -> web.Response:
+        """POST /nojs/send (the form in the no-JS page's frame): id, action=send|stop, msg.
+        Answers the form again."""
+        platform = self.web
+        form = await platform.read_form(request)
+        chosen = nojs_html.settings(form)
+        client = platform.clients.find(form.get("id"))
+        if client is None or not client.nojs:
+            platform.count("refused", "unknown_id")
+            return html(nojs_html.send_form(None, chosen), 400)
+        client.last_seen = time.monotonic()
+        action = form.get("action") or "send"
+        if client.ended:
+            return html(nojs_html.send_form(None, chosen))
+        if action == "stop":
+            self.leave(client)
+            return html(nojs_html.send_form(None, chosen))
+        message = form.get("msg")
+        if action != "send" or message is None or client.spy:
+            platform.count("refused", "bad_request")
+            return html(nojs_html.error_page("That form cannot do this."), 400)
+        if message.strip():
+            if not platform.submit(platform.room(client), Message(message)):
+                platform.count("refused", "core")
+                return html(nojs_html.error_page("The server is busy; try again."), 503)
+            if client.chatting:
+                platform.clients.push(client, [["line", nojs_html.own_line(message)]])
+        return html(nojs_html.send_form(client.secret, chosen, spy=client.spy))

@@ -18,6 +18,7 @@ __all__ = [
     "ProtocolError",
     "StartRequest",
     "client_address",
+    "parse_ack",
     "parse_form",
     "parse_start",
     "status_payload",
@@ -43,6 +44,7 @@ class StartRequest:
     firstevents: bool = False  # answer {"clientID", "events"} instead of the bare quoted id
     spy: bool = False  # the client asks the question and watches (spy* events)
     wants_likes: bool = False  # the client sent topics: always give commonLikes with connected
+    acks: bool = False  # the client acknowledges events (our own page; see parse_ack)
 
 
 def _flag(value: str | None) -> bool:
@@ -58,6 +60,7 @@ def parse_start(params: Mapping[str, str]) -> StartRequest:
     question = params.get("ask")
     wantsspy = _flag(params.get("wantsspy"))
     firstevents = _flag(params.get("firstevents"))
+    acks = parse_ack(params.get("ack")) is not None
     if question is not None:
         question = " ".join(question.split())
         if not question:
@@ -67,20 +70,31 @@ def parse_start(params: Mapping[str, str]) -> StartRequest:
         if wantsspy:
             raise ProtocolError("ask and wantsspy exclude each other")
         start = Start(language=lang, question=question, mode=Mode.ASK)
-        return StartRequest(start, firstevents=firstevents, spy=True)
+        return StartRequest(start, firstevents=firstevents, spy=True, acks=acks)
     if wantsspy:
-        return StartRequest(Start(language=lang, mode=Mode.ANSWER, answer_questions=True), firstevents=firstevents)
+        start = Start(language=lang, mode=Mode.ANSWER, answer_questions=True)
+        return StartRequest(start, firstevents=firstevents, acks=acks)
     topics = params.get("topics")
     interests = parse_topics(topics) if topics is not None else ()
     start = Start(language=lang, interests=interests, mode=Mode.RANDOM, strict_interests=False)
-    return StartRequest(start, firstevents=firstevents, wants_likes=topics is not None)
+    return StartRequest(start, firstevents=firstevents, wants_likes=topics is not None, acks=acks)
+
+
+def parse_ack(value: str | None) -> int | None:
+    """The optional `ack` of /start (0: this client acknowledges) and /events (how many of the
+    chat's events the client has shown). Omegle clients never send it. Raises ProtocolError."""
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > 12:
+        raise ProtocolError("ack must be a non-negative integer")
+    return int(value)
 
 
 def parse_topics(raw: str) -> tuple[str, ...]:
     """The `topics` JSON array as clean, lower-case, de-duplicated interests."""
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting exhausts the decoder's recursion
         raise ProtocolError("topics must be a JSON array of strings") from None
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
         raise ProtocolError("topics must be a JSON array of strings")

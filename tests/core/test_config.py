@@ -88,10 +88,13 @@ def test_placeholder_secret_is_refused():
     class Cfg(PluginConfig):
         token: SecretStr
 
-    for bad in ("CHANGE-ME", "change-me-please", "", "<your token>"):
+    for bad in ("CHANGE-ME", "change-me-please", "", "<your token>", "XXXX", "xxx", "token-XXXXXXXX", "TODO", "..."):
         with pytest.raises(ValueError, match="placeholder secret"):
             Cfg(plugin="x", token=bad)
     assert Cfg(plugin="x", token="real-secret-123").token.get_secret_value() == "real-secret-123"
+    # Real tokens that merely contain the letters of a short mark are accepted.
+    for real in ("syt_Ym90_aXXXbKtodoQ_1a2b3c", "MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRzexxxBIZr", "mct_Todoxyz"):
+        assert Cfg(plugin="x", token=real).token.get_secret_value() == real
 
 
 def test_unreadable_and_invalid_files(tmp_path):

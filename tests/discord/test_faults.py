@@ -182,6 +182,10 @@ async def test_a_message_discord_keeps_refusing_gets_one_not_delivered_notice_an
         assert failures == {(("platform", "dc"), ("reason", "transient")): 1}
         retries = b.metrics.counters[("deliver_retries", (("platform", "dc"), ("reason", "transient")))]
         assert retries == 3
+        # ... and the stranger is told about that very message, once (issue 9 item 13: each side)
+        told = await rec.wait_for("w", lambda e: isinstance(e, Message) and "not delivered" in e.text)
+        assert told.text == "[bridge] Your message was not delivered: “y1”"
+        assert [e.text for e in rec.events("w", Message) if "not delivered" in e.text] == [told.text]
 
 
 async def test_a_locked_thread_gives_up_at_once_without_a_notice_loop(server):

@@ -265,3 +265,21 @@ async def test_ghost_of_a_chat_cut_by_a_crash_leaves_after_the_restart(as_synaps
         assert saved == {"chats": {}, "leaving": []}
     finally:
         await m.close()
+
+
+async def test_a_wrong_as_token_fails_start_up(as_synapse, tmp_path):
+    """9.14 in ghost mode: the registration the bridge reads has an as_token the homeserver does not know."""
+    import pytest
+
+    from bridge.app import PlatformCredentialsError
+
+    wrong = tmp_path / "registration.yaml"
+    data = json.loads(as_synapse.registration.read_text())
+    data["as_token"] = "not-the-as-token-0123456789"
+    wrong.write_text(json.dumps(data))
+    cfg = ghost_config(as_synapse)
+    cfg["platforms"]["mx"]["appservice"]["registration"] = str(wrong)
+    with pytest.raises(PlatformCredentialsError, match=r"platform mx failed to start: .*M_UNKNOWN_TOKEN") as caught:
+        async with running(cfg):
+            pass
+    assert "not-the-as-token" not in str(caught.value)

@@ -48,9 +48,10 @@ async def test_default_rate_limits_merge_bursts_without_loss(strict):
         merged = [c for c in events if "merged into one" in c["body"]]
         assert merged, "no merged event"
         for c in merged:
-            n = int(re.search(r"\((\d+) messages arrived at once", c["body"]).group(1))
-            assert c["body"].count("Stranger: burst") == n
-            assert c["formatted_body"].endswith(f"<i>({n} messages arrived at once and were merged into one)</i>")
+            marker = re.search(r"(\d+) messages from Stranger were merged into one while delivery was slowed down\.$", c["body"])
+            n = int(marker.group(1))
+            assert c["body"].startswith("Stranger: burst") and c["body"].count("burst") == n
+            assert c["formatted_body"].endswith(f"<i>{marker.group(0)}</i>")
             assert c["m.mentions"] == {} and c["msgtype"] == "m.text"
         assert len(events) - len(merged) >= 3  # the first ones went out one by one, within the burst
         assert mx.stats["limited"] >= 1  # Synapse did answer 429, and nothing was lost

@@ -7,7 +7,7 @@ import re
 
 from bridge.events import Message
 from bridge.store import SQLiteStore
-from plugins.matrix.outbox import Entry, Sent
+from plugins.matrix.sender import Write
 from plugins.matrix.render import notice
 from tests.helpers import running
 
@@ -47,11 +47,15 @@ async def test_synapse_killed_and_restarted_mid_session(matrix, synapse):
         await alice.send(rid, "u8")
         await rec.wait_for("r", lambda e: isinstance(e, Message) and e.text == "u8", timeout=40)
         await alice.wait_for(lambda: "s9" in tokens_in([e["content"]["body"] for e in alice.messages(rid, me)], "s"), 40)
-        await asyncio.sleep(1.0)  # a duplicate would show up now
+        # Markers, one per direction: a duplicate (a retried send, a replayed sync) comes before them.
+        rec.send("r", Message("s99"))
+        await alice.send(rid, "u99")
+        await rec.wait_for("r", lambda e: isinstance(e, Message) and e.text == "u99", timeout=40)
+        await alice.wait_for(lambda: "s99" in tokens_in([e["content"]["body"] for e in alice.messages(rid, me)], "s"), 40)
         to_stranger = [m.text for m in rec.events("r", Message)]
-        assert to_stranger == [f"u{n}" for n in range(1, 9)]
+        assert to_stranger == [f"u{n}" for n in range(1, 9)] + ["u99"]
         shown = tokens_in([e["content"]["body"] for e in alice.messages(rid, me)[base:]], "s")
-        assert shown == [f"s{n}" for n in range(1, 10)]
+        assert shown == [f"s{n}" for n in range(1, 10)] + ["s99"]
 
 
 async def test_same_transaction_id_creates_one_event(matrix, synapse):
@@ -62,11 +66,9 @@ async def test_same_transaction_id_creates_one_event(matrix, synapse):
     async with running(bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])) as b:
         mx = b.platforms["mx"]
         rid = await paired(b, alice, me)
-        entry = Entry(content=notice("only once"), txn=await mx.txn.take())
-        entry.attempted = True
-        first = await mx._send(rid, entry)
-        second = await mx._send(rid, entry)
-        assert first.kind == second.kind == Sent.OK
+        write = Write(content=notice("only once"), txn=await mx.txn.take())
+        await mx.sender.write(rid, write)  # raises unless stored
+        await mx.sender.write(rid, write)  # the retry after a timeout: the same txn id
         await alice.send(rid, "!stranger help")
         await alice.wait_message(rid, me, notice_with("!stranger help"))
         assert len([e for e in alice.messages(rid, me) if e["content"]["body"] == "only once"]) == 1
@@ -89,6 +91,9 @@ async def test_bridge_restart_resumes_sync_without_loss_or_repeat(matrix, synaps
         await alice.wait_for(lambda: len([e for e in alice.messages(rid, me) if "!stranger help" in e["content"]["body"]]) >= 3)
         await alice.send(rid, "!stranger start")
         await alice.wait_message(rid, me, notice_with("Looking for someone"))
-        await asyncio.sleep(1.0)  # a replayed command would show up now
+        # A marker: a replayed command would be answered before this last help.
+        await alice.send(rid, "!stranger help")
+        await alice.wait_for(lambda: len([e for e in alice.messages(rid, me) if "!stranger help" in e["content"]["body"]]) >= 4)
     helps = [e for e in alice.messages(rid, me) if e["content"]["body"].startswith("I connect this room")]
-    assert len(helps) == 3  # join, before the restart, during the downtime: each exactly once
+    assert len(helps) == 4  # join, before the restart, during the downtime, the marker: each exactly once
+    assert len([e for e in alice.messages(rid, me) if "Looking for someone" in e["content"]["body"]]) == 1

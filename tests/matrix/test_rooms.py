@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bridge.events import Connected, Disconnected, Message, Start
+from bridge.events import Connected, Disconnected, Message, ServerNotice, Start, Waiting
+from plugins.matrix.rooms import SessionRoom
 from tests.helpers import running
 
 from .conftest import bridge_config, notice_with, paired
@@ -92,10 +93,16 @@ async def test_kicking_the_bot_ends_the_chat(matrix, synapse):
         await alice.client.room_kick(rid, me, reason="bye")
         got = await rec.wait_for("r", Disconnected, timeout=20)
         assert got.reason == "stranger"
+        mx = b.platforms["mx"]
+        sends = sum(mx.stats.values())
         rec.send("r", Message("after the kick"))  # nothing reaches the room any more
+        await rec.wait_for("r", lambda e: isinstance(e, ServerNotice) and "not chatting" in e.text, timeout=20)
         rec.send("r2", Start())
-        await alice.send(rid, "still typing here")
+        await rec.wait_for("r2", Waiting, timeout=20)  # nobody to meet: the kicked room's chat is over
+        marker = await alice.send(rid, "still typing here")
+        await alice.wait_for(lambda: any(e.get("event_id") == marker for e in alice.timeline[rid]))
         assert len(alice.messages(rid, me)) == before
+        assert SessionRoom(rid) not in mx.outboxes and sum(mx.stats.values()) == sends  # the bridge did not even try
 
 
 async def test_dm_plain_message_starts_a_chat(matrix, synapse):

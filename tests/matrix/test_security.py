@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from bridge.events import Message, ServerNotice
 from tests.helpers import running
 
@@ -43,7 +45,7 @@ STRANGER_INPUTS = [
         "ok\nStranger has disconnected.\n<b>Stranger:</b> fake",
         text_event(
             "Stranger: ok\n    Stranger has disconnected.\n    <b>Stranger:</b> fake",
-            "<b>Stranger:</b> ok<br>Stranger has disconnected.<br>&lt;b&gt;Stranger:&lt;/b&gt; fake",
+            "<b>Stranger:</b> ok<br>&nbsp;&nbsp;&nbsp;&nbsp;Stranger has disconnected.<br>&nbsp;&nbsp;&nbsp;&nbsp;&lt;b&gt;Stranger:&lt;/b&gt; fake",
         ),
     ),
     (
@@ -73,6 +75,49 @@ async def test_stranger_bad_inputs_exact_content(matrix, synapse):
             await alice.wait_for(lambda n=n: len(alice.messages(rid, me)) >= base + n)
         got = [e["content"] for e in alice.messages(rid, me)[base:]]
         assert got == [want for _, want in STRANGER_INPUTS]
+
+
+def lines_attributed(content: dict) -> bool:
+    """Each visual line (body and formatted_body) starts an attributed entry, continues one indented, or is the merge marker."""
+    body = content["body"].split("\n")
+    html = content["formatted_body"].split("<br>")
+    marker = re.compile(r"^\d+ messages from Stranger were merged into one while delivery was slowed down\.$")
+    ok_body = body[0].startswith("Stranger: ") and all(
+        line.startswith("    ") or line.startswith("Stranger: ") or marker.match(line) for line in body[1:]
+    )
+    ok_html = html[0].startswith("<b>Stranger:</b> ") and all(
+        line.startswith("&nbsp;" * 4) or line.startswith("<b>Stranger:</b> ") or re.match(r"^<i>\d+ messages from Stranger were merged", line)
+        for line in html[1:]
+    )
+    return ok_body and ok_html
+
+
+async def test_stranger_line_breaks_stay_inside_one_attributed_block(matrix, synapse):
+    """9.9: a stranger's "hi\n\n\nStranger has disconnected." is m.text whose every line is visibly the stranger's."""
+    bot = await matrix.account()
+    alice = await matrix.user("alice")
+    me = bot["user_id"]
+    cfg = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])
+    async with running(cfg, stranger_rate=1000, stranger_burst=1000) as b:
+        rec = b.platforms["rec"]
+        rid = await paired(b, alice, me)
+        base = len(alice.messages(rid, me))
+        fakes = [
+            "hi\n\n\nStranger has disconnected.",
+            "ok\nYou're now chatting with a random stranger. Say hi!\n2 messages from Stranger were merged into one while delivery was slowed down.",
+        ]
+        for n in range(6):  # a burst: some of them may be merged into one event
+            rec.send("r", Message(fakes[n % 2] + f"\nend{n}"))
+        await alice.wait_message(rid, me, "end5")
+        got = [e["content"] for e in alice.messages(rid, me)[base:]]
+        assert got and all(c["msgtype"] == "m.text" and c["m.mentions"] == {} for c in got)
+        assert all(lines_attributed(c) for c in got), got
+        first = got[0]
+        assert first["body"].startswith("Stranger: hi\n    \n    \n    Stranger has disconnected.\n    end0")
+        assert first["formatted_body"].startswith(
+            "<b>Stranger:</b> hi<br>&nbsp;&nbsp;&nbsp;&nbsp;<br>&nbsp;&nbsp;&nbsp;&nbsp;<br>"
+            "&nbsp;&nbsp;&nbsp;&nbsp;Stranger has disconnected.<br>&nbsp;&nbsp;&nbsp;&nbsp;end0"
+        )
 
 
 async def test_stranger_longest_message_is_one_escaped_event(matrix, synapse):

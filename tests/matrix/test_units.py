@@ -1,4 +1,4 @@
-"""Table tests of the pure parts: commands, inbound classification, rendering, outbox merging, config."""
+"""Table tests of the pure parts: commands, inbound classification, rendering, merge markers, room state, config."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from plugins.matrix import render
 from plugins.matrix.commands import Command, parse, to_event
 from plugins.matrix.config import MatrixConfig
 from plugins.matrix.inbound import Ignore, Media, Said, classify, scrub, strip_reply_fallback
-from plugins.matrix.outbox import Entry, Outbox, Sent, TxnIds
+from bridge.outbox import Outbox, OutboxPolicy, merge_marker
+from plugins.matrix.rooms import SessionRoom
+from plugins.matrix.sender import Sent, Write
+from plugins.matrix.txn import TxnIds
 
 
 @pytest.mark.parametrize(
@@ -102,7 +105,7 @@ def test_render_message_and_notices():
         "msgtype": "m.text",
         "body": "Stranger 1: a\n    <b>x</b>",
         "format": "org.matrix.custom.html",
-        "formatted_body": "<b>Stranger 1:</b> a<br>&lt;b&gt;x&lt;/b&gt;",
+        "formatted_body": "<b>Stranger 1:</b> a<br>&nbsp;&nbsp;&nbsp;&nbsp;&lt;b&gt;x&lt;/b&gt;",
         "m.mentions": {},
     }
     [n] = render.render(Connected(common_interests=("cats",)))
@@ -144,32 +147,24 @@ async def test_txn_ids_survive_restart_without_reuse():
     assert len(set(first)) == 3
 
 
-async def test_outbox_merges_after_429_and_retries_same_txn_after_timeout():
-    state = FakeState()
-    txn = TxnIds(state)
+def test_render_merged_text_keeps_every_line_attributed_and_the_marker_apart():
+    marker = merge_marker(3, None)
+    [c] = render.message("m0\nm1 <b>\nm2", None, marker)
+    assert c["body"] == f"Stranger: m0\n    m1 <b>\n    m2\n{marker}"
+    assert c["formatted_body"] == (
+        f"<b>Stranger:</b> m0<br>&nbsp;&nbsp;&nbsp;&nbsp;m1 &lt;b&gt;<br>&nbsp;&nbsp;&nbsp;&nbsp;m2<br><i>{marker}</i>"
+    )
+    assert c["msgtype"] == "m.text" and c["m.mentions"] == {}
+    parts = render.message("x" * 9000, "Stranger 2", marker)
+    assert len(parts) == 3 and parts[-1]["body"].endswith(marker) and marker not in parts[0]["body"]
+
+
+async def test_txn_ids_are_ours_and_outbox_keys_are_not():
+    txn = TxnIds(FakeState())
     await txn.load()
-    calls: list[tuple[str, str]] = []
-    script = ["limited", "ok", "transient", "ok"]
+    from bridge.outbox import Item
 
-    async def send(rid, entry):
-        calls.append((entry.txn, entry.content["body"]))
-        kind = script.pop(0) if script else "ok"
-        return Sent(kind, retry_after=0.01)
-
-    box = Outbox("!r", send, txn, 10_000, lambda rid: None)
-    for i in range(3):
-        [c] = render.message(f"m{i}", None)
-        box.put(Entry(content=c, txn=await txn.take()))
-    await asyncio.wait_for(box.drain(), 5)
-    # 1st try of m0 is limited; then m0..m2 go as one merged event
-    assert calls[0][1] == "Stranger: m0"
-    assert "Stranger: m0\nStranger: m1\nStranger: m2\n(3 messages arrived" in calls[1][1]
-    assert box.merged == 2
-    # a timeout keeps the same txn id and content
-    [c] = render.message("late", None)
-    box.put(Entry(content=c, txn=await txn.take()))
-    await asyncio.wait_for(box.drain(), 5)
-    assert calls[2] == calls[3] and calls[2][1] == "Stranger: late"
+    assert TxnIds.ours(await txn.take()) and not TxnIds.ours(Item("text").key)
 
 
 def test_config_validation():
@@ -273,37 +268,39 @@ def test_ghost_config_validation():
 def test_render_ghost_message_plain_and_merged():
     [c] = render.ghost_message("hi <b>x</b>\n@room")
     assert render.wire(c, None) == {"msgtype": "m.text", "body": "hi <b>x</b>\n@room", "m.mentions": {}}
-    [d] = render.ghost_message("again")
-    merged = render.wire(render.merge([c, d]), None)
+    [merged] = render.ghost_message("hi\nagain", merge_marker(2, "Stranger 1"))
     assert merged == {
         "msgtype": "m.text",
-        "body": "hi <b>x</b>\n@room\nagain\n(2 messages arrived at once and were merged into one)",
+        "body": "hi\nagain\n2 messages from Stranger 1 were merged into one while delivery was slowed down.",
         "m.mentions": {},
     }
 
 
-async def test_outbox_never_merges_across_ghosts_and_keeps_typing_per_ghost():
-    state = FakeState()
-    txn = TxnIds(state)
-    await txn.load()
-    sent: list[Entry] = []
+class Recording:
+    """A Sender that records what the outbox asks for (the Matrix sender itself is tested against Synapse)."""
 
-    async def send(rid, entry):
-        sent.append(entry)
-        return Sent(Sent.OK)
+    def __init__(self) -> None:
+        self.texts: list[tuple[str | None, str, int]] = []
+        self.typing: list[tuple[object, bool]] = []
 
-    box = Outbox("!r", send, txn, 10_000, lambda rid: None)
-    box.limited = True  # as after a 429: consecutive messages would merge
+    async def send_text(self, room, item):
+        self.texts.append((item.label, item.text, item.count))
+
+    async def send_payload(self, room, item):
+        raise AssertionError("no payload expected")
+
+    async def send_typing(self, room, on):
+        self.typing.append((room, on))
+
+
+async def test_ghost_mode_outbox_never_merges_across_ghosts():
+    """In ghost mode the outbox label is the ghost: texts of two ghosts never merge into one event."""
+    rec = Recording()
+    box = Outbox(SessionRoom("!r"), rec, OutboxPolicy(platform="mx", merge_backlog=2))
     for i, ghost in enumerate(["@g1", "@g1", "@g2", "@g2", "@g2"]):
-        [c] = render.ghost_message(f"m{i}")
-        box.put(Entry(content=c, txn=await txn.take(), sender=ghost))
-    box.put(Entry(typing=True, sender="@g1"))
-    box.put(Entry(typing=True, sender="@g2"))
+        box.put_text(ghost, f"m{i}")
     await asyncio.wait_for(box.drain(), 5)
-    messages = [(e.sender, e.content["body"]) for e in sent if e.content is not None]
-    assert messages[0] == ("@g1", "m0\nm1\n(2 messages arrived at once and were merged into one)")
-    assert messages[1][0] == "@g2" and messages[1][1].startswith("m2\nm3\nm4\n(3 messages")
-    assert [(e.sender, e.typing) for e in sent if e.typing is not None] == [("@g1", True), ("@g2", True)]
+    assert rec.texts == [("@g1", "m0\nm1", 2), ("@g2", "m2\nm3\nm4", 3)]
 
 
 async def test_ghost_map_survives_a_restart_and_orphans_leave(tmp_path):
@@ -343,7 +340,7 @@ async def test_ghost_map_survives_a_restart_and_orphans_leave(tmp_path):
     # a ghost this run made but never joined leaves without a request, and is forgotten
     fresh = await after.ghost("!n:hs.example", None)
     assert await after.end("!n:hs.example", everyone=True) == [fresh]
-    assert (await after.send("!n:hs.example", Entry(leave=True, sender=fresh))).kind == Sent.OK
+    assert (await after.send("!n:hs.example", Write(leave=True, sender=fresh))).kind == Sent.OK
     assert ["!n:hs.example", fresh] not in json.loads(state.data["as_ghosts"])["leaving"]
     # a new ghost for a new chat in the same room is a different one
     assert await after.ghost("!a:hs.example", None) != going_on
@@ -353,3 +350,41 @@ async def test_ghost_map_survives_a_restart_and_orphans_leave(tmp_path):
     ghosts = Ghosts(cfg, broken, nothing)
     await ghosts.load()  # unreadable: logged, started empty
     assert ghosts.chats == {} and ghosts.leaving == set()
+
+
+@pytest.mark.parametrize(
+    ("text", "room", "root"),
+    [("!abc:hs", "!abc:hs", None), ("!abc:hs|$root", "!abc:hs", "$root"), ("!pO6DdRwRkAxJi8Jq", "!pO6DdRwRkAxJi8Jq", None)],
+)
+def test_session_room_parse_and_format_round_trip(text, room, root):
+    from plugins.matrix.rooms import SessionRoom
+
+    where = SessionRoom.parse(text)
+    assert (where.room, where.root) == (room, root)
+    assert where.format() == text
+    assert SessionRoom(room, root) == where and hash(SessionRoom(room, root)) == hash(where)
+
+
+def test_room_state_stays_bounded_over_room_churn():
+    """Rooms joined, typed in, left and encrypted by the thousand: each kind keeps its newest `limit`."""
+    from plugins.matrix.rooms import RoomState
+
+    rooms = RoomState(limit=16)
+    for n in range(1000):
+        rid = f"!r{n}"
+        rooms.joined(rid)
+        rooms.members.remember(rid, frozenset({"@a:x"}))
+        rooms.plaintext.remember(rid)
+        rooms.set_typing(rid, frozenset({"@a:x"}))
+        rooms.add_thread(rid, f"$t{n}")
+        rooms.last_thread.remember((rid, "@a:x"), f"$t{n}")
+        rooms.started(f"{rid}|$t{n}", Start())
+        rooms.set_typing(rid, frozenset())
+        assert rooms.end_all(rid) == [f"{rid}|$t{n}"]
+        rooms.left(rid) if n % 2 else rooms.encrypted.remember(rid)
+    for kind in ("threads", "thread_rooms", "gone", "encrypted", "plaintext", "members", "last_thread", "last_start"):
+        assert len(getattr(rooms, kind)) <= 16, kind
+    assert rooms.typing == {} and rooms.active == set()
+    assert rooms.closed("!r999") and rooms.closed("!r998")  # the newest keep their meaning
+    rooms.joined("!r999")
+    assert not rooms.closed("!r999")

@@ -217,6 +217,9 @@ async def test_test_server_drops_a_member_that_sends_non_ascii(pychat):
     port = int(await reader.read(5))
     writer.close()
     _, room_writer = await asyncio.open_connection("127.0.0.1", port)
+    async with asyncio.timeout(5):  # like the real server, a member is listed just after its thread starts
+        while server.occupancy() != [1]:
+            await asyncio.sleep(0.01)
     room_writer.write("Ana: olá".encode())
     async with asyncio.timeout(5):
         while server.dropped != 1:

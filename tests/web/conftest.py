@@ -20,6 +20,7 @@ def web_config(**web: object) -> dict:
 @pytest.fixture
 async def bridge():
     async with running(web_config()) as instance:
+        instance.platforms["web"].nojs_grace = 0.2  # a closed no-JS stream leaves soon (tests wait on it)
         yield instance
 
 
@@ -30,5 +31,7 @@ def web(bridge):
 
 @pytest.fixture
 async def http():
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+    # unsafe: keep cookies of an IP-address host (the no-JS chat's cookie on 127.0.0.1)
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15), cookie_jar=jar) as session:
         yield session

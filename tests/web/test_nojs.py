@@ -175,6 +175,7 @@ async def test_nojs_bad_inputs(bridge, web, http):
 async def test_nojs_streams_count_against_the_per_address_caps(http):
     async with running(web_config(max_sessions_per_address=2)) as bridge:
         web = bridge.platforms["web"]
+        web.nojs_grace = 0.2
         streams = [await Stream(http, web.url).start() for _ in range(2)]
         async with http.post(web.url + "/nojs/start", data={}) as response:
             assert response.status == 429
@@ -204,7 +205,7 @@ async def test_spy_without_javascript_watches_labelled_strangers(bridge, web, ht
 
 def test_pure_rendering_escapes_everything_and_maps_the_start_form():
     from bridge.events import Connected, Question, Typing, Waiting
-    from plugins.web import nojs
+    from plugins.web import nojs_html as nojs
 
     assert nojs.lines(Message("<b>x</b>", stranger='Str"anger <1>'), spy=True) == [
         '<p class="line stranger"><b class="who">Str&quot;anger &lt;1&gt;:</b> <bdi class="text">&lt;b&gt;x&lt;/b&gt;</bdi></p>\n'

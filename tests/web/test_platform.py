@@ -57,3 +57,23 @@ def test_bad_config_is_refused(table):
     with pytest.raises(ConfigError):
         parse_config({"platforms": {"web": {"plugin": "web", **table}}}, env=False)
     assert WebConfig(plugin="web", bind="[::1]:0").bind == "[::1]:0"
+
+
+async def test_metrics_parse_and_carry_the_servers_own_figures(web, http):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from .client import RawClient
+
+    await RawClient(http, web.url).start(ask="counted?")
+    async with http.get(web.url + "/start", headers={"Sec-Fetch-Site": "cross-site"}) as response:
+        assert response.status == 403
+    async with http.get(web.url + "/metrics") as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        families = {f.name: f for f in text_string_to_metric_families(await response.text())}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert samples[("stranger_bridge_web_clients", (("platform", "web"),))] == 1
+    assert samples[("stranger_bridge_web_polls_open", (("platform", "web"),))] == 0
+    assert samples[("stranger_bridge_web_connections", (("platform", "web"),))] >= 1
+    assert samples[("stranger_bridge_web_started_total", (("mode", "ask"), ("platform", "web")))] == 1
+    assert samples[("stranger_bridge_web_refused_total", (("platform", "web"), ("reason", "cross_site")))] == 1
+    assert families["stranger_bridge_web_refused"].type == "counter"

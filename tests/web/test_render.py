@@ -105,6 +105,7 @@ def test_parse_start(params, start, flags):
         {"topics": "nope"},
         {"topics": '"cats"'},
         {"topics": '[["a"]]'},
+        {"topics": "[" * 100_000 + "]" * 100_000},  # deep nesting: RecursionError in json
         {"topics": '["' + "x" * 65 + '"]'},
         {"ask": ""},
         {"ask": "x" * 501},

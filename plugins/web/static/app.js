@@ -6,8 +6,11 @@
   const log = $("log"), typing = $("typing"), message = $("message");
   const stopButton = $("stop"), nextButton = $("next"), sendButton = $("send");
   const RANDID = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+  const STORE = "stranger-bridge-chat"; // this tab's chat, so a reload takes it up again
+  const KEPT = 500; // lines of the transcript kept for a reload
 
   let clientId = null;
+  let seen = 0; // events of this chat shown so far: every poll acknowledges them (`ack`)
   let generation = 0; // bumps on every start/stop so stale polls drop their answers
   let state = "idle"; // idle | searching | chatting
   let spy = false;
@@ -15,10 +18,17 @@
   let typingSent = false;
   let typingTimer = null;
   let endShown = false;
+  let transcript = []; // [kind, text, who] of every line shown in this chat
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
   function line(kind, text, who) {
+    transcript.push([kind, text, who || null]);
+    if (transcript.length > KEPT) transcript = transcript.slice(-KEPT);
+    show(kind, text, who);
+  }
+
+  function show(kind, text, who) {
     const div = document.createElement("div");
     div.className = "line " + kind;
     if (who) {
@@ -38,6 +48,40 @@
 
   function setTyping(text) {
     typing.textContent = text || "";
+  }
+
+  function save() {
+    try {
+      if (clientId) sessionStorage.setItem(STORE, JSON.stringify({ clientId, seen, spy, state, transcript }));
+      else sessionStorage.removeItem(STORE);
+    } catch (err) {
+      // storage may be full or off: a reload then simply starts afresh
+    }
+  }
+
+  function resume() {
+    let saved = null;
+    try {
+      saved = JSON.parse(sessionStorage.getItem(STORE) || "null");
+    } catch (err) {
+      saved = null;
+    }
+    if (!saved || typeof saved.clientId !== "string" || !Number.isInteger(saved.seen) || !Array.isArray(saved.transcript)) {
+      return false;
+    }
+    spy = saved.spy === true;
+    log.replaceChildren();
+    transcript = [];
+    for (const entry of saved.transcript) {
+      if (Array.isArray(entry) && typeof entry[0] === "string" && typeof entry[1] === "string") {
+        line(entry[0], entry[1], typeof entry[2] === "string" ? entry[2] : null);
+      }
+    }
+    clientId = saved.clientId;
+    seen = saved.seen;
+    setState(saved.state === "chatting" ? "chatting" : "searching");
+    poll(++generation);
+    return true;
   }
 
   function setState(next) {
@@ -71,7 +115,7 @@
 
   async function start() {
     const mine = ++generation;
-    const query = new URLSearchParams({ firstevents: "1", randid: randid() });
+    const query = new URLSearchParams({ firstevents: "1", randid: randid(), ack: "0" });
     const lang = (navigator.language || "en").slice(0, 2).toLowerCase();
     query.set("lang", /^[a-z]{2}$/.test(lang) ? lang : "en");
     const question = $("question").value.trim();
@@ -81,6 +125,7 @@
     else if ($("answer").checked) query.set("wantsspy", "1");
     else if (interests.length) query.set("topics", JSON.stringify(interests));
     log.replaceChildren();
+    transcript = [];
     endShown = false;
     clientId = null;
     setState("searching");
@@ -105,7 +150,9 @@
       return;
     }
     clientId = data.clientID;
+    seen = Number.isInteger(data.next) ? data.next : 0;
     handle(data.events || []);
+    save();
     poll(mine);
   }
 
@@ -114,7 +161,7 @@
     while (mine === generation && clientId && state !== "idle") {
       let events;
       try {
-        const response = await fetch("/events", form({ id: clientId }));
+        const response = await fetch("/events", form({ id: clientId, ack: String(seen) }));
         if (response.status === 400) {
           if (mine === generation) ended("The server ended this chat.");
           return;
@@ -131,7 +178,14 @@
         continue;
       }
       if (mine !== generation) return;
-      if (events) handle(events);
+      // {seq, events}: events from sequence number seq on; those before `seen` were shown already
+      // (an answer the network lost is answered again, so nothing is lost and nothing shown twice)
+      if (events && Array.isArray(events.events) && Number.isInteger(events.seq)) {
+        const fresh = events.events.slice(Math.max(0, seen - events.seq));
+        seen = Math.max(seen, events.seq + events.events.length);
+        handle(fresh);
+        save();
+      }
     }
   }
 
@@ -141,6 +195,7 @@
     clientId = null;
     typingSent = false;
     setState("idle");
+    save();
   }
 
   function handle(events) {
@@ -268,6 +323,7 @@
     typingSent = false; // a message implies the user stopped typing
     message.value = "";
     line("you", text, "You");
+    save();
     try {
       const response = await fetch("/send", form({ id: clientId, msg: text }));
       if (!response.ok) notice("Your message was not sent.");
@@ -298,8 +354,13 @@
     else stop();
   });
 
+  // Closing the tab leaves the chat; a reload comes back within the server's grace period and
+  // takes the chat up again from this tab's storage (so `grace`: leave unless the id is used again).
   window.addEventListener("pagehide", () => {
-    if (clientId) navigator.sendBeacon("/disconnect", new URLSearchParams({ id: clientId }));
+    if (clientId) {
+      save();
+      navigator.sendBeacon("/disconnect", new URLSearchParams({ id: clientId, grace: "1" }));
+    }
   });
 
   async function refreshCount() {
@@ -312,5 +373,5 @@
   }
   refreshCount();
   setInterval(refreshCount, 30000);
-  setState("idle");
+  if (!resume()) setState("idle");
 })();

@@ -1,0 +1,290 @@
+"""Homeserver events to the core: sync batches and pushes, invites, timeline messages and commands, membership, typing."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Protocol
+
+from nio import AsyncClient, JoinedMembersResponse, JoinError, SyncResponse, TypingNoticeEvent
+
+from bridge.abc import Submit
+from bridge.events import Event, Message, Room, Start, StoppedTyping, Typing
+from bridge.identity import user_key
+
+from .appservice import Pushed
+from .commands import Command, help_text, to_event
+from .config import MatrixConfig
+from .inbound import Ignore, Media, Said, classify
+from .rooms import RoomState, SessionRoom
+from .sync import Sync
+
+__all__ = ["ENCRYPTED_REASON", "Host", "Receiver"]
+
+log = logging.getLogger(__name__)
+
+ENCRYPTED_REASON = "stranger-bridge does not support encrypted rooms; invite it to an unencrypted room."
+
+
+class Host(Protocol):
+    """What the receiver needs from the platform: the client, and the room actions that also touch outboxes."""
+
+    name: str
+    submit: Submit
+    client: AsyncClient | None
+    ghosts: Any
+
+    async def notice(self, rid: str, thread: str | None, text: str) -> None: ...
+
+    async def leave(self, rid: str, reason: str) -> None: ...
+
+    async def refuse_encrypted(self, rid: str) -> None: ...
+
+    def removed(self, rid: str) -> None: ...
+
+    def end_all(self, rid: str) -> None: ...
+
+
+class Receiver:
+    """Turns what the homeserver sends (in sync batches, or pushed in ghost mode) into core events, in order."""
+
+    def __init__(self, host: Host, cfg: MatrixConfig, rooms: RoomState, sync: Sync) -> None:
+        self.host = host
+        self.cfg = cfg
+        self.rooms = rooms
+        self.sync = sync
+        self.ignore = [re.compile(p) for p in cfg.ignore_users]
+
+    @property
+    def client(self) -> AsyncClient:
+        client = self.host.client
+        assert client is not None
+        return client
+
+    async def handle_sync(self, resp: SyncResponse, history: bool = False) -> None:
+        """Hand one sync batch to the core. `history`: the very first sync; old messages are not relayed."""
+        for rid, info in resp.rooms.invite.items():
+            await self.on_invite(rid, [_stripped(e) for e in info.invite_state])
+        for rid, info in resp.rooms.join.items():
+            if any(getattr(e, "source", {}).get("type") == "m.room.encryption" for e in info.state):
+                await self.host.refuse_encrypted(rid)
+                continue
+            events = [e.source for e in info.timeline.events if isinstance(getattr(e, "source", None), dict)]
+            if info.timeline.limited and not history and self.sync.since:
+                events = await self.sync.fill_gap(self.client, rid, info.timeline.prev_batch, events)
+            for source in events:
+                await self.on_timeline(rid, source, history=history)
+            for ephemeral in info.ephemeral:
+                if isinstance(ephemeral, TypingNoticeEvent):
+                    self.on_typing(rid, ephemeral.users)
+        for rid, info in resp.rooms.leave.items():
+            for e in info.timeline.events:
+                source = getattr(e, "source", None)
+                if isinstance(source, dict):
+                    await self.on_timeline(rid, source, history=history)
+            self.host.removed(rid)
+
+    async def handle_push(self, pushed: Pushed) -> None:
+        """Ghost mode: hand one pushed transaction to the core (in order), then persist the seen ids."""
+        me = self.cfg.user_id
+        for ev in pushed.events:
+            rid = ev["room_id"]
+            content = ev.get("content") if isinstance(ev.get("content"), dict) else {}
+            if ev.get("type") == "m.room.member" and ev.get("state_key") == me and content.get("membership") == "invite":
+                if self.sync.seen_before(ev.get("event_id")):
+                    continue
+                state = (ev.get("unsigned") or {}).get("invite_room_state") or []
+                await self.on_invite(rid, [ev, *(s for s in state if isinstance(s, dict))])
+                continue
+            await self.on_timeline(rid, ev, history=False)
+        for rid, users in pushed.typing:
+            self.on_typing(rid, list(users))
+        await self.sync.save()
+
+    def ignored(self, sender: str) -> bool:
+        """Our own bot, our ghosts and configured other bots are never relayed (no loops)."""
+        if sender == self.cfg.user_id:
+            return True
+        ghosts = self.host.ghosts
+        if ghosts is not None and ghosts.owns(sender):
+            return True
+        return any(p.fullmatch(sender) for p in self.ignore)
+
+    async def on_invite(self, rid: str, state: list[dict]) -> None:
+        """Join when the inviter is allowed and the room is unencrypted; otherwise refuse with a reason."""
+        me = self.cfg.user_id
+        inviter = None
+        encrypted = False
+        for ev in state:
+            if ev.get("type") == "m.room.member" and ev.get("state_key") == me:
+                if (ev.get("content") or {}).get("membership") == "invite":
+                    inviter = ev.get("sender")
+            if ev.get("type") == "m.room.encryption":
+                encrypted = True
+        if inviter is None:
+            return
+        if not self.cfg.may_invite(inviter):
+            log.warning("matrix: invite from %s refused: not in allowed_inviters", inviter)
+            await self.host.leave(rid, "You are not allowed to invite this bot.")
+            return
+        if encrypted:
+            log.info("matrix: invite to an encrypted room refused")
+            await self.host.leave(rid, ENCRYPTED_REASON)
+            return
+        resp = await self.client.join(rid)
+        if isinstance(resp, JoinError):
+            log.warning("matrix: could not join an invited room: %s", resp.message)
+            return
+        self.rooms.joined(rid)
+        await self.host.notice(rid, None, help_text(self.cfg.command_prefix))
+
+    async def on_timeline(self, rid: str, ev: dict[str, Any], *, history: bool) -> None:
+        """One timeline event, once (event ids de-duplicate replays)."""
+        if self.sync.seen_before(ev.get("event_id")):
+            return
+        kind = ev.get("type")
+        sender = ev.get("sender") or ""
+        if kind == "m.room.member":
+            await self.on_member(rid, ev)
+            return
+        if kind in ("m.room.encryption", "m.room.encrypted"):
+            await self.host.refuse_encrypted(rid)
+            return
+        if history or kind not in ("m.room.message", "m.sticker") or self.ignored(sender):
+            return
+        if self.rooms.closed(rid):
+            return
+        content = ev.get("content")
+        if not isinstance(content, dict):
+            return
+        await self.on_message(rid, ev, sender, content, kind)
+
+    async def on_message(self, rid: str, ev: dict, sender: str, content: dict, kind: str) -> None:
+        """A user's message: a command, text for the stranger, or media; in thread mode only in session threads."""
+        cfg, rooms = self.cfg, self.rooms
+        media_base = f"{cfg.homeserver}/_matrix/media/v3/download" if cfg.allow_media_links else None
+        what = classify(content, prefix=cfg.command_prefix, event_type=kind, media_base=media_base)
+        if isinstance(what, Ignore):
+            return
+        relates = content.get("m.relates_to") if isinstance(content.get("m.relates_to"), dict) else {}
+        root = relates.get("event_id") if relates.get("rel_type") == "m.thread" else None
+        threaded = cfg.mode == "thread" and not await self.is_dm(rid)
+        if threaded:
+            if root is not None and rooms.is_thread(rid, root):
+                rooms.last_thread.remember((rid, sender), root)
+            elif root is None and isinstance(what, Command) and what.name in ("start", "ask", "answer"):
+                root = ev["event_id"]  # the command itself becomes the thread's root
+                rooms.add_thread(rid, root)
+                rooms.last_thread.remember((rid, sender), root)
+            elif isinstance(what, Command):
+                await self.host.notice(rid, root, f"Use {cfg.command_prefix} start here to open a chat in a new thread.")
+                return
+            else:
+                return  # ordinary conversation in a shared room
+        else:
+            root = None
+        sid = SessionRoom(rid, root).format()
+        room = Room(self.host.name, sid)
+        self._user_stopped_typing(rid, sender)
+        submit = self.host.submit
+        if isinstance(what, Command):
+            if what.name == "help":
+                await self.host.notice(rid, root, help_text(cfg.command_prefix))
+                return
+            if what.name == "unknown":
+                await self.host.notice(rid, root, f"Unknown command. Try {cfg.command_prefix} help.")
+                return
+            event = to_event(what, user=user_key("matrix", sender), last=rooms.last_start.get(sid))
+            if event is None:
+                return
+            if isinstance(event, Start):
+                rooms.started(sid, event)
+            submit(room, event)
+            return
+        if isinstance(what, Media):
+            if what.link is not None:
+                submit(room, Message(f"[{what.kind}] {what.link}"))
+            elif sid in rooms.active:
+                await self.host.notice(rid, root, f"You sent {what.kind}: media is not sent to strangers.")
+            return
+        assert isinstance(what, Said)
+        if sid not in rooms.active and cfg.dm_autostart and not threaded and await self.is_dm(rid):
+            start = Start(user=user_key("matrix", sender))
+            rooms.started(sid, start)
+            submit(room, start)
+            return
+        submit(room, Message(what.text))
+
+    async def on_member(self, rid: str, ev: dict[str, Any]) -> None:
+        """Membership changes: the bot removed ends the room; the last person leaving makes the bot leave."""
+        me = self.cfg.user_id
+        target = ev.get("state_key")
+        membership = (ev.get("content") or {}).get("membership")
+        self.rooms.forget_members(rid)
+        if target == me:
+            if membership in ("leave", "ban"):
+                self.host.removed(rid)
+            return
+        if membership not in ("leave", "ban") or self.rooms.is_gone(rid):
+            return
+        members = await self.members(rid)
+        people = {m for m in members if m != me and not self.ignored(m)}
+        if not people:
+            log.info("matrix: nobody left in a session room; leaving it")
+            self.host.end_all(rid)
+            await self.host.leave(rid, "Nobody is left in this room.")
+
+    def on_typing(self, rid: str, users: list[str]) -> None:
+        """The room's typing users now: each change becomes Typing / StoppedTyping of that user's session."""
+        now = frozenset(u for u in users if not self.ignored(u))
+        before = self.rooms.typing.get(rid, frozenset())
+        self.rooms.set_typing(rid, now)
+        for user in now - before:
+            self._typing_changed(rid, user, Typing())
+        for user in before - now:
+            self._typing_changed(rid, user, StoppedTyping())
+
+    def _typing_changed(self, rid: str, user: str, event: Event) -> None:
+        rooms = self.rooms
+        if self.cfg.mode == "thread" and rooms.has_threads(rid):
+            root = rooms.last_thread.get((rid, user))
+            sid = SessionRoom(rid, root).format() if root else None
+        else:
+            sid = rid
+        if sid is not None and sid in rooms.active:
+            self.host.submit(Room(self.host.name, sid), event)
+
+    def _user_stopped_typing(self, rid: str, user: str) -> None:
+        # A message implies the user stopped typing (the core does the same on its side).
+        current = self.rooms.typing.get(rid)
+        if current and user in current:
+            self.rooms.set_typing(rid, current - {user})
+
+    async def members(self, rid: str) -> frozenset[str]:
+        """The room's joined members (cached until a member event)."""
+        cached = self.rooms.members.get(rid)
+        if cached is not None:
+            return cached
+        resp = await self.client.joined_members(rid)
+        if isinstance(resp, JoinedMembersResponse):
+            found = frozenset(m.user_id for m in resp.members)
+            self.rooms.members.remember(rid, found)
+            return found
+        return frozenset({self.cfg.user_id, "?"})  # unknown: assume somebody is there
+
+    async def is_dm(self, rid: str) -> bool:
+        """True for a room of the bot and one person (ghosts not counted)."""
+        members = await self.members(rid)
+        ghosts = self.host.ghosts
+        if ghosts is not None:
+            members = frozenset(m for m in members if not ghosts.owns(m))  # ghosts come and go
+        return len([m for m in members if not self.ignored(m)]) == 1 and len(members) <= 2
+
+
+def _stripped(event: Any) -> dict[str, Any]:
+    """An invite-state event as a dict (nio keeps the membership out of `source`)."""
+    source = dict(getattr(event, "source", None) or {})
+    membership = getattr(event, "membership", None)
+    if membership is not None:
+        source["content"] = {**(source.get("content") or {}), "membership": membership}
+    return source

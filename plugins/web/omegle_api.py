@@ -1,0 +1,195 @@
+"""The Omegle-protocol endpoints: /start, /events, /send, /typing, /disconnect, /status and the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from bridge.events import Disconnected, Event, Message, StoppedTyping, Typing
+
+from .clients import Client
+from .middleware import WIN, fail, json_answer, null, text
+from .protocol import ProtocolError, parse_ack, parse_start, status_payload
+
+if TYPE_CHECKING:
+    from .platform import WebPlatform
+
+__all__ = ["FIRST_EVENTS_WAIT", "LEAVE_GRACE", "OmegleApi", "gone"]
+
+FIRST_EVENTS_WAIT = 0.25  # seconds /start?firstevents=1 waits for the first event (usually "waiting")
+LEAVE_GRACE = 5.0  # seconds a page that went away (/disconnect with `grace`) has to come back (a reload)
+
+
+def gone(request: web.Request) -> bool:
+    """Whether the client of `request` has closed its connection."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _answer(events: list[list], base: int | None) -> web.Response:
+    """An /events answer: the bare array, or for an acknowledging client {"seq": n, "events"},
+    n being the sequence number of the first event."""
+    return json_answer(events if base is None else {"seq": base, "events": events})
+
+
+class OmegleApi:
+    """The protocol's handlers over the platform's clients."""
+
+    def __init__(self, platform: WebPlatform) -> None:
+        self.web = platform
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/start", self.on_start, allow_head=False)
+        router.add_post("/start", self.on_start)
+        router.add_post("/events", self.on_events)
+        router.add_post("/send", self.on_send)
+        router.add_post("/typing", self.on_typing)
+        router.add_post("/stoppedtyping", self.on_stopped_typing)
+        router.add_post("/disconnect", self.on_disconnect)
+        router.add_post("/stoplookingforcommonlikes", self.on_stop_looking)
+        router.add_get("/status", self.on_status)
+        router.add_post("/status", self.on_status)
+        router.add_get("/count", self.on_count)
+
+    async def on_start(self, request: web.Request) -> web.Response:
+        """GET or POST /start: a new client id looking for a stranger."""
+        platform, clients, config = self.web, self.web.clients, self.web.config
+        params = {k: request.query.getone(k) for k in request.query}
+        if request.method == "POST":
+            params.update(await platform.read_form(request))
+        wanted = parse_start(params)
+        address = platform.address(request)
+        if platform.closing:
+            return fail(503)
+        if clients.sessions[address] >= config.max_sessions_per_address:
+            platform.count("refused", "sessions_per_address")
+            return fail(429)
+        if len(clients) >= config.max_clients:
+            platform.count("refused", "clients")
+            return fail(503)
+        client = clients.create(address, spy=wanted.spy, wants_likes=wanted.wants_likes)
+        if wanted.acks:
+            client.sent = []
+        start = dataclasses.replace(wanted.start, user=f"web:{client.key[:16]}")
+        if not platform.submit(platform.room(client), start):
+            clients.forget(client)
+            return fail(503)
+        platform.count("started", start.mode.value)
+        if not wanted.firstevents:
+            return json_answer(client.secret)
+        if not client.has_answer():
+            await client.wait(FIRST_EVENTS_WAIT)
+        events = clients.take(client) if client.has_answer() else []
+        count = platform.metrics.online()
+        status = [["statusInfo", status_payload(count)], ["count", count]]
+        if wanted.acks:  # the status is not part of the acknowledged sequence
+            return json_answer({"clientID": client.secret, "events": events + status, "next": len(events)})
+        return json_answer({"clientID": client.secret, "events": events + status})
+
+    async def on_events(self, request: web.Request) -> web.Response:
+        """POST /events: the client's pending events, or `null` after the poll window."""
+        platform, clients = self.web, self.web.clients
+        client, form = await platform.find_client(request)
+        ack = parse_ack(form.get("ack"))
+        if client is None:
+            retired = clients.claim(form.get("id"), ack)
+            return fail(400) if retired is None else _answer(retired.events, retired.base)
+        if ack is not None and not (client.acking and client.acknowledge(ack)):
+            raise ProtocolError("ack is not a sequence number this chat answered")
+        if client.has_answer():
+            return self._take(client)
+        address = platform.address(request)
+        polls = clients.polls
+        if polls[address] >= platform.config.max_polls_per_address:
+            platform.count("refused", "polls_per_address")
+            return fail(429)
+        polls[address] += 1
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + platform.config.poll_window
+            while not platform.closing and clients.get(client.key) is client:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or not await client.wait(remaining):
+                    break
+                if gone(request):
+                    # The poller went away (a crashed bridge, a closed tab): leave the events queued
+                    # for its next poll instead of writing them to a dead connection.
+                    return null()
+                if client.has_answer():
+                    return self._take(client)
+            return null()
+        finally:
+            polls[address] -= 1
+            if polls[address] <= 0:
+                del polls[address]
+            client.last_seen = time.monotonic()
+            clients.settle(client)  # its end came while this poll was leaving unanswered
+
+    async def on_send(self, request: web.Request) -> web.Response:
+        """POST /send: id, msg."""
+        client, form = await self.web.find_client(request)
+        if client is None or client.ended:
+            return fail(400)
+        message = form.get("msg")
+        if message is None:
+            return fail(400)
+        return self._act(client, Message(message))
+
+    async def on_typing(self, request: web.Request) -> web.Response:
+        client, _ = await self.web.find_client(request)
+        return fail(400) if client is None or client.ended else self._act(client, Typing())
+
+    async def on_stopped_typing(self, request: web.Request) -> web.Response:
+        client, _ = await self.web.find_client(request)
+        return fail(400) if client is None or client.ended else self._act(client, StoppedTyping())
+
+    async def on_disconnect(self, request: web.Request) -> web.Response:
+        """POST /disconnect: leave; the id is dead at once (the partner is told by the core).
+
+        With `grace` (our page, as it unloads; Omegle clients never send it): leave unless the id
+        is used again within LEAVE_GRACE seconds, so a reloaded page takes its chat up again."""
+        client, form = await self.web.find_client(request)
+        if client is None:
+            return text(WIN) if self.web.clients.discard(form.get("id")) else fail(400)
+        if "grace" in form:
+            client.stay()
+            client.leaving = asyncio.get_running_loop().call_later(LEAVE_GRACE, self._leave, client)
+            return text(WIN)
+        self._leave(client)
+        return text(WIN)
+
+    def _leave(self, client: Client) -> None:
+        client.leaving = None
+        if self.web.clients.get(client.key) is not client:
+            return
+        if not client.ended:
+            self.web.submit(self.web.room(client), Disconnected())
+        self.web.clients.forget(client)
+
+    async def on_stop_looking(self, request: web.Request) -> web.Response:
+        """POST /stoplookingforcommonlikes. Web starts never have strict interests, so the
+        backend already falls back to a random stranger by itself (the hub after its
+        interest_fallback); restarting the search here could race a pairing in flight."""
+        client, _ = await self.web.find_client(request)
+        return fail(400) if client is None or client.ended else text(WIN)
+
+    def _take(self, client: Client) -> web.Response:
+        base = client.base
+        return _answer(self.web.clients.take(client), base if client.acking else None)
+
+    def _act(self, client: Client, event: Event) -> web.Response:
+        if not self.web.submit(self.web.room(client), event):
+            self.web.count("refused", "core")
+            return fail(503)
+        return text(WIN)
+
+    async def on_status(self, request: web.Request) -> web.Response:
+        """GET /status: Omegle's status object; count = people searching or chatting."""
+        return json_answer(status_payload(self.web.metrics.online()))
+
+    async def on_count(self, request: web.Request) -> web.Response:
+        return text(str(self.web.metrics.online()))
