@@ -7,12 +7,15 @@ import re
 from collections.abc import AsyncIterator, Callable
 import types
 import typing
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_validator, model_validator
 
 from .events import Event, Room, Start
 from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .policy.moderator import Moderator
 
 __all__ = ["Backend", "Chat", "CredentialsError", "KeyValue", "Platform", "PluginConfig", "StrictModel", "Submit"]
 
@@ -109,6 +112,9 @@ class Platform(abc.ABC):
         self.submit = submit  # hand user-side events to the core
         self.state = state  # this platform's persisted key/value space
         self.metrics = metrics or Metrics()  # read-only figures for status pages
+        # The core's bridge.policy Moderator (bans, strikes, content policy), set by the daemon
+        # before `run`; admin surfaces use it. None when the platform runs without the daemon.
+        self.moderator: Moderator | None = None
 
     @abc.abstractmethod
     async def run(self) -> None:
@@ -137,6 +143,13 @@ class Platform(abc.ABC):
     def rooms_active(self, rooms: list[Room]) -> None:
         """Told once at start which of this platform's rooms have a session. Default: nothing."""
 
+    def scope_of(self, room: Room) -> str | None:
+        """The moderation scope `room` belongs to ([policy.scopes."NAME:SCOPE"]): a Discord
+        guild id, a Matrix room id. Called by the session for every message. Default: None
+        (the platform's own policy applies).
+        """
+        return None
+
 
 class Chat(abc.ABC):
     """One conversation with a stranger (two in spy mode, two in a three-person room)."""
@@ -145,6 +158,15 @@ class Chat(abc.ABC):
 
     #: What `Backend.resume` needs to take this chat up again after a restart; None: cannot.
     handle: str | None = None
+    #: True only where a report keeps the two people apart for good (the hub's chats). Elsewhere
+    #: the report confirmation must not promise "never paired again".
+    enforces_blocks: ClassVar[bool] = False
+
+    def stranger_key(self) -> str | None:
+        """The user key of the person on the other side, where the backend knows one (the hub:
+        another session of this bridge). Used only as input to strikes, never shown. Default: None.
+        """
+        return None
 
     @abc.abstractmethod
     def events(self) -> AsyncIterator[Event]:
@@ -166,6 +188,10 @@ class Backend(abc.ABC):
 
     #: Longest message the protocol carries; longer user text is refused with a notice.
     max_message_length: ClassVar[int] = 4000
+
+    #: Whether `connect` pairs only partners that `Start.accept` lets in (and whose own accept
+    #: lets this user in). False: a Start with an accept list is refused by the core with a notice.
+    honours_accept: ClassVar[bool] = False
 
     def __init__(self, name: str, config: Any, state: KeyValue | None = None) -> None:
         self.name = name

@@ -17,6 +17,7 @@ from .health import HealthServer
 from .logsetup import ErrorRing
 from .metrics import Metrics
 from .notify import Notifier
+from .policy.moderator import Moderator
 from .router import Router
 from .store import Store, open_store
 from .storetiming import TimedStore
@@ -51,6 +52,7 @@ class Bridge:
         self.backends: dict[str, Backend] = {}
         self.platforms: dict[str, Platform] = {}
         self.router: Router | None = None
+        self.moderator: Moderator | None = None
         self.health: HealthServer | None = None
         # The CLI hands in Notifier.from_env(); a Bridge built in-process (tests, embedding) says nothing to systemd.
         self.notifier = notifier if notifier is not None else Notifier(None)
@@ -83,18 +85,23 @@ class Bridge:
             backend = cls(name, cfg.backends[name], store.state_for(f"backend:{name}"))
             await backend.start()
             self.backends[name] = backend
+        # One Moderator for the whole daemon: admin surfaces of platforms act on the same bans,
+        # strikes and guild policy layers as the sessions.
+        self.moderator = Moderator(cfg.policy, store)
         self.router = Router(
             cfg.bridge,
             self.backends,
             store,
             default_backends={name: cfg.backend_for(name) for name in cfg.platforms},
             metrics=self.metrics,
+            moderator=self.moderator,
         )
         self._register_gauges()
         self._helpers.append(loop.create_task(self.notifier.keep_alive(self.summary), name="sd_notify keep-alive"))
         for name, cls in cfg.platform_classes.items():
             state = store.state_for(f"platform:{name}")
             platform = cls(name, cfg.platforms[name], self.router.submitter(name), state, self.metrics)
+            platform.moderator = self.moderator
             self.router.attach(platform)
             self.platforms[name] = platform
             self.metrics.set_ready(name, False)

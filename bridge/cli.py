@@ -1,4 +1,4 @@
-"""Command line: `stranger-bridge run`, `check-config` and `status`; the only place that exits."""
+"""Command line: `stranger-bridge run`, `check-config`, `status` and `mod`; the only place that exits."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .app import Bridge, PlatformCredentialsError, StartError
 from .config import ConfigError, load_config
 from .logsetup import setup_logging
 from .notify import Notifier
+from .policy.mod_cli import ModError, add_mod_parser, mod_command
 from .status import EXIT_UNKNOWN, query_status, render_status
 from .store import StoreError
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     status.add_argument("-c", "--config", type=Path)
     status.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    add_mod_parser(sub)
     args = parser.parse_args(argv)
 
     try:
@@ -62,6 +64,17 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_UNKNOWN
         print(render_status(report, as_json=args.json))
         return code
+
+    if args.command == "mod":
+        store = config.bridge.store_url
+        if store.is_redis or store.path is None:
+            print(f"mod: works on a SQLite state file; bridge.store is {store.redacted()}", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            return mod_command(args, store.path, config.policy, sys.stdout)
+        except ModError as exc:
+            print(f"mod: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
 
     setup_logging(config.bridge.log_format, config.bridge.log_level)
     raise_open_files_limit()

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .abc import Backend, Platform, PluginConfig, StrictModel
 from .address import split_bind
+from .policy.config import PolicySection
 from .registry import PluginError, load_backend, load_platform
 from .store.url import StoreURL, parse_store_url
 
@@ -127,6 +128,7 @@ class _Raw(BaseSettings):
     bridge: dict[str, Any] = {}
     platforms: dict[str, dict[str, Any]] = {}
     backends: dict[str, dict[str, Any]] = {}
+    policy: dict[str, Any] = {}
 
     @classmethod
     def settings_customise_sources(
@@ -151,6 +153,7 @@ class Config:
     platform_classes: dict[str, type[Platform]] = field(default_factory=dict)
     backend_classes: dict[str, type[Backend]] = field(default_factory=dict)
     source: Path | None = None
+    policy: PolicySection = field(default_factory=PolicySection)  # [policy]: moderation
 
     def backend_for(self, platform: str) -> str:
         """The backend a platform's sessions use unless a Start names another."""
@@ -179,11 +182,11 @@ def load_config(path: Path | str | None, *, env: bool = True) -> Config:
 def parse_config(data: dict[str, Any], *, env: bool = True, base_dir: Path | None = None) -> Config:
     """Validate a configuration given as a dict (the parsed TOML); raise ConfigError with every problem."""
     errors: list[str] = []
-    unknown = sorted(set(data) - {"bridge", "platforms", "backends"})
-    errors += [f"{key}: unknown table (expected bridge, platforms, backends)" for key in unknown]
+    unknown = sorted(set(data) - {"bridge", "platforms", "backends", "policy"})
+    errors += [f"{key}: unknown table (expected bridge, platforms, backends, policy)" for key in unknown]
     known = {k: v for k, v in data.items() if k not in unknown}
     try:
-        raw = _Raw(**known) if env else _Raw.model_construct(**{"bridge": {}, "platforms": {}, "backends": {}, **known})
+        raw = _Raw(**known) if env else _Raw.model_construct(**{"bridge": {}, "platforms": {}, "backends": {}, "policy": {}, **known})
     except ValidationError as exc:
         raise ConfigError(errors + _format(exc)) from None
     except SettingsError as exc:  # a whole-table override (STRANGER_BRIDGE_BRIDGE='{...') that is not JSON
@@ -220,9 +223,10 @@ def parse_config(data: dict[str, Any], *, env: bool = True, base_dir: Path | Non
     for name, cfg in platforms.items():
         if cfg.backend is not None and cfg.backend not in backends_raw:
             errors.append(f"platforms.{name}.backend: no [backends.{cfg.backend}] table")
-    if errors or bridge is None:
+    policy = _validate(PolicySection, "policy", _from_env_text(dict(raw.policy)), errors)
+    if errors or bridge is None or policy is None:
         raise ConfigError(errors or ["bridge: invalid"])
-    return Config(bridge, platforms, backends, platform_classes, backend_classes)
+    return Config(bridge, platforms, backends, platform_classes, backend_classes, policy=policy)
 
 
 def _plugin(section, name, table, loader, errors):

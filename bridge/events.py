@@ -25,6 +25,7 @@ __all__ = [
     "Typing",
     "Undelivered",
     "Waiting",
+    "accepts",
 ]
 
 
@@ -70,6 +71,23 @@ class Start:
     # Opaque, platform-scoped key of the person ("discord:<hash>"): used only inside this
     # process (blocks after a report, per-user limits), never sent to a stranger or backend.
     user: str | None = None
+    # Where the person starts from, "PLATFORM:ID" (a Discord guild, a Matrix room) or just
+    # "PLATFORM"; the core fills in the platform when a platform gives none. In-process only.
+    scope: str | None = None
+    # Where a partner may come from: each entry "PLATFORM" (any room of it) or "PLATFORM:ID" (that
+    # guild or room); empty: anywhere. Only backends with `honours_accept` can keep this promise.
+    accept: tuple[str, ...] = ()
+    # The home server of a Matrix user ("example.org"), so server bans (matrix:*:SERVER) apply.
+    server: str | None = None
+
+
+def accepts(accept: tuple[str, ...], scope: str | None) -> bool:
+    """Whether a partner starting from `scope` is one that `accept` (a Start.accept) lets in."""
+    if not accept:
+        return True
+    if scope is None:
+        return False
+    return any(scope == entry or scope.startswith(entry + ":") for entry in accept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +152,9 @@ class Reason(str, enum.Enum):
 
     STRANGER = "stranger"  # the stranger left
     USER = "user"  # the user stopped or left the room
-    REPORT = "report"  # the user reported the stranger
+    REPORT = "report"  # the user reported the stranger (a backend that keeps the two apart for good)
+    REPORT_RECORDED = "report_recorded"  # likewise, on a backend that cannot keep them apart
+    POLICY = "policy"  # a message broke the content policy with the action "end"
     TIMEOUT = "timeout"  # nobody found within the search timeout
     ERROR = "error"  # the backend failed or the connection died
     SHUTDOWN = "shutdown"  # the daemon is stopping

@@ -9,6 +9,7 @@ from .abc import Backend
 from .config import BridgeSection
 from .events import Event, Room
 from .metrics import Metrics
+from .policy.moderator import Moderator
 from .reports import RecentChats
 from .store import SessionRecord
 
@@ -25,6 +26,7 @@ class Host(Protocol):
     metrics: Metrics
     backends: Mapping[str, Backend]
     recent: RecentChats  # chats that just ended, so that "report" still reaches them
+    moderator: Moderator  # bans, start throttling, content policy, reports
 
     @property
     def closing(self) -> bool:

@@ -11,6 +11,8 @@ from .backoff import Backoff
 from .config import BridgeSection
 from .events import Disconnected, Envelope, Event, Origin, OriginError, Reason, Room, ServerNotice
 from .metrics import Metrics
+from .policy.config import PolicySection
+from .policy.moderator import Moderator
 from .reports import RecentChats
 from .session import Session, State
 from .store import SessionRecord, Store
@@ -33,6 +35,7 @@ class Router:
         *,
         default_backends: dict[str, str] | None = None,
         metrics: Metrics | None = None,
+        moderator: Moderator | None = None,
     ) -> None:
         self.settings = settings
         self.backends = backends
@@ -41,6 +44,8 @@ class Router:
         self.sessions: dict[Room, Session] = {}
         self.recent = RecentChats(settings.report_window, settings.report_records)  # for "report" after the end
         self.metrics = metrics or Metrics()
+        self.moderator = moderator or Moderator(PolicySection(), store)
+        self.moderator.scope_of = self._scope_of  # each room's platform knows its guild or room
         self.metrics.sessions_source(self._session_counts)
         self.closing = False
         self._default_backends = default_backends or {}
@@ -71,6 +76,10 @@ class Router:
 
     def backend_for(self, platform: str) -> str:
         return self._default_backends.get(platform, self.settings.default_backend)
+
+    def _scope_of(self, room: Room) -> str | None:
+        platform = self.platforms.get(room.platform)
+        return platform.scope_of(room) if platform is not None else None
 
     def max_message_length(self, backend: str | None) -> int:
         limit = self.settings.max_message_length

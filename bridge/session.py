@@ -32,9 +32,10 @@ from .bucket import TokenBucket
 from .hygiene import clean, cut
 from .inbox import Inbox
 from .indicator import Indicator
+from .policy.moderator import Decision, wait_notice
 from .starts import check_start, complete_start, start_from_dict, start_to_dict
 from .store import SessionRecord
-from .wording import NOT_ALL_DELIVERED, ROOM_NOT_SHOWN, ROOM_NOT_SHOWN_UNTOLD, not_delivered
+from .wording import NOT_ALL_DELIVERED, ROOM_NOT_SHOWN, ROOM_NOT_SHOWN_UNTOLD, not_delivered, reason_text
 
 if TYPE_CHECKING:
     from .host import Host
@@ -80,7 +81,7 @@ class Session:
         "backend_name", "start", "generation", "pump", "task", "spy", "strangers", "final_sent",
         "search_started", "search_deadline", "user_typing", "stranger_typing", "user_bucket",
         "stranger_buckets", "user_throttled", "stranger_throttled", "overflowed", "dropped", "explained",
-        "undeliverable",
+        "undeliverable", "connected_at",
     )  # fmt: skip
 
     def __init__(self, room: Room, host: Host) -> None:
@@ -110,6 +111,7 @@ class Session:
         self.dropped = False  # ... and some of them were messages: the stranger is still to be told
         self.explained = False  # the backend's notice just shown says why the chat is failing
         self.undeliverable = False  # the room failed to show a message and was told (re-armed by a success)
+        self.connected_at = 0.0  # when the current chat began (monotonic), for the first-message cooldown
 
     # ---- feeding the inbox -------------------------------------------------------------------
 
@@ -233,8 +235,8 @@ class Session:
         match event:
             case Start():
                 await self._start(event)
-            case Report():
-                await self._report()
+            case Report(reason=reason):
+                await self._report(reason)
             case Disconnected():
                 if self.chat is None:
                     await self.notice("You're not in a chat. Start one first.")
@@ -262,6 +264,11 @@ class Session:
         if problem:
             await self.notice(problem)
             return
+        # Banned or starting too often: told plainly; a chat in progress goes on.
+        refusal = await self.host.moderator.start_refusal(start.user or str(self.room), server=start.server)
+        if refusal:
+            await self.notice(refusal)
+            return
         if self.chat is not None:  # while chatting or searching, start means "next"
             await self._end_chat(Reason.USER)
         name = start.backend or self.host.backend_for(self.room.platform)
@@ -271,6 +278,10 @@ class Session:
             return
         if self.host.closing:
             await self.notice("The bridge is shutting down; no new chats can start.")
+            return
+        if start.accept and not backend.honours_accept:
+            await self.notice("This server only allows strangers from some places, and this stranger service "
+                              "cannot guarantee where its strangers come from. No chat was started.")
             return
         start = complete_start(start, name, self.room)
         try:
@@ -331,6 +342,16 @@ class Session:
             if fresh:
                 await self.notice("You're sending messages too fast: some were not sent.")
             return
+        moderator = self.host.moderator
+        wait = moderator.first_message_wait(self.connected_at)
+        if wait > 0:
+            await self.notice(wait_notice(wait))
+            return
+        decision = moderator.from_user(self.room, text)
+        if not decision.relay:
+            await self._refused(decision)
+            return
+        text = decision.text
         self.user_typing.message()  # a message implies the user stopped typing (no stop is sent)
         if await self._send(Message(text)):
             self.host.metrics.inc("messages_relayed", direction="to_stranger")
@@ -350,21 +371,36 @@ class Session:
             await self._end_chat(Reason.ERROR)
             return False
 
-    async def _report(self) -> None:
+    async def _refused(self, decision: Decision) -> None:
+        """A message the policy does not relay: tell the room, and end the chat if the rule says so."""
+        if decision.notice:
+            await self.notice(decision.notice)
+        if decision.end and self.chat is not None:
+            await self._end_chat(Reason.POLICY)
+
+    async def _report(self, reason: str | None) -> None:
         chat = self.chat or self.host.recent.take(self.room)  # "report" is often pressed just after the end
         if chat is None:
             await self.notice("There is no stranger to report.")
             return
+        reported = chat.stranger_key()
         try:
-            await chat.send(Report())
+            await chat.send(Report(reason))
         except Exception as exc:  # the report is recorded locally anyway; the chat still ends
             log.info("session %s: backend took no report: %s", self.room, exc)
         self.host.metrics.inc("reports")
+        reporter = (self.start.user if self.start else None) or str(self.room)
+        try:
+            await self.host.moderator.report(reporter, reported, reason or "")
+        except Exception:  # noqa: BLE001 - a store failure must not keep the chat from ending
+            log.exception("session %s: the report could not be recorded", self.room)
+        blocks = chat.enforces_blocks
         if self.chat is not None:
-            await self._end_chat(Reason.REPORT)
+            await self._end_chat(Reason.REPORT if blocks else Reason.REPORT_RECORDED)
             self.host.recent.take(self.room)  # reported already: nothing left to report later
         else:
-            await self.notice("You reported the last stranger. You will not be paired with them again.")
+            ended = Disconnected("the last stranger", Reason.REPORT if blocks else Reason.REPORT_RECORDED)
+            await self.notice(reason_text(ended))
 
     # ---- stranger side -----------------------------------------------------------------------
 
@@ -394,6 +430,11 @@ class Session:
                 text = clean(text, 65536).strip()
                 if not text:
                     return
+                decision = self.host.moderator.from_stranger(self.room, text, label)
+                if not decision.relay:
+                    await self._refused(decision)
+                    return
+                text = decision.text
                 ind = self.stranger_typing.get(label)
                 if ind is not None and ind.message():
                     await self.deliver(StoppedTyping(label))
@@ -444,6 +485,7 @@ class Session:
             return
         self.state = State.CHATTING
         self.search_deadline = None
+        self.connected_at = time.monotonic()
         self.strangers = event.strangers
         self.host.metrics.observe_wait(time.monotonic() - self.search_started)
         interests = tuple(clean(i, 64) for i in event.common_interests[:20])

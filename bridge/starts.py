@@ -27,12 +27,14 @@ def check_start(start: Start, s: BridgeSection) -> str | None:
 
 
 def complete_start(start: Start, backend: str, room: Room) -> Start:
-    """The Start a backend gets: its name, interests trimmed, lower-cased and unique, a user key."""
+    """The Start a backend gets: its name, interests trimmed, lower-cased and unique, a user key, a scope."""
     return dataclasses.replace(
         start,
         backend=backend,
         interests=tuple(dict.fromkeys(i.strip().lower() for i in start.interests if i.strip())),
         user=start.user or str(room),
+        scope=start.scope or room.platform,
+        accept=tuple(start.accept),
     )
 
 
@@ -49,5 +51,6 @@ def start_from_dict(data: dict) -> Start:
     fields = {f.name for f in dataclasses.fields(Start)}
     values = {k: v for k, v in data.items() if k in fields}
     values["interests"] = tuple(values.get("interests", ()))
+    values["accept"] = tuple(values.get("accept", ()))
     values["mode"] = Mode(values.get("mode", "random"))
     return Start(**values)

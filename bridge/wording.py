@@ -24,6 +24,11 @@ _REASONS: dict[str, str] = {
     Reason.STRANGER: "{who} has disconnected.",
     Reason.USER: "You have disconnected.",
     Reason.REPORT: "You reported {who}. You will not be paired with them again.",
+    Reason.REPORT_RECORDED: (
+        "You reported {who}. The report was recorded, but this stranger service cannot keep you "
+        "from meeting them again."
+    ),
+    Reason.POLICY: "The chat has ended: a message broke this bridge's rules.",
     Reason.TIMEOUT: "Nobody was found in time. Start again to keep looking.",
     Reason.ERROR: "The connection to the stranger was lost.",
     Reason.SHUTDOWN: "The bridge is shutting down; this chat has ended.",

@@ -7,7 +7,7 @@ import os
 
 from .base import MemoryStore, PluginState, SessionRecord, Store, StoreError, StoreUnavailable
 from .lease import InstanceDown
-from .sqlite import SQLiteStore
+from .sqlite import SharedStateFile, SQLiteStore, held_by_a_daemon
 from .url import PASSWORD_ENV, StoreURL, parse_store_url
 
 __all__ = [
@@ -16,10 +16,12 @@ __all__ = [
     "PluginState",
     "SQLiteStore",
     "SessionRecord",
+    "SharedStateFile",
     "Store",
     "StoreError",
     "StoreURL",
     "StoreUnavailable",
+    "held_by_a_daemon",
     "open_store",
     "parse_store_url",
 ]

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from ..events import Room
 from .base import SessionRecord, Store, StoreError
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SQLiteStore", "SharedStateFile", "held_by_a_daemon"]
 
 log = logging.getLogger(__name__)
 
@@ -177,17 +177,10 @@ class SQLiteStore(Store):
         log.warning("%s: %d unreadable session rows moved to its table `quarantine`; start-up goes on", self.path, len(bad))
 
     async def get(self, namespace: str, key: str) -> str | None:
-        return await self._call(self._get, namespace, key)
-
-    def _get(self, namespace: str, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM kv WHERE namespace=? AND key=?", (namespace, key)).fetchone()
-        return row[0] if row else None
+        return await self._call(_kv_get, self._db, namespace, key)
 
     async def set(self, namespace: str, key: str, value: str | None) -> None:
-        if value is None:
-            await self._call(self._db.execute, "DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key))
-        else:
-            await self._call(self._db.execute, "INSERT OR REPLACE INTO kv VALUES (?,?,?)", (namespace, key, value))
+        await self._call(_kv_set, self._db, namespace, key, value)
 
     async def close(self) -> None:
         if self._closed:
@@ -199,3 +192,72 @@ class SQLiteStore(Store):
         if self._lock >= 0:
             os.close(self._lock)  # releases the lock
             self._lock = -1
+
+
+class SharedStateFile(Store):
+    """The state file of a daemon that is running, opened beside it by a tool (`stranger-bridge mod`).
+
+    Only plugin key/value state is read and written (SQLite's own file locking keeps the two
+    writers apart, and each write is one statement); sessions stay the daemon's: they can be
+    read, not changed. Nothing is migrated: the running daemon already did that.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, isolation_level=None, timeout=5.0)
+            row = self._db.execute("SELECT value FROM meta WHERE key='app'").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the state file beside the running daemon: {exc}") from exc
+        if row is None or row[0] != _APP_ID:
+            self._db.close()
+            raise StoreError(f"{self.path}: not a stranger-bridge state file; it was left untouched")
+
+    async def save_session(self, record: SessionRecord) -> None:
+        raise StoreError("sessions belong to the running daemon; they are not changed from beside it")
+
+    async def delete_session(self, room: Room) -> None:
+        raise StoreError("sessions belong to the running daemon; they are not changed from beside it")
+
+    async def sessions(self) -> list[SessionRecord]:
+        rows = self._db.execute(
+            "SELECT platform, room, state, backend, handle, start, created, updated FROM sessions ORDER BY created"
+        ).fetchall()
+        return [SessionRecord(Room(p, r), st, b, h, json.loads(start), c, u) for p, r, st, b, h, start, c, u in rows]
+
+    async def get(self, namespace: str, key: str) -> str | None:
+        return _kv_get(self._db, namespace, key)
+
+    async def set(self, namespace: str, key: str, value: str | None) -> None:
+        _kv_set(self._db, namespace, key, value)
+
+    async def close(self) -> None:
+        self._db.close()
+
+
+def held_by_a_daemon(path: Path | str) -> bool:
+    """Whether a running stranger-bridge holds the state file at `path` (its lock is taken)."""
+    lock_path = Path(path).with_name(Path(path).name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also drops the lock if it was taken here
+    return False
+
+
+def _kv_get(db: sqlite3.Connection, namespace: str, key: str) -> str | None:
+    row = db.execute("SELECT value FROM kv WHERE namespace=? AND key=?", (namespace, key)).fetchone()
+    return row[0] if row else None
+
+
+def _kv_set(db: sqlite3.Connection, namespace: str, key: str, value: str | None) -> None:
+    if value is None:
+        db.execute("DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key))
+    else:
+        db.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?)", (namespace, key, value))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
+from .admin import admin_group
 from .commands import command_group
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ class DiscordClient(discord.Client):
         self.inbound = platform.inbound
         self.tree = app_commands.CommandTree(self)
         self.tree.add_command(command_group(platform.commands, platform.config.dm))
+        self.tree.add_command(admin_group(platform.admin))
 
     async def setup_hook(self) -> None:
         await self.platform.sync_commands()
@@ -32,8 +34,14 @@ class DiscordClient(discord.Client):
         self.inbound.on_identified()
 
     async def on_ready(self) -> None:
+        await self.platform.on_first_ready()
         self.platform.ready_event.set()
         self.platform.metrics.set_ready(self.platform.name, True)
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        # A server that had the bot before gets its stored policy layer back.
+        if self.platform.moderator is not None:
+            await self.platform.guilds.load_policies(self.platform.moderator, [guild.id])
 
     async def on_resumed(self) -> None:
         self.platform.metrics.set_ready(self.platform.name, True)

@@ -15,6 +15,8 @@ from bridge.bucket import TokenBucket
 from bridge.dedupe import SeenIds
 from bridge.events import Disconnected, Mode, Reason, Report, Room, Start
 from bridge.identity import user_key
+from bridge.policy.sanctions import ban_notice
+from bridge.policy.timespan import format_duration
 
 from . import render
 from .threads import ThreadInfo
@@ -22,23 +24,28 @@ from .threads import ThreadInfo
 if TYPE_CHECKING:
     from .platform import DiscordPlatform
 
-__all__ = ["Commands", "HELP", "command_group"]
+__all__ = ["Commands", "HELP", "LINES_SHARED", "REPORT_SHARED", "command_group", "help_text"]
 
 log = logging.getLogger(__name__)
 
 NONE = discord.AllowedMentions.none()
-# A start's interaction id is persisted this long, so its replay (also across a restart) never
-# opens a second thread; Discord takes no answer to an older interaction, so older ones need no memory.
-INTERACTION_TTL = 15 * 60.0
 HELP = (
     "**/stranger start** — meet a random stranger in a private thread (options: interests, language, mode)\n"
     "**/stranger next** — leave this stranger and meet another\n"
     "**/stranger stop** — end the chat\n"
     "**/stranger ask** — ask a question and watch two strangers discuss it\n"
     "**/stranger answer** — discuss someone's question with another stranger\n"
-    "**/stranger report** — end the chat and never be paired with this stranger again\n"
+    "**/stranger report** — end the chat and report the stranger to this bridge\n"
     "Strangers never see your name, your server or your channel."
 )
+LINES_SHARED = ("A report shares the last {n} lines of the chat (yours and the stranger's) with this "
+                "bridge's moderators.")
+REPORT_SHARED = "Your report shared the last {n} lines of the chat with this bridge's moderators."
+
+
+def help_text(lines: int) -> str:
+    """/stranger help: says that a report shares chat lines exactly when the moderation log gets them."""
+    return HELP + ("\n" + LINES_SHARED.format(n=lines) if lines > 0 else "")
 
 ModeChoice = Literal["random", "ask", "answer", "group"]
 
@@ -80,14 +87,16 @@ def command_group(commands: Commands, dm: bool) -> app_commands.Group:
     async def answer(interaction: discord.Interaction) -> None:
         await commands.cmd_start(interaction, mode="answer")
 
-    @group.command(name="report", description="End the chat and never meet this stranger again")
-    async def report(interaction: discord.Interaction) -> None:
-        await commands.cmd_report(interaction)
+    @group.command(name="report", description="End the chat and report the stranger")
+    @app_commands.describe(reason="What happened (seen by this bridge's moderators, never by the stranger)")
+    async def report(interaction: discord.Interaction, reason: app_commands.Range[str, 1, 200] | None = None) -> None:
+        await commands.cmd_report(interaction, reason)
 
     @group.command(name="help", description="What /stranger does")
     async def help_(interaction: discord.Interaction) -> None:
         if commands.first_time(interaction):
-            await commands.reply(interaction, HELP)
+            modlog = commands.host.modlog
+            await commands.reply(interaction, help_text(modlog.keep if modlog.usable else 0))
 
     return group
 
@@ -101,7 +110,9 @@ class Commands:
         self.remember = host.remember
         self.cooldowns: dict[int, TokenBucket] = {}  # user -> one start per start_cooldown (only while it runs)
         self.seen_interactions: SeenIds[int, None] = SeenIds(self.remember)
-        self._started: dict[str, float] | None = None  # interaction id -> wall time; persisted as "interactions"
+        # The newest start interaction handled by a previous run, and by any run (persisted as "interactions").
+        self._newest_before: int | None = None
+        self._newest = 0
 
     def first_time(self, interaction: discord.Interaction) -> bool:
         """False for an interaction already handled (a gateway replay): it must not act twice."""
@@ -111,24 +122,24 @@ class Commands:
         return True
 
     async def _start_handled(self, iid: int) -> bool:
-        """Whether a start interaction was already handled, in this run or (recently) the previous one."""
-        if self._started is None:
+        """Whether a start interaction was handled by a previous run (this run's replays are seen ids).
+
+        Interaction ids are snowflakes, which grow with time, so one persisted number (the newest
+        start a run handled) tells a replay from an earlier run: no list to rewrite on every start.
+        A start that reached the previous run but was never handled is also taken for a replay; its
+        token expires within minutes anyway, and the user simply starts again.
+        """
+        if self._newest_before is None:
             raw = await self.host.state.get("interactions")
-            self._started = json.loads(raw) if raw else {}
-        return str(iid) in self._started
+            self._newest_before = self._newest = _newest_handled(raw)
+        return iid <= self._newest_before
 
     async def _start_done(self, iid: int) -> None:
-        """Persist that this start was handled (a replay after a restart is ignored), dropping old ones."""
+        """Persist that this start was handled, so a replay after a restart is ignored."""
         await self._start_handled(iid)
-        started = self._started
-        assert started is not None
-        now = time.time()
-        for key in [k for k, at in started.items() if now - at > INTERACTION_TTL]:
-            del started[key]
-        started[str(iid)] = now
-        while len(started) > self.remember:
-            del started[next(iter(started))]
-        await self.host.state.set("interactions", json.dumps(started))
+        if iid > self._newest:
+            self._newest = iid
+            await self.host.state.set("interactions", str(iid))
 
     async def reply(self, interaction: discord.Interaction, text: str) -> None:
         """An ephemeral answer (or follow-up when the interaction was deferred)."""
@@ -200,6 +211,10 @@ class Commands:
             await self.reply(interaction, f"You already have a chat in <#{existing}>. Use /stranger next or /stranger stop there.")
             return
         if interaction.guild_id is None:
+            problem = await self._start_rules(None, user, start)
+            if problem:
+                await self.reply(interaction, problem)
+                return
             await self._start_dm(interaction, start)
             return
         channel = interaction.channel
@@ -212,6 +227,10 @@ class Commands:
         if threads.in_guild(interaction.guild_id) >= self.config.max_sessions_per_guild:
             await self.reply(interaction, "Too many stranger chats are running on this server; try again later.")
             return
+        problem = await self._start_rules(interaction.guild_id, user, start)
+        if problem:
+            await self.reply(interaction, problem)
+            return
         problem = self._cooldown(user)
         if problem:
             await self.reply(interaction, problem)
@@ -223,8 +242,28 @@ class Commands:
             log.warning("could not open a thread in channel %s: %s", cid, exc)
             await self.reply(interaction, "I couldn't open a thread here (missing permissions?).")
             return
-        self._submit_start(info)
+        await self._submit_start(info)
         await self.reply(interaction, f"Your chat is in <#{info.id}>.")
+
+    async def _start_rules(self, guild: int | None, user: int, start: dict) -> str | None:
+        """The refusal of a start (a ban; an account too young for the server), or None with the
+        server's pairing limits written into `start` (so "next" and a restart keep them)."""
+        moderator = self.host.moderator
+        if moderator is not None:  # refused here, before a thread is opened for nothing
+            ban = await moderator.sanctions.check(user_key("discord", user))
+            if ban is not None:
+                return ban_notice(ban, moderator.sanctions.clock())
+        if guild is None:
+            return None
+        settings = await self.host.guilds.settings(guild)
+        if settings.min_account_age > 0:
+            age = time.time() - discord.utils.snowflake_time(user).timestamp()  # the id holds its creation time
+            if age < settings.min_account_age:
+                return (f"This server lets Discord accounts start stranger chats once they are "
+                        f"{format_duration(settings.min_account_age)} old; yours is younger. No chat was started.")
+        start["scope"] = f"{self.host.name}:{guild}"
+        start["accept"] = list(settings.accept(self.host.name, guild))
+        return None
 
     async def _start_dm(self, interaction: discord.Interaction, start: dict) -> None:
         problem = self._cooldown(interaction.user.id)
@@ -237,7 +276,7 @@ class Commands:
         await self.host.threads.save_now(info)
         await self._start_done(interaction.id)
         await self.reply(interaction, "Looking for a stranger…")
-        self._submit_start(info)
+        await self._submit_start(info)
 
     async def _open_thread(self, parent: int, user: int, guild: int | None, start: dict, origin: int) -> ThreadInfo:
         client = self.host.client
@@ -264,10 +303,11 @@ class Commands:
         )
         return info
 
-    def _submit_start(self, info: ThreadInfo) -> None:
+    async def _submit_start(self, info: ThreadInfo) -> None:
         s = info.start
         mode = Mode(s.get("mode") or "random")
         info.restarting = True
+        self.host.modlog.chat_ended(info.id)
         self.host.submit(
             self._room(info),
             Start(
@@ -277,18 +317,24 @@ class Commands:
                 question=s.get("question"),
                 answer_questions=mode is Mode.ANSWER,
                 user=user_key("discord", info.owner),
+                scope=s.get("scope"),
+                accept=tuple(s.get("accept") or ()),
             ),
         )
+        await self.host.guilds.count(info.guild, "sessions")
 
     async def _restart(self, interaction: discord.Interaction, info: ThreadInfo, start: dict | None, text: str) -> None:
-        problem = self._cooldown(info.owner)
+        start = dict(start if start is not None else info.start)
+        problem = await self._start_rules(info.guild, info.owner, start)  # settings may have changed since
+        if problem is None:
+            problem = self._cooldown(info.owner)
         if problem:
             await self.reply(interaction, problem)
             return
-        if start is not None:
+        if start != info.start:
             info.start = start
             self.host.threads.persist(info)
-        self._submit_start(info)
+        await self._submit_start(info)
         await self.reply(interaction, text)
 
     def _target(self, interaction: discord.Interaction) -> ThreadInfo | None:
@@ -319,7 +365,7 @@ class Commands:
         self.host.submit(self._room(info), Disconnected(reason=Reason.USER))
         await self.reply(interaction, "Ending the chat.")
 
-    async def cmd_report(self, interaction: discord.Interaction) -> None:
+    async def cmd_report(self, interaction: discord.Interaction, reason: str | None = None) -> None:
         if not self.first_time(interaction):
             return
         info = self._target(interaction)
@@ -327,8 +373,19 @@ class Commands:
             await self.reply(interaction, "There is no stranger to report.")
             return
         info.restarting = False
-        self.host.submit(self._room(info), Report())
-        await self.reply(interaction, "Reported. You won't be paired with this stranger again.")
+        reason = " ".join(reason.split())[:200] if reason else None
+        self.host.submit(self._room(info), Report(reason))
+        modlog = self.host.modlog
+        lines = modlog.lines(info.id) if modlog.keep > 0 else []
+        where = f"<#{info.id}>" if info.guild is not None else "a direct message"
+        why = f" Reason: {render.neutralise(reason)}" if reason else ""
+        modlog.post(f"**Report** by {interaction.user.mention} in {where}.{why}", lines)
+        await self.host.guilds.count(info.guild, "reports")
+        # What the report leads to depends on the stranger service; the core says it in the thread.
+        text = "Reported. The chat ends; the thread says what happens next."
+        if modlog.keep > 0 and modlog.usable:
+            text += " " + REPORT_SHARED.format(n=modlog.keep)
+        await self.reply(interaction, text)
 
     async def on_button(self, interaction: discord.Interaction) -> None:
         custom_id = (interaction.data or {}).get("custom_id")
@@ -340,3 +397,19 @@ class Commands:
             await self.cmd_stop(interaction)
         else:
             await self.cmd_report(interaction)
+
+
+def _newest_handled(raw: str | None) -> int:
+    """The persisted newest handled start; older versions kept a JSON map of recent ids instead."""
+    if not raw:
+        return 0
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        log.warning("discord: the stored newest handled start is unreadable; ignored")
+        return 0
+    if isinstance(found, int):
+        return found
+    if isinstance(found, dict):
+        return max((int(k) for k in found if str(k).isdigit()), default=0)
+    return 0

@@ -32,4 +32,8 @@ class DiscordConfig(PluginConfig):
     api_base: str = DEFAULT_API_BASE
     gateway_url: str = DEFAULT_GATEWAY_URL
     guild_ready_timeout: float = Field(2.0, ge=0)  # discord.py's wait for GUILD_CREATEs after READY
+    # Moderation log: a text channel where reports and /stranger-admin actions are posted; none: off.
+    mod_log_channel: int | None = None
+    # Lines of the reported chat posted with a report (0: none; opt-in; users are told when on).
+    mod_log_lines: int = Field(0, ge=0, le=20)
     request_timeout: float = Field(15.0, gt=0, allow_inf_nan=False)  # seconds a webhook call may take; then read back and retried

@@ -98,6 +98,7 @@ class Inbound:
                 )
         if text:
             self._submit(info.id, Message(text))
+            self.host.modlog.note(info.id, "Reporter", text)
         info.last_seen = mid
         self.host.threads.persist(info)
 
@@ -114,6 +115,7 @@ class Inbound:
         text = render.anonymise(data["content"]).strip()
         if text:
             self._submit(info.id, Message(f"* corrected: {text}"))
+            self.host.modlog.note(info.id, "Reporter", f"* corrected: {text}")
 
     def on_typing(self, channel_id: int, user_id: int) -> None:
         info = self.host.threads.get(channel_id)

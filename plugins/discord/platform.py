@@ -18,10 +18,13 @@ from bridge.events import Connected, Disconnected, Event, Message, Reason, Room,
 from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
 
 from . import render
+from .admin import Admin
 from .client import DiscordClient
 from .commands import Commands
 from .config import DEFAULT_API_BASE, DEFAULT_GATEWAY_URL, DiscordConfig
+from .guilds import Guilds
 from .inbound import Inbound
+from .modlog import FOLLOW_EVERY, ModLog
 from .sender import DiscordSender
 from .threads import ThreadInfo, Threads
 
@@ -33,6 +36,7 @@ NONE = discord.AllowedMentions.none()
 TYPING_EVERY = 8.0  # seconds: Discord shows typing for about 10 s; never call more often than this
 RETRY = Backoff(0.5, cap=2.0, attempts=4)  # the attempts of one send (the same nonce each time)
 REMEMBER = 4096  # entries each bounded memory keeps (seen messages and interactions, ended threads, starts)
+CHECK_TIMEOUT = 10.0  # seconds the start-up check of the moderation log channel may take
 SLOW_SEND = 1.0  # seconds: a send this slow was rate-limited or retried; merge what queued meanwhile
 
 
@@ -48,16 +52,19 @@ class DiscordPlatform(Platform):
         typing_every: float = TYPING_EVERY,
         retry: Backoff = RETRY,
         remember: int = REMEMBER,
+        modlog_every: float = FOLLOW_EVERY,
         **kwargs: Any,
     ) -> None:
         """`connector_factory` builds the HTTP connector of the client and of webhook calls (tests
         pass a guarded one); `typing_every` is the least time between two typing calls of a thread;
         `retry` the backoff between the attempts of one send; `remember` how many entries each
-        bounded memory keeps (seen messages and interactions, ended threads, handled starts)."""
+        bounded memory keeps (seen messages and interactions, ended threads, handled starts);
+        `modlog_every` the seconds between two looks at the core's moderation log."""
         super().__init__(*args, **kwargs)
         self.config: DiscordConfig
         self.connector_factory = connector_factory
         self.remember = remember
+        self.modlog_every = modlog_every
         self.client: DiscordClient | None = None
         self.threads = Threads(self.state, remember)
         self.sender = DiscordSender(self.config, self.state, self.threads)
@@ -68,6 +75,10 @@ class DiscordPlatform(Platform):
         self.metrics.gauge_source("queue_depth", ("owner", "queue"), self._queue_depth)
         self.inbound = Inbound(self)
         self.commands = Commands(self)
+        self.guilds = Guilds(self.name, self.state)
+        self.modlog = ModLog(self)
+        self.admin = Admin(self)
+        self._started_once = False
         self.ready_event = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
 
@@ -98,14 +109,31 @@ class DiscordPlatform(Platform):
         )
         self.sender.client = self.client
         self.sender.session = aiohttp.ClientSession(connector=self._connector(), timeout=self.sender.timeout)
-        flusher = asyncio.get_running_loop().create_task(self.threads.flush_forever())
+        loop = asyncio.get_running_loop()
+        flusher = loop.create_task(self.threads.flush_forever())
+        follower = loop.create_task(self.modlog.follow(self.modlog_every))
         try:
             async with self.client:
                 await self.client.start(cfg.token.get_secret_value())
         finally:
             flusher.cancel()
+            follower.cancel()
             self.outboxes.close()
             await self.sender.session.close()
+
+    async def on_first_ready(self) -> None:
+        """Once per run, when the guilds arrived: apply the servers' policy layers, check the mod log."""
+        if self._started_once:
+            return
+        self._started_once = True
+        assert self.client is not None
+        if self.moderator is not None:
+            await self.guilds.load_policies(self.moderator, [g.id for g in self.client.guilds])
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                await self.modlog.check()
+        except TimeoutError:
+            log.warning("mod_log_channel %s: no answer within %.0f s; not checked", self.config.mod_log_channel, CHECK_TIMEOUT)
 
     async def ready(self) -> None:
         """Ready once the gateway said READY and the guilds arrived."""
@@ -115,6 +143,11 @@ class DiscordPlatform(Platform):
         """Wait until every thread's queue is sent, then persist cursors."""
         await self.outboxes.drain()
         await self.threads.write_dirty()
+
+    def scope_of(self, room: Room) -> str | None:
+        """The guild of a session thread: [policy.scopes."discord:GUILD_ID"] applies there."""
+        info = self.threads.get(int(room.id)) if room.id.isdigit() else None
+        return str(info.guild) if info is not None and info.guild is not None else None
 
     def rooms_active(self, rooms: list[Room]) -> None:
         """Rooms the core still has sessions for: make sure they are known threads."""
@@ -153,6 +186,7 @@ class DiscordPlatform(Platform):
             case Message(text=text, stranger=label):
                 box.typing_stop(label)
                 box.put_text(label, text)
+                self.modlog.note(tid, label or "Stranger", text)
             case Typing(stranger=label):
                 box.typing_start(label)
             case StoppedTyping(stranger=label):
@@ -187,6 +221,7 @@ class DiscordPlatform(Platform):
         if tid not in self.threads and tid not in self.outboxes:
             self.sender.release(tid)
             self.threads.parents.pop(tid, None)
+            self.modlog.forget(tid)
 
     def _given_up(self, box: Outbox, item: Item, reason: str) -> None:
         """A stranger message could not be shown: say so in the thread, once, about that message

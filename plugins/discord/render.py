@@ -15,9 +15,12 @@ __all__ = [
     "LIMIT",
     "MAX_PARTS",
     "MERGE_LIMIT",
+    "MOD_LOG_LINE",
     "SUPPRESS_EMBEDS",
     "anonymise",
     "merge_note",
+    "mod_log_payloads",
+    "mod_record_text",
     "neutralise",
     "notice_payload",
     "stranger_payloads",
@@ -28,6 +31,7 @@ __all__ = [
 
 LIMIT = 2000  # Discord's message content limit
 MAX_PARTS = 3  # a longer stranger message is split into at most this many messages, then cut
+MOD_LOG_LINE = 200  # characters of one chat line kept for the moderation log
 SUPPRESS_EMBEDS = 1 << 2  # message flag: no link previews (stranger links never unfurl)
 EPHEMERAL = 1 << 6
 ALLOWED_MENTIONS: dict = {"parse": [], "users": [], "roles": [], "replied_user": False}
@@ -165,3 +169,47 @@ def thread_name(number: int) -> str:
     """The name of a session thread: no user name in it, so nothing identifies the owner."""
     return f"Stranger chat #{number:04d}"
 
+
+
+def mod_log_payloads(text: str, lines: list[tuple[str, str]]) -> list[dict]:
+    """One moderation log entry as bot messages: the entry, then the chat lines (each attributed,
+    neutralised, on one line), split at line ends so no message passes the limit. No pings, no unfurls."""
+    out = [text]
+    if lines:
+        out.append(f"Last {len(lines)} lines of the reported chat:")
+    for who, line in lines:
+        line = neutralise(" ".join(cut(line, MOD_LOG_LINE).split()))
+        label = who.replace("`", "'")[:32]
+        out.append(f"`{label}:` {line}")
+    payloads: list[dict] = []
+    current = ""
+    for part in out:
+        if current and len(current) + 1 + len(part) > LIMIT:
+            payloads.append(current)
+            current = part
+        else:
+            current = f"{current}\n{part}" if current else part
+    payloads.append(current)
+    return [{"content": p, "allowed_mentions": ALLOWED_MENTIONS, "flags": SUPPRESS_EMBEDS} for p in payloads]
+
+
+def mod_record_text(action: str, by: str | None, reason: str, *, own: tuple[str, ...]) -> str | None:
+    """A record of the core's moderation log as a log entry, or None when this platform posted it
+    itself (a report by a user whose key starts with one of `own`, an action `by` one of `own`).
+    Says what happened and by which kind of actor, never to whom: no subject key is shown."""
+    if by is not None and by.startswith(own):
+        return None
+    why = f": {neutralise(cut(' '.join(reason.split()), 200))}" if reason.strip() else ""
+    match action:
+        case "report":
+            platform = (by or "").partition(":")[0] or "an unknown place"
+            return f"**Report** by a user of {neutralise(platform)} (a stranger chat there was reported){why}."
+        case "strike":
+            return f"**Strike**: someone reported by several people got a strike{why}."
+        case "ban" if by == "strikes":
+            return f"**Ban** after strikes{why}."
+        case "ban":
+            return f"**Ban** by the bridge operator{why}."
+        case "unban":
+            return "**Unban** by the bridge operator."
+    return f"**{neutralise(action)[:32]}**{why}."

@@ -74,6 +74,7 @@ class HubChat(Chat):
     """One member's side of a hub conversation."""
 
     __slots__ = ("hub", "start", "queue", "ticket", "conversation", "fallback", "closed")
+    enforces_blocks = True  # a reported pair is never matched again, across restarts (blocks are stored)
 
     def __init__(self, hub: HubBackend, start: Start) -> None:
         self.hub = hub
@@ -97,6 +98,14 @@ class HubChat(Chat):
     def push(self, event: Event) -> None:
         if not self.closed:
             self.queue.put_nowait(event)
+
+    def stranger_key(self) -> str | None:
+        # Only in a one-to-one chat is "the stranger" one person; a group's report names nobody.
+        conv = self.conversation
+        if conv is None or conv.kind in (ASK, GROUP) or len(conv.members) != 2:
+            return None
+        other = next(m for m in conv.members if m is not self)
+        return other.ticket.user if other.ticket is not None else None
 
     async def send(self, event: Event) -> None:
         conv = self.conversation
@@ -131,6 +140,7 @@ class HubBackend(Backend):
 
     Config = HubConfig
     max_message_length = 4000
+    honours_accept = True  # the pool checks both people's Start.accept before pairing
 
     def __init__(self, name, config, state=None) -> None:
         super().__init__(name, config, state)
@@ -164,6 +174,8 @@ class HubBackend(Backend):
             question=start.question,
             strict=start.strict_interests,
             payload=chat,
+            scope=start.scope,
+            accept=start.accept,
         )
         chat.ticket = ticket
         chat.push(Waiting())

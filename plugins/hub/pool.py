@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from bridge.events import accepts
 from .blocks import Blocks
 
 __all__ = ["Match", "Pool", "Ticket"]
@@ -26,6 +27,8 @@ class Ticket:
     question: str | None = None
     strict: bool = False  # interests only, never a random stranger
     payload: object = None  # the backend's chat
+    scope: str | None = None  # where the person starts from ("discord:GUILD", "web"): Start.scope
+    accept: tuple[str, ...] = ()  # where a partner may come from (Start.accept); empty: anywhere
     id: int = 0
     since: float = 0.0
     places: list[tuple] = field(default_factory=list)  # keys of the buckets this ticket waits in
@@ -82,6 +85,8 @@ class Pool:
     def compatible(self, a: Ticket, b: Ticket) -> bool:
         if a.user == b.user:
             return False
+        if (a.accept or b.accept) and not (accepts(a.accept, b.scope) and accepts(b.accept, a.scope)):
+            return False  # one of them pairs only inside a guild or with chosen platforms
         pair = frozenset((a.user, b.user))
         if self.blocks.holds(pair):
             return False

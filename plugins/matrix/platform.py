@@ -74,6 +74,10 @@ class MatrixPlatform(Platform):
         """Ready once logged in and the first sync was handled."""
         await self._ready.wait()
 
+    def scope_of(self, room: Room) -> str | None:
+        """The Matrix room of a session (in thread mode, the room its thread is in)."""
+        return SessionRoom.parse(room.id).room
+
     def rooms_active(self, rooms: list[Room]) -> None:
         """Remember the sessions a previous run left, so their rooms keep relaying."""
         for room in rooms:

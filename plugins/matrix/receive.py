@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from typing import Any, Protocol
@@ -16,7 +17,7 @@ from .appservice import Pushed
 from .commands import Command, help_text, to_event
 from .config import MatrixConfig
 from .inbound import Ignore, Media, Said, classify
-from .rooms import RoomState, SessionRoom
+from .rooms import RoomState, SessionRoom, server_of
 from .sync import Sync
 
 __all__ = ["ENCRYPTED_REASON", "Host", "Receiver"]
@@ -198,6 +199,7 @@ class Receiver:
             if event is None:
                 return
             if isinstance(event, Start):
+                event = dataclasses.replace(event, server=server_of(sender))  # for server bans
                 rooms.started(sid, event)
             submit(room, event)
             return
@@ -209,7 +211,7 @@ class Receiver:
             return
         assert isinstance(what, Said)
         if sid not in rooms.active and cfg.dm_autostart and not threaded and await self.is_dm(rid):
-            start = Start(user=user_key("matrix", sender))
+            start = Start(user=user_key("matrix", sender), server=server_of(sender))
             rooms.started(sid, start)
             submit(room, start)
             return

@@ -8,7 +8,7 @@ from typing import ClassVar
 from bridge.dedupe import SeenIds
 from bridge.events import Start
 
-__all__ = ["RoomState", "SessionRoom"]
+__all__ = ["RoomState", "SessionRoom", "server_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,11 @@ class SessionRoom:
     def format(self) -> str:
         """The core room id of this session room."""
         return f"{self.room}{self.SEP}{self.root}" if self.root else self.room
+
+
+def server_of(mxid: str) -> str:
+    """The homeserver name of a Matrix id ("@alice:example.org" → "example.org"), for server bans."""
+    return mxid.partition(":")[2].lower()
 
 
 class RoomState:

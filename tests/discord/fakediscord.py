@@ -17,12 +17,27 @@ import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
-__all__ = ["ALL_REQUESTS", "FakeDiscord", "RefusingResolver", "Recorded", "guarded_connector"]
+__all__ = [
+    "ADMINISTRATOR",
+    "ALL_REQUESTS",
+    "FakeDiscord",
+    "MANAGE_GUILD",
+    "MEMBER_PERMISSIONS",
+    "RefusingResolver",
+    "Recorded",
+    "SEND_MESSAGES",
+    "guarded_connector",
+]
 
 BODY = web.RequestKey("body", object)
 # Every request any FakeDiscord of this test process answered: the allowed_mentions audit reads it.
 ALL_REQUESTS: list[Recorded] = []
 
+DISCORD_EPOCH_MS = 1420070400000
+MANAGE_GUILD = 1 << 5
+ADMINISTRATOR = 1 << 3
+SEND_MESSAGES = 1 << 11
+MEMBER_PERMISSIONS = 2248473465835073  # what an ordinary member may do: no Manage Server, no Administrator
 BOT_ID = 900000000000000001
 APP_ID = 900000000000000002
 GUILD_ID = 900000000000000100
@@ -91,6 +106,11 @@ def _user(uid: int, name: str, bot: bool = False) -> dict:
     return {"id": str(uid), "username": name, "discriminator": "0", "global_name": name, "avatar": None, "bot": bot}
 
 
+def _str_or_none(value: Any) -> str | None:
+    # Discord takes the permission bits as a number or a string and answers with a string.
+    return None if value is None else str(value)
+
+
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     # Exactly "application/json": with "; charset=utf-8" discord.py treats the body as text.
     resp = web.Response(body=json.dumps(data).encode(), status=status, headers=headers or {})
@@ -128,6 +148,7 @@ class FakeDiscord:
             self.messages[cid] = []
             self.text_channels.append(cid)
         self.webhooks_forbidden = False
+        self.permissions: dict[int, int] = {}  # user -> permissions in interactions (default MEMBER_PERMISSIONS)
         self.unanswered = 0  # requests a "reset" or "hang" fault left without an answer
         self._released = asyncio.Event()  # ends every "hang" (at stop)
         self.runner: web.AppRunner | None = None
@@ -177,10 +198,17 @@ class FakeDiscord:
 
     # ---- users and guild -----------------------------------------------------------------------
 
-    def add_user(self, name: str) -> int:
-        uid = snowflake()
+    def add_user(self, name: str, *, created: float | None = None, permissions: int | None = None) -> int:
+        """A user; `created` (Unix time) sets the account's age as Discord encodes it in the id."""
+        uid = snowflake() if created is None else (int(created * 1000) - DISCORD_EPOCH_MS) << 22 | next(_ids) % 4096
         self.users[uid] = _user(uid, name)
+        if permissions is not None:
+            self.permissions[uid] = permissions
         return uid
+
+    def deny_bot(self, cid: int, bits: int = SEND_MESSAGES) -> None:
+        """A channel overwrite that denies the bot `bits` (set before the bot connects); sending then answers 403."""
+        self.channels[cid]["permission_overwrites"].append({"id": str(BOT_ID), "type": 1, "allow": "0", "deny": str(bits)})
 
     def member(self, uid: int) -> dict:
         return {"user": self.users[uid], "roles": [], "joined_at": now_iso(), "deaf": False, "mute": False, "flags": 0}
@@ -367,7 +395,8 @@ class FakeDiscord:
         out = []
         for cmd in request[BODY] or []:
             out.append({**cmd, "id": str(snowflake()), "application_id": str(APP_ID), "version": str(snowflake()),
-                        "guild_id": guild_id, "default_member_permissions": None, "type": cmd.get("type", 1)})
+                        "guild_id": guild_id, "default_member_permissions": _str_or_none(cmd.get("default_member_permissions")),
+                        "type": cmd.get("type", 1)})
         self.commands = out
         return _json(out)
 
@@ -445,6 +474,8 @@ class FakeDiscord:
             return _json({"message": "Unknown Channel", "code": 10003}, 404)
         if channel.get("thread_metadata", {}).get("locked"):
             return _json({"message": "Thread is locked", "code": 160005}, 403)
+        if any(o["id"] == str(BOT_ID) and int(o["deny"]) & SEND_MESSAGES for o in channel.get("permission_overwrites", [])):
+            return _json({"message": "Missing Permissions", "code": 50013}, 403)
         nonce = body.get("nonce")
         if nonce is not None and body.get("enforce_nonce"):
             for old in self.messages[int(cid)]:
@@ -617,7 +648,7 @@ class FakeDiscord:
             payload.update(user=self.users[uid], context=1, authorizing_integration_owners={"0": str(uid)})
         else:
             payload.update(guild_id=str(GUILD_ID), guild_locale="en-US", context=0,
-                           member={**self.member(uid), "permissions": "2248473465835073"},
+                           member={**self.member(uid), "permissions": str(self.permissions.get(uid, MEMBER_PERMISSIONS))},
                            authorizing_integration_owners={"0": str(GUILD_ID)})
         if message is not None:
             payload["message"] = message
@@ -632,6 +663,30 @@ class FakeDiscord:
         opts = [{"name": k, "type": 3, "value": v} for k, v in options.items()]
         data = {"id": cmd["id"] if cmd else str(snowflake()), "name": "stranger", "type": 1,
                 "options": [{"name": sub, "type": 1, "options": opts}]}
+        payload = self._interaction(uid, cid, 2, data)
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return payload
+
+    async def admin(self, uid: int, cid: int, *path: str, **options: Any) -> dict:
+        """A user runs /stranger-admin <path...> (e.g. "policy", "add-word"); an int option is a user
+        (sent with its resolved user, as Discord does), a bool a boolean, anything else a string."""
+        cmd = next((c for c in self.commands if c["name"] == "stranger-admin"), None)
+        resolved: dict = {}
+        opts = []
+        for name, value in options.items():
+            if isinstance(value, bool):
+                opts.append({"name": name, "type": 5, "value": value})
+            elif isinstance(value, int):
+                opts.append({"name": name, "type": 6, "value": str(value)})
+                resolved.setdefault("users", {})[str(value)] = self.users[value]
+            else:
+                opts.append({"name": name, "type": 3, "value": value})
+        tree: list[dict] = opts
+        for depth, name in enumerate(reversed(path)):
+            tree = [{"name": name, "type": 1 if depth == 0 else 2, "options": tree}]
+        data = {"id": cmd["id"] if cmd else str(snowflake()), "name": "stranger-admin", "type": 1, "options": tree}
+        if resolved:
+            data["resolved"] = resolved
         payload = self._interaction(uid, cid, 2, data)
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload

@@ -8,6 +8,7 @@ from bridge.events import Connected, Disconnected, Message, Start
 from bridge.store import MemoryStore
 
 from .conftest import bridge
+from .fakediscord import GUILD_ID
 from .guarded import GuardedDiscord
 from .util import open_chat, stranger_lines, until, wait_line, wait_notice
 
@@ -23,7 +24,8 @@ def locked(server, tid: int) -> bool:
 async def test_churning_sessions_keeps_maps_and_store_keys_bounded(server, monkeypatch):
     monkeypatch.setattr(GuardedDiscord, "options", {"remember": REMEMBER})
     store = MemoryStore()
-    async with bridge(server, store=store) as b:
+    # with the moderation log keeping chat lines, so that memory is shown bounded too
+    async with bridge(server, store=store, mod_log_channel=server.text_channels[1], mod_log_lines=5) as b:
         rec = b.platforms["rec"]
         dc = b.platforms["dc"]
         for n in range(SESSIONS):
@@ -47,10 +49,16 @@ async def test_churning_sessions_keeps_maps_and_store_keys_bounded(server, monke
         assert len(dc.threads) == 0 and not dc.threads.by_user
         assert len(dc.threads.gone) <= REMEMBER
         assert not dc.threads.parents and not dc.sender.newest  # per-thread state ends with the thread
+        assert dc.modlog.keep == 5 and not dc.modlog.lines_held()  # chat lines end with the thread
         assert len(dc.commands.cooldowns) <= REMEMBER
         assert len(dc.commands.seen_interactions) <= REMEMBER
         assert len(dc.inbound.seen_messages) <= REMEMBER
         keys = {key for (namespace, key) in store._kv if namespace == "platform:dc"}
-        assert keys - {"counter", "threads", "interactions"} == {f"webhook:{c}" for c in server.text_channels}
-        assert len(json.loads(store._kv[("platform:dc", "interactions")])) <= REMEMBER
+        # one stats key per guild (guilds are bounded by Discord), no key per user or per thread
+        assert keys - {"counter", "threads", "interactions", f"guild:{GUILD_ID}:stats", "modlog:seq"} == {
+            f"webhook:{c}" for c in server.text_channels
+        }
+        assert json.loads(store._kv[("platform:dc", f"guild:{GUILD_ID}:stats")]) == {"sessions": SESSIONS}
+        newest = json.loads(store._kv[("platform:dc", "interactions")])  # one number, the newest handled start
+        assert isinstance(newest, int) and newest in dc.commands.seen_interactions
         assert json.loads(store._kv[("platform:dc", "threads")]) == []

@@ -11,8 +11,9 @@ from .util import notices, open_chat, stranger_lines, wait_line, wait_notice
 async def test_dm_chat_relays_both_ways_and_stops(server):
     async with bridge(server, dm=True) as b:
         rec = b.platforms["rec"]
-        [group] = server.commands
-        assert sorted(group["contexts"]) == [0, 1]  # offered in servers and in DMs with the bot
+        groups = {g["name"]: g for g in server.commands}
+        assert sorted(groups["stranger"]["contexts"]) == [0, 1]  # offered in servers and in DMs with the bot
+        assert groups["stranger-admin"]["contexts"] == [0]  # admin commands: in servers only
         alice = server.add_user("alice")
         dm = server.dm_channel(alice)
         start = await server.slash(alice, dm, "start", interests="tea")
@@ -69,7 +70,7 @@ async def test_dm_chat_relays_both_ways_and_stops(server):
 async def test_dm_refused_with_an_ephemeral_notice_when_off(server):
     async with bridge(server) as b:  # dm = false (the default)
         rec = b.platforms["rec"]
-        [group] = server.commands
+        group = next(g for g in server.commands if g["name"] == "stranger")
         assert group["contexts"] == [0]  # Discord does not offer /stranger in DMs...
         alice = server.add_user("alice")
         dm = server.dm_channel(alice)

@@ -8,7 +8,9 @@ import time
 
 from bridge.events import Disconnected, Message, Room, StoppedTyping, Typing
 
-from .conftest import bridge
+from tests.helpers import running
+
+from .conftest import bridge, bridge_config
 from .fakediscord import BOT_ID
 from .util import open_chat, paired_with_rec, until, wait_line, wait_notice
 
@@ -30,7 +32,9 @@ STRANGER_INPUTS = [
 
 @pytest.mark.parametrize("webhooks", [True, False])
 async def test_stranger_bad_inputs_exact_payloads(server, webhooks):
-    async with bridge(server, webhooks=webhooks) as b:
+    # Invites are let through here ([policy] invites = "allow"), so that what is tested is the
+    # renderer's own neutralising; by default the policy holds them (tests/core/test_policy_*).
+    async with running({**bridge_config(server, webhooks=webhooks), "policy": {"invites": "allow"}}) as b:
         rec = b.platforms["rec"]
         _, tid = await paired_with_rec(server, b)
         for index, (text, _) in enumerate(STRANGER_INPUTS):

@@ -140,3 +140,23 @@ def test_status_of_a_stopped_instance_on_redis_says_where_its_state_is(tmp_path)
     assert res.returncode == 3, res.stderr  # not running: nothing listens on metrics_bind
     assert "nothing listens on 127.0.0.1:" in res.stdout and "the store is Redis at redis://127.0.0.1:" in res.stdout
     assert PASSWORD not in res.stdout + res.stderr
+
+
+def test_mod_works_on_the_configured_sqlite_store_and_says_so_for_redis(tmp_path):
+    import asyncio
+
+    from bridge.store import SQLiteStore
+
+    db = tmp_path / "elsewhere" / "named.sqlite3"
+    asyncio.run(SQLiteStore(db).close())  # a stopped daemon's file
+    cfg = write_config(tmp_path, store=f"sqlite:///{db}")
+    res = cli("mod", "ban", "discord:123", "--reason", "spam", "-c", str(cfg))
+    assert res.returncode == 0, res.stderr
+    key = res.stdout.split()[1]  # the hashed key, as `mod` shows it
+    assert res.stdout.startswith("banned discord:") and res.stdout.rstrip().endswith(": spam")
+    assert not (tmp_path / "stranger-bridge.sqlite3").exists()  # the store URL's file, not `state`
+    listing = cli("mod", "list", "-c", str(cfg))
+    assert listing.returncode == 0 and listing.stdout.startswith(f"{key}  banned"), listing.stdout
+    res = cli("mod", "list", "-c", str(write_config(tmp_path, store=f"redis://:{PASSWORD}@127.0.0.1:6379/0")))
+    assert res.returncode == 2 and "mod: works on a SQLite state file; bridge.store is redis://127.0.0.1:6379/0" in res.stderr
+    assert PASSWORD not in res.stderr

@@ -1,0 +1,140 @@
+"""The one moderation entry point of the core: start checks, message checks both ways, reports, and their notices."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..events import Room
+from ..store import Store
+from .config import PolicySection
+from .rules import Action, ContentRules, Verdict
+from .sanctions import ReportOutcome, Sanctions, ban_notice
+from .throttle import StartThrottle, throttle_notice
+from .timespan import format_duration
+
+__all__ = ["Decision", "Moderator", "wait_notice"]
+
+RECENT_VERDICTS = 1024  # cached verdicts at most (message texts are held no longer than that)
+_HELD_USER = {
+    "links": "Your message was not sent: links are not allowed here.",
+    "invites": "Your message was not sent: Discord invites are not allowed here.",
+}
+_HELD_USER_DEFAULT = "Your message was not sent: it contains words this bridge does not relay."
+_ENDED_USER = "Your message was not sent: it breaks this bridge's rules."
+_HELD_STRANGER = "{who} sent a message that breaks this bridge's rules; it was not shown."
+_ENDED_STRANGER = _HELD_STRANGER
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the session does with one message: relay `text` (or not), tell someone, end the chat."""
+
+    relay: bool
+    text: str
+    notice: str | None = None  # for the user of this session
+    end: bool = False  # the session then ends the chat with Reason.POLICY, which says why
+    verdict: Verdict | None = None
+
+
+class Moderator:
+    """Owns the policy, the sanctions store and the start throttle; the session calls it.
+
+    It never sees more than a user key (opaque, `PLATFORM:hash`) and the message text, and it
+    keeps no text: the moderation log holds actions, keys and reasons only.
+    """
+
+    __slots__ = ("policy", "sanctions", "throttle", "monotonic", "scope_of", "_recent", "_rules", "_scopes")
+
+    def __init__(
+        self, policy: PolicySection, store: Store, *, clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self.policy = policy
+        self.sanctions = Sanctions.from_config(store, policy, clock=clock)
+        self.throttle = StartThrottle.from_config(policy, clock=monotonic)
+        self.monotonic = monotonic
+        # The moderation scope of a room (a Discord guild, a Matrix room); the router sets it
+        # to ask the room's platform.
+        self.scope_of: Callable[[Room], str | None] = _no_scope
+        # Verdicts just given, by (rules, text): in the hub each message is checked by its
+        # sender's session and again by the receiver's, mostly under the same rules. Bounded.
+        self._recent: dict[tuple[int, str], Verdict] = {}
+        # The compiled rules by (platform, configured scope or None), and the configured scopes:
+        # looked up on every message, so kept out of the pydantic model (its attribute access is slow).
+        self._rules: dict[tuple[str, str | None], ContentRules] = {}
+        self._scopes: frozenset[str] = frozenset(policy.scopes)
+
+    def set_policy(self, policy: PolicySection) -> None:
+        """Put a rebuilt policy in force (a server's admins changed its layer): verdicts given under
+        the old rules are forgotten, since a new rules object may reuse a freed one's id."""
+        self.policy = policy
+        self._recent.clear()
+        self._rules.clear()
+        self._scopes = frozenset(policy.scopes)
+
+    async def start_refusal(self, user: str | None, *, server: str | None = None) -> str | None:
+        """The notice that refuses a start (banned, or starting too often), or None: the start is counted."""
+        if user is None:
+            return None  # a room without a person key: per-room limits apply elsewhere
+        ban = await self.sanctions.check(user, server=server)
+        if ban is not None:
+            return ban_notice(ban, self.sanctions.clock())
+        wait = self.throttle.check(user)
+        return throttle_notice(wait) if wait > 0 else None
+
+    def first_message_wait(self, connected_at: float) -> float:
+        """Seconds the user must still wait before a first message in a new chat (0: may send)."""
+        return max(0.0, connected_at + self.policy.first_message_cooldown - self.monotonic())
+
+    def _check(self, room: Room, text: str) -> Verdict:
+        platform, scope = room.platform, self.scope_of(room)
+        key = (platform, scope if scope is not None and f"{platform}:{scope}" in self._scopes else None)
+        rules = self._rules.get(key)
+        if rules is None:
+            rules = self._rules[key] = self.policy.rules_for(*key)
+        key = (id(rules), text)  # rules are compiled once and kept: their id is stable
+        verdict = self._recent.get(key)
+        if verdict is None:
+            verdict = rules.check(text)
+            if len(self._recent) >= RECENT_VERDICTS:
+                self._recent.clear()
+            self._recent[key] = verdict
+        return verdict
+
+    def from_user(self, room: Room, text: str) -> Decision:
+        """A user's message on its way to the stranger."""
+        verdict = self._check(room, text)
+        match verdict.action:
+            case Action.END:
+                return Decision(False, text, _ENDED_USER, end=True, verdict=verdict)
+            case Action.HOLD:
+                return Decision(False, text, _HELD_USER.get(verdict.rule or "", _HELD_USER_DEFAULT), verdict=verdict)
+        return Decision(True, verdict.text, verdict=verdict)
+
+    def from_stranger(self, room: Room, text: str, who: str | None = None) -> Decision:
+        """A stranger's message on its way to the user of `room` (checked with that room's rules)."""
+        verdict = self._check(room, text)
+        who = who or "The stranger"
+        match verdict.action:
+            case Action.END:
+                return Decision(False, text, _ENDED_STRANGER.format(who=who), end=True, verdict=verdict)
+            case Action.HOLD:
+                return Decision(False, text, _HELD_STRANGER.format(who=who), verdict=verdict)
+        return Decision(True, verdict.text, verdict=verdict)
+
+    async def report(self, reporter: str | None, reported: str | None, reason: str = "") -> ReportOutcome | None:
+        """Record a report as input to strikes; None when the reporter has no key."""
+        if reporter is None:
+            return None
+        return await self.sanctions.report(reporter, reported, reason)
+
+
+def wait_notice(wait: float) -> str:
+    """What a user who writes before the first-message cooldown has passed is told."""
+    return f"Your message was not sent: wait {format_duration(wait)} before your first message in a new chat."
+
+
+def _no_scope(room: Room) -> str | None:
+    return None

@@ -1,0 +1,114 @@
+"""The moderation entry point: start refusals (ban, throttle), decisions both ways, reports; injected clocks."""
+
+import pytest
+
+from bridge.events import Room
+from bridge.policy.config import PolicySection
+from bridge.policy.moderator import Moderator, wait_notice
+from bridge.policy.rules import Action
+from bridge.store import MemoryStore
+
+POLICY = PolicySection.model_validate(
+    {
+        "lists": {
+            "mask": {"action": "mask", "words": ["shit"]},
+            "hold": {"action": "hold", "words": ["kill yourself"]},
+            "end": {"action": "end", "words": ["slurword"]},
+        },
+        "platforms": {"discord": {"links": "block"}},
+        "scopes": {"discord:77": {"lists": {"mask": {"enabled": False}}}},
+        "start_cooldown": "3s",
+        "max_starts": 100,
+        "first_message_cooldown": "2s",
+        "report_threshold": 2,
+    }
+)
+
+
+class Clock:
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def parts():
+    wall, mono = Clock(1_700_000_000.0), Clock(50.0)
+    moderator = Moderator(POLICY, MemoryStore(), clock=wall, monotonic=mono)
+    moderator.scope_of = lambda room: {"thread-in-77": "77", "thread-in-12": "12"}.get(room.id)
+    return moderator, wall, mono
+
+
+async def test_a_banned_user_is_told_plainly_with_the_time_left(parts):
+    moderator, wall, _ = parts
+    await moderator.sanctions.ban("discord:0123456789abcdef", 7200, "spam")
+    wall.now += 1800
+    assert await moderator.start_refusal("discord:0123456789abcdef") == (
+        "You are banned from starting chats on this bridge for 1 h 30 min more. Reason: spam."
+    )
+    assert await moderator.start_refusal("discord:fedcba9876543210") is None
+
+
+async def test_a_matrix_server_glob_refuses_its_users(parts):
+    moderator, _, _ = parts
+    await moderator.sanctions.ban("matrix:*:spam.example", None, "")
+    assert await moderator.start_refusal("matrix:0000000000000000", server="spam.example") is not None
+    assert await moderator.start_refusal("matrix:0000000000000000", server="good.example") is None
+
+
+async def test_starts_are_throttled_per_user(parts):
+    moderator, _, mono = parts
+    assert await moderator.start_refusal("web:aaaaaaaaaaaaaaaa") is None
+    assert await moderator.start_refusal("web:aaaaaaaaaaaaaaaa") == "You are starting chats too quickly. Try again in 3 s."
+    assert await moderator.start_refusal("web:bbbbbbbbbbbbbbbb") is None
+    mono.now += 3
+    assert await moderator.start_refusal("web:aaaaaaaaaaaaaaaa") is None
+    assert await moderator.start_refusal(None) is None
+
+
+def test_decisions_from_the_user(parts):
+    moderator, _, _ = parts
+    ok = moderator.from_user(Room("web", "r"), "hello")
+    assert (ok.relay, ok.text, ok.notice, ok.end) == (True, "hello", None, False)
+    masked = moderator.from_user(Room("web", "r"), "oh shit")
+    assert (masked.relay, masked.text, masked.notice) == (True, "oh ****", None)
+    held = moderator.from_user(Room("web", "r"), "kill   yourself")
+    assert (held.relay, held.notice, held.end) == (False, "Your message was not sent: it contains words this bridge does not relay.", False)
+    ended = moderator.from_user(Room("web", "r"), "s l u r w o r d")
+    assert (ended.relay, ended.end) == (False, True)
+    assert ended.notice == "Your message was not sent: it breaks this bridge's rules."
+    link = moderator.from_user(Room("discord", "thread-in-12"), "see evil.com")
+    assert (link.relay, link.notice) == (False, "Your message was not sent: links are not allowed here.")
+    invite = moderator.from_user(Room("web", "r"), "discord.gg/abc")
+    assert (invite.relay, invite.notice) == (False, "Your message was not sent: Discord invites are not allowed here.")
+    assert moderator.from_user(Room("discord", "thread-in-77"), "oh shit").text == "oh shit"  # the guild switched the list off
+
+
+def test_decisions_from_the_stranger(parts):
+    moderator, _, _ = parts
+    held = moderator.from_stranger(Room("matrix", "!r:x"), "kill yourself", "Stranger 2")
+    assert (held.relay, held.end, held.notice) == (False, False, "Stranger 2 sent a message that breaks this bridge's rules; it was not shown.")
+    ended = moderator.from_stranger(Room("matrix", "r"), "slurword")
+    assert (ended.relay, ended.end, ended.notice) == (False, True, "The stranger sent a message that breaks this bridge's rules; it was not shown.")
+    masked = moderator.from_stranger(Room("web", "r"), "ѕһit")
+    assert (masked.relay, masked.text, masked.verdict.action) == (True, "****", Action.MASK)
+
+
+def test_first_message_cooldown(parts):
+    moderator, _, mono = parts
+    connected = mono.now
+    assert moderator.first_message_wait(connected) == pytest.approx(2.0)
+    mono.now += 2
+    assert moderator.first_message_wait(connected) == 0.0
+    assert wait_notice(1.2) == "Your message was not sent: wait 2 s before your first message in a new chat."
+
+
+async def test_reports_feed_strikes(parts):
+    moderator, _, _ = parts
+    assert await moderator.report(None, "web:x") is None
+    assert not (await moderator.report("web:1111111111111111", "web:9999999999999999")).strike
+    outcome = await moderator.report("web:2222222222222222", "web:9999999999999999")
+    assert outcome.strike
+    assert (await moderator.start_refusal("web:9999999999999999")).startswith("You are banned from starting chats on this bridge for 1 h more.")
