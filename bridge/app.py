@@ -19,7 +19,7 @@ from .metrics import Metrics
 from .notify import Notifier
 from .policy.moderator import Moderator
 from .router import Router
-from .store import SQLiteStore, Store
+from .store import Store, open_store
 from .storetiming import TimedStore
 
 __all__ = ["Bridge", "LAST_RUN", "PlatformCredentialsError", "PlatformStartError", "StartError"]
@@ -68,7 +68,8 @@ class Bridge:
         """Open the store, start backends and platforms, wait until platforms are ready, resume."""
         cfg = self.config
         if self.store is None:
-            self.store = SQLiteStore(cfg.bridge.state)  # raises StoreError: nothing overwritten
+            b = cfg.bridge  # raises StoreError naming the key (bridge.store, bridge.instance): nothing overwritten
+            self.store = await open_store(b.store_url, prefix=b.store_prefix, instance=b.instance, lease=b.instance_lease)
         self._started = True  # from here on, stop() has something to undo
         logging.getLogger().addHandler(self.errors)
         loop = asyncio.get_running_loop()
@@ -205,7 +206,16 @@ class Bridge:
             return "degraded"
         if any(stats.get("connected") is False for stats in self._backend_stats().values()):
             return "degraded"
+        if self.store is not None and self.store.problem() is not None:
+            return "degraded"
         return "healthy"
+
+    def problems(self) -> list[str]:
+        """Why the daemon is not healthy, one line each (no ids, no secrets): /healthz shows them."""
+        out = [f"platform {name}: not ready" for name in self.platforms if not self.metrics.ready.get(name)]
+        out += [f"backend {name}: not connected" for name, stats in self._backend_stats().items() if stats.get("connected") is False]
+        problem = self.store.problem() if self.store is not None else None
+        return out + ([problem] if problem is not None else [])
 
     def status(self) -> dict[str, Any]:
         """What `stranger-bridge status` shows, JSON-ready: no room ids, user keys or message text."""
@@ -228,6 +238,8 @@ class Bridge:
             "sessions": sessions,
             "waiting": dict(waiting),
             "errors": self.errors.recent(),
+            "problems": self.problems() if self.phase == "running" else [],
+            "instance": self.config.bridge.instance,
         }
 
     def summary(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,9 @@ from .abc import Backend, Platform, PluginConfig, StrictModel
 from .address import split_bind
 from .policy.config import PolicySection
 from .registry import PluginError, load_backend, load_platform
+from .store.url import StoreURL, parse_store_url
 
-__all__ = ["BridgeSection", "Config", "ConfigError", "DEFAULT_CONFIG", "load_config", "parse_config"]
+__all__ = ["BridgeSection", "Config", "ConfigError", "DEFAULT_CONFIG", "default_instance", "load_config", "parse_config"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,15 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "platforms": {"web": {"plugin": "web"}},
     "backends": {"hub": {"plugin": "hub"}},
 }
+
+
+_INSTANCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def default_instance() -> str:
+    """This machine's host name, made a valid instance name (two instances on one host need their own)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).strip(".-_")[:64]
+    return name or "stranger-bridge"
 
 
 class ConfigError(ValueError):
@@ -65,12 +76,46 @@ class BridgeSection(StrictModel):
     # asks it); unset: no listener. Give a loopback host unless a scraper elsewhere must reach it.
     metrics_bind: str | None = None
 
+    # Where sessions and plugin state live: unset, the SQLite file `state`; "sqlite:///path" (relative
+    # to the config file; sqlite:////abs for an absolute path), or "redis://host:port/db" / "rediss://"
+    # to share them between instances (a password from STRANGER_BRIDGE_REDIS_PASSWORD or the URL).
+    store: str | None = Field(None, repr=False)  # may hold a password: never shown
+    store_prefix: str = "stranger-bridge:"  # every Redis key starts with it; foreign keys under it are refused
+    instance: str = Field(default_factory=default_instance)  # this instance's name (its lease in Redis)
+    instance_lease: float = Field(10.0, ge=0.5, le=600)  # seconds without a heartbeat before others call it dead
+
     @field_validator("metrics_bind")
     @classmethod
     def _bind(cls, value: str | None) -> str | None:
         if value is not None:
             split_bind(value)
         return value
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_store_url(value)
+        return value
+
+    @field_validator("store_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not 1 <= len(value) <= 64 or any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError("must be 1 to 64 printable characters without spaces")
+        return value
+
+    @field_validator("instance")
+    @classmethod
+    def _instance(cls, value: str) -> str:
+        if not _INSTANCE.match(value):
+            raise ValueError("must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return value
+
+    @property
+    def store_url(self) -> StoreURL:
+        """The store to open: `store` parsed, or the SQLite file `state` when `store` is unset."""
+        return parse_store_url(self.store) if self.store is not None else StoreURL("sqlite", path=self.state)
 
 
 class _Raw(BaseSettings):
@@ -150,6 +195,9 @@ def parse_config(data: dict[str, Any], *, env: bool = True, base_dir: Path | Non
     bridge = _validate(BridgeSection, "bridge", raw.bridge, errors)
     if bridge is not None and base_dir is not None and not bridge.state.is_absolute():
         bridge = bridge.model_copy(update={"state": base_dir / bridge.state})
+    if bridge is not None and base_dir is not None and bridge.store is not None and not bridge.store_url.is_redis:
+        path = parse_store_url(bridge.store, base_dir).path
+        bridge = bridge.model_copy(update={"store": f"sqlite:///{path}"})
 
     backends_raw = dict(raw.backends)
     default_backend = bridge.default_backend if bridge else "hub"

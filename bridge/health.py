@@ -52,8 +52,11 @@ class HealthServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        health = self.status().get("health", "unknown")
-        return web.Response(text=health, status=200 if health == "healthy" else 503, headers={"Cache-Control": "no-store"})
+        status = self.status()
+        health = status.get("health", "unknown")
+        # The first line is the verdict; each further line says why (a platform, a backend, the store).
+        text = "\n".join([health, *status.get("problems", [])])
+        return web.Response(text=text, status=200 if health == "healthy" else 503, headers={"Cache-Control": "no-store"})
 
     async def _status(self, request: web.Request) -> web.Response:
         body = json.dumps(self.status(), sort_keys=True, default=str)

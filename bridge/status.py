@@ -30,7 +30,8 @@ def query_status(config: Config) -> tuple[dict[str, Any], int]:
     if bind is None:
         report = _from_store(config)
         report["health"] = "unknown"
-        report["note"] = "no [bridge] metrics_bind is set, so a running daemon cannot be asked; this is the state file"
+        where = report["note"] if config.bridge.store_url.is_redis else "this is the state file"
+        report["note"] = f"no [bridge] metrics_bind is set, so a running daemon cannot be asked; {where}"
         return report, EXIT_UNKNOWN
     host, port = split_bind(bind)
     host = connect_host(host)
@@ -52,14 +53,21 @@ def query_status(config: Config) -> tuple[dict[str, Any], int]:
 def _stopped(config: Config, bind: str) -> dict[str, Any]:
     report = _from_store(config)
     report["health"] = "not running"
-    report["note"] = f"nothing listens on {bind}"
+    report["note"] = f"nothing listens on {bind}" + (f"; {report['note']}" if config.bridge.store_url.is_redis else "")
     return report
 
 
 def _from_store(config: Config) -> dict[str, Any]:
     """Sessions a stopped daemon left (resumed or ended at its next start) and its last run's record."""
-    path = config.bridge.state
-    report: dict[str, Any] = {"running": False, "state": str(path), "sessions": {}, "errors": [], "last_run": None}
+    url = config.bridge.store_url
+    where = url.redacted() if url.is_redis else str(url.path)
+    report: dict[str, Any] = {"running": False, "state": where, "sessions": {}, "errors": [], "last_run": None}
+    if url.is_redis:
+        report["sessions"] = None
+        report["note"] = f"the store is Redis at {url.redacted()}: a stopped instance's sessions are not read from here"
+        return report
+    path = url.path
+    assert path is not None
     if not path.exists():
         report["note"] = "no state file yet"
         return report
@@ -93,7 +101,10 @@ def render_status(report: dict[str, Any], *, as_json: bool = False) -> str:
     running = bool(report.get("running"))
     lines = _running_lines(report) if running else _stopped_lines(report)
     label = "sessions" if running else "sessions in the state file"
-    lines.append(f"{label}: {_sessions(report.get('sessions') or {})}")
+    if not running and report.get("sessions") is None:
+        lines.append("sessions: not read (the store is Redis)")
+    else:
+        lines.append(f"{label}: {_sessions(report.get('sessions') or {})}")
     if running:
         waiting = report.get("waiting") or {}
         lines.append("waiting: " + (", ".join(f"{n} {mode}" for mode, n in sorted(waiting.items())) or "nobody"))

@@ -48,5 +48,8 @@ class TimedStore(Store):
         with self._timed("set"):
             await self.inner.set(namespace, key, value)
 
+    def problem(self) -> str | None:
+        return self.inner.problem()
+
     async def close(self) -> None:
         await self.inner.close()

@@ -102,13 +102,13 @@ async def test_backend_health_and_waiting_users_reach_metrics_status_and_healthz
         StatsBackend.connected = False
         try:
             code, _, body = await scrape(port, "/healthz")
-            assert (code, body) == (503, "degraded")
+            assert (code, body) == (503, "degraded\nbackend s: not connected")
             assert sample(families((await scrape(port))[2]), "stranger_bridge_backend_up", backend="s") == 0
         finally:
             StatsBackend.connected = True
         bridge.metrics.set_ready("rec", False)  # how a platform says it lost its connection
         code, _, body = await scrape(port, "/healthz")
-        assert (code, body) == (503, "degraded")
+        assert (code, body) == (503, "degraded\nplatform rec: not ready")
         assert json.loads((await scrape(port, "/status"))[2])["platforms"] == {"rec": {"ready": False}}
 
 

@@ -1,121 +1,27 @@
-"""State store: room ↔ session records and each plugin's key/value state. SQLite by default."""
+"""The default store: one SQLite file, used from one worker thread so no call blocks the event loop."""
 
 from __future__ import annotations
 
-import abc
+import asyncio
 import fcntl
 import json
 import logging
 import os
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .events import Room
+from ..events import Room
+from .base import SessionRecord, Store, StoreError
 
-__all__ = [
-    "MemoryStore",
-    "PluginState",
-    "SQLiteStore",
-    "SessionRecord",
-    "SharedStateFile",
-    "Store",
-    "StoreError",
-    "held_by_a_daemon",
-]
+__all__ = ["SQLiteStore", "SharedStateFile", "held_by_a_daemon"]
 
 log = logging.getLogger(__name__)
 
-
-class StoreError(RuntimeError):
-    """The state store cannot be used (unreadable, corrupt, or of another program)."""
-
-
-@dataclass(slots=True)
-class SessionRecord:
-    """What survives a restart of one room's session."""
-
-    room: Room
-    state: str  # "searching" | "chatting" (idle sessions are not stored)
-    backend: str
-    handle: str | None = None  # the backend's chat handle, for Backend.resume
-    start: dict[str, Any] = field(default_factory=dict)  # the Start that began it, as JSON data
-    created: float = field(default_factory=time.time)
-    updated: float = field(default_factory=time.time)
-
-
-class Store(abc.ABC):
-    """Where sessions and plugin state persist. The Redis store of scale-out mode implements this too."""
-
-    @abc.abstractmethod
-    async def save_session(self, record: SessionRecord) -> None:
-        """Insert or replace the record of `record.room`."""
-
-    @abc.abstractmethod
-    async def delete_session(self, room: Room) -> None:
-        """Forget the session of `room` (it is idle)."""
-
-    @abc.abstractmethod
-    async def sessions(self) -> list[SessionRecord]:
-        """Every stored session, oldest first."""
-
-    @abc.abstractmethod
-    async def get(self, namespace: str, key: str) -> str | None:
-        """A plugin's value, or None."""
-
-    @abc.abstractmethod
-    async def set(self, namespace: str, key: str, value: str | None) -> None:
-        """Set (or with None, delete) a plugin's value."""
-
-    async def close(self) -> None:
-        """Flush and release. Default: nothing."""
-
-    def state_for(self, namespace: str) -> PluginState:
-        """The key/value space handed to the plugin named `namespace`."""
-        return PluginState(self, namespace)
-
-
-@dataclass(frozen=True, slots=True)
-class PluginState:
-    """One plugin's view of the store (implements bridge.abc.KeyValue)."""
-
-    store: Store
-    namespace: str
-
-    async def get(self, key: str) -> str | None:
-        return await self.store.get(self.namespace, key)
-
-    async def set(self, key: str, value: str | None) -> None:
-        await self.store.set(self.namespace, key, value)
-
-
-class MemoryStore(Store):
-    """A store that forgets everything at exit; for tests and benchmarks."""
-
-    def __init__(self) -> None:
-        self._sessions: dict[Room, SessionRecord] = {}
-        self._kv: dict[tuple[str, str], str] = {}
-
-    async def save_session(self, record: SessionRecord) -> None:
-        self._sessions[record.room] = record
-
-    async def delete_session(self, room: Room) -> None:
-        self._sessions.pop(room, None)
-
-    async def sessions(self) -> list[SessionRecord]:
-        return sorted(self._sessions.values(), key=lambda r: r.created)
-
-    async def get(self, namespace: str, key: str) -> str | None:
-        return self._kv.get((namespace, key))
-
-    async def set(self, namespace: str, key: str, value: str | None) -> None:
-        if value is None:
-            self._kv.pop((namespace, key), None)
-        else:
-            self._kv[(namespace, key)] = value
-
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -134,7 +40,9 @@ _APP_ID = "stranger-bridge/1"
 
 
 class SQLiteStore(Store):
-    """The default store: one SQLite file. Writes are small and synchronous (WAL, no fsync per write).
+    """One SQLite file (WAL, no fsync per write). Opening checks the file at once (it raises StoreError
+    and touches nothing when the file is not ours); every later call runs on the store's one worker
+    thread, in the order the calls were made, through the one connection.
 
     One process at a time: an exclusive lock on `<state>.lock` beside the file is held until
     `close` (or until the process dies, since the kernel drops it then).
@@ -166,6 +74,9 @@ class SQLiteStore(Store):
                 f"{self.path}: not a stranger-bridge state file ({exc}); it was left untouched. "
                 "Move it away or point [bridge] state elsewhere."
             ) from exc
+        # One thread: the connection is never used by two threads at once, and calls keep their order.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._closed = False
 
     def _take_lock(self) -> int:
         lock_path = self.path.with_name(self.path.name + ".lock")
@@ -203,26 +114,33 @@ class SQLiteStore(Store):
         # A write now, so a file that can be read but not written is found at start, not later.
         db.execute("INSERT OR REPLACE INTO meta VALUES ('opened', ?)", (repr(time.time()),))
 
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise StoreError(f"{self.path}: the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+
     async def save_session(self, record: SessionRecord) -> None:
         record.updated = time.time()
-        self._db.execute(
-            "INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?)",
-            (
-                record.room.platform,
-                record.room.id,
-                record.state,
-                record.backend,
-                record.handle,
-                json.dumps(record.start),
-                record.created,
-                record.updated,
-            ),
+        # The row is built now: the caller may change the record while the write waits its turn.
+        row = (
+            record.room.platform,
+            record.room.id,
+            record.state,
+            record.backend,
+            record.handle,
+            json.dumps(record.start),
+            record.created,
+            record.updated,
         )
+        await self._call(self._db.execute, "INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?)", row)
 
     async def delete_session(self, room: Room) -> None:
-        self._db.execute("DELETE FROM sessions WHERE platform=? AND room=?", (room.platform, room.id))
+        await self._call(self._db.execute, "DELETE FROM sessions WHERE platform=? AND room=?", (room.platform, room.id))
 
     async def sessions(self) -> list[SessionRecord]:
+        return await self._call(self._read_sessions)
+
+    def _read_sessions(self) -> list[SessionRecord]:
         rows = self._db.execute(
             "SELECT rowid, platform, room, state, backend, handle, start, created, updated FROM sessions ORDER BY created"
         ).fetchall()
@@ -259,13 +177,18 @@ class SQLiteStore(Store):
         log.warning("%s: %d unreadable session rows moved to its table `quarantine`; start-up goes on", self.path, len(bad))
 
     async def get(self, namespace: str, key: str) -> str | None:
-        return _kv_get(self._db, namespace, key)
+        return await self._call(_kv_get, self._db, namespace, key)
 
     async def set(self, namespace: str, key: str, value: str | None) -> None:
-        _kv_set(self._db, namespace, key, value)
+        await self._call(_kv_set, self._db, namespace, key, value)
 
     async def close(self) -> None:
-        self._db.close()
+        if self._closed:
+            return
+        self._closed = True
+        # Queued calls finish first (the worker runs them in order), then the file and its lock are let go.
+        await asyncio.get_running_loop().run_in_executor(self._worker, self._db.close)
+        self._worker.shutdown(wait=True)
         if self._lock >= 0:
             os.close(self._lock)  # releases the lock
             self._lock = -1
@@ -338,4 +261,3 @@ def _kv_set(db: sqlite3.Connection, namespace: str, key: str, value: str | None)
         db.execute("DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key))
     else:
         db.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?)", (namespace, key, value))
-

@@ -1,0 +1,48 @@
+"""State store: room ↔ session records and each plugin's key/value state; SQLite by default, Redis to scale out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from .base import MemoryStore, PluginState, SessionRecord, Store, StoreError, StoreUnavailable
+from .lease import InstanceDown
+from .sqlite import SharedStateFile, SQLiteStore, held_by_a_daemon
+from .url import PASSWORD_ENV, StoreURL, parse_store_url
+
+__all__ = [
+    "MemoryStore",
+    "PASSWORD_ENV",
+    "PluginState",
+    "SQLiteStore",
+    "SessionRecord",
+    "SharedStateFile",
+    "Store",
+    "StoreError",
+    "StoreURL",
+    "StoreUnavailable",
+    "held_by_a_daemon",
+    "open_store",
+    "parse_store_url",
+]
+
+
+async def open_store(
+    url: StoreURL,
+    *,
+    prefix: str,
+    instance: str,
+    lease: float,
+    environ: dict[str, str] | None = None,
+    on_instance_down: InstanceDown | None = None,
+) -> Store:
+    """The store a configuration names. A Redis password comes from PASSWORD_ENV when it is set."""
+    if not url.is_redis:
+        assert url.path is not None
+        return await asyncio.to_thread(SQLiteStore, url.path)  # its integrity check reads the whole file
+    try:
+        from .redis import RedisStore
+    except ImportError as exc:
+        raise StoreError(f"bridge.store: a Redis store needs the redis package (pip install 'stranger-bridge[redis]'): {exc}") from None
+    url = url.with_password_from(os.environ if environ is None else environ)
+    return await RedisStore.open(url, prefix=prefix, instance=instance, lease=lease, on_instance_down=on_instance_down)

@@ -1,0 +1,293 @@
+"""The hub's pairing as one Lua script over Redis buckets, so instances sharing a Redis never take the same waiter.
+
+A library for scale-out mode; the hub backend does not use it yet (it pairs through plugins/hub/pool.py).
+The modes of that pool, each per language: random, interests (with fallback to random), spy
+ask/answer, groups of three. Every waiting entry carries a lease renewed by its owner, so a crashed
+instance leaves no ghost waiters. Keys (all under `prefix`): `pool:seq` (entry ids),
+`pool:entry:<id>` (hash, with PX lease), `pool:<mode>:<lang>` and `pool:interests:<lang>:<interest>`
+(sorted sets of ids by arrival), `pool:blocked:<user>` (set) and `pool:parted:<a>\\n<b>` (cool-down,
+PX). The scripts compute keys from the prefix: one Redis, not a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .pool import ANSWER, ASK, GROUP, INTERESTS, RANDOM
+
+__all__ = ["Entry", "Pairing", "RedisPool"]
+
+# Shared by the scripts: can two users meet, and find or take compatible waiters of one bucket.
+_COMMON = r"""
+local prefix = ARGV[1]
+local function pair_key(a, b)
+  if b < a then a, b = b, a end
+  return prefix .. 'pool:parted:' .. a .. '\n' .. b
+end
+local function compatible(user, other)
+  if other == user then return false end
+  if redis.call('SISMEMBER', prefix .. 'pool:blocked:' .. user, other) == 1 then return false end
+  return redis.call('EXISTS', pair_key(user, other)) == 0
+end
+local function remove(id, places)
+  for _, place in ipairs(places) do redis.call('ZREM', place, id) end
+  redis.call('DEL', prefix .. 'pool:entry:' .. id)
+end
+-- Up to n entries among the bucket's `limit` oldest, compatible with every user in `against` and
+-- with each other; entries whose lease ran out are dropped on the way. Nothing else is changed.
+local function find(bucket, against, n, limit)
+  local chosen, users = {}, {}
+  for _, u in ipairs(against) do users[#users + 1] = u end
+  for _, id in ipairs(redis.call('ZRANGE', bucket, 0, limit - 1)) do
+    local f = redis.call('HMGET', prefix .. 'pool:entry:' .. id, 'user', 'owner', 'places', 'interests', 'question')
+    if not f[1] then
+      redis.call('ZREM', bucket, id)
+    else
+      local ok = true
+      for _, u in ipairs(users) do
+        if not compatible(u, f[1]) then ok = false break end
+      end
+      if ok then
+        chosen[#chosen + 1] = {id, f[1], f[2], f[4], f[5] or '', f[3]}
+        users[#users + 1] = f[1]
+        if #chosen == n then return chosen end
+      end
+    end
+  end
+  return nil
+end
+local function take(found)
+  for _, e in ipairs(found) do remove(e[1], cjson.decode(e[6])) end
+end
+local function enqueue(id, user, owner, lease, places, interests, question)
+  local key = prefix .. 'pool:entry:' .. id
+  redis.call('HSET', key, 'user', user, 'owner', owner, 'places', cjson.encode(places), 'interests', interests,
+    'question', question)
+  redis.call('PEXPIRE', key, lease)
+  for _, place in ipairs(places) do redis.call('ZADD', place, tonumber(id), id) end
+end
+-- The reply: {id, 'paired', kind, members...} with 5 fields per member, in the pool's order.
+local function reply(id, kind, members)
+  local out = {id, 'paired', kind}
+  for _, e in ipairs(members) do
+    for i = 1, 5 do out[#out + 1] = e[i] end
+  end
+  return out
+end
+"""
+
+# ARGV: prefix, user, owner, lease_ms, scan_limit, language, mode, interests (JSON list), question.
+# Returns {id, 'waiting'} or reply(...). `self` stands for the arriving entry among the members.
+_ARRIVE = _COMMON + r"""
+local user, owner, lease, limit, lang, mode = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local interests, question = cjson.decode(ARGV[8]), ARGV[9]
+local id = tostring(redis.call('INCR', prefix .. 'pool:seq'))
+local me = {id, user, owner, ARGV[8], question}
+local bucket = prefix .. 'pool:' .. mode .. ':' .. lang
+if mode == 'interests' then
+  table.sort(interests)
+  local places = {}
+  for i, interest in ipairs(interests) do
+    places[i] = prefix .. 'pool:interests:' .. lang .. ':' .. interest
+    local found = find(places[i], {user}, 1, limit)
+    if found then take(found) return reply(id, 'pair', {found[1], me}) end
+  end
+  enqueue(id, user, owner, lease, places, ARGV[8], question)
+  return {id, 'waiting'}
+end
+if mode == 'random' then
+  local found = find(bucket, {user}, 1, limit)
+  if found then take(found) return reply(id, 'pair', {found[1], me}) end
+elseif mode == 'ask' then
+  local found = find(prefix .. 'pool:answer:' .. lang, {user}, 2, limit)
+  if found then take(found) return reply(id, 'ask', {me, found[1], found[2]}) end
+elseif mode == 'answer' then
+  local asker = find(prefix .. 'pool:ask:' .. lang, {user}, 1, limit)
+  if asker then
+    local partner = find(bucket, {user, asker[1][2]}, 1, limit)
+    if partner then
+      take(asker) take(partner)
+      return reply(id, 'ask', {asker[1], partner[1], me})
+    end
+  end
+elseif mode == 'group' then
+  local found = find(bucket, {user}, 2, limit)
+  if found then take(found) return reply(id, 'group', {found[1], found[2], me}) end
+else
+  return redis.error_reply('unknown mode ' .. mode)
+end
+enqueue(id, user, owner, lease, {bucket}, ARGV[8], question)
+return {id, 'waiting'}
+"""
+
+# An interests entry that waited long enough also takes a random stranger (and waits among them).
+# ARGV: prefix, id, scan_limit, language. Returns reply(...) | {id, 'waiting'} | {id, 'gone'}.
+_FALL_BACK = _COMMON + r"""
+local id, limit, lang = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local key = prefix .. 'pool:entry:' .. id
+local f = redis.call('HMGET', key, 'user', 'owner', 'places', 'interests', 'question')
+if not f[1] then return {id, 'gone'} end
+local places = cjson.decode(f[3])
+local random = prefix .. 'pool:random:' .. lang
+for _, place in ipairs(places) do if place == random then return {id, 'waiting'} end end
+local found = find(random, {f[1]}, 1, limit)
+if found then
+  take(found)
+  remove(id, places)
+  return reply(id, 'pair', {found[1], {id, f[1], f[2], f[4], f[5] or ''}})
+end
+places[#places + 1] = random
+redis.call('HSET', key, 'places', cjson.encode(places))
+redis.call('ZADD', random, tonumber(id), id)
+return {id, 'waiting'}
+"""
+
+# ARGV: prefix, id. 1 when the entry was still waiting (and is now gone), 0 when it was not.
+_LEAVE = _COMMON + r"""
+local places = redis.call('HGET', prefix .. 'pool:entry:' .. ARGV[2], 'places')
+if not places then return 0 end
+remove(ARGV[2], cjson.decode(places))
+return 1
+"""
+
+# ARGV: prefix, lease_ms, ids... How many of them are still waiting (their lease renewed).
+_RENEW = r"""
+local n = 0
+for i = 3, #ARGV do n = n + redis.call('PEXPIRE', ARGV[1] .. 'pool:entry:' .. ARGV[i], ARGV[2]) end
+return n
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One person in the pool: the entry id the script gave, who, and which instance holds their chat."""
+
+    id: str
+    user: str
+    owner: str
+    interests: tuple[str, ...] = ()
+    question: str | None = None  # an asker's question (spy mode)
+
+
+@dataclass(frozen=True, slots=True)
+class Pairing:
+    """What an arrival (or a fallback) came to: the conversation formed, or waiting (no members).
+
+    `members` follows plugins/hub/pool.py's Match: (waiter, arrival) for two, (asker, answerer,
+    answerer) for a spy question, the two waiters then the arrival for a group of three.
+    """
+
+    entry: Entry
+    kind: str = ""  # "" while waiting, else RANDOM, INTERESTS, ASK or GROUP
+    members: tuple[Entry, ...] = ()
+
+    @property
+    def partner(self) -> Entry | None:
+        """The other person of a two-person chat (None while waiting or for groups)."""
+        if self.kind not in (RANDOM, INTERESTS):
+            return None
+        return next(m for m in self.members if m.id != self.entry.id)
+
+    @property
+    def common(self) -> tuple[str, ...]:
+        """Interests the two share (empty for a random pairing)."""
+        partner = self.partner
+        if partner is None:
+            return ()
+        return tuple(sorted(set(self.entry.interests) & set(partner.interests)))
+
+
+class RedisPool:
+    """One instance's handle on the shared pool. `redis` is a `redis.asyncio.Redis` with decode_responses=True."""
+
+    def __init__(self, redis: Any, *, prefix: str, owner: str, lease: float = 10.0, scan_limit: int = 32) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.owner = owner
+        self.lease_ms = max(1, round(lease * 1000))
+        self.scan_limit = scan_limit
+        self._arrive = redis.register_script(_ARRIVE)
+        self._fall_back = redis.register_script(_FALL_BACK)
+        self._leave = redis.register_script(_LEAVE)
+        self._renew = redis.register_script(_RENEW)
+
+    async def arrive(
+        self,
+        user: str,
+        *,
+        mode: str = RANDOM,
+        language: str = "en",
+        interests: frozenset[str] | tuple[str, ...] = (),
+        question: str | None = None,
+    ) -> Pairing:
+        """Take compatible waiters for `mode` (RANDOM, INTERESTS, ASK, ANSWER, GROUP) or wait.
+
+        RANDOM with interests means INTERESTS, as in the hub; INTERESTS takes a waiter of any shared interest.
+        """
+        wanted = sorted(set(interests))
+        if mode == RANDOM and wanted:
+            mode = INTERESTS
+        if mode not in _MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        if mode == INTERESTS and not wanted:
+            raise ValueError("an interests search needs at least one interest")
+        args = [self.prefix, user, self.owner, self.lease_ms, self.scan_limit, language, mode, json.dumps(wanted), question or ""]
+        entry = Entry("", user, self.owner, tuple(wanted), question)
+        return _pairing(entry, await self._arrive(keys=[], args=args))
+
+    async def fall_back(self, entry: Entry, *, language: str = "en") -> Pairing | None:
+        """An interests entry now also takes a random stranger; None when it is no longer waiting."""
+        reply = await self._fall_back(keys=[], args=[self.prefix, entry.id, self.scan_limit, language])
+        if reply[1] == "gone":
+            return None
+        return _pairing(entry, reply)
+
+    async def leave(self, entry: Entry) -> bool:
+        """Stop waiting; False when the entry was already taken or its lease ran out."""
+        return bool(await self._leave(keys=[], args=[self.prefix, entry.id]))
+
+    async def renew(self, entries: list[Entry]) -> int:
+        """Renew the leases of this instance's waiting entries (its heartbeat); how many still wait."""
+        if not entries:
+            return 0
+        return int(await self._renew(keys=[], args=[self.prefix, self.lease_ms, *[e.id for e in entries]]))
+
+    async def block(self, a: str, b: str) -> None:
+        """Never pair these two again (after a report)."""
+        await self.redis.sadd(f"{self.prefix}pool:blocked:{a}", b)
+        await self.redis.sadd(f"{self.prefix}pool:blocked:{b}", a)
+
+    async def parted(self, a: str, b: str, cooldown: float) -> None:
+        """These two just left each other: keep them apart for `cooldown` seconds."""
+        first, second = sorted((a, b))
+        await self.redis.set(f"{self.prefix}pool:parted:{first}\n{second}", "1", px=max(1, round(cooldown * 1000)))
+
+    async def waiting(self, mode: str = RANDOM, *, language: str = "en", interest: str | None = None) -> int:
+        """Entries in one bucket (ghosts whose lease ran out included until an arrival drops them)."""
+        if interest is not None:
+            return int(await self.redis.zcard(f"{self.prefix}pool:{INTERESTS}:{language}:{interest}"))
+        return int(await self.redis.zcard(f"{self.prefix}pool:{mode}:{language}"))
+
+
+_MODES = (RANDOM, INTERESTS, ASK, ANSWER, GROUP)
+_KINDS = {"pair": None, "ask": ASK, "group": GROUP}
+
+
+def _pairing(entry: Entry, reply: list[Any]) -> Pairing:
+    entry = Entry(str(reply[0]), entry.user, entry.owner, entry.interests, entry.question)
+    if reply[1] == "waiting":
+        return Pairing(entry)
+    fields = reply[3:]
+    members = []
+    for i in range(0, len(fields), 5):
+        member_id, user, owner, interests, question = fields[i : i + 5]
+        if str(member_id) == entry.id:
+            members.append(entry)
+        else:
+            members.append(Entry(str(member_id), str(user), str(owner), tuple(json.loads(interests or "[]")), question or None))
+    kind = _KINDS[reply[2]]
+    if kind is None:  # two people: interests when they share one, as the hub's pool says
+        kind = INTERESTS if set(members[0].interests) & set(members[1].interests) else RANDOM
+    return Pairing(entry, kind, tuple(members))
