@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +78,13 @@ class SQLiteStore(Store):
         # One thread: the connection is never used by two threads at once, and calls keep their order.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._closed = False
+        # Group commit: the calls that queue up while the worker is busy run as one batch, writes in
+        # one transaction, so a burst of session churn costs one commit and one wake-up, not one per
+        # call (with a commit each, a busy daemon queued writes faster than the file took them, and
+        # every session waiting on its write stayed in memory).
+        self._pending: list[tuple[bool, Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._pending_lock = threading.Lock()
+        self._batch_queued = False
 
     def _take_lock(self) -> int:
         lock_path = self.path.with_name(self.path.name + ".lock")
@@ -114,10 +122,44 @@ class SQLiteStore(Store):
         # A write now, so a file that can be read but not written is found at start, not later.
         db.execute("INSERT OR REPLACE INTO meta VALUES ('opened', ?)", (repr(time.time()),))
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _call(self, fn: Callable[..., T], *args: Any, batch: bool = True) -> T:
+        """Run `fn(*args)` on the worker, in call order; `batch=False` for calls that manage their own transaction."""
         if self._closed:
             raise StoreError(f"{self.path}: the store is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._pending_lock:
+            self._pending.append((batch, fn, args, future))
+            start = not self._batch_queued
+            self._batch_queued = True
+        if start:
+            loop.run_in_executor(self._worker, self._run_batch, loop)
+        return await future
+
+    def _run_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        # On the worker thread: take what queued up so far; later calls start the next batch.
+        with self._pending_lock:
+            items, self._pending = self._pending, []
+            self._batch_queued = False
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        db, open_tx = self._db, False
+        for batch, fn, args, future in items:
+            if batch and not open_tx:
+                db.execute("BEGIN")
+                open_tx = True
+            elif not batch and open_tx:
+                db.execute("COMMIT")
+                open_tx = False
+            try:
+                results.append((future, fn(*args), None))
+            except Exception as exc:  # that call fails alone (SQLite rolls back only its statement)
+                results.append((future, None, exc))
+        if open_tx:
+            try:
+                db.execute("COMMIT")
+            except Exception as exc:
+                results = [(f, None, exc) for f, _, _ in results]
+        loop.call_soon_threadsafe(_settle, results)
 
     async def save_session(self, record: SessionRecord) -> None:
         record.updated = time.time()
@@ -138,7 +180,7 @@ class SQLiteStore(Store):
         await self._call(self._db.execute, "DELETE FROM sessions WHERE platform=? AND room=?", (room.platform, room.id))
 
     async def sessions(self) -> list[SessionRecord]:
-        return await self._call(self._read_sessions)
+        return await self._call(self._read_sessions, batch=False)
 
     def _read_sessions(self) -> list[SessionRecord]:
         rows = self._db.execute(
@@ -249,6 +291,16 @@ def held_by_a_daemon(path: Path | str) -> bool:
     finally:
         os.close(fd)  # also drops the lock if it was taken here
     return False
+
+
+def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in results:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
 
 
 def _kv_get(db: sqlite3.Connection, namespace: str, key: str) -> str | None:
