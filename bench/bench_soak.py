@@ -414,10 +414,10 @@ def main() -> None:
                                                   f"of {SESSIONS} sessions; not comparable with the target"}
     emit("soak_rss_growth_10_to_100pct", (last["rss"] - first["rss"]) / MB, "MB", sessions=last["sessions"],
          planned=SESSIONS, complete=last["complete"], seconds=round(last["seconds"], 1),
-         chats_not_ended=last["not_ended"], note="includes the bounded memories filling up", **caveat)
+         chats_not_ended=last["not_ended"], note=caveat.get("note", "includes the bounded memories filling up"))
     emit("soak_rss_growth_30_to_100pct", (last["rss"] - warm["rss"]) / MB, "MB", "<= 5", sessions=last["sessions"],
          planned=SESSIONS, complete=last["complete"], seconds=round(last["seconds"], 1),
-         chats_not_ended=last["not_ended"], note="after the bounded memories are full", **caveat)
+         chats_not_ended=last["not_ended"], note=caveat.get("note", "after the bounded memories are full"))
     emit("soak_state_file_growth_10_to_100pct", (last["state"]["used"] / first["state"]["used"] - 1) * 100, "%",
          "<= 10", from_mb=round(first["state"]["used"] / MB, 3), to_mb=round(last["state"]["used"] / MB, 3), **caveat)
 
