@@ -269,3 +269,16 @@ def test_anchored_patterns_find_exactly_what_a_plain_search_finds(words):
     text = " ".join(words)
     expected = any(re.search(p, text) for p in patterns)
     assert (rules.check(text).action is Action.HOLD) == expected
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=60))
+@settings(max_examples=300, deadline=None)
+def test_the_default_policy_fast_path_agrees_with_the_full_check(text):
+    # The default rules (no lists, links allowed, invites blocked) skip folding for ASCII text
+    # without a "d": the verdict must be the one the full check gives.
+    fast = ContentRules()
+    assert fast.only_invites
+    full = ContentRules()
+    full.only_invites = False
+    for probe in (text, text + " discord.gg/abc", "D1sc0rd . gg / x" + text):
+        assert fast.check(probe) == full.check(probe)
