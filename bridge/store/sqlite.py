@@ -22,6 +22,8 @@ __all__ = ["SQLiteStore", "SharedStateFile", "held_by_a_daemon"]
 
 log = logging.getLogger(__name__)
 
+BACKLOG = 256  # calls waiting for the worker before the event loop waits for it
+
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -134,6 +136,11 @@ class SQLiteStore(Store):
             self._batch_queued = True
         if start:
             loop.run_in_executor(self._worker, self._run_batch, loop)
+        elif len(self._pending) >= BACKLOG:
+            # Back-pressure: the event loop waits (GIL released) until the worker has taken the
+            # queue, instead of accepting work faster than the file can take it. Under a busy
+            # loop the worker otherwise waits for the GIL after every statement.
+            self._worker.submit(_nothing).result()
         return await future
 
     def _run_batch(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -291,6 +298,10 @@ def held_by_a_daemon(path: Path | str) -> bool:
     finally:
         os.close(fd)  # also drops the lock if it was taken here
     return False
+
+
+def _nothing() -> None:
+    return None
 
 
 def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:

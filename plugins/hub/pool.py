@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 import time
 from collections import OrderedDict
@@ -62,7 +63,9 @@ class Pool:
         self._ids = itertools.count(1)
         self._buckets: dict[tuple, OrderedDict[int, Ticket]] = {}
         self.blocks = Blocks() if blocks is None else blocks
-        self._recent: dict[frozenset[str], float] = {}
+        # Pairs that just parted -> until when they are kept apart. Every entry gets the same
+        # cool-down, so the order of insertion (re-set pairs move to the end) is the order of expiry.
+        self._recent: collections.OrderedDict[frozenset[str], float] = collections.OrderedDict()
         self.waiting = 0
         self.waiting_by_kind: dict[str, int] = dict.fromkeys((RANDOM, INTERESTS, ASK, ANSWER, GROUP), 0)
 
@@ -76,11 +79,19 @@ class Pool:
         """These people just left each other: keep them apart for the cool-down."""
         users = list(users)
         until = self.clock() + self.repair_cooldown
+        recent = self._recent
         for a, b in itertools.combinations(users, 2):
-            self._recent[frozenset((a, b))] = until
-        if len(self._recent) > 10_000:  # prune expired entries now and then, amortised
-            now = self.clock()
-            self._recent = {k: v for k, v in self._recent.items() if v > now}
+            pair = frozenset((a, b))
+            recent[pair] = until
+            recent.move_to_end(pair)
+        # Expired entries leave from the front: O(1) per parting, however many are cooling down
+        # (a rebuild of the whole map on every parting was quadratic under fast churn).
+        now = self.clock()
+        while recent:
+            pair, first = next(iter(recent.items()))
+            if first > now:
+                break
+            del recent[pair]
 
     def compatible(self, a: Ticket, b: Ticket) -> bool:
         if a.user == b.user:
