@@ -148,13 +148,21 @@ async def test_watchdog_pings_come_from_the_event_loop_so_a_wedged_loop_stops_th
     manager = Manager(str(tmp_path / "wd.sock"))
     notifier = Notifier.from_env({"NOTIFY_SOCKET": manager.address, "WATCHDOG_USEC": "100000"})  # every 0.05 s
     task = asyncio.get_running_loop().create_task(notifier.keep_alive(lambda: "ok"))
+    async def next_ping() -> None:
+        # Waits on the socket itself (bounded), never on a guess of how long a ping takes.
+        async with asyncio.timeout(10):
+            while b"WATCHDOG=1" not in b"".join(drain(manager.sock)):
+                await asyncio.sleep(0.01)
+
     try:
-        await asyncio.sleep(0.2)
-        assert b"WATCHDOG=1" in b"".join(drain(manager.sock))  # pinging while the loop runs
-        time.sleep(0.6)  # the loop is wedged: twelve intervals pass without it
-        assert drain(manager.sock) == []  # ... and not one ping went out meanwhile
-        await asyncio.sleep(0.2)
-        assert b"WATCHDOG=1" in b"".join(drain(manager.sock))  # back once the loop runs again
+        await next_ping()  # pinging while the loop runs
+        drain(manager.sock)
+        # The loop is wedged: twelve intervals pass without it. Nothing can be sent meanwhile
+        # only if the pings come from the loop (a thread would ping within these 0.6 s, however
+        # slow the machine), so this negative check cannot pass by being too quick.
+        time.sleep(0.6)
+        assert drain(manager.sock) == []
+        await next_ping()  # back once the loop runs again
     finally:
         task.cancel()
         notifier.close()
