@@ -9,15 +9,20 @@ __all__ = [
     "ALLOWED",
     "Connected",
     "Disconnected",
+    "Edit",
     "Envelope",
     "Event",
+    "Image",
     "Message",
     "Mode",
     "Origin",
     "OriginError",
+    "Posted",
     "Question",
+    "Reaction",
     "Reason",
     "Report",
+    "Retract",
     "Room",
     "ServerNotice",
     "Start",
@@ -112,11 +117,74 @@ class Connected:
 
 
 @dataclass(frozen=True, slots=True)
+class Image:
+    """A picture a person sent, already decoded and re-encoded by bridge.images (no metadata)."""
+
+    data: bytes
+    mime: str  # "image/png", "image/jpeg", "image/gif" or "image/webp"
+    width: int
+    height: int
+
+
+# Message references (the rich relay). The core hands out a per-chat reference for every message
+# and keeps, per session, a bounded map of reference <-> platform message id on each side, so a
+# Discord message id or a Matrix event id never crosses to the other side:
+# - A platform hands in its OWN message ids: `Message.ref` is the id of the user's message, and
+#   `Edit/Retract/Reaction.ref` and `Message.reply_to` are ids of messages shown in its room (the
+#   user's own, or a stranger's line the platform posted and reported with `Posted`).
+# - A backend's chat carries only core references ("opaque per-chat strings"), both ways.
+# - A platform is delivered events whose `ref`/`reply_to` the core translated back to that
+#   platform's own ids; `Message.ref` on delivery is the core reference, which the platform
+#   answers with `Posted(ref, id)` once the line is shown. A reference the core cannot map
+#   (older than the map, from an earlier chat) is dropped with no error.
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """Text typed by a person; `stranger` labels the speaker when there are several."""
 
     text: str
     stranger: str | None = None
+    ref: str | None = None  # see "Message references" above; None: the side has no message ids
+    reply_to: str | None = None  # the message this one answers, as a reference
+    quote: str | None = None  # delivery only: a short, cleaned excerpt of the message replied to
+    image: Image | None = None  # an attached picture (images are opt-in per platform and room)
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """A person changed the text of one of their messages."""
+
+    ref: str
+    text: str
+    stranger: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retract:
+    """A person deleted one of their messages: the other side removes it too."""
+
+    ref: str
+    stranger: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """A person added (or removed) an emoji reaction to a message of either side."""
+
+    ref: str
+    emoji: str
+    add: bool = True
+    stranger: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """User side: the platform showed the stranger's message `ref` (a core reference) as its own
+    message `id`, so later edits, deletions and reactions can find it."""
+
+    ref: str
+    id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,22 +267,53 @@ Event = (
     | ServerNotice
     | Disconnected
     | Undelivered
+    | Edit
+    | Retract
+    | Reaction
+    | Posted
 )
 
 # Which event kinds each side may hand in; the core rejects the rest.
 ALLOWED: dict[Origin, tuple[type, ...]] = {
-    Origin.USER: (Start, Report, Message, Typing, StoppedTyping, Disconnected, Undelivered),
+    Origin.USER: (
+        Start,
+        Report,
+        Message,
+        Typing,
+        StoppedTyping,
+        Disconnected,
+        Undelivered,
+        Edit,
+        Retract,
+        Reaction,
+        Posted,
+    ),
     Origin.STRANGER: (
         Waiting,
         Connected,
         Message,
+        Edit,
+        Retract,
+        Reaction,
         Typing,
         StoppedTyping,
         Question,
         ServerNotice,
         Disconnected,
     ),
-    Origin.CORE: (Waiting, Connected, Message, Typing, StoppedTyping, Question, ServerNotice, Disconnected),
+    Origin.CORE: (
+        Waiting,
+        Connected,
+        Message,
+        Edit,
+        Retract,
+        Reaction,
+        Typing,
+        StoppedTyping,
+        Question,
+        ServerNotice,
+        Disconnected,
+    ),
 }
 
 
