@@ -17,10 +17,13 @@ from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
 from . import render
 from .admin import Admin
 from .appservice import Pushed
+from .commands import help_text
 from .config import MatrixConfig
+from .crypto import Crypto
+from .e2ee import ENCRYPTION_NOTE, enabled, refusal_reason
 from .login import check_token, forget_saved_login, login
 from .moderation import MatrixModeration
-from .receive import ENCRYPTED_REASON, Receiver
+from .receive import Receiver
 from .rooms import RoomState, SessionRoom
 from .sender import GhostLeave, GhostTyping, Post, RoomSender
 from .sync import Sync, TokenRefused
@@ -65,6 +68,9 @@ class MatrixPlatform(Platform):
         self.moderation = MatrixModeration(self)  # policy lists, session cap, moderation log room
         self.admin = Admin(self)  # !stranger-admin in the management room
         self.receiver = Receiver(self, cfg, self.rooms, self.sync)
+        # End-to-end encryption (sync mode): the key store, trust policy, undecryptable messages.
+        self.crypto = self.sender.crypto = Crypto(self, cfg, self.rooms, self._decrypted_late) if enabled(cfg) else None
+        self.sync.full_state_first = self.crypto is not None
         self.ghosts: Any = None  # ghost mode (plugins.matrix.ghosts.Ghosts) when `appservice` is set
         self.undelivered: dict[SessionRoom, int] = {}  # lost stranger messages not told yet
         self.lost: str | None = None  # the error code once the homeserver refused our token while running
@@ -120,6 +126,8 @@ class MatrixPlatform(Platform):
         finally:
             self.outboxes.close()
             self.ghost_typing.close()
+            if self.crypto is not None:
+                self.crypto.undecryptable.close()
             if self.ghosts is not None:
                 await self.ghosts.stop()
             if self.client is not None:
@@ -130,6 +138,8 @@ class MatrixPlatform(Platform):
         saved_login_tried = False
         while True:
             self.client = self.sender.client = await login(self.cfg)
+            if self.crypto is not None:
+                await self.crypto.open(self.client)  # a bad key store fails the start (exit 2), untouched
             if not self._ready.is_set():
                 await self.moderation.join_rooms()
             code = await self._sync_until_refused()
@@ -203,6 +213,17 @@ class MatrixPlatform(Platform):
     async def handle_sync(self, resp: SyncResponse, history: bool = False) -> None:
         """Hand one sync batch to the core. `history`: the very first sync; old messages are not relayed."""
         await self.receiver.handle_sync(resp, history)
+        if self.crypto is not None:
+            await self.crypto.after_sync()  # keys nio leaves to us; waiting messages tried again
+
+    async def _decrypted_late(self, rid: str, source: dict) -> None:
+        """A message decrypted after it arrived: handled as if it had just come (its chat is still going on)."""
+        await self.receiver.on_timeline(rid, source, history=False, decrypted_late=True)
+
+    def help_text(self) -> str:
+        """The help notice (with what encryption means for this bot, when it encrypts)."""
+        text = help_text(self.cfg.command_prefix, self.moderation.report_lines())
+        return f"{text}\n{ENCRYPTION_NOTE}" if self.crypto is not None else text
 
     async def handle_push(self, pushed: Pushed) -> None:
         """Ghost mode: hand one pushed transaction to the core (in order), then persist the seen ids."""
@@ -230,7 +251,7 @@ class MatrixPlatform(Platform):
         log.info("matrix: a room turned on encryption; ending its chats and leaving")
         self.rooms.encrypted.remember(rid)
         self.end_all(rid)
-        await self.leave(rid, ENCRYPTED_REASON)
+        await self.leave(rid, refusal_reason(self.cfg))
 
     async def leave(self, rid: str, reason: str) -> None:
         """Leave (or refuse an invite to) a room, with a reason its members can read."""
@@ -256,6 +277,8 @@ class MatrixPlatform(Platform):
             case Disconnected(final=True):
                 self.rooms.active.discard(room.id)
                 self.moderation.ended(room.id)
+                if self.crypto is not None:
+                    self.crypto.undecryptable.chat_ended(room.id)
             case Message(text=text, stranger=label):
                 self.moderation.note(room.id, label or "Stranger", text)
         if self.lost is not None:
