@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
 
-from nio import AsyncClient, KeysQueryResponse, WhoamiResponse
+from nio import AsyncClient, KeysQueryResponse, SyncResponse, WhoamiResponse
 from nio.api import Api
 from nio.responses import ErrorResponse
 from nio.rooms import MatrixRoom
@@ -113,20 +113,24 @@ class Crypto:
 
     # ---- after each sync batch ---------------------------------------------------------------
 
-    async def after_sync(self) -> None:
-        """Upload our keys, fetch changed devices (trust policy), claim sessions, send queued to-device messages."""
+    async def after_sync(self, resp: SyncResponse) -> None:
+        """Upload our keys, fetch changed devices (trust policy), claim sessions, send queued to-device messages.
+
+        Messages waiting for their key are tried again when the batch brought to-device events
+        (room keys come that way).
+        """
         client = self.client
         assert client is not None
         try:
             if client.should_upload_keys:
-                resp = await client.keys_upload()
-                if isinstance(resp, ErrorResponse):  # e.g. a one-time key id the server has with other content
-                    log.error("matrix: the homeserver refused our key upload (%s)", why(resp))
+                uploaded = await client.keys_upload()
+                if isinstance(uploaded, ErrorResponse):  # e.g. a one-time key id the server has with other content
+                    log.error("matrix: the homeserver refused our key upload (%s)", why(uploaded))
             if client.should_query_keys:
                 known = self._known_devices(client)
-                resp = await client.keys_query()
-                if isinstance(resp, KeysQueryResponse):
-                    await self._apply_trust(client, resp, known)
+                queried = await client.keys_query()
+                if isinstance(queried, KeysQueryResponse):
+                    await self._apply_trust(client, queried, known)
             if client.should_claim_keys:
                 await client.keys_claim(client.get_users_for_key_claiming())
             await client.send_to_device_messages()
@@ -134,7 +138,8 @@ class Crypto:
             raise
         except Exception as exc:  # noqa: BLE001 - the homeserver is away; retried after the next batch
             log.warning("matrix: key housekeeping failed (%s); retrying after the next sync", type(exc).__name__)
-        await self.undecryptable.retry(client)
+        if resp.to_device_events:
+            await self.undecryptable.retry(client)
 
     async def on_event(self, rid: str, ev: dict[str, Any], *, history: bool) -> None:
         """`m.room.encryption` (the chat goes on, encrypted) or an `m.room.encrypted` event nio could not decrypt."""

@@ -214,7 +214,7 @@ class MatrixPlatform(Platform):
         """Hand one sync batch to the core. `history`: the very first sync; old messages are not relayed."""
         await self.receiver.handle_sync(resp, history)
         if self.crypto is not None:
-            await self.crypto.after_sync()  # keys nio leaves to us; waiting messages tried again
+            await self.crypto.after_sync(resp)  # keys nio leaves to us; waiting messages tried again
 
     async def _decrypted_late(self, rid: str, source: dict) -> None:
         """A message decrypted after it arrived: handled as if it had just come (its chat is still going on)."""

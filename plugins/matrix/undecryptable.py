@@ -125,10 +125,9 @@ class Undecryptable:
             if not isinstance(source, dict):
                 continue
             self._forget(event_id)
-            if entry.ended:
-                if entry.told:
-                    await self.host.notice(entry.rid, entry.root, LATE_ENDED)
-                    self.notified += 1
+            if entry.ended:  # never relayed into a later chat (or to nobody): the room is told instead
+                await self.host.notice(entry.rid, entry.root, LATE_ENDED)
+                self.notified += 1
                 continue
             log.info("matrix: a message was decrypted after %.1f s", now - entry.since)
             await self.relay(entry.rid, source)
