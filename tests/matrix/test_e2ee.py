@@ -70,6 +70,14 @@ async def test_encrypted_room_chats_with_a_web_client_both_ways(matrix, synapse)
         sent = bot_events_all_encrypted(stored, me)
         decrypted = [e for e in alice.timeline[rid] if e.get("sender") == me and e.get("type") == "m.room.message"]
         assert len(decrypted) == len(sent)  # every event the bot sent, and alice read every one
+        for e in decrypted:  # inside the encryption: the same contents as in plain rooms
+            content = e["content"]
+            assert content["m.mentions"] == {}, e
+            assert content["msgtype"] in ("m.text", "m.notice"), e
+            if content["msgtype"] == "m.notice":
+                assert "formatted_body" not in content, e
+            else:
+                assert content["formatted_body"].startswith("<b>Stranger:</b> "), e
         assert not alice.undecrypted
         seen_by_web = json.dumps(web.events, ensure_ascii=False)
         for secret in (alice.user_id, rid, "secret room", synapse.url):
