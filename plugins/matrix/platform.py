@@ -71,6 +71,8 @@ class MatrixPlatform(Platform):
         # End-to-end encryption (sync mode): the key store, trust policy, undecryptable messages.
         self.crypto = self.sender.crypto = Crypto(self, cfg, self.rooms, self._decrypted_late) if enabled(cfg) else None
         self.sync.full_state_first = self.crypto is not None
+        if self.crypto is None and cfg.encryption and cfg.appservice is None:
+            log.warning("matrix: matrix-nio[e2e] is not installed: encrypted rooms are refused")
         self.ghosts: Any = None  # ghost mode (plugins.matrix.ghosts.Ghosts) when `appservice` is set
         self.undelivered: dict[SessionRoom, int] = {}  # lost stranger messages not told yet
         self.lost: str | None = None  # the error code once the homeserver refused our token while running

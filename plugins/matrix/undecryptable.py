@@ -12,6 +12,8 @@ from typing import Any, Protocol
 from nio import AsyncClient, MegolmEvent
 from nio.exceptions import EncryptionError, LocalProtocolError
 
+from bridge.dedupe import SeenIds
+
 from .rooms import RoomState, SessionRoom
 
 __all__ = ["KEEP_FOR", "KEEP_MAX", "Pending", "Undecryptable", "told_text"]
@@ -73,6 +75,9 @@ class Undecryptable:
         self.thread_mode = thread_mode
         self.pending: dict[str, Pending] = {}  # event id -> message, oldest first
         self.notified = 0  # notices sent (for tests and status)
+        # Outside a live chat (room talk in thread mode, an idle room) a room is told at most once an
+        # hour: a member whose client does not encrypt for the bot would otherwise get one per message.
+        self.idle_told: SeenIds[str, float] = SeenIds(KEEP_MAX)
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -152,6 +157,11 @@ class Undecryptable:
         for e in group:
             e.told = True
         live = any(e.live for e in group)
+        if not live:
+            last = self.idle_told.get(entry.rid)
+            if last is not None and now - last < KEEP_FOR:
+                return
+            self.idle_told.remember(entry.rid, now)
         task = asyncio.get_running_loop().create_task(self._tell(entry.rid, entry.root, told_text(len(group), live)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
