@@ -41,13 +41,13 @@ def refusal_reason(cfg: MatrixConfig) -> str:
 
 
 def client_options(cfg: MatrixConfig) -> dict[str, Any]:
-    """The AsyncClientConfig settings for encryption (nio's SQLite store).
+    """The AsyncClientConfig settings for encryption (nio's key store, `plugins.matrix.keystore`).
 
     The store path is left empty here, so nio's password login does not open the store itself:
     `plugins.matrix.crypto.Crypto.open` checks the file first, then sets the path and loads it.
     """
     if not enabled(cfg):
         return {"encryption_enabled": False}
-    from nio.store import SqliteStore
+    from .keystore import BotKeyStore  # needs the e2e extra (peewee)
 
-    return {"encryption_enabled": True, "store": SqliteStore}
+    return {"encryption_enabled": True, "store": BotKeyStore}
