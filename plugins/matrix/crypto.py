@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nio import AsyncClient, KeysQueryResponse, SyncResponse, WhoamiResponse
-from nio.api import Api
 from nio.responses import ErrorResponse
 from nio.rooms import MatrixRoom
 
 from bridge.abc import CredentialsError
 
 from .config import MatrixConfig
+from .e2ee import enabled
 from .rooms import RoomState, SessionRoom
 from .sender import Sent, encryption_state
 from .sync import why
@@ -53,6 +53,15 @@ class Crypto:
         self.checked: set[str] = set()  # rooms whose encryption state was asked of the server this run
         self.warned: set[tuple[str, str]] = set()  # (user, device) announced under trust = "tofu"
 
+    @classmethod
+    def for_platform(cls, host: CryptoHost, cfg: MatrixConfig, rooms: RoomState, relay: Relay) -> Crypto | None:
+        """The platform's encryption, or None (ghost mode, `encryption = false`, or no matrix-nio[e2e])."""
+        if enabled(cfg):
+            return cls(host, cfg, rooms, relay)
+        if cfg.encryption and cfg.appservice is None:
+            log.warning("matrix: matrix-nio[e2e] is not installed: encrypted rooms are refused")
+        return None
+
     # ---- the key store -----------------------------------------------------------------------
 
     async def open(self, client: AsyncClient) -> None:
@@ -85,10 +94,10 @@ class Crypto:
     async def _check_own_keys(self, client: AsyncClient, path: Path) -> None:
         """The homeserver's keys for our device must be the store's: else the store is another installation's."""
         assert client.olm is not None
-        method, path_q, data = Api.keys_query(client.access_token, {client.user_id})
         for attempt in range(5):
+            client.olm.users_for_key_query.add(client.user_id)  # nio asks only for users it was told to
             try:
-                resp = await client._send(KeysQueryResponse, method, path_q, data)
+                resp = await client.keys_query()
             except Exception as exc:  # noqa: BLE001 - the homeserver is away: the sync loop waits for it
                 log.warning("matrix: could not fetch our device keys (%s)", type(exc).__name__)
                 await asyncio.sleep(0.5 * (attempt + 1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 
@@ -20,7 +21,7 @@ from .appservice import Pushed
 from .commands import help_text
 from .config import MatrixConfig
 from .crypto import Crypto
-from .e2ee import ENCRYPTION_NOTE, enabled, refusal_reason
+from .e2ee import ENCRYPTION_NOTE, refusal_reason
 from .login import check_token, forget_saved_login, login
 from .moderation import MatrixModeration
 from .receive import Receiver
@@ -68,11 +69,10 @@ class MatrixPlatform(Platform):
         self.moderation = MatrixModeration(self)  # policy lists, session cap, moderation log room
         self.admin = Admin(self)  # !stranger-admin in the management room
         self.receiver = Receiver(self, cfg, self.rooms, self.sync)
-        # End-to-end encryption (sync mode): the key store, trust policy, undecryptable messages.
-        self.crypto = self.sender.crypto = Crypto(self, cfg, self.rooms, self._decrypted_late) if enabled(cfg) else None
+        # End-to-end encryption (sync mode); a message decrypted late is handled as if it just came.
+        late = functools.partial(self.receiver.on_timeline, history=False, decrypted_late=True)
+        self.crypto = self.sender.crypto = Crypto.for_platform(self, cfg, self.rooms, late)
         self.sync.full_state_first = self.crypto is not None
-        if self.crypto is None and cfg.encryption and cfg.appservice is None:
-            log.warning("matrix: matrix-nio[e2e] is not installed: encrypted rooms are refused")
         self.ghosts: Any = None  # ghost mode (plugins.matrix.ghosts.Ghosts) when `appservice` is set
         self.undelivered: dict[SessionRoom, int] = {}  # lost stranger messages not told yet
         self.lost: str | None = None  # the error code once the homeserver refused our token while running
@@ -217,10 +217,6 @@ class MatrixPlatform(Platform):
         await self.receiver.handle_sync(resp, history)
         if self.crypto is not None:
             await self.crypto.after_sync(resp)  # keys nio leaves to us; waiting messages tried again
-
-    async def _decrypted_late(self, rid: str, source: dict) -> None:
-        """A message decrypted after it arrived: handled as if it had just come (its chat is still going on)."""
-        await self.receiver.on_timeline(rid, source, history=False, decrypted_late=True)
 
     def help_text(self) -> str:
         """The help notice (with what encryption means for this bot, when it encrypts)."""
