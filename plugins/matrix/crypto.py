@@ -14,6 +14,7 @@ from nio.responses import ErrorResponse
 from nio.rooms import MatrixRoom
 
 from bridge.abc import CredentialsError
+from bridge.dedupe import SeenIds
 
 from .config import MatrixConfig
 from .e2ee import enabled
@@ -50,8 +51,10 @@ class Crypto:
         self.rooms = rooms
         self.undecryptable = Undecryptable(host, rooms, relay, wait=cfg.undecryptable_wait, thread_mode=cfg.mode == "thread")
         self.client: AsyncClient | None = None
-        self.checked: set[str] = set()  # rooms whose encryption state was asked of the server this run
-        self.warned: set[tuple[str, str]] = set()  # (user, device) announced under trust = "tofu"
+        # Rooms whose encryption state was asked of the server this run (one forgotten is asked again),
+        # and the (user, device) pairs announced under trust = "tofu": bounded like the room caches.
+        self.checked: SeenIds[str, None] = SeenIds(cfg.remember_rooms)
+        self.warned: SeenIds[tuple[str, str], None] = SeenIds(cfg.remember_rooms)
 
     @classmethod
     def for_platform(cls, host: CryptoHost, cfg: MatrixConfig, rooms: RoomState, relay: Relay) -> Crypto | None:
@@ -67,7 +70,7 @@ class Crypto:
     async def open(self, client: AsyncClient) -> None:
         """Load (or create) this device's key store and check that it matches the homeserver's keys."""
         self.client = client
-        self.checked.clear()
+        self.checked = SeenIds(self.cfg.remember_rooms)
         if not client.device_id:
             client.device_id = await self._device_of_token(client)
         directory = Path(self.cfg.crypto_store)
@@ -183,9 +186,8 @@ class Crypto:
                 await self._warn_new_device(client, user, device_id)
 
     async def _warn_new_device(self, client: AsyncClient, user: str, device_id: str) -> None:
-        if (user, device_id) in self.warned:
+        if not self.warned.first_time((user, device_id)):
             return
-        self.warned.add((user, device_id))
         text = (
             f"A new device ({device_id}) of {user} appeared, one this bridge has not seen before (trust = tofu). "
             "Messages from the stranger are encrypted for it too from now on; if it is not theirs, stop the chat."
@@ -212,7 +214,7 @@ class Crypto:
             room.encrypted = True
         if encrypted:
             client.encrypted_rooms.add(rid)
-        self.checked.add(rid)
+        self.checked.remember(rid)
         return None
 
 
