@@ -27,6 +27,7 @@ __all__ = ["Crypto", "CryptoHost", "KeyStoreError", "check_store_file"]
 
 log = logging.getLogger(__name__)
 
+
 class KeyStoreError(CredentialsError):
     """The key store cannot be used (unreadable, or another device's): start-up fails (exit 2), the file is kept."""
 

@@ -13,8 +13,9 @@ __all__ = ["ENCRYPTION_NOTE", "client_options", "enabled", "refusal_reason"]
 # Said in the help notice of every room and in the README: what users see of the bot's device.
 ENCRYPTION_NOTE = (
     "Encrypted rooms work. This bot's device cannot cross-sign itself (matrix-nio has no cross-signing), "
-    "so Element marks its messages “Encrypted by a device not verified by its owner”; clients set to "
-    "send only to verified devices do not encrypt for it, and the bot then cannot read (or relay) their messages."
+    "so Element marks its messages “Encrypted by a device not verified by its owner”. Clients set to "
+    "send only to verified devices do not encrypt for it (the bot then cannot read or relay their messages), "
+    "and clients that hide messages from such devices do not show what it posts."
 )
 GHOST_REFUSAL = (
     "This bridge runs in ghost mode (each stranger is its own Matrix user), and its ghosts cannot hold "
