@@ -73,6 +73,10 @@ class MatrixConfig(PluginConfig):
     # systemd); keep it with the login (`device_id` or `store_path`): the store belongs to one device.
     encryption: bool = True
     crypto_store: Path = Path("matrix-crypto")
+    # Passphrase the keys in the store are encrypted with (secret; better from the environment).
+    # Unset: nio's fixed default, so only the file permissions protect the keys. Keep it: another
+    # passphrase cannot open the store (the start then fails, the store is kept).
+    crypto_passphrase: SecretStr | None = None
     # "all": encrypt for every device of the room's members, verified or not; "tofu": a member's
     # first devices are trusted, a device that appears later is announced in their chats.
     trust: Literal["all", "tofu"] = "all"

@@ -51,4 +51,7 @@ def client_options(cfg: MatrixConfig) -> dict[str, Any]:
         return {"encryption_enabled": False}
     from .keystore import BotKeyStore  # needs the e2e extra (peewee)
 
-    return {"encryption_enabled": True, "store": BotKeyStore}
+    options: dict[str, Any] = {"encryption_enabled": True, "store": BotKeyStore}
+    if cfg.crypto_passphrase is not None:
+        options["pickle_key"] = cfg.crypto_passphrase.get_secret_value()
+    return options

@@ -28,6 +28,7 @@ user_id = "{bot['user_id']}"
 password = "pw"
 store_path = "{tmp / 'login.json'}"
 crypto_store = "{tmp / 'keys'}"
+crypto_passphrase = "kept across restarts"
 allowed_inviters = [":localhost"]
 sync_timeout = 1.0
 request_timeout = 10.0

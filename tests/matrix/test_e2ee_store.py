@@ -96,6 +96,13 @@ async def test_foreign_and_lost_stores_are_refused_and_kept(matrix, synapse, tmp
             pass
     assert store_file(keys, other).read_bytes() == kept
 
+    # The right store with another passphrase: refused, the store is kept as it was.
+    wrong = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"], crypto_store=str(keys), crypto_passphrase="not the one")
+    with pytest.raises(PlatformCredentialsError, match="cannot be opened"):
+        async with running(wrong):
+            pass
+    assert first.read_bytes() == kept
+
     # This device's store lost (the homeserver still has its keys): refused, not a silent new identity.
     first.unlink()
     with pytest.raises(PlatformCredentialsError, match="holds other encryption keys for device"):
