@@ -268,6 +268,8 @@ class MatrixPlatform(Platform):
     async def deliver(self, room: Room, event: Event) -> None:
         """Show a stranger-side or core event: queued in the session room's outbox, sent in order."""
         where = SessionRoom.parse(room.id)
+        if self.crypto is not None and isinstance(event, (Waiting, Connected, Disconnected)) and getattr(event, "final", True):
+            self.crypto.undecryptable.chat_ended(room.id)  # a late decryption never reaches another chat
         match event:
             case Waiting() | Connected():
                 self.rooms.active.add(room.id)
@@ -275,8 +277,6 @@ class MatrixPlatform(Platform):
             case Disconnected(final=True):
                 self.rooms.active.discard(room.id)
                 self.moderation.ended(room.id)
-                if self.crypto is not None:
-                    self.crypto.undecryptable.chat_ended(room.id)
             case Message(text=text, stranger=label):
                 self.moderation.note(room.id, label or "Stranger", text)
         if self.lost is not None:

@@ -108,7 +108,7 @@ class Undecryptable:
         self._timers[event_id] = asyncio.get_running_loop().call_later(self.wait, self._expired, event_id)
 
     def chat_ended(self, sid: str) -> None:
-        """The chat of a session room ended: its late decryptions are not relayed any more."""
+        """The chat of a session room ended, or another began: earlier messages are not relayed when decrypted late."""
         for entry in self.pending.values():
             if entry.sid == sid and entry.live:
                 entry.ended = True

@@ -90,10 +90,24 @@ async def test_withheld_keys_are_told_once_and_late_keys_relay_only_while_the_ch
         await alice.send(rid, "marker")
         await rec.wait_for("r2", lambda e: isinstance(e, Message) and e.text == "marker", timeout=20)
         assert [m.text for m in rec.events("r2", Message)] == ["marker"]
+
+        # "next" to a third stranger, then the key of a message from the second chat: it goes to neither.
+        key3 = await withheld_send(alice, rid, bot, "withheld-3")
+        await alice.wait_for(lambda: len(bodies(alice, rid, me, NOT_SENT)) == 3)
+        await alice.send(rid, "!stranger next")
+        await rec.wait_for("r2", Disconnected, timeout=20)
+        rec.send("r3", Start())
+        await rec.wait_for("r3", Connected, timeout=20)
+        await hand_key(alice, bot, key3)
+        await alice.wait_for(lambda: len(bodies(alice, rid, me, LATE_ENDED)) == 2)
+        await alice.send(rid, "marker-3")
+        await rec.wait_for("r3", lambda e: isinstance(e, Message) and e.text == "marker-3", timeout=20)
+        assert [m.text for m in rec.events("r3", Message)] == ["marker-3"]
+        assert [m.text for m in rec.events("r2", Message)] == ["marker"]
         assert [m.text for m in rec.events("r", Message)] == ["before", "after-1", "withheld-1"]
-        assert len(bodies(alice, rid, me, NOT_SENT)) == 2  # once per message, never repeated
+        assert len(bodies(alice, rid, me, NOT_SENT)) == 3  # once per message, never repeated
         assert len(bodies(alice, rid, me, LATE_SENT)) == 1
-        assert len(bodies(alice, rid, me, LATE_ENDED)) == 1
+        assert len(bodies(alice, rid, me, LATE_ENDED)) == 2
 
 
 def _put(url: str, token: str, body: dict) -> dict:
