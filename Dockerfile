@@ -17,6 +17,8 @@ COPY plugins ./plugins
 RUN pip install -c requirements.lock ".[discord,matrix,redis]" && rm -rf /app/bridge /app/plugins
 
 USER stranger-bridge
+# Relative paths of the config (a Matrix store_path, the Matrix crypto_store keys) land on the state volume.
+WORKDIR /var/lib/stranger-bridge
 VOLUME ["/var/lib/stranger-bridge"]
 # The web page listens on 127.0.0.1 by default; publish it with `bind = "0.0.0.0:8080"` in the config.
 EXPOSE 8080

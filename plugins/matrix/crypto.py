@@ -75,7 +75,10 @@ class Crypto:
         if not client.device_id:
             client.device_id = await self._device_of_token(client)
         directory = Path(self.cfg.crypto_store)
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot create the Matrix key store directory {directory} ({exc.strerror or exc}); set crypto_store") from exc
         path = directory / f"{client.user_id}_{client.device_id}.db"
         check_store_file(path, client.user_id, client.device_id)
         others = sorted(p.name for p in directory.glob(f"{client.user_id}_*.db") if p != path)

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 
 import pytest
+from nio import AsyncClient
 
 from plugins.matrix import crypto, e2ee, keystore, undecryptable
 from plugins.matrix.config import MatrixConfig
@@ -104,3 +105,22 @@ async def test_idle_rooms_are_told_once_an_hour_live_chats_every_time():
     await host.until(3)  # each live message is told (a marker: $2's notice would have come before)
     assert [t[1] for t in host.told] == [None, "$root", "$root"]
     undec.close()
+
+
+async def test_an_unwritable_store_directory_is_a_clear_error(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the directory should be")
+    cfg = MatrixConfig(**BASE, access_token="t", device_id="DEV", crypto_store=str(blocked / "keys"))
+    host = Host()
+
+    async def relay(rid, source):
+        raise AssertionError("nothing is relayed")
+
+    keys = crypto.Crypto(host, cfg, RoomState(100), relay)
+
+    client = AsyncClient(cfg.homeserver, cfg.user_id, device_id="DEV")  # no request is made before the directory
+    try:
+        with pytest.raises(KeyStoreError, match="cannot create the Matrix key store directory"):
+            await keys.open(client)
+    finally:
+        await client.close()
