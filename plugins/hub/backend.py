@@ -179,6 +179,7 @@ class HubBackend(Backend):
             payload=chat,
             scope=start.scope,
             accept=start.accept,
+            pairing=start.pairing or "",
         )
         chat.ticket = ticket
         chat.push(Waiting())
@@ -228,7 +229,7 @@ class HubBackend(Backend):
         if conv is None or chat not in conv.alive:
             return
         conv.alive.remove(chat)
-        self.pool.parted(m.ticket.user for m in conv.members if m.ticket)
+        self.pool.parted(m.ticket.pairing for m in conv.members if m.ticket)
         if conv.kind == ASK:
             if chat is conv.members[0]:
                 return  # the answerers go on discussing; the spy was invisible to them

@@ -75,7 +75,8 @@ class OmegleApi:
         client = clients.create(address, spy=wanted.spy, wants_likes=wanted.wants_likes)
         if wanted.acks:
             client.sent = []
-        start = dataclasses.replace(wanted.start, user=platform.user_for(request, client))
+        user, pairing = platform.user_for(request, client)
+        start = dataclasses.replace(wanted.start, user=user, pairing=pairing)
         if not platform.submit(platform.room(client), start):
             clients.forget(client)
             return fail(503)

@@ -206,8 +206,9 @@ class WebPlatform(Platform):
         max_age = int(2 * self.config.key_rotation_days * 86_400)
         response.set_cookie(COOKIE, value, path="/", httponly=True, samesite="Lax", secure=secure, max_age=max_age)
 
-    def user_for(self, request: web.Request, client: Client) -> str:
-        """The user key a start carries: the browser's cookie key, else the hashed address."""
+    def user_for(self, request: web.Request, client: Client) -> tuple[str, str | None]:
+        """The (user, pairing) keys a start carries: the browser's cookie key, else the hashed
+        address network with the client's own key for pairing (see Identities.for_protocol)."""
         return self.identities.for_protocol(request.cookies.get(COOKIE), self.address(request), client.key)
 
     async def on_favicon(self, request: web.Request) -> web.Response:
