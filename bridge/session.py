@@ -265,7 +265,9 @@ class Session:
             await self.notice(problem)
             return
         # Banned or starting too often: told plainly; a chat in progress goes on.
-        refusal = await self.host.moderator.start_refusal(start.user or str(self.room), server=start.server)
+        shared = start.pairing is not None and start.pairing != start.user  # one key, several people
+        refusal = await self.host.moderator.start_refusal(start.user or str(self.room), server=start.server,
+                                                          shared=shared)
         if refusal:
             await self.notice(refusal)
             return

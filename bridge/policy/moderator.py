@@ -74,14 +74,16 @@ class Moderator:
         self._rules.clear()
         self._scopes = frozenset(policy.scopes)
 
-    async def start_refusal(self, user: str | None, *, server: str | None = None) -> str | None:
-        """The notice that refuses a start (banned, or starting too often), or None: the start is counted."""
+    async def start_refusal(self, user: str | None, *, server: str | None = None, shared: bool = False) -> str | None:
+        """The notice that refuses a start (banned, or starting too often), or None: the start is counted.
+
+        `shared`: `user` stands for several people (Start.pairing tells them apart)."""
         if user is None:
             return None  # a room without a person key: per-room limits apply elsewhere
         ban = await self.sanctions.check(user, server=server)
         if ban is not None:
             return ban_notice(ban, self.sanctions.clock())
-        wait = self.throttle.check(user)
+        wait = self.throttle.check(user, shared=shared)
         return throttle_notice(wait) if wait > 0 else None
 
     def first_message_wait(self, connected_at: float) -> float:

@@ -171,3 +171,20 @@ async def test_stranger_bridge_mod_ban_web_key_refuses_that_browsers_next_start(
             assert notice[1].endswith(" more. Reason: abuse."), notice
             await client.until("strangerDisconnected")
             assert "waiting" not in client.names()
+
+
+async def test_clients_of_one_network_share_the_larger_start_allowance_of_a_shared_key():
+    config = web_config(address_keys=True)
+    config["policy"] = {"max_starts": 2, "max_shared_starts": 6, "start_cooldown": "1h"}
+    async with running(config) as bridge:
+        web = bridge.platforms["web"]
+        async with aiohttp.ClientSession() as http:
+            clients = [RawClient(http, web.url) for _ in range(7)]
+            for client in clients[:6]:  # past max_starts and the cooldown: a shared key gets 6
+                await client.start()
+            for first, second in zip(clients[0:6:2], clients[1:6:2]):
+                await first.until("connected")
+                await second.until("connected")
+            await clients[6].start()  # the seventh start of the network waits
+            told = await clients[6].until("serverMessage")
+            assert told[1].startswith("You are starting chats too quickly. Try again in"), told
