@@ -45,6 +45,11 @@ class WebConfig(PluginConfig):
     # network, so bans and blocks reach them; two of them from one network are then one person to
     # the hub and never paired with each other. False: each client id is its own key (no bans reach it).
     address_keys: bool = False
+    # Pictures (rich relay): off by default. On: the page may upload PNG, JPEG, GIF or WebP up to
+    # max_image_bytes (decoded and re-encoded by the core, so no metadata crosses), and pictures
+    # from strangers are shown blurred until clicked, served from here under a per-client URL.
+    images: bool = False
+    max_image_bytes: int = Field(2_000_000, ge=1024, le=20_000_000)
 
     @field_validator("bind")
     @classmethod

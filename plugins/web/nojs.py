@@ -47,7 +47,7 @@ class NoJsChat:
         router.add_get("/nojs/chat", self.on_chat, allow_head=False)
         router.add_post("/nojs/send", self.on_send)
 
-    def deliver(self, client: Client, event: Event) -> None:
+    def deliver(self, client: Client, event: Event, line: str | None = None) -> None:
         """Queue the HTML lines showing `event` on the client's stream."""
         if isinstance(event, Connected):
             client.chatting = True
