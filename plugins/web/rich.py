@@ -53,11 +53,12 @@ class Line:
 class Book:
     """The lines of one client's chat, newest last, at most MAX_LINES of them."""
 
-    __slots__ = ("lines", "strangers", "bucket")
+    __slots__ = ("lines", "strangers", "owns", "bucket")
 
     def __init__(self) -> None:
         self.lines: OrderedDict[str, Line] = OrderedDict()
         self.strangers = 0  # stranger lines named so far
+        self.owns = 0  # own lines the platform named (the no-JS chat; the page names its own)
         self.bucket: TokenBucket | None = None  # made on the first reaction
 
     def _add(self, line_id: str, line: Line) -> None:
@@ -71,6 +72,15 @@ class Book:
         line_id = f"s{self.strangers}"
         self._add(line_id, Line(own=False))
         return line_id
+
+    def mint_own(self) -> str:
+        """A new id for the user's message, named by the platform (the no-JS chat)."""
+        while True:
+            self.owns += 1
+            line_id = f"u{self.owns}"
+            if line_id not in self.lines:
+                self._add(line_id, Line(own=True))
+                return line_id
 
     def own_line(self, line_id: str) -> None:
         """Take the page's id for the user's new message. Raises RichError."""
