@@ -89,12 +89,12 @@ class OmegleApi:
         events = clients.take(client) if client.has_answer() else []
         count = platform.metrics.online()
         status = [["statusInfo", status_payload(count)], ["count", count]]
+        answer: dict = {"clientID": client.secret, "events": events + status}
         if wanted.acks:  # the status is not part of the acknowledged sequence
-            answer = {"clientID": client.secret, "events": events + status, "next": len(events)}
-            if wanted.rich:  # what the page may do with lines: react with these, send pictures or not
-                answer["rich"] = {"emoji": list(EMOJI), "images": config.images}
-            return json_answer(answer)
-        return json_answer({"clientID": client.secret, "events": events + status})
+            answer["next"] = len(events)
+        if wanted.rich:  # what the page may do with lines: react with these, send pictures or not
+            answer["rich"] = {"emoji": list(EMOJI), "images": config.images}
+        return json_answer(answer)
 
     async def on_events(self, request: web.Request) -> web.Response:
         """POST /events: the client's pending events, or `null` after the poll window."""
