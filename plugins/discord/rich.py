@@ -244,18 +244,22 @@ class Rich:
             return
         try:
             while state.waiting:
-                (mid, emoji, who), add = next(iter(state.waiting.items()))
+                # Taken off first: a change that comes while this one is sent waits as a new entry.
+                (mid, emoji, who), add = state.waiting.popitem(last=False)
                 wanting = self.reacted.get((mid, emoji)) or set()
-                had = bool(wanting)
-                wanting = wanting | {who} if add else wanting - {who}
-                if bool(wanting) != had:
-                    method = "PUT" if wanting else "DELETE"
+                now = wanting | {who} if add else wanting - {who}
+                if bool(now) != bool(wanting):
+                    method = "PUT" if now else "DELETE"
                     try:
                         await self._bot_call(Route(method, "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",
                                                    channel_id=thread, message_id=mid, emoji=emoji))
                     except Permanent as exc:  # not allowed here, or Discord refused the emoji: this one only
                         log.info("thread %s: a reaction was refused (%s)", thread, type(exc).__name__)
-                self.reacted.remember((mid, emoji), wanting)
-                state.waiting.pop((mid, emoji, who), None)
+                    except BaseException:
+                        if (mid, emoji, who) not in state.waiting:  # retried with the item, unless superseded
+                            state.waiting[(mid, emoji, who)] = add
+                            state.waiting.move_to_end((mid, emoji, who), last=False)
+                        raise
+                self.reacted.remember((mid, emoji), now)
         finally:
             state.queued = False  # a retry of this item, or the next change, flushes what is left
