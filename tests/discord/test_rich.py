@@ -356,3 +356,30 @@ async def test_pictures_stay_off_unless_the_operator_allows_them(server):
         [message] = await until(lambda: of(seen, Message))
         assert message.image is None and message.text == "mine"
         assert server.cdn_fetches == []
+
+
+async def test_lines_merged_while_slowed_keep_their_own_ids(server):
+    # A 429 slows the thread: the lines queued behind it merge into one message. Each keeps its
+    # own id for the core; editing or deleting one re-renders the message with the others kept.
+    async with bridge(server) as b:
+        dc = b.platforms["dc"]
+        seen = record(dc)
+        _, tid = await paired_with_rec(server, b)
+        room = Room("dc", str(tid))
+        server.fail("POST", r"^/webhooks/\d+/tok", 429, retry_after=0.5, query={"thread_id": str(tid)})
+        for n in range(4):
+            await dc.deliver(room, Message(f"m{n}", ref=f"c{n}"))
+        ids = [await posted(seen, f"c{n}") for n in range(4)]
+        messages = [m for m in server.bot_messages(tid) if m["content"]]
+        assert [m["content"].split("\n-#")[0] for m in messages] == ["m0", "m1\nm2\nm3"]
+        head = messages[1]["id"]
+        assert ids == [messages[0]["id"], head, f"{head}:1", f"{head}:2"]
+        await dc.deliver(room, Edit(ids[2], "M2"))
+        await server.wait_until(lambda: messages[1]["edited_timestamp"])
+        assert messages[1]["content"] == "m1\nM2\nm3"
+        await dc.deliver(room, Retract(ids[1]))
+        await server.wait_until(lambda: messages[1]["content"] == "M2\nm3")
+        await dc.deliver(room, Retract(ids[2]))
+        await dc.deliver(room, Retract(ids[3]))
+        await server.wait_until(lambda: server.find_message(tid, int(head)) is None)
+        assert shown(server, tid) == ["m0"]
