@@ -243,6 +243,8 @@ class Disconnected:
     # True: the chat failed and the stranger service's own notice, shown just before, said why;
     # renderers then say only that the chat ended (one failure, one notice).
     explained: bool = False
+    # Reason.REPORT only: for how many days the backend keeps the two apart; None: for good.
+    apart_days: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

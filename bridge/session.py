@@ -395,11 +395,13 @@ class Session:
         except Exception:  # noqa: BLE001 - a store failure must not keep the chat from ending
             log.exception("session %s: the report could not be recorded", self.room)
         blocks = chat.enforces_blocks
+        apart = chat.apart_days() if blocks else None
         if self.chat is not None:
-            await self._end_chat(Reason.REPORT if blocks else Reason.REPORT_RECORDED)
+            await self._end_chat(Reason.REPORT if blocks else Reason.REPORT_RECORDED, apart)
             self.host.recent.take(self.room)  # reported already: nothing left to report later
         else:
-            ended = Disconnected("the last stranger", Reason.REPORT if blocks else Reason.REPORT_RECORDED)
+            ended = Disconnected("the last stranger", Reason.REPORT if blocks else Reason.REPORT_RECORDED,
+                                 apart_days=apart)
             await self.notice(reason_text(ended))
 
     # ---- stranger side -----------------------------------------------------------------------
@@ -511,10 +513,10 @@ class Session:
         await self._leave_chat()
         await self.deliver(final)
 
-    async def _end_chat(self, reason: Reason) -> None:
+    async def _end_chat(self, reason: Reason, apart_days: float | None = None) -> None:
         """The user side (or the core) ends the chat: leave it and tell the room once."""
         await self._leave_chat()
-        await self.deliver(Disconnected(reason=reason))
+        await self.deliver(Disconnected(reason=reason, apart_days=apart_days))
 
     async def _leave_chat(self) -> None:
         chat, pump = self.chat, self.pump

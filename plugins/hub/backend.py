@@ -75,7 +75,10 @@ class HubChat(Chat):
     """One member's side of a hub conversation."""
 
     __slots__ = ("hub", "start", "queue", "ticket", "conversation", "fallback", "closed")
-    enforces_blocks = True  # a reported pair is never matched again, across restarts (blocks are stored)
+    enforces_blocks = True  # a reported pair is not matched again for block_days, across restarts (blocks are stored)
+
+    def apart_days(self) -> float | None:
+        return self.hub.config.block_days
 
     def __init__(self, hub: HubBackend, start: Start) -> None:
         self.hub = hub
