@@ -79,7 +79,10 @@ class SharedChat(Chat):
     """One member's side of a hub conversation whose other members may live on other instances."""
 
     __slots__ = ("hub", "start", "kind", "queue", "entry", "conversation", "fallback", "closed", "seq")
-    enforces_blocks = True  # blocks are kept in Redis for every instance
+    enforces_blocks = True  # blocks are kept in Redis for every instance, for block_days
+
+    def apart_days(self) -> float | None:
+        return self.hub.config.block_days
 
     def __init__(self, hub: SharedHub, start: Start, kind: str) -> None:
         self.hub = hub
