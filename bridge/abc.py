@@ -161,6 +161,10 @@ class Chat(abc.ABC):
     #: True only where a report keeps the two people apart for good (the hub's chats). Elsewhere
     #: the report confirmation must not promise "never paired again".
     enforces_blocks: ClassVar[bool] = False
+    #: True where the chat carries the rich events both ways (Edit, Retract, Reaction, message
+    #: references, pictures: the hub's chats). False: the core turns them into plain text by the
+    #: one rule table in bridge.fallback (an edit becomes "* corrected: ...", a reaction nothing).
+    rich: ClassVar[bool] = False
 
     def stranger_key(self) -> str | None:
         """The user key of the person on the other side, where the backend knows one (the hub:
