@@ -3,6 +3,7 @@ with their own message ids, the reference map's bounds, races with Posted, limit
 
 import time
 
+from bridge.config import ImageLimits
 from bridge.events import (
     Connected,
     Disconnected,
@@ -14,7 +15,9 @@ from bridge.events import (
     ServerNotice,
     Start,
 )
+from bridge.images import reencode
 from tests.core.richplatform import RICH
+from tests.core.test_images import jpeg_with_gps
 from tests.helpers import running
 
 
@@ -246,3 +249,32 @@ async def test_group_reactions_carry_the_label_and_each_rooms_own_id():
         to_c = await mx.wait_for("c", Reaction)
         assert to_a.ref == "a1" and to_a.stranger is not None
         assert to_c.ref == mx.id_of("c", "hi group") and to_c.stranger is not None
+
+
+async def test_pictures_travel_through_the_hub_rate_limited_per_chat_and_counted_per_person():
+    picture = reencode(jpeg_with_gps(), ImageLimits())
+    data = two(images={"rate": 0.001, "burst": 2})
+    data["policy"] = {"max_images": 3, "image_window": "1h"}
+    async with running(data) as b:
+        dc, mx = await pair(b)
+        dc.send("a", Message("", ref="a1", image=picture))
+        dc.send("a", Message("with words", ref="a2", image=picture))
+        dc.send("a", Message("a third, too fast", ref="a3", image=picture))
+        shown = await mx.wait_count("b", Message, 3)
+        assert [(m.text, m.image) for m in shown] == [("", picture), ("with words", picture), ("a third, too fast", None)]
+        assert [e.text for e in dc.events("a", ServerNotice)] == ["You're sending pictures too fast: this one was not sent."]
+        dc.send("a", Start(user="person-1"))  # the per-person count spans chats
+        mx.send("c", Start())
+        await dc.wait_count("a", Connected, 2)
+        for n in range(3):
+            dc.send("a", Message(f"p{n}", ref=f"b{n}", image=picture))
+        got = await mx.wait_count("c", Message, 3)
+        assert [m.image is not None for m in got] == [True, True, False]  # burst 2 per chat again
+        dc.send("a", Start(user="person-1"))
+        mx.send("d", Start())
+        await dc.wait_count("a", Connected, 3)
+        for n in range(2):
+            dc.send("a", Message(f"q{n}", ref=f"c{n}", image=picture))
+        got = await mx.wait_count("d", Message, 2)
+        assert [m.image is not None for m in got] == [True, False]  # person-1's 3 pictures an hour are used up
+        assert "too many pictures" in dc.events("a", ServerNotice)[-1].text
