@@ -13,7 +13,7 @@ __all__ = ["Entry", "RefMap", "snippet"]
 
 SNIPPET = 80  # characters of a message kept for reply quotes
 MAX_ID = 256  # a platform id longer than this is not a message id: it is not kept
-KEPT = 2 * SNIPPET  # characters of a message kept: its snippet is made only when it is quoted
+KEPT = SNIPPET  # characters of a message kept: its snippet is made only when it is quoted
 PENDING = 8  # events held per stranger message until the platform says where it showed it
 _SPACE = re.compile(r"\s+")
 
