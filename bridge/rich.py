@@ -151,10 +151,13 @@ async def from_user(session: Session, event: Edit | Retract | Reaction | Posted)
     match event:
         case Posted(ref=ref, id=platform_id):
             entry = state.refs.posted(ref, platform_id)
-            if entry is not None and entry.pending:
+            if entry is None:
+                return
+            if entry.pending:
                 held, entry.pending = entry.pending, None
                 for pending in held:
                     await session.deliver(dataclasses.replace(pending, ref=platform_id))
+            await _maybe_save(session, state)
         case Edit(ref=platform_id, text=text):
             await _user_edit(session, state, platform_id, text)
         case Retract(ref=platform_id):
