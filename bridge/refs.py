@@ -76,17 +76,28 @@ class RefMap:
 
     def add_mine(self, platform_id: str | None, text: str) -> str:
         """Record the user's message (shown in the room as `platform_id`); returns its new core reference."""
-        ref = self.new_ref()
-        if platform_id is not None and len(platform_id) > MAX_ID:
-            platform_id = None
-        self._add(self.mine, ref, Entry(platform_id, text[:KEPT]))
+        # On every message of the hot path: new_ref and _add inlined.
+        self.counter += 1
+        ref = f"{self.prefix}.{self.counter:x}"
+        if platform_id is None:
+            side = self.mine
+            side[ref] = Entry(None, text[:KEPT])
+            if len(side) > self.bound:
+                self._evict(side)
+            self.dirty = True
+        else:
+            self._add(self.mine, ref, Entry(platform_id if len(platform_id) <= MAX_ID else None, text[:KEPT]))
         return ref
 
     def add_theirs(self, ref: str | None, text: str) -> str:
         """Record a stranger's message under its core reference (a new one when the backend has none)."""
-        if ref is None or len(ref) > MAX_ID or ref in self.theirs or ref in self.mine:
+        side = self.theirs
+        if ref is None or len(ref) > MAX_ID or ref in side or ref in self.mine:
             ref = self.new_ref()
-        self._add(self.theirs, ref, Entry(None, text[:KEPT]))
+        side[ref] = Entry(None, text[:KEPT])
+        if len(side) > self.bound:
+            self._evict(side)
+        self.dirty = True
         return ref
 
     def _add(self, side: OrderedDict[str, Entry], ref: str, entry: Entry) -> None:
@@ -96,11 +107,15 @@ class RefMap:
             if old is not None:  # the platform reused an id: the older message is no longer found by it
                 self._forget(old)
             self.by_id[entry.id] = ref
-        while len(side) > self.bound:
-            _, oldest = side.popitem(last=False)
-            if oldest.id is not None and self.by_id.get(oldest.id) is not None:
-                del self.by_id[oldest.id]
+        if len(side) > self.bound:
+            self._evict(side)
         self.dirty = True
+
+    def _evict(self, side: OrderedDict[str, Entry]) -> None:
+        while len(side) > self.bound:
+            ref, oldest = side.popitem(last=False)
+            if oldest.id is not None and self.by_id.get(oldest.id) == ref:
+                del self.by_id[oldest.id]
 
     def _forget(self, ref: str) -> None:
         for side in (self.mine, self.theirs):

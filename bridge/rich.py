@@ -92,13 +92,14 @@ async def _maybe_save(session: Session, state: ChatRich) -> None:
 async def outgoing(session: Session, event: Message, text: str) -> Message | None:
     """The user's checked message as the chat gets it: a core reference, the reply translated
     (or quoted, for a text-only chat), a picture attached or refused with a notice. None: nothing to send."""
-    state = _state(session)
-    rich = _is_rich(session)
+    state = session.rich or _state(session)
+    chat = session.chat
+    rich = chat is not None and type(chat).rich
     image: Image | None = None
     if event.image is not None:
         image = await _user_image(session, state, rich, event.image)
-    if not text and image is None:
-        return None
+        if not text and image is None:
+            return None
     refs = state.refs
     reply = quote = None
     if event.reply_to is not None:
@@ -106,9 +107,10 @@ async def outgoing(session: Session, event: Message, text: str) -> Message | Non
         if found is not None and not found[1].gone:
             reply, quote = found[0], found[1].quote()
     ref = refs.add_mine(event.ref, text)
-    await _maybe_save(session, state)
+    if chat is not None and chat.handle is not None:
+        await _maybe_save(session, state)
     if rich:
-        return Message(text, ref=ref, reply_to=reply, image=image)
+        return Message(text, None, ref, reply, None, image)
     return Message(fallback.quoted(text, quote, session.host.max_message_length(session.backend_name)))
 
 
@@ -129,14 +131,13 @@ async def _user_image(session: Session, state: ChatRich, rich: bool, image: Imag
 def incoming(session: Session, event: Message, text: str) -> Message:
     """A stranger's checked message as the room gets it: its core reference (handed out here when
     the backend has none), and the reply as the room's own id with a short quote."""
-    refs = _state(session).refs
+    refs = (session.rich or _state(session)).refs
     reply_id = quote = None
     if event.reply_to is not None:
         entry = refs.by_core(event.reply_to)
         if entry is not None and not entry.gone:
             reply_id, quote = entry.id, entry.quote()
-    ref = refs.add_theirs(event.ref, text)
-    return Message(text, event.stranger, ref=ref, reply_to=reply_id, quote=quote, image=event.image)
+    return Message(text, event.stranger, refs.add_theirs(event.ref, text), reply_id, quote, event.image)
 
 
 # ---- the user's edits, deletions, reactions, and where the room showed stranger lines -------
