@@ -15,6 +15,7 @@ from .events import Event, Room, Start
 from .metrics import Metrics
 
 if TYPE_CHECKING:
+    from .config import ImageLimits
     from .policy.moderator import Moderator
 
 __all__ = ["Backend", "Chat", "CredentialsError", "KeyValue", "Platform", "PluginConfig", "StrictModel", "Submit"]
@@ -115,6 +116,10 @@ class Platform(abc.ABC):
         # The core's bridge.policy Moderator (bans, strikes, content policy), set by the daemon
         # before `run`; admin surfaces use it. None when the platform runs without the daemon.
         self.moderator: Moderator | None = None
+        # The [bridge.images] limits, set by the daemon before `run`: a platform that lets pictures
+        # through hands each file to bridge.images.prepare(data, image_limits) before `submit`.
+        # None when the platform runs without the daemon (then bridge.config.ImageLimits() applies).
+        self.image_limits: ImageLimits | None = None
 
     @abc.abstractmethod
     async def run(self) -> None:

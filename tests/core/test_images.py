@@ -10,6 +10,7 @@ from PIL import PngImagePlugin
 
 from bridge.config import ImageLimits
 from bridge.images import ImageRefused, prepare, reencode, sniff
+from tests.helpers import running
 
 GPS = 0x8825
 LIMITS = ImageLimits()
@@ -111,3 +112,11 @@ def test_png_text_gif_comment_and_webp_are_re_encoded_clean():
 async def test_prepare_runs_off_the_event_loop_and_gives_the_same_result():
     picture = await prepare(jpeg_with_gps(), LIMITS)
     assert picture.mime == "image/jpeg"
+
+
+async def test_the_daemon_hands_its_limits_to_every_platform():
+    async with running(images={"max_bytes": 2048, "max_pixels": 100}) as b:
+        limits = b.platforms["rec"].image_limits
+        assert (limits.max_bytes, limits.max_pixels) == (2048, 100)
+        with pytest.raises(ImageRefused, match="too many pixels"):
+            reencode(png_header_only(20, 20), limits)
