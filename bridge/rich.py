@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -16,11 +17,12 @@ from .refs import KEPT, RefMap
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["ChatRich", "from_stranger", "from_user", "incoming", "outgoing", "restore"]
+__all__ = ["ChatRich", "emoji_text", "encoded", "from_stranger", "from_user", "incoming", "outgoing", "restore"]
 
 log = logging.getLogger(__name__)
 
 EMOJI = 32  # characters of a reaction kept (a few emoji with modifiers; never a sentence)
+_CUSTOM = re.compile(r"<a?:(\w{1,32}):\d+>")
 SAVE_INTERVAL = 1.0  # seconds between two saves of a resumable chat's map (a crash loses at most this)
 
 
@@ -38,6 +40,13 @@ class ChatRich:
         self.user_images = TokenBucket(s.images.rate, s.images.burst)
         self.told: set[str] = set()  # notices given once per chat
         self.saved_at = 0.0
+
+
+def emoji_text(emoji: str) -> str:
+    """A reaction as it may cross: cleaned and short; a Discord custom emoji is only its :name:
+    (its id would lead back to a guild), and a link is no reaction ("" : not relayed)."""
+    text = _CUSTOM.sub(r":\1:", clean(emoji).strip())
+    return "" if "://" in text or "mxc:" in text.lower() else cut(text, EMOJI)
 
 
 def _state(session: Session) -> ChatRich:
@@ -177,7 +186,7 @@ async def from_user(session: Session, event: Edit | Retract | Reaction | Posted)
             found = state.refs.by_platform(platform_id)
             if found is None or found[1].gone or not session._can_write() or not _is_rich(session):
                 return  # a text-only chat gets nothing of a reaction (the fallback table)
-            emoji = cut(clean(emoji).strip(), EMOJI)
+            emoji = emoji_text(emoji)
             ref, entry, _ = found
             if not emoji or entry.reactions >= session.settings.max_reactions:
                 return
@@ -262,7 +271,7 @@ async def from_stranger(session: Session, event: Edit | Retract | Reaction) -> N
                 return
         case Reaction(ref=ref, emoji=emoji, add=add, stranger=label):
             entry = refs.by_core(ref)
-            emoji = cut(clean(emoji).strip(), EMOJI)
+            emoji = emoji_text(emoji)
             if entry is None or entry.gone or not emoji or entry.reactions >= session.settings.max_reactions:
                 return
             if ref in refs.mine and entry.id is None:

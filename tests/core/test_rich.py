@@ -16,6 +16,7 @@ from bridge.events import (
     Start,
 )
 from bridge.images import reencode
+from bridge.rich import emoji_text
 from tests.core.richplatform import RICH
 from tests.core.test_images import jpeg_with_gps
 from tests.helpers import running
@@ -278,3 +279,12 @@ async def test_pictures_travel_through_the_hub_rate_limited_per_chat_and_counted
         got = await mx.wait_count("d", Message, 2)
         assert [m.image is not None for m in got] == [True, False]  # person-1's 3 pictures an hour are used up
         assert "too many pictures" in dc.events("a", ServerNotice)[-1].text
+
+
+def test_a_reaction_crosses_as_its_emoji_only():
+    assert emoji_text("👍") == "👍"
+    assert emoji_text("<:partyparrot:123456789012345678>") == ":partyparrot:"  # no guild emoji id
+    assert emoji_text("<a:dance:1>") == ":dance:"
+    assert emoji_text("https://cdn.discordapp.com/emojis/1.png") == ""
+    assert emoji_text("mxc://example.org/abc") == ""
+    assert emoji_text("\u202e" + "x" * 100) == "x" * 28 + " […]"
