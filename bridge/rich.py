@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 EMOJI = 32  # characters of a reaction kept (a few emoji with modifiers; never a sentence)
 _CUSTOM = re.compile(r"<a?:(\w{1,32}):\d+>")
-SAVE_INTERVAL = 1.0  # seconds between two saves of a resumable chat's map (a crash loses at most this)
+SAVE_INTERVAL = 1.0  # a resumable chat's map is saved at most once per this many seconds, at its next change
 
 
 class ChatRich:
