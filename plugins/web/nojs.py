@@ -18,6 +18,7 @@ from .middleware import NOJS_FORM_HEADERS, NOJS_PAGE_CSP, SECURITY_HEADERS
 from .omegle_api import gone
 from .nojs_rich import RichLine
 from .protocol import ProtocolError, parse_start
+from .render import PICTURE_NOT_SHOWN
 from .rich import RichError
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class NoJsChat:
         router.add_get("/nojs/chat", self.on_chat, allow_head=False)
         router.add_post("/nojs/send", self.on_send)
 
-    def deliver(self, client: Client, event: Event, line: str | None = None) -> None:
+    def deliver(self, client: Client, event: Event, line: str | None = None, picture: dict | None = None) -> None:
         """Queue the HTML lines showing `event` on the client's stream."""
         if isinstance(event, Connected):
             client.chatting = True
@@ -63,7 +64,12 @@ class NoJsChat:
             who = event.stranger or "Stranger"
             answers = self._answers(client, event)
             quote = nojs_rich.clip(event.quote) if event.quote and answers is None and event.reply_to else None
-            self.web.clients.push(client, [["rich", RichLine(line, False, who, event.text, quote, answers)]])
+            shown = RichLine(line, False, who, event.text, quote, answers)
+            shown.picture = picture
+            items: list[list] = [["rich", shown]]
+            if event.image is not None and picture is None:
+                items.append(["line", nojs_html.notice_line(PICTURE_NOT_SHOWN)])
+            self.web.clients.push(client, items)
             return
         items = [["line", line] for line in nojs_html.lines(event, spy=client.spy)]
         if items:

@@ -16,7 +16,7 @@ REDRAW = '<meta http-equiv="refresh" content="0">\n'
 class RichLine:
     """One message of the no-JS transcript, with its line id: rendered anew whenever it is shown."""
 
-    __slots__ = ("ref", "own", "who", "text", "quote", "answers", "edited", "deleted", "reactions")
+    __slots__ = ("ref", "own", "who", "text", "quote", "answers", "edited", "deleted", "reactions", "picture")
 
     def __init__(
         self, ref: str, own: bool, who: str, text: str, quote: str | None = None, answers: RichLine | None = None
@@ -30,13 +30,14 @@ class RichLine:
         self.edited = False
         self.deleted = False
         self.reactions: dict[str, set[str]] = {}  # emoji -> who has it ("You", "Stranger")
+        self.picture: dict | None = None  # {url, width, height} of a picture served by the platform
 
     def edit(self, text: str) -> None:
         if not self.deleted:
             self.text, self.edited = text, True
 
     def retract(self) -> None:
-        self.text, self.deleted, self.quote = "", True, None
+        self.text, self.deleted, self.quote, self.picture = "", True, None, None
         self.reactions.clear()
 
     def react(self, emoji: str, add: bool, who: str) -> None:
@@ -69,6 +70,10 @@ class RichLine:
             parts.append(f'<bdi class="text">{escape(self.text)}</bdi>')
             if self.edited:
                 parts.append(' <small class="edited">(edited)</small>')
+            if self.picture is not None:  # a link, not an <img>: nothing is shown until the user asks
+                url = escape(self.picture["url"])
+                parts.append(f' <a class="picture" href="{url}" target="_blank" rel="noreferrer noopener">'
+                             "Show the picture</a>")
         if self.reactions:
             counts = " · ".join(f"{escape(emoji)} {len(who)}" for emoji, who in self.reactions.items())
             parts.append(f'<span class="reactions">{counts}</span>')
