@@ -148,3 +148,42 @@ async def test_two_pages_relay_edits_deletions_reactions_and_replies_with_nothin
         finally:
             await browser.close()
     assert not problems, problems
+
+
+async def test_a_received_picture_is_blurred_until_clicked_with_report_beside_it(http):
+    from bridge.events import Connected, Message, Room, Start
+    from tests.helpers import running
+
+    from .conftest import web_config
+    from .test_rich import png
+
+    async with running(web_config(images=True)) as bridge:
+        web, rec = bridge.platforms["web"], bridge.platforms["rec"]
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium(), headless=True, args=FLAGS)
+            try:
+                page = await browser.new_page()
+                await page.goto(web.url + "/")
+                rec.send("pic", Start())
+                await page.click("#stop")
+                await rec.wait_for("pic", Connected)
+                await expect(page.locator("#log")).to_contain_text("You're now chatting", timeout=WAIT)
+                room = Room("web", next(iter(web.clients.by_key)))
+                picture = png(40, 30)
+                await web.deliver(room, Message("see <b>this</b>", ref="c1", image=picture))
+                img = page.locator("#log .line.stranger .picture img")
+                await expect(img).to_have_class("blurred", timeout=WAIT)
+                src = await img.get_attribute("src")
+                assert src.startswith("/image/")  # served from here, same origin
+                assert await img.evaluate("(i) => i.complete && i.naturalWidth") == 40  # the CSP lets it load
+                await expect(page.locator("#log .line.stranger .picture button.picture-report")).to_be_visible()
+                await img.click()
+                await expect(img).not_to_have_class("blurred")
+                await img.click()
+                await expect(img).to_have_class("blurred")
+                await page.screenshot(path=str(ARTIFACTS / "web_picture.png"))
+                # the report button beside it reports the stranger (the core ends the chat as a report)
+                await page.locator("#log .picture-report").click()
+                await expect(page.locator("#log")).to_contain_text("You reported", timeout=WAIT)
+            finally:
+                await browser.close()
