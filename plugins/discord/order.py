@@ -20,6 +20,13 @@ REACTIONS_BURST = 10
 REACTIONS_WAITING = 64  # distinct (message, emoji) changes held back per thread; more are dropped
 
 
+class _Call:
+    __slots__ = ("action",)
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+
+
 class InOrder:
     """Hands a thread's events to `submit` in the order they happened: while an event waits for
     something (a picture download), those after it wait behind it. Nothing else waits."""
@@ -36,6 +43,15 @@ class InOrder:
             self.submit(tid, event)
         else:
             queue.append(event)
+
+    def call(self, tid: int, action: Callable[[], None]) -> None:
+        """Run `action` now, or in its place after what waits in this thread (a notice about a
+        later message stays after the notices about earlier ones)."""
+        queue = self.waiting.get(tid)
+        if queue is None:
+            action()
+        else:
+            queue.append(_Call(action))
 
     def later(self, tid: int, produce: Coroutine[Any, Any, Any]) -> None:
         """Submit what `produce` returns (None: nothing) when it is done, in its place."""
@@ -54,7 +70,9 @@ class InOrder:
                     except Exception:
                         log.exception("thread %s: preparing a user message failed", tid)
                         continue
-                if entry is not None:
+                if isinstance(entry, _Call):
+                    entry.action()
+                elif entry is not None:
                     self.submit(tid, entry)
         finally:
             for entry in queue:

@@ -383,3 +383,31 @@ async def test_lines_merged_while_slowed_keep_their_own_ids(server):
         await dc.deliver(room, Retract(ids[3]))
         await server.wait_until(lambda: server.find_message(tid, int(head)) is None)
         assert shown(server, tid) == ["m0"]
+
+
+async def test_only_pictures_from_the_configured_cdn_are_fetched(server):
+    from .test_admin import admin_user, answer
+
+    async with bridge(server, images=True, cdn_base=server.cdn_base) as b:
+        dc = b.platforms["dc"]
+        boss = admin_user(server)
+        await answer(server, await server.admin(boss, server.text_channels[0], "settings", images=True))
+        seen = record(dc)
+        alice, tid = await paired_with_rec(server, b)
+        stored = server.attachments(tid, [("a.png", "image/png", png())])
+        elsewhere = [{**stored[0], "url": "https://evil.example/a.png"}]
+        big = server.attachments(tid, [("b.png", "image/png", png())], size=9 * 1024 * 1024)
+        pdf = server.attachments(tid, [("c.pdf", "application/pdf", b"%PDF-1.4")])
+        await server.user_message(tid, alice, "one", attachments=elsewhere)
+        await server.user_message(tid, alice, "two", attachments=big)
+        await server.user_message(tid, alice, "three", attachments=pdf)
+        await until(lambda: [e.text for e in of(seen, Message)] == ["one", "two", "three"])
+        assert all(e.image is None for e in of(seen, Message))
+        await server.wait_until(lambda: len(notices(server, tid)) >= 5)
+        said = notices(server, tid)[-3:]
+        assert said == [
+            "Your picture was not sent to the stranger: it is not stored where Discord keeps attachments.",
+            "Your picture was not sent to the stranger: it is larger than 8192 KiB.",
+            "Only pictures (PNG, JPEG, GIF, WebP), one per message, are sent; other files and stickers are not.",
+        ]
+        assert server.cdn_fetches == []  # nothing was downloaded: not from elsewhere, not too big
