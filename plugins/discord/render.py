@@ -22,8 +22,8 @@ __all__ = [
     "anonymise",
     "edit_payloads",
     "merge_note",
+    "mod_entry_text",
     "mod_log_payloads",
-    "mod_record_text",
     "neutralise",
     "notice_payload",
     "quote_line",
@@ -240,23 +240,7 @@ def mod_log_payloads(text: str, lines: list[tuple[str, str]]) -> list[dict]:
     return [{"content": p, "allowed_mentions": ALLOWED_MENTIONS, "flags": SUPPRESS_EMBEDS} for p in payloads]
 
 
-def mod_record_text(action: str, by: str | None, reason: str, *, own: tuple[str, ...]) -> str | None:
-    """A record of the core's moderation log as a log entry, or None when this platform posted it
-    itself (a report by a user whose key starts with one of `own`, an action `by` one of `own`).
-    Says what happened and by which kind of actor, never to whom: no subject key is shown."""
-    if by is not None and by.startswith(own):
-        return None
-    why = f": {neutralise(cut(' '.join(reason.split()), 200))}" if reason.strip() else ""
-    match action:
-        case "report":
-            platform = (by or "").partition(":")[0] or "an unknown place"
-            return f"**Report** by a user of {neutralise(platform)} (a stranger chat there was reported){why}."
-        case "strike":
-            return f"**Strike**: someone reported by several people got a strike{why}."
-        case "ban" if by == "strikes":
-            return f"**Ban** after strikes{why}."
-        case "ban":
-            return f"**Ban** by the bridge operator{why}."
-        case "unban":
-            return "**Unban** by the bridge operator."
-    return f"**{neutralise(action)[:32]}**{why}."
+def mod_entry_text(entry: tuple[str, str]) -> str:
+    """A moderation log entry from the core's follower (bridge.policy.logfollow) as Discord text."""
+    title, rest = entry
+    return f"**{neutralise(title)}**{neutralise(rest)}"

@@ -8,7 +8,7 @@ from bridge.events import Disconnected, Event, Mode, Report, Start
 
 __all__ = ["Command", "help_text", "parse", "to_event"]
 
-NAMES = ("start", "next", "stop", "ask", "answer", "report", "help")
+NAMES = ("start", "next", "stop", "ask", "answer", "report", "images", "help")
 
 
 @dataclass(frozen=True, slots=True)
