@@ -411,3 +411,25 @@ async def test_only_pictures_from_the_configured_cdn_are_fetched(server):
             "Only pictures (PNG, JPEG, GIF, WebP), one per message, are sent; other files and stickers are not.",
         ]
         assert server.cdn_fetches == []  # nothing was downloaded: not from elsewhere, not too big
+
+
+async def test_an_edit_or_deletion_lost_after_store_is_repeated_safely(server):
+    async with bridge(server, request_timeout=2.0) as b:
+        dc = b.platforms["dc"]
+        seen = record(dc)
+        _, tid = await paired_with_rec(server, b)
+        room = Room("dc", str(tid))
+        await dc.deliver(room, Message("one", ref="c1"))
+        await dc.deliver(room, Message("two", ref="c2"))
+        first, second = await posted(seen, "c1"), await posted(seen, "c2")
+        server.fail("PATCH", r"^/webhooks/\d+/[^/]+/messages/\d+$", 500, after_store=True)
+        await dc.deliver(room, Edit(first, "one, edited"))
+        server.fail("DELETE", r"^/webhooks/\d+/[^/]+/messages/\d+$", after_store=True, action="reset")
+        await dc.deliver(room, Retract(second))
+        await dc.deliver(room, Message("three", ref="c3"))
+        await posted(seen, "c3")
+        assert shown(server, tid) == ["one, edited", "three"]
+        patches = server.writes("PATCH", r"/messages/")
+        assert [p.status for p in patches] == [500, 200]  # repeated once, same content
+        deletes = server.writes("DELETE", r"/messages/")
+        assert deletes[0].status == -1 and all(d.status in (404, 204) for d in deletes[1:])
