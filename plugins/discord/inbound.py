@@ -133,9 +133,9 @@ class Inbound:
         session = self.host.sender.session
         assert session is not None
         try:
-            image = await pictures.fetch(session, picture, self.host.config)
+            image = await pictures.fetch(session, picture, self.host.config, self.host.image_limits)
         except pictures.Refused as exc:
-            self._notice_now(info.id, f"Your picture was not sent to the stranger: {exc}.")
+            self._notice_now(info.id, f"Your picture was not sent to the stranger. {exc}")
             return message if message.text else None
         return replace(message, image=image)
 

@@ -406,8 +406,8 @@ async def test_only_pictures_from_the_configured_cdn_are_fetched(server):
         await server.wait_until(lambda: len(notices(server, tid)) >= 5)
         said = notices(server, tid)[-3:]
         assert said == [
-            "Your picture was not sent to the stranger: it is not stored where Discord keeps attachments.",
-            "Your picture was not sent to the stranger: it is larger than 8192 KiB.",
+            "Your picture was not sent to the stranger. It is not stored where Discord keeps attachments.",
+            "Your picture was not sent to the stranger. The picture is too large (the limit is 5.2 MB).",
             "Only pictures (PNG, JPEG, GIF, WebP), one per message, are sent; other files and stickers are not.",
         ]
         assert server.cdn_fetches == []  # nothing was downloaded: not from elsewhere, not too big
@@ -433,3 +433,24 @@ async def test_an_edit_or_deletion_lost_after_store_is_repeated_safely(server):
         assert [p.status for p in patches] == [500, 200]  # repeated once, same content
         deletes = server.writes("DELETE", r"/messages/")
         assert deletes[0].status == -1 and all(d.status in (404, 204) for d in deletes[1:])
+
+
+async def test_a_picture_through_the_bot_is_a_multipart_upload_with_a_nonce(server):
+    from bridge.events import Image
+
+    from .test_admin import admin_user, answer
+
+    server.webhooks_forbidden = True
+    picture = Image(png(), "image/png", 4, 3)
+    async with bridge(server, images=True) as b:
+        dc = b.platforms["dc"]
+        seen = record(dc)
+        await answer(server, await server.admin(admin_user(server), server.text_channels[0], "settings", images=True))
+        _, tid = await paired_with_rec(server, b)
+        await dc.deliver(Room("dc", str(tid)), Message("see", ref="c1", image=picture))
+        pid = await posted(seen, "c1")
+        msg = server.find_message(tid, int(pid))
+        assert msg["content"] == "**Stranger:** see" and not msg.get("webhook_id") and len(msg["attachments"]) == 1
+        [upload] = [p for p in server.writes("POST", rf"^/channels/{tid}/messages$") if p.files]
+        assert upload.body["allowed_mentions"] == NONE and upload.body["nonce"] and upload.body["enforce_nonce"]
+        assert [f[1:] for f in upload.files] == [("picture.png", "image/png", picture.data)]
