@@ -15,8 +15,8 @@ __all__ = ["InOrder", "REACTIONS_BURST", "REACTIONS_PER_SECOND", "REACTIONS_WAIT
 
 log = logging.getLogger(__name__)
 
-REACTIONS_PER_SECOND = 2.0  # reaction changes one thread hands on per second, sustained
-REACTIONS_BURST = 10
+REACTIONS_PER_SECOND = 1.0  # reaction changes one thread hands on per second, sustained (the core allows more)
+REACTIONS_BURST = 6
 REACTIONS_WAITING = 64  # distinct (message, emoji) changes held back per thread; more are dropped
 
 
