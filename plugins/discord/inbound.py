@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.http import Route
 
+from bridge.config import ImageLimits
 from bridge.dedupe import SeenIds
 from bridge.events import Disconnected, Edit, Message, Reaction, Reason, Retract, Room, Typing
 
@@ -133,7 +134,7 @@ class Inbound:
         session = self.host.sender.session
         assert session is not None
         try:
-            image = await pictures.fetch(session, picture, self.host.config, self.host.image_limits)
+            image = await pictures.fetch(session, picture, self.host.config, self.host.image_limits or ImageLimits())
         except pictures.Refused as exc:
             self._notice_now(info.id, f"Your picture was not sent to the stranger. {exc}")
             return message if message.text else None

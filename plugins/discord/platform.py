@@ -14,7 +14,6 @@ from discord.http import Route
 
 from bridge.abc import Platform
 from bridge.backoff import Backoff
-from bridge.config import ImageLimits
 from bridge.events import (
     Connected,
     Disconnected,
@@ -91,9 +90,6 @@ class DiscordPlatform(Platform):
         self.outboxes = Outboxes(self.sender, policy, metrics=self.metrics, on_given_up=self._given_up,
                                  on_drop=self.release)
         self.metrics.gauge_source("queue_depth", ("owner", "queue"), self._queue_depth)
-        # The core's limits on pictures ([bridge.images]: bytes, pixels), used to re-encode a user's
-        # picture; the defaults until the daemon hands the configured ones over.
-        self.image_limits = ImageLimits()
         self.rich = Rich(self)
         self.sender.rich = self.rich
         self.sender.on_posted = self.rich.posted

@@ -240,3 +240,21 @@ async def test_discord_and_a_rich_web_client_edit_delete_react_reply_both_ways(s
         await client.until(lambda e: e[0] == "gotMessage" and e[1] == "a5")
         assert client_view(client.events) == ["a1", "a2 edited", "a4", "a5"]
         await server.wait_until(lambda: visible(server, ta) == ["w1", "w2 edited", "> a1\nw4", "w5"])
+
+
+async def test_the_bridges_picture_limits_apply_to_discord(server):
+    from tests.helpers import running
+
+    from .conftest import bridge_config
+
+    cfg = bridge_config(server, images=True, cdn_base=server.cdn_base)
+    async with running(cfg, images={"max_pixels": 1000}) as b:
+        assert b.platforms["dc"].image_limits.max_pixels == 1000
+        await answer(server, await server.admin(admin_user(server), server.text_channels[0], "settings", images=True))
+        alice, bob = server.add_user("alice"), server.add_user("bob")
+        ta, tb = await pair(server, alice, bob)
+        files = server.attachments(ta, [("big.jpg", "image/jpeg", jpeg_with_gps())])  # 64 x 48: 3,072 pixels
+        await server.user_message(ta, alice, "too big here", attachments=files)
+        await server.wait_until(lambda: visible(server, tb) == ["too big here"])
+        await wait_notice(server, ta, "Your picture was not sent to the stranger. The picture has too many pixels")
+        assert not [m for m in server.bot_messages(tb) if m["attachments"]]
