@@ -154,7 +154,7 @@ class Receiver:
             log.warning("matrix: could not join an invited room: %s", resp.message)
             return
         self.rooms.joined(rid)
-        await self.host.notice(rid, None, help_text(self.cfg.command_prefix, self.host.moderation.report_lines()))
+        await self.host.notice(rid, None, help_text(self.cfg.command_prefix, self.host.moderation.report_lines(), images=self.cfg.images))
 
     async def on_timeline(self, rid: str, ev: dict[str, Any], *, history: bool) -> None:
         """One timeline event, once (event ids de-duplicate replays)."""
@@ -238,7 +238,7 @@ class Receiver:
         submit = self.host.submit
         if isinstance(what, Command):
             if what.name == "help":
-                await self.host.notice(rid, root, help_text(cfg.command_prefix, self.host.moderation.report_lines()))
+                await self.host.notice(rid, root, help_text(cfg.command_prefix, self.host.moderation.report_lines(), images=cfg.images))
                 return
             if what.name == "unknown":
                 await self.host.notice(rid, root, f"Unknown command. Try {cfg.command_prefix} help.")
