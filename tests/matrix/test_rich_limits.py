@@ -10,7 +10,7 @@ from bridge.events import Disconnected, Edit, Message, Posted, Reaction, Retract
 from plugins.matrix.relations import EDITS_PER_MESSAGE, REACTION_BURST, REACTION_RATE
 
 from .conftest import notice_with
-from .test_rich_platform import chatting, edit_of, platform, visible
+from .test_rich_platform import chatting, edit_of, platform, reactions, visible
 
 
 async def test_a_reaction_flood_is_bounded_with_one_notice_per_burst(matrix, synapse):
@@ -94,3 +94,23 @@ async def test_a_long_line_edited_keeps_one_event_and_edits_are_capped(matrix, s
         assert visible(alice, rid, me)[-2:] == [f"Stranger: short {EDITS_PER_MESSAGE - 1}", "Stranger: marker"]
         edits = [e for e in alice.messages(rid, me) if (e["content"].get("m.relates_to") or {}).get("rel_type") == "m.replace"]
         assert len(edits) == EDITS_PER_MESSAGE
+
+
+async def test_one_bot_reaction_per_key_however_many_strangers_hold_it(matrix, synapse):
+    bot = await matrix.account()
+    alice = await matrix.user("alice")
+    me = bot["user_id"]
+    async with platform(synapse.url, bot) as (mx, core):
+        rid, room = await chatting(mx, core, alice, me)
+        mine = await alice.send(rid, "to a group")
+        await core.wait(lambda e: isinstance(e, Message) and e.ref == mine)
+        await mx.deliver(room, Reaction(mine, "🔥", stranger="Stranger 1"))
+        await mx.deliver(room, Reaction(mine, "🔥", stranger="Stranger 2"))
+        await mx.deliver(room, Reaction(mine, "🔥", add=False, stranger="Stranger 1"))
+        await mx.deliver(room, Message("marker 1", ref="c1"))
+        await alice.wait_message(rid, me, "marker 1")
+        assert reactions(alice, rid, me) == {(mine, "🔥")}
+        assert len([e for e in alice.timeline[rid] if e.get("type") == "m.reaction"]) == 1
+        await mx.deliver(room, Reaction(mine, "🔥", add=False, stranger="Stranger 2"))
+        await alice.wait_for(lambda: reactions(alice, rid, me) == set())
+        assert mx.stats["fatal"] == 0  # no duplicate annotation was ever sent
