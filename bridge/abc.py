@@ -162,6 +162,10 @@ class Chat(abc.ABC):
     #: the report confirmation must not promise "never paired again".
     enforces_blocks: ClassVar[bool] = False
 
+    def apart_days(self) -> float | None:
+        """Where `enforces_blocks`: for how many days a report keeps the two apart. None: for good."""
+        return None
+
     def stranger_key(self) -> str | None:
         """The user key of the person on the other side, where the backend knows one (the hub:
         another session of this bridge). Used only as input to strikes, never shown. Default: None.

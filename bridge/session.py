@@ -32,6 +32,7 @@ from .bucket import TokenBucket
 from .hygiene import clean, cut
 from .inbox import Inbox
 from .indicator import Indicator
+from .metrics import counter_key
 from .policy.moderator import Decision, wait_notice
 from .starts import check_start, complete_start, start_from_dict, start_to_dict
 from .store import SessionRecord
@@ -70,6 +71,9 @@ _SHUTDOWN = _Shutdown()
 _USER = -1  # generation tag of user-side inbox items
 _FAILURES = (Reason.ERROR, Reason.REFUSED)  # ends that a backend explains in its own notice
 _TYPING = (Typing, StoppedTyping)
+# Counted on every message: the counter keys are made once.
+_RELAYED_TO_STRANGER = counter_key("messages_relayed", direction="to_stranger")
+_RELAYED_TO_USER = counter_key("messages_relayed", direction="to_user")
 
 
 class Session:
@@ -209,12 +213,18 @@ class Session:
         return False
 
     def _next_deadline(self) -> float | None:
-        times = [self.search_deadline, self.user_typing.deadline()]
-        times.extend(ind.deadline() for ind in self.stranger_typing.values())
-        times = [t for t in times if t is not None]
-        if not times:
+        # Called before every inbox item: no list, and no clock read when nothing is due.
+        soonest = self.search_deadline
+        due = self.user_typing.deadline()
+        if due is not None and (soonest is None or due < soonest):
+            soonest = due
+        for ind in self.stranger_typing.values():
+            due = ind.deadline()
+            if due is not None and (soonest is None or due < soonest):
+                soonest = due
+        if soonest is None:
             return None
-        return max(0.0, min(times) - time.monotonic())
+        return max(0.0, soonest - time.monotonic())
 
     async def _on_deadlines(self) -> None:
         now = time.monotonic()
@@ -265,7 +275,9 @@ class Session:
             await self.notice(problem)
             return
         # Banned or starting too often: told plainly; a chat in progress goes on.
-        refusal = await self.host.moderator.start_refusal(start.user or str(self.room), server=start.server)
+        shared = start.pairing is not None and start.pairing != start.user  # one key, several people
+        refusal = await self.host.moderator.start_refusal(start.user or str(self.room), server=start.server,
+                                                          shared=shared)
         if refusal:
             await self.notice(refusal)
             return
@@ -347,14 +359,15 @@ class Session:
         if wait > 0:
             await self.notice(wait_notice(wait))
             return
-        decision = moderator.from_user(self.room, text)
-        if not decision.relay:
-            await self._refused(decision)
-            return
-        text = decision.text
+        if not moderator.clearly_allowed(self.room, text):
+            decision = moderator.from_user(self.room, text)
+            if not decision.relay:
+                await self._refused(decision)
+                return
+            text = decision.text
         self.user_typing.message()  # a message implies the user stopped typing (no stop is sent)
         if await self._send(Message(text)):
-            self.host.metrics.inc("messages_relayed", direction="to_stranger")
+            self.host.metrics.add(_RELAYED_TO_STRANGER)
 
     async def _send(self, event: Event) -> bool:
         chat = self.chat
@@ -395,11 +408,13 @@ class Session:
         except Exception:  # noqa: BLE001 - a store failure must not keep the chat from ending
             log.exception("session %s: the report could not be recorded", self.room)
         blocks = chat.enforces_blocks
+        apart = chat.apart_days() if blocks else None
         if self.chat is not None:
-            await self._end_chat(Reason.REPORT if blocks else Reason.REPORT_RECORDED)
+            await self._end_chat(Reason.REPORT if blocks else Reason.REPORT_RECORDED, apart)
             self.host.recent.take(self.room)  # reported already: nothing left to report later
         else:
-            ended = Disconnected("the last stranger", Reason.REPORT if blocks else Reason.REPORT_RECORDED)
+            ended = Disconnected("the last stranger", Reason.REPORT if blocks else Reason.REPORT_RECORDED,
+                                 apart_days=apart)
             await self.notice(reason_text(ended))
 
     # ---- stranger side -----------------------------------------------------------------------
@@ -430,16 +445,18 @@ class Session:
                 text = clean(text, 65536).strip()
                 if not text:
                     return
-                decision = self.host.moderator.from_stranger(self.room, text, label)
-                if not decision.relay:
-                    await self._refused(decision)
-                    return
-                text = decision.text
+                moderator = self.host.moderator
+                if not moderator.clearly_allowed(self.room, text):
+                    decision = moderator.from_stranger(self.room, text, label)
+                    if not decision.relay:
+                        await self._refused(decision)
+                        return
+                    text = decision.text
                 ind = self.stranger_typing.get(label)
                 if ind is not None and ind.message():
                     await self.deliver(StoppedTyping(label))
                 await self.deliver(Message(text, label))
-                self.host.metrics.inc("messages_relayed", direction="to_user")
+                self.host.metrics.add(_RELAYED_TO_USER)
             case Typing(stranger=label):
                 if self.state is State.SEARCHING:
                     await self._connected(Connected())
@@ -511,10 +528,10 @@ class Session:
         await self._leave_chat()
         await self.deliver(final)
 
-    async def _end_chat(self, reason: Reason) -> None:
+    async def _end_chat(self, reason: Reason, apart_days: float | None = None) -> None:
         """The user side (or the core) ends the chat: leave it and tell the room once."""
         await self._leave_chat()
-        await self.deliver(Disconnected(reason=reason))
+        await self.deliver(Disconnected(reason=reason, apart_days=apart_days))
 
     async def _leave_chat(self) -> None:
         chat, pump = self.chat, self.pump

@@ -78,6 +78,9 @@ class PolicySection(LayerConfig):
     # Start throttling, per user key, on every platform
     start_cooldown: Duration = 0.0  # seconds between two starts ("next" included)
     max_starts: int = Field(60, ge=1)  # starts per start_window
+    # starts per start_window for a key several people share: the hashed address network of
+    # cookie-less web clients (users of a federated bridge, one NAT), who all count as one to bans
+    max_shared_starts: int = Field(600, ge=1)
     start_window: Duration = 600.0
     first_message_cooldown: Duration = 0.0  # seconds after a chat begins before the user may write
 

@@ -51,6 +51,8 @@ class RedisStore(Store):
     StoreUnavailable at once (`problem()` says why) and one task reconnects with the RECONNECT backoff.
     """
 
+    shared = True
+
     def __init__(self, url: StoreURL, *, prefix: str, instance: str, lease: float, on_instance_down: InstanceDown | None = None) -> None:
         self.url = url
         self.prefix = prefix

@@ -1,4 +1,4 @@
-"""The hub backend: chats between sessions of this process, matched by the pool."""
+"""The hub backend: chats between sessions of this process, matched by the pool (or, on Redis, of every instance)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from bridge.events import (
 
 from .blocks import DAY, Blocks
 from .pool import ANSWER, ASK, GROUP, INTERESTS, RANDOM, Match, Pool, Ticket
+from .shared import SharedHub
 
 __all__ = ["HubBackend", "HubChat", "HubConfig"]
 
@@ -74,7 +75,10 @@ class HubChat(Chat):
     """One member's side of a hub conversation."""
 
     __slots__ = ("hub", "start", "queue", "ticket", "conversation", "fallback", "closed")
-    enforces_blocks = True  # a reported pair is never matched again, across restarts (blocks are stored)
+    enforces_blocks = True  # a reported pair is not matched again for block_days, across restarts (blocks are stored)
+
+    def apart_days(self) -> float | None:
+        return self.hub.config.block_days
 
     def __init__(self, hub: HubBackend, start: Start) -> None:
         self.hub = hub
@@ -147,8 +151,23 @@ class HubBackend(Backend):
         blocks = Blocks(ttl=config.block_days * DAY, per_reporter=config.blocks_per_user, limit=config.max_blocks)
         self.pool = Pool(repair_cooldown=config.repair_cooldown, scan_limit=config.scan_limit, blocks=blocks)
         self.chats_live = 0
+        self.shared: SharedHub | None = None  # set by scale_out: the pool and the chats span instances
+
+    def scale_out(self, store: Any) -> None:
+        """Pair and relay through `store`'s Redis (a bridge.store RedisStore) with every instance sharing it.
+
+        Called by the daemon before `start` when its store is shared between instances.
+        """
+        self.shared = SharedHub(self, store)
+
+    async def stop(self) -> None:
+        if self.shared is not None:
+            await self.shared.stop()
 
     async def start(self) -> None:
+        if self.shared is not None:  # blocks live in Redis, per user
+            await self.shared.start()
+            return
         if self.state is not None:
             # "reporter<TAB>other<TAB>expiry" per line, oldest first; older files have no expiry.
             for line in (await self.state.get("blocked") or "").splitlines():
@@ -161,6 +180,8 @@ class HubBackend(Backend):
                     self.pool.blocks.add(reporter, other, until)
 
     async def connect(self, start: Start) -> Chat:
+        if self.shared is not None:
+            return await self.shared.connect(start)
         chat = HubChat(self, start)
         mode = start.mode
         if mode is Mode.RANDOM and start.answer_questions:
@@ -176,6 +197,7 @@ class HubBackend(Backend):
             payload=chat,
             scope=start.scope,
             accept=start.accept,
+            pairing=start.pairing or "",
         )
         chat.ticket = ticket
         chat.push(Waiting())
@@ -225,7 +247,7 @@ class HubBackend(Backend):
         if conv is None or chat not in conv.alive:
             return
         conv.alive.remove(chat)
-        self.pool.parted(m.ticket.user for m in conv.members if m.ticket)
+        self.pool.parted(m.ticket.pairing for m in conv.members if m.ticket)
         if conv.kind == ASK:
             if chat is conv.members[0]:
                 return  # the answerers go on discussing; the spy was invisible to them
@@ -257,10 +279,14 @@ class HubBackend(Backend):
             asyncio.get_running_loop().create_task(self.state.set("blocked", lines))
 
     async def online(self) -> int | None:
+        if self.shared is not None:
+            return self.shared.online()
         return self.pool.waiting + self.chats_live * 2
 
     def stats(self) -> dict[str, Any]:
         """Users waiting per mode (an interests search counts as "random"), live chats and blocks kept."""
+        if self.shared is not None:
+            return self.shared.stats()
         by_kind = self.pool.waiting_by_kind
         waiting = {
             Mode.RANDOM.value: by_kind[RANDOM] + by_kind[INTERESTS],

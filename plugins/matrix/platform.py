@@ -27,6 +27,7 @@ from bridge.events import (
     Waiting,
 )
 from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
+from bridge.policy.logfollow import FOLLOW_EVERY
 
 from . import render
 from .admin import Admin
@@ -56,6 +57,7 @@ class MatrixPlatform(Platform):
     """A Matrix bot account: each invited room (or, in thread mode, each thread) is a session room."""
 
     Config = MatrixConfig
+    modlog_every = FOLLOW_EVERY  # seconds between two looks at the core's moderation log
 
     def __init__(self, *args: Any, sync: Sync | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -90,6 +92,7 @@ class MatrixPlatform(Platform):
         self.lost: str | None = None  # the error code once the homeserver refused our token while running
         self._refused: asyncio.Future[str] | None = None  # set with the error code when the token is refused
         self._ready = asyncio.Event()
+        self._follower: asyncio.Task | None = None  # the core's moderation log, followed into the log room
         self._saving: asyncio.Task | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -132,6 +135,7 @@ class MatrixPlatform(Platform):
                 self.client = self.sender.client = await login(self.cfg, as_token=self.ghosts.reg.as_token)
                 await check_token(self.client, self.cfg)
                 await self.moderation.join_rooms()
+                self._follower = self.moderation.follow(self.modlog_every)
                 await self.ghosts.start()
                 self._refused = asyncio.get_running_loop().create_future()
                 self._ready.set()
@@ -139,6 +143,8 @@ class MatrixPlatform(Platform):
                 raise self._refused_error(self._refused.result())
             await self._sync()
         finally:
+            if self._follower is not None:
+                self._follower.cancel()
             self.outboxes.close()
             self.ghost_typing.close()
             if self.ghosts is not None:
@@ -153,6 +159,8 @@ class MatrixPlatform(Platform):
             self.client = self.sender.client = await login(self.cfg)
             if not self._ready.is_set():
                 await self.moderation.join_rooms()
+                if self._follower is None:
+                    self._follower = self.moderation.follow(self.modlog_every)
             code = await self._sync_until_refused()
             if not self._ready.is_set() and not saved_login_tried and forget_saved_login(self.cfg):
                 log.warning("matrix: the saved login was refused (%s); logging in with the password again", code)

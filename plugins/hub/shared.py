@@ -1,0 +1,430 @@
+"""The hub across instances sharing a Redis store: pairing through the Redis pool, relay through each instance's stream."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import itertools
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from bridge.abc import Chat
+from bridge.dedupe import SeenIds
+from bridge.events import (
+    Connected,
+    Disconnected,
+    Edit,
+    Event,
+    Message,
+    Mode,
+    Reaction,
+    Reason,
+    Report,
+    Retract,
+    Start,
+    StoppedTyping,
+    Typing,
+    Waiting,
+)
+from bridge.inbox import Inbox
+
+from .blocks import DAY
+from .pool import ANSWER, ASK, GROUP, INTERESTS, RANDOM
+from .redis_pool import Entry, Pairing, RedisPool
+from .stream import StreamRelay
+from .wire import decode_event, encode_event
+
+__all__ = ["SharedChat", "SharedHub"]
+
+log = logging.getLogger(__name__)
+
+_END = object()
+_RELAYED = (Message, Typing, StoppedTyping, Edit, Retract, Reaction)
+_LOSSY = (Typing, StoppedTyping)
+_EARLY = 4096  # pairings that reached this instance before the arrival that made them had returned
+_RENEW_BATCH = 1000
+
+
+class _Conversation:
+    """One instance's copy of a live chat: who is in it (entry id, owner instance, user) and who is still there."""
+
+    __slots__ = ("cid", "kind", "ids", "owners", "users", "alive", "question", "common")
+
+    def __init__(self, desc: dict[str, Any]) -> None:
+        self.cid = str(desc["cid"])
+        self.kind = str(desc["kind"])
+        self.ids = [str(m[0]) for m in desc["members"]]
+        self.owners = {str(m[0]): str(m[1]) for m in desc["members"]}
+        self.users = {str(m[0]): str(m[2]) for m in desc["members"]}
+        self.alive = list(self.ids)
+        self.question = desc.get("question")
+        self.common = tuple(desc.get("common") or ())
+
+    def label(self, viewer: str, speaker: str) -> str | None:
+        """How `viewer` names `speaker` (as plugins/hub/backend.py's conversations do): None one-to-one."""
+        if self.kind == ASK:
+            if viewer != self.ids[0]:
+                return None
+            return f"Stranger {self.ids.index(speaker)}"
+        if self.kind == GROUP:
+            others = [m for m in self.ids if m != viewer]
+            return f"Stranger {others.index(speaker) + 1}"
+        return None
+
+
+class SharedChat(Chat):
+    """One member's side of a hub conversation whose other members may live on other instances."""
+
+    __slots__ = ("hub", "start", "kind", "queue", "entry", "conversation", "fallback", "closed", "seq")
+    enforces_blocks = True  # blocks are kept in Redis for every instance, for block_days
+
+    def apart_days(self) -> float | None:
+        return self.hub.config.block_days
+
+    def __init__(self, hub: SharedHub, start: Start, kind: str) -> None:
+        self.hub = hub
+        self.start = start
+        self.kind = kind
+        self.queue: Inbox = Inbox()  # unbounded: the partner's session rate-limits what it sends
+        self.entry: Entry | None = None
+        self.conversation: _Conversation | None = None
+        self.fallback: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.seq = itertools.count(1)
+
+    async def events(self) -> AsyncIterator[Event]:
+        queue = self.queue
+        while True:
+            event = await queue.get()
+            if event is _END:
+                return
+            yield event
+            if type(event) is Disconnected and event.final:
+                return
+
+    def push(self, event: Event) -> None:
+        if not self.closed:
+            self.queue.put_nowait(event)
+
+    def stranger_key(self) -> str | None:
+        conv, entry = self.conversation, self.entry
+        if conv is None or entry is None or conv.kind in (ASK, GROUP) or len(conv.ids) != 2:
+            return None
+        return next(conv.users[m] for m in conv.ids if m != entry.id)
+
+    async def send(self, event: Event) -> None:
+        if type(event) is Report:  # also after the chat ended: "report" is often pressed then
+            await self.hub.report(self)
+            return
+        conv, entry = self.conversation, self.entry
+        if self.closed or conv is None or entry is None or entry.id not in conv.alive:
+            return
+        if conv.kind == ASK and conv.ids[0] == entry.id:
+            return  # the spy only watches
+        if type(event) in _RELAYED:
+            self.hub.relay_event(self, event)
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.queue.put_nowait(_END)
+        await self.hub.leave(self)
+
+
+class SharedHub:
+    """The hub backend's engine when its store is Redis: every instance pairs from one pool.
+
+    A pairing is made by the instance whose arrival completed it (one Lua script); it tells every
+    member's instance through that instance's stream ("paired"), and from then on each member's
+    instance keeps its own copy of the conversation. Events ("ev") and partings ("left") go to
+    each other member's instance in the order the sender made them.
+    """
+
+    def __init__(self, backend: Any, store: Any) -> None:
+        self.config = backend.config
+        self.instance: str = store.instance
+        self.store = store
+        self.pool = RedisPool(store.redis, prefix=store.prefix, owner=self.instance, lease=store.lease_seconds, scan_limit=self.config.scan_limit)
+        self.relay = StreamRelay(store.redis, prefix=store.prefix, instance=self.instance, handle=self._on_envelope)
+        self.lease = store.lease_seconds
+        self.local: dict[str, SharedChat] = {}  # entry id -> this instance's chat, waiting or chatting
+        self.waiting: dict[str, SharedChat] = {}  # entry id -> chats still in the pool (their leases renewed)
+        self.connected: set[str] = set()  # entry ids of this instance's chats in a live conversation
+        self.gone: SeenIds[str, None] = SeenIds(65_536)  # chats that left: a late pairing of one is undone
+        self.early: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._anonymous = itertools.count(1)
+        self._tasks: set[asyncio.Task] = set()
+        self._renewer: asyncio.Task | None = None
+        previous = store.on_instance_down
+
+        async def instance_down(name: str, sessions: int) -> None:
+            self.instance_down(name)
+            await previous(name, sessions)
+
+        store.on_instance_down = instance_down
+
+    async def start(self) -> None:
+        await self.relay.start()
+        self._renewer = asyncio.get_running_loop().create_task(self._renew(), name="hub pool leases")
+
+    async def stop(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+        await self.relay.drain(2.0)  # the partings of the shutdown reach the other instances
+        await self.relay.close()
+
+    # ---- arrivals ----------------------------------------------------------------------------
+
+    async def connect(self, start: Start) -> SharedChat:
+        mode = start.mode
+        if mode is Mode.RANDOM and start.answer_questions:
+            mode = Mode.ANSWER
+        kind = {Mode.ASK: ASK, Mode.ANSWER: ANSWER, Mode.GROUP: GROUP}.get(mode, INTERESTS if start.interests else RANDOM)
+        chat = SharedChat(self, start, kind)
+        chat.push(Waiting())
+        user = start.user or f"anon-{self.instance}-{next(self._anonymous)}"
+        pairing = await self.pool.arrive(
+            user,
+            mode=kind,
+            language=start.language,
+            interests=frozenset(start.interests) if kind == INTERESTS else frozenset(),
+            question=start.question,
+            scope=start.scope,
+            accept=tuple(start.accept),
+        )
+        chat.entry = pairing.entry
+        self.local[pairing.entry.id] = chat
+        if pairing.members:
+            self._form(pairing)
+            return chat
+        self.waiting[pairing.entry.id] = chat
+        early = self.early.pop(pairing.entry.id, None)
+        if early is not None:  # another instance took it before this arrival had returned
+            self._on_envelope(early)
+        elif kind == INTERESTS and not start.strict_interests:
+            chat.fallback = asyncio.get_running_loop().call_later(self.config.interest_fallback, self._fall_back, chat)
+        return chat
+
+    def _fall_back(self, chat: SharedChat) -> None:
+        chat.fallback = None
+        if chat.closed or chat.conversation is not None or chat.entry is None:
+            return
+        self._spawn(self._fall_back_now(chat, chat.entry))
+
+    async def _fall_back_now(self, chat: SharedChat, entry: Entry) -> None:
+        try:
+            pairing = await self.pool.fall_back(entry, language=chat.start.language)
+        except Exception as exc:  # still waiting among its interests
+            log.warning("hub: an interests search could not fall back to random: %s", type(exc).__name__)
+            return
+        if pairing is not None and pairing.members:
+            self._form(pairing)
+
+    def _form(self, pairing: Pairing) -> None:
+        """Tell every member's instance (this one directly) of the conversation the pool formed."""
+        members = pairing.members
+        kind = pairing.kind if pairing.kind in (ASK, GROUP) else RANDOM
+        desc = {
+            "cid": uuid.uuid4().hex,
+            "kind": kind,
+            "members": [[m.id, m.owner, m.user] for m in members],
+            "question": members[0].question if kind == ASK else None,
+            "common": list(pairing.common),
+        }
+        for member in members:
+            self._to(member.owner, {"t": "paired", "to": member.id, "id": f"p:{desc['cid']}:{member.id}", "c": desc})
+
+    def _to(self, owner: str, envelope: dict[str, Any], *, lossy: bool = False) -> None:
+        if owner == self.instance:
+            self._on_envelope(envelope)
+        else:
+            self.relay.send(owner, envelope, lossy=lossy)
+
+    # ---- what arrives (from this instance or through the stream) -------------------------------
+
+    def _on_envelope(self, envelope: dict[str, Any]) -> None:
+        kind = envelope.get("t")
+        if kind == "ev":
+            self._on_event(envelope)
+        elif kind == "left":
+            self._on_left(str(envelope["to"]), str(envelope["from"]), str(envelope["cid"]))
+        elif kind == "paired":
+            self._on_paired(envelope)
+        else:
+            log.warning("hub relay: an envelope of unknown kind %r was dropped", kind)
+
+    def _on_paired(self, envelope: dict[str, Any]) -> None:
+        to = str(envelope["to"])
+        conv = _Conversation(envelope["c"])
+        chat = self.local.get(to)
+        if chat is None:
+            if to in self.gone:  # it left before the pairing reached it: the others are told
+                self._announce_left(conv, to)
+            else:
+                self.early[to] = envelope
+                while len(self.early) > _EARLY:
+                    self.early.popitem(last=False)
+            return
+        if chat.conversation is not None:  # cannot happen with one pool; undo rather than talk in two chats
+            self._announce_left(conv, to)
+            return
+        self.waiting.pop(to, None)
+        if chat.fallback is not None:
+            chat.fallback.cancel()
+            chat.fallback = None
+        chat.conversation = conv
+        self.connected.add(to)
+        if conv.kind == ASK and to == conv.ids[0]:
+            chat.push(Connected(question=conv.question, strangers=("Stranger 1", "Stranger 2")))
+        elif conv.kind == ASK:
+            chat.push(Connected(question=conv.question))
+        elif conv.kind == GROUP:
+            chat.push(Connected(strangers=("Stranger 1", "Stranger 2")))
+        else:
+            chat.push(Connected(common_interests=conv.common))
+
+    def _on_event(self, envelope: dict[str, Any]) -> None:
+        chat = self.local.get(str(envelope["to"]))
+        if chat is None or chat.conversation is None or chat.conversation.cid != envelope["cid"]:
+            return
+        if str(envelope["from"]) not in chat.conversation.alive:
+            return
+        try:
+            event = decode_event(envelope["e"])
+        except (KeyError, TypeError, ValueError):
+            log.warning("hub relay: an unreadable event was dropped")
+            return
+        chat.push(event)
+
+    def _on_left(self, to: str, leaver: str, cid: str) -> None:
+        """`leaver` left the conversation `cid`: tell this instance's member `to` once."""
+        chat = self.local.get(to)
+        conv = chat.conversation if chat is not None else None
+        if chat is None or conv is None or conv.cid != cid or leaver not in conv.alive or to not in conv.alive:
+            return
+        conv.alive.remove(leaver)
+        if conv.kind == ASK:
+            if leaver == conv.ids[0]:
+                return  # the answerers go on discussing; the spy was invisible to them
+            final = True
+        else:
+            final = not (conv.kind == GROUP and len(conv.alive) >= 2)
+        chat.push(Disconnected(conv.label(to, leaver), Reason.STRANGER, final))
+        if final:
+            conv.alive.clear()
+            self.connected.discard(to)
+
+    # ---- what this instance's chats do ---------------------------------------------------------
+
+    def relay_event(self, chat: SharedChat, event: Event) -> None:
+        conv, entry = chat.conversation, chat.entry
+        assert conv is not None and entry is not None
+        me = entry.id
+        seq = next(chat.seq)
+        lossy = type(event) in _LOSSY
+        for other in list(conv.alive):
+            if other == me:
+                continue
+            out = dataclasses.replace(event, stranger=conv.label(other, me))
+            owner = conv.owners[other]
+            if owner == self.instance:
+                partner = self.local.get(other)
+                if partner is not None:
+                    partner.push(out)
+                continue
+            envelope = {"t": "ev", "to": other, "from": me, "cid": conv.cid, "id": f"e:{me}:{seq}:{other}", "e": encode_event(out)}
+            self.relay.send(owner, envelope, lossy=lossy)
+
+    async def leave(self, chat: SharedChat) -> None:
+        """A member left (stop, next, report, shutdown): out of the pool, or the others told once."""
+        if chat.fallback is not None:
+            chat.fallback.cancel()
+            chat.fallback = None
+        entry = chat.entry
+        if entry is None:
+            return
+        me = entry.id
+        self.local.pop(me, None)
+        self.gone.remember(me)
+        self.connected.discard(me)
+        conv = chat.conversation
+        if conv is not None and me in conv.alive:
+            self._announce_left(conv, me)
+            conv.alive.clear()
+        if self.waiting.pop(me, None) is not None:
+            try:
+                await self.pool.leave(entry)  # False: taken meanwhile; that pairing is undone when it arrives
+            except Exception as exc:  # its lease runs out instead
+                log.warning("hub: leaving the pool failed: %s", type(exc).__name__)
+
+    def _announce_left(self, conv: _Conversation, leaver: str) -> None:
+        others = [m for m in conv.alive if m != leaver] if leaver in conv.alive else []
+        for other in others:
+            self._to(conv.owners[other], {"t": "left", "to": other, "from": leaver, "cid": conv.cid, "id": f"l:{conv.cid}:{leaver}:{other}"})
+        if others and self.config.repair_cooldown > 0:
+            users = [conv.users[leaver], *(conv.users[m] for m in others)]
+            self._spawn(self._parted(users))
+
+    async def _parted(self, users: list[str]) -> None:
+        try:
+            for a, b in itertools.combinations(users, 2):
+                await self.pool.parted(a, b, self.config.repair_cooldown)
+        except Exception as exc:
+            log.warning("hub: the cool-down after a parting could not be stored: %s", type(exc).__name__)
+
+    async def report(self, chat: SharedChat) -> None:
+        """Block every other member of the reporter's last conversation (in Redis, for every instance)."""
+        conv, entry = chat.conversation, chat.entry
+        if conv is None or entry is None:
+            return
+        me = conv.users[entry.id]
+        for other in conv.ids:
+            if other != entry.id and conv.users[other] != me:
+                await self.pool.block(me, conv.users[other], ttl=self.config.block_days * DAY, per_user=self.config.blocks_per_user)
+                log.info("hub: a pair was blocked after a report")
+
+    def instance_down(self, name: str) -> None:
+        """Instance `name` stopped renewing its lease: its members left every conversation here."""
+        for chat in list(self.local.values()):
+            conv, entry = chat.conversation, chat.entry
+            if conv is None or entry is None:
+                continue
+            for member in [m for m in conv.alive if conv.owners[m] == name]:
+                self._on_left(entry.id, member, conv.cid)
+
+    # ---- upkeep ------------------------------------------------------------------------------
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            entries = [chat.entry for chat in self.waiting.values() if chat.entry is not None]
+            try:
+                for i in range(0, len(entries), _RENEW_BATCH):
+                    await self.pool.renew(entries[i : i + _RENEW_BATCH])
+            except Exception as exc:  # Redis away: the store reports it; entries may expire meanwhile
+                log.debug("hub: renewing waiting entries failed: %s", type(exc).__name__)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def stats(self) -> dict[str, Any]:
+        """This instance's waiting users per mode and its members of live chats."""
+        by_kind = collections.Counter(chat.kind for chat in self.waiting.values())
+        waiting = {
+            Mode.RANDOM.value: by_kind[RANDOM] + by_kind[INTERESTS],
+            Mode.ASK.value: by_kind[ASK],
+            Mode.ANSWER.value: by_kind[ANSWER],
+            Mode.GROUP.value: by_kind[GROUP],
+        }
+        return {"waiting": waiting, "chats": len(self.connected), "shared": True}
+
+    def online(self) -> int:
+        return len(self.waiting) + len(self.connected)
