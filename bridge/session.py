@@ -11,15 +11,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .abc import Backend, Chat
+from . import rich
 from .events import (
     Connected,
     Disconnected,
+    Edit,
     Event,
     Message,
     Mode,
+    Posted,
     Question,
+    Reaction,
     Reason,
     Report,
+    Retract,
     Room,
     ServerNotice,
     Start,
@@ -85,7 +90,7 @@ class Session:
         "backend_name", "start", "generation", "pump", "task", "spy", "strangers", "final_sent",
         "search_started", "search_deadline", "user_typing", "stranger_typing", "user_bucket",
         "stranger_buckets", "user_throttled", "stranger_throttled", "overflowed", "dropped", "explained",
-        "undeliverable", "connected_at",
+        "undeliverable", "connected_at", "rich",
     )  # fmt: skip
 
     def __init__(self, room: Room, host: Host) -> None:
@@ -116,6 +121,7 @@ class Session:
         self.explained = False  # the backend's notice just shown says why the chat is failing
         self.undeliverable = False  # the room failed to show a message and was told (re-armed by a success)
         self.connected_at = 0.0  # when the current chat began (monotonic), for the first-message cooldown
+        self.rich: rich.ChatRich | None = None  # the current chat's message references (bridge.rich)
 
     # ---- feeding the inbox -------------------------------------------------------------------
 
@@ -252,8 +258,10 @@ class Session:
                     await self.notice("You're not in a chat. Start one first.")
                 else:
                     await self._end_chat(Reason.USER)
-            case Message(text=text):
-                await self._user_message(text)
+            case Message():
+                await self._user_message(event)
+            case Edit() | Retract() | Reaction() | Posted():
+                await rich.from_user(self, event)
             case Typing():
                 s = self.settings
                 if self._can_write() and self.user_typing.start(time.monotonic(), s.typing_timeout, s.typing_interval):
@@ -320,19 +328,21 @@ class Session:
         self.strangers = ()
         self.search_started = time.monotonic()
         self.stranger_buckets.clear()
+        self.rich = None  # a new chat: references of the last one are no longer found
         self.pump = asyncio.get_running_loop().create_task(self._pump(chat, self.generation))
 
     def resume(self, chat: Chat, record: SessionRecord, backend: Backend) -> None:
         """Take up a chat the backend resumed after a restart. Called by the router before run()."""
         start = start_from_dict(record.start)
         self._begin(chat, backend, start)
+        rich.restore(self, record.refs)
         if record.state == State.CHATTING:
             self.state = State.CHATTING
             self.strangers = ("Stranger",)
         else:
             self.search_deadline = time.monotonic() + self.settings.search_timeout
 
-    async def _user_message(self, text: str) -> None:
+    async def _user_message(self, event: Message) -> None:
         if self.state is State.IDLE:
             await self.notice("You're not chatting with anyone, so your message was not sent. Start a chat first.")
             return
@@ -342,8 +352,8 @@ class Session:
         if self.spy:
             await self.notice("You're the spy: you can watch, but the strangers cannot see your messages.")
             return
-        text = clean(text).strip()
-        if not text:
+        text = clean(event.text).strip()
+        if not text and event.image is None:
             return
         limit = self.host.max_message_length(self.backend_name)
         if len(text) > limit:
@@ -366,7 +376,8 @@ class Session:
                 return
             text = decision.text
         self.user_typing.message()  # a message implies the user stopped typing (no stop is sent)
-        if await self._send(Message(text)):
+        out = await rich.outgoing(self, event, text)
+        if out is not None and await self._send(out):
             self.host.metrics.add(_RELAYED_TO_STRANGER)
 
     async def _send(self, event: Event) -> bool:
@@ -428,7 +439,7 @@ class Session:
                     await self.deliver(event)
             case Connected():
                 await self._connected(event)
-            case Message(text=text, stranger=label):
+            case Message(text=text, stranger=label, image=image):
                 if self.state is State.SEARCHING:  # events may come before "connected"
                     await self._connected(Connected())
                 bucket = self.stranger_buckets.get(label)
@@ -443,7 +454,7 @@ class Session:
                         await self.notice("The stranger is sending messages too fast: some were not shown.")
                     return
                 text = clean(text, 65536).strip()
-                if not text:
+                if not text and image is None:
                     return
                 moderator = self.host.moderator
                 if not moderator.clearly_allowed(self.room, text):
@@ -455,8 +466,10 @@ class Session:
                 ind = self.stranger_typing.get(label)
                 if ind is not None and ind.message():
                     await self.deliver(StoppedTyping(label))
-                await self.deliver(Message(text, label))
+                await self.deliver(rich.incoming(self, event, text))
                 self.host.metrics.add(_RELAYED_TO_USER)
+            case Edit() | Retract() | Reaction():
+                await rich.from_stranger(self, event)
             case Typing(stranger=label):
                 if self.state is State.SEARCHING:
                     await self._connected(Connected())
@@ -545,6 +558,7 @@ class Session:
         self.stranger_typing.clear()
         self.strangers = ()
         self.explained = False
+        self.rich = None  # edits and replies to this chat's messages are ignored from now on
         if pump is not None:
             pump.cancel()
         if chat is not None:
@@ -595,6 +609,7 @@ class Session:
             backend=self.backend_name or "",
             handle=self.chat.handle if self.chat else None,
             start=start_to_dict(start),
+            refs=rich.encoded(self),
         )
 
 

@@ -84,6 +84,10 @@ class PolicySection(LayerConfig):
     start_window: Duration = 600.0
     first_message_cooldown: Duration = 0.0  # seconds after a chat begins before the user may write
 
+    # Pictures (where a platform lets them through), per user key over all their chats
+    max_images: int = Field(30, ge=1)  # pictures per image_window
+    image_window: Duration = 600.0
+
     _compiled: dict[tuple[str, str | None], ContentRules] = PrivateAttr(default_factory=dict)
 
     @field_validator("ban_steps")

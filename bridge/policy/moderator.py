@@ -46,8 +46,8 @@ class Moderator:
     """
 
     __slots__ = (
-        "policy", "sanctions", "throttle", "monotonic", "scope_of", "_recent", "_rules", "_unscoped", "_scopes",
-        "_cooldown",
+        "policy", "sanctions", "throttle", "images", "monotonic", "scope_of", "_recent", "_rules", "_unscoped",
+        "_scopes", "_cooldown",
     )  # fmt: skip
 
     def __init__(
@@ -57,6 +57,8 @@ class Moderator:
         self.policy = policy
         self.sanctions = Sanctions.from_config(store, policy, clock=clock)
         self.throttle = StartThrottle.from_config(policy, clock=monotonic)
+        # Pictures are counted per person like starts: a bounded number per window.
+        self.images = StartThrottle(0.0, policy.max_images, policy.image_window, clock=monotonic)
         self.monotonic = monotonic
         # The moderation scope of a room (a Discord guild, a Matrix room); the router sets it
         # to ask the room's platform.
@@ -92,6 +94,13 @@ class Moderator:
             return ban_notice(ban, self.sanctions.clock())
         wait = self.throttle.check(user, shared=shared)
         return throttle_notice(wait) if wait > 0 else None
+
+    def image_refusal(self, user: str | None) -> str | None:
+        """The notice that refuses a user's picture (too many in the window), or None: it is counted."""
+        if user is None:
+            return None  # a room without a person key: the per-chat picture rate applies
+        wait = self.images.check(user)
+        return f"Your picture was not sent: too many pictures; try again in {format_duration(wait)}." if wait > 0 else None
 
     def first_message_wait(self, connected_at: float) -> float:
         """Seconds the user must still wait before a first message in a new chat (0: may send)."""

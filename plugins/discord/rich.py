@@ -20,7 +20,7 @@ from .lines import Line
 if TYPE_CHECKING:
     from .platform import DiscordPlatform
 
-__all__ = ["Block", "PENDING_REACTIONS", "Rich", "ReactionFlush"]
+__all__ = ["Block", "PENDING_REACTIONS", "ReactionFlush", "Rich"]
 
 log = logging.getLogger(__name__)
 

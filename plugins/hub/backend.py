@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -15,11 +16,14 @@ from bridge.inbox import Inbox
 from bridge.events import (
     Connected,
     Disconnected,
+    Edit,
     Event,
     Message,
     Mode,
+    Reaction,
     Reason,
     Report,
+    Retract,
     Start,
     StoppedTyping,
     Typing,
@@ -35,6 +39,7 @@ __all__ = ["HubBackend", "HubChat", "HubConfig"]
 log = logging.getLogger(__name__)
 
 _END = object()
+_RICH = (Edit, Retract, Reaction)
 _ANONYMOUS = itertools.count(1)
 
 
@@ -76,6 +81,7 @@ class HubChat(Chat):
 
     __slots__ = ("hub", "start", "queue", "ticket", "conversation", "fallback", "closed")
     enforces_blocks = True  # a reported pair is not matched again for block_days, across restarts (blocks are stored)
+    rich = True  # edits, deletions, reactions, references and pictures travel as they are
 
     def apart_days(self) -> float | None:
         return self.hub.config.block_days
@@ -122,11 +128,16 @@ class HubChat(Chat):
             return
         if conv.kind == ASK and conv.members[0] is self:
             return  # the spy only watches
-        if type(event) is Message:
+        kind = type(event)
+        if kind is Message:
             for other in conv.alive:
                 if other is not self:
-                    other.push(Message(event.text, conv.label(other, self)))
-        elif type(event) in (Typing, StoppedTyping):
+                    other.push(Message(event.text, conv.label(other, self), event.ref, event.reply_to, image=event.image))
+        elif kind in _RICH:  # core references only: each receiving session maps them to its room's ids
+            for other in conv.alive:
+                if other is not self:
+                    other.push(dataclasses.replace(event, stranger=conv.label(other, self)))
+        elif kind in (Typing, StoppedTyping):
             for other in conv.alive:
                 if other is not self:
                     other.push(type(event)(conv.label(other, self)))
