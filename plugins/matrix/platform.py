@@ -249,7 +249,7 @@ class MatrixPlatform(Platform):
 
     def help_text(self) -> str:
         """The help notice (with what encryption means for this bot, when it encrypts)."""
-        text = help_text(self.cfg.command_prefix, self.moderation.report_lines())
+        text = help_text(self.cfg.command_prefix, self.moderation.report_lines(), images=self.cfg.images)
         return f"{text}\n{ENCRYPTION_NOTE}" if self.crypto is not None else text
 
     async def handle_push(self, pushed: Pushed) -> None:
