@@ -215,6 +215,13 @@ class Router:
             if record.room.platform in self.platforms:
                 await self.deliver(record.room, Disconnected(reason=Reason.RESTART))
             ended += 1
+        for backend in self.backends.values():
+            finish = getattr(backend, "resumed", None)  # the hub: members nobody took up have left
+            if finish is not None:
+                try:
+                    await finish()
+                except Exception:
+                    log.exception("backend %s: finishing the resume failed", backend.name)
         if resumed or ended:
             log.info("previous sessions: %d resumed, %d ended", resumed, ended)
         return resumed, ended
@@ -240,6 +247,13 @@ class Router:
         if self._background:
             await asyncio.wait(list(self._background), timeout=1)
         self.sessions.clear()
+
+    def keeps_through_restart(self, session: Session) -> bool:
+        """Whether a stop leaves `session`'s chat for the next run (its room outlives the process and
+        the backend can resume the chat), instead of ending it with a notice."""
+        platform = self.platforms.get(session.room.platform)
+        chat = session.chat
+        return bool(getattr(platform, "rooms_persist", False) and chat is not None and getattr(chat, "survives_restart", False))
 
     def _session_counts(self) -> dict[tuple[str, str], int]:
         counts: Counter[tuple[str, str]] = Counter()

@@ -541,6 +541,12 @@ class Session:
         await self.host.forget(self.room)
 
     async def _shutdown(self) -> None:
+        if self.chat is not None and self.state is State.CHATTING and self.host.keeps_through_restart(self):
+            await self.host.save(self._record())  # the next run resumes it; nobody is told anything
+            if self.pump is not None:
+                self.pump.cancel()
+            self.chat, self.pump = None, None
+            return
         if self.chat is not None:
             await self._end_chat(Reason.SHUTDOWN)
 

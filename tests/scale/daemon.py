@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -16,15 +17,19 @@ PREFIX = "sbtest:"
 class Daemon:
     """One instance named `name`; its log kept in `log`; its web page at `url` once started."""
 
-    def __init__(self, tmp_path: Path, redis_url: str, name: str, *, lease: float = 1.5, hub: str = "") -> None:
+    def __init__(self, tmp_path: Path, redis_url: str | None, name: str, *, lease: float = 1.5, hub: str = "") -> None:
         self.name = name
         self.config = tmp_path / f"{name}.toml"
+        self.inbox, self.outbox = tmp_path / f"{name}-in.jsonl", tmp_path / f"{name}-out.jsonl"
+        store = f'store = "{redis_url}"' if redis_url else f'store = "sqlite:///{tmp_path / (name + ".sqlite3")}"'
         self.config.write_text(f"""
 [bridge]
-store = "{redis_url}"
+{store}
 store_prefix = "{PREFIX}"
 instance = "{name}"
 instance_lease = {lease}
+log_level = "INFO"
+shutdown_timeout = 5
 user_rate = 1000.0
 user_burst = 1000
 stranger_rate = 1000.0
@@ -34,6 +39,11 @@ plugin = "web"
 bind = "127.0.0.1:0"
 address_keys = false
 poll_window = 2.0
+[platforms.f{name}]
+plugin = "tests.core.fileplatform:FilePlatform"
+inbox = "{self.inbox}"
+outbox = "{self.outbox}"
+rooms_persist = true
 [backends.hub]
 plugin = "hub"
 repair_cooldown = 0.0
@@ -89,6 +99,27 @@ repair_cooldown = 0.0
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)
         return await self.wait()
+
+    def user(self, room: str, kind: str, **fields: object) -> None:
+        """Act as the user of this instance's file-platform room `room`."""
+        with self.inbox.open("a") as out:
+            out.write(json.dumps({"room": room, "type": kind, **fields}) + "\n")
+
+    def shown(self, room: str) -> list[dict]:
+        """Every event shown in `room` so far, in order (across this instance's runs)."""
+        if not self.outbox.exists():
+            return []
+        lines = [json.loads(line) for line in self.outbox.read_text().splitlines() if line.strip()]
+        return [e for e in lines if e["room"] == room]
+
+    async def until(self, room: str, test, timeout: float = 30) -> list[dict]:
+        """Wait until `test(events shown in room)` holds; returns those events."""
+        async with asyncio.timeout(timeout):
+            while not test(events := self.shown(room)):
+                if self.proc is not None and self.proc.returncode is not None:
+                    raise AssertionError(f"{self.name} exited with {self.proc.returncode}: {''.join(self.log)[-3000:]}")
+                await asyncio.sleep(0.05)
+        return events
 
     async def kill(self) -> None:
         """SIGKILL: the instance dies without a word (its lease and pool entries stay until they expire)."""
