@@ -57,10 +57,6 @@ class Host(Protocol):
         """Drop the persisted record of `room`; failures are logged, never raised."""
         ...
 
-    def keeps_through_restart(self, session: Session) -> bool:
-        """Whether a stop leaves the session's chat for the next run instead of ending it."""
-        ...
-
     def retire(self, session: Session) -> bool:
         """Called by an idle session's task before it exits; False if it must keep running."""
         ...

@@ -234,7 +234,8 @@ class Router:
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         tasks = []
         for session in list(self.sessions.values()):
-            session.put_shutdown()
+            # A room that outlives the process (a Discord thread, a Matrix room) may keep its chat for the next run.
+            session.put_shutdown(keep=bool(getattr(self.platforms.get(session.room.platform), "rooms_persist", False)))
             if session.task is not None:
                 tasks.append(session.task)
         if tasks:
@@ -247,13 +248,6 @@ class Router:
         if self._background:
             await asyncio.wait(list(self._background), timeout=1)
         self.sessions.clear()
-
-    def keeps_through_restart(self, session: Session) -> bool:
-        """Whether a stop leaves `session`'s chat for the next run (its room outlives the process and
-        the backend can resume the chat), instead of ending it with a notice."""
-        platform = self.platforms.get(session.room.platform)
-        chat = session.chat
-        return bool(getattr(platform, "rooms_persist", False) and chat is not None and getattr(chat, "survives_restart", False))
 
     def _session_counts(self) -> dict[tuple[str, str], int]:
         counts: Counter[tuple[str, str]] = Counter()

@@ -63,10 +63,16 @@ class _Ended:
 
 
 class _Shutdown:
-    """Inbox marker: the daemon is stopping."""
+    """Inbox marker: the daemon is stopping (`keep`: the room outlives it, so a chat that can may wait for the next run)."""
+
+    __slots__ = ("keep",)
+
+    def __init__(self, keep: bool = False) -> None:
+        self.keep = keep
 
 
 _SHUTDOWN = _Shutdown()
+_SHUTDOWN_KEEP = _Shutdown(keep=True)
 _USER = -1  # generation tag of user-side inbox items
 _FAILURES = (Reason.ERROR, Reason.REFUSED)  # ends that a backend explains in its own notice
 _TYPING = (Typing, StoppedTyping)
@@ -135,10 +141,14 @@ class Session:
             return False
         return True
 
-    def put_shutdown(self) -> None:
-        """Queue the shutdown marker; it is the last item the task handles."""
+    def put_shutdown(self, keep: bool = False) -> None:
+        """Queue the shutdown marker; it is the last item the task handles.
+
+        `keep`: the room outlives the process, so a chat the backend can resume (survives_restart)
+        is left for the next run instead of ended.
+        """
         try:
-            self.inbox.put_nowait((_USER, _SHUTDOWN))
+            self.inbox.put_nowait((_USER, _SHUTDOWN_KEEP if keep else _SHUTDOWN))
         except asyncio.QueueFull:
             if self.task:
                 self.task.cancel()
@@ -176,8 +186,8 @@ class Session:
                     if self._retire():
                         return
                     continue
-                if item is _SHUTDOWN:
-                    await self._shutdown()
+                if type(item) is _Shutdown:
+                    await self._shutdown(item.keep)
                     return
                 try:
                     if generation == _USER:
@@ -540,8 +550,8 @@ class Session:
                 log.info("session %s: closing the chat failed: %r", self.room, exc)
         await self.host.forget(self.room)
 
-    async def _shutdown(self) -> None:
-        if self.chat is not None and self.state is State.CHATTING and self.host.keeps_through_restart(self):
+    async def _shutdown(self, keep: bool) -> None:
+        if keep and self.chat is not None and self.state is State.CHATTING and getattr(self.chat, "survives_restart", False):
             await self.host.save(self._record())  # the next run resumes it; nobody is told anything
             if self.pump is not None:
                 self.pump.cancel()

@@ -33,6 +33,9 @@ SCHEMA = "1"  # the key layout below; a Redis marked with another is refused
 MIN_VERSION = (5, 0)  # Streams (XADD, consumer groups) came with Redis 5
 RECONNECT = Backoff(0.1, cap=5.0, attempts=None, jitter=0.5)  # while Redis cannot be reached
 TIMEOUT = 2.0  # seconds one command (or connecting) may take before Redis counts as unreachable
+# Key names (after the prefix) of this program's layout that its tasks may write again at once when
+# Redis came back empty, before the prefix is marked again: the instance leases and the hub's keys.
+OWN_KEYS = ("hub:", "pool:", "instance", "sessions:", "kv:")
 # Connection-level failures: the command did nothing we can rely on, and Redis is treated as down.
 _DOWN = (rx.ConnectionError, rx.TimeoutError, OSError, asyncio.TimeoutError)
 
@@ -146,8 +149,12 @@ class RedisStore(Store):
             with contextlib.suppress(rx.RedisError):
                 await self.redis.delete(self._probe_key)
 
-    async def _check_prefix(self) -> bool:
-        """Refuse a prefix holding keys stranger-bridge did not write. True: nothing is there yet (unmarked)."""
+    async def _check_prefix(self, own: tuple[str, ...] = ()) -> bool:
+        """Refuse a prefix holding keys stranger-bridge did not write. True: nothing is there yet (unmarked).
+
+        `own`: key names (after the prefix) starting with these are this program's layout, written
+        by this process's own tasks in the moment since Redis came back empty (the hub's streams).
+        """
         where = f"Redis at {self.url.redacted()}"
         meta = await self.redis.hgetall(f"{self.prefix}meta")
         if meta:
@@ -161,6 +168,8 @@ class RedisStore(Store):
         async for key in self.redis.scan_iter(match=_glob_escape(self.prefix) + "*", count=500):
             if key == self._probe_key and await self.redis.type(key) == "stream":
                 continue  # our own probe, left by a run that stopped between XADD and DEL
+            if own and key[len(self.prefix):].startswith(own):
+                continue
             raise StoreError(
                 f"bridge.store: {where} holds keys under the prefix {self.prefix!r} that stranger-bridge "
                 f"did not write (e.g. {key!r}); they were left untouched. Give [bridge] store_prefix "
@@ -223,7 +232,7 @@ class RedisStore(Store):
             self._reconnecting = None
 
     async def _after_outage(self) -> None:
-        lost = await self._check_prefix()
+        lost = await self._check_prefix(own=OWN_KEYS)
         if lost:
             await self._mark_prefix()
         if not await self.lease.renew():  # problem() says so; the heartbeat takes it back once it is free
