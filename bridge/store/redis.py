@@ -32,6 +32,7 @@ APP = "stranger-bridge"
 SCHEMA = "1"  # the key layout below; a Redis marked with another is refused
 MIN_VERSION = (5, 0)  # Streams (XADD, consumer groups) came with Redis 5
 RECONNECT = Backoff(0.1, cap=5.0, attempts=None, jitter=0.5)  # while Redis cannot be reached
+POOL_SIZE = 64  # connections to Redis per instance (the hub's stream reader holds one)
 TIMEOUT = 2.0  # seconds one command (or connecting) may take before Redis counts as unreachable
 # Key names (after the prefix) of this program's layout that its tasks may write again at once when
 # Redis came back empty, before the prefix is marked again: the instance leases and the hub's keys.
@@ -63,19 +64,24 @@ class RedisStore(Store):
         self.lease_seconds = lease
         self.on_instance_down = on_instance_down or _log_down
         self.on_data_lost: Callable[[], Awaitable[None]] | None = None  # Redis came back without our keys
-        self.redis = aioredis.Redis(
+        # A bounded pool that makes a call wait for a free connection: a burst of sessions must
+        # queue for Redis, not fail ("too many connections") and have the store taken for down.
+        pool = aioredis.BlockingConnectionPool(
+            connection_class=aioredis.SSLConnection if url.scheme == "rediss" else aioredis.Connection,
+            max_connections=POOL_SIZE,
+            timeout=None,  # each command is bounded by socket_timeout instead
             host=url.host,
             port=url.port,
             db=url.db,
             username=url.username,
             password=url.password,
-            ssl=url.scheme == "rediss",
             decode_responses=True,
             socket_connect_timeout=TIMEOUT,
             socket_timeout=TIMEOUT,
             retry=Retry(NoBackoff(), 0),  # fail fast: reconnecting is this store's job, with the shared backoff
             client_name=f"stranger-bridge:{instance}",
         )
+        self.redis = aioredis.Redis.from_pool(pool)
         self.lease = InstanceLease(self.redis, prefix, instance, lease, self._sessions_key)
         self._down: str | None = None
         self._tasks: list[asyncio.Task] = []
