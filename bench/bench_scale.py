@@ -22,8 +22,8 @@ from bridge.events import Message, Room, Start
 from bridge.store import open_store, parse_store_url
 from plugins.hub.backend import HubBackend, HubConfig
 from tests.redisproc import RedisServer
-from tests.scale.daemon import Daemon
-from tests.web.client import RawClient
+from tests.scale.daemon import Daemon, pair_web
+from tests.scale.hubs import shared_hubs
 
 PREFIX = "bench:"
 SAMPLES = 400
@@ -80,16 +80,9 @@ async def relay_latency(url: str) -> None:
 
 async def arrivals(url: str) -> None:
     """10,000 arrivals through two instances' hub backends: connect latency and nobody paired twice."""
-    stores = [await open_store(parse_store_url(url), prefix=PREFIX, instance=n, lease=10.0, environ={}) for n in ("p", "q")]
-    hubs = []
-    chats = []
+    chats: list = []
     latencies: list[float] = []
-    try:
-        for store in stores:
-            hub = HubBackend("hub", HubConfig(plugin="hub", repair_cooldown=0.0))
-            hub.scale_out(store)
-            await hub.start()
-            hubs.append(hub)
+    async with shared_hubs(url, "p", "q", prefix=PREFIX, lease=10.0, chats=chats, repair_cooldown=0.0) as hubs:
         queues = [[i for i in range(ARRIVALS) if i % 2 == n] for n in range(2)]
 
         async def worker(n: int) -> None:
@@ -109,13 +102,6 @@ async def arrivals(url: str) -> None:
         emit("scale.pairing_latency_p99_two_instances", percentile(latencies, 99) * 1000, "ms", arrivals=ARRIVALS)
         emit("scale.arrivals_per_second_two_instances", ARRIVALS / elapsed, "arrivals/s")
         emit("scale.paired_twice", twice, "people", "== 0", paired=sum(1 for c in chats if c.conversation is not None))
-    finally:
-        for chat in chats:
-            await chat.aclose()
-        for hub in hubs:
-            await hub.stop()
-        for store in stores:
-            await store.close()
 
 
 async def key_bytes(client: aioredis.Redis) -> int:
@@ -170,12 +156,7 @@ async def kill_to_notice(tmp: Path, server: RedisServer) -> None:
     await asyncio.gather(a.start(), b.start())
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
-            x, y = RawClient(http, a.url), RawClient(http, b.url)
-            await x.start()
-            await x.until("waiting")
-            await y.start()
-            await x.until("connected")
-            await y.until("connected")
+            x, y = await pair_web(http, a, b)
             killed = time.perf_counter()
             await a.kill()
             await y.until("strangerDisconnected", timeout=60)

@@ -10,6 +10,10 @@ import signal
 import sys
 from pathlib import Path
 
+from tests.web.client import RawClient
+
+__all__ = ["Daemon", "PREFIX", "pair_web"]
+
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "sbtest:"
 
@@ -126,3 +130,14 @@ repair_cooldown = 0.0
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         await self.wait()
+
+
+async def pair_web(http, a: Daemon, b: Daemon) -> tuple[RawClient, RawClient]:
+    """A web client on `a` waits, one on `b` arrives: both connected, to each other."""
+    x, y = RawClient(http, a.url), RawClient(http, b.url)
+    await x.start()
+    await x.until("waiting")
+    await y.start()
+    await x.until("connected")
+    await y.until("connected")
+    return x, y
