@@ -34,7 +34,7 @@ from .inbox import Inbox
 from .indicator import Indicator
 from .policy.moderator import Decision, wait_notice
 from .starts import check_start, complete_start, start_from_dict, start_to_dict
-from .store import SessionRecord
+from .store import SessionRecord, StoreUnavailable
 from .wording import NOT_ALL_DELIVERED, ROOM_NOT_SHOWN, ROOM_NOT_SHOWN_UNTOLD, not_delivered, reason_text
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ __all__ = ["Session", "State"]
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0  # seconds a backend may take to leave a chat
+STORE_DOWN = "The bridge cannot reach its database right now, so no chat was started. Please try again in a minute."
 
 
 class State(str, enum.Enum):
@@ -275,7 +276,11 @@ class Session:
             await self.notice(problem)
             return
         # Banned or starting too often: told plainly; a chat in progress goes on.
-        refusal = await self.host.moderator.start_refusal(start.user or str(self.room), server=start.server)
+        try:
+            refusal = await self.host.moderator.start_refusal(start.user or str(self.room), server=start.server)
+        except StoreUnavailable:  # bans cannot be checked now: no chat starts, and the user is told why
+            await self.notice(STORE_DOWN)
+            return
         if refusal:
             await self.notice(refusal)
             return

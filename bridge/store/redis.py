@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -83,6 +84,7 @@ class RedisStore(Store):
         )
         self.redis = aioredis.Redis.from_pool(pool)
         self.lease = InstanceLease(self.redis, prefix, instance, lease, self._sessions_key)
+        self.epoch = ""  # the prefix's marking token (see _epoch), read at open
         self._down: str | None = None
         self._tasks: list[asyncio.Task] = []
         self._reconnecting: asyncio.Task | None = None
@@ -102,6 +104,7 @@ class RedisStore(Store):
             await store._check_streams()
             if fresh:
                 await store._mark_prefix()
+            store.epoch = await store._epoch()
             await store.lease.acquire()
         except (rx.RedisError, *_DOWN) as exc:  # Redis went away or refused a command half-way
             await store.redis.aclose()
@@ -183,10 +186,17 @@ class RedisStore(Store):
             )
         return True
 
+    async def _epoch(self) -> str:
+        """The token written when the prefix was marked: another one means Redis lost its data since."""
+        meta_key = f"{self.prefix}meta"
+        await self.redis.hsetnx(meta_key, "epoch", uuid.uuid4().hex)  # a prefix marked by an older version
+        return str(await self.redis.hget(meta_key, "epoch"))
+
     async def _mark_prefix(self) -> None:
         meta_key = f"{self.prefix}meta"
         await self.redis.hsetnx(meta_key, "app", APP)
         await self.redis.hsetnx(meta_key, "schema", SCHEMA)
+        await self.redis.hsetnx(meta_key, "epoch", uuid.uuid4().hex)
         if await self._check_prefix():  # still unmarked: the marker did not stick
             raise StoreError(f"bridge.store: the prefix {self.prefix!r} could not be marked as stranger-bridge's")
 
@@ -238,9 +248,12 @@ class RedisStore(Store):
             self._reconnecting = None
 
     async def _after_outage(self) -> None:
-        lost = await self._check_prefix(own=OWN_KEYS)
-        if lost:
+        unmarked = await self._check_prefix(own=OWN_KEYS)
+        if unmarked:
             await self._mark_prefix()
+        # Lost also when another instance came back first and marked the emptied prefix again.
+        epoch = await self._epoch()
+        lost, self.epoch = epoch != self.epoch, epoch
         if not await self.lease.renew():  # problem() says so; the heartbeat takes it back once it is free
             log.error("instance %s: another process took its lease while Redis was unreachable", self.instance)
         if lost:

@@ -53,6 +53,9 @@ class HubConfig(PluginConfig):
     # Seconds after a stop or a crash within which a restart takes hub chats up again (0: never;
     # a stop then ends them). Only chats whose rooms outlive the process are kept through a stop.
     resume_window: float = Field(60.0, ge=0, le=86_400)
+    # With a Redis store: seconds Redis may stay unreachable before this instance ends its chats
+    # (one notice each); new starts are refused with a notice at once while it is unreachable.
+    outage_grace: float = Field(10.0, gt=0, le=3600)
 
 
 class _Conversation:

@@ -25,6 +25,7 @@ from bridge.events import (
     Reason,
     Report,
     Retract,
+    ServerNotice,
     Start,
     StoppedTyping,
     Typing,
@@ -47,6 +48,9 @@ _RELAYED = (Message, Typing, StoppedTyping, Edit, Retract, Reaction)
 _LOSSY = (Typing, StoppedTyping)
 _EARLY = 4096  # pairings that reached this instance before the arrival that made them had returned
 _RENEW_BATCH = 1000
+UNREACHABLE = "The stranger pool cannot be reached right now, so no chat was started. Please try again in a minute."
+OUTAGE = "The stranger pool could not be reached for too long; this chat has ended."
+DATA_LOST = "The stranger pool lost its shared state (its database restarted empty); this chat has ended."
 
 
 class _Conversation:
@@ -185,14 +189,19 @@ class SharedHub:
             await previous(name, sessions)
 
         store.on_instance_down = instance_down
+        store.on_data_lost = self._data_lost
+        self._watcher: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.relay.start()
-        self._renewer = asyncio.get_running_loop().create_task(self._renew(), name="hub pool leases")
+        loop = asyncio.get_running_loop()
+        self._renewer = loop.create_task(self._renew(), name="hub pool leases")
+        self._watcher = loop.create_task(self._watch_outage(), name="hub outage watch")
 
     async def stop(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
+        for task in (self._renewer, self._watcher):
+            if task is not None:
+                task.cancel()
         kept = sum(1 for chat in self.local.values() if not chat.closed and chat.survives_restart)
         if kept:  # the other instances wait for this one's return (resume_window) before ending them
             try:
@@ -212,6 +221,10 @@ class SharedHub:
             mode = Mode.ANSWER
         kind = {Mode.ASK: ASK, Mode.ANSWER: ANSWER, Mode.GROUP: GROUP}.get(mode, INTERESTS if start.interests else RANDOM)
         chat = SharedChat(self, start, kind)
+        if self.store.problem() is not None:  # Redis is known unreachable: say so, plainly, at once
+            chat.push(ServerNotice(UNREACHABLE))
+            chat.push(Disconnected(reason=Reason.ERROR))
+            return chat
         chat.push(Waiting())
         user = start.user or f"anon-{self.instance}-{next(self._anonymous)}"
         pairing = await self.pool.arrive(
@@ -483,6 +496,46 @@ class SharedHub:
                     await self.pool.renew(entries[i : i + _RENEW_BATCH])
             except Exception as exc:  # Redis away: the store reports it; entries may expire meanwhile
                 log.debug("hub: renewing waiting entries failed: %s", type(exc).__name__)
+
+    async def _watch_outage(self) -> None:
+        """End this instance's chats once Redis stayed unreachable for outage_grace seconds."""
+        since: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(0.5, self.config.outage_grace / 4))
+            if self.store.problem() is None:
+                since = None
+                continue
+            now = loop.time()
+            since = now if since is None else since
+            if now - since >= self.config.outage_grace and (self.local or self.waiting):
+                log.error("hub: Redis unreachable for %.0f s; ending this instance's %d chats", now - since, len(self.local))
+                self.end_all(OUTAGE)
+
+    async def _data_lost(self) -> None:
+        self.end_all(DATA_LOST)
+
+    def end_all(self, text: str) -> None:
+        """End every chat of this instance with one notice: its conversations cannot be trusted any more.
+
+        The other members' instances end theirs the same way (each sees the same outage, the lost
+        data, or this instance's lease run out), so nobody is told twice; nothing is relayed.
+        """
+        self.relay.discard()
+        for chat in list(self.local.values()):
+            if chat.closed:
+                continue
+            entry, conv = chat.entry, chat.conversation
+            if conv is not None and entry is not None:
+                conv.alive.clear()
+            if entry is not None:
+                self.waiting.pop(entry.id, None)
+                self.connected.discard(entry.id)
+            if chat.fallback is not None:
+                chat.fallback.cancel()
+                chat.fallback = None
+            chat.push(ServerNotice(text))  # says why; the end right after it is then told as explained
+            chat.push(Disconnected(reason=Reason.ERROR))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

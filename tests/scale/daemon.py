@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from tests.redisproc import free_port
 from tests.web.client import RawClient
 
 __all__ = ["Daemon", "PREFIX", "pair_web"]
@@ -25,6 +26,7 @@ class Daemon:
         self.name = name
         self.config = tmp_path / f"{name}.toml"
         self.inbox, self.outbox = tmp_path / f"{name}-in.jsonl", tmp_path / f"{name}-out.jsonl"
+        self.health = f"http://127.0.0.1:{free_port()}"  # the daemon's /healthz and /metrics
         store = f'store = "{redis_url}"' if redis_url else f'store = "sqlite:///{tmp_path / (name + ".sqlite3")}"'
         self.config.write_text(f"""
 [bridge]
@@ -34,6 +36,7 @@ instance = "{name}"
 instance_lease = {lease}
 log_level = "INFO"
 shutdown_timeout = 5
+metrics_bind = "{self.health.removeprefix('http://')}"
 user_rate = 1000.0
 user_burst = 1000
 stranger_rate = 1000.0
