@@ -60,6 +60,8 @@ RATE_WAITS = 30  # 429s one event waits out before it is given up
 class MatrixPlatform(Platform):
     """A Matrix bot account: each invited room (or, in thread mode, each thread) is a session room."""
 
+    rooms_persist = True  # its rooms outlive the process: a stop may leave their hub chats for the next run
+
     Config = MatrixConfig
     modlog_every = FOLLOW_EVERY  # seconds between two looks at the core's moderation log
 
