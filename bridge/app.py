@@ -83,6 +83,9 @@ class Bridge:
                 raise StartError(f"health listener on {cfg.bridge.metrics_bind} failed to start: {exc}") from exc
         for name, cls in cfg.backend_classes.items():
             backend = cls(name, cfg.backends[name], store.state_for(f"backend:{name}"))
+            scale_out = getattr(backend, "scale_out", None)
+            if self.store.shared and scale_out is not None:  # the hub: one pool and one relay for every instance
+                scale_out(self.store)
             await backend.start()
             self.backends[name] = backend
         # One Moderator for the whole daemon: admin surfaces of platforms act on the same bans,
@@ -102,6 +105,7 @@ class Bridge:
             state = store.state_for(f"platform:{name}")
             platform = cls(name, cfg.platforms[name], self.router.submitter(name), state, self.metrics)
             platform.moderator = self.moderator
+            platform.image_limits = cfg.bridge.images
             self.router.attach(platform)
             self.platforms[name] = platform
             self.metrics.set_ready(name, False)

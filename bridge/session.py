@@ -11,15 +11,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .abc import Backend, Chat
+from . import rich
 from .events import (
     Connected,
     Disconnected,
+    Edit,
     Event,
     Message,
     Mode,
+    Posted,
     Question,
+    Reaction,
     Reason,
     Report,
+    Retract,
     Room,
     ServerNotice,
     Start,
@@ -32,9 +37,10 @@ from .bucket import TokenBucket
 from .hygiene import clean, cut
 from .inbox import Inbox
 from .indicator import Indicator
+from .metrics import counter_key
 from .policy.moderator import Decision, wait_notice
 from .starts import check_start, complete_start, start_from_dict, start_to_dict
-from .store import SessionRecord
+from .store import SessionRecord, StoreUnavailable
 from .wording import NOT_ALL_DELIVERED, ROOM_NOT_SHOWN, ROOM_NOT_SHOWN_UNTOLD, not_delivered, reason_text
 
 if TYPE_CHECKING:
@@ -45,6 +51,7 @@ __all__ = ["Session", "State"]
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0  # seconds a backend may take to leave a chat
+STORE_DOWN = "The bridge cannot reach its database right now, so no chat was started. Please try again in a minute."
 
 
 class State(str, enum.Enum):
@@ -63,13 +70,22 @@ class _Ended:
 
 
 class _Shutdown:
-    """Inbox marker: the daemon is stopping."""
+    """Inbox marker: the daemon is stopping (`keep`: the room outlives it, so a chat that can may wait for the next run)."""
+
+    __slots__ = ("keep",)
+
+    def __init__(self, keep: bool = False) -> None:
+        self.keep = keep
 
 
 _SHUTDOWN = _Shutdown()
+_SHUTDOWN_KEEP = _Shutdown(keep=True)
 _USER = -1  # generation tag of user-side inbox items
 _FAILURES = (Reason.ERROR, Reason.REFUSED)  # ends that a backend explains in its own notice
 _TYPING = (Typing, StoppedTyping)
+# Counted on every message: the counter keys are made once.
+_RELAYED_TO_STRANGER = counter_key("messages_relayed", direction="to_stranger")
+_RELAYED_TO_USER = counter_key("messages_relayed", direction="to_user")
 
 
 class Session:
@@ -81,7 +97,7 @@ class Session:
         "backend_name", "start", "generation", "pump", "task", "spy", "strangers", "final_sent",
         "search_started", "search_deadline", "user_typing", "stranger_typing", "user_bucket",
         "stranger_buckets", "user_throttled", "stranger_throttled", "overflowed", "dropped", "explained",
-        "undeliverable", "connected_at",
+        "undeliverable", "connected_at", "rich",
     )  # fmt: skip
 
     def __init__(self, room: Room, host: Host) -> None:
@@ -112,6 +128,7 @@ class Session:
         self.explained = False  # the backend's notice just shown says why the chat is failing
         self.undeliverable = False  # the room failed to show a message and was told (re-armed by a success)
         self.connected_at = 0.0  # when the current chat began (monotonic), for the first-message cooldown
+        self.rich: rich.ChatRich | None = None  # the current chat's message references (bridge.rich)
 
     # ---- feeding the inbox -------------------------------------------------------------------
 
@@ -135,10 +152,14 @@ class Session:
             return False
         return True
 
-    def put_shutdown(self) -> None:
-        """Queue the shutdown marker; it is the last item the task handles."""
+    def put_shutdown(self, keep: bool = False) -> None:
+        """Queue the shutdown marker; it is the last item the task handles.
+
+        `keep`: the room outlives the process, so a chat the backend can resume (survives_restart)
+        is left for the next run instead of ended.
+        """
         try:
-            self.inbox.put_nowait((_USER, _SHUTDOWN))
+            self.inbox.put_nowait((_USER, _SHUTDOWN_KEEP if keep else _SHUTDOWN))
         except asyncio.QueueFull:
             if self.task:
                 self.task.cancel()
@@ -176,8 +197,8 @@ class Session:
                     if self._retire():
                         return
                     continue
-                if item is _SHUTDOWN:
-                    await self._shutdown()
+                if type(item) is _Shutdown:
+                    await self._shutdown(item.keep)
                     return
                 try:
                     if generation == _USER:
@@ -209,12 +230,18 @@ class Session:
         return False
 
     def _next_deadline(self) -> float | None:
-        times = [self.search_deadline, self.user_typing.deadline()]
-        times.extend(ind.deadline() for ind in self.stranger_typing.values())
-        times = [t for t in times if t is not None]
-        if not times:
+        # Called before every inbox item: no list, and no clock read when nothing is due.
+        soonest = self.search_deadline
+        due = self.user_typing.deadline()
+        if due is not None and (soonest is None or due < soonest):
+            soonest = due
+        for ind in self.stranger_typing.values():
+            due = ind.deadline()
+            if due is not None and (soonest is None or due < soonest):
+                soonest = due
+        if soonest is None:
             return None
-        return max(0.0, min(times) - time.monotonic())
+        return max(0.0, soonest - time.monotonic())
 
     async def _on_deadlines(self) -> None:
         now = time.monotonic()
@@ -242,8 +269,10 @@ class Session:
                     await self.notice("You're not in a chat. Start one first.")
                 else:
                     await self._end_chat(Reason.USER)
-            case Message(text=text):
-                await self._user_message(text)
+            case Message():
+                await self._user_message(event)
+            case Edit() | Retract() | Reaction() | Posted():
+                await rich.from_user(self, event)
             case Typing():
                 s = self.settings
                 if self._can_write() and self.user_typing.start(time.monotonic(), s.typing_timeout, s.typing_interval):
@@ -265,7 +294,13 @@ class Session:
             await self.notice(problem)
             return
         # Banned or starting too often: told plainly; a chat in progress goes on.
-        refusal = await self.host.moderator.start_refusal(start.user or str(self.room), server=start.server)
+        shared = start.pairing is not None and start.pairing != start.user  # one key, several people
+        try:
+            refusal = await self.host.moderator.start_refusal(start.user or str(self.room), server=start.server,
+                                                              shared=shared)
+        except StoreUnavailable:  # bans cannot be checked now: no chat starts, and the user is told why
+            await self.notice(STORE_DOWN)
+            return
         if refusal:
             await self.notice(refusal)
             return
@@ -308,19 +343,21 @@ class Session:
         self.strangers = ()
         self.search_started = time.monotonic()
         self.stranger_buckets.clear()
+        self.rich = None  # a new chat: references of the last one are no longer found
         self.pump = asyncio.get_running_loop().create_task(self._pump(chat, self.generation))
 
     def resume(self, chat: Chat, record: SessionRecord, backend: Backend) -> None:
         """Take up a chat the backend resumed after a restart. Called by the router before run()."""
         start = start_from_dict(record.start)
         self._begin(chat, backend, start)
+        rich.restore(self, record.refs)
         if record.state == State.CHATTING:
             self.state = State.CHATTING
             self.strangers = ("Stranger",)
         else:
             self.search_deadline = time.monotonic() + self.settings.search_timeout
 
-    async def _user_message(self, text: str) -> None:
+    async def _user_message(self, event: Message) -> None:
         if self.state is State.IDLE:
             await self.notice("You're not chatting with anyone, so your message was not sent. Start a chat first.")
             return
@@ -330,8 +367,8 @@ class Session:
         if self.spy:
             await self.notice("You're the spy: you can watch, but the strangers cannot see your messages.")
             return
-        text = clean(text).strip()
-        if not text:
+        text = clean(event.text).strip()
+        if not text and event.image is None:
             return
         limit = self.host.max_message_length(self.backend_name)
         if len(text) > limit:
@@ -347,14 +384,16 @@ class Session:
         if wait > 0:
             await self.notice(wait_notice(wait))
             return
-        decision = moderator.from_user(self.room, text)
-        if not decision.relay:
-            await self._refused(decision)
-            return
-        text = decision.text
+        if not moderator.clearly_allowed(self.room, text):
+            decision = moderator.from_user(self.room, text)
+            if not decision.relay:
+                await self._refused(decision)
+                return
+            text = decision.text
         self.user_typing.message()  # a message implies the user stopped typing (no stop is sent)
-        if await self._send(Message(text)):
-            self.host.metrics.inc("messages_relayed", direction="to_stranger")
+        out = await rich.outgoing(self, event, text)
+        if out is not None and await self._send(out):
+            self.host.metrics.add(_RELAYED_TO_STRANGER)
 
     async def _send(self, event: Event) -> bool:
         chat = self.chat
@@ -395,11 +434,13 @@ class Session:
         except Exception:  # noqa: BLE001 - a store failure must not keep the chat from ending
             log.exception("session %s: the report could not be recorded", self.room)
         blocks = chat.enforces_blocks
+        apart = chat.apart_days() if blocks else None
         if self.chat is not None:
-            await self._end_chat(Reason.REPORT if blocks else Reason.REPORT_RECORDED)
+            await self._end_chat(Reason.REPORT if blocks else Reason.REPORT_RECORDED, apart)
             self.host.recent.take(self.room)  # reported already: nothing left to report later
         else:
-            ended = Disconnected("the last stranger", Reason.REPORT if blocks else Reason.REPORT_RECORDED)
+            ended = Disconnected("the last stranger", Reason.REPORT if blocks else Reason.REPORT_RECORDED,
+                                 apart_days=apart)
             await self.notice(reason_text(ended))
 
     # ---- stranger side -----------------------------------------------------------------------
@@ -413,7 +454,7 @@ class Session:
                     await self.deliver(event)
             case Connected():
                 await self._connected(event)
-            case Message(text=text, stranger=label):
+            case Message(text=text, stranger=label, image=image):
                 if self.state is State.SEARCHING:  # events may come before "connected"
                     await self._connected(Connected())
                 bucket = self.stranger_buckets.get(label)
@@ -428,18 +469,22 @@ class Session:
                         await self.notice("The stranger is sending messages too fast: some were not shown.")
                     return
                 text = clean(text, 65536).strip()
-                if not text:
+                if not text and image is None:
                     return
-                decision = self.host.moderator.from_stranger(self.room, text, label)
-                if not decision.relay:
-                    await self._refused(decision)
-                    return
-                text = decision.text
+                moderator = self.host.moderator
+                if not moderator.clearly_allowed(self.room, text):
+                    decision = moderator.from_stranger(self.room, text, label)
+                    if not decision.relay:
+                        await self._refused(decision)
+                        return
+                    text = decision.text
                 ind = self.stranger_typing.get(label)
                 if ind is not None and ind.message():
                     await self.deliver(StoppedTyping(label))
-                await self.deliver(Message(text, label))
-                self.host.metrics.inc("messages_relayed", direction="to_user")
+                await self.deliver(rich.incoming(self, event, text))
+                self.host.metrics.add(_RELAYED_TO_USER)
+            case Edit() | Retract() | Reaction():
+                await rich.from_stranger(self, event)
             case Typing(stranger=label):
                 if self.state is State.SEARCHING:
                     await self._connected(Connected())
@@ -511,10 +556,10 @@ class Session:
         await self._leave_chat()
         await self.deliver(final)
 
-    async def _end_chat(self, reason: Reason) -> None:
+    async def _end_chat(self, reason: Reason, apart_days: float | None = None) -> None:
         """The user side (or the core) ends the chat: leave it and tell the room once."""
         await self._leave_chat()
-        await self.deliver(Disconnected(reason=reason))
+        await self.deliver(Disconnected(reason=reason, apart_days=apart_days))
 
     async def _leave_chat(self) -> None:
         chat, pump = self.chat, self.pump
@@ -528,6 +573,7 @@ class Session:
         self.stranger_typing.clear()
         self.strangers = ()
         self.explained = False
+        self.rich = None  # edits and replies to this chat's messages are ignored from now on
         if pump is not None:
             pump.cancel()
         if chat is not None:
@@ -538,7 +584,13 @@ class Session:
                 log.info("session %s: closing the chat failed: %r", self.room, exc)
         await self.host.forget(self.room)
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, keep: bool) -> None:
+        if keep and self.chat is not None and self.state is State.CHATTING and getattr(self.chat, "survives_restart", False):
+            await self.host.save(self._record())  # the next run resumes it; nobody is told anything
+            if self.pump is not None:
+                self.pump.cancel()
+            self.chat, self.pump = None, None
+            return
         if self.chat is not None:
             await self._end_chat(Reason.SHUTDOWN)
 
@@ -578,6 +630,7 @@ class Session:
             backend=self.backend_name or "",
             handle=self.chat.handle if self.chat else None,
             start=start_to_dict(start),
+            refs=rich.encoded(self),
         )
 
 

@@ -45,7 +45,19 @@ def reason_text(event: Disconnected) -> str:
     template = _REASONS.get(event.reason or Reason.STRANGER)
     if template is None:  # free text from a backend (an Omegle "error", a ban)
         return f"{who} has disconnected ({event.reason})."
-    return template.format(who=who)
+    text = template.format(who=who)
+    if event.reason == Reason.REPORT and event.apart_days is not None:
+        text = text.removesuffix(".") + f" for {_span(event.apart_days)}."
+    return text
+
+
+def _span(days: float) -> str:
+    """A block's length in words: "30 days", "1 day", "12 hours"."""
+    if days >= 1:
+        whole = round(days)
+        return f"{whole} day" if whole == 1 else f"{whole} days"
+    hours = max(1, round(days * 24))
+    return f"{hours} hour" if hours == 1 else f"{hours} hours"
 
 
 def describe(event: Event) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..events import Room
 
@@ -32,10 +32,15 @@ class SessionRecord:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     owner: str | None = None  # the instance that runs it (set by stores shared between instances)
+    refs: str | None = None  # the chat's message reference map (bridge.refs, encoded), for resumable chats
 
 
 class Store(abc.ABC):
     """Where sessions and plugin state persist: SQLite for one process, Redis for several."""
+
+    #: True when several instances share this store (Redis): backends that can (the hub) pair and
+    #: relay through it with every instance (`scale_out`).
+    shared: ClassVar[bool] = False
 
     @abc.abstractmethod
     async def save_session(self, record: SessionRecord) -> None:

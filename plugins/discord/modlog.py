@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import discord
 from discord.http import Route
 
+from bridge.policy.logfollow import FOLLOW_EVERY, follow_log
+
 from . import render
 
 if TYPE_CHECKING:
@@ -20,8 +22,6 @@ __all__ = ["ADMIN", "FOLLOW_EVERY", "ModLog"]
 log = logging.getLogger(__name__)
 
 ADMIN = "discord-admin"  # `by` of /stranger-admin bans: posted when made, so not again from the core's log
-FOLLOW_EVERY = 5.0  # seconds between two looks at the core's moderation log
-FOLLOW_BATCH = 100  # records read per look
 
 
 class ModLog:
@@ -100,37 +100,18 @@ class ModLog:
         self.host.spawn(self._post(render.mod_log_payloads(text, lines or [])))
 
     async def follow(self, every: float = FOLLOW_EVERY) -> None:
-        """Post what the core's moderation log records beyond this platform's own posts: reports made
-        on other platforms, strikes, bans from strikes and from `stranger-bridge mod`. Never a subject
-        key: the entry says what happened, not to whom. The last posted record is kept in state, so a
-        restart neither repeats nor (within the log's retention) misses one; history before the first
-        run is not posted."""
+        """Post what the core's moderation log records beyond this platform's own posts (the core's
+        follower, bridge.policy.logfollow: no subject key, no repeats across a restart)."""
         moderator = self.host.moderator
         if self.channel is None or moderator is None:
             return
         await self.host.ready_event.wait()  # logged in, and the channel checked
-        raw = await self.host.state.get("modlog:seq")
-        seen = int(raw) if raw is not None else None
-        while True:
-            try:
-                records = await moderator.sanctions.log_records(FOLLOW_BATCH)
-            except Exception as exc:
-                log.warning("moderation log: reading the core's log failed: %r", exc)
-                records = []
-            if seen is None:
-                seen = records[0].seq if records else -1
-                await self.host.state.set("modlog:seq", str(seen))
-            fresh = [r for r in reversed(records) if r.seq > seen]
-            if fresh and fresh[0].seq > seen + 1:
-                log.warning("moderation log: %d records came too fast to be posted", fresh[0].seq - seen - 1)
-            for record in fresh:
-                text = render.mod_record_text(record.action, record.by, record.reason, own=("discord:", ADMIN))
-                if text is not None and self.usable:
-                    await self._post(render.mod_log_payloads(text, []))
-            if fresh:
-                seen = fresh[-1].seq
-                await self.host.state.set("modlog:seq", str(seen))
-            await asyncio.sleep(every)
+
+        async def post(entry: tuple[str, str]) -> None:
+            if self.usable:
+                await self._post(render.mod_log_payloads(render.mod_entry_text(entry), []))
+
+        await follow_log(moderator.sanctions, self.host.state, post, own=("discord:", ADMIN), every=every)
 
     async def _post(self, payloads: list[dict]) -> None:
         async with self._order:

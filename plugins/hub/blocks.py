@@ -1,4 +1,4 @@
-"""The hub's blocks after a report: who is never paired with whom, bounded per reporter, in all and in time."""
+"""The hub's blocks after a report: who is not paired with whom, bounded per reporter, in all and in time."""
 
 from __future__ import annotations
 

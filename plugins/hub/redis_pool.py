@@ -1,12 +1,13 @@
 """The hub's pairing as one Lua script over Redis buckets, so instances sharing a Redis never take the same waiter.
 
-A library for scale-out mode; the hub backend does not use it yet (it pairs through plugins/hub/pool.py).
+The hub's pairing in scale-out mode (plugins/hub/shared.py); one process alone pairs through plugins/hub/pool.py.
 The modes of that pool, each per language: random, interests (with fallback to random), spy
 ask/answer, groups of three. Every waiting entry carries a lease renewed by its owner, so a crashed
 instance leaves no ghost waiters. Keys (all under `prefix`): `pool:seq` (entry ids),
 `pool:entry:<id>` (hash, with PX lease), `pool:<mode>:<lang>` and `pool:interests:<lang>:<interest>`
-(sorted sets of ids by arrival), `pool:blocked:<user>` (set) and `pool:parted:<a>\\n<b>` (cool-down,
-PX). The scripts compute keys from the prefix: one Redis, not a cluster.
+(sorted sets of ids by arrival), `pool:blocked:<user>` (sorted set: other user -> expiry, capped per
+user, so a block is one atomic ZADD per user and never a shared blob) and `pool:parted:<a>\\n<b>`
+(cool-down, PX). Entries also hold the person's scope and accept list (Start.scope, Start.accept). The scripts compute keys from the prefix: one Redis, not a cluster.
 """
 
 from __future__ import annotations
@@ -22,36 +23,52 @@ __all__ = ["Entry", "Pairing", "RedisPool"]
 # Shared by the scripts: can two users meet, and find or take compatible waiters of one bucket.
 _COMMON = r"""
 local prefix = ARGV[1]
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
 local function pair_key(a, b)
   if b < a then a, b = b, a end
   return prefix .. 'pool:parted:' .. a .. '\n' .. b
 end
-local function compatible(user, other)
-  if other == user then return false end
-  if redis.call('SISMEMBER', prefix .. 'pool:blocked:' .. user, other) == 1 then return false end
-  return redis.call('EXISTS', pair_key(user, other)) == 0
+-- events.accepts: an empty list takes anyone; else the scope is an entry or under one ("discord:1").
+local function accepts(accept, scope)
+  if #accept == 0 then return true end
+  if scope == '' then return false end
+  for _, e in ipairs(accept) do
+    if scope == e or string.sub(scope, 1, #e + 1) == e .. ':' then return true end
+  end
+  return false
+end
+-- p and q: {user, scope, accept (a list)}.
+local function compatible(p, q)
+  if p[1] == q[1] then return false end
+  if not (accepts(p[3], q[2]) and accepts(q[3], p[2])) then return false end
+  local until_ = redis.call('ZSCORE', prefix .. 'pool:blocked:' .. p[1], q[1])
+  if until_ and tonumber(until_) > now then return false end
+  return redis.call('EXISTS', pair_key(p[1], q[1])) == 0
 end
 local function remove(id, places)
   for _, place in ipairs(places) do redis.call('ZREM', place, id) end
   redis.call('DEL', prefix .. 'pool:entry:' .. id)
 end
--- Up to n entries among the bucket's `limit` oldest, compatible with every user in `against` and
+-- Up to n entries among the bucket's `limit` oldest, compatible with every person in `against` and
 -- with each other; entries whose lease ran out are dropped on the way. Nothing else is changed.
 local function find(bucket, against, n, limit)
-  local chosen, users = {}, {}
-  for _, u in ipairs(against) do users[#users + 1] = u end
+  local chosen, people = {}, {}
+  for _, p in ipairs(against) do people[#people + 1] = p end
   for _, id in ipairs(redis.call('ZRANGE', bucket, 0, limit - 1)) do
-    local f = redis.call('HMGET', prefix .. 'pool:entry:' .. id, 'user', 'owner', 'places', 'interests', 'question')
+    local f = redis.call('HMGET', prefix .. 'pool:entry:' .. id, 'user', 'owner', 'places', 'interests', 'question',
+      'scope', 'accept')
     if not f[1] then
       redis.call('ZREM', bucket, id)
     else
+      local person = {f[1], f[6] or '', cjson.decode(f[7] or '[]')}
       local ok = true
-      for _, u in ipairs(users) do
-        if not compatible(u, f[1]) then ok = false break end
+      for _, p in ipairs(people) do
+        if not compatible(p, person) then ok = false break end
       end
       if ok then
-        chosen[#chosen + 1] = {id, f[1], f[2], f[4], f[5] or '', f[3]}
-        users[#users + 1] = f[1]
+        chosen[#chosen + 1] = {id, f[1], f[2], f[4], f[5] or '', f[3], person}
+        people[#people + 1] = person
         if #chosen == n then return chosen end
       end
     end
@@ -61,10 +78,10 @@ end
 local function take(found)
   for _, e in ipairs(found) do remove(e[1], cjson.decode(e[6])) end
 end
-local function enqueue(id, user, owner, lease, places, interests, question)
+local function enqueue(id, user, owner, lease, places, interests, question, scope, accept)
   local key = prefix .. 'pool:entry:' .. id
   redis.call('HSET', key, 'user', user, 'owner', owner, 'places', cjson.encode(places), 'interests', interests,
-    'question', question)
+    'question', question, 'scope', scope, 'accept', accept)
   redis.call('PEXPIRE', key, lease)
   for _, place in ipairs(places) do redis.call('ZADD', place, tonumber(id), id) end
 end
@@ -78,11 +95,12 @@ local function reply(id, kind, members)
 end
 """
 
-# ARGV: prefix, user, owner, lease_ms, scan_limit, language, mode, interests (JSON list), question.
-# Returns {id, 'waiting'} or reply(...). `self` stands for the arriving entry among the members.
+# ARGV: prefix, user, owner, lease_ms, scan_limit, language, mode, interests (JSON list), question,
+# scope, accept (JSON list). Returns {id, 'waiting'} or reply(...).
 _ARRIVE = _COMMON + r"""
 local user, owner, lease, limit, lang, mode = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
-local interests, question = cjson.decode(ARGV[8]), ARGV[9]
+local interests, question, scope, accept = cjson.decode(ARGV[8]), ARGV[9], ARGV[10], ARGV[11]
+local person = {user, scope, cjson.decode(accept)}
 local id = tostring(redis.call('INCR', prefix .. 'pool:seq'))
 local me = {id, user, owner, ARGV[8], question}
 local bucket = prefix .. 'pool:' .. mode .. ':' .. lang
@@ -91,34 +109,34 @@ if mode == 'interests' then
   local places = {}
   for i, interest in ipairs(interests) do
     places[i] = prefix .. 'pool:interests:' .. lang .. ':' .. interest
-    local found = find(places[i], {user}, 1, limit)
+    local found = find(places[i], {person}, 1, limit)
     if found then take(found) return reply(id, 'pair', {found[1], me}) end
   end
-  enqueue(id, user, owner, lease, places, ARGV[8], question)
+  enqueue(id, user, owner, lease, places, ARGV[8], question, scope, accept)
   return {id, 'waiting'}
 end
 if mode == 'random' then
-  local found = find(bucket, {user}, 1, limit)
+  local found = find(bucket, {person}, 1, limit)
   if found then take(found) return reply(id, 'pair', {found[1], me}) end
 elseif mode == 'ask' then
-  local found = find(prefix .. 'pool:answer:' .. lang, {user}, 2, limit)
+  local found = find(prefix .. 'pool:answer:' .. lang, {person}, 2, limit)
   if found then take(found) return reply(id, 'ask', {me, found[1], found[2]}) end
 elseif mode == 'answer' then
-  local asker = find(prefix .. 'pool:ask:' .. lang, {user}, 1, limit)
+  local asker = find(prefix .. 'pool:ask:' .. lang, {person}, 1, limit)
   if asker then
-    local partner = find(bucket, {user, asker[1][2]}, 1, limit)
+    local partner = find(bucket, {person, asker[1][7]}, 1, limit)
     if partner then
       take(asker) take(partner)
       return reply(id, 'ask', {asker[1], partner[1], me})
     end
   end
 elseif mode == 'group' then
-  local found = find(bucket, {user}, 2, limit)
+  local found = find(bucket, {person}, 2, limit)
   if found then take(found) return reply(id, 'group', {found[1], found[2], me}) end
 else
   return redis.error_reply('unknown mode ' .. mode)
 end
-enqueue(id, user, owner, lease, {bucket}, ARGV[8], question)
+enqueue(id, user, owner, lease, {bucket}, ARGV[8], question, scope, accept)
 return {id, 'waiting'}
 """
 
@@ -127,12 +145,13 @@ return {id, 'waiting'}
 _FALL_BACK = _COMMON + r"""
 local id, limit, lang = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local key = prefix .. 'pool:entry:' .. id
-local f = redis.call('HMGET', key, 'user', 'owner', 'places', 'interests', 'question')
+local f = redis.call('HMGET', key, 'user', 'owner', 'places', 'interests', 'question', 'scope', 'accept')
 if not f[1] then return {id, 'gone'} end
+local person = {f[1], f[6] or '', cjson.decode(f[7] or '[]')}
 local places = cjson.decode(f[3])
 local random = prefix .. 'pool:random:' .. lang
 for _, place in ipairs(places) do if place == random then return {id, 'waiting'} end end
-local found = find(random, {f[1]}, 1, limit)
+local found = find(random, {person}, 1, limit)
 if found then
   take(found)
   remove(id, places)
@@ -149,6 +168,22 @@ _LEAVE = _COMMON + r"""
 local places = redis.call('HGET', prefix .. 'pool:entry:' .. ARGV[2], 'places')
 if not places then return 0 end
 remove(ARGV[2], cjson.decode(places))
+return 1
+"""
+
+# ARGV: prefix, a, b, ttl_ms, per_user. Both sides' sets get the other with its expiry; expired ones
+# leave, and each keeps its `per_user` newest (the oldest go first).
+_BLOCK = r"""
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local ttl = tonumber(ARGV[4])
+for _, side in ipairs({{ARGV[2], ARGV[3]}, {ARGV[3], ARGV[2]}}) do
+  local key = ARGV[1] .. 'pool:blocked:' .. side[1]
+  redis.call('ZADD', key, now + ttl / 1000, side[2])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(ARGV[5]) + 1))
+  redis.call('PEXPIRE', key, ttl)
+end
 return 1
 """
 
@@ -212,6 +247,7 @@ class RedisPool:
         self._fall_back = redis.register_script(_FALL_BACK)
         self._leave = redis.register_script(_LEAVE)
         self._renew = redis.register_script(_RENEW)
+        self._block = redis.register_script(_BLOCK)
 
     async def arrive(
         self,
@@ -221,10 +257,13 @@ class RedisPool:
         language: str = "en",
         interests: frozenset[str] | tuple[str, ...] = (),
         question: str | None = None,
+        scope: str | None = None,
+        accept: tuple[str, ...] = (),
     ) -> Pairing:
         """Take compatible waiters for `mode` (RANDOM, INTERESTS, ASK, ANSWER, GROUP) or wait.
 
         RANDOM with interests means INTERESTS, as in the hub; INTERESTS takes a waiter of any shared interest.
+        `scope` and `accept` are the person's Start.scope and Start.accept (checked both ways, as the hub's pool does).
         """
         wanted = sorted(set(interests))
         if mode == RANDOM and wanted:
@@ -233,7 +272,8 @@ class RedisPool:
             raise ValueError(f"unknown mode {mode!r}")
         if mode == INTERESTS and not wanted:
             raise ValueError("an interests search needs at least one interest")
-        args = [self.prefix, user, self.owner, self.lease_ms, self.scan_limit, language, mode, json.dumps(wanted), question or ""]
+        args = [self.prefix, user, self.owner, self.lease_ms, self.scan_limit, language, mode, json.dumps(wanted), question or "",
+                scope or "", json.dumps(list(accept))]
         entry = Entry("", user, self.owner, tuple(wanted), question)
         return _pairing(entry, await self._arrive(keys=[], args=args))
 
@@ -254,10 +294,9 @@ class RedisPool:
             return 0
         return int(await self._renew(keys=[], args=[self.prefix, self.lease_ms, *[e.id for e in entries]]))
 
-    async def block(self, a: str, b: str) -> None:
-        """Never pair these two again (after a report)."""
-        await self.redis.sadd(f"{self.prefix}pool:blocked:{a}", b)
-        await self.redis.sadd(f"{self.prefix}pool:blocked:{b}", a)
+    async def block(self, a: str, b: str, *, ttl: float = 30 * 86_400.0, per_user: int = 1000) -> None:
+        """Do not pair these two again for `ttl` seconds (after a report); each user keeps `per_user` blocks."""
+        await self._block(keys=[], args=[self.prefix, a, b, max(1, round(ttl * 1000)), per_user])
 
     async def parted(self, a: str, b: str, cooldown: float) -> None:
         """These two just left each other: keep them apart for `cooldown` seconds."""

@@ -10,7 +10,7 @@ from nio import RoomGetStateResponse
 from bridge.policy.sanctions import SubjectError, subject_key
 from bridge.policy.timespan import format_duration, parse_duration
 
-from .moderation import ADMIN_LEVEL, power_level
+from .moderation import ADMIN_BY, ADMIN_LEVEL, power_level
 
 if TYPE_CHECKING:
     from .platform import MatrixPlatform
@@ -19,7 +19,6 @@ __all__ = ["ADMIN_BY", "Admin", "subject_of"]
 
 log = logging.getLogger(__name__)
 
-ADMIN_BY = "matrix-admin"  # `by` of bans made here
 
 
 def subject_of(arg: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -9,17 +10,19 @@ from typing import TYPE_CHECKING, Any
 from nio import JoinError, RoomGetStateEventResponse, RoomGetStateResponse
 
 from bridge.hygiene import clean
+from bridge.policy.logfollow import FOLLOW_EVERY, follow_log
 
 from .policylists import PolicyLists
 
 if TYPE_CHECKING:
     from .platform import MatrixPlatform
 
-__all__ = ["ADMIN_LEVEL", "MatrixModeration", "power_level"]
+__all__ = ["ADMIN_BY", "ADMIN_LEVEL", "MatrixModeration", "power_level"]
 
 log = logging.getLogger(__name__)
 
 ADMIN_LEVEL = 50
+ADMIN_BY = "matrix-admin"  # `by` of bans made with !stranger-admin (posted when made)
 MOD_LOG_LINE = 300  # characters of one chat line in the moderation log
 
 
@@ -175,6 +178,21 @@ class MatrixModeration:
         """One moderation log entry as a notice from the bot (m.mentions empty), when the room is writable."""
         if self.log_room is not None:
             await self.host.notice(self.log_room, None, text)
+
+    def follow(self, every: float = FOLLOW_EVERY) -> asyncio.Task | None:
+        """Start following the core's log (reports made elsewhere, strikes, operator bans) into the
+        log room; None when there is no writable log room or no core moderation."""
+        moderator = self.host.moderator
+        if self.log_room is None or moderator is None:
+            return None
+
+        async def post(entry: tuple[str, str]) -> None:
+            await self.post("".join(entry))
+
+        return asyncio.get_running_loop().create_task(
+            follow_log(moderator.sanctions, self.host.state, post, own=("matrix:", ADMIN_BY), every=every),
+            name="matrix moderation log",
+        )
 
     async def reported(self, sid: str) -> None:
         """A Matrix user reported their stranger: logged with the chat's last lines only when enabled."""

@@ -67,3 +67,15 @@ def test_dunder_all_is_sorted(module):
     names = getattr(importlib.import_module(module), "__all__", None)
     if names is not None:
         assert list(names) == sorted(names)
+
+
+def test_report_wording_names_how_long_the_hub_keeps_the_two_apart():
+    from bridge.events import Disconnected, Reason
+    from bridge.wording import reason_text
+
+    assert reason_text(Disconnected(reason=Reason.REPORT)) == "You reported Stranger. You will not be paired with them again."
+    assert reason_text(Disconnected(reason=Reason.REPORT, apart_days=30.0)).endswith("paired with them again for 30 days.")
+    assert reason_text(Disconnected(reason=Reason.REPORT, apart_days=1.0)).endswith("again for 1 day.")
+    assert reason_text(Disconnected(reason=Reason.REPORT, apart_days=0.5)).endswith("again for 12 hours.")
+    # Only a report carries a length; another end never mentions one.
+    assert "for" not in reason_text(Disconnected(reason=Reason.STRANGER, apart_days=3.0))

@@ -206,7 +206,7 @@ async def test_report_confirmation_is_honest_per_backend():
         await rec.wait_for("a", Disconnected)
         rec.send("a", Report())
         late = await rec.wait_for("a", lambda e: isinstance(e, ServerNotice) and e.text.startswith("You reported"))
-        assert late.text == "You reported the last stranger. You will not be paired with them again."
+        assert late.text == "You reported the last stranger. You will not be paired with them again for 30 days."
 
 
 async def test_first_message_cooldown_holds_early_messages_with_a_notice():

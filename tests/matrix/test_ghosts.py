@@ -71,7 +71,8 @@ def ghost_config(server: Synapse, **matrix) -> dict:
             },
             "rec": {"plugin": RECORDING},
         },
-        "backends": {"hub": {"plugin": "hub", "repair_cooldown": 0, "interest_fallback": 0}},
+        # resume_window 0: a restart never takes a hub chat up again (what these tests are about)
+        "backends": {"hub": {"plugin": "hub", "repair_cooldown": 0, "interest_fallback": 0, "resume_window": 0}},
     }
 
 

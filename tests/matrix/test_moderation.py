@@ -247,3 +247,40 @@ def test_rule_parsing_and_power_levels_table():
     v10 = {"sender": "@founder:s", "content": {"room_version": "10"}}
     assert power_level(levels, "@founder:s", v12) == CREATOR_LEVEL == power_level(levels, "@co:s", v12)
     assert power_level(levels, "@founder:s", v10) == 0  # before v12 the creator is only what `users` says
+
+
+async def test_the_cores_log_is_followed_into_the_log_room_without_subjects_or_repeats(matrix, synapse, monkeypatch):
+    from plugins.matrix.platform import MatrixPlatform
+
+    monkeypatch.setattr(MatrixPlatform, "modlog_every", 0.05)
+    bot = await matrix.account()
+    me = bot["user_id"]
+    mod = await matrix.user("mod")
+    victim = await matrix.user("victim")
+    mgmt = await public_room(mod)
+    logroom = await public_room(mod)
+    cfg = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"], management_room=mgmt, mod_log_room=logroom)
+    async with running(cfg) as b:
+        sanctions = b.moderator.sanctions
+        # posted by the Matrix platform when made: not again from the core's log
+        await mod.send(mgmt, f"!stranger-admin ban {victim.user_id} 1h spamming")
+        await mod.wait_message(logroom, me, notice_with("banned for 1 h"))
+        # recorded elsewhere: an operator's ban, reports by web users adding up to a strike and a ban
+        await sanctions.ban("web:00000000000000aa", 3600, "flooding")
+        for n in range(3):
+            await sanctions.report(f"web:{n:016x}", "web:00000000000000bb", "rude")
+        await sanctions.ban("web:00000000000000dd", None, "marker-5521")
+        await mod.wait_message(logroom, me, notice_with("marker-5521"))
+        bodies = [e["content"]["body"] for e in mod.messages(logroom, me)]
+        assert bodies[1:] == [
+            "Ban by the bridge operator: flooding.",
+            "Report by a user of web (a stranger chat there was reported): rude.",
+            "Report by a user of web (a stranger chat there was reported): rude.",
+            "Report by a user of web (a stranger chat there was reported): rude.",
+            "Strike: someone reported by several people got a strike: strike 1.",
+            "Ban after strikes: reported by several people (strike 1).",
+            "Ban by the bridge operator: marker-5521.",
+        ], bodies
+        assert "banned for 1 h" in bodies[0]
+        assert not any("00000000000000" in body or "web:" in body for body in bodies)
+        assert all(e["content"]["m.mentions"] == {} for e in mod.messages(logroom, me))

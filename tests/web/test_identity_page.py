@@ -90,7 +90,7 @@ async def test_a_report_from_either_page_keeps_that_pair_apart(bridge, web):
                     await js.click("#report")
                     reporter, other = js.locator("#log"), plain.locator(".nojs-log")
                 await expect(reporter).to_contain_text(
-                    "You reported Stranger. You will not be paired with them again.", timeout=10_000)
+                    "You reported Stranger. You will not be paired with them again for 30 days.", timeout=10_000)
                 await expect(other).to_contain_text("Stranger has disconnected.", timeout=10_000)
 
                 # both look again, one after the other: the hub does not pair them with each other ...
