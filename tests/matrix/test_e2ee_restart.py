@@ -37,6 +37,7 @@ request_timeout = 10.0
 plugin = "hub"
 repair_cooldown = 0
 interest_fallback = 0
+resume_window = 0  # hub chats are not taken up again: this test is about keys across restarts, with new chats
 """
     )
     return path
