@@ -18,6 +18,7 @@ from bridge.dedupe import SeenIds
 
 from .config import MatrixConfig
 from .e2ee import enabled
+from .keyshare import KeyShare
 from .rooms import RoomState, SessionRoom
 from .sender import Sent, encryption_state
 from .sync import why
@@ -43,7 +44,9 @@ class Crypto:
 
     nio decrypts the timeline in `/sync`, shares the room key before an encrypted send and rotates
     it when members or their devices change; this class runs the key requests nio leaves to its
-    caller after every batch (upload, device query, claim, queued to-device messages).
+    caller after every batch (upload, device query, claim, queued to-device messages), and has the
+    next room key shared ahead, in the background (`plugins.matrix.keyshare`), so a message does not
+    wait for a key share.
     """
 
     def __init__(self, host: CryptoHost, cfg: MatrixConfig, rooms: RoomState, relay: Relay) -> None:
@@ -56,6 +59,7 @@ class Crypto:
         # and the (user, device) pairs announced under trust = "tofu": bounded like the room caches.
         self.checked: SeenIds[str, None] = SeenIds(cfg.remember_rooms)
         self.warned: SeenIds[tuple[str, str], None] = SeenIds(cfg.remember_rooms)
+        self.keyshare = KeyShare()
 
     @classmethod
     def for_platform(cls, host: CryptoHost, cfg: MatrixConfig, rooms: RoomState, relay: Relay) -> Crypto | None:
@@ -72,6 +76,7 @@ class Crypto:
         """Load (or create) this device's key store and check that it matches the homeserver's keys."""
         self.client = client
         self.checked = SeenIds(self.cfg.remember_rooms)
+        self.keyshare.close()  # a new login: shares of the old client are void
         if not client.device_id:
             client.device_id = await self._device_of_token(client)
         directory = Path(self.cfg.crypto_store)
@@ -155,8 +160,19 @@ class Crypto:
             raise
         except Exception as exc:  # noqa: BLE001 - the homeserver is away; retried after the next batch
             log.warning("matrix: key housekeeping failed (%s); retrying after the next sync", type(exc).__name__)
+        # Members, their devices, or the trust may have changed a room's key: shared now, not on a send.
+        self.keyshare.after_sync(client, sorted({SessionRoom.parse(sid).room for sid in self.rooms.active}))
         if resp.to_device_events:
             await self.undecryptable.retry(client)
+
+    def sent(self, client: AsyncClient, rid: str) -> None:
+        """An event went out in the room: when it used the room key up, the next one is shared now, in the background."""
+        self.keyshare.after_send(client, rid)
+
+    def close(self) -> None:
+        """The platform stops: timers and background key shares are cancelled."""
+        self.undecryptable.close()
+        self.keyshare.close()
 
     async def on_event(self, rid: str, ev: dict[str, Any], *, history: bool) -> None:
         """`m.room.encryption` (the chat goes on, encrypted) or an `m.room.encrypted` event nio could not decrypt."""

@@ -158,7 +158,7 @@ class MatrixPlatform(Platform):
             self.outboxes.close()
             self.ghost_typing.close()
             if self.crypto is not None:
-                self.crypto.undecryptable.close()
+                self.crypto.close()
             if self.ghosts is not None:
                 await self.ghosts.stop()
             if self.client is not None:

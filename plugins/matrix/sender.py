@@ -221,6 +221,8 @@ class RoomSender:
                 content = render.wire(write.content, write.thread)
                 # ignore_unverified_devices: the trust policy (plugins.matrix.crypto) decided who gets keys.
                 resp = await client.room_send(rid, write.kind, content, tx_id=write.txn, ignore_unverified_devices=True)
+                if self.crypto is not None:
+                    self.crypto.sent(client, rid)  # the next room key, if this used it up: shared off the send path
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # timeout or connection error: the event may or may not be stored

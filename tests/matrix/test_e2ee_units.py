@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from nio import AsyncClient
 
-from plugins.matrix import crypto, e2ee, keystore, undecryptable
+from plugins.matrix import crypto, e2ee, keyshare, keystore, undecryptable
 from plugins.matrix.config import MatrixConfig
 from plugins.matrix.crypto import KeyStoreError, check_store_file
 from plugins.matrix.rooms import RoomState
@@ -17,7 +17,7 @@ from plugins.matrix.undecryptable import Undecryptable, told_text
 BASE = {"plugin": "matrix", "homeserver": "https://hs.example", "user_id": "@bot:hs.example"}
 
 
-@pytest.mark.parametrize("module", [crypto, e2ee, keystore, undecryptable])
+@pytest.mark.parametrize("module", [crypto, e2ee, keyshare, keystore, undecryptable])
 def test_all_is_sorted_and_resolves(module):
     assert list(module.__all__) == sorted(module.__all__)
     assert all(hasattr(module, name) for name in module.__all__)

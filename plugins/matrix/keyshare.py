@@ -1,0 +1,142 @@
+"""Room keys shared ahead of time: a room's next Megolm session goes to its members' devices in the background, off the send path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from uuid import uuid4
+
+from nio import AsyncClient, ShareGroupSessionResponse
+from nio.api import Api
+
+__all__ = ["AGE_MARGIN", "AHEAD", "KeyShare", "needs_share"]
+
+log = logging.getLogger(__name__)
+
+# A session this close to its age limit (nio: 7 days) is replaced ahead, so an idle room's next
+# message does not find it expired.
+AGE_MARGIN = timedelta(hours=1)
+# The next session is shared this many messages before nio's limit (100): the current one stays in
+# use meanwhile, so a burst of this many messages does not catch up with the share.
+AHEAD = 10
+
+
+def needs_share(client: AsyncClient, rid: str) -> bool:
+    """True when the room's key should be shared now: it has none shared, or its session is near its end.
+
+    nio shares inside `room_send` when the room has no shared session (none yet, or it was dropped
+    because a member's devices or the members changed) or its session is used up (100 messages, or
+    its age). Here the next session is shared `AHEAD` messages (or `AGE_MARGIN`) before that.
+    """
+    olm = client.olm
+    room = client.rooms.get(rid)
+    if olm is None or room is None or not room.encrypted or not room.members_synced or rid in client.sharing_session:
+        return False
+    session = olm.outbound_group_sessions.get(rid)
+    if session is None or not session.shared:
+        return True
+    return session.message_count >= session.max_messages - AHEAD or datetime.now() - session.creation_time >= session.max_age - AGE_MARGIN
+
+
+class KeyShare:
+    """Shares a room's next group session in a background task, at most one per room and `parallel` in all.
+
+    Without it the message that finds the session used up (every 100th) or dropped (a member's new
+    device) waits while nio sends the new key to every device: to-device requests through the
+    homeserver. Here the next session is made and sent to the members' devices while the current
+    one stays in use, and replaces it once every device has it; so a message is only ever encrypted.
+    A send that finds no usable session (dropped, or used up during a long burst) waits for the
+    share in flight inside nio (`sharing_session`), as nio's own shares make it: the room's messages
+    keep their order and each is encrypted with a key its members have. A failed share is left to
+    nio: the next send shares on its own path, as without this class.
+    """
+
+    def __init__(self, parallel: int = 4) -> None:
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.slots = asyncio.Semaphore(parallel)
+        self.shared = 0  # background shares done, for tests and status
+
+    def after_send(self, client: AsyncClient, rid: str) -> None:
+        """A message went out in the room: share the next key now if the session is near its end."""
+        self._start(client, rid)
+
+    def after_sync(self, client: AsyncClient, rids: Iterable[str]) -> None:
+        """A sync batch was handled (members and devices may have changed): share ahead for these rooms."""
+        for rid in rids:
+            self._start(client, rid)
+
+    def close(self) -> None:
+        """Cancel the shares in flight (the platform stops or logs in again); nio's next send shares itself."""
+        for task in self.tasks.values():
+            task.cancel()
+        self.tasks.clear()
+
+    def _start(self, client: AsyncClient, rid: str) -> None:
+        if rid in self.tasks or not needs_share(client, rid):
+            return
+        task = asyncio.get_running_loop().create_task(self._run(client, rid))
+        self.tasks[rid] = task
+        task.add_done_callback(lambda done, rid=rid: self.tasks.pop(rid, None) if self.tasks.get(rid) is done else None)
+
+    async def _run(self, client: AsyncClient, rid: str) -> None:
+        async with self.slots:
+            if not needs_share(client, rid):  # a send shared it meanwhile
+                return
+            try:
+                await self._share(client, rid)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the homeserver is away: the next send shares on its path
+                log.warning("matrix: sharing a room key ahead failed (%s); the next message shares it", type(exc).__name__)
+                return
+            self.shared += 1
+
+    async def _share(self, client: AsyncClient, rid: str) -> None:
+        """nio's `AsyncClient.share_group_session`, except that the current session stays in use meanwhile.
+
+        Uses nio's private `AsyncClient._send`, like `plugins.matrix.sender.leave_with_reason`, so the
+        answers update nio's state as its own share does.
+        """
+        olm = client.olm
+        assert olm is not None
+        done = client.sharing_session[rid] = asyncio.Event()  # a send with no usable session waits for this
+        try:
+            missing = client.get_missing_sessions(rid)
+            if missing:
+                await client.keys_claim(missing)
+            current = olm.outbound_group_sessions.pop(rid, None)
+            keep = current if current is not None and current.shared and not current.expired else None
+            if current is not None and keep is None:
+                olm.outbound_group_sessions[rid] = current  # unshared (a share left half done): nio goes on with it
+            requests = []
+            try:
+                # ignore_unverified_devices, as for sends: the trust policy (plugins.matrix.crypto) decided.
+                for sharing_with, messages in olm.share_group_session_parallel(rid, list(client.rooms[rid].users), ignore_unverified_devices=True):
+                    method, path, data = Api.to_device(client.access_token, "m.room.encrypted", messages, uuid4())
+                    requests.append(client._send(ShareGroupSessionResponse, method, path, data, response_data=(rid, sharing_with)))
+            except BaseException:
+                for request in requests:
+                    request.close()  # never sent
+                if keep is not None:
+                    olm.outbound_group_sessions[rid] = keep
+                raise
+            new = olm.outbound_group_sessions[rid]
+            if keep is not None:
+                olm.outbound_group_sessions[rid] = keep  # sends go on with the current key until every device has the new one
+                known = set(keep.users_shared_with)
+            shared_with: set[tuple[str, str]] = set()
+            for resp in await asyncio.gather(*requests, return_exceptions=True):
+                if isinstance(resp, ShareGroupSessionResponse):
+                    shared_with.update(resp.users_shared_with)
+            if keep is not None:
+                keep.users_shared_with.intersection_update(known)  # nio's answer handler noted the new key's devices on it
+                if olm.outbound_group_sessions.get(rid) is not keep:
+                    return  # dropped meanwhile (a member's devices changed): nio's next send shares anew
+                olm.outbound_group_sessions[rid] = new
+            new.users_shared_with.update(shared_with)
+            new.shared = True  # as nio marks it, also when there was nobody to share with
+        finally:
+            client.sharing_session.pop(rid, None)
+            done.set()

@@ -1,0 +1,128 @@
+"""Room keys are shared ahead, off the send path, on a real Synapse: the Megolm session rotates every 100 messages, and no
+send of the bot makes a key share (to-device request) on its way; the room's member decrypts every message, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+from bridge.events import Message
+from plugins.matrix.keyshare import AHEAD
+from tests.helpers import running
+
+from .conftest import bridge_config, paired
+from .e2ee import crypto_user, raw_events
+
+UNLIMITED = {"user_rate": 1e9, "user_burst": 10**9, "stranger_rate": 1e9, "stranger_burst": 10**9}
+COUNT = 230  # stranger messages: the room's session rotates at least twice
+
+
+async def test_room_key_rotation_is_shared_in_the_background_not_on_a_send(matrix, synapse):
+    bot = await matrix.account()
+    alice = await crypto_user(matrix, "alice")
+    me = bot["user_id"]
+    cfg = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])
+    async with running(cfg, **UNLIMITED) as b:
+        mx, rec = b.platforms["mx"], b.platforms["rec"]
+        rid = await paired(b, alice, me)
+
+        # The bot's request log: each request to the homeserver, and whether a room_send made it.
+        sending: contextvars.ContextVar[bool] = contextvars.ContextVar("sending", default=False)
+        requests: list[tuple[str, bool]] = []
+        room_send, send = mx.client.room_send, mx.client.send
+
+        async def logged_room_send(*args, **kwargs):
+            token = sending.set(True)
+            try:
+                return await room_send(*args, **kwargs)
+            finally:
+                sending.reset(token)
+
+        async def logged_send(method, path, *args, **kwargs):
+            requests.append((path.partition("?")[0], sending.get()))
+            return await send(method, path, *args, **kwargs)
+
+        mx.client.room_send, mx.client.send = logged_room_send, logged_send
+        try:
+            for n in range(COUNT):
+                rec.send("r", Message(f"key-{n}"))
+                # One at a time, so the outbox never merges two into one event.
+                await alice.wait_message(rid, me, lambda c, n=n: c.get("body") == f"Stranger: key-{n}")
+        finally:
+            mx.client.room_send, mx.client.send = room_send, send
+
+        bodies = [e["content"]["body"] for e in alice.messages(rid, me) if e["content"]["body"].startswith("Stranger: key-")]
+        assert bodies == [f"Stranger: key-{n}" for n in range(COUNT)]  # all decrypted, in order, once each
+        assert not alice.undecrypted
+
+        sends = [path for path, in_send in requests if "/send/m.room.encrypted/" in path]
+        assert len(sends) == COUNT and all(in_send for path, in_send in requests if path in sends)
+        key_shares = [(path, in_send) for path, in_send in requests if "/sendToDevice/m.room.encrypted/" in path]
+        assert key_shares and not [path for path, in_send in key_shares if in_send], "a send shared a room key on its path"
+        assert mx.crypto.keyshare.shared >= 2
+
+        # Synapse holds the bot's events under at least three sessions (two rotations during the messages).
+        stored = [e for e in await raw_events(synapse.url, alice.token, rid) if e.get("sender") == me and e["type"] == "m.room.encrypted"]
+        sessions: dict[str, int] = {}
+        for e in stored:
+            sessions[e["content"]["session_id"]] = sessions.get(e["content"]["session_id"], 0) + 1
+        assert len(sessions) >= 3, sessions
+        assert max(sessions.values()) <= 100  # nio's limit: a session is never used past it
+        assert min(list(sessions.values())[:-1]) >= 100 - AHEAD - 1  # replaced ahead, not much earlier
+
+
+async def test_messages_go_out_with_the_current_key_while_the_next_one_is_being_shared(matrix, synapse):
+    bot = await matrix.account()
+    alice = await crypto_user(matrix, "alice")
+    me = bot["user_id"]
+    cfg = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])
+    async with running(cfg, **UNLIMITED) as b:
+        mx, rec = b.platforms["mx"], b.platforms["rec"]
+        rid = await paired(b, alice, me)
+
+        # The bot's key share requests are held back (the homeserver answers them only after `release`).
+        held, release = asyncio.Event(), asyncio.Event()
+        send = mx.client.send
+
+        async def holding_send(method, path, *args, **kwargs):
+            if "/sendToDevice/m.room.encrypted/" in path:
+                held.set()
+                await release.wait()
+            return await send(method, path, *args, **kwargs)
+
+        mx.client.send = holding_send
+        sent: list[str] = []
+
+        async def relay(text: str) -> None:
+            sent.append(text)
+            rec.send("r", Message(text))
+            await alice.wait_message(rid, me, lambda c: c.get("body") == f"Stranger: {text}")
+
+        try:
+            n = 0
+            while not held.is_set():  # the session nears its end after the send of about the 90th message
+                assert n < 100, "no key share started ahead"
+                await relay(f"before-{n}")
+                n += 1
+            during = [f"during-{k}" for k in range(5)]
+            for text in during:  # each arrives, decrypted, while the key share is still held
+                await relay(text)
+            assert not release.is_set() and mx.crypto.keyshare.tasks
+            release.set()
+            while mx.crypto.keyshare.tasks:
+                await asyncio.sleep(0.01)
+            for k in range(5):
+                await relay(f"after-{k}")
+        finally:
+            release.set()
+            mx.client.send = send
+
+        bodies = [e["content"]["body"] for e in alice.messages(rid, me) if e["content"]["body"].startswith("Stranger: ")]
+        assert bodies == [f"Stranger: {t}" for t in sent]  # in order, once each, all decrypted
+        assert not alice.undecrypted
+        stored = {e["event_id"]: e for e in await raw_events(synapse.url, alice.token, rid) if e.get("sender") == me}
+        session_of = {e["content"]["body"].removeprefix("Stranger: "): stored[e["event_id"]]["content"]["session_id"]
+                      for e in alice.messages(rid, me) if e["content"]["body"].startswith("Stranger: ")}
+        old = session_of["before-0"]
+        assert {session_of[t] for t in during} == {old}  # sent with the current key, not waiting for the next
+        assert {session_of[f"after-{k}"] for k in range(5)} != {old} and len({session_of[f"after-{k}"] for k in range(5)}) == 1
