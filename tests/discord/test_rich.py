@@ -454,3 +454,24 @@ async def test_a_picture_through_the_bot_is_a_multipart_upload_with_a_nonce(serv
         [upload] = [p for p in server.writes("POST", rf"^/channels/{tid}/messages$") if p.files]
         assert upload.body["allowed_mentions"] == NONE and upload.body["nonce"] and upload.body["enforce_nonce"]
         assert [f[1:] for f in upload.files] == [("picture.png", "image/png", picture.data)]
+
+
+async def test_replies_and_pictures_sent_while_the_gateway_was_away_are_caught_up(server):
+    from .test_admin import admin_user, answer
+
+    async with bridge(server, images=True, cdn_base=server.cdn_base) as b:
+        dc = b.platforms["dc"]
+        await answer(server, await server.admin(admin_user(server), server.text_channels[0], "settings", images=True))
+        seen = record(dc)
+        alice, tid = await paired_with_rec(server, b)
+        await dc.deliver(Room("dc", str(tid)), Message("question?", ref="c1"))
+        pid = await posted(seen, "c1")
+        await server.invalidate()  # the bot must IDENTIFY again: what follows reaches it only by catch-up
+        reply = await server.user_reply(tid, alice, "answer", server.find_message(tid, int(pid)))
+        files = server.attachments(tid, [("p.png", "image/png", png(8, 8))])
+        shot = await server.user_message(tid, alice, "shot", attachments=files)
+        got = await until(lambda: len(m := of(seen, Message)) >= 2 and m, timeout=20)
+        assert got[0] == Message("answer", ref=reply["id"], reply_to=pid)
+        assert got[1].ref == shot["id"] and got[1].text == "shot"
+        assert got[1].image is not None and (got[1].image.width, got[1].image.height) == (8, 8)
+        assert server.identifies == 2
