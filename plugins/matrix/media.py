@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
+import aiohttp
 from nio import RoomGetStateResponse, UploadResponse
 
 from bridge.events import Image
@@ -23,6 +27,9 @@ __all__ = ["Media"]
 log = logging.getLogger(__name__)
 
 STATE_KEY = "image_rooms"  # persisted: the rooms whose moderators turned images on
+DOWNLOAD = "/_matrix/client/v1/media/download"  # authenticated media (Synapse 1.120 and later)
+_MXC = re.compile(r"mxc://([A-Za-z0-9.\-:\[\]]+)/([A-Za-z0-9_\-]+)")
+CHUNK = 64 * 1024
 
 
 class Media:
@@ -71,6 +78,35 @@ class Media:
         found = {ev.get("type"): ev for ev in resp.events if isinstance(ev, dict) and ev.get("state_key") == ""}
         levels = found.get("m.room.power_levels", {}).get("content")
         return power_level(levels if isinstance(levels, dict) else {}, sender, found.get("m.room.create"))
+
+    async def download(self, content: dict[str, Any]) -> bytes | None:
+        """The bytes of a user's m.image from the homeserver, or None (no valid mxc:// URL, larger
+        than `image_max_bytes`, or the homeserver would not give it). Nothing is decoded here."""
+        cfg = self.host.cfg
+        found = _MXC.fullmatch(content.get("url") or "") if isinstance(content.get("url"), str) else None
+        info = content.get("info") if isinstance(content.get("info"), dict) else {}
+        declared = info.get("size")
+        if found is None or isinstance(declared, int) and declared > cfg.image_max_bytes:
+            return None
+        client = self.host.client
+        assert client is not None
+        url = f"{cfg.homeserver}{DOWNLOAD}/{quote(found.group(1))}/{quote(found.group(2))}"
+        headers = {"Authorization": f"Bearer {client.access_token}"}
+        timeout = aiohttp.ClientTimeout(total=cfg.request_timeout)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url, headers=headers, allow_redirects=False) as resp:
+                if resp.status != 200:
+                    log.info("matrix: a user's image could not be downloaded (HTTP %d)", resp.status)
+                    return None
+                data = bytearray()
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    data += chunk
+                    if len(data) > cfg.image_max_bytes:
+                        return None  # the size it declared was not true
+                return bytes(data)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.info("matrix: a user's image could not be downloaded (%s)", type(exc).__name__)
+            return None
 
     async def upload(self, image: Image) -> str:
         """Upload a stranger's picture to our homeserver; its new mxc:// URL (the sender's URL never shows)."""
