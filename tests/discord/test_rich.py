@@ -475,3 +475,44 @@ async def test_replies_and_pictures_sent_while_the_gateway_was_away_are_caught_u
         assert got[1].ref == shot["id"] and got[1].text == "shot"
         assert got[1].image is not None and (got[1].image.width, got[1].image.height) == (8, 8)
         assert server.identifies == 2
+
+
+async def test_after_a_restart_a_deletion_still_removes_every_part_of_a_line(server):
+    from bridge.store import MemoryStore
+
+    store = MemoryStore()
+    async with bridge(server, store=store, keep_open=True) as b:
+        dc = b.platforms["dc"]
+        seen = record(dc)
+        alice, tid = await paired_with_rec(server, b)
+        room = Room("dc", str(tid))
+        await dc.deliver(room, Message("a" * 1990 + " " + "b" * 1000, ref="c1"))
+        long_id = await posted(seen, "c1")
+        server.fail("POST", r"^/webhooks/\d+/tok", 429, retry_after=0.5, query={"thread_id": str(tid)})
+        for n in range(2, 6):
+            await dc.deliver(room, Message(f"m{n}", ref=f"c{n}"))
+        merged = [await posted(seen, f"c{n}") for n in range(2, 6)][1:]  # m3, m4, m5 share one message
+        assert merged[1] == f"{merged[0]}:1"
+        await dc.flush()
+    parts = [m["id"] for m in server.bot_messages(tid) if m["content"].startswith(("a", "b"))]
+    assert len(parts) == 2 and parts[0] == long_id
+    async with bridge(server, store=store, keep_open=True) as b:
+        dc = b.platforms["dc"]
+        seen = record(dc)
+        await dc.ready()
+        room = Room("dc", str(tid))
+        # a reaction on the second part still refers to the line
+        await server.react(tid, int(parts[1]), alice, "👍")
+        [reaction] = await until(lambda: of(seen, Reaction))
+        assert reaction.ref == long_id
+        await dc.deliver(room, Retract(long_id))
+        await server.wait_until(lambda: all(server.find_message(tid, int(p)) is None for p in parts))
+        # a merged message: an edit cannot re-render lines it no longer knows, a deletion of all removes it
+        await dc.deliver(room, Edit(merged[0], "changed"))
+        for ref in (merged[0], f"{merged[0]}:1"):
+            await dc.deliver(room, Retract(ref))
+        await dc.deliver(room, Message("marker", ref="c9"))
+        await posted(seen, "c9")
+        assert server.find_message(tid, int(merged[0]))["content"].startswith("m3\nm4\nm5")
+        await dc.deliver(room, Retract(f"{merged[0]}:2"))
+        await server.wait_until(lambda: server.find_message(tid, int(merged[0])) is None)
