@@ -516,3 +516,26 @@ async def test_after_a_restart_a_deletion_still_removes_every_part_of_a_line(ser
         assert server.find_message(tid, int(merged[0]))["content"].startswith("m3\nm4\nm5")
         await dc.deliver(room, Retract(f"{merged[0]}:2"))
         await server.wait_until(lambda: server.find_message(tid, int(merged[0])) is None)
+
+
+async def test_a_flood_of_stranger_reactions_costs_a_few_calls(server):
+    async with bridge(server) as b:
+        dc = b.platforms["dc"]
+        alice, tid = await paired_with_rec(server, b)
+        room = Room("dc", str(tid))
+        mine = await server.user_message(tid, alice, "target")
+        for n in range(100):
+            await dc.deliver(room, Reaction(mine["id"], "👍", add=n % 2 == 0))
+            if n % 10 == 0:
+                await asyncio.sleep(0)  # let the outbox run now and then, as deliveries would
+        await dc.deliver(room, Reaction(mine["id"], "🔥"))
+        await server.wait_until(lambda: server.reactions(tid, int(mine["id"])) == {"🔥": [BOT_ID]})
+        await dc.flush()
+        calls = server.writes(None, r"/reactions/")
+        assert len(calls) <= 25 and all(c.status == 204 for c in calls)
+        # 64 distinct emoji changes at most wait per thread: more are dropped, not queued without end
+        from plugins.discord.rich import PENDING_REACTIONS
+
+        for n in range(200):
+            await dc.deliver(room, Reaction(mine["id"], chr(0x1F600 + n % 80), stranger=f"S{n}"))
+        assert len(dc.rich.reactions[tid].waiting) == PENDING_REACTIONS
