@@ -86,6 +86,13 @@ def own_origins(public_origin: str | None, host: str, port: int) -> frozenset[st
     return frozenset(f"http://{name}:{port}" for name in ("localhost", "127.0.0.1", "[::1]", shown))
 
 
+def _body_limit(request: web.Request, config: Any) -> int:
+    """The largest body a request may carry: a picture upload may carry a picture."""
+    if request.path == "/upload" and config.images:
+        return max(config.max_body_bytes, config.max_image_bytes)
+    return config.max_body_bytes
+
+
 def _netloc(origin: str) -> str:
     try:
         return urlsplit(origin).netloc.lower()
@@ -143,7 +150,7 @@ def guard(web_platform: WebPlatform) -> Callable[[web.Request, Handler], Awaitab
             response.headers["Access-Control-Allow-Methods"] = "GET, POST"
             response.headers["Access-Control-Allow-Headers"] = "Content-Type"
             response.headers["Access-Control-Max-Age"] = "600"
-        elif request.content_length is not None and request.content_length > config.max_body_bytes:
+        elif request.content_length is not None and request.content_length > _body_limit(request, config):
             web_platform.count("refused", "too_large")
             response = fail(413)
             response.force_close()  # do not read the rest of a huge body

@@ -26,6 +26,8 @@
   const QUOTE = 80; // characters of a quoted line
   let emojiSet = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
   let images = false; // the server takes pictures from this page
+  let maxImage = 0; // bytes of a picture it takes
+  const PICTURE_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp"];
   let own = 0; // our lines named so far
   let replyTo = null; // the line the next message answers
   let editing = null; // the line the composer edits
@@ -146,8 +148,8 @@
     box.className = "picture";
     const img = document.createElement("img");
     img.src = image.url;
-    img.alt = "A picture from the stranger (click to show)";
-    img.className = "blurred";
+    img.alt = image.mine ? "Your picture" : "A picture from the stranger (click to show)";
+    img.className = image.mine ? "" : "blurred";
     img.width = Math.min(320, image.width);
     img.addEventListener("click", () => img.classList.toggle("blurred"));
     box.append(img);
@@ -156,7 +158,7 @@
     flag.className = "report picture-report";
     flag.textContent = "Report";
     flag.addEventListener("click", report);
-    box.append(flag);
+    if (!image.mine) box.append(flag);
     return box;
   }
 
@@ -180,7 +182,7 @@
     }
     const im = meta.image;
     if (im && typeof im === "object" && typeof im.url === "string" && IMAGE_URL.test(im.url)) {
-      rich.image = { url: im.url, width: Number.isInteger(im.width) ? im.width : 320 };
+      rich.image = { url: im.url, width: Number.isInteger(im.width) ? im.width : 320, mine: im.mine === true };
     }
     return rich;
   }
@@ -221,7 +223,7 @@
 
   function save() {
     try {
-      if (clientId) sessionStorage.setItem(STORE, JSON.stringify({ clientId, seen, spy, state, transcript, own, images }));
+      if (clientId) sessionStorage.setItem(STORE, JSON.stringify({ clientId, seen, spy, state, transcript, own, images, maxImage }));
       else sessionStorage.removeItem(STORE);
     } catch (err) {
       // storage may be full or off: a reload then simply starts afresh
@@ -241,6 +243,7 @@
     spy = saved.spy === true;
     own = Number.isInteger(saved.own) ? saved.own : 0;
     images = saved.images === true;
+    maxImage = Number.isInteger(saved.maxImage) ? saved.maxImage : 0;
     log.replaceChildren();
     transcript = [];
     byRef.clear();
@@ -344,6 +347,7 @@
     seen = Number.isInteger(data.next) ? data.next : 0;
     if (data.rich && typeof data.rich === "object") {
       images = data.rich.images === true;
+      maxImage = Number.isInteger(data.rich.max_image_bytes) ? data.rich.max_image_bytes : 0;
       if (Array.isArray(data.rich.emoji) && data.rich.emoji.every((e) => typeof e === "string")) emojiSet = data.rich.emoji;
     }
     handle(data.events || []);
@@ -622,6 +626,47 @@
       save();
     }
   }
+
+  // A picture: checked here for kind and size (anything else is "not sent", as the server would
+  // say), then uploaded; the server answers the re-encoded picture it relays, which is shown.
+  async function sendPicture(file) {
+    if (!file || state !== "chatting" || !clientId || !images) return;
+    if (!PICTURE_TYPES.includes(file.type)) {
+      notice("Not sent: only PNG, JPEG, GIF and WebP pictures can be sent.");
+      return;
+    }
+    if (maxImage && file.size > maxImage) {
+      notice("Not sent: the picture is larger than " + (maxImage / 1000000).toFixed(1) + " MB.");
+      return;
+    }
+    const ref = "u" + ++own;
+    try {
+      const response = await fetch("/upload", {
+        method: "POST", body: file, cache: "no-store",
+        headers: { "Content-Type": file.type, "X-Client-ID": clientId, "X-Ref": ref },
+      });
+      if (!response.ok) {
+        const why = (await response.text()).replace(/^fail:?\s*/, "");
+        notice("Your picture was not sent" + (why && response.status === 415 ? ": " + why : "."));
+        return;
+      }
+      const shown = await response.json();
+      const rich = richOf({ ref, image: { ...shown, mine: true } });
+      if (rich) {
+        line("you", "", "You", rich);
+        save();
+      }
+    } catch (err) {
+      notice("Your picture was not sent.");
+    }
+  }
+
+  $("picture").addEventListener("change", () => {
+    const input = $("picture");
+    const file = input.files && input.files[0];
+    input.value = "";
+    sendPicture(file);
+  });
 
   $("compose-cancel").addEventListener("click", () => {
     if (editing) message.value = "";
