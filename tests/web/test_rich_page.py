@@ -122,7 +122,14 @@ async def test_two_pages_relay_edits_deletions_reactions_and_replies_with_nothin
             history[2].deleted = True
             await expect(b.locator("#log .line.deleted")).to_have_count(2, timeout=WAIT)
             await expect(a.locator("#log .line.deleted")).to_have_count(2, timeout=WAIT)
-            # B edits its reply
+            # B edits its reply (Esc first leaves an edit without stopping the chat)
+            await line(b, "tokB2").locator("button.edit").click()
+            await expect(b.locator("#compose")).to_be_visible()
+            await expect(b.locator("#message")).to_have_value("tokB2")
+            await b.keyboard.press("Escape")
+            await expect(b.locator("#compose")).to_be_hidden()
+            await expect(b.locator("#message")).to_have_value("")
+            await expect(b.locator("#stop")).to_have_text("Stop")
             await line(b, "tokB2").locator("button.edit").click()
             await b.fill("#message", "tokB2-edited")
             await b.press("#message", "Enter")

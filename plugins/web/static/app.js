@@ -693,6 +693,12 @@
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape") return;
     event.preventDefault();
+    if (editing || replyTo) {
+      // Esc first leaves an edit or a reply; pressed again it stops as usual
+      if (editing) message.value = "";
+      cancelCompose();
+      return;
+    }
     if (state === "idle") start();
     else stop();
   });
