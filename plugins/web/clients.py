@@ -80,7 +80,7 @@ class Client:
     def lines(self) -> Book:
         """The client's line ids (made on first use)."""
         if self.book is None:
-            self.book = Book()
+            self.book = Book(track=self.rich)
         return self.book
 
     def stay(self) -> None:
