@@ -99,8 +99,8 @@ def render(
             return [["edit", ref, text]]
         case Retract(ref=ref):
             return [["retract", ref]]
-        case Reaction(ref=ref, emoji=emoji, add=add):
-            return [["react", ref, emoji, add]]
+        case Reaction(ref=ref, emoji=emoji, add=add, stranger=label):
+            return [["react", ref, emoji, add, label]] if label else [["react", ref, emoji, add]]
         case Typing(stranger=label):
             return [["spyTyping", label]] if spy and label else [["typing"]]
         case StoppedTyping(stranger=label):

@@ -85,6 +85,11 @@ async def test_two_rich_clients_see_each_others_edits_deletions_reactions_and_re
     assert await b.post("/send", msg="tok-b2", ref="u2") == (200, "win")
     assert (await a.until("gotMessage"))[1] == "tok-b2"
     assert not [e for e in a.events if e[0] == "edit"]
+    # after the chat: an edit, a deletion or a reaction acts on nothing
+    assert await a.post("/disconnect") == (200, "win")
+    await b.until("strangerDisconnected")
+    assert (await b.post("/edit", ref="u2", msg="after the end"))[0] == 400
+    assert (await a.post("/react", ref="s2", emoji="👍"))[0] == 400
 
 
 async def test_a_reaction_flood_between_two_pages_is_bounded_and_loses_no_message(web, http):

@@ -433,7 +433,7 @@
           retracted(String(a));
           break;
         case "react":
-          reacted(String(a), b, ev[3] === true, "Stranger");
+          reacted(String(a), b, ev[3] === true, typeof ev[4] === "string" && ev[4] ? ev[4] : "Stranger");
           break;
         case "typing":
           if (state === "searching") setState("chatting");
