@@ -88,6 +88,7 @@ class RichApi:
             client.lines().retract(form.get("ref"))
         except RichError as exc:
             return self.refuse(exc)
+        self.web.clients.pictures.drop_line(client.key, form["ref"])  # the sender's own view of it too
         return self.act(client, Retract(form["ref"]))
 
     async def on_react(self, request: web.Request) -> web.Response:

@@ -72,8 +72,9 @@ async def test_an_uploaded_picture_reaches_the_partner_re_encoded_without_metada
         # the sender deletes it: the partner's line goes, and so does its picture
         assert await a.post("/delete", ref="u1") == (200, "win")
         assert await b.until("retract") == ["retract", "s1"]
-        async with http.get(web.url + theirs["url"]) as response:
-            assert response.status == 404
+        for url in (theirs["url"], mine["url"]):
+            async with http.get(web.url + url) as response:
+                assert response.status == 404
 
         # files that are not sent: the reason comes back, nothing reaches the partner
         svg = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
