@@ -50,7 +50,7 @@ WIN = "win"
 # What a browser's cross-site (or same-site) request may reach: the page itself (a link to it is
 # fine). Everything else acts or counts against the address (an <img src=/start> on another site
 # would spend the visitor's session cap), so it is refused.
-CROSS_SITE_OK = frozenset({"/", "/static/app.js", "/static/style.css", "/favicon.ico"})
+CROSS_SITE_OK = frozenset({"/", "/static/app.js", "/static/lines.js", "/static/style.css", "/favicon.ico"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -43,6 +43,7 @@ _LABELS = {"refused": "reason", "expired": "reason", "started": "mode"}
 _FILES = {
     "/": ("index.html", "text/html"),
     "/static/app.js": ("app.js", "text/javascript"),
+    "/static/lines.js": ("lines.js", "text/javascript"),
     "/static/style.css": ("style.css", "text/css"),
 }
 

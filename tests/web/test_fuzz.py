@@ -15,7 +15,7 @@ from .threaded import threaded_bridge
 
 PATHS = [
     "/start", "/events", "/send", "/typing", "/stoppedtyping", "/disconnect", "/stoplookingforcommonlikes",
-    "/status", "/count", "/healthz", "/metrics", "/favicon.ico", "/", "/static/app.js", "/static/style.css",
+    "/status", "/count", "/healthz", "/metrics", "/favicon.ico", "/", "/static/app.js", "/static/lines.js", "/static/style.css",
     "/nojs/start", "/nojs/chat", "/nojs/send", "/nope", "/static/../platform.py",
     "/edit", "/delete", "/react", "/upload", "/image/x", "/image/" + "A" * 32,
 ]
