@@ -13,6 +13,8 @@ from urllib.parse import quote
 import aiohttp
 from nio import RoomGetStateResponse, UploadResponse
 
+from bridge import images
+from bridge.config import ImageLimits
 from bridge.events import Image
 from bridge.outbox import Permanent
 
@@ -107,6 +109,17 @@ class Media:
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.info("matrix: a user's image could not be downloaded (%s)", type(exc).__name__)
             return None
+
+    async def fetch(self, content: dict[str, Any]) -> tuple[Image | None, str]:
+        """A user's m.image downloaded and re-encoded by bridge.images: (the picture, "") or (None,
+        why it was not sent, in words for the user)."""
+        data = await self.download(content)
+        if data is None:
+            return None, f"it could not be downloaded, or it is larger than {self.host.cfg.image_max_bytes // 1024} KiB."
+        try:
+            return await images.prepare(data, ImageLimits(max_bytes=self.host.cfg.image_max_bytes)), ""
+        except images.ImageRefused as exc:
+            return None, exc.reason
 
     async def upload(self, image: Image) -> str:
         """Upload a stranger's picture to our homeserver; its new mxc:// URL (the sender's URL never shows)."""

@@ -285,7 +285,7 @@ class MatrixPlatform(Platform):
             case Disconnected(final=True):
                 self.rooms.active.discard(room.id)
                 self.moderation.ended(room.id)
-            case Message(text=text, stranger=label):
+            case Message(text=text, stranger=label) | Edit(text=text, stranger=label):
                 self.moderation.note(room.id, label or "Stranger", text)
         if self.lost is not None:
             return  # logged once when the token was refused; nothing can be sent

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.events import Edit, Image, Message, Posted, Reaction, Retract, Room
+from bridge.hygiene import cut
 from bridge.outbox import Item, Outbox, merge_marker
 
 from . import render
@@ -167,7 +168,9 @@ class Relay:
         live = [t for t in shown.texts if t is not None]
         first = shown.parts[0]
         if live:
-            content = self._render("\n".join(live), shown.label, shown.sender is not None, len(live))[0]
+            # One event holds the whole new text: a longer one is cut with the visible marker.
+            text = cut("\n".join(live), render.PART_SIZE)
+            content = self._render(text, shown.label, shown.sender is not None, len(live))[0]
             if shown.reply_to is not None:
                 content = render.replying(content, split_id(shown.reply_to)[0], shown.quote)
             if not item.memo.get("replaced"):

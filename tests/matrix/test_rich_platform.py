@@ -42,12 +42,12 @@ class Core:
 
 
 @contextlib.asynccontextmanager
-async def platform(url: str, bot: dict, **extra: Any):
+async def platform(url: str, bot: dict, store: MemoryStore | None = None, **extra: Any):
     login = {"access_token": bot["access_token"], "device_id": bot["device_id"]} if "access_token" in bot else {}
     cfg = MatrixConfig(plugin="matrix", homeserver=url, user_id=bot["user_id"], allowed_inviters=[":localhost"],
                        sync_timeout=1.0, request_timeout=10.0, **login, **extra)
     core = Core()
-    mx = MatrixPlatform("mx", cfg, core.submit, MemoryStore().state_for("mx"))
+    mx = MatrixPlatform("mx", cfg, core.submit, (store or MemoryStore()).state_for("mx"))
     task = asyncio.get_running_loop().create_task(mx.run())
     try:
         async with asyncio.timeout(30):
@@ -198,3 +198,26 @@ async def test_stranger_messages_edits_reactions_replies_and_retractions_are_sho
         for e in alice.timeline[rid]:
             if e.get("sender") == me and e.get("type") in ("m.room.message", "m.reaction"):
                 assert e["content"].get("m.mentions") == {}, e
+
+
+async def test_after_a_restart_older_messages_are_read_back_for_edits_reactions_and_redactions(matrix, synapse):
+    bot = await matrix.account()
+    alice = await matrix.user("alice")
+    me = bot["user_id"]
+    store = MemoryStore()
+    async with platform(synapse.url, bot, store=store) as (mx, core):
+        rid, room = await chatting(mx, core, alice, me)
+        old = await alice.send(rid, "before the restart")
+        await core.wait(lambda e: isinstance(e, Message) and e.ref == old)
+        await mx.deliver(room, Message("theirs before", ref="c1"))
+        theirs = (await core.wait(lambda e: isinstance(e, Posted))).id
+    async with platform(synapse.url, bot, store=store) as (mx, core):  # a new run: its maps are empty
+        mx.rooms_active([room])
+        await alice.send(rid, edit_of(old, "edited after the restart"))
+        assert await core.wait(lambda e: isinstance(e, Edit)) == Edit(old, "edited after the restart")
+        await alice.send(rid, {"m.relates_to": {"rel_type": "m.annotation", "event_id": theirs, "key": "👋"}}, "m.reaction")
+        assert await core.wait(lambda e: isinstance(e, Reaction)) == Reaction(theirs, "👋")
+        await alice.client.room_redact(rid, theirs)  # alice may redact in her room; the stranger keeps its line
+        await alice.client.room_redact(rid, old)
+        assert await core.wait(lambda e: isinstance(e, Retract)) == Retract(old)
+        assert core.of(Retract) == [Retract(old)]
