@@ -215,6 +215,13 @@ class Router:
             if record.room.platform in self.platforms:
                 await self.deliver(record.room, Disconnected(reason=Reason.RESTART))
             ended += 1
+        for backend in self.backends.values():
+            finish = getattr(backend, "resumed", None)  # the hub: members nobody took up have left
+            if finish is not None:
+                try:
+                    await finish()
+                except Exception:
+                    log.exception("backend %s: finishing the resume failed", backend.name)
         if resumed or ended:
             log.info("previous sessions: %d resumed, %d ended", resumed, ended)
         return resumed, ended
@@ -227,7 +234,8 @@ class Router:
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         tasks = []
         for session in list(self.sessions.values()):
-            session.put_shutdown()
+            # A room that outlives the process (a Discord thread, a Matrix room) may keep its chat for the next run.
+            session.put_shutdown(keep=bool(getattr(self.platforms.get(session.room.platform), "rooms_persist", False)))
             if session.task is not None:
                 tasks.append(session.task)
         if tasks:

@@ -40,7 +40,7 @@ from .indicator import Indicator
 from .metrics import counter_key
 from .policy.moderator import Decision, wait_notice
 from .starts import check_start, complete_start, start_from_dict, start_to_dict
-from .store import SessionRecord
+from .store import SessionRecord, StoreUnavailable
 from .wording import NOT_ALL_DELIVERED, ROOM_NOT_SHOWN, ROOM_NOT_SHOWN_UNTOLD, not_delivered, reason_text
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ __all__ = ["Session", "State"]
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0  # seconds a backend may take to leave a chat
+STORE_DOWN = "The bridge cannot reach its database right now, so no chat was started. Please try again in a minute."
 
 
 class State(str, enum.Enum):
@@ -69,10 +70,16 @@ class _Ended:
 
 
 class _Shutdown:
-    """Inbox marker: the daemon is stopping."""
+    """Inbox marker: the daemon is stopping (`keep`: the room outlives it, so a chat that can may wait for the next run)."""
+
+    __slots__ = ("keep",)
+
+    def __init__(self, keep: bool = False) -> None:
+        self.keep = keep
 
 
 _SHUTDOWN = _Shutdown()
+_SHUTDOWN_KEEP = _Shutdown(keep=True)
 _USER = -1  # generation tag of user-side inbox items
 _FAILURES = (Reason.ERROR, Reason.REFUSED)  # ends that a backend explains in its own notice
 _TYPING = (Typing, StoppedTyping)
@@ -145,10 +152,14 @@ class Session:
             return False
         return True
 
-    def put_shutdown(self) -> None:
-        """Queue the shutdown marker; it is the last item the task handles."""
+    def put_shutdown(self, keep: bool = False) -> None:
+        """Queue the shutdown marker; it is the last item the task handles.
+
+        `keep`: the room outlives the process, so a chat the backend can resume (survives_restart)
+        is left for the next run instead of ended.
+        """
         try:
-            self.inbox.put_nowait((_USER, _SHUTDOWN))
+            self.inbox.put_nowait((_USER, _SHUTDOWN_KEEP if keep else _SHUTDOWN))
         except asyncio.QueueFull:
             if self.task:
                 self.task.cancel()
@@ -186,8 +197,8 @@ class Session:
                     if self._retire():
                         return
                     continue
-                if item is _SHUTDOWN:
-                    await self._shutdown()
+                if type(item) is _Shutdown:
+                    await self._shutdown(item.keep)
                     return
                 try:
                     if generation == _USER:
@@ -284,8 +295,12 @@ class Session:
             return
         # Banned or starting too often: told plainly; a chat in progress goes on.
         shared = start.pairing is not None and start.pairing != start.user  # one key, several people
-        refusal = await self.host.moderator.start_refusal(start.user or str(self.room), server=start.server,
-                                                          shared=shared)
+        try:
+            refusal = await self.host.moderator.start_refusal(start.user or str(self.room), server=start.server,
+                                                              shared=shared)
+        except StoreUnavailable:  # bans cannot be checked now: no chat starts, and the user is told why
+            await self.notice(STORE_DOWN)
+            return
         if refusal:
             await self.notice(refusal)
             return
@@ -569,7 +584,13 @@ class Session:
                 log.info("session %s: closing the chat failed: %r", self.room, exc)
         await self.host.forget(self.room)
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, keep: bool) -> None:
+        if keep and self.chat is not None and self.state is State.CHATTING and getattr(self.chat, "survives_restart", False):
+            await self.host.save(self._record())  # the next run resumes it; nobody is told anything
+            if self.pump is not None:
+                self.pump.cancel()
+            self.chat, self.pump = None, None
+            return
         if self.chat is not None:
             await self._end_chat(Reason.SHUTDOWN)
 

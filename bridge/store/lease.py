@@ -94,6 +94,7 @@ class InstanceLease:
                 log.info("instance %s: its name is leased; waiting up to %.1f s for a previous run's lease to expire", self.name, 1.5 * self.seconds)
             await asyncio.sleep(min(0.1, self.seconds / 10))
         await self.redis.sadd(self.instances_key, self.name)
+        await self.redis.delete(self.away_key(self.name))  # back: nobody need wait for it any more
         log.info("instance %s: lease taken (%.1f s, renewed every %.1f s)", self.name, self.seconds, self.seconds / 3)
 
     def _describe(self, raw: str | None) -> str:
@@ -115,6 +116,15 @@ class InstanceLease:
             await self.redis.sadd(self.instances_key, self.name)
         self.lost = result == 0
         return not self.lost
+
+    def away_key(self, name: str) -> str:
+        """Set by an instance that stopped meaning to come back: the others wait before calling it dead."""
+        return f"{self.prefix}instance:{name}:away"
+
+    async def away(self, seconds: float) -> None:
+        """This instance stops and means to be back within `seconds` (its chats wait for it)."""
+        if seconds > 0:
+            await self.redis.set(self.away_key(self.name), self.holder, px=max(1, round(seconds * 1000)))
 
     async def release(self) -> None:
         """Give the name up (a clean stop), so a restart need not wait for the lease to expire."""
@@ -139,6 +149,8 @@ class InstanceLease:
                 continue
             if name in self._reported:
                 continue
+            if await self.redis.exists(self.away_key(name)):
+                continue  # stopped to restart within its resume window: not dead (yet)
             self._reported.add(name)
             left = await self.redis.hlen(self.sessions_key(name))
             down.append(name)

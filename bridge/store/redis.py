@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -32,7 +33,11 @@ APP = "stranger-bridge"
 SCHEMA = "1"  # the key layout below; a Redis marked with another is refused
 MIN_VERSION = (5, 0)  # Streams (XADD, consumer groups) came with Redis 5
 RECONNECT = Backoff(0.1, cap=5.0, attempts=None, jitter=0.5)  # while Redis cannot be reached
+POOL_SIZE = 64  # connections to Redis per instance (the hub's stream reader holds one)
 TIMEOUT = 2.0  # seconds one command (or connecting) may take before Redis counts as unreachable
+# Key names (after the prefix) of this program's layout that its tasks may write again at once when
+# Redis came back empty, before the prefix is marked again: the instance leases and the hub's keys.
+OWN_KEYS = ("hub:", "pool:", "instance", "sessions:", "kv:")
 # Connection-level failures: the command did nothing we can rely on, and Redis is treated as down.
 _DOWN = (rx.ConnectionError, rx.TimeoutError, OSError, asyncio.TimeoutError)
 
@@ -60,20 +65,26 @@ class RedisStore(Store):
         self.lease_seconds = lease
         self.on_instance_down = on_instance_down or _log_down
         self.on_data_lost: Callable[[], Awaitable[None]] | None = None  # Redis came back without our keys
-        self.redis = aioredis.Redis(
+        # A bounded pool that makes a call wait for a free connection: a burst of sessions must
+        # queue for Redis, not fail ("too many connections") and have the store taken for down.
+        pool = aioredis.BlockingConnectionPool(
+            connection_class=aioredis.SSLConnection if url.scheme == "rediss" else aioredis.Connection,
+            max_connections=POOL_SIZE,
+            timeout=None,  # each command is bounded by socket_timeout instead
             host=url.host,
             port=url.port,
             db=url.db,
             username=url.username,
             password=url.password,
-            ssl=url.scheme == "rediss",
             decode_responses=True,
             socket_connect_timeout=TIMEOUT,
             socket_timeout=TIMEOUT,
             retry=Retry(NoBackoff(), 0),  # fail fast: reconnecting is this store's job, with the shared backoff
             client_name=f"stranger-bridge:{instance}",
         )
+        self.redis = aioredis.Redis.from_pool(pool)
         self.lease = InstanceLease(self.redis, prefix, instance, lease, self._sessions_key)
+        self.epoch = ""  # the prefix's marking token (see _epoch), read at open
         self._down: str | None = None
         self._tasks: list[asyncio.Task] = []
         self._reconnecting: asyncio.Task | None = None
@@ -93,6 +104,7 @@ class RedisStore(Store):
             await store._check_streams()
             if fresh:
                 await store._mark_prefix()
+            store.epoch = await store._epoch()
             await store.lease.acquire()
         except (rx.RedisError, *_DOWN) as exc:  # Redis went away or refused a command half-way
             await store.redis.aclose()
@@ -146,8 +158,12 @@ class RedisStore(Store):
             with contextlib.suppress(rx.RedisError):
                 await self.redis.delete(self._probe_key)
 
-    async def _check_prefix(self) -> bool:
-        """Refuse a prefix holding keys stranger-bridge did not write. True: nothing is there yet (unmarked)."""
+    async def _check_prefix(self, own: tuple[str, ...] = ()) -> bool:
+        """Refuse a prefix holding keys stranger-bridge did not write. True: nothing is there yet (unmarked).
+
+        `own`: key names (after the prefix) starting with these are this program's layout, written
+        by this process's own tasks in the moment since Redis came back empty (the hub's streams).
+        """
         where = f"Redis at {self.url.redacted()}"
         meta = await self.redis.hgetall(f"{self.prefix}meta")
         if meta:
@@ -161,6 +177,8 @@ class RedisStore(Store):
         async for key in self.redis.scan_iter(match=_glob_escape(self.prefix) + "*", count=500):
             if key == self._probe_key and await self.redis.type(key) == "stream":
                 continue  # our own probe, left by a run that stopped between XADD and DEL
+            if own and key[len(self.prefix):].startswith(own):
+                continue
             raise StoreError(
                 f"bridge.store: {where} holds keys under the prefix {self.prefix!r} that stranger-bridge "
                 f"did not write (e.g. {key!r}); they were left untouched. Give [bridge] store_prefix "
@@ -168,10 +186,17 @@ class RedisStore(Store):
             )
         return True
 
+    async def _epoch(self) -> str:
+        """The token written when the prefix was marked: another one means Redis lost its data since."""
+        meta_key = f"{self.prefix}meta"
+        await self.redis.hsetnx(meta_key, "epoch", uuid.uuid4().hex)  # a prefix marked by an older version
+        return str(await self.redis.hget(meta_key, "epoch"))
+
     async def _mark_prefix(self) -> None:
         meta_key = f"{self.prefix}meta"
         await self.redis.hsetnx(meta_key, "app", APP)
         await self.redis.hsetnx(meta_key, "schema", SCHEMA)
+        await self.redis.hsetnx(meta_key, "epoch", uuid.uuid4().hex)
         if await self._check_prefix():  # still unmarked: the marker did not stick
             raise StoreError(f"bridge.store: the prefix {self.prefix!r} could not be marked as stranger-bridge's")
 
@@ -223,9 +248,12 @@ class RedisStore(Store):
             self._reconnecting = None
 
     async def _after_outage(self) -> None:
-        lost = await self._check_prefix()
-        if lost:
+        unmarked = await self._check_prefix(own=OWN_KEYS)
+        if unmarked:
             await self._mark_prefix()
+        # Lost also when another instance came back first and marked the emptied prefix again.
+        epoch = await self._epoch()
+        lost, self.epoch = epoch != self.epoch, epoch
         if not await self.lease.renew():  # problem() says so; the heartbeat takes it back once it is free
             log.error("instance %s: another process took its lease while Redis was unreachable", self.instance)
         if lost:

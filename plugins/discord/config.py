@@ -33,7 +33,8 @@ class DiscordConfig(PluginConfig):
     # Pictures (PNG, JPEG, GIF, WebP) both ways, re-encoded; off by default; in a server its admins
     # must switch them on too (/stranger-admin settings images:true). Other files: a notice.
     images: bool = False
-    image_max_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # a larger attachment is not downloaded
+    # A user's picture larger than this is not downloaded (the core's [bridge.images] limits apply too).
+    image_max_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)
     cdn_base: str = DEFAULT_CDN_BASE  # user pictures are fetched only from under this address
     max_sessions_per_guild: int = Field(50, ge=1)
     start_cooldown: float = Field(3.0, ge=0)  # seconds between two starts (or nexts) of one user

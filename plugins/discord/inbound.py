@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.http import Route
 
+from bridge.config import ImageLimits
 from bridge.dedupe import SeenIds
 from bridge.events import Disconnected, Edit, Message, Reaction, Reason, Retract, Room, Typing
 
@@ -24,6 +25,8 @@ __all__ = ["Inbound"]
 log = logging.getLogger(__name__)
 
 REPLY = 19  # the message type of a reply
+FILES_NOT_SENT = "Files and stickers are not sent to the stranger."
+ONLY_PICTURES = "Only pictures (PNG, JPEG, GIF, WebP), one per message, are sent; other files and stickers are not."
 
 
 
@@ -98,35 +101,42 @@ class Inbound:
             return  # not the owner, or already handed on (live and catch-up overlap)
         self.seen_messages.remember(mid, content)
         text = render.anonymise(content).strip()
-        picture, others = pictures.pick(files) if self.host.config.images else (None, files)
-        if others or stickers:
-            self._notice(info.id, "Files and stickers are not sent to the stranger." if picture is None and not self.host.config.images
-                         else "Only pictures (PNG, JPEG, GIF, WebP), one per message, are sent; other files and stickers are not.")
         message = Message(text, ref=str(mid), reply_to=self.host.rich.message_of(reply) if reply else None)
-        if picture is not None:
-            self.order.later(info.id, self._with_picture(info, message, picture))
-        elif text:
-            self.order.now(info.id, message)
+        if (files or stickers) and self.host.config.images:
+            self.order.later(info.id, self._with_files(info, message, files, stickers))
+        else:
+            if files or stickers:
+                self._notice(info.id, FILES_NOT_SENT)
+            if text:
+                self.order.now(info.id, message)
         if text:
             self.host.modlog.note(info.id, "Reporter", text)
         info.last_seen = mid
         self.host.threads.persist(info)
 
     def _notice(self, tid: int, text: str) -> None:
+        self.order.call(tid, lambda: self.host.outboxes.get(tid).put_payload(render.text_notice(text)))
+
+    def _notice_now(self, tid: int, text: str) -> None:
         self.host.outboxes.get(tid).put_payload(render.text_notice(text))
 
-    async def _with_picture(self, info: ThreadInfo, message: Message, attachment: dict) -> Message | None:
-        """The message with its picture fetched and re-encoded; without it (and a notice) when that
-        fails or pictures are off in this server."""
+    async def _with_files(self, info: ThreadInfo, message: Message, files: list[dict], stickers: int) -> Message | None:
+        """The message with its picture fetched and re-encoded, where this server has pictures
+        on; every file not sent (and a picture that fails) gets a notice."""
         if not await self.host.rich.pictures_on(info.id):
-            self._notice(info.id, "Pictures are off in this server: yours was not sent to the stranger.")
+            self._notice_now(info.id, FILES_NOT_SENT)
+            return message if message.text else None
+        picture, others = pictures.pick(files)
+        if others or stickers:
+            self._notice_now(info.id, ONLY_PICTURES)
+        if picture is None:
             return message if message.text else None
         session = self.host.sender.session
         assert session is not None
         try:
-            image = await pictures.fetch(session, attachment, self.host.config)
+            image = await pictures.fetch(session, picture, self.host.config, self.host.image_limits or ImageLimits())
         except pictures.Refused as exc:
-            self._notice(info.id, f"Your picture was not sent to the stranger: {exc}.")
+            self._notice_now(info.id, f"Your picture was not sent to the stranger. {exc}")
             return message if message.text else None
         return replace(message, image=image)
 

@@ -15,9 +15,16 @@ __all__ = ["InOrder", "REACTIONS_BURST", "REACTIONS_PER_SECOND", "REACTIONS_WAIT
 
 log = logging.getLogger(__name__)
 
-REACTIONS_PER_SECOND = 2.0  # reaction changes one thread hands on per second, sustained
-REACTIONS_BURST = 10
+REACTIONS_PER_SECOND = 1.0  # reaction changes one thread hands on per second, sustained (the core allows more)
+REACTIONS_BURST = 6
 REACTIONS_WAITING = 64  # distinct (message, emoji) changes held back per thread; more are dropped
+
+
+class _Call:
+    __slots__ = ("action",)
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
 
 
 class InOrder:
@@ -37,6 +44,15 @@ class InOrder:
         else:
             queue.append(event)
 
+    def call(self, tid: int, action: Callable[[], None]) -> None:
+        """Run `action` now, or in its place after what waits in this thread (a notice about a
+        later message stays after the notices about earlier ones)."""
+        queue = self.waiting.get(tid)
+        if queue is None:
+            action()
+        else:
+            queue.append(_Call(action))
+
     def later(self, tid: int, produce: Coroutine[Any, Any, Any]) -> None:
         """Submit what `produce` returns (None: nothing) when it is done, in its place."""
         self.waiting.setdefault(tid, collections.deque()).append(produce)
@@ -54,7 +70,9 @@ class InOrder:
                     except Exception:
                         log.exception("thread %s: preparing a user message failed", tid)
                         continue
-                if entry is not None:
+                if isinstance(entry, _Call):
+                    entry.action()
+                elif entry is not None:
                     self.submit(tid, entry)
         finally:
             for entry in queue:

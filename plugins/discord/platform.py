@@ -60,6 +60,8 @@ SLOW_SEND = 1.0  # seconds: a send this slow was rate-limited or retried; merge 
 class DiscordPlatform(Platform):
     """A Discord bot: /stranger opens a thread per session; strangers speak through a webhook."""
 
+    rooms_persist = True  # its rooms outlive the process: a stop may leave their hub chats for the next run
+
     Config = DiscordConfig
 
     def __init__(

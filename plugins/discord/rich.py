@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -210,7 +211,13 @@ class Rich:
         assert session is not None
         async with session.request(method, Route.BASE + path, params={"thread_id": str(thread)}, json=payload) as resp:
             status = resp.status
-            data = await resp.json(content_type=None) if resp.content_length not in (0, None) else None
+            raw = await resp.read()
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            data = None
         if status < 300:
             return True
         if status == 429:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import json
 import logging
+import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -52,14 +55,21 @@ class HubConfig(PluginConfig):
     block_days: float = Field(30.0, gt=0, le=3650)  # a reported pair is not paired again for this long
     blocks_per_user: int = Field(1000, ge=1)  # a user's own reports kept (their oldest go first)
     max_blocks: int = Field(100_000, ge=1)  # blocks kept in all (the oldest go first)
+    # Seconds after a stop or a crash within which a restart takes hub chats up again (0: never;
+    # a stop then ends them). Only chats whose rooms outlive the process are kept through a stop.
+    resume_window: float = Field(60.0, ge=0, le=86_400)
+    # With a Redis store: seconds Redis may stay unreachable before this instance ends its chats
+    # (one notice each); new starts are refused with a notice at once while it is unreachable.
+    outage_grace: float = Field(10.0, gt=0, le=3600)
 
 
 class _Conversation:
     """Members of one live chat; for spy chats members[0] is the asker, who only watches."""
 
-    __slots__ = ("kind", "members", "alive")
+    __slots__ = ("cid", "kind", "members", "alive")
 
-    def __init__(self, kind: str, members: list[HubChat]) -> None:
+    def __init__(self, kind: str, members: list[HubChat], cid: str | None = None) -> None:
+        self.cid = cid or uuid.uuid4().hex  # names it in the members' handles, to find each other after a restart
         self.kind = kind
         self.members = members
         self.alive = list(members)
@@ -85,6 +95,20 @@ class HubChat(Chat):
 
     def apart_days(self) -> float | None:
         return self.hub.config.block_days
+
+    @property
+    def handle(self) -> str | None:  # type: ignore[override]
+        """The conversation and this member's place in it, for `HubBackend.resume` after a restart."""
+        conv = self.conversation
+        if conv is None or self not in conv.alive or self.hub.config.resume_window <= 0:
+            return None
+        users = [m.ticket.user if m.ticket else "" for m in conv.members]
+        return json.dumps({"cid": conv.cid, "kind": conv.kind, "me": conv.members.index(self), "users": users})
+
+    @property
+    def survives_restart(self) -> bool:
+        """Whether a stop may leave this chat for the next run to resume (the room is told nothing)."""
+        return self.handle is not None
 
     def __init__(self, hub: HubBackend, start: Start) -> None:
         self.hub = hub
@@ -150,6 +174,12 @@ class HubChat(Chat):
         self.queue.put_nowait(_END)
 
 
+class _StandIn(HubChat):
+    """A member of a chat resumed after a restart whose own session has not been taken up (yet)."""
+
+    __slots__ = ()
+
+
 class HubBackend(Backend):
     """Pairs any two sessions of this bridge: random, interests, language, spy ask/answer, groups of three."""
 
@@ -163,6 +193,9 @@ class HubBackend(Backend):
         self.pool = Pool(repair_cooldown=config.repair_cooldown, scan_limit=config.scan_limit, blocks=blocks)
         self.chats_live = 0
         self.shared: SharedHub | None = None  # set by scale_out: the pool and the chats span instances
+        self.previous_alive: float | None = None  # when the previous run was last seen alive (wall clock)
+        self._resuming: dict[str, _Conversation] = {}  # conversations taken up again, while resume() runs
+        self._alive_task: asyncio.Task | None = None
 
     def scale_out(self, store: Any) -> None:
         """Pair and relay through `store`'s Redis (a bridge.store RedisStore) with every instance sharing it.
@@ -172,10 +205,37 @@ class HubBackend(Backend):
         self.shared = SharedHub(self, store)
 
     async def stop(self) -> None:
+        if self._alive_task is not None:
+            self._alive_task.cancel()
+            await self._mark_alive()
         if self.shared is not None:
             await self.shared.stop()
 
+    @property
+    def _alive_key(self) -> str:
+        # One per instance when several share the store: each instance's chats are its own to resume.
+        return f"alive_at:{self.shared.instance}" if self.shared is not None else "alive_at"
+
+    async def _mark_alive(self) -> None:
+        if self.state is not None:
+            try:
+                await self.state.set(self._alive_key, f"{time.time():.3f}")
+            except Exception as exc:  # the next run then resumes less; the chats go on now
+                log.warning("hub: could not record that it is alive: %s", type(exc).__name__)
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(min(15.0, max(0.2, self.config.resume_window / 4)))
+            await self._mark_alive()
+
     async def start(self) -> None:
+        if self.state is not None and self.config.resume_window > 0:
+            try:
+                self.previous_alive = float(await self.state.get(self._alive_key) or "nan")
+            except ValueError:
+                self.previous_alive = None
+            await self._mark_alive()
+            self._alive_task = asyncio.get_running_loop().create_task(self._keep_alive(), name="hub alive")
         if self.shared is not None:  # blocks live in Redis, per user
             await self.shared.start()
             return
@@ -219,6 +279,61 @@ class HubBackend(Backend):
             loop = asyncio.get_running_loop()
             chat.fallback = loop.call_later(self.config.interest_fallback, self._fall_back, chat)
         return chat
+
+    # ---- restarts ----------------------------------------------------------------------------
+
+    def _in_window(self) -> bool:
+        seen = self.previous_alive
+        return seen is not None and seen == seen and time.time() - seen <= self.config.resume_window
+
+    async def resume(self, handle: str) -> Chat | None:
+        """Take up a member of a chat the previous run left (within resume_window of its last sign of life)."""
+        if not self._in_window():
+            return None
+        if self.shared is not None:
+            return self.shared.resume(handle)
+        try:
+            data = json.loads(handle)
+            cid, kind, me, users = str(data["cid"]), str(data["kind"]), int(data["me"]), [str(u) for u in data["users"]]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not 0 <= me < len(users):
+            return None
+        conv = self._resuming.get(cid)
+        if conv is None:  # its members stand in until they are resumed; resumed() ends the chat for the rest
+            standins = [self._standin(user, kind) for user in users]
+            conv = self._resuming[cid] = _Conversation(kind, standins, cid)
+            self.chats_live += 1
+        standin = conv.members[me]
+        if not isinstance(standin, _StandIn):
+            return None  # that member was taken up already
+        chat = HubChat(self, Start(user=users[me]))
+        chat.ticket = standin.ticket
+        chat.conversation = conv
+        conv.members[me] = chat
+        conv.alive[conv.alive.index(standin)] = chat
+        return chat
+
+    def _standin(self, user: str, kind: str) -> HubChat:
+        chat = _StandIn(self, Start(user=user))
+        chat.ticket = Ticket(user=user, kind=kind)
+        chat.closed = True  # shows nothing
+        return chat
+
+    async def abandon(self, handle: str) -> None:
+        """A member the router could not resume: resumed() tells the others it left."""
+        if self.shared is not None:
+            self.shared.abandon(handle)
+
+    async def resumed(self) -> None:
+        """Called once after the router resumed what it could: members nobody took up have left."""
+        resuming, self._resuming = self._resuming, {}
+        for conv in resuming.values():
+            for member in list(conv.members):
+                if isinstance(member, _StandIn):
+                    self.leave(member)
+        if self.shared is not None:
+            self.shared.resumed()
 
     def _fall_back(self, chat: HubChat) -> None:
         chat.fallback = None

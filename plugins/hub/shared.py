@@ -6,6 +6,7 @@ import asyncio
 import collections
 import dataclasses
 import itertools
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from bridge.events import (
     Reason,
     Report,
     Retract,
+    ServerNotice,
     Start,
     StoppedTyping,
     Typing,
@@ -46,6 +48,9 @@ _RELAYED = (Message, Typing, StoppedTyping, Edit, Retract, Reaction)
 _LOSSY = (Typing, StoppedTyping)
 _EARLY = 4096  # pairings that reached this instance before the arrival that made them had returned
 _RENEW_BATCH = 1000
+UNREACHABLE = "The stranger pool cannot be reached right now, so no chat was started. Please try again in a minute."
+OUTAGE = "The stranger pool could not be reached for too long; this chat has ended."
+DATA_LOST = "The stranger pool lost its shared state (its database restarted empty); this chat has ended."
 
 
 class _Conversation:
@@ -83,6 +88,21 @@ class SharedChat(Chat):
 
     def apart_days(self) -> float | None:
         return self.hub.config.block_days
+
+    @property
+    def handle(self) -> str | None:  # type: ignore[override]
+        """The conversation as this instance knows it and this member's entry id, for `SharedHub.resume`."""
+        conv, entry = self.conversation, self.entry
+        if conv is None or entry is None or entry.id not in conv.alive or self.hub.config.resume_window <= 0:
+            return None
+        members = [[m, conv.owners[m], conv.users[m]] for m in conv.ids]
+        return json.dumps({"cid": conv.cid, "kind": conv.kind, "members": members, "me": entry.id,
+                           "question": conv.question, "common": list(conv.common), "alive": conv.alive})
+
+    @property
+    def survives_restart(self) -> bool:
+        """Whether a stop may leave this chat for this instance's next run (the others are not told)."""
+        return self.handle is not None
 
     def __init__(self, hub: SharedHub, start: Start, kind: str) -> None:
         self.hub = hub
@@ -155,8 +175,11 @@ class SharedHub:
         self.waiting: dict[str, SharedChat] = {}  # entry id -> chats still in the pool (their leases renewed)
         self.connected: set[str] = set()  # entry ids of this instance's chats in a live conversation
         self.gone: SeenIds[str, None] = SeenIds(65_536)  # chats that left: a late pairing of one is undone
-        self.early: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        # Envelopes for chats this instance does not hold yet: a pairing that came before its arrival
+        # had returned, or what partners sent to a chat the previous run left, before resume() took it up.
+        self.early: collections.OrderedDict[str, list[dict[str, Any]]] = collections.OrderedDict()
         self._anonymous = itertools.count(1)
+        self.run = uuid.uuid4().hex[:12]  # in event ids: a chat's sequence starts again after a restart
         self._tasks: set[asyncio.Task] = set()
         self._renewer: asyncio.Task | None = None
         previous = store.on_instance_down
@@ -166,14 +189,25 @@ class SharedHub:
             await previous(name, sessions)
 
         store.on_instance_down = instance_down
+        store.on_data_lost = self._data_lost
+        self._watcher: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.relay.start()
-        self._renewer = asyncio.get_running_loop().create_task(self._renew(), name="hub pool leases")
+        loop = asyncio.get_running_loop()
+        self._renewer = loop.create_task(self._renew(), name="hub pool leases")
+        self._watcher = loop.create_task(self._watch_outage(), name="hub outage watch")
 
     async def stop(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
+        for task in (self._renewer, self._watcher):
+            if task is not None:
+                task.cancel()
+        kept = sum(1 for chat in self.local.values() if not chat.closed and chat.survives_restart)
+        if kept:  # the other instances wait for this one's return (resume_window) before ending them
+            try:
+                await self.store.lease.away(self.config.resume_window)
+            except Exception as exc:
+                log.warning("hub: could not tell the other instances that this one restarts: %s", type(exc).__name__)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2)
         await self.relay.drain(2.0)  # the partings of the shutdown reach the other instances
@@ -187,6 +221,10 @@ class SharedHub:
             mode = Mode.ANSWER
         kind = {Mode.ASK: ASK, Mode.ANSWER: ANSWER, Mode.GROUP: GROUP}.get(mode, INTERESTS if start.interests else RANDOM)
         chat = SharedChat(self, start, kind)
+        if self.store.problem() is not None:  # Redis is known unreachable: say so, plainly, at once
+            chat.push(ServerNotice(UNREACHABLE))
+            chat.push(Disconnected(reason=Reason.ERROR))
+            return chat
         chat.push(Waiting())
         user = start.user or f"anon-{self.instance}-{next(self._anonymous)}"
         pairing = await self.pool.arrive(
@@ -205,8 +243,9 @@ class SharedHub:
             return chat
         self.waiting[pairing.entry.id] = chat
         early = self.early.pop(pairing.entry.id, None)
-        if early is not None:  # another instance took it before this arrival had returned
-            self._on_envelope(early)
+        if early:  # another instance took it before this arrival had returned
+            for envelope in early:
+                self._on_envelope(envelope)
         elif kind == INTERESTS and not start.strict_interests:
             chat.fallback = asyncio.get_running_loop().call_later(self.config.interest_fallback, self._fall_back, chat)
         return chat
@@ -248,8 +287,17 @@ class SharedHub:
 
     # ---- what arrives (from this instance or through the stream) -------------------------------
 
+    def _keep_early(self, to: str, envelope: dict[str, Any]) -> None:
+        self.early.setdefault(to, []).append(envelope)
+        while len(self.early) > _EARLY:
+            self.early.popitem(last=False)
+
     def _on_envelope(self, envelope: dict[str, Any]) -> None:
         kind = envelope.get("t")
+        to = str(envelope.get("to"))
+        if kind in ("ev", "left") and to not in self.local and to not in self.gone:
+            self._keep_early(to, envelope)  # a chat of the previous run, not taken up yet
+            return
         if kind == "ev":
             self._on_event(envelope)
         elif kind == "left":
@@ -267,9 +315,7 @@ class SharedHub:
             if to in self.gone:  # it left before the pairing reached it: the others are told
                 self._announce_left(conv, to)
             else:
-                self.early[to] = envelope
-                while len(self.early) > _EARLY:
-                    self.early.popitem(last=False)
+                self._keep_early(to, envelope)
             return
         if chat.conversation is not None:  # cannot happen with one pool; undo rather than talk in two chats
             self._announce_left(conv, to)
@@ -338,7 +384,7 @@ class SharedHub:
                 if partner is not None:
                     partner.push(out)
                 continue
-            envelope = {"t": "ev", "to": other, "from": me, "cid": conv.cid, "id": f"e:{me}:{seq}:{other}", "e": encode_event(out)}
+            envelope = {"t": "ev", "to": other, "from": me, "cid": conv.cid, "id": f"e:{self.run}:{me}:{seq}:{other}", "e": encode_event(out)}
             self.relay.send(owner, envelope, lossy=lossy)
 
     async def leave(self, chat: SharedChat) -> None:
@@ -398,6 +444,47 @@ class SharedHub:
             for member in [m for m in conv.alive if conv.owners[m] == name]:
                 self._on_left(entry.id, member, conv.cid)
 
+    # ---- restarts ----------------------------------------------------------------------------
+
+    def resume(self, handle: str) -> SharedChat | None:
+        """Take up a chat this instance's previous run left; what its partners sent meanwhile follows."""
+        try:
+            desc = json.loads(handle)
+            conv = _Conversation(desc)
+            me = str(desc["me"])
+            alive = [str(m) for m in desc.get("alive", conv.ids)]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if me not in conv.ids or conv.owners[me] != self.instance or me in self.local:
+            return None
+        conv.alive = [m for m in conv.ids if m in alive]
+        chat = SharedChat(self, Start(user=conv.users[me]), conv.kind)
+        chat.entry = Entry(me, self.instance, conv.users[me])
+        chat.conversation = conv
+        self.local[me] = chat
+        self.connected.add(me)
+        for envelope in self.early.pop(me, []):
+            self._on_envelope(envelope)
+        return chat
+
+    def abandon(self, handle: str) -> None:
+        """A chat of the previous run that is not taken up: its partners are told it left."""
+        try:
+            desc = json.loads(handle)
+            conv = _Conversation(desc)
+            me = str(desc["me"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if me in conv.ids:
+            self.gone.remember(me)
+            self.early.pop(me, None)
+            self._announce_left(conv, me)
+
+    def resumed(self) -> None:
+        """The router took up what it could: envelopes still kept for chats of the previous run are dropped."""
+        for to in [to for to, kept in self.early.items() if any(e.get("t") != "paired" for e in kept)]:
+            del self.early[to]
+
     # ---- upkeep ------------------------------------------------------------------------------
 
     async def _renew(self) -> None:
@@ -409,6 +496,46 @@ class SharedHub:
                     await self.pool.renew(entries[i : i + _RENEW_BATCH])
             except Exception as exc:  # Redis away: the store reports it; entries may expire meanwhile
                 log.debug("hub: renewing waiting entries failed: %s", type(exc).__name__)
+
+    async def _watch_outage(self) -> None:
+        """End this instance's chats once Redis stayed unreachable for outage_grace seconds."""
+        since: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(0.5, self.config.outage_grace / 4))
+            if self.store.problem() is None:
+                since = None
+                continue
+            now = loop.time()
+            since = now if since is None else since
+            if now - since >= self.config.outage_grace and (self.local or self.waiting):
+                log.error("hub: Redis unreachable for %.0f s; ending this instance's %d chats", now - since, len(self.local))
+                self.end_all(OUTAGE)
+
+    async def _data_lost(self) -> None:
+        self.end_all(DATA_LOST)
+
+    def end_all(self, text: str) -> None:
+        """End every chat of this instance with one notice: its conversations cannot be trusted any more.
+
+        The other members' instances end theirs the same way (each sees the same outage, the lost
+        data, or this instance's lease run out), so nobody is told twice; nothing is relayed.
+        """
+        self.relay.discard()
+        for chat in list(self.local.values()):
+            if chat.closed:
+                continue
+            entry, conv = chat.entry, chat.conversation
+            if conv is not None and entry is not None:
+                conv.alive.clear()
+            if entry is not None:
+                self.waiting.pop(entry.id, None)
+                self.connected.discard(entry.id)
+            if chat.fallback is not None:
+                chat.fallback.cancel()
+                chat.fallback = None
+            chat.push(ServerNotice(text))  # says why; the end right after it is then told as explained
+            chat.push(Disconnected(reason=Reason.ERROR))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -52,6 +52,9 @@ class StreamRelay:
         self._out: collections.deque[tuple[str, str, bool]] = collections.deque()  # (instance, payload, lossy)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._acks: set[asyncio.Task] = set()
+        self._discards = 0
+        self._writing = False  # a batch is out of the queue and on its way
         self._closed = False
 
     def key(self, instance: str) -> str:
@@ -76,11 +79,18 @@ class StreamRelay:
         self._out.append((instance, json.dumps(envelope, separators=(",", ":")), lossy))
         self._wake.set()
 
+    def discard(self) -> int:
+        """Drop everything not written yet (the chats it belongs to were ended); how many."""
+        dropped = len(self._out)
+        self._out.clear()
+        self._discards += 1  # a batch being written now is not put back if it fails
+        return dropped
+
     async def drain(self, timeout: float) -> bool:
         """Wait (up to `timeout`) until everything queued was written; True when it was."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while self._out:
+                while self._out or self._writing:
                     await asyncio.sleep(0.01)
         return not self._out
 
@@ -92,6 +102,8 @@ class StreamRelay:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        if self._acks:  # what was handled is acknowledged, so a restart does not read it again
+            await asyncio.wait(list(self._acks), timeout=2)
 
     # ---- writing -----------------------------------------------------------------------------
 
@@ -103,25 +115,26 @@ class StreamRelay:
                 await self._wake.wait()
                 continue
             batch = list(self._out)
+            self._out.clear()
+            discards = self._discards
             pipe = self.redis.pipeline(transaction=False)
             for instance, payload, _ in batch:
                 pipe.xadd(self.key(instance), {"e": payload}, maxlen=MAXLEN, approximate=True)
+            self._writing = True
             try:
                 await pipe.execute()
             except asyncio.CancelledError:
                 raise
             except (rx.RedisError, *_DOWN) as exc:
-                # Nothing of the batch is known to be written: keep it (typing aside) and retry in order.
+                self._writing = False
+                # Nothing of the batch is known to be written: put it back (typing aside), in order, and retry.
                 log.warning("hub relay: writing %d envelopes failed (%s); retrying", len(batch), type(exc).__name__)
-                kept = [item for item in batch if not item[2]]
-                for _ in batch:
-                    self._out.popleft()
-                self._out.extendleft(reversed(kept))
+                if discards == self._discards:
+                    self._out.extendleft(reversed([item for item in batch if not item[2]]))
                 await retrying.wait()
                 continue
+            self._writing = False
             retrying.succeeded()
-            for _ in batch:
-                self._out.popleft()
             self.sent += len(batch)
 
     # ---- reading -----------------------------------------------------------------------------
@@ -160,13 +173,19 @@ class StreamRelay:
                 if fields is None:  # deleted while pending
                     continue
                 self._take(fields.get("e"))
-            try:
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.xack(key, GROUP, *ids)
-                pipe.xdel(key, *ids)
-                await pipe.execute()
-            except (rx.RedisError, *_DOWN) as exc:  # read again later, and dropped then as seen
-                log.debug("hub relay: acknowledging failed (%s)", type(exc).__name__)
+            # Acknowledged beside the next read, not before it: the next envelope waits for nothing.
+            task = asyncio.get_running_loop().create_task(self._ack(key, ids))
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
+
+    async def _ack(self, key: str, ids: list[str]) -> None:
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xack(key, GROUP, *ids)
+            pipe.xdel(key, *ids)
+            await pipe.execute()
+        except (rx.RedisError, *_DOWN) as exc:  # read again after a restart, and dropped then as seen
+            log.debug("hub relay: acknowledging failed (%s)", type(exc).__name__)
 
     def _take(self, payload: str | None) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 
@@ -32,11 +33,14 @@ from bridge.policy.logfollow import FOLLOW_EVERY
 from . import render
 from .admin import Admin
 from .appservice import Pushed
+from .commands import help_text
 from .config import MatrixConfig
+from .crypto import Crypto
+from .e2ee import ENCRYPTION_NOTE, refusal_reason
 from .login import check_token, forget_saved_login, login
 from .moderation import MatrixModeration
 from .media import Media
-from .receive import ENCRYPTED_REASON, Receiver
+from .receive import Receiver
 from .relations import Relations
 from .relay import Line, Relay
 from .rooms import RoomState, SessionRoom
@@ -55,6 +59,8 @@ RATE_WAITS = 30  # 429s one event waits out before it is given up
 
 class MatrixPlatform(Platform):
     """A Matrix bot account: each invited room (or, in thread mode, each thread) is a session room."""
+
+    rooms_persist = True  # its rooms outlive the process: a stop may leave their hub chats for the next run
 
     Config = MatrixConfig
     modlog_every = FOLLOW_EVERY  # seconds between two looks at the core's moderation log
@@ -87,6 +93,10 @@ class MatrixPlatform(Platform):
         self.media = Media(self)  # images: per-room switch, download and re-upload
         self.relay = self.sender.relay = Relay(self.name, self.relations, self.sender, self.submit, self.media.upload)
         self.receiver = Receiver(self, cfg, self.rooms, self.sync)
+        # End-to-end encryption (sync mode); a message decrypted late is handled as if it just came.
+        late = functools.partial(self.receiver.on_timeline, history=False, decrypted_late=True)
+        self.crypto = self.sender.crypto = Crypto.for_platform(self, cfg, self.rooms, late)
+        self.sync.full_state_first = self.crypto is not None
         self.ghosts: Any = None  # ghost mode (plugins.matrix.ghosts.Ghosts) when `appservice` is set
         self.undelivered: dict[SessionRoom, int] = {}  # lost stranger messages not told yet
         self.lost: str | None = None  # the error code once the homeserver refused our token while running
@@ -147,6 +157,8 @@ class MatrixPlatform(Platform):
                 self._follower.cancel()
             self.outboxes.close()
             self.ghost_typing.close()
+            if self.crypto is not None:
+                self.crypto.undecryptable.close()
             if self.ghosts is not None:
                 await self.ghosts.stop()
             if self.client is not None:
@@ -157,6 +169,8 @@ class MatrixPlatform(Platform):
         saved_login_tried = False
         while True:
             self.client = self.sender.client = await login(self.cfg)
+            if self.crypto is not None:
+                await self.crypto.open(self.client)  # a bad key store fails the start (exit 2), untouched
             if not self._ready.is_set():
                 await self.moderation.join_rooms()
                 if self._follower is None:
@@ -232,6 +246,13 @@ class MatrixPlatform(Platform):
     async def handle_sync(self, resp: SyncResponse, history: bool = False) -> None:
         """Hand one sync batch to the core. `history`: the very first sync; old messages are not relayed."""
         await self.receiver.handle_sync(resp, history)
+        if self.crypto is not None:
+            await self.crypto.after_sync(resp)  # keys nio leaves to us; waiting messages tried again
+
+    def help_text(self) -> str:
+        """The help notice (with what encryption means for this bot, when it encrypts)."""
+        text = help_text(self.cfg.command_prefix, self.moderation.report_lines(), images=self.cfg.images)
+        return f"{text}\n{ENCRYPTION_NOTE}" if self.crypto is not None else text
 
     async def handle_push(self, pushed: Pushed) -> None:
         """Ghost mode: hand one pushed transaction to the core (in order), then persist the seen ids."""
@@ -259,7 +280,7 @@ class MatrixPlatform(Platform):
         log.info("matrix: a room turned on encryption; ending its chats and leaving")
         self.rooms.encrypted.remember(rid)
         self.end_all(rid)
-        await self.leave(rid, ENCRYPTED_REASON)
+        await self.leave(rid, refusal_reason(self.cfg))
 
     async def leave(self, rid: str, reason: str) -> None:
         """Leave (or refuse an invite to) a room, with a reason its members can read."""
@@ -285,6 +306,8 @@ class MatrixPlatform(Platform):
             case Disconnected(final=True):
                 self.rooms.active.discard(room.id)
                 self.moderation.ended(room.id)
+                if self.crypto is not None:
+                    self.crypto.undecryptable.chat_ended(room.id)
             case Message(text=text, stranger=label) | Edit(text=text, stranger=label):
                 self.moderation.note(room.id, label or "Stranger", text)
         if self.lost is not None:

@@ -14,19 +14,18 @@ from bridge.events import Edit, Event, Message, Reaction, Report, Retract, Room,
 from bridge.identity import user_key
 
 from .appservice import Pushed
-from .commands import Command, help_text, to_event
+from .commands import Command, to_event
 from .config import MatrixConfig
+from .e2ee import refusal_reason
 from .inbound import Ignore, Media, Said, classify, scrub
 from .relations import EDITS_PER_MESSAGE, Relations, UserLine, UserReaction, annotation_of, redacted_of, relation_of
 from .render import reaction_key
 from .rooms import RoomState, SessionRoom, server_of
 from .sync import Sync
 
-__all__ = ["ENCRYPTED_REASON", "Host", "Receiver"]
+__all__ = ["Host", "Receiver"]
 
 log = logging.getLogger(__name__)
-
-ENCRYPTED_REASON = "stranger-bridge does not support encrypted rooms; invite it to an unencrypted room."
 
 
 class Host(Protocol):
@@ -40,6 +39,9 @@ class Host(Protocol):
     admin: Any  # plugins.matrix.admin.Admin
     relations: Relations
     media: Any  # plugins.matrix.media.Media
+    crypto: Any  # plugins.matrix.crypto.Crypto, or None without encryption
+
+    def help_text(self) -> str: ...
 
     async def notice(self, rid: str, thread: str | None, text: str) -> None: ...
 
@@ -78,7 +80,7 @@ class Receiver:
                 for ev in info.state:
                     if isinstance(getattr(ev, "source", None), dict):
                         moderation.lists.apply(rid, ev.source)
-            if any(getattr(e, "source", {}).get("type") == "m.room.encryption" for e in info.state):
+            if self.host.crypto is None and any(getattr(e, "source", {}).get("type") == "m.room.encryption" for e in info.state):
                 await self.host.refuse_encrypted(rid)
                 continue
             events = [e.source for e in info.timeline.events if isinstance(getattr(e, "source", None), dict)]
@@ -145,20 +147,20 @@ class Receiver:
             log.info("matrix: invite refused: the inviter is banned by a policy list")
             await self.host.leave(rid, refusal)
             return
-        if encrypted:
-            log.info("matrix: invite to an encrypted room refused")
-            await self.host.leave(rid, ENCRYPTED_REASON)
+        if encrypted and self.host.crypto is None:
+            log.info("matrix: invite to an encrypted room refused (no encryption here)")
+            await self.host.leave(rid, refusal_reason(self.cfg))
             return
         resp = await self.client.join(rid)
         if isinstance(resp, JoinError):
             log.warning("matrix: could not join an invited room: %s", resp.message)
             return
         self.rooms.joined(rid)
-        await self.host.notice(rid, None, help_text(self.cfg.command_prefix, self.host.moderation.report_lines(), images=self.cfg.images))
+        await self.host.notice(rid, None, self.host.help_text())
 
-    async def on_timeline(self, rid: str, ev: dict[str, Any], *, history: bool) -> None:
-        """One timeline event, once (event ids de-duplicate replays)."""
-        if self.sync.seen_before(ev.get("event_id")):
+    async def on_timeline(self, rid: str, ev: dict[str, Any], *, history: bool, decrypted_late: bool = False) -> None:
+        """One timeline event, once (event ids de-duplicate replays; a late decryption is its event's first content)."""
+        if not decrypted_late and self.sync.seen_before(ev.get("event_id")):
             return
         kind = ev.get("type")
         sender = ev.get("sender") or ""
@@ -169,6 +171,10 @@ class Receiver:
             await self.on_member(rid, ev)
             return
         if kind in ("m.room.encryption", "m.room.encrypted"):
+            if self.host.crypto is not None:  # nio decrypted what it could; the rest waits for its key
+                if not self.ignored(sender) and not self.rooms.closed(rid):
+                    await self.host.crypto.on_event(rid, ev, history=history)
+                return
             await self.host.refuse_encrypted(rid)
             return
         if history or kind not in ("m.room.message", "m.sticker", "m.reaction", "m.room.redaction") or self.ignored(sender):
@@ -238,7 +244,7 @@ class Receiver:
         submit = self.host.submit
         if isinstance(what, Command):
             if what.name == "help":
-                await self.host.notice(rid, root, help_text(cfg.command_prefix, self.host.moderation.report_lines(), images=cfg.images))
+                await self.host.notice(rid, root, self.host.help_text())
                 return
             if what.name == "unknown":
                 await self.host.notice(rid, root, f"Unknown command. Try {cfg.command_prefix} help.")

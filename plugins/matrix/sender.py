@@ -31,6 +31,7 @@ __all__ = [
     "Sent",
     "Write",
     "classify_response",
+    "encryption_state",
     "leave_with_reason",
     "redact",
 ]
@@ -129,6 +130,7 @@ class RoomSender:
         # The rich relay (plugins.matrix.relay.Relay): told of each text part posted, and sends
         # every payload that is not a notice (replies, images, edits, redactions, reactions).
         self.relay: Any = None
+        self.crypto: Any = None  # plugins.matrix.crypto.Crypto with encryption: encrypted rooms are written to
 
     # ---- bridge.outbox.Sender ------------------------------------------------------------------
 
@@ -188,24 +190,24 @@ class RoomSender:
             return Sent(Sent.FATAL, error="room encrypted or left")
         client = self.client
         assert client is not None
+        if self.crypto is not None:
+            # nio encrypts in rooms it knows are encrypted (typing is ephemeral: never encrypted, per the spec).
+            unready = await self.crypto.prepare_send(client, rid)
+            if unready is not None:
+                return unready
         nio_room = client.rooms.get(rid)
-        if nio_room is not None and nio_room.encrypted:
+        if self.crypto is None and nio_room is not None and nio_room.encrypted:
             await self.on_encrypted(rid)
             return Sent(Sent.FATAL, error="room is encrypted")
-        if rid not in self.rooms.plaintext:
+        if self.crypto is None and rid not in self.rooms.plaintext:
             # Invite state may not show encryption, and after a restart nio knows no room state:
             # ask the server once per room before the first plaintext event goes out.
-            try:
-                state = await client.room_get_state_event(rid, "m.room.encryption")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                return Sent(Sent.TRANSIENT, error=type(exc).__name__)
-            if isinstance(state, RoomGetStateEventResponse):
+            encrypted = await encryption_state(client, rid)
+            if isinstance(encrypted, Sent):
+                return encrypted
+            if encrypted:
                 await self.on_encrypted(rid)
                 return Sent(Sent.FATAL, error="room is encrypted")
-            if str(getattr(state, "status_code", "")) != "M_NOT_FOUND":
-                return classify_response(state) if isinstance(state, ErrorResponse) else Sent(Sent.TRANSIENT)
             self.rooms.plaintext.remember(rid)
         if write.sender is not None and self.ghosts is not None:
             return await self.ghosts.send(rid, write)
@@ -216,7 +218,9 @@ class RoomSender:
                 resp = await redact(client, rid, write.redacts, write.txn)
             else:
                 assert write.content is not None
-                resp = await client.room_send(rid, write.kind, render.wire(write.content, write.thread), tx_id=write.txn)
+                content = render.wire(write.content, write.thread)
+                # ignore_unverified_devices: the trust policy (plugins.matrix.crypto) decided who gets keys.
+                resp = await client.room_send(rid, write.kind, content, tx_id=write.txn, ignore_unverified_devices=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # timeout or connection error: the event may or may not be stored
@@ -270,6 +274,21 @@ class GhostLeave:
 
     async def __call__(self) -> None:
         await self.sender.write(self.rid, Write(leave=True, sender=self.ghost))
+
+
+async def encryption_state(client: AsyncClient, rid: str) -> bool | Sent:
+    """Whether the server says the room is encrypted (its m.room.encryption state); a failed request as Sent."""
+    try:
+        state = await client.room_get_state_event(rid, "m.room.encryption")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        return Sent(Sent.TRANSIENT, error=type(exc).__name__)
+    if isinstance(state, RoomGetStateEventResponse):
+        return True
+    if str(getattr(state, "status_code", "")) != "M_NOT_FOUND":
+        return classify_response(state) if isinstance(state, ErrorResponse) else Sent(Sent.TRANSIENT)
+    return False
 
 
 def classify_response(resp: Any) -> Sent:

@@ -10,6 +10,7 @@ import time
 from collections import Counter, OrderedDict
 
 from .nojs_html import notice_line
+from .pictures import Pictures
 from .render import worth_answering
 from .rich import Book
 
@@ -157,6 +158,7 @@ class Clients:
         self.sessions = Counter[str]()  # live ids per address
         self.polls = Counter[str]()  # open long polls per address
         self.retired: OrderedDict[str, Retired] = OrderedDict()  # key → last events, oldest first
+        self.pictures = Pictures()  # pictures shown to live clients (they go with the client)
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -246,6 +248,7 @@ class Clients:
         if self.by_key.get(client.key) is not client:
             return False
         del self.by_key[client.key]
+        self.pictures.drop(client.key)
         client.stay()
         self.sessions[client.address] -= 1
         if self.sessions[client.address] <= 0:

@@ -18,6 +18,7 @@ from .middleware import NOJS_FORM_HEADERS, NOJS_PAGE_CSP, SECURITY_HEADERS
 from .omegle_api import gone
 from .nojs_rich import RichLine
 from .protocol import ProtocolError, parse_start
+from .render import PICTURE_NOT_SHOWN
 from .rich import RichError
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class NoJsChat:
         router.add_get("/nojs/chat", self.on_chat, allow_head=False)
         router.add_post("/nojs/send", self.on_send)
 
-    def deliver(self, client: Client, event: Event, line: str | None = None) -> None:
+    def deliver(self, client: Client, event: Event, line: str | None = None, picture: dict | None = None) -> None:
         """Queue the HTML lines showing `event` on the client's stream."""
         if isinstance(event, Connected):
             client.chatting = True
@@ -60,9 +61,15 @@ class NoJsChat:
             self.change(client, event)
             return
         if isinstance(event, Message) and line is not None:
-            quote = self._quote(client, event)
             who = event.stranger or "Stranger"
-            self.web.clients.push(client, [["rich", RichLine(line, False, who, event.text, quote)]])
+            answers = self._answers(client, event)
+            quote = nojs_rich.clip(event.quote) if event.quote and answers is None and event.reply_to else None
+            shown = RichLine(line, False, who, event.text, quote, answers)
+            shown.picture = picture
+            items: list[list] = [["rich", shown]]
+            if event.image is not None and picture is None:
+                items.append(["line", nojs_html.notice_line(PICTURE_NOT_SHOWN)])
+            self.web.clients.push(client, items)
             return
         items = [["line", line] for line in nojs_html.lines(event, spy=client.spy)]
         if items:
@@ -70,14 +77,11 @@ class NoJsChat:
         elif final:
             client.wake()
 
-    def _quote(self, client: Client, message: Message) -> str | None:
-        """What a reply shows of the line it answers: that line as the page shows it now."""
+    def _answers(self, client: Client, message: Message) -> RichLine | None:
+        """The line of this chat a reply answers, if the transcript still has it."""
         if message.reply_to is None:
             return None
-        target = nojs_rich.find(client.transcript or [], message.reply_to) or nojs_rich.find(client.queue, message.reply_to)
-        if target is not None:
-            return "message deleted" if target.deleted else f"{target.who}: {nojs_rich.clip(target.text)}"
-        return nojs_rich.clip(message.quote) if message.quote else None
+        return nojs_rich.find(client.queue, message.reply_to) or nojs_rich.find(client.transcript or [], message.reply_to)
 
     def change(self, client: Client, event: Edit | Retract | Reaction, who: str = "Stranger") -> None:
         """Apply an edit, deletion or reaction to its line; a line already on the screen is shown

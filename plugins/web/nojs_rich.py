@@ -16,24 +16,28 @@ REDRAW = '<meta http-equiv="refresh" content="0">\n'
 class RichLine:
     """One message of the no-JS transcript, with its line id: rendered anew whenever it is shown."""
 
-    __slots__ = ("ref", "own", "who", "text", "quote", "edited", "deleted", "reactions")
+    __slots__ = ("ref", "own", "who", "text", "quote", "answers", "edited", "deleted", "reactions", "picture")
 
-    def __init__(self, ref: str, own: bool, who: str, text: str, quote: str | None = None) -> None:
+    def __init__(
+        self, ref: str, own: bool, who: str, text: str, quote: str | None = None, answers: RichLine | None = None
+    ) -> None:
         self.ref = ref
         self.own = own
         self.who = who
         self.text = text
-        self.quote = quote
+        self.quote = quote  # the core's excerpt of the line answered, when that line is not here
+        self.answers = answers  # the line answered, when it is: quoted as it is now
         self.edited = False
         self.deleted = False
         self.reactions: dict[str, set[str]] = {}  # emoji -> who has it ("You", "Stranger")
+        self.picture: dict | None = None  # {url, width, height} of a picture served by the platform
 
     def edit(self, text: str) -> None:
         if not self.deleted:
             self.text, self.edited = text, True
 
     def retract(self) -> None:
-        self.text, self.deleted, self.quote = "", True, None
+        self.text, self.deleted, self.quote, self.picture = "", True, None, None
         self.reactions.clear()
 
     def react(self, emoji: str, add: bool, who: str) -> None:
@@ -47,18 +51,29 @@ class RichLine:
             if not people:
                 del self.reactions[emoji]
 
+    def quoted(self) -> str | None:
+        target = self.answers
+        if target is None:
+            return self.quote
+        return "message deleted" if target.deleted else f"{target.who}: {clip(target.text)}"
+
     def html(self) -> str:
         kind = "you" if self.own else "stranger"
         parts = [f'<p class="line {kind}{" deleted" if self.deleted else ""}" id="{self.ref}">',
                  f'<b class="who">{escape(self.who)}:</b> ']
-        if self.quote is not None:
-            parts.append(f'<span class="quote">&gt; {escape(self.quote)}</span>')
+        quote = self.quoted()
+        if quote is not None and not self.deleted:
+            parts.append(f'<span class="quote">&gt; {escape(quote)}</span>')
         if self.deleted:
             parts.append('<i class="text">message deleted</i>')
         else:
             parts.append(f'<bdi class="text">{escape(self.text)}</bdi>')
             if self.edited:
                 parts.append(' <small class="edited">(edited)</small>')
+            if self.picture is not None:  # a link, not an <img>: nothing is shown until the user asks
+                url = escape(self.picture["url"])
+                parts.append(f' <a class="picture" href="{url}" target="_blank" rel="noreferrer noopener">'
+                             "Show the picture</a>")
         if self.reactions:
             counts = " · ".join(f"{escape(emoji)} {len(who)}" for emoji, who in self.reactions.items())
             parts.append(f'<span class="reactions">{counts}</span>')

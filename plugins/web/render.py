@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from bridge.events import (
     Connected,
     Disconnected,
@@ -19,7 +21,9 @@ from bridge.events import (
 )
 from bridge.wording import reason_text
 
-__all__ = ["SIGNIFICANT", "ends_chat", "plain", "render", "worth_answering"]
+__all__ = ["PICTURE_NOT_SHOWN", "SIGNIFICANT", "ends_chat", "plain", "render", "worth_answering"]
+
+PICTURE_NOT_SHOWN = "The stranger sent a picture; pictures are not shown here."
 
 # Events every client acts on. A batch holding none of them is held back: python-omegle's
 # get_event() blocks forever on a batch made only of events it ignores (commonLikes alone,
@@ -60,11 +64,18 @@ def render(
     (and reply, quote, `image`), and edits, deletions and reactions are events of their own.
     Other clients get the core's text fallback of those (bridge.fallback), or nothing.
     """
+    unseen = isinstance(event, Message) and event.image is not None and image is None
     if not rich and isinstance(event, (Message, Edit, Retract, Reaction)):
         shown = plain(event)
         if shown is None:
             return []
         event = shown
+    if unseen:  # pictures are off here (or the client cannot show them): say so, once per picture
+        assert isinstance(event, Message)
+        notice = ["serverMessage", PICTURE_NOT_SHOWN]
+        if not event.text.strip():
+            return [notice]
+        return [*render(dataclasses.replace(event, image=None), spy=spy, rich=rich, line=line), notice]
     match event:
         case Waiting():
             return [["waiting"]]

@@ -15,6 +15,7 @@ from bridge.events import Event, Room
 class FileConfig(PluginConfig):
     inbox: Path
     outbox: Path
+    rooms_persist: bool = False  # as Discord's and Matrix's: a stop may leave hub chats for the next run
 
 
 KINDS = {cls.__name__: cls for cls in (ev.Start, ev.Report, ev.Message, ev.Typing, ev.StoppedTyping, ev.Disconnected)}
@@ -39,6 +40,10 @@ class FilePlatform(Platform):
     """Tails `inbox` for user events; appends every delivered event to `outbox`."""
 
     Config = FileConfig
+
+    @property
+    def rooms_persist(self) -> bool:
+        return self.config.rooms_persist
 
     async def run(self) -> None:
         # The cursor persists like a real platform's last seen id: advanced after handing events on.

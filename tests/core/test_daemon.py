@@ -82,7 +82,8 @@ def pair(tmp):
 
 
 def test_sigkill_mid_chat_then_restart_ends_each_session_once(tmp_path):
-    cfg = write_config(tmp_path)
+    # resume_window 0: the hub never takes a chat up again (tests/scale/test_resume.py: when it does)
+    cfg = write_config(tmp_path, tables='[backends.hub]\nplugin = "hub"\nresume_window = 0\n')
     proc = start_daemon(cfg, tmp_path)
     try:
         pair(tmp_path)

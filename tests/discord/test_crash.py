@@ -42,6 +42,7 @@ keep_open = {str(keep_open).lower()}
 plugin = "hub"
 repair_cooldown = 0
 interest_fallback = 0
+resume_window = 0  # never take a hub chat up again: the test is about chats a crash ends
 """
     )
     return path

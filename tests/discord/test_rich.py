@@ -383,3 +383,74 @@ async def test_lines_merged_while_slowed_keep_their_own_ids(server):
         await dc.deliver(room, Retract(ids[3]))
         await server.wait_until(lambda: server.find_message(tid, int(head)) is None)
         assert shown(server, tid) == ["m0"]
+
+
+async def test_only_pictures_from_the_configured_cdn_are_fetched(server):
+    from .test_admin import admin_user, answer
+
+    async with bridge(server, images=True, cdn_base=server.cdn_base) as b:
+        dc = b.platforms["dc"]
+        boss = admin_user(server)
+        await answer(server, await server.admin(boss, server.text_channels[0], "settings", images=True))
+        seen = record(dc)
+        alice, tid = await paired_with_rec(server, b)
+        stored = server.attachments(tid, [("a.png", "image/png", png())])
+        elsewhere = [{**stored[0], "url": "https://evil.example/a.png"}]
+        big = server.attachments(tid, [("b.png", "image/png", png())], size=9 * 1024 * 1024)
+        pdf = server.attachments(tid, [("c.pdf", "application/pdf", b"%PDF-1.4")])
+        await server.user_message(tid, alice, "one", attachments=elsewhere)
+        await server.user_message(tid, alice, "two", attachments=big)
+        await server.user_message(tid, alice, "three", attachments=pdf)
+        await until(lambda: [e.text for e in of(seen, Message)] == ["one", "two", "three"])
+        assert all(e.image is None for e in of(seen, Message))
+        await server.wait_until(lambda: len(notices(server, tid)) >= 5)
+        said = notices(server, tid)[-3:]
+        assert said == [
+            "Your picture was not sent to the stranger. It is not stored where Discord keeps attachments.",
+            "Your picture was not sent to the stranger. The picture is too large (the limit is 5.2 MB).",
+            "Only pictures (PNG, JPEG, GIF, WebP), one per message, are sent; other files and stickers are not.",
+        ]
+        assert server.cdn_fetches == []  # nothing was downloaded: not from elsewhere, not too big
+
+
+async def test_an_edit_or_deletion_lost_after_store_is_repeated_safely(server):
+    async with bridge(server, request_timeout=2.0) as b:
+        dc = b.platforms["dc"]
+        seen = record(dc)
+        _, tid = await paired_with_rec(server, b)
+        room = Room("dc", str(tid))
+        await dc.deliver(room, Message("one", ref="c1"))
+        await dc.deliver(room, Message("two", ref="c2"))
+        first, second = await posted(seen, "c1"), await posted(seen, "c2")
+        server.fail("PATCH", r"^/webhooks/\d+/[^/]+/messages/\d+$", 500, after_store=True)
+        await dc.deliver(room, Edit(first, "one, edited"))
+        server.fail("DELETE", r"^/webhooks/\d+/[^/]+/messages/\d+$", after_store=True, action="reset")
+        await dc.deliver(room, Retract(second))
+        await dc.deliver(room, Message("three", ref="c3"))
+        await posted(seen, "c3")
+        assert shown(server, tid) == ["one, edited", "three"]
+        patches = server.writes("PATCH", r"/messages/")
+        assert [p.status for p in patches] == [500, 200]  # repeated once, same content
+        deletes = server.writes("DELETE", r"/messages/")
+        assert deletes[0].status == -1 and all(d.status in (404, 204) for d in deletes[1:])
+
+
+async def test_a_picture_through_the_bot_is_a_multipart_upload_with_a_nonce(server):
+    from bridge.events import Image
+
+    from .test_admin import admin_user, answer
+
+    server.webhooks_forbidden = True
+    picture = Image(png(), "image/png", 4, 3)
+    async with bridge(server, images=True) as b:
+        dc = b.platforms["dc"]
+        seen = record(dc)
+        await answer(server, await server.admin(admin_user(server), server.text_channels[0], "settings", images=True))
+        _, tid = await paired_with_rec(server, b)
+        await dc.deliver(Room("dc", str(tid)), Message("see", ref="c1", image=picture))
+        pid = await posted(seen, "c1")
+        msg = server.find_message(tid, int(pid))
+        assert msg["content"] == "**Stranger:** see" and not msg.get("webhook_id") and len(msg["attachments"]) == 1
+        [upload] = [p for p in server.writes("POST", rf"^/channels/{tid}/messages$") if p.files]
+        assert upload.body["allowed_mentions"] == NONE and upload.body["nonce"] and upload.body["enforce_nonce"]
+        assert [f[1:] for f in upload.files] == [("picture.png", "image/png", picture.data)]

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
 import sys
 from pathlib import Path
+
+from tests.redisproc import free_port
+from tests.web.client import RawClient
+
+__all__ = ["Daemon", "PREFIX", "pair_web"]
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "sbtest:"
@@ -16,15 +22,21 @@ PREFIX = "sbtest:"
 class Daemon:
     """One instance named `name`; its log kept in `log`; its web page at `url` once started."""
 
-    def __init__(self, tmp_path: Path, redis_url: str, name: str, *, lease: float = 1.5, hub: str = "") -> None:
+    def __init__(self, tmp_path: Path, redis_url: str | None, name: str, *, lease: float = 1.5, hub: str = "") -> None:
         self.name = name
         self.config = tmp_path / f"{name}.toml"
+        self.inbox, self.outbox = tmp_path / f"{name}-in.jsonl", tmp_path / f"{name}-out.jsonl"
+        self.health = f"http://127.0.0.1:{free_port()}"  # the daemon's /healthz and /metrics
+        store = f'store = "{redis_url}"' if redis_url else f'store = "sqlite:///{tmp_path / (name + ".sqlite3")}"'
         self.config.write_text(f"""
 [bridge]
-store = "{redis_url}"
+{store}
 store_prefix = "{PREFIX}"
 instance = "{name}"
 instance_lease = {lease}
+log_level = "INFO"
+shutdown_timeout = 5
+metrics_bind = "{self.health.removeprefix('http://')}"
 user_rate = 1000.0
 user_burst = 1000
 stranger_rate = 1000.0
@@ -34,6 +46,11 @@ plugin = "web"
 bind = "127.0.0.1:0"
 address_keys = false
 poll_window = 2.0
+[platforms.f{name}]
+plugin = "tests.core.fileplatform:FilePlatform"
+inbox = "{self.inbox}"
+outbox = "{self.outbox}"
+rooms_persist = true
 [backends.hub]
 plugin = "hub"
 repair_cooldown = 0.0
@@ -90,8 +107,40 @@ repair_cooldown = 0.0
         self.proc.send_signal(signal.SIGTERM)
         return await self.wait()
 
+    def user(self, room: str, kind: str, **fields: object) -> None:
+        """Act as the user of this instance's file-platform room `room`."""
+        with self.inbox.open("a") as out:
+            out.write(json.dumps({"room": room, "type": kind, **fields}) + "\n")
+
+    def shown(self, room: str) -> list[dict]:
+        """Every event shown in `room` so far, in order (across this instance's runs)."""
+        if not self.outbox.exists():
+            return []
+        lines = [json.loads(line) for line in self.outbox.read_text().splitlines() if line.strip()]
+        return [e for e in lines if e["room"] == room]
+
+    async def until(self, room: str, test, timeout: float = 30) -> list[dict]:
+        """Wait until `test(events shown in room)` holds; returns those events."""
+        async with asyncio.timeout(timeout):
+            while not test(events := self.shown(room)):
+                if self.proc is not None and self.proc.returncode is not None:
+                    raise AssertionError(f"{self.name} exited with {self.proc.returncode}: {''.join(self.log)[-3000:]}")
+                await asyncio.sleep(0.05)
+        return events
+
     async def kill(self) -> None:
         """SIGKILL: the instance dies without a word (its lease and pool entries stay until they expire)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         await self.wait()
+
+
+async def pair_web(http, a: Daemon, b: Daemon) -> tuple[RawClient, RawClient]:
+    """A web client on `a` waits, one on `b` arrives: both connected, to each other."""
+    x, y = RawClient(http, a.url), RawClient(http, b.url)
+    await x.start()
+    await x.until("waiting")
+    await y.start()
+    await x.until("connected")
+    await y.until("connected")
+    return x, y

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from tests.web.client import RawClient
 
-from .daemon import PREFIX, Daemon
+from .daemon import PREFIX, Daemon, pair_web
 
 
 @pytest.fixture
@@ -32,16 +32,6 @@ async def daemons(tmp_path, redis_server, *names: str, **kw):
             await d.stop()
 
 
-async def pair(http, a: Daemon, b: Daemon) -> tuple[RawClient, RawClient]:
-    x, y = RawClient(http, a.url), RawClient(http, b.url)
-    await x.start()
-    await x.until("waiting")
-    await y.start()
-    await x.until("connected")
-    await y.until("connected")
-    return x, y
-
-
 async def receive(client: RawClient, n: int) -> list[str]:
     got: list[str] = []
     while len(got) < n:
@@ -51,7 +41,7 @@ async def receive(client: RawClient, n: int) -> list[str]:
 
 async def test_web_clients_on_two_instances_lose_nothing(tmp_path, redis_server, http):
     async with daemons(tmp_path, redis_server, "a", "b") as (a, b):
-        x, y = await pair(http, a, b)
+        x, y = await pair_web(http, a, b)
         tokens = {c: [f"{c.url[-5:]}-{secrets.token_hex(6)}-{i}" for i in range(150)] for c in (x, y)}
 
         async def send_all(client: RawClient) -> None:
@@ -72,7 +62,7 @@ async def test_web_clients_on_two_instances_lose_nothing(tmp_path, redis_server,
 
 async def test_sigkilled_instance_is_noticed_by_its_partner_once_and_leaves_no_ghost_waiter(tmp_path, redis_server, http):
     async with daemons(tmp_path, redis_server, "a", "b") as (a, b):
-        x, y = await pair(http, a, b)
+        x, y = await pair_web(http, a, b)
         assert await x.post("/send", msg="before the crash") == (200, "win")
         assert (await y.until("gotMessage"))[1] == "before the crash"
         ghost = RawClient(http, a.url)  # waits on a, which is killed with it

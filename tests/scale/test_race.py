@@ -6,25 +6,17 @@ import asyncio
 from collections import Counter
 
 from bridge.events import Start
-from bridge.store import open_store, parse_store_url
-from plugins.hub.backend import HubBackend, HubConfig
 
 from .conftest import LEASE, PREFIX
+from .hubs import shared_hubs
 
 ARRIVALS = 1000
 IN_FLIGHT = 64  # connects in flight per instance (each holds one Redis connection while its script runs)
 
 
 async def test_a_thousand_arrivals_over_two_instances_pair_everyone_once(redis_server):
-    stores = [await open_store(parse_store_url(redis_server.url), prefix=PREFIX, instance=n, lease=LEASE, environ={}) for n in "ab"]
-    hubs: list[HubBackend] = []
-    chats = []
-    try:
-        for store in stores:
-            hub = HubBackend("hub", HubConfig(plugin="hub", repair_cooldown=0.0))
-            hub.scale_out(store)
-            await hub.start()
-            hubs.append(hub)
+    chats: list = []
+    async with shared_hubs(redis_server.url, "a", "b", prefix=PREFIX, lease=LEASE, chats=chats, repair_cooldown=0.0) as hubs:
         # Half the users arrive twice (two tabs, one on each instance): never paired with themselves.
         users = [f"u{i // 2 if i < ARRIVALS // 2 else i}" for i in range(ARRIVALS)]
         queues = [[i for i in range(ARRIVALS) if i % 2 == n] for n in range(2)]
@@ -55,10 +47,3 @@ async def test_a_thousand_arrivals_over_two_instances_pair_everyone_once(redis_s
             assert partner.conversation.cid == conv.cid
         assert sum(len(h.shared.connected) for h in hubs) == len(paired)
         assert len(paired) + len(waiting) == ARRIVALS
-    finally:
-        for chat in chats:
-            await chat.aclose()
-        for hub in hubs:
-            await hub.stop()
-        for store in stores:
-            await store.close()

@@ -72,7 +72,8 @@ async def test_redis_restarted_empty_is_noticed_and_the_prefix_marked_again(redi
         assert await store.sessions() == []
         raw = aioredis.Redis(port=redis_server.port, decode_responses=True)
         try:
-            assert await raw.hgetall("sbtest:meta") == {"app": "stranger-bridge", "schema": "1"}
+            meta = await raw.hgetall("sbtest:meta")
+            assert (meta["app"], meta["schema"]) == ("stranger-bridge", "1") and meta["epoch"] == store.epoch
             assert await raw.exists("sbtest:instance:a") == 1
         finally:
             await raw.aclose()

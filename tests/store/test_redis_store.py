@@ -90,7 +90,7 @@ async def test_keys_under_the_prefix_that_are_not_ours_are_refused_and_untouched
         # Another prefix is another namespace: it opens, and its marker says whose it is.
         store = await open_redis(redis_server.url, prefix="other:")
         await store.close()
-        assert await raw.hgetall("other:meta") == {"app": APP, "schema": SCHEMA}
+        assert await raw.hgetall("other:meta") == {"app": APP, "schema": SCHEMA, "epoch": store.epoch}
         # A marker of another schema version is refused too, before anything is written.
         await raw.hset("other:meta", "schema", "99")
         before = sorted(await raw.keys("*"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.events import Connected, Edit, Message, Reaction, Retract, Room, Start
-
+from bridge.events import Connected, Edit, Image, Message, Reaction, Retract, Room, Start
+from plugins.web.render import PICTURE_NOT_SHOWN
 from plugins.web.rich import REACT_BURST, REACT_RATE
 
 from .client import RawClient
@@ -154,3 +154,64 @@ async def test_a_reaction_flood_is_throttled_and_loses_no_message(bridge, web, h
     assert 429 in flooded
     got = await rec.wait_count("x4", Message, 10)
     assert [m.text for m in got] == [f"token-{i}" for i in range(10)]
+
+
+def png(width: int = 3, height: int = 2) -> Image:
+    import io
+
+    from PIL import Image as Pil
+
+    out = io.BytesIO()
+    Pil.new("RGB", (width, height), (200, 30, 30)).save(out, "PNG")
+    return Image(out.getvalue(), "image/png", width, height)
+
+
+async def test_pictures_are_served_from_here_per_client_and_go_with_the_client(http):
+    from tests.helpers import running
+
+    from .conftest import web_config
+
+    async with running(web_config(images=True)) as bridge:
+        web = bridge.platforms["web"]
+        client, room = await chatting(bridge, web, http, "p1", rich="1")
+        assert client.answer["rich"]["images"] is True
+        picture = png()
+        await web.deliver(room, Message("look", ref="c1", image=picture))
+        got = await client.until("gotMessage")
+        meta = got[2]
+        assert meta["ref"] == "s1" and meta["image"]["width"] == 3 and meta["image"]["height"] == 2
+        url = meta["image"]["url"]
+        assert url.startswith("/image/") and len(url) == len("/image/") + 32
+        async with http.get(web.url + url) as response:
+            assert response.status == 200 and response.headers["Content-Type"] == "image/png"
+            assert response.headers["Cache-Control"] == "private, no-store"
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert await response.read() == picture.data
+        for wrong in ("/image/" + "A" * 32, "/image/x", url[:-1] + ("A" if url[-1] != "A" else "B")):
+            async with http.get(web.url + wrong) as response:
+                assert response.status == 404, wrong
+        # a deleted line's picture is no longer served; a second one still is
+        await web.deliver(room, Message("", ref="c2", image=png(4, 4)))
+        second = (await client.until("gotMessage"))[2]["image"]["url"]
+        await web.deliver(room, Retract("s1"))
+        await client.until("retract")
+        async with http.get(web.url + url) as response:
+            assert response.status == 404
+        async with http.get(web.url + second) as response:
+            assert response.status == 200
+        # the client leaves: its pictures go with it
+        assert await client.post("/disconnect") == (200, "win")
+        async with http.get(web.url + second) as response:
+            assert response.status == 404
+        assert len(web.clients.pictures) == 0
+
+
+async def test_pictures_off_or_a_plain_client_get_a_notice_instead(bridge, web, http):
+    rich, rich_room = await chatting(bridge, web, http, "p2", rich="1")
+    await web.deliver(rich_room, Message("with a picture", ref="c1", image=png()))
+    assert await rich.until("gotMessage") == ["gotMessage", "with a picture", {"ref": "s1"}]
+    assert (await rich.until("serverMessage"))[1] == PICTURE_NOT_SHOWN
+    plain_client, plain_room = await chatting(bridge, web, http, "p3")
+    await web.deliver(plain_room, Message("", ref="c1", image=png()))
+    assert await plain_client.until(lambda e: e[0] in ("gotMessage", "serverMessage")) == ["serverMessage", PICTURE_NOT_SHOWN]
+    assert len(web.clients.pictures) == 0

@@ -199,6 +199,7 @@
     found.entry[1] = ""; // gone from the page and from this tab's storage
     found.entry[3].deleted = true;
     delete found.entry[3].image;
+    for (const other of byRef.values()) if (other.entry[3].reply === ref) delete other.entry[3].quote;
     repaint(ref);
   }
 
