@@ -51,7 +51,7 @@ class Relay:
         self.relations = relations
         self.sender = sender
         self.submit = submit
-        self.upload = upload  # upload(Image) -> our mxc:// URL (plugins.matrix.media.Media.upload)
+        self.upload = upload  # upload(Image, room) -> {"url": mxc} or {"file": ...} (plugins.matrix.media.Media.upload)
 
     # ---- queueing (from deliver) ---------------------------------------------------------------
 
@@ -118,11 +118,11 @@ class Relay:
         """A reply or an image (re-uploaded to our homeserver first: the sender's URL never shows)."""
         ghost = line.sender
         if line.image is not None:
-            url = item.memo.get("url")
-            if url is None:
-                url = item.memo["url"] = await self.upload(line.image)
+            where = item.memo.get("uploaded")
+            if where is None:
+                where = item.memo["uploaded"] = await self.upload(line.image, room.room)
             img = line.image
-            contents = [render.image(url, img.mime, img.width, img.height, len(img.data), line.label, ghost=ghost is not None)]
+            contents = [render.image(where, img.mime, img.width, img.height, len(img.data), line.label, ghost=ghost is not None)]
             if line.text:
                 contents += self._render(line.text, line.label, ghost is not None, 1)
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 
 import aiohttp
 
@@ -49,7 +50,8 @@ async def matrix_and_web(matrix, synapse):
     alice = await matrix.user("alice")
     me = bot["user_id"]
     web = {"plugin": "web", "bind": "127.0.0.1:0", "poll_window": 2.0}
-    cfg = {"platforms": {"mx": mx_table(synapse.url, bot), "web": web}, "backends": HUB}
+    mx = {**mx_table(synapse.url, bot), "crypto_store": tempfile.mkdtemp(prefix="sb-crypto-")}
+    cfg = {"platforms": {"mx": mx, "web": web}, "backends": HUB}
     async with running(cfg) as b, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
         rid = await matrix_waiting(alice, me)
         client = RawClient(http, b.platforms["web"].url)

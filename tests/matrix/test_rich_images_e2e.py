@@ -5,6 +5,7 @@ video are not sent, each with a notice."""
 from __future__ import annotations
 
 import io
+import tempfile
 
 from PIL import Image as PILImage
 
@@ -34,7 +35,8 @@ async def test_images_between_two_matrix_rooms_are_reencoded_and_reuploaded(matr
     alice = await matrix.user("alice")
     bob = await matrix.user("bob")
     me = bot["user_id"]
-    cfg = {"platforms": {"mx": {**mx_table(synapse.url, bot), "images": True}}, "backends": HUB}
+    table = {**mx_table(synapse.url, bot), "crypto_store": tempfile.mkdtemp(prefix="sb-crypto-"), "images": True}
+    cfg = {"platforms": {"mx": table}, "backends": HUB}
     async with running(cfg) as b:
         mx = b.platforms["mx"]
         ra = await matrix_waiting(alice, me)

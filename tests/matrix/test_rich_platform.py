@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 from typing import Any
 
 
@@ -44,6 +45,8 @@ class Core:
 @contextlib.asynccontextmanager
 async def platform(url: str, bot: dict, store: MemoryStore | None = None, **extra: Any):
     login = {"access_token": bot["access_token"], "device_id": bot["device_id"]} if "access_token" in bot else {}
+    if "appservice" not in extra:
+        extra.setdefault("crypto_store", tempfile.mkdtemp(prefix="sb-crypto-"))  # each run its own key store
     cfg = MatrixConfig(plugin="matrix", homeserver=url, user_id=bot["user_id"], allowed_inviters=[":localhost"],
                        sync_timeout=1.0, request_timeout=10.0, **login, **extra)
     core = Core()
@@ -205,13 +208,14 @@ async def test_after_a_restart_older_messages_are_read_back_for_edits_reactions_
     alice = await matrix.user("alice")
     me = bot["user_id"]
     store = MemoryStore()
-    async with platform(synapse.url, bot, store=store) as (mx, core):
+    keys = tempfile.mkdtemp(prefix="sb-crypto-")  # one device, one key store, across both runs
+    async with platform(synapse.url, bot, store=store, crypto_store=keys) as (mx, core):
         rid, room = await chatting(mx, core, alice, me)
         old = await alice.send(rid, "before the restart")
         await core.wait(lambda e: isinstance(e, Message) and e.ref == old)
         await mx.deliver(room, Message("theirs before", ref="c1"))
         theirs = (await core.wait(lambda e: isinstance(e, Posted))).id
-    async with platform(synapse.url, bot, store=store) as (mx, core):  # a new run: its maps are empty
+    async with platform(synapse.url, bot, store=store, crypto_store=keys) as (mx, core):  # a new run: its maps are empty
         mx.rooms_active([room])
         await alice.send(rid, edit_of(old, "edited after the restart"))
         assert await core.wait(lambda e: isinstance(e, Edit)) == Edit(old, "edited after the restart")
