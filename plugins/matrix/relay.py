@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nio import RoomGetEventResponse
+
 from bridge.events import Edit, Image, Message, Posted, Reaction, Retract, Room
 from bridge.hygiene import cut
 from bridge.outbox import Item, Outbox, merge_marker
@@ -154,8 +156,10 @@ class Relay:
         text, or redactions once nothing of the event is left."""
         event, index = split_id(ref)
         shown = self.relations.lines.get(event)
+        if shown is None and index == 0:
+            shown = await self._recall(room, event, item.payload.event.stranger)
         if shown is None or shown.sid != room.format() or index >= len(shown.texts) or not shown.parts:
-            return  # older than the map, or not a line of this room: ignored
+            return  # not a line of this room (or one merged with others before a restart): ignored
         if "applied" not in item.memo:
             if shown.texts[index] is None:
                 return  # already retracted: an edit racing the retraction loses
@@ -185,8 +189,32 @@ class Relay:
                 continue
             await self.sender.write(room.room, Write(redacts=part, txn=f"{item.key}.r{n}", sender=shown.sender))
             item.memo["redacted"] = n + 1
-            self.relations.lines.remember(part, None)
-        shown.parts = shown.parts[:1] if live else []
+            if live:
+                self.relations.lines.remember(part, None)
+        shown.parts = shown.parts[:1] if live else []  # a retracted line stays known, with nothing left to edit
+
+    async def _recall(self, room: SessionRoom, event: str, label: str | None) -> Shown | None:
+        """A stranger's line this run did not post (the chat resumed after a restart), read back from
+        the homeserver: ours (the bot's or a ghost's) or None. Its later parts, if any, are unknown."""
+        client = self.sender.client
+        try:
+            resp = await client.room_get_event(room.room, event)
+        except Exception as exc:  # noqa: BLE001 - then the edit or retraction is not shown
+            log.info("matrix: a stranger's line could not be read back: %r", exc)
+            return None
+        source = getattr(resp.event, "source", None) if isinstance(resp, RoomGetEventResponse) else None
+        if not isinstance(source, dict) or not source.get("content"):
+            return None  # gone, or already redacted
+        sender = source.get("sender")
+        ghosts = self.sender.ghosts
+        if sender == self.sender.cfg.user_id and ghosts is None:
+            shown = Shown(room.format(), label, None, [""], [event])
+        elif ghosts is not None and isinstance(sender, str) and ghosts.owns(sender):
+            shown = Shown(room.format(), None, sender, [""], [event])
+        else:
+            return None
+        self.relations.lines.remember(event, shown)
+        return shown
 
     async def _react(self, room: SessionRoom, item: Item, reaction: Reaction, sender: str | None) -> None:
         """The stranger's reaction as ours (the bot's or the ghost's); a key several strangers hold is

@@ -104,6 +104,11 @@ def edit_of(target: str, text: str) -> dict:
             "m.relates_to": {"rel_type": "m.replace", "event_id": target}}
 
 
+def mine_of(user, rid: str) -> str:
+    """The event id of the user's newest message in the room."""
+    return [e for e in user.messages(rid, user.user_id)][-1]["event_id"]
+
+
 async def chatting(mx, core: Core, user, bot_id: str) -> tuple[str, Room]:
     rid = await user.create_room([bot_id])
     await user.wait_message(rid, bot_id, notice_with("!stranger start"))
@@ -225,3 +230,20 @@ async def test_after_a_restart_older_messages_are_read_back_for_edits_reactions_
         await alice.client.room_redact(rid, old)
         assert await core.wait(lambda e: isinstance(e, Retract)) == Retract(old)
         assert core.of(Retract) == [Retract(old)]
+        # the chat resumed: the stranger edits and deletes lines the previous run posted
+        await mx.deliver(room, Message("theirs second", ref="c2"))
+        second = (await core.wait(lambda e: isinstance(e, Posted) and e.ref == "c2")).id
+    async with platform(synapse.url, bot, store=store, crypto_store=keys) as (mx, core):
+        mx.rooms_active([room])
+        await mx.deliver(room, Connected())  # (the core shows the resumed chat as live)
+        await mx.deliver(room, Edit(second, "theirs second, fixed"))
+        edit = await alice.wait_message(rid, me, lambda c: (c.get("m.relates_to") or {}).get("event_id") == second)
+        assert edit["content"]["m.new_content"]["body"] == "Stranger: theirs second, fixed"
+        await mx.deliver(room, Retract(second))
+        await alice.wait_for(lambda: any(e.get("type") == "m.room.redaction" and (e.get("redacts") or e["content"].get("redacts")) == second
+                                         for e in alice.timeline[rid]))
+        await mx.deliver(room, Retract(mine_of(alice, rid)))  # not a line of ours: nothing is redacted
+        await mx.deliver(room, Message("marker", ref="c3"))
+        await alice.wait_message(rid, me, "marker")
+        redacted = [e for e in alice.timeline[rid] if e.get("type") == "m.room.redaction" and e.get("sender") == me]
+        assert len(redacted) == 1
