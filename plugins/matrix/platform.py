@@ -315,7 +315,7 @@ class MatrixPlatform(Platform):
                 self.moderation.ended(room.id)
                 if self.crypto is not None:
                     self.crypto.undecryptable.chat_ended(room.id)
-            case Message(text=text, stranger=label):
+            case Message(text=text, stranger=label) | Edit(text=text, stranger=label):
                 self.moderation.note(room.id, label or "Stranger", text)
         if self.lost is not None:
             return  # logged once when the token was refused; nothing can be sent
