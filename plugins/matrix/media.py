@@ -120,7 +120,9 @@ class Media:
         if data is None:
             return None, f"it could not be downloaded, or it is larger than {self.host.cfg.image_max_bytes // 1024} KiB."
         try:
-            return await images.prepare(data, ImageLimits(max_bytes=self.host.cfg.image_max_bytes)), ""
+            core = self.host.image_limits or ImageLimits()  # [bridge.images], handed in by the daemon
+            limits = core.model_copy(update={"max_bytes": min(core.max_bytes, self.host.cfg.image_max_bytes)})
+            return await images.prepare(data, limits), ""
         except images.ImageRefused as exc:
             return None, exc.reason
 

@@ -89,7 +89,7 @@ def own_origins(public_origin: str | None, host: str, port: int) -> frozenset[st
 def _body_limit(request: web.Request, config: Any) -> int:
     """The largest body a request may carry: a picture upload may carry a picture."""
     if request.path == "/upload" and config.images:
-        return max(config.max_body_bytes, config.max_image_bytes)
+        return max(config.max_body_bytes, config.image_max_bytes)
     return config.max_body_bytes
 
 

@@ -107,7 +107,7 @@ class RichApi:
 
     async def on_upload(self, request: web.Request) -> web.Response:
         """POST /upload (pictures on): headers X-Client-ID (the id) and X-Ref (the new line's id
-        `uN`), the file as the body, at most max_image_bytes. The core's bridge.images decodes and
+        `uN`), the file as the body, at most image_max_bytes. The core's bridge.images decodes and
         re-encodes it (metadata stripped, bombs and other kinds refused); answers the picture as
         it will be shown {url, width, height}, or `415 fail: <why>` for a file that is not sent."""
         platform, config = self.web, self.web.config
@@ -121,7 +121,7 @@ class RichApi:
             return self.refuse(RichError(429, "one picture at a time"))
         self.uploading.add(client.key)
         try:
-            body = await self._body(request, config.max_image_bytes)
+            body = await self._body(request, config.image_max_bytes)
             if body is None:
                 platform.count("refused", "too_large")
                 response = fail(413)
@@ -129,7 +129,9 @@ class RichApi:
                 return response
             ref = request.headers.get("X-Ref", "")
             client.lines().own_line(ref)
-            image = await prepare(body, ImageLimits(max_bytes=config.max_image_bytes))
+            core = self.web.image_limits or ImageLimits()  # [bridge.images], handed in by the daemon
+            limits = core.model_copy(update={"max_bytes": min(core.max_bytes, config.image_max_bytes)})
+            image = await prepare(body, limits)
         except RichError as exc:
             return self.refuse(exc)
         except ImageRefused as exc:

@@ -142,7 +142,7 @@ def test_no_rich_request_of_a_live_chat_makes_a_5xx():
 
 def test_no_upload_makes_a_5xx():
     """/upload with pictures on: a live rich client's id or not, any line id, any bytes."""
-    cfg = web_config(poll_window=0.2, images=True, max_image_bytes=4096)
+    cfg = web_config(poll_window=0.2, images=True, image_max_bytes=4096)
     with threaded_bridge(cfg) as (bridge, _):
         port = bridge.platforms["web"].port
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)

@@ -46,7 +46,7 @@ async def upload(http, web, client: RawClient, data: bytes, ref: str, ctype: str
 async def test_an_uploaded_picture_reaches_the_partner_re_encoded_without_metadata(http):
     import json
 
-    async with running(web_config(images=True, max_image_bytes=200_000)) as bridge:
+    async with running(web_config(images=True, image_max_bytes=200_000)) as bridge:
         web = bridge.platforms["web"]
         a, b = RawClient(http, web.url), RawClient(http, web.url)
         await a.start(rich="1")

@@ -170,7 +170,7 @@
     seen = Number.isInteger(data.next) ? data.next : 0;
     if (data.rich && typeof data.rich === "object") {
       images = data.rich.images === true;
-      maxImage = Number.isInteger(data.rich.max_image_bytes) ? data.rich.max_image_bytes : 0;
+      maxImage = Number.isInteger(data.rich.image_max_bytes) ? data.rich.image_max_bytes : 0;
       if (Array.isArray(data.rich.emoji) && data.rich.emoji.every((e) => typeof e === "string")) emojiSet = data.rich.emoji;
     }
     handle(data.events || []);
