@@ -207,3 +207,17 @@ async def test_the_hub_reports_waiting_users_per_mode_for_status():
         await rec.wait_for("r", Connected)
         assert bridge.status()["waiting"] == {"random": 1, "ask": 1, "answer": 0, "group": 1}
         assert bridge.backends["hub"].stats()["chats"] == 1
+
+
+def test_cooldown_map_has_a_global_bound_and_keeps_the_newest():
+    # A churn flood parts more pairs within one cool-down than the bound: the oldest go first.
+    clock = [0.0]
+    pool = Pool(repair_cooldown=60, clock=lambda: clock[0], max_cooling=10)
+    for n in range(100):
+        pool.parted([f"a{n}", f"b{n}"])
+        clock[0] += 0.01
+    assert len(pool._recent) == 10
+    assert not pool.compatible(t("b99"), t("a99"))  # the newest pairs are still kept apart (either order)
+    assert not pool.compatible(t("a90"), t("b90"))
+    assert pool.compatible(t("a0"), t("b0"))  # the oldest was forgotten: it may meet again
+    assert pool.compatible(t("a89"), t("b89"))
