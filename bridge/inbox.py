@@ -57,10 +57,16 @@ class Inbox(Generic[T]):
         return 0 < self._maxsize <= len(self._items) - self._states
 
     def put_nowait(self, item: T) -> None:
-        if self.full():
+        # Every message passes here up to three times: full() and _wake() are written out.
+        items = self._items
+        if 0 < self._maxsize <= len(items) - self._states:
             raise asyncio.QueueFull
-        self._items.append(item)
-        self._wake()
+        items.append(item)
+        getter = self._getter
+        if getter is not None:
+            self._getter = None
+            if not getter.done():
+                getter.set_result(None)
 
     def put_state(self, item: T, same: Callable[[T], bool]) -> None:
         """Queue a state change: it replaces the newest queued item if that is a state item for

@@ -175,3 +175,13 @@ def test_user_key_never_contains_the_native_id():
     key = user_key("matrix", "@alice:example.org")
     assert "alice" not in key and key != user_key("matrix", "@alice:example.com")
     assert user_key("discord", 42) == user_key("discord", "42")
+
+
+def test_token_bucket_says_when_it_is_full_again():
+    bucket = TokenBucket(0.5, 4, now=0.0)
+    assert bucket.full_in(0.0) == 0.0
+    assert bucket.allow(0.0) and bucket.allow(0.0)
+    assert bucket.full_in(0.0) == pytest.approx(4.0)  # two tokens at 0.5 a second
+    assert bucket.full_in(3.0) == pytest.approx(1.0)
+    assert bucket.full_in(4.0) == 0.0
+    assert bucket.full_in(100.0) == 0.0

@@ -85,3 +85,44 @@ def test_a_shared_key_gets_its_own_larger_allowance_and_no_cooldown():
     assert [throttle.check("net", shared=True) for _ in range(5)] == [0.0] * 5  # no cooldown between them
     assert throttle.check("net", shared=True) > 0  # the sixth in the window waits
     assert throttle.check("person") == 0.0 and throttle.check("person") > 0  # one person: the cooldown holds
+
+
+def test_keys_that_can_refuse_nothing_are_forgotten_and_the_others_kept():
+    # Churn: every start a new key. A key is kept only while its cooldown runs or its bucket
+    # refills (here 60/6 = 10 s after one start), so memory follows recent starts, not all of them.
+    clock = Clock()
+    throttle = StartThrottle(cooldown=2, max_starts=6, window=60, clock=clock)
+    for _ in range(6):  # a heavy user: bucket empty, refills over 60 s
+        assert throttle.check("web:heavy") == 0.0
+        clock.now += 2
+    for i in range(1000):  # one start per key, ten a second
+        assert throttle.check(f"web:{i}") == 0.0
+        clock.now += 0.1
+    assert len(throttle) <= 105  # about 10 s of keys (plus the heavy user), not 1,000
+    assert throttle.check("web:heavy") == 0.0  # 100 s later it refilled: allowed again...
+    for _ in range(5):
+        throttle.check("web:heavy")
+    assert throttle.check("web:heavy") > 0  # ...and still counted while it matters
+    assert throttle.check("web:999") > 0  # a recent key is still in its cooldown
+
+
+class Keeping(StartThrottle):
+    """Never forgets a key."""
+
+    __slots__ = ()
+
+    def _forget_spent(self, now):
+        pass
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.floats(0, 30)), max_size=200))
+@settings(max_examples=200, deadline=None)
+def test_forgetting_spent_keys_never_changes_an_answer(steps):
+    # Against a throttle that never forgets (no bound, no expiry): the same answers.
+    clock_a, clock_b = Clock(), Clock()
+    forgetting = StartThrottle(cooldown=3, max_starts=3, window=30, clock=clock_a)
+    keeping = Keeping(cooldown=3, max_starts=3, window=30, max_keys=10**9, clock=clock_b)
+    for key, gap in steps:
+        clock_a.now += gap
+        clock_b.now += gap
+        assert forgetting.check(f"k{key}") == pytest.approx(keeping.check(f"k{key}"))

@@ -232,3 +232,17 @@ def test_a_shared_moderation_key_with_own_pairing_keys_still_pairs_but_blocks_an
     assert pool3.arrive(t("net", pairing="c5")) is None
     met = pool3.arrive(t("net", pairing="c6"))
     assert met is not None and [m.pairing for m in met.members] == ["b", "c6"]  # b waited longest
+
+
+def test_cooldown_map_has_a_global_bound_and_keeps_the_newest():
+    # A churn flood parts more pairs within one cool-down than the bound: the oldest go first.
+    clock = [0.0]
+    pool = Pool(repair_cooldown=60, clock=lambda: clock[0], max_cooling=10)
+    for n in range(100):
+        pool.parted([f"a{n}", f"b{n}"])
+        clock[0] += 0.01
+    assert len(pool._recent) == 10
+    assert not pool.compatible(t("b99"), t("a99"))  # the newest pairs are still kept apart (either order)
+    assert not pool.compatible(t("a90"), t("b90"))
+    assert pool.compatible(t("a0"), t("b0"))  # the oldest was forgotten: it may meet again
+    assert pool.compatible(t("a89"), t("b89"))
