@@ -110,7 +110,7 @@ def config(url: str, **matrix):
         {
             "bridge": {"user_rate": 1e9, "user_burst": 10**9, "stranger_rate": 1e9, "stranger_burst": 10**9},
             "platforms": {
-                "mx": {"plugin": "matrix", "homeserver": url, "user_id": BOT, "access_token": "bench-token", **matrix},
+                "mx": {"plugin": "matrix", "homeserver": url, "user_id": BOT, "access_token": "bench-token", "encryption": False, **matrix},
                 "sink": {"plugin": "bench.bench_matrix:Sink"},
             },
             "backends": {"hub": {"plugin": "hub", "repair_cooldown": 0}},

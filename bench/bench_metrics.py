@@ -25,7 +25,7 @@ def config():
         {
             "bridge": {"log_level": "WARNING", "metrics_bind": "127.0.0.1:0"},
             "platforms": {
-                "web": {"plugin": "web", "bind": "127.0.0.1:0"},
+                "web": {"plugin": "web", "bind": "127.0.0.1:0", "address_keys": False},  # load clients: own persons
                 "sink": {"plugin": "bench.common:Sink"},
             },
             "backends": {"hub": {"plugin": "hub", "repair_cooldown": 0}},

@@ -73,6 +73,7 @@ bind = "127.0.0.1:{port}"
 max_sessions_per_address = 10000
 max_polls_per_address = 10000
 max_connections_per_address = 10000
+address_keys = false
 [backends.hub]
 plugin = "hub"
 repair_cooldown = 0

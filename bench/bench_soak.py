@@ -147,7 +147,8 @@ def interaction(user: int, channel: int, guild: int | None) -> Any:
 def message(channel: int, author: int, content: str) -> Any:
     """What `on_message` reads of a discord.Message."""
     return _Obj(id=next(_snowflakes), channel=_Obj(id=channel), author=_Obj(id=author, bot=False),
-                webhook_id=None, content=content, attachments=[], stickers=[])
+                webhook_id=None, content=content, attachments=[], stickers=[], type=discord.MessageType.default,
+                reference=None)
 
 
 class SoakDiscord(DiscordPlatform):

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from bench.bench_soak import kv_rows, state_size
 from bench.common import emit
-from bridge.events import Connected, Disconnected, Message, Start
+from bridge.events import Connected, Disconnected, Message, Room, Start
+from bridge.session import State
 from bridge.store import SQLiteStore
 from tests.discord.conftest import bridge
 from tests.discord.fakediscord import FakeDiscord
@@ -51,7 +52,7 @@ async def run(state: Path) -> list[dict]:
     began = time.monotonic()
     try:
         async with bridge(server, store=SQLiteStore(state), max_sessions_per_guild=10**6) as b:
-            dc, rec = b.platforms["dc"], b.platforms["rec"]
+            dc, rec, router = b.platforms["dc"], b.platforms["rec"], b.router
             done = 0
             next_mark = [round(SESSIONS * c) for c in CHECKPOINTS]
             counter = iter(range(SESSIONS))
@@ -62,16 +63,25 @@ async def run(state: Path) -> list[dict]:
 
             async def session(i: int) -> None:
                 uid = server.add_user(f"user{i}")
-                async with lock:  # one start at a time, so the new thread is known to be this one
+                room = f"r{i}"
+                # One pairing at a time: the new thread is known to be this one, and the recording
+                # room starts only once that thread's session waits in the hub, so the hub pairs
+                # the two (with several searches under way it may pair any two, even two
+                # recording rooms: the starts' moderation checks take turns on the store's thread,
+                # so starts need not reach the hub in the order they were sent).
+                async with lock:
                     known = set(server.channels)
                     await server.slash(uid, server.text_channels[i % 2], "start")
                     [thread] = await server.wait_until(
                         lambda: [t for cid, t in server.channels.items() if cid not in known and t["type"] in (11, 12)]
                     )
-                tid = int(thread["id"])
-                room = f"r{i}"
-                rec.send(room, Start())
-                await rec.wait_for(room, Connected, timeout=15)
+                    tid = int(thread["id"])
+                    dc_room = Room(dc.name, str(tid))
+                    async with asyncio.timeout(15):
+                        while router.state_of(dc_room) is not State.SEARCHING:
+                            await asyncio.sleep(0.002)
+                    rec.send(room, Start())
+                    await rec.wait_for(room, Connected, timeout=15)
                 await server.user_message(tid, uid, f"line {i}")
                 await rec.wait_for(room, lambda e: isinstance(e, Message) and e.text == f"line {i}", timeout=15)
                 match i % 3:

@@ -15,6 +15,7 @@ from .events import Event, Room, Start
 from .metrics import Metrics
 
 if TYPE_CHECKING:
+    from .config import ImageLimits
     from .policy.moderator import Moderator
 
 __all__ = ["Backend", "Chat", "CredentialsError", "KeyValue", "Platform", "PluginConfig", "StrictModel", "Submit"]
@@ -115,6 +116,10 @@ class Platform(abc.ABC):
         # The core's bridge.policy Moderator (bans, strikes, content policy), set by the daemon
         # before `run`; admin surfaces use it. None when the platform runs without the daemon.
         self.moderator: Moderator | None = None
+        # The [bridge.images] limits, set by the daemon before `run`: a platform that lets pictures
+        # through hands each file to bridge.images.prepare(data, image_limits) before `submit`.
+        # None when the platform runs without the daemon (then bridge.config.ImageLimits() applies).
+        self.image_limits: ImageLimits | None = None
 
     @abc.abstractmethod
     async def run(self) -> None:
@@ -161,6 +166,10 @@ class Chat(abc.ABC):
     #: True only where a report keeps the two people apart for good (the hub's chats). Elsewhere
     #: the report confirmation must not promise "never paired again".
     enforces_blocks: ClassVar[bool] = False
+    #: True where the chat carries the rich events both ways (Edit, Retract, Reaction, message
+    #: references, pictures: the hub's chats). False: the core turns them into plain text by the
+    #: one rule table in bridge.fallback (an edit becomes "* corrected: ...", a reaction nothing).
+    rich: ClassVar[bool] = False
 
     def apart_days(self) -> float | None:
         """Where `enforces_blocks`: for how many days a report keeps the two apart. None: for good."""

@@ -105,6 +105,7 @@ class Bridge:
             state = store.state_for(f"platform:{name}")
             platform = cls(name, cfg.platforms[name], self.router.submitter(name), state, self.metrics)
             platform.moderator = self.moderator
+            platform.image_limits = cfg.bridge.images
             self.router.attach(platform)
             self.platforms[name] = platform
             self.metrics.set_ready(name, False)

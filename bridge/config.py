@@ -20,7 +20,9 @@ from .policy.config import PolicySection
 from .registry import PluginError, load_backend, load_platform
 from .store.url import StoreURL, parse_store_url
 
-__all__ = ["BridgeSection", "Config", "ConfigError", "DEFAULT_CONFIG", "default_instance", "load_config", "parse_config"]
+__all__ = [
+    "BridgeSection", "Config", "ConfigError", "DEFAULT_CONFIG", "ImageLimits", "default_instance", "load_config", "parse_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,15 @@ class ConfigError(ValueError):
         self.errors = errors
 
 
+class ImageLimits(StrictModel):
+    """[bridge.images]: limits on pictures (each platform switches them on for itself; off by default)."""
+
+    max_bytes: int = Field(5 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)  # a file larger than this is refused
+    max_pixels: int = Field(16_777_216, ge=64, le=100_000_000)  # width x height; more is refused before decoding
+    rate: float = Field(0.2, gt=0)  # pictures per second a person may sustain in one chat
+    burst: int = Field(3, ge=1)
+
+
 class BridgeSection(StrictModel):
     """The [bridge] table: settings of the core itself."""
 
@@ -67,6 +78,14 @@ class BridgeSection(StrictModel):
     stranger_burst: int = Field(20, ge=1)
     user_rate: float = Field(5.0, gt=0)
     user_burst: int = Field(20, ge=1)
+    # Rich relay (edits, deletions, reactions, replies): messages remembered per side of a chat,
+    # and how much is relayed about one message.
+    refs_per_side: int = Field(256, ge=8, le=10_000)
+    max_edits: int = Field(10, ge=0, le=1000)  # edits relayed per message; later ones are not
+    max_reactions: int = Field(20, ge=0, le=1000)  # reaction changes relayed per message
+    reaction_rate: float = Field(5.0, gt=0)  # reactions per second a person may sustain
+    reaction_burst: int = Field(20, ge=1)
+    images: ImageLimits = ImageLimits()
     inbox_size: int = Field(1000, ge=10)  # events queued per room before overflow notices
     deliver_attempts: int = Field(3, ge=1, le=10)
     shutdown_timeout: float = Field(5.0, gt=0)

@@ -84,6 +84,11 @@ class Start:
     accept: tuple[str, ...] = ()
     # The home server of a Matrix user ("example.org"), so server bans (matrix:*:SERVER) apply.
     server: str | None = None
+    # Who the person is to the pairing itself when `user` is coarser than one person (several
+    # Omegle-protocol clients of one network share a hashed-address `user`): two starts with the
+    # same pairing key never meet, and a parting cools down this key. None: the same as `user`.
+    # Bans, strikes and report blocks keep using `user`. In-process only, like `user`.
+    pairing: str | None = None
 
 
 def accepts(accept: tuple[str, ...], scope: str | None) -> bool:

@@ -39,6 +39,8 @@ def clean(text: str, limit: int | None = None) -> str:
     Called on every message in both directions before a platform renders it. With `limit`,
     the result is cut to at most that many characters, ending with a visible marker.
     """
+    if text.isascii() and text.isprintable():  # most messages: no control, no line break, nothing to do
+        return cut(text, limit) if limit is not None else text
     if not text.isascii():
         # Lone surrogates cannot be encoded anywhere downstream; replace instead of crashing.
         text = text.encode("utf-8", "replace").decode("utf-8") if _has_surrogate(text) else text

@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "Metrics", "counter_key"]
 
 PREFIX = "stranger_bridge_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what `prometheus()` returns
@@ -41,6 +41,11 @@ Labels = tuple[tuple[str, str], ...]
 GaugeSource = Callable[[], dict[tuple[str, ...], float]]
 
 
+def counter_key(name: str, **labels: str) -> tuple[str, Labels]:
+    """The key of one counter series, for `Metrics.add` on a hot path (made once, not per event)."""
+    return (name, tuple(sorted(labels.items())))
+
+
 def _help(name: str) -> str:
     return HELP.get(name, f"stranger-bridge figure {name}.")
 
@@ -68,6 +73,7 @@ class Metrics:
     def __init__(self) -> None:
         self.counters: Counter[tuple[str, Labels]] = Counter()
         self.histograms: dict[tuple[str, Labels], _Histogram] = {}
+        self._attempts: dict[str, tuple[str, Labels]] = {}  # deliver_attempts keys by platform
         self.ready: dict[str, bool] = {}  # platform name -> can deliver
         self._sessions: Callable[[], dict[tuple[str, str], int]] = dict
         self._gauges: dict[str, tuple[str, tuple[str, ...], list[GaugeSource]]] = {}
@@ -83,6 +89,10 @@ class Metrics:
         reason word): never a room, a user or any text.
         """
         self.counters[(name, tuple(sorted(labels.items())))] += amount
+
+    def add(self, key: tuple[str, Labels], amount: int = 1) -> None:
+        """Add to the counter series `key` (from `counter_key`): `inc` without building the key."""
+        self.counters[key] += amount
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         """Add one value (seconds) to a histogram, e.g. observe("store_seconds", 0.002, op="save")."""
@@ -101,8 +111,11 @@ class Metrics:
 
         `reason` says why it failed, from a fixed set (an exception class name, "rate_limited", "http_5xx").
         """
-        # inc() without its sort: every delivery of every event passes here.
-        self.counters[("deliver_attempts", (("platform", platform),))] += 1
+        # Every delivery of every event passes here: the key is made once per platform.
+        key = self._attempts.get(platform)
+        if key is None:
+            key = self._attempts[platform] = counter_key("deliver_attempts", platform=platform)
+        self.counters[key] += 1
         if outcome == "retry":
             self.inc("deliver_retries", platform=platform, reason=reason or "unknown")
         elif outcome == "failed":

@@ -11,15 +11,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .abc import Backend, Chat
+from . import rich
 from .events import (
     Connected,
     Disconnected,
+    Edit,
     Event,
     Message,
     Mode,
+    Posted,
     Question,
+    Reaction,
     Reason,
     Report,
+    Retract,
     Room,
     ServerNotice,
     Start,
@@ -32,6 +37,7 @@ from .bucket import TokenBucket
 from .hygiene import clean, cut
 from .inbox import Inbox
 from .indicator import Indicator
+from .metrics import counter_key
 from .policy.moderator import Decision, wait_notice
 from .starts import check_start, complete_start, start_from_dict, start_to_dict
 from .store import SessionRecord, StoreUnavailable
@@ -77,6 +83,9 @@ _SHUTDOWN_KEEP = _Shutdown(keep=True)
 _USER = -1  # generation tag of user-side inbox items
 _FAILURES = (Reason.ERROR, Reason.REFUSED)  # ends that a backend explains in its own notice
 _TYPING = (Typing, StoppedTyping)
+# Counted on every message: the counter keys are made once.
+_RELAYED_TO_STRANGER = counter_key("messages_relayed", direction="to_stranger")
+_RELAYED_TO_USER = counter_key("messages_relayed", direction="to_user")
 
 
 class Session:
@@ -88,7 +97,7 @@ class Session:
         "backend_name", "start", "generation", "pump", "task", "spy", "strangers", "final_sent",
         "search_started", "search_deadline", "user_typing", "stranger_typing", "user_bucket",
         "stranger_buckets", "user_throttled", "stranger_throttled", "overflowed", "dropped", "explained",
-        "undeliverable", "connected_at",
+        "undeliverable", "connected_at", "rich",
     )  # fmt: skip
 
     def __init__(self, room: Room, host: Host) -> None:
@@ -119,6 +128,7 @@ class Session:
         self.explained = False  # the backend's notice just shown says why the chat is failing
         self.undeliverable = False  # the room failed to show a message and was told (re-armed by a success)
         self.connected_at = 0.0  # when the current chat began (monotonic), for the first-message cooldown
+        self.rich: rich.ChatRich | None = None  # the current chat's message references (bridge.rich)
 
     # ---- feeding the inbox -------------------------------------------------------------------
 
@@ -220,12 +230,18 @@ class Session:
         return False
 
     def _next_deadline(self) -> float | None:
-        times = [self.search_deadline, self.user_typing.deadline()]
-        times.extend(ind.deadline() for ind in self.stranger_typing.values())
-        times = [t for t in times if t is not None]
-        if not times:
+        # Called before every inbox item: no list, and no clock read when nothing is due.
+        soonest = self.search_deadline
+        due = self.user_typing.deadline()
+        if due is not None and (soonest is None or due < soonest):
+            soonest = due
+        for ind in self.stranger_typing.values():
+            due = ind.deadline()
+            if due is not None and (soonest is None or due < soonest):
+                soonest = due
+        if soonest is None:
             return None
-        return max(0.0, min(times) - time.monotonic())
+        return max(0.0, soonest - time.monotonic())
 
     async def _on_deadlines(self) -> None:
         now = time.monotonic()
@@ -253,8 +269,10 @@ class Session:
                     await self.notice("You're not in a chat. Start one first.")
                 else:
                     await self._end_chat(Reason.USER)
-            case Message(text=text):
-                await self._user_message(text)
+            case Message():
+                await self._user_message(event)
+            case Edit() | Retract() | Reaction() | Posted():
+                await rich.from_user(self, event)
             case Typing():
                 s = self.settings
                 if self._can_write() and self.user_typing.start(time.monotonic(), s.typing_timeout, s.typing_interval):
@@ -276,8 +294,10 @@ class Session:
             await self.notice(problem)
             return
         # Banned or starting too often: told plainly; a chat in progress goes on.
+        shared = start.pairing is not None and start.pairing != start.user  # one key, several people
         try:
-            refusal = await self.host.moderator.start_refusal(start.user or str(self.room), server=start.server)
+            refusal = await self.host.moderator.start_refusal(start.user or str(self.room), server=start.server,
+                                                              shared=shared)
         except StoreUnavailable:  # bans cannot be checked now: no chat starts, and the user is told why
             await self.notice(STORE_DOWN)
             return
@@ -323,19 +343,21 @@ class Session:
         self.strangers = ()
         self.search_started = time.monotonic()
         self.stranger_buckets.clear()
+        self.rich = None  # a new chat: references of the last one are no longer found
         self.pump = asyncio.get_running_loop().create_task(self._pump(chat, self.generation))
 
     def resume(self, chat: Chat, record: SessionRecord, backend: Backend) -> None:
         """Take up a chat the backend resumed after a restart. Called by the router before run()."""
         start = start_from_dict(record.start)
         self._begin(chat, backend, start)
+        rich.restore(self, record.refs)
         if record.state == State.CHATTING:
             self.state = State.CHATTING
             self.strangers = ("Stranger",)
         else:
             self.search_deadline = time.monotonic() + self.settings.search_timeout
 
-    async def _user_message(self, text: str) -> None:
+    async def _user_message(self, event: Message) -> None:
         if self.state is State.IDLE:
             await self.notice("You're not chatting with anyone, so your message was not sent. Start a chat first.")
             return
@@ -345,8 +367,8 @@ class Session:
         if self.spy:
             await self.notice("You're the spy: you can watch, but the strangers cannot see your messages.")
             return
-        text = clean(text).strip()
-        if not text:
+        text = clean(event.text).strip()
+        if not text and event.image is None:
             return
         limit = self.host.max_message_length(self.backend_name)
         if len(text) > limit:
@@ -362,14 +384,16 @@ class Session:
         if wait > 0:
             await self.notice(wait_notice(wait))
             return
-        decision = moderator.from_user(self.room, text)
-        if not decision.relay:
-            await self._refused(decision)
-            return
-        text = decision.text
+        if not moderator.clearly_allowed(self.room, text):
+            decision = moderator.from_user(self.room, text)
+            if not decision.relay:
+                await self._refused(decision)
+                return
+            text = decision.text
         self.user_typing.message()  # a message implies the user stopped typing (no stop is sent)
-        if await self._send(Message(text)):
-            self.host.metrics.inc("messages_relayed", direction="to_stranger")
+        out = await rich.outgoing(self, event, text)
+        if out is not None and await self._send(out):
+            self.host.metrics.add(_RELAYED_TO_STRANGER)
 
     async def _send(self, event: Event) -> bool:
         chat = self.chat
@@ -430,7 +454,7 @@ class Session:
                     await self.deliver(event)
             case Connected():
                 await self._connected(event)
-            case Message(text=text, stranger=label):
+            case Message(text=text, stranger=label, image=image):
                 if self.state is State.SEARCHING:  # events may come before "connected"
                     await self._connected(Connected())
                 bucket = self.stranger_buckets.get(label)
@@ -445,18 +469,22 @@ class Session:
                         await self.notice("The stranger is sending messages too fast: some were not shown.")
                     return
                 text = clean(text, 65536).strip()
-                if not text:
+                if not text and image is None:
                     return
-                decision = self.host.moderator.from_stranger(self.room, text, label)
-                if not decision.relay:
-                    await self._refused(decision)
-                    return
-                text = decision.text
+                moderator = self.host.moderator
+                if not moderator.clearly_allowed(self.room, text):
+                    decision = moderator.from_stranger(self.room, text, label)
+                    if not decision.relay:
+                        await self._refused(decision)
+                        return
+                    text = decision.text
                 ind = self.stranger_typing.get(label)
                 if ind is not None and ind.message():
                     await self.deliver(StoppedTyping(label))
-                await self.deliver(Message(text, label))
-                self.host.metrics.inc("messages_relayed", direction="to_user")
+                await self.deliver(rich.incoming(self, event, text))
+                self.host.metrics.add(_RELAYED_TO_USER)
+            case Edit() | Retract() | Reaction():
+                await rich.from_stranger(self, event)
             case Typing(stranger=label):
                 if self.state is State.SEARCHING:
                     await self._connected(Connected())
@@ -545,6 +573,7 @@ class Session:
         self.stranger_typing.clear()
         self.strangers = ()
         self.explained = False
+        self.rich = None  # edits and replies to this chat's messages are ignored from now on
         if pump is not None:
             pump.cancel()
         if chat is not None:
@@ -601,6 +630,7 @@ class Session:
             backend=self.backend_name or "",
             handle=self.chat.handle if self.chat else None,
             start=start_to_dict(start),
+            refs=rich.encoded(self),
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from bridge.abc import Platform, PluginConfig
 from bridge.app import Bridge
 from bridge.config import parse_config
-from bridge.events import Event, Room
+from bridge.events import Event, Message, Room
 from bridge.store import MemoryStore, Store
 
 
@@ -74,6 +75,13 @@ class RecordingPlatform(Platform):
 
 
 RECORDING = "tests.helpers:RecordingPlatform"
+
+
+def bare(events):
+    """Events (or one event) with the core's message references taken off, to compare with plain ones."""
+    if isinstance(events, list):
+        return [bare(e) for e in events]
+    return dataclasses.replace(events, ref=None) if isinstance(events, Message) else events
 
 
 def config(data: dict[str, Any] | None = None, **bridge: Any):

@@ -78,8 +78,15 @@ class PolicySection(LayerConfig):
     # Start throttling, per user key, on every platform
     start_cooldown: Duration = 0.0  # seconds between two starts ("next" included)
     max_starts: int = Field(60, ge=1)  # starts per start_window
+    # starts per start_window for a key several people share: the hashed address network of
+    # cookie-less web clients (users of a federated bridge, one NAT), who all count as one to bans
+    max_shared_starts: int = Field(600, ge=1)
     start_window: Duration = 600.0
     first_message_cooldown: Duration = 0.0  # seconds after a chat begins before the user may write
+
+    # Pictures (where a platform lets them through), per user key over all their chats
+    max_images: int = Field(30, ge=1)  # pictures per image_window
+    image_window: Duration = 600.0
 
     _compiled: dict[tuple[str, str | None], ContentRules] = PrivateAttr(default_factory=dict)
 

@@ -45,7 +45,10 @@ class Moderator:
     keeps no text: the moderation log holds actions, keys and reasons only.
     """
 
-    __slots__ = ("policy", "sanctions", "throttle", "monotonic", "scope_of", "_recent", "_rules", "_scopes")
+    __slots__ = (
+        "policy", "sanctions", "throttle", "images", "monotonic", "scope_of", "_recent", "_rules", "_unscoped",
+        "_scopes", "_cooldown",
+    )  # fmt: skip
 
     def __init__(
         self, policy: PolicySection, store: Store, *, clock: Callable[[], float] = time.time,
@@ -54,6 +57,8 @@ class Moderator:
         self.policy = policy
         self.sanctions = Sanctions.from_config(store, policy, clock=clock)
         self.throttle = StartThrottle.from_config(policy, clock=monotonic)
+        # Pictures are counted per person like starts: a bounded number per window.
+        self.images = StartThrottle(0.0, policy.max_images, policy.image_window, clock=monotonic)
         self.monotonic = monotonic
         # The moderation scope of a room (a Discord guild, a Matrix room); the router sets it
         # to ask the room's platform.
@@ -64,7 +69,9 @@ class Moderator:
         # The compiled rules by (platform, configured scope or None), and the configured scopes:
         # looked up on every message, so kept out of the pydantic model (its attribute access is slow).
         self._rules: dict[tuple[str, str | None], ContentRules] = {}
+        self._unscoped: dict[str, ContentRules] = {}  # the same by platform, while no scope has a layer
         self._scopes: frozenset[str] = frozenset(policy.scopes)
+        self._cooldown = policy.first_message_cooldown
 
     def set_policy(self, policy: PolicySection) -> None:
         """Put a rebuilt policy in force (a server's admins changed its layer): verdicts given under
@@ -72,28 +79,59 @@ class Moderator:
         self.policy = policy
         self._recent.clear()
         self._rules.clear()
+        self._unscoped.clear()
         self._scopes = frozenset(policy.scopes)
+        self._cooldown = policy.first_message_cooldown
 
-    async def start_refusal(self, user: str | None, *, server: str | None = None) -> str | None:
-        """The notice that refuses a start (banned, or starting too often), or None: the start is counted."""
+    async def start_refusal(self, user: str | None, *, server: str | None = None, shared: bool = False) -> str | None:
+        """The notice that refuses a start (banned, or starting too often), or None: the start is counted.
+
+        `shared`: `user` stands for several people (Start.pairing tells them apart)."""
         if user is None:
             return None  # a room without a person key: per-room limits apply elsewhere
         ban = await self.sanctions.check(user, server=server)
         if ban is not None:
             return ban_notice(ban, self.sanctions.clock())
-        wait = self.throttle.check(user)
+        wait = self.throttle.check(user, shared=shared)
         return throttle_notice(wait) if wait > 0 else None
+
+    def image_refusal(self, user: str | None) -> str | None:
+        """The notice that refuses a user's picture (too many in the window), or None: it is counted."""
+        if user is None:
+            return None  # a room without a person key: the per-chat picture rate applies
+        wait = self.images.check(user)
+        return f"Your picture was not sent: too many pictures; try again in {format_duration(wait)}." if wait > 0 else None
 
     def first_message_wait(self, connected_at: float) -> float:
         """Seconds the user must still wait before a first message in a new chat (0: may send)."""
-        return max(0.0, connected_at + self.policy.first_message_cooldown - self.monotonic())
+        cooldown = self._cooldown  # read on every message: kept out of the pydantic model
+        if cooldown <= 0:
+            return 0.0
+        return max(0.0, connected_at + cooldown - self.monotonic())
 
-    def _check(self, room: Room, text: str) -> Verdict:
+    def _rules_for(self, room: Room) -> ContentRules:
+        if not self._scopes:  # the room's scope matters only when some scope has its own layer
+            rules = self._unscoped.get(room.platform)
+            if rules is None:
+                rules = self._unscoped[room.platform] = self.policy.rules_for(room.platform)
+            return rules
         platform, scope = room.platform, self.scope_of(room)
         key = (platform, scope if scope is not None and f"{platform}:{scope}" in self._scopes else None)
         rules = self._rules.get(key)
         if rules is None:
             rules = self._rules[key] = self.policy.rules_for(*key)
+        return rules
+
+    def clearly_allowed(self, room: Room, text: str) -> bool:
+        """True when no rule of `room` can match `text`, found without folding it: the message is
+        relayed unchanged, as `from_user` / `from_stranger` would decide. Most messages under the
+        default rules; checked first on every message, so it allocates nothing."""
+        return self._rules_for(room).clearly_allowed(text)
+
+    def _check(self, room: Room, text: str) -> Verdict:
+        rules = self._rules_for(room)
+        if rules.clearly_allowed(text):  # cheaper than the cache look-up, and keeps nothing
+            return Verdict(Action.ALLOW, text)
         key = (id(rules), text)  # rules are compiled once and kept: their id is stable
         verdict = self._recent.get(key)
         if verdict is None:

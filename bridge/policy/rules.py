@@ -146,11 +146,15 @@ class ContentRules:
         # No lists and links allowed (the default policy): only an invite can matter.
         self.only_invites = not (self.words or self.phrases or self.patterns or self.anchored) and self.links == LinkAction.ALLOW
 
+    def clearly_allowed(self, text: str) -> bool:
+        """True when no rule can match `text`, found without folding it: `check` then allows it unchanged."""
+        # Folded ASCII text spells "discord" only from a "d" or "D" (no leet digit reads "d"):
+        # under the default rules (only invites matter) a message without one passes. Most messages.
+        return self.only_invites and text.isascii() and "d" not in text and "D" not in text
+
     def check(self, text: str) -> Verdict:
         """The verdict on one message (either direction)."""
-        if self.only_invites and text.isascii() and "d" not in text and "D" not in text:
-            # Folded ASCII text spells "discord" only from a "d" or "D" (no leet digit reads "d"):
-            # without one there is no invite, and nothing else is looked for. Most messages.
+        if self.clearly_allowed(text):
             return Verdict(Action.ALLOW, text)
         words = tokens(text)
         hits: list[_Hit] = []

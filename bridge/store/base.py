@@ -32,6 +32,7 @@ class SessionRecord:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     owner: str | None = None  # the instance that runs it (set by stores shared between instances)
+    refs: str | None = None  # the chat's message reference map (bridge.refs, encoded), for resumable chats
 
 
 class Store(abc.ABC):

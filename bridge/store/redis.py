@@ -375,6 +375,7 @@ def _encode(record: SessionRecord) -> str:
             "start": record.start,
             "created": record.created,
             "updated": record.updated,
+            **({"refs": record.refs} if record.refs is not None else {}),
         }
     )
 
@@ -387,7 +388,7 @@ def _decode(value: str, owner: str) -> SessionRecord:
         raise TypeError("start is not an object")
     return SessionRecord(
         Room(str(platform), str(room)), str(data["state"]), str(data["backend"]), data.get("handle"), start,
-        float(data["created"]), float(data["updated"]), owner,
+        float(data["created"]), float(data["updated"]), owner, data.get("refs"),
     )
 
 

@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS quarantine (platform TEXT, room TEXT, state TEXT, bac
 # SQLite's answers when the file or its directory may be read but not written.
 _UNWRITABLE = {"SQLITE_READONLY", "SQLITE_READONLY_DIRECTORY", "SQLITE_CANTOPEN", "SQLITE_PERM"}
 _APP_ID = "stranger-bridge/1"
+_SAVE = ("INSERT OR REPLACE INTO sessions (platform, room, state, backend, handle, start, created, updated, refs) "
+         "VALUES (?,?,?,?,?,?,?,?,?)")  # fmt: skip
 
 
 class SQLiteStore(Store):
@@ -120,6 +122,8 @@ class SQLiteStore(Store):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        if "refs" not in {row[1] for row in db.execute("PRAGMA table_info(sessions)")}:
+            db.execute("ALTER TABLE sessions ADD COLUMN refs TEXT")  # files from before the rich relay
         db.execute("INSERT OR IGNORE INTO meta VALUES ('app', ?)", (_APP_ID,))
         # A write now, so a file that can be read but not written is found at start, not later.
         db.execute("INSERT OR REPLACE INTO meta VALUES ('opened', ?)", (repr(time.time()),))
@@ -180,8 +184,9 @@ class SQLiteStore(Store):
             json.dumps(record.start),
             record.created,
             record.updated,
+            record.refs,
         )
-        await self._call(self._db.execute, "INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?)", row)
+        await self._call(self._db.execute, _SAVE, row)
 
     async def delete_session(self, room: Room) -> None:
         await self._call(self._db.execute, "DELETE FROM sessions WHERE platform=? AND room=?", (room.platform, room.id))
@@ -191,15 +196,15 @@ class SQLiteStore(Store):
 
     def _read_sessions(self) -> list[SessionRecord]:
         rows = self._db.execute(
-            "SELECT rowid, platform, room, state, backend, handle, start, created, updated FROM sessions ORDER BY created"
+            "SELECT rowid, platform, room, state, backend, handle, start, created, updated, refs FROM sessions ORDER BY created"
         ).fetchall()
         records, bad = [], []
-        for rowid, p, r, state, backend, handle, start, created, updated in rows:
+        for rowid, p, r, state, backend, handle, start, created, updated, refs in rows:
             try:
                 data = json.loads(start)
                 if not isinstance(data, dict):
                     raise ValueError(f"start is a {type(data).__name__}, not an object")
-                records.append(SessionRecord(Room(p, r), state, backend, handle, data, created, updated))
+                records.append(SessionRecord(Room(p, r), state, backend, handle, data, created, updated, refs=refs))
             except (ValueError, TypeError) as exc:
                 bad.append((rowid, f"{type(exc).__name__}: {exc}"))
         if bad:

@@ -69,10 +69,13 @@ def admin_group(admin: Admin) -> app_commands.Group:
         platforms="Pair only with users of these platforms, comma-separated (\"any\": no limit)",
         same_platform="Refuse strangers from other platforms (web, Matrix, ...)",
         min_account_age="Least age of a Discord account to start, e.g. 7d (0: none)",
+        images="Relay pictures both ways (re-encoded, no metadata), where the bridge allows them",
     )
     async def settings(interaction: discord.Interaction, only_guild: bool | None = None, platforms: str | None = None,
-                       same_platform: bool | None = None, min_account_age: str | None = None) -> None:  # fmt: skip
-        await admin.run(interaction, admin.cmd_settings(interaction, only_guild, platforms, same_platform, min_account_age))
+                       same_platform: bool | None = None, min_account_age: str | None = None,
+                       images: bool | None = None) -> None:  # fmt: skip
+        await admin.run(interaction, admin.cmd_settings(interaction, only_guild, platforms, same_platform, min_account_age,
+                                                        images))
 
     policy = app_commands.Group(name="policy", description="This server's content policy", parent=group)
 
@@ -196,7 +199,8 @@ class Admin:
     # ---- pairing settings --------------------------------------------------------------------
 
     async def cmd_settings(self, interaction: discord.Interaction, only_guild: bool | None, platforms: str | None,
-                           same_platform: bool | None, min_account_age: str | None) -> str:  # fmt: skip
+                           same_platform: bool | None, min_account_age: str | None,
+                           images: bool | None = None) -> str:  # fmt: skip
         gid = interaction.guild_id
         assert gid is not None
         guilds = self.host.guilds
@@ -205,6 +209,8 @@ class Admin:
             changes["only_guild"] = only_guild
         if same_platform is not None:
             changes["same_platform"] = same_platform
+        if images is not None:
+            changes["images"] = images
         if platforms is not None:
             names = tuple(dict.fromkeys(p.strip().lower() for p in platforms.split(",") if p.strip()))
             if names in ((), ("any",)):
@@ -220,11 +226,11 @@ class Admin:
         async with guilds.locked(gid):
             current = await guilds.settings(gid)
             if not changes:
-                return "Settings of this server:\n" + _describe(current)
+                return "Settings of this server:\n" + _describe(current, self.host.config.images)
             updated = replace(current, **changes)
             await guilds.save_settings(gid, updated)
-        self._logged(interaction, "changed the server's stranger settings: " + _describe(updated).replace("\n", "; "))
-        return "Saved. Settings of this server (they apply to chats started from now on):\n" + _describe(updated)
+        self._logged(interaction, "changed the server's stranger settings: " + _describe(updated, self.host.config.images).replace("\n", "; "))
+        return "Saved. Settings of this server (pairing applies to chats started from now on, pictures at once):\n" + _describe(updated, self.host.config.images)
 
     # ---- content policy ----------------------------------------------------------------------
 
@@ -307,11 +313,16 @@ class Admin:
         return f"On this server {what} now: {action} (applies at once, both ways)."
 
 
-def _describe(s: GuildSettings) -> str:
+def _describe(s: GuildSettings, bridge_images: bool) -> str:
     age = format_duration(s.min_account_age) if s.min_account_age > 0 else "none"
+    if not s.images:
+        pictures = "no"
+    else:
+        pictures = "yes" if bridge_images else "yes, but the bridge has pictures off, so none are relayed"
     return "\n".join([
         f"Pair only inside this server: {'yes' if s.only_guild else 'no'}",
         f"Only these platforms: {', '.join(s.platforms) if s.platforms else 'any'}",
         f"Refuse strangers from other platforms: {'yes' if s.same_platform else 'no'}",
         f"Minimum Discord account age: {age}",
+        f"Relay pictures: {pictures}",
     ])

@@ -57,6 +57,18 @@ class DiscordClient(discord.Client):
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         self.inbound.on_edit(payload)
 
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        self.inbound.on_delete(payload.channel_id, [payload.message_id])
+
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        self.inbound.on_delete(payload.channel_id, list(payload.message_ids))
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        self.inbound.on_reaction(payload.channel_id, payload.message_id, payload.user_id, payload.emoji, True)
+
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        self.inbound.on_reaction(payload.channel_id, payload.message_id, payload.user_id, payload.emoji, False)
+
     async def on_raw_typing(self, payload: discord.RawTypingEvent) -> None:
         self.inbound.on_typing(payload.channel_id, payload.user_id)
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from bridge.abc import PluginConfig
 
-__all__ = ["DEFAULT_API_BASE", "DEFAULT_GATEWAY_URL", "DiscordConfig"]
+__all__ = ["DEFAULT_API_BASE", "DEFAULT_CDN_BASE", "DEFAULT_GATEWAY_URL", "DiscordConfig", "REMOVED"]
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg/"
+DEFAULT_CDN_BASE = "https://cdn.discordapp.com"
+REMOVED = {
+    "attachments": "the option `attachments` was removed: its \"links\" setting sent Discord CDN URLs, which carry "
+                   "channel ids, to strangers. Delete it; pictures are relayed re-uploaded with `images = true`.",
+}
 
 
 class DiscordConfig(PluginConfig):
@@ -25,7 +30,12 @@ class DiscordConfig(PluginConfig):
     keep_open: bool = False  # when a chat ends, keep the thread open for the next start (else archive+lock)
     webhooks: bool = True  # strangers speak through one channel webhook under their own name
     dm: bool = False  # /stranger in direct messages with the bot
-    attachments: Literal["drop", "links"] = "drop"  # user files/stickers: a notice, or their links
+    # Pictures (PNG, JPEG, GIF, WebP) both ways, re-encoded; off by default; in a server its admins
+    # must switch them on too (/stranger-admin settings images:true). Other files: a notice.
+    images: bool = False
+    # A user's picture larger than this is not downloaded (the core's [bridge.images] limits apply too).
+    image_max_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)
+    cdn_base: str = DEFAULT_CDN_BASE  # user pictures are fetched only from under this address
     max_sessions_per_guild: int = Field(50, ge=1)
     start_cooldown: float = Field(3.0, ge=0)  # seconds between two starts (or nexts) of one user
     command_scope: Literal["global", "guilds", "off"] = "global"  # where /stranger is synced at start
@@ -37,3 +47,12 @@ class DiscordConfig(PluginConfig):
     # Lines of the reported chat posted with a report (0: none; opt-in; users are told when on).
     mod_log_lines: int = Field(0, ge=0, le=20)
     request_timeout: float = Field(15.0, gt=0, allow_inf_nan=False)  # seconds a webhook call may take; then read back and retried
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, why in REMOVED.items():
+                if key in data:
+                    raise ValueError(why)
+        return data

@@ -29,6 +29,7 @@ class GuildSettings:
     platforms: tuple[str, ...] = ()  # pair only with users of these platforms; empty: any
     same_platform: bool = False  # refuse strangers from other platforms (web, Matrix, ...)
     min_account_age: float = 0.0  # seconds a Discord account must exist before /stranger start
+    images: bool = False  # pictures both ways in this server's threads (only where the operator allows them)
 
     def accept(self, platform: str, guild: int) -> tuple[str, ...]:
         """The Start.accept that carries these settings for a member of `guild` on `platform`."""

@@ -1,17 +1,20 @@
-"""What users do in session threads: messages, edits, typing, leaving; catch-up after a re-IDENTIFY."""
+"""What users do in session threads: messages, replies, pictures, edits, deletions, reactions, typing, leaving; catch-up after a re-IDENTIFY."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.http import Route
 
+from bridge.config import ImageLimits
 from bridge.dedupe import SeenIds
-from bridge.events import Disconnected, Message, Reason, Room, Typing
+from bridge.events import Disconnected, Edit, Message, Reaction, Reason, Retract, Room, Typing
 
-from . import render
+from . import pictures, render
+from .order import InOrder, ReactionPace
 from .threads import ThreadInfo
 
 if TYPE_CHECKING:
@@ -21,6 +24,10 @@ __all__ = ["Inbound"]
 
 log = logging.getLogger(__name__)
 
+REPLY = 19  # the message type of a reply
+FILES_NOT_SENT = "Files and stickers are not sent to the stranger."
+ONLY_PICTURES = "Only pictures (PNG, JPEG, GIF, WebP), one per message, are sent; other files and stickers are not."
+
 
 
 class Inbound:
@@ -29,6 +36,8 @@ class Inbound:
     def __init__(self, host: DiscordPlatform) -> None:
         self.host = host
         self.seen_messages: SeenIds[int, str] = SeenIds(host.remember)  # id -> content (to tell an edit)
+        self.order = InOrder(self._submit)  # a message waiting for its picture holds back what follows
+        self.reactions = ReactionPace(self._reaction)
 
     def _submit(self, tid: int, event: Any) -> None:
         self.host.submit(Room(self.host.name, str(tid)), event)
@@ -53,9 +62,10 @@ class Inbound:
                     author = data.get("author", {})
                     if author.get("bot") or data.get("webhook_id"):
                         continue
+                    reply = (data.get("message_reference") or {}).get("message_id") if data.get("type") == REPLY else None
                     self._user_message(info, int(data["id"]), int(author["id"]), data.get("content", ""),
-                                       [a.get("url", "") for a in data.get("attachments", [])],
-                                       len(data.get("sticker_items", [])))
+                                       data.get("attachments", []), len(data.get("sticker_items", [])),
+                                       int(reply) if reply else None)
                 if len(batch) < 100:
                     break
                 after = int(batch[-1]["id"])
@@ -77,30 +87,58 @@ class Inbound:
         info = self.host.threads.get(message.channel.id)
         if info is None or message.author.id != info.owner:
             return
-        args = (message.id, message.author.id, message.content, [a.url for a in message.attachments],
-                len(message.stickers))
+        reply = message.reference.message_id if message.type is discord.MessageType.reply and message.reference else None
+        files = [a.to_dict() for a in message.attachments]
+        args = (message.id, message.author.id, message.content, files, len(message.stickers), reply)
         if info.catching_up:
             info.pending.append(args)
             return
         self._user_message(info, *args)
 
-    def _user_message(self, info: ThreadInfo, mid: int, author: int, content: str, files: list[str], stickers: int) -> None:
+    def _user_message(self, info: ThreadInfo, mid: int, author: int, content: str, files: list[dict], stickers: int,
+                      reply: int | None = None) -> None:
         if author != info.owner or mid <= info.last_seen or mid in self.seen_messages:
             return  # not the owner, or already handed on (live and catch-up overlap)
         self.seen_messages.remember(mid, content)
         text = render.anonymise(content).strip()
-        if files or stickers:
-            if self.host.config.attachments == "links" and files:
-                text = "\n".join([text, *files]).strip()
-            else:
-                self.host.outboxes.get(info.id).put_payload(
-                    render.text_notice("Files and stickers are not sent to the stranger.")
-                )
+        message = Message(text, ref=str(mid), reply_to=self.host.rich.message_of(reply) if reply else None)
+        if (files or stickers) and self.host.config.images:
+            self.order.later(info.id, self._with_files(info, message, files, stickers))
+        else:
+            if files or stickers:
+                self._notice(info.id, FILES_NOT_SENT)
+            if text:
+                self.order.now(info.id, message)
         if text:
-            self._submit(info.id, Message(text))
             self.host.modlog.note(info.id, "Reporter", text)
         info.last_seen = mid
         self.host.threads.persist(info)
+
+    def _notice(self, tid: int, text: str) -> None:
+        self.order.call(tid, lambda: self.host.outboxes.get(tid).put_payload(render.text_notice(text)))
+
+    def _notice_now(self, tid: int, text: str) -> None:
+        self.host.outboxes.get(tid).put_payload(render.text_notice(text))
+
+    async def _with_files(self, info: ThreadInfo, message: Message, files: list[dict], stickers: int) -> Message | None:
+        """The message with its picture fetched and re-encoded, where this server has pictures
+        on; every file not sent (and a picture that fails) gets a notice."""
+        if not await self.host.rich.pictures_on(info.id):
+            self._notice_now(info.id, FILES_NOT_SENT)
+            return message if message.text else None
+        picture, others = pictures.pick(files)
+        if others or stickers:
+            self._notice_now(info.id, ONLY_PICTURES)
+        if picture is None:
+            return message if message.text else None
+        session = self.host.sender.session
+        assert session is not None
+        try:
+            image = await pictures.fetch(session, picture, self.host.config, self.host.image_limits or ImageLimits())
+        except pictures.Refused as exc:
+            self._notice_now(info.id, f"Your picture was not sent to the stranger. {exc}")
+            return message if message.text else None
+        return replace(message, image=image)
 
     def on_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         info = self.host.threads.get(payload.channel_id)
@@ -109,13 +147,41 @@ class Inbound:
         if info is None or "content" not in data or int(author.get("id", 0)) != info.owner:
             return
         before = self.seen_messages.get(payload.message_id)
-        if before is None or before == data["content"] or not data.get("edited_timestamp"):
-            return  # unknown, unchanged (an embed unfolded), or not an edit
+        if before == data["content"] or not data.get("edited_timestamp") or payload.message_id <= info.id:
+            return  # unchanged (an embed unfolded), not an edit, or older than the chat's thread
         self.seen_messages.remember(payload.message_id, data["content"])
         text = render.anonymise(data["content"]).strip()
-        if text:
-            self._submit(info.id, Message(f"* corrected: {text}"))
+        if text:  # an edit older than the core's map of this chat is dropped there, with no error
+            self.order.now(info.id, Edit(str(payload.message_id), text))
             self.host.modlog.note(info.id, "Reporter", f"* corrected: {text}")
+
+    def on_delete(self, channel_id: int, message_ids: list[int]) -> None:
+        """The user deleted messages: the stranger's side removes them too. Deletions the bridge
+        made itself (a stranger retracting a line) are not handed back."""
+        info = self.host.threads.get(channel_id)
+        if info is None:
+            return
+        for mid in sorted(message_ids):
+            if mid in self.host.rich.ours or self.host.rich.is_ours(mid) or mid == info.id:
+                continue
+            # Not ours: the owner's message (or another member's, which the core does not know).
+            self.order.now(info.id, Retract(str(mid)))
+
+    def on_reaction(self, channel_id: int, message_id: int, user_id: int, emoji: discord.PartialEmoji, add: bool) -> None:
+        """The owner reacted (or took a reaction back): bounded per thread, the latest state of
+        each (message, emoji) wins when they come faster than REACTIONS_PER_SECOND."""
+        info = self.host.threads.get(channel_id)
+        if info is None or user_id != info.owner or not emoji.is_unicode_emoji():
+            return  # custom emoji carry a server's id: never relayed
+        self.reactions.put(info.id, self.host.rich.message_of(message_id), emoji.name, add)
+
+    def _reaction(self, tid: int, ref: str, emoji: str, add: bool) -> None:
+        self.order.now(tid, Reaction(ref, emoji, add))
+
+    def release(self, tid: int) -> None:
+        """The thread's chat is over: drop what waits for it."""
+        self.order.release(tid)
+        self.reactions.release(tid)
 
     def on_typing(self, channel_id: int, user_id: int) -> None:
         info = self.host.threads.get(channel_id)

@@ -14,7 +14,22 @@ from discord.http import Route
 
 from bridge.abc import Platform
 from bridge.backoff import Backoff
-from bridge.events import Connected, Disconnected, Event, Message, Reason, Room, StoppedTyping, Typing, Undelivered, Waiting
+from bridge.events import (
+    Connected,
+    Disconnected,
+    Edit,
+    Event,
+    Message,
+    Posted,
+    Reaction,
+    Reason,
+    Retract,
+    Room,
+    StoppedTyping,
+    Typing,
+    Undelivered,
+    Waiting,
+)
 from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
 
 from . import render
@@ -24,7 +39,9 @@ from .commands import Commands
 from .config import DEFAULT_API_BASE, DEFAULT_GATEWAY_URL, DiscordConfig
 from .guilds import Guilds
 from .inbound import Inbound
+from .lines import Line, Upload
 from .modlog import FOLLOW_EVERY, ModLog
+from .rich import Rich
 from .sender import DiscordSender
 from .threads import ThreadInfo, Threads
 
@@ -75,6 +92,9 @@ class DiscordPlatform(Platform):
         self.outboxes = Outboxes(self.sender, policy, metrics=self.metrics, on_given_up=self._given_up,
                                  on_drop=self.release)
         self.metrics.gauge_source("queue_depth", ("owner", "queue"), self._queue_depth)
+        self.rich = Rich(self)
+        self.sender.rich = self.rich
+        self.sender.on_posted = self.rich.posted
         self.inbound = Inbound(self)
         self.commands = Commands(self)
         self.guilds = Guilds(self.name, self.state)
@@ -99,7 +119,8 @@ class DiscordPlatform(Platform):
         await self.threads.load()
         intents = discord.Intents.none()
         intents.guilds = intents.guild_messages = intents.message_content = intents.guild_typing = True
-        intents.dm_messages = intents.dm_typing = cfg.dm
+        intents.guild_reactions = True
+        intents.dm_messages = intents.dm_typing = intents.dm_reactions = cfg.dm
         self.client = DiscordClient(
             self,
             intents=intents,
@@ -185,10 +206,19 @@ class DiscordPlatform(Platform):
         info = self.threads.get(tid)
         box = self.outboxes.get(tid)
         match event:
-            case Message(text=text, stranger=label):
+            case Message(text=text, stranger=label, ref=ref, quote=quote, image=image):
                 box.typing_stop(label)
-                box.put_text(label, text)
+                # A reply's quote or a picture belongs to its own message: such a line never merges.
+                alone = quote is not None or image is not None
+                box.put_text(label, text, group=("alone", ref or id(event)) if alone else None)
+                if not box.closed and box.queue:
+                    picture = Upload.of(image) if image is not None else None
+                    self.sender.add_line(tid, box.queue[-1].key, Line(ref, text, quote, picture))
                 self.modlog.note(tid, label or "Stranger", text)
+            case Edit() | Retract() | Reaction():
+                self.rich.deliver(tid, event)
+            case Posted():
+                pass  # a user-side event: never delivered to a platform
             case Typing(stranger=label):
                 box.typing_start(label)
             case StoppedTyping(stranger=label):
@@ -222,6 +252,8 @@ class DiscordPlatform(Platform):
         """Forget what was kept for a thread once its chat is over and its outbox is done."""
         if tid not in self.threads and tid not in self.outboxes:
             self.sender.release(tid)
+            self.rich.release(tid)
+            self.inbound.release(tid)
             self.threads.parents.pop(tid, None)
             self.modlog.forget(tid)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from bridge.events import Connected, Disconnected, Event, Question, ServerNotice, Waiting
 from bridge.hygiene import cut, split
@@ -16,13 +17,17 @@ __all__ = [
     "MAX_PARTS",
     "MERGE_LIMIT",
     "MOD_LOG_LINE",
+    "QUOTE_LIMIT",
     "SUPPRESS_EMBEDS",
     "anonymise",
+    "edit_payloads",
     "merge_note",
     "mod_entry_text",
     "mod_log_payloads",
     "neutralise",
     "notice_payload",
+    "quote_line",
+    "reaction_emoji",
     "stranger_payloads",
     "text_notice",
     "thread_name",
@@ -38,6 +43,8 @@ ALLOWED_MENTIONS: dict = {"parse": [], "users": [], "roles": [], "replied_user":
 NOTICE_COLOUR = 0x5865F2
 ENDED_COLOUR = 0x80848E
 MERGE_LIMIT = LIMIT - 200  # characters of stranger text merged into one message (room for escapes)
+QUOTE_LIMIT = 100  # characters of the quoted message a reply shows
+EMOJI_LIMIT = 16  # code points of one reaction emoji (the longest ZWJ sequences and tag flags fit)
 
 # Custom ids of the session buttons; the platform maps them back to user events.
 BUTTONS: dict[str, str] = {"stranger:next": "Next", "stranger:stop": "Stop", "stranger:report": "Report"}
@@ -94,27 +101,67 @@ def anonymise(text: str) -> str:
 # ---- payloads ------------------------------------------------------------------------------------
 
 
-def stranger_payloads(text: str, label: str | None, *, webhook: bool, extra: str | None = None) -> list[dict]:
-    """The message payloads that show one stranger message (at most MAX_PARTS, the last cut with a
+def quote_line(quote: str) -> str:
+    """The short quote a reply shows above its text (webhooks cannot post native replies): one
+    line, cut, and neutralised like all stranger text, so it never pings or hides a link."""
+    return "> " + neutralise(cut(" ".join(quote.split()), QUOTE_LIMIT))
+
+
+def stranger_payloads(text: str, label: str | None, *, webhook: bool, extra: str | None = None,
+                      quote: str | None = None, parts: int = MAX_PARTS) -> list[dict]:
+    """The message payloads that show one stranger message (at most `parts`, the last cut with a
     marker). Through a webhook the stranger is the author of the whole block; otherwise a bold
-    prefix names them on every line."""
+    prefix names them on every line. A reply starts with a quote line of what it answers."""
     who = label or "Stranger"
     body = neutralise(text)
     prefix = "" if webhook else f"**{who}:** "
     if prefix:  # the bot also posts notices: every visual line of stranger text says who wrote it
         body = "\n".join(prefix + line for line in body.split("\n") if line.strip())
+    if quote and quote.strip():
+        body = quote_line(quote) + "\n" + body
     tail = f"\n{extra}" if extra else ""
     size = LIMIT - len(prefix) - len(tail)
-    parts = split(body, size, MAX_PARTS) or [""]
+    pieces = split(body, size, parts) or [""]
     payloads = []
-    for index, part in enumerate(parts):
+    for index, part in enumerate(pieces):
         head = "" if part.startswith(prefix) else prefix  # a part that begins inside a long line
-        content = head + part + (tail if index == len(parts) - 1 else "")
+        if index == 0 and part.startswith("> "):
+            head = ""  # the quote line of a reply stands above the attributed text
+        content = head + part + (tail if index == len(pieces) - 1 else "")
         payload: dict = {"content": cut(content, LIMIT), "allowed_mentions": dict(ALLOWED_MENTIONS), "flags": SUPPRESS_EMBEDS}
         if webhook:
             payload["username"] = who
         payloads.append(payload)
     return payloads
+
+
+def edit_payloads(text: str, label: str | None, *, webhook: bool, parts: int, quote: str | None = None) -> list[dict]:
+    """The new contents of the messages showing an edited stranger line: rendered exactly like a
+    new line (attributed, neutralised), never more parts than it has, and no author change."""
+    payloads = stranger_payloads(text, label, webhook=webhook, quote=quote, parts=parts)
+    for payload in payloads:
+        payload.pop("username", None)
+    return payloads
+
+
+_EMOJI_PARTS = {"So", "Sk", "Mn", "Me", "Cf"}
+
+
+def reaction_emoji(emoji: str) -> str | None:
+    """The emoji if it is one Unicode emoji Discord can show as a reaction, else None (a custom
+    emoji's name:id, words, markup or anything long is never put on a message)."""
+    if not emoji or len(emoji) > EMOJI_LIMIT:
+        return None
+    keycap = "\u20e3" in emoji
+    for char in emoji:
+        if char.isascii():
+            if not (keycap and char in "0123456789#*"):
+                return None
+        elif unicodedata.category(char) not in _EMOJI_PARTS:
+            return None
+    if not keycap and not any(unicodedata.category(c) == "So" for c in emoji):
+        return None
+    return emoji
 
 
 def merge_note(marker: str) -> str:

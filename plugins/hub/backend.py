@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import logging
@@ -18,11 +19,14 @@ from bridge.inbox import Inbox
 from bridge.events import (
     Connected,
     Disconnected,
+    Edit,
     Event,
     Message,
     Mode,
+    Reaction,
     Reason,
     Report,
+    Retract,
     Start,
     StoppedTyping,
     Typing,
@@ -38,6 +42,7 @@ __all__ = ["HubBackend", "HubChat", "HubConfig"]
 log = logging.getLogger(__name__)
 
 _END = object()
+_RICH = (Edit, Retract, Reaction)
 _ANONYMOUS = itertools.count(1)
 
 
@@ -86,6 +91,7 @@ class HubChat(Chat):
 
     __slots__ = ("hub", "start", "queue", "ticket", "conversation", "fallback", "closed")
     enforces_blocks = True  # a reported pair is not matched again for block_days, across restarts (blocks are stored)
+    rich = True  # edits, deletions, reactions, references and pictures travel as they are
 
     def apart_days(self) -> float | None:
         return self.hub.config.block_days
@@ -146,11 +152,16 @@ class HubChat(Chat):
             return
         if conv.kind == ASK and conv.members[0] is self:
             return  # the spy only watches
-        if type(event) is Message:
+        kind = type(event)
+        if kind is Message:
             for other in conv.alive:
                 if other is not self:
-                    other.push(Message(event.text, conv.label(other, self)))
-        elif type(event) in (Typing, StoppedTyping):
+                    other.push(Message(event.text, conv.label(other, self), event.ref, event.reply_to, image=event.image))
+        elif kind in _RICH:  # core references only: each receiving session maps them to its room's ids
+            for other in conv.alive:
+                if other is not self:
+                    other.push(dataclasses.replace(event, stranger=conv.label(other, self)))
+        elif kind in (Typing, StoppedTyping):
             for other in conv.alive:
                 if other is not self:
                     other.push(type(event)(conv.label(other, self)))
@@ -257,6 +268,7 @@ class HubBackend(Backend):
             payload=chat,
             scope=start.scope,
             accept=start.accept,
+            pairing=start.pairing or "",
         )
         chat.ticket = ticket
         chat.push(Waiting())
@@ -361,7 +373,7 @@ class HubBackend(Backend):
         if conv is None or chat not in conv.alive:
             return
         conv.alive.remove(chat)
-        self.pool.parted(m.ticket.user for m in conv.members if m.ticket)
+        self.pool.parted(m.ticket.pairing for m in conv.members if m.ticket)
         if conv.kind == ASK:
             if chat is conv.members[0]:
                 return  # the answerers go on discussing; the spy was invisible to them

@@ -21,7 +21,7 @@ RANDOM, INTERESTS, ASK, ANSWER, GROUP = "random", "interests", "ask", "answer", 
 class Ticket:
     """One person waiting: what they asked for and where they wait."""
 
-    user: str
+    user: str  # the moderation key: report blocks hold between users
     kind: str  # RANDOM | INTERESTS | ASK | ANSWER | GROUP
     language: str = "en"
     interests: frozenset[str] = frozenset()
@@ -33,6 +33,11 @@ class Ticket:
     id: int = 0
     since: float = 0.0
     places: list[tuple] = field(default_factory=list)  # keys of the buckets this ticket waits in
+    pairing: str = ""  # who the person is to pairing (Start.pairing); "": the same as user
+
+    def __post_init__(self) -> None:
+        if not self.pairing:
+            self.pairing = self.user
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +99,13 @@ class Pool:
             del recent[pair]
 
     def compatible(self, a: Ticket, b: Ticket) -> bool:
-        if a.user == b.user:
+        if a.pairing == b.pairing:
             return False
         if (a.accept or b.accept) and not (accepts(a.accept, b.scope) and accepts(b.accept, a.scope)):
             return False  # one of them pairs only inside a guild or with chosen platforms
-        pair = frozenset((a.user, b.user))
-        if self.blocks.holds(pair):
+        if a.user != b.user and self.blocks.holds(frozenset((a.user, b.user))):
             return False
+        pair = frozenset((a.pairing, b.pairing))
         until = self._recent.get(pair)
         if until is not None:
             if until > self.clock():

@@ -8,7 +8,7 @@ from bridge.events import Disconnected, Event, Mode, Report, Start
 
 __all__ = ["Command", "help_text", "parse", "to_event"]
 
-NAMES = ("start", "next", "stop", "ask", "answer", "report", "help")
+NAMES = ("start", "next", "stop", "ask", "answer", "report", "images", "help")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +43,10 @@ def parse(body: str, prefix: str) -> Command | None:
     return Command(word, tuple(arg.split()) if arg else (), arg)
 
 
-def help_text(prefix: str, report_lines: int | None = None) -> str:
+def help_text(prefix: str, report_lines: int | None = None, *, images: bool = False) -> str:
     """The help notice, with the configured prefix; `report_lines`: None without a moderation log,
-    else how many lines of the chat a report shares with the moderators (0: none)."""
+    else how many lines of the chat a report shares with the moderators (0: none); `images`: the
+    bridge relays images where a room's moderators turn them on."""
     p = prefix
     if report_lines is None:
         shared = ""
@@ -61,9 +62,11 @@ def help_text(prefix: str, report_lines: int | None = None) -> str:
         f"{p} ask <question> — spy mode: watch two strangers discuss your question\n"
         f"{p} answer — discuss a spy's question with another stranger\n"
         f"{p} report — end the chat and report the stranger\n"
-        f"{p} help — this text\n"
+        + (f"{p} images on|off — moderators: send images both ways in this room (metadata removed)\n" if images else "")
+        + f"{p} help — this text\n"
         "While chatting, everything else you write goes to the stranger. "
-        "Media, mentions and links to Matrix are never sent." + shared
+        + ("Files, videos, audio, mentions and links to Matrix are never sent; images only where turned on."
+           if images else "Media, mentions and links to Matrix are never sent.") + shared
     )
 
 

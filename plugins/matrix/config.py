@@ -67,7 +67,21 @@ class MatrixConfig(PluginConfig):
     # Ghost mode (optional): with a registration the bot is the application service's sender and
     # events arrive by push instead of /sync; access_token / password are then not used.
     appservice: AppserviceConfig | None = None
+    # End-to-end encryption (sync mode; needs matrix-nio[e2e]): join encrypted rooms, decrypt and
+    # encrypt. Ghost mode refuses encrypted rooms. The keys live in nio's SQLite store in
+    # `crypto_store` (a directory; relative to the working directory, the state directory under
+    # systemd); keep it with the login (`device_id` or `store_path`): the store belongs to one device.
+    encryption: bool = True
+    crypto_store: Path = Path("matrix-crypto")
+    # "all": encrypt for every device of the room's members, verified or not; "tofu": a member's
+    # first devices are trusted, a device that appears later is announced in their chats.
+    trust: Literal["all", "tofu"] = "all"
+    undecryptable_wait: float = Field(30.0, gt=0, le=3600)  # seconds to wait for a missing key before the room is told
     allow_media_links: bool = False  # send the stranger an http(s) download link for user media
+    # Images both ways (PNG, JPEG, GIF, WebP), re-encoded so no metadata crosses: off by default;
+    # with true, a room moderator (power level 50) still turns them on per room (`!stranger images on`).
+    images: bool = False
+    image_max_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)  # a user's image downloaded at most
     ignore_users: tuple[str, ...] = ()  # regexes of mxids whose events are ignored (other bots)
     sync_timeout: float = Field(30.0, gt=0, le=300)  # long-poll seconds per /sync
     request_timeout: float = Field(20.0, gt=0, le=300)  # seconds per ordinary request

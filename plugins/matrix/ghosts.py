@@ -251,8 +251,11 @@ class Ghosts:
             if entry.typing:
                 body["timeout"] = int(self.cfg.typing_timeout * 1000)
             return await self._call("PUT", f"/rooms/{quote(rid)}/typing/{quote(ghost)}", ghost, body)
+        if entry.redacts is not None:
+            path = f"/rooms/{quote(rid)}/redact/{quote(entry.redacts)}/{quote(entry.txn)}"
+            return await self._call("PUT", path, ghost, render.redaction())
         assert entry.content is not None
-        path = f"/rooms/{quote(rid)}/send/m.room.message/{quote(entry.txn)}"
+        path = f"/rooms/{quote(rid)}/send/{quote(entry.kind)}/{quote(entry.txn)}"
         return await self._call("PUT", path, ghost, render.wire(entry.content, entry.thread))
 
     async def _join(self, rid: str, ghost: str) -> Sent:
@@ -297,7 +300,8 @@ class Ghosts:
             return Sent(Sent.TRANSIENT, error=type(exc).__name__)
         data = data if isinstance(data, dict) else {}
         if status == 200:
-            return Sent(Sent.OK)
+            event_id = data.get("event_id")
+            return Sent(Sent.OK, event_id=event_id if isinstance(event_id, str) else "")
         errcode = str(data.get("errcode") or status)
         if status == 429:
             return Sent(Sent.LIMITED, retry_after=(data.get("retry_after_ms") or 1000) / 1000, error=errcode)

@@ -14,6 +14,7 @@ from bridge.abc import CredentialsError
 from bridge.backoff import Backoff
 
 from .config import MatrixConfig
+from .e2ee import client_options
 
 __all__ = [
     "LOGIN_BACKOFF",
@@ -46,8 +47,8 @@ def new_client(cfg: MatrixConfig) -> AsyncClient:
             max_limit_exceeded=0,
             max_timeouts=0,
             request_timeout=cfg.request_timeout,
-            encryption_enabled=False,
             store_sync_tokens=False,
+            **client_options(cfg),  # encryption on: nio's SQLite key store (opened by plugins.matrix.crypto)
         ),
     )
 

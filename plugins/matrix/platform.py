@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 
@@ -11,17 +12,37 @@ from nio import AsyncClient, SyncResponse
 
 from bridge.abc import CredentialsError, Platform
 from bridge.backoff import Backoff
-from bridge.events import Connected, Disconnected, Event, Message, Mode, Room, StoppedTyping, Typing, Undelivered, Waiting
+from bridge.events import (
+    Connected,
+    Disconnected,
+    Edit,
+    Event,
+    Message,
+    Mode,
+    Reaction,
+    Retract,
+    Room,
+    StoppedTyping,
+    Typing,
+    Undelivered,
+    Waiting,
+)
 from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
 from bridge.policy.logfollow import FOLLOW_EVERY
 
 from . import render
 from .admin import Admin
 from .appservice import Pushed
+from .commands import help_text
 from .config import MatrixConfig
+from .crypto import Crypto
+from .e2ee import ENCRYPTION_NOTE, refusal_reason
 from .login import check_token, forget_saved_login, login
 from .moderation import MatrixModeration
-from .receive import ENCRYPTED_REASON, Receiver
+from .media import Media
+from .receive import Receiver
+from .relations import Relations
+from .relay import Line, Relay
 from .rooms import RoomState, SessionRoom
 from .sender import GhostLeave, GhostTyping, Post, RoomSender
 from .sync import Sync, TokenRefused
@@ -68,7 +89,14 @@ class MatrixPlatform(Platform):
         self.metrics.gauge_source("queue_depth", ("owner", "queue"), self._queue_depth)
         self.moderation = MatrixModeration(self)  # policy lists, session cap, moderation log room
         self.admin = Admin(self)  # !stranger-admin in the management room
+        self.relations = Relations()  # the rich relay's bounded maps of event ids, both ways
+        self.media = Media(self)  # images: per-room switch, download and re-upload
+        self.relay = self.sender.relay = Relay(self.name, self.relations, self.sender, self.submit, self.media.upload)
         self.receiver = Receiver(self, cfg, self.rooms, self.sync)
+        # End-to-end encryption (sync mode); a message decrypted late is handled as if it just came.
+        late = functools.partial(self.receiver.on_timeline, history=False, decrypted_late=True)
+        self.crypto = self.sender.crypto = Crypto.for_platform(self, cfg, self.rooms, late)
+        self.sync.full_state_first = self.crypto is not None
         self.ghosts: Any = None  # ghost mode (plugins.matrix.ghosts.Ghosts) when `appservice` is set
         self.undelivered: dict[SessionRoom, int] = {}  # lost stranger messages not told yet
         self.lost: str | None = None  # the error code once the homeserver refused our token while running
@@ -105,6 +133,7 @@ class MatrixPlatform(Platform):
         """Log in, then sync until cancelled; each batch is handed in before its token is saved."""
         await self.txn.load()
         await self.sync.load()
+        await self.media.load()
         if self.cfg.appservice is not None:
             from .ghosts import Ghosts  # only ghost mode needs aiohttp's server side
 
@@ -128,6 +157,8 @@ class MatrixPlatform(Platform):
                 self._follower.cancel()
             self.outboxes.close()
             self.ghost_typing.close()
+            if self.crypto is not None:
+                self.crypto.undecryptable.close()
             if self.ghosts is not None:
                 await self.ghosts.stop()
             if self.client is not None:
@@ -138,6 +169,8 @@ class MatrixPlatform(Platform):
         saved_login_tried = False
         while True:
             self.client = self.sender.client = await login(self.cfg)
+            if self.crypto is not None:
+                await self.crypto.open(self.client)  # a bad key store fails the start (exit 2), untouched
             if not self._ready.is_set():
                 await self.moderation.join_rooms()
                 if self._follower is None:
@@ -213,6 +246,13 @@ class MatrixPlatform(Platform):
     async def handle_sync(self, resp: SyncResponse, history: bool = False) -> None:
         """Hand one sync batch to the core. `history`: the very first sync; old messages are not relayed."""
         await self.receiver.handle_sync(resp, history)
+        if self.crypto is not None:
+            await self.crypto.after_sync(resp)  # keys nio leaves to us; waiting messages tried again
+
+    def help_text(self) -> str:
+        """The help notice (with what encryption means for this bot, when it encrypts)."""
+        text = help_text(self.cfg.command_prefix, self.moderation.report_lines(), images=self.cfg.images)
+        return f"{text}\n{ENCRYPTION_NOTE}" if self.crypto is not None else text
 
     async def handle_push(self, pushed: Pushed) -> None:
         """Ghost mode: hand one pushed transaction to the core (in order), then persist the seen ids."""
@@ -240,7 +280,7 @@ class MatrixPlatform(Platform):
         log.info("matrix: a room turned on encryption; ending its chats and leaving")
         self.rooms.encrypted.remember(rid)
         self.end_all(rid)
-        await self.leave(rid, ENCRYPTED_REASON)
+        await self.leave(rid, refusal_reason(self.cfg))
 
     async def leave(self, rid: str, reason: str) -> None:
         """Leave (or refuse an invite to) a room, with a reason its members can read."""
@@ -266,6 +306,8 @@ class MatrixPlatform(Platform):
             case Disconnected(final=True):
                 self.rooms.active.discard(room.id)
                 self.moderation.ended(room.id)
+                if self.crypto is not None:
+                    self.crypto.undecryptable.chat_ended(room.id)
             case Message(text=text, stranger=label):
                 self.moderation.note(room.id, label or "Stranger", text)
         if self.lost is not None:
@@ -274,6 +316,9 @@ class MatrixPlatform(Platform):
             log.info("matrix: %s not shown: the bot is no longer in that room", type(event).__name__)
             if self.ghosts is not None and isinstance(event, Disconnected):
                 await self._ghosts_leave(where, event)  # ghosts may still be there
+            return
+        if isinstance(event, Message | Edit | Retract | Reaction):
+            await self._deliver_rich(where, event)
             return
         if self.ghosts is not None:
             await self._deliver_ghost(where, event)
@@ -284,8 +329,6 @@ class MatrixPlatform(Platform):
                 box.typing_start(label)
             case StoppedTyping(stranger=label):
                 box.typing_stop(label)
-            case Message(text=text, stranger=label):
-                box.put_text(label, text)
             case _:
                 if isinstance(event, Disconnected) and event.final:
                     box.typing_stop(everyone=True)  # a chat that ended leaves nobody typing
@@ -302,13 +345,21 @@ class MatrixPlatform(Platform):
             case StoppedTyping(stranger=label):
                 self.ghost_typing.get((where.room, await self.ghosts.ghost(sid, label))).typing_stop()
                 return
-            case Message(text=text, stranger=label):
-                self._box(where).put_text(await self.ghosts.ghost(sid, label), text)  # the speaker is the ghost
-                return
         box = self._box(where)
         for content in render.render(event):
             box.put_payload(Post(content))
         await self._ghosts_leave(where, event)
+
+    async def _deliver_rich(self, where: SessionRoom, event: Message | Edit | Retract | Reaction) -> None:
+        """Stranger text (mergeable), replies, images, edits, retractions and reactions, in order in the
+        room's outbox; in ghost mode the stranger's ghost speaks and reacts."""
+        sender = None
+        if self.ghosts is not None and isinstance(event, Message | Reaction):
+            sender = await self.ghosts.ghost(where.format(), event.stranger)
+        box = self._box(where)
+        told = self.relay.put(box, where, event, sender, images=self.media.on(where.room))
+        if told is not None:
+            box.put_payload(Post(render.notice(told)))
 
     async def _ghosts_leave(self, where: SessionRoom, event: Event) -> None:
         """The ghosts whose chat (or stranger) `event` ends leave the room, after the notice."""
@@ -336,9 +387,12 @@ class MatrixPlatform(Platform):
 
     def _given_up(self, box: Outbox, item: Item, reason: str) -> None:
         """The outbox gave an item up (it counted it): lost stranger messages are told in one notice."""
-        if item.kind != "text":
-            log.warning("matrix: a bridge notice or call was not delivered (%s)", reason)
+        line = item.payload if isinstance(item.payload, Line) else None  # a stranger's reply or image
+        if item.kind != "text" and line is None:
+            log.warning("matrix: a bridge notice, rich event or call was not delivered (%s)", reason)
             return
+        self.relay.given_up(box.room, item)
+        text = line.text if line is not None else item.text
         log.warning("matrix: %d stranger messages not delivered (%s)", item.count, reason)
         if self.rooms.closed(box.room.room) or self.lost is not None:
             return  # nobody can be told there any more
@@ -347,7 +401,7 @@ class MatrixPlatform(Platform):
         if sid in self.rooms.active and not (start is not None and start.mode is Mode.ASK):
             # The core tells the stranger about that very message (a spy's strangers do not know
             # the spy: nobody to tell).
-            self.submit(Room(self.name, sid), Undelivered(item.text))
+            self.submit(Room(self.name, sid), Undelivered(text))
         self.undelivered[box.room] = self.undelivered.get(box.room, 0) + item.count
         self._tell_undelivered(box)
 
@@ -377,6 +431,7 @@ class MatrixPlatform(Platform):
         """Nothing more is written to a room the bot left; its ghosts still leave (they may be there)."""
         for where in [w for w in self.undelivered if w.room == rid]:
             del self.undelivered[where]
+        self.relations.drop_room(rid, lambda where: where.room)
         leaves: list[GhostLeave] = []
         for box in self.outboxes:
             if box.room.room == rid:

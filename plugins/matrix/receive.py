@@ -10,21 +10,22 @@ from typing import Any, Protocol
 from nio import AsyncClient, JoinedMembersResponse, JoinError, SyncResponse, TypingNoticeEvent
 
 from bridge.abc import Submit
-from bridge.events import Event, Message, Report, Room, Start, StoppedTyping, Typing
+from bridge.events import Edit, Event, Message, Reaction, Report, Retract, Room, Start, StoppedTyping, Typing
 from bridge.identity import user_key
 
 from .appservice import Pushed
-from .commands import Command, help_text, to_event
+from .commands import Command, to_event
 from .config import MatrixConfig
-from .inbound import Ignore, Media, Said, classify
+from .e2ee import refusal_reason
+from .inbound import Ignore, Media, Said, classify, scrub
+from .relations import EDITS_PER_MESSAGE, Relations, UserLine, UserReaction, annotation_of, redacted_of, relation_of
+from .render import reaction_key
 from .rooms import RoomState, SessionRoom, server_of
 from .sync import Sync
 
-__all__ = ["ENCRYPTED_REASON", "Host", "Receiver"]
+__all__ = ["Host", "Receiver"]
 
 log = logging.getLogger(__name__)
-
-ENCRYPTED_REASON = "stranger-bridge does not support encrypted rooms; invite it to an unencrypted room."
 
 
 class Host(Protocol):
@@ -36,6 +37,11 @@ class Host(Protocol):
     ghosts: Any
     moderation: Any  # plugins.matrix.moderation.MatrixModeration
     admin: Any  # plugins.matrix.admin.Admin
+    relations: Relations
+    media: Any  # plugins.matrix.media.Media
+    crypto: Any  # plugins.matrix.crypto.Crypto, or None without encryption
+
+    def help_text(self) -> str: ...
 
     async def notice(self, rid: str, thread: str | None, text: str) -> None: ...
 
@@ -74,7 +80,7 @@ class Receiver:
                 for ev in info.state:
                     if isinstance(getattr(ev, "source", None), dict):
                         moderation.lists.apply(rid, ev.source)
-            if any(getattr(e, "source", {}).get("type") == "m.room.encryption" for e in info.state):
+            if self.host.crypto is None and any(getattr(e, "source", {}).get("type") == "m.room.encryption" for e in info.state):
                 await self.host.refuse_encrypted(rid)
                 continue
             events = [e.source for e in info.timeline.events if isinstance(getattr(e, "source", None), dict)]
@@ -141,20 +147,20 @@ class Receiver:
             log.info("matrix: invite refused: the inviter is banned by a policy list")
             await self.host.leave(rid, refusal)
             return
-        if encrypted:
-            log.info("matrix: invite to an encrypted room refused")
-            await self.host.leave(rid, ENCRYPTED_REASON)
+        if encrypted and self.host.crypto is None:
+            log.info("matrix: invite to an encrypted room refused (no encryption here)")
+            await self.host.leave(rid, refusal_reason(self.cfg))
             return
         resp = await self.client.join(rid)
         if isinstance(resp, JoinError):
             log.warning("matrix: could not join an invited room: %s", resp.message)
             return
         self.rooms.joined(rid)
-        await self.host.notice(rid, None, help_text(self.cfg.command_prefix, self.host.moderation.report_lines()))
+        await self.host.notice(rid, None, self.host.help_text())
 
-    async def on_timeline(self, rid: str, ev: dict[str, Any], *, history: bool) -> None:
-        """One timeline event, once (event ids de-duplicate replays)."""
-        if self.sync.seen_before(ev.get("event_id")):
+    async def on_timeline(self, rid: str, ev: dict[str, Any], *, history: bool, decrypted_late: bool = False) -> None:
+        """One timeline event, once (event ids de-duplicate replays; a late decryption is its event's first content)."""
+        if not decrypted_late and self.sync.seen_before(ev.get("event_id")):
             return
         kind = ev.get("type")
         sender = ev.get("sender") or ""
@@ -165,16 +171,27 @@ class Receiver:
             await self.on_member(rid, ev)
             return
         if kind in ("m.room.encryption", "m.room.encrypted"):
+            if self.host.crypto is not None:  # nio decrypted what it could; the rest waits for its key
+                if not self.ignored(sender) and not self.rooms.closed(rid):
+                    await self.host.crypto.on_event(rid, ev, history=history)
+                return
             await self.host.refuse_encrypted(rid)
             return
-        if history or kind not in ("m.room.message", "m.sticker") or self.ignored(sender):
+        if history or kind not in ("m.room.message", "m.sticker", "m.reaction", "m.room.redaction") or self.ignored(sender):
             return
         if self.rooms.closed(rid):
             return
         content = ev.get("content")
         if not isinstance(content, dict):
             return
-        await self.on_message(rid, ev, sender, content, kind)
+        if kind == "m.reaction":
+            await self.on_reaction(rid, ev, sender, content)
+        elif kind == "m.room.redaction":
+            self.on_redaction(ev)
+        elif relation_of(content)[0] is not None:
+            self.on_edit(ev, sender, content, kind)
+        else:
+            await self.on_message(rid, ev, sender, content, kind)
 
     async def on_special(self, rid: str, ev: dict[str, Any], *, history: bool) -> None:
         """An event in a policy list (rules change), or in the management room (admin commands)."""
@@ -203,6 +220,9 @@ class Receiver:
             return
         relates = content.get("m.relates_to") if isinstance(content.get("m.relates_to"), dict) else {}
         root = relates.get("event_id") if relates.get("rel_type") == "m.thread" else None
+        if isinstance(what, Command) and what.name == "images":  # a room setting: anywhere in the room
+            await self.host.notice(rid, root, await self.host.media.switch(rid, sender, what.rest))
+            return
         threaded = cfg.mode == "thread" and not await self.is_dm(rid)
         if threaded:
             if root is not None and rooms.is_thread(rid, root):
@@ -224,7 +244,7 @@ class Receiver:
         submit = self.host.submit
         if isinstance(what, Command):
             if what.name == "help":
-                await self.host.notice(rid, root, help_text(cfg.command_prefix, self.host.moderation.report_lines()))
+                await self.host.notice(rid, root, self.host.help_text())
                 return
             if what.name == "unknown":
                 await self.host.notice(rid, root, f"Unknown command. Try {cfg.command_prefix} help.")
@@ -262,7 +282,72 @@ class Receiver:
             return
         if sid in rooms.active:
             self.host.moderation.note(sid, "User", what.text)
-        submit(room, Message(what.text))
+        relations = self.host.relations
+        _, reply_to, _ = relation_of(content)
+        event_id = ev.get("event_id")
+        if isinstance(event_id, str):
+            relations.users.remember(event_id, UserLine(sid, sender))
+        submit(room, Message(what.text, ref=event_id if isinstance(event_id, str) else None,
+                             reply_to=relations.ref_of(reply_to) if reply_to else None))
+
+    # ---- the rich relay: edits, redactions, reactions of the room's users ----------------------
+
+    def on_edit(self, ev: dict, sender: str, content: dict, kind: str) -> None:
+        """An `m.replace` of the user's own message in a live chat becomes an Edit (its new content)."""
+        target, _, _ = relation_of(content)
+        line = self.host.relations.users.get(target) if target else None
+        if line is None or line.sender != sender or line.sid not in self.rooms.active:
+            return  # unknown (older than the map, an earlier run), somebody else's, or the chat ended
+        what = classify(content, prefix=self.cfg.command_prefix, event_type=kind)
+        if not isinstance(what, Said) or line.edits >= EDITS_PER_MESSAGE:
+            return
+        line.edits += 1
+        text = what.text.removeprefix("(correction) ")
+        self.host.moderation.note(line.sid, "User", text)
+        self.host.submit(Room(self.host.name, line.sid), Edit(target, text))
+
+    def on_redaction(self, ev: dict) -> None:
+        """A redaction: of a user's reaction, its removal; of a user's message, a Retract.
+
+        A stranger's line redacted by a room moderator stays on the stranger's side: it is not theirs to retract.
+        """
+        target = redacted_of(ev)
+        if target is None:
+            return
+        relations = self.host.relations
+        reaction = relations.reactions.get(target)
+        if reaction is not None:
+            relations.reactions.remember(target, None)
+            if reaction.sid in self.rooms.active:
+                self.host.submit(Room(self.host.name, reaction.sid), Reaction(reaction.ref, reaction.key, add=False))
+            return
+        line = relations.users.get(target)
+        if line is not None and line.sid in self.rooms.active:
+            relations.users.remember(target, None)
+            self.host.submit(Room(self.host.name, line.sid), Retract(target))
+
+    async def on_reaction(self, rid: str, ev: dict, sender: str, content: dict) -> None:
+        """A user's reaction to a message of the chat (theirs or the stranger's), bounded per second."""
+        found = annotation_of(content)
+        event_id = ev.get("event_id")
+        if found is None or not isinstance(event_id, str):
+            return
+        target, raw = found
+        relations = self.host.relations
+        sid = relations.sid_of(target)
+        key = reaction_key(scrub(raw))
+        if sid is None or sid not in self.rooms.active or not key:
+            return
+        allowed, tell = relations.reaction_allowed(sender, sid)
+        if not allowed:
+            if tell:
+                log.info("matrix: reactions dropped: a user sent too many at once")
+                await self.host.notice(rid, SessionRoom.parse(sid).root,
+                                       "Some of your reactions were not sent to the stranger: too many at once.")
+            return
+        ref = relations.ref_of(target)
+        relations.reactions.remember(event_id, UserReaction(sid, ref, key))
+        self.host.submit(Room(self.host.name, sid), Reaction(ref, key))
 
     async def _may_start(self, rid: str, root: str | None, sid: str, sender: str) -> bool:
         """False (the user is told why) for a banned user or server, or a user at the session cap."""

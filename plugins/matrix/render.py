@@ -11,17 +11,26 @@ from bridge.wording import describe
 
 __all__ = [
     "PART_SIZE",
+    "QUOTE_SIZE",
+    "edit",
     "ghost_message",
+    "image",
     "in_thread",
     "message",
     "notice",
+    "reaction",
+    "reaction_key",
+    "redaction",
     "render",
+    "replying",
     "undelivered",
     "wire",
 ]
 
 PART_SIZE = 4000  # characters per event: escaped and UTF-8 encoded it stays far below 64 KiB
 PARTS = 3
+QUOTE_SIZE = 120  # characters of the replied-to message quoted in a reply's body
+KEY_SIZE = 32  # characters of a reaction key
 HTML = "org.matrix.custom.html"
 INDENT = "    "  # before each continuation line of a stranger's message in the body
 HTML_INDENT = "&nbsp;" * 4  # the same in formatted_body (plain spaces would collapse)
@@ -87,10 +96,72 @@ def render(event: Event) -> list[dict[str, Any]]:
 
 
 def wire(content: dict[str, Any], thread_root: str | None) -> dict[str, Any]:
-    """The content as sent: the thread relation added when in a thread."""
-    return in_thread(content, thread_root) if thread_root else content
+    """The content as sent: the thread relation added when in a thread (an edit or a reaction
+    relates to its target instead: it is shown wherever the target is)."""
+    relates = content.get("m.relates_to")
+    if thread_root is None or (isinstance(relates, dict) and "rel_type" in relates):
+        return content
+    return in_thread(content, thread_root)
 
 
 def in_thread(content: dict[str, Any], root: str) -> dict[str, Any]:
-    """Put `content` into the thread rooted at `root` (no reply fallback, no m.in_reply_to)."""
+    """Put `content` into the thread rooted at `root`; a reply in it keeps its m.in_reply_to
+    (not falling back), anything else gets no reply relation."""
+    relates = content.get("m.relates_to")
+    reply = relates.get("m.in_reply_to") if isinstance(relates, dict) else None
+    if isinstance(reply, dict):
+        return {**content, "m.relates_to": {"rel_type": "m.thread", "event_id": root, "is_falling_back": False,
+                                            "m.in_reply_to": reply}}
     return {**content, "m.relates_to": {"rel_type": "m.thread", "event_id": root, "is_falling_back": True}}
+
+
+# ---- the rich relay: replies, edits, reactions, redactions, images ---------------------------
+
+
+def replying(content: dict[str, Any], target: str, quote: str | None) -> dict[str, Any]:
+    """A stranger's message as a reply to event `target`: the relation, and the quote (a cleaned
+    excerpt the core made) as one plain "> " line before the text, never as a pill or mx-reply."""
+    out = {**content, "m.relates_to": {"m.in_reply_to": {"event_id": target}}}
+    excerpt = " ".join(clean(quote or "", QUOTE_SIZE).split())
+    if excerpt:
+        out["body"] = f"> {excerpt}\n\n{content['body']}"
+        if "formatted_body" in content:
+            out["formatted_body"] = f"<blockquote>{html.escape(excerpt)}</blockquote>{content['formatted_body']}"
+    return out
+
+
+def edit(new: dict[str, Any], target: str) -> dict[str, Any]:
+    """The `m.replace` of event `target` with content `new` (its relation and m.mentions kept out
+    of m.new_content), with the "* " fallback for clients that do not show edits."""
+    inner = {k: v for k, v in new.items() if k != "m.relates_to"}
+    inner["m.mentions"] = {}
+    out: dict[str, Any] = {"msgtype": inner["msgtype"], "body": "* " + inner["body"], "m.new_content": inner,
+                           "m.relates_to": {"rel_type": "m.replace", "event_id": target}, "m.mentions": {}}
+    if "formatted_body" in inner:
+        out["format"] = inner["format"]
+        out["formatted_body"] = "* " + inner["formatted_body"]
+    return out
+
+
+def reaction_key(key: str) -> str:
+    """A reaction key as shown: cleaned, on one line, bounded ("" when nothing is left)."""
+    return " ".join(clean(key, KEY_SIZE).split())
+
+
+def reaction(target: str, key: str) -> dict[str, Any]:
+    """An `m.reaction` annotating event `target` with `key` (already cleaned with reaction_key)."""
+    return {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}, "m.mentions": {}}
+
+
+def redaction() -> dict[str, Any]:
+    """The body of a redaction request: no reason (a reason would be text from a stranger)."""
+    return {"m.mentions": {}}
+
+
+def image(url: str, mime: str, width: int, height: int, size: int, label: str | None, *, ghost: bool) -> dict[str, Any]:
+    """An m.image of a picture re-uploaded to our homeserver (`url` is our own mxc:// URL).
+    The body (alt text) names the speaker in bot mode; no file name of the sender is kept."""
+    ext = mime.partition("/")[2] or "img"
+    who = clean(label or "Stranger", 40) or "Stranger"
+    return {"msgtype": "m.image", "body": f"image.{ext}" if ghost else f"{who}: image.{ext}", "url": url,
+            "info": {"mimetype": mime, "w": width, "h": height, "size": size}, "m.mentions": {}}

@@ -12,7 +12,7 @@ from typing import Any
 
 from nio import AsyncClient, RoomGetStateEventResponse, RoomSendResponse
 from nio.api import Api
-from nio.responses import ErrorResponse, RoomLeaveResponse
+from nio.responses import ErrorResponse, RoomLeaveResponse, RoomRedactResponse
 
 from bridge.outbox import Item, Permanent, RateLimited, merge_marker
 
@@ -31,7 +31,9 @@ __all__ = [
     "Sent",
     "Write",
     "classify_response",
+    "encryption_state",
     "leave_with_reason",
+    "redact",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,10 +47,11 @@ class Sent:
     TRANSIENT = "transient"  # timeout, connection error, 5xx: maybe stored; retry with the same txn
     FATAL = "fatal"  # 4xx: will never work (not in the room, forbidden)
 
-    def __init__(self, kind: str, retry_after: float = 0.0, error: str = "") -> None:
+    def __init__(self, kind: str, retry_after: float = 0.0, error: str = "", event_id: str = "") -> None:
         self.kind = kind
         self.retry_after = retry_after
         self.error = error
+        self.event_id = event_id  # the event a successful send or redaction made
 
 
 class SendFailed(Exception):
@@ -67,7 +70,7 @@ def _raise_for(result: Sent) -> None:
 
 @dataclasses.dataclass(slots=True)
 class Write:
-    """One request: a content (with its txn id), a typing state, or a ghost leaving; `sender` None is the bot."""
+    """One request: a content (with its txn id), a redaction, a typing state, or a ghost leaving; `sender` None is the bot."""
 
     content: dict[str, Any] | None = None
     thread: str | None = None
@@ -75,6 +78,8 @@ class Write:
     typing: bool | None = None
     sender: str | None = None
     leave: bool = False
+    kind: str = "m.room.message"  # the event type of `content` (m.reaction for a reaction)
+    redacts: str | None = None  # set: redact this event (with `txn`) instead of sending `content`
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -122,6 +127,10 @@ class RoomSender:
         self.stats: collections.Counter[str] = collections.Counter()  # request results by kind, for tests and status
         self.client: AsyncClient | None = None  # set once logged in
         self.ghosts: Any = None  # plugins.matrix.ghosts.Ghosts in ghost mode
+        # The rich relay (plugins.matrix.relay.Relay): told of each text part posted, and sends
+        # every payload that is not a notice (replies, images, edits, redactions, reactions).
+        self.relay: Any = None
+        self.crypto: Any = None  # plugins.matrix.crypto.Crypto with encryption: encrypted rooms are written to
 
     # ---- bridge.outbox.Sender ------------------------------------------------------------------
 
@@ -137,13 +146,18 @@ class RoomSender:
             contents = render.message(item.text, item.label, item.marker)
         for part in range(item.memo.get("parts_sent", 0), len(contents)):
             txn = item.key if len(contents) == 1 else f"{item.key}.{part}"
-            await self.write(room.room, Write(content=contents[part], thread=room.root, txn=txn, sender=ghost))
+            sent = await self.write(room.room, Write(content=contents[part], thread=room.root, txn=txn, sender=ghost))
             item.memo["parts_sent"] = part + 1
+            if self.relay is not None:
+                self.relay.text_posted(room, item, part, sent.event_id, ghost)
 
     async def send_payload(self, room: SessionRoom, item: Item) -> None:
-        """A bridge notice from the bot."""
+        """A bridge notice from the bot, or a rich-relay payload (a reply, an image, an edit, ...)."""
         await self._own_key(item)
-        post: Post = item.payload
+        post = item.payload
+        if not isinstance(post, Post):
+            await self.relay.send(room, item)
+            return
         await self.write(room.room, Write(content=post.content, thread=room.root, txn=item.key))
         if post.covers:
             self.on_told(room, post.covers)
@@ -158,13 +172,14 @@ class RoomSender:
 
     # ---- requests ------------------------------------------------------------------------------
 
-    async def write(self, rid: str, write: Write) -> None:
-        """One request; raises the outbox's Permanent / RateLimited, or SendFailed to be retried."""
+    async def write(self, rid: str, write: Write) -> Sent:
+        """One request, its result when it worked; raises the outbox's Permanent / RateLimited, or SendFailed to be retried."""
         result = await self.request(rid, write)
         self.stats[result.kind] += 1
         if result.kind == Sent.FATAL and result.error in REFUSED_TOKEN:
             self.on_token_refused(result.error)
         _raise_for(result)
+        return result
 
     async def request(self, rid: str, write: Write) -> Sent:
         """One request for one write, as its result."""
@@ -175,33 +190,37 @@ class RoomSender:
             return Sent(Sent.FATAL, error="room encrypted or left")
         client = self.client
         assert client is not None
+        if self.crypto is not None:
+            # nio encrypts in rooms it knows are encrypted (typing is ephemeral: never encrypted, per the spec).
+            unready = await self.crypto.prepare_send(client, rid)
+            if unready is not None:
+                return unready
         nio_room = client.rooms.get(rid)
-        if nio_room is not None and nio_room.encrypted:
+        if self.crypto is None and nio_room is not None and nio_room.encrypted:
             await self.on_encrypted(rid)
             return Sent(Sent.FATAL, error="room is encrypted")
-        if rid not in self.rooms.plaintext:
+        if self.crypto is None and rid not in self.rooms.plaintext:
             # Invite state may not show encryption, and after a restart nio knows no room state:
             # ask the server once per room before the first plaintext event goes out.
-            try:
-                state = await client.room_get_state_event(rid, "m.room.encryption")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                return Sent(Sent.TRANSIENT, error=type(exc).__name__)
-            if isinstance(state, RoomGetStateEventResponse):
+            encrypted = await encryption_state(client, rid)
+            if isinstance(encrypted, Sent):
+                return encrypted
+            if encrypted:
                 await self.on_encrypted(rid)
                 return Sent(Sent.FATAL, error="room is encrypted")
-            if str(getattr(state, "status_code", "")) != "M_NOT_FOUND":
-                return classify_response(state) if isinstance(state, ErrorResponse) else Sent(Sent.TRANSIENT)
             self.rooms.plaintext.remember(rid)
         if write.sender is not None and self.ghosts is not None:
             return await self.ghosts.send(rid, write)
         try:
             if write.typing is not None:
                 resp = await client.room_typing(rid, write.typing, timeout=int(self.cfg.typing_timeout * 1000))
+            elif write.redacts is not None:
+                resp = await redact(client, rid, write.redacts, write.txn)
             else:
                 assert write.content is not None
-                resp = await client.room_send(rid, "m.room.message", render.wire(write.content, write.thread), tx_id=write.txn)
+                content = render.wire(write.content, write.thread)
+                # ignore_unverified_devices: the trust policy (plugins.matrix.crypto) decided who gets keys.
+                resp = await client.room_send(rid, write.kind, content, tx_id=write.txn, ignore_unverified_devices=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # timeout or connection error: the event may or may not be stored
@@ -218,6 +237,13 @@ class RoomSender:
             return
         if isinstance(resp, ErrorResponse):
             log.warning("matrix: leaving a room failed: %s", resp.message)
+
+
+async def redact(client: AsyncClient, rid: str, event_id: str, txn: str) -> Any:
+    """PUT /rooms/{rid}/redact/{event}/{txn} with no reason and empty m.mentions (nio's `room_redact`
+    cannot send the latter); a RoomRedactResponse or an ErrorResponse, or what the transport raises."""
+    method, path, _ = Api.room_redact(client.access_token, rid, event_id, txn)
+    return await client._send(RoomRedactResponse, method, path, json.dumps(render.redaction()), response_data=(rid,))
 
 
 class GhostTyping:
@@ -250,9 +276,26 @@ class GhostLeave:
         await self.sender.write(self.rid, Write(leave=True, sender=self.ghost))
 
 
+async def encryption_state(client: AsyncClient, rid: str) -> bool | Sent:
+    """Whether the server says the room is encrypted (its m.room.encryption state); a failed request as Sent."""
+    try:
+        state = await client.room_get_state_event(rid, "m.room.encryption")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        return Sent(Sent.TRANSIENT, error=type(exc).__name__)
+    if isinstance(state, RoomGetStateEventResponse):
+        return True
+    if str(getattr(state, "status_code", "")) != "M_NOT_FOUND":
+        return classify_response(state) if isinstance(state, ErrorResponse) else Sent(Sent.TRANSIENT)
+    return False
+
+
 def classify_response(resp: Any) -> Sent:
     """What a nio response means for the outbox."""
-    if isinstance(resp, RoomSendResponse) or not isinstance(resp, ErrorResponse):
+    if isinstance(resp, RoomSendResponse | RoomRedactResponse):
+        return Sent(Sent.OK, event_id=resp.event_id)
+    if not isinstance(resp, ErrorResponse):
         return Sent(Sent.OK)
     status = str(resp.status_code or "")
     if status in ("M_LIMIT_EXCEEDED", "429"):

@@ -54,6 +54,9 @@ class Sync:
         self.gap_pages = gap_pages
         self.backoff = backoff
         self.since: str | None = None
+        # With encryption, the first /sync of a run asks for the full room state, so nio knows every
+        # room's members and encryption before the first send (its room list starts empty).
+        self.full_state_first = False
         self.seen: SeenIds[str, None] = SeenIds(2 * seen_keep)
 
     async def load(self) -> None:
@@ -97,10 +100,11 @@ class Sync:
         """
         retry = self.backoff.retrying()
         first = self.since is None
+        full_state = self.full_state_first and not first
         while True:
             timeout = 0 if (first or not ready.is_set()) else int(long_poll * 1000)
             try:
-                resp = await client.sync(timeout=timeout, since=self.since, sync_filter=self.filter())
+                resp = await client.sync(timeout=timeout, since=self.since, sync_filter=self.filter(), full_state=full_state or None)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # connection refused, timeout: the homeserver is away
@@ -118,7 +122,7 @@ class Sync:
                 continue
             retry.succeeded()
             await handle(resp, first)
-            first = False
+            first = full_state = False
             # Only now: everything in the batch was handed to the core.
             self.since = resp.next_batch
             await self.save()

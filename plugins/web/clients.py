@@ -10,7 +10,9 @@ import time
 from collections import Counter, OrderedDict
 
 from .nojs_html import notice_line
+from .pictures import Pictures
 from .render import worth_answering
+from .rich import Book
 
 __all__ = ["Client", "Clients", "Retired"]
 
@@ -39,11 +41,12 @@ class Client:
     __slots__ = (
         "secret", "key", "address", "spy", "wants_likes", "queue", "waiter", "last_seen", "ended", "dropped",
         "nojs", "chatting", "sent", "base", "leaving", "transcript", "settings", "stream",
-        "answered",
+        "answered", "rich", "book",
     )
 
     def __init__(
-        self, secret: str, key: str, address: str, *, spy: bool, wants_likes: bool, nojs: bool = False
+        self, secret: str, key: str, address: str, *, spy: bool, wants_likes: bool, nojs: bool = False,
+        rich: bool = False,
     ) -> None:
         self.secret = secret
         self.key = key  # room id and index key: a keyed hash of the secret, never the secret
@@ -68,7 +71,17 @@ class Client:
         self.transcript: list[str] | None = [] if nojs else None  # None: thousands idle, nothing allocated
         self.settings: dict[str, str] | None = None
         self.stream = 0
+        # Rich relay: whether the client takes the extension events (our pages), and its lines'
+        # ids (made on the first message, so thousands of idle clients allocate nothing).
+        self.rich = rich or nojs
+        self.book: Book | None = None
         self.answered = False  # the start was answered (waiting, connected, an end) or the client acted since
+
+    def lines(self) -> Book:
+        """The client's line ids (made on first use)."""
+        if self.book is None:
+            self.book = Book()
+        return self.book
 
     def stay(self) -> None:
         """The client came back (a reloaded page polls again): it does not leave after all."""
@@ -145,6 +158,7 @@ class Clients:
         self.sessions = Counter[str]()  # live ids per address
         self.polls = Counter[str]()  # open long polls per address
         self.retired: OrderedDict[str, Retired] = OrderedDict()  # key → last events, oldest first
+        self.pictures = Pictures()  # pictures shown to live clients (they go with the client)
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -152,10 +166,12 @@ class Clients:
     def _key(self, secret: str) -> str:
         return hashlib.blake2b(secret.encode("utf-8", "replace"), key=self._salt, digest_size=16).hexdigest()
 
-    def create(self, address: str, *, spy: bool = False, wants_likes: bool = False, nojs: bool = False) -> Client:
+    def create(
+        self, address: str, *, spy: bool = False, wants_likes: bool = False, nojs: bool = False, rich: bool = False
+    ) -> Client:
         """A new client with a fresh secret id from `secrets`."""
         secret = secrets.token_urlsafe(ID_BYTES)
-        client = Client(secret, self._key(secret), address, spy=spy, wants_likes=wants_likes, nojs=nojs)
+        client = Client(secret, self._key(secret), address, spy=spy, wants_likes=wants_likes, nojs=nojs, rich=rich)
         self.by_key[client.key] = client
         self.sessions[address] += 1
         return client
@@ -232,6 +248,7 @@ class Clients:
         if self.by_key.get(client.key) is not client:
             return False
         del self.by_key[client.key]
+        self.pictures.drop(client.key)
         client.stay()
         self.sessions[client.address] -= 1
         if self.sessions[client.address] <= 0:

@@ -41,10 +41,16 @@ class WebConfig(PluginConfig):
     key_rotation_days: float = Field(30.0, gt=0, le=3650)
     new_keys_burst: int = Field(5, ge=1)
     new_keys_per_hour: float = Field(5.0, gt=0)
-    # Clients without a valid cookie (Omegle-protocol bots) are keyed by their hashed address
-    # network, so bans and blocks reach them; two of them from one network are then one person to
-    # the hub and never paired with each other. False: each client id is its own key (no bans reach it).
-    address_keys: bool = False
+    # Clients without a valid cookie (Omegle-protocol clients) are keyed by their hashed address
+    # network, so bans, strikes and report blocks reach them (coarsely: the whole network); pairing
+    # still tells them apart by client, so two of them from one network can meet. False: each
+    # client id is its own key (no ban or block reaches it past a new id).
+    address_keys: bool = True
+    # Pictures (rich relay): off by default. On: the page may upload PNG, JPEG, GIF or WebP up to
+    # max_image_bytes (decoded and re-encoded by the core, so no metadata crosses), and pictures
+    # from strangers are shown blurred until clicked, served from here under a per-client URL.
+    images: bool = False
+    max_image_bytes: int = Field(2_000_000, ge=1024, le=20_000_000)
 
     @field_validator("bind")
     @classmethod

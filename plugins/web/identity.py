@@ -145,14 +145,17 @@ class Identities:
         found = self._verify(value)
         return None if found is None else user_key("web", found[0])
 
-    def for_protocol(self, cookie: str | None, address: str, client_key: str) -> str:
-        """The user key of an Omegle-protocol start: the browser's key if it sends a valid cookie
-        (our page), else its hashed address (other clients send no cookies), or with address_keys
-        off the client's own key (a keyed hash of its id)."""
+    def for_protocol(self, cookie: str | None, address: str, client_key: str) -> tuple[str, str | None]:
+        """The (user key, pairing key) of an Omegle-protocol start: the browser's key if it sends a
+        valid cookie (our page; no separate pairing key), else its hashed address network as the
+        user key (other clients send no cookies: bans, strikes and blocks reach them) with the
+        client's own key as the pairing key, so clients of one network, such as all the users of a
+        federated bridge, still meet one another. With address_keys off, the client's own key only."""
         found = self.cookie_key(cookie)
         if found is not None:
-            return found
-        return self.address_key(address) if self.address_keys else f"web:{client_key[:16]}"
+            return found, None
+        own = f"web:{client_key[:16]}"
+        return (self.address_key(address), own) if self.address_keys else (own, None)
 
     def for_page(self, cookie: str | None, address: str) -> Identity:
         """The identity of a browser loading a page: its key (re-signed when signed with the

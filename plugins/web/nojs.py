@@ -9,14 +9,17 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from bridge.events import Connected, Disconnected, Event, Message, Reason, Report
+from bridge.events import Connected, Disconnected, Edit, Event, Message, Reaction, Reason, Report, Retract
 
-from . import nojs_html
+from . import nojs_html, nojs_rich
 from .clients import Client
 from .identity import COOKIE as KEY_COOKIE
 from .middleware import NOJS_FORM_HEADERS, NOJS_PAGE_CSP, SECURITY_HEADERS
 from .omegle_api import gone
+from .nojs_rich import RichLine
 from .protocol import ProtocolError, parse_start
+from .render import PICTURE_NOT_SHOWN
+from .rich import RichError
 
 if TYPE_CHECKING:
     from .platform import WebPlatform
@@ -47,18 +50,57 @@ class NoJsChat:
         router.add_get("/nojs/chat", self.on_chat, allow_head=False)
         router.add_post("/nojs/send", self.on_send)
 
-    def deliver(self, client: Client, event: Event) -> None:
+    def deliver(self, client: Client, event: Event, line: str | None = None, picture: dict | None = None) -> None:
         """Queue the HTML lines showing `event` on the client's stream."""
         if isinstance(event, Connected):
             client.chatting = True
         final = nojs_html.ends_stream(event)
         if final:
             client.ended, client.chatting = True, False
+        if isinstance(event, (Edit, Retract, Reaction)):
+            self.change(client, event)
+            return
+        if isinstance(event, Message) and line is not None:
+            who = event.stranger or "Stranger"
+            answers = self._answers(client, event)
+            quote = nojs_rich.clip(event.quote) if event.quote and answers is None and event.reply_to else None
+            shown = RichLine(line, False, who, event.text, quote, answers)
+            shown.picture = picture
+            items: list[list] = [["rich", shown]]
+            if event.image is not None and picture is None:
+                items.append(["line", nojs_html.notice_line(PICTURE_NOT_SHOWN)])
+            self.web.clients.push(client, items)
+            return
         items = [["line", line] for line in nojs_html.lines(event, spy=client.spy)]
         if items:
             self.web.clients.push(client, items, force=final)
         elif final:
             client.wake()
+
+    def _answers(self, client: Client, message: Message) -> RichLine | None:
+        """The line of this chat a reply answers, if the transcript still has it."""
+        if message.reply_to is None:
+            return None
+        return nojs_rich.find(client.queue, message.reply_to) or nojs_rich.find(client.transcript or [], message.reply_to)
+
+    def change(self, client: Client, event: Edit | Retract | Reaction, who: str = "Stranger") -> None:
+        """Apply an edit, deletion or reaction to its line; a line already on the screen is shown
+        anew by redrawing the page (the stream ends with a refresh), once however many changes come."""
+        line = nojs_rich.find(client.queue, event.ref)
+        queued = line is not None
+        if line is None:
+            line = nojs_rich.find(client.transcript or [], event.ref)
+        if line is None:
+            return  # older than the transcript: nothing on the screen to change
+        match event:
+            case Edit(text=text):
+                line.edit(text)
+            case Retract():
+                line.retract()
+            case Reaction(emoji=emoji, add=add, stranger=label):
+                line.react(emoji, add, label or who)
+        if not queued and not any(item[0] == "redraw" for item in client.queue):
+            self.web.clients.push(client, [["redraw"]], force=True)
 
     def refused(self, client: Client, text: str) -> None:
         """The core refused the start: show its notice; the stream then closes."""
@@ -130,7 +172,7 @@ class NoJsChat:
             await response.prepare(request)
             chosen = client.settings or {}
             head = nojs_html.page_head(client.secret, chosen, spy=client.spy)
-            await self._write(response, head + "".join(client.transcript or ()))
+            await self._write(response, head + "".join(nojs_rich.shown(item) for item in client.transcript or ()))
             if await self._stream(request, response, client, mine):
                 await self._write(response, nojs_html.end_of_page(chosen))
                 await response.write_eof()
@@ -184,10 +226,15 @@ class NoJsChat:
         assert transcript is not None  # every no-JS client has one
         while not self.web.closing and client.stream == mine:
             if client.queue:
-                lines = [item[1] for item in client.take()]
+                batch = client.take()
+                lines = [item[1] for item in batch if item[0] != "redraw"]
                 transcript.extend(lines)  # kept before the write: a cut stream loses nothing
                 del transcript[:-limit]
-                await self._write(response, "".join(lines))
+                html_ = "".join(nojs_rich.shown(line) for line in lines)
+                if len(lines) < len(batch):  # a shown line changed: the page loads itself again
+                    await self._write(response, html_ + nojs_rich.REDRAW)
+                    return False
+                await self._write(response, html_)
                 quiet_since = loop.time()
                 continue
             if client.ended:
@@ -240,14 +287,54 @@ class NoJsChat:
                 return html(nojs_html.error_page("The server is busy; try again."), 503)
             return html(nojs_html.send_form(None, chosen))
         message = form.get("msg")
+        if (action in ("edit", "delete") or action.startswith("react:")) and not client.spy:
+            return self._rich_action(client, form, action, chosen)
         if action != "send" or message is None or client.spy:
             platform.count("refused", "bad_request")
             return html(nojs_html.error_page("That form cannot do this."), 400)
         if message.strip():
             client.answered = True  # a notice from now on answers this message, not the start
-            if not platform.submit(platform.room(client), Message(message)):
+            ref = client.lines().mint_own() if client.chatting else None
+            if not platform.submit(platform.room(client), Message(message, ref=ref)):
                 platform.count("refused", "core")
                 return html(nojs_html.error_page("The server is busy; try again."), 503)
-            if client.chatting:
-                platform.clients.push(client, [["line", nojs_html.own_line(message)]])
+            if ref is not None:
+                platform.clients.push(client, [["rich", RichLine(ref, True, "You", message)]])
         return html(nojs_html.send_form(client.secret, chosen, spy=client.spy))
+
+    def _rich_action(self, client: Client, form: dict[str, str], action: str, chosen: dict) -> web.Response:
+        """The send form's Edit last / Delete last (the user's newest message) and its reaction
+        buttons (on the stranger's newest message)."""
+        platform = self.web
+        items = (client.transcript or []) + client.queue
+        react = action.startswith("react:")
+        target = nojs_rich.last_stranger(items) if react else nojs_rich.last_own(items)
+        again = html(nojs_html.send_form(client.secret, chosen, spy=client.spy))
+        if target is None or not client.chatting:
+            return again  # nothing to act on (yet): the form as it was
+        event: Edit | Retract | Reaction
+        try:
+            book = client.lines()
+            if action == "edit":
+                new = form.get("msg") or ""
+                if not new.strip() or len(new) > nojs_html.MAX_MESSAGE:
+                    return again
+                book.edit(target.ref)
+                event = Edit(target.ref, new)
+            elif action == "delete":
+                book.retract(target.ref)
+                event = Retract(target.ref)
+            else:
+                emoji = action.removeprefix("react:")
+                add = emoji not in target.reactions or "You" not in target.reactions[emoji]
+                if not book.react(target.ref, emoji, add):
+                    return again
+                event = Reaction(target.ref, emoji, add)
+        except RichError as exc:
+            platform.count("refused", "rich_throttled" if exc.status == 429 else "bad_request")
+            return html(nojs_html.error_page(f"Not done: {exc}."), exc.status)
+        if not platform.submit(platform.room(client), event):
+            platform.count("refused", "core")
+            return html(nojs_html.error_page("The server is busy; try again."), 503)
+        self.change(client, event, who="You")
+        return again

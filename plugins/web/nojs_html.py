@@ -9,6 +9,8 @@ from html import escape
 from bridge.events import Connected, Disconnected, Event, Message, Question, ServerNotice, Waiting
 from bridge.wording import describe
 
+from .rich import EMOJI
+
 __all__ = [
     "MAX_MESSAGE",
     "PAD",
@@ -111,13 +113,24 @@ def send_form(secret: str | None, chosen: Settings, *, spy: bool = False, ended:
             f'<input id="msg" name="msg" maxlength="{MAX_MESSAGE}" autocomplete="off" autofocus'
             ' placeholder="Type a message">'
             '<button type="submit" name="action" value="send">Send</button>'
+            '<button type="submit" name="action" value="edit" class="next" title="Replace your last message with'
+            ' the text above">Edit last</button>'
+            '<button type="submit" name="action" value="delete" class="next">Delete last</button>'
+        )
+        reactions = (
+            ""
+            if spy
+            else '<span class="nojs-react">React to their last message: '
+            + "".join(f'<button type="submit" name="action" value="react:{e}" class="next">{e}</button>' for e in EMOJI)
+            + "</span>"
         )
         body = (
             f'<form class="nojs-send" method="post" action="/nojs/send">{ident}{keep}{message}'
             '<button type="submit" name="action" value="next" class="next" formaction="/nojs/start" formtarget="_top">'
             "Next</button>"
             '<button type="submit" name="action" value="stop" class="danger">Stop</button>'
-            '<button type="submit" name="action" value="report" class="report">Report</button></form>'
+            '<button type="submit" name="action" value="report" class="report">Report</button>'
+            f"{reactions}</form>"
         )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from bridge.events import Disconnected, Event, Message, Report, StoppedTyping, Typing
+from bridge.events import Disconnected, Event, Report, StoppedTyping, Typing
 
 from .clients import Client
 from .middleware import WIN, fail, json_answer, null, text
 from .protocol import ProtocolError, parse_ack, parse_start, status_payload
+from .rich import EMOJI, RichError
+from .rich_api import message_from
 
 if TYPE_CHECKING:
     from .platform import WebPlatform
@@ -72,10 +74,11 @@ class OmegleApi:
         if len(clients) >= config.max_clients:
             platform.count("refused", "clients")
             return fail(503)
-        client = clients.create(address, spy=wanted.spy, wants_likes=wanted.wants_likes)
+        client = clients.create(address, spy=wanted.spy, wants_likes=wanted.wants_likes, rich=wanted.rich)
         if wanted.acks:
             client.sent = []
-        start = dataclasses.replace(wanted.start, user=platform.user_for(request, client))
+        user, pairing = platform.user_for(request, client)
+        start = dataclasses.replace(wanted.start, user=user, pairing=pairing)
         if not platform.submit(platform.room(client), start):
             clients.forget(client)
             return fail(503)
@@ -87,9 +90,12 @@ class OmegleApi:
         events = clients.take(client) if client.has_answer() else []
         count = platform.metrics.online()
         status = [["statusInfo", status_payload(count)], ["count", count]]
+        answer: dict = {"clientID": client.secret, "events": events + status}
         if wanted.acks:  # the status is not part of the acknowledged sequence
-            return json_answer({"clientID": client.secret, "events": events + status, "next": len(events)})
-        return json_answer({"clientID": client.secret, "events": events + status})
+            answer["next"] = len(events)
+        if wanted.rich:  # what the page may do with lines: react with these, send pictures or not
+            answer["rich"] = {"emoji": list(EMOJI), "images": config.images}
+        return json_answer(answer)
 
     async def on_events(self, request: web.Request) -> web.Response:
         """POST /events: the client's pending events, or `null` after the poll window."""
@@ -131,14 +137,17 @@ class OmegleApi:
             clients.settle(client)  # its end came while this poll was leaving unanswered
 
     async def on_send(self, request: web.Request) -> web.Response:
-        """POST /send: id, msg."""
+        """POST /send: id, msg; from a rich client also `ref` (the page's id of the line) and
+        `reply` (the line it answers)."""
         client, form = await self.web.find_client(request)
         if client is None or client.ended:
             return fail(400)
-        message = form.get("msg")
-        if message is None:
-            return fail(400)
-        return self._act(client, Message(message))
+        try:
+            message = message_from(client, form)
+        except RichError as exc:
+            self.web.count("refused", "bad_request")
+            return text(f"fail: {exc}", exc.status)
+        return self._act(client, message)
 
     async def on_typing(self, request: web.Request) -> web.Response:
         client, _ = await self.web.find_client(request)

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from bridge.abc import Platform
 from bridge.address import split_bind
-from bridge.events import Connected, Disconnected, Event, Message, Room, ServerNotice, Typing, Waiting
+from bridge.events import Connected, Disconnected, Event, Message, Posted, Retract, Room, ServerNotice, Typing, Waiting
 
 from .clients import Client, Clients
 from .config import WebConfig
@@ -22,8 +22,10 @@ from .identity import COOKIE, Identities
 from .middleware import guard, own_origins
 from .nojs import NoJsChat
 from .omegle_api import OmegleApi
+from .pictures import PATH
 from .protocol import client_address, parse_form
 from .render import ends_chat, render
+from .rich_api import RichApi
 from .serverlog import ServerLog
 from .transport import ConnectionGate, GatedSite, descriptor_budget
 
@@ -139,15 +141,33 @@ class WebPlatform(Platform):
             return
         if isinstance(event, (Waiting, Connected, Disconnected)):
             client.answered = True
+        line = self.name_line(room, client, event)
+        picture = None
+        if isinstance(event, Message) and event.image is not None and self.config.images and client.rich:
+            picture = self.clients.pictures.keep(client.key, event.image, line)
         if client.nojs:
-            self.nojs.deliver(client, event)
+            self.nojs.deliver(client, event, line, picture)
             return
         final = ends_chat(event)
         if final:
             client.ended = True
-        self.clients.push(client, render(event, spy=client.spy, wants_likes=client.wants_likes), force=final)
+        shown = render(event, spy=client.spy, wants_likes=client.wants_likes, rich=client.rich, line=line, image=picture)
+        self.clients.push(client, shown, force=final)
         if final:
             self.clients.settle(client)  # between polls: retire now, keep only the last events
+
+    def name_line(self, room: Room, client: Client, event: Event) -> str | None:
+        """A stranger's message gets a line id of this client, which the core is told (Posted),
+        so its later edits, deletions and reactions come back naming that line; None for other
+        events. Every client gets them: plain Omegle clients are shown the text fallback of edits."""
+        if isinstance(event, Retract):
+            client.lines().forget_deleted(event.ref)
+            self.clients.pictures.drop_line(client.key, event.ref)
+        if not isinstance(event, Message) or event.ref is None:
+            return None
+        line = client.lines().stranger_line()
+        self.submit(room, Posted(event.ref, line))
+        return line
 
     def refused(self, client: Client, text: str) -> None:
         """End a client whose start the core refused, showing why (Omegle clients: serverMessage
@@ -180,9 +200,11 @@ class WebPlatform(Platform):
         """The aiohttp application (also usable on its own in tests)."""
         app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[guard(self)])
         OmegleApi(self).add_routes(app.router)
+        RichApi(self).add_routes(app.router)
         self.health.add_routes(app.router)
         self.nojs.add_routes(app.router)
         app.router.add_get("/favicon.ico", self.on_favicon)
+        app.router.add_get(PATH + "{token}", self.on_picture, allow_head=False)
         for path in self._files:
             app.router.add_get(path, self.on_file)
         return app
@@ -206,9 +228,21 @@ class WebPlatform(Platform):
         max_age = int(2 * self.config.key_rotation_days * 86_400)
         response.set_cookie(COOKIE, value, path="/", httponly=True, samesite="Lax", secure=secure, max_age=max_age)
 
-    def user_for(self, request: web.Request, client: Client) -> str:
-        """The user key a start carries: the browser's cookie key, else the hashed address."""
+    def user_for(self, request: web.Request, client: Client) -> tuple[str, str | None]:
+        """The (user, pairing) keys a start carries: the browser's cookie key, else the hashed
+        address network with the client's own key for pairing (see Identities.for_protocol)."""
         return self.identities.for_protocol(request.cookies.get(COOKIE), self.address(request), client.key)
+
+    async def on_picture(self, request: web.Request) -> web.Response:
+        """GET /image/TOKEN: a picture shown to a live client (re-encoded by the core, so no
+        metadata); the token is the only name it has, and it dies with the client."""
+        image = self.clients.pictures.get(request.match_info["token"])
+        if image is None:
+            return web.Response(status=404, text="gone", content_type="text/plain")
+        response = web.Response(body=image.data, content_type=image.mime)
+        response.headers["Cache-Control"] = "private, no-store"
+        response.headers["Content-Disposition"] = "inline"
+        return response
 
     async def on_favicon(self, request: web.Request) -> web.Response:
         return web.Response(status=204)  # no icon; spares browsers a logged 404

@@ -45,6 +45,7 @@ class StartRequest:
     spy: bool = False  # the client asks the question and watches (spy* events)
     wants_likes: bool = False  # the client sent topics: always give commonLikes with connected
     acks: bool = False  # the client acknowledges events (our own page; see parse_ack)
+    rich: bool = False  # the client takes the rich-relay extension events (our own page: `rich=1`)
 
 
 def _flag(value: str | None) -> bool:
@@ -61,6 +62,7 @@ def parse_start(params: Mapping[str, str]) -> StartRequest:
     wantsspy = _flag(params.get("wantsspy"))
     firstevents = _flag(params.get("firstevents"))
     acks = parse_ack(params.get("ack")) is not None
+    rich = _flag(params.get("rich"))
     if question is not None:
         question = " ".join(question.split())
         if not question:
@@ -70,14 +72,14 @@ def parse_start(params: Mapping[str, str]) -> StartRequest:
         if wantsspy:
             raise ProtocolError("ask and wantsspy exclude each other")
         start = Start(language=lang, question=question, mode=Mode.ASK)
-        return StartRequest(start, firstevents=firstevents, spy=True, acks=acks)
+        return StartRequest(start, firstevents=firstevents, spy=True, acks=acks, rich=rich)
     if wantsspy:
         start = Start(language=lang, mode=Mode.ANSWER, answer_questions=True)
-        return StartRequest(start, firstevents=firstevents, acks=acks)
+        return StartRequest(start, firstevents=firstevents, acks=acks, rich=rich)
     topics = params.get("topics")
     interests = parse_topics(topics) if topics is not None else ()
     start = Start(language=lang, interests=interests, mode=Mode.RANDOM, strict_interests=False)
-    return StartRequest(start, firstevents=firstevents, wants_likes=topics is not None, acks=acks)
+    return StartRequest(start, firstevents=firstevents, wants_likes=topics is not None, acks=acks, rich=rich)
 
 
 def parse_ack(value: str | None) -> int | None:

@@ -1,14 +1,19 @@
-"""Core events as Omegle-protocol event arrays (pure; the page escapes, JSON carries text as text)."""
+"""Core events as Omegle-protocol event arrays, plus the page's rich-relay extension (pure; the page escapes, JSON carries text as text)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from bridge.events import (
     Connected,
     Disconnected,
+    Edit,
     Event,
     Message,
     Question,
+    Reaction,
     Reason,
+    Retract,
     ServerNotice,
     StoppedTyping,
     Typing,
@@ -16,7 +21,9 @@ from bridge.events import (
 )
 from bridge.wording import reason_text
 
-__all__ = ["SIGNIFICANT", "ends_chat", "render", "worth_answering"]
+__all__ = ["PICTURE_NOT_SHOWN", "SIGNIFICANT", "ends_chat", "plain", "render", "worth_answering"]
+
+PICTURE_NOT_SHOWN = "The stranger sent a picture; pictures are not shown here."
 
 # Events every client acts on. A batch holding none of them is held back: python-omegle's
 # get_event() blocks forever on a batch made only of events it ignores (commonLikes alone,
@@ -34,19 +41,41 @@ SIGNIFICANT = frozenset(
         "spyTyping",
         "spyStoppedTyping",
         "spyDisconnected",
+        # the rich extension (sent only to clients that asked for it at /start)
+        "edit",
+        "retract",
+        "react",
     }
 )
 
 _FAILURES = (Reason.ERROR, Reason.REFUSED)
 
 
-def render(event: Event, *, spy: bool = False, wants_likes: bool = False) -> list[list]:
+def render(
+    event: Event, *, spy: bool = False, wants_likes: bool = False, rich: bool = False, line: str | None = None,
+    image: dict | None = None,
+) -> list[list]:
     """The protocol events that show `event` to one client.
 
     `spy`: the client asked the question and watches two labelled strangers.
     `wants_likes`: the client sent topics, so `commonLikes` always comes with `connected`
     (python-omegle's InterestsChat fails on a `connected` without it in the same batch).
+    `rich`: the client asked for the extension (our page): messages carry their line id `line`
+    (and reply, quote, `image`), and edits, deletions and reactions are events of their own.
+    Other clients get the core's text fallback of those (bridge.fallback), or nothing.
     """
+    unseen = isinstance(event, Message) and event.image is not None and image is None
+    if not rich and isinstance(event, (Message, Edit, Retract, Reaction)):
+        shown = plain(event)
+        if shown is None:
+            return []
+        event = shown
+    if unseen:  # pictures are off here (or the client cannot show them): say so, once per picture
+        assert isinstance(event, Message)
+        notice = ["serverMessage", PICTURE_NOT_SHOWN]
+        if not event.text.strip():
+            return [notice]
+        return [*render(dataclasses.replace(event, image=None), spy=spy, rich=rich, line=line), notice]
     match event:
         case Waiting():
             return [["waiting"]]
@@ -58,7 +87,18 @@ def render(event: Event, *, spy: bool = False, wants_likes: bool = False) -> lis
                 out.append(["question", question])
             return out
         case Message(text=text, stranger=label):
-            return [["spyMessage", label, text]] if spy and label else [["gotMessage", text]]
+            out = [["spyMessage", label, text]] if spy and label else [["gotMessage", text]]
+            if rich:
+                meta = _meta(event, line, image)
+                if meta:
+                    out[0].append(meta)
+            return out
+        case Edit(ref=ref, text=text):
+            return [["edit", ref, text]]
+        case Retract(ref=ref):
+            return [["retract", ref]]
+        case Reaction(ref=ref, emoji=emoji, add=add):
+            return [["react", ref, emoji, add]]
         case Typing(stranger=label):
             return [["spyTyping", label]] if spy and label else [["typing"]]
         case StoppedTyping(stranger=label):
@@ -71,6 +111,37 @@ def render(event: Event, *, spy: bool = False, wants_likes: bool = False) -> lis
             return _disconnected(event, label, reason, final, spy)
         case _:
             return []
+
+
+def plain(event: Message | Edit | Retract | Reaction) -> Message | None:
+    """The text a plain Omegle-protocol client is shown for a rich event, or None (noise).
+
+    The one place the web platform applies the rich-relay fallback rules (bridge.fallback's table
+    once the core carries it): an edit as `* corrected: …`, a reply with a short quote, nothing
+    for reactions and deletions."""
+    match event:
+        case Message(text=text, stranger=label, quote=quote, reply_to=reply_to):
+            if reply_to is None or not quote:
+                return event if event.ref is None and event.image is None else Message(text, label)
+            return Message(f"> {quote}\n{text}", label)
+        case Edit(text=text, stranger=label):
+            return Message(f"* corrected: {text}", label)
+        case _:
+            return None
+
+
+def _meta(message: Message, line: str | None, image: dict | None) -> dict:
+    """The extension's fourth element of a message: its line id, what it answers, its picture."""
+    meta: dict = {}
+    if line is not None:
+        meta["ref"] = line
+    if message.reply_to is not None:
+        meta["reply"] = message.reply_to
+        if message.quote:
+            meta["quote"] = message.quote
+    if image is not None:
+        meta["image"] = image
+    return meta
 
 
 def _disconnected(event: Disconnected, label: str | None, reason: str | None, final: bool, spy: bool) -> list[list]:

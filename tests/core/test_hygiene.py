@@ -3,8 +3,10 @@
 import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bridge.hygiene import MAX_COMBINING, clean
+from bridge.hygiene import _BLANK_LINES, _TABLE, MAX_COMBINING, clean, cut
 
 
 def marks(text: str) -> int:
@@ -78,3 +80,15 @@ def test_a_message_of_only_invisible_characters_is_empty(raw):
 )
 def test_real_text_survives(text):
     assert clean(text) == text
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=80), st.integers(min_value=5, max_value=100))
+@settings(max_examples=300, deadline=None)
+def test_the_printable_ascii_fast_path_agrees_with_the_full_cleaning(text, limit):
+    # Printable ASCII skips the table, the line-break passes and the blank-line cap: the result
+    # must be what those passes give (they change nothing there), for every ASCII text.
+    full = _BLANK_LINES.sub("\n\n\n", text.translate(_TABLE).replace("\r\n", "\n").replace("\r", "\n"))
+    assert clean(text) == full
+    assert clean(text, limit) == cut(full, limit)
+    if text.isprintable():
+        assert clean(text) == text

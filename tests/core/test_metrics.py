@@ -7,7 +7,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.events import Connected, Message, Start
-from bridge.metrics import Metrics
+from bridge.metrics import Metrics, counter_key
 from bridge.store import MemoryStore
 from tests.core.scripted import ScriptedBackend
 from tests.helpers import RECORDING, running
@@ -198,3 +198,17 @@ async def test_web_platform_still_serves_the_core_figures_parseably():
     fams = families(text)
     assert sample(fams, "stranger_bridge_platform_ready", platform="web") == 1
     assert "stranger_bridge_web_clients" in fams and "# HELP stranger_bridge_sessions" in text
+
+
+def test_a_prebuilt_counter_key_counts_the_same_series_as_inc():
+    metrics = Metrics()
+    key = counter_key("messages_relayed", direction="to_user")
+    metrics.add(key)
+    metrics.add(key, 2)
+    metrics.inc("messages_relayed", direction="to_user")
+    assert metrics.counter("messages_relayed", direction="to_user") == 4
+    metrics.delivery("web", "ok")
+    metrics.delivery("web", "ok")
+    assert metrics.counter("deliver_attempts", platform="web") == 2
+    fams = families(metrics.prometheus())
+    assert sample(fams, "stranger_bridge_messages_relayed", "stranger_bridge_messages_relayed_total", direction="to_user") == 4

@@ -1,6 +1,8 @@
 """The moderation entry point: start refusals (ban, throttle), decisions both ways, reports; injected clocks."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.events import Room
 from bridge.policy.config import PolicySection
@@ -112,3 +114,31 @@ async def test_reports_feed_strikes(parts):
     outcome = await moderator.report("web:2222222222222222", "web:9999999999999999")
     assert outcome.strike
     assert (await moderator.start_refusal("web:9999999999999999")).startswith("You are banned from starting chats on this bridge for 1 h more.")
+
+
+@given(st.text(max_size=40), st.sampled_from(["web", "discord", "matrix"]))
+@settings(max_examples=300, deadline=None)
+def test_the_clearly_allowed_fast_path_agrees_with_the_decisions(text, platform):
+    # The session asks `clearly_allowed` first and relays unchanged on True: that must be exactly
+    # what from_user / from_stranger decide. Under the default rules most texts take it; under
+    # rules with lists none do.
+    default = Moderator(PolicySection(), MemoryStore())
+    listed = Moderator(POLICY, MemoryStore())
+    room = Room(platform, "r")
+    for moderator in (default, listed):
+        if moderator.clearly_allowed(room, text):
+            for decision in (moderator.from_user(room, text), moderator.from_stranger(room, text)):
+                assert (decision.relay, decision.text, decision.notice, decision.end) == (True, text, None, False)
+    assert not listed.clearly_allowed(room, text)
+    assert default.clearly_allowed(room, "hi there") and not default.clearly_allowed(room, "discord.gg/x")
+
+
+def test_scoped_rooms_ask_their_scope_only_while_some_scope_has_a_layer():
+    asked = []
+    plain = Moderator(PolicySection(), MemoryStore())
+    plain.scope_of = lambda room: asked.append(room) or "77"
+    assert plain.from_user(Room("discord", "t"), "hello").relay
+    assert asked == []  # no [policy.scopes]: the room's guild cannot change its rules
+    plain.set_policy(PolicySection.model_validate({"scopes": {"discord:77": {"links": "block"}}}))
+    assert plain.from_user(Room("discord", "t"), "see evil.com").relay is False  # the guild's layer applies
+    assert asked

@@ -77,3 +77,11 @@ def test_never_more_than_allowed_in_any_window(steps, max_starts, cooldown):
     for i, t in enumerate(allowed):
         inside = [u for u in allowed[i:] if u - t < window]
         assert len(inside) <= 2 * max_starts
+
+
+def test_a_shared_key_gets_its_own_larger_allowance_and_no_cooldown():
+    clock = [0.0]
+    throttle = StartThrottle(cooldown=30, max_starts=2, window=60, shared_starts=5, clock=lambda: clock[0])
+    assert [throttle.check("net", shared=True) for _ in range(5)] == [0.0] * 5  # no cooldown between them
+    assert throttle.check("net", shared=True) > 0  # the sixth in the window waits
+    assert throttle.check("person") == 0.0 and throttle.check("person") > 0  # one person: the cooldown holds

@@ -207,3 +207,28 @@ async def test_the_hub_reports_waiting_users_per_mode_for_status():
         await rec.wait_for("r", Connected)
         assert bridge.status()["waiting"] == {"random": 1, "ask": 1, "answer": 0, "group": 1}
         assert bridge.backends["hub"].stats()["chats"] == 1
+
+
+def test_a_shared_moderation_key_with_own_pairing_keys_still_pairs_but_blocks_and_cools_down_apart():
+    clock = [0.0]
+    pool = Pool(repair_cooldown=5, clock=lambda: clock[0])
+    # two clients of one network: one moderation key ("net"), each its own pairing key
+    assert pool.arrive(t("net", pairing="c1")) is None
+    match = pool.arrive(t("net", pairing="c2"))
+    assert match is not None and [m.pairing for m in match.members] == ["c1", "c2"]
+    # the same pairing key never meets itself
+    pool.arrive(t("x", pairing="same"))
+    assert pool.arrive(t("y", pairing="same")) is None
+    # a report block is between moderation keys: it holds for every client of the network
+    pool2 = Pool(repair_cooldown=0)
+    pool2.block("net", "bob")
+    pool2.arrive(t("net", pairing="c3"))
+    assert pool2.arrive(t("bob")) is None
+    assert pool2.arrive(t("net", pairing="c4")) is not None  # c3 and c4 still meet
+    # a cool-down is between pairing keys: the network's other clients are not kept from "b"
+    pool3 = Pool(repair_cooldown=5, clock=lambda: clock[0])
+    pool3.parted(["c5", "b"])
+    pool3.arrive(t("b"))
+    assert pool3.arrive(t("net", pairing="c5")) is None
+    met = pool3.arrive(t("net", pairing="c6"))
+    assert met is not None and [m.pairing for m in met.members] == ["b", "c6"]  # b waited longest

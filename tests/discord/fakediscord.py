@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.policy
 import itertools
 import json
 import re
@@ -11,6 +12,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from email.parser import BytesParser
 from typing import Any
 
 import aiohttp
@@ -20,6 +22,7 @@ from aiohttp.abc import AbstractResolver
 __all__ = [
     "ADMINISTRATOR",
     "ALL_REQUESTS",
+    "BOT_ID",
     "FakeDiscord",
     "MANAGE_GUILD",
     "MEMBER_PERMISSIONS",
@@ -30,6 +33,7 @@ __all__ = [
 ]
 
 BODY = web.RequestKey("body", object)
+FILES = web.RequestKey("files", list)  # (field name, filename, content type, bytes) of a multipart request
 # Every request any FakeDiscord of this test process answered: the allowed_mentions audit reads it.
 ALL_REQUESTS: list[Recorded] = []
 
@@ -75,6 +79,22 @@ class Recorded:
     body: Any  # parsed JSON, or None
     status: int = 0
     at: float = field(default_factory=time.perf_counter)  # when the request reached the server
+    files: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # multipart uploads
+
+
+def _multipart(content_type: str, raw: bytes) -> tuple[Any, list[tuple[str, str, str, bytes]]]:
+    """A multipart/form-data body as discord.py sends it: "payload_json" and "files[N]" parts."""
+    parsed = BytesParser(policy=email.policy.HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    body: Any = None
+    files = []
+    for part in parsed.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        if name == "payload_json":
+            body = json.loads(data)
+        else:
+            files.append((name, part.get_filename() or "", part.get_content_type(), data))
+    return body, files
 
 
 @dataclass
@@ -148,6 +168,10 @@ class FakeDiscord:
             self.messages[cid] = []
             self.text_channels.append(cid)
         self.webhooks_forbidden = False
+        self.cdn: dict[str, tuple[bytes, str]] = {}  # path under /cdn/ -> (bytes, content type)
+        self.cdn_fetches: list[str] = []  # paths fetched from the CDN, in order
+        self.reactors: dict[int, dict[str, list[int]]] = {}  # message id -> emoji -> who reacted, in order
+        self.deleted: list[dict] = []  # messages deleted, by anyone, in order
         self.permissions: dict[int, int] = {}  # user -> permissions in interactions (default MEMBER_PERMISSIONS)
         self.unanswered = 0  # requests a "reset" or "hang" fault left without an answer
         self._released = asyncio.Event()  # ends every "hang" (at stop)
@@ -159,6 +183,7 @@ class FakeDiscord:
     async def start(self) -> None:
         app = web.Application(middlewares=[self._middleware], client_max_size=10 * 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/cdn/{tail:.*}", self._cdn_get)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
@@ -177,6 +202,10 @@ class FakeDiscord:
     @property
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def cdn_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/cdn"
 
     @property
     def gateway_url(self) -> str:
@@ -306,13 +335,17 @@ class FakeDiscord:
         if not request.path.startswith("/api/v10/"):
             return await handler(request)
         body = None
+        files: list[tuple[str, str, str, bytes]] = []
         raw = await request.read()
         if raw and request.content_type == "application/json":
             body = json.loads(raw)
-        rec = Recorded(request.method, request.path[len("/api/v10"):], dict(request.query), body)
+        elif raw and request.content_type == "multipart/form-data":
+            body, files = _multipart(request.headers["Content-Type"], raw)
+        rec = Recorded(request.method, request.path[len("/api/v10"):], dict(request.query), body, files=files)
         self.requests.append(rec)
         ALL_REQUESTS.append(rec)
         request[BODY] = body
+        request[FILES] = files
         fault = self._take_fault(rec)
         if fault is not None and not fault.after_store:
             resp = self._fault_response(fault)
@@ -484,7 +517,8 @@ class FakeDiscord:
         if channel.get("thread_metadata", {}).get("archived"):
             channel["thread_metadata"]["archived"] = False
         msg = self._message(int(cid), self.users[BOT_ID], body.get("content", ""), embeds=body.get("embeds", []),
-                            components=body.get("components", []), flags=body.get("flags", 0), nonce=nonce)
+                            components=body.get("components", []), flags=body.get("flags", 0), nonce=nonce,
+                            attachments=self._uploaded(int(cid), request[FILES]))
         await self.dispatch("MESSAGE_CREATE", self._with_member(msg, BOT_ID))
         return _json(msg)
 
@@ -532,7 +566,8 @@ class FakeDiscord:
             return _json({"message": "Thread is locked", "code": 160005}, 403)
         author = {**_user(int(wid), body.get("username") or hook["name"], bot=True), "discriminator": "0000"}
         msg = self._message(cid, author, body.get("content", ""), webhook_id=str(wid),
-                            embeds=body.get("embeds", []), flags=body.get("flags", 0))
+                            embeds=body.get("embeds", []), flags=body.get("flags", 0),
+                            attachments=self._uploaded(cid, request[FILES]))
         await self.dispatch("MESSAGE_CREATE", msg)
         if request.query.get("wait") in ("true", "1", "True"):
             return _json(msg)
@@ -580,6 +615,136 @@ class FakeDiscord:
         self.callbacks[iid].append({"type": "edit", **body})
         return _json(self._interaction_message(iid, body))
 
+
+    # ---- rich messages: edits, deletions, reactions, files ------------------------------------
+
+    async def _cdn_get(self, request: web.Request) -> web.StreamResponse:
+        tail = request.match_info["tail"]
+        self.cdn_fetches.append(tail)
+        await self._notify()
+        found = self.cdn.get(tail)
+        if found is None:
+            return web.Response(status=404)
+        data, ctype = found
+        return web.Response(body=data, headers={"Content-Type": ctype})
+
+    def attachments(self, cid: int, files: list[tuple[str, str, bytes]], *, size: int | None = None) -> list[dict]:
+        """Store files on the CDN; the attachment objects Discord would put in a message.
+        `files`: (filename, content type, bytes); `size` overrides the size the object claims."""
+        out = []
+        for filename, ctype, data in files:
+            aid = snowflake()
+            path = f"attachments/{cid}/{aid}/{filename}"
+            self.cdn[path] = (data, ctype)
+            out.append({"id": str(aid), "filename": filename, "size": len(data) if size is None else size,
+                        "url": f"{self.cdn_base}/{path}", "proxy_url": f"{self.cdn_base}/{path}",
+                        "content_type": ctype})
+        return out
+
+    def find_message(self, cid: int, mid: int) -> dict | None:
+        return next((m for m in self.messages.get(cid, []) if int(m["id"]) == mid), None)
+
+    def _uploaded(self, cid: int, files: list[tuple[str, str, str, bytes]]) -> list[dict]:
+        return self.attachments(cid, [(fname, ctype, data) for _, fname, ctype, data in files])
+
+    async def _edit_message(self, cid: int, msg: dict, body: dict, files: list) -> web.Response:
+        for key in ("content", "embeds", "components", "flags"):
+            if key in body:
+                msg[key] = body[key]
+        if "attachments" in body or files:  # kept: those listed by id; new: the uploaded files
+            keep = {str(a.get("id")) for a in body.get("attachments", [])}
+            msg["attachments"] = [a for a in msg["attachments"] if a["id"] in keep] + self._uploaded(cid, files)
+        msg["edited_timestamp"] = now_iso()
+        await self.dispatch("MESSAGE_UPDATE", dict(msg))
+        return _json(msg)
+
+    async def _delete(self, cid: int, msg: dict) -> web.Response:
+        self.messages[cid].remove(msg)
+        self.deleted.append(msg)
+        self.reactors.pop(int(msg["id"]), None)
+        data = {"id": msg["id"], "channel_id": str(cid)}
+        if "guild_id" in msg:
+            data["guild_id"] = msg["guild_id"]
+        await self.dispatch("MESSAGE_DELETE", data)
+        return web.Response(status=204)
+
+    def _unknown_message(self) -> web.Response:
+        return _json({"message": "Unknown Message", "code": 10008}, 404)
+
+    async def _patch_message(self, request, body, cid, mid):
+        msg = self.find_message(int(cid), int(mid))
+        if msg is None:
+            return self._unknown_message()
+        if msg["author"]["id"] != str(BOT_ID):
+            return _json({"message": "Cannot edit a message authored by another user", "code": 50005}, 403)
+        return await self._edit_message(int(cid), msg, body, request[FILES])
+
+    async def _delete_message(self, request, body, cid, mid):
+        msg = self.find_message(int(cid), int(mid))
+        if msg is None:
+            return self._unknown_message()
+        if msg["author"]["id"] != str(BOT_ID):
+            return _json({"message": "Missing Permissions", "code": 50013}, 403)  # no Manage Messages here
+        return await self._delete(int(cid), msg)
+
+    def _webhook_message(self, request, wid, token, mid) -> tuple[int, dict] | web.Response:
+        hook = self.webhooks.get(int(wid))
+        if hook is None or hook["token"] != token:
+            return _json({"message": "Unknown Webhook", "code": 10015}, 404)
+        cid = int(request.query.get("thread_id") or hook["channel_id"])
+        msg = self.find_message(cid, int(mid))
+        if msg is None or msg.get("webhook_id") != str(wid):
+            return self._unknown_message()
+        return cid, msg
+
+    async def _patch_webhook_message(self, request, body, wid, token, mid):
+        found = self._webhook_message(request, wid, token, mid)
+        if isinstance(found, web.Response):
+            return found
+        return await self._edit_message(found[0], found[1], body, request[FILES])
+
+    async def _delete_webhook_message(self, request, body, wid, token, mid):
+        found = self._webhook_message(request, wid, token, mid)
+        if isinstance(found, web.Response):
+            return found
+        return await self._delete(*found)
+
+    def _reaction_data(self, cid: int, mid: int, uid: int, emoji: str) -> dict:
+        data = {"user_id": str(uid), "channel_id": str(cid), "message_id": str(mid),
+                "emoji": {"id": None, "name": emoji}, "burst": False, "type": 0}
+        if self.channels[cid].get("guild_id"):
+            data["guild_id"] = str(GUILD_ID)
+        return data
+
+    async def react(self, cid: int, mid: int, uid: int, emoji: str, add: bool = True) -> bool:
+        """`uid` adds (or removes) a reaction; a gateway dispatch when it changed anything."""
+        who = self.reactors.setdefault(mid, {}).setdefault(emoji, [])
+        if add == (uid in who):
+            return False
+        if add:
+            who.append(uid)
+            data = self._reaction_data(cid, mid, uid, emoji)
+            if self.channels[cid].get("guild_id"):
+                data["member"] = self.member(uid)
+            await self.dispatch("MESSAGE_REACTION_ADD", data)
+        else:
+            who.remove(uid)
+            await self.dispatch("MESSAGE_REACTION_REMOVE", self._reaction_data(cid, mid, uid, emoji))
+        return True
+
+    def reactions(self, cid: int, mid: int) -> dict[str, list[int]]:
+        """The reactions a message shows now: emoji -> who, without empty ones."""
+        return {e: list(u) for e, u in self.reactors.get(mid, {}).items() if u}
+
+    async def _own_reaction(self, request, body, cid, mid, emoji):
+        msg = self.find_message(int(cid), int(mid))
+        if msg is None:
+            return self._unknown_message()
+        if not emoji or any(c.isascii() and c.isalnum() for c in emoji) or len(emoji) > 16:
+            return _json({"message": "Unknown Emoji", "code": 10014}, 400)  # custom emoji need name:id
+        await self.react(int(cid), int(mid), BOT_ID, emoji, request.method == "PUT")
+        return web.Response(status=204)
+
     _routes = [
         (r"/users/@me", "GET", _me),
         (r"/oauth2/applications/@me", "GET", _app),
@@ -592,10 +757,16 @@ class FakeDiscord:
         (r"/channels/(\d+)/typing", "POST", _typing),
         (r"/channels/(\d+)/messages", "POST", _post_message),
         (r"/channels/(\d+)/messages", "GET", _get_messages),
+        (r"/channels/(\d+)/messages/(\d+)", "PATCH", _patch_message),
+        (r"/channels/(\d+)/messages/(\d+)", "DELETE", _delete_message),
+        (r"/channels/(\d+)/messages/(\d+)/reactions/([^/]+)/@me", "PUT", _own_reaction),
+        (r"/channels/(\d+)/messages/(\d+)/reactions/([^/]+)/@me", "DELETE", _own_reaction),
         (r"/channels/(\d+)/webhooks", "GET", _list_webhooks),
         (r"/channels/(\d+)/webhooks", "POST", _create_webhook),
         (r"/webhooks/(\d+)/([^/]+)", "POST", _execute_webhook),
         (r"/webhooks/(\d+)/([^/]+)/messages/@original", "PATCH", _edit_original),
+        (r"/webhooks/(\d+)/([^/]+)/messages/(\d+)", "PATCH", _patch_webhook_message),
+        (r"/webhooks/(\d+)/([^/]+)/messages/(\d+)", "DELETE", _delete_webhook_message),
         (r"/interactions/(\d+)/([^/]+)/callback", "POST", _callback),
     ]
 
@@ -623,10 +794,22 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", self._with_member(msg, uid))
         return msg
 
+    async def user_reply(self, cid: int, uid: int, content: str, to: dict, **extra: Any) -> dict:
+        """A user answers `to` with Discord's reply (type 19, message_reference, referenced_message)."""
+        ref = {"type": 0, "message_id": to["id"], "channel_id": str(cid), "fail_if_not_exists": False}
+        if "guild_id" in to:
+            ref["guild_id"] = to["guild_id"]
+        return await self.user_message(cid, uid, content, type=19, message_reference=ref,
+                                       referenced_message=dict(to), **extra)
+
     async def user_edit(self, msg: dict, content: str) -> None:
         msg["content"] = content
         msg["edited_timestamp"] = now_iso()
         await self.dispatch("MESSAGE_UPDATE", self._with_member(msg, int(msg["author"]["id"])))
+
+    async def user_delete(self, msg: dict) -> None:
+        """The author deletes a message: it leaves the channel's history; the bot gets MESSAGE_DELETE."""
+        await self._delete(int(msg["channel_id"]), msg)
 
     async def typing(self, cid: int, uid: int) -> None:
         data = {"channel_id": str(cid), "user_id": str(uid), "timestamp": int(datetime.now().timestamp())}

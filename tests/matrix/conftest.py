@@ -48,6 +48,7 @@ class MxUser:
         self.typing: dict[str, list[str]] = defaultdict(list)  # room -> typing users now
         self.typing_log: dict[str, list[tuple[str, ...]]] = defaultdict(list)
         self.invites: list[str] = []
+        self.undecrypted: list[dict[str, Any]] = []
         self.changed = asyncio.Condition()
         self.task: asyncio.Task | None = None
         self.since: str | None = None
@@ -69,10 +70,13 @@ class MxUser:
                 await asyncio.sleep(0.2)
                 continue
             self.since = resp.next_batch
+            await self.synced(resp)
             async with self.changed:
                 for rid, info in resp.rooms.join.items():
                     for e in info.timeline.events:
                         self.timeline[rid].append(e.source)
+                        if e.source.get("type") == "m.room.encrypted":
+                            self.undecrypted.append(e.source)  # what this client could not decrypt
                     for e in info.ephemeral:
                         if isinstance(e, TypingNoticeEvent):
                             self.typing[rid] = list(e.users)
@@ -83,6 +87,9 @@ class MxUser:
                     for e in info.timeline.events:
                         self.timeline[rid].append(e.source)
                 self.changed.notify_all()
+
+    async def synced(self, resp: SyncResponse) -> None:
+        """After each sync, before its events are recorded (an encrypting client sends its keys here)."""
 
     async def close(self) -> None:
         if self.task:
@@ -199,6 +206,7 @@ def bridge_config(url: str, bot: dict[str, Any], **matrix: Any) -> dict[str, Any
         "device_id": bot["device_id"],
         "sync_timeout": 1.0,
         "request_timeout": 10.0,
+        "crypto_store": tempfile.mkdtemp(prefix="sb-crypto-"),  # each bridge its own key store
     }
     table.update(matrix)
     return {

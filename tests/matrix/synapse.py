@@ -101,6 +101,7 @@ class Synapse:
             for key in RC_KEYS:
                 cfg[key] = dict(RELAXED)
             cfg["rc_login"] = {"address": RELAXED, "account": RELAXED, "failed_attempts": RELAXED}
+            cfg["rc_joins"] = {"local": RELAXED, "remote": RELAXED}  # nested: the flat form is ignored
         d.mkdir(parents=True, exist_ok=True)
         (d / "media").mkdir(exist_ok=True)
         (d / "log.yaml").write_text(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 
 import aiohttp
 import discord.gateway
@@ -30,6 +31,7 @@ def mx_table(url: str, bot: dict) -> dict:
         "allowed_inviters": [":localhost"],
         "sync_timeout": 1.0,
         "request_timeout": 10.0,
+        "crypto_store": tempfile.mkdtemp(prefix="sb-crypto-"),
     }
 
 

@@ -284,3 +284,26 @@ async def test_a_wrong_as_token_fails_start_up(as_synapse, tmp_path):
         async with running(cfg):
             pass
     assert "not-the-as-token" not in str(caught.value)
+
+
+async def test_ghost_mode_refuses_encrypted_rooms_and_says_why(as_synapse):
+    """Ghosts cannot hold keys: an encrypted invite is rejected with the reason, a room turning encryption on ends its chat."""
+    m = Matrix(as_synapse)
+    try:
+        alice = await m.user("alice")
+        async with running(ghost_config(as_synapse)) as b:
+            rec = b.platforms["rec"]
+            enc = await alice.create_room([BOT], encrypted=True)
+            refused = await alice.wait_member(enc, BOT, "leave")
+            assert refused["sender"] == BOT
+            assert refused["content"]["reason"].startswith("This bridge runs in ghost mode")
+            assert "cannot hold encryption keys" in refused["content"]["reason"]
+            assert not alice.messages(enc)  # nothing was sent into it, in plaintext or otherwise
+
+            rid = await paired(b, alice, BOT)
+            await alice.client.room_put_state(rid, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})
+            await rec.wait_for("r", Disconnected, timeout=20)
+            left = await alice.wait_member(rid, BOT, "leave")
+            assert left["content"]["reason"].startswith("This bridge runs in ghost mode")
+    finally:
+        await m.close()

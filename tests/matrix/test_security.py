@@ -164,7 +164,7 @@ async def test_user_side_identifiers_never_reach_the_stranger(matrix, synapse):
                 "formatted_body": f"<mx-reply><blockquote><a href='https://matrix.to/#/{alice.user_id}'>x</a></blockquote></mx-reply>my answer",
                 "m.relates_to": {"m.in_reply_to": {"event_id": first}},
             },
-            # an edit: a correction line with the new text
+            # an edit: an Edit event, never a new line (tests/matrix/test_rich_*.py follow it through)
             {
                 "msgtype": "m.text",
                 "body": "* fixed",
@@ -189,7 +189,6 @@ async def test_user_side_identifiers_never_reach_the_stranger(matrix, synapse):
         assert texts == [
             "quote me",
             "my answer",
-            "(correction) fixed",
             "ping [user] in [room] [room] [link] [media]",
             "* waves",
             "END",

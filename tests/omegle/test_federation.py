@@ -22,7 +22,7 @@ from bridge.events import (
     Waiting,
 )
 from bridge.store import MemoryStore, SessionRecord
-from tests.helpers import RECORDING, running
+from tests.helpers import RECORDING, bare, running
 
 from .conftest import omegle
 
@@ -97,7 +97,7 @@ async def test_users_of_two_bridges_chat_both_ways(caplog):
         await bob.wait_count("bob", Connected, 2)
         await alice.wait_count("alice", Connected, 2)
         bob.send("bob", Message("second chat"))
-        assert (await alice.wait_for("alice", lambda e: e == Message("second chat"))).text == "second chat"
+        assert (await alice.wait_for("alice", lambda e: bare(e) == Message("second chat"))).text == "second chat"
         alice.send("alice", Disconnected())
         ends = await bob.wait_count("bob", Disconnected, 2)
         assert ends[-1].reason == Reason.STRANGER

@@ -7,9 +7,10 @@ import uuid
 
 import pytest
 
-from bridge.events import Connected, Disconnected, Message, Mode, Reason, ServerNotice, Start, Typing, Waiting
+from bridge.events import Connected, Disconnected, Edit, Message, Mode, Reaction, Reason, ServerNotice, Start, Typing, Waiting
+from tests.core.richplatform import RICH
 from tests.failures import told_once
-from tests.helpers import running
+from tests.helpers import bare, running
 
 from .conftest import RawClient
 
@@ -221,7 +222,7 @@ async def test_answer_mode_discusses_a_question(server, raw):
         await other.wait_text("tea")
         await asker.wait_text("tea")
         await other.say("coffee")
-        assert (await rec.wait_for("a", Message)) == Message("coffee", None)
+        assert bare(await rec.wait_for("a", Message)) == Message("coffee", None)
         await asker.close()
         await rec.wait_for("a", lambda e: isinstance(e, ServerNotice) and "asked the question left" in e.text)
         assert not rec.events("a", Disconnected)  # the two discussers go on
@@ -463,3 +464,22 @@ async def test_a_flood_is_read_with_back_pressure(server, raw):
         await chat.aclose()
     finally:
         await backend.stop()
+
+
+async def test_an_edit_reaches_a_remandzana_stranger_as_corrected_and_a_reaction_not_at_all(server, raw):
+    async with running({**conf(server.url), "platforms": {"rec": {"plugin": RICH}}}) as bridge:
+        rec = bridge.platforms["rec"]
+        rec.send("a", Start())
+        peer = await raw("/two")
+        await rec.wait_for("a", Connected)
+        first, fixed, marker = token(), token(), token()
+        rec.send("a", Message(f"typo {first}", ref="u1"))
+        await peer.wait_text(first)
+        rec.send("a", Edit("u1", f"fixed {fixed}"))
+        rec.send("a", Reaction("u1", "👍"))
+        rec.send("a", Message(f"marker {marker}", ref="u2"))
+        await peer.wait_text(marker)
+        assert peer.lines(f"* corrected: fixed {fixed}") == 1
+        assert peer.page.index(fixed) < peer.page.index(marker)  # in order, and the reaction sent nothing
+        assert "👍" not in peer.page
+        await peer.close()

@@ -31,14 +31,15 @@ async def any_store(request, tmp_path):
 
 async def test_contract_round_trip_on_both_stores(any_store):
     store = any_store
-    first = SessionRecord(Room("discord", "1:2"), "chatting", "omegle", "handle-1", {"mode": "random", "interests": ["a"]}, created=100.0)
+    first = SessionRecord(Room("discord", "1:2"), "chatting", "omegle", "handle-1", {"mode": "random", "interests": ["a"]}, created=100.0,
+                          refs='{"p":"ab","n":1,"m":[["ab.1","9","hi",0,0,0]],"t":[]}')  # fmt: skip
     second = SessionRecord(Room("web", "x"), "searching", "hub", None, {}, created=50.0)
     await store.save_session(first)
     await store.save_session(second)
     got = await store.sessions()
-    assert [(r.room, r.state, r.backend, r.handle, r.start, r.created) for r in got] == [
-        (Room("web", "x"), "searching", "hub", None, {}, 50.0),
-        (Room("discord", "1:2"), "chatting", "omegle", "handle-1", {"mode": "random", "interests": ["a"]}, 100.0),
+    assert [(r.room, r.state, r.backend, r.handle, r.start, r.created, r.refs) for r in got] == [
+        (Room("web", "x"), "searching", "hub", None, {}, 50.0, None),
+        (Room("discord", "1:2"), "chatting", "omegle", "handle-1", {"mode": "random", "interests": ["a"]}, 100.0, first.refs),
     ]
     first.state = "searching"
     await store.save_session(first)  # replaces, never duplicates

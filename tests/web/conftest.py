@@ -10,7 +10,8 @@ from tests.helpers import RECORDING, running
 
 def web_config(**web: object) -> dict:
     """Bridge config: web on 127.0.0.1:0 (short poll window), a recording platform, the hub."""
-    # address_keys off: raw clients from 127.0.0.1 pair with each other (tests of address keys turn it on)
+    # address_keys off: each raw client from 127.0.0.1 is its own person to the start throttle and
+    # bans (tests of address keys turn it on)
     table = {"plugin": "web", "bind": "127.0.0.1:0", "poll_window": 2.0, "address_keys": False, **web}
     return {
         "platforms": {"web": table, "rec": {"plugin": RECORDING}},

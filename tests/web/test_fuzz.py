@@ -17,11 +17,13 @@ PATHS = [
     "/start", "/events", "/send", "/typing", "/stoppedtyping", "/disconnect", "/stoplookingforcommonlikes",
     "/status", "/count", "/healthz", "/metrics", "/favicon.ico", "/", "/static/app.js", "/static/style.css",
     "/nojs/start", "/nojs/chat", "/nojs/send", "/nope", "/static/../platform.py",
+    "/edit", "/delete", "/react", "/image/x", "/image/" + "A" * 32,
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 NAMES = [
     "id", "msg", "topics", "lang", "ask", "wantsspy", "firstevents", "randid", "caps", "rcs", "spid", "m", "group",
     "cc", "nocache", "interests", "action", "ack", "seq", "grace",
+    "rich", "ref", "reply", "emoji", "add",
 ]
 CONTENT_TYPES = [
     None, "application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=latin-1",
@@ -39,6 +41,7 @@ values = st.one_of(
     st.integers(1, 3000).map(lambda n: '["' + "a" * n + '"]'),
     st.lists(st.text(max_size=10), max_size=25).map(json.dumps),
     st.sampled_from(["", "1", "true", "null", "[]", "{}", "[1]", '{"a": [1]}', "1e999", "9" * 5000, "\x00", "\ud800"]),
+    st.sampled_from(["u1", "s1", "u0", "s" + "9" * 12, "👍", "❤️", "💩", "react:👍", "edit", "delete", "0"]),
 )
 params = st.dictionaries(st.one_of(st.sampled_from(NAMES), st.text(max_size=8)), values, max_size=6)
 bodies = st.one_of(
@@ -95,3 +98,43 @@ def test_no_input_makes_a_5xx():
         assert {200, 400, 403, 405} <= seen, seen  # the examples reached handlers, not only the router
         # the known case from issue 9: /start?topics= nested 1,000 deep
         assert request(port, "GET", "/start?topics=" + quote(nested(1000)), None, None, None) == 400
+
+
+def test_no_rich_request_of_a_live_chat_makes_a_5xx():
+    """The extension endpoints with a real, chatting rich client's id and any other fields."""
+    import asyncio
+
+    from bridge.events import Connected, Message, Room, Start
+
+    cfg = web_config(poll_window=0.2)
+    with threaded_bridge(cfg) as (bridge, loop):
+        web, rec = bridge.platforms["web"], bridge.platforms["rec"]
+        port = web.port
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+        conn.request("GET", "/start?firstevents=1&rich=1")
+        secret = json.loads(conn.getresponse().read())["clientID"]
+        conn.close()
+        loop.call_soon_threadsafe(rec.send, "fz", Start())
+        asyncio.run_coroutine_threadsafe(rec.wait_for("fz", Connected), loop).result(15)
+        room = Room("web", next(iter(web.clients.by_key)))
+        for i in range(3):
+            asyncio.run_coroutine_threadsafe(web.deliver(room, Message(f"m{i}", ref=f"c{i}")), loop).result(15)
+        form = "application/x-www-form-urlencoded"
+        # ids of live, unknown and deleted lines half the time, so the handlers get past the id checks
+        refs = st.one_of(st.sampled_from(["u1", "u2", "u3", "s1", "s2", "s3", "s9", "u99", "👍", "1", "0"]), values)
+
+        @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(
+            path=st.sampled_from(["/send", "/edit", "/delete", "/react"]),
+            fields=st.dictionaries(st.sampled_from(["ref", "reply", "emoji", "add", "msg"]), refs, max_size=5),
+        )
+        def prop(path, fields):
+            body = urlencode({"id": secret, **fields}, errors="surrogatepass").encode("utf-8", "surrogatepass")
+            status = request(port, "POST", path, body, form, None)
+            seen.add(status)
+            assert status in (200, 400, 409, 413, 429), (path, fields, status)
+
+        seen: set[int] = set()
+        prop()
+        assert {200, 400, 409} <= seen, seen
+        assert web.clients.get(room.id) is not None  # the chat survived all of it

@@ -46,24 +46,29 @@ async def test_omegle_clients_are_keyed_by_their_hashed_network(caplog):
         try:
             a, b = RawClient(one, web.url), RawClient(two, web.url)
             await a.start()
-            await b.start()  # the same /24: one person to the hub, so never paired with each other
-            await a.until("waiting")
-            await b.until("waiting")
+            await b.start()  # the same /24: one person to moderation, yet two clients that may meet
+            await a.until("connected")
+            await b.until("connected")
             key = web.identities.address_key("127.0.0.5")
             assert users(bridge) == {key} and key.startswith("webaddr:")
             assert key == web.identities.address_key("127.0.0.200")
+            assert await a.post("/send", msg="token-ab") == (200, "win")
+            assert (await b.until("gotMessage"))[1] == "token-ab"
+            assert await a.post("/disconnect") == (200, "win")
+            await b.until("strangerDisconnected")
 
-            # a browser's cookie key is another person: it meets the first of them
+            # a browser's cookie key is another person: it meets the next client of that network
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
                 async with browser.get(web.url + "/") as response:
                     cookie = response.cookies[COOKIE].value
-                c = RawClient(browser, web.url)
+                c, e = RawClient(browser, web.url), RawClient(two, web.url)
                 await c.start()
+                await e.start()
                 await c.until("connected")
-                await a.until("connected")
+                await e.until("connected")
                 assert await c.post("/send", msg="token-c") == (200, "win")
-                assert (await a.until("gotMessage"))[1] == "token-c"
-                assert len(users(bridge)) == 2 and web.identities.cookie_key(cookie) in users(bridge)
+                assert (await e.until("gotMessage"))[1] == "token-c"
+                assert users(bridge) == {key, web.identities.cookie_key(cookie)}
 
             # a ban by the hashed address refuses the next start of every client of that network
             await bridge.router.moderator.sanctions.ban(key, 600.0)
@@ -75,7 +80,7 @@ async def test_omegle_clients_are_keyed_by_their_hashed_network(caplog):
             await d.until("strangerDisconnected")
 
             # nothing raw is kept or logged: no address, no cookie value, no client id
-            secrets_ = [cookie, a.id, b.id, c.id, d.id, "127.0.0.5", "127.0.0.9", "127.0.0.0/24"]  # (.1 is the bind)
+            secrets_ = [cookie, a.id, b.id, c.id, d.id, e.id, "127.0.0.5", "127.0.0.9", "127.0.0.0/24"]  # (.1 is the bind)
             values = [v for (ns, k), v in store._kv.items()] + [k for (ns, k) in store._kv]
             assert values, "the store holds the identity secrets"
             for secret in secrets_:
@@ -166,3 +171,20 @@ async def test_stranger_bridge_mod_ban_web_key_refuses_that_browsers_next_start(
             assert notice[1].endswith(" more. Reason: abuse."), notice
             await client.until("strangerDisconnected")
             assert "waiting" not in client.names()
+
+
+async def test_clients_of_one_network_share_the_larger_start_allowance_of_a_shared_key():
+    config = web_config(address_keys=True)
+    config["policy"] = {"max_starts": 2, "max_shared_starts": 6, "start_cooldown": "1h"}
+    async with running(config) as bridge:
+        web = bridge.platforms["web"]
+        async with aiohttp.ClientSession() as http:
+            clients = [RawClient(http, web.url) for _ in range(7)]
+            for client in clients[:6]:  # past max_starts and the cooldown: a shared key gets 6
+                await client.start()
+            for first, second in zip(clients[0:6:2], clients[1:6:2]):
+                await first.until("connected")
+                await second.until("connected")
+            await clients[6].start()  # the seventh start of the network waits
+            told = await clients[6].until("serverMessage")
+            assert told[1].startswith("You are starting chats too quickly. Try again in"), told

@@ -1,0 +1,185 @@
+"""One chat's bounded map of message references: core reference <-> platform message id, per side."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections import OrderedDict
+
+from .hygiene import clean, cut
+
+__all__ = ["Entry", "RefMap", "snippet"]
+
+SNIPPET = 80  # characters of a message kept for reply quotes
+MAX_ID = 256  # a platform id longer than this is not a message id: it is not kept
+KEPT = SNIPPET  # characters of a message kept: its snippet is made only when it is quoted
+PENDING = 8  # events held per stranger message until the platform says where it showed it
+_SPACE = re.compile(r"\s+")
+
+
+def snippet(text: str) -> str:
+    """A short, cleaned, one-line excerpt of `text` for a reply quote."""
+    return cut(_SPACE.sub(" ", clean(text)).strip(), SNIPPET)
+
+
+class Entry:
+    """One message of the chat: where the room shows it, a snippet, and what was relayed about it."""
+
+    __slots__ = ("id", "snippet", "edits", "reactions", "gone", "pending")
+
+    def __init__(self, id: str | None, text: str | None, edits: int = 0, reactions: int = 0, gone: bool = False) -> None:
+        self.id = id  # the platform's own message id (None: a stranger line not posted yet)
+        self.snippet = text  # the start of the message (see `quote`); None once retracted
+        self.edits = edits  # edits relayed so far
+        self.reactions = reactions  # reactions relayed so far
+        self.gone = gone  # retracted: no edit, reaction or quote of it any more
+        self.pending: list[object] | None = None  # stranger events waiting for `Posted`
+
+    def quote(self) -> str | None:
+        """The snippet shown with a reply to this message."""
+        return snippet(self.snippet) if self.snippet else None
+
+    def hold(self, event: object) -> bool:
+        """Keep `event` until the line is posted; False when the small list is full."""
+        if self.pending is None:
+            self.pending = []
+        if len(self.pending) >= PENDING:
+            return False
+        self.pending.append(event)
+        return True
+
+
+class RefMap:
+    """The references of one chat, as seen by one session.
+
+    Core references of this session's user's messages are handed out here: a random per-chat
+    prefix and a counter, so they never collide with the partner's (whose map has its own prefix).
+    Each side keeps at most `bound` messages; the oldest go first, and a reference or id that
+    is no longer known is simply not found (edits of old messages are ignored, with no error).
+    """
+
+    __slots__ = ("bound", "prefix", "counter", "mine", "theirs", "by_id", "dirty")
+
+    def __init__(self, bound: int = 256, prefix: str | None = None) -> None:
+        self.bound = bound
+        self.prefix = prefix or secrets.token_hex(4)
+        self.counter = 0
+        self.mine: OrderedDict[str, Entry] = OrderedDict()  # the user's messages, by core reference
+        self.theirs: OrderedDict[str, Entry] = OrderedDict()  # the stranger's, by core reference
+        self.by_id: dict[str, str] = {}  # platform id -> core reference (either side)
+        self.dirty = False  # changed since it was last persisted
+
+    def new_ref(self) -> str:
+        self.counter += 1
+        return f"{self.prefix}.{self.counter:x}"
+
+    def add_mine(self, platform_id: str | None, text: str) -> str:
+        """Record the user's message (shown in the room as `platform_id`); returns its new core reference."""
+        # On every message of the hot path: new_ref and _add inlined.
+        self.counter += 1
+        ref = f"{self.prefix}.{self.counter:x}"
+        if platform_id is None:
+            side = self.mine
+            side[ref] = Entry(None, text[:KEPT])
+            if len(side) > self.bound:
+                self._evict(side)
+            self.dirty = True
+        else:
+            self._add(self.mine, ref, Entry(platform_id if len(platform_id) <= MAX_ID else None, text[:KEPT]))
+        return ref
+
+    def add_theirs(self, ref: str | None, text: str) -> str:
+        """Record a stranger's message under its core reference (a new one when the backend has none)."""
+        side = self.theirs
+        if ref is None or len(ref) > MAX_ID or ref in side or ref in self.mine:
+            ref = self.new_ref()
+        side[ref] = Entry(None, text[:KEPT])
+        if len(side) > self.bound:
+            self._evict(side)
+        self.dirty = True
+        return ref
+
+    def _add(self, side: OrderedDict[str, Entry], ref: str, entry: Entry) -> None:
+        side[ref] = entry
+        if entry.id is not None:
+            old = self.by_id.get(entry.id)
+            if old is not None:  # the platform reused an id: the older message is no longer found by it
+                self._forget(old)
+            self.by_id[entry.id] = ref
+        if len(side) > self.bound:
+            self._evict(side)
+        self.dirty = True
+
+    def _evict(self, side: OrderedDict[str, Entry]) -> None:
+        while len(side) > self.bound:
+            ref, oldest = side.popitem(last=False)
+            if oldest.id is not None and self.by_id.get(oldest.id) == ref:
+                del self.by_id[oldest.id]
+
+    def _forget(self, ref: str) -> None:
+        for side in (self.mine, self.theirs):
+            entry = side.get(ref)
+            if entry is not None:
+                entry.id = None
+
+    def posted(self, ref: str, platform_id: str) -> Entry | None:
+        """The room showed the stranger's message `ref` as `platform_id`; the entry, if still known."""
+        entry = self.theirs.get(ref)
+        if entry is None or entry.id is not None or len(platform_id) > MAX_ID:
+            return None
+        old = self.by_id.get(platform_id)
+        if old is not None:
+            self._forget(old)
+        entry.id = platform_id
+        self.by_id[platform_id] = ref
+        self.dirty = True
+        return entry
+
+    def by_platform(self, platform_id: str) -> tuple[str, Entry, bool] | None:
+        """(core reference, entry, is the user's own) of a message the room knows as `platform_id`."""
+        ref = self.by_id.get(platform_id)
+        if ref is None:
+            return None
+        entry = self.mine.get(ref)
+        if entry is not None:
+            return ref, entry, True
+        entry = self.theirs.get(ref)
+        return (ref, entry, False) if entry is not None else None
+
+    def by_core(self, ref: str) -> Entry | None:
+        """The entry of a core reference, whichever side's message it is."""
+        return self.mine.get(ref) or self.theirs.get(ref)
+
+    def __len__(self) -> int:
+        return len(self.mine) + len(self.theirs)
+
+    # ---- persistence -------------------------------------------------------------------------
+
+    def encode(self) -> str:
+        """A compact JSON form (pending events are not kept: they are moments, not state)."""
+        self.dirty = False
+
+        def rows(side: OrderedDict[str, Entry]) -> list[list[object]]:
+            return [[ref, e.id, e.snippet, e.edits, e.reactions, int(e.gone)] for ref, e in side.items()]
+
+        return json.dumps({"p": self.prefix, "n": self.counter, "m": rows(self.mine), "t": rows(self.theirs)},
+                          separators=(",", ":"), ensure_ascii=False)  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: str, bound: int = 256) -> RefMap:
+        """Read `encode`'s form back; raises ValueError when it is not one."""
+        try:
+            raw = json.loads(data)
+            refs = cls(bound, str(raw["p"]))
+            refs.counter = int(raw["n"])
+            for key, side in (("m", refs.mine), ("t", refs.theirs)):
+                for ref, pid, text, edits, reactions, gone in raw[key]:
+                    if not isinstance(ref, str) or not (pid is None or isinstance(pid, str)):
+                        raise ValueError("a reference or id is not a string")
+                    entry = Entry(pid, None if text is None else str(text), int(edits), int(reactions), bool(gone))
+                    refs._add(side, ref, entry)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not an encoded reference map: {exc}") from None
+        refs.dirty = False
+        return refs
