@@ -103,7 +103,8 @@ class HubChat(Chat):
         if conv is None or self not in conv.alive or self.hub.config.resume_window <= 0:
             return None
         users = [m.ticket.user if m.ticket else "" for m in conv.members]
-        return json.dumps({"cid": conv.cid, "kind": conv.kind, "me": conv.members.index(self), "users": users})
+        pairings = [m.ticket.pairing if m.ticket else "" for m in conv.members]
+        return json.dumps({"cid": conv.cid, "kind": conv.kind, "me": conv.members.index(self), "users": users, "pairings": pairings})
 
     @property
     def survives_restart(self) -> bool:
@@ -295,13 +296,14 @@ class HubBackend(Backend):
         try:
             data = json.loads(handle)
             cid, kind, me, users = str(data["cid"]), str(data["kind"]), int(data["me"]), [str(u) for u in data["users"]]
+            pairings = [str(p) for p in data.get("pairings") or users]
         except (ValueError, KeyError, TypeError):
             return None
-        if not 0 <= me < len(users):
+        if not 0 <= me < len(users) or len(pairings) != len(users):
             return None
         conv = self._resuming.get(cid)
         if conv is None:  # its members stand in until they are resumed; resumed() ends the chat for the rest
-            standins = [self._standin(user, kind) for user in users]
+            standins = [self._standin(user, pairing, kind) for user, pairing in zip(users, pairings)]
             conv = self._resuming[cid] = _Conversation(kind, standins, cid)
             self.chats_live += 1
         standin = conv.members[me]
@@ -314,9 +316,9 @@ class HubBackend(Backend):
         conv.alive[conv.alive.index(standin)] = chat
         return chat
 
-    def _standin(self, user: str, kind: str) -> HubChat:
+    def _standin(self, user: str, pairing: str, kind: str) -> HubChat:
         chat = _StandIn(self, Start(user=user))
-        chat.ticket = Ticket(user=user, kind=kind)
+        chat.ticket = Ticket(user=user, kind=kind, pairing=pairing)
         chat.closed = True  # shows nothing
         return chat
 

@@ -56,14 +56,15 @@ DATA_LOST = "The stranger pool lost its shared state (its database restarted emp
 class _Conversation:
     """One instance's copy of a live chat: who is in it (entry id, owner instance, user) and who is still there."""
 
-    __slots__ = ("cid", "kind", "ids", "owners", "users", "alive", "question", "common")
+    __slots__ = ("cid", "kind", "ids", "owners", "users", "pairings", "alive", "question", "common")
 
     def __init__(self, desc: dict[str, Any]) -> None:
         self.cid = str(desc["cid"])
         self.kind = str(desc["kind"])
         self.ids = [str(m[0]) for m in desc["members"]]
         self.owners = {str(m[0]): str(m[1]) for m in desc["members"]}
-        self.users = {str(m[0]): str(m[2]) for m in desc["members"]}
+        self.users = {str(m[0]): str(m[2]) for m in desc["members"]}  # moderation keys (reports, strikes)
+        self.pairings = {str(m[0]): str(m[3] if len(m) > 3 else m[2]) for m in desc["members"]}  # cool-downs
         self.alive = list(self.ids)
         self.question = desc.get("question")
         self.common = tuple(desc.get("common") or ())
@@ -85,6 +86,7 @@ class SharedChat(Chat):
 
     __slots__ = ("hub", "start", "kind", "queue", "entry", "conversation", "fallback", "closed", "seq")
     enforces_blocks = True  # blocks are kept in Redis for every instance, for block_days
+    rich = True  # edits, deletions, reactions, references and pictures travel as they are (plugins/hub/wire.py)
 
     def apart_days(self) -> float | None:
         return self.hub.config.block_days
@@ -95,7 +97,7 @@ class SharedChat(Chat):
         conv, entry = self.conversation, self.entry
         if conv is None or entry is None or entry.id not in conv.alive or self.hub.config.resume_window <= 0:
             return None
-        members = [[m, conv.owners[m], conv.users[m]] for m in conv.ids]
+        members = [[m, conv.owners[m], conv.users[m], conv.pairings[m]] for m in conv.ids]
         return json.dumps({"cid": conv.cid, "kind": conv.kind, "members": members, "me": entry.id,
                            "question": conv.question, "common": list(conv.common), "alive": conv.alive})
 
@@ -235,6 +237,7 @@ class SharedHub:
             question=start.question,
             scope=start.scope,
             accept=tuple(start.accept),
+            pairing=start.pairing,
         )
         chat.entry = pairing.entry
         self.local[pairing.entry.id] = chat
@@ -272,7 +275,7 @@ class SharedHub:
         desc = {
             "cid": uuid.uuid4().hex,
             "kind": kind,
-            "members": [[m.id, m.owner, m.user] for m in members],
+            "members": [[m.id, m.owner, m.user, m.pairing] for m in members],
             "question": members[0].question if kind == ASK else None,
             "common": list(pairing.common),
         }
@@ -414,8 +417,8 @@ class SharedHub:
         for other in others:
             self._to(conv.owners[other], {"t": "left", "to": other, "from": leaver, "cid": conv.cid, "id": f"l:{conv.cid}:{leaver}:{other}"})
         if others and self.config.repair_cooldown > 0:
-            users = [conv.users[leaver], *(conv.users[m] for m in others)]
-            self._spawn(self._parted(users))
+            keys = [conv.pairings[leaver], *(conv.pairings[m] for m in others)]
+            self._spawn(self._parted(keys))
 
     async def _parted(self, users: list[str]) -> None:
         try:
@@ -458,8 +461,8 @@ class SharedHub:
         if me not in conv.ids or conv.owners[me] != self.instance or me in self.local:
             return None
         conv.alive = [m for m in conv.ids if m in alive]
-        chat = SharedChat(self, Start(user=conv.users[me]), conv.kind)
-        chat.entry = Entry(me, self.instance, conv.users[me])
+        chat = SharedChat(self, Start(user=conv.users[me], pairing=conv.pairings[me]), conv.kind)
+        chat.entry = Entry(me, self.instance, conv.users[me], pairing=conv.pairings[me])
         chat.conversation = conv
         self.local[me] = chat
         self.connected.add(me)
