@@ -195,11 +195,14 @@ end
 return 1
 """
 
-# ARGV: prefix, lease_ms, ids... How many of them are still waiting (their lease renewed).
+# ARGV: prefix, lease_ms, ids... The ids no longer waiting (taken, left, or their lease ran out);
+# the others' leases are renewed.
 _RENEW = r"""
-local n = 0
-for i = 3, #ARGV do n = n + redis.call('PEXPIRE', ARGV[1] .. 'pool:entry:' .. ARGV[i], ARGV[2]) end
-return n
+local gone = {}
+for i = 3, #ARGV do
+  if redis.call('PEXPIRE', ARGV[1] .. 'pool:entry:' .. ARGV[i], ARGV[2]) == 0 then gone[#gone + 1] = ARGV[i] end
+end
+return gone
 """
 
 
@@ -305,9 +308,13 @@ class RedisPool:
 
     async def renew(self, entries: list[Entry]) -> int:
         """Renew the leases of this instance's waiting entries (its heartbeat); how many still wait."""
+        return len(entries) - len(await self.renew_missing(entries))
+
+    async def renew_missing(self, entries: list[Entry]) -> list[str]:
+        """Renew the leases of waiting entries; the ids of those no longer in the pool."""
         if not entries:
-            return 0
-        return int(await self._renew(keys=[], args=[self.prefix, self.lease_ms, *[e.id for e in entries]]))
+            return []
+        return [str(i) for i in await self._renew(keys=[], args=[self.prefix, self.lease_ms, *[e.id for e in entries]])]
 
     async def block(self, a: str, b: str, *, ttl: float = 30 * 86_400.0, per_user: int = 1000) -> None:
         """Do not pair these two again for `ttl` seconds (after a report); each user keeps `per_user` blocks."""

@@ -228,6 +228,12 @@ class SharedHub:
             chat.push(Disconnected(reason=Reason.ERROR))
             return chat
         chat.push(Waiting())
+        await self._enter(chat)
+        return chat
+
+    async def _enter(self, chat: SharedChat) -> None:
+        """Into the pool: paired at once, or waiting (with an interests fallback timer)."""
+        start, kind = chat.start, chat.kind
         user = start.user or f"anon-{self.instance}-{next(self._anonymous)}"
         pairing = await self.pool.arrive(
             user,
@@ -240,10 +246,17 @@ class SharedHub:
             pairing=start.pairing,
         )
         chat.entry = pairing.entry
+        if chat.closed:  # left while the script ran
+            self.gone.remember(pairing.entry.id)
+            if pairing.members:
+                self._form(pairing)  # the others are told it left
+            else:
+                await self.pool.leave(pairing.entry)
+            return
         self.local[pairing.entry.id] = chat
         if pairing.members:
             self._form(pairing)
-            return chat
+            return
         self.waiting[pairing.entry.id] = chat
         early = self.early.pop(pairing.entry.id, None)
         if early:  # another instance took it before this arrival had returned
@@ -251,7 +264,6 @@ class SharedHub:
                 self._on_envelope(envelope)
         elif kind == INTERESTS and not start.strict_interests:
             chat.fallback = asyncio.get_running_loop().call_later(self.config.interest_fallback, self._fall_back, chat)
-        return chat
 
     def _fall_back(self, chat: SharedChat) -> None:
         chat.fallback = None
@@ -491,14 +503,37 @@ class SharedHub:
     # ---- upkeep ------------------------------------------------------------------------------
 
     async def _renew(self) -> None:
+        missing: set[str] = set()  # entries found gone from the pool at the last renewal
         while True:
             await asyncio.sleep(self.lease / 3)
             entries = [chat.entry for chat in self.waiting.values() if chat.entry is not None]
+            gone: set[str] = set()
             try:
                 for i in range(0, len(entries), _RENEW_BATCH):
-                    await self.pool.renew(entries[i : i + _RENEW_BATCH])
+                    gone.update(await self.pool.renew_missing(entries[i : i + _RENEW_BATCH]))
             except Exception as exc:  # Redis away: the store reports it; entries may expire meanwhile
                 log.debug("hub: renewing waiting entries failed: %s", type(exc).__name__)
+                continue
+            # Gone twice in a row and still nobody said "paired" (that takes milliseconds): the
+            # instance that took it died before telling, or its lease ran out. It waits again.
+            for entry_id in gone & missing:
+                chat = self.waiting.get(entry_id)
+                if chat is not None and chat.conversation is None and not chat.closed:
+                    self._spawn(self._arrive_again(chat))
+            missing = gone
+
+    async def _arrive_again(self, chat: SharedChat) -> None:
+        old = chat.entry
+        assert old is not None
+        self.waiting.pop(old.id, None)
+        self.local.pop(old.id, None)
+        self.gone.remember(old.id)  # a pairing of it that still comes is undone (its partner told)
+        log.info("hub: a waiting entry left the pool unpaired (an instance died mid-pairing); it waits again")
+        try:
+            await self._enter(chat)
+        except Exception as exc:
+            log.warning("hub: entering the pool again failed: %s", type(exc).__name__)
+            chat.push(Disconnected(reason=Reason.ERROR))
 
     async def _watch_outage(self) -> None:
         """End this instance's chats once Redis stayed unreachable for outage_grace seconds."""
