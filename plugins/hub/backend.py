@@ -187,6 +187,7 @@ class HubBackend(Backend):
     Config = HubConfig
     max_message_length = 4000
     honours_accept = True  # the pool checks both people's Start.accept before pairing
+    needs_persistent_rooms = True  # a chat is resumed only where the room outlived the process (Platform.rooms_persist)
 
     def __init__(self, name, config, state=None) -> None:
         super().__init__(name, config, state)
@@ -305,6 +306,8 @@ class HubBackend(Backend):
         if conv is None:  # its members stand in until they are resumed; resumed() ends the chat for the rest
             standins = [self._standin(user, pairing, kind) for user, pairing in zip(users, pairings)]
             conv = self._resuming[cid] = _Conversation(kind, standins, cid)
+            for standin in standins:
+                standin.conversation = conv
             self.chats_live += 1
         standin = conv.members[me]
         if not isinstance(standin, _StandIn):
