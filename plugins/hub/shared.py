@@ -31,7 +31,9 @@ from bridge.events import (
     Typing,
     Waiting,
 )
+from bridge.hygiene import cut
 from bridge.inbox import Inbox
+from bridge.wording import not_delivered
 
 from .blocks import DAY
 from .pool import ANSWER, ASK, GROUP, INTERESTS, RANDOM
@@ -39,7 +41,7 @@ from .redis_pool import Entry, Pairing, RedisPool
 from .stream import StreamRelay
 from .wire import decode_event, encode_event
 
-__all__ = ["SharedChat", "SharedHub"]
+__all__ = ["SharedChat", "SharedHub", "not_delivered_to_them"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,14 @@ _RENEW_BATCH = 1000
 UNREACHABLE = "The stranger pool cannot be reached right now, so no chat was started. Please try again in a minute."
 OUTAGE = "The stranger pool could not be reached for too long; this chat has ended."
 DATA_LOST = "The stranger pool lost its shared state (its database restarted empty); this chat has ended."
+UNREAD_LIMIT = 10_000  # entries of a dead instance's stream looked through for undelivered messages
+
+
+def not_delivered_to_them(texts: list[str]) -> str:
+    """One notice for the messages a stranger's instance never read before it died."""
+    if len(texts) == 1:
+        return not_delivered(texts[0])
+    return f"[bridge] Your last {len(texts)} messages were not delivered: the stranger's side stopped (the first: “{cut(texts[0], 60)}”)"
 
 
 class _Conversation:
@@ -187,7 +197,7 @@ class SharedHub:
         previous = store.on_instance_down
 
         async def instance_down(name: str, sessions: int) -> None:
-            self.instance_down(name)
+            await self.instance_down(name)
             await previous(name, sessions)
 
         store.on_instance_down = instance_down
@@ -450,14 +460,48 @@ class SharedHub:
                 await self.pool.block(me, conv.users[other], ttl=self.config.block_days * DAY, per_user=self.config.blocks_per_user)
                 log.info("hub: a pair was blocked after a report")
 
-    def instance_down(self, name: str) -> None:
-        """Instance `name` stopped renewing its lease: its members left every conversation here."""
+    async def instance_down(self, name: str) -> None:
+        """Instance `name` stopped renewing its lease: its members left every conversation here.
+
+        Messages of this instance's users that it never read (still in its stream: what it
+        handles it deletes) are named to their senders, then the end is told once.
+        """
+        affected = {}
         for chat in list(self.local.values()):
             conv, entry = chat.conversation, chat.entry
-            if conv is None or entry is None:
-                continue
+            if conv is not None and entry is not None and any(conv.owners[m] == name for m in conv.alive if m != entry.id):
+                affected[entry.id] = chat
+        if not affected:
+            return
+        unread = await self._unread(name, set(affected))
+        for me, chat in affected.items():
+            conv = chat.conversation
+            assert conv is not None
+            texts = unread.get(me, [])
+            if texts:
+                chat.push(ServerNotice(not_delivered_to_them(texts)))
             for member in [m for m in conv.alive if conv.owners[m] == name]:
-                self._on_left(entry.id, member, conv.cid)
+                self._on_left(me, member, conv.cid)
+
+    async def _unread(self, name: str, senders: set[str]) -> dict[str, list[str]]:
+        """The texts of Messages from `senders` still waiting in instance `name`'s stream (taken out of it)."""
+        out: dict[str, list[str]] = {}
+        key = self.relay.key(name)
+        try:
+            entries = await self.store.redis.xrange(key, count=UNREAD_LIMIT)
+            taken = []
+            for entry_id, fields in entries:
+                envelope = json.loads(fields.get("e") or "{}")
+                if envelope.get("t") == "ev" and envelope.get("from") in senders:
+                    taken.append(entry_id)
+                    event = envelope.get("e") or {}
+                    if event.get("k") == "Message":
+                        out.setdefault(str(envelope["from"]), []).append(str(event.get("f", {}).get("text", "")))
+            if taken:
+                await self.store.redis.xdel(key, *taken)
+        except Exception as exc:  # the end is still told; what was lost is not named
+            log.warning("hub: could not look for undelivered messages of a dead instance: %s", type(exc).__name__)
+        return out
 
     # ---- restarts ----------------------------------------------------------------------------
 
