@@ -9,165 +9,29 @@ import itertools
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-from bridge.abc import Chat
 from bridge.dedupe import SeenIds
-from bridge.events import (
-    Connected,
-    Disconnected,
-    Edit,
-    Event,
-    Message,
-    Mode,
-    Reaction,
-    Reason,
-    Report,
-    Retract,
-    ServerNotice,
-    Start,
-    StoppedTyping,
-    Typing,
-    Waiting,
-)
-from bridge.hygiene import cut
-from bridge.inbox import Inbox
-from bridge.wording import not_delivered
+from bridge.events import Connected, Disconnected, Event, Mode, Reason, ServerNotice, Start, StoppedTyping, Typing, Waiting
 
 from .blocks import DAY
 from .pool import ANSWER, ASK, GROUP, INTERESTS, RANDOM
 from .redis_pool import Entry, Pairing, RedisPool
+from .sharedchat import Conversation, SharedChat
+from .sharedfaults import Faults
 from .stream import StreamRelay
 from .wire import decode_event, encode_event
 
-__all__ = ["SharedChat", "SharedHub", "not_delivered_to_them"]
+__all__ = ["SharedChat", "SharedHub"]
 
 log = logging.getLogger(__name__)
 
-_END = object()
-_RELAYED = (Message, Typing, StoppedTyping, Edit, Retract, Reaction)
 _LOSSY = (Typing, StoppedTyping)
 _EARLY = 4096  # pairings that reached this instance before the arrival that made them had returned
-_RENEW_BATCH = 1000
 UNREACHABLE = "The stranger pool cannot be reached right now, so no chat was started. Please try again in a minute."
-OUTAGE = "The stranger pool could not be reached for too long; this chat has ended."
-DATA_LOST = "The stranger pool lost its shared state (its database restarted empty); this chat has ended."
-UNREAD_LIMIT = 10_000  # entries of a dead instance's stream looked through for undelivered messages
 
 
-def not_delivered_to_them(texts: list[str]) -> str:
-    """One notice for the messages a stranger's instance never read before it died."""
-    if len(texts) == 1:
-        return not_delivered(texts[0])
-    return f"[bridge] Your last {len(texts)} messages were not delivered: the stranger's side stopped (the first: “{cut(texts[0], 60)}”)"
-
-
-class _Conversation:
-    """One instance's copy of a live chat: who is in it (entry id, owner instance, user) and who is still there."""
-
-    __slots__ = ("cid", "kind", "ids", "owners", "users", "pairings", "alive", "question", "common")
-
-    def __init__(self, desc: dict[str, Any]) -> None:
-        self.cid = str(desc["cid"])
-        self.kind = str(desc["kind"])
-        self.ids = [str(m[0]) for m in desc["members"]]
-        self.owners = {str(m[0]): str(m[1]) for m in desc["members"]}
-        self.users = {str(m[0]): str(m[2]) for m in desc["members"]}  # moderation keys (reports, strikes)
-        self.pairings = {str(m[0]): str(m[3] if len(m) > 3 else m[2]) for m in desc["members"]}  # cool-downs
-        self.alive = list(self.ids)
-        self.question = desc.get("question")
-        self.common = tuple(desc.get("common") or ())
-
-    def label(self, viewer: str, speaker: str) -> str | None:
-        """How `viewer` names `speaker` (as plugins/hub/backend.py's conversations do): None one-to-one."""
-        if self.kind == ASK:
-            if viewer != self.ids[0]:
-                return None
-            return f"Stranger {self.ids.index(speaker)}"
-        if self.kind == GROUP:
-            others = [m for m in self.ids if m != viewer]
-            return f"Stranger {others.index(speaker) + 1}"
-        return None
-
-
-class SharedChat(Chat):
-    """One member's side of a hub conversation whose other members may live on other instances."""
-
-    __slots__ = ("hub", "start", "kind", "queue", "entry", "conversation", "fallback", "closed", "seq")
-    enforces_blocks = True  # blocks are kept in Redis for every instance, for block_days
-    rich = True  # edits, deletions, reactions, references and pictures travel as they are (plugins/hub/wire.py)
-
-    def apart_days(self) -> float | None:
-        return self.hub.config.block_days
-
-    @property
-    def handle(self) -> str | None:  # type: ignore[override]
-        """The conversation as this instance knows it and this member's entry id, for `SharedHub.resume`."""
-        conv, entry = self.conversation, self.entry
-        if conv is None or entry is None or entry.id not in conv.alive or self.hub.config.resume_window <= 0:
-            return None
-        members = [[m, conv.owners[m], conv.users[m], conv.pairings[m]] for m in conv.ids]
-        return json.dumps({"cid": conv.cid, "kind": conv.kind, "members": members, "me": entry.id,
-                           "question": conv.question, "common": list(conv.common), "alive": conv.alive})
-
-    @property
-    def survives_restart(self) -> bool:
-        """Whether a stop may leave this chat for this instance's next run (the others are not told)."""
-        return self.handle is not None
-
-    def __init__(self, hub: SharedHub, start: Start, kind: str) -> None:
-        self.hub = hub
-        self.start = start
-        self.kind = kind
-        self.queue: Inbox = Inbox()  # unbounded: the partner's session rate-limits what it sends
-        self.entry: Entry | None = None
-        self.conversation: _Conversation | None = None
-        self.fallback: asyncio.TimerHandle | None = None
-        self.closed = False
-        self.seq = itertools.count(1)
-
-    async def events(self) -> AsyncIterator[Event]:
-        queue = self.queue
-        while True:
-            event = await queue.get()
-            if event is _END:
-                return
-            yield event
-            if type(event) is Disconnected and event.final:
-                return
-
-    def push(self, event: Event) -> None:
-        if not self.closed:
-            self.queue.put_nowait(event)
-
-    def stranger_key(self) -> str | None:
-        conv, entry = self.conversation, self.entry
-        if conv is None or entry is None or conv.kind in (ASK, GROUP) or len(conv.ids) != 2:
-            return None
-        return next(conv.users[m] for m in conv.ids if m != entry.id)
-
-    async def send(self, event: Event) -> None:
-        if type(event) is Report:  # also after the chat ended: "report" is often pressed then
-            await self.hub.report(self)
-            return
-        conv, entry = self.conversation, self.entry
-        if self.closed or conv is None or entry is None or entry.id not in conv.alive:
-            return
-        if conv.kind == ASK and conv.ids[0] == entry.id:
-            return  # the spy only watches
-        if type(event) in _RELAYED:
-            self.hub.relay_event(self, event)
-
-    async def aclose(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.queue.put_nowait(_END)
-        await self.hub.leave(self)
-
-
-class SharedHub:
+class SharedHub(Faults):
     """The hub backend's engine when its store is Redis: every instance pairs from one pool.
 
     A pairing is made by the instance whose arrival completed it (one Lua script); it tells every
@@ -334,7 +198,7 @@ class SharedHub:
 
     def _on_paired(self, envelope: dict[str, Any]) -> None:
         to = str(envelope["to"])
-        conv = _Conversation(envelope["c"])
+        conv = Conversation(envelope["c"])
         chat = self.local.get(to)
         if chat is None:
             if to in self.gone:  # it left before the pairing reached it: the others are told
@@ -434,7 +298,7 @@ class SharedHub:
             except Exception as exc:  # its lease runs out instead
                 log.warning("hub: leaving the pool failed: %s", type(exc).__name__)
 
-    def _announce_left(self, conv: _Conversation, leaver: str) -> None:
+    def _announce_left(self, conv: Conversation, leaver: str) -> None:
         others = [m for m in conv.alive if m != leaver] if leaver in conv.alive else []
         for other in others:
             self._to(conv.owners[other], {"t": "left", "to": other, "from": leaver, "cid": conv.cid, "id": f"l:{conv.cid}:{leaver}:{other}"})
@@ -460,56 +324,13 @@ class SharedHub:
                 await self.pool.block(me, conv.users[other], ttl=self.config.block_days * DAY, per_user=self.config.blocks_per_user)
                 log.info("hub: a pair was blocked after a report")
 
-    async def instance_down(self, name: str) -> None:
-        """Instance `name` stopped renewing its lease: its members left every conversation here.
-
-        Messages of this instance's users that it never read (still in its stream: what it
-        handles it deletes) are named to their senders, then the end is told once.
-        """
-        affected = {}
-        for chat in list(self.local.values()):
-            conv, entry = chat.conversation, chat.entry
-            if conv is not None and entry is not None and any(conv.owners[m] == name for m in conv.alive if m != entry.id):
-                affected[entry.id] = chat
-        if not affected:
-            return
-        unread = await self._unread(name, set(affected))
-        for me, chat in affected.items():
-            conv = chat.conversation
-            assert conv is not None
-            texts = unread.get(me, [])
-            if texts:
-                chat.push(ServerNotice(not_delivered_to_them(texts)))
-            for member in [m for m in conv.alive if conv.owners[m] == name]:
-                self._on_left(me, member, conv.cid)
-
-    async def _unread(self, name: str, senders: set[str]) -> dict[str, list[str]]:
-        """The texts of Messages from `senders` still waiting in instance `name`'s stream (taken out of it)."""
-        out: dict[str, list[str]] = {}
-        key = self.relay.key(name)
-        try:
-            entries = await self.store.redis.xrange(key, count=UNREAD_LIMIT)
-            taken = []
-            for entry_id, fields in entries:
-                envelope = json.loads(fields.get("e") or "{}")
-                if envelope.get("t") == "ev" and envelope.get("from") in senders:
-                    taken.append(entry_id)
-                    event = envelope.get("e") or {}
-                    if event.get("k") == "Message":
-                        out.setdefault(str(envelope["from"]), []).append(str(event.get("f", {}).get("text", "")))
-            if taken:
-                await self.store.redis.xdel(key, *taken)
-        except Exception as exc:  # the end is still told; what was lost is not named
-            log.warning("hub: could not look for undelivered messages of a dead instance: %s", type(exc).__name__)
-        return out
-
     # ---- restarts ----------------------------------------------------------------------------
 
     def resume(self, handle: str) -> SharedChat | None:
         """Take up a chat this instance's previous run left; what its partners sent meanwhile follows."""
         try:
             desc = json.loads(handle)
-            conv = _Conversation(desc)
+            conv = Conversation(desc)
             me = str(desc["me"])
             alive = [str(m) for m in desc.get("alive", conv.ids)]
         except (ValueError, KeyError, TypeError):
@@ -530,7 +351,7 @@ class SharedHub:
         """A chat of the previous run that is not taken up: its partners are told it left."""
         try:
             desc = json.loads(handle)
-            conv = _Conversation(desc)
+            conv = Conversation(desc)
             me = str(desc["me"])
         except (ValueError, KeyError, TypeError):
             return
@@ -545,79 +366,6 @@ class SharedHub:
             del self.early[to]
 
     # ---- upkeep ------------------------------------------------------------------------------
-
-    async def _renew(self) -> None:
-        missing: set[str] = set()  # entries found gone from the pool at the last renewal
-        while True:
-            await asyncio.sleep(self.lease / 3)
-            entries = [chat.entry for chat in self.waiting.values() if chat.entry is not None]
-            gone: set[str] = set()
-            try:
-                for i in range(0, len(entries), _RENEW_BATCH):
-                    gone.update(await self.pool.renew_missing(entries[i : i + _RENEW_BATCH]))
-            except Exception as exc:  # Redis away: the store reports it; entries may expire meanwhile
-                log.debug("hub: renewing waiting entries failed: %s", type(exc).__name__)
-                continue
-            # Gone twice in a row and still nobody said "paired" (that takes milliseconds): the
-            # instance that took it died before telling, or its lease ran out. It waits again.
-            for entry_id in gone & missing:
-                chat = self.waiting.get(entry_id)
-                if chat is not None and chat.conversation is None and not chat.closed:
-                    self._spawn(self._arrive_again(chat))
-            missing = gone
-
-    async def _arrive_again(self, chat: SharedChat) -> None:
-        old = chat.entry
-        assert old is not None
-        self.waiting.pop(old.id, None)
-        self.local.pop(old.id, None)
-        self.gone.remember(old.id)  # a pairing of it that still comes is undone (its partner told)
-        log.info("hub: a waiting entry left the pool unpaired (an instance died mid-pairing); it waits again")
-        try:
-            await self._enter(chat)
-        except Exception as exc:
-            log.warning("hub: entering the pool again failed: %s", type(exc).__name__)
-            chat.push(Disconnected(reason=Reason.ERROR))
-
-    async def _watch_outage(self) -> None:
-        """End this instance's chats once Redis stayed unreachable for outage_grace seconds."""
-        since: float | None = None
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(min(0.5, self.config.outage_grace / 4))
-            if self.store.problem() is None:
-                since = None
-                continue
-            now = loop.time()
-            since = now if since is None else since
-            if now - since >= self.config.outage_grace and (self.local or self.waiting):
-                log.error("hub: Redis unreachable for %.0f s; ending this instance's %d chats", now - since, len(self.local))
-                self.end_all(OUTAGE)
-
-    async def _data_lost(self) -> None:
-        self.end_all(DATA_LOST)
-
-    def end_all(self, text: str) -> None:
-        """End every chat of this instance with one notice: its conversations cannot be trusted any more.
-
-        The other members' instances end theirs the same way (each sees the same outage, the lost
-        data, or this instance's lease run out), so nobody is told twice; nothing is relayed.
-        """
-        self.relay.discard()
-        for chat in list(self.local.values()):
-            if chat.closed:
-                continue
-            entry, conv = chat.entry, chat.conversation
-            if conv is not None and entry is not None:
-                conv.alive.clear()
-            if entry is not None:
-                self.waiting.pop(entry.id, None)
-                self.connected.discard(entry.id)
-            if chat.fallback is not None:
-                chat.fallback.cancel()
-                chat.fallback = None
-            chat.push(ServerNotice(text))  # says why; the end right after it is then told as explained
-            chat.push(Disconnected(reason=Reason.ERROR))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
