@@ -9,13 +9,11 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import Field
 
 from bridge.abc import Backend, Chat, PluginConfig
-from bridge.inbox import Inbox
 from bridge.events import (
     Connected,
     Disconnected,
@@ -35,13 +33,13 @@ from bridge.events import (
 
 from .blocks import DAY, Blocks
 from .pool import ANSWER, ASK, GROUP, INTERESTS, RANDOM, Match, Pool, Ticket
+from .queued import END, QueuedChat
 from .shared import SharedHub
 
 __all__ = ["HubBackend", "HubChat", "HubConfig"]
 
 log = logging.getLogger(__name__)
 
-_END = object()
 _RICH = (Edit, Retract, Reaction)
 _ANONYMOUS = itertools.count(1)
 
@@ -86,10 +84,10 @@ class _Conversation:
         return None
 
 
-class HubChat(Chat):
+class HubChat(QueuedChat):
     """One member's side of a hub conversation."""
 
-    __slots__ = ("hub", "start", "queue", "ticket", "conversation", "fallback", "closed")
+    __slots__ = ("hub", "start", "ticket", "conversation", "fallback")
     enforces_blocks = True  # a reported pair is not matched again for block_days, across restarts (blocks are stored)
     rich = True  # edits, deletions, reactions, references and pictures travel as they are
 
@@ -112,27 +110,12 @@ class HubChat(Chat):
         return self.handle is not None
 
     def __init__(self, hub: HubBackend, start: Start) -> None:
+        super().__init__()
         self.hub = hub
         self.start = start
-        self.queue: Inbox = Inbox()  # unbounded: the partner's session rate-limits what it sends
         self.ticket: Ticket | None = None
         self.conversation: _Conversation | None = None
         self.fallback: asyncio.TimerHandle | None = None
-        self.closed = False
-
-    async def events(self) -> AsyncIterator[Event]:
-        queue = self.queue
-        while True:
-            event = await queue.get()
-            if event is _END:
-                return
-            yield event
-            if type(event) is Disconnected and event.final:
-                return
-
-    def push(self, event: Event) -> None:
-        if not self.closed:
-            self.queue.put_nowait(event)
 
     def stranger_key(self) -> str | None:
         # Only in a one-to-one chat is "the stranger" one person; a group's report names nobody.
@@ -172,7 +155,7 @@ class HubChat(Chat):
             return
         self.closed = True
         self.hub.leave(self)
-        self.queue.put_nowait(_END)
+        self.queue.put_nowait(END)
 
 
 class _StandIn(HubChat):

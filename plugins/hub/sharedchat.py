@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from bridge.abc import Chat
-from bridge.events import Disconnected, Edit, Event, Message, Reaction, Report, Retract, Start, StoppedTyping, Typing
-from bridge.inbox import Inbox
+from bridge.events import Edit, Event, Message, Reaction, Report, Retract, Start, StoppedTyping, Typing
 
 from .pool import ASK, GROUP
+from .queued import END, QueuedChat
 from .redis_pool import Entry
 
 if TYPE_CHECKING:
@@ -19,7 +18,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Conversation", "SharedChat"]
 
-END = object()  # queued by aclose: the chat's events end
 RELAYED = (Message, Typing, StoppedTyping, Edit, Retract, Reaction)
 
 
@@ -51,10 +49,10 @@ class Conversation:
         return None
 
 
-class SharedChat(Chat):
+class SharedChat(QueuedChat):
     """One member's side of a hub conversation whose other members may live on other instances."""
 
-    __slots__ = ("hub", "start", "kind", "queue", "entry", "conversation", "fallback", "closed", "seq")
+    __slots__ = ("hub", "start", "kind", "entry", "conversation", "fallback", "seq")
     enforces_blocks = True  # blocks are kept in Redis for every instance, for block_days
     rich = True  # edits, deletions, reactions, references and pictures travel as they are (plugins/hub/wire.py)
 
@@ -77,29 +75,14 @@ class SharedChat(Chat):
         return self.handle is not None
 
     def __init__(self, hub: SharedHub, start: Start, kind: str) -> None:
+        super().__init__()
         self.hub = hub
         self.start = start
         self.kind = kind
-        self.queue: Inbox = Inbox()  # unbounded: the partner's session rate-limits what it sends
         self.entry: Entry | None = None
         self.conversation: Conversation | None = None
         self.fallback: asyncio.TimerHandle | None = None
-        self.closed = False
         self.seq = itertools.count(1)
-
-    async def events(self) -> AsyncIterator[Event]:
-        queue = self.queue
-        while True:
-            event = await queue.get()
-            if event is END:
-                return
-            yield event
-            if type(event) is Disconnected and event.final:
-                return
-
-    def push(self, event: Event) -> None:
-        if not self.closed:
-            self.queue.put_nowait(event)
 
     def stranger_key(self) -> str | None:
         conv, entry = self.conversation, self.entry
