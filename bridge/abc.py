@@ -146,7 +146,8 @@ class Platform(abc.ABC):
         """
 
     def rooms_active(self, rooms: list[Room]) -> None:
-        """Told once at start which of this platform's rooms have a session. Default: nothing."""
+        """Told once at start, before `run`, which of this platform's rooms have a session a
+        previous run left (the core resumes or ends each once every platform is ready). Default: nothing."""
 
     def scope_of(self, room: Room) -> str | None:
         """The moderation scope `room` belongs to ([policy.scopes."NAME:SCOPE"]): a Discord

@@ -101,6 +101,10 @@ class Bridge:
         )
         self._register_gauges()
         self._helpers.append(loop.create_task(self.notifier.keep_alive(self.summary), name="sd_notify keep-alive"))
+        # Each platform learns the sessions a previous run left before it runs: the first events it
+        # reads (a message written while the daemon was down) must find their rooms in a chat, not
+        # idle (a DM would then auto-start and end the resumed chat).
+        records = await store.sessions()
         for name, cls in cfg.platform_classes.items():
             state = store.state_for(f"platform:{name}")
             platform = cls(name, cfg.platforms[name], self.router.submitter(name), state, self.metrics)
@@ -108,13 +112,11 @@ class Bridge:
             platform.image_limits = cfg.bridge.images
             self.router.attach(platform)
             self.platforms[name] = platform
+            platform.rooms_active([r.room for r in records if r.room.platform == name])
             self.metrics.set_ready(name, False)
             self._tasks.append(loop.create_task(self._run_platform(platform), name=f"platform {name}"))
         late = [await self._wait_ready(platform, runner) for platform, runner in zip(self.platforms.values(), self._tasks)]
         self._ready_done = True
-        records = await store.sessions()
-        for platform in self.platforms.values():
-            platform.rooms_active([r.room for r in records if r.room.platform == platform.name])
         await self.router.resume()
         self.phase = "running"
         pending = [task for task in late if task is not None]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections import OrderedDict
 
 from .hygiene import clean, cut
 
@@ -65,8 +64,10 @@ class RefMap:
         self.bound = bound
         self.prefix = prefix or secrets.token_hex(4)
         self.counter = 0
-        self.mine: OrderedDict[str, Entry] = OrderedDict()  # the user's messages, by core reference
-        self.theirs: OrderedDict[str, Entry] = OrderedDict()  # the stranger's, by core reference
+        # Plain dicts keep insertion order, which is the order of eviction (and take a third less
+        # memory than OrderedDict at the bound).
+        self.mine: dict[str, Entry] = {}  # the user's messages, by core reference
+        self.theirs: dict[str, Entry] = {}  # the stranger's, by core reference
         self.by_id: dict[str, str] = {}  # platform id -> core reference (either side)
         self.dirty = False  # changed since it was last persisted
 
@@ -100,7 +101,7 @@ class RefMap:
         self.dirty = True
         return ref
 
-    def _add(self, side: OrderedDict[str, Entry], ref: str, entry: Entry) -> None:
+    def _add(self, side: dict[str, Entry], ref: str, entry: Entry) -> None:
         side[ref] = entry
         if entry.id is not None:
             old = self.by_id.get(entry.id)
@@ -111,9 +112,10 @@ class RefMap:
             self._evict(side)
         self.dirty = True
 
-    def _evict(self, side: OrderedDict[str, Entry]) -> None:
+    def _evict(self, side: dict[str, Entry]) -> None:
         while len(side) > self.bound:
-            ref, oldest = side.popitem(last=False)
+            ref = next(iter(side))
+            oldest = side.pop(ref)
             if oldest.id is not None and self.by_id.get(oldest.id) == ref:
                 del self.by_id[oldest.id]
 
@@ -160,7 +162,7 @@ class RefMap:
         """A compact JSON form (pending events are not kept: they are moments, not state)."""
         self.dirty = False
 
-        def rows(side: OrderedDict[str, Entry]) -> list[list[object]]:
+        def rows(side: dict[str, Entry]) -> list[list[object]]:
             return [[ref, e.id, e.snippet, e.edits, e.reactions, int(e.gone)] for ref, e in side.items()]
 
         return json.dumps({"p": self.prefix, "n": self.counter, "m": rows(self.mine), "t": rows(self.theirs)},

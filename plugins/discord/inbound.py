@@ -101,7 +101,7 @@ class Inbound:
             return  # not the owner, or already handed on (live and catch-up overlap)
         self.seen_messages.remember(mid, content)
         text = render.anonymise(content).strip()
-        message = Message(text, ref=str(mid), reply_to=self.host.rich.message_of(reply) if reply else None)
+        message = Message(text, ref=str(mid), reply_to=self.host.rich.message_of(reply, info.id) if reply else None)
         if (files or stickers) and self.host.config.images:
             self.order.later(info.id, self._with_files(info, message, files, stickers))
         else:
@@ -173,7 +173,7 @@ class Inbound:
         info = self.host.threads.get(channel_id)
         if info is None or user_id != info.owner or not emoji.is_unicode_emoji():
             return  # custom emoji carry a server's id: never relayed
-        self.reactions.put(info.id, self.host.rich.message_of(message_id), emoji.name, add)
+        self.reactions.put(info.id, self.host.rich.message_of(message_id, info.id), emoji.name, add)
 
     def _reaction(self, tid: int, ref: str, emoji: str, add: bool) -> None:
         self.order.now(tid, Reaction(ref, emoji, add))

@@ -86,6 +86,7 @@ class DiscordPlatform(Platform):
         self.modlog_every = modlog_every
         self.client: DiscordClient | None = None
         self.threads = Threads(self.state, remember)
+        self._previous: list[Room] = []  # sessions a previous run left (rooms_active, before run)
         self.sender = DiscordSender(self.config, self.state, self.threads)
         policy = OutboxPolicy(platform=self.name, retry=retry, slow_after=SLOW_SEND,
                               typing_every=typing_every, merge_limit=render.MERGE_LIMIT)
@@ -117,6 +118,7 @@ class DiscordPlatform(Platform):
         if cfg.gateway_url != DEFAULT_GATEWAY_URL:
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(cfg.gateway_url)
         await self.threads.load()
+        self._check_previous()
         intents = discord.Intents.none()
         intents.guilds = intents.guild_messages = intents.message_content = intents.guild_typing = True
         intents.guild_reactions = True
@@ -173,8 +175,11 @@ class DiscordPlatform(Platform):
         return str(info.guild) if info is not None and info.guild is not None else None
 
     def rooms_active(self, rooms: list[Room]) -> None:
-        """Rooms the core still has sessions for: make sure they are known threads."""
-        for room in rooms:
+        """Rooms the core still has sessions for: checked against the thread records once loaded."""
+        self._previous = list(rooms)
+
+    def _check_previous(self) -> None:
+        for room in self._previous:
             if int(room.id) not in self.threads:
                 log.info("session room %s has no thread record; it is shown but not listened to", room)
 

@@ -40,6 +40,7 @@ class Block:
     texts: list[str | None]
     quote: str | None = None
     webhook: bool = True
+    unknown: bool = False  # recalled after a restart: the texts of lines merged into it are not known
 
     def text(self) -> str:
         return "\n".join(t for t in self.texts if t is not None)
@@ -89,6 +90,10 @@ class Rich:
                       webhook=bool(item.memo.get("webhook")))
         for later in ids[1:]:
             self.parts.remember(later, ids[0])
+        info = self.host.threads.get(thread)
+        if info is not None and (len(ids) > 1 or len(texts) > 1):
+            info.keep_shown(ids[0], len(texts), list(ids[1:]))
+            self.host.threads.persist(info)
         room = Room(self.host.name, str(thread))
         for index, line in enumerate(lines or [Line(None)]):
             pid = str(ids[0]) if index == 0 else f"{ids[0]}:{index}"
@@ -100,9 +105,12 @@ class Rich:
         """A message showing a stranger line (its deletion by a moderator is no user's retraction)."""
         return str(mid) in self.blocks or mid in self.parts
 
-    def message_of(self, mid: int) -> str:
+    def message_of(self, mid: int, thread: int | None = None) -> str:
         """The id the core knows for a Discord message a user acts on (a later part: its first)."""
-        return str(self.parts.get(mid, mid))
+        first = self.parts.get(mid)
+        if first is None and thread is not None and (info := self.host.threads.get(thread)) is not None:
+            first = next((int(k) for k, v in info.shown.items() if mid in v[1:]), None)  # after a restart
+        return str(first or mid)
 
     # ---- delivery (queued in order on the thread's outbox) ------------------------------------
 
@@ -164,22 +172,22 @@ class Rich:
     # ---- edits and deletions -----------------------------------------------------------------
 
     async def _change(self, thread: int, ref: str, text: str | None, label: str | None) -> None:
-        found = self.blocks.get(ref)
+        found = self.blocks.get(ref) or await self._recalled(thread, ref, text, label)
         if found is None:
-            if not ref.isdigit():
-                return  # a line of a merged block the map no longer holds: ignored, as the core does
-            hook = await self.host.sender.hook_of(thread)
-            found = (Block(thread, label, [int(ref)], [text], webhook=hook is not None), 0)
-            self.blocks.remember(ref, found)
+            return  # a line the map no longer holds: ignored, as the core does
         block, index = found
         if not any(t is not None for t in block.texts) and not block.ids:
             return  # deleted already: an edit racing the deletion changes nothing
+        if block.unknown and text is not None:
+            return  # after a restart the other lines merged with it are not known: not re-rendered
         block.texts[index] = text
         if all(t is None for t in block.texts):
             for mid in list(block.ids):
                 await self._delete(block, mid)
                 block.ids.remove(mid)
             return
+        if block.unknown:
+            return  # the other lines merged with it stay until they are deleted too
         payloads = render.edit_payloads(block.text(), block.label, webhook=block.webhook, parts=len(block.ids),
                                         quote=block.quote)
         for mid, payload in zip(list(block.ids), payloads):
@@ -187,6 +195,25 @@ class Rich:
         for mid in block.ids[len(payloads):]:
             await self._delete(block, mid)
         del block.ids[len(payloads):]
+
+    async def _recalled(self, thread: int, ref: str, text: str | None, label: str | None) -> tuple[Block, int] | None:
+        """The block of a line posted before a restart: its parts from the thread record (a line
+        in one message needs nothing more)."""
+        head, _, index = ref.partition(":")
+        if not head.isdigit() or (index and not index.isdigit()):
+            return None
+        info = self.host.threads.get(thread)
+        shape = info.shown.get(head) if info is not None else None
+        lines, later = (shape[0], shape[1:]) if shape else (1, [])
+        line = int(index or 0)
+        if line >= lines:
+            return None
+        hook = await self.host.sender.hook_of(thread)
+        texts: list[str | None] = [text] if lines == 1 else [""] * lines
+        block = Block(thread, label, [int(head), *later], texts, webhook=hook is not None, unknown=lines > 1)
+        for n in range(lines):
+            self.blocks.remember(head if n == 0 else f"{head}:{n}", (block, n))
+        return block, line
 
     async def _edit(self, block: Block, mid: int, payload: dict) -> None:
         if block.webhook and (hook := await self.host.sender.hook_of(block.thread)) is not None:

@@ -92,6 +92,9 @@ class DiscordSender:
             return item.memo["lines"]
         queue = self.lines.get(thread)
         found: list[Line] = []
+        if queue is None or all(key != item.key for key, _ in queue):
+            item.memo["lines"] = found
+            return found  # a text queued without a line: nothing to report, and later lines stay
         while queue:
             key, line = queue.popleft()
             if key == item.key:

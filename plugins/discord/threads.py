@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field
 from bridge.abc import KeyValue
 from bridge.dedupe import SeenIds
 
-__all__ = ["ThreadInfo", "Threads"]
+__all__ = ["SHOWN_KEPT", "ThreadInfo", "Threads"]
+
+SHOWN_KEPT = 64
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,10 @@ class ThreadInfo:
     parent: int | None  # the text channel the thread hangs off; None in DMs
     last_seen: int = 0  # the newest user message handed to the core: catch-up starts after it
     start: dict = field(default_factory=dict)  # the options of the last start, reused by "next"
+    # Stranger lines shown in more than one message, or merged with others into one: first message
+    # id -> [lines in it, the later parts' ids...], so a deletion after a restart removes every
+    # part (the newest SHOWN_KEPT; the core keeps the other side of the map).
+    shown: dict[str, list[int]] = field(default_factory=dict)
     restarting: bool = False  # a Start was submitted: the USER Disconnected that follows is "next"
     catching_up: bool = False
     pending: list = field(default_factory=list)  # live messages held while catching up
@@ -38,7 +44,14 @@ class ThreadInfo:
 
     @classmethod
     def load(cls, raw: str) -> ThreadInfo:
-        return cls(**json.loads(raw))
+        data = json.loads(raw)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def keep_shown(self, first: int, lines: int, later: list[int]) -> None:
+        """Remember how a stranger line was shown (only when it took several messages or lines)."""
+        self.shown[str(first)] = [lines, *later]
+        while len(self.shown) > SHOWN_KEPT:
+            del self.shown[next(iter(self.shown))]
 
 
 class Threads:

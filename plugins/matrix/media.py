@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
-from nio import RoomGetStateResponse, UploadResponse
+from nio import EncryptionError, RoomGetStateResponse, UploadResponse
+from nio.crypto.attachments import decrypt_attachment
 
+from bridge import images
+from bridge.config import ImageLimits
 from bridge.events import Image
 from bridge.outbox import Permanent
 
@@ -83,7 +86,9 @@ class Media:
         """The bytes of a user's m.image from the homeserver, or None (no valid mxc:// URL, larger
         than `image_max_bytes`, or the homeserver would not give it). Nothing is decoded here."""
         cfg = self.host.cfg
-        found = _MXC.fullmatch(content.get("url") or "") if isinstance(content.get("url"), str) else None
+        file = content.get("file") if isinstance(content.get("file"), dict) else None  # encrypted media
+        url = (file or content).get("url")
+        found = _MXC.fullmatch(url) if isinstance(url, str) else None
         info = content.get("info") if isinstance(content.get("info"), dict) else {}
         declared = info.get("size")
         if found is None or isinstance(declared, int) and declared > cfg.image_max_bytes:
@@ -103,24 +108,51 @@ class Media:
                     data += chunk
                     if len(data) > cfg.image_max_bytes:
                         return None  # the size it declared was not true
-                return bytes(data)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.info("matrix: a user's image could not be downloaded (%s)", type(exc).__name__)
             return None
+        return bytes(data) if file is None else _decrypted(bytes(data), file)
 
-    async def upload(self, image: Image) -> str:
-        """Upload a stranger's picture to our homeserver; its new mxc:// URL (the sender's URL never shows)."""
+    async def fetch(self, content: dict[str, Any]) -> tuple[Image | None, str]:
+        """A user's m.image downloaded and re-encoded by bridge.images: (the picture, "") or (None,
+        why it was not sent, in words for the user)."""
+        data = await self.download(content)
+        if data is None:
+            return None, f"it could not be downloaded, or it is larger than {self.host.cfg.image_max_bytes // 1024} KiB."
+        try:
+            core = self.host.image_limits or ImageLimits()  # [bridge.images], handed in by the daemon
+            limits = core.model_copy(update={"max_bytes": min(core.max_bytes, self.host.cfg.image_max_bytes)})
+            return await images.prepare(data, limits), ""
+        except images.ImageRefused as exc:
+            return None, exc.reason
+
+    async def upload(self, image: Image, rid: str) -> dict[str, Any]:
+        """Upload a stranger's picture to our homeserver: {"url": its new mxc:// URL} (the sender's URL
+        never shows), or in an encrypted room {"file": ...}: encrypted before it leaves, as clients do."""
         client = self.host.client
         assert client is not None
+        room = client.rooms.get(rid)
+        encrypt = bool(room is not None and room.encrypted and self.host.crypto is not None)
         ext = image.mime.partition("/")[2] or "img"
         try:
-            resp, _ = await client.upload(lambda *_: io.BytesIO(image.data), content_type=image.mime,
-                                          filename=f"image.{ext}", filesize=len(image.data))
+            resp, keys = await client.upload(lambda *_: io.BytesIO(image.data), content_type=image.mime,
+                                             filename=f"image.{ext}", filesize=len(image.data), encrypt=encrypt)
         except OSError as exc:
             raise SendFailed(type(exc).__name__) from exc
         if isinstance(resp, UploadResponse):
-            return resp.content_uri
+            if encrypt and keys:
+                return {"file": {"url": resp.content_uri, **keys}}
+            return {"url": resp.content_uri}
         status = str(getattr(resp, "status_code", "") or "")
         if status in ("M_TOO_LARGE", "M_FORBIDDEN"):
             raise Permanent(status)
         raise SendFailed(status or "upload failed")
+
+
+def _decrypted(data: bytes, file: dict[str, Any]) -> bytes | None:
+    """The plaintext of an encrypted attachment (its key, iv and hash from the event), or None."""
+    try:
+        return decrypt_attachment(data, file["key"]["k"], file["hashes"]["sha256"], file["iv"])
+    except (KeyError, TypeError, ValueError, EncryptionError):
+        log.info("matrix: a user's encrypted image could not be decrypted")
+        return None

@@ -102,6 +102,7 @@ class MatrixPlatform(Platform):
         self.lost: str | None = None  # the error code once the homeserver refused our token while running
         self._refused: asyncio.Future[str] | None = None  # set with the error code when the token is refused
         self._ready = asyncio.Event()
+        self._previous: set[str] | None = None  # sessions a previous run left (rooms_active)
         self._follower: asyncio.Task | None = None  # the core's moderation log, followed into the log room
         self._saving: asyncio.Task | None = None
 
@@ -122,12 +123,16 @@ class MatrixPlatform(Platform):
             where = SessionRoom.parse(room.id)
             if where.root:
                 self.rooms.add_thread(where.room, where.root)
+        self._previous = {room.id for room in rooms}
         if self.ghosts is not None:
-            # Ghosts of chats the core no longer has (they ended, or the process died before their
-            # leave went out) leave now; chats the core resumes or ends with a notice keep theirs until then.
-            for rid, ghost in self.ghosts.orphans({room.id for room in rooms}):
-                self._box(SessionRoom(rid)).put_call(GhostLeave(self.sender, rid, ghost))
-            self._saving = asyncio.get_running_loop().create_task(self.ghosts.save())
+            self._leave_orphans(self._previous)
+
+    def _leave_orphans(self, running: set[str]) -> None:
+        """Ghosts of chats the core no longer has (they ended, or the process died before their
+        leave went out) leave now; chats the core resumes or ends with a notice keep theirs until then."""
+        for rid, ghost in self.ghosts.orphans(running):
+            self._box(SessionRoom(rid)).put_call(GhostLeave(self.sender, rid, ghost))
+        self._saving = asyncio.get_running_loop().create_task(self.ghosts.save())
 
     async def run(self) -> None:
         """Log in, then sync until cancelled; each batch is handed in before its token is saved."""
@@ -147,6 +152,8 @@ class MatrixPlatform(Platform):
                 await self.moderation.join_rooms()
                 self._follower = self.moderation.follow(self.modlog_every)
                 await self.ghosts.start()
+                if self._previous is not None:  # told before run: the ghost map is loaded only now
+                    self._leave_orphans(self._previous)
                 self._refused = asyncio.get_running_loop().create_future()
                 self._ready.set()
                 self._token_lost(await self._refused)  # a send was refused the as_token
@@ -308,7 +315,7 @@ class MatrixPlatform(Platform):
                 self.moderation.ended(room.id)
                 if self.crypto is not None:
                     self.crypto.undecryptable.chat_ended(room.id)
-            case Message(text=text, stranger=label):
+            case Message(text=text, stranger=label) | Edit(text=text, stranger=label):
                 self.moderation.note(room.id, label or "Stranger", text)
         if self.lost is not None:
             return  # logged once when the token was refused; nothing can be sent

@@ -10,18 +10,18 @@ from typing import Any, Protocol
 from nio import AsyncClient, JoinedMembersResponse, JoinError, SyncResponse, TypingNoticeEvent
 
 from bridge.abc import Submit
-from bridge.events import Edit, Event, Message, Reaction, Report, Retract, Room, Start, StoppedTyping, Typing
+from bridge.events import Event, Message, Report, Room, Start, StoppedTyping, Typing
 from bridge.identity import user_key
 
 from .appservice import Pushed
 from .commands import Command, to_event
 from .config import MatrixConfig
 from .e2ee import refusal_reason
-from .inbound import Ignore, Media, Said, classify, scrub
-from .relations import EDITS_PER_MESSAGE, Relations, UserLine, UserReaction, annotation_of, redacted_of, relation_of
-from .render import reaction_key
+from .inbound import Ignore, Media, Said, classify
+from .relations import Relations, UserLine, relation_of
 from .rooms import RoomState, SessionRoom, server_of
 from .sync import Sync
+from .userrich import UserRich
 
 __all__ = ["Host", "Receiver"]
 
@@ -63,6 +63,7 @@ class Receiver:
         self.rooms = rooms
         self.sync = sync
         self.ignore = [re.compile(p) for p in cfg.ignore_users]
+        self.rich = UserRich(self)  # edits, redactions, reactions, images
 
     @property
     def client(self) -> AsyncClient:
@@ -185,11 +186,11 @@ class Receiver:
         if not isinstance(content, dict):
             return
         if kind == "m.reaction":
-            await self.on_reaction(rid, ev, sender, content)
+            await self.rich.on_reaction(rid, ev, sender, content)
         elif kind == "m.room.redaction":
-            self.on_redaction(ev)
+            await self.rich.on_redaction(rid, ev)
         elif relation_of(content)[0] is not None:
-            self.on_edit(ev, sender, content, kind)
+            await self.rich.on_edit(rid, sender, content, kind)
         else:
             await self.on_message(rid, ev, sender, content, kind)
 
@@ -265,6 +266,10 @@ class Receiver:
                 if told is not None:
                     await self.host.notice(rid, root, told)
             return
+        if isinstance(what, Media) and what.kind == "an image" and self.host.media.on(rid):
+            if sid in rooms.active:
+                await self.rich.image(rid, root, sid, ev, sender, content)
+            return
         if isinstance(what, Media):
             if what.link is not None:
                 submit(room, Message(f"[{what.kind}] {what.link}"))
@@ -289,65 +294,6 @@ class Receiver:
             relations.users.remember(event_id, UserLine(sid, sender))
         submit(room, Message(what.text, ref=event_id if isinstance(event_id, str) else None,
                              reply_to=relations.ref_of(reply_to) if reply_to else None))
-
-    # ---- the rich relay: edits, redactions, reactions of the room's users ----------------------
-
-    def on_edit(self, ev: dict, sender: str, content: dict, kind: str) -> None:
-        """An `m.replace` of the user's own message in a live chat becomes an Edit (its new content)."""
-        target, _, _ = relation_of(content)
-        line = self.host.relations.users.get(target) if target else None
-        if line is None or line.sender != sender or line.sid not in self.rooms.active:
-            return  # unknown (older than the map, an earlier run), somebody else's, or the chat ended
-        what = classify(content, prefix=self.cfg.command_prefix, event_type=kind)
-        if not isinstance(what, Said) or line.edits >= EDITS_PER_MESSAGE:
-            return
-        line.edits += 1
-        text = what.text.removeprefix("(correction) ")
-        self.host.moderation.note(line.sid, "User", text)
-        self.host.submit(Room(self.host.name, line.sid), Edit(target, text))
-
-    def on_redaction(self, ev: dict) -> None:
-        """A redaction: of a user's reaction, its removal; of a user's message, a Retract.
-
-        A stranger's line redacted by a room moderator stays on the stranger's side: it is not theirs to retract.
-        """
-        target = redacted_of(ev)
-        if target is None:
-            return
-        relations = self.host.relations
-        reaction = relations.reactions.get(target)
-        if reaction is not None:
-            relations.reactions.remember(target, None)
-            if reaction.sid in self.rooms.active:
-                self.host.submit(Room(self.host.name, reaction.sid), Reaction(reaction.ref, reaction.key, add=False))
-            return
-        line = relations.users.get(target)
-        if line is not None and line.sid in self.rooms.active:
-            relations.users.remember(target, None)
-            self.host.submit(Room(self.host.name, line.sid), Retract(target))
-
-    async def on_reaction(self, rid: str, ev: dict, sender: str, content: dict) -> None:
-        """A user's reaction to a message of the chat (theirs or the stranger's), bounded per second."""
-        found = annotation_of(content)
-        event_id = ev.get("event_id")
-        if found is None or not isinstance(event_id, str):
-            return
-        target, raw = found
-        relations = self.host.relations
-        sid = relations.sid_of(target)
-        key = reaction_key(scrub(raw))
-        if sid is None or sid not in self.rooms.active or not key:
-            return
-        allowed, tell = relations.reaction_allowed(sender, sid)
-        if not allowed:
-            if tell:
-                log.info("matrix: reactions dropped: a user sent too many at once")
-                await self.host.notice(rid, SessionRoom.parse(sid).root,
-                                       "Some of your reactions were not sent to the stranger: too many at once.")
-            return
-        ref = relations.ref_of(target)
-        relations.reactions.remember(event_id, UserReaction(sid, ref, key))
-        self.host.submit(Room(self.host.name, sid), Reaction(ref, key))
 
     async def _may_start(self, rid: str, root: str | None, sid: str, sender: str) -> bool:
         """False (the user is told why) for a banned user or server, or a user at the session cap."""

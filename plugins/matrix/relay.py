@@ -7,7 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nio import RoomGetEventResponse
+
 from bridge.events import Edit, Image, Message, Posted, Reaction, Retract, Room
+from bridge.hygiene import cut
 from bridge.outbox import Item, Outbox, merge_marker
 
 from . import render
@@ -50,7 +53,7 @@ class Relay:
         self.relations = relations
         self.sender = sender
         self.submit = submit
-        self.upload = upload  # upload(Image) -> our mxc:// URL (plugins.matrix.media.Media.upload)
+        self.upload = upload  # upload(Image, room) -> {"url": mxc} or {"file": ...} (plugins.matrix.media.Media.upload)
 
     # ---- queueing (from deliver) ---------------------------------------------------------------
 
@@ -117,11 +120,11 @@ class Relay:
         """A reply or an image (re-uploaded to our homeserver first: the sender's URL never shows)."""
         ghost = line.sender
         if line.image is not None:
-            url = item.memo.get("url")
-            if url is None:
-                url = item.memo["url"] = await self.upload(line.image)
+            where = item.memo.get("uploaded")
+            if where is None:
+                where = item.memo["uploaded"] = await self.upload(line.image, room.room)
             img = line.image
-            contents = [render.image(url, img.mime, img.width, img.height, len(img.data), line.label, ghost=ghost is not None)]
+            contents = [render.image(where, img.mime, img.width, img.height, len(img.data), line.label, ghost=ghost is not None)]
             if line.text:
                 contents += self._render(line.text, line.label, ghost is not None, 1)
         else:
@@ -153,8 +156,10 @@ class Relay:
         text, or redactions once nothing of the event is left."""
         event, index = split_id(ref)
         shown = self.relations.lines.get(event)
+        if shown is None and index == 0:
+            shown = await self._recall(room, event, item.payload.event.stranger)
         if shown is None or shown.sid != room.format() or index >= len(shown.texts) or not shown.parts:
-            return  # older than the map, or not a line of this room: ignored
+            return  # not a line of this room (or one merged with others before a restart): ignored
         if "applied" not in item.memo:
             if shown.texts[index] is None:
                 return  # already retracted: an edit racing the retraction loses
@@ -167,7 +172,9 @@ class Relay:
         live = [t for t in shown.texts if t is not None]
         first = shown.parts[0]
         if live:
-            content = self._render("\n".join(live), shown.label, shown.sender is not None, len(live))[0]
+            # One event holds the whole new text: a longer one is cut with the visible marker.
+            text = cut("\n".join(live), render.PART_SIZE)
+            content = self._render(text, shown.label, shown.sender is not None, len(live))[0]
             if shown.reply_to is not None:
                 content = render.replying(content, split_id(shown.reply_to)[0], shown.quote)
             if not item.memo.get("replaced"):
@@ -182,8 +189,32 @@ class Relay:
                 continue
             await self.sender.write(room.room, Write(redacts=part, txn=f"{item.key}.r{n}", sender=shown.sender))
             item.memo["redacted"] = n + 1
-            self.relations.lines.remember(part, None)
-        shown.parts = shown.parts[:1] if live else []
+            if live:
+                self.relations.lines.remember(part, None)
+        shown.parts = shown.parts[:1] if live else []  # a retracted line stays known, with nothing left to edit
+
+    async def _recall(self, room: SessionRoom, event: str, label: str | None) -> Shown | None:
+        """A stranger's line this run did not post (the chat resumed after a restart), read back from
+        the homeserver: ours (the bot's or a ghost's) or None. Its later parts, if any, are unknown."""
+        client = self.sender.client
+        try:
+            resp = await client.room_get_event(room.room, event)
+        except Exception as exc:  # noqa: BLE001 - then the edit or retraction is not shown
+            log.info("matrix: a stranger's line could not be read back: %r", exc)
+            return None
+        source = getattr(resp.event, "source", None) if isinstance(resp, RoomGetEventResponse) else None
+        if not isinstance(source, dict) or not source.get("content"):
+            return None  # gone, or already redacted
+        sender = source.get("sender")
+        ghosts = self.sender.ghosts
+        if sender == self.sender.cfg.user_id and ghosts is None:
+            shown = Shown(room.format(), label, None, [""], [event])
+        elif ghosts is not None and isinstance(sender, str) and ghosts.owns(sender):
+            shown = Shown(room.format(), None, sender, [""], [event])
+        else:
+            return None
+        self.relations.lines.remember(event, shown)
+        return shown
 
     async def _react(self, room: SessionRoom, item: Item, reaction: Reaction, sender: str | None) -> None:
         """The stranger's reaction as ours (the bot's or the ghost's); a key several strangers hold is

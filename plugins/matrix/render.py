@@ -158,10 +158,12 @@ def redaction() -> dict[str, Any]:
     return {"m.mentions": {}}
 
 
-def image(url: str, mime: str, width: int, height: int, size: int, label: str | None, *, ghost: bool) -> dict[str, Any]:
-    """An m.image of a picture re-uploaded to our homeserver (`url` is our own mxc:// URL).
-    The body (alt text) names the speaker in bot mode; no file name of the sender is kept."""
+def image(where: dict[str, Any], mime: str, width: int, height: int, size: int, label: str | None, *,
+          ghost: bool) -> dict[str, Any]:
+    """An m.image of a picture re-uploaded to our homeserver: `where` is {"url": our own mxc:// URL}
+    or, in an encrypted room, {"file": the encrypted file}. The body (alt text) names the speaker
+    in bot mode; no file name of the sender is kept."""
     ext = mime.partition("/")[2] or "img"
     who = clean(label or "Stranger", 40) or "Stranger"
-    return {"msgtype": "m.image", "body": f"image.{ext}" if ghost else f"{who}: image.{ext}", "url": url,
+    return {"msgtype": "m.image", "body": f"image.{ext}" if ghost else f"{who}: image.{ext}", **where,
             "info": {"mimetype": mime, "w": width, "h": height, "size": size}, "m.mentions": {}}

@@ -41,7 +41,7 @@ class Client:
     __slots__ = (
         "secret", "key", "address", "spy", "wants_likes", "queue", "waiter", "last_seen", "ended", "dropped",
         "nojs", "chatting", "sent", "base", "leaving", "transcript", "settings", "stream",
-        "answered", "rich", "book",
+        "answered", "rich", "book", "redrawn",
     )
 
     def __init__(
@@ -71,6 +71,7 @@ class Client:
         self.transcript: list[str] | None = [] if nojs else None  # None: thousands idle, nothing allocated
         self.settings: dict[str, str] | None = None
         self.stream = 0
+        self.redrawn = 0.0  # no-JS: when the page was last told to redraw itself (event loop time)
         # Rich relay: whether the client takes the extension events (our pages), and its lines'
         # ids (made on the first message, so thousands of idle clients allocate nothing).
         self.rich = rich or nojs
@@ -80,7 +81,7 @@ class Client:
     def lines(self) -> Book:
         """The client's line ids (made on first use)."""
         if self.book is None:
-            self.book = Book()
+            self.book = Book(track=self.rich)
         return self.book
 
     def stay(self) -> None:

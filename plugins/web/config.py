@@ -47,10 +47,10 @@ class WebConfig(PluginConfig):
     # client id is its own key (no ban or block reaches it past a new id).
     address_keys: bool = True
     # Pictures (rich relay): off by default. On: the page may upload PNG, JPEG, GIF or WebP up to
-    # max_image_bytes (decoded and re-encoded by the core, so no metadata crosses), and pictures
+    # image_max_bytes (decoded and re-encoded by the core, so no metadata crosses), and pictures
     # from strangers are shown blurred until clicked, served from here under a per-client URL.
     images: bool = False
-    max_image_bytes: int = Field(2_000_000, ge=1024, le=20_000_000)
+    image_max_bytes: int = Field(2_000_000, ge=1024, le=20_000_000)
 
     @field_validator("bind")
     @classmethod

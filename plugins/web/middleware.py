@@ -50,7 +50,7 @@ WIN = "win"
 # What a browser's cross-site (or same-site) request may reach: the page itself (a link to it is
 # fine). Everything else acts or counts against the address (an <img src=/start> on another site
 # would spend the visitor's session cap), so it is refused.
-CROSS_SITE_OK = frozenset({"/", "/static/app.js", "/static/style.css", "/favicon.ico"})
+CROSS_SITE_OK = frozenset({"/", "/static/app.js", "/static/lines.js", "/static/style.css", "/favicon.ico"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -84,6 +84,13 @@ def own_origins(public_origin: str | None, host: str, port: int) -> frozenset[st
         return None
     shown = f"[{host}]" if ":" in host else host
     return frozenset(f"http://{name}:{port}" for name in ("localhost", "127.0.0.1", "[::1]", shown))
+
+
+def _body_limit(request: web.Request, config: Any) -> int:
+    """The largest body a request may carry: a picture upload may carry a picture."""
+    if request.path == "/upload" and config.images:
+        return max(config.max_body_bytes, config.image_max_bytes)
+    return config.max_body_bytes
 
 
 def _netloc(origin: str) -> str:
@@ -143,7 +150,7 @@ def guard(web_platform: WebPlatform) -> Callable[[web.Request, Handler], Awaitab
             response.headers["Access-Control-Allow-Methods"] = "GET, POST"
             response.headers["Access-Control-Allow-Headers"] = "Content-Type"
             response.headers["Access-Control-Max-Age"] = "600"
-        elif request.content_length is not None and request.content_length > config.max_body_bytes:
+        elif request.content_length is not None and request.content_length > _body_limit(request, config):
             web_platform.count("refused", "too_large")
             response = fail(413)
             response.force_close()  # do not read the rest of a huge body

@@ -226,12 +226,20 @@ class NoJsChat:
         assert transcript is not None  # every no-JS client has one
         while not self.web.closing and client.stream == mine:
             if client.queue:
+                due = client.redrawn + self.web.nojs_redraw_gap - loop.time()
+                if due > 0 and any(item[0] == "redraw" for item in client.queue):
+                    # changes come faster than a page should reload: gather them, redraw once
+                    if gone(request):
+                        return False
+                    await client.wait(due)
+                    continue
                 batch = client.take()
                 lines = [item[1] for item in batch if item[0] != "redraw"]
                 transcript.extend(lines)  # kept before the write: a cut stream loses nothing
                 del transcript[:-limit]
                 html_ = "".join(nojs_rich.shown(line) for line in lines)
                 if len(lines) < len(batch):  # a shown line changed: the page loads itself again
+                    client.redrawn = loop.time()
                     await self._write(response, html_ + nojs_rich.REDRAW)
                     return False
                 await self._write(response, html_)

@@ -94,7 +94,7 @@ class OmegleApi:
         if wanted.acks:  # the status is not part of the acknowledged sequence
             answer["next"] = len(events)
         if wanted.rich:  # what the page may do with lines: react with these, send pictures or not
-            answer["rich"] = {"emoji": list(EMOJI), "images": config.images}
+            answer["rich"] = {"emoji": list(EMOJI), "images": config.images, "image_max_bytes": config.image_max_bytes}
         return json_answer(answer)
 
     async def on_events(self, request: web.Request) -> web.Response:

@@ -43,6 +43,7 @@ _LABELS = {"refused": "reason", "expired": "reason", "started": "mode"}
 _FILES = {
     "/": ("index.html", "text/html"),
     "/static/app.js": ("app.js", "text/javascript"),
+    "/static/lines.js": ("lines.js", "text/javascript"),
     "/static/style.css": ("style.css", "text/css"),
 }
 
@@ -56,6 +57,7 @@ class WebPlatform(Platform):
     reports_after_end = False
     nojs_keepalive = 5.0  # seconds of silence after which a no-JS stream gets invisible filler
     nojs_grace = 5.0  # seconds a no-JS page whose stream closed has to come back (a reload)
+    nojs_redraw_gap = 2.0  # seconds at least between two redraws of a no-JS page (a reaction flood)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

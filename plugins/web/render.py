@@ -19,11 +19,13 @@ from bridge.events import (
     Typing,
     Waiting,
 )
+from bridge import fallback
 from bridge.wording import reason_text
 
 __all__ = ["PICTURE_NOT_SHOWN", "SIGNIFICANT", "ends_chat", "plain", "render", "worth_answering"]
 
 PICTURE_NOT_SHOWN = "The stranger sent a picture; pictures are not shown here."
+MAX_PLAIN = 65_536  # a plain client's line has no limit of its own: the fallback only adds the quote
 
 # Events every client acts on. A batch holding none of them is held back: python-omegle's
 # get_event() blocks forever on a batch made only of events it ignores (commonLikes alone,
@@ -97,8 +99,8 @@ def render(
             return [["edit", ref, text]]
         case Retract(ref=ref):
             return [["retract", ref]]
-        case Reaction(ref=ref, emoji=emoji, add=add):
-            return [["react", ref, emoji, add]]
+        case Reaction(ref=ref, emoji=emoji, add=add, stranger=label):
+            return [["react", ref, emoji, add, label]] if label else [["react", ref, emoji, add]]
         case Typing(stranger=label):
             return [["spyTyping", label]] if spy and label else [["typing"]]
         case StoppedTyping(stranger=label):
@@ -114,20 +116,13 @@ def render(
 
 
 def plain(event: Message | Edit | Retract | Reaction) -> Message | None:
-    """The text a plain Omegle-protocol client is shown for a rich event, or None (noise).
-
-    The one place the web platform applies the rich-relay fallback rules (bridge.fallback's table
-    once the core carries it): an edit as `* corrected: …`, a reply with a short quote, nothing
-    for reactions and deletions."""
-    match event:
-        case Message(text=text, stranger=label, quote=quote, reply_to=reply_to):
-            if reply_to is None or not quote:
-                return event if event.ref is None and event.image is None else Message(text, label)
-            return Message(f"> {quote}\n{text}", label)
-        case Edit(text=text, stranger=label):
-            return Message(f"* corrected: {text}", label)
-        case _:
-            return None
+    """What a plain Omegle-protocol client is shown for a rich event, or None (noise): the core's
+    one rule table (bridge.fallback): an edit as `* corrected: …`, a reply with a short quote,
+    nothing for reactions and deletions. Line ids and pictures stay behind."""
+    text = fallback.plain(event, event.quote if isinstance(event, Message) else None, limit=MAX_PLAIN)
+    if text is None:
+        return None
+    return Message(text, event.stranger, image=event.image if isinstance(event, Message) else None)
 
 
 def _meta(message: Message, line: str | None, image: dict | None) -> dict:

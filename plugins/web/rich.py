@@ -46,22 +46,26 @@ class Line:
         self.own = own  # the client's own message (it may edit and delete it)
         self.edits = 0
         self.reactions = 0  # reaction changes relayed from this client
-        self.mine: set[str] = set()  # emoji this client has on the line now
+        self.mine: set[str] | None = None  # emoji this client has on the line now (made on the first)
         self.deleted = False
 
 
 class Book:
     """The lines of one client's chat, newest last, at most MAX_LINES of them."""
 
-    __slots__ = ("lines", "strangers", "owns", "bucket")
+    __slots__ = ("lines", "strangers", "owns", "bucket", "track")
 
-    def __init__(self) -> None:
+    def __init__(self, track: bool = True) -> None:
+        # track=False: a plain Omegle client, which cannot act on lines: only ids are handed out
+        self.track = track
         self.lines: OrderedDict[str, Line] = OrderedDict()
         self.strangers = 0  # stranger lines named so far
         self.owns = 0  # own lines the platform named (the no-JS chat; the page names its own)
         self.bucket: TokenBucket | None = None  # made on the first reaction
 
     def _add(self, line_id: str, line: Line) -> None:
+        if not self.track:
+            return
         self.lines[line_id] = line
         while len(self.lines) > MAX_LINES:
             self.lines.popitem(last=False)
@@ -123,7 +127,7 @@ class Book:
         if emoji not in EMOJI:
             raise RichError(400, "emoji must be one of " + " ".join(EMOJI))
         line = self.find(line_id)
-        if (emoji in line.mine) == add:
+        if (line.mine is not None and emoji in line.mine) == add:
             return False
         if self.bucket is None:
             self.bucket = TokenBucket(REACT_RATE, REACT_BURST, now=now)
@@ -132,6 +136,8 @@ class Book:
         if not self.bucket.allow(now):
             raise RichError(429, "too many reactions at once")
         line.reactions += 1
+        if line.mine is None:
+            line.mine = set()
         if add:
             line.mine.add(emoji)
         else:

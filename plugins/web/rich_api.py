@@ -1,23 +1,28 @@
-"""The page's rich-relay endpoints: /edit, /delete and /react, and the ref and reply of its /send."""
+"""The page's rich-relay endpoints: /edit, /delete, /react and /upload, and the ref and reply of its /send."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import asyncio
+
 from aiohttp import web
 
+from bridge.config import ImageLimits
 from bridge.events import Edit, Event, Message, Reaction, Retract
+from bridge.images import ImageRefused, prepare
 
 from .clients import Client
-from .middleware import WIN, fail, text
+from .middleware import WIN, fail, json_answer, text
 from .rich import RichError
 
 if TYPE_CHECKING:
     from .platform import WebPlatform
 
-__all__ = ["MAX_TEXT", "RichApi", "message_from"]
+__all__ = ["MAX_TEXT", "RichApi", "UPLOAD", "message_from"]
 
 MAX_TEXT = 4000  # characters of a message or an edit (the page's own limit; the core's default)
+UPLOAD = "/upload"  # the page's picture upload: the raw file as the body, the id in a header (never a URL)
 
 
 def _text(form: dict[str, str]) -> str:
@@ -52,11 +57,13 @@ class RichApi:
 
     def __init__(self, platform: WebPlatform) -> None:
         self.web = platform
+        self.uploading: set[str] = set()  # clients with an upload being decoded (one at a time each)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/edit", self.on_edit)
         router.add_post("/delete", self.on_delete)
         router.add_post("/react", self.on_react)
+        router.add_post(UPLOAD, self.on_upload)
 
     async def _client(self, request: web.Request) -> tuple[Client, dict[str, str]]:
         client, form = await self.web.find_client(request)
@@ -81,6 +88,7 @@ class RichApi:
             client.lines().retract(form.get("ref"))
         except RichError as exc:
             return self.refuse(exc)
+        self.web.clients.pictures.drop_line(client.key, form["ref"])  # the sender's own view of it too
         return self.act(client, Retract(form["ref"]))
 
     async def on_react(self, request: web.Request) -> web.Response:
@@ -96,6 +104,61 @@ class RichApi:
         if not changed:
             return text(WIN)  # already so: nothing to relay
         return self.act(client, Reaction(form["ref"], form["emoji"], add == "1"))
+
+    async def on_upload(self, request: web.Request) -> web.Response:
+        """POST /upload (pictures on): headers X-Client-ID (the id) and X-Ref (the new line's id
+        `uN`), the file as the body, at most image_max_bytes. The core's bridge.images decodes and
+        re-encodes it (metadata stripped, bombs and other kinds refused); answers the picture as
+        it will be shown {url, width, height}, or `415 fail: <why>` for a file that is not sent."""
+        platform, config = self.web, self.web.config
+        if not config.images:
+            return fail(404)
+        client = platform.clients.find(request.headers.get("X-Client-ID"))
+        if client is None or client.ended or not client.rich or client.nojs or client.spy:
+            platform.count("refused", "unknown_id")
+            return fail(400)
+        if client.key in self.uploading:
+            return self.refuse(RichError(429, "one picture at a time"))
+        self.uploading.add(client.key)
+        try:
+            body = await self._body(request, config.image_max_bytes)
+            if body is None:
+                platform.count("refused", "too_large")
+                response = fail(413)
+                response.force_close()
+                return response
+            ref = request.headers.get("X-Ref", "")
+            client.lines().own_line(ref)
+            core = self.web.image_limits or ImageLimits()  # [bridge.images], handed in by the daemon
+            limits = core.model_copy(update={"max_bytes": min(core.max_bytes, config.image_max_bytes)})
+            image = await prepare(body, limits)
+        except RichError as exc:
+            return self.refuse(exc)
+        except ImageRefused as exc:
+            platform.count("refused", "picture")
+            return text(f"fail: {exc.reason}", 415)
+        finally:
+            self.uploading.discard(client.key)
+        shown = platform.clients.pictures.keep(client.key, image, ref)
+        answer = self.act(client, Message("", ref=ref, image=image))
+        return json_answer(shown) if answer.status == 200 else answer
+
+    async def _body(self, request: web.Request, limit: int) -> bytes | None:
+        """The request body, or None beyond `limit` bytes (read within body_timeout: 408 beyond)."""
+        if request.content_length is not None and request.content_length > limit:
+            return None
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout(self.web.config.body_timeout):
+                while chunk := await request.content.read(65536):
+                    size += len(chunk)
+                    if size > limit:
+                        return None
+                    chunks.append(chunk)
+        except TimeoutError:
+            self.web.count("refused", "slow_body")
+            raise web.HTTPRequestTimeout() from None
+        return b"".join(chunks)
 
     def refuse(self, exc: RichError) -> web.Response:
         self.web.count("refused", "rich_throttled" if exc.status == 429 else "bad_request")

@@ -288,3 +288,17 @@ def test_a_reaction_crosses_as_its_emoji_only():
     assert emoji_text("https://cdn.discordapp.com/emojis/1.png") == ""
     assert emoji_text("mxc://example.org/abc") == ""
     assert emoji_text("\u202e" + "x" * 100) == "x" * 28 + " […]"
+
+
+async def test_nobody_edits_or_deletes_the_other_sides_lines():
+    async with running(two()) as b:
+        dc, mx = await pair(b)
+        dc.send("a", Message("mine only", ref="a1"))
+        await mx.wait_for("b", text_is("mine only"))
+        theirs = mx.id_of("b", "mine only")
+        mx.send("b", Edit(theirs, "words put in a's mouth"))
+        mx.send("b", Retract(theirs))
+        mx.send("b", Edit("a1", "guessing a's own id"))  # an id of the other platform means nothing here
+        mx.send("b", Message("marker", ref="b1"))
+        await dc.wait_for("a", text_is("marker"))
+        assert dc.events("a", Edit) == [] and dc.events("a", Retract) == []

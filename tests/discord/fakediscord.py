@@ -4,147 +4,68 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.policy
-import itertools
 import json
 import re
-import socket
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from email.parser import BytesParser
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.abc import AbstractResolver
+
+from .fakebase import (
+    ADMINISTRATOR,
+    ALL_REQUESTS,
+    APP_ID,
+    BODY,
+    BOT_ID,
+    DISCORD_EPOCH_MS,
+    FILES,
+    GUILD_ID,
+    MANAGE_GUILD,
+    MEMBER_PERMISSIONS,
+    OWNER_ID,
+    SEND_MESSAGES,
+    Fault,
+    GatewaySession,
+    Recorded,
+    RefusingResolver,
+    guarded_connector,
+    json_answer,
+    multipart,
+    now_iso,
+    snowflake,
+    user_object,
+)
+from .fakerich import RichMessages
 
 __all__ = [
     "ADMINISTRATOR",
     "ALL_REQUESTS",
+    "APP_ID",
     "BOT_ID",
     "FakeDiscord",
+    "GUILD_ID",
     "MANAGE_GUILD",
     "MEMBER_PERMISSIONS",
-    "RefusingResolver",
     "Recorded",
+    "RefusingResolver",
     "SEND_MESSAGES",
     "guarded_connector",
+    "snowflake",
 ]
-
-BODY = web.RequestKey("body", object)
-FILES = web.RequestKey("files", list)  # (field name, filename, content type, bytes) of a multipart request
-# Every request any FakeDiscord of this test process answered: the allowed_mentions audit reads it.
-ALL_REQUESTS: list[Recorded] = []
-
-DISCORD_EPOCH_MS = 1420070400000
-MANAGE_GUILD = 1 << 5
-ADMINISTRATOR = 1 << 3
-SEND_MESSAGES = 1 << 11
-MEMBER_PERMISSIONS = 2248473465835073  # what an ordinary member may do: no Manage Server, no Administrator
-BOT_ID = 900000000000000001
-APP_ID = 900000000000000002
-GUILD_ID = 900000000000000100
-OWNER_ID = 900000000000000003
-_ids = itertools.count(1_200_000_000_000_000_000)
-
-
-def snowflake() -> int:
-    return next(_ids)
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
-class RefusingResolver(AbstractResolver):
-    """Resolves no host name at all: a call that escapes the redirection to 127.0.0.1 fails."""
-
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
-        raise OSError(f"test guard: refusing to resolve {host!r}")
-
-    async def close(self) -> None:
-        pass
-
-
-def guarded_connector() -> aiohttp.TCPConnector:
-    return aiohttp.TCPConnector(resolver=RefusingResolver(), limit=0)
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str  # without /api/v10
-    query: dict[str, str]
-    body: Any  # parsed JSON, or None
-    status: int = 0
-    at: float = field(default_factory=time.perf_counter)  # when the request reached the server
-    files: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # multipart uploads
-
-
-def _multipart(content_type: str, raw: bytes) -> tuple[Any, list[tuple[str, str, str, bytes]]]:
-    """A multipart/form-data body as discord.py sends it: "payload_json" and "files[N]" parts."""
-    parsed = BytesParser(policy=email.policy.HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
-    body: Any = None
-    files = []
-    for part in parsed.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        data = part.get_payload(decode=True) or b""
-        if name == "payload_json":
-            body = json.loads(data)
-        else:
-            files.append((name, part.get_filename() or "", part.get_content_type(), data))
-    return body, files
-
-
-@dataclass
-class Fault:
-    method: str
-    pattern: re.Pattern
-    status: int
-    times: int = 1
-    retry_after: float = 0.2
-    is_global: bool = False
-    after_store: bool = False  # run the request (store the message), then answer the error
-    # "answer": answer `status`; "reset": close the TCP connection without an answer; "hang": never
-    # answer (until `hold` seconds pass or the server stops), so the client times out
-    action: str = "answer"
-    hold: float = 30.0
-    query: dict[str, str] | None = None  # only requests with these query values
-    content_has: str | None = None  # only requests whose JSON body's content holds this text
-
-
-@dataclass
-class GatewaySession:
-    id: str
-    seq: int = 0
-    buffer: list[dict] = field(default_factory=list)
-    ws: web.WebSocketResponse | None = None
-
-
-def _user(uid: int, name: str, bot: bool = False) -> dict:
-    return {"id": str(uid), "username": name, "discriminator": "0", "global_name": name, "avatar": None, "bot": bot}
 
 
 def _str_or_none(value: Any) -> str | None:
     # Discord takes the permission bits as a number or a string and answers with a string.
     return None if value is None else str(value)
 
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    # Exactly "application/json": with "; charset=utf-8" discord.py treats the body as text.
-    resp = web.Response(body=json.dumps(data).encode(), status=status, headers=headers or {})
-    resp.headers["Content-Type"] = "application/json"
-    return resp
-
-
-class FakeDiscord:
+class FakeDiscord(RichMessages):
     """One guild with text channels, users, threads, webhooks, an app-command tree and one bot."""
 
     def __init__(self, channels: int = 2) -> None:
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
-        self.users: dict[int, dict] = {BOT_ID: _user(BOT_ID, "strangerbot", bot=True)}
+        self.users: dict[int, dict] = {BOT_ID: user_object(BOT_ID, "strangerbot", bot=True)}
         self.channels: dict[int, dict] = {}
         self.messages: dict[int, list[dict]] = {}
         self.webhooks: dict[int, dict] = {}
@@ -229,8 +150,8 @@ class FakeDiscord:
 
     def add_user(self, name: str, *, created: float | None = None, permissions: int | None = None) -> int:
         """A user; `created` (Unix time) sets the account's age as Discord encodes it in the id."""
-        uid = snowflake() if created is None else (int(created * 1000) - DISCORD_EPOCH_MS) << 22 | next(_ids) % 4096
-        self.users[uid] = _user(uid, name)
+        uid = snowflake() if created is None else (int(created * 1000) - DISCORD_EPOCH_MS) << 22 | snowflake() % 4096
+        self.users[uid] = user_object(uid, name)
         if permissions is not None:
             self.permissions[uid] = permissions
         return uid
@@ -340,7 +261,7 @@ class FakeDiscord:
         if raw and request.content_type == "application/json":
             body = json.loads(raw)
         elif raw and request.content_type == "multipart/form-data":
-            body, files = _multipart(request.headers["Content-Type"], raw)
+            body, files = multipart(request.headers["Content-Type"], raw)
         rec = Recorded(request.method, request.path[len("/api/v10"):], dict(request.query), body, files=files)
         self.requests.append(rec)
         ALL_REQUESTS.append(rec)
@@ -353,7 +274,7 @@ class FakeDiscord:
             try:
                 resp = await handler(request)
             except web.HTTPException as exc:
-                resp = _json({"message": exc.reason, "code": 0}, exc.status)
+                resp = json_answer({"message": exc.reason, "code": 0}, exc.status)
             if fault is not None:
                 resp = self._fault_response(fault)
         if fault is not None and fault.action != "answer":
@@ -397,8 +318,8 @@ class FakeDiscord:
                 headers["X-RateLimit-Global"] = "true"
             body = {"message": "You are being rate limited.", "retry_after": fault.retry_after,
                     "global": fault.is_global, "code": 0}
-            return _json(body, 429, headers)
-        return _json({"message": "Internal Server Error", "code": 0}, fault.status)
+            return json_answer(body, 429, headers)
+        return json_answer({"message": "Internal Server Error", "code": 0}, fault.status)
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = request.path[len("/api/v10"):]
@@ -410,17 +331,17 @@ class FakeDiscord:
             m = re.fullmatch(pattern, path)
             if m:
                 return await handler(self, request, body, *m.groups())
-        return _json({"message": f"404: {method} {path}", "code": 0}, 404)
+        return json_answer({"message": f"404: {method} {path}", "code": 0}, 404)
 
     # handlers ------------------------------------------------------------------------------------
 
     async def _me(self, request, body):
-        return _json(self.users[BOT_ID])
+        return json_answer(self.users[BOT_ID])
 
     async def _app(self, request, body):
-        return _json({
+        return json_answer({
             "id": str(APP_ID), "name": "strangerbot", "description": "", "icon": None, "bot_public": True,
-            "bot_require_code_grant": False, "owner": _user(OWNER_ID, "owner"), "verify_key": "00" * 32,
+            "bot_require_code_grant": False, "owner": user_object(OWNER_ID, "owner"), "verify_key": "00" * 32,
             "flags": 0, "team": None, "rpc_origins": [],
         })
 
@@ -431,16 +352,16 @@ class FakeDiscord:
                         "guild_id": guild_id, "default_member_permissions": _str_or_none(cmd.get("default_member_permissions")),
                         "type": cmd.get("type", 1)})
         self.commands = out
-        return _json(out)
+        return json_answer(out)
 
     async def _get_channel(self, request, body, cid):
         channel = self.channels.get(int(cid))
-        return _json(channel) if channel else _json({"message": "Unknown Channel", "code": 10003}, 404)
+        return json_answer(channel) if channel else json_answer({"message": "Unknown Channel", "code": 10003}, 404)
 
     async def _create_thread(self, request, body, cid):
         parent = self.channels.get(int(cid))
         if parent is None:
-            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+            return json_answer({"message": "Unknown Channel", "code": 10003}, 404)
         tid = snowflake()
         thread = {
             "id": str(tid), "type": body.get("type", 11), "guild_id": str(GUILD_ID), "parent_id": cid,
@@ -455,19 +376,19 @@ class FakeDiscord:
         self.messages[tid] = []
         public = {k: v for k, v in thread.items() if k != "members"}
         await self.dispatch("THREAD_CREATE", {**public, "newly_created": True})
-        return _json(public, 201)
+        return json_answer(public, 201)
 
     async def _add_thread_member(self, request, body, tid, uid):
         thread = self.channels.get(int(tid))
         if thread is None:
-            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+            return json_answer({"message": "Unknown Channel", "code": 10003}, 404)
         thread["members"].add(int(uid))
         return web.Response(status=204)
 
     async def _patch_channel(self, request, body, cid):
         channel = self.channels.get(int(cid))
         if channel is None:
-            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+            return json_answer({"message": "Unknown Channel", "code": 10003}, 404)
         meta = channel.get("thread_metadata")
         for key in ("archived", "locked", "auto_archive_duration", "invitable"):
             if key in body and meta is not None:
@@ -476,14 +397,14 @@ class FakeDiscord:
             channel["name"] = body["name"]
         public = self.public(channel)
         await self.dispatch("THREAD_UPDATE" if meta is not None else "CHANNEL_UPDATE", public)
-        return _json(public)
+        return json_answer(public)
 
     def public(self, channel: dict) -> dict:
         return {k: v for k, v in channel.items() if k != "members"}
 
     async def _typing(self, request, body, cid):
         if int(cid) not in self.channels:
-            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+            return json_answer({"message": "Unknown Channel", "code": 10003}, 404)
         return web.Response(status=204)
 
     def _message(self, cid: int, author: dict, content: str, **extra: Any) -> dict:
@@ -504,73 +425,73 @@ class FakeDiscord:
     async def _post_message(self, request, body, cid):
         channel = self.channels.get(int(cid))
         if channel is None:
-            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+            return json_answer({"message": "Unknown Channel", "code": 10003}, 404)
         if channel.get("thread_metadata", {}).get("locked"):
-            return _json({"message": "Thread is locked", "code": 160005}, 403)
+            return json_answer({"message": "Thread is locked", "code": 160005}, 403)
         if any(o["id"] == str(BOT_ID) and int(o["deny"]) & SEND_MESSAGES for o in channel.get("permission_overwrites", [])):
-            return _json({"message": "Missing Permissions", "code": 50013}, 403)
+            return json_answer({"message": "Missing Permissions", "code": 50013}, 403)
         nonce = body.get("nonce")
         if nonce is not None and body.get("enforce_nonce"):
             for old in self.messages[int(cid)]:
                 if old.get("nonce") == nonce and old["author"]["id"] == str(BOT_ID):
-                    return _json(old)
+                    return json_answer(old)
         if channel.get("thread_metadata", {}).get("archived"):
             channel["thread_metadata"]["archived"] = False
         msg = self._message(int(cid), self.users[BOT_ID], body.get("content", ""), embeds=body.get("embeds", []),
                             components=body.get("components", []), flags=body.get("flags", 0), nonce=nonce,
                             attachments=self._uploaded(int(cid), request[FILES]))
         await self.dispatch("MESSAGE_CREATE", self._with_member(msg, BOT_ID))
-        return _json(msg)
+        return json_answer(msg)
 
     async def _get_messages(self, request, body, cid):
         msgs = self.messages.get(int(cid))
         if msgs is None:
-            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+            return json_answer({"message": "Unknown Channel", "code": 10003}, 404)
         after = int(request.query.get("after", 0))
         limit = int(request.query.get("limit", 50))
         found = [m for m in msgs if int(m["id"]) > after]
         found = found[:limit] if "after" in request.query else found[-limit:]
-        return _json(list(reversed(found)))  # newest first, as Discord answers
+        return json_answer(list(reversed(found)))  # newest first, as Discord answers
 
     async def _list_webhooks(self, request, body, cid):
         if self.webhooks_forbidden:
-            return _json({"message": "Missing Permissions", "code": 50013}, 403)
-        return _json([w for w in self.webhooks.values() if w["channel_id"] == cid])
+            return json_answer({"message": "Missing Permissions", "code": 50013}, 403)
+        return json_answer([w for w in self.webhooks.values() if w["channel_id"] == cid])
 
     async def _create_webhook(self, request, body, cid):
         if self.webhooks_forbidden:
-            return _json({"message": "Missing Permissions", "code": 50013}, 403)
+            return json_answer({"message": "Missing Permissions", "code": 50013}, 403)
         wid = snowflake()
         hook = {"id": str(wid), "type": 1, "token": f"tok{wid}", "channel_id": cid, "guild_id": str(GUILD_ID),
                 "name": body.get("name", "hook"), "avatar": None, "application_id": str(APP_ID),
                 "user": self.users[BOT_ID]}
         self.webhooks[wid] = hook
-        return _json(hook)
+        return json_answer(hook)
 
     async def _execute_webhook(self, request, body, wid, token):
         if int(wid) == APP_ID:  # an interaction follow-up
             iid = self.tokens.get(token)
             if iid is None:
-                return _json({"message": "Unknown Webhook", "code": 10015}, 404)
+                return json_answer({"message": "Unknown Webhook", "code": 10015}, 404)
             msg = self._interaction_message(iid, body)
             self.callbacks[iid].append({"type": "followup", **body})
-            return _json(msg)
+            return json_answer(msg)
         hook = self.webhooks.get(int(wid))
         if hook is None or hook["token"] != token:
-            return _json({"message": "Unknown Webhook", "code": 10015}, 404)
+            return json_answer({"message": "Unknown Webhook", "code": 10015}, 404)
         cid = int(request.query.get("thread_id") or hook["channel_id"])
         channel = self.channels.get(cid)
         if channel is None:
-            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+            return json_answer({"message": "Unknown Channel", "code": 10003}, 404)
         if channel.get("thread_metadata", {}).get("locked"):
-            return _json({"message": "Thread is locked", "code": 160005}, 403)
-        author = {**_user(int(wid), body.get("username") or hook["name"], bot=True), "discriminator": "0000"}
+            return json_answer({"message": "Thread is locked", "code": 160005}, 403)
+        author = {**user_object(int(wid), body.get("username") or hook["name"], bot=True), "discriminator": "0000"}
         msg = self._message(cid, author, body.get("content", ""), webhook_id=str(wid),
                             embeds=body.get("embeds", []), flags=body.get("flags", 0),
                             attachments=self._uploaded(cid, request[FILES]))
         await self.dispatch("MESSAGE_CREATE", msg)
         if request.query.get("wait") in ("true", "1", "True"):
-            return _json(msg)
+            return json_answer(msg)
         return web.Response(status=204)
 
     def _interaction_message(self, iid: int, body: dict) -> dict:
@@ -590,9 +511,9 @@ class FakeDiscord:
         iid_int = int(iid)
         inter = self.interactions.get(iid_int)
         if inter is None or inter["token"] != token:
-            return _json({"message": "Unknown interaction", "code": 10062}, 404)
+            return json_answer({"message": "Unknown interaction", "code": 10062}, 404)
         if any(c.get("kind") == "callback" for c in self.callbacks[iid_int]):
-            return _json({"message": "Interaction has already been acknowledged.", "code": 40060}, 400)
+            return json_answer({"message": "Interaction has already been acknowledged.", "code": 40060}, 400)
         self.callbacks[iid_int].append({"kind": "callback", **body})
         rtype = body.get("type")
         data = body.get("data") or {}
@@ -605,145 +526,16 @@ class FakeDiscord:
             resource["message"] = msg
             interaction["response_message_id"] = msg["id"]
         if request.query.get("with_response") in ("1", "true", "True"):
-            return _json({"interaction": interaction, "resource": resource})
+            return json_answer({"interaction": interaction, "resource": resource})
         return web.Response(status=204)
 
     async def _edit_original(self, request, body, app_id, token):
         iid = self.tokens.get(token)
         if iid is None:
-            return _json({"message": "Unknown Webhook", "code": 10015}, 404)
+            return json_answer({"message": "Unknown Webhook", "code": 10015}, 404)
         self.callbacks[iid].append({"type": "edit", **body})
-        return _json(self._interaction_message(iid, body))
+        return json_answer(self._interaction_message(iid, body))
 
-
-    # ---- rich messages: edits, deletions, reactions, files ------------------------------------
-
-    async def _cdn_get(self, request: web.Request) -> web.StreamResponse:
-        tail = request.match_info["tail"]
-        self.cdn_fetches.append(tail)
-        await self._notify()
-        found = self.cdn.get(tail)
-        if found is None:
-            return web.Response(status=404)
-        data, ctype = found
-        return web.Response(body=data, headers={"Content-Type": ctype})
-
-    def attachments(self, cid: int, files: list[tuple[str, str, bytes]], *, size: int | None = None) -> list[dict]:
-        """Store files on the CDN; the attachment objects Discord would put in a message.
-        `files`: (filename, content type, bytes); `size` overrides the size the object claims."""
-        out = []
-        for filename, ctype, data in files:
-            aid = snowflake()
-            path = f"attachments/{cid}/{aid}/{filename}"
-            self.cdn[path] = (data, ctype)
-            out.append({"id": str(aid), "filename": filename, "size": len(data) if size is None else size,
-                        "url": f"{self.cdn_base}/{path}", "proxy_url": f"{self.cdn_base}/{path}",
-                        "content_type": ctype})
-        return out
-
-    def find_message(self, cid: int, mid: int) -> dict | None:
-        return next((m for m in self.messages.get(cid, []) if int(m["id"]) == mid), None)
-
-    def _uploaded(self, cid: int, files: list[tuple[str, str, str, bytes]]) -> list[dict]:
-        return self.attachments(cid, [(fname, ctype, data) for _, fname, ctype, data in files])
-
-    async def _edit_message(self, cid: int, msg: dict, body: dict, files: list) -> web.Response:
-        for key in ("content", "embeds", "components", "flags"):
-            if key in body:
-                msg[key] = body[key]
-        if "attachments" in body or files:  # kept: those listed by id; new: the uploaded files
-            keep = {str(a.get("id")) for a in body.get("attachments", [])}
-            msg["attachments"] = [a for a in msg["attachments"] if a["id"] in keep] + self._uploaded(cid, files)
-        msg["edited_timestamp"] = now_iso()
-        await self.dispatch("MESSAGE_UPDATE", dict(msg))
-        return _json(msg)
-
-    async def _delete(self, cid: int, msg: dict) -> web.Response:
-        self.messages[cid].remove(msg)
-        self.deleted.append(msg)
-        self.reactors.pop(int(msg["id"]), None)
-        data = {"id": msg["id"], "channel_id": str(cid)}
-        if "guild_id" in msg:
-            data["guild_id"] = msg["guild_id"]
-        await self.dispatch("MESSAGE_DELETE", data)
-        return web.Response(status=204)
-
-    def _unknown_message(self) -> web.Response:
-        return _json({"message": "Unknown Message", "code": 10008}, 404)
-
-    async def _patch_message(self, request, body, cid, mid):
-        msg = self.find_message(int(cid), int(mid))
-        if msg is None:
-            return self._unknown_message()
-        if msg["author"]["id"] != str(BOT_ID):
-            return _json({"message": "Cannot edit a message authored by another user", "code": 50005}, 403)
-        return await self._edit_message(int(cid), msg, body, request[FILES])
-
-    async def _delete_message(self, request, body, cid, mid):
-        msg = self.find_message(int(cid), int(mid))
-        if msg is None:
-            return self._unknown_message()
-        if msg["author"]["id"] != str(BOT_ID):
-            return _json({"message": "Missing Permissions", "code": 50013}, 403)  # no Manage Messages here
-        return await self._delete(int(cid), msg)
-
-    def _webhook_message(self, request, wid, token, mid) -> tuple[int, dict] | web.Response:
-        hook = self.webhooks.get(int(wid))
-        if hook is None or hook["token"] != token:
-            return _json({"message": "Unknown Webhook", "code": 10015}, 404)
-        cid = int(request.query.get("thread_id") or hook["channel_id"])
-        msg = self.find_message(cid, int(mid))
-        if msg is None or msg.get("webhook_id") != str(wid):
-            return self._unknown_message()
-        return cid, msg
-
-    async def _patch_webhook_message(self, request, body, wid, token, mid):
-        found = self._webhook_message(request, wid, token, mid)
-        if isinstance(found, web.Response):
-            return found
-        return await self._edit_message(found[0], found[1], body, request[FILES])
-
-    async def _delete_webhook_message(self, request, body, wid, token, mid):
-        found = self._webhook_message(request, wid, token, mid)
-        if isinstance(found, web.Response):
-            return found
-        return await self._delete(*found)
-
-    def _reaction_data(self, cid: int, mid: int, uid: int, emoji: str) -> dict:
-        data = {"user_id": str(uid), "channel_id": str(cid), "message_id": str(mid),
-                "emoji": {"id": None, "name": emoji}, "burst": False, "type": 0}
-        if self.channels[cid].get("guild_id"):
-            data["guild_id"] = str(GUILD_ID)
-        return data
-
-    async def react(self, cid: int, mid: int, uid: int, emoji: str, add: bool = True) -> bool:
-        """`uid` adds (or removes) a reaction; a gateway dispatch when it changed anything."""
-        who = self.reactors.setdefault(mid, {}).setdefault(emoji, [])
-        if add == (uid in who):
-            return False
-        if add:
-            who.append(uid)
-            data = self._reaction_data(cid, mid, uid, emoji)
-            if self.channels[cid].get("guild_id"):
-                data["member"] = self.member(uid)
-            await self.dispatch("MESSAGE_REACTION_ADD", data)
-        else:
-            who.remove(uid)
-            await self.dispatch("MESSAGE_REACTION_REMOVE", self._reaction_data(cid, mid, uid, emoji))
-        return True
-
-    def reactions(self, cid: int, mid: int) -> dict[str, list[int]]:
-        """The reactions a message shows now: emoji -> who, without empty ones."""
-        return {e: list(u) for e, u in self.reactors.get(mid, {}).items() if u}
-
-    async def _own_reaction(self, request, body, cid, mid, emoji):
-        msg = self.find_message(int(cid), int(mid))
-        if msg is None:
-            return self._unknown_message()
-        if not emoji or any(c.isascii() and c.isalnum() for c in emoji) or len(emoji) > 16:
-            return _json({"message": "Unknown Emoji", "code": 10014}, 400)  # custom emoji need name:id
-        await self.react(int(cid), int(mid), BOT_ID, emoji, request.method == "PUT")
-        return web.Response(status=204)
 
     _routes = [
         (r"/users/@me", "GET", _me),
@@ -757,16 +549,16 @@ class FakeDiscord:
         (r"/channels/(\d+)/typing", "POST", _typing),
         (r"/channels/(\d+)/messages", "POST", _post_message),
         (r"/channels/(\d+)/messages", "GET", _get_messages),
-        (r"/channels/(\d+)/messages/(\d+)", "PATCH", _patch_message),
-        (r"/channels/(\d+)/messages/(\d+)", "DELETE", _delete_message),
-        (r"/channels/(\d+)/messages/(\d+)/reactions/([^/]+)/@me", "PUT", _own_reaction),
-        (r"/channels/(\d+)/messages/(\d+)/reactions/([^/]+)/@me", "DELETE", _own_reaction),
+        (r"/channels/(\d+)/messages/(\d+)", "PATCH", RichMessages._patch_message),
+        (r"/channels/(\d+)/messages/(\d+)", "DELETE", RichMessages._delete_message),
+        (r"/channels/(\d+)/messages/(\d+)/reactions/([^/]+)/@me", "PUT", RichMessages._own_reaction),
+        (r"/channels/(\d+)/messages/(\d+)/reactions/([^/]+)/@me", "DELETE", RichMessages._own_reaction),
         (r"/channels/(\d+)/webhooks", "GET", _list_webhooks),
         (r"/channels/(\d+)/webhooks", "POST", _create_webhook),
         (r"/webhooks/(\d+)/([^/]+)", "POST", _execute_webhook),
         (r"/webhooks/(\d+)/([^/]+)/messages/@original", "PATCH", _edit_original),
-        (r"/webhooks/(\d+)/([^/]+)/messages/(\d+)", "PATCH", _patch_webhook_message),
-        (r"/webhooks/(\d+)/([^/]+)/messages/(\d+)", "DELETE", _delete_webhook_message),
+        (r"/webhooks/(\d+)/([^/]+)/messages/(\d+)", "PATCH", RichMessages._patch_webhook_message),
+        (r"/webhooks/(\d+)/([^/]+)/messages/(\d+)", "DELETE", RichMessages._delete_webhook_message),
         (r"/interactions/(\d+)/([^/]+)/callback", "POST", _callback),
     ]
 
@@ -812,7 +604,7 @@ class FakeDiscord:
         await self._delete(int(msg["channel_id"]), msg)
 
     async def typing(self, cid: int, uid: int) -> None:
-        data = {"channel_id": str(cid), "user_id": str(uid), "timestamp": int(datetime.now().timestamp())}
+        data = {"channel_id": str(cid), "user_id": str(uid), "timestamp": int(time.time())}
         if self.channels[cid].get("guild_id"):
             data.update(guild_id=str(GUILD_ID), member=self.member(uid))
         await self.dispatch("TYPING_START", data)

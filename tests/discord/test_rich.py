@@ -454,3 +454,88 @@ async def test_a_picture_through_the_bot_is_a_multipart_upload_with_a_nonce(serv
         [upload] = [p for p in server.writes("POST", rf"^/channels/{tid}/messages$") if p.files]
         assert upload.body["allowed_mentions"] == NONE and upload.body["nonce"] and upload.body["enforce_nonce"]
         assert [f[1:] for f in upload.files] == [("picture.png", "image/png", picture.data)]
+
+
+async def test_replies_and_pictures_sent_while_the_gateway_was_away_are_caught_up(server):
+    from .test_admin import admin_user, answer
+
+    async with bridge(server, images=True, cdn_base=server.cdn_base) as b:
+        dc = b.platforms["dc"]
+        await answer(server, await server.admin(admin_user(server), server.text_channels[0], "settings", images=True))
+        seen = record(dc)
+        alice, tid = await paired_with_rec(server, b)
+        await dc.deliver(Room("dc", str(tid)), Message("question?", ref="c1"))
+        pid = await posted(seen, "c1")
+        await server.invalidate()  # the bot must IDENTIFY again: what follows reaches it only by catch-up
+        reply = await server.user_reply(tid, alice, "answer", server.find_message(tid, int(pid)))
+        files = server.attachments(tid, [("p.png", "image/png", png(8, 8))])
+        shot = await server.user_message(tid, alice, "shot", attachments=files)
+        got = await until(lambda: len(m := of(seen, Message)) >= 2 and m, timeout=20)
+        assert got[0] == Message("answer", ref=reply["id"], reply_to=pid)
+        assert got[1].ref == shot["id"] and got[1].text == "shot"
+        assert got[1].image is not None and (got[1].image.width, got[1].image.height) == (8, 8)
+        assert server.identifies == 2
+
+
+async def test_after_a_restart_a_deletion_still_removes_every_part_of_a_line(server):
+    from bridge.store import MemoryStore
+
+    store = MemoryStore()
+    async with bridge(server, store=store, keep_open=True) as b:
+        dc = b.platforms["dc"]
+        seen = record(dc)
+        alice, tid = await paired_with_rec(server, b)
+        room = Room("dc", str(tid))
+        await dc.deliver(room, Message("a" * 1990 + " " + "b" * 1000, ref="c1"))
+        long_id = await posted(seen, "c1")
+        server.fail("POST", r"^/webhooks/\d+/tok", 429, retry_after=0.5, query={"thread_id": str(tid)})
+        for n in range(2, 6):
+            await dc.deliver(room, Message(f"m{n}", ref=f"c{n}"))
+        merged = [await posted(seen, f"c{n}") for n in range(2, 6)][1:]  # m3, m4, m5 share one message
+        assert merged[1] == f"{merged[0]}:1"
+        await dc.flush()
+    parts = [m["id"] for m in server.bot_messages(tid) if m["content"].startswith(("a", "b"))]
+    assert len(parts) == 2 and parts[0] == long_id
+    async with bridge(server, store=store, keep_open=True) as b:
+        dc = b.platforms["dc"]
+        seen = record(dc)
+        await dc.ready()
+        room = Room("dc", str(tid))
+        # a reaction on the second part still refers to the line
+        await server.react(tid, int(parts[1]), alice, "👍")
+        [reaction] = await until(lambda: of(seen, Reaction))
+        assert reaction.ref == long_id
+        await dc.deliver(room, Retract(long_id))
+        await server.wait_until(lambda: all(server.find_message(tid, int(p)) is None for p in parts))
+        # a merged message: an edit cannot re-render lines it no longer knows, a deletion of all removes it
+        await dc.deliver(room, Edit(merged[0], "changed"))
+        for ref in (merged[0], f"{merged[0]}:1"):
+            await dc.deliver(room, Retract(ref))
+        await dc.deliver(room, Message("marker", ref="c9"))
+        await posted(seen, "c9")
+        assert server.find_message(tid, int(merged[0]))["content"].startswith("m3\nm4\nm5")
+        await dc.deliver(room, Retract(f"{merged[0]}:2"))
+        await server.wait_until(lambda: server.find_message(tid, int(merged[0])) is None)
+
+
+async def test_a_flood_of_stranger_reactions_costs_a_few_calls(server):
+    async with bridge(server) as b:
+        dc = b.platforms["dc"]
+        alice, tid = await paired_with_rec(server, b)
+        room = Room("dc", str(tid))
+        mine = await server.user_message(tid, alice, "target")
+        for n in range(100):
+            await dc.deliver(room, Reaction(mine["id"], "👍", add=n % 2 == 0))
+            if n % 10 == 0:
+                await asyncio.sleep(0)  # let the outbox run now and then, as deliveries would
+        await dc.deliver(room, Reaction(mine["id"], "🔥"))
+        await server.wait_until(lambda: server.reactions(tid, int(mine["id"])) == {"🔥": [BOT_ID]})
+        await dc.flush()
+        calls = server.writes(None, r"/reactions/")
+        assert len(calls) <= 25 and all(c.status == 204 for c in calls)
+        # 64 distinct emoji changes at most wait per thread: more are dropped, not queued without end
+        from plugins.discord.rich import PENDING_REACTIONS
+
+        for n in range(200):
+            await dc.deliver(room, Reaction(mine["id"], chr(0x1F600 + n % 80), stranger=f"S{n}"))
+        assert len(dc.rich.reactions[tid].waiting) == PENDING_REACTIONS

@@ -258,3 +258,36 @@ async def test_the_bridges_picture_limits_apply_to_discord(server):
         await server.wait_until(lambda: visible(server, tb) == ["too big here"])
         await wait_notice(server, ta, "Your picture was not sent to the stranger. The picture has too many pixels")
         assert not [m for m in server.bot_messages(tb) if m["attachments"]]
+
+
+async def test_a_discord_picture_reaches_a_rich_web_client_without_its_metadata(server):
+    import aiohttp
+    from PIL import Image as PILImage
+
+    from tests.helpers import running
+    from tests.web.client import RawClient
+
+    from .conftest import bridge_config
+
+    cfg = bridge_config(server, images=True, cdn_base=server.cdn_base)
+    cfg["platforms"]["web"] = {"plugin": "web", "bind": "127.0.0.1:0", "poll_window": 2.0, "address_keys": False,
+                               "images": True}
+    async with running(cfg) as b, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+        web = b.platforms["web"]
+        await answer(server, await server.admin(admin_user(server), server.text_channels[0], "settings", images=True))
+        alice = server.add_user("alice")
+        ta, _ = await open_chat(server, alice)
+        await wait_notice(server, ta, "Looking for someone")
+        client = RawClient(http, web.url)
+        await client.start(rich="1")
+        await client.until("connected")
+        files = server.attachments(ta, [("gps.jpg", "image/jpeg", jpeg_with_gps())])
+        await server.user_message(ta, alice, "from discord", attachments=files)
+        got = await client.until(lambda e: e[0] == "gotMessage" and e[1] == "from discord")
+        picture = got[2]["image"]
+        assert picture["url"].startswith("/image/") and "cdn" not in picture["url"]
+        async with http.get(web.url + picture["url"]) as response:
+            assert response.status == 200
+            data = await response.read()
+        received = PILImage.open(io.BytesIO(data))
+        assert received.size == (64, 48) and not received.getexif() and b"SpyCam" not in data

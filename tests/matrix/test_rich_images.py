@@ -11,6 +11,8 @@ from PIL import Image as PILImage
 from bridge.events import Image, Message, Posted
 
 from .conftest import notice_with
+from .e2ee import crypto_user, raw_events
+from .test_e2ee import bot_events_all_encrypted
 from .test_rich_platform import chatting, platform
 
 
@@ -78,3 +80,31 @@ async def test_a_users_image_download_is_bounded(matrix, synapse):
         assert await mx.media.download({"url": "https://evil.example/x.png"}) is None
         assert await mx.media.download({"url": "mxc://localhost/../../etc"}) is None
         assert await mx.media.download({"url": "mxc://localhost/doesnotexist"}) is None
+
+
+async def test_in_an_encrypted_room_images_go_as_encrypted_files_both_ways(matrix, synapse):
+    bot = await matrix.account()
+    alice = await crypto_user(matrix, "alice")
+    me = bot["user_id"]
+    async with platform(synapse.url, bot, images=True) as (mx, core):
+        rid, room = await chatting(mx, core, alice, me)  # alice's rooms are encrypted
+        await alice.send(rid, "!stranger images on")
+        await alice.wait_message(rid, me, notice_with("Images are on in this room"))
+
+        data = png(5, 7)
+        await mx.deliver(room, Message("", ref="c1", image=Image(data, "image/png", 5, 7)))
+        shown = await alice.wait_message(rid, me, lambda c: c.get("msgtype") == "m.image")
+        content = shown["content"]
+        assert "url" not in content and content["file"]["url"].startswith("mxc://localhost/")
+        assert await mx.media.download(content) == data  # decrypted with the keys in the event
+        assert await mx.media.download({"url": content["file"]["url"]}) != data  # the homeserver holds ciphertext
+        bot_events_all_encrypted(await raw_events(synapse.url, alice.token, rid), me)
+
+        mine = png(9, 3, (1, 2, 3))
+        resp, keys = await alice.client.upload(lambda *_: io.BytesIO(mine), content_type="image/png", filesize=len(mine), encrypt=True)
+        assert isinstance(resp, UploadResponse), resp
+        sent = await alice.send(rid, {"msgtype": "m.image", "body": "holiday.png", "info": {"mimetype": "image/png", "size": len(mine)},
+                                      "file": {"url": resp.content_uri, **keys}})
+        got = await core.wait(lambda e: isinstance(e, Message) and e.image is not None)
+        assert got.ref == sent and got.text == "" and (got.image.width, got.image.height, got.image.mime) == (9, 3, "image/png")
+        assert PILImage.open(io.BytesIO(got.image.data)).getpixel((0, 0)) == (1, 2, 3)

@@ -1,11 +1,14 @@
-"""The rich relay in ghost mode (appservice pushes, each stranger's ghost edits and reacts) and in
+"""The rich relay in ghost mode (appservice pushes, each stranger's ghost edits and reacts), in encrypted rooms and in
 thread mode (edits and replies of messages inside a session thread), platform driven directly."""
 
 from __future__ import annotations
 
+import json
+
 from bridge.events import Connected, Edit, Message, Posted, Reaction, Retract, Room, Start
 
 from .conftest import Matrix, notice_with
+from .e2ee import crypto_user, raw_events
 from .test_ghosts import BOT, GHOST, as_synapse  # noqa: F401 - the module's Synapse with the appservice
 from .test_rich_platform import chatting, edit_of, platform, reactions, visible
 
@@ -93,3 +96,28 @@ async def test_thread_mode_edits_and_replies_inside_the_thread(matrix, synapse):
         edit = await alice.wait_message(rid, me, lambda c: (c.get("m.relates_to") or {}).get("rel_type") == "m.replace")
         assert edit["content"]["m.relates_to"] == {"rel_type": "m.replace", "event_id": posted.id}  # no thread relation on an edit
         assert edit["content"]["m.new_content"]["body"] == "> in thread tok1b\n\nStranger: stranger reply tok3 fixed"
+
+
+async def test_in_an_encrypted_room_edits_reactions_and_replies_go_both_ways(matrix, synapse):
+    bot = await matrix.account()
+    alice = await crypto_user(matrix, "alice")
+    me = bot["user_id"]
+    async with platform(synapse.url, bot) as (mx, core):
+        rid, room = await chatting(mx, core, alice, me)  # alice's rooms are encrypted
+        first = await alice.send(rid, "secret tok1")
+        await core.wait(lambda e: isinstance(e, Message) and e.ref == first)
+        await alice.send(rid, edit_of(first, "secret tok1b"))  # encrypted, decrypted by the bot
+        assert await core.wait(lambda e: isinstance(e, Edit)) == Edit(first, "secret tok1b")
+        answer = await alice.send(rid, {"msgtype": "m.text", "body": "re tok2", "m.relates_to": {"m.in_reply_to": {"event_id": first}}})
+        assert await core.wait(lambda e: isinstance(e, Message) and e.ref == answer) == Message("re tok2", ref=answer, reply_to=first)
+
+        await mx.deliver(room, Message("theirs tok3", ref="c3", reply_to=first, quote="secret tok1b"))
+        posted = await core.wait(lambda e: isinstance(e, Posted) and e.ref == "c3")
+        await mx.deliver(room, Edit(posted.id, "theirs tok3 fixed"))
+        edit = await alice.wait_message(rid, me, lambda c: (c.get("m.relates_to") or {}).get("rel_type") == "m.replace")
+        assert edit["content"]["m.new_content"]["body"] == "> secret tok1b\n\nStranger: theirs tok3 fixed"
+        await mx.deliver(room, Reaction(first, "✅"))
+        await alice.wait_for(lambda: reactions(alice, rid, me) == {(first, "✅")})
+        stored = [e for e in await raw_events(synapse.url, alice.token, rid) if e.get("sender") == me and "state_key" not in e]
+        assert {e["type"] for e in stored} == {"m.room.encrypted", "m.reaction"}  # only the reaction is in the clear
+        assert "theirs" not in json.dumps(stored) and "secret" not in json.dumps(stored)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 from typing import Any
 
 
@@ -42,12 +43,14 @@ class Core:
 
 
 @contextlib.asynccontextmanager
-async def platform(url: str, bot: dict, **extra: Any):
+async def platform(url: str, bot: dict, store: MemoryStore | None = None, **extra: Any):
     login = {"access_token": bot["access_token"], "device_id": bot["device_id"]} if "access_token" in bot else {}
+    if "appservice" not in extra:
+        extra.setdefault("crypto_store", tempfile.mkdtemp(prefix="sb-crypto-"))  # each run its own key store
     cfg = MatrixConfig(plugin="matrix", homeserver=url, user_id=bot["user_id"], allowed_inviters=[":localhost"],
                        sync_timeout=1.0, request_timeout=10.0, **login, **extra)
     core = Core()
-    mx = MatrixPlatform("mx", cfg, core.submit, MemoryStore().state_for("mx"))
+    mx = MatrixPlatform("mx", cfg, core.submit, (store or MemoryStore()).state_for("mx"))
     task = asyncio.get_running_loop().create_task(mx.run())
     try:
         async with asyncio.timeout(30):
@@ -99,6 +102,11 @@ def edit_of(target: str, text: str) -> dict:
     """The content of a user's edit of event `target`, as Element sends it."""
     return {"msgtype": "m.text", "body": f"* {text}", "m.new_content": {"msgtype": "m.text", "body": text},
             "m.relates_to": {"rel_type": "m.replace", "event_id": target}}
+
+
+def mine_of(user, rid: str) -> str:
+    """The event id of the user's newest message in the room."""
+    return [e for e in user.messages(rid, user.user_id)][-1]["event_id"]
 
 
 async def chatting(mx, core: Core, user, bot_id: str) -> tuple[str, Room]:
@@ -198,3 +206,44 @@ async def test_stranger_messages_edits_reactions_replies_and_retractions_are_sho
         for e in alice.timeline[rid]:
             if e.get("sender") == me and e.get("type") in ("m.room.message", "m.reaction"):
                 assert e["content"].get("m.mentions") == {}, e
+
+
+async def test_after_a_restart_older_messages_are_read_back_for_edits_reactions_and_redactions(matrix, synapse):
+    bot = await matrix.account()
+    alice = await matrix.user("alice")
+    me = bot["user_id"]
+    store = MemoryStore()
+    keys = tempfile.mkdtemp(prefix="sb-crypto-")  # one device, one key store, across both runs
+    async with platform(synapse.url, bot, store=store, crypto_store=keys) as (mx, core):
+        rid, room = await chatting(mx, core, alice, me)
+        old = await alice.send(rid, "before the restart")
+        await core.wait(lambda e: isinstance(e, Message) and e.ref == old)
+        await mx.deliver(room, Message("theirs before", ref="c1"))
+        theirs = (await core.wait(lambda e: isinstance(e, Posted))).id
+    async with platform(synapse.url, bot, store=store, crypto_store=keys) as (mx, core):  # a new run: its maps are empty
+        mx.rooms_active([room])
+        await alice.send(rid, edit_of(old, "edited after the restart"))
+        assert await core.wait(lambda e: isinstance(e, Edit)) == Edit(old, "edited after the restart")
+        await alice.send(rid, {"m.relates_to": {"rel_type": "m.annotation", "event_id": theirs, "key": "👋"}}, "m.reaction")
+        assert await core.wait(lambda e: isinstance(e, Reaction)) == Reaction(theirs, "👋")
+        await alice.client.room_redact(rid, theirs)  # alice may redact in her room; the stranger keeps its line
+        await alice.client.room_redact(rid, old)
+        assert await core.wait(lambda e: isinstance(e, Retract)) == Retract(old)
+        assert core.of(Retract) == [Retract(old)]
+        # the chat resumed: the stranger edits and deletes lines the previous run posted
+        await mx.deliver(room, Message("theirs second", ref="c2"))
+        second = (await core.wait(lambda e: isinstance(e, Posted) and e.ref == "c2")).id
+    async with platform(synapse.url, bot, store=store, crypto_store=keys) as (mx, core):
+        mx.rooms_active([room])
+        await mx.deliver(room, Connected())  # (the core shows the resumed chat as live)
+        await mx.deliver(room, Edit(second, "theirs second, fixed"))
+        edit = await alice.wait_message(rid, me, lambda c: (c.get("m.relates_to") or {}).get("event_id") == second)
+        assert edit["content"]["m.new_content"]["body"] == "Stranger: theirs second, fixed"
+        await mx.deliver(room, Retract(second))
+        await alice.wait_for(lambda: any(e.get("type") == "m.room.redaction" and (e.get("redacts") or e["content"].get("redacts")) == second
+                                         for e in alice.timeline[rid]))
+        await mx.deliver(room, Retract(mine_of(alice, rid)))  # not a line of ours: nothing is redacted
+        await mx.deliver(room, Message("marker", ref="c3"))
+        await alice.wait_message(rid, me, "marker")
+        redacted = [e for e in alice.timeline[rid] if e.get("type") == "m.room.redaction" and e.get("sender") == me]
+        assert len(redacted) == 1

@@ -79,5 +79,5 @@ def test_rendered_rich_contents_never_mention_and_never_take_markup():
     assert render.wire(edit, "$root") is edit
     assert render.wire(reply, "$root")["m.relates_to"] == {"rel_type": "m.thread", "event_id": "$root",
                                                            "is_falling_back": False, "m.in_reply_to": {"event_id": "$q"}}
-    image = render.image("mxc://hs/new", "image/png", 3, 4, 99, "Stranger 1", ghost=False)
+    image = render.image({"url": "mxc://hs/new"}, "image/png", 3, 4, 99, "Stranger 1", ghost=False)
     assert image["body"] == "Stranger 1: image.png" and image["url"] == "mxc://hs/new" and image["m.mentions"] == {}

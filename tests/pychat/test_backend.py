@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.events import Connected, Disconnected, Message, Reason, ServerNotice, Start, Typing
+from bridge.events import Connected, Disconnected, Edit, Message, Reaction, Reason, ServerNotice, Start, Typing
 from plugins.pychat.backend import NOTHING_ASCII, SOME_DROPPED
 from tests.failures import told_once
+from tests.core.richplatform import RICH
 from tests.helpers import running
 
 
@@ -226,3 +227,17 @@ async def test_test_server_drops_a_member_that_sends_non_ascii(pychat):
             await asyncio.sleep(0.01)
     assert server.deaths == 1 and server.occupancy() == [1]  # the thread died; the room still lists Ana
     room_writer.close()
+
+
+async def test_an_edit_crosses_a_pychat_room_as_corrected_and_a_reaction_as_nothing(pychat):
+    server = await pychat()
+    async with running({**cfg(server.port), "platforms": {"rec": {"plugin": RICH}}}) as bridge:
+        rec = bridge.platforms["rec"]
+        await meet(rec, server)
+        rec.send("a", Message("see you at 5", ref="a1"))
+        await has_text(rec, "b", "see you at 5")
+        rec.send("a", Edit("a1", "see you at 6"))
+        rec.send("a", Reaction("a1", "+1"))  # a reaction to one's own line: nothing on a text-only chat
+        rec.send("a", Message("marker", ref="a2"))
+        await has_text(rec, "b", "marker")
+        assert texts(rec, "b")[-3:] == ["see you at 5", "* corrected: see you at 6", "marker"]

@@ -23,6 +23,7 @@ def web_config(**web: object) -> dict:
 async def bridge():
     async with running(web_config()) as instance:
         instance.platforms["web"].nojs_grace = 0.2  # a closed no-JS stream leaves soon (tests wait on it)
+        instance.platforms["web"].nojs_redraw_gap = 0.0  # redraw at once (one test checks the gap)
         yield instance
 
 

@@ -15,9 +15,9 @@ from .threaded import threaded_bridge
 
 PATHS = [
     "/start", "/events", "/send", "/typing", "/stoppedtyping", "/disconnect", "/stoplookingforcommonlikes",
-    "/status", "/count", "/healthz", "/metrics", "/favicon.ico", "/", "/static/app.js", "/static/style.css",
+    "/status", "/count", "/healthz", "/metrics", "/favicon.ico", "/", "/static/app.js", "/static/lines.js", "/static/style.css",
     "/nojs/start", "/nojs/chat", "/nojs/send", "/nope", "/static/../platform.py",
-    "/edit", "/delete", "/react", "/image/x", "/image/" + "A" * 32,
+    "/edit", "/delete", "/react", "/upload", "/image/x", "/image/" + "A" * 32,
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 NAMES = [
@@ -138,3 +138,31 @@ def test_no_rich_request_of_a_live_chat_makes_a_5xx():
         prop()
         assert {200, 400, 409} <= seen, seen
         assert web.clients.get(room.id) is not None  # the chat survived all of it
+
+
+def test_no_upload_makes_a_5xx():
+    """/upload with pictures on: a live rich client's id or not, any line id, any bytes."""
+    cfg = web_config(poll_window=0.2, images=True, image_max_bytes=4096)
+    with threaded_bridge(cfg) as (bridge, _):
+        port = bridge.platforms["web"].port
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+        conn.request("GET", "/start?firstevents=1&rich=1")
+        secret = json.loads(conn.getresponse().read())["clientID"]
+        conn.close()
+        magic = st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"RIFF\0\0\0\0WEBP", b"<svg", b""])
+
+        @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(
+            body=st.tuples(magic, st.binary(max_size=6000)).map(lambda t: t[0] + t[1]),
+            ident=st.sampled_from([secret, "", "A" * 32, "x"]),
+            ref=st.sampled_from(["u1", "u2", "u3", "s1", "", "u0", "x" * 100]),
+            ctype=st.sampled_from(CONTENT_TYPES + ["image/png", "image/svg+xml"]),
+        )
+        def prop(body, ident, ref, ctype):
+            status = request(port, "POST", "/upload", body, ctype, None, {"X-Client-ID": ident, "X-Ref": ref})
+            seen.add(status)
+            assert status in (200, 400, 409, 413, 415, 429), (body[:20], ident, ref, status)
+
+        seen: set[int] = set()
+        prop()
+        assert {400, 415} <= seen, seen

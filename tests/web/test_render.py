@@ -7,10 +7,14 @@ import pytest
 from bridge.events import (
     Connected,
     Disconnected,
+    Edit,
+    Image,
     Message,
     Mode,
     Question,
+    Reaction,
     Reason,
+    Retract,
     ServerNotice,
     Start,
     StoppedTyping,
@@ -18,7 +22,10 @@ from bridge.events import (
     Waiting,
 )
 from plugins.web.protocol import ProtocolError, client_address, parse_form, parse_start, status_payload
-from plugins.web.render import ends_chat, render, worth_answering
+from plugins.web.render import PICTURE_NOT_SHOWN, ends_chat, render, worth_answering
+
+PIC = Image(b"x", "image/png", 1, 1)
+SHOWN = {"url": "/image/" + "A" * 32, "width": 1, "height": 1}
 
 RENDER = [
     (Waiting(), {}, [["waiting"]]),
@@ -47,6 +54,28 @@ RENDER = [
      [["serverMessage", "Stranger has disconnected (banned)."], ["error", "Stranger has disconnected (banned)."],
       ["strangerDisconnected"]]),
     (Disconnected("Bob", Reason.STRANGER, final=False), {}, [["serverMessage", "Bob has disconnected."]]),
+    # the rich extension (clients that started with rich=1) ...
+    (Message("hi", ref="c1"), {"rich": True, "line": "s1"}, [["gotMessage", "hi", {"ref": "s1"}]]),
+    (Message("re", ref="c2", reply_to="u1", quote="q"), {"rich": True, "line": "s2"},
+     [["gotMessage", "re", {"ref": "s2", "reply": "u1", "quote": "q"}]]),
+    (Message("hi", "Stranger 1", ref="c1"), {"rich": True, "spy": True, "line": "s1"},
+     [["spyMessage", "Stranger 1", "hi", {"ref": "s1"}]]),
+    (Message("", ref="c1", image=PIC), {"rich": True, "line": "s1", "image": SHOWN},
+     [["gotMessage", "", {"ref": "s1", "image": SHOWN}]]),
+    (Message("look", ref="c1", image=PIC), {"rich": True, "line": "s1"},
+     [["gotMessage", "look", {"ref": "s1"}], ["serverMessage", PICTURE_NOT_SHOWN]]),
+    (Edit("s1", "new"), {"rich": True}, [["edit", "s1", "new"]]),
+    (Retract("s1"), {"rich": True}, [["retract", "s1"]]),
+    (Reaction("u1", "👍"), {"rich": True}, [["react", "u1", "👍", True]]),
+    (Reaction("u1", "👍", add=False, stranger="Bob"), {"rich": True}, [["react", "u1", "👍", False, "Bob"]]),
+    # ... and the core's text fallback for every other client
+    (Message("hi", ref="c1"), {"line": "s1"}, [["gotMessage", "hi"]]),
+    (Message("re", ref="c2", reply_to="u1", quote="q"), {"line": "s2"}, [["gotMessage", "> q\nre"]]),
+    (Edit("s1", "new"), {}, [["gotMessage", "* corrected: new"]]),
+    (Edit("s1", "new", "Stranger 1"), {"spy": True}, [["spyMessage", "Stranger 1", "* corrected: new"]]),
+    (Retract("s1"), {}, []),
+    (Reaction("u1", "👍"), {}, []),
+    (Message("", ref="c1", image=PIC), {}, [["serverMessage", PICTURE_NOT_SHOWN]]),
 ]
 
 

@@ -215,3 +215,26 @@ async def test_pictures_off_or_a_plain_client_get_a_notice_instead(bridge, web, 
     await web.deliver(plain_room, Message("", ref="c1", image=png()))
     assert await plain_client.until(lambda e: e[0] in ("gotMessage", "serverMessage")) == ["serverMessage", PICTURE_NOT_SHOWN]
     assert len(web.clients.pictures) == 0
+
+
+def test_pictures_kept_are_bounded_per_client_and_in_all():
+    from plugins.web.pictures import MAX_PER_CLIENT, Pictures
+
+    store = Pictures(max_bytes=10_000, per_client=4_000)
+    big = Image(b"x" * 1_500, "image/png", 1, 1)
+    urls = [store.keep("a", big, f"s{i}")["url"] for i in range(3)]  # 4,500 bytes: the oldest goes
+    assert store.get(urls[0].rsplit("/", 1)[1]) is None and store.get(urls[2].rsplit("/", 1)[1]) is big
+    others = [store.keep(key, big)["url"] for key in "bcdef"]  # 10 pictures' worth: the oldest in all go
+    assert store.bytes <= 10_000 and store.get(urls[1].rsplit("/", 1)[1]) is None
+    assert store.get(others[-1].rsplit("/", 1)[1]) is big
+    assert store.keep("g", Image(b"x" * 4_001, "image/png", 1, 1)) is None  # larger than a client may hold
+    assert store.keep("g", Image(b"<svg/>", "image/svg+xml", 1, 1)) is None  # not a kind served
+    small = Image(b"y", "image/gif", 1, 1)
+    for i in range(MAX_PER_CLIENT + 5):
+        store.keep("h", small, f"s{i}")
+    assert len(store.of_client["h"]) == MAX_PER_CLIENT
+    store.drop_line("h", f"s{MAX_PER_CLIENT + 4}")
+    assert len(store.of_client["h"]) == MAX_PER_CLIENT - 1
+    for key in "abcdefgh":
+        store.drop(key)
+    assert len(store) == 0 and store.bytes == 0 and not store.of_client and not store.client_bytes

@@ -78,3 +78,32 @@ async def test_nojs_lines_follow_edits_deletions_reactions_and_replies(bridge, w
     rec.send("nr1", Message("marker"))
     await stream.until("marker")
     stream.close()
+
+
+async def test_a_flood_of_changes_redraws_the_no_js_page_once_per_gap(bridge, web, http):
+    import asyncio
+
+    rec = bridge.platforms["rec"]
+    web.nojs_redraw_gap = 1.0
+    web.nojs_grace = 5.0  # the browser comes back at once; this test reloads only after the flood
+    stream = await Stream(http, web.url).start()
+    rec.send("nr2", Start())
+    await rec.wait_for("nr2", Connected)
+    await stream.until("now chatting")
+    room = Room("web", next(iter(web.clients.by_key)))
+    await web.deliver(room, Message("target", ref="c1"))
+    await stream.until('id="s1"')
+    await web.deliver(room, Reaction("s1", "👍"))
+    assert "👍 1" in await redrawn(stream)  # the first change redraws at once
+    flood = ["😀", "😃", "😄", "😁", "😆", "😅", "🤣", "😊", "😇", "🙂"]
+    for emoji in flood:  # ten changes within well under the gap
+        await web.deliver(room, Reaction("s1", emoji))
+        await asyncio.sleep(0.02)
+    redraws = 0
+    while True:
+        page = await redrawn(stream)
+        redraws += 1
+        if all(f"{emoji} 1" in page for emoji in flood):
+            break
+    assert redraws <= 2, redraws  # not one reload per reaction
+    stream.close()

@@ -122,7 +122,14 @@ async def test_two_pages_relay_edits_deletions_reactions_and_replies_with_nothin
             history[2].deleted = True
             await expect(b.locator("#log .line.deleted")).to_have_count(2, timeout=WAIT)
             await expect(a.locator("#log .line.deleted")).to_have_count(2, timeout=WAIT)
-            # B edits its reply
+            # B edits its reply (Esc first leaves an edit without stopping the chat)
+            await line(b, "tokB2").locator("button.edit").click()
+            await expect(b.locator("#compose")).to_be_visible()
+            await expect(b.locator("#message")).to_have_value("tokB2")
+            await b.keyboard.press("Escape")
+            await expect(b.locator("#compose")).to_be_hidden()
+            await expect(b.locator("#message")).to_have_value("")
+            await expect(b.locator("#stop")).to_have_text("Stop")
             await line(b, "tokB2").locator("button.edit").click()
             await b.fill("#message", "tokB2-edited")
             await b.press("#message", "Enter")
@@ -187,3 +194,54 @@ async def test_a_received_picture_is_blurred_until_clicked_with_report_beside_it
                 await expect(page.locator("#log")).to_contain_text("You reported", timeout=WAIT)
             finally:
                 await browser.close()
+
+
+async def test_a_browser_without_javascript_follows_edits_deletions_and_reactions(web):
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium(), headless=True, args=FLAGS)
+        try:
+            plain = await (await browser.new_context(java_script_enabled=False)).new_page()
+            js = await (await browser.new_context()).new_page()
+            await plain.goto(web.url + "/")
+            await plain.click("#nojs-go")
+            await expect(plain.locator(".nojs-log")).to_contain_text("Looking for someone", timeout=WAIT)
+            await js.goto(web.url + "/")
+            await js.click("#stop")
+            await expect(plain.locator(".nojs-log")).to_contain_text("now chatting", timeout=WAIT)
+            await js.fill("#message", "tokJ1")
+            await js.press("#message", "Enter")
+            log = plain.locator(".nojs-log")
+            await expect(log.locator(".stranger .text")).to_have_text("tokJ1", timeout=WAIT)
+            frame = plain.frame_locator("iframe.nojs-frame")
+            await frame.locator("#msg").fill("tokN1")
+            await frame.locator("#msg").press("Enter")
+            await expect(line(js, "tokN1")).to_have_count(1, timeout=WAIT)
+            # the JS user edits: the no-JS page reloads itself (meta refresh) and shows the new text
+            await line(js, "tokJ1").locator("button.edit").click()
+            await js.fill("#message", "tokJ1-fixed")
+            await js.press("#message", "Enter")
+            await expect(log.locator(".stranger .text")).to_have_text("tokJ1-fixed", timeout=WAIT)
+            await expect(log.locator(".stranger .edited")).to_have_text("(edited)")
+            # the no-JS user edits its last message, reacts to the stranger's, then deletes its own
+            frame = plain.frame_locator("iframe.nojs-frame")
+            await frame.locator("#msg").fill("tokN1-fixed")
+            await frame.locator("button[value=edit]").click()
+            await expect(line(js, "tokN1-fixed").locator(".edited")).to_have_count(1, timeout=WAIT)
+            await expect(log.locator(".you .text")).to_have_text("tokN1-fixed", timeout=WAIT)
+            await plain.frame_locator("iframe.nojs-frame").locator("button[value='react:👍']").click()
+            await expect(line(js, "tokJ1-fixed").locator(".chip")).to_have_text("👍 1", timeout=WAIT)
+            await expect(log.locator(".stranger .reactions")).to_have_text("👍 1", timeout=WAIT)
+            await plain.frame_locator("iframe.nojs-frame").locator("button[value=delete]").click()
+            await expect(js.locator("#log .line.stranger.deleted .text")).to_have_text("message deleted", timeout=WAIT)
+            await expect(log.locator(".you.deleted .text")).to_have_text("message deleted", timeout=WAIT)
+            # the JS user deletes: the text leaves the no-JS screen
+            await line(js, "tokJ1-fixed").locator("button.delete").click()
+            await expect(log.locator(".stranger.deleted .text")).to_have_text("message deleted", timeout=WAIT)
+            assert "tokJ1" not in await log.inner_text() and "tokN1" not in await log.inner_text()
+            # the chat goes on after all the reloads
+            await js.fill("#message", "tokJ2")
+            await js.press("#message", "Enter")
+            await expect(log.locator(".stranger .text").last).to_have_text("tokJ2", timeout=WAIT)
+            await plain.screenshot(path=str(ARTIFACTS / "web_nojs_rich.png"))
+        finally:
+            await browser.close()

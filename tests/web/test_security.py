@@ -167,9 +167,11 @@ async def test_origins_headers_and_status_endpoints(bridge, web, http):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         page = await response.text()
         assert "<script>" not in page and 'src="/static/app.js"' in page  # no inline script
-    async with http.get(web.url + "/static/app.js") as response:
-        script = await response.text()
-        assert response.status == 200 and "innerHTML" not in script and "textContent" in script
+    for name in ("app.js", "lines.js"):  # both scripts write text as text, never as markup
+        async with http.get(web.url + "/static/" + name) as response:
+            script = await response.text()
+            assert response.status == 200 and "textContent" in script
+            assert not any(sink in script for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"))
     # a foreign page may not drive the API; same origin may
     async with http.post(web.url + "/start", headers={"Origin": "http://evil.example"}) as response:
         assert response.status == 403

@@ -21,17 +21,25 @@
   let transcript = []; // [kind, text, who, rich] of every line shown in this chat
   // Rich relay: lines with an id ("u1" ours, "s1" the stranger's) can be edited, deleted,
   // reacted to and answered. rich = {ref, reply, quote, edited, deleted, reactions: {emoji: [who]}}
-  const LINE_ID = /^[us][1-9][0-9]{0,8}$/;
-  const IMAGE_URL = /^\/image\/[A-Za-z0-9_-]{20,64}$/;
-  const QUOTE = 80; // characters of a quoted line
   let emojiSet = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
   let images = false; // the server takes pictures from this page
+  let maxImage = 0; // bytes of a picture it takes
+  const PICTURE_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp"];
   let own = 0; // our lines named so far
   let replyTo = null; // the line the next message answers
   let editing = null; // the line the composer edits
-  const byRef = new Map(); // line id -> {entry, div}
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const lines = window.StrangerLines(log, {
+    canAct: () => !spy && state === "chatting",
+    emoji: () => emojiSet,
+    reply: (ref) => startReply(ref),
+    edit: (ref) => startEdit(ref),
+    remove: (ref) => retract(ref),
+    react: (ref, emoji, add) => react(ref, emoji, add),
+    report: () => report(),
+  });
+  const byRef = lines.byRef;
 
   function line(kind, text, who, rich) {
     const entry = [kind, text, who || null, rich || null];
@@ -40,179 +48,9 @@
       for (const old of transcript.slice(0, transcript.length - KEPT)) if (old[3]) byRef.delete(old[3].ref);
       transcript = transcript.slice(-KEPT);
     }
-    show(entry);
+    lines.show(entry);
   }
 
-  function quoteOf(rich) {
-    const target = byRef.get(rich.reply);
-    if (target) {
-      const t = target.entry;
-      return t[3].deleted ? "message deleted" : (t[2] ? t[2] + ": " : "") + clip(t[1]);
-    }
-    return typeof rich.quote === "string" ? clip(rich.quote) : "an earlier message";
-  }
-  const clip = (text) => (text.length > QUOTE ? text.slice(0, QUOTE - 1) + "…" : text);
-
-  function show(entry) {
-    const [kind, text, who, rich] = entry;
-    const div = document.createElement("div");
-    div.className = "line " + kind;
-    if (who) {
-      const name = document.createElement("strong");
-      name.className = "who";
-      name.textContent = who + ": ";
-      div.append(name);
-    }
-    const body = document.createElement("span");
-    body.className = "text";
-    body.textContent = text;
-    div.append(body);
-    if (rich) {
-      div.dataset.ref = rich.ref;
-      byRef.set(rich.ref, { entry, div });
-      paint(entry, div);
-    }
-    log.append(div);
-    log.scrollTop = log.scrollHeight;
-  }
-
-  // (Re)draws a rich line from its entry: quote, text or "message deleted", edited mark, picture,
-  // reactions and the actions this page may take on it. All stranger text goes in as text nodes.
-  function paint(entry, div) {
-    const [kind, text, , rich] = entry;
-    for (const old of div.querySelectorAll(".quote, .edited, .reactions, .actions, .picture")) old.remove();
-    const body = div.querySelector(".text");
-    div.classList.toggle("deleted", rich.deleted === true);
-    body.textContent = rich.deleted ? "message deleted" : text;
-    if (rich.reply && !rich.deleted) {
-      const quote = document.createElement("span");
-      quote.className = "quote";
-      quote.textContent = quoteOf(rich);
-      div.insertBefore(quote, body);
-    }
-    if (rich.edited && !rich.deleted) {
-      const mark = document.createElement("small");
-      mark.className = "edited";
-      mark.textContent = " (edited)";
-      body.after(mark);
-    }
-    if (rich.image && !rich.deleted) div.append(picture(rich.image));
-    const counts = Object.entries(rich.reactions || {}).filter(([, who]) => who.length);
-    if (counts.length && !rich.deleted) {
-      const row = document.createElement("span");
-      row.className = "reactions";
-      for (const [emoji, who] of counts) {
-        const chip = document.createElement("button");
-        chip.type = "button";
-        chip.className = "chip" + (who.includes("You") ? " mine" : "");
-        chip.dataset.emoji = emoji;
-        chip.textContent = emoji + " " + who.length;
-        chip.disabled = spy || state !== "chatting";
-        chip.addEventListener("click", () => react(rich.ref, emoji, !who.includes("You")));
-        row.append(chip);
-      }
-      div.append(row);
-    }
-    if (!spy && state === "chatting" && !rich.deleted) div.append(actions(kind, rich));
-  }
-
-  function actions(kind, rich) {
-    const bar = document.createElement("span");
-    bar.className = "actions";
-    const button = (label, cls, fn) => {
-      const b = document.createElement("button");
-      b.type = "button";
-      b.className = cls;
-      b.textContent = label;
-      b.addEventListener("click", fn);
-      bar.append(b);
-      return b;
-    };
-    button("Reply", "act reply", () => startReply(rich.ref));
-    for (const emoji of emojiSet) {
-      const b = button(emoji, "act react", () => react(rich.ref, emoji, true));
-      b.dataset.emoji = emoji;
-      b.title = "React " + emoji;
-    }
-    if (kind === "you") {
-      button("Edit", "act edit", () => startEdit(rich.ref));
-      button("Delete", "act delete", () => retract(rich.ref));
-    }
-    return bar;
-  }
-
-  function picture(image) {
-    const box = document.createElement("span");
-    box.className = "picture";
-    const img = document.createElement("img");
-    img.src = image.url;
-    img.alt = "A picture from the stranger (click to show)";
-    img.className = "blurred";
-    img.width = Math.min(320, image.width);
-    img.addEventListener("click", () => img.classList.toggle("blurred"));
-    box.append(img);
-    const flag = document.createElement("button");
-    flag.type = "button";
-    flag.className = "report picture-report";
-    flag.textContent = "Report";
-    flag.addEventListener("click", report);
-    box.append(flag);
-    return box;
-  }
-
-  function repaint(ref) {
-    const found = byRef.get(ref);
-    if (found) paint(found.entry, found.div);
-    for (const other of byRef.values()) if (other.entry[3].reply === ref) paint(other.entry, other.div);
-  }
-
-  function repaintAll() {
-    for (const found of byRef.values()) paint(found.entry, found.div);
-  }
-
-  function richOf(meta) {
-    // the extension's message metadata, checked: ids must look like ours, images be our own URLs
-    if (!meta || typeof meta !== "object" || typeof meta.ref !== "string" || !LINE_ID.test(meta.ref)) return null;
-    const rich = { ref: meta.ref, reactions: {} };
-    if (typeof meta.reply === "string" && LINE_ID.test(meta.reply)) {
-      rich.reply = meta.reply;
-      if (typeof meta.quote === "string") rich.quote = meta.quote;
-    }
-    const im = meta.image;
-    if (im && typeof im === "object" && typeof im.url === "string" && IMAGE_URL.test(im.url)) {
-      rich.image = { url: im.url, width: Number.isInteger(im.width) ? im.width : 320 };
-    }
-    return rich;
-  }
-
-  function edited(ref, text) {
-    const found = byRef.get(ref);
-    if (!found || typeof text !== "string" || found.entry[3].deleted) return;
-    found.entry[1] = text;
-    found.entry[3].edited = true;
-    repaint(ref);
-  }
-
-  function retracted(ref) {
-    const found = byRef.get(ref);
-    if (!found) return;
-    found.entry[1] = ""; // gone from the page and from this tab's storage
-    found.entry[3].deleted = true;
-    delete found.entry[3].image;
-    for (const other of byRef.values()) if (other.entry[3].reply === ref) delete other.entry[3].quote;
-    repaint(ref);
-  }
-
-  function reacted(ref, emoji, add, who) {
-    const found = byRef.get(ref);
-    if (!found || typeof emoji !== "string" || !emoji || emoji.length > 32) return;
-    const reactions = found.entry[3].reactions;
-    const list = (reactions[emoji] || []).filter((w) => w !== who);
-    if (add) list.push(who);
-    if (list.length) reactions[emoji] = list;
-    else delete reactions[emoji];
-    paint(found.entry, found.div);
-  }
   const notice = (text) => line("notice", text);
 
   function setTyping(text) {
@@ -221,7 +59,7 @@
 
   function save() {
     try {
-      if (clientId) sessionStorage.setItem(STORE, JSON.stringify({ clientId, seen, spy, state, transcript, own, images }));
+      if (clientId) sessionStorage.setItem(STORE, JSON.stringify({ clientId, seen, spy, state, transcript, own, images, maxImage }));
       else sessionStorage.removeItem(STORE);
     } catch (err) {
       // storage may be full or off: a reload then simply starts afresh
@@ -241,12 +79,13 @@
     spy = saved.spy === true;
     own = Number.isInteger(saved.own) ? saved.own : 0;
     images = saved.images === true;
+    maxImage = Number.isInteger(saved.maxImage) ? saved.maxImage : 0;
     log.replaceChildren();
     transcript = [];
     byRef.clear();
     for (const entry of saved.transcript) {
       if (Array.isArray(entry) && typeof entry[0] === "string" && typeof entry[1] === "string") {
-        line(entry[0], entry[1], typeof entry[2] === "string" ? entry[2] : null, savedRich(entry[3]));
+        line(entry[0], entry[1], typeof entry[2] === "string" ? entry[2] : null, lines.savedRich(entry[3]));
       }
     }
     clientId = saved.clientId;
@@ -254,19 +93,6 @@
     setState(saved.state === "chatting" ? "chatting" : "searching");
     poll(++generation);
     return true;
-  }
-
-  function savedRich(saved) {
-    const rich = richOf(saved);
-    if (!rich) return null;
-    rich.edited = saved.edited === true;
-    rich.deleted = saved.deleted === true;
-    if (saved.reactions && typeof saved.reactions === "object") {
-      for (const [emoji, who] of Object.entries(saved.reactions)) {
-        if (Array.isArray(who)) rich.reactions[emoji] = who.filter((w) => typeof w === "string");
-      }
-    }
-    return rich;
   }
 
   function setState(next) {
@@ -286,7 +112,7 @@
     if (!canWrite) cancelCompose();
     $("attach").hidden = !(canWrite && images);
     if (canWrite) message.focus();
-    repaintAll(); // the actions on each line follow the state
+    lines.repaintAll(); // the actions on each line follow the state
   }
 
   function setCount(n) {
@@ -344,6 +170,7 @@
     seen = Number.isInteger(data.next) ? data.next : 0;
     if (data.rich && typeof data.rich === "object") {
       images = data.rich.images === true;
+      maxImage = Number.isInteger(data.rich.image_max_bytes) ? data.rich.image_max_bytes : 0;
       if (Array.isArray(data.rich.emoji) && data.rich.emoji.every((e) => typeof e === "string")) emojiSet = data.rich.emoji;
     }
     handle(data.events || []);
@@ -416,20 +243,20 @@
         case "gotMessage":
           if (state === "searching") setState("chatting");
           setTyping("");
-          line("stranger", String(a), "Stranger", richOf(b));
+          line("stranger", String(a), "Stranger", lines.richOf(b));
           break;
         case "spyMessage":
           setTyping("");
-          line("stranger", String(b), String(a), richOf(ev[3]));
+          line("stranger", String(b), String(a), lines.richOf(ev[3]));
           break;
         case "edit":
-          edited(String(a), b);
+          lines.edited(String(a), b);
           break;
         case "retract":
-          retracted(String(a));
+          lines.retracted(String(a));
           break;
         case "react":
-          reacted(String(a), b, ev[3] === true, "Stranger");
+          lines.reacted(String(a), b, ev[3] === true, typeof ev[4] === "string" && ev[4] ? ev[4] : "Stranger");
           break;
         case "typing":
           if (state === "searching") setState("chatting");
@@ -564,7 +391,7 @@
     if (!found || state !== "chatting") return;
     editing = null;
     replyTo = ref;
-    $("compose-what").textContent = "Replying to " + quoteOf({ reply: ref });
+    $("compose-what").textContent = "Replying to " + lines.quoteOf({ reply: ref });
     $("compose").hidden = false;
     $("send").textContent = "Send";
     message.focus();
@@ -604,24 +431,65 @@
     const found = byRef.get(ref);
     if (!found || found.entry[1] === text) return;
     if (await ask("/edit", { ref, msg: text }, "Your edit was not sent")) {
-      edited(ref, text);
+      lines.edited(ref, text);
       save();
     }
   }
 
   async function retract(ref) {
     if (await ask("/delete", { ref }, "Your message was not deleted")) {
-      retracted(ref);
+      lines.retracted(ref);
       save();
     }
   }
 
   async function react(ref, emoji, add) {
     if (await ask("/react", { ref, emoji, add: add ? "1" : "0" }, "Your reaction was not sent")) {
-      reacted(ref, emoji, add, "You");
+      lines.reacted(ref, emoji, add, "You");
       save();
     }
   }
+
+  // A picture: checked here for kind and size (anything else is "not sent", as the server would
+  // say), then uploaded; the server answers the re-encoded picture it relays, which is shown.
+  async function sendPicture(file) {
+    if (!file || state !== "chatting" || !clientId || !images) return;
+    if (!PICTURE_TYPES.includes(file.type)) {
+      notice("Not sent: only PNG, JPEG, GIF and WebP pictures can be sent.");
+      return;
+    }
+    if (maxImage && file.size > maxImage) {
+      notice("Not sent: the picture is larger than " + (maxImage / 1000000).toFixed(1) + " MB.");
+      return;
+    }
+    const ref = "u" + ++own;
+    try {
+      const response = await fetch("/upload", {
+        method: "POST", body: file, cache: "no-store",
+        headers: { "Content-Type": file.type, "X-Client-ID": clientId, "X-Ref": ref },
+      });
+      if (!response.ok) {
+        const why = (await response.text()).replace(/^fail:?\s*/, "");
+        notice("Your picture was not sent" + (why && response.status === 415 ? ": " + why : "."));
+        return;
+      }
+      const shown = await response.json();
+      const rich = lines.richOf({ ref, image: { ...shown, mine: true } });
+      if (rich) {
+        line("you", "", "You", rich);
+        save();
+      }
+    } catch (err) {
+      notice("Your picture was not sent.");
+    }
+  }
+
+  $("picture").addEventListener("change", () => {
+    const input = $("picture");
+    const file = input.files && input.files[0];
+    input.value = "";
+    sendPicture(file);
+  });
 
   $("compose-cancel").addEventListener("click", () => {
     if (editing) message.value = "";
@@ -648,6 +516,12 @@
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape") return;
     event.preventDefault();
+    if (editing || replyTo) {
+      // Esc first leaves an edit or a reply; pressed again it stops as usual
+      if (editing) message.value = "";
+      cancelCompose();
+      return;
+    }
     if (state === "idle") start();
     else stop();
   });
