@@ -7,7 +7,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -31,6 +30,7 @@ from bridge.events import (
     Waiting,
 )
 
+from .alive import AliveMark
 from .blocks import DAY, Blocks
 from .pool import ANSWER, ASK, GROUP, INTERESTS, RANDOM, Match, Pool, Ticket
 from .queued import END, QueuedChat
@@ -178,9 +178,8 @@ class HubBackend(Backend):
         self.pool = Pool(repair_cooldown=config.repair_cooldown, scan_limit=config.scan_limit, blocks=blocks)
         self.chats_live = 0
         self.shared: SharedHub | None = None  # set by scale_out: the pool and the chats span instances
-        self.previous_alive: float | None = None  # when the previous run was last seen alive (wall clock)
+        self.alive: AliveMark | None = None  # this run's sign of life, and the previous run's
         self._resuming: dict[str, _Conversation] = {}  # conversations taken up again, while resume() runs
-        self._alive_task: asyncio.Task | None = None
 
     def scale_out(self, store: Any) -> None:
         """Pair and relay through `store`'s Redis (a bridge.store RedisStore) with every instance sharing it.
@@ -190,37 +189,17 @@ class HubBackend(Backend):
         self.shared = SharedHub(self, store)
 
     async def stop(self) -> None:
-        if self._alive_task is not None:
-            self._alive_task.cancel()
-            await self._mark_alive()
+        if self.alive is not None:
+            await self.alive.stop()
         if self.shared is not None:
             await self.shared.stop()
 
-    @property
-    def _alive_key(self) -> str:
-        # One per instance when several share the store: each instance's chats are its own to resume.
-        return f"alive_at:{self.shared.instance}" if self.shared is not None else "alive_at"
-
-    async def _mark_alive(self) -> None:
-        if self.state is not None:
-            try:
-                await self.state.set(self._alive_key, f"{time.time():.3f}")
-            except Exception as exc:  # the next run then resumes less; the chats go on now
-                log.warning("hub: could not record that it is alive: %s", type(exc).__name__)
-
-    async def _keep_alive(self) -> None:
-        while True:
-            await asyncio.sleep(min(15.0, max(0.2, self.config.resume_window / 4)))
-            await self._mark_alive()
-
     async def start(self) -> None:
         if self.state is not None and self.config.resume_window > 0:
-            try:
-                self.previous_alive = float(await self.state.get(self._alive_key) or "nan")
-            except ValueError:
-                self.previous_alive = None
-            await self._mark_alive()
-            self._alive_task = asyncio.get_running_loop().create_task(self._keep_alive(), name="hub alive")
+            # One mark per instance when several share the store: each instance's chats are its own to resume.
+            key = f"alive_at:{self.shared.instance}" if self.shared is not None else "alive_at"
+            self.alive = AliveMark(self.state, key, self.config.resume_window)
+            await self.alive.start()
         if self.shared is not None:  # blocks live in Redis, per user
             await self.shared.start()
             return
@@ -267,13 +246,9 @@ class HubBackend(Backend):
 
     # ---- restarts ----------------------------------------------------------------------------
 
-    def _in_window(self) -> bool:
-        seen = self.previous_alive
-        return seen is not None and seen == seen and time.time() - seen <= self.config.resume_window
-
     async def resume(self, handle: str) -> Chat | None:
         """Take up a member of a chat the previous run left (within resume_window of its last sign of life)."""
-        if not self._in_window():
+        if self.alive is None or not self.alive.in_window():
             return None
         if self.shared is not None:
             return self.shared.resume(handle)
