@@ -145,3 +145,28 @@ async def test_a_web_client_does_not_outlive_a_crash_so_its_partner_is_told_once
         assert len(ends(d.shown("a"))) == 1
     finally:
         await d.stop()
+
+
+async def test_redis_instance_killed_and_restarted_at_once_takes_its_chat_back(tmp_path, redis_server):
+    # lease 6 s: the restarted process is waiting for its old lease well before it runs out
+    a = Daemon(tmp_path, redis_server.url, "a", lease=6.0, hub="resume_window = 60")
+    b = Daemon(tmp_path, redis_server.url, "b", lease=6.0, hub="resume_window = 60")
+    await asyncio.gather(a.start(), b.start())
+    try:
+        a.user("x", "Start")
+        await a.until("x", lambda ev: any(e["type"] == "Waiting" for e in ev))
+        b.user("y", "Start")
+        await a.until("x", lambda ev: any(e["type"] == "Connected" for e in ev))
+        await b.until("y", lambda ev: any(e["type"] == "Connected" for e in ev))
+        await chat_both_ways(a, "x", b, "y", 10, "before")
+        await a.kill()
+        gap = [f"gap-{secrets.token_hex(4)}-{i}" for i in range(10)]
+        for token in gap:
+            b.user("y", "Message", text=token)
+        await a.start()  # waits out its old lease, having told the others it is coming back
+        got = await a.until("x", lambda ev: all(t in texts(ev) for t in gap))
+        assert [t for t in texts(got) if t.startswith("gap-")] == gap
+        await chat_both_ways(a, "x", b, "y", 10, "after")
+        assert ends(a.shown("x")) == ends(b.shown("y")) == []
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
