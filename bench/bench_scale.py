@@ -1,5 +1,5 @@
-"""Scale-out on Redis, side by side in one run against a real redis-server: relay latency across two
-instances against the same pair on one, 10,000 arrivals over two instances' hubs, Redis memory per
+"""Scale-out on Redis, side by side in one run against a real redis-server: relay latency and throughput
+(with CPU per message) across two instances against the same pair on one, 10,000 arrivals over two instances' hubs, Redis memory per
 waiting user and per live chat, and the time from SIGKILL of an instance to its partner's notice."""
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ PREFIX = "bench:"
 SAMPLES = 400
 ARRIVALS = 10_000
 IN_FLIGHT = 2  # arrivals in flight per instance: latency, not queueing behind a flood
+MESSAGES = 5_000  # one way, for the throughput figures
 CHATS = 2_000  # live chats for the memory figure
 
 
@@ -76,6 +77,39 @@ async def relay_latency(url: str) -> None:
              median=round(median(lat[name]) * ms, 3), samples=len(lat[name]), lost=SAMPLES - len(lat[name]))
     emit("scale.relay_cross_instance_added_p99", (percentile(lat["two"], 99) - percentile(lat["one"], 99)) * ms, "ms", "<= 2",
          note="two Bridge objects in one process sharing one redis-server: the Redis stream hop, not a second process's scheduling")
+
+
+async def throughput(url: str, port: int) -> None:
+    """Messages per second one way through a pair on one instance and across two, with CPU per message
+    (this process, which runs both instances, and redis-server's own)."""
+    client = aioredis.Redis(port=port, decode_responses=True)
+
+    async def redis_cpu() -> float:
+        info = await client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    try:
+        async with Bridge(instance_config(url, "ta")) as a, Bridge(instance_config(url, "tb")) as b:
+            sa, sb = a.platforms["sink"], b.platforms["sink"]
+            for name, (x, y) in {"one": (sa, sa), "two": (sa, sb)}.items():
+                rx, ry = Room("sink", f"t{name}-x"), Room("sink", f"t{name}-y")
+                x.submit(rx, Start(user=f"t{name}-x"))
+                y.submit(ry, Start(user=f"t{name}-y"))
+                await until(lambda rx=rx, ry=ry, x=x, y=y: rx in x.connected and ry in y.connected)
+                tokens = [f"t{name}-{i}" for i in range(MESSAGES)]
+                cpu, rcpu, started = time.process_time(), await redis_cpu(), time.perf_counter()
+                for i in range(0, MESSAGES, 500):  # in bursts the room's inbox takes
+                    for token in tokens[i : i + 500]:
+                        x.submit(rx, Message(token))
+                    await until(lambda t=tokens[min(i + 499, MESSAGES - 1)], y=y: t in y.arrived)
+                elapsed = time.perf_counter() - started
+                cpu, rcpu = time.process_time() - cpu, await redis_cpu() - rcpu
+                label = "one_instance" if name == "one" else "two_instances"
+                emit(f"scale.relay_throughput_{label}", MESSAGES / elapsed, "messages/s", messages=MESSAGES)
+                emit(f"scale.relay_cpu_per_message_{label}", cpu / MESSAGES * 1e6, "us", redis_us=round(rcpu / MESSAGES * 1e6, 2),
+                     note="this process's CPU (it runs both instances) and redis-server's, per message")
+    finally:
+        await client.aclose()
 
 
 async def arrivals(url: str) -> None:
@@ -172,6 +206,7 @@ async def main() -> None:
         server = RedisServer(Path(tmp) / "redis").start()
         try:
             await relay_latency(server.url)
+            await throughput(server.url, server.port)
             await arrivals(server.url)
             await memory(server.url, server.port)
             await kill_to_notice(Path(tmp), server)

@@ -196,7 +196,10 @@ class Router:
         for record in await self.store.sessions():
             backend = self.backends.get(record.backend)
             chat = None
-            if backend is not None and record.handle:
+            # A backend whose chats live only between this bridge's rooms (the hub) takes up only
+            # those whose room outlived the process: a web client's did not.
+            persist = getattr(self.platforms.get(record.room.platform), "rooms_persist", False)
+            if backend is not None and record.handle and (persist or not getattr(backend, "needs_persistent_rooms", False)):
                 try:
                     chat = await backend.resume(record.handle)
                 except Exception as exc:

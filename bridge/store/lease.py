@@ -88,10 +88,14 @@ class InstanceLease:
         waited = False
         while not await self.redis.set(key, self.holder, nx=True, px=self._ms):
             if time.monotonic() > deadline:
+                await self._release(keys=[self.away_key(self.name)], args=[self.holder])  # not ours to wait for
                 raise StoreError(f"bridge.instance: {self._describe(await self.redis.get(key))}")
             if not waited:
                 waited = True
                 log.info("instance %s: its name is leased; waiting up to %.1f s for a previous run's lease to expire", self.name, 1.5 * self.seconds)
+                # A crashed run's partners wait for this one to take its chats back rather than
+                # ending them when the old lease runs out; set only while nobody else said so.
+                await self.redis.set(self.away_key(self.name), self.holder, nx=True, px=round((1.5 * self.seconds + 1) * 1000))
             await asyncio.sleep(min(0.1, self.seconds / 10))
         await self.redis.sadd(self.instances_key, self.name)
         await self.redis.delete(self.away_key(self.name))  # back: nobody need wait for it any more

@@ -7,15 +7,12 @@ import dataclasses
 import itertools
 import json
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import Field
 
 from bridge.abc import Backend, Chat, PluginConfig
-from bridge.inbox import Inbox
 from bridge.events import (
     Connected,
     Disconnected,
@@ -33,15 +30,16 @@ from bridge.events import (
     Waiting,
 )
 
+from .alive import AliveMark
 from .blocks import DAY, Blocks
 from .pool import ANSWER, ASK, GROUP, INTERESTS, RANDOM, Match, Pool, Ticket
+from .queued import END, QueuedChat
 from .shared import SharedHub
 
 __all__ = ["HubBackend", "HubChat", "HubConfig"]
 
 log = logging.getLogger(__name__)
 
-_END = object()
 _RICH = (Edit, Retract, Reaction)
 _ANONYMOUS = itertools.count(1)
 
@@ -86,10 +84,10 @@ class _Conversation:
         return None
 
 
-class HubChat(Chat):
+class HubChat(QueuedChat):
     """One member's side of a hub conversation."""
 
-    __slots__ = ("hub", "start", "queue", "ticket", "conversation", "fallback", "closed")
+    __slots__ = ("hub", "start", "ticket", "conversation", "fallback")
     enforces_blocks = True  # a reported pair is not matched again for block_days, across restarts (blocks are stored)
     rich = True  # edits, deletions, reactions, references and pictures travel as they are
 
@@ -103,7 +101,8 @@ class HubChat(Chat):
         if conv is None or self not in conv.alive or self.hub.config.resume_window <= 0:
             return None
         users = [m.ticket.user if m.ticket else "" for m in conv.members]
-        return json.dumps({"cid": conv.cid, "kind": conv.kind, "me": conv.members.index(self), "users": users})
+        pairings = [m.ticket.pairing if m.ticket else "" for m in conv.members]
+        return json.dumps({"cid": conv.cid, "kind": conv.kind, "me": conv.members.index(self), "users": users, "pairings": pairings})
 
     @property
     def survives_restart(self) -> bool:
@@ -111,27 +110,12 @@ class HubChat(Chat):
         return self.handle is not None
 
     def __init__(self, hub: HubBackend, start: Start) -> None:
+        super().__init__()
         self.hub = hub
         self.start = start
-        self.queue: Inbox = Inbox()  # unbounded: the partner's session rate-limits what it sends
         self.ticket: Ticket | None = None
         self.conversation: _Conversation | None = None
         self.fallback: asyncio.TimerHandle | None = None
-        self.closed = False
-
-    async def events(self) -> AsyncIterator[Event]:
-        queue = self.queue
-        while True:
-            event = await queue.get()
-            if event is _END:
-                return
-            yield event
-            if type(event) is Disconnected and event.final:
-                return
-
-    def push(self, event: Event) -> None:
-        if not self.closed:
-            self.queue.put_nowait(event)
 
     def stranger_key(self) -> str | None:
         # Only in a one-to-one chat is "the stranger" one person; a group's report names nobody.
@@ -171,7 +155,7 @@ class HubChat(Chat):
             return
         self.closed = True
         self.hub.leave(self)
-        self.queue.put_nowait(_END)
+        self.queue.put_nowait(END)
 
 
 class _StandIn(HubChat):
@@ -186,6 +170,7 @@ class HubBackend(Backend):
     Config = HubConfig
     max_message_length = 4000
     honours_accept = True  # the pool checks both people's Start.accept before pairing
+    needs_persistent_rooms = True  # a chat is resumed only where the room outlived the process (Platform.rooms_persist)
 
     def __init__(self, name, config, state=None) -> None:
         super().__init__(name, config, state)
@@ -193,9 +178,8 @@ class HubBackend(Backend):
         self.pool = Pool(repair_cooldown=config.repair_cooldown, scan_limit=config.scan_limit, blocks=blocks)
         self.chats_live = 0
         self.shared: SharedHub | None = None  # set by scale_out: the pool and the chats span instances
-        self.previous_alive: float | None = None  # when the previous run was last seen alive (wall clock)
+        self.alive: AliveMark | None = None  # this run's sign of life, and the previous run's
         self._resuming: dict[str, _Conversation] = {}  # conversations taken up again, while resume() runs
-        self._alive_task: asyncio.Task | None = None
 
     def scale_out(self, store: Any) -> None:
         """Pair and relay through `store`'s Redis (a bridge.store RedisStore) with every instance sharing it.
@@ -205,37 +189,17 @@ class HubBackend(Backend):
         self.shared = SharedHub(self, store)
 
     async def stop(self) -> None:
-        if self._alive_task is not None:
-            self._alive_task.cancel()
-            await self._mark_alive()
+        if self.alive is not None:
+            await self.alive.stop()
         if self.shared is not None:
             await self.shared.stop()
 
-    @property
-    def _alive_key(self) -> str:
-        # One per instance when several share the store: each instance's chats are its own to resume.
-        return f"alive_at:{self.shared.instance}" if self.shared is not None else "alive_at"
-
-    async def _mark_alive(self) -> None:
-        if self.state is not None:
-            try:
-                await self.state.set(self._alive_key, f"{time.time():.3f}")
-            except Exception as exc:  # the next run then resumes less; the chats go on now
-                log.warning("hub: could not record that it is alive: %s", type(exc).__name__)
-
-    async def _keep_alive(self) -> None:
-        while True:
-            await asyncio.sleep(min(15.0, max(0.2, self.config.resume_window / 4)))
-            await self._mark_alive()
-
     async def start(self) -> None:
         if self.state is not None and self.config.resume_window > 0:
-            try:
-                self.previous_alive = float(await self.state.get(self._alive_key) or "nan")
-            except ValueError:
-                self.previous_alive = None
-            await self._mark_alive()
-            self._alive_task = asyncio.get_running_loop().create_task(self._keep_alive(), name="hub alive")
+            # One mark per instance when several share the store: each instance's chats are its own to resume.
+            key = f"alive_at:{self.shared.instance}" if self.shared is not None else "alive_at"
+            self.alive = AliveMark(self.state, key, self.config.resume_window)
+            await self.alive.start()
         if self.shared is not None:  # blocks live in Redis, per user
             await self.shared.start()
             return
@@ -282,27 +246,26 @@ class HubBackend(Backend):
 
     # ---- restarts ----------------------------------------------------------------------------
 
-    def _in_window(self) -> bool:
-        seen = self.previous_alive
-        return seen is not None and seen == seen and time.time() - seen <= self.config.resume_window
-
     async def resume(self, handle: str) -> Chat | None:
         """Take up a member of a chat the previous run left (within resume_window of its last sign of life)."""
-        if not self._in_window():
+        if self.alive is None or not self.alive.in_window():
             return None
         if self.shared is not None:
             return self.shared.resume(handle)
         try:
             data = json.loads(handle)
             cid, kind, me, users = str(data["cid"]), str(data["kind"]), int(data["me"]), [str(u) for u in data["users"]]
+            pairings = [str(p) for p in data.get("pairings") or users]
         except (ValueError, KeyError, TypeError):
             return None
-        if not 0 <= me < len(users):
+        if not 0 <= me < len(users) or len(pairings) != len(users):
             return None
         conv = self._resuming.get(cid)
         if conv is None:  # its members stand in until they are resumed; resumed() ends the chat for the rest
-            standins = [self._standin(user, kind) for user in users]
+            standins = [self._standin(user, pairing, kind) for user, pairing in zip(users, pairings)]
             conv = self._resuming[cid] = _Conversation(kind, standins, cid)
+            for standin in standins:
+                standin.conversation = conv
             self.chats_live += 1
         standin = conv.members[me]
         if not isinstance(standin, _StandIn):
@@ -314,9 +277,9 @@ class HubBackend(Backend):
         conv.alive[conv.alive.index(standin)] = chat
         return chat
 
-    def _standin(self, user: str, kind: str) -> HubChat:
+    def _standin(self, user: str, pairing: str, kind: str) -> HubChat:
         chat = _StandIn(self, Start(user=user))
-        chat.ticket = Ticket(user=user, kind=kind)
+        chat.ticket = Ticket(user=user, kind=kind, pairing=pairing)
         chat.closed = True  # shows nothing
         return chat
 

@@ -38,13 +38,16 @@ local function accepts(accept, scope)
   end
   return false
 end
--- p and q: {user, scope, accept (a list)}.
+-- p and q: {user, scope, accept (a list), pairing}. The same pairing key never meets itself and
+-- cools down after a parting; report blocks hold between (moderation) users, as in pool.py.
 local function compatible(p, q)
-  if p[1] == q[1] then return false end
+  if p[4] == q[4] then return false end
   if not (accepts(p[3], q[2]) and accepts(q[3], p[2])) then return false end
-  local until_ = redis.call('ZSCORE', prefix .. 'pool:blocked:' .. p[1], q[1])
-  if until_ and tonumber(until_) > now then return false end
-  return redis.call('EXISTS', pair_key(p[1], q[1])) == 0
+  if p[1] ~= q[1] then
+    local until_ = redis.call('ZSCORE', prefix .. 'pool:blocked:' .. p[1], q[1])
+    if until_ and tonumber(until_) > now then return false end
+  end
+  return redis.call('EXISTS', pair_key(p[4], q[4])) == 0
 end
 local function remove(id, places)
   for _, place in ipairs(places) do redis.call('ZREM', place, id) end
@@ -57,17 +60,17 @@ local function find(bucket, against, n, limit)
   for _, p in ipairs(against) do people[#people + 1] = p end
   for _, id in ipairs(redis.call('ZRANGE', bucket, 0, limit - 1)) do
     local f = redis.call('HMGET', prefix .. 'pool:entry:' .. id, 'user', 'owner', 'places', 'interests', 'question',
-      'scope', 'accept')
+      'scope', 'accept', 'pairing')
     if not f[1] then
       redis.call('ZREM', bucket, id)
     else
-      local person = {f[1], f[6] or '', cjson.decode(f[7] or '[]')}
+      local person = {f[1], f[6] or '', cjson.decode(f[7] or '[]'), f[8] or f[1]}
       local ok = true
       for _, p in ipairs(people) do
         if not compatible(p, person) then ok = false break end
       end
       if ok then
-        chosen[#chosen + 1] = {id, f[1], f[2], f[4], f[5] or '', f[3], person}
+        chosen[#chosen + 1] = {id, f[1], f[2], f[4], f[5] or '', f[3], person, f[8] or f[1]}
         people[#people + 1] = person
         if #chosen == n then return chosen end
       end
@@ -78,31 +81,34 @@ end
 local function take(found)
   for _, e in ipairs(found) do remove(e[1], cjson.decode(e[6])) end
 end
-local function enqueue(id, user, owner, lease, places, interests, question, scope, accept)
+local function enqueue(id, user, owner, lease, places, interests, question, scope, accept, pairing)
   local key = prefix .. 'pool:entry:' .. id
   redis.call('HSET', key, 'user', user, 'owner', owner, 'places', cjson.encode(places), 'interests', interests,
-    'question', question, 'scope', scope, 'accept', accept)
+    'question', question, 'scope', scope, 'accept', accept, 'pairing', pairing)
   redis.call('PEXPIRE', key, lease)
   for _, place in ipairs(places) do redis.call('ZADD', place, tonumber(id), id) end
 end
--- The reply: {id, 'paired', kind, members...} with 5 fields per member, in the pool's order.
+-- The reply: {id, 'paired', kind, members...} with 6 fields per member (id, user, owner,
+-- interests, question, pairing), in the pool's order.
 local function reply(id, kind, members)
   local out = {id, 'paired', kind}
   for _, e in ipairs(members) do
     for i = 1, 5 do out[#out + 1] = e[i] end
+    out[#out + 1] = e[8]
   end
   return out
 end
 """
 
 # ARGV: prefix, user, owner, lease_ms, scan_limit, language, mode, interests (JSON list), question,
-# scope, accept (JSON list). Returns {id, 'waiting'} or reply(...).
+# scope, accept (JSON list), pairing. Returns {id, 'waiting'} or reply(...).
 _ARRIVE = _COMMON + r"""
 local user, owner, lease, limit, lang, mode = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
-local interests, question, scope, accept = cjson.decode(ARGV[8]), ARGV[9], ARGV[10], ARGV[11]
-local person = {user, scope, cjson.decode(accept)}
+local interests, question, scope, accept, pairing = cjson.decode(ARGV[8]), ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local person = {user, scope, cjson.decode(accept), pairing}
 local id = tostring(redis.call('INCR', prefix .. 'pool:seq'))
 local me = {id, user, owner, ARGV[8], question}
+me[8] = pairing
 local bucket = prefix .. 'pool:' .. mode .. ':' .. lang
 if mode == 'interests' then
   table.sort(interests)
@@ -112,7 +118,7 @@ if mode == 'interests' then
     local found = find(places[i], {person}, 1, limit)
     if found then take(found) return reply(id, 'pair', {found[1], me}) end
   end
-  enqueue(id, user, owner, lease, places, ARGV[8], question, scope, accept)
+  enqueue(id, user, owner, lease, places, ARGV[8], question, scope, accept, pairing)
   return {id, 'waiting'}
 end
 if mode == 'random' then
@@ -136,7 +142,7 @@ elseif mode == 'group' then
 else
   return redis.error_reply('unknown mode ' .. mode)
 end
-enqueue(id, user, owner, lease, {bucket}, ARGV[8], question, scope, accept)
+enqueue(id, user, owner, lease, {bucket}, ARGV[8], question, scope, accept, pairing)
 return {id, 'waiting'}
 """
 
@@ -145,9 +151,9 @@ return {id, 'waiting'}
 _FALL_BACK = _COMMON + r"""
 local id, limit, lang = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local key = prefix .. 'pool:entry:' .. id
-local f = redis.call('HMGET', key, 'user', 'owner', 'places', 'interests', 'question', 'scope', 'accept')
+local f = redis.call('HMGET', key, 'user', 'owner', 'places', 'interests', 'question', 'scope', 'accept', 'pairing')
 if not f[1] then return {id, 'gone'} end
-local person = {f[1], f[6] or '', cjson.decode(f[7] or '[]')}
+local person = {f[1], f[6] or '', cjson.decode(f[7] or '[]'), f[8] or f[1]}
 local places = cjson.decode(f[3])
 local random = prefix .. 'pool:random:' .. lang
 for _, place in ipairs(places) do if place == random then return {id, 'waiting'} end end
@@ -155,7 +161,9 @@ local found = find(random, {person}, 1, limit)
 if found then
   take(found)
   remove(id, places)
-  return reply(id, 'pair', {found[1], {id, f[1], f[2], f[4], f[5] or ''}})
+  local me = {id, f[1], f[2], f[4], f[5] or ''}
+  me[8] = f[8] or f[1]
+  return reply(id, 'pair', {found[1], me})
 end
 places[#places + 1] = random
 redis.call('HSET', key, 'places', cjson.encode(places))
@@ -187,11 +195,14 @@ end
 return 1
 """
 
-# ARGV: prefix, lease_ms, ids... How many of them are still waiting (their lease renewed).
+# ARGV: prefix, lease_ms, ids... The ids no longer waiting (taken, left, or their lease ran out);
+# the others' leases are renewed.
 _RENEW = r"""
-local n = 0
-for i = 3, #ARGV do n = n + redis.call('PEXPIRE', ARGV[1] .. 'pool:entry:' .. ARGV[i], ARGV[2]) end
-return n
+local gone = {}
+for i = 3, #ARGV do
+  if redis.call('PEXPIRE', ARGV[1] .. 'pool:entry:' .. ARGV[i], ARGV[2]) == 0 then gone[#gone + 1] = ARGV[i] end
+end
+return gone
 """
 
 
@@ -204,6 +215,11 @@ class Entry:
     owner: str
     interests: tuple[str, ...] = ()
     question: str | None = None  # an asker's question (spy mode)
+    pairing: str = ""  # who the person is to pairing (Start.pairing); "": the same as user
+
+    def __post_init__(self) -> None:
+        if not self.pairing:
+            object.__setattr__(self, "pairing", self.user)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,11 +275,13 @@ class RedisPool:
         question: str | None = None,
         scope: str | None = None,
         accept: tuple[str, ...] = (),
+        pairing: str | None = None,
     ) -> Pairing:
         """Take compatible waiters for `mode` (RANDOM, INTERESTS, ASK, ANSWER, GROUP) or wait.
 
         RANDOM with interests means INTERESTS, as in the hub; INTERESTS takes a waiter of any shared interest.
-        `scope` and `accept` are the person's Start.scope and Start.accept (checked both ways, as the hub's pool does).
+        `scope` and `accept` are the person's Start.scope and Start.accept (checked both ways, as the hub's pool does);
+        `pairing` is Start.pairing (None: the same as `user`).
         """
         wanted = sorted(set(interests))
         if mode == RANDOM and wanted:
@@ -273,8 +291,8 @@ class RedisPool:
         if mode == INTERESTS and not wanted:
             raise ValueError("an interests search needs at least one interest")
         args = [self.prefix, user, self.owner, self.lease_ms, self.scan_limit, language, mode, json.dumps(wanted), question or "",
-                scope or "", json.dumps(list(accept))]
-        entry = Entry("", user, self.owner, tuple(wanted), question)
+                scope or "", json.dumps(list(accept)), pairing or user]
+        entry = Entry("", user, self.owner, tuple(wanted), question, pairing or user)
         return _pairing(entry, await self._arrive(keys=[], args=args))
 
     async def fall_back(self, entry: Entry, *, language: str = "en") -> Pairing | None:
@@ -290,9 +308,13 @@ class RedisPool:
 
     async def renew(self, entries: list[Entry]) -> int:
         """Renew the leases of this instance's waiting entries (its heartbeat); how many still wait."""
+        return len(entries) - len(await self.renew_missing(entries))
+
+    async def renew_missing(self, entries: list[Entry]) -> list[str]:
+        """Renew the leases of waiting entries; the ids of those no longer in the pool."""
         if not entries:
-            return 0
-        return int(await self._renew(keys=[], args=[self.prefix, self.lease_ms, *[e.id for e in entries]]))
+            return []
+        return [str(i) for i in await self._renew(keys=[], args=[self.prefix, self.lease_ms, *[e.id for e in entries]])]
 
     async def block(self, a: str, b: str, *, ttl: float = 30 * 86_400.0, per_user: int = 1000) -> None:
         """Do not pair these two again for `ttl` seconds (after a report); each user keeps `per_user` blocks."""
@@ -315,17 +337,17 @@ _KINDS = {"pair": None, "ask": ASK, "group": GROUP}
 
 
 def _pairing(entry: Entry, reply: list[Any]) -> Pairing:
-    entry = Entry(str(reply[0]), entry.user, entry.owner, entry.interests, entry.question)
+    entry = Entry(str(reply[0]), entry.user, entry.owner, entry.interests, entry.question, entry.pairing)
     if reply[1] == "waiting":
         return Pairing(entry)
     fields = reply[3:]
     members = []
-    for i in range(0, len(fields), 5):
-        member_id, user, owner, interests, question = fields[i : i + 5]
+    for i in range(0, len(fields), 6):
+        member_id, user, owner, interests, question, pairing = fields[i : i + 6]
         if str(member_id) == entry.id:
             members.append(entry)
         else:
-            members.append(Entry(str(member_id), str(user), str(owner), tuple(json.loads(interests or "[]")), question or None))
+            members.append(Entry(str(member_id), str(user), str(owner), tuple(json.loads(interests or "[]")), question or None, str(pairing or user)))
     kind = _KINDS[reply[2]]
     if kind is None:  # two people: interests when they share one, as the hub's pool says
         kind = INTERESTS if set(members[0].interests) & set(members[1].interests) else RANDOM

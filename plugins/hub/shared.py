@@ -9,33 +9,16 @@ import itertools
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-from bridge.abc import Chat
 from bridge.dedupe import SeenIds
-from bridge.events import (
-    Connected,
-    Disconnected,
-    Edit,
-    Event,
-    Message,
-    Mode,
-    Reaction,
-    Reason,
-    Report,
-    Retract,
-    ServerNotice,
-    Start,
-    StoppedTyping,
-    Typing,
-    Waiting,
-)
-from bridge.inbox import Inbox
+from bridge.events import Connected, Disconnected, Event, Mode, Reason, ServerNotice, Start, StoppedTyping, Typing, Waiting
 
 from .blocks import DAY
 from .pool import ANSWER, ASK, GROUP, INTERESTS, RANDOM
 from .redis_pool import Entry, Pairing, RedisPool
+from .sharedchat import Conversation, SharedChat
+from .sharedfaults import Faults
 from .stream import StreamRelay
 from .wire import decode_event, encode_event
 
@@ -43,119 +26,12 @@ __all__ = ["SharedChat", "SharedHub"]
 
 log = logging.getLogger(__name__)
 
-_END = object()
-_RELAYED = (Message, Typing, StoppedTyping, Edit, Retract, Reaction)
 _LOSSY = (Typing, StoppedTyping)
 _EARLY = 4096  # pairings that reached this instance before the arrival that made them had returned
-_RENEW_BATCH = 1000
 UNREACHABLE = "The stranger pool cannot be reached right now, so no chat was started. Please try again in a minute."
-OUTAGE = "The stranger pool could not be reached for too long; this chat has ended."
-DATA_LOST = "The stranger pool lost its shared state (its database restarted empty); this chat has ended."
 
 
-class _Conversation:
-    """One instance's copy of a live chat: who is in it (entry id, owner instance, user) and who is still there."""
-
-    __slots__ = ("cid", "kind", "ids", "owners", "users", "alive", "question", "common")
-
-    def __init__(self, desc: dict[str, Any]) -> None:
-        self.cid = str(desc["cid"])
-        self.kind = str(desc["kind"])
-        self.ids = [str(m[0]) for m in desc["members"]]
-        self.owners = {str(m[0]): str(m[1]) for m in desc["members"]}
-        self.users = {str(m[0]): str(m[2]) for m in desc["members"]}
-        self.alive = list(self.ids)
-        self.question = desc.get("question")
-        self.common = tuple(desc.get("common") or ())
-
-    def label(self, viewer: str, speaker: str) -> str | None:
-        """How `viewer` names `speaker` (as plugins/hub/backend.py's conversations do): None one-to-one."""
-        if self.kind == ASK:
-            if viewer != self.ids[0]:
-                return None
-            return f"Stranger {self.ids.index(speaker)}"
-        if self.kind == GROUP:
-            others = [m for m in self.ids if m != viewer]
-            return f"Stranger {others.index(speaker) + 1}"
-        return None
-
-
-class SharedChat(Chat):
-    """One member's side of a hub conversation whose other members may live on other instances."""
-
-    __slots__ = ("hub", "start", "kind", "queue", "entry", "conversation", "fallback", "closed", "seq")
-    enforces_blocks = True  # blocks are kept in Redis for every instance, for block_days
-
-    def apart_days(self) -> float | None:
-        return self.hub.config.block_days
-
-    @property
-    def handle(self) -> str | None:  # type: ignore[override]
-        """The conversation as this instance knows it and this member's entry id, for `SharedHub.resume`."""
-        conv, entry = self.conversation, self.entry
-        if conv is None or entry is None or entry.id not in conv.alive or self.hub.config.resume_window <= 0:
-            return None
-        members = [[m, conv.owners[m], conv.users[m]] for m in conv.ids]
-        return json.dumps({"cid": conv.cid, "kind": conv.kind, "members": members, "me": entry.id,
-                           "question": conv.question, "common": list(conv.common), "alive": conv.alive})
-
-    @property
-    def survives_restart(self) -> bool:
-        """Whether a stop may leave this chat for this instance's next run (the others are not told)."""
-        return self.handle is not None
-
-    def __init__(self, hub: SharedHub, start: Start, kind: str) -> None:
-        self.hub = hub
-        self.start = start
-        self.kind = kind
-        self.queue: Inbox = Inbox()  # unbounded: the partner's session rate-limits what it sends
-        self.entry: Entry | None = None
-        self.conversation: _Conversation | None = None
-        self.fallback: asyncio.TimerHandle | None = None
-        self.closed = False
-        self.seq = itertools.count(1)
-
-    async def events(self) -> AsyncIterator[Event]:
-        queue = self.queue
-        while True:
-            event = await queue.get()
-            if event is _END:
-                return
-            yield event
-            if type(event) is Disconnected and event.final:
-                return
-
-    def push(self, event: Event) -> None:
-        if not self.closed:
-            self.queue.put_nowait(event)
-
-    def stranger_key(self) -> str | None:
-        conv, entry = self.conversation, self.entry
-        if conv is None or entry is None or conv.kind in (ASK, GROUP) or len(conv.ids) != 2:
-            return None
-        return next(conv.users[m] for m in conv.ids if m != entry.id)
-
-    async def send(self, event: Event) -> None:
-        if type(event) is Report:  # also after the chat ended: "report" is often pressed then
-            await self.hub.report(self)
-            return
-        conv, entry = self.conversation, self.entry
-        if self.closed or conv is None or entry is None or entry.id not in conv.alive:
-            return
-        if conv.kind == ASK and conv.ids[0] == entry.id:
-            return  # the spy only watches
-        if type(event) in _RELAYED:
-            self.hub.relay_event(self, event)
-
-    async def aclose(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.queue.put_nowait(_END)
-        await self.hub.leave(self)
-
-
-class SharedHub:
+class SharedHub(Faults):
     """The hub backend's engine when its store is Redis: every instance pairs from one pool.
 
     A pairing is made by the instance whose arrival completed it (one Lua script); it tells every
@@ -185,7 +61,7 @@ class SharedHub:
         previous = store.on_instance_down
 
         async def instance_down(name: str, sessions: int) -> None:
-            self.instance_down(name)
+            await self.instance_down(name)
             await previous(name, sessions)
 
         store.on_instance_down = instance_down
@@ -226,6 +102,12 @@ class SharedHub:
             chat.push(Disconnected(reason=Reason.ERROR))
             return chat
         chat.push(Waiting())
+        await self._enter(chat)
+        return chat
+
+    async def _enter(self, chat: SharedChat) -> None:
+        """Into the pool: paired at once, or waiting (with an interests fallback timer)."""
+        start, kind = chat.start, chat.kind
         user = start.user or f"anon-{self.instance}-{next(self._anonymous)}"
         pairing = await self.pool.arrive(
             user,
@@ -235,12 +117,20 @@ class SharedHub:
             question=start.question,
             scope=start.scope,
             accept=tuple(start.accept),
+            pairing=start.pairing,
         )
         chat.entry = pairing.entry
+        if chat.closed:  # left while the script ran
+            self.gone.remember(pairing.entry.id)
+            if pairing.members:
+                self._form(pairing)  # the others are told it left
+            else:
+                await self.pool.leave(pairing.entry)
+            return
         self.local[pairing.entry.id] = chat
         if pairing.members:
             self._form(pairing)
-            return chat
+            return
         self.waiting[pairing.entry.id] = chat
         early = self.early.pop(pairing.entry.id, None)
         if early:  # another instance took it before this arrival had returned
@@ -248,7 +138,6 @@ class SharedHub:
                 self._on_envelope(envelope)
         elif kind == INTERESTS and not start.strict_interests:
             chat.fallback = asyncio.get_running_loop().call_later(self.config.interest_fallback, self._fall_back, chat)
-        return chat
 
     def _fall_back(self, chat: SharedChat) -> None:
         chat.fallback = None
@@ -272,7 +161,7 @@ class SharedHub:
         desc = {
             "cid": uuid.uuid4().hex,
             "kind": kind,
-            "members": [[m.id, m.owner, m.user] for m in members],
+            "members": [[m.id, m.owner, m.user, m.pairing] for m in members],
             "question": members[0].question if kind == ASK else None,
             "common": list(pairing.common),
         }
@@ -309,7 +198,7 @@ class SharedHub:
 
     def _on_paired(self, envelope: dict[str, Any]) -> None:
         to = str(envelope["to"])
-        conv = _Conversation(envelope["c"])
+        conv = Conversation(envelope["c"])
         chat = self.local.get(to)
         if chat is None:
             if to in self.gone:  # it left before the pairing reached it: the others are told
@@ -409,13 +298,13 @@ class SharedHub:
             except Exception as exc:  # its lease runs out instead
                 log.warning("hub: leaving the pool failed: %s", type(exc).__name__)
 
-    def _announce_left(self, conv: _Conversation, leaver: str) -> None:
+    def _announce_left(self, conv: Conversation, leaver: str) -> None:
         others = [m for m in conv.alive if m != leaver] if leaver in conv.alive else []
         for other in others:
             self._to(conv.owners[other], {"t": "left", "to": other, "from": leaver, "cid": conv.cid, "id": f"l:{conv.cid}:{leaver}:{other}"})
         if others and self.config.repair_cooldown > 0:
-            users = [conv.users[leaver], *(conv.users[m] for m in others)]
-            self._spawn(self._parted(users))
+            keys = [conv.pairings[leaver], *(conv.pairings[m] for m in others)]
+            self._spawn(self._parted(keys))
 
     async def _parted(self, users: list[str]) -> None:
         try:
@@ -435,22 +324,13 @@ class SharedHub:
                 await self.pool.block(me, conv.users[other], ttl=self.config.block_days * DAY, per_user=self.config.blocks_per_user)
                 log.info("hub: a pair was blocked after a report")
 
-    def instance_down(self, name: str) -> None:
-        """Instance `name` stopped renewing its lease: its members left every conversation here."""
-        for chat in list(self.local.values()):
-            conv, entry = chat.conversation, chat.entry
-            if conv is None or entry is None:
-                continue
-            for member in [m for m in conv.alive if conv.owners[m] == name]:
-                self._on_left(entry.id, member, conv.cid)
-
     # ---- restarts ----------------------------------------------------------------------------
 
     def resume(self, handle: str) -> SharedChat | None:
         """Take up a chat this instance's previous run left; what its partners sent meanwhile follows."""
         try:
             desc = json.loads(handle)
-            conv = _Conversation(desc)
+            conv = Conversation(desc)
             me = str(desc["me"])
             alive = [str(m) for m in desc.get("alive", conv.ids)]
         except (ValueError, KeyError, TypeError):
@@ -458,8 +338,8 @@ class SharedHub:
         if me not in conv.ids or conv.owners[me] != self.instance or me in self.local:
             return None
         conv.alive = [m for m in conv.ids if m in alive]
-        chat = SharedChat(self, Start(user=conv.users[me]), conv.kind)
-        chat.entry = Entry(me, self.instance, conv.users[me])
+        chat = SharedChat(self, Start(user=conv.users[me], pairing=conv.pairings[me]), conv.kind)
+        chat.entry = Entry(me, self.instance, conv.users[me], pairing=conv.pairings[me])
         chat.conversation = conv
         self.local[me] = chat
         self.connected.add(me)
@@ -471,7 +351,7 @@ class SharedHub:
         """A chat of the previous run that is not taken up: its partners are told it left."""
         try:
             desc = json.loads(handle)
-            conv = _Conversation(desc)
+            conv = Conversation(desc)
             me = str(desc["me"])
         except (ValueError, KeyError, TypeError):
             return
@@ -486,56 +366,6 @@ class SharedHub:
             del self.early[to]
 
     # ---- upkeep ------------------------------------------------------------------------------
-
-    async def _renew(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease / 3)
-            entries = [chat.entry for chat in self.waiting.values() if chat.entry is not None]
-            try:
-                for i in range(0, len(entries), _RENEW_BATCH):
-                    await self.pool.renew(entries[i : i + _RENEW_BATCH])
-            except Exception as exc:  # Redis away: the store reports it; entries may expire meanwhile
-                log.debug("hub: renewing waiting entries failed: %s", type(exc).__name__)
-
-    async def _watch_outage(self) -> None:
-        """End this instance's chats once Redis stayed unreachable for outage_grace seconds."""
-        since: float | None = None
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(min(0.5, self.config.outage_grace / 4))
-            if self.store.problem() is None:
-                since = None
-                continue
-            now = loop.time()
-            since = now if since is None else since
-            if now - since >= self.config.outage_grace and (self.local or self.waiting):
-                log.error("hub: Redis unreachable for %.0f s; ending this instance's %d chats", now - since, len(self.local))
-                self.end_all(OUTAGE)
-
-    async def _data_lost(self) -> None:
-        self.end_all(DATA_LOST)
-
-    def end_all(self, text: str) -> None:
-        """End every chat of this instance with one notice: its conversations cannot be trusted any more.
-
-        The other members' instances end theirs the same way (each sees the same outage, the lost
-        data, or this instance's lease run out), so nobody is told twice; nothing is relayed.
-        """
-        self.relay.discard()
-        for chat in list(self.local.values()):
-            if chat.closed:
-                continue
-            entry, conv = chat.entry, chat.conversation
-            if conv is not None and entry is not None:
-                conv.alive.clear()
-            if entry is not None:
-                self.waiting.pop(entry.id, None)
-                self.connected.discard(entry.id)
-            if chat.fallback is not None:
-                chat.fallback.cancel()
-                chat.fallback = None
-            chat.push(ServerNotice(text))  # says why; the end right after it is then told as explained
-            chat.push(Disconnected(reason=Reason.ERROR))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

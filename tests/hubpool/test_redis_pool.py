@@ -232,3 +232,19 @@ async def test_a_thousand_arrivals_over_two_clients_never_pair_anyone_twice_or_w
             assert len({entries[m][0][0] for m in members}) <= 1, f"two {interest} waiters of {lang} could have met"
             stored.update(members)
     assert stored == waiting_ids
+
+
+async def test_one_pairing_key_never_meets_itself_and_blocks_hold_between_users(clients):
+    pool = RedisPool(clients[0], prefix=PREFIX, owner="a")
+    # Two people behind one network address: one moderation key, two pairing keys; they may meet.
+    first = await pool.arrive("net-1", pairing="net-1/a")
+    second = await pool.arrive("net-1", pairing="net-1/b")
+    assert second.partner is not None and second.partner.id == first.entry.id
+    assert second.partner.pairing == "net-1/a" and second.entry.pairing == "net-1/b"
+    # The same pairing key under two moderation keys never meets itself.
+    one = await pool.arrive("x", pairing="tab")
+    two = await pool.arrive("y", pairing="tab")
+    assert one.partner is None and two.partner is None
+    # A cool-down is on pairing keys: "tab" and "other" just parted.
+    await pool.parted("tab", "other", 60)
+    assert (await pool.arrive("z", pairing="other")).partner is None

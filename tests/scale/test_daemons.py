@@ -61,7 +61,8 @@ async def test_web_clients_on_two_instances_lose_nothing(tmp_path, redis_server,
 
 
 async def test_sigkilled_instance_is_noticed_by_its_partner_once_and_leaves_no_ghost_waiter(tmp_path, redis_server, http):
-    async with daemons(tmp_path, redis_server, "a", "b") as (a, b):
+    # lease 6 s: the three sends below reach a's stream well before a's lease runs out, even on a loaded machine
+    async with daemons(tmp_path, redis_server, "a", "b", lease=6.0) as (a, b):
         x, y = await pair_web(http, a, b)
         assert await x.post("/send", msg="before the crash") == (200, "win")
         assert (await y.until("gotMessage"))[1] == "before the crash"
@@ -69,8 +70,20 @@ async def test_sigkilled_instance_is_noticed_by_its_partner_once_and_leaves_no_g
         await ghost.start()
         await ghost.until("waiting")
         await a.kill()
+        lost = [f"into-the-void-{i}" for i in range(3)]  # a can no longer read them
+        for token in lost:
+            assert await y.post("/send", msg=token) == (200, "win")
+        redis = aioredis.Redis(port=redis_server.port, decode_responses=True)
+        try:
+            async with asyncio.timeout(30):  # written to a's stream, where nobody reads them now
+                while await redis.xlen(f"{PREFIX}hub:stream:a") < len(lost) and not y.names().count("strangerDisconnected"):
+                    await y.poll()
+        finally:
+            await redis.aclose()
         await y.until("strangerDisconnected", timeout=30)  # once a's lease expired
         assert y.names().count("strangerDisconnected") == 1
+        told = [e for e in y.events if e[0] == "serverMessage" and "not delivered" in e[1]]
+        assert len(told) == 1 and "Your last 3 messages were not delivered" in told[0][1] and lost[0] in told[0][1]
         assert (await y.post("/events"))[0] == 400  # the chat ended: the id is gone, nothing more can come
         redis = aioredis.Redis(port=redis_server.port, decode_responses=True)
         try:

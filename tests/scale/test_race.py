@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import redis.asyncio as aioredis
+
 from bridge.events import Start
+from plugins.hub.redis_pool import RedisPool
 
 from .conftest import LEASE, PREFIX
 from .hubs import shared_hubs
@@ -47,3 +50,25 @@ async def test_a_thousand_arrivals_over_two_instances_pair_everyone_once(redis_s
             assert partner.conversation.cid == conv.cid
         assert sum(len(h.shared.connected) for h in hubs) == len(paired)
         assert len(paired) + len(waiting) == ARRIVALS
+
+
+async def test_a_waiter_taken_by_an_instance_that_died_before_telling_waits_again(redis_server):
+    chats: list = []
+    async with shared_hubs(redis_server.url, "b", prefix=PREFIX, lease=LEASE, chats=chats, repair_cooldown=0.0) as (hub,):
+        y = await hub.connect(Start(user="y", scope="rec"))
+        chats.append(y)
+        first = y.entry.id
+        raw = aioredis.Redis(port=redis_server.port, decode_responses=True)
+        try:
+            # Another instance's script takes y, and that instance dies before its "paired" is written.
+            taken = await RedisPool(raw, prefix=PREFIX, owner="dead").arrive("taker")
+            assert taken.partner is not None and taken.partner.id == first
+        finally:
+            await raw.aclose()
+        async with asyncio.timeout(30):  # noticed at two renewals in a row: y is in the pool again
+            while first in hub.shared.waiting or not hub.shared.waiting:
+                await asyncio.sleep(0.05)
+        x = await hub.connect(Start(user="x", scope="rec"))
+        chats.append(x)
+        assert x.conversation is not None and y.conversation is not None
+        assert y.conversation.cid == x.conversation.cid
