@@ -106,7 +106,8 @@ def test_no_rich_request_of_a_live_chat_makes_a_5xx():
 
     from bridge.events import Connected, Message, Room, Start
 
-    cfg = web_config(poll_window=0.2)
+    # The client never polls here: a long client_timeout keeps it (and its chat) through a slow run.
+    cfg = web_config(poll_window=0.2, client_timeout=600.0)
     with threaded_bridge(cfg) as (bridge, loop):
         web, rec = bridge.platforms["web"], bridge.platforms["rec"]
         port = web.port
