@@ -107,6 +107,10 @@ class Platform(abc.ABC):
     #: "report" command sets False, so nothing of its ended chats is kept.
     reports_after_end: ClassVar[bool] = True
 
+    #: Whether this platform's rooms outlive the process (Discord threads, Matrix rooms): a stop
+    #: may then leave their resumable chats for the next run. False (web clients): they end.
+    rooms_persist: ClassVar[bool] = False
+
     def __init__(self, name: str, config: Any, submit: Submit, state: KeyValue, metrics: Metrics | None = None) -> None:
         self.name = name
         self.config = config
@@ -172,6 +176,12 @@ class Chat(abc.ABC):
     #: one rule table in bridge.fallback (an edit becomes "* corrected: ...", a reaction nothing).
     rich: ClassVar[bool] = False
 
+    @property
+    def survives_restart(self) -> bool:
+        """Whether a stop may leave this chat for the next run to resume (its room is told nothing).
+        Default: False (the chat ends with the daemon)."""
+        return False
+
     def apart_days(self) -> float | None:
         """Where `enforces_blocks`: for how many days a report keeps the two apart. None: for good."""
         return None
@@ -207,6 +217,10 @@ class Backend(abc.ABC):
     #: lets this user in). False: a Start with an accept list is refused by the core with a notice.
     honours_accept: ClassVar[bool] = False
 
+    #: Whether `resume` works only where the room outlived the process (Platform.rooms_persist):
+    #: the hub's chats are resumed in Discord threads and Matrix rooms, not for web clients.
+    needs_persistent_rooms: ClassVar[bool] = False
+
     def __init__(self, name: str, config: Any, state: KeyValue | None = None) -> None:
         self.name = name
         self.config = config
@@ -235,6 +249,14 @@ class Backend(abc.ABC):
     async def resume(self, handle: str) -> Chat | None:
         """Take up a chat persisted before a restart. Default: None (cannot; the session ends)."""
         return None
+
+    def scale_out(self, store: Any) -> None:
+        """Called before `start` when the daemon's store is shared by several instances (Redis):
+        the hub pairs and relays through it. Default: nothing (strangers of this backend are not
+        shared between instances, and each chat lives on the instance that made it)."""
+
+    async def resumed(self) -> None:
+        """Called once after the router resumed what it could of the previous run. Default: nothing."""
 
     async def abandon(self, handle: str) -> None:
         """Tell the stranger of a persisted chat that will not be resumed that it ended.

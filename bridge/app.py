@@ -83,9 +83,8 @@ class Bridge:
                 raise StartError(f"health listener on {cfg.bridge.metrics_bind} failed to start: {exc}") from exc
         for name, cls in cfg.backend_classes.items():
             backend = cls(name, cfg.backends[name], store.state_for(f"backend:{name}"))
-            scale_out = getattr(backend, "scale_out", None)
-            if self.store.shared and scale_out is not None:  # the hub: one pool and one relay for every instance
-                scale_out(self.store)
+            if self.store.shared:  # the hub: one pool and one relay for every instance
+                backend.scale_out(self.store)
             await backend.start()
             self.backends[name] = backend
         # One Moderator for the whole daemon: admin surfaces of platforms act on the same bans,

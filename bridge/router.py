@@ -198,8 +198,9 @@ class Router:
             chat = None
             # A backend whose chats live only between this bridge's rooms (the hub) takes up only
             # those whose room outlived the process: a web client's did not.
-            persist = getattr(self.platforms.get(record.room.platform), "rooms_persist", False)
-            if backend is not None and record.handle and (persist or not getattr(backend, "needs_persistent_rooms", False)):
+            platform = self.platforms.get(record.room.platform)
+            persist = platform is not None and platform.rooms_persist
+            if backend is not None and record.handle and (persist or not backend.needs_persistent_rooms):
                 try:
                     chat = await backend.resume(record.handle)
                 except Exception as exc:
@@ -218,13 +219,11 @@ class Router:
             if record.room.platform in self.platforms:
                 await self.deliver(record.room, Disconnected(reason=Reason.RESTART))
             ended += 1
-        for backend in self.backends.values():
-            finish = getattr(backend, "resumed", None)  # the hub: members nobody took up have left
-            if finish is not None:
-                try:
-                    await finish()
-                except Exception:
-                    log.exception("backend %s: finishing the resume failed", backend.name)
+        for backend in self.backends.values():  # the hub: members nobody took up have left
+            try:
+                await backend.resumed()
+            except Exception:
+                log.exception("backend %s: finishing the resume failed", backend.name)
         if resumed or ended:
             log.info("previous sessions: %d resumed, %d ended", resumed, ended)
         return resumed, ended
@@ -238,7 +237,8 @@ class Router:
         tasks = []
         for session in list(self.sessions.values()):
             # A room that outlives the process (a Discord thread, a Matrix room) may keep its chat for the next run.
-            session.put_shutdown(keep=bool(getattr(self.platforms.get(session.room.platform), "rooms_persist", False)))
+            platform = self.platforms.get(session.room.platform)
+            session.put_shutdown(keep=platform is not None and platform.rooms_persist)
             if session.task is not None:
                 tasks.append(session.task)
         if tasks:

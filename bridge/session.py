@@ -585,7 +585,7 @@ class Session:
         await self.host.forget(self.room)
 
     async def _shutdown(self, keep: bool) -> None:
-        if keep and self.chat is not None and self.state is State.CHATTING and getattr(self.chat, "survives_restart", False):
+        if keep and self.chat is not None and self.state is State.CHATTING and self.chat.survives_restart:
             await self.host.save(self._record())  # the next run resumes it; nobody is told anything
             if self.pump is not None:
                 self.pump.cancel()
