@@ -39,11 +39,22 @@ def complete_start(start: Start, backend: str, room: Room) -> Start:
 
 
 def start_to_dict(start: Start) -> dict:
-    """JSON-ready form of a Start, as the store keeps it."""
-    data = dataclasses.asdict(start)
-    data["mode"] = start.mode.value
-    data["interests"] = list(start.interests)
+    """JSON-ready form of a Start, as the store keeps it: the fields that differ from their defaults
+    (the store keeps one per session; `start_from_dict` fills in the rest)."""
+    data = {}
+    for name, default in _DEFAULTS:
+        value = getattr(start, name)
+        if value != default:
+            data[name] = value
+    if "mode" in data:
+        data["mode"] = start.mode.value
+    for name in ("interests", "accept"):
+        if name in data:
+            data[name] = list(data[name])
     return data
+
+
+_DEFAULTS = tuple((f.name, f.default) for f in dataclasses.fields(Start))
 
 
 def start_from_dict(data: dict) -> Start:
