@@ -26,13 +26,15 @@ def check_start(start: Start, s: BridgeSection) -> str | None:
     return None
 
 
-def complete_start(start: Start, backend: str, room: Room) -> Start:
-    """The Start a backend gets: its name, interests trimmed, lower-cased and unique, a user key, a scope."""
+def complete_start(start: Start, backend: str, room: Room, user: str | None = None) -> Start:
+    """The Start a backend gets: its name, interests trimmed, lower-cased and unique, a user key, a scope.
+
+    `user`: the room's key already made (`str(room)`), so a session keeps one copy of it."""
     return dataclasses.replace(
         start,
         backend=backend,
         interests=tuple(dict.fromkeys(i.strip().lower() for i in start.interests if i.strip())),
-        user=start.user or str(room),
+        user=start.user or user or str(room),
         scope=start.scope or room.platform,
         accept=tuple(start.accept),
     )

@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -35,7 +35,9 @@ from bridge.events import (
 
 from .blocks import DAY, Blocks
 from .pool import ANSWER, ASK, GROUP, INTERESTS, RANDOM, Match, Pool, Ticket
-from .shared import SharedHub
+
+if TYPE_CHECKING:  # imported by scale_out: a single instance never loads the Redis client
+    from .shared import SharedHub
 
 __all__ = ["HubBackend", "HubChat", "HubConfig"]
 
@@ -128,6 +130,7 @@ class HubChat(Chat):
             yield event
             if type(event) is Disconnected and event.final:
                 return
+            del event  # an idle chat holds no event it has passed on (thousands of chats wait so)
 
     def push(self, event: Event) -> None:
         if not self.closed:
@@ -202,6 +205,8 @@ class HubBackend(Backend):
 
         Called by the daemon before `start` when its store is shared between instances.
         """
+        from .shared import SharedHub
+
         self.shared = SharedHub(self, store)
 
     async def stop(self) -> None:
