@@ -144,7 +144,7 @@ class Image:
 #   (older than the map, from an earlier chat) is dropped with no error.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Message:
     """Text typed by a person; `stranger` labels the speaker when there are several."""
 
@@ -154,6 +154,25 @@ class Message:
     reply_to: str | None = None  # the message this one answers, as a reference
     quote: str | None = None  # delivery only: a short, cleaned excerpt of the message replied to
     image: Image | None = None  # an attached picture (images are opt-in per platform and room)
+
+    def __init__(
+        self, text: str, stranger: str | None = None, ref: str | None = None, reply_to: str | None = None,
+        quote: str | None = None, image: Image | None = None,
+    ) -> None:  # fmt: skip
+        # The generated frozen __init__, by hand: several are built per relayed message, and
+        # writing the slots through their descriptors takes half the time of the generated
+        # object.__setattr__ per field. The same fields and defaults (a test compares them).
+        _SET_TEXT(self, text)
+        _SET_STRANGER(self, stranger)
+        _SET_REF(self, ref)
+        _SET_REPLY_TO(self, reply_to)
+        _SET_QUOTE(self, quote)
+        _SET_IMAGE(self, image)
+
+
+_SET_TEXT, _SET_STRANGER, _SET_REF, _SET_REPLY_TO, _SET_QUOTE, _SET_IMAGE = (
+    Message.__dict__[name].__set__ for name in ("text", "stranger", "ref", "reply_to", "quote", "image")
+)
 
 
 @dataclass(frozen=True, slots=True)

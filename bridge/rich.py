@@ -86,11 +86,12 @@ def encoded(session: Session) -> str | None:
 
 
 async def _maybe_save(session: Session, state: ChatRich) -> None:
-    # Only a chat its backend can resume needs its map after a restart (the hub's cannot).
-    if session.chat is None or session.chat.handle is None or not state.refs.dirty:
+    # Only a chat its backend can resume needs its map after a restart. Asked last: a chat's
+    # handle may be built on every call (the hub's is JSON), and this runs on every message.
+    if session.chat is None or not state.refs.dirty:
         return
     now = time.monotonic()
-    if now - state.saved_at >= SAVE_INTERVAL:
+    if now - state.saved_at >= SAVE_INTERVAL and session.chat.handle is not None:
         state.saved_at = now
         await session.host.save(session._record())
 
@@ -116,8 +117,7 @@ async def outgoing(session: Session, event: Message, text: str) -> Message | Non
         if found is not None and not found[1].gone:
             reply, quote = found[0], found[1].quote()
     ref = refs.add_mine(event.ref, text)
-    if chat is not None and chat.handle is not None:
-        await _maybe_save(session, state)
+    await _maybe_save(session, state)
     if rich:
         return Message(text, None, ref, reply, None, image)
     return Message(fallback.quoted(text, quote, session.host.max_message_length(session.backend_name)))

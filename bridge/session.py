@@ -173,6 +173,7 @@ class Session:
                     self.inbox.put_state((generation, event), _same_typing(generation, event))
                 else:
                     await self.inbox.put((generation, event))
+                del event  # an idle session holds no event it has passed on
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a backend failure ends the chat with one notice
@@ -211,6 +212,7 @@ class Session:
                 except Exception:
                     log.exception("session %s: failed to handle %s", self.room, type(item).__name__)
                     self.host.metrics.inc("errors", kind="session")
+                del item  # an idle session holds no event it has handled
                 if self.inbox.empty():
                     self.overflowed = False
                     if self.dropped:  # what did fit is sent: now tell the stranger some did not
@@ -295,9 +297,9 @@ class Session:
             return
         # Banned or starting too often: told plainly; a chat in progress goes on.
         shared = start.pairing is not None and start.pairing != start.user  # one key, several people
+        user = start.user or str(self.room)  # one copy: the completed Start below keeps it too
         try:
-            refusal = await self.host.moderator.start_refusal(start.user or str(self.room), server=start.server,
-                                                              shared=shared)
+            refusal = await self.host.moderator.start_refusal(user, server=start.server, shared=shared)
         except StoreUnavailable:  # bans cannot be checked now: no chat starts, and the user is told why
             await self.notice(STORE_DOWN)
             return
@@ -318,7 +320,7 @@ class Session:
             await self.notice("This server only allows strangers from some places, and this stranger service "
                               "cannot guarantee where its strangers come from. No chat was started.")
             return
-        start = complete_start(start, name, self.room)
+        start = complete_start(start, name, self.room, user)
         try:
             chat = await backend.connect(start)
         except asyncio.CancelledError:

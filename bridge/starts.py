@@ -26,24 +26,37 @@ def check_start(start: Start, s: BridgeSection) -> str | None:
     return None
 
 
-def complete_start(start: Start, backend: str, room: Room) -> Start:
-    """The Start a backend gets: its name, interests trimmed, lower-cased and unique, a user key, a scope."""
+def complete_start(start: Start, backend: str, room: Room, user: str | None = None) -> Start:
+    """The Start a backend gets: its name, interests trimmed, lower-cased and unique, a user key, a scope.
+
+    `user`: the room's key already made (`str(room)`), so a session keeps one copy of it."""
     return dataclasses.replace(
         start,
         backend=backend,
         interests=tuple(dict.fromkeys(i.strip().lower() for i in start.interests if i.strip())),
-        user=start.user or str(room),
+        user=start.user or user or str(room),
         scope=start.scope or room.platform,
         accept=tuple(start.accept),
     )
 
 
 def start_to_dict(start: Start) -> dict:
-    """JSON-ready form of a Start, as the store keeps it."""
-    data = dataclasses.asdict(start)
-    data["mode"] = start.mode.value
-    data["interests"] = list(start.interests)
+    """JSON-ready form of a Start, as the store keeps it: the fields that differ from their defaults
+    (the store keeps one per session; `start_from_dict` fills in the rest)."""
+    data = {}
+    for name, default in _DEFAULTS:
+        value = getattr(start, name)
+        if value != default:
+            data[name] = value
+    if "mode" in data:
+        data["mode"] = start.mode.value
+    for name in ("interests", "accept"):
+        if name in data:
+            data[name] = list(data[name])
     return data
+
+
+_DEFAULTS = tuple((f.name, f.default) for f in dataclasses.fields(Start))
 
 
 def start_from_dict(data: dict) -> Start:

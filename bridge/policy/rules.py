@@ -57,14 +57,17 @@ _URL = re.compile(
 )
 # Invites after folding and joining every token, so "disc0rd . gg / x" and "d i s c o r d.gg/x" count.
 # A cheap first look: no link is possible without one of these.
-_MAYBE_LINK = re.compile(r"[^\W_]\.[^\W_]|://")
+# (A letter or digit, a dot, a letter or digit: written dot first, the engine's fast literal search finds the candidates.)
+_MAYBE_LINK = re.compile(r"\.(?<=[^\W_]\.)(?=[^\W_])|://")
+_HTTP = re.compile(r"(?i)(h)tt(ps?)")
 _INVITE = re.compile(r"discord(?:app)?(?:gg|cominvite)[a-z0-9]")
 _FORMAT = dict.fromkeys(map(ord, "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"))
 
 
 def defang(text: str, *, invites_only: bool = False) -> str:
     """Every link (or every Discord invite) in `text` made unclickable but readable: hxxps://example[.]com/path."""
-    return _URL.sub(_defang_invite if invites_only else _defang_one, text.translate(_FORMAT))
+    stripped = text if text.isascii() else text.translate(_FORMAT)  # no format character is ASCII
+    return _URL.sub(_defang_invite if invites_only else _defang_one, stripped)
 
 
 def _defang_invite(match: re.Match[str]) -> str:
@@ -77,7 +80,9 @@ def _defang_one(match: re.Match[str]) -> str:
     if not sep:
         scheme, rest = "", url
     host, slash, path = rest.partition("/")
-    scheme = re.sub("(?i)^(h)tt(ps?)$", r"\1xx\2", scheme)
+    http = _HTTP.fullmatch(scheme)
+    if http is not None:  # hxxp, hxxps: the rest keeps its case
+        scheme = http[1] + "xx" + http[2]
     return scheme + sep + host.replace(".", "[.]") + slash + path
 
 

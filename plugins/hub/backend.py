@@ -8,7 +8,7 @@ import itertools
 import json
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -34,7 +34,9 @@ from .alive import AliveMark
 from .blocks import DAY, Blocks
 from .pool import ANSWER, ASK, GROUP, INTERESTS, RANDOM, Match, Pool, Ticket
 from .queued import END, QueuedChat
-from .shared import SharedHub
+
+if TYPE_CHECKING:  # imported by scale_out: a single instance never loads the Redis client
+    from .shared import SharedHub
 
 __all__ = ["HubBackend", "HubChat", "HubConfig"]
 
@@ -186,6 +188,8 @@ class HubBackend(Backend):
 
         Called by the daemon before `start` when its store is shared between instances.
         """
+        from .shared import SharedHub
+
         self.shared = SharedHub(self, store)
 
     async def stop(self) -> None:

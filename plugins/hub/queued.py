@@ -31,6 +31,7 @@ class QueuedChat(Chat):
             yield event
             if type(event) is Disconnected and event.final:
                 return
+            del event  # an idle chat holds no event it has passed on (thousands of chats wait so)
 
     def push(self, event: Event) -> None:
         if not self.closed:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from bridge.events import Room, ServerNotice, Start, Waiting, accepts
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.events import Mode, Room, ServerNotice, Start, Waiting, accepts
 from bridge.starts import complete_start, start_from_dict, start_to_dict
 from plugins.hub.pool import Pool, Ticket
 from tests.core.scripted import SCRIPTED
@@ -71,3 +75,17 @@ async def test_a_backend_that_cannot_honour_accept_refuses_the_start_with_a_noti
         rec.send("a", Start())  # the marker: an unlimited start goes on
         await rec.wait_for("a", Waiting)
         assert len(b.backends["s"].chats) == 1
+
+
+_TEXT = st.none() | st.text(max_size=8)
+
+
+@given(st.builds(Start, backend=_TEXT, interests=st.lists(st.text(max_size=5), max_size=3).map(tuple), language=st.sampled_from(["en", "de"]),
+                 question=_TEXT, answer_questions=st.booleans(), mode=st.sampled_from(list(Mode)), strict_interests=st.booleans(),
+                 user=_TEXT, scope=_TEXT, accept=st.lists(st.text(max_size=5), max_size=3).map(tuple), server=_TEXT, pairing=_TEXT))
+@settings(max_examples=300, deadline=None)
+def test_a_stored_start_reads_back_the_same_through_json(start):
+    # The store keeps only the fields that differ from their defaults: reading back (after the
+    # JSON a persistent store writes) gives the same Start, and a default Start keeps nothing.
+    assert start_from_dict(json.loads(json.dumps(start_to_dict(start)))) == start
+    assert start_to_dict(Start()) == {}

@@ -79,3 +79,30 @@ def test_report_wording_names_how_long_the_hub_keeps_the_two_apart():
     assert reason_text(Disconnected(reason=Reason.REPORT, apart_days=0.5)).endswith("again for 12 hours.")
     # Only a report carries a length; another end never mentions one.
     assert "for" not in reason_text(Disconnected(reason=Reason.STRANGER, apart_days=3.0))
+
+
+def test_the_hand_written_message_init_is_the_generated_one():
+    # Message's __init__ is written by hand for speed: the same parameters in field order with the
+    # fields' defaults, every slot set, still frozen, equal and hashed by value, replace() works.
+    import inspect
+
+    fields = dataclasses.fields(ev.Message)
+    params = list(inspect.signature(ev.Message.__init__).parameters.values())[1:]
+    assert [(p.name, p.default) for p in params] == [(f.name, f.default if f.default is not dataclasses.MISSING else inspect.Parameter.empty) for f in fields]
+    assert ev.Message.__match_args__ == tuple(f.name for f in fields)
+    image = ev.Image(b"\x89PNG", "image/png", 1, 1)
+    full = ev.Message("t", "Stranger 1", "r1", "r0", "q", image)
+    assert [getattr(full, f.name) for f in fields] == ["t", "Stranger 1", "r1", "r0", "q", image]
+    assert full == ev.Message(text="t", stranger="Stranger 1", ref="r1", reply_to="r0", quote="q", image=image)
+    assert hash(full) == hash(ev.Message("t", "Stranger 1", "r1", "r0", "q", image)) and full != ev.Message("t")
+    assert ev.Message("t") == ev.Message("t", None, None, None, None, None) and ev.Message("t").image is None
+    assert dataclasses.replace(full, text="u") == ev.Message("u", "Stranger 1", "r1", "r0", "q", image)
+    for name in ("text", "image"):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(full, name, "x")
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            delattr(full, name)
+    with pytest.raises(TypeError):
+        ev.Message()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        ev.Message("t", colour="red")  # type: ignore[call-arg]

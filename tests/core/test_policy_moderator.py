@@ -142,3 +142,52 @@ def test_scoped_rooms_ask_their_scope_only_while_some_scope_has_a_layer():
     plain.set_policy(PolicySection.model_validate({"scopes": {"discord:77": {"links": "block"}}}))
     assert plain.from_user(Room("discord", "t"), "see evil.com").relay is False  # the guild's layer applies
     assert asked
+
+
+# The same lists, with every kind of verdict: links defanged on Matrix (relayed, changed).
+CACHE_POLICY = PolicySection.model_validate(
+    {
+        "lists": POLICY.model_dump()["lists"],
+        "platforms": {"discord": {"links": "block"}, "matrix": {"links": "defang"}},
+        "scopes": {"discord:77": {"lists": {"mask": {"enabled": False}}}},
+    }
+)
+_CACHED_TEXTS = st.sampled_from(["hi there", "shit happens", "kill yourself", "slurword", "see example.com/x.com", "ѕһit", "fine", "d i s c o r d . g g / x"])
+
+
+@given(st.lists(st.tuples(st.one_of(_CACHED_TEXTS, st.text(max_size=30)), st.sampled_from(["web", "discord", "matrix"]), st.sampled_from(["0", "77"]), st.booleans()), max_size=40))
+@settings(max_examples=200, deadline=None)
+def test_remembered_verdicts_are_those_of_the_full_check(steps):
+    # Each relayed text is checked by both sessions: the second check (and `clearly_allowed`,
+    # which the session asks first) may come from the verdicts remembered per compiled rules, and
+    # must be what a fresh check decides, whatever came before; the bound clears them.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("bridge.policy.moderator.RECENT_VERDICTS", 5)
+        _check_steps(steps)
+
+
+def _check_steps(steps):
+    moderator = Moderator(CACHE_POLICY, MemoryStore())
+    moderator.scope_of = lambda room: room.id
+    for text, platform, scope, outgoing in steps:
+        room = Room(platform, scope)
+        fresh = Moderator(CACHE_POLICY, MemoryStore())
+        fresh.scope_of = moderator.scope_of
+        expected = fresh.from_user(room, text) if outgoing else fresh.from_stranger(room, text)
+        unchanged = (expected.relay, expected.text, expected.notice, expected.end) == (True, text, None, False)
+        if moderator.clearly_allowed(room, text):
+            assert unchanged and (expected.verdict.action, expected.verdict.rule) == (Action.ALLOW, None)
+        got = moderator.from_user(room, text) if outgoing else moderator.from_stranger(room, text)
+        assert got == expected
+        assert moderator.clearly_allowed(room, text) == (unchanged and expected.verdict.rule is None)
+        assert all(len(texts) <= 5 for texts in moderator._recent.values())
+
+
+def test_a_new_policy_forgets_the_remembered_verdicts():
+    moderator = Moderator(PolicySection(), MemoryStore())
+    room = Room("web", "r")
+    assert moderator.from_user(room, "shit, see discord").relay
+    assert moderator.clearly_allowed(room, "shit, see discord")
+    moderator.set_policy(POLICY)
+    assert not moderator.clearly_allowed(room, "shit, see discord")
+    assert moderator.from_user(room, "shit, see discord").text == "****, see discord"

@@ -282,3 +282,27 @@ def test_the_default_policy_fast_path_agrees_with_the_full_check(text):
     full.only_invites = False
     for probe in (text, text + " discord.gg/abc", "D1sc0rd . gg / x" + text):
         assert fast.check(probe) == full.check(probe)
+
+
+_LINKISH = st.text(alphabet=st.sampled_from(list("ab1_.:/ -é٣[]hHtTpPsSſ\u200b")), max_size=30)
+
+
+@given(_LINKISH)
+@settings(max_examples=500, deadline=None)
+def test_the_cheap_link_look_and_defang_match_their_plain_definitions(text):
+    # The first look for a link is written dot first for speed; it must find one exactly where
+    # "a letter or digit, a dot, a letter or digit" or "://" is. And defanging is the plain
+    # definition: format characters dropped, http(s) schemes as hxxp(s), dots of hosts bracketed.
+    from bridge.policy import rules
+
+    assert bool(rules._MAYBE_LINK.search(text)) == bool(re.search(r"[^\W_]\.[^\W_]|://", text))
+
+    def plain(match):
+        scheme, sep, rest = match.group(0).partition("://")
+        if not sep:
+            scheme, rest = "", match.group(0)
+        host, slash, path = rest.partition("/")
+        return re.sub("(?i)^(h)tt(ps?)$", r"\1xx\2", scheme) + sep + host.replace(".", "[.]") + slash + path
+
+    for candidate in (text, "see " + text + " and https://" + text, "HTTPſ://a.com/" + text, "x.com/h://" + text):
+        assert defang(candidate) == rules._URL.sub(plain, candidate.translate(rules._FORMAT))
