@@ -27,7 +27,8 @@ from bridge.events import (
     Undelivered,
     Waiting,
 )
-from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
+from bridge.delivery import Item, OutboxPolicy
+from bridge.outbox import Outbox, Outboxes
 from bridge.policy.logfollow import FOLLOW_EVERY
 
 from . import render
