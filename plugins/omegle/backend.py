@@ -15,7 +15,9 @@ from bridge.abc import Backend, Chat, PluginConfig
 from bridge.backoff import Backoff
 from bridge.events import Disconnected, Event, Message, Mode, Reason, Report, ServerNotice, Start, StoppedTyping, Typing, Waiting
 
-from .protocol import ConnectionDied, ProtocolError, Translator, action_ok, parse_events, parse_start, parse_status, random_id, start_params
+from .protocol import ConnectionDied, ProtocolError, action_ok, parse_events, parse_start, parse_status
+from .query import random_id, start_params
+from .translate import Translator
 
 __all__ = ["OmegleBackend", "OmegleChat", "OmegleConfig"]
 
