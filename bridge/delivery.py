@@ -13,15 +13,11 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from .backoff import Backoff
 
-if TYPE_CHECKING:
-    from .outbox import Outbox
-
 __all__ = [
-    "GivenUp",
     "Item",
     "MERGE_MARKER",
     "OutboxPolicy",
@@ -105,10 +101,6 @@ class Sender(Protocol):
     async def send_payload(self, room: Any, item: Item) -> None: ...
 
     async def send_typing(self, room: Any, on: bool) -> None: ...
-
-
-#: on_given_up(outbox, item, reason): reason is "permanent", "rate_limited" or "transient".
-GivenUp = Callable[["Outbox", Item, str], None]
 
 
 def merge_waiting(first: Item, queue: collections.deque[Item], policy: OutboxPolicy, slow: bool) -> Item:

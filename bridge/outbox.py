@@ -47,13 +47,16 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any
 
-from .delivery import GivenUp, Item, OutboxPolicy, Permanent, RateLimited, Sender, merge_waiting
+from .delivery import Item, OutboxPolicy, Permanent, RateLimited, Sender, merge_waiting
 from .metrics import Metrics
 from .pace import TypingPace
 
-__all__ = ["Outbox", "Outboxes"]
+__all__ = ["GivenUp", "Outbox", "Outboxes"]
 
 log = logging.getLogger(__name__)
+
+#: on_given_up(outbox, item, reason): reason is "permanent", "rate_limited" or "transient".
+GivenUp = Callable[["Outbox", Item, str], None]
 
 
 class Outbox:
