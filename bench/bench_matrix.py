@@ -258,7 +258,7 @@ def deep_size(*roots: object) -> int:
 
 def platform_state(mx) -> int:
     """What the Matrix platform itself keeps between events: room state, seen ids, outboxes, lost-message counts."""
-    return deep_size(mx.rooms, mx.sync.seen, mx.outboxes._boxes, mx.ghost_typing._boxes, mx.undelivered)
+    return deep_size(mx.rooms, mx.sync.seen, mx.outboxes._boxes, mx.ghost_typing._boxes, mx.delivery.undelivered)
 
 
 async def churn() -> None:

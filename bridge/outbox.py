@@ -1,8 +1,9 @@
 """One room's ordered send queue, run by its own task: merge when slowed, bounded retries, typing pace.
 
 The one outbox of every platform (and of backends that queue lines). A platform declares its numbers
-in an `OutboxPolicy`, implements `Sender` (the REST calls for one room) and keeps its rooms' outboxes
-in an `Outboxes` registry, which drops an outbox as soon as it is idle.
+in an `OutboxPolicy`, implements `Sender` (the REST calls for one room; both in `bridge.delivery`,
+with `Item`, `Permanent`, `RateLimited` and the merge rule) and keeps its rooms' outboxes in an
+`Outboxes` registry, which drops an outbox as soon as it is idle.
 
     policy = OutboxPolicy(platform="discord", retry=Backoff(0.5, cap=2.0, attempts=4), slow_after=1.0, typing_every=8.0)
     boxes = Outboxes(sender, policy, metrics=metrics, on_given_up=tell_both_sides)
@@ -42,105 +43,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from .backoff import Backoff
+from .delivery import Item, OutboxPolicy, Permanent, RateLimited, Sender, merge_waiting
 from .metrics import Metrics
 from .pace import TypingPace
 
-__all__ = [
-    "GivenUp",
-    "Item",
-    "MERGE_MARKER",
-    "Outbox",
-    "OutboxPolicy",
-    "Outboxes",
-    "Permanent",
-    "RateLimited",
-    "Sender",
-    "merge_marker",
-]
+__all__ = ["GivenUp", "Outbox", "Outboxes"]
 
 log = logging.getLogger(__name__)
-
-#: The one text that says messages were merged; each renderer decides only how it looks.
-MERGE_MARKER = "{n} messages from {who} were merged into one while delivery was slowed down."
-
-
-def merge_marker(n: int, who: str | None) -> str:
-    """The merge marker for `n` messages of one speaker (None: the only stranger)."""
-    return MERGE_MARKER.format(n=n, who=who or "Stranger")
-
-
-class Permanent(Exception):
-    """A send that can never succeed (room gone, locked, forbidden): given up at once."""
-
-
-class RateLimited(Exception):
-    """The server asked to wait `retry_after` seconds; nothing was stored, so it is simply retried."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"rate limited for {retry_after:.2f} s")
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxPolicy:
-    """A platform's numbers for its outboxes (data only: the mechanism is this module)."""
-
-    platform: str  # the label of every metric
-    retry: Backoff = Backoff(0.5, cap=2.0, attempts=4)  # transient failures: delays and attempts (first included)
-    slow_after: float = 1.0  # a send this slow (seconds) means the room is slowed: merge what waits
-    merge_backlog: int | None = None  # merge when this many texts of one speaker wait, even if not slowed
-    merge_limit: int = 1800  # characters one merged text may hold (the renderer's one-message budget)
-    typing_every: float = 8.0  # least seconds between two typing calls; also the refresh period
-    typing_off: bool = False  # the platform has a "stopped typing" call (Discord has none)
-    max_rate_waits: int = 20  # RateLimited answers in a row before an item is given up
-
-
-@dataclass(slots=True, eq=False)
-class Item:
-    """One queued write. The sender reads it and may keep its own bookkeeping in `memo`."""
-
-    kind: str  # "text" | "payload" | "call"
-    label: str | None = None  # text: the speaker (None: the only stranger)
-    group: Hashable = None  # text: only texts of one group merge (e.g. a Matrix thread inside the room)
-    text: str = ""
-    count: int = 1  # texts merged into this one
-    payload: Any = None  # payload: the platform's own data (a notice, an event)
-    call: Callable[[], Awaitable[None]] | None = None
-    notify: bool = True  # False: giving it up tells nobody (the "not delivered" notice itself)
-    # Kept across retries: an idempotency key (a sender that needs its own kind, such as a Matrix
-    # transaction id, replaces it before its first attempt, when `attempts` is 0).
-    key: str = field(default_factory=lambda: secrets.token_hex(8))
-    attempts: int = 0  # attempts started so far
-    maybe_stored: bool = False  # an earlier attempt failed in a way that may have stored it
-    memo: dict[str, Any] = field(default_factory=dict)  # the sender's own notes across retries (parts shown, ...)
-    queued: float = field(default_factory=time.perf_counter)
-
-    @property
-    def marker(self) -> str | None:
-        """The visible merge marker for this text, or None when it is one message."""
-        return merge_marker(self.count, self.label) if self.count > 1 else None
-
-
-class Sender(Protocol):
-    """What a platform implements for its outboxes: the calls that show things in one room.
-
-    Raise `Permanent` for what can never work, `RateLimited` to be asked again later, anything
-    else for a transient failure (retried with the same `item.key`).
-    """
-
-    async def send_text(self, room: Any, item: Item) -> None: ...
-
-    async def send_payload(self, room: Any, item: Item) -> None: ...
-
-    async def send_typing(self, room: Any, on: bool) -> None: ...
-
 
 #: on_given_up(outbox, item, reason): reason is "permanent", "rate_limited" or "transient".
 GivenUp = Callable[["Outbox", Item, str], None]
@@ -234,7 +147,10 @@ class Outbox:
             while self.queue:
                 item = self.queue.popleft()
                 if item.kind == "text" and item.attempts == 0:
-                    item = self._merge(item)
+                    merged = merge_waiting(item, self.queue, self.policy, self.slow)
+                    if merged is not item:
+                        self.merged += merged.count - 1
+                        item = merged
                 began = time.monotonic()
                 self.limited = False
                 self.sending = item
@@ -247,40 +163,6 @@ class Outbox:
             if not self.queue:
                 self.idle.set()
                 self._check_idle()
-
-    def _merge(self, first: Item) -> Item:
-        """When slowed (or far behind), fold the texts of the same speaker that wait behind `first`."""
-        policy = self.policy
-        queue = self.queue
-        if not self.slow:
-            backlog = policy.merge_backlog
-            if backlog is None or self._run_length(first) < backlog:
-                return first
-        texts = [first.text]
-        size = len(first.text)
-        while queue and self._same_run(first, queue[0]):
-            grown = size + 1 + len(queue[0].text)
-            if grown > policy.merge_limit:
-                break
-            texts.append(queue.popleft().text)
-            size = grown
-        if len(texts) == 1:
-            return first
-        self.merged += len(texts) - 1
-        return Item("text", label=first.label, text="\n".join(texts), count=len(texts), group=first.group,
-                    key=first.key, queued=first.queued)
-
-    def _run_length(self, first: Item) -> int:
-        n = 1
-        for item in self.queue:
-            if not self._same_run(first, item):
-                break
-            n += 1
-        return n
-
-    @staticmethod
-    def _same_run(first: Item, item: Item) -> bool:
-        return item.kind == "text" and item.label == first.label and item.group == first.group
 
     async def _send(self, item: Item) -> None:
         policy = self.policy

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import time
@@ -21,6 +20,7 @@ from ..backoff import Backoff
 from ..events import Room
 from .base import SessionRecord, Store, StoreError, StoreUnavailable
 from .lease import InstanceDown, InstanceLease
+from .records import decode_record, encode_record, room_field
 from .url import PASSWORD_ENV, StoreURL
 
 __all__ = ["APP", "MIN_VERSION", "RECONNECT", "RedisStore", "SCHEMA", "redis_version"]
@@ -299,11 +299,11 @@ class RedisStore(Store):
     async def save_session(self, record: SessionRecord) -> None:
         record.owner = self.instance
         record.updated = time.time()
-        field, value = _room_field(record.room), _encode(record)
+        field, value = room_field(record.room), encode_record(record)
         await self._do(lambda: self.redis.hset(self._sessions_key(self.instance), field, value))
 
     async def delete_session(self, room: Room) -> None:
-        field = _room_field(room)
+        field = room_field(room)
         await self._do(lambda: self.redis.hdel(self._sessions_key(self.instance), field))
 
     async def sessions(self) -> list[SessionRecord]:
@@ -315,7 +315,7 @@ class RedisStore(Store):
         records = []
         for value in raw.values():
             try:
-                records.append(_decode(value, instance))
+                records.append(decode_record(value, instance))
             except (ValueError, TypeError, KeyError) as exc:
                 log.warning("instance %s: an unreadable session entry was skipped (%s)", instance, type(exc).__name__)
         return sorted(records, key=lambda r: r.created)
@@ -358,37 +358,6 @@ async def _log_down(name: str, sessions: int) -> None:
         "instance %s stopped renewing its lease; its %d sessions stay in the store until it restarts under that name",
         name,
         sessions,
-    )
-
-
-def _room_field(room: Room) -> str:
-    return json.dumps([room.platform, room.id])
-
-
-def _encode(record: SessionRecord) -> str:
-    return json.dumps(
-        {
-            "room": [record.room.platform, record.room.id],
-            "state": record.state,
-            "backend": record.backend,
-            "handle": record.handle,
-            "start": record.start,
-            "created": record.created,
-            "updated": record.updated,
-            **({"refs": record.refs} if record.refs is not None else {}),
-        }
-    )
-
-
-def _decode(value: str, owner: str) -> SessionRecord:
-    data = json.loads(value)
-    platform, room = data["room"]
-    start = data["start"]
-    if not isinstance(start, dict):
-        raise TypeError("start is not an object")
-    return SessionRecord(
-        Room(str(platform), str(room)), str(data["state"]), str(data["backend"]), data.get("handle"), start,
-        float(data["created"]), float(data["updated"]), owner, data.get("refs"),
     )
 
 

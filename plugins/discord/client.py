@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 
 from .admin import admin_group
-from .commands import command_group
+from .tree import command_group
 
 if TYPE_CHECKING:
     from .platform import DiscordPlatform

@@ -30,7 +30,8 @@ from bridge.events import (
     Undelivered,
     Waiting,
 )
-from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
+from bridge.delivery import Item, OutboxPolicy
+from bridge.outbox import Outbox, Outboxes
 
 from . import render
 from .admin import Admin

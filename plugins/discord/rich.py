@@ -13,7 +13,7 @@ from discord.http import Route
 
 from bridge.dedupe import SeenIds
 from bridge.events import Edit, Posted, Reaction, Retract, Room
-from bridge.outbox import Item, Permanent, RateLimited
+from bridge.delivery import Item, Permanent, RateLimited
 
 from . import render
 from .lines import Line

@@ -14,7 +14,7 @@ import discord
 from discord.http import Route
 
 from bridge.abc import KeyValue
-from bridge.outbox import Item, Permanent, RateLimited
+from bridge.delivery import Item, Permanent, RateLimited
 
 from . import render
 from .config import DiscordConfig

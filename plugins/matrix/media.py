@@ -17,7 +17,7 @@ from nio.crypto.attachments import decrypt_attachment
 from bridge import images
 from bridge.config import ImageLimits
 from bridge.events import Image
-from bridge.outbox import Permanent
+from bridge.delivery import Permanent
 
 from .moderation import ADMIN_LEVEL, power_level
 from .sender import SendFailed

@@ -1,4 +1,4 @@
-"""The Matrix platform: wires login, sync, the receiver, room state and the per-room outboxes; delivers events."""
+"""The Matrix platform: wires login, sync, the receiver, room state and delivery; runs and ends them."""
 
 from __future__ import annotations
 
@@ -12,22 +12,8 @@ from nio import AsyncClient, SyncResponse
 
 from bridge.abc import CredentialsError, Platform
 from bridge.backoff import Backoff
-from bridge.events import (
-    Connected,
-    Disconnected,
-    Edit,
-    Event,
-    Message,
-    Mode,
-    Reaction,
-    Retract,
-    Room,
-    StoppedTyping,
-    Typing,
-    Undelivered,
-    Waiting,
-)
-from bridge.outbox import Item, Outbox, OutboxPolicy, Outboxes
+from bridge.delivery import OutboxPolicy
+from bridge.events import Disconnected, Event, Room
 from bridge.policy.logfollow import FOLLOW_EVERY
 
 from . import render
@@ -36,15 +22,16 @@ from .appservice import Pushed
 from .commands import help_text
 from .config import MatrixConfig
 from .crypto import Crypto
+from .delivery import Delivery
 from .e2ee import ENCRYPTION_NOTE, refusal_reason
 from .login import check_token, forget_saved_login, login
 from .moderation import MatrixModeration
 from .media import Media
 from .receive import Receiver
 from .relations import Relations
-from .relay import Line, Relay
+from .relay import Relay
 from .rooms import RoomState, SessionRoom
-from .sender import GhostLeave, GhostTyping, Post, RoomSender
+from .sender import GhostLeave, Post, RoomSender
 from .sync import Sync, TokenRefused
 from .txn import TxnIds
 
@@ -73,7 +60,9 @@ class MatrixPlatform(Platform):
         self.txn = TxnIds(self.state)
         self.rooms = RoomState(cfg.remember_rooms)
         self.sync = sync or Sync(self.state)
-        self.sender = RoomSender(cfg, self.rooms, self.txn, self.refuse_encrypted, self._told, self._token_refused)
+        # A notice about lost messages sent: told to the delivery (made below, once the sender exists).
+        told = lambda where, covers: self.delivery.told(where, covers)  # noqa: E731
+        self.sender = RoomSender(cfg, self.rooms, self.txn, self.refuse_encrypted, told, self._token_refused)
         self.stats = self.sender.stats  # request results by kind, for tests and status
         policy = OutboxPolicy(
             platform=self.name,
@@ -84,8 +73,9 @@ class MatrixPlatform(Platform):
             typing_off=True,
             max_rate_waits=RATE_WAITS,
         )
-        self.outboxes = Outboxes(self.sender, policy, metrics=self.metrics, on_given_up=self._given_up)
-        self.ghost_typing = Outboxes(GhostTyping(self.sender), policy, metrics=self.metrics)  # per (room, ghost)
+        self.delivery = Delivery(self, policy)  # outbound: session room outboxes, ghosts, lost messages told
+        self.outboxes = self.delivery.outboxes
+        self.ghost_typing = self.delivery.ghost_typing  # per (room, ghost)
         self.metrics.gauge_source("queue_depth", ("owner", "queue"), self._queue_depth)
         self.moderation = MatrixModeration(self)  # policy lists, session cap, moderation log room
         self.admin = Admin(self)  # !stranger-admin in the management room
@@ -98,7 +88,6 @@ class MatrixPlatform(Platform):
         self.crypto = self.sender.crypto = Crypto.for_platform(self, cfg, self.rooms, late)
         self.sync.full_state_first = self.crypto is not None
         self.ghosts: Any = None  # ghost mode (plugins.matrix.ghosts.Ghosts) when `appservice` is set
-        self.undelivered: dict[SessionRoom, int] = {}  # lost stranger messages not told yet
         self.lost: str | None = None  # the error code once the homeserver refused our token while running
         self._refused: asyncio.Future[str] | None = None  # set with the error code when the token is refused
         self._ready = asyncio.Event()
@@ -131,7 +120,7 @@ class MatrixPlatform(Platform):
         """Ghosts of chats the core no longer has (they ended, or the process died before their
         leave went out) leave now; chats the core resumes or ends with a notice keep theirs until then."""
         for rid, ghost in self.ghosts.orphans(running):
-            self._box(SessionRoom(rid)).put_call(GhostLeave(self.sender, rid, ghost))
+            self.delivery.box(SessionRoom(rid)).put_call(GhostLeave(self.sender, rid, ghost))
         self._saving = asyncio.get_running_loop().create_task(self.ghosts.save())
 
     async def run(self) -> None:
@@ -278,7 +267,7 @@ class MatrixPlatform(Platform):
             return
         self.end_all(rid)
         self.rooms.left(rid)
-        self._drop_outbox(rid)
+        self.delivery.drop_room(rid)
 
     async def refuse_encrypted(self, rid: str) -> None:
         """A room turned encryption on: end its chats and leave, once."""
@@ -292,160 +281,17 @@ class MatrixPlatform(Platform):
     async def leave(self, rid: str, reason: str) -> None:
         """Leave (or refuse an invite to) a room, with a reason its members can read."""
         self.rooms.left(rid)
-        self._drop_outbox(rid)
+        self.delivery.drop_room(rid)
         await self.sender.leave(rid, reason)
 
     async def notice(self, rid: str, thread: str | None, text: str) -> None:
         """Queue a bridge notice in a room (or thread) the bot is still in."""
         if self.rooms.closed(rid) or self.lost is not None:
             return
-        self._box(SessionRoom(rid, thread)).put_payload(Post(render.notice(text)))
+        self.delivery.box(SessionRoom(rid, thread)).put_payload(Post(render.notice(text)))
 
     # ---- outbound ----------------------------------------------------------------------------
 
     async def deliver(self, room: Room, event: Event) -> None:
-        """Show a stranger-side or core event: queued in the session room's outbox, sent in order."""
-        where = SessionRoom.parse(room.id)
-        if self.crypto is not None and isinstance(event, (Waiting, Connected, Disconnected)) and getattr(event, "final", True):
-            self.crypto.undecryptable.chat_ended(room.id)  # a late decryption never reaches another chat
-        match event:
-            case Waiting() | Connected():
-                self.rooms.active.add(room.id)
-                self.moderation.chat_began(room.id)
-            case Disconnected(final=True):
-                self.rooms.active.discard(room.id)
-                self.moderation.ended(room.id)
-            case Message(text=text, stranger=label) | Edit(text=text, stranger=label):
-                self.moderation.note(room.id, label or "Stranger", text)
-        if self.lost is not None:
-            return  # logged once when the token was refused; nothing can be sent
-        if self.rooms.closed(where.room):
-            log.info("matrix: %s not shown: the bot is no longer in that room", type(event).__name__)
-            if self.ghosts is not None and isinstance(event, Disconnected):
-                await self._ghosts_leave(where, event)  # ghosts may still be there
-            return
-        if isinstance(event, Message | Edit | Retract | Reaction):
-            await self._deliver_rich(where, event)
-            return
-        if self.ghosts is not None:
-            await self._deliver_ghost(where, event)
-            return
-        box = self._box(where)
-        match event:
-            case Typing(stranger=label):
-                box.typing_start(label)
-            case StoppedTyping(stranger=label):
-                box.typing_stop(label)
-            case _:
-                if isinstance(event, Disconnected) and event.final:
-                    box.typing_stop(everyone=True)  # a chat that ended leaves nobody typing
-                for content in render.render(event):
-                    box.put_payload(Post(content))
-
-    async def _deliver_ghost(self, where: SessionRoom, event: Event) -> None:
-        """Ghost mode: stranger text and typing come from the stranger's ghost; notices from the bot."""
-        sid = where.format()
-        match event:
-            case Typing(stranger=label):
-                self.ghost_typing.get((where.room, await self.ghosts.ghost(sid, label))).typing_start()
-                return
-            case StoppedTyping(stranger=label):
-                self.ghost_typing.get((where.room, await self.ghosts.ghost(sid, label))).typing_stop()
-                return
-        box = self._box(where)
-        for content in render.render(event):
-            box.put_payload(Post(content))
-        await self._ghosts_leave(where, event)
-
-    async def _deliver_rich(self, where: SessionRoom, event: Message | Edit | Retract | Reaction) -> None:
-        """Stranger text (mergeable), replies, images, edits, retractions and reactions, in order in the
-        room's outbox; in ghost mode the stranger's ghost speaks and reacts."""
-        sender = None
-        if self.ghosts is not None and isinstance(event, Message | Reaction):
-            sender = await self.ghosts.ghost(where.format(), event.stranger)
-        box = self._box(where)
-        told = self.relay.put(box, where, event, sender, images=self.media.on(where.room))
-        if told is not None:
-            box.put_payload(Post(render.notice(told)))
-
-    async def _ghosts_leave(self, where: SessionRoom, event: Event) -> None:
-        """The ghosts whose chat (or stranger) `event` ends leave the room, after the notice."""
-        sid = where.format()
-        leaving: list[str] = []
-        match event:
-            case Waiting() | Connected():
-                leaving = await self.ghosts.end(sid, everyone=True)  # a new chat gets new ghosts
-            case Disconnected(final=True):  # also the core's "restart" end of a chat a crash left
-                leaving = await self.ghosts.end(sid, everyone=True)
-            case Disconnected(stranger=label):
-                leaving = await self.ghosts.end(sid, label)
-        for ghost in leaving:
-            self.ghost_typing.discard((where.room, ghost))
-            self._box(where).put_call(GhostLeave(self.sender, where.room, ghost))
-
-    # ---- outboxes ----------------------------------------------------------------------------
-
-    def _box(self, where: SessionRoom) -> Outbox:
-        """The session room's outbox; lost messages not told yet are told first."""
-        box = self.outboxes.get(where)
-        if self.undelivered.get(where):
-            self._tell_undelivered(box)
-        return box
-
-    def _given_up(self, box: Outbox, item: Item, reason: str) -> None:
-        """The outbox gave an item up (it counted it): lost stranger messages are told in one notice."""
-        line = item.payload if isinstance(item.payload, Line) else None  # a stranger's reply or image
-        if item.kind != "text" and line is None:
-            log.warning("matrix: a bridge notice, rich event or call was not delivered (%s)", reason)
-            return
-        self.relay.given_up(box.room, item)
-        text = line.text if line is not None else item.text
-        log.warning("matrix: %d stranger messages not delivered (%s)", item.count, reason)
-        if self.rooms.closed(box.room.room) or self.lost is not None:
-            return  # nobody can be told there any more
-        sid = box.room.format()
-        start = self.rooms.last_start.get(sid)
-        if sid in self.rooms.active and not (start is not None and start.mode is Mode.ASK):
-            # The core tells the stranger about that very message (a spy's strangers do not know
-            # the spy: nobody to tell).
-            self.submit(Room(self.name, sid), Undelivered(text))
-        self.undelivered[box.room] = self.undelivered.get(box.room, 0) + item.count
-        self._tell_undelivered(box)
-
-    def _tell_undelivered(self, box: Outbox) -> None:
-        """Queue one notice, first, for the session room's lost messages not yet told (replacing an unsent one)."""
-        missing = self.undelivered.get(box.room, 0)
-        sending = box.sending
-        if sending is not None and isinstance(sending.payload, Post):
-            missing -= sending.payload.covers  # on its way
-        for item in list(box.queue):
-            if isinstance(item.payload, Post) and item.payload.covers:
-                if item.attempts:
-                    missing -= item.payload.covers
-                else:
-                    box.queue.remove(item)
-        if missing > 0:  # before everything newer than the loss
-            box.put_payload(Post(render.notice(render.undelivered(missing)), covers=missing), notify=False, first=True)
-
-    def _told(self, where: SessionRoom, covers: int) -> None:
-        left = self.undelivered.get(where, 0) - covers
-        if left > 0:
-            self.undelivered[where] = left
-        else:
-            self.undelivered.pop(where, None)
-
-    def _drop_outbox(self, rid: str) -> None:
-        """Nothing more is written to a room the bot left; its ghosts still leave (they may be there)."""
-        for where in [w for w in self.undelivered if w.room == rid]:
-            del self.undelivered[where]
-        self.relations.drop_room(rid, lambda where: where.room)
-        leaves: list[GhostLeave] = []
-        for box in self.outboxes:
-            if box.room.room == rid:
-                leaves.extend(item.call for item in box.queue if isinstance(item.call, GhostLeave))
-                self.outboxes.discard(box.room)
-        for box in self.ghost_typing:
-            if box.room[0] == rid:
-                self.ghost_typing.discard(box.room)
-        for leave in leaves:
-            self.outboxes.get(SessionRoom(rid)).put_call(leave)
+        """Show a stranger-side or core event (see `plugins.matrix.delivery`)."""
+        await self.delivery.deliver(room, event)

@@ -11,7 +11,8 @@ from nio import RoomGetEventResponse
 
 from bridge.events import Edit, Image, Message, Posted, Reaction, Retract, Room
 from bridge.hygiene import cut
-from bridge.outbox import Item, Outbox, merge_marker
+from bridge.delivery import Item, merge_marker
+from bridge.outbox import Outbox
 
 from . import render
 from .relations import EDITS_PER_MESSAGE, REACTIONS_PER_MESSAGE, Ours, Relations, Shown, posted_id, split_id

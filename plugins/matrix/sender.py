@@ -14,7 +14,7 @@ from nio import AsyncClient, RoomGetStateEventResponse, RoomSendResponse
 from nio.api import Api
 from nio.responses import ErrorResponse, RoomLeaveResponse, RoomRedactResponse
 
-from bridge.outbox import Item, Permanent, RateLimited, merge_marker
+from bridge.delivery import Item, Permanent, RateLimited, merge_marker
 
 from . import render
 from .config import MatrixConfig
@@ -102,7 +102,7 @@ async def leave_with_reason(client: AsyncClient, rid: str, reason: str) -> Any:
 
 
 class RoomSender:
-    """Implements `bridge.outbox.Sender` for session rooms: as the bot, or in ghost mode as the speaking ghost.
+    """Implements `bridge.delivery.Sender` for session rooms: as the bot, or in ghost mode as the speaking ghost.
 
     Never sends plaintext into an encrypted room. Each outbox item gets a transaction id of
     ours before its first attempt (parts of a long text derive theirs from it), so a retry after
@@ -132,7 +132,7 @@ class RoomSender:
         self.relay: Any = None
         self.crypto: Any = None  # plugins.matrix.crypto.Crypto with encryption: encrypted rooms are written to
 
-    # ---- bridge.outbox.Sender ------------------------------------------------------------------
+    # ---- bridge.delivery.Sender ------------------------------------------------------------------
 
     async def send_text(self, room: SessionRoom, item: Item) -> None:
         """Stranger text (maybe merged): attributed by the bot, or plain from its ghost (`item.label`)."""
@@ -249,7 +249,7 @@ async def redact(client: AsyncClient, rid: str, event_id: str, txn: str) -> Any:
 
 
 class GhostTyping:
-    """`bridge.outbox.Sender` of one ghost's typing state in one room (ghost mode: typing is per ghost)."""
+    """`bridge.delivery.Sender` of one ghost's typing state in one room (ghost mode: typing is per ghost)."""
 
     def __init__(self, sender: RoomSender) -> None:
         self.sender = sender

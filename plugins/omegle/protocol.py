@@ -1,29 +1,13 @@
-"""The Omegle HTTP protocol, pure: /start query strings, /start and /events answers, event mapping."""
+"""The Omegle HTTP protocol's answers, pure: /start, /events and /status bodies parsed into wire events."""
 
 from __future__ import annotations
 
 import json
 import logging
-import secrets
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from bridge.events import (
-    Connected,
-    Disconnected,
-    Event,
-    Message,
-    Mode,
-    Question,
-    Reason,
-    ServerNotice,
-    Start,
-    StoppedTyping,
-    Typing,
-    Waiting,
-)
-from bridge.hygiene import clean, cut
+from bridge.hygiene import cut
 
 __all__ = [
     "AntinudeBanned",
@@ -39,7 +23,6 @@ __all__ = [
     "OmegleTyping",
     "OmegleWaiting",
     "ProtocolError",
-    "RANDID_ALPHABET",
     "RecaptchaRejected",
     "RecaptchaRequired",
     "SPY_LABELS",
@@ -52,22 +35,16 @@ __all__ = [
     "StatusInfo",
     "StrangerDisconnected",
     "SuggestSpyee",
-    "Translator",
     "action_ok",
     "parse_event",
     "parse_events",
     "parse_start",
     "parse_status",
-    "random_id",
-    "start_params",
-    "start_query",
 ]
 
 log = logging.getLogger(__name__)
 
-RANDID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 SPY_LABELS = ("Stranger 1", "Stranger 2")
-MAX_SERVER_TEXT = 500  # characters of server-sent free text (errors, notices) shown to a user
 
 
 class ProtocolError(ValueError):
@@ -233,53 +210,12 @@ OmegleEvent = (
     | ConnectionDied
 )
 
-# ---- requests ----------------------------------------------------------------------------------
-
-
-def random_id(choice=secrets.choice) -> str:
-    """An 8-character `randid` from Omegle's alphabet (no 0, 1, I, O)."""
-    return "".join(choice(RANDID_ALPHABET) for _ in range(8))
-
-
-def start_params(
-    start: Start,
-    randid: str,
-    *,
-    caps: str | None = "recaptcha2",
-    firstevents: bool = True,
-) -> list[tuple[str, str]]:
-    """The /start query parameters for a user's Start, in python-omegle's order.
-
-    Random with interests sends `topics` (a JSON array); answer mode (or `answer_questions`)
-    sends `wantsspy=1`; ask mode sends `ask=<question>`. Group mode has no Omegle equivalent:
-    the caller refuses it before asking.
-    """
-    params: list[tuple[str, str]] = []
-    if caps:
-        params += [("caps", caps), ("rcs", "1")]
-    if firstevents:
-        params.append(("firstevents", "1"))
-    params += [("randid", randid), ("lang", start.language or "en")]
-    if start.mode is Mode.ASK:
-        params.append(("ask", start.question or ""))
-    elif start.mode is Mode.ANSWER or start.answer_questions:
-        params.append(("wantsspy", "1"))
-    elif start.interests:
-        params.append(("topics", json.dumps(list(start.interests), ensure_ascii=False, separators=(",", ":"))))
-    return params
-
-
-def start_query(start: Start, randid: str, **options) -> str:
-    """The /start query string (without the leading "?"); see `start_params`."""
-    return urlencode(start_params(start, randid, **options))
+# ---- answers -----------------------------------------------------------------------------------
 
 
 def action_ok(body: str) -> bool:
     """Whether an action (/send, /typing, /disconnect, ...) answer means success (`win`)."""
     return body.strip() == "win"
-
-
-# ---- answers -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,115 +362,3 @@ def parse_event(raw: object) -> OmegleEvent | None:
         case _:
             log.debug("omegle: ignoring unknown event %s", cut(name, 40))
             return None
-
-
-# ---- protocol events → core events -------------------------------------------------------------
-
-CAPTCHA_TEXT = "The stranger service asks for a captcha, which can only be solved in its own web page."
-CAPTCHA_REJECTED_TEXT = "The stranger service rejected the captcha."
-BANNED_TEXT = "The stranger service has banned this bridge for a while."
-DIED_TEXT = "The stranger service lost this chat."
-SUGGEST_SPYEE_TEXT = "The stranger service suggests answering questions (answer mode)."
-
-
-@dataclass
-class Translator:
-    """Turns protocol events into core events for one chat, batch by batch.
-
-    It remembers whether the chat is connected (events before `connected` imply it), folds
-    `commonLikes` and `question` of the connecting batch into one Connected, labels spy events,
-    and ends the stream with one final Disconnected. `count` keeps the last online figure.
-    """
-
-    spy: bool = False  # we asked the question: two labelled strangers
-    connected: bool = False
-    done: bool = False
-    count: int | None = None
-    _likes: tuple[str, ...] = field(default=(), repr=False)  # seen before `connected`
-    _question: str | None = field(default=None, repr=False)  # seen before `connected`, or shown
-
-    def batch(self, events: Iterable[OmegleEvent]) -> list[Event]:
-        """Core events for one /start or /events batch; nothing after the final Disconnected."""
-        events = list(events)
-        if not self.connected:
-            # commonLikes and question follow `connected` in its batch: gather them first.
-            for event in events:
-                if type(event) is CommonLikes:
-                    self._likes = event.likes
-                elif type(event) is OmegleQuestion:
-                    self._question = event.text
-        out: list[Event] = []
-        for event in events:
-            if self.done:
-                break
-            out.extend(self._one(event))
-        return out
-
-    def _connect(self) -> list[Event]:
-        if self.connected:
-            return []
-        self.connected = True
-        strangers = SPY_LABELS if self.spy else ("Stranger",)
-        return [Connected(common_interests=self._likes, question=self._question, strangers=strangers)]
-
-    def _end(self, notice: str | None, reason: str, stranger: str | None = None) -> list[Event]:
-        self.done = True
-        out: list[Event] = [ServerNotice(notice)] if notice else []
-        out.append(Disconnected(stranger=stranger, reason=reason, final=True))
-        return out
-
-    def _one(self, event: OmegleEvent) -> list[Event]:
-        match event:
-            case OmegleWaiting():
-                return [] if self.connected else [Waiting()]
-            case OmegleConnected():
-                return self._connect()
-            case CommonLikes() | OmegleQuestion() if not self.connected:
-                return []  # folded into Connected when `connected` is in the batch
-            case CommonLikes():
-                return []
-            case OmegleQuestion(text=text):
-                if text == self._question:
-                    return []
-                self._question = text
-                return [Question(text)]
-            case GotMessage(text=text):
-                return [*self._connect(), Message(text)]
-            case OmegleTyping():
-                return [*self._connect(), Typing()]
-            case OmegleStoppedTyping():
-                return [StoppedTyping()] if self.connected else []
-            case StrangerDisconnected():
-                return self._end(None, Reason.STRANGER)
-            case SpyMessage(who=who, text=text):
-                return [*self._connect(), Message(text, who)]
-            case SpyTyping(who=who):
-                return [*self._connect(), Typing(who)]
-            case SpyStoppedTyping(who=who):
-                return [StoppedTyping(who)] if self.connected else []
-            case SpyDisconnected(who=who):
-                return self._end(None, Reason.STRANGER, who)
-            case ServerMessage(text=text):
-                return [ServerNotice(_server_text(text))]
-            case StatusInfo(count=count) | Count(count=count):
-                if count is not None:
-                    self.count = count
-                return []
-            case SuggestSpyee():
-                return [] if self.connected else [ServerNotice(SUGGEST_SPYEE_TEXT)]
-            case RecaptchaRequired():
-                return self._end(CAPTCHA_TEXT, Reason.REFUSED)
-            case RecaptchaRejected():
-                return self._end(CAPTCHA_REJECTED_TEXT, Reason.REFUSED)
-            case AntinudeBanned():
-                return self._end(BANNED_TEXT, Reason.REFUSED)
-            case Error(text=text):
-                detail = _server_text(text) if text else "no detail"
-                return self._end(f"The stranger service reported an error: {detail}", Reason.ERROR)
-            case ConnectionDied():
-                return self._end(DIED_TEXT, Reason.ERROR)
-        return []
-
-
-def _server_text(text: str) -> str:
-    return clean(text, MAX_SERVER_TEXT).strip() or "(empty)"

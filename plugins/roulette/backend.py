@@ -25,7 +25,8 @@ from bridge.events import (
     Typing,
     Waiting,
 )
-from bridge.outbox import Item, Outbox, OutboxPolicy, Permanent, merge_marker
+from bridge.delivery import Item, OutboxPolicy, Permanent, merge_marker
+from bridge.outbox import Outbox
 
 from .protocol import (
     MAX_LINE,

@@ -7,7 +7,7 @@ import pytest
 from bridge.events import Connected, Edit, Image, Message, Reaction, Retract, ServerNotice, Start
 from bridge.fallback import CORRECTED, RULES, plain, quoted
 from plugins.hub.backend import HubChat
-from plugins.omegle.backend import OmegleChat
+from plugins.omegle.chat import OmegleChat
 from plugins.pychat.backend import PychatChat
 from plugins.remandzana.backend import RemandzanaChat
 from plugins.roulette.backend import RouletteChat

@@ -10,7 +10,8 @@ import pytest
 
 from bridge.backoff import Backoff
 from bridge.metrics import Metrics
-from bridge.outbox import MERGE_MARKER, Item, Outbox, OutboxPolicy, Outboxes, Permanent, RateLimited, merge_marker
+from bridge.delivery import MERGE_MARKER, Item, OutboxPolicy, Permanent, RateLimited, merge_marker
+from bridge.outbox import Outbox, Outboxes
 
 FAST = OutboxPolicy(platform="test", retry=Backoff(0.0, attempts=4), slow_after=float("inf"), typing_every=0.0)
 ONCE = Backoff(0.0, attempts=1)  # no retry at all

@@ -6,7 +6,7 @@ import pytest
 
 from bridge.events import Connected, Disconnected, Message, Question, Reason, ServerNotice, Typing, Waiting
 from bridge.hygiene import CUT_MARKER
-from bridge.outbox import merge_marker
+from bridge.delivery import merge_marker
 from plugins.discord import render
 
 Z = "\u200b"

@@ -13,7 +13,8 @@ from plugins.matrix import render
 from plugins.matrix.commands import Command, parse, to_event
 from plugins.matrix.config import MatrixConfig
 from plugins.matrix.inbound import Ignore, Media, Said, classify, scrub, strip_reply_fallback
-from bridge.outbox import Outbox, OutboxPolicy, merge_marker
+from bridge.delivery import OutboxPolicy, merge_marker
+from bridge.outbox import Outbox
 from plugins.matrix.rooms import SessionRoom
 from plugins.matrix.sender import Sent, Write
 from plugins.matrix.txn import TxnIds
@@ -162,7 +163,7 @@ def test_render_merged_text_keeps_every_line_attributed_and_the_marker_apart():
 async def test_txn_ids_are_ours_and_outbox_keys_are_not():
     txn = TxnIds(FakeState())
     await txn.load()
-    from bridge.outbox import Item
+    from bridge.delivery import Item
 
     assert TxnIds.ours(await txn.take()) and not TxnIds.ours(Item("text").key)
 

@@ -22,14 +22,16 @@ from bridge.events import (
     Waiting,
 )
 from plugins.omegle import protocol as p
+from plugins.omegle import query as q
+from plugins.omegle import translate
 
 
 def test_random_id_uses_omegle_alphabet():
     for _ in range(200):
-        rid = p.random_id()
-        assert len(rid) == 8 and set(rid) <= set(p.RANDID_ALPHABET)
-    assert not set("01IO") & set(p.RANDID_ALPHABET)
-    assert p.random_id(random.Random(1).choice) == p.random_id(random.Random(1).choice)
+        rid = q.random_id()
+        assert len(rid) == 8 and set(rid) <= set(q.RANDID_ALPHABET)
+    assert not set("01IO") & set(q.RANDID_ALPHABET)
+    assert q.random_id(random.Random(1).choice) == q.random_id(random.Random(1).choice)
 
 
 @pytest.mark.parametrize(
@@ -44,20 +46,20 @@ def test_random_id_uses_omegle_alphabet():
     ],
 )
 def test_start_query(start, expected):
-    query = parse_qs(p.start_query(start, "ABCD2345"))
+    query = parse_qs(q.start_query(start, "ABCD2345"))
     assert query.pop("randid") == ["ABCD2345"]
     assert query.pop("caps") == ["recaptcha2"] and query.pop("rcs") == ["1"]
     assert query.pop("firstevents") == ["1"]
     assert query == expected
-    assert "wantspy" not in p.start_query(start, "ABCD2345").replace("wantsspy", "")  # the seed's typo
+    assert "wantspy" not in q.start_query(start, "ABCD2345").replace("wantsspy", "")  # the seed's typo
 
 
 def test_start_query_options_and_order():
-    params = p.start_params(Start(), "R2345678", caps=None, firstevents=False)
+    params = q.start_params(Start(), "R2345678", caps=None, firstevents=False)
     assert params == [("randid", "R2345678"), ("lang", "en")]
-    names = [k for k, _ in p.start_params(Start(interests=("a",)), "R2345678")]
+    names = [k for k, _ in q.start_params(Start(interests=("a",)), "R2345678")]
     assert names == ["caps", "rcs", "firstevents", "randid", "lang", "topics"]  # python-omegle's order
-    assert json.loads(dict(p.start_params(Start(interests=("a", "b")), "R")).get("topics")) == ["a", "b"]
+    assert json.loads(dict(q.start_params(Start(interests=("a", "b")), "R")).get("topics")) == ["a", "b"]
 
 
 @pytest.mark.parametrize(
@@ -171,8 +173,8 @@ def test_action_ok():
 
 # ---- translation -------------------------------------------------------------------------------
 
-def batches(*answers: str, spy: bool = False) -> tuple[list, p.Translator]:
-    tr = p.Translator(spy=spy)
+def batches(*answers: str, spy: bool = False) -> tuple[list, translate.Translator]:
+    tr = translate.Translator(spy=spy)
     out: list = []
     for answer in answers:
         out.extend(tr.batch(p.parse_events(answer)))
@@ -208,20 +210,20 @@ TRANSLATION_TABLE = [
     # serverMessage and the ignorable ones
     (['[["serverMessage","hello \\u202eevil"],["identDigests","x"],["count",9]]'], False,
      [ServerNotice("hello evil")]),
-    (['[["waiting"],["suggestSpyee"]]'], False, [Waiting(), ServerNotice(p.SUGGEST_SPYEE_TEXT)]),
+    (['[["waiting"],["suggestSpyee"]]'], False, [Waiting(), ServerNotice(translate.SUGGEST_SPYEE_TEXT)]),
     # captcha, ban, error, connectionDied end the chat with a notice naming the reason
     (['[["waiting"],["recaptchaRequired","key"]]', '[["connected"]]'], False,
-     [Waiting(), ServerNotice(p.CAPTCHA_TEXT), Disconnected(reason=Reason.REFUSED)]),
+     [Waiting(), ServerNotice(translate.CAPTCHA_TEXT), Disconnected(reason=Reason.REFUSED)]),
     (['[["recaptchaRejected","key"],["connected"]]'], False,
-     [ServerNotice(p.CAPTCHA_REJECTED_TEXT), Disconnected(reason=Reason.REFUSED)]),
-    (['[["antinudeBanned"]]'], False, [ServerNotice(p.BANNED_TEXT), Disconnected(reason=Reason.REFUSED)]),
+     [ServerNotice(translate.CAPTCHA_REJECTED_TEXT), Disconnected(reason=Reason.REFUSED)]),
+    (['[["antinudeBanned"]]'], False, [ServerNotice(translate.BANNED_TEXT), Disconnected(reason=Reason.REFUSED)]),
     (['[["connected"]]', '[["error","Server overloaded"],["gotMessage","after"]]'], False,
      [Connected(), ServerNotice("The stranger service reported an error: Server overloaded"),
       Disconnected(reason=Reason.ERROR)]),
     (['[["error"]]'], False,
      [ServerNotice("The stranger service reported an error: no detail"), Disconnected(reason=Reason.ERROR)]),
     (['[["connected"],["connectionDied"]]'], False,
-     [Connected(), ServerNotice(p.DIED_TEXT), Disconnected(reason=Reason.ERROR)]),
+     [Connected(), ServerNotice(translate.DIED_TEXT), Disconnected(reason=Reason.ERROR)]),
     # nothing after the end, even in the same batch
     (['[["strangerDisconnected"],["gotMessage","ghost"]]', '[["gotMessage","ghost2"]]'], False,
      [Disconnected(reason=Reason.STRANGER)]),
@@ -244,4 +246,4 @@ def test_counts_are_kept():
 
 def test_server_text_is_capped():
     out, _ = batches(json.dumps([["serverMessage", "x" * 5000]]))
-    assert len(out[0].text) <= p.MAX_SERVER_TEXT
+    assert len(out[0].text) <= translate.MAX_SERVER_TEXT
