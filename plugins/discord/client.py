@@ -13,7 +13,7 @@ from .commands import command_group
 if TYPE_CHECKING:
     from .platform import DiscordPlatform
 
-__all__ = ["DiscordClient"]
+__all__ = ["DiscordClient", "ShardedDiscordClient"]
 
 
 class DiscordClient(discord.Client):
@@ -86,3 +86,7 @@ class DiscordClient(discord.Client):
     async def on_raw_thread_member_remove(self, payload: discord.RawThreadMembersUpdate) -> None:
         removed = {int(x) for x in payload.data.get("removed_member_ids", [])}
         self.inbound.on_members_removed(payload.thread_id, removed)
+
+
+class ShardedDiscordClient(DiscordClient, discord.AutoShardedClient):
+    """The same client over discord.py's AutoShardedClient: one gateway connection per shard id it runs."""

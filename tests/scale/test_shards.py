@@ -1,0 +1,140 @@
+"""Discord sharding: two instances run one bot token as shards 0 and 1 of 2, sharing one Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from bridge.app import Bridge
+from tests.discord.conftest import bridge_config, server
+from tests.discord.fakebase import GUILD_ID, shard_of
+from tests.discord.util import notices, open_chat, stranger_lines, wait_line, wait_notice
+from tests.helpers import config
+
+from .conftest import LEASE, PREFIX
+
+__all__ = ["server"]  # the fake Discord server fixture, used by name
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def shard_config(server, url: str, shard: int) -> dict:
+    data = bridge_config(server, shard_count=2, shard_ids=[shard], dm=True)
+    del data["platforms"]["rec"]
+    data["bridge"] = {"store": url, "store_prefix": PREFIX, "instance": f"shard{shard}", "instance_lease": LEASE}
+    return data
+
+
+@contextlib.asynccontextmanager
+async def two_shards(server, url: str):
+    """Instance "shard0" runs shard 0 of 2, "shard1" shard 1; both ready (each its own gateway session)."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(Bridge(config(shard_config(server, url, n)))) for n in (0, 1)]
+
+
+def guild_pair(server) -> tuple[int, int]:
+    """A text channel in a guild of shard 0, and one in the default guild (which falls on shard 1)."""
+    assert shard_of(GUILD_ID, 2) == 1
+    _, (zero,) = server.add_guild(shard=0, count=2)
+    return zero, server.text_channels[0]
+
+
+async def meet(server, zero: int, one: int) -> tuple[tuple[int, int, dict], tuple[int, int, dict]]:
+    """Alice starts in channel `zero` and waits; Bob starts in `one`: both told they are chatting.
+    Returns (user, thread, start interaction) of each."""
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+    t0, start0 = await open_chat(server, alice, zero)
+    await wait_notice(server, t0, "Looking for someone")
+    t1, start1 = await open_chat(server, bob, one)
+    await wait_notice(server, t1, "You're now chatting")
+    await wait_notice(server, t0, "You're now chatting")
+    return (alice, t0, start0), (bob, t1, start1)
+
+
+async def test_each_guilds_start_is_handled_only_by_the_instance_of_its_shard(redis_server, server):
+    zero, one = guild_pair(server)
+    async with two_shards(server, redis_server.url) as (b0, b1):
+        assert sorted(server.shard_sessions) == [0, 1] and server.session is None
+        dc0, dc1 = b0.platforms["dc"], b1.platforms["dc"]
+        assert [g.id for g in dc0.client.guilds] == [server.guild_of(zero)]
+        assert [g.id for g in dc1.client.guilds] == [GUILD_ID]
+        (alice, t0, start0), (bob, t1, start1) = await meet(server, zero, one)
+        # Each start was answered once, by the instance of its guild's shard; the other never saw it.
+        for payload in (start0, start1):
+            assert [r["kind"] for r in server.replies(payload) if r.get("kind") == "callback"] == ["callback"]
+        callbacks = server.writes("POST", r"/interactions/.*/callback")
+        assert callbacks and all(200 <= r.status < 300 for r in callbacks)  # a second answer would be a 400
+        assert int(start0["id"]) in dc0.commands.seen_interactions and int(start0["id"]) not in dc1.commands.seen_interactions
+        assert int(start1["id"]) in dc1.commands.seen_interactions and int(start1["id"]) not in dc0.commands.seen_interactions
+        assert list(dc0.threads) == [t0] and list(dc1.threads) == [t1]
+        assert len(server.threads()) == 2
+        # The thread lists are one key per shard, each written only by its instance: no shared list.
+        await dc0.flush()
+        await dc1.flush()
+        r = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        try:
+            kv = await r.hgetall(f"{PREFIX}kv:platform:dc")
+        finally:
+            await r.aclose()
+        assert "threads" not in kv and "counter" not in kv and "interactions" not in kv
+        assert json.loads(kv["threads:0/2"]) == [t0] and json.loads(kv["threads:1/2"]) == [t1]
+        assert kv["counter:0/2"] == "1" and kv["counter:1/2"] == "1"
+        assert kv["interactions:0/2"] == start0["id"] and kv["interactions:1/2"] == start1["id"]
+        # A direct message goes to shard 0: its instance answers it; the other never sees it.
+        carol = server.add_user("carol")
+        dm = server.dm_channel(carol)
+        start_dm = await server.slash(carol, dm, "start")
+        await wait_notice(server, dm, "Looking for someone")
+        assert [r["kind"] for r in server.replies(start_dm) if r.get("kind") == "callback"] == ["callback"]
+        assert int(start_dm["id"]) in dc0.commands.seen_interactions
+        assert int(start_dm["id"]) not in dc1.commands.seen_interactions and dm not in dc1.threads
+        assert dm in dc0.threads
+
+
+async def test_users_of_guilds_on_different_shards_meet_and_chat_both_ways(redis_server, server):
+    zero, one = guild_pair(server)
+    async with two_shards(server, redis_server.url):
+        (alice, t0, _), (bob, t1, _) = await meet(server, zero, one)
+        run = secrets.token_hex(4)
+        from_zero = [f"zero-{run}-{i}" for i in range(15)]
+        from_one = [f"one-{run}-{i}" for i in range(15)]
+        for a, b in zip(from_zero, from_one, strict=True):
+            await server.user_message(t0, alice, a)
+            await server.user_message(t1, bob, b)
+        await wait_line(server, t1, from_zero[-1])
+        await wait_line(server, t0, from_one[-1])
+        # Nothing lost, nothing doubled, in order: each line once, in the other shard's guild only.
+        assert [content for _, content in stranger_lines(server, t1)] == from_zero
+        assert [content for _, content in stranger_lines(server, t0)] == from_one
+        assert not any("not delivered" in n.lower() for n in notices(server, t0) + notices(server, t1))
+        await server.slash(alice, t0, "stop")
+        assert len(await wait_notice(server, t1, "disconnected")) == 1
+
+
+def check_config(tmp_path: Path, discord: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "bridge.toml"
+    path.write_text(f'[platforms.discord]\nplugin = "discord"\ntoken = "abc.def.ghi"\n{discord}\n')
+    return subprocess.run([sys.executable, "-m", "bridge", "check-config", "-c", str(path)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_wrong_shard_settings_are_config_errors_naming_the_key(tmp_path):
+    for setting, says in [
+        ("shard_count = 2\nshard_ids = [0, 2]", "out of range"),
+        ("shard_ids = [0]", "needs shard_count"),
+        ("shard_count = 3\nshard_ids = [1, 1]", "twice"),
+        ("shard_count = 2\nshard_ids = []", "empty"),
+    ]:
+        res = check_config(tmp_path, setting)
+        assert res.returncode == 2, (setting, res.stdout, res.stderr)
+        assert "platforms.discord.shard_ids" in res.stderr and says in res.stderr, (setting, res.stderr)
+    res = check_config(tmp_path, "shard_count = 0")
+    assert res.returncode == 2 and "platforms.discord.shard_count" in res.stderr, res.stderr
+    res = check_config(tmp_path, "shard_count = 2\nshard_ids = [1]")
+    assert res.returncode == 0 and res.stdout.strip() == "OK", res.stdout + res.stderr
