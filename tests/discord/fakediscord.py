@@ -282,10 +282,13 @@ class FakeDiscord(RichMessages):
         if ws is not None:
             await ws.send_str(json.dumps({"op": 7, "d": None, "s": None, "t": None}))
 
-    async def invalidate(self) -> None:
-        """op 9 (not resumable): the bot must IDENTIFY again; events until then are lost to it."""
-        session = self.session
-        self.session = None
+    async def invalidate(self, shard: int | None = None) -> None:
+        """op 9 (not resumable): the bot must IDENTIFY again (the session of `shard`, when sharded);
+        events until then are lost to it."""
+        if shard is None:
+            session, self.session = self.session, None
+        else:
+            session = self.shard_sessions.pop(shard, None)
         if session is not None and session.ws is not None:
             await session.ws.send_str(json.dumps({"op": 9, "d": False, "s": None, "t": None}))
 

@@ -28,6 +28,22 @@ async def test_a_process_running_every_shard_serves_every_guild_and_pairs_them(s
         await server.user_message(t0, alice, token)
         await wait_line(server, t1, token)
         assert [c for _, c in stranger_lines(server, t1)] == [token]
+        # Shard 1's session is invalidated: what Bob sends meanwhile is fetched once it identifies
+        # again, and only its threads are caught up (shard 0's session went on).
+        assert b.metrics.ready["dc"] is True
+        await server.invalidate(shard=1)
+        await until(lambda: b.metrics.ready["dc"] is False)
+        gap = [f"gap-{secrets.token_hex(4)}-{i}" for i in range(3)]
+        for line in gap:
+            await server.user_message(t1, bob, line)
+        await wait_line(server, t0, gap[-1])
+        await until(lambda: b.metrics.ready["dc"] is True, timeout=20)
+        after = f"after-{secrets.token_hex(4)}"
+        await server.user_message(t1, bob, after)
+        await wait_line(server, t0, after)
+        assert [c for _, c in stranger_lines(server, t0)] == [*gap, after]
+        assert server.identifies == 3  # two shards, then shard 1 again
+        assert server.writes("GET", rf"^/channels/{t1}/messages$") and not server.writes("GET", rf"^/channels/{t0}/messages$")
         assert dc.threads._lists == {0: "threads:0/2", 1: "threads:1/2"}
 
 

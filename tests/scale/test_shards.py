@@ -138,3 +138,30 @@ def test_wrong_shard_settings_are_config_errors_naming_the_key(tmp_path):
     assert res.returncode == 2 and "platforms.discord.shard_count" in res.stderr, res.stderr
     res = check_config(tmp_path, "shard_count = 2\nshard_ids = [1]")
     assert res.returncode == 0 and res.stdout.strip() == "OK", res.stdout + res.stderr
+
+
+async def test_an_instance_restarted_under_its_name_takes_its_shards_threads_back(redis_server, server):
+    zero, one = guild_pair(server)
+    async with Bridge(config(shard_config(server, redis_server.url, 1))):
+        first = Bridge(config(shard_config(server, redis_server.url, 0)))
+        await first.__aenter__()
+        try:
+            (alice, t0, _), (bob, t1, _) = await meet(server, zero, one)
+            run = secrets.token_hex(4)
+            await server.user_message(t0, alice, f"before-{run}")
+            await wait_line(server, t1, f"before-{run}")
+        finally:
+            await first.__aexit__(None, None, None)
+        # Shard 0's instance is away: what Bob sends meanwhile waits for it.
+        gap = [f"gap-{run}-{i}" for i in range(5)]
+        for line in gap:
+            await server.user_message(t1, bob, line)
+        async with Bridge(config(shard_config(server, redis_server.url, 0))) as again:
+            dc0 = again.platforms["dc"]
+            assert list(dc0.threads) == [t0]  # read back from its shard's own thread list
+            await wait_line(server, t0, gap[-1])
+            await server.user_message(t0, alice, f"back-{run}")
+            await wait_line(server, t1, f"back-{run}")
+            assert [c for _, c in stranger_lines(server, t0)] == gap
+            assert [c for _, c in stranger_lines(server, t1)] == [f"before-{run}", f"back-{run}"]
+            assert not [n for n in notices(server, t0) + notices(server, t1) if "restarted" in n or "disconnected" in n]
