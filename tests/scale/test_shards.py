@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
@@ -14,6 +15,7 @@ import redis.asyncio as aioredis
 from bridge.app import Bridge
 from tests.discord.conftest import bridge_config, server
 from tests.discord.fakebase import GUILD_ID, shard_of
+from tests.discord.guarded import GuardedDiscord
 from tests.discord.util import notices, open_chat, stranger_lines, wait_line, wait_notice
 from tests.helpers import config
 
@@ -24,18 +26,18 @@ __all__ = ["server"]  # the fake Discord server fixture, used by name
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def shard_config(server, url: str, shard: int) -> dict:
-    data = bridge_config(server, shard_count=2, shard_ids=[shard], dm=True)
+def shard_config(server, url: str, shard: int, **discord) -> dict:
+    data = bridge_config(server, shard_count=2, shard_ids=[shard], dm=True, **discord)
     del data["platforms"]["rec"]
     data["bridge"] = {"store": url, "store_prefix": PREFIX, "instance": f"shard{shard}", "instance_lease": LEASE}
     return data
 
 
 @contextlib.asynccontextmanager
-async def two_shards(server, url: str):
+async def two_shards(server, url: str, **discord):
     """Instance "shard0" runs shard 0 of 2, "shard1" shard 1; both ready (each its own gateway session)."""
     async with contextlib.AsyncExitStack() as stack:
-        yield [await stack.enter_async_context(Bridge(config(shard_config(server, url, n)))) for n in (0, 1)]
+        yield [await stack.enter_async_context(Bridge(config(shard_config(server, url, n, **discord)))) for n in (0, 1)]
 
 
 def guild_pair(server) -> tuple[int, int]:
@@ -165,3 +167,27 @@ async def test_an_instance_restarted_under_its_name_takes_its_shards_threads_bac
             assert [c for _, c in stranger_lines(server, t0)] == gap
             assert [c for _, c in stranger_lines(server, t1)] == [f"before-{run}", f"back-{run}"]
             assert not [n for n in notices(server, t0) + notices(server, t1) if "restarted" in n or "disconnected" in n]
+
+
+async def test_the_shared_moderation_log_is_followed_by_the_process_of_shard_0_only(redis_server, server, monkeypatch):
+    monkeypatch.setattr(GuardedDiscord, "options", {"modlog_every": 0.05})
+    log_channel = server.text_channels[1]
+    guild_pair(server)
+    async with two_shards(server, redis_server.url, mod_log_channel=log_channel) as (b0, b1):
+        # Both read one core log in the shared store: shard 1's follower returns at once ...
+        await asyncio.wait_for(b1.platforms["dc"].modlog.follow(0.05), 10)
+        # ... and shard 0's posts each record once (through REST, whichever shard the channel is on).
+        assert shard_of(server.guild_of(log_channel), 2) == 1
+        r = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        try:  # shard 0's follower started from here (earlier records are history, never posted)
+            async with asyncio.timeout(10):
+                while await r.hget(f"{PREFIX}kv:platform:dc", "modlog:seq") is None:
+                    await asyncio.sleep(0.02)
+        finally:
+            await r.aclose()
+        await b1.moderator.sanctions.ban("web:00000000000000aa", 3600, "flooding")
+        await b0.moderator.sanctions.ban("web:00000000000000dd", None, "marker")
+        entries = await server.wait_until(
+            lambda: (found := [m["content"] for m in server.bot_messages(log_channel)]) and "marker" in found[-1] and found
+        )
+        assert entries == ["**Ban** by the bridge operator: flooding.", "**Ban** by the bridge operator: marker."]
