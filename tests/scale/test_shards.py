@@ -1,11 +1,13 @@
-"""Discord sharding: two instances run one bot token as shards 0 and 1 of 2, sharing one Redis."""
+"""Discord sharding: two instances (Bridges, then daemon processes) run one bot token as shards 0 and 1 of 2 on one Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import secrets
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ from tests.discord.fakebase import GUILD_ID, shard_of
 from tests.discord.guarded import GuardedDiscord
 from tests.discord.util import notices, open_chat, stranger_lines, wait_line, wait_notice
 from tests.helpers import config
+from tests.redisproc import free_port
 
 from .conftest import LEASE, PREFIX
 
@@ -57,6 +60,22 @@ async def meet(server, zero: int, one: int) -> tuple[tuple[int, int, dict], tupl
     await wait_notice(server, t1, "You're now chatting")
     await wait_notice(server, t0, "You're now chatting")
     return (alice, t0, start0), (bob, t1, start1)
+
+
+async def chat_both_ways(server, zero: tuple[int, int], one: tuple[int, int], n: int) -> None:
+    """Each user sends `n` unique lines, interleaved: nothing lost, nothing doubled, in order, each
+    line once and in the other shard's guild only."""
+    (alice, t0), (bob, t1) = zero, one
+    run = secrets.token_hex(4)
+    from_zero = [f"zero-{run}-{i}" for i in range(n)]
+    from_one = [f"one-{run}-{i}" for i in range(n)]
+    for a, b in zip(from_zero, from_one, strict=True):
+        await server.user_message(t0, alice, a)
+        await server.user_message(t1, bob, b)
+    await wait_line(server, t1, from_zero[-1])
+    await wait_line(server, t0, from_one[-1])
+    assert [content for _, content in stranger_lines(server, t1)] == from_zero
+    assert [content for _, content in stranger_lines(server, t0)] == from_one
 
 
 async def test_each_guilds_start_is_handled_only_by_the_instance_of_its_shard(redis_server, server):
@@ -103,17 +122,7 @@ async def test_users_of_guilds_on_different_shards_meet_and_chat_both_ways(redis
     zero, one = guild_pair(server)
     async with two_shards(server, redis_server.url):
         (alice, t0, _), (bob, t1, _) = await meet(server, zero, one)
-        run = secrets.token_hex(4)
-        from_zero = [f"zero-{run}-{i}" for i in range(15)]
-        from_one = [f"one-{run}-{i}" for i in range(15)]
-        for a, b in zip(from_zero, from_one, strict=True):
-            await server.user_message(t0, alice, a)
-            await server.user_message(t1, bob, b)
-        await wait_line(server, t1, from_zero[-1])
-        await wait_line(server, t0, from_one[-1])
-        # Nothing lost, nothing doubled, in order: each line once, in the other shard's guild only.
-        assert [content for _, content in stranger_lines(server, t1)] == from_zero
-        assert [content for _, content in stranger_lines(server, t0)] == from_one
+        await chat_both_ways(server, (alice, t0), (bob, t1), 15)
         assert not any("not delivered" in n.lower() for n in notices(server, t0) + notices(server, t1))
         await server.slash(alice, t0, "stop")
         assert len(await wait_notice(server, t1, "disconnected")) == 1
@@ -191,3 +200,72 @@ async def test_the_shared_moderation_log_is_followed_by_the_process_of_shard_0_o
             lambda: (found := [m["content"] for m in server.bot_messages(log_channel)]) and "marker" in found[-1] and found
         )
         assert entries == ["**Ban** by the bridge operator: flooding.", "**Ban** by the bridge operator: marker."]
+
+
+@contextlib.asynccontextmanager
+async def shard_daemons(tmp_path: Path, server, url: str):
+    """Two `python -m bridge run` processes, one per shard of 2, sharing the Redis at `url`."""
+    procs: list[asyncio.subprocess.Process] = []
+    logs: list[list[str]] = []
+    try:
+        for shard in (0, 1):
+            path = tmp_path / f"shard{shard}.toml"
+            path.write_text(f"""
+[bridge]
+store = "{url}"
+store_prefix = "{PREFIX}"
+instance = "shard{shard}"
+instance_lease = {LEASE}
+log_level = "INFO"
+shutdown_timeout = 5
+metrics_bind = "127.0.0.1:{free_port()}"
+[platforms.dc]
+plugin = "tests.discord.guarded:GuardedDiscord"
+token = "test-bot-token"
+api_base = "{server.api_base}"
+gateway_url = "{server.gateway_url}"
+guild_ready_timeout = 0.05
+start_cooldown = 0
+shard_count = 2
+shard_ids = [{shard}]
+[backends.hub]
+plugin = "hub"
+repair_cooldown = 0
+interest_fallback = 0
+""")
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bridge", "run", "-c", str(path), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            procs.append(proc)
+            lines: list[str] = []
+            logs.append(lines)
+            async with asyncio.timeout(60):
+                async for raw in proc.stderr:  # type: ignore[union-attr]
+                    lines.append(raw.decode(errors="replace"))
+                    if "stranger-bridge running" in lines[-1]:
+                        break
+            assert proc.returncode is None and "stranger-bridge running" in lines[-1], "".join(lines)[-3000:]
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, lines in zip(procs, logs, strict=False):
+            _, rest = await asyncio.wait_for(proc.communicate(), 30)
+            lines.append(rest.decode(errors="replace"))
+            assert proc.returncode == 0, "".join(lines)[-3000:]
+
+
+async def test_two_daemon_processes_of_one_token_split_the_guilds_and_pair_across(tmp_path, redis_server, server):
+    zero, one = guild_pair(server)
+    async with shard_daemons(tmp_path, server, redis_server.url):
+        await server.wait_until(lambda: sorted(server.shard_sessions) == [0, 1], timeout=30)
+        (alice, t0, start0), (bob, t1, start1) = await meet(server, zero, one)
+        for payload in (start0, start1):  # each start answered once: only its shard's process saw it
+            assert [r["kind"] for r in server.replies(payload) if r.get("kind") == "callback"] == ["callback"]
+        callbacks = server.writes("POST", r"/interactions/.*/callback")
+        assert len(callbacks) == 2 and all(200 <= r.status < 300 for r in callbacks)
+        assert len(server.threads()) == 2
+        await chat_both_ways(server, (alice, t0), (bob, t1), 10)
+        await server.slash(bob, t1, "stop")
+        assert len(await wait_notice(server, t0, "disconnected")) == 1
