@@ -13,7 +13,7 @@ from .tree import command_group
 if TYPE_CHECKING:
     from .platform import DiscordPlatform
 
-__all__ = ["DiscordClient"]
+__all__ = ["DiscordClient", "ShardedDiscordClient"]
 
 
 class DiscordClient(discord.Client):
@@ -86,3 +86,38 @@ class DiscordClient(discord.Client):
     async def on_raw_thread_member_remove(self, payload: discord.RawThreadMembersUpdate) -> None:
         removed = {int(x) for x in payload.data.get("removed_member_ids", [])}
         self.inbound.on_members_removed(payload.thread_id, removed)
+
+
+class ShardedDiscordClient(DiscordClient, discord.AutoShardedClient):
+    """The same client over discord.py's AutoShardedClient: one gateway connection per shard id it runs."""
+
+    def __init__(self, platform: DiscordPlatform, **options: Any) -> None:
+        super().__init__(platform, **options)
+        self.down: set[int] = set()  # shards without a gateway session: /metrics says ready when none
+
+    async def on_connect(self) -> None:
+        pass  # each shard's IDENTIFY is on_shard_connect: only its threads are caught up
+
+    async def on_shard_connect(self, shard_id: int) -> None:
+        self.inbound.on_identified(shard_id)
+
+    async def on_disconnect(self) -> None:
+        pass  # on_shard_disconnect says which shard
+
+    async def on_resumed(self) -> None:
+        pass  # on_shard_resumed says which shard
+
+    async def on_shard_disconnect(self, shard_id: int) -> None:
+        self.down.add(shard_id)
+        await super().on_disconnect()
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        self._shard_up(shard_id)
+
+    async def on_shard_resumed(self, shard_id: int) -> None:
+        self._shard_up(shard_id)
+
+    def _shard_up(self, shard_id: int) -> None:
+        self.down.discard(shard_id)
+        if not self.down and self.platform.ready_event.is_set():
+            self.platform.metrics.set_ready(self.platform.name, True)

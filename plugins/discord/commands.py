@@ -40,7 +40,7 @@ class Commands:
         self.remember = host.remember
         self.cooldowns: dict[int, TokenBucket] = {}  # user -> one start per start_cooldown (only while it runs)
         self.seen_interactions: SeenIds[int, None] = SeenIds(self.remember)
-        # The newest start interaction handled by a previous run, and by any run (persisted as "interactions").
+        # The newest start interaction handled by a previous run, and by any run (persisted as "interactions", per shard set).
         self._newest_before: int | None = None
         self._newest = 0
 
@@ -60,7 +60,7 @@ class Commands:
         token expires within minutes anyway, and the user simply starts again.
         """
         if self._newest_before is None:
-            raw = await self.host.state.get("interactions")
+            raw = await self.host.state.get(self.host.shards.key("interactions"))
             self._newest_before = self._newest = _newest_handled(raw)
         return iid <= self._newest_before
 
@@ -69,7 +69,7 @@ class Commands:
         await self._start_handled(iid)
         if iid > self._newest:
             self._newest = iid
-            await self.host.state.set("interactions", str(iid))
+            await self.host.state.set(self.host.shards.key("interactions"), str(iid))
 
     async def reply(self, interaction: discord.Interaction, text: str) -> None:
         """An ephemeral answer (or follow-up when the interaction was deferred)."""

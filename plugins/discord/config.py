@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from bridge.abc import PluginConfig
 
@@ -47,6 +47,27 @@ class DiscordConfig(PluginConfig):
     # Lines of the reported chat posted with a report (0: none; opt-in; users are told when on).
     mod_log_lines: int = Field(0, ge=0, le=20)
     request_timeout: float = Field(15.0, gt=0, allow_inf_nan=False)  # seconds a webhook call may take; then read back and retried
+    # Sharding: one token run as `shard_count` shards; this process runs `shard_ids` of them (all
+    # when unset) and serves the guilds with (guild_id >> 22) % shard_count among them; DMs: shard 0.
+    shard_count: int | None = Field(None, ge=1, le=65536)
+    shard_ids: tuple[int, ...] | None = None
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _shard_ids(cls, ids: tuple[int, ...] | None, info: ValidationInfo) -> tuple[int, ...] | None:
+        if ids is None or "shard_count" not in info.data:
+            return ids  # a wrong shard_count is reported on its own
+        count = info.data.get("shard_count")
+        if count is None:
+            raise ValueError("shard_ids needs shard_count (the number of shards all processes of this token run)")
+        if not ids:
+            raise ValueError("shard_ids is empty: list the shards this process runs, or leave it out for all")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"shard_ids lists a shard twice: {list(ids)}")
+        wrong = [i for i in ids if not 0 <= i < count]
+        if wrong:
+            raise ValueError(f"shard_ids {wrong} out of range: shards are numbered 0 to shard_count - 1 = {count - 1}")
+        return tuple(sorted(ids))
 
     @model_validator(mode="before")
     @classmethod

@@ -42,9 +42,12 @@ class Inbound:
     def _submit(self, tid: int, event: Any) -> None:
         self.host.submit(Room(self.host.name, str(tid)), event)
 
-    def on_identified(self) -> None:
-        """After every IDENTIFY (not after a RESUME, which replays): fetch what the gap hid."""
+    def on_identified(self, shard: int | None = None) -> None:
+        """After every IDENTIFY (not after a RESUME, which replays): fetch what the gap hid; when
+        sharded, only in the threads of the shard that identified (the others' sessions went on)."""
         for info in self.host.threads.infos():
+            if shard is not None and self.host.shards.shard(info.guild) != shard:
+                continue
             if info.guild is not None or self.host.config.dm:
                 info.catching_up = True
                 self.host.spawn(self._catch_up(info))

@@ -101,9 +101,10 @@ class ModLog:
 
     async def follow(self, every: float = FOLLOW_EVERY) -> None:
         """Post what the core's moderation log records beyond this platform's own posts (the core's
-        follower, bridge.policy.logfollow: no subject key, no repeats across a restart)."""
+        follower, bridge.policy.logfollow: no subject key, no repeats across a restart). When
+        sharded, only the process of shard 0 follows: the processes share the core's log."""
         moderator = self.host.moderator
-        if self.channel is None or moderator is None:
+        if self.channel is None or moderator is None or not self.host.shards.serves(None):
             return
         await self.host.ready_event.wait()  # logged in, and the channel checked
 

@@ -35,7 +35,7 @@ from bridge.outbox import Outbox, Outboxes
 
 from . import render
 from .admin import Admin
-from .client import DiscordClient
+from .client import DiscordClient, ShardedDiscordClient
 from .commands import Commands
 from .config import DEFAULT_API_BASE, DEFAULT_GATEWAY_URL, DiscordConfig
 from .guilds import Guilds
@@ -44,6 +44,7 @@ from .lines import Line, Upload
 from .modlog import FOLLOW_EVERY, ModLog
 from .rich import Rich
 from .sender import DiscordSender
+from .shards import Shards
 from .threads import ThreadInfo, Threads
 
 __all__ = ["DiscordPlatform", "TYPING_EVERY"]
@@ -86,7 +87,8 @@ class DiscordPlatform(Platform):
         self.remember = remember
         self.modlog_every = modlog_every
         self.client: DiscordClient | None = None
-        self.threads = Threads(self.state, remember)
+        self.shards = Shards.of(self.config)
+        self.threads = Threads(self.state, remember, self.shards)
         self._previous: list[Room] = []  # sessions a previous run left (rooms_active, before run)
         self.sender = DiscordSender(self.config, self.state, self.threads)
         policy = OutboxPolicy(platform=self.name, retry=retry, slow_after=SLOW_SEND,
@@ -123,9 +125,13 @@ class DiscordPlatform(Platform):
         intents = discord.Intents.none()
         intents.guilds = intents.guild_messages = intents.message_content = intents.guild_typing = True
         intents.guild_reactions = True
-        intents.dm_messages = intents.dm_typing = intents.dm_reactions = cfg.dm
-        self.client = DiscordClient(
+        intents.dm_messages = intents.dm_typing = intents.dm_reactions = cfg.dm and self.shards.serves(None)
+        sharding: dict[str, Any] = {}
+        if self.shards.count is not None:
+            sharding = {"shard_count": self.shards.count, "shard_ids": list(self.shards.ids)}
+        self.client = (ShardedDiscordClient if sharding else DiscordClient)(
             self,
+            **sharding,
             intents=intents,
             allowed_mentions=NONE,
             connector=self._connector(),
@@ -185,13 +191,15 @@ class DiscordPlatform(Platform):
                 log.info("session room %s has no thread record; it is shown but not listened to", room)
 
     async def sync_commands(self) -> None:
-        """Publish /stranger where the config says (called once, before the gateway connects)."""
+        """Publish /stranger where the config says (called once, before the gateway connects); when
+        sharded, global commands by the process of shard 0, guild commands by each guild's shard."""
         assert self.client is not None
         tree = self.client.tree
         if self.config.command_scope == "global":
-            await tree.sync()
+            if self.shards.serves(None):
+                await tree.sync()
         elif self.config.command_scope == "guilds":
-            for gid in self.config.guilds:
+            for gid in filter(self.shards.serves, self.config.guilds):
                 guild = discord.Object(gid)
                 tree.copy_global_to(guild=guild)
                 await tree.sync(guild=guild)

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from bridge.abc import KeyValue
 from bridge.dedupe import SeenIds
 
+from .shards import Shards
+
 __all__ = ["SHOWN_KEPT", "ThreadInfo", "Threads"]
 
 SHOWN_KEPT = 64
@@ -57,8 +59,12 @@ class ThreadInfo:
 class Threads:
     """The open session threads (and DM rooms) by id and by owner, written through to the state."""
 
-    def __init__(self, state: KeyValue, remember: int = 4096) -> None:
+    def __init__(self, state: KeyValue, remember: int = 4096, shards: Shards | None = None) -> None:
         self.state = state
+        # Processes of one token share the state: each writes only its own shards' lists and counter.
+        self.shards = shards or Shards()
+        self._lists = self.shards.keys("threads")
+        self._counter = self.shards.key("counter")
         self.by_id: dict[int, ThreadInfo] = {}
         self.by_user: dict[int, int] = {}
         # Threads archived, left or deleted: nothing more is posted there. Only the newest are kept:
@@ -125,7 +131,7 @@ class Threads:
     async def next_number(self) -> int:
         """The number of a new thread, persisted before the thread exists."""
         self.counter += 1
-        await self.state.set("counter", str(self.counter))
+        await self.state.set(self._counter, str(self.counter))
         return self.counter
 
     # ---- persistence -------------------------------------------------------------------------
@@ -135,11 +141,12 @@ class Threads:
         if self._loaded:
             return
         self._loaded = True
-        self.counter = int(await self.state.get("counter") or 0)
-        for tid in json.loads(await self.state.get("threads") or "[]"):
-            raw = await self.state.get(f"thread:{tid}")
-            if raw:
-                self.add(ThreadInfo.load(raw))
+        self.counter = int(await self.state.get(self._counter) or 0)
+        for key in self._lists.values():
+            for tid in json.loads(await self.state.get(key) or "[]"):
+                raw = await self.state.get(f"thread:{tid}")
+                if raw:
+                    self.add(ThreadInfo.load(raw))
 
     def persist(self, info: ThreadInfo) -> None:
         """Write this thread's record soon (by the flusher task)."""
@@ -162,10 +169,17 @@ class Threads:
             info = self.by_id.get(tid)
             await self.state.set(f"thread:{tid}", info.dump() if info else None)
         if dirty:
-            await self.state.set("threads", json.dumps(sorted(self.by_id)))
+            await self._write_lists()
 
     async def save_now(self, info: ThreadInfo) -> None:
         """Write this thread's record before going on (a restart must find it)."""
         self._dirty.discard(info.id)
         await self.state.set(f"thread:{info.id}", info.dump())
-        await self.state.set("threads", json.dumps(sorted(self.by_id)))
+        await self._write_lists()
+
+    async def _write_lists(self) -> None:
+        by_shard: dict[int, list[int]] = {sid: [] for sid in self._lists}
+        for tid in sorted(self.by_id):
+            by_shard.setdefault(self.shards.shard(self.by_id[tid].guild), []).append(tid)
+        for sid, key in self._lists.items():
+            await self.state.set(key, json.dumps(by_shard[sid]))

@@ -36,6 +36,7 @@ __all__ = [
     "SEND_MESSAGES",
     "guarded_connector",
     "json_answer",
+    "shard_of",
     "multipart",
     "now_iso",
     "snowflake",
@@ -127,9 +128,15 @@ class Fault:
 @dataclass
 class GatewaySession:
     id: str
+    shard: tuple[int, int] | None = None  # IDENTIFY's [shard_id, shard_count]; None: unsharded
     seq: int = 0
     buffer: list[dict] = field(default_factory=list)
     ws: web.WebSocketResponse | None = None
+
+
+def shard_of(guild: int | None, count: int) -> int:
+    """The shard Discord sends a guild's events to; direct messages (no guild) go to shard 0."""
+    return 0 if guild is None else (guild >> 22) % count
 
 
 def user_object(uid: int, name: str, bot: bool = False) -> dict:

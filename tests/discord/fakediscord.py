@@ -33,6 +33,7 @@ from .fakebase import (
     json_answer,
     multipart,
     now_iso,
+    shard_of,
     snowflake,
     user_object,
 )
@@ -60,9 +61,10 @@ def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 class FakeDiscord(RichMessages):
-    """One guild with text channels, users, threads, webhooks, an app-command tree and one bot."""
+    """Guilds (one to start with) with text channels, users, threads, webhooks, an app-command tree
+    and one bot, which may connect as several shards (each guild's events only to its shard's session)."""
 
-    def __init__(self, channels: int = 2) -> None:
+    def __init__(self, channels: int = 2, recommended_shards: int = 1) -> None:
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
         self.users: dict[int, dict] = {BOT_ID: user_object(BOT_ID, "strangerbot", bot=True)}
@@ -73,21 +75,15 @@ class FakeDiscord(RichMessages):
         self.callbacks: dict[int, list[dict]] = {}  # interaction id -> responses and follow-ups
         self.interactions: dict[int, dict] = {}
         self.tokens: dict[str, int] = {}  # interaction token -> id
-        self.session: GatewaySession | None = None
+        self.session: GatewaySession | None = None  # the newest unsharded (or shard-less) session
+        self.shard_sessions: dict[int, GatewaySession] = {}  # shard id -> its live session
         self.sessions: dict[str, GatewaySession] = {}
+        self.recommended_shards = recommended_shards  # what GET /gateway/bot answers
+        self.guild_ids: list[int] = []
         self.identifies = 0
         self.resumes = 0
         self.changed = asyncio.Condition()
-        self.text_channels: list[int] = []
-        for n in range(channels):
-            cid = 900000000000000200 + n
-            self.channels[cid] = {
-                "id": str(cid), "type": 0, "guild_id": str(GUILD_ID), "name": f"general-{n}", "position": n,
-                "permission_overwrites": [], "nsfw": False, "parent_id": None, "topic": None,
-                "last_message_id": None, "rate_limit_per_user": 0,
-            }
-            self.messages[cid] = []
-            self.text_channels.append(cid)
+        self.text_channels: list[int] = self._add_channels(GUILD_ID, [900000000000000200 + n for n in range(channels)])
         self.webhooks_forbidden = False
         self.cdn: dict[str, tuple[bytes, str]] = {}  # path under /cdn/ -> (bytes, content type)
         self.cdn_fetches: list[str] = []  # paths fetched from the CDN, in order
@@ -114,9 +110,10 @@ class FakeDiscord(RichMessages):
 
     async def stop(self) -> None:
         self._released.set()
-        if self.session and self.session.ws is not None:
-            with contextlib.suppress(Exception):
-                await self.session.ws.close()
+        for session in self.sessions.values():
+            if session.ws is not None:
+                with contextlib.suppress(Exception):
+                    await session.ws.close()
         if self.runner:
             await self.runner.cleanup()
 
@@ -146,7 +143,38 @@ class FakeDiscord(RichMessages):
                         return result
                     await self.changed.wait()
 
-    # ---- users and guild -----------------------------------------------------------------------
+    # ---- users and guilds ----------------------------------------------------------------------
+
+    def _add_channels(self, gid: int, cids: list[int]) -> list[int]:
+        self.guild_ids.append(gid)
+        for n, cid in enumerate(cids):
+            self.channels[cid] = {
+                "id": str(cid), "type": 0, "guild_id": str(gid), "name": f"general-{n}", "position": n,
+                "permission_overwrites": [], "nsfw": False, "parent_id": None, "topic": None,
+                "last_message_id": None, "rate_limit_per_user": 0,
+            }
+            self.messages[cid] = []
+        return cids
+
+    def add_guild(self, shard: int = 0, count: int = 1, channels: int = 1) -> tuple[int, list[int]]:
+        """Another guild (set up before the bot connects) whose id falls on `shard` of `count`;
+        returns its id and its text channels' ids."""
+        gid = GUILD_ID
+        while gid in self.guild_ids or shard_of(gid, count) != shard:
+            gid += 1 << 22
+        return gid, self._add_channels(gid, [snowflake() for _ in range(channels)])
+
+    def guild_of(self, cid: int) -> int | None:
+        """The guild of a channel or thread; None for a DM channel."""
+        raw = self.channels[cid].get("guild_id")
+        return int(raw) if raw else None
+
+    def sessions_of(self, guild: int | None) -> list[GatewaySession]:
+        """The live session that gets this guild's events (DMs: shard 0), as Discord routes them."""
+        if self.shard_sessions:
+            found = [s for sid, s in self.shard_sessions.items() if shard_of(guild, s.shard[1]) == sid]  # type: ignore[index]
+            return found[:1]
+        return [self.session] if self.session is not None else []
 
     def add_user(self, name: str, *, created: float | None = None, permissions: int | None = None) -> int:
         """A user; `created` (Unix time) sets the account's age as Discord encodes it in the id."""
@@ -163,13 +191,14 @@ class FakeDiscord(RichMessages):
     def member(self, uid: int) -> dict:
         return {"user": self.users[uid], "roles": [], "joined_at": now_iso(), "deaf": False, "mute": False, "flags": 0}
 
-    def guild_payload(self) -> dict:
-        threads = [self.public(c) for c in self.channels.values() if c["type"] in (11, 12) and not c["thread_metadata"]["archived"]]
+    def guild_payload(self, gid: int = GUILD_ID) -> dict:
+        mine = [c for c in self.channels.values() if c.get("guild_id") == str(gid)]
+        threads = [self.public(c) for c in mine if c["type"] in (11, 12) and not c["thread_metadata"]["archived"]]
         return {
-            "id": str(GUILD_ID), "name": "Test Guild", "owner_id": str(OWNER_ID), "icon": None,
-            "roles": [{"id": str(GUILD_ID), "name": "@everyone", "permissions": "2248473465835073", "position": 0,
+            "id": str(gid), "name": "Test Guild" + (f" {self.guild_ids.index(gid)}" if gid != GUILD_ID else ""), "owner_id": str(OWNER_ID), "icon": None,
+            "roles": [{"id": str(gid), "name": "@everyone", "permissions": "2248473465835073", "position": 0,
                        "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}],
-            "channels": [c for c in self.channels.values() if c["type"] == 0],
+            "channels": [c for c in mine if c["type"] == 0],
             "threads": threads, "members": [self.member(BOT_ID)], "member_count": len(self.users),
             "emojis": [], "stickers": [], "features": [], "voice_states": [], "presences": [],
             "large": False, "unavailable": False, "joined_at": now_iso(), "premium_tier": 2,
@@ -195,18 +224,27 @@ class FakeDiscord(RichMessages):
                     await ws.send_str(json.dumps({"op": 11, "d": None, "s": None, "t": None}))
                 elif op == 2:
                     self.identifies += 1
-                    session = GatewaySession(id=f"session-{snowflake()}", ws=ws)
+                    shard = data["d"].get("shard")
+                    session = GatewaySession(id=f"session-{snowflake()}", ws=ws, shard=tuple(shard) if shard else None)
                     self.sessions[session.id] = session
-                    self.session = session
+                    if session.shard is not None and session.shard[1] > 1:
+                        self.shard_sessions[session.shard[0]] = session
+                    else:
+                        self.session = session
+                    sid, count = session.shard or (0, 1)
+                    guilds = [g for g in self.guild_ids if shard_of(g, count) == sid]
                     await self._send(session, "READY", {
-                        "v": 10, "user": self.users[BOT_ID], "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+                        "v": 10, "user": self.users[BOT_ID], "guilds": [{"id": str(g), "unavailable": True} for g in guilds],
                         "session_id": session.id, "resume_gateway_url": self.gateway_url,
                         "application": {"id": str(APP_ID), "flags": 0}, "private_channels": [], "relationships": [],
+                        **({"shard": [sid, count]} if session.shard else {}),
                     })
-                    await self._send(session, "GUILD_CREATE", self.guild_payload())
+                    for g in guilds:
+                        await self._send(session, "GUILD_CREATE", self.guild_payload(g))
                 elif op == 6:
                     found = self.sessions.get(data["d"]["session_id"])
-                    if found is None or found is not self.session:
+                    live = self.shard_sessions.get(found.shard[0]) if found is not None and found.shard and found.shard[1] > 1 else self.session
+                    if found is None or found is not live:
                         await ws.send_str(json.dumps({"op": 9, "d": False, "s": None, "t": None}))
                         continue
                     self.resumes += 1
@@ -230,10 +268,12 @@ class FakeDiscord(RichMessages):
                 await session.ws.send_str(json.dumps(frame))
 
     async def dispatch(self, event: str, data: dict) -> None:
-        """Send a DISPATCH to the bot; buffered for a RESUME while it is away; lost when its session
-        was invalidated (as on Discord: that is what catch-up after a re-IDENTIFY is for)."""
-        if self.session is not None:
-            await self._send(self.session, event, data)
+        """Send a DISPATCH to the bot (to the session of the guild's shard); buffered for a RESUME
+        while it is away; lost when its session was invalidated (as on Discord: that is what
+        catch-up after a re-IDENTIFY is for)."""
+        guild = data.get("guild_id")
+        for session in self.sessions_of(int(guild) if guild else None):
+            await self._send(session, event, data)
         await self._notify()
 
     async def reconnect(self) -> None:
@@ -242,10 +282,13 @@ class FakeDiscord(RichMessages):
         if ws is not None:
             await ws.send_str(json.dumps({"op": 7, "d": None, "s": None, "t": None}))
 
-    async def invalidate(self) -> None:
-        """op 9 (not resumable): the bot must IDENTIFY again; events until then are lost to it."""
-        session = self.session
-        self.session = None
+    async def invalidate(self, shard: int | None = None) -> None:
+        """op 9 (not resumable): the bot must IDENTIFY again (the session of `shard`, when sharded);
+        events until then are lost to it."""
+        if shard is None:
+            session, self.session = self.session, None
+        else:
+            session = self.shard_sessions.pop(shard, None)
         if session is not None and session.ws is not None:
             await session.ws.send_str(json.dumps({"op": 9, "d": False, "s": None, "t": None}))
 
@@ -335,6 +378,10 @@ class FakeDiscord(RichMessages):
 
     # handlers ------------------------------------------------------------------------------------
 
+    async def _bot_gateway(self, request, body):
+        return json_answer({"url": self.gateway_url, "shards": self.recommended_shards, "session_start_limit": {
+            "total": 1000, "remaining": 1000 - self.identifies, "reset_after": 86400000, "max_concurrency": 1}})
+
     async def _me(self, request, body):
         return json_answer(self.users[BOT_ID])
 
@@ -364,7 +411,7 @@ class FakeDiscord(RichMessages):
             return json_answer({"message": "Unknown Channel", "code": 10003}, 404)
         tid = snowflake()
         thread = {
-            "id": str(tid), "type": body.get("type", 11), "guild_id": str(GUILD_ID), "parent_id": cid,
+            "id": str(tid), "type": body.get("type", 11), "guild_id": parent["guild_id"], "parent_id": cid,
             "owner_id": str(BOT_ID), "name": body["name"], "last_message_id": None, "rate_limit_per_user": 0,
             "message_count": 0, "member_count": 1, "flags": 0,
             "thread_metadata": {"archived": False, "auto_archive_duration": body.get("auto_archive_duration", 1440),
@@ -462,7 +509,7 @@ class FakeDiscord(RichMessages):
         if self.webhooks_forbidden:
             return json_answer({"message": "Missing Permissions", "code": 50013}, 403)
         wid = snowflake()
-        hook = {"id": str(wid), "type": 1, "token": f"tok{wid}", "channel_id": cid, "guild_id": str(GUILD_ID),
+        hook = {"id": str(wid), "type": 1, "token": f"tok{wid}", "channel_id": cid, "guild_id": self.channels[int(cid)].get("guild_id"),
                 "name": body.get("name", "hook"), "avatar": None, "application_id": str(APP_ID),
                 "user": self.users[BOT_ID]}
         self.webhooks[wid] = hook
@@ -504,7 +551,7 @@ class FakeDiscord(RichMessages):
             "embeds": body.get("embeds", []), "pinned": False, "type": 20, "flags": body.get("flags", 0),
             "components": body.get("components", []), "application_id": str(APP_ID),
             "interaction_metadata": {"id": str(iid), "type": inter["type"], "user": user,
-                                     "authorizing_integration_owners": {"0": str(GUILD_ID)}},
+                                     "authorizing_integration_owners": {"0": inter.get("guild_id", "0")}},
         }
 
     async def _callback(self, request, body, iid, token):
@@ -538,6 +585,7 @@ class FakeDiscord(RichMessages):
 
 
     _routes = [
+        (r"/gateway/bot", "GET", _bot_gateway),
         (r"/users/@me", "GET", _me),
         (r"/oauth2/applications/@me", "GET", _app),
         (r"/applications/(\d+)/commands", "PUT", _put_commands),
@@ -606,7 +654,7 @@ class FakeDiscord(RichMessages):
     async def typing(self, cid: int, uid: int) -> None:
         data = {"channel_id": str(cid), "user_id": str(uid), "timestamp": int(time.time())}
         if self.channels[cid].get("guild_id"):
-            data.update(guild_id=str(GUILD_ID), member=self.member(uid))
+            data.update(guild_id=self.channels[cid]["guild_id"], member=self.member(uid))
         await self.dispatch("TYPING_START", data)
 
     def _interaction(self, uid: int, cid: int, itype: int, data: dict, message: dict | None = None) -> dict:
@@ -622,9 +670,9 @@ class FakeDiscord(RichMessages):
         if channel["type"] == 1:  # a DM: the user, not a member; context BOT_DM
             payload.update(user=self.users[uid], context=1, authorizing_integration_owners={"0": str(uid)})
         else:
-            payload.update(guild_id=str(GUILD_ID), guild_locale="en-US", context=0,
+            payload.update(guild_id=channel["guild_id"], guild_locale="en-US", context=0,
                            member={**self.member(uid), "permissions": str(self.permissions.get(uid, MEMBER_PERMISSIONS))},
-                           authorizing_integration_owners={"0": str(GUILD_ID)})
+                           authorizing_integration_owners={"0": channel["guild_id"]})
         if message is not None:
             payload["message"] = message
         self.interactions[iid] = payload
@@ -683,12 +731,12 @@ class FakeDiscord(RichMessages):
 
     async def delete_thread(self, tid: int) -> None:
         thread = self.channels.pop(tid)
-        await self.dispatch("THREAD_DELETE", {"id": str(tid), "guild_id": str(GUILD_ID), "parent_id": thread["parent_id"],
+        await self.dispatch("THREAD_DELETE", {"id": str(tid), "guild_id": thread["guild_id"], "parent_id": thread["parent_id"],
                                               "type": thread["type"]})
 
     async def leave_thread(self, tid: int, uid: int) -> None:
         self.channels[tid]["members"].discard(uid)
-        await self.dispatch("THREAD_MEMBERS_UPDATE", {"id": str(tid), "guild_id": str(GUILD_ID), "member_count": 1,
+        await self.dispatch("THREAD_MEMBERS_UPDATE", {"id": str(tid), "guild_id": self.channels[tid]["guild_id"], "member_count": 1,
                                                       "removed_member_ids": [str(uid)]})
 
     # ---- reading what happened -----------------------------------------------------------------

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .fakebase import BOT_ID, FILES, GUILD_ID, json_answer, now_iso, snowflake
+from .fakebase import BOT_ID, FILES, json_answer, now_iso, snowflake
 
 __all__ = ["RichMessages"]
 
@@ -119,7 +119,7 @@ class RichMessages:
         data = {"user_id": str(uid), "channel_id": str(cid), "message_id": str(mid),
                 "emoji": {"id": None, "name": emoji}, "burst": False, "type": 0}
         if self.channels[cid].get("guild_id"):
-            data["guild_id"] = str(GUILD_ID)
+            data["guild_id"] = self.channels[cid]["guild_id"]
         return data
 
     async def react(self, cid: int, mid: int, uid: int, emoji: str, add: bool = True) -> bool:
