@@ -48,6 +48,10 @@ class TimedStore(Store):
         with self._timed("set"):
             await self.inner.set(namespace, key, value)
 
+    async def add(self, namespace: str, key: str, amount: int = 1) -> int:
+        with self._timed("add"):
+            return await self.inner.add(namespace, key, amount)
+
     def problem(self) -> str | None:
         return self.inner.problem()
 

@@ -312,11 +312,11 @@ class Sanctions:
     # ---- the moderation log -----------------------------------------------------------------
 
     async def _log(self, action: str, subject: str | None, reason: str, by: str | None) -> None:
-        async with self._lock("log"):
-            seq = int(await self.store.get(NAMESPACE, "log:next") or 0)
-            record = LogRecord(seq, self.clock(), action, subject, reason, by)
-            await self.store.set(NAMESPACE, f"log:{seq % self.log_size}", json.dumps(asdict(record)))
-            await self.store.set(NAMESPACE, "log:next", str(seq + 1))
+        # The sequence number is taken in one atomic step of the store: instances sharing a Redis
+        # (and `stranger-bridge mod` beside a daemon) never give two records the same number.
+        seq = await self.store.add(NAMESPACE, "log:next") - 1
+        record = LogRecord(seq, self.clock(), action, subject, reason, by)
+        await self.store.set(NAMESPACE, f"log:{seq % self.log_size}", json.dumps(asdict(record)))
         log.info("moderation: %s", action)
 
     async def log_records(self, limit: int | None = None) -> list[LogRecord]:

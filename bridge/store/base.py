@@ -62,6 +62,14 @@ class Store(abc.ABC):
     async def set(self, namespace: str, key: str, value: str | None) -> None:
         """Set (or with None, delete) a plugin's value."""
 
+    async def add(self, namespace: str, key: str, amount: int = 1) -> int:
+        """Add `amount` to the integer value of `key` (0 when unset) and return the new value, in
+        one step that other processes sharing the store cannot interleave with (a counter that
+        several instances bump). Default: get then set, for stores that only one task writes."""
+        value = int(await self.get(namespace, key) or 0) + amount
+        await self.set(namespace, key, str(value))
+        return value
+
     async def close(self) -> None:
         """Flush and release. Default: nothing."""
 

@@ -334,6 +334,9 @@ class RedisStore(Store):
         else:
             await self._do(lambda: self.redis.hset(name, key, value))
 
+    async def add(self, namespace: str, key: str, amount: int = 1) -> int:
+        return int(await self._do(lambda: self.redis.hincrby(f"{self.prefix}kv:{namespace}", key, amount)))
+
     async def close(self) -> None:
         """Stop heartbeat and watcher, give the lease up (a restart need not wait), disconnect."""
         if self._closed:

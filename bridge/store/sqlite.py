@@ -236,6 +236,9 @@ class SQLiteStore(Store):
     async def set(self, namespace: str, key: str, value: str | None) -> None:
         await self._call(_kv_set, self._db, namespace, key, value)
 
+    async def add(self, namespace: str, key: str, amount: int = 1) -> int:
+        return await self._call(_kv_add, self._db, namespace, key, amount)
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -285,6 +288,9 @@ class SharedStateFile(Store):
     async def set(self, namespace: str, key: str, value: str | None) -> None:
         _kv_set(self._db, namespace, key, value)
 
+    async def add(self, namespace: str, key: str, amount: int = 1) -> int:
+        return _kv_add(self._db, namespace, key, amount)
+
     async def close(self) -> None:
         self._db.close()
 
@@ -322,6 +328,16 @@ def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
 def _kv_get(db: sqlite3.Connection, namespace: str, key: str) -> str | None:
     row = db.execute("SELECT value FROM kv WHERE namespace=? AND key=?", (namespace, key)).fetchone()
     return row[0] if row else None
+
+
+def _kv_add(db: sqlite3.Connection, namespace: str, key: str, amount: int) -> int:
+    # One statement: the daemon and a tool beside it (SharedStateFile) never lose an increment.
+    row = db.execute(
+        "INSERT INTO kv VALUES (?,?,?) ON CONFLICT (namespace, key) DO UPDATE "
+        "SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT) RETURNING value",
+        (namespace, key, str(amount), amount),
+    ).fetchone()
+    return int(row[0])
 
 
 def _kv_set(db: sqlite3.Connection, namespace: str, key: str, value: str | None) -> None:

@@ -174,3 +174,31 @@ async def test_rediss_verifies_the_server_certificate(tmp_path, monkeypatch):
         await store.close()
     finally:
         server.stop()
+
+
+async def test_add_is_one_atomic_step_on_both_stores(any_store):
+    import asyncio
+
+    store = any_store
+    assert await store.add("ns", "n") == 1
+    await store.set("ns", "old", "41")  # a counter written by `set` before (a moderation log's log:next)
+    assert await store.add("ns", "old") == 42 and await store.get("ns", "old") == "42"
+    got = await asyncio.gather(*(store.add("ns", "n") for _ in range(200)))
+    assert sorted(got) == list(range(2, 202))  # every caller got its own number
+
+
+async def test_two_instances_on_one_redis_never_give_two_log_records_one_number(redis_server):
+    import asyncio
+
+    from bridge.policy.sanctions import Sanctions
+
+    one, two = await open_redis(redis_server.url, "a"), await open_redis(redis_server.url, "b")
+    try:
+        first, second = Sanctions(one, log_size=1000), Sanctions(two, log_size=1000)
+        await asyncio.gather(*(s.ban(f"web:{n:016x}", 60.0, f"r{n}") for n, s in enumerate([first, second] * 100)))
+        records = await first.log_records()
+        assert sorted(r.seq for r in records) == list(range(200))
+        assert sorted(r.reason for r in records) == sorted(f"r{n}" for n in range(200))
+    finally:
+        await one.close()
+        await two.close()
