@@ -12,7 +12,7 @@ from tests.helpers import running
 from .test_backend import cfg, has_text
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
@@ -51,7 +51,7 @@ class Person:
         room_writer.write(join_line(name))
         return cls(name, room_reader, room_writer)
 
-    async def expect(self, data: bytes, timeout: float = 5.0) -> None:
+    async def expect(self, data: bytes, timeout: float = 20.0) -> None:
         async with asyncio.timeout(timeout):
             while data not in self.seen:
                 chunk = await self.reader.read(4096)
