@@ -53,6 +53,19 @@ class PluginConfig(StrictModel):
     plugin: str
     backend: str | None = None  # platforms only: override of [bridge] default_backend
 
+    #: Options a plugin no longer has: key -> why it went and what to do instead. A config that
+    #: still sets one is refused with that text (not the generic "extra key" error).
+    removed: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_removed_options(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, why in cls.removed.items():
+                if key in data:
+                    raise ValueError(why)
+        return data
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> PluginConfig:
         for key in type(self).model_fields:

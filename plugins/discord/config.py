@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from bridge.abc import PluginConfig
 
@@ -21,6 +21,8 @@ REMOVED = {
 
 class DiscordConfig(PluginConfig):
     """One Discord bot. Empty `guilds`/`channels` mean: every guild / text channel the bot can see."""
+
+    removed = REMOVED
 
     token: SecretStr
     guilds: tuple[int, ...] = ()  # guilds where /stranger works (and where commands sync with scope "guilds")
@@ -69,11 +71,3 @@ class DiscordConfig(PluginConfig):
             raise ValueError(f"shard_ids {wrong} out of range: shards are numbered 0 to shard_count - 1 = {count - 1}")
         return tuple(sorted(ids))
 
-    @model_validator(mode="before")
-    @classmethod
-    def _removed(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key, why in REMOVED.items():
-                if key in data:
-                    raise ValueError(why)
-        return data

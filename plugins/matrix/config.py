@@ -51,6 +51,12 @@ class AppserviceConfig(BaseModel):
 class MatrixConfig(PluginConfig):
     """Settings of one Matrix bot account. Exactly one of access_token / password is required."""
 
+    removed = {
+        "allow_media_links": "the option `allow_media_links` was removed: it sent strangers a download link "
+                             "on the user's homeserver (its name and the media's id). Delete it; images are "
+                             "relayed re-uploaded with `images = true`.",
+    }
+
     homeserver: str  # client-server API base URL, e.g. https://matrix.example.org
     user_id: str  # the bot's mxid, e.g. @strangerbot:example.org
     access_token: SecretStr | None = None
@@ -81,7 +87,6 @@ class MatrixConfig(PluginConfig):
     # first devices are trusted, a device that appears later is announced in their chats.
     trust: Literal["all", "tofu"] = "all"
     undecryptable_wait: float = Field(30.0, gt=0, le=3600)  # seconds to wait for a missing key before the room is told
-    allow_media_links: bool = False  # send the stranger an http(s) download link for user media
     # Images both ways (PNG, JPEG, GIF, WebP), re-encoded so no metadata crosses: off by default;
     # with true, a room moderator (power level 50) still turns them on per room (`!stranger images on`).
     images: bool = False

@@ -22,10 +22,9 @@ class Said:
 
 @dataclass(frozen=True, slots=True)
 class Media:
-    """The user posted media: `link` is set only when links are allowed by config."""
+    """The user posted media (other than an image the room relays): only its kind is told."""
 
     kind: str
-    link: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +71,8 @@ def classify(
     *,
     prefix: str,
     event_type: str = "m.room.message",
-    media_base: str | None = None,
 ) -> Said | Command | Media | Ignore:
-    """What a user's room event means. `media_base`: download URL prefix when media links are allowed."""
+    """What a user's room event means."""
     if event_type == "m.sticker":
         return Media("a sticker")
     if not isinstance(content, dict):
@@ -92,11 +90,6 @@ def classify(
     if msgtype == "m.notice":
         return Ignore("notice")  # bots talk in notices: never relay them (no loops)
     if msgtype in MEDIA:
-        url = content.get("url")
-        if media_base and isinstance(url, str) and url.startswith("mxc://"):
-            server_media = url[len("mxc://") :]
-            if re.fullmatch(r"[A-Za-z0-9.\-:\[\]]+/[A-Za-z0-9_\-]+", server_media):
-                return Media(MEDIA[msgtype], f"{media_base}/{server_media}")
         return Media(MEDIA[msgtype])
     if msgtype not in ("m.text", "m.emote") or not isinstance(body, str):
         return Ignore(f"unsupported msgtype {msgtype!r}")

@@ -215,8 +215,7 @@ class Receiver:
         if isinstance(body, str) and self.host.admin.is_command(body.strip()):
             await self.host.admin.handle(rid, sender, body.strip())  # refused outside the management room
             return
-        media_base = f"{cfg.homeserver}/_matrix/media/v3/download" if cfg.allow_media_links else None
-        what = classify(content, prefix=cfg.command_prefix, event_type=kind, media_base=media_base)
+        what = classify(content, prefix=cfg.command_prefix, event_type=kind)
         if isinstance(what, Ignore):
             return
         relates = content.get("m.relates_to") if isinstance(content.get("m.relates_to"), dict) else {}
@@ -271,9 +270,7 @@ class Receiver:
                 await self.rich.image(rid, root, sid, ev, sender, content)
             return
         if isinstance(what, Media):
-            if what.link is not None:
-                submit(room, Message(f"[{what.kind}] {what.link}"))
-            elif sid in rooms.active:
+            if sid in rooms.active:
                 await self.host.notice(rid, root, f"You sent {what.kind}: media is not sent to strangers.")
             return
         assert isinstance(what, Said)

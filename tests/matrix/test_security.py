@@ -198,20 +198,6 @@ async def test_user_side_identifiers_never_reach_the_stranger(matrix, synapse):
         assert not rec.events("r", ServerNotice)
 
 
-async def test_media_link_when_allowed(matrix, synapse):
-    bot = await matrix.account()
-    alice = await matrix.user("alice")
-    me = bot["user_id"]
-    cfg = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"], allow_media_links=True)
-    async with running(cfg) as b:
-        rec = b.platforms["rec"]
-        rid = await paired(b, alice, me)
-        await alice.send(rid, {"msgtype": "m.image", "body": "cat.png", "url": "mxc://localhost/AbCdEf"})
-        got = await rec.wait_for("r", Message, timeout=20)
-        assert got.text == f"[an image] {synapse.url}/_matrix/media/v3/download/localhost/AbCdEf"
-        assert "mxc://" not in got.text
-
-
 async def test_stranger_text_never_highlights(matrix, synapse):
     """Synapse's push rules: a person writing alice's name highlights her; the same words from a
     stranger (m.mentions {}) do not, nor does @room."""

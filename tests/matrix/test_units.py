@@ -71,12 +71,19 @@ def test_classify(content, want):
     assert classify(content, prefix="!stranger") == want
 
 
-def test_classify_media_link_only_when_allowed():
+def test_classify_media_names_only_its_kind():
     content = {"msgtype": "m.file", "body": "f", "url": "mxc://hs.example/AbC_1"}
-    assert classify(content, prefix="!s", media_base="https://hs/dl") == Media("a file", "https://hs/dl/hs.example/AbC_1")
-    odd = {"msgtype": "m.file", "body": "f", "url": "mxc://hs/../../x?y"}
-    assert classify(odd, prefix="!s", media_base="https://hs/dl") == Media("a file")
+    assert classify(content, prefix="!s") == Media("a file")  # never a link to the user's homeserver
     assert classify({"msgtype": "m.text"}, prefix="!s", event_type="m.sticker") == Media("a sticker")
+
+
+def test_the_media_links_option_is_gone_with_a_reason():
+    import pytest
+    from pydantic import ValidationError
+
+    base = {"plugin": "matrix", "homeserver": "https://hs.example", "user_id": "@b:hs.example", "access_token": "t"}
+    with pytest.raises(ValidationError, match="allow_media_links` was removed: it sent strangers a download link"):
+        MatrixConfig(**base, allow_media_links=False)
 
 
 @pytest.mark.parametrize(
