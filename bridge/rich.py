@@ -117,7 +117,8 @@ async def outgoing(session: Session, event: Message, text: str) -> Message | Non
         if found is not None and not found[1].gone:
             reply, quote = found[0], found[1].quote()
     ref = refs.add_mine(event.ref, text)
-    await _maybe_save(session, state)
+    if time.monotonic() - state.saved_at >= SAVE_INTERVAL:  # _maybe_save's own first test, without a coroutine per message
+        await _maybe_save(session, state)
     if rich:
         return Message(text, None, ref, reply, None, image)
     return Message(fallback.quoted(text, quote, session.host.max_message_length(session.backend_name)))

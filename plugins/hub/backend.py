@@ -66,13 +66,25 @@ class HubConfig(PluginConfig):
 class _Conversation:
     """Members of one live chat; for spy chats members[0] is the asker, who only watches."""
 
-    __slots__ = ("cid", "kind", "members", "alive")
+    __slots__ = ("cid", "kind", "members", "alive", "described")
 
     def __init__(self, kind: str, members: list[HubChat], cid: str | None = None) -> None:
         self.cid = cid or uuid.uuid4().hex  # names it in the members' handles, to find each other after a restart
         self.kind = kind
         self.members = members
         self.alive = list(members)
+        self.described: str | None = None  # the members' common part of their handles (see HubChat.handle)
+
+    def description(self) -> str:
+        """The JSON of the conversation up to this member's place in it, built once: a member's
+        handle is asked on every relayed message, and its tickets do not change during the chat
+        (a resumed member takes over its stand-in's ticket, and that resets it anyway)."""
+        if self.described is None:
+            users = [m.ticket.user if m.ticket else "" for m in self.members]
+            pairings = [m.ticket.pairing if m.ticket else "" for m in self.members]
+            text = json.dumps({"cid": self.cid, "kind": self.kind, "users": users, "pairings": pairings})
+            self.described = text[:-1] + ', "me": '
+        return self.described
 
     def label(self, viewer: HubChat, speaker: HubChat) -> str | None:
         """How `viewer` names `speaker`: None in a one-to-one chat."""
@@ -102,9 +114,7 @@ class HubChat(QueuedChat):
         conv = self.conversation
         if conv is None or self not in conv.alive or self.hub.config.resume_window <= 0:
             return None
-        users = [m.ticket.user if m.ticket else "" for m in conv.members]
-        pairings = [m.ticket.pairing if m.ticket else "" for m in conv.members]
-        return json.dumps({"cid": conv.cid, "kind": conv.kind, "me": conv.members.index(self), "users": users, "pairings": pairings})
+        return f"{conv.description()}{conv.members.index(self)}}}"
 
     @property
     def survives_restart(self) -> bool:
@@ -278,6 +288,7 @@ class HubBackend(Backend):
         chat.ticket = standin.ticket
         chat.conversation = conv
         conv.members[me] = chat
+        conv.described = None
         conv.alive[conv.alive.index(standin)] = chat
         return chat
 
