@@ -66,25 +66,22 @@ class HubConfig(PluginConfig):
 class _Conversation:
     """Members of one live chat; for spy chats members[0] is the asker, who only watches."""
 
-    __slots__ = ("cid", "kind", "members", "alive", "described")
+    __slots__ = ("cid", "kind", "members", "alive")
 
     def __init__(self, kind: str, members: list[HubChat], cid: str | None = None) -> None:
         self.cid = cid or uuid.uuid4().hex  # names it in the members' handles, to find each other after a restart
         self.kind = kind
         self.members = members
         self.alive = list(members)
-        self.described: str | None = None  # the members' common part of their handles (see HubChat.handle)
 
-    def description(self) -> str:
-        """The JSON of the conversation up to this member's place in it, built once: a member's
-        handle is asked on every relayed message, and its tickets do not change during the chat
-        (a resumed member takes over its stand-in's ticket, and that resets it anyway)."""
-        if self.described is None:
-            users = [m.ticket.user if m.ticket else "" for m in self.members]
-            pairings = [m.ticket.pairing if m.ticket else "" for m in self.members]
-            text = json.dumps({"cid": self.cid, "kind": self.kind, "users": users, "pairings": pairings})
-            self.described = text[:-1] + ', "me": '
-        return self.described
+    def description(self, me: int) -> str:
+        """The conversation and member `me`'s place in it, as the member's handle: a compact JSON
+        list, not an object with its keys, since every session's record keeps its member's handle.
+        The pairings are left out when they are the users (most chats); resume reads both forms."""
+        users = [m.ticket.user if m.ticket else "" for m in self.members]
+        pairings = [m.ticket.pairing if m.ticket else "" for m in self.members]
+        fields = [self.cid, self.kind, users, me] if pairings == users else [self.cid, self.kind, users, pairings, me]
+        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
 
     def label(self, viewer: HubChat, speaker: HubChat) -> str | None:
         """How `viewer` names `speaker`: None in a one-to-one chat."""
@@ -114,7 +111,7 @@ class HubChat(QueuedChat):
         conv = self.conversation
         if conv is None or self not in conv.alive or self.hub.config.resume_window <= 0:
             return None
-        return f"{conv.description()}{conv.members.index(self)}}}"
+        return conv.description(conv.members.index(self))
 
     @property
     def survives_restart(self) -> bool:
@@ -268,9 +265,14 @@ class HubBackend(Backend):
             return self.shared.resume(handle)
         try:
             data = json.loads(handle)
+            if isinstance(data, list):  # the compact form: [cid, kind, users, me] or [cid, kind, users, pairings, me]
+                cid, kind, users, *rest, me = data
+                if len(rest) > 1:
+                    raise ValueError("not a hub handle")
+                data = {"cid": cid, "kind": kind, "users": users, "pairings": rest[0] if rest else None, "me": me}
             cid, kind, me, users = str(data["cid"]), str(data["kind"]), int(data["me"]), [str(u) for u in data["users"]]
             pairings = [str(p) for p in data.get("pairings") or users]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
         if not 0 <= me < len(users) or len(pairings) != len(users):
             return None
@@ -288,7 +290,6 @@ class HubBackend(Backend):
         chat.ticket = standin.ticket
         chat.conversation = conv
         conv.members[me] = chat
-        conv.described = None
         conv.alive[conv.alive.index(standin)] = chat
         return chat
 
