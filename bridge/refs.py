@@ -105,14 +105,14 @@ class RefMap:
 
     def new_ref(self) -> str:
         self.counter += 1
-        return f"{self._own}{self.counter:x}"
+        return f"{self._own}{self.counter}"
 
     def add_mine(self, platform_id: str | None, text: str) -> str:
         """Record the user's message (shown in the room as `platform_id`); returns its new core reference."""
         # On every message of the hot path: new_ref and the eviction of the oldest inlined, and a
         # message the room gave no id is kept as its text alone (see `Side`).
-        self.counter += 1
-        ref = f"{self._own}{self.counter:x}"
+        n = self.counter = self.counter + 1
+        ref = f"{self._own}{n}"  # decimal: a little cheaper than the hex of older maps, and never one of them (see decode)
         side = self.mine
         if platform_id is None or len(platform_id) > MAX_ID:
             side[ref] = text[:KEPT]
@@ -134,8 +134,8 @@ class RefMap:
         or one that could be, or could become, the user's: every reference starting with this map's prefix)."""
         side = self.theirs
         if ref is None or len(ref) > MAX_ID or ref in side or ref.startswith(self._own) or ref in self.mine:
-            self.counter += 1
-            ref = f"{self._own}{self.counter:x}"
+            n = self.counter = self.counter + 1
+            ref = f"{self._own}{n}"
         side[ref] = text[:KEPT]
         if len(side) > self.bound:
             oldest = side.pop(next(iter(side)))
@@ -228,6 +228,8 @@ class RefMap:
         try:
             raw = json.loads(data)
             refs = cls(bound, str(raw["p"]))
+            # Maps from before were counted in hex: a new decimal reference m > n is never an old
+            # hex one k <= n, since digits read in hex are never less than read in decimal.
             refs.counter = int(raw["n"])
             for key, side in (("m", refs.mine), ("t", refs.theirs)):
                 for ref, pid, text, edits, reactions, gone in raw[key]:

@@ -149,7 +149,11 @@ class HubChat(QueuedChat):
         if kind is Message:
             for other in conv.alive:
                 if other is not self:
-                    other.push(Message(event.text, conv.label(other, self), event.ref, event.reply_to, image=event.image))
+                    label = conv.label(other, self)
+                    if label is None and event.stranger is None and event.quote is None:
+                        other.push(event)  # already what the partner gets (a one-to-one chat): no new Message
+                    else:
+                        other.push(Message(event.text, label, event.ref, event.reply_to, image=event.image))
         elif kind in _RICH:  # core references only: each receiving session maps them to its room's ids
             for other in conv.alive:
                 if other is not self:
