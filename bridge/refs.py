@@ -8,7 +8,7 @@ import secrets
 
 from .hygiene import clean, cut
 
-__all__ = ["Entry", "RefMap", "snippet"]
+__all__ = ["Entry", "RefMap", "Side", "snippet"]
 
 SNIPPET = 80  # characters of a message kept for reply quotes
 MAX_ID = 256  # a platform id longer than this is not a message id: it is not kept
@@ -49,6 +49,37 @@ class Entry:
         return True
 
 
+class Side(dict):
+    """One side's messages by core reference, oldest first. A message nothing was done with yet
+    (no platform id, no edit, reaction or hold) is kept as its bare text, which costs no object per
+    message; `entry` (and reading it by key) turns it into an `Entry` the first time it is needed."""
+
+    __slots__ = ()
+
+    def entry(self, ref: str) -> Entry | None:
+        value = dict.get(self, ref)
+        if value.__class__ is str:
+            value = Entry(None, value)
+            dict.__setitem__(self, ref, value)  # an existing key keeps its place in the order
+        return value
+
+    def __getitem__(self, ref: str) -> Entry:
+        value = self.entry(ref)
+        if value is None:
+            raise KeyError(ref)
+        return value
+
+    def get(self, ref: str, default: Entry | None = None) -> Entry | None:  # type: ignore[override]
+        value = self.entry(ref)
+        return default if value is None else value
+
+    def items(self):  # type: ignore[override]
+        return [(ref, self.entry(ref)) for ref in self]
+
+    def values(self):  # type: ignore[override]
+        return [self.entry(ref) for ref in self]
+
+
 class RefMap:
     """The references of one chat, as seen by one session.
 
@@ -58,51 +89,63 @@ class RefMap:
     is no longer known is simply not found (edits of old messages are ignored, with no error).
     """
 
-    __slots__ = ("bound", "prefix", "counter", "mine", "theirs", "by_id", "dirty")
+    __slots__ = ("bound", "prefix", "counter", "mine", "theirs", "by_id", "dirty", "_own")
 
     def __init__(self, bound: int = 256, prefix: str | None = None) -> None:
         self.bound = bound
         self.prefix = prefix or secrets.token_hex(4)
         self.counter = 0
-        # Plain dicts keep insertion order, which is the order of eviction (and take a third less
+        self._own = self.prefix + "."  # every reference this map hands out starts so
+        # Dicts keep insertion order, which is the order of eviction (and take a third less
         # memory than OrderedDict at the bound).
-        self.mine: dict[str, Entry] = {}  # the user's messages, by core reference
-        self.theirs: dict[str, Entry] = {}  # the stranger's, by core reference
+        self.mine = Side()  # the user's messages, by core reference
+        self.theirs = Side()  # the stranger's, by core reference
         self.by_id: dict[str, str] = {}  # platform id -> core reference (either side)
         self.dirty = False  # changed since it was last persisted
 
     def new_ref(self) -> str:
         self.counter += 1
-        return f"{self.prefix}.{self.counter:x}"
+        return f"{self._own}{self.counter}"
 
     def add_mine(self, platform_id: str | None, text: str) -> str:
         """Record the user's message (shown in the room as `platform_id`); returns its new core reference."""
-        # On every message of the hot path: new_ref and _add inlined.
-        self.counter += 1
-        ref = f"{self.prefix}.{self.counter:x}"
-        if platform_id is None:
-            side = self.mine
-            side[ref] = Entry(None, text[:KEPT])
-            if len(side) > self.bound:
-                self._evict(side)
-            self.dirty = True
+        # On every message of the hot path: new_ref and the eviction of the oldest inlined, and a
+        # message the room gave no id is kept as its text alone (see `Side`).
+        n = self.counter = self.counter + 1
+        ref = f"{self._own}{n}"  # decimal: a little cheaper than the hex of older maps, and never one of them (see decode)
+        side = self.mine
+        if platform_id is None or len(platform_id) > MAX_ID:
+            side[ref] = text[:KEPT]
         else:
-            self._add(self.mine, ref, Entry(platform_id if len(platform_id) <= MAX_ID else None, text[:KEPT]))
-        return ref
-
-    def add_theirs(self, ref: str | None, text: str) -> str:
-        """Record a stranger's message under its core reference (a new one when the backend has none)."""
-        side = self.theirs
-        if ref is None or len(ref) > MAX_ID or ref in side or ref in self.mine:
-            ref = self.new_ref()
-        side[ref] = Entry(None, text[:KEPT])
+            old = self.by_id.get(platform_id)
+            if old is not None:  # the platform reused an id: the older message is no longer found by it
+                self._forget(old)
+            side[ref] = Entry(platform_id, text[:KEPT])
+            self.by_id[platform_id] = ref
         if len(side) > self.bound:
-            self._evict(side)
+            oldest = side.pop(next(iter(side)))
+            if oldest.__class__ is not str and oldest.id is not None:
+                self._evicted(oldest)
         self.dirty = True
         return ref
 
-    def _add(self, side: dict[str, Entry], ref: str, entry: Entry) -> None:
-        side[ref] = entry
+    def add_theirs(self, ref: str | None, text: str) -> str:
+        """Record a stranger's message under its core reference (a new one when the backend has none,
+        or one that could be, or could become, the user's: every reference starting with this map's prefix)."""
+        side = self.theirs
+        if ref is None or len(ref) > MAX_ID or ref in side or ref.startswith(self._own) or ref in self.mine:
+            n = self.counter = self.counter + 1
+            ref = f"{self._own}{n}"
+        side[ref] = text[:KEPT]
+        if len(side) > self.bound:
+            oldest = side.pop(next(iter(side)))
+            if oldest.__class__ is not str and oldest.id is not None:
+                self._evicted(oldest)
+        self.dirty = True
+        return ref
+
+    def _add(self, side: Side, ref: str, entry: Entry) -> None:
+        dict.__setitem__(side, ref, entry)
         if entry.id is not None:
             old = self.by_id.get(entry.id)
             if old is not None:  # the platform reused an id: the older message is no longer found by it
@@ -112,22 +155,27 @@ class RefMap:
             self._evict(side)
         self.dirty = True
 
-    def _evict(self, side: dict[str, Entry]) -> None:
+    def _evict(self, side: Side) -> None:
         while len(side) > self.bound:
-            ref = next(iter(side))
-            oldest = side.pop(ref)
-            if oldest.id is not None and self.by_id.get(oldest.id) == ref:
-                del self.by_id[oldest.id]
+            oldest = side.pop(next(iter(side)))
+            if oldest.__class__ is not str and oldest.id is not None:
+                self._evicted(oldest)
+
+    def _evicted(self, oldest: Entry) -> None:
+        # The id now names no known message, unless the platform reused it for a newer one.
+        ref = self.by_id.get(oldest.id)  # type: ignore[arg-type]
+        if ref is not None and ref not in self.mine and ref not in self.theirs:
+            del self.by_id[oldest.id]  # type: ignore[arg-type]
 
     def _forget(self, ref: str) -> None:
         for side in (self.mine, self.theirs):
-            entry = side.get(ref)
-            if entry is not None:
+            entry = dict.get(side, ref)
+            if entry is not None and entry.__class__ is not str:  # bare text has no id
                 entry.id = None
 
     def posted(self, ref: str, platform_id: str) -> Entry | None:
         """The room showed the stranger's message `ref` as `platform_id`; the entry, if still known."""
-        entry = self.theirs.get(ref)
+        entry = self.theirs.entry(ref)
         if entry is None or entry.id is not None or len(platform_id) > MAX_ID:
             return None
         old = self.by_id.get(platform_id)
@@ -143,15 +191,20 @@ class RefMap:
         ref = self.by_id.get(platform_id)
         if ref is None:
             return None
-        entry = self.mine.get(ref)
+        entry = self.mine.entry(ref)
         if entry is not None:
             return ref, entry, True
-        entry = self.theirs.get(ref)
+        entry = self.theirs.entry(ref)
         return (ref, entry, False) if entry is not None else None
 
     def by_core(self, ref: str) -> Entry | None:
         """The entry of a core reference, whichever side's message it is."""
-        return self.mine.get(ref) or self.theirs.get(ref)
+        entry = self.mine.entry(ref)
+        return entry if entry is not None else self.theirs.entry(ref)
+
+    def is_mine(self, ref: str) -> bool:
+        """Whether `ref` is one of the user's messages still known."""
+        return ref in self.mine
 
     def __len__(self) -> int:
         return len(self.mine) + len(self.theirs)
@@ -162,8 +215,9 @@ class RefMap:
         """A compact JSON form (pending events are not kept: they are moments, not state)."""
         self.dirty = False
 
-        def rows(side: dict[str, Entry]) -> list[list[object]]:
-            return [[ref, e.id, e.snippet, e.edits, e.reactions, int(e.gone)] for ref, e in side.items()]
+        def rows(side: Side) -> list[list[object]]:
+            return [[ref, None, e, 0, 0, 0] if e.__class__ is str else [ref, e.id, e.snippet, e.edits, e.reactions, int(e.gone)]
+                    for ref, e in dict.items(side)]  # fmt: skip
 
         return json.dumps({"p": self.prefix, "n": self.counter, "m": rows(self.mine), "t": rows(self.theirs)},
                           separators=(",", ":"), ensure_ascii=False)  # fmt: skip
@@ -174,6 +228,8 @@ class RefMap:
         try:
             raw = json.loads(data)
             refs = cls(bound, str(raw["p"]))
+            # Maps from before were counted in hex: a new decimal reference m > n is never an old
+            # hex one k <= n, since digits read in hex are never less than read in decimal.
             refs.counter = int(raw["n"])
             for key, side in (("m", refs.mine), ("t", refs.theirs)):
                 for ref, pid, text, edits, reactions, gone in raw[key]:

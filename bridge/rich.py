@@ -17,7 +17,10 @@ from .refs import KEPT, RefMap
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["ChatRich", "emoji_text", "encoded", "from_stranger", "from_user", "incoming", "outgoing", "restore"]
+__all__ = [
+    "ChatRich", "emoji_text", "encoded", "from_stranger", "from_user", "incoming", "outgoing", "outgoing_text", "restore",
+    "save", "save_due",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +102,11 @@ async def _maybe_save(session: Session, state: ChatRich) -> None:
 # ---- messages ------------------------------------------------------------------------------
 
 
-async def outgoing(session: Session, event: Message, text: str) -> Message | None:
-    """The user's checked message as the chat gets it: a core reference, the reply translated
-    (or quoted, for a text-only chat), a picture attached or refused with a notice. None: nothing to send."""
+def outgoing_text(session: Session, event: Message, text: str) -> Message:
+    """The user's checked message with no picture as the chat gets it: a core reference, the reply
+    translated (or quoted, for a text-only chat). Not a coroutine: it runs on every message, and
+    `save_due` / `save` persist the map afterwards."""
     state = session.rich or _state(session)
-    chat = session.chat
-    rich = chat is not None and type(chat).rich
-    image: Image | None = None
-    if event.image is not None:
-        image = await _user_image(session, state, rich, event.image)
-        if not text and image is None:
-            return None
     refs = state.refs
     reply = quote = None
     if event.reply_to is not None:
@@ -117,10 +114,36 @@ async def outgoing(session: Session, event: Message, text: str) -> Message | Non
         if found is not None and not found[1].gone:
             reply, quote = found[0], found[1].quote()
     ref = refs.add_mine(event.ref, text)
-    await _maybe_save(session, state)
-    if rich:
-        return Message(text, None, ref, reply, None, image)
+    chat = session.chat
+    if chat is not None and type(chat).rich:
+        return Message(text, None, ref, reply)
     return Message(fallback.quoted(text, quote, session.host.max_message_length(session.backend_name)))
+
+
+async def outgoing(session: Session, event: Message, text: str) -> Message | None:
+    """`outgoing_text` for a message that may carry a picture: attached, or refused with a notice.
+    None: nothing to send."""
+    if event.image is None:
+        return outgoing_text(session, event, text)
+    state = session.rich or _state(session)
+    chat = session.chat
+    image = await _user_image(session, state, chat is not None and type(chat).rich, event.image)
+    if not text and image is None:
+        return None
+    out = outgoing_text(session, event, text)
+    return Message(out.text, None, out.ref, out.reply_to, None, image) if image is not None else out
+
+
+def save_due(session: Session) -> bool:
+    """Whether the map may need saving now (the cheap test, on every message; `save` does the rest)."""
+    state = session.rich
+    return state is not None and state.refs.dirty and time.monotonic() - state.saved_at >= SAVE_INTERVAL
+
+
+async def save(session: Session) -> None:
+    """Persist the map with the session record, when the chat can resume and the interval has passed."""
+    if session.rich is not None:
+        await _maybe_save(session, session.rich)
 
 
 async def _user_image(session: Session, state: ChatRich, rich: bool, image: Image) -> Image | None:
@@ -146,7 +169,10 @@ def incoming(session: Session, event: Message, text: str) -> Message:
         entry = refs.by_core(event.reply_to)
         if entry is not None and not entry.gone:
             reply_id, quote = entry.id, entry.quote()
-    return Message(text, event.stranger, refs.add_theirs(event.ref, text), reply_id, quote, event.image)
+    ref = refs.add_theirs(event.ref, text)
+    if ref is event.ref and text is event.text and event.reply_to is None and event.quote is None:
+        return event  # already what the room gets (most messages through the hub): no new Message
+    return Message(text, event.stranger, ref, reply_id, quote, event.image)
 
 
 # ---- the user's edits, deletions, reactions, and where the room showed stranger lines -------

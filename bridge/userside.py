@@ -179,9 +179,11 @@ class UserSide:
                 return
             text = decision.text
         self.user_typing.message()  # a message implies the user stopped typing (no stop is sent)
-        out = await rich.outgoing(self, event, text)
+        out = rich.outgoing_text(self, event, text) if event.image is None else await rich.outgoing(self, event, text)
         if out is not None and await self._send(out):
             self.host.metrics.add(RELAYED_TO_STRANGER)
+        if rich.save_due(self):
+            await rich.save(self)
 
     async def _send(self: Session, event: Event) -> bool:
         chat = self.chat

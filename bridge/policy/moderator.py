@@ -150,10 +150,16 @@ class Moderator:
             return Verdict(Action.ALLOW, text)
         if found is None:
             verdict = rules.check(text)
-            if len(recent) >= RECENT_VERDICTS:
+            if len(recent) >= RECENT_VERDICTS - 1:  # room for the two entries below
                 recent.clear()
-            unchanged = verdict.action == Action.ALLOW and verdict.rule is None and verdict.text == text
-            recent[text] = _UNCHANGED if unchanged else verdict
+            if rules.settled(text, verdict):
+                # What is relayed is checked again by the receiver, under the same rules when the
+                # rooms share them: its verdict is known now (relayed as it is), a dict hit then.
+                recent[verdict.text] = _UNCHANGED
+                if verdict.text != text:
+                    recent[text] = verdict
+            else:
+                recent[text] = verdict
             return verdict
         assert isinstance(found, Verdict)
         return found

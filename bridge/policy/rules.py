@@ -25,7 +25,7 @@ class LinkAction(str, enum.Enum):
     """What happens to a link in a message."""
 
     ALLOW = "allow"
-    DEFANG = "defang"  # relayed as hxxps://example[.]com: readable, not clickable
+    DEFANG = "defang"  # relayed as hxxps://example[.]com/a[.]html: readable, not clickable
     BLOCK = "block"  # the message is held
 
 
@@ -59,15 +59,26 @@ _URL = re.compile(
 # A cheap first look: no link is possible without one of these.
 # (A letter or digit, a dot, a letter or digit: written dot first, the engine's fast literal search finds the candidates.)
 _MAYBE_LINK = re.compile(r"\.(?<=[^\W_]\.)(?=[^\W_])|://")
-_HTTP = re.compile(r"(?i)(h)tt(ps?)")
+# A scheme as the link pattern sees one (at a word start): anywhere in a link, its path too.
+_SCHEME = re.compile(r"(?i)\b(?:(h)tt(ps?)|(f)t(p))://")
 _INVITE = re.compile(r"discord(?:app)?(?:gg|cominvite)[a-z0-9]")
 _FORMAT = dict.fromkeys(map(ord, "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"))
 
 
 def defang(text: str, *, invites_only: bool = False) -> str:
-    """Every link (or every Discord invite) in `text` made unclickable but readable: hxxps://example[.]com/path."""
-    stripped = text if text.isascii() else text.translate(_FORMAT)  # no format character is ASCII
-    return _URL.sub(_defang_invite if invites_only else _defang_one, stripped)
+    """Every link (or every Discord invite) in `text` made unclickable but readable:
+    hxxps://example[.]com/a[.]html. A fixed point: defanging the result changes nothing, and no
+    link is left in it (so the receiver's check of a relayed message finds the sender's verdict)."""
+    out = text if text.isascii() else text.translate(_FORMAT)  # no format character is ASCII
+    one = _defang_invite if invites_only else _defang_one
+    # Most texts take one round and a look that finds nothing. Another round is needed only when
+    # bracketing a dot lets a shorter link show (a chain of more labels than a link's 8); each
+    # round brackets a dot or renames a scheme and never undoes one, so the rounds end.
+    while True:
+        new = _URL.sub(one, out)
+        if new == out:
+            return out
+        out = new
 
 
 def _defang_invite(match: re.Match[str]) -> str:
@@ -75,15 +86,13 @@ def _defang_invite(match: re.Match[str]) -> str:
 
 
 def _defang_one(match: re.Match[str]) -> str:
-    url = match.group(0)
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    host, slash, path = rest.partition("/")
-    http = _HTTP.fullmatch(scheme)
-    if http is not None:  # hxxp, hxxps: the rest keeps its case
-        scheme = http[1] + "xx" + http[2]
-    return scheme + sep + host.replace(".", "[.]") + slash + path
+    # The whole link, its path too: a path may hold what reads as a link of its own ("/x.com").
+    return _SCHEME.sub(_scheme, match.group(0)).replace(".", "[.]")
+
+
+def _scheme(match: re.Match[str]) -> str:
+    # hxxp, hxxps, fxp (the usual unclickable spellings); the letters keep their case.
+    return (match[1] + "xx" + match[2] if match[1] else match[3] + "x" + match[4]) + "://"
 
 
 @dataclass(slots=True)
@@ -156,6 +165,21 @@ class ContentRules:
         # Folded ASCII text spells "discord" only from a "d" or "D" (no leet digit reads "d"):
         # under the default rules (only invites matter) a message without one passes. Most messages.
         return self.only_invites and text.isascii() and "d" not in text and "D" not in text
+
+    def settled(self, text: str, verdict: Verdict) -> bool:
+        """True when `verdict` (of `check(text)`) relays a text that `check` relays unchanged with
+        no rule named: Verdict(ALLOW, verdict.text). So it is for a text allowed unchanged, and for
+        one whose links alone were defanged (`defang` leaves no link, and the words are the same
+        words: brackets are separators) unless a scheme was renamed while lists could match the
+        new word (a listed "hxxps"). Masked texts and defanged invites are not: the check of the
+        result names the rule again, or may find a run of letters the asterisks now join."""
+        if verdict.action != Action.ALLOW:
+            return False
+        if verdict.rule is None:
+            return True
+        return verdict.rule == "links" and (
+            "://" not in text or not (self.words or self.phrases or self.patterns or self.anchored)
+        )
 
     def check(self, text: str) -> Verdict:
         """The verdict on one message (either direction)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 
 from ..bucket import TokenBucket
 from .timespan import format_duration
@@ -48,7 +47,10 @@ class StartThrottle:
         self.window = window
         self.max_keys = max_keys
         self.clock = clock
-        self._keys: OrderedDict[str, _Starts] = OrderedDict()
+        # Oldest seen first. A plain dict keeps insertion order and takes no linked-list node per
+        # key, as OrderedDict does (a key is kept for every recent starter): moving a key to the
+        # end is taking it out and putting it back.
+        self._keys: dict[str, _Starts] = {}
         # Every key's bucket shares these two floats (a key is kept for each recent starter).
         self._rate = max_starts / window
         self._burst = float(max_starts)
@@ -77,7 +79,8 @@ class StartThrottle:
             else:
                 starts = _Starts(self._rate, self._burst, now)
         else:
-            self._keys.move_to_end(key)
+            del self._keys[key]  # seen now: put back at the end below, or now if refused
+            self._keys[key] = starts
         cooldown = 0.0 if shared else self.cooldown
         wait = max(starts.last + cooldown - now, starts.wait_time(now))
         if wait > 0:
@@ -86,7 +89,7 @@ class StartThrottle:
         starts.last = now
         self._keys[key] = starts
         while len(self._keys) > self.max_keys:
-            self._keys.popitem(last=False)
+            del self._keys[next(iter(self._keys))]
         return 0.0
 
     def _forget_spent(self, now: float) -> None:
@@ -104,7 +107,7 @@ class StartThrottle:
             if left <= 0:
                 del keys[key]
             elif left > horizon:
-                keys.move_to_end(key)
+                keys[key] = keys.pop(key)
             else:
                 return
 

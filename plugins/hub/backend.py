@@ -74,6 +74,15 @@ class _Conversation:
         self.members = members
         self.alive = list(members)
 
+    def description(self, me: int) -> str:
+        """The conversation and member `me`'s place in it, as the member's handle: a compact JSON
+        list, not an object with its keys, since every session's record keeps its member's handle.
+        The pairings are left out when they are the users (most chats); resume reads both forms."""
+        users = [m.ticket.user if m.ticket else "" for m in self.members]
+        pairings = [m.ticket.pairing if m.ticket else "" for m in self.members]
+        fields = [self.cid, self.kind, users, me] if pairings == users else [self.cid, self.kind, users, pairings, me]
+        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+
     def label(self, viewer: HubChat, speaker: HubChat) -> str | None:
         """How `viewer` names `speaker`: None in a one-to-one chat."""
         if self.kind == ASK:
@@ -102,9 +111,7 @@ class HubChat(QueuedChat):
         conv = self.conversation
         if conv is None or self not in conv.alive or self.hub.config.resume_window <= 0:
             return None
-        users = [m.ticket.user if m.ticket else "" for m in conv.members]
-        pairings = [m.ticket.pairing if m.ticket else "" for m in conv.members]
-        return json.dumps({"cid": conv.cid, "kind": conv.kind, "me": conv.members.index(self), "users": users, "pairings": pairings})
+        return conv.description(conv.members.index(self))
 
     @property
     def survives_restart(self) -> bool:
@@ -142,7 +149,11 @@ class HubChat(QueuedChat):
         if kind is Message:
             for other in conv.alive:
                 if other is not self:
-                    other.push(Message(event.text, conv.label(other, self), event.ref, event.reply_to, image=event.image))
+                    label = conv.label(other, self)
+                    if label is None and event.stranger is None and event.quote is None:
+                        other.push(event)  # already what the partner gets (a one-to-one chat): no new Message
+                    else:
+                        other.push(Message(event.text, label, event.ref, event.reply_to, image=event.image))
         elif kind in _RICH:  # core references only: each receiving session maps them to its room's ids
             for other in conv.alive:
                 if other is not self:
@@ -258,9 +269,14 @@ class HubBackend(Backend):
             return self.shared.resume(handle)
         try:
             data = json.loads(handle)
+            if isinstance(data, list):  # the compact form: [cid, kind, users, me] or [cid, kind, users, pairings, me]
+                cid, kind, users, *rest, me = data
+                if len(rest) > 1:
+                    raise ValueError("not a hub handle")
+                data = {"cid": cid, "kind": kind, "users": users, "pairings": rest[0] if rest else None, "me": me}
             cid, kind, me, users = str(data["cid"]), str(data["kind"]), int(data["me"]), [str(u) for u in data["users"]]
             pairings = [str(p) for p in data.get("pairings") or users]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
         if not 0 <= me < len(users) or len(pairings) != len(users):
             return None

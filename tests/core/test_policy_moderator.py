@@ -180,6 +180,9 @@ def _check_steps(steps):
         got = moderator.from_user(room, text) if outgoing else moderator.from_stranger(room, text)
         assert got == expected
         assert moderator.clearly_allowed(room, text) == (unchanged and expected.verdict.rule is None)
+        if got.relay:  # the receiver's check of what was relayed: maybe remembered from the sender's
+            again = fresh.from_stranger(room, got.text)
+            assert moderator.from_stranger(room, got.text) == again
         assert all(len(texts) <= 5 for texts in moderator._recent.values())
 
 

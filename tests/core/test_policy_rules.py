@@ -64,7 +64,7 @@ def test_content_table(text, action, relayed, rule):
         ("allow", "block", "I like discord", Action.ALLOW, "I like discord", None),
         ("allow", "defang", "discord.gg/abc and example.com", Action.ALLOW, "discord[.]gg/abc and example.com", "invites"),
         ("allow", "allow", "discord.gg/abc", Action.ALLOW, "discord.gg/abc", None),
-        ("defang", "block", "see https://evil.example.com/a.b now", Action.ALLOW, "see hxxps://evil[.]example[.]com/a.b now", "links"),
+        ("defang", "block", "see https://evil.example.com/a.b now", Action.ALLOW, "see hxxps://evil[.]example[.]com/a[.]b now", "links"),
         ("defang", "block", "www.example.org", Action.ALLOW, "www[.]example[.]org", "links"),
         ("defang", "block", "no link here.", Action.ALLOW, "no link here.", None),
         ("block", "block", "go to evil.com", Action.HOLD, "go to evil.com", "links"),
@@ -292,17 +292,47 @@ _LINKISH = st.text(alphabet=st.sampled_from(list("ab1_.:/ -é٣[]hHtTpPsSſ\u200
 def test_the_cheap_link_look_and_defang_match_their_plain_definitions(text):
     # The first look for a link is written dot first for speed; it must find one exactly where
     # "a letter or digit, a dot, a letter or digit" or "://" is. And defanging is the plain
-    # definition: format characters dropped, http(s) schemes as hxxp(s), dots of hosts bracketed.
+    # definition: format characters dropped, http(s) and ftp schemes as hxxp(s) and fxp, every dot
+    # of a link (its path too) bracketed, again until no link is left.
     from bridge.policy import rules
 
     assert bool(rules._MAYBE_LINK.search(text)) == bool(re.search(r"[^\W_]\.[^\W_]|://", text))
 
     def plain(match):
-        scheme, sep, rest = match.group(0).partition("://")
-        if not sep:
-            scheme, rest = "", match.group(0)
-        host, slash, path = rest.partition("/")
-        return re.sub("(?i)^(h)tt(ps?)$", r"\1xx\2", scheme) + sep + host.replace(".", "[.]") + slash + path
+        url = re.sub(r"(?i)\b(h)tt(ps?)://", r"\1xx\2://", match.group(0))
+        return re.sub(r"(?i)\b(f)t(p)://", r"\1x\2://", url).replace(".", "[.]")
+
+    def fixed_point(text):
+        while (again := rules._URL.sub(plain, text)) != text:
+            text = again
+        return text
 
     for candidate in (text, "see " + text + " and https://" + text, "HTTPſ://a.com/" + text, "x.com/h://" + text):
-        assert defang(candidate) == rules._URL.sub(plain, candidate.translate(rules._FORMAT))
+        out = defang(candidate)
+        assert out == fixed_point(candidate.translate(rules._FORMAT))
+        assert rules._URL.search(out) is None and defang(out) == out  # no link is left: a fixed point
+
+
+# Texts with links (schemes, paths that read as links, long label chains, invites), listed words
+# and their look-alikes, and words a defanged link brings (hxxps, fxp).
+_PIECES = st.sampled_from([
+    "example.com", "https://a.b.io/x.com/y", "HTTP://x.org", "ftp://f.net/a.b", "www.w.de", "a.com/https://b.com",
+    "a.b.c.d.e.f.g.h.i.j.k.com.io", "x.comfoo.io", "discord.gg/abc", "d i s c o r d . g g / x", "shit", "ѕһit",
+    "s h i t", "kys", "free nitro", "hxxps", "fxp", "xx", "hello", "a", ".", "/", "://", "[.]", " ", "\u200b", "é",
+])  # fmt: skip
+_TEXTS = st.lists(st.one_of(_PIECES, st.text(alphabet="abc.:/ hxtps", max_size=6)), max_size=12).map("".join)
+_WORDS = st.lists(st.sampled_from(["shit", "hxxps", "fxp", "hello", "com", "xx", "nitro"]), max_size=3, unique=True)
+
+
+@given(_TEXTS, _WORDS, st.sampled_from(list(LinkAction)), st.sampled_from(list(LinkAction)), st.booleans())
+@settings(max_examples=1500, deadline=None)
+def test_a_relayed_text_the_rules_call_settled_is_relayed_unchanged_when_checked_again(text, words, links, invites, pattern):
+    # The receiver's check of what the sender's check relayed is answered from the sender's
+    # verdict when `settled` says so: the fresh check must then relay that text unchanged, naming no rule.
+    lists = [WordList("w", Action.MASK, tuple(words)), WordList("p", Action.HOLD, (), (r"\bhx+ps\b",) if pattern else ())]
+    rules = ContentRules(lists, links=links, invites=invites)
+    first = rules.check(text)
+    if rules.settled(text, first):
+        assert rules.check(first.text) == Verdict(Action.ALLOW, first.text)
+    if first.action == Action.ALLOW and first.rule in ("links", "invites"):  # the links are left defanged as they are
+        assert defang(first.text, invites_only=links == LinkAction.ALLOW) == first.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import sqlite3
 from pathlib import Path
@@ -170,3 +171,30 @@ async def test_redis_instance_killed_and_restarted_at_once_takes_its_chat_back(t
         assert ends(a.shown("x")) == ends(b.shown("y")) == []
     finally:
         await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_chat_stored_by_a_version_with_object_handles_is_taken_up_after_an_upgrade(tmp_path):
+    # Hub handles were JSON objects before they became compact lists: a record written then resumes.
+    d = Daemon(tmp_path, None, "solo", hub="resume_window = 60")
+    await d.start()
+    try:
+        d.user("a", "Start")
+        d.user("b", "Start")
+        for room in "ab":
+            await d.until(room, lambda ev: any(e["type"] == "Connected" for e in ev))
+        await chat_both_ways(d, "a", d, "b", 5, "before")
+        assert await d.stop() == 0
+        db = d.config.with_suffix(".sqlite3")
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            rows = conn.execute("SELECT room, handle FROM sessions WHERE state = 'chatting'").fetchall()
+            assert len(rows) == 2
+            for room, handle in rows:
+                cid, kind, users, me = json.loads(handle)  # the compact form, pairings left out (they are the users)
+                old = json.dumps({"cid": cid, "kind": kind, "me": me, "users": users, "pairings": users})
+                conn.execute("UPDATE sessions SET handle = ? WHERE room = ?", (old, room))
+            conn.commit()
+        await d.start()
+        await chat_both_ways(d, "a", d, "b", 5, "after-upgrade")
+        assert ends(d.shown("a")) == ends(d.shown("b")) == []
+    finally:
+        await d.stop()
