@@ -5,11 +5,21 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import pytest
+
 from bridge.app import Bridge
 from tests.helpers import RECORDING, config
 from tests.redisproc import redis_server
 
+from .daemon import kill_leftovers
+
 __all__ = ["instances", "redis_server"]
+
+@pytest.fixture(autouse=True)
+async def _no_daemon_outlives_its_test():
+    yield
+    await kill_leftovers()
+
 
 LEASE = 2.0  # seconds: short, so an expiry is waited on briefly, long enough for a loaded machine's heartbeat
 PREFIX = "sbtest:"

@@ -13,7 +13,19 @@ from pathlib import Path
 from tests.redisproc import free_port
 from tests.web.client import RawClient
 
-__all__ = ["Daemon", "PREFIX", "pair_web"]
+__all__ = ["Daemon", "PREFIX", "STARTED", "kill_leftovers", "pair_web"]
+
+# Every daemon process a test started: the scale conftest kills what is still running after each test.
+STARTED: list[asyncio.subprocess.Process] = []
+
+
+async def kill_leftovers() -> None:
+    """SIGKILL every daemon a test left running (a failed wait skips its stop)."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "sbtest:"
@@ -67,6 +79,7 @@ repair_cooldown = 0.0
             sys.executable, "-m", "bridge", "run", "-c", str(self.config), cwd=ROOT, env=env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
+        STARTED.append(self.proc)
         self.listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.reader = asyncio.create_task(self._read_log())
         if wait_listening:
@@ -101,11 +114,18 @@ repair_cooldown = 0.0
         return self.code
 
     async def stop(self) -> int | None:
-        """SIGTERM and wait (a clean stop); nothing when it is not running."""
+        """SIGTERM and wait (a clean stop); nothing when it is not running. One that does not stop
+        in time is killed, so no daemon outlives its test: a leftover one would take the next test's
+        Redis (on a reused port) and its instance name, and that test's daemons would not start."""
         if self.proc is None or self.proc.returncode is not None:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)
-        return await self.wait()
+        try:
+            return await self.wait(30)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            raise AssertionError(f"{self.name} did not stop within 30 s of SIGTERM: {''.join(self.log)[-3000:]}") from None
 
     def user(self, room: str, kind: str, **fields: object) -> None:
         """Act as the user of this instance's file-platform room `room`."""
