@@ -83,7 +83,15 @@ repair_cooldown = 0.0
         self.listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.reader = asyncio.create_task(self._read_log())
         if wait_listening:
-            port = await asyncio.wait_for(asyncio.shield(self.listening), 60)
+            # A daemon that exits at start (exit 2: a refused store or name) fails the wait at once, with its log.
+            exited = asyncio.ensure_future(self.proc.wait())
+            done, _ = await asyncio.wait({self.listening, exited}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+            if not self.listening.done():
+                exited.cancel()
+                raise AssertionError(f"{self.name} did not start ({'exit ' + str(self.proc.returncode) if done else 'no answer in 60 s'}): "
+                                     f"{''.join(self.log)[-3000:]}")
+            exited.cancel()
+            port = self.listening.result()
             self.url = f"http://127.0.0.1:{port}"
             await self.wait_log("stranger-bridge running")
         return self
