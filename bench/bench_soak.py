@@ -251,7 +251,8 @@ def config(state: Path):
                 "dc": {"plugin": "bench.bench_soak:SoakDiscord", "token": "bench-bot-token", "webhooks": False,
                        "command_scope": "off", "max_sessions_per_guild": 10**6},
                 "mx": {"plugin": "bench.bench_soak:SoakMatrix", "homeserver": "http://127.0.0.1:9", "user_id": BOT,
-                       "access_token": "bench-access-token", "mode": "thread"},
+                       "access_token": "bench-access-token", "mode": "thread",
+                       "encryption": False},  # its fake homeserver has no key endpoints (as bench_matrix)
             },
             "backends": {"hub": {"plugin": "hub", "repair_cooldown": 0, "interest_fallback": 0}},
         },
