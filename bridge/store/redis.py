@@ -175,6 +175,8 @@ class RedisStore(Store):
                 )
             return False
         async for key in self.redis.scan_iter(match=_glob_escape(self.prefix) + "*", count=500):
+            if key == f"{self.prefix}meta":
+                continue  # the marker another instance is writing at this moment (its content was read above)
             if key == self._probe_key and await self.redis.type(key) in ("stream", "none"):
                 # our own probe: left by a run that stopped between XADD and DEL, or another instance
                 # starting at this moment (gone again by the time its type is asked: "none")
