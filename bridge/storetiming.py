@@ -52,6 +52,10 @@ class TimedStore(Store):
         with self._timed("add"):
             return await self.inner.add(namespace, key, amount)
 
+    async def compare_and_set(self, namespace: str, key: str, expected: str | None, value: str | None) -> bool:
+        with self._timed("compare_and_set"):
+            return await self.inner.compare_and_set(namespace, key, expected, value)
+
     def problem(self) -> str | None:
         return self.inner.problem()
 

@@ -38,6 +38,18 @@ TIMEOUT = 2.0  # seconds one command (or connecting) may take before Redis count
 # Key names (after the prefix) of this program's layout that its tasks may write again at once when
 # Redis came back empty, before the prefix is marked again: the instance leases and the hub's keys.
 OWN_KEYS = ("hub:", "pool:", "instance", "sessions:", "kv:")
+# compare_and_set: KEYS[1] the namespace's hash, ARGV: field, whether a value is expected, it,
+# whether one is set, it. One script: Redis runs it without any other command in between.
+_CAS = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then
+  if cur ~= ARGV[3] then return 0 end
+elseif cur then
+  return 0
+end
+if ARGV[4] == '1' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[5]) else redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+"""
 # Connection-level failures: the command did nothing we can rely on, and Redis is treated as down.
 _DOWN = (rx.ConnectionError, rx.TimeoutError, OSError, asyncio.TimeoutError)
 
@@ -83,6 +95,7 @@ class RedisStore(Store):
             client_name=f"stranger-bridge:{instance}",
         )
         self.redis = aioredis.Redis.from_pool(pool)
+        self._cas = self.redis.register_script(_CAS)  # EVALSHA, loaded again when Redis lost its scripts
         self.lease = InstanceLease(self.redis, prefix, instance, lease, self._sessions_key)
         self.epoch = ""  # the prefix's marking token (see _epoch), read at open
         self._down: str | None = None
@@ -340,6 +353,10 @@ class RedisStore(Store):
 
     async def add(self, namespace: str, key: str, amount: int = 1) -> int:
         return int(await self._do(lambda: self.redis.hincrby(f"{self.prefix}kv:{namespace}", key, amount)))
+
+    async def compare_and_set(self, namespace: str, key: str, expected: str | None, value: str | None) -> bool:
+        args = [key, "0" if expected is None else "1", expected or "", "0" if value is None else "1", value or ""]
+        return bool(await self._do(lambda: self._cas(keys=[f"{self.prefix}kv:{namespace}"], args=args)))
 
     async def close(self) -> None:
         """Stop heartbeat and watcher, give the lease up (a restart need not wait), disconnect."""
