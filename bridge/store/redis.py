@@ -250,6 +250,10 @@ class RedisStore(Store):
             while not self._closed:
                 await retrying.wait()
                 try:
+                    # Idle pooled connections are from before the outage: after a Redis restart each
+                    # would fail its next command once ("Connection closed by server") and mark Redis
+                    # down again just after it came back (a start in that moment was refused).
+                    await self.redis.connection_pool.disconnect(inuse_connections=False)
                     await self.redis.ping()
                     await self._after_outage()
                 except _DOWN:

@@ -152,3 +152,22 @@ async def test_a_daemon_on_redis_takes_up_only_the_sessions_its_instance_owns(re
         assert rec.events("r2") == []  # web-2's session is not this instance's to end
         assert await bridge.store.sessions() == []
         assert [r.room.id for r in await bridge.store.sessions_of("web-2")] == ["r2"]
+
+
+async def test_after_redis_restarted_no_connection_from_before_fails_a_call(tmp_path):
+    # A busy instance holds many idle pooled connections; each is dead after Redis restarted. Once the
+    # store says it is back, no call may fail on one of them (and mark Redis down again).
+    server = RedisServer(tmp_path / "r", persistent=True).start()
+    store = await open_redis(server.url)
+    try:
+        await store.set("ns", "k", "v")
+        await asyncio.gather(*(store.get("ns", "k") for _ in range(40)))  # 40 connections, idle after
+        server.restart()
+        with pytest.raises(StoreUnavailable):
+            await store.get("ns", "k")  # the first one found dead marks Redis down
+        await until(lambda: store.problem() is None)
+        assert await asyncio.gather(*(store.get("ns", "k") for _ in range(40))) == ["v"] * 40
+        assert store.problem() is None
+    finally:
+        await store.close()
+        server.stop()
