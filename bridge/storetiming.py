@@ -56,6 +56,12 @@ class TimedStore(Store):
         with self._timed("compare_and_set"):
             return await self.inner.compare_and_set(namespace, key, expected, value)
 
+    def share_figures(self, source) -> None:
+        self.inner.share_figures(source)
+
+    def cluster(self) -> dict | None:
+        return self.inner.cluster()
+
     def problem(self) -> str | None:
         return self.inner.problem()
 

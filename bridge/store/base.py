@@ -104,6 +104,15 @@ class Store(abc.ABC):
     async def close(self) -> None:
         """Flush and release. Default: nothing."""
 
+    def share_figures(self, source: Callable[[], dict[str, Any]]) -> None:
+        """Publish `source()` (this instance's live counts) to the instances sharing this store, now
+        and then. A store of one process has nobody to tell: it keeps nothing."""
+
+    def cluster(self) -> dict[str, dict[str, Any]] | None:
+        """The other live instances' published figures by name (as of a few seconds ago), or None
+        when nobody shares this store or it cannot be reached."""
+        return None
+
     def problem(self) -> str | None:
         """Why the store cannot be used right now (for /healthz), or None when it can."""
         return None

@@ -19,6 +19,7 @@ from redis.retry import Retry
 from ..backoff import Backoff
 from ..events import Room
 from .base import SessionRecord, Store, StoreError, StoreUnavailable
+from .figures import Figures, SharedFigures
 from .lease import InstanceDown, InstanceLease
 from .records import decode_record, encode_record, room_field
 from .url import PASSWORD_ENV, StoreURL
@@ -37,7 +38,7 @@ POOL_SIZE = 64  # connections to Redis per instance (the hub's stream reader hol
 TIMEOUT = 2.0  # seconds one command (or connecting) may take before Redis counts as unreachable
 # Key names (after the prefix) of this program's layout that its tasks may write again at once when
 # Redis came back empty, before the prefix is marked again: the instance leases and the hub's keys.
-OWN_KEYS = ("hub:", "pool:", "instance", "sessions:", "kv:")
+OWN_KEYS = ("hub:", "pool:", "instance", "sessions:", "kv:", "figures:")
 # compare_and_set: KEYS[1] the namespace's hash, ARGV: field, whether a value is expected, it,
 # whether one is set, it. One script: Redis runs it without any other command in between.
 _CAS = """
@@ -97,6 +98,7 @@ class RedisStore(Store):
         self.redis = aioredis.Redis.from_pool(pool)
         self._cas = self.redis.register_script(_CAS)  # EVALSHA, loaded again when Redis lost its scripts
         self.lease = InstanceLease(self.redis, prefix, instance, lease, self._sessions_key)
+        self.figures = SharedFigures(self.redis, prefix, instance, lease, self.lease.instances_key)
         self.epoch = ""  # the prefix's marking token (see _epoch), read at open
         self._down: str | None = None
         self._tasks: list[asyncio.Task] = []
@@ -299,6 +301,13 @@ class RedisStore(Store):
                 log.error("instance %s: another process holds its lease now; store calls are refused until it is free", self.instance)
             elif held and was_lost:
                 log.warning("instance %s: its lease is free again and held by this process", self.instance)
+            if held:
+                try:
+                    await self._do(self.figures.share)
+                except StoreUnavailable:
+                    continue
+                except Exception:  # the totals stay as they were; the lease is what matters here
+                    log.exception("instance %s: sharing its live figures failed", self.instance)
 
     async def _watch(self) -> None:
         while not self._closed:
@@ -362,6 +371,12 @@ class RedisStore(Store):
         args = [key, "0" if expected is None else "1", expected or "", "0" if value is None else "1", value or ""]
         return bool(await self._do(lambda: self._cas(keys=[f"{self.prefix}kv:{namespace}"], args=args)))
 
+    def share_figures(self, source: Callable[[], Figures]) -> None:
+        self.figures.source = source
+
+    def cluster(self) -> dict[str, Figures] | None:
+        return None if self.problem() is not None else dict(self.figures.others)
+
     async def close(self) -> None:
         """Stop heartbeat and watcher, give the lease up (a restart need not wait), disconnect."""
         if self._closed:
@@ -375,6 +390,7 @@ class RedisStore(Store):
                 await task
         if self._down is None and not self.lease.lost:
             try:
+                await self.figures.withdraw()
                 await self.lease.release()
             except (rx.RedisError, *_DOWN) as exc:
                 log.warning("instance %s: could not release its lease (%s); it expires by itself", self.instance, _plain(exc))
