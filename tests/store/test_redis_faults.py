@@ -171,3 +171,24 @@ async def test_after_redis_restarted_no_connection_from_before_fails_a_call(tmp_
     finally:
         await store.close()
         server.stop()
+
+
+async def test_a_session_forgotten_while_redis_is_down_is_forgotten_once_it_is_back(tmp_path):
+    # A chat that ended during the outage: its record must not stay for the next start to take up.
+    server = RedisServer(tmp_path / "r", persistent=True).start()
+    store = await open_redis(server.url)
+    try:
+        for room in ("ended", "kept", "saved-again"):
+            await store.save_session(SessionRecord(Room("web", room), "chatting", "hub", room, {}))
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            await store.get("ns", "k")  # Redis is known down now
+        await store.delete_session(Room("web", "ended"))  # kept for later, not an error
+        await store.delete_session(Room("web", "saved-again"))
+        server.start()
+        await until(lambda: store.problem() is None)
+        await store.save_session(SessionRecord(Room("web", "saved-again"), "searching", "hub", None, {}))
+        assert [(r.room.id, r.state) for r in await store.sessions()] == [("kept", "chatting"), ("saved-again", "searching")]
+    finally:
+        await store.close()
+        server.stop()
