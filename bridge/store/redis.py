@@ -96,6 +96,7 @@ class RedisStore(Store):
         self._tasks: list[asyncio.Task] = []
         self._reconnecting: asyncio.Task | None = None
         self._closed = False
+        self._tool = False  # opened by open_tool: holds no lease, publishes no figures
 
     @classmethod
     async def open(cls, url: StoreURL, *, prefix: str, instance: str, lease: float = 10.0, on_instance_down: InstanceDown | None = None) -> RedisStore:
@@ -124,6 +125,25 @@ class RedisStore(Store):
             loop.create_task(store._heartbeat(), name=f"redis lease {instance}"),
             loop.create_task(store._watch(), name="redis instance watcher"),
         ]
+        return store
+
+    @classmethod
+    async def open_tool(cls, url: StoreURL, *, prefix: str) -> RedisStore:
+        """Open the shared state for a command-line tool beside the daemons (`stranger-bridge mod`):
+        the same checks as `open`, but no lease, heartbeat or watcher, and nothing marked, so the
+        tool is never taken for an instance and never gives up a daemon's name when it closes."""
+        store = cls(url, prefix=prefix, instance="-tool", lease=10.0)
+        store._tool = True
+        try:
+            await store.marker.check_server()
+            if await store.marker.check_prefix():
+                raise StoreError(f"bridge.store: Redis at {url.redacted()} holds no stranger-bridge state under the prefix {prefix!r}")
+        except (rx.RedisError, *_DOWN) as exc:
+            await store.redis.aclose()
+            raise StoreError(f"bridge.store: Redis at {url.redacted()} failed while opening the store: {_plain(exc)}") from None
+        except BaseException:
+            await store.redis.aclose()
+            raise
         return store
 
     # ---- faults ------------------------------------------------------------------------------
@@ -308,7 +328,7 @@ class RedisStore(Store):
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._down is None and not self.lease.lost:
+        if self._down is None and not self.lease.lost and not self._tool:
             try:
                 await self.figures.withdraw()
                 await self.lease.release()
