@@ -62,3 +62,34 @@ def test_the_fast_check_gives_the_full_checks_verdict_on_any_text(text, key):
 def test_fast_path_table(text, expected):
     rules = _RULES[(LinkAction.DEFANG, LinkAction.BLOCK)]
     assert rules.check(text) == expected == reference_check(rules, text)
+
+
+_LINK_TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(["example.com", "https://", "ftp://", "www.", "x.io/a.b", ".com", "a" * 63 + ".com", "a" * 64 + ".com",
+                         "a.b.c.d.e.f.g.h.i.j.com", "K.com", "ſ.io", "٣.io", "http://x", "www.(", "a.b[.]c", " ", "\t", "\n", "<", ">", "/", ".", ":"]),
+        st.text(alphabet="ab.:/ -_é1", max_size=8),
+    ),
+    max_size=10,
+).map("".join)  # fmt: skip
+
+
+@given(_LINK_TEXT)
+@settings(max_examples=2000, deadline=None)
+def test_links_found_near_their_marks_are_those_the_pattern_finds_anywhere(text):
+    # first_link searches only around "://" and dots after a letter or digit; it must find every
+    # match of the link pattern, with the same span, from any starting point.
+    from bridge.policy.links import URL, defang, find_link, first_link, maybe_link
+
+    from .policy_reference import reference_defang
+
+    for pos in range(len(text) + 1):
+        expected = URL.search(text, pos)
+        got = first_link(text, pos)
+        assert (got and got.span()) == (expected and expected.span())
+    found = find_link(text)  # the first look and the first link in one
+    expected = URL.search(text) if maybe_link(text) else None
+    assert (found and found.span()) == (expected and expected.span())
+    for invites_only in (False, True):
+        assert defang(text, invites_only=invites_only) == reference_defang(text, invites_only=invites_only)
+        assert defang(text, invites_only=invites_only, first=URL.search(text)) == reference_defang(text, invites_only=invites_only)
