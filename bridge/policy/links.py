@@ -36,21 +36,34 @@ def maybe_link(text: str) -> bool:
 
 def find_link(text: str) -> re.Match[str] | None:
     """The first link in `text` (format characters already dropped) when the first look takes
-    it for a text with one (`maybe_link`), else None: one search finds the first mark, which
-    mostly is also what the first look wants."""
-    mark = _MARK.search(text)
-    if mark is None:  # whatever the first look wants is a mark too
+    it for a text with one (`maybe_link`), else None: the first mark found once serves both,
+    since whatever the first look wants is a mark too."""
+    at = _next_mark(text, 0, "://" in text)
+    if at < 0:
         return None
-    at = mark.start()
     # [^\W_] is str.isalnum: the first look wants "://" or a dot between two letters or digits.
     if text[at] != ":" and not text[at + 1 : at + 2].isalnum() and _MAYBE_LINK.search(text, at + 1) is None:
         return None
-    return first_link(text, 0, mark)
+    return first_link(text, 0, at)
 
 
-def first_link(text: str, pos: int = 0, mark: re.Match[str] | None = None) -> re.Match[str] | None:
+def _next_mark(text: str, pos: int, schemes: bool) -> int:
+    """Where the first mark at or after `pos` is (-1: none); `schemes`: whether "://" is in `text`."""
+    if schemes:
+        mark = _MARK.search(text, pos)
+        return -1 if mark is None else mark.start()
+    at = text.find(".", pos)  # no "://": a mark is a dot right after a letter or digit, mostly the first dot
+    for _ in range(4):
+        if at < 0 or (at > 0 and text[at - 1].isalnum()):
+            return at
+        at = text.find(".", at + 1)
+    mark = _MARK.search(text, at) if at >= 0 else None  # dots after dots or spaces: the engine walks on
+    return -1 if mark is None else mark.start()
+
+
+def first_link(text: str, pos: int = 0, at: int = -1) -> re.Match[str] | None:
     """The match `URL.search(text, pos)` finds, searched only near the marks a link must hold
-    (`mark`: the first one at or after `pos`, when the caller has found it).
+    (`at`: where the first one at or after `pos` is, when the caller has found it).
 
     The link pattern starts at every word boundary (a few µs on a chat line); here it runs only on
     the stretch around each mark: from the mark back to the earlier of a space and _LABEL
@@ -58,19 +71,22 @@ def first_link(text: str, pos: int = 0, mark: re.Match[str] | None = None) -> re
     missed, and the pattern sees the same characters (a space ends a match as the end of the
     stretch does), so each is found with the same span.
     """
-    size = len(text)
+    schemes = "://" in text
     while True:
-        if mark is None:
-            mark = _MARK.search(text, pos)
-            if mark is None:
+        if at < 0:
+            at = _next_mark(text, pos, schemes)
+            if at < 0:
                 return None
-        at = mark.start()
-        low = max(pos, at - _LABEL, text.rfind(" ", pos, at) + 1)
+        low = text.rfind(" ", pos, at) + 1
+        if low < pos:
+            low = pos
+        if low < at - _LABEL:
+            low = at - _LABEL
         high = text.find(" ", at)
-        found = URL.search(text, low, size if high < 0 else high)
+        found = URL.search(text, low) if high < 0 else URL.search(text, low, high)
         if found is not None or high < 0:
             return found
-        pos, mark = high, None  # no match starts before the space: the next one holds a later mark
+        pos, at = high, -1  # no match starts before the space: the next one holds a later mark
 
 
 def defang(text: str, *, invites_only: bool = False, first: re.Match[str] | None = None) -> str:
@@ -92,7 +108,8 @@ def defang(text: str, *, invites_only: bool = False, first: re.Match[str] | None
         while match is not None:  # what URL.sub would replace: its matches are never empty
             pieces += (out[last : match.start()], one(match))
             last = match.end()
-            match = first_link(out, last)
+            # A later link holds a mark, so a dot or "://": mostly there is none after the last link.
+            match = first_link(out, last) if out.find(".", last) >= 0 or out.find("://", last) >= 0 else None
         pieces.append(out[last:])
         new = "".join(pieces)
         if new == out:

@@ -73,7 +73,7 @@ class ContentRules:
 
     __slots__ = (
         "words", "phrases", "phrase_lengths", "phrase_first", "prefixes", "patterns", "anchored", "links", "invites",
-        "only_invites", "gate", "loose", "listed",
+        "only_invites", "gate", "loose", "listed", "listing",
     )  # fmt: skip
 
     def __init__(
@@ -122,8 +122,9 @@ class ContentRules:
         self.listed = frozenset(self.words)  # a frozenset's isdisjoint is twice as fast as a dict view's
         self.links = LinkAction(links)
         self.invites = LinkAction(invites)
+        self.listing = bool(self.words or self.phrases or self.patterns or self.anchored)  # some list can match
         # No lists and links allowed (the default policy): only an invite can matter.
-        self.only_invites = not (self.words or self.phrases or self.patterns or self.anchored) and self.links == LinkAction.ALLOW
+        self.only_invites = not self.listing and self.links == LinkAction.ALLOW
         # One search of " folded text " finds whatever the run walk or an anchored pattern needs:
         # two single-letter tokens in a row, or a token that starts with an anchored prefix.
         # Without a hit neither can find anything, and most messages have none.
@@ -148,13 +149,10 @@ class ContentRules:
         words: brackets are separators) unless a scheme was renamed while lists could match the
         new word (a listed "hxxps"). Masked texts and defanged invites are not: the check of the
         result names the rule again, or may find a run of letters the asterisks now join."""
-        if verdict.action != Action.ALLOW:
+        if verdict.action != _ALLOW:
             return False
-        if verdict.rule is None:
-            return True
-        return verdict.rule == "links" and (
-            "://" not in text or not (self.words or self.phrases or self.patterns or self.anchored)
-        )
+        rule = verdict.rule
+        return rule is None or (rule == "links" and ("://" not in text or not self.listing))
 
     def check(self, text: str) -> Verdict:
         """The verdict on one message (either direction)."""
@@ -180,7 +178,7 @@ class ContentRules:
         if self.phrases and not self.phrase_first.isdisjoint(words):
             best = self._phrases(words, hits, best)
         folded = " ".join(words)
-        candidates: list[tuple[Action, str, re.Pattern[str]]] = []
+        candidates: list[tuple[Action, str, re.Pattern[str]]] | tuple[()] = ()
         if self.gate is not None and self.gate.search(f" {folded} ") is not None:
             if self.words and len(words) > 1:
                 best = self._runs(words, hits, best)
@@ -191,7 +189,7 @@ class ContentRules:
             if self.loose is not None and len(folded) <= SCAN_WINDOW and self.loose.search(folded) is None:
                 patterns = []  # no list's search can find anything either
             if candidates:
-                patterns = sorted(patterns + candidates, key=_severity)
+                patterns = sorted([*patterns, *candidates], key=_severity)
             if patterns:
                 best = self._patterns(patterns, folded, hits, best)
         if best >= _HOLD:
