@@ -150,8 +150,10 @@ class Moderator:
         found so under the same rules (the other side's check of a relayed message), or the
         check finds it so now (most messages under any rules; no Verdict is made). Any other
         verdict is remembered for the `from_user` / `from_stranger` call that follows."""
-        rules = self._rules_for(room)
-        if rules.clearly_allowed(text):
+        rules = None if self._scopes else self._unscoped.get(room.platform)  # _rules_for, inlined: every message
+        if rules is None:
+            rules = self._rules_for(room)
+        if rules.only_invites and rules.clearly_allowed(text):
             return True
         recent = self._recent.get(id(rules))  # rules are compiled once and kept: their id is stable
         if recent is None:
@@ -163,7 +165,7 @@ class Moderator:
 
     def _check(self, room: Room, text: str) -> Verdict:
         rules = self._rules_for(room)
-        if rules.clearly_allowed(text):  # cheaper than the cache look-up, and keeps nothing
+        if rules.only_invites and rules.clearly_allowed(text):  # cheaper than the cache look-up, and keeps nothing
             return Verdict(_ALLOW, text)
         recent = self._recent.get(id(rules))
         if recent is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 
 try:  # Python 3.11+ names the parser module privately; sre_parse is its deprecated alias
     import re._constants as _c
@@ -39,6 +40,9 @@ class UnsafePattern(ValueError):
     """An operator pattern refused at config time; the message names the pattern and why."""
 
 
+# The config checks each pattern when it is loaded and the rules again when they are compiled
+# (per platform, per guild layer, on every admin change): the parse is remembered.
+@lru_cache(maxsize=4096)
 def check_pattern(pattern: str) -> None:
     """Raise UnsafePattern if `pattern` is invalid, overlong, or can take exponential time."""
     if len(pattern) > MAX_PATTERN_LENGTH:
@@ -208,6 +212,7 @@ def _overlapping(branches: list[list]) -> bool:
     return False
 
 
+@lru_cache(maxsize=4096)
 def anchored_prefix(pattern: str, limit: int = 3) -> str | None:
     """The first letters (at most `limit`) of every match of a pattern that starts at a word
     boundary with literal letters (`\\bfoo...`, `\\bk+ys`), or None for any other pattern.
