@@ -38,13 +38,24 @@ def find_link(text: str) -> re.Match[str] | None:
     """The first link in `text` (format characters already dropped) when the first look takes
     it for a text with one (`maybe_link`), else None: the first mark found once serves both,
     since whatever the first look wants is a mark too."""
-    at = _next_mark(text, 0, "://" in text)
-    if at < 0:
-        return None
+    schemes = "://" in text
+    at = text.find(".")
+    if schemes or at <= 0 or not text[at - 1].isalnum():  # not the common case: a first dot after a letter
+        at = _next_mark(text, 0, schemes)
+        if at < 0:
+            return None
     # [^\W_] is str.isalnum: the first look wants "://" or a dot between two letters or digits.
     if text[at] != ":" and not text[at + 1 : at + 2].isalnum() and _MAYBE_LINK.search(text, at + 1) is None:
         return None
-    return first_link(text, 0, at)
+    # The first stretch of first_link(text, 0, at), written out: most texts with a link end here.
+    low = text.rfind(" ", 0, at) + 1
+    if low < at - _LABEL:
+        low = at - _LABEL
+    high = text.find(" ", at)
+    found = URL.search(text, low) if high < 0 else URL.search(text, low, high)
+    if found is not None or high < 0:
+        return found
+    return first_link(text, high)
 
 
 def _next_mark(text: str, pos: int, schemes: bool) -> int:
