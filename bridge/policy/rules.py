@@ -137,6 +137,8 @@ class ContentRules:
         # Every list's loose patterns in one alternation: a text it finds nothing in needs no
         # search per list (a top-level alternation of safe patterns costs their sum, no more).
         self.loose = _alternation([regex for _, _, regex in self.patterns]) if len(self.patterns) > 1 else None
+        if len(self.patterns) == 1:
+            self.loose = self.patterns[0][2]
 
     def clearly_allowed(self, text: str) -> bool:
         """True when no rule can match `text`, found without folding it: `check` then allows it unchanged."""
@@ -168,34 +170,19 @@ class ContentRules:
         if self.only_invites and text.isascii() and "d" not in text and "D" not in text:  # clearly_allowed
             return None
         words = tokens(text)
-        hits: list[_Hit] = []
-        best = _ALLOW
-        if not self.listed.isdisjoint(words):  # in C; a listed word or a phrase's first word is there
-            table = self.words
-            for i, word in enumerate(words):
-                found = table.get(word)
-                if found is not None:
-                    hits.append(_Hit(found[0], found[1], i, i))
-                    best = max(best, found[0])
-            if self.phrases and not self.phrase_first.isdisjoint(words):
-                best = self._phrases(words, hits, best)
-        folded = " ".join(words)
-        candidates: list[tuple[Action, str, re.Pattern[str]]] | tuple[()] = ()
-        if self.gate is not None and self.gate.search(f" {folded} ") is not None:
-            if self.words and len(words) > 1:
-                best = self._runs(words, hits, best)
-            if self.anchored and best < _END:
-                candidates = self._candidates(words)
-        if best < _END and (self.patterns or candidates):
-            patterns = self.patterns
-            if self.loose is not None and len(folded) <= SCAN_WINDOW and self.loose.search(folded) is None:
-                patterns = []  # no list's search can find anything either
-            if candidates:
-                patterns = sorted([*patterns, *candidates], key=_severity)
-            if patterns:
-                best = self._patterns(patterns, folded, hits, best)
-        if best >= _HOLD:
-            return Verdict(best, text, next(h.rule for h in hits if h.action == best))
+        best, hits = _ALLOW, ()
+        if self.listing:
+            # One look each rules out the word lists (and phrases), the run walk and anchored
+            # patterns (the gate), and the loose patterns: most messages need no more.
+            folded = " ".join(words)
+            if (
+                not self.listed.isdisjoint(words)
+                or (self.gate is not None and self.gate.search(f" {folded} ") is not None)
+                or (self.patterns and (self.loose is None or len(folded) > SCAN_WINDOW or self.loose.search(folded) is not None))
+            ):
+                best, hits = self._lists(words, folded)
+                if best >= _HOLD:
+                    return Verdict(best, text, next(h.rule for h in hits if h.action == best))
         link = linked = first = None
         if self.invites is not _LINK_ALLOW and INVITE.search("".join(words)):
             link, linked = self.invites, "invites"
@@ -215,6 +202,35 @@ class ContentRules:
             out = defang(out, invites_only=self.links is _LINK_ALLOW, first=first if out is text else None)
             rule = rule or linked
         return Verdict(best, out, rule)
+
+    def _lists(self, words: list[str], folded: str) -> tuple[Action, list[_Hit]]:
+        """The most severe action the lists give `words` (folded: joined by spaces), and the hits."""
+        hits: list[_Hit] = []
+        best = _ALLOW
+        if not self.listed.isdisjoint(words):  # in C; a listed word or a phrase's first word is there
+            table = self.words
+            for i, word in enumerate(words):
+                found = table.get(word)
+                if found is not None:
+                    hits.append(_Hit(found[0], found[1], i, i))
+                    best = max(best, found[0])
+            if self.phrases and not self.phrase_first.isdisjoint(words):
+                best = self._phrases(words, hits, best)
+        candidates: list[tuple[Action, str, re.Pattern[str]]] | tuple[()] = ()
+        if self.gate is not None and self.gate.search(f" {folded} ") is not None:
+            if self.words and len(words) > 1:
+                best = self._runs(words, hits, best)
+            if self.anchored and best < _END:
+                candidates = self._candidates(words)
+        if best < _END and (self.patterns or candidates):
+            patterns = self.patterns
+            if self.loose is not None and len(folded) <= SCAN_WINDOW and self.loose.search(folded) is None:
+                patterns = []  # no list's search can find anything either
+            if candidates:
+                patterns = sorted([*patterns, *candidates], key=_severity)
+            if patterns:
+                best = self._patterns(patterns, folded, hits, best)
+        return best, hits
 
     def _patterns(self, patterns: list[tuple[Action, str, re.Pattern[str]]], folded: str, hits: list[_Hit], best: Action) -> Action:
         for action, name, regex in patterns:
