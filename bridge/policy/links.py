@@ -6,7 +6,7 @@ import re
 
 from .normalize import tokens
 
-__all__ = ["FORMAT", "INVITE", "URL", "defang", "find_link", "first_link", "maybe_link"]
+__all__ = ["FORMAT", "INVITE", "URL", "defang", "find_link", "first_link"]
 
 URL = re.compile(
     r"(?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>]+"
@@ -29,15 +29,10 @@ _LABEL = 63
 _SCHEME = re.compile(r"(?i)\b(?:(h)tt(ps?)|(f)t(p))://")
 
 
-def maybe_link(text: str) -> bool:
-    """The first look for a link in `text` (format characters already dropped): one is possible."""
-    return ("." in text or "://" in text) and _MAYBE_LINK.search(text) is not None
-
-
 def find_link(text: str) -> re.Match[str] | None:
     """The first link in `text` (format characters already dropped) when the first look takes
-    it for a text with one (`maybe_link`), else None: the first mark found once serves both,
-    since whatever the first look wants is a mark too."""
+    it for a text with one (a letter or digit, a dot, a letter or digit; or "://"), else None:
+    the first mark found once serves both, since whatever the first look wants is a mark too."""
     schemes = "://" in text
     at = text.find(".")
     if schemes or at <= 0 or not text[at - 1].isalnum():  # not the common case: a first dot after a letter
