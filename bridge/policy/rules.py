@@ -134,11 +134,11 @@ class ContentRules:
         if self.anchored:
             gate.append(literal_trie(sorted({prefix for table in self.anchored.values() for prefix in table})))
         self.gate = re.compile(" (?:" + "|".join(gate) + ")") if gate else None
-        # Every list's loose patterns in one alternation: a text it finds nothing in needs no
-        # search per list (a top-level alternation of safe patterns costs their sum, no more).
-        self.loose = _alternation([regex for _, _, regex in self.patterns]) if len(self.patterns) > 1 else None
-        if len(self.patterns) == 1:
-            self.loose = self.patterns[0][2]
+        # Every list's loose patterns in one alternation (one list: its own): a text it finds
+        # nothing in needs no search per list (a top-level alternation of safe patterns costs
+        # their sum, no more). None: there are none, or they cannot share one regex.
+        loose = [regex for _, _, regex in self.patterns]
+        self.loose = loose[0] if len(loose) == 1 else _alternation(loose) if loose else None
 
     def clearly_allowed(self, text: str) -> bool:
         """True when no rule can match `text`, found without folding it: `check` then allows it unchanged."""

@@ -95,3 +95,12 @@ def test_links_found_near_their_marks_are_those_the_pattern_finds_anywhere(text)
     for invites_only in (False, True):
         assert defang(text, invites_only=invites_only) == reference_defang(text, invites_only=invites_only)
         assert defang(text, invites_only=invites_only, first=URL.search(text)) == reference_defang(text, invites_only=invites_only)
+
+
+def test_loose_patterns_that_cannot_share_one_regex_are_still_searched_per_list():
+    # The same group name in two lists: no alternation of both compiles, so each list is searched alone.
+    rules = ContentRules([WordList("a", Action.MASK, (), (r"(?P<x>fo+)",)), WordList("b", Action.HOLD, (), (r"(?P<x>ba+r)",))])
+    assert rules.loose is None
+    assert rules.check("a fooo") == Verdict(Action.MASK, "a ****", "a") == reference_check(rules, "a fooo")
+    assert rules.check("baaar") == Verdict(Action.HOLD, "baaar", "b") == reference_check(rules, "baaar")
+    assert rules.check("hello") == Verdict(Action.ALLOW, "hello")
