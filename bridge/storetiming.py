@@ -56,6 +56,10 @@ class TimedStore(Store):
         with self._timed("compare_and_set"):
             return await self.inner.compare_and_set(namespace, key, expected, value)
 
+    async def spend_shared(self, limit: str, key: str, rate: float, burst: float, cooldown: float = 0.0) -> float | None:
+        with self._timed("spend_shared"):
+            return await self.inner.spend_shared(limit, key, rate, burst, cooldown)
+
     def share_figures(self, source) -> None:
         self.inner.share_figures(source)
 

@@ -113,7 +113,7 @@ class Moderator:
         ban = await self.sanctions.check(user, server=server)
         if ban is not None:
             return ban_notice(ban, self.sanctions.clock())
-        wait = self.throttle.check(user, shared=shared)
+        wait = await self.throttle.check_shared(self.sanctions.store, user, shared=shared)
         return throttle_notice(wait) if wait > 0 else None
 
     def image_refusal(self, user: str | None) -> str | None:

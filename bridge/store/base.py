@@ -104,6 +104,13 @@ class Store(abc.ABC):
     async def close(self) -> None:
         """Flush and release. Default: nothing."""
 
+    async def spend_shared(self, limit: str, key: str, rate: float, burst: float, cooldown: float = 0.0) -> float | None:
+        """A limit that every instance sharing this store counts together (starts per person behind a
+        load balancer): one token bucket of `burst` and `rate` per second for `key` under `limit`, and
+        at least `cooldown` seconds between two spends. 0.0 when a token was taken; else the seconds
+        to wait (nothing taken). None: nobody shares this store, the caller's own limit decides."""
+        return None
+
     def share_figures(self, source: Callable[[], dict[str, Any]]) -> None:
         """Publish `source()` (this instance's live counts) to the instances sharing this store, now
         and then. A store of one process has nobody to tell: it keeps nothing."""

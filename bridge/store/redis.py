@@ -36,7 +36,7 @@ POOL_SIZE = 64  # connections to Redis per instance (the hub's stream reader hol
 TIMEOUT = 2.0  # seconds one command (or connecting) may take before Redis counts as unreachable
 # Key names (after the prefix) of this program's layout that its tasks may write again at once when
 # Redis came back empty, before the prefix is marked again: the instance leases and the hub's keys.
-OWN_KEYS = ("hub:", "pool:", "instance", "sessions:", "kv:", "figures:")
+OWN_KEYS = ("hub:", "pool:", "instance", "sessions:", "kv:", "figures:", "limit:")
 # compare_and_set: KEYS[1] the namespace's hash, ARGV: field, whether a value is expected, it,
 # whether one is set, it. One script: Redis runs it without any other command in between.
 _CAS = """
@@ -48,6 +48,26 @@ elseif cur then
 end
 if ARGV[4] == '1' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[5]) else redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 1
+"""
+
+# spend_shared: KEYS[1] the key's bucket, ARGV: rate, burst, cooldown. Redis's own clock, so the
+# instances' clocks need not agree; the bucket expires once it is full again and the cooldown over.
+_SPEND = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate, burst, cooldown = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local v = redis.call('HMGET', KEYS[1], 'tokens', 'at', 'last')
+local tokens, at, last = tonumber(v[1]) or burst, tonumber(v[2]) or now, tonumber(v[3])
+if now > at then tokens = math.min(burst, tokens + (now - at) * rate) end
+local wait = 0
+if tokens < 1 then wait = (1 - tokens) / rate end
+if last and cooldown > 0 and last + cooldown - now > wait then wait = last + cooldown - now end
+if wait > 0 then return string.format('%.6f', wait) end
+tokens = tokens - 1
+local stamp = string.format('%.6f', now)  -- tostring keeps 14 digits: a time rounded up would be ahead of the next call's
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', stamp, 'last', stamp)
+redis.call('PEXPIRE', KEYS[1], math.ceil(1000 * math.max(cooldown, (burst - tokens) / rate)) + 1000)
+return '0'
 """
 
 
@@ -87,6 +107,7 @@ class RedisStore(Store):
         )
         self.redis = aioredis.Redis.from_pool(pool)
         self._cas = self.redis.register_script(_CAS)  # EVALSHA, loaded again when Redis lost its scripts
+        self._spend = self.redis.register_script(_SPEND)
         self.marker = PrefixMarker(self.redis, url, prefix)
         self.lease = InstanceLease(self.redis, prefix, instance, lease, self._sessions_key)
         self.figures = SharedFigures(self.redis, prefix, instance, lease, self.lease.instances_key)
@@ -310,6 +331,10 @@ class RedisStore(Store):
     async def compare_and_set(self, namespace: str, key: str, expected: str | None, value: str | None) -> bool:
         args = [key, "0" if expected is None else "1", expected or "", "0" if value is None else "1", value or ""]
         return bool(await self._do(lambda: self._cas(keys=[f"{self.prefix}kv:{namespace}"], args=args)))
+
+    async def spend_shared(self, limit: str, key: str, rate: float, burst: float, cooldown: float = 0.0) -> float | None:
+        args = [repr(rate), repr(float(burst)), repr(cooldown)]
+        return float(await self._do(lambda: self._spend(keys=[f"{self.prefix}limit:{limit}:{key}"], args=args)))
 
     def share_figures(self, source: Callable[[], Figures]) -> None:
         self.figures.source = source

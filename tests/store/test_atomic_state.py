@@ -215,3 +215,45 @@ async def test_two_instances_changing_one_discord_guild_at_once_keep_every_chang
     finally:
         await one.close()
         await two.close()
+
+
+async def test_two_instances_count_one_persons_starts_together(redis_server):
+    # Behind a load balancer one person's starts land on either instance: the limit of 5 per window
+    # is theirs in all, not 5 on each. 40 starts at once over both: exactly 5 pass.
+    from bridge.policy.config import PolicySection
+    from bridge.policy.moderator import Moderator
+
+    policy = PolicySection.model_validate({"max_starts": 5, "start_window": 600, "start_cooldown": 0})
+    one, two = await _two_instances(redis_server)
+    try:
+        first, second = Moderator(policy, one), Moderator(policy, two)
+        refusals = await asyncio.gather(*((first, second)[n % 2].start_refusal("web:00000000000000ab") for n in range(40)))
+        assert refusals.count(None) == 5
+        assert all(r.startswith("You are starting chats too quickly. Try again in ") for r in refusals if r)
+        assert await second.start_refusal("web:00000000000000cd") is None  # another person is not held up
+        # Someone several people share (a network of cookie-less clients) gets max_shared_starts.
+        many = await asyncio.gather(*((first, second)[n % 2].start_refusal("web:net", shared=True) for n in range(60)))
+        assert many.count(None) == 60
+        # A cooldown between two starts holds across instances too.
+        cool = Moderator(PolicySection.model_validate({"start_cooldown": 30}), one)
+        other = Moderator(PolicySection.model_validate({"start_cooldown": 30}), two)
+        assert await cool.start_refusal("discord:1") is None
+        wait = await other.start_refusal("discord:1")
+        assert wait is not None and "Try again in" in wait
+        # The bucket expires once it can refuse nothing: Redis keeps no key per person for ever.
+        raw = one.redis
+        ttl = await raw.pttl(f"{one.prefix}limit:starts:discord:1")
+        assert 30_000 < ttl <= 32_000
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_a_store_nobody_shares_leaves_the_limit_to_the_process():
+    from bridge.policy.config import PolicySection
+    from bridge.policy.moderator import Moderator
+
+    store = MemoryStore()
+    assert await store.spend_shared("starts", "k", 1.0, 1.0) is None
+    moderator = Moderator(PolicySection.model_validate({"max_starts": 2, "start_cooldown": 0}), store)
+    assert [await moderator.start_refusal("web:1") is None for _ in range(3)] == [True, True, False]
