@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
 import re
-import secrets
 
 from .hygiene import clean, cut
 
@@ -15,6 +15,7 @@ MAX_ID = 256  # a platform id longer than this is not a message id: it is not ke
 KEPT = SNIPPET  # characters of a message kept: its snippet is made only when it is quoted
 PENDING = 8  # events held per stranger message until the platform says where it showed it
 _SPACE = re.compile(r"\s+")
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # json.dumps(…) with these, minus an encoder per call
 
 
 def snippet(text: str) -> str:
@@ -80,6 +81,11 @@ class Side(dict):
         return [self.entry(ref) for ref in self]
 
 
+def _rows(side: Side) -> list[list[object]]:
+    return [[ref, None, e, 0, 0, 0] if e.__class__ is str else [ref, e.id, e.snippet, e.edits, e.reactions, int(e.gone)]
+            for ref, e in dict.items(side)]  # fmt: skip
+
+
 class RefMap:
     """The references of one chat, as seen by one session.
 
@@ -93,7 +99,7 @@ class RefMap:
 
     def __init__(self, bound: int = 256, prefix: str | None = None) -> None:
         self.bound = bound
-        self.prefix = prefix or secrets.token_hex(4)
+        self.prefix = prefix or os.urandom(4).hex()  # secrets.token_hex(4) without its three calls
         self.counter = 0
         self._own = self.prefix + "."  # every reference this map hands out starts so
         # Dicts keep insertion order, which is the order of eviction (and take a third less
@@ -214,13 +220,7 @@ class RefMap:
     def encode(self) -> str:
         """A compact JSON form (pending events are not kept: they are moments, not state)."""
         self.dirty = False
-
-        def rows(side: Side) -> list[list[object]]:
-            return [[ref, None, e, 0, 0, 0] if e.__class__ is str else [ref, e.id, e.snippet, e.edits, e.reactions, int(e.gone)]
-                    for ref, e in dict.items(side)]  # fmt: skip
-
-        return json.dumps({"p": self.prefix, "n": self.counter, "m": rows(self.mine), "t": rows(self.theirs)},
-                          separators=(",", ":"), ensure_ascii=False)  # fmt: skip
+        return _COMPACT({"p": self.prefix, "n": self.counter, "m": _rows(self.mine), "t": _rows(self.theirs)})
 
     @classmethod
     def decode(cls, data: str, bound: int = 256) -> RefMap:
