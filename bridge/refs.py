@@ -8,7 +8,7 @@ import re
 
 from .hygiene import clean, cut
 
-__all__ = ["Entry", "RefMap", "Side", "snippet"]
+__all__ = ["Entry", "RefMap", "snippet"]
 
 SNIPPET = 80  # characters of a message kept for reply quotes
 MAX_ID = 256  # a platform id longer than this is not a message id: it is not kept
@@ -50,40 +50,16 @@ class Entry:
         return True
 
 
-class Side(dict):
-    """One side's messages by core reference, oldest first. A message nothing was done with yet
-    (no platform id, no edit, reaction or hold) is kept as its bare text, which costs no object per
-    message; `entry` (and reading it by key) turns it into an `Entry` the first time it is needed."""
-
-    __slots__ = ()
-
-    def entry(self, ref: str) -> Entry | None:
-        value = dict.get(self, ref)
-        if value.__class__ is str:
-            value = Entry(None, value)
-            dict.__setitem__(self, ref, value)  # an existing key keeps its place in the order
-        return value
-
-    def __getitem__(self, ref: str) -> Entry:
-        value = self.entry(ref)
-        if value is None:
-            raise KeyError(ref)
-        return value
-
-    def get(self, ref: str, default: Entry | None = None) -> Entry | None:  # type: ignore[override]
-        value = self.entry(ref)
-        return default if value is None else value
-
-    def items(self):  # type: ignore[override]
-        return [(ref, self.entry(ref)) for ref in self]
-
-    def values(self):  # type: ignore[override]
-        return [self.entry(ref) for ref in self]
+# One side's messages by core reference, oldest first (a dict keeps insertion order, the order
+# of eviction). A message nothing was done with yet (no platform id, no edit, reaction or hold)
+# is kept as its bare text: no object per message, and a plain dict of strings only is not even
+# tracked by the garbage collector. `RefMap.entry` turns it into an `Entry` when one is needed.
+Side = dict[str, "str | Entry"]
 
 
 def _rows(side: Side) -> list[list[object]]:
     return [[ref, None, e, 0, 0, 0] if e.__class__ is str else [ref, e.id, e.snippet, e.edits, e.reactions, int(e.gone)]
-            for ref, e in dict.items(side)]  # fmt: skip
+            for ref, e in side.items()]  # fmt: skip
 
 
 class RefMap:
@@ -104,10 +80,19 @@ class RefMap:
         self._own = self.prefix + "."  # every reference this map hands out starts so
         # Dicts keep insertion order, which is the order of eviction (and take a third less
         # memory than OrderedDict at the bound).
-        self.mine = Side()  # the user's messages, by core reference
-        self.theirs = Side()  # the stranger's, by core reference
+        self.mine: Side = {}  # the user's messages, by core reference
+        self.theirs: Side = {}  # the stranger's, by core reference
         self.by_id: dict[str, str] = {}  # platform id -> core reference (either side)
         self.dirty = False  # changed since it was last persisted
+
+    @staticmethod
+    def entry(side: Side, ref: str) -> Entry | None:
+        """The message `ref` of `side` (this map's `mine` or `theirs`) as an `Entry`, made from its
+        bare text the first time one is needed (it keeps its place in the order); None if unknown."""
+        value = side.get(ref)
+        if value.__class__ is str:
+            value = side[ref] = Entry(None, value)  # type: ignore[arg-type]
+        return value  # type: ignore[return-value]
 
     def new_ref(self) -> str:
         self.counter += 1
@@ -151,7 +136,7 @@ class RefMap:
         return ref
 
     def _add(self, side: Side, ref: str, entry: Entry) -> None:
-        dict.__setitem__(side, ref, entry)
+        side[ref] = entry
         if entry.id is not None:
             old = self.by_id.get(entry.id)
             if old is not None:  # the platform reused an id: the older message is no longer found by it
@@ -175,13 +160,13 @@ class RefMap:
 
     def _forget(self, ref: str) -> None:
         for side in (self.mine, self.theirs):
-            entry = dict.get(side, ref)
+            entry = side.get(ref)
             if entry is not None and entry.__class__ is not str:  # bare text has no id
                 entry.id = None
 
     def posted(self, ref: str, platform_id: str) -> Entry | None:
         """The room showed the stranger's message `ref` as `platform_id`; the entry, if still known."""
-        entry = self.theirs.entry(ref)
+        entry = self.entry(self.theirs, ref)
         if entry is None or entry.id is not None or len(platform_id) > MAX_ID:
             return None
         old = self.by_id.get(platform_id)
@@ -197,16 +182,16 @@ class RefMap:
         ref = self.by_id.get(platform_id)
         if ref is None:
             return None
-        entry = self.mine.entry(ref)
+        entry = self.entry(self.mine, ref)
         if entry is not None:
             return ref, entry, True
-        entry = self.theirs.entry(ref)
+        entry = self.entry(self.theirs, ref)
         return (ref, entry, False) if entry is not None else None
 
     def by_core(self, ref: str) -> Entry | None:
         """The entry of a core reference, whichever side's message it is."""
-        entry = self.mine.entry(ref)
-        return entry if entry is not None else self.theirs.entry(ref)
+        entry = self.entry(self.mine, ref)
+        return entry if entry is not None else self.entry(self.theirs, ref)
 
     def is_mine(self, ref: str) -> bool:
         """Whether `ref` is one of the user's messages still known."""
