@@ -57,6 +57,19 @@ class Entry:
 Side = dict[str, "str | Entry"]
 
 
+_random = bytearray()  # os.urandom's bytes not used yet: one read per 1,024 prefixes, not a system call per chat
+
+
+def _random_prefix() -> str:
+    """Eight hex digits from the system's random source (secrets.token_hex(4), from a buffer)."""
+    global _random
+    if not _random:
+        _random = bytearray(os.urandom(4096))
+    prefix = _random[-4:].hex()
+    del _random[-4:]
+    return prefix
+
+
 def _rows(side: Side) -> list[list[object]]:
     return [[ref, None, e, 0, 0, 0] if e.__class__ is str else [ref, e.id, e.snippet, e.edits, e.reactions, int(e.gone)]
             for ref, e in side.items()]  # fmt: skip
@@ -75,7 +88,7 @@ class RefMap:
 
     def __init__(self, bound: int = 256, prefix: str | None = None) -> None:
         self.bound = bound
-        self.prefix = prefix or os.urandom(4).hex()  # secrets.token_hex(4) without its three calls
+        self.prefix = prefix or _random_prefix()
         self.counter = 0
         self._own = self.prefix + "."  # every reference this map hands out starts so
         # Dicts keep insertion order, which is the order of eviction (and take a third less
