@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from types import MappingProxyType
 
 from .hygiene import clean, cut
 
@@ -70,6 +71,13 @@ def _random_prefix() -> str:
     return prefix
 
 
+# What a side or the id map is until its first entry: one empty mapping that cannot be written,
+# shared by every map (most chats' maps see one side only for a while, or no platform ids: a
+# dict each would be three allocations per chat's first message, each counted towards the
+# garbage collector's next pass). Writers swap in a dict of their own first (`_mine`, ...).
+_NOTHING: Side = MappingProxyType({})  # type: ignore[assignment]
+
+
 def _rows(side: Side) -> list[list[object]]:
     return [[ref, None, e, 0, 0, 0] if e.__class__ is str else [ref, e.id, e.snippet, e.edits, e.reactions, int(e.gone)]
             for ref, e in side.items()]  # fmt: skip
@@ -93,19 +101,37 @@ class RefMap:
         self._own = self.prefix + "."  # every reference this map hands out starts so
         # Dicts keep insertion order, which is the order of eviction (and take a third less
         # memory than OrderedDict at the bound).
-        self.mine: Side = {}  # the user's messages, by core reference
-        self.theirs: Side = {}  # the stranger's, by core reference
-        self.by_id: dict[str, str] = {}  # platform id -> core reference (either side)
+        self.mine: Side = _NOTHING  # the user's messages, by core reference
+        self.theirs: Side = _NOTHING  # the stranger's, by core reference
+        self.by_id: dict[str, str] = _NOTHING  # type: ignore[assignment]  # platform id -> core reference (either side)
         self.dirty = False  # changed since it was last persisted
 
-    @staticmethod
-    def entry(side: Side, ref: str) -> Entry | None:
-        """The message `ref` of `side` (this map's `mine` or `theirs`) as an `Entry`, made from its
-        bare text the first time one is needed (it keeps its place in the order); None if unknown."""
+    def entry(self, ref: str, mine: bool) -> Entry | None:
+        """The message `ref` of the user's side (`mine`) or the stranger's as an `Entry`, made from
+        its bare text the first time one is needed (it keeps its place in the order); None if unknown."""
+        side = self.mine if mine else self.theirs
         value = side.get(ref)
         if value.__class__ is str:
             value = side[ref] = Entry(None, value)  # type: ignore[arg-type]
         return value  # type: ignore[return-value]
+
+    def _mine(self) -> Side:
+        side = self.mine
+        if side is _NOTHING:
+            side = self.mine = {}
+        return side
+
+    def _theirs(self) -> Side:
+        side = self.theirs
+        if side is _NOTHING:
+            side = self.theirs = {}
+        return side
+
+    def _ids(self) -> dict[str, str]:
+        ids = self.by_id
+        if ids is _NOTHING:
+            ids = self.by_id = {}
+        return ids
 
     def new_ref(self) -> str:
         self.counter += 1
@@ -117,7 +143,7 @@ class RefMap:
         # message the room gave no id is kept as its text alone (see `Side`).
         n = self.counter = self.counter + 1
         ref = f"{self._own}{n}"  # decimal: a little cheaper than the hex of older maps, and never one of them (see decode)
-        side = self.mine
+        side = self.mine if self.mine is not _NOTHING else self._mine()
         if platform_id is None or len(platform_id) > MAX_ID:
             side[ref] = text[:KEPT]
         else:
@@ -125,7 +151,7 @@ class RefMap:
             if old is not None:  # the platform reused an id: the older message is no longer found by it
                 self._forget(old)
             side[ref] = Entry(platform_id, text[:KEPT])
-            self.by_id[platform_id] = ref
+            self._ids()[platform_id] = ref
         if len(side) > self.bound:
             oldest = side.pop(next(iter(side)))
             if oldest.__class__ is not str and oldest.id is not None:
@@ -136,7 +162,7 @@ class RefMap:
     def add_theirs(self, ref: str | None, text: str) -> str:
         """Record a stranger's message under its core reference (a new one when the backend has none,
         or one that could be, or could become, the user's: every reference starting with this map's prefix)."""
-        side = self.theirs
+        side = self.theirs if self.theirs is not _NOTHING else self._theirs()
         if ref is None or len(ref) > MAX_ID or ref in side or ref.startswith(self._own) or ref in self.mine:
             n = self.counter = self.counter + 1
             ref = f"{self._own}{n}"
@@ -148,13 +174,14 @@ class RefMap:
         self.dirty = True
         return ref
 
-    def _add(self, side: Side, ref: str, entry: Entry) -> None:
+    def _add(self, mine: bool, ref: str, entry: Entry) -> None:
+        side = self._mine() if mine else self._theirs()
         side[ref] = entry
         if entry.id is not None:
             old = self.by_id.get(entry.id)
             if old is not None:  # the platform reused an id: the older message is no longer found by it
                 self._forget(old)
-            self.by_id[entry.id] = ref
+            self._ids()[entry.id] = ref
         if len(side) > self.bound:
             self._evict(side)
         self.dirty = True
@@ -179,14 +206,14 @@ class RefMap:
 
     def posted(self, ref: str, platform_id: str) -> Entry | None:
         """The room showed the stranger's message `ref` as `platform_id`; the entry, if still known."""
-        entry = self.entry(self.theirs, ref)
+        entry = self.entry(ref, False)
         if entry is None or entry.id is not None or len(platform_id) > MAX_ID:
             return None
         old = self.by_id.get(platform_id)
         if old is not None:
             self._forget(old)
         entry.id = platform_id
-        self.by_id[platform_id] = ref
+        self._ids()[platform_id] = ref
         self.dirty = True
         return entry
 
@@ -195,16 +222,16 @@ class RefMap:
         ref = self.by_id.get(platform_id)
         if ref is None:
             return None
-        entry = self.entry(self.mine, ref)
+        entry = self.entry(ref, True)
         if entry is not None:
             return ref, entry, True
-        entry = self.entry(self.theirs, ref)
+        entry = self.entry(ref, False)
         return (ref, entry, False) if entry is not None else None
 
     def by_core(self, ref: str) -> Entry | None:
         """The entry of a core reference, whichever side's message it is."""
-        entry = self.entry(self.mine, ref)
-        return entry if entry is not None else self.entry(self.theirs, ref)
+        entry = self.entry(ref, True)
+        return entry if entry is not None else self.entry(ref, False)
 
     def is_mine(self, ref: str) -> bool:
         """Whether `ref` is one of the user's messages still known."""
@@ -229,12 +256,12 @@ class RefMap:
             # Maps from before were counted in hex: a new decimal reference m > n is never an old
             # hex one k <= n, since digits read in hex are never less than read in decimal.
             refs.counter = int(raw["n"])
-            for key, side in (("m", refs.mine), ("t", refs.theirs)):
+            for key, mine in (("m", True), ("t", False)):
                 for ref, pid, text, edits, reactions, gone in raw[key]:
                     if not isinstance(ref, str) or not (pid is None or isinstance(pid, str)):
                         raise ValueError("a reference or id is not a string")
                     entry = Entry(pid, None if text is None else str(text), int(edits), int(reactions), bool(gone))
-                    refs._add(side, ref, entry)
+                    refs._add(mine, ref, entry)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not an encoded reference map: {exc}") from None
         refs.dirty = False

@@ -300,7 +300,7 @@ async def from_stranger(session: Session, event: Edit | Retract | Reaction) -> N
     refs = state.refs
     match event:
         case Edit(ref=ref, text=text, stranger=label):
-            entry = refs.entry(refs.theirs, ref)
+            entry = refs.entry(ref, False)
             if entry is None or entry.gone or entry.edits >= session.settings.max_edits:
                 return
             if not _allow(session, state, "stranger_edits"):
@@ -318,7 +318,7 @@ async def from_stranger(session: Session, event: Edit | Retract | Reaction) -> N
             refs.dirty = True
             out: Edit | Retract | Reaction = Edit(ref, decision.text, label)
         case Retract(ref=ref, stranger=label):
-            entry = refs.entry(refs.theirs, ref)
+            entry = refs.entry(ref, False)
             if entry is None or entry.gone:
                 return
             entry.gone, entry.snippet = True, None
