@@ -14,6 +14,7 @@ from .reports import RecentChats
 from .store import SessionRecord
 
 if TYPE_CHECKING:
+    from .rich import ChatRich as RichState
     from .session import Session
 
 __all__ = ["Host"]
@@ -51,6 +52,11 @@ class Host(Protocol):
 
     async def save(self, record: SessionRecord) -> None:
         """Persist a session record; failures are logged, never raised."""
+        ...
+
+    def queue_save(self, session: Session, state: RichState) -> None:
+        """Give `session` its turn to save its chat's reference map `state` soon (`Session.put_save`),
+        after the work ready now; one session's turn per loop iteration."""
         ...
 
     async def forget(self, room: Room) -> None:

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from .session import Session
 
 __all__ = [
-    "ChatRich", "emoji_text", "encoded", "from_stranger", "from_user", "incoming", "outgoing", "outgoing_text", "restore",
-    "save", "save_due",
+    "ChatRich", "changed", "emoji_text", "encoded", "from_stranger", "from_user", "incoming", "outgoing", "outgoing_text",
+    "restore", "save",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -30,19 +30,41 @@ SAVE_INTERVAL = 1.0  # a resumable chat's map is saved at most once per this man
 
 
 class ChatRich:
-    """What one chat of one session holds for the rich relay: the map, the flood limits, notices given."""
+    """What one chat of one session holds for the rich relay: the map, the flood limits, notices given.
 
-    __slots__ = ("refs", "user_reactions", "stranger_reactions", "stranger_edits", "user_images", "told", "saved_at")
+    Made at the chat's first message, so it holds only what every chat needs: the flood limits of
+    edits, reactions and pictures and the set of notices given are made when first used (a bucket
+    made then is full, as one made at the start and unused since would be)."""
+
+    __slots__ = (
+        "refs", "user_reactions", "stranger_reactions", "stranger_edits", "user_images", "told", "saved_at", "save_queued",
+    )  # fmt: skip
 
     def __init__(self, session: Session, refs: RefMap | None = None) -> None:
+        self.refs = refs or RefMap(session.settings.refs_per_side)
+        self.user_reactions: TokenBucket | None = None
+        self.stranger_reactions: TokenBucket | None = None
+        self.stranger_edits: TokenBucket | None = None
+        self.user_images: TokenBucket | None = None
+        self.told: set[str] | None = None  # notices given once per chat
+        self.saved_at = 0.0  # when the map was last saved (monotonic): the first change is due at once
+        self.save_queued = False  # its save waits for its turn (`changed`)
+
+
+def _allow(session: Session, state: ChatRich, which: str) -> bool:
+    """Take a token from the chat's flood limit `which` (one of ChatRich's bucket slots), made full when first asked."""
+    bucket = getattr(state, which)
+    if bucket is None:
         s = session.settings
-        self.refs = refs or RefMap(s.refs_per_side)
-        self.user_reactions = TokenBucket(s.reaction_rate, s.reaction_burst)
-        self.stranger_reactions = TokenBucket(s.reaction_rate, s.reaction_burst)
-        self.stranger_edits = TokenBucket(s.stranger_rate, s.stranger_burst)
-        self.user_images = TokenBucket(s.images.rate, s.images.burst)
-        self.told: set[str] = set()  # notices given once per chat
-        self.saved_at = 0.0
+        rate, burst = {
+            "user_reactions": (s.reaction_rate, s.reaction_burst),
+            "stranger_reactions": (s.reaction_rate, s.reaction_burst),
+            "stranger_edits": (s.stranger_rate, s.stranger_burst),
+            "user_images": (s.images.rate, s.images.burst),
+        }[which]
+        bucket = TokenBucket(rate, burst)
+        setattr(state, which, bucket)
+    return bucket.allow()
 
 
 def emoji_text(emoji: str) -> str:
@@ -64,6 +86,8 @@ def _is_rich(session: Session) -> bool:
 
 
 async def _once(session: Session, state: ChatRich, key: str, text: str) -> None:
+    if state.told is None:
+        state.told = set()
     if key not in state.told:
         state.told.add(key)
         await session.notice(text)
@@ -80,23 +104,43 @@ def restore(session: Session, data: str | None) -> None:
             log.warning("session %s: the persisted reference map was unreadable: %s", session.room, exc)
 
 
-def encoded(session: Session) -> str | None:
-    """The map to persist with the session record, or None (nothing yet, or the chat cannot resume)."""
+def encoded(session: Session, handle: str | None) -> str | None:
+    """The map to persist with the session record whose chat handle is `handle`, or None (nothing
+    yet, or the chat cannot resume: no handle)."""
     state = session.rich
-    if state is None or session.chat is None or session.chat.handle is None:
+    if state is None or handle is None:
         return None
     return state.refs.encode()
 
 
-async def _maybe_save(session: Session, state: ChatRich) -> None:
-    # Only a chat its backend can resume needs its map after a restart. Asked last: a chat's
-    # handle may be built on every call (the hub's is JSON), and this runs on every message.
-    if session.chat is None or not state.refs.dirty:
+def changed(session: Session) -> None:
+    """The chat's map changed: when its save is due (SAVE_INTERVAL), queue it with the host, which
+    gives one session per loop iteration its turn (`Session.put_save`), after the work ready then:
+    the save (the record and two JSON forms, several times the cost of relaying a message) never
+    delays the message that changed the map, and the first messages of many chats that began
+    together are not kept waiting by all their saves at once. `save` then runs in the session's
+    task, in order with its other store writes. Cheap: it runs after every message of the user's."""
+    state = session.rich
+    if state is not None and not state.save_queued and state.refs.dirty and time.monotonic() - state.saved_at >= SAVE_INTERVAL:
+        state.save_queued = True
+        session.host.queue_save(session, state)
+
+
+async def save(session: Session, state: ChatRich) -> None:
+    """The queued save of `state` (from the session's inbox): persist the map with the session
+    record if it is still this chat's, changed, and the chat can resume."""
+    if state is not session.rich:
+        return  # the chat ended, or another began, while it waited for its turn
+    state.save_queued = False
+    state.saved_at = time.monotonic()
+    chat = session.chat
+    if chat is None or not state.refs.dirty:
         return
-    now = time.monotonic()
-    if now - state.saved_at >= SAVE_INTERVAL and session.chat.handle is not None:
-        state.saved_at = now
-        await session.host.save(session._record())
+    # Only a chat its backend can resume needs its map after a restart. Asked here, once per
+    # save: a chat's handle may be built on every call (the hub's is JSON).
+    handle = chat.handle
+    if handle is not None:
+        await session.host.save(session._record(handle))
 
 
 # ---- messages ------------------------------------------------------------------------------
@@ -105,7 +149,7 @@ async def _maybe_save(session: Session, state: ChatRich) -> None:
 def outgoing_text(session: Session, event: Message, text: str) -> Message:
     """The user's checked message with no picture as the chat gets it: a core reference, the reply
     translated (or quoted, for a text-only chat). Not a coroutine: it runs on every message, and
-    `save_due` / `save` persist the map afterwards."""
+    `changed` queues the map's save afterwards."""
     state = session.rich or _state(session)
     refs = state.refs
     reply = quote = None
@@ -134,23 +178,11 @@ async def outgoing(session: Session, event: Message, text: str) -> Message | Non
     return Message(out.text, None, out.ref, out.reply_to, None, image) if image is not None else out
 
 
-def save_due(session: Session) -> bool:
-    """Whether the map may need saving now (the cheap test, on every message; `save` does the rest)."""
-    state = session.rich
-    return state is not None and state.refs.dirty and time.monotonic() - state.saved_at >= SAVE_INTERVAL
-
-
-async def save(session: Session) -> None:
-    """Persist the map with the session record, when the chat can resume and the interval has passed."""
-    if session.rich is not None:
-        await _maybe_save(session, session.rich)
-
-
 async def _user_image(session: Session, state: ChatRich, rich: bool, image: Image) -> Image | None:
     if not rich:
         await session.notice(fallback.RULES[Image].notice or "")
         return None
-    if not state.user_images.allow():
+    if not _allow(session, state, "user_images"):
         await session.notice("You're sending pictures too fast: this one was not sent.")
         return None
     refusal = session.host.moderator.image_refusal(session.start.user if session.start else None)
@@ -193,7 +225,7 @@ async def from_user(session: Session, event: Edit | Retract | Reaction | Posted)
                 held, entry.pending = entry.pending, None
                 for pending in held:
                     await session.deliver(dataclasses.replace(pending, ref=platform_id))
-            await _maybe_save(session, state)
+            changed(session)
         case Edit(ref=platform_id, text=text):
             await _user_edit(session, state, platform_id, text)
         case Retract(ref=platform_id):
@@ -207,7 +239,7 @@ async def from_user(session: Session, event: Edit | Retract | Reaction | Posted)
                 await session._send(Retract(ref))
             else:
                 await _once(session, state, "retract", fallback.RULES[Retract].notice or "")
-            await _maybe_save(session, state)
+            changed(session)
         case Reaction(ref=platform_id, emoji=emoji, add=add):
             found = state.refs.by_platform(platform_id)
             if found is None or found[1].gone or not session._can_write() or not _is_rich(session):
@@ -216,7 +248,7 @@ async def from_user(session: Session, event: Edit | Retract | Reaction | Posted)
             ref, entry, _ = found
             if not emoji or entry.reactions >= session.settings.max_reactions:
                 return
-            if not state.user_reactions.allow():
+            if not _allow(session, state, "user_reactions"):
                 await _once(session, state, "reactions", "You're reacting too fast: some reactions were not sent.")
                 return
             entry.reactions += 1
@@ -255,7 +287,7 @@ async def _user_edit(session: Session, state: ChatRich, platform_id: str, text: 
         line = fallback.plain(Edit(ref, decision.text), limit=limit)
         if line is not None:
             await session._send(Message(line))
-    await _maybe_save(session, state)
+    changed(session)
 
 
 # ---- the stranger's edits, deletions and reactions ----------------------------------------
@@ -268,10 +300,10 @@ async def from_stranger(session: Session, event: Edit | Retract | Reaction) -> N
     refs = state.refs
     match event:
         case Edit(ref=ref, text=text, stranger=label):
-            entry = refs.theirs.get(ref)
+            entry = refs.entry(ref, False)
             if entry is None or entry.gone or entry.edits >= session.settings.max_edits:
                 return
-            if not state.stranger_edits.allow():
+            if not _allow(session, state, "stranger_edits"):
                 await _once(session, state, "stranger-fast", "The stranger is editing too fast: some edits were not shown.")
                 return
             text = clean(text, 65536).strip()
@@ -286,7 +318,7 @@ async def from_stranger(session: Session, event: Edit | Retract | Reaction) -> N
             refs.dirty = True
             out: Edit | Retract | Reaction = Edit(ref, decision.text, label)
         case Retract(ref=ref, stranger=label):
-            entry = refs.theirs.get(ref)
+            entry = refs.entry(ref, False)
             if entry is None or entry.gone:
                 return
             entry.gone, entry.snippet = True, None
@@ -302,7 +334,7 @@ async def from_stranger(session: Session, event: Edit | Retract | Reaction) -> N
                 return
             if ref in refs.mine and entry.id is None:
                 return  # the user's platform gave no id for that message: nothing to react to
-            if not state.stranger_reactions.allow():
+            if not _allow(session, state, "stranger_reactions"):
                 return  # a flood of reactions: dropped quietly (they are not messages)
             entry.reactions += 1
             out = Reaction(ref, emoji, add, label)
@@ -310,4 +342,4 @@ async def from_stranger(session: Session, event: Edit | Retract | Reaction) -> N
         entry.hold(out)
         return
     await session.deliver(dataclasses.replace(out, ref=entry.id))
-    await _maybe_save(session, state)
+    changed(session)

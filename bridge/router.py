@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, deque
 
 from .abc import Backend, Platform, Submit
 from .backoff import Backoff
@@ -14,6 +14,7 @@ from .metrics import Metrics
 from .policy.config import PolicySection
 from .policy.moderator import Moderator
 from .reports import RecentChats
+from .rich import ChatRich
 from .session import Session, State
 from .store import SessionRecord, Store
 
@@ -54,6 +55,7 @@ class Router:
         # no session task runs: otherwise this run's new sessions could be taken for leftovers.
         self._live = False
         self._waiting: list[Session] = []
+        self._saves: deque[tuple[Session, ChatRich]] = deque()  # reference maps waiting for their turn to save
 
     # ---- wiring ------------------------------------------------------------------------------
 
@@ -169,6 +171,22 @@ class Router:
             await self.store.save_session(record)
         except Exception:
             log.exception("room %s: could not persist the session", record.room)
+
+    def queue_save(self, session: Session, state: ChatRich) -> None:
+        """Give `session` its turn to save its chat's reference map soon: one per loop iteration, each
+        after the work that was ready when the turn before ran (bridge.rich.changed says why)."""
+        self._saves.append((session, state))
+        if len(self._saves) == 1:
+            asyncio.get_running_loop().call_soon(self._next_save)
+
+    def _next_save(self) -> None:
+        session, state = self._saves.popleft()
+        try:
+            if session.rich is state:  # else the chat ended meanwhile: nothing to save
+                session.put_save(state)
+        finally:
+            if self._saves:
+                asyncio.get_running_loop().call_soon(self._next_save)
 
     async def forget(self, room: Room) -> None:
         try:

@@ -124,6 +124,11 @@ class Session(UserSide, StrangerSide):
             if self.task:
                 self.task.cancel()
 
+    def put_save(self, state: rich.ChatRich) -> None:
+        """Queue the save of the chat's reference map `state` (the host calls this at its turn): a
+        state item, so it is never refused and never takes a message's place."""
+        self.inbox.put_state((_USER, state), _is_save)
+
     async def _pump(self, chat: Chat, generation: int) -> None:
         # Stranger events wait for room in the inbox: back-pressure on the backend, never loss.
         error: BaseException | None = None
@@ -162,7 +167,9 @@ class Session(UserSide, StrangerSide):
                     await self._shutdown(item.keep)
                     return
                 try:
-                    if generation == _USER:
+                    if type(item) is rich.ChatRich:
+                        await rich.save(self, item)
+                    elif generation == _USER:
                         await self._on_user(item)  # type: ignore[arg-type]
                     elif generation == self.generation:
                         await self._on_stranger(item)
@@ -235,7 +242,7 @@ class Session(UserSide, StrangerSide):
         self.stranger_typing.clear()
         self.strangers = ()
         self.explained = False
-        self.rich = None  # edits and replies to this chat's messages are ignored from now on
+        self.rich = None  # edits and replies to this chat's messages are ignored from now on (a queued save is skipped)
         if pump is not None:
             pump.cancel()
         if chat is not None:
@@ -284,16 +291,23 @@ class Session(UserSide, StrangerSide):
         """Tell the room something no person typed."""
         await self.deliver(ServerNotice(text))
 
-    def _record(self) -> SessionRecord:
-        start = self.start or Start()
+    def _record(self, handle: str | None = None) -> SessionRecord:
+        """What the store keeps of this session; `handle`: the chat's, when the caller just built it
+        (the hub's is JSON made per call), else it is asked here, once."""
+        if handle is None and self.chat is not None:
+            handle = self.chat.handle
         return SessionRecord(
             room=self.room,
             state=self.state.value,
             backend=self.backend_name or "",
-            handle=self.chat.handle if self.chat else None,
-            start=start_to_dict(start),
-            refs=rich.encoded(self),
+            handle=handle,
+            start=start_to_dict(self.start or Start()),
+            refs=rich.encoded(self, handle),
         )
+
+
+def _is_save(item: tuple[int, object]) -> bool:
+    return type(item[1]) is rich.ChatRich
 
 
 def _same_typing(generation: int, event: Typing | StoppedTyping) -> Callable[[tuple[int, object]], bool]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 
 from .events import Room
 from .metrics import Metrics
@@ -20,45 +18,64 @@ class TimedStore(Store):
         self.inner = inner
         self.metrics = metrics
 
-    @contextlib.contextmanager
-    def _timed(self, op: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.metrics.observe("store_seconds", time.perf_counter() - started, op=op)
+    # Each call written out (try/finally, no context manager): the core saves a record per state
+    # change and a chat's reference map about once a second, so this wraps a hot path.
 
     async def save_session(self, record: SessionRecord) -> None:
-        with self._timed("save_session"):
+        started = time.perf_counter()
+        try:
             await self.inner.save_session(record)
+        finally:
+            self.metrics.observe("store_seconds", time.perf_counter() - started, op="save_session")
 
     async def delete_session(self, room: Room) -> None:
-        with self._timed("delete_session"):
+        started = time.perf_counter()
+        try:
             await self.inner.delete_session(room)
+        finally:
+            self.metrics.observe("store_seconds", time.perf_counter() - started, op="delete_session")
 
     async def sessions(self) -> list[SessionRecord]:
-        with self._timed("sessions"):
+        started = time.perf_counter()
+        try:
             return await self.inner.sessions()
+        finally:
+            self.metrics.observe("store_seconds", time.perf_counter() - started, op="sessions")
 
     async def get(self, namespace: str, key: str) -> str | None:
-        with self._timed("get"):
+        started = time.perf_counter()
+        try:
             return await self.inner.get(namespace, key)
+        finally:
+            self.metrics.observe("store_seconds", time.perf_counter() - started, op="get")
 
     async def set(self, namespace: str, key: str, value: str | None) -> None:
-        with self._timed("set"):
+        started = time.perf_counter()
+        try:
             await self.inner.set(namespace, key, value)
+        finally:
+            self.metrics.observe("store_seconds", time.perf_counter() - started, op="set")
 
     async def add(self, namespace: str, key: str, amount: int = 1) -> int:
-        with self._timed("add"):
+        started = time.perf_counter()
+        try:
             return await self.inner.add(namespace, key, amount)
+        finally:
+            self.metrics.observe("store_seconds", time.perf_counter() - started, op="add")
 
     async def compare_and_set(self, namespace: str, key: str, expected: str | None, value: str | None) -> bool:
-        with self._timed("compare_and_set"):
+        started = time.perf_counter()
+        try:
             return await self.inner.compare_and_set(namespace, key, expected, value)
+        finally:
+            self.metrics.observe("store_seconds", time.perf_counter() - started, op="compare_and_set")
 
     async def spend_shared(self, limit: str, key: str, rate: float, burst: float, cooldown: float = 0.0) -> float | None:
-        with self._timed("spend_shared"):
+        started = time.perf_counter()
+        try:
             return await self.inner.spend_shared(limit, key, rate, burst, cooldown)
+        finally:
+            self.metrics.observe("store_seconds", time.perf_counter() - started, op="spend_shared")
 
     def share_figures(self, source) -> None:
         self.inner.share_figures(source)

@@ -182,8 +182,7 @@ class UserSide:
         out = rich.outgoing_text(self, event, text) if event.image is None else await rich.outgoing(self, event, text)
         if out is not None and await self._send(out):
             self.host.metrics.add(RELAYED_TO_STRANGER)
-        if rich.save_due(self):
-            await rich.save(self)
+        rich.changed(self)
 
     async def _send(self: Session, event: Event) -> bool:
         chat = self.chat

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _RICH = (Edit, Retract, Reaction)
 _ANONYMOUS = itertools.count(1)
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # json.dumps(…) with these, minus an encoder per call
 
 
 class HubConfig(PluginConfig):
@@ -81,7 +82,7 @@ class _Conversation:
         users = [m.ticket.user if m.ticket else "" for m in self.members]
         pairings = [m.ticket.pairing if m.ticket else "" for m in self.members]
         fields = [self.cid, self.kind, users, me] if pairings == users else [self.cid, self.kind, users, pairings, me]
-        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        return _COMPACT(fields)
 
     def label(self, viewer: HubChat, speaker: HubChat) -> str | None:
         """How `viewer` names `speaker`: None in a one-to-one chat."""

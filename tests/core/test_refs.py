@@ -36,14 +36,14 @@ def test_posted_only_once_and_only_for_known_lines():
     assert refs.posted(ref, "p1").id == "p1"
     assert refs.posted(ref, "p2") is None  # a line is posted once
     assert refs.posted(refs.add_theirs("x.2", "long id"), "i" * (MAX_ID + 1)) is None
-    assert refs.by_platform("p1") == (ref, refs.theirs[ref], False)
+    assert refs.by_platform("p1") == (ref, refs.entry(ref, False), False)
 
 
 def test_a_reused_platform_id_points_at_the_newest_message_only():
     refs = RefMap()
     first = refs.add_mine("same", "one")
     second = refs.add_mine("same", "two")
-    assert refs.by_platform("same")[0] == second and refs.mine[first].id is None
+    assert refs.by_platform("same")[0] == second and refs.entry(first, True).id is None
 
 
 def test_a_reference_from_the_other_side_that_collides_gets_a_new_one():
@@ -54,7 +54,7 @@ def test_a_reference_from_the_other_side_that_collides_gets_a_new_one():
 
 def test_pending_is_bounded():
     refs = RefMap()
-    entry = refs.theirs[refs.add_theirs("r.1", "x")]
+    entry = refs.entry(refs.add_theirs("r.1", "x"), False)
     assert all(entry.hold(n) for n in range(PENDING))
     assert entry.hold("one more") is False and len(entry.pending) == PENDING
 
@@ -69,11 +69,11 @@ def test_encoding_round_trip_and_refusal():
     mine = refs.add_mine("p1", "hello")
     theirs = refs.add_theirs("s.1", "there")
     refs.posted(theirs, "q1")
-    refs.mine[mine].edits = 3
+    refs.entry(mine, True).edits = 3
     back = RefMap.decode(refs.encode(), bound=8)
     assert back.prefix == refs.prefix and back.counter == refs.counter
     assert back.by_platform("p1")[0] == mine and back.by_platform("q1")[0] == theirs
-    assert back.mine[mine].edits == 3 and back.theirs[theirs].quote() == "there"
+    assert back.entry(mine, True).edits == 3 and back.entry(theirs, False).quote() == "there"
     assert back.new_ref() not in (mine, theirs)  # the counter goes on: no reference is handed out twice
     for bad in ("", "[]", '{"p": "x"}', '{"p":"x","n":0,"m":[[1,2,3,4,5,6]],"t":[]}'):
         with pytest.raises(ValueError):

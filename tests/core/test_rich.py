@@ -1,6 +1,7 @@
 """The rich relay through the real hub: edits, deletions, reactions and replies between two platforms
 with their own message ids, the reference map's bounds, races with Posted, limits and the policy."""
 
+import asyncio
 import time
 
 from bridge.config import ImageLimits
@@ -16,7 +17,9 @@ from bridge.events import (
     Start,
 )
 from bridge.images import reencode
+from bridge.refs import RefMap
 from bridge.rich import emoji_text
+from bridge.store import MemoryStore
 from tests.core.richplatform import RICH
 from tests.core.test_images import jpeg_with_gps
 from tests.helpers import running
@@ -302,3 +305,48 @@ async def test_nobody_edits_or_deletes_the_other_sides_lines():
         mx.send("b", Message("marker", ref="b1"))
         await dc.wait_for("a", text_is("marker"))
         assert dc.events("a", Edit) == [] and dc.events("a", Retract) == []
+
+
+class _SavesSeen(MemoryStore):
+    """Notes, at each save of a record with a reference map, what room b had been shown by then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mx = None
+        self.shown_at_map_save: list[list[str]] = []
+        self.saved = asyncio.Event()
+
+    async def save_session(self, record) -> None:
+        if record.refs is not None and record.room.id == "a":
+            self.shown_at_map_save.append([e.text for e in self.mx.events("b", Message)])
+            self.saved.set()
+        await super().save_session(record)
+
+
+async def test_the_map_is_saved_after_the_message_that_changed_it_was_shown():
+    # The first message of a chat makes its map due for a save (the record and two JSON forms):
+    # the save waits for its turn, so the message reaches the partner first.
+    store = _SavesSeen()
+    async with running(two(), store=store) as b:
+        store.mx = b.platforms["mx"]
+        dc, mx = await pair(b)
+        dc.send("a", Message("first", ref="a1"))
+        await mx.wait_for("b", text_is("first"))
+        async with asyncio.timeout(5):
+            await store.saved.wait()
+        assert store.shown_at_map_save[0] == ["first"]
+        assert RefMap.decode(store._sessions[dc.room("a")].refs).by_platform("a1") is not None
+
+
+async def test_a_chat_that_ends_before_its_maps_turn_leaves_no_record():
+    store = MemoryStore()
+    async with running(two(), store=store) as b:
+        dc, mx = await pair(b)
+        dc.send("a", Message("last words", ref="a1"))  # its map's save is queued ...
+        dc.send("a", Disconnected())  # ... and the chat ends before the save's turn
+        await mx.wait_for("b", Disconnected)
+        await dc.wait_for("a", Disconnected)
+        async with asyncio.timeout(5):
+            while b.router._saves or dc.room("a") in b.router.sessions:  # the turn has come and gone
+                await asyncio.sleep(0)
+        assert dc.room("a") not in store._sessions and mx.room("b") not in store._sessions
