@@ -91,6 +91,7 @@ class Bridge:
         # One Moderator for the whole daemon: admin surfaces of platforms act on the same bans,
         # strikes and guild policy layers as the sessions.
         self.moderator = Moderator(cfg.policy, store)
+        self.moderator.compile(list(cfg.platforms))
         self.router = Router(
             cfg.bridge,
             self.backends,

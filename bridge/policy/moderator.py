@@ -130,6 +130,14 @@ class Moderator:
             return 0.0
         return max(0.0, connected_at + cooldown - self.monotonic())
 
+    def compile(self, platforms: list[str]) -> None:
+        """Compile each platform's rules now (at start-up), not at its first message: with long
+        word lists that is milliseconds, which the first chat's first message would wait."""
+        if not self._scopes:
+            for platform in platforms:
+                if platform not in self._unscoped:
+                    self._unscoped[platform] = self.policy.rules_for(platform)
+
     def _rules_for(self, room: Room) -> ContentRules:
         if not self._scopes:  # the room's scope matters only when some scope has its own layer
             rules = self._unscoped.get(room.platform)

@@ -197,3 +197,24 @@ def test_a_new_policy_forgets_the_remembered_verdicts():
     moderator.set_policy(POLICY)
     assert not moderator.clearly_allowed(room, "shit, see discord")
     assert moderator.from_user(room, "shit, see discord").text == "****, see discord"
+
+
+async def test_rules_compiled_at_start_up_are_the_ones_the_first_message_uses():
+    # A daemon compiles each platform's rules when it is built, so the first chat's first message
+    # does not wait milliseconds for 1,000 words to compile; the check then uses those rules.
+    from bridge.app import Bridge
+    from bridge.config import parse_config
+
+    cfg = parse_config(
+        {
+            "platforms": {"rec": {"plugin": "tests.helpers:RecordingPlatform"}},
+            "policy": {"lists": {"mask": {"action": "mask", "words": ["shit"]}}},
+        },
+        env=False,
+    )
+    async with Bridge(cfg, store=MemoryStore()) as bridge:
+        moderator = bridge.moderator
+        compiled = dict(moderator._unscoped)
+        assert set(compiled) == {"rec"}
+        assert moderator.from_user(Room("rec", "1"), "oh shit").text == "oh ****"
+        assert moderator._unscoped["rec"] is compiled["rec"]  # not compiled again at the first message
