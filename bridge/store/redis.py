@@ -37,7 +37,7 @@ POOL_SIZE = 64  # connections to Redis per instance (the hub's stream reader hol
 TIMEOUT = 2.0  # seconds one command (or connecting) may take before Redis counts as unreachable
 # Key names (after the prefix) of this program's layout that its tasks may write again at once when
 # Redis came back empty, before the prefix is marked again: the instance leases and the hub's keys.
-OWN_KEYS = ("hub:", "pool:", "instance", "sessions:", "kv:")
+OWN_KEYS = ("hub:", "pool:", "instance", "sessions:", "kv:", "web:")
 # Connection-level failures: the command did nothing we can rely on, and Redis is treated as down.
 _DOWN = (rx.ConnectionError, rx.TimeoutError, OSError, asyncio.TimeoutError)
 

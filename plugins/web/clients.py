@@ -167,6 +167,23 @@ class Clients:
     def _key(self, secret: str) -> str:
         return hashlib.blake2b(secret.encode("utf-8", "replace"), key=self._salt, digest_size=16).hexdigest()
 
+    def key_of(self, secret: str) -> str:
+        """The keyed hash of `secret` (a client id, or an address counted under it)."""
+        return self._key(secret)
+
+    def share_salt(self, salt: bytes) -> None:
+        """Use the salt every instance shares (Redis mode: a key means the same client everywhere)."""
+        assert not self.by_key, "the salt is set before any client exists"
+        self._salt = salt
+
+    def adopt(self, key: str, address: str, *, spy: bool, wants_likes: bool, rich: bool) -> Client:
+        """A client a previous run of this instance started, taken back from its shared record:
+        its secret is known only by its keyed hash (which is how it is found)."""
+        client = Client("", key, address, spy=spy, wants_likes=wants_likes, rich=rich)
+        self.by_key[key] = client
+        self.sessions[address] += 1
+        return client
+
     def create(
         self, address: str, *, spy: bool = False, wants_likes: bool = False, nojs: bool = False, rich: bool = False
     ) -> Client:
@@ -182,8 +199,8 @@ class Clients:
         if not secret or len(secret) != ID_LENGTH:
             return None
         client = self.by_key.get(self._key(secret))
-        if client is None or not _same(client.secret, secret):
-            return None
+        if client is None or (client.secret and not _same(client.secret, secret)):
+            return None  # an adopted client ("" secret) is known by the keyed hash alone
         return client
 
     def claim(self, secret: str | None, ack: int | None = None) -> Retired | None:

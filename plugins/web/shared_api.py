@@ -1,0 +1,263 @@
+"""The web endpoints in Redis mode: /start, /events and the actions on any instance, over the shared tier."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from bridge.events import Disconnected, Reason
+
+from .clients import ID_LENGTH, Client
+from .middleware import WIN, fail, json_answer, null, text
+from .omegle_api import FIRST_EVENTS_WAIT, gone
+from .protocol import ProtocolError, parse_ack, parse_start, status_payload
+from .render import render, worth_answering
+from .rich import EMOJI
+from .shared import RECHECK, SharedTier, Taken
+
+if TYPE_CHECKING:
+    from .platform import WebPlatform
+
+__all__ = ["SharedApi"]
+
+log = logging.getLogger(__name__)
+
+RICH_PATHS = frozenset({"/edit", "/delete", "/react"})
+NOTICE = ["serverMessage", "Too much at once: some events were not shown."]
+
+
+def _answer(taken: Taken) -> web.Response:
+    return json_answer({"seq": taken.base, "events": taken.events} if taken.acking else taken.events)
+
+
+class SharedApi:
+    """The handlers that replace OmegleApi's /start, /events and actions when the store is Redis."""
+
+    def __init__(self, platform: WebPlatform, tier: SharedTier) -> None:
+        self.web = platform
+        self.tier = tier
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        """Registered before OmegleApi's and RichApi's: the first route of a path wins."""
+        router.add_get("/start", self.on_start, allow_head=False)
+        router.add_post("/start", self.on_start)
+        router.add_post("/events", self.on_events)
+        for path in ("/send", "/typing", "/stoppedtyping", "/disconnect", "/report", "/stoplookingforcommonlikes", *sorted(RICH_PATHS)):
+            router.add_post(path, self._handler(path))
+
+    def _handler(self, path: str):
+        async def handle(request: web.Request) -> web.Response:
+            return await self.on_action(request, path)
+
+        return handle
+
+    # ---- the owner's side ------------------------------------------------------------------
+
+    async def push(self, client: Client, items: list[list], *, force: bool = False, final: bool = False) -> None:
+        """Queue events for a client this instance owns; a client whose end is queued is done here
+        (its record keeps the end for whichever instance polls it next)."""
+        if not items:
+            return
+        await self.tier.push(client.key, client.address, items, force=force, final=final, news=worth_answering(items), notice=NOTICE)
+        if final:
+            self.web.clients.forget(client)
+
+    def on_forwarded(self, envelope: dict[str, Any]) -> None:
+        """An action another instance took for a client this one owns: it takes effect here."""
+        client = self.web.clients.get(str(envelope.get("k")))
+        path, form = str(envelope.get("p")), envelope.get("f")
+        action = self.web.api.actions.get(path) or self.web.rich_api.actions.get(path)
+        if client is None or action is None or not isinstance(form, dict) or (client.ended and path != "/disconnect"):
+            self.tier.answer(envelope, 400, "fail")
+            return
+        client.last_seen = time.monotonic()
+        client.stay()
+        response = action(client, {str(k): str(v) for k, v in form.items()})
+        self.tier.answer(envelope, response.status, response.text or "")
+
+    async def leave_unless_seen(self, client: Client, since: float) -> None:
+        """A page's grace after unloading is over: it leaves unless some instance saw it since."""
+        [seen] = await self.tier.seen([client.key])
+        if seen > since and self.web.clients.get(client.key) is client:
+            client.last_seen = time.monotonic()
+            return
+        self.web.api.leave(client)
+
+    async def adopt(self, keys: list[str]) -> int:
+        """Take back the clients a previous run of this instance left (their chats are resumed)."""
+        adopted = 0
+        for key, raw in await self.tier.records(keys):
+            client = self.web.clients.adopt(
+                key, raw.get("a", ""), spy=raw.get("sp") == "1", wants_likes=raw.get("l") == "1", rich=raw.get("r") == "1",
+            )  # fmt: skip
+            if raw.get("k") == "1":
+                client.sent = []
+            client.answered = True
+            adopted += 1
+        return adopted
+
+    async def sweep(self, now: float, timeout: float) -> list[Client]:
+        """The clients this instance owns that no instance saw for `timeout` seconds (plus a poll window)."""
+        stale = self.web.clients.stale(now, timeout)
+        if not stale:
+            return []
+        seen = await self.tier.seen([c.key for c in stale])
+        wall, out = time.time(), []
+        for client, at in zip(stale, seen):
+            idle = wall - at
+            if at and idle <= timeout + self.web.config.poll_window:
+                client.last_seen = now - idle  # polled elsewhere: look again when that is old
+            else:
+                out.append(client)
+        return out
+
+    # ---- any instance ------------------------------------------------------------------------
+
+    def key_of(self, secret: str | None) -> str | None:
+        if not secret or len(secret) != ID_LENGTH:
+            return None
+        return self.web.clients.key_of(secret)
+
+    async def on_start(self, request: web.Request) -> web.Response:
+        """GET or POST /start: this instance owns the new client (and runs its session)."""
+        platform, clients, config = self.web, self.web.clients, self.web.config
+        params = {k: request.query.getone(k) for k in request.query}
+        if request.method == "POST":
+            params.update(await platform.read_form(request))
+        wanted = parse_start(params)
+        address = clients.key_of(platform.address(request))  # counted everywhere under its keyed hash
+        if platform.closing:
+            return fail(503)
+        if await self.tier.sessions(address) >= config.max_sessions_per_address:
+            platform.count("refused", "sessions_per_address")
+            return fail(429)
+        if len(clients) >= config.max_clients:
+            platform.count("refused", "clients")
+            return fail(503)
+        client = clients.create(address, spy=wanted.spy, wants_likes=wanted.wants_likes, rich=wanted.rich)
+        if wanted.acks:
+            client.sent = []
+        await self.tier.create(client.key, address, spy=client.spy, likes=client.wants_likes, rich=client.rich, acking=client.acking)
+        user, pairing = platform.user_for(request, client)
+        start = dataclasses.replace(wanted.start, user=user, pairing=pairing)
+        if not platform.submit(platform.room(client), start):
+            clients.forget(client)
+            await self.tier.forget(client.key, address)
+            return fail(503)
+        platform.count("started", start.mode.value)
+        if not wanted.firstevents:
+            return json_answer(client.secret)
+        taken = await self._poll(client.key, None, FIRST_EVENTS_WAIT, request)
+        events = taken.events if taken is not None else []
+        count = platform.metrics.online()
+        status = [["statusInfo", status_payload(count)], ["count", count]]
+        answer: dict = {"clientID": client.secret, "events": events + status}
+        if wanted.acks:
+            answer["next"] = len(events)
+        if wanted.rich:
+            answer["rich"] = {"emoji": list(EMOJI), "images": config.images, "image_max_bytes": config.image_max_bytes}
+        return json_answer(answer)
+
+    async def on_events(self, request: web.Request) -> web.Response:
+        """POST /events on any instance: one atomic take from the client's queue in Redis."""
+        platform = self.web
+        form = await platform.read_form(request)
+        ack = parse_ack(form.get("ack"))
+        key = self.key_of(form.get("id"))
+        if key is None:
+            platform.count("refused", "unknown_id")
+            return fail(400)
+        address = platform.address(request)
+        polls = platform.clients.polls
+        if polls[address] >= platform.config.max_polls_per_address:
+            platform.count("refused", "polls_per_address")
+            return fail(429)
+        polls[address] += 1
+        try:
+            taken = await self._poll(key, ack, platform.config.poll_window, request)
+        finally:
+            polls[address] -= 1
+            if polls[address] <= 0:
+                del polls[address]
+        if taken is None:
+            return null()
+        if taken.status == "unknown":
+            platform.count("refused", "unknown_id")
+            return fail(400)
+        return _answer(taken)
+
+    async def _poll(self, key: str, ack: int | None, window: float, request: web.Request) -> Taken | None:
+        """The client's events once there are any within `window` (None: none came, a newer poll
+        took over, or the poller went away and they stay queued); Taken("unknown") for a dead id."""
+        tier, token = self.tier, uuid.uuid4().hex
+        taken = await tier.take(key, token=token, ack=ack, begin=True)
+        if taken.status == "badack":
+            raise ProtocolError("ack is not a sequence number this chat answered")
+        if taken.status == "unknown" or taken.status == "ok":
+            if taken.status == "ok":
+                await tier.end_poll(key, token)
+            return taken
+        if taken.previous and taken.previous != tier.instance:
+            tier.wake(taken.previous, key)  # the older poll on that instance answers null
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + window
+        try:
+            while not self.web.closing:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                await tier.wait(key, min(remaining, RECHECK))
+                if gone(request):
+                    return None  # the events stay queued for the next poll
+                taken = await tier.take(key, token=token)
+                if taken.status == "ok":
+                    return taken
+                if taken.status != "empty":
+                    return None
+            return None
+        finally:
+            await tier.end_poll(key, token)
+
+    async def on_action(self, request: web.Request, path: str) -> web.Response:
+        """An action: done here if this instance owns the client, else forwarded to its owner;
+        answered as the protocol says either way."""
+        platform = self.web
+        client, form = await platform.find_client(request)
+        if client is not None:
+            action = platform.api.actions.get(path) or platform.rich_api.actions.get(path)
+            if path == "/disconnect" or not client.ended:
+                return action(client, form)
+            return fail(400)
+        key = self.key_of(form.get("id"))
+        record = await self.tier.find(key) if key is not None else None
+        if record is None or record.owner == self.tier.instance:
+            return fail(400)
+        if record.ended:
+            if path == "/disconnect":  # the end was not fetched: the id dies now
+                await self.tier.forget(record.key, "")
+                return text(WIN)
+            return fail(400)
+        if path in RICH_PATHS and (not record.rich or record.spy):
+            return platform.rich_api.refuse_not_rich()
+        if path == "/send" and form.get("msg") is None:
+            platform.count("refused", "bad_request")
+            return text("fail: msg is missing", 400)
+        answer = await self.tier.forward(record.owner, record.key, path, form)
+        if answer is None:  # the owner is restarting: the action takes effect when it is back
+            return text(WIN)
+        return text(answer[1], answer[0])
+
+    async def end_owned_by(self, instance: str) -> int:
+        """Tell the clients of an instance that is gone for good that their chats ended (once each)."""
+        ended = 0
+        for key, spy in await self.tier.orphans(instance):
+            items = render(Disconnected(reason=Reason.ERROR), spy=spy)
+            await self.tier.push(key, "", items, force=True, final=True, news=True, notice=NOTICE)
+            ended += 1
+        return ended

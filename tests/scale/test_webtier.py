@@ -1,0 +1,232 @@
+"""The web tier in Redis mode: /start on one instance, /events and actions on another, across a restart of the owner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import secrets
+
+import aiohttp
+
+from .daemon import Daemon
+
+TIMEOUT = aiohttp.ClientTimeout(total=30)
+
+
+class Roaming:
+    """One Omegle-protocol client id whose requests go to whichever instance the test names
+    (a load balancer without sticky routing); every event it was answered, in order."""
+
+    def __init__(self, http: aiohttp.ClientSession, name: str) -> None:
+        self.http = http
+        self.name = name
+        self.id: str | None = None
+        self.events: list[list] = []
+        self.seq: int | None = None  # an acknowledging client's next sequence number
+
+    async def start(self, url: str, *, acks: bool = False) -> None:
+        query = {"firstevents": "1", "randid": "ABCDEFGH", "lang": "en", **({"ack": "0"} if acks else {})}
+        async with self.http.get(url + "/start", params=query) as response:
+            assert response.status == 200, await response.text()
+            data = json.loads(await response.text())
+        self.id = data["clientID"]
+        events = data["events"]
+        if acks:
+            self.seq = data["next"]
+            events = events[: data["next"]]
+        self.events.extend(e for e in events if e[0] not in ("statusInfo", "count"))
+
+    async def post(self, url: str, path: str, **fields: str) -> tuple[int, str]:
+        async with self.http.post(url + path, data={"id": self.id, **fields}) as response:
+            return response.status, await response.text()
+
+    async def poll(self, url: str, *, show: bool = True) -> list[list] | None:
+        """One /events; an acknowledging client that does not `show` an answer does not acknowledge it."""
+        fields = {} if self.seq is None else {"ack": str(self.seq)}
+        status, body = await self.post(url, "/events", **fields)
+        assert status == 200, (self.name, status, body)
+        answer = json.loads(body)
+        if answer is None:
+            return None
+        if self.seq is not None:
+            base, batch = answer["seq"], answer["events"]
+            assert base <= self.seq <= base + len(batch), (base, self.seq, len(batch))
+            batch = batch[self.seq - base :]  # what this page has shown already is answered again until acked
+            if not show:
+                return []
+            self.seq = base + len(answer["events"])
+        else:
+            batch = answer
+            assert batch, "the server answered an empty batch"
+        self.events.extend(batch)
+        return batch
+
+    async def until(self, urls: list[str], test, timeout: float = 30.0, rng: random.Random | None = None) -> None:
+        async with asyncio.timeout(timeout):
+            while not test(self.events):
+                await self.poll((rng or random).choice(urls))
+
+    def texts(self) -> list[str]:
+        return [e[1] for e in self.events if e[0] == "gotMessage"]
+
+    def names(self) -> list[str]:
+        return [e[0] for e in self.events]
+
+
+def has(name: str):
+    return lambda events: any(e[0] == name for e in events)
+
+
+async def two(tmp_path, redis_url: str, lease: float = 1.5) -> tuple[Daemon, Daemon]:
+    a = Daemon(tmp_path, redis_url, "a", lease=lease, hub="resume_window = 60")
+    b = Daemon(tmp_path, redis_url, "b", lease=lease, hub="resume_window = 60")
+    await asyncio.gather(a.start(), b.start())
+    return a, b
+
+
+async def paired(http, start_w: str, start_p: str, urls: list[str], rng: random.Random) -> tuple[Roaming, Roaming]:
+    w, p = Roaming(http, "w"), Roaming(http, "p")
+    await w.start(start_w)
+    await w.until(urls, has("waiting"), rng=rng)
+    await p.start(start_p)
+    await asyncio.gather(w.until(urls, has("connected"), rng=rng), p.until(urls, has("connected"), rng=rng))
+    return w, p
+
+
+async def exchange(w: Roaming, p: Roaming, w_urls: list[str], p_urls: list[str], n: int, label: str, rng: random.Random) -> None:
+    """n unique tokens each way, each sent to a random instance of its list and polled on random
+    instances: each side is shown exactly the other's, in order, none twice."""
+    sent = {"w": [f"{label}-w-{secrets.token_hex(3)}-{i}" for i in range(n)], "p": [f"{label}-p-{secrets.token_hex(3)}-{i}" for i in range(n)]}
+    before = {"w": len(w.texts()), "p": len(p.texts())}
+    for i in range(n):
+        assert await w.post(rng.choice(w_urls), "/send", msg=sent["w"][i]) == (200, "win")
+        assert await p.post(rng.choice(p_urls), "/send", msg=sent["p"][i]) == (200, "win")
+    await asyncio.gather(
+        w.until(w_urls, lambda _: len(w.texts()) >= before["w"] + n, rng=rng),
+        p.until(p_urls, lambda _: len(p.texts()) >= before["p"] + n, rng=rng),
+    )
+    assert w.texts()[before["w"]:] == sent["p"]
+    assert p.texts()[before["p"]:] == sent["w"]
+
+
+async def test_start_on_a_then_events_and_send_on_b_with_a_partner_polling_both(tmp_path, redis_server):
+    a, b = await two(tmp_path, redis_server.url)
+    rng = random.Random(10)
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            w, p = await paired(http, a.url, b.url, [b.url], rng)  # w started on a, polls b only
+            await exchange(w, p, [b.url], [a.url, b.url], 40, "cross", rng)
+            await exchange(w, p, [a.url, b.url], [a.url, b.url], 40, "random", rng)  # polls alternate at random
+            assert "strangerDisconnected" not in w.names() + p.names()
+            assert await w.post(b.url, "/disconnect") == (200, "win")  # taken by w's owner, a
+            await p.until([a.url], has("strangerDisconnected"))
+            assert p.names().count("strangerDisconnected") == 1
+            assert (await w.post(b.url, "/events"))[0] == 400  # w's id is dead on every instance
+            assert (await w.post(a.url, "/events"))[0] == 400
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_web_client_polling_b_keeps_its_chat_when_its_owner_a_is_killed_and_restarted(tmp_path, redis_server):
+    a, b = await two(tmp_path, redis_server.url, lease=6.0)  # the restarted a waits out its old lease
+    rng = random.Random(11)
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            w, p = await paired(http, a.url, b.url, [b.url], rng)
+            await exchange(w, p, [b.url], [b.url], 10, "before", rng)
+            await a.kill()
+            gap_p = [f"gap-p-{secrets.token_hex(3)}-{i}" for i in range(10)]
+            gap_w = [f"gap-w-{secrets.token_hex(3)}-{i}" for i in range(10)]
+            for token_p, token_w in zip(gap_p, gap_w):
+                assert await p.post(b.url, "/send", msg=token_p) == (200, "win")
+                assert await w.post(b.url, "/send", msg=token_w) == (200, "win")  # forwarded to a's stream
+            assert await w.poll(b.url) is None  # a is down: w's poll on b waits (nothing comes, nothing fails)
+            await a.start()
+            await asyncio.gather(
+                w.until([b.url], lambda _: all(t in w.texts() for t in gap_p)),
+                p.until([b.url], lambda _: all(t in p.texts() for t in gap_w)),
+            )
+            assert [t for t in w.texts() if t.startswith("gap-")] == gap_p  # in order, none twice
+            assert [t for t in p.texts() if t.startswith("gap-")] == gap_w
+            await exchange(w, p, [a.url, b.url], [a.url, b.url], 10, "after", rng)
+            assert "strangerDisconnected" not in w.names() + p.names()
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_two_pollers_of_one_id_on_a_and_b_never_get_an_event_twice(tmp_path, redis_server):
+    a, b = await two(tmp_path, redis_server.url)
+    rng = random.Random(12)
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            w, p = await paired(http, a.url, b.url, [a.url], rng)
+            twin = Roaming(http, "twin")  # the same id, polled at the same time on the other instance
+            twin.id = w.id
+            tokens = [f"twin-{secrets.token_hex(3)}-{i}" for i in range(60)]
+            stop = asyncio.Event()
+
+            async def keep_polling(client: Roaming, url: str) -> None:
+                while not stop.is_set():
+                    await client.poll(url)
+
+            pollers = [asyncio.create_task(keep_polling(w, a.url)), asyncio.create_task(keep_polling(twin, b.url))]
+            for token in tokens:
+                assert await p.post(rng.choice([a.url, b.url]), "/send", msg=token) == (200, "win")
+            async with asyncio.timeout(30):
+                while len(w.texts()) + len(twin.texts()) < len(tokens):
+                    await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.gather(*pollers)
+            got = w.texts() + twin.texts()
+            assert sorted(got) == sorted(tokens)  # each once: none lost, none twice
+            for seen in (w.texts(), twin.texts()):
+                assert seen == [t for t in tokens if t in seen]  # each poller's share in order
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_an_acknowledging_page_roaming_between_instances_sees_everything_once_in_order(tmp_path, redis_server):
+    a, b = await two(tmp_path, redis_server.url)
+    rng = random.Random(13)
+    urls = [a.url, b.url]
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            w = Roaming(http, "w")
+            await w.start(a.url, acks=True)
+            await w.until(urls, has("waiting"), rng=rng)
+            p = Roaming(http, "p")
+            await p.start(b.url)
+            await w.until(urls, has("connected"), rng=rng)
+            await p.until(urls, has("connected"), rng=rng)
+            tokens = [f"ack-{secrets.token_hex(3)}-{i}" for i in range(40)]
+            for token in tokens:
+                assert await p.post(rng.choice(urls), "/send", msg=token) == (200, "win")
+            async with asyncio.timeout(30):
+                while len(w.texts()) < len(tokens):
+                    await w.poll(rng.choice(urls), show=rng.random() < 0.6)  # answers it drops come again
+            assert w.texts() == tokens
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_forged_or_unknown_id_gets_the_same_answer_on_every_instance(tmp_path, redis_server):
+    a, b = await two(tmp_path, redis_server.url)
+    rng = random.Random(14)
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            w, _ = await paired(http, a.url, b.url, [a.url], rng)
+            assert w.id is not None
+            altered = w.id[:-1] + ("A" if w.id[-1] != "A" else "B")
+            for forged in (altered, secrets.token_urlsafe(24), "short", ""):
+                for path in ("/events", "/send", "/typing", "/stoppedtyping", "/disconnect", "/stoplookingforcommonlikes", "/report"):
+                    answers = []
+                    for url in (a.url, b.url):
+                        async with http.post(url + path, data={"id": forged, "msg": "x"}) as response:
+                            answers.append((response.status, await response.text()))
+                    assert answers[0] == answers[1] and answers[0][0] == 400, (forged, path, answers)
+            p_texts_before = 0
+            assert "gotMessage" not in w.names()[p_texts_before:]  # nothing forged reached the chat
+            assert await w.post(b.url, "/send", msg="real") == (200, "win")  # the real id still works on b
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
