@@ -136,13 +136,17 @@ async def test_a_web_client_polling_b_keeps_its_chat_when_its_owner_a_is_killed_
             w, p = await paired(http, a.url, b.url, [b.url], rng)
             await exchange(w, p, [b.url], [b.url], 10, "before", rng)
             await a.kill()
+            # Restarted at once (as systemd would): the new process waits out the old lease, having
+            # told the others it is coming back, so the chat is not ended meanwhile.
+            restart = asyncio.create_task(a.start())
             gap_p = [f"gap-p-{secrets.token_hex(3)}-{i}" for i in range(10)]
             gap_w = [f"gap-w-{secrets.token_hex(3)}-{i}" for i in range(10)]
-            for token_p, token_w in zip(gap_p, gap_w):
+            for i, (token_p, token_w) in enumerate(zip(gap_p, gap_w)):
                 assert await p.post(b.url, "/send", msg=token_p) == (200, "win")
-                assert await w.post(b.url, "/send", msg=token_w) == (200, "win")  # forwarded to a's stream
-            assert await w.poll(b.url) is None  # a is down: w's poll on b waits (nothing comes, nothing fails)
-            await a.start()
+                assert await w.post(b.url, "/send", msg=token_w) == (200, "win")  # into a's stream
+                if i == 0:
+                    assert not restart.done()  # sent while a was down
+            await restart
             await asyncio.gather(
                 w.until([b.url], lambda _: all(t in w.texts() for t in gap_p)),
                 p.until([b.url], lambda _: all(t in p.texts() for t in gap_w)),
@@ -228,5 +232,20 @@ async def test_a_forged_or_unknown_id_gets_the_same_answer_on_every_instance(tmp
             p_texts_before = 0
             assert "gotMessage" not in w.names()[p_texts_before:]  # nothing forged reached the chat
             assert await w.post(b.url, "/send", msg="real") == (200, "win")  # the real id still works on b
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_web_client_whose_owner_dies_for_good_is_told_once_on_the_instance_it_polls(tmp_path, redis_server):
+    a, b = await two(tmp_path, redis_server.url)
+    rng = random.Random(15)
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            w, p = await paired(http, a.url, b.url, [b.url], rng)
+            await exchange(w, p, [b.url], [b.url], 5, "before", rng)
+            await a.kill()  # not restarted: b notices when a's lease expires
+            await asyncio.gather(w.until([b.url], has("strangerDisconnected")), p.until([b.url], has("strangerDisconnected")))
+            assert w.names().count("strangerDisconnected") == p.names().count("strangerDisconnected") == 1
+            assert (await w.post(b.url, "/events"))[0] == 400  # the end was fetched: the id is dead
     finally:
         await asyncio.gather(a.stop(), b.stop())
