@@ -238,6 +238,9 @@ class RedisStore(Store):
                 await retrying.wait()
                 try:
                     await self.redis.ping()
+                    # The idle pooled connections are from before the outage: a restarted Redis closed
+                    # them, and the first call on each would fail and mark Redis down again.
+                    await self.redis.connection_pool.disconnect(inuse_connections=False)
                     await self._after_outage()
                 except _DOWN:
                     continue

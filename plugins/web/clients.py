@@ -41,7 +41,7 @@ class Client:
     __slots__ = (
         "secret", "key", "address", "spy", "wants_likes", "queue", "waiter", "last_seen", "ended", "dropped",
         "nojs", "chatting", "sent", "base", "leaving", "transcript", "settings", "stream",
-        "answered", "rich", "book", "redrawn",
+        "answered", "rich", "book", "redrawn", "pushed", "fetched",
     )
 
     def __init__(
@@ -77,6 +77,9 @@ class Client:
         self.rich = rich or nojs
         self.book: Book | None = None
         self.answered = False  # the start was answered (waiting, connected, an end) or the client acted since
+        # Redis mode: events ever queued in Redis for the client, and how many of them this instance's
+        # polls are known to have fetched; while they differ, events kept in memory (Redis away) wait.
+        self.pushed = self.fetched = 0
 
     def lines(self) -> Book:
         """The client's line ids (made on first use)."""

@@ -107,6 +107,12 @@ class OmegleApi:
         if client is None:
             retired = clients.claim(form.get("id"), ack)
             return fail(400) if retired is None else _answer(retired.events, retired.base)
+        return await self.poll_local(request, client, ack)
+
+    async def poll_local(self, request: web.Request, client: Client, ack: int | None) -> web.Response:
+        """A poll of a client whose events wait in this process's memory (in Redis mode: while Redis
+        cannot be reached, for the clients this instance owns)."""
+        platform, clients = self.web, self.web.clients
         if ack is not None and not (client.acking and client.acknowledge(ack)):
             raise ProtocolError("ack is not a sequence number this chat answered")
         if client.has_answer():

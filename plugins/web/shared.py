@@ -17,25 +17,30 @@ from redis import exceptions as rx
 
 from plugins.hub.stream import StreamRelay
 
-__all__ = ["Record", "SharedTier", "Taken", "WebRelay"]
+__all__ = ["DOWN", "Record", "SharedTier", "Taken", "WebRelay"]
 
 log = logging.getLogger(__name__)
 
+DOWN = (rx.RedisError, OSError, asyncio.TimeoutError)  # Redis did not do what was asked (unreachable, refused)
 FORWARD_WAIT = 3.0  # seconds an action forwarded to its client's owner waits for the owner's answer
 RECHECK = 5.0  # seconds a waiting poll looks at its queue again even when no wake came (a wake lost)
 
 # KEYS: record, queue, address set, owner's set. ARGV: max queue, force (1/0), ttl, final (1/0), news (1/0), notice, items...
-# Returns the instance of the client's open poll ('' for none), or false when the client is gone.
+# Returns {the instance of the client's open poll ('' for none), the sequence number after the last event,
+# how many events were ever queued}, or false when the client has no record.
 _PUSH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local items = #ARGV - 6
 local pending = redis.call('LLEN', KEYS[2]) - tonumber(redis.call('HGET', KEYS[1], 'u') or '0')
 if ARGV[2] ~= '1' and pending + items > tonumber(ARGV[1]) then
-  if redis.call('HGET', KEYS[1], 'd') == '1' then return redis.call('HGET', KEYS[1], 'pi') or '' end
-  redis.call('HSET', KEYS[1], 'd', '1', 'n', '1')
-  redis.call('RPUSH', KEYS[2], ARGV[6])
+  if redis.call('HGET', KEYS[1], 'd') ~= '1' then
+    redis.call('HSET', KEYS[1], 'd', '1', 'n', '1')
+    redis.call('RPUSH', KEYS[2], ARGV[6])
+    redis.call('HINCRBY', KEYS[1], 't', 1)
+  end
 else
   redis.call('RPUSH', KEYS[2], unpack(ARGV, 7))
+  redis.call('HINCRBY', KEYS[1], 't', items)
   if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'n', '1') end
 end
 if ARGV[4] == '1' then
@@ -45,11 +50,12 @@ if ARGV[4] == '1' then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return redis.call('HGET', KEYS[1], 'pi') or ''
+return {redis.call('HGET', KEYS[1], 'pi') or '', tonumber(redis.call('HGET', KEYS[1], 'b')) + redis.call('LLEN', KEYS[2]),
+        tonumber(redis.call('HGET', KEYS[1], 't'))}
 """
 
 # KEYS: record, queue. ARGV: token ('' : any), ack ('' : none), now, ttl, retired ttl, begin (1/0), this instance.
-# {status, base, ended, previous poller, acking, items...}; status: unknown, badack, superseded, empty, ok.
+# {status, base, ended, previous poller, acking, events ever queued, items...}; status: unknown, badack, superseded, empty, ok.
 # begin: the poll takes over the id (a newer poll of an id makes the older one answer null).
 _TAKE = """
 local r, q = KEYS[1], KEYS[2]
@@ -60,9 +66,10 @@ local base = tonumber(redis.call('HGET', r, 'b') or '0')
 local sent = tonumber(redis.call('HGET', r, 'u') or '0')
 if ARGV[2] ~= '' then
   local n = tonumber(ARGV[2])
-  if not acking or n < base or n > base + sent then return {'badack'} end
+  -- up to every queued event: those answered from the owner's memory while Redis was away are queued after
+  if not acking or n < base or n > base + redis.call('LLEN', q) then return {'badack'} end
   if n > base then redis.call('LTRIM', q, n - base, -1) end
-  sent = sent - (n - base)
+  sent = math.max(0, sent - (n - base))
   base = n
   redis.call('HSET', r, 'b', base, 'u', sent)
   if ended and redis.call('LLEN', q) == 0 then
@@ -82,7 +89,8 @@ elseif ARGV[1] ~= '' and redis.call('HGET', r, 'p') ~= ARGV[1] then
   return {'superseded'}
 end
 local a = acking and 1 or 0
-if sent == 0 and redis.call('HGET', r, 'n') ~= '1' then return {'empty', base, ended and 1 or 0, previous, a} end
+local t = tonumber(redis.call('HGET', r, 't') or '0')
+if sent == 0 and redis.call('HGET', r, 'n') ~= '1' then return {'empty', base, ended and 1 or 0, previous, a, t} end
 local items = redis.call('LRANGE', q, 0, -1)
 redis.call('HSET', r, 'n', '0', 'd', '0')
 if acking then
@@ -95,7 +103,7 @@ else
   redis.call('DEL', q)
   if ended then redis.call('DEL', r) end
 end
-return {'ok', base, ended and 1 or 0, previous, a, unpack(items)}
+return {'ok', base, ended and 1 or 0, previous, a, t, unpack(items)}
 """
 
 # KEYS: record. ARGV: token, now. The poll is over: the client was seen now; the id has no open poll if it was this one.
@@ -130,6 +138,7 @@ class Taken:
     ended: bool = False
     previous: str = ""
     acking: bool = False
+    total: int = 0  # events ever queued for the client when it was taken (all of them were then fetched)
     events: list[list] = dataclasses.field(default_factory=list)
 
 
@@ -154,6 +163,7 @@ class SharedTier:
     def __init__(
         self, store: Any, *, name: str, ttl: float, retired: float, max_queue: int, handle: Callable[[dict[str, Any]], None],
     ) -> None:
+        self.store = store
         self.redis = store.redis
         self.prefix = f"{store.prefix}web:{name}:"
         self.instance: str = store.instance
@@ -168,6 +178,10 @@ class SharedTier:
         self._push = self.redis.register_script(_PUSH)
         self._take = self.redis.register_script(_TAKE)
         self._end_poll = self.redis.register_script(_END_POLL)
+
+    def down(self) -> bool:
+        """Whether Redis is known to be unreachable now (calls would fail: the owner serves from memory)."""
+        return self.store.problem() is not None
 
     # ---- keys --------------------------------------------------------------------------------
 
@@ -277,15 +291,22 @@ class SharedTier:
 
     # ---- events ------------------------------------------------------------------------------
 
-    async def push(self, key: str, address: str, items: list[list], *, force: bool, final: bool, news: bool, notice: list) -> None:
+    async def push(
+        self, key: str, address: str, items: list[list], *, force: bool, final: bool, news: bool, notice: list,
+    ) -> tuple[int, int] | None:
         """Append `items` to the client's queue (bounded unless `force`, one `notice` when it overflows)
-        and wake its open poll wherever it is."""
+        and wake its open poll wherever it is. Returns the sequence number after the queue's last
+        event and how many events were ever queued, or None when the client has no record (it was made while Redis was away, or Redis
+        lost it). Raises DOWN."""
         dumped = [json.dumps(item, separators=(",", ":")) for item in items]
         args = [self.max_queue, int(force), self.ttl_ms, int(final), int(news), json.dumps(notice), *dumped]
         keys = [self._record(key), self._queue(key), self._addresses(address), self._owned(self.instance)]
-        poller = await self._push(keys=keys, args=args)
-        if poller:
-            self.wake(poller, key)
+        reply = await self._push(keys=keys, args=args)
+        if not reply:
+            return None
+        if reply[0]:
+            self.wake(reply[0], key)
+        return int(reply[1]), int(reply[2])
 
     async def take(self, key: str, *, token: str = "", ack: int | None = None, begin: bool = False) -> Taken:
         """Atomically take the client's pending events (an acknowledging client's: every unacknowledged
@@ -295,8 +316,8 @@ class SharedTier:
         status = reply[0]
         if status not in ("ok", "empty"):
             return Taken(status)
-        events = [json.loads(item) for item in reply[5:]]
-        return Taken(status, int(reply[1]), reply[2] == 1, reply[3] or "", reply[4] == 1, events)
+        events = [json.loads(item) for item in reply[6:]]
+        return Taken(status, int(reply[1]), reply[2] == 1, reply[3] or "", reply[4] == 1, int(reply[5]), events)
 
     async def end_poll(self, key: str, token: str) -> None:
         try:

@@ -19,7 +19,7 @@ from .omegle_api import FIRST_EVENTS_WAIT, gone
 from .protocol import ProtocolError, parse_ack, parse_start, status_payload
 from .render import render, worth_answering
 from .rich import EMOJI
-from .shared import RECHECK, SharedTier, Taken
+from .shared import DOWN, RECHECK, SharedTier, Taken
 
 if TYPE_CHECKING:
     from .platform import WebPlatform
@@ -64,9 +64,35 @@ class SharedApi:
         (its record keeps the end for whichever instance polls it next)."""
         if not items:
             return
-        await self.tier.push(client.key, client.address, items, force=force, final=final, news=worth_answering(items), notice=NOTICE)
+        end = None
+        kept = [*(client.sent or ()), *client.queue]  # kept here while Redis was away: they go first
+        if not self.tier.down():
+            try:
+                shown = [*kept, *items] if kept else items
+                news = worth_answering(shown)
+                end = await self.tier.push(
+                    client.key, client.address, shown, force=force or bool(kept), final=final, news=news, notice=NOTICE,
+                )  # fmt: skip
+            except DOWN as exc:
+                log.info("web: Redis did not take a client's events (%s); kept here", type(exc).__name__)
+        if end is not None:
+            if kept:
+                client.queue = []
+                if client.sent is not None:
+                    client.sent = []
+                client.dropped = False
+            # Where this client's sequence goes on should Redis be away (see poll_local), and how many
+            # events it has in Redis: memory is not served ahead of them (see _safe).
+            client.base, client.pushed = end
+            if final:
+                self.web.clients.forget(client)
+            return
+        # Redis is away (or lost the client's record): the events wait here, for this instance's polls.
+        clients = self.web.clients
+        clients.push(client, items, force=force)
+        self.tier.wake(self.tier.instance, client.key)
         if final:
-            self.web.clients.forget(client)
+            clients.settle(client)
 
     def on_forwarded(self, envelope: dict[str, Any]) -> None:
         """An action another instance took for a client this one owns: it takes effect here."""
@@ -99,6 +125,7 @@ class SharedApi:
             if raw.get("k") == "1":
                 client.sent = []
             client.answered = True
+            client.pushed = int(raw.get("t") or 0)  # not known fetched: memory waits behind them (see _safe)
             adopted += 1
         return adopted
 
@@ -134,7 +161,12 @@ class SharedApi:
         address = clients.key_of(platform.address(request))  # counted everywhere under its keyed hash
         if platform.closing:
             return fail(503)
-        if await self.tier.sessions(address) >= config.max_sessions_per_address:
+        shared = not self.tier.down()
+        try:
+            live = await self.tier.sessions(address) if shared else clients.sessions[address]
+        except DOWN:
+            shared, live = False, clients.sessions[address]
+        if live >= config.max_sessions_per_address:
             platform.count("refused", "sessions_per_address")
             return fail(429)
         if len(clients) >= config.max_clients:
@@ -143,18 +175,26 @@ class SharedApi:
         client = clients.create(address, spy=wanted.spy, wants_likes=wanted.wants_likes, rich=wanted.rich)
         if wanted.acks:
             client.sent = []
-        await self.tier.create(client.key, address, spy=client.spy, likes=client.wants_likes, rich=client.rich, acking=client.acking)
+        if shared:
+            try:
+                await self.tier.create(client.key, address, spy=client.spy, likes=client.wants_likes, rich=client.rich, acking=client.acking)
+            except DOWN:
+                shared = False  # known to this instance only (its start is refused: the pool is away too)
         user, pairing = platform.user_for(request, client)
         start = dataclasses.replace(wanted.start, user=user, pairing=pairing)
         if not platform.submit(platform.room(client), start):
             clients.forget(client)
-            await self.tier.forget(client.key, address)
+            if shared:
+                self.web.spawn(self.tier.forget(client.key, address))
             return fail(503)
         platform.count("started", start.mode.value)
         if not wanted.firstevents:
             return json_answer(client.secret)
-        taken = await self._poll(client.key, None, FIRST_EVENTS_WAIT, request)
-        events = taken.events if taken is not None else []
+        events = await self._first_events(client, request) if shared else []
+        if not events:  # Redis away: what came meanwhile waits here
+            if not client.has_answer():
+                await client.wait(FIRST_EVENTS_WAIT)
+            events = clients.take(client) if client.has_answer() else []
         count = platform.metrics.online()
         status = [["statusInfo", status_payload(count)], ["count", count]]
         answer: dict = {"clientID": client.secret, "events": events + status}
@@ -163,6 +203,32 @@ class SharedApi:
         if wanted.rich:
             answer["rich"] = {"emoji": list(EMOJI), "images": config.images, "image_max_bytes": config.image_max_bytes}
         return json_answer(answer)
+
+    async def _flush(self, client: Client) -> bool:
+        """Move the events kept in memory while Redis was away into its queue, after what is there
+        (the order they were made in); False when Redis still cannot take them."""
+        clients = self.web.clients
+        items = [*(client.sent or ()), *client.queue]
+        try:
+            end = await self.tier.push(client.key, client.address, items, force=True, final=client.ended, news=True, notice=NOTICE)
+        except DOWN:
+            return False
+        if end is None:
+            return False
+        client.queue = []
+        if client.sent is not None:
+            client.sent = []
+        (client.base, client.pushed), client.dropped = end, False
+        if client.ended:
+            clients.forget(client)
+        return True
+
+    async def _first_events(self, client: Client, request: web.Request) -> list[list]:
+        try:
+            taken = await self._poll(client.key, None, FIRST_EVENTS_WAIT, request, client)
+        except DOWN:
+            return []
+        return taken.events if taken is not None else []
 
     async def on_events(self, request: web.Request) -> web.Response:
         """POST /events on any instance: one atomic take from the client's queue in Redis."""
@@ -173,6 +239,16 @@ class SharedApi:
         if key is None:
             platform.count("refused", "unknown_id")
             return fail(400)
+        client = platform.clients.get(key)
+        if client is None:
+            retired = platform.clients.claim(form.get("id"), ack)  # an end kept here while Redis was away
+            if retired is not None:
+                return json_answer(retired.events if retired.base is None else {"seq": retired.base, "events": retired.events})
+        else:  # this instance owns it
+            client.last_seen = time.monotonic()
+            client.stay()
+            if self.tier.down() or (client.has_answer() and not await self._flush(client)):
+                return await self._from_memory(request, client, ack)
         address = platform.address(request)
         polls = platform.clients.polls
         if polls[address] >= platform.config.max_polls_per_address:
@@ -180,11 +256,25 @@ class SharedApi:
             return fail(429)
         polls[address] += 1
         try:
-            taken = await self._poll(key, ack, platform.config.poll_window, request)
+            taken = await self._poll(key, ack, platform.config.poll_window, request, client)
+        except DOWN:
+            taken = Taken("down")
         finally:
             polls[address] -= 1
             if polls[address] <= 0:
                 del polls[address]
+        status = "none" if taken is None else taken.status
+        if client is not None and platform.clients.get(key) is client and not gone(request):
+            if status == "down":  # Redis went away meanwhile: its events wait in memory here
+                return await self._from_memory(request, client, ack)
+            if status == "unknown":  # no record in Redis (made while it was away, or lost with it): all in memory
+                return await platform.api.poll_local(request, client, ack)
+        if status == "down":
+            return fail(503)
+        if status == "unknown" and client is not None and not gone(request):
+            retired = platform.clients.claim(form.get("id"), ack)  # it ended here meanwhile, Redis away
+            if retired is not None:
+                return json_answer(retired.events if retired.base is None else {"seq": retired.base, "events": retired.events})
         if taken is None:
             return null()
         if taken.status == "unknown":
@@ -192,11 +282,27 @@ class SharedApi:
             return fail(400)
         return _answer(taken)
 
-    async def _poll(self, key: str, ack: int | None, window: float, request: web.Request) -> Taken | None:
+    async def _from_memory(self, request: web.Request, client: Client, ack: int | None) -> web.Response:
+        """A poll of a client this instance owns while Redis is away: its events kept in memory, once
+        every event it had in Redis is known fetched (else they wait, in order, until Redis is back)."""
+        if client.fetched >= client.pushed:
+            return await self.web.api.poll_local(request, client, ack)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.web.config.poll_window
+        while not self.web.closing and loop.time() < deadline and self.tier.down() and not gone(request):
+            await asyncio.sleep(0.1)
+        return null()
+
+    async def _poll(
+        self, key: str, ack: int | None, window: float, request: web.Request, client: Client | None = None,
+    ) -> Taken | None:
         """The client's events once there are any within `window` (None: none came, a newer poll
-        took over, or the poller went away and they stay queued); Taken("unknown") for a dead id."""
+        took over, or the poller went away and they stay queued); Taken("unknown") for a dead id.
+        `client`: this instance owns it (what its polls fetched is counted)."""
         tier, token = self.tier, uuid.uuid4().hex
         taken = await tier.take(key, token=token, ack=ack, begin=True)
+        if client is not None and taken.status == "ok":
+            client.fetched = max(client.fetched, taken.total)
         if taken.status == "badack":
             raise ProtocolError("ack is not a sequence number this chat answered")
         if taken.status == "unknown" or taken.status == "ok":
@@ -217,6 +323,8 @@ class SharedApi:
                     return None  # the events stay queued for the next poll
                 taken = await tier.take(key, token=token)
                 if taken.status == "ok":
+                    if client is not None:
+                        client.fetched = max(client.fetched, taken.total)
                     return taken
                 if taken.status != "empty":
                     return None
@@ -235,7 +343,10 @@ class SharedApi:
                 return action(client, form)
             return fail(400)
         key = self.key_of(form.get("id"))
-        record = await self.tier.find(key) if key is not None else None
+        try:
+            record = await self.tier.find(key) if key is not None else None
+        except DOWN:
+            return fail(503)
         if record is None or record.owner == self.tier.instance:
             return fail(400)
         if record.ended:
