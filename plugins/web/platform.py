@@ -370,6 +370,9 @@ class WebPlatform(Platform):
                     self.sweep(now, await self.shared_api.sweep(now, timeout))
                 except Exception as exc:  # Redis away: the next sweep looks again
                     log.info("web: sweeping the shared clients failed (%s)", type(exc).__name__)
+            if self.tier is not None:
+                with contextlib.suppress(Exception):  # Redis away: the next sweep looks again
+                    await self.identities.refresh()
             await self.identities.rotate_if_due()
 
     def sweep(self, now: float, stale: list[Client] | None = None) -> int:
