@@ -289,20 +289,21 @@ class Clients:
                 self.forget(client)
         return batch
 
-    def push(self, client: Client, items: list[list], *, force: bool = False) -> None:
+    def push(self, client: Client, items: list[list], *, force: bool = False) -> int:
         """Queue protocol events for a client (bounded unless `force`: the end of a chat is
-        always queued) and wake its long poll."""
+        always queued) and wake its long poll. Returns how many were dropped (the queue was full)."""
         if not items:
-            return
+            return 0
         if not force and len(client.queue) + len(items) > self.max_queue:
             if not client.dropped:
                 client.dropped = True
                 text = "Too much at once: some events were not shown."
                 client.queue.append(["line", notice_line(text)] if client.nojs else ["serverMessage", text])
                 client.wake()
-            return
+            return len(items)
         client.queue.extend(items)
         client.wake()
+        return 0
 
     def stale(self, now: float, timeout: float) -> list[Client]:
         """Clients with no open long poll that were last seen more than `timeout` seconds ago."""

@@ -43,7 +43,7 @@ ACTIVE = 0.5  # seconds since its last request within which a client counts as s
 # Stranger-side events that mean a session is alive; shown to a client that is gone, they
 # make us end that orphan session (a start racing a disconnect, a session resumed after restart).
 _ALIVE = (Waiting, Connected, Message, Typing)
-_LABELS = {"refused": "reason", "expired": "reason", "started": "mode"}
+_LABELS = {"refused": "reason", "expired": "reason", "started": "mode", "dropped": "reason"}
 _FILES = {
     "/": ("index.html", "text/html"),
     "/static/app.js": ("app.js", "text/javascript"),
@@ -215,7 +215,8 @@ class WebPlatform(Platform):
         if self.shared_api is not None:
             await self.shared_api.push(client, shown, force=final, final=final)
             return
-        self.clients.push(client, shown, force=final)
+        if self.clients.push(client, shown, force=final):
+            self.count("dropped", "queue_full")
         if final:
             self.clients.settle(client)  # between polls: retire now, keep only the last events
 
@@ -348,7 +349,8 @@ class WebPlatform(Platform):
         return Room(self.name, client.key)
 
     def count(self, name: str, label: str) -> None:
-        """Count in the core's metrics: web_refused{reason}, web_started{mode}, web_expired{reason}."""
+        """Count in the core's metrics: web_refused{reason}, web_started{mode}, web_expired{reason},
+        web_dropped{reason} (events not queued for a client: its queue was full)."""
         self.metrics.inc(f"web_{name}", platform=self.name, **{_LABELS[name]: label})
 
     def counted(self, name: str, label: str) -> int:

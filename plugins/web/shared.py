@@ -27,12 +27,15 @@ RECHECK = 5.0  # seconds a waiting poll looks at its queue again even when no wa
 
 # KEYS: record, queue, address set, owner's set. ARGV: max queue, force (1/0), ttl, final (1/0), news (1/0), notice, items...
 # Returns {the instance of the client's open poll ('' for none), the sequence number after the last event,
-# how many events were ever queued}, or false when the client has no record.
+# how many events were ever queued, how many of these items were dropped (the queue was full)}, or false
+# when the client has no record.
 _PUSH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local items = #ARGV - 6
 local pending = redis.call('LLEN', KEYS[2]) - tonumber(redis.call('HGET', KEYS[1], 'u') or '0')
+local dropped = 0
 if ARGV[2] ~= '1' and pending + items > tonumber(ARGV[1]) then
+  dropped = items
   if redis.call('HGET', KEYS[1], 'd') ~= '1' then
     redis.call('HSET', KEYS[1], 'd', '1', 'n', '1')
     redis.call('RPUSH', KEYS[2], ARGV[6])
@@ -51,7 +54,7 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return {redis.call('HGET', KEYS[1], 'pi') or '', tonumber(redis.call('HGET', KEYS[1], 'b')) + redis.call('LLEN', KEYS[2]),
-        tonumber(redis.call('HGET', KEYS[1], 't'))}
+        tonumber(redis.call('HGET', KEYS[1], 't')), dropped}
 """
 
 # KEYS: record, queue. ARGV: token ('' : any), ack ('' : none), now, ttl, retired ttl, begin (1/0), this instance.
@@ -262,8 +265,8 @@ class SharedTier:
         keys = sorted(members)
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
-            pipe.hget(self._record(key), "e")
-        dead = [key for key, ended in zip(keys, await pipe.execute()) if ended is None or ended == "1"]
+            pipe.hmget(self._record(key), "o", "e")
+        dead = [key for key, (owner, ended) in zip(keys, await pipe.execute()) if owner is None or ended == "1"]
         if dead:
             await self.redis.srem(self._addresses(address), *dead)
         return len(keys) - len(dead)
@@ -293,10 +296,10 @@ class SharedTier:
 
     async def push(
         self, key: str, address: str, items: list[list], *, force: bool, final: bool, news: bool, notice: list,
-    ) -> tuple[int, int] | None:
+    ) -> tuple[int, int, int] | None:
         """Append `items` to the client's queue (bounded unless `force`, one `notice` when it overflows)
         and wake its open poll wherever it is. Returns the sequence number after the queue's last
-        event and how many events were ever queued, or None when the client has no record (it was made while Redis was away, or Redis
+        event, how many events were ever queued and how many of `items` were dropped, or None when the client has no record (it was made while Redis was away, or Redis
         lost it). Raises DOWN."""
         dumped = [json.dumps(item, separators=(",", ":")) for item in items]
         args = [self.max_queue, int(force), self.ttl_ms, int(final), int(news), json.dumps(notice), *dumped]
@@ -306,7 +309,7 @@ class SharedTier:
             return None
         if reply[0]:
             self.wake(reply[0], key)
-        return int(reply[1]), int(reply[2])
+        return int(reply[1]), int(reply[2]), int(reply[3])
 
     async def take(self, key: str, *, token: str = "", ack: int | None = None, begin: bool = False) -> Taken:
         """Atomically take the client's pending events (an acknowledging client's: every unacknowledged

@@ -83,13 +83,16 @@ class SharedApi:
                 client.dropped = False
             # Where this client's sequence goes on should Redis be away (see poll_local), and how many
             # events it has in Redis: memory is not served ahead of them (see _safe).
-            client.base, client.pushed = end
+            client.base, client.pushed, dropped = end
+            if dropped:
+                self.web.count("dropped", "queue_full")
             if final:
                 self.web.clients.forget(client)
             return
         # Redis is away (or lost the client's record): the events wait here, for this instance's polls.
         clients = self.web.clients
-        clients.push(client, items, force=force)
+        if clients.push(client, items, force=force):
+            self.web.count("dropped", "queue_full")
         self.tier.wake(self.tier.instance, client.key)
         if final:
             clients.settle(client)
@@ -218,7 +221,8 @@ class SharedApi:
         client.queue = []
         if client.sent is not None:
             client.sent = []
-        (client.base, client.pushed), client.dropped = end, False
+        client.base, client.pushed, _ = end
+        client.dropped = False
         if client.ended:
             clients.forget(client)
         return True

@@ -34,7 +34,7 @@ PREFIX = "sbtest:"
 class Daemon:
     """One instance named `name`; its log kept in `log`; its web page at `url` once started."""
 
-    def __init__(self, tmp_path: Path, redis_url: str | None, name: str, *, lease: float = 1.5, hub: str = "") -> None:
+    def __init__(self, tmp_path: Path, redis_url: str | None, name: str, *, lease: float = 1.5, hub: str = "", web: str = "") -> None:
         self.name = name
         self.config = tmp_path / f"{name}.toml"
         self.inbox, self.outbox = tmp_path / f"{name}-in.jsonl", tmp_path / f"{name}-out.jsonl"
@@ -58,6 +58,7 @@ plugin = "web"
 bind = "127.0.0.1:0"
 address_keys = false
 poll_window = 2.0
+{web}
 [platforms.f{name}]
 plugin = "tests.core.fileplatform:FilePlatform"
 inbox = "{self.inbox}"

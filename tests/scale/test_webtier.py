@@ -74,6 +74,17 @@ class Roaming:
         return [e[0] for e in self.events]
 
 
+async def until_metric(http: aiohttp.ClientSession, d: Daemon, series: str, value: float) -> None:
+    """Wait until the daemon's /metrics shows `series` at `value`."""
+    async with asyncio.timeout(30):
+        while True:
+            async with http.get(d.health + "/metrics") as response:
+                for line in (await response.text()).splitlines():
+                    if line.startswith(series + " ") and float(line.split()[-1]) == value:
+                        return
+            await asyncio.sleep(0.1)
+
+
 def has(name: str):
     return lambda events: any(e[0] == name for e in events)
 
@@ -248,5 +259,50 @@ async def test_a_web_client_whose_owner_dies_for_good_is_told_once_on_the_instan
             await asyncio.gather(w.until([b.url], has("strangerDisconnected")), p.until([b.url], has("strangerDisconnected")))
             assert w.names().count("strangerDisconnected") == p.names().count("strangerDisconnected") == 1
             assert (await w.post(b.url, "/events"))[0] == 400  # the end was fetched: the id is dead
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_caps_hold_across_instances_live_ids_per_address_and_the_queue_bound_with_one_notice(tmp_path, redis_server):
+    web = "max_sessions_per_address = 3\nmax_queue = 10"
+    a = Daemon(tmp_path, redis_server.url, "a", hub="resume_window = 60", web=web)
+    b = Daemon(tmp_path, redis_server.url, "b", hub="resume_window = 60", web=web)
+    await a.start()
+    await b.start()
+    rng = random.Random(16)
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            w, p = await paired(http, a.url, b.url, [b.url], rng)  # two live ids of 127.0.0.1, one on each
+            third = Roaming(http, "third")
+            await third.start(a.url)
+            async with http.get(b.url + "/start", params={"firstevents": "1"}) as response:
+                assert response.status == 429  # the fourth, on the other instance: the cap counts both
+            assert await third.post(b.url, "/disconnect") == (200, "win")  # forwarded to a: one place free again
+            async with asyncio.timeout(30):
+                while True:
+                    async with http.get(b.url + "/start", params={"firstevents": "1"}) as response:
+                        if response.status == 200:
+                            fourth = json.loads(await response.text())["clientID"]
+                            break
+                    await asyncio.sleep(0.1)
+            async with http.post(a.url + "/disconnect", data={"id": fourth}) as response:
+                assert response.status == 200
+            # w polls nowhere while p sends 25 (w's queue holds 10): the first ones, one notice, no more.
+            tokens = [f"bound-{secrets.token_hex(3)}-{i}" for i in range(25)]
+            for token in tokens:
+                assert await p.post(b.url, "/send", msg=token) == (200, "win")
+            marker = "after-the-bound"
+            # Each refused event is counted by w's owner: once 15 are, all 25 were handled (10 fit).
+            await until_metric(http, a, 'stranger_bridge_web_dropped_total{platform="web",reason="queue_full"}', 15)
+            got = await w.poll(b.url)
+            assert got is not None
+            shown = [e[1] for e in got if e[0] == "gotMessage"]
+            notices = [e for e in got if e[0] == "serverMessage" and "Too much at once" in e[1]]
+            assert shown == tokens[: len(shown)] and 0 < len(shown) < len(tokens)
+            assert len(notices) == 1
+            assert await p.post(b.url, "/send", msg=marker) == (200, "win")
+            await w.until([a.url, b.url], lambda _: marker in w.texts(), rng=rng)
+            assert w.texts()[len(shown):] == [marker]  # nothing of the dropped ones came after
+            assert sum("Too much at once" in str(e) for e in w.events) == 1
     finally:
         await asyncio.gather(a.stop(), b.stop())
