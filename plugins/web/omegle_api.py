@@ -100,19 +100,14 @@ class OmegleApi:
         return json_answer(answer)
 
     async def on_events(self, request: web.Request) -> web.Response:
-        """POST /events: the client's pending events, or `null` after the poll window."""
+        """POST /events: the client's pending events, or `null` after the poll window (in Redis mode,
+        SharedApi's answers instead; this one for events kept in memory while Redis was away)."""
         platform, clients = self.web, self.web.clients
         client, form = await platform.find_client(request)
         ack = parse_ack(form.get("ack"))
         if client is None:
             retired = clients.claim(form.get("id"), ack)
             return fail(400) if retired is None else _answer(retired.events, retired.base)
-        return await self.poll_local(request, client, ack)
-
-    async def poll_local(self, request: web.Request, client: Client, ack: int | None) -> web.Response:
-        """A poll of a client whose events wait in this process's memory (in Redis mode: while Redis
-        cannot be reached, for the clients this instance owns)."""
-        platform, clients = self.web, self.web.clients
         if ack is not None and not (client.acking and client.acknowledge(ack)):
             raise ProtocolError("ack is not a sequence number this chat answered")
         if client.has_answer():

@@ -81,7 +81,7 @@ class SharedApi:
                 if client.sent is not None:
                     client.sent = []
                 client.dropped = False
-            # Where this client's sequence goes on should Redis be away (see poll_local), and how many
+            # Where this client's sequence goes on should Redis be away (see _from_memory), and how many
             # events it has in Redis: memory is not served ahead of them (see _safe).
             client.base, client.pushed, dropped = end
             if dropped:
@@ -272,7 +272,7 @@ class SharedApi:
             if status == "down":  # Redis went away meanwhile: its events wait in memory here
                 return await self._from_memory(request, client, ack)
             if status == "unknown":  # no record in Redis (made while it was away, or lost with it): all in memory
-                return await platform.api.poll_local(request, client, ack)
+                return await platform.api.on_events(request)
         if status == "down":
             return fail(503)
         if status == "unknown" and client is not None and not gone(request):
@@ -290,7 +290,7 @@ class SharedApi:
         """A poll of a client this instance owns while Redis is away: its events kept in memory, once
         every event it had in Redis is known fetched (else they wait, in order, until Redis is back)."""
         if client.fetched >= client.pushed:
-            return await self.web.api.poll_local(request, client, ack)
+            return await self.web.api.on_events(request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.web.config.poll_window
         while not self.web.closing and loop.time() < deadline and self.tier.down() and not gone(request):
