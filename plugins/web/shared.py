@@ -83,7 +83,7 @@ end
 local previous = ''
 if ARGV[6] == '1' then
   previous = redis.call('HGET', r, 'pi') or ''
-  redis.call('HSET', r, 'p', ARGV[1], 'pi', ARGV[7], 's', ARGV[3])
+  redis.call('HSET', r, 'p', ARGV[1], 'pi', ARGV[7], 's', ARGV[3], 'g', ARGV[3])
   if not ended then
     redis.call('PEXPIRE', r, ARGV[4])
     redis.call('PEXPIRE', q, ARGV[4])
@@ -114,6 +114,16 @@ _END_POLL = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 's', ARGV[2])
 if redis.call('HGET', KEYS[1], 'p') == ARGV[1] then redis.call('HDEL', KEYS[1], 'p', 'pi') end
+return 1
+"""
+
+
+# KEYS: record, queue. ARGV: a plain client's taken events, in order: back at the head, answered by the next
+# poll. (A batch with the chat's end took the record with it: then nothing is left to give back to.)
+_GIVE_BACK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = #ARGV, 1, -1 do redis.call('LPUSH', KEYS[2], ARGV[i]) end
+redis.call('HSET', KEYS[1], 'n', '1')
 return 1
 """
 
@@ -181,6 +191,7 @@ class SharedTier:
         self._push = self.redis.register_script(_PUSH)
         self._take = self.redis.register_script(_TAKE)
         self._end_poll = self.redis.register_script(_END_POLL)
+        self._give_back = self.redis.register_script(_GIVE_BACK)
 
     def down(self) -> bool:
         """Whether Redis is known to be unreachable now (calls would fail: the owner serves from memory)."""
@@ -250,12 +261,18 @@ class SharedTier:
         found = await pipe.execute()
         return [(key, raw) for key, raw in zip(keys, found) if raw and raw.get("o") == self.instance and raw.get("e") != "1"]
 
-    async def seen(self, keys: list[str]) -> list[float]:
-        """When each client was last seen by any instance (0: gone)."""
+    async def seen(self, keys: list[str], *, polled: bool = False) -> list[float]:
+        """When each client was last seen by any instance (0: gone): a poll began or ended; `polled`:
+        a poll began (a page that went away is back only if it polls again)."""
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
-            pipe.hget(self._record(key), "s")
+            pipe.hget(self._record(key), "g" if polled else "s")
         return [float(value or 0) for value in await pipe.execute()]
+
+    async def give_back(self, key: str, events: list[list]) -> None:
+        """Put events a poll took back at the head of the queue (its poller went away before the
+        answer was written), in their order, for the next poll."""
+        await self._give_back(keys=[self._record(key), self._queue(key)], args=[json.dumps(e, separators=(",", ":")) for e in events])
 
     async def sessions(self, address: str) -> int:
         """Live client ids of `address` on every instance; ids whose records expired are dropped."""

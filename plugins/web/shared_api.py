@@ -112,7 +112,7 @@ class SharedApi:
 
     async def leave_unless_seen(self, client: Client, since: float) -> None:
         """A page's grace after unloading is over: it leaves unless some instance saw it since."""
-        [seen] = await self.tier.seen([client.key])
+        [seen] = await self.tier.seen([client.key], polled=True)
         if seen > since and self.web.clients.get(client.key) is client:
             client.last_seen = time.monotonic()
             return
@@ -305,14 +305,13 @@ class SharedApi:
         `client`: this instance owns it (what its polls fetched is counted)."""
         tier, token = self.tier, uuid.uuid4().hex
         taken = await tier.take(key, token=token, ack=ack, begin=True)
-        if client is not None and taken.status == "ok":
-            client.fetched = max(client.fetched, taken.total)
         if taken.status == "badack":
             raise ProtocolError("ack is not a sequence number this chat answered")
-        if taken.status == "unknown" or taken.status == "ok":
-            if taken.status == "ok":
-                await tier.end_poll(key, token)
+        if taken.status == "unknown":
             return taken
+        if taken.status == "ok":
+            await tier.end_poll(key, token)
+            return await self._answered(key, taken, request, client)
         if taken.previous and taken.previous != tier.instance:
             tier.wake(taken.previous, key)  # the older poll on that instance answers null
         loop = asyncio.get_running_loop()
@@ -327,14 +326,23 @@ class SharedApi:
                     return None  # the events stay queued for the next poll
                 taken = await tier.take(key, token=token)
                 if taken.status == "ok":
-                    if client is not None:
-                        client.fetched = max(client.fetched, taken.total)
-                    return taken
+                    return await self._answered(key, taken, request, client)
                 if taken.status != "empty":
                     return None
             return None
         finally:
             await tier.end_poll(key, token)
+
+    async def _answered(self, key: str, taken: Taken, request: web.Request, client: Client | None) -> Taken | None:
+        """A take's events, to be written; None when the poller went away while Redis answered (a
+        plain client's go back to the head of its queue; an acknowledging one's stay unacknowledged)."""
+        if gone(request):
+            if not taken.acking:
+                await self.tier.give_back(key, taken.events)
+            return None
+        if client is not None:
+            client.fetched = max(client.fetched, taken.total)
+        return taken
 
     async def on_action(self, request: web.Request, path: str) -> web.Response:
         """An action: done here if this instance owns the client, else forwarded to its owner;
