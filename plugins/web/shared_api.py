@@ -65,8 +65,8 @@ class SharedApi:
         if not items:
             return
         end = None
-        kept = [*(client.sent or ()), *client.queue]  # kept here while Redis was away: they go first
         if not self.tier.down():
+            kept = self._unkeep(client)  # kept here while Redis was away: they go first
             try:
                 shown = [*kept, *items] if kept else items
                 news = worth_answering(shown)
@@ -75,14 +75,11 @@ class SharedApi:
                 )  # fmt: skip
             except DOWN as exc:
                 log.info("web: Redis did not take a client's events (%s); kept here", type(exc).__name__)
+            if end is None:
+                self._keep(client, kept)
         if end is not None:
-            if kept:
-                client.queue = []
-                if client.sent is not None:
-                    client.sent = []
-                client.dropped = False
             # Where this client's sequence goes on should Redis be away (see _from_memory), and how many
-            # events it has in Redis: memory is not served ahead of them (see _safe).
+            # events it has in Redis: memory is not served ahead of them (see _from_memory).
             client.base, client.pushed, dropped = end
             if dropped:
                 self.web.count("dropped", "queue_full")
@@ -96,6 +93,24 @@ class SharedApi:
         self.tier.wake(self.tier.instance, client.key)
         if final:
             clients.settle(client)
+
+    @staticmethod
+    def _unkeep(client: Client) -> list[list]:
+        """Take the events kept in memory (an acknowledging client's unacknowledged ones first) out of
+        it, so no memory poll answers them while they are on their way into Redis."""
+        kept = [*(client.sent or ()), *client.queue]
+        if kept:
+            client.queue = []
+            if client.sent is not None:
+                client.sent = []
+            client.dropped = False
+        return kept
+
+    @staticmethod
+    def _keep(client: Client, kept: list[list]) -> None:
+        """Redis did not take them after all: back in memory, ahead of what came meanwhile."""
+        if kept:
+            client.queue[:0] = kept
 
     def on_forwarded(self, envelope: dict[str, Any]) -> None:
         """An action another instance took for a client this one owns: it takes effect here."""
@@ -128,7 +143,7 @@ class SharedApi:
             if raw.get("k") == "1":
                 client.sent = []
             client.answered = True
-            client.pushed = int(raw.get("t") or 0)  # not known fetched: memory waits behind them (see _safe)
+            client.pushed = int(raw.get("t") or 0)  # not known fetched: memory waits behind them (see _from_memory)
             adopted += 1
         return adopted
 
@@ -211,18 +226,15 @@ class SharedApi:
         """Move the events kept in memory while Redis was away into its queue, after what is there
         (the order they were made in); False when Redis still cannot take them."""
         clients = self.web.clients
-        items = [*(client.sent or ()), *client.queue]
+        items = self._unkeep(client)
         try:
             end = await self.tier.push(client.key, client.address, items, force=True, final=client.ended, news=True, notice=NOTICE)
         except DOWN:
-            return False
+            end = None
         if end is None:
+            self._keep(client, items)
             return False
-        client.queue = []
-        if client.sent is not None:
-            client.sent = []
         client.base, client.pushed, _ = end
-        client.dropped = False
         if client.ended:
             clients.forget(client)
         return True
