@@ -306,3 +306,24 @@ async def test_caps_hold_across_instances_live_ids_per_address_and_the_queue_bou
             assert sum("Too much at once" in str(e) for e in w.events) == 1
     finally:
         await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_rolling_restart_of_the_owner_keeps_its_web_clients_chat(tmp_path, redis_server):
+    a, b = await two(tmp_path, redis_server.url)
+    rng = random.Random(17)
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            w, p = await paired(http, a.url, b.url, [b.url], rng)
+            await exchange(w, p, [a.url, b.url], [b.url], 10, "before", rng)
+            assert await a.stop() == 0  # SIGTERM (an upgrade): w's chat is left for the next run, nobody told
+            gap = [f"stopped-{secrets.token_hex(3)}-{i}" for i in range(10)]
+            for token in gap:
+                assert await p.post(b.url, "/send", msg=token) == (200, "win")
+            await a.start()
+            await w.until([b.url, a.url], lambda _: all(t in w.texts() for t in gap), rng=rng)
+            assert [t for t in w.texts() if t.startswith("stopped-")] == gap
+            await exchange(w, p, [a.url, b.url], [a.url, b.url], 10, "after", rng)
+            assert "strangerDisconnected" not in w.names() + p.names()
+            assert not any(e[0] == "serverMessage" for e in w.events + p.events)  # nobody was told anything
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
