@@ -9,7 +9,15 @@ import secrets
 
 import aiohttp
 
+from bridge.app import Bridge
+from tests.discord.conftest import bridge_config, server
+from tests.discord.util import open_chat, stranger_lines, wait_line, wait_notice
+from tests.helpers import config
+
+from .conftest import LEASE, PREFIX
 from .daemon import Daemon
+
+__all__ = ["server"]  # the fake Discord server fixture, used by name
 
 TIMEOUT = aiohttp.ClientTimeout(total=30)
 
@@ -325,5 +333,36 @@ async def test_a_rolling_restart_of_the_owner_keeps_its_web_clients_chat(tmp_pat
             await exchange(w, p, [a.url, b.url], [a.url, b.url], 10, "after", rng)
             assert "strangerDisconnected" not in w.names() + p.names()
             assert not any(e[0] == "serverMessage" for e in w.events + p.events)  # nobody was told anything
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_discord_thread_chats_with_a_web_client_started_on_a_and_served_by_b(tmp_path, redis_server, server):
+    data = bridge_config(server)
+    del data["platforms"]["rec"]
+    data["bridge"] = {"store": redis_server.url, "store_prefix": PREFIX, "instance": "dc1", "instance_lease": LEASE}
+    a, b = await two(tmp_path, redis_server.url)
+    rng = random.Random(18)
+    try:
+        async with Bridge(config(data)), aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            alice = server.add_user("alice")
+            tid, _ = await open_chat(server, alice)
+            await wait_notice(server, tid, "Looking for someone")
+            w = Roaming(http, "w")
+            await w.start(a.url)
+            await w.until([b.url], has("connected"), rng=rng)
+            await wait_notice(server, tid, "You're now chatting")
+            from_web = [f"web-{secrets.token_hex(3)}-{i}" for i in range(15)]
+            for token in from_web:  # sent to b, which forwards each to a, w's owner
+                assert await w.post(rng.choice([a.url, b.url]), "/send", msg=token) == (200, "win")
+            await wait_line(server, tid, from_web[-1])
+            assert [content for _, content in stranger_lines(server, tid)] == from_web  # in order, once each
+            from_discord = [f"dc-{secrets.token_hex(3)}-{i}" for i in range(15)]
+            for token in from_discord:
+                await server.user_message(tid, alice, token)
+            await w.until([a.url, b.url], lambda _: len(w.texts()) >= len(from_discord), rng=rng)
+            assert w.texts() == from_discord
+            assert await w.post(b.url, "/disconnect") == (200, "win")
+            assert len(await wait_notice(server, tid, "disconnected")) == 1
     finally:
         await asyncio.gather(a.stop(), b.stop())
