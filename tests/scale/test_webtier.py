@@ -366,3 +366,24 @@ async def test_a_discord_thread_chats_with_a_web_client_started_on_a_and_served_
             assert len(await wait_notice(server, tid, "disconnected")) == 1
     finally:
         await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_page_reloaded_onto_another_instance_within_the_grace_keeps_its_chat(tmp_path, redis_server):
+    a, b = await two(tmp_path, redis_server.url)
+    rng = random.Random(19)
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            w, p = await paired(http, a.url, b.url, [a.url], rng)  # owned by a
+            gone, its_partner = await paired(http, a.url, b.url, [a.url], rng)  # owned by a too
+            # Both pages unload (sent to b, forwarded to a, their owner); only w's page comes back, on b.
+            assert await w.post(b.url, "/disconnect", grace="1") == (200, "win")
+            assert await gone.post(b.url, "/disconnect", grace="1") == (200, "win")
+            assert await w.poll(b.url) is None  # the reloaded page polls again (nothing came meanwhile)
+            # The page that did not come back leaves once its grace is over; w's grace began first, so by then
+            # w's was over too: its chat must still be live.
+            await its_partner.until([b.url], has("strangerDisconnected"))
+            assert await p.post(b.url, "/send", msg="still here?") == (200, "win")
+            await w.until([a.url, b.url], lambda _: "still here?" in w.texts(), rng=rng)
+            assert "strangerDisconnected" not in w.names() + p.names()
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
