@@ -105,6 +105,15 @@ class KeyValue(Protocol):
 
     async def set(self, key: str, value: str | None) -> None: ...
 
+    async def add(self, key: str, amount: int = 1) -> int:
+        """Add to an integer value in one atomic step (instances sharing a store never lose one)."""
+        ...
+
+    async def update(self, key: str, change: Callable[[str | None], Any]) -> Any:
+        """Change a value atomically: `change(old)` (sync or async) gives (new value, result); it
+        is called again when another writer changed the key in between (see bridge.store.Store.update)."""
+        ...
+
 
 class Platform(abc.ABC):
     """Where users are: one configured account (a Discord bot, a Matrix user, the web server).

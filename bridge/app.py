@@ -20,6 +20,7 @@ from .notify import Notifier
 from .policy.moderator import Moderator
 from .router import Router
 from .store import Store, open_store
+from .store.figures import add_figures
 from .storetiming import TimedStore
 
 __all__ = ["Bridge", "LAST_RUN", "PlatformCredentialsError", "PlatformStartError", "StartError"]
@@ -99,6 +100,9 @@ class Bridge:
             moderator=self.moderator,
         )
         self._register_gauges()
+        if self.store.shared:  # the web page's count and `status` add up every instance's figures
+            self.store.share_figures(self._figures)
+            self.metrics.others_online = lambda: add_figures(list((self.store.cluster() or {}).values()))["online"]
         self._helpers.append(loop.create_task(self.notifier.keep_alive(self.summary), name="sd_notify keep-alive"))
         # Each platform learns the sessions a previous run left before it runs: the first events it
         # reads (a message written while the daemon was down) must find their rooms in a chat, not
@@ -230,11 +234,8 @@ class Bridge:
         for (platform, state), n in self.metrics.sessions().items():
             sessions.setdefault(platform, {})[state] = n
         backends = self._backend_stats()
-        waiting: Counter[str] = Counter()
-        for stats in backends.values():
-            for mode, n in (stats.get("waiting") or {}).items():
-                waiting[str(mode)] += int(n)
-        return {
+        waiting = self._waiting(backends)
+        report = {
             "running": True,
             "health": self.health_state(),
             "pid": os.getpid(),
@@ -248,6 +249,22 @@ class Bridge:
             "problems": self.problems() if self.phase == "running" else [],
             "instance": self.config.bridge.instance,
         }
+        others = self.store.cluster() if self.store is not None else None
+        if others is not None:  # several instances share the store: the figures of each, and their sum
+            each = {**others, self.config.bridge.instance: self._figures(backends)}
+            report["all_instances"] = {"instances": dict(sorted(each.items())), **add_figures(list(each.values()))}
+        return report
+
+    def _waiting(self, backends: dict[str, dict[str, Any]]) -> dict[str, int]:
+        waiting: Counter[str] = Counter()
+        for stats in backends.values():
+            for mode, n in (stats.get("waiting") or {}).items():
+                waiting[str(mode)] += int(n)
+        return dict(waiting)
+
+    def _figures(self, backends: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """This instance's live figures as the others see them (counts only)."""
+        return {"online": self.metrics.local_online(), "waiting": self._waiting(self._backend_stats() if backends is None else backends)}
 
     def summary(self) -> str:
         """One line for systemd's STATUS=: live session counts and what is not ready."""

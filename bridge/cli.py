@@ -66,12 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     if args.command == "mod":
-        store = config.bridge.store_url
-        if store.is_redis or store.path is None:
-            print(f"mod: works on a SQLite state file; bridge.store is {store.redacted()}", file=sys.stderr)
-            return EXIT_CONFIG
         try:
-            return mod_command(args, store.path, config.policy, sys.stdout)
+            return mod_command(args, config.bridge.store_url, config.bridge.store_prefix, config.policy, sys.stdout)
         except ModError as exc:
             print(f"mod: {exc}", file=sys.stderr)
             return EXIT_CONFIG

@@ -76,6 +76,8 @@ class Metrics:
         self._attempts: dict[str, tuple[str, Labels]] = {}  # deliver_attempts keys by platform
         self.ready: dict[str, bool] = {}  # platform name -> can deliver
         self._sessions: Callable[[], dict[tuple[str, str], int]] = dict
+        # With a shared store: the other live instances' people online (bridge.app sets it).
+        self.others_online: Callable[[], int] | None = None
         self._gauges: dict[str, tuple[str, tuple[str, ...], list[GaugeSource]]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -150,7 +152,12 @@ class Metrics:
         return self._sessions()
 
     def online(self) -> int:
-        """People currently searching or chatting, over every platform."""
+        """People currently searching or chatting, over every platform and, when several instances
+        share one store, over every live instance (theirs as of their last heartbeat)."""
+        return self.local_online() + (self.others_online() if self.others_online is not None else 0)
+
+    def local_online(self) -> int:
+        """People currently searching or chatting in this process, over every platform."""
         return sum(n for (_, state), n in self.sessions().items() if state != "idle")
 
     def counter(self, name: str, **labels: str) -> int:

@@ -100,14 +100,20 @@ def render_status(report: dict[str, Any], *, as_json: bool = False) -> str:
         return json.dumps(report, sort_keys=True, indent=2)
     running = bool(report.get("running"))
     lines = _running_lines(report) if running else _stopped_lines(report)
-    label = "sessions" if running else "sessions in the state file"
+    # Several instances share the store: this one's figures are labelled, and their sum follows.
+    every = report.get("all_instances") if running else None
+    mine = f" (this instance, {report.get('instance')})" if every else ""
+    label = f"sessions{mine}" if running else "sessions in the state file"
     if not running and report.get("sessions") is None:
         lines.append("sessions: not read (the store is Redis)")
     else:
         lines.append(f"{label}: {_sessions(report.get('sessions') or {})}")
     if running:
-        waiting = report.get("waiting") or {}
-        lines.append("waiting: " + (", ".join(f"{n} {mode}" for mode, n in sorted(waiting.items())) or "nobody"))
+        lines.append(f"waiting{mine}: {_waiting(report.get('waiting') or {})}")
+    if every:
+        names = list(every.get("instances") or {})
+        lines.append(f"all {len(names)} live instances ({', '.join(names)}): {every.get('online', 0)} online, "
+                     f"waiting: {_waiting(every.get('waiting') or {})}")
     errors = report.get("errors") or []
     lines.append("last errors:" + ("" if errors else " none"))
     lines.extend(_error_line(entry) for entry in errors[-10:])
@@ -130,6 +136,10 @@ def _stopped_lines(report: dict[str, Any]) -> list[str]:
         how = f"stopped {_when(stopped)}" if stopped else "did not stop cleanly (killed or crashed)"
         lines.append(f"last run: started {_when(last.get('started'))}, {how}")
     return lines
+
+
+def _waiting(waiting: dict[str, int]) -> str:
+    return ", ".join(f"{n} {mode}" for mode, n in sorted(waiting.items())) or "nobody"
 
 
 def _sessions(sessions: dict[str, dict[str, int]]) -> str:

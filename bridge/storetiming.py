@@ -52,6 +52,20 @@ class TimedStore(Store):
         with self._timed("add"):
             return await self.inner.add(namespace, key, amount)
 
+    async def compare_and_set(self, namespace: str, key: str, expected: str | None, value: str | None) -> bool:
+        with self._timed("compare_and_set"):
+            return await self.inner.compare_and_set(namespace, key, expected, value)
+
+    async def spend_shared(self, limit: str, key: str, rate: float, burst: float, cooldown: float = 0.0) -> float | None:
+        with self._timed("spend_shared"):
+            return await self.inner.spend_shared(limit, key, rate, burst, cooldown)
+
+    def share_figures(self, source) -> None:
+        self.inner.share_figures(source)
+
+    def cluster(self) -> dict | None:
+        return self.inner.cluster()
+
     def problem(self) -> str | None:
         return self.inner.problem()
 

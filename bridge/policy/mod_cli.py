@@ -1,4 +1,4 @@
-"""`stranger-bridge mod ban|unban|list|log`: moderation on the state file of a running or stopped daemon."""
+"""`stranger-bridge mod ban|unban|list|log`: moderation on the store (SQLite file or Redis) of running or stopped daemons."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from ..store import SharedStateFile, SQLiteStore, Store, StoreError, held_by_a_daemon
+from ..store import SharedStateFile, SQLiteStore, Store, StoreError, StoreURL, held_by_a_daemon, open_tool_store
 from .config import PolicySection
 from .sanctions import Sanctions, SubjectError, subject_key
 from .timespan import format_duration, parse_duration
@@ -29,11 +29,11 @@ def add_mod_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `mod` command and its subcommands to the CLI's subparsers."""
     mod = sub.add_parser(
         "mod",
-        help="bans and the moderation log, on the daemon's state file (running or not)",
+        help="bans and the moderation log, on the daemons' store (running or not)",
         description="Exit status: 0 done, 1 nothing to unban, 2 bad input or config.",
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", type=Path, help="TOML config file (its [bridge] state is the file used)")
+    common.add_argument("-c", "--config", type=Path, help="TOML config file (its [bridge] store or state is the store used)")
     actions = mod.add_subparsers(dest="mod_command", required=True)
     ban = actions.add_parser(
         "ban", parents=[common],
@@ -50,12 +50,17 @@ def add_mod_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return mod
 
 
-def mod_command(args: argparse.Namespace, state: Path, policy: PolicySection, out: TextIO) -> int:
-    """Run a parsed `mod` command on the state file `state`; raise ModError for problems to print."""
+def mod_command(args: argparse.Namespace, url: StoreURL, prefix: str, policy: PolicySection, out: TextIO) -> int:
+    """Run a parsed `mod` command on the store `url` names; raise ModError for problems to print."""
     if getattr(args, "subject", None) is not None:
-        _key(args.subject)  # bad input is told before the state file is looked at
+        _key(args.subject)  # bad input is told before the store is looked at
     if getattr(args, "duration", None) is not None:
         _duration(args.duration)
+    if url.is_redis:
+        # Shared with the running instances, which read bans from the store at every start.
+        return asyncio.run(_on_redis(url, prefix, args, policy, out))
+    state = url.path
+    assert state is not None
     if not Path(state).exists():
         raise ModError(f"{state}: no state file here (is [bridge] state in the config right?)")
     try:
@@ -65,6 +70,14 @@ def mod_command(args: argparse.Namespace, state: Path, policy: PolicySection, ou
     except StoreError as exc:
         raise ModError(str(exc)) from None
     return asyncio.run(_run_closing(store, args, policy, out))
+
+
+async def _on_redis(url: StoreURL, prefix: str, args: argparse.Namespace, policy: PolicySection, out: TextIO) -> int:
+    try:
+        store = await open_tool_store(url, prefix=prefix)
+    except StoreError as exc:
+        raise ModError(str(exc)) from None
+    return await _run_closing(store, args, policy, out)
 
 
 async def _run_closing(store: Store, args: argparse.Namespace, policy: PolicySection, out: TextIO) -> int:

@@ -20,6 +20,7 @@ RECENT_VERDICTS = 8192  # cached verdicts per compiled rules at most (message te
 # What the cache holds for a text relayed unchanged: one shared object, so such an entry
 # allocates nothing beyond its dict slot (the text is a str key, which the collector does not track).
 _UNCHANGED = object()
+_ALLOW, _HOLD, _END = Action.ALLOW, Action.HOLD, Action.END  # an enum's attribute costs three times a global
 _HELD_USER = {
     "links": "Your message was not sent: links are not allowed here.",
     "invites": "Your message was not sent: Discord invites are not allowed here.",
@@ -30,7 +31,7 @@ _HELD_STRANGER = "{who} sent a message that breaks this bridge's rules; it was n
 _ENDED_STRANGER = _HELD_STRANGER
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Decision:
     """What the session does with one message: relay `text` (or not), tell someone, end the chat."""
 
@@ -39,6 +40,22 @@ class Decision:
     notice: str | None = None  # for the user of this session
     end: bool = False  # the session then ends the chat with Reason.POLICY, which says why
     verdict: Verdict | None = None
+
+    def __init__(
+        self, relay: bool, text: str, notice: str | None = None, end: bool = False, verdict: Verdict | None = None
+    ) -> None:
+        # The generated frozen __init__, by hand: one is made per checked message, and the slots'
+        # descriptors cost half of object.__setattr__ per field.
+        _SET_RELAY(self, relay)
+        _SET_TEXT(self, text)
+        _SET_NOTICE(self, notice)
+        _SET_END(self, end)
+        _SET_VERDICT(self, verdict)
+
+
+_SET_RELAY, _SET_TEXT, _SET_NOTICE, _SET_END, _SET_VERDICT = (
+    Decision.__dict__[name].__set__ for name in ("relay", "text", "notice", "end", "verdict")
+)
 
 
 class Moderator:
@@ -96,7 +113,7 @@ class Moderator:
         ban = await self.sanctions.check(user, server=server)
         if ban is not None:
             return ban_notice(ban, self.sanctions.clock())
-        wait = self.throttle.check(user, shared=shared)
+        wait = await self.throttle.check_shared(self.sanctions.store, user, shared=shared)
         return throttle_notice(wait) if wait > 0 else None
 
     def image_refusal(self, user: str | None) -> str | None:
@@ -127,63 +144,59 @@ class Moderator:
         return rules
 
     def clearly_allowed(self, room: Room, text: str) -> bool:
-        """True when `text` is known to be relayed unchanged under the rules of `room`, as
-        `from_user` / `from_stranger` would decide: no rule can match it (found without folding
-        it; most messages under the default rules), or the same text was just found allowed
-        unchanged under the same rules (the other side's check of a relayed message). Checked
-        first on every message, so it allocates nothing."""
-        rules = self._rules_for(room)
-        if rules.clearly_allowed(text):
+        """True when `text` is relayed unchanged under the rules of `room`, as `from_user` /
+        `from_stranger` would decide. Asked first on every message: no rule can match it (found
+        without folding it; most messages under the default rules), or the same text was just
+        found so under the same rules (the other side's check of a relayed message), or the
+        check finds it so now (most messages under any rules; no Verdict is made). Any other
+        verdict is remembered for the `from_user` / `from_stranger` call that follows."""
+        rules = None if self._scopes else self._unscoped.get(room.platform)  # _rules_for, inlined: every message
+        if rules is None:
+            rules = self._rules_for(room)
+        if rules.only_invites and rules.clearly_allowed(text):
             return True
-        recent = self._recent.get(id(rules))
-        return recent is not None and recent.get(text) is _UNCHANGED
-
-    def _check(self, room: Room, text: str) -> Verdict:
-        rules = self._rules_for(room)
-        if rules.clearly_allowed(text):  # cheaper than the cache look-up, and keeps nothing
-            return Verdict(Action.ALLOW, text)
         recent = self._recent.get(id(rules))  # rules are compiled once and kept: their id is stable
         if recent is None:
             recent = self._recent[id(rules)] = {}
         found = recent.get(text)
-        if found is _UNCHANGED:
-            return Verdict(Action.ALLOW, text)
         if found is None:
-            verdict = rules.check(text)
-            if len(recent) >= RECENT_VERDICTS - 1:  # room for the two entries below
-                recent.clear()
-            if rules.settled(text, verdict):
-                # What is relayed is checked again by the receiver, under the same rules when the
-                # rooms share them: its verdict is known now (relayed as it is), a dict hit then.
-                recent[verdict.text] = _UNCHANGED
-                if verdict.text != text:
-                    recent[text] = verdict
-            else:
-                recent[text] = verdict
-            return verdict
+            found = _remember(recent, rules, text)
+        return found is _UNCHANGED
+
+    def _check(self, room: Room, text: str) -> Verdict:
+        rules = self._rules_for(room)
+        if rules.only_invites and rules.clearly_allowed(text):  # cheaper than the cache look-up, and keeps nothing
+            return Verdict(_ALLOW, text)
+        recent = self._recent.get(id(rules))
+        if recent is None:
+            recent = self._recent[id(rules)] = {}
+        found = recent.get(text)
+        if found is None:
+            found = _remember(recent, rules, text)
+        if found is _UNCHANGED:
+            return Verdict(_ALLOW, text)
         assert isinstance(found, Verdict)
         return found
 
     def from_user(self, room: Room, text: str) -> Decision:
         """A user's message on its way to the stranger."""
         verdict = self._check(room, text)
-        match verdict.action:
-            case Action.END:
-                return Decision(False, text, _ENDED_USER, end=True, verdict=verdict)
-            case Action.HOLD:
-                return Decision(False, text, _HELD_USER.get(verdict.rule or "", _HELD_USER_DEFAULT), verdict=verdict)
-        return Decision(True, verdict.text, verdict=verdict)
+        action = verdict.action
+        if action == _END:
+            return Decision(False, text, _ENDED_USER, True, verdict)
+        if action == _HOLD:
+            return Decision(False, text, _HELD_USER.get(verdict.rule or "", _HELD_USER_DEFAULT), False, verdict)
+        return Decision(True, verdict.text, None, False, verdict)
 
     def from_stranger(self, room: Room, text: str, who: str | None = None) -> Decision:
         """A stranger's message on its way to the user of `room` (checked with that room's rules)."""
         verdict = self._check(room, text)
-        who = who or "The stranger"
-        match verdict.action:
-            case Action.END:
-                return Decision(False, text, _ENDED_STRANGER.format(who=who), end=True, verdict=verdict)
-            case Action.HOLD:
-                return Decision(False, text, _HELD_STRANGER.format(who=who), verdict=verdict)
-        return Decision(True, verdict.text, verdict=verdict)
+        action = verdict.action
+        if action == _END:
+            return Decision(False, text, _ENDED_STRANGER.format(who=who or "The stranger"), True, verdict)
+        if action == _HOLD:
+            return Decision(False, text, _HELD_STRANGER.format(who=who or "The stranger"), False, verdict)
+        return Decision(True, verdict.text, None, False, verdict)
 
     async def report(self, reporter: str | None, reported: str | None, reason: str = "") -> ReportOutcome | None:
         """Record a report as input to strikes; None when the reporter has no key."""
@@ -199,3 +212,19 @@ def wait_notice(wait: float) -> str:
 
 def _no_scope(room: Room) -> str | None:
     return None
+
+
+def _remember(recent: dict[str, object], rules: ContentRules, text: str) -> object:
+    """The verdict on `text` (_UNCHANGED for "relayed as it is, no rule named"), kept in `recent`."""
+    verdict = rules.changes(text)
+    if len(recent) >= RECENT_VERDICTS - 1:  # room for the two entries below
+        recent.clear()
+    if verdict is None:
+        recent[text] = _UNCHANGED
+        return _UNCHANGED
+    if rules.settled(text, verdict):  # relayed changed (its links defanged): no rule names what is relayed
+        # What is relayed is checked again by the receiver, under the same rules when the rooms
+        # share them: its verdict is known now (relayed as it is), a dict hit then.
+        recent[verdict.text] = _UNCHANGED
+    recent[text] = verdict
+    return verdict

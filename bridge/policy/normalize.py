@@ -62,8 +62,13 @@ MAX_RUN = 40  # single-letter tokens joined at most ("f u c k"): bounds the work
 
 def _fold_unicode(text: str) -> str:
     # Translated again after casefold: a capital missing from the table may fold to a listed
-    # small letter, and casefold itself can produce marks.
-    return unicodedata.normalize("NFKD", text).translate(_TABLE).casefold().translate(_TABLE)
+    # small letter, and casefold itself can produce marks. Not needed (and half the cost of a
+    # French line) when casefold changed nothing or left only ASCII: what the table makes is
+    # no key of it (ASCII letters; the leet characters are gone after the first pass), and it
+    # changes no ASCII letter.
+    once = unicodedata.normalize("NFKD", text).translate(_TABLE)
+    folded = once.casefold()
+    return folded if folded.isascii() or folded == once else folded.translate(_TABLE)
 
 
 def tokens(text: str) -> list[str]:

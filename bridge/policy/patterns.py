@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 
 try:  # Python 3.11+ names the parser module privately; sre_parse is its deprecated alias
     import re._constants as _c
@@ -21,6 +22,7 @@ __all__ = [
     "anchored_prefix",
     "check_pattern",
     "compile_patterns",
+    "literal_trie",
     "scan",
 ]
 
@@ -38,6 +40,9 @@ class UnsafePattern(ValueError):
     """An operator pattern refused at config time; the message names the pattern and why."""
 
 
+# The config checks each pattern when it is loaded and the rules again when they are compiled
+# (per platform, per guild layer, on every admin change): the parse is remembered.
+@lru_cache(maxsize=4096)
 def check_pattern(pattern: str) -> None:
     """Raise UnsafePattern if `pattern` is invalid, overlong, or can take exponential time."""
     if len(pattern) > MAX_PATTERN_LENGTH:
@@ -207,6 +212,7 @@ def _overlapping(branches: list[list]) -> bool:
     return False
 
 
+@lru_cache(maxsize=4096)
 def anchored_prefix(pattern: str, limit: int = 3) -> str | None:
     """The first letters (at most `limit`) of every match of a pattern that starts at a word
     boundary with literal letters (`\\bfoo...`, `\\bk+ys`), or None for any other pattern.
@@ -228,6 +234,25 @@ def anchored_prefix(pattern: str, limit: int = 3) -> str | None:
             prefix += chr(av[2][0][1])  # `k+`: at least one k, then more k or something else
         break
     return prefix[:limit] or None
+
+
+def literal_trie(strings: list[str]) -> str:
+    """A regex (no repeats) matching where any of `strings` starts, written as a trie: the engine
+    compares one character per branch and level, not each string in turn."""
+    tree: dict = {}
+    for string in strings:
+        node = tree
+        for char in string:
+            node = node.setdefault(char, {})
+        node[""] = {}
+    return _trie(tree)
+
+
+def _trie(node: dict) -> str:
+    if "" in node:  # a shorter string already matched: what follows does not matter
+        return ""
+    branches = [re.escape(char) + _trie(child) for char, child in sorted(node.items())]
+    return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
 
 def compile_patterns(patterns: list[str]) -> re.Pattern[str] | None:

@@ -6,8 +6,9 @@ import enum
 import re
 from dataclasses import dataclass
 
+from .links import FORMAT, INVITE, defang, find_link
 from .normalize import MAX_RUN, fold_spans, joined_runs, tokens
-from .patterns import SCAN_WINDOW, anchored_prefix, compile_patterns, scan
+from .patterns import SCAN_WINDOW, anchored_prefix, compile_patterns, literal_trie, scan
 
 __all__ = ["Action", "ContentRules", "LinkAction", "Verdict", "WordList", "defang"]
 
@@ -39,7 +40,7 @@ class WordList:
     patterns: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Verdict:
     """The outcome of a check: the action, the text to relay, and the rule that decided it."""
 
@@ -47,52 +48,14 @@ class Verdict:
     text: str
     rule: str | None = None  # a list name, "links" or "invites"; None when nothing matched
 
-
-_URL = re.compile(
-    r"(?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>]+"
-    r"|\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){1,8}"
-    r"(?:com|net|org|io|gg|me|co|uk|de|ru|info|xyz|app|dev|tv|ly|be|link|site|online|top|club|live|gl|to"
-    r"|cc|us|biz|fr|nl|eu|ca|tk|ml|ga|cf|gq|ws|su|fun|icu|vip|pro|page|sh|fm|im|is|ai|shop|store|tech)"
-    r"\b(?:/[^\s<>]*)?"
-)
-# Invites after folding and joining every token, so "disc0rd . gg / x" and "d i s c o r d.gg/x" count.
-# A cheap first look: no link is possible without one of these.
-# (A letter or digit, a dot, a letter or digit: written dot first, the engine's fast literal search finds the candidates.)
-_MAYBE_LINK = re.compile(r"\.(?<=[^\W_]\.)(?=[^\W_])|://")
-# A scheme as the link pattern sees one (at a word start): anywhere in a link, its path too.
-_SCHEME = re.compile(r"(?i)\b(?:(h)tt(ps?)|(f)t(p))://")
-_INVITE = re.compile(r"discord(?:app)?(?:gg|cominvite)[a-z0-9]")
-_FORMAT = dict.fromkeys(map(ord, "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"))
+    def __init__(self, action: Action, text: str, rule: str | None = None) -> None:
+        # The generated frozen __init__, by hand (object.__setattr__ per field costs twice as much).
+        _SET_ACTION(self, action)
+        _SET_TEXT(self, text)
+        _SET_RULE(self, rule)
 
 
-def defang(text: str, *, invites_only: bool = False) -> str:
-    """Every link (or every Discord invite) in `text` made unclickable but readable:
-    hxxps://example[.]com/a[.]html. A fixed point: defanging the result changes nothing, and no
-    link is left in it (so the receiver's check of a relayed message finds the sender's verdict)."""
-    out = text if text.isascii() else text.translate(_FORMAT)  # no format character is ASCII
-    one = _defang_invite if invites_only else _defang_one
-    # Most texts take one round and a look that finds nothing. Another round is needed only when
-    # bracketing a dot lets a shorter link show (a chain of more labels than a link's 8); each
-    # round brackets a dot or renames a scheme and never undoes one, so the rounds end.
-    while True:
-        new = _URL.sub(one, out)
-        if new == out:
-            return out
-        out = new
-
-
-def _defang_invite(match: re.Match[str]) -> str:
-    return _defang_one(match) if _INVITE.search("".join(tokens(match.group(0)))) else match.group(0)
-
-
-def _defang_one(match: re.Match[str]) -> str:
-    # The whole link, its path too: a path may hold what reads as a link of its own ("/x.com").
-    return _SCHEME.sub(_scheme, match.group(0)).replace(".", "[.]")
-
-
-def _scheme(match: re.Match[str]) -> str:
-    # hxxp, hxxps, fxp (the usual unclickable spellings); the letters keep their case.
-    return (match[1] + "xx" + match[2] if match[1] else match[3] + "x" + match[4]) + "://"
+_SET_ACTION, _SET_TEXT, _SET_RULE = (Verdict.__dict__[name].__set__ for name in ("action", "text", "rule"))
 
 
 @dataclass(slots=True)
@@ -104,12 +67,13 @@ class _Hit:
 
 
 class ContentRules:
-    """One compiled policy layer. `check` is the only hot call: one fold, set look-ups, one
-    alternation per list, and the slow span-mapping pass only when something must be masked."""
+    """One compiled policy layer. `check` is the only hot call: one fold, set look-ups, one search
+    that rules out single-letter runs and anchored patterns, one for the other patterns, a look
+    for links near their marks only, and the slow span-mapping pass only when something must be masked."""
 
     __slots__ = (
         "words", "phrases", "phrase_lengths", "phrase_first", "prefixes", "patterns", "anchored", "links", "invites",
-        "only_invites",
+        "only_invites", "gate", "loose", "listed", "listing",
     )  # fmt: skip
 
     def __init__(
@@ -155,10 +119,26 @@ class ContentRules:
         # Every prefix of a listed word: a walk along a run of single letters stops as soon as
         # what it has read begins no listed word (a trie, kept as a set).
         self.prefixes = {w[:n] for w in self.words if len(w) <= MAX_RUN for n in range(1, len(w) + 1)}
+        # Listed words and the first words of phrases: one look-up rules both out (a frozenset's
+        # isdisjoint is twice as fast as a dict view's).
+        self.listed = frozenset(self.words) | self.phrase_first
         self.links = LinkAction(links)
         self.invites = LinkAction(invites)
+        self.listing = bool(self.words or self.phrases or self.patterns or self.anchored)  # some list can match
         # No lists and links allowed (the default policy): only an invite can matter.
-        self.only_invites = not (self.words or self.phrases or self.patterns or self.anchored) and self.links == LinkAction.ALLOW
+        self.only_invites = not self.listing and self.links == LinkAction.ALLOW
+        # One search of " folded text " finds whatever the run walk or an anchored pattern needs:
+        # two single-letter tokens in a row, or a token that starts with an anchored prefix.
+        # Without a hit neither can find anything, and most messages have none.
+        gate = ["[^ ] [^ ] "] if self.words else []
+        if self.anchored:
+            gate.append(literal_trie(sorted({prefix for table in self.anchored.values() for prefix in table})))
+        self.gate = re.compile(" (?:" + "|".join(gate) + ")") if gate else None
+        # Every list's loose patterns in one alternation (one list: its own): a text it finds
+        # nothing in needs no search per list (a top-level alternation of safe patterns costs
+        # their sum, no more). None: there are none, or they cannot share one regex.
+        loose = [regex for _, _, regex in self.patterns]
+        self.loose = loose[0] if len(loose) == 1 else _alternation(loose) if loose else None
 
     def clearly_allowed(self, text: str) -> bool:
         """True when no rule can match `text`, found without folding it: `check` then allows it unchanged."""
@@ -173,66 +153,103 @@ class ContentRules:
         words: brackets are separators) unless a scheme was renamed while lists could match the
         new word (a listed "hxxps"). Masked texts and defanged invites are not: the check of the
         result names the rule again, or may find a run of letters the asterisks now join."""
-        if verdict.action != Action.ALLOW:
+        if verdict.action != _ALLOW:
             return False
-        if verdict.rule is None:
-            return True
-        return verdict.rule == "links" and (
-            "://" not in text or not (self.words or self.phrases or self.patterns or self.anchored)
-        )
+        rule = verdict.rule
+        return rule is None or (rule == "links" and ("://" not in text or not self.listing))
 
     def check(self, text: str) -> Verdict:
         """The verdict on one message (either direction)."""
-        if self.clearly_allowed(text):
-            return Verdict(Action.ALLOW, text)
+        verdict = self.changes(text)
+        return Verdict(_ALLOW, text) if verdict is None else verdict
+
+    def changes(self, text: str) -> Verdict | None:
+        """The verdict on one message, or None when `check` relays it unchanged naming no rule
+        (most messages: no Verdict is made for them). Written for the common case: enum members
+        are read once per module (an enum's attribute costs three times a global)."""
+        if self.only_invites and text.isascii() and "d" not in text and "D" not in text:  # clearly_allowed
+            return None
         words = tokens(text)
+        best, hits = _ALLOW, ()
+        if self.listing:
+            # One look each rules out the word lists (and phrases), the run walk and anchored
+            # patterns (the gate), and the loose patterns: most messages need no more.
+            folded = " ".join(words)
+            if (
+                not self.listed.isdisjoint(words)
+                or (self.gate is not None and self.gate.search(f" {folded} ") is not None)
+                or (self.patterns and (self.loose is None or len(folded) > SCAN_WINDOW or self.loose.search(folded) is not None))
+            ):
+                best, hits = self._lists(words, folded)
+                if best >= _HOLD:
+                    return Verdict(best, text, next(h.rule for h in hits if h.action == best))
+        link = linked = first = None
+        if self.invites is not _LINK_ALLOW and INVITE.search("".join(words)):
+            link, linked = self.invites, "invites"
+        elif self.links is not _LINK_ALLOW and ("." in text or ":" in text):  # a link holds one of them
+            first = find_link(text if text.isascii() else text.translate(FORMAT))
+            if first is not None:
+                link, linked = self.links, "links"
+        if link is None and best == _ALLOW:
+            return None
+        if link is _LINK_BLOCK:
+            return Verdict(_HOLD, text, linked)
+        out, rule = text, None
+        if best == _MASK:
+            out, rule = _mask(text, [h for h in hits if h.action == _MASK]), hits[0].rule
+        if link is _LINK_DEFANG:
+            # `first` is the first link in `text` as it is (not masked), format characters dropped.
+            out = defang(out, invites_only=self.links is _LINK_ALLOW, first=first if out is text else None)
+            rule = rule or linked
+        return Verdict(best, out, rule)
+
+    def _lists(self, words: list[str], folded: str) -> tuple[Action, list[_Hit]]:
+        """The most severe action the lists give `words` (folded: joined by spaces), and the hits."""
         hits: list[_Hit] = []
-        best = Action.ALLOW
-        table = self.words
-        if not table.keys().isdisjoint(words):  # in C; the loop runs only when a word is there
+        best = _ALLOW
+        if not self.listed.isdisjoint(words):  # in C; a listed word or a phrase's first word is there
+            table = self.words
             for i, word in enumerate(words):
                 found = table.get(word)
                 if found is not None:
                     hits.append(_Hit(found[0], found[1], i, i))
                     best = max(best, found[0])
-        if self.phrases and not self.phrase_first.isdisjoint(words):
-            best = self._phrases(words, hits, best)
-        if table and len(words) > 1:
-            best = self._runs(words, hits, best)
-        patterns = self.patterns
-        if self.anchored and best < Action.END:
-            candidates = self._candidates(words)
+            if self.phrases and not self.phrase_first.isdisjoint(words):
+                best = self._phrases(words, hits, best)
+        candidates: list[tuple[Action, str, re.Pattern[str]]] | tuple[()] = ()
+        if self.gate is not None and self.gate.search(f" {folded} ") is not None:
+            if self.words and len(words) > 1:
+                best = self._runs(words, hits, best)
+            if self.anchored and best < _END:
+                candidates = self._candidates(words)
+        if best < _END and (self.patterns or candidates):
+            patterns = self.patterns
+            if self.loose is not None and len(folded) <= SCAN_WINDOW and self.loose.search(folded) is None:
+                patterns = []  # no list's search can find anything either
             if candidates:
-                patterns = sorted(patterns + candidates, key=_severity)
-        if patterns and best < Action.END:
-            folded = " ".join(words)
-            for action, name, regex in patterns:
-                if action < best or (action == best and action != Action.MASK):
-                    continue  # cannot change the outcome
-                if len(folded) <= SCAN_WINDOW:  # most messages: one search, no window loop
-                    if regex.search(folded) is None:
-                        continue
-                    if action != Action.MASK:  # not relayed: where it matched does not matter
-                        hits.append(_Hit(action, name, 0, 0))
-                        best = action
-                        continue
-                for a, b in scan(regex, folded):
-                    first, last = _token_range(folded, a, b)
-                    hits.append(_Hit(action, name, first, last))
-                    best = max(best, action)
-                    if action != Action.MASK:
-                        break  # the message is not relayed: where else it matched does not matter
-        if best >= Action.HOLD:
-            rule = next(h.rule for h in hits if h.action == best)
-            return Verdict(best, text, rule)
-        link = self._links(text, words)
-        if link is not None and link[0] == LinkAction.BLOCK:
-            return Verdict(Action.HOLD, text, link[1])
-        out = _mask(text, [h for h in hits if h.action == Action.MASK]) if best == Action.MASK else text
-        rule = hits[0].rule if best == Action.MASK else None
-        if link is not None and link[0] == LinkAction.DEFANG:
-            out, rule = defang(out, invites_only=self.links == LinkAction.ALLOW), rule or link[1]
-        return Verdict(best if best == Action.MASK else Action.ALLOW, out, rule)
+                patterns = sorted([*patterns, *candidates], key=_severity)
+            if patterns:
+                best = self._patterns(patterns, folded, hits, best)
+        return best, hits
+
+    def _patterns(self, patterns: list[tuple[Action, str, re.Pattern[str]]], folded: str, hits: list[_Hit], best: Action) -> Action:
+        for action, name, regex in patterns:
+            if action < best or (action == best and action != Action.MASK):
+                continue  # cannot change the outcome
+            if len(folded) <= SCAN_WINDOW:  # most messages: one search, no window loop
+                if regex.search(folded) is None:
+                    continue
+                if action != Action.MASK:  # not relayed: where it matched does not matter
+                    hits.append(_Hit(action, name, 0, 0))
+                    best = action
+                    continue
+            for a, b in scan(regex, folded):
+                first, last = _token_range(folded, a, b)
+                hits.append(_Hit(action, name, first, last))
+                best = max(best, action)
+                if action != Action.MASK:
+                    break  # the message is not relayed: where else it matched does not matter
+        return best
 
     def _candidates(self, words: list[str]) -> list[tuple[Action, str, re.Pattern[str]]]:
         found: list[tuple[Action, str, re.Pattern[str]]] = []
@@ -270,14 +287,15 @@ class ContentRules:
                         best = max(best, found[0])
         return best
 
-    def _links(self, text: str, words: list[str]) -> tuple[LinkAction, str] | None:
-        if self.invites != LinkAction.ALLOW and _INVITE.search("".join(words)):
-            return self.invites, "invites"
-        if self.links != LinkAction.ALLOW:
-            stripped = text if text.isascii() else text.translate(_FORMAT)
-            if _MAYBE_LINK.search(stripped) and _URL.search(stripped):
-                return self.links, "links"
+def _alternation(regexes: list[re.Pattern[str]]) -> re.Pattern[str] | None:
+    try:
+        return re.compile("|".join(f"(?:{regex.pattern})" for regex in regexes))
+    except re.error:  # a group name used in two lists: each list is searched on its own
         return None
+
+
+_ALLOW, _MASK, _HOLD, _END = Action.ALLOW, Action.MASK, Action.HOLD, Action.END
+_LINK_ALLOW, _LINK_DEFANG, _LINK_BLOCK = LinkAction.ALLOW, LinkAction.DEFANG, LinkAction.BLOCK
 
 
 def _severity(entry: tuple[Action, str, re.Pattern[str]]) -> int:

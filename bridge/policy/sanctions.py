@@ -136,10 +136,12 @@ def ban_notice(ban: Ban, now: float) -> str:
 class Sanctions:
     """Bans, strikes and reports over the store's key/value interface.
 
-    Every subject's data is one record under its own key (so a shared store can update it
-    atomically); within this process one lock per key serialises read-modify-write. Bans are
-    read from the store on every check, so a ban written by `stranger-bridge mod` into the state
-    file of a running daemon applies at the next start.
+    Every subject's data is one record under its own key, changed only through `Store.update`
+    (compare-and-set, retried): two instances sharing a Redis, or `stranger-bridge mod` beside a
+    daemon, never lose each other's report, strike or ban. Within this process one lock per key
+    keeps its own tasks from retrying against each other. Bans are read from the store on every
+    check, so a ban written by `stranger-bridge mod` into the state file of a running daemon
+    applies at the next start.
     """
 
     def __init__(
@@ -192,15 +194,23 @@ class Sanctions:
         ban = Ban(key, reason, now, None if duration is None else now + duration, by)
         data = {"reason": ban.reason, "since": ban.since, "until": ban.until, "by": ban.by}
         if is_glob(key):
-            async with self._lock("globs"):
-                globs = await self._globs()
+
+            def add_glob(raw: str | None) -> tuple[str | None, None]:
+                globs = json.loads(raw) if raw else {}
                 globs[key] = data
-                await self.store.set(NAMESPACE, "globs", json.dumps(globs))
+                return json.dumps(globs), None
+
+            async with self._lock("globs"):
+                await self.store.update(NAMESPACE, "globs", add_glob)
         else:
-            async with self._lock(f"s:{key}"):
-                record = _Subject.load(await self.store.get(NAMESPACE, f"s:{key}"))
+
+            def add_ban(raw: str | None) -> tuple[str | None, None]:
+                record = _Subject.load(raw)
                 record.ban = data
-                await self.store.set(NAMESPACE, f"s:{key}", record.dump())
+                return record.dump(), None
+
+            async with self._lock(f"s:{key}"):
+                await self.store.update(NAMESPACE, f"s:{key}", add_ban)
             await self._index(key, add=True)
         await self._log("ban", key, reason, by)
         return ban
@@ -208,16 +218,25 @@ class Sanctions:
     async def unban(self, key: str, *, by: str = "operator") -> bool:
         """Lift the ban of `key`; False if there was none. Strikes stay (they expire on their own)."""
         if is_glob(key):
-            async with self._lock("globs"):
-                globs = await self._globs()
+
+            def drop_glob(raw: str | None) -> tuple[str | None, bool]:
+                globs = json.loads(raw) if raw else {}
                 found = globs.pop(key, None) is not None
-                await self.store.set(NAMESPACE, "globs", json.dumps(globs) if globs else None)
+                return (json.dumps(globs) if globs else None) if found else raw, found
+
+            async with self._lock("globs"):
+                found = await self.store.update(NAMESPACE, "globs", drop_glob)
         else:
-            async with self._lock(f"s:{key}"):
-                record = _Subject.load(await self.store.get(NAMESPACE, f"s:{key}"))
-                found = record.ban is not None
+
+            def drop_ban(raw: str | None) -> tuple[str | None, bool]:
+                record = _Subject.load(raw)
+                if record.ban is None:
+                    return raw, False
                 record.ban = None
-                await self.store.set(NAMESPACE, f"s:{key}", record.dump())
+                return record.dump(), True
+
+            async with self._lock(f"s:{key}"):
+                found = await self.store.update(NAMESPACE, f"s:{key}", drop_ban)
         if found:
             await self._log("unban", key, "", by)
         return found
@@ -232,7 +251,7 @@ class Sanctions:
             ban = Ban(key=key, **record.ban) if record.ban is not None else None
             ban = ban if ban is not None and ban.active(now) else None
             strikes = record.strikes if record.strike_at + self.strike_ttl > now else 0
-            if ban is None and not strikes:
+            if not self._live(record, now):
                 gone.append(key)
             else:
                 out.append((key, ban, strikes))
@@ -263,37 +282,39 @@ class Sanctions:
         await self._log("report", reported, reason[:MAX_REASON], reporter)
         if reported is None or not recorded:
             return ReportOutcome(recorded)
-        async with self._lock(f"s:{reported}"):
-            record = _Subject.load(await self.store.get(NAMESPACE, f"s:{reported}"))
+        subject = reported
+
+        async def add_report(raw: str | None) -> tuple[str | None, tuple[int, Ban | None]]:
+            record = _Subject.load(raw)
             horizon = now - self.report_window
             record.reports = {r: t for r, t in record.reports.items() if t > horizon and r != reporter}
             record.reports[reporter] = now
             weight = 0.0
             for someone in record.reports:
                 weight += 1.0 / max(1, await self._distinct_reported(someone, now))
-            ban: Ban | None = None
-            strike = weight >= self.report_threshold - 1e-9
-            if strike:
-                record.strikes = (record.strikes if record.strike_at + self.strike_ttl > now else 0) + 1
-                record.strike_at = now
-                record.reports = {}
-                duration = self.ban_steps[min(record.strikes, len(self.ban_steps)) - 1]
-                until = now + duration
-                if record.ban is not None and (record.ban["until"] is None or record.ban["until"] > until):
-                    until = record.ban["until"]  # never shorten a longer ban already in force
-                reason = f"reported by several people (strike {record.strikes})"
-                record.ban = {"reason": reason, "since": now, "until": until, "by": "strikes"}
-                ban = Ban(reported, reason, now, until, "strikes")
-            await self.store.set(NAMESPACE, f"s:{reported}", record.dump())
-        if strike:
+            if weight < self.report_threshold - 1e-9:
+                return record.dump(), (0, None)
+            record.strikes = (record.strikes if record.strike_at + self.strike_ttl > now else 0) + 1
+            record.strike_at = now
+            record.reports = {}
+            duration = self.ban_steps[min(record.strikes, len(self.ban_steps)) - 1]
+            until = now + duration
+            if record.ban is not None and (record.ban["until"] is None or record.ban["until"] > until):
+                until = record.ban["until"]  # never shorten a longer ban already in force
+            reason = f"reported by several people (strike {record.strikes})"
+            record.ban = {"reason": reason, "since": now, "until": until, "by": "strikes"}
+            return record.dump(), (record.strikes, Ban(subject, reason, now, until, "strikes"))
+
+        async with self._lock(f"s:{reported}"):
+            strikes, ban = await self.store.update(NAMESPACE, f"s:{reported}", add_report)
+        if ban is not None:
             await self._index(reported, add=True)
-            await self._log("strike", reported, f"strike {record.strikes}", "strikes")
-            await self._log("ban", reported, ban.reason if ban else "", "strikes")
-        return ReportOutcome(True, strike, ban)
+            await self._log("strike", reported, f"strike {strikes}", "strikes")
+            await self._log("ban", reported, ban.reason, "strikes")
+        return ReportOutcome(True, ban is not None, ban)
 
     async def _remember_reported(self, reporter: str, target: str, now: float) -> bool:
-        async with self._lock(f"r:{reporter}"):
-            raw = await self.store.get(NAMESPACE, f"r:{reporter}")
+        def add_reported(raw: str | None) -> tuple[str | None, bool]:
             reported: dict[str, float] = json.loads(raw) if raw else {}
             horizon = now - self.report_window
             reported = {k: t for k, t in reported.items() if t > horizon}
@@ -301,8 +322,10 @@ class Sanctions:
             reported[target] = now
             if len(reported) > MAX_REPORTED:
                 reported = dict(sorted(reported.items(), key=lambda kv: kv[1])[-MAX_REPORTED:])
-            await self.store.set(NAMESPACE, f"r:{reporter}", json.dumps(reported, separators=(",", ":")))
-            return fresh
+            return json.dumps(reported, separators=(",", ":")), fresh
+
+        async with self._lock(f"r:{reporter}"):
+            return await self.store.update(NAMESPACE, f"r:{reporter}", add_reported)
 
     async def _distinct_reported(self, reporter: str, now: float) -> int:
         raw = await self.store.get(NAMESPACE, f"r:{reporter}")
@@ -352,6 +375,13 @@ class Sanctions:
             if entry[1] == 0:
                 del self._locks[key]  # idle locks are not kept: one per subject would grow forever
 
+    def _live(self, record: _Subject, now: float) -> bool:
+        """Whether a subject's record holds an active ban or live strikes (what `listing` shows)."""
+        ban = record.ban
+        return (ban is not None and (ban["until"] is None or ban["until"] > now)) or (
+            bool(record.strikes) and record.strike_at + self.strike_ttl > now
+        )
+
     async def _globs(self) -> dict[str, dict]:
         raw = await self.store.get(NAMESPACE, "globs")
         return json.loads(raw) if raw else {}
@@ -361,13 +391,20 @@ class Sanctions:
         return json.loads(raw) if raw else []
 
     async def _index(self, key: str, *, add: bool) -> None:
-        # Only `mod list` reads the index; the truth is in each subject's own record.
-        async with self._lock("index"):
-            keys = await self._keys()
+        # Only `mod list` reads the index; the truth is in each subject's own record. A key is
+        # written to its record before it is added here, and taken out here before its record is
+        # looked at again: an instance banning it meanwhile never finds it missing from the index.
+        def change(raw: str | None) -> tuple[str | None, None]:
+            keys = json.loads(raw) if raw else []
             if add and key not in keys:
                 keys.append(key)
             elif not add and key in keys:
                 keys.remove(key)
             else:
-                return
-            await self.store.set(NAMESPACE, "index", json.dumps(keys) if keys else None)
+                return raw, None
+            return (json.dumps(keys) if keys else None), None
+
+        async with self._lock("index"):
+            await self.store.update(NAMESPACE, "index", change)
+        if not add and self._live(_Subject.load(await self.store.get(NAMESPACE, f"s:{key}")), self.clock()):
+            await self._index(key, add=True)

@@ -23,6 +23,7 @@ __all__ = [
     "StoreUnavailable",
     "held_by_a_daemon",
     "open_store",
+    "open_tool_store",
     "parse_store_url",
 ]
 
@@ -46,3 +47,11 @@ async def open_store(
         raise StoreError(f"bridge.store: a Redis store needs the redis package (pip install 'stranger-bridge[redis]'): {exc}") from None
     url = url.with_password_from(os.environ if environ is None else environ)
     return await RedisStore.open(url, prefix=prefix, instance=instance, lease=lease, on_instance_down=on_instance_down)
+
+
+async def open_tool_store(url: StoreURL, *, prefix: str, environ: dict[str, str] | None = None) -> Store:
+    """A Redis store opened for a command-line tool beside the daemons: checked like theirs, holding no lease."""
+    from .redis import RedisStore
+
+    url = url.with_password_from(os.environ if environ is None else environ)
+    return await RedisStore.open_tool(url, prefix=prefix)

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import abc
+import asyncio
+import inspect
+import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ..events import Room
 
-__all__ = ["MemoryStore", "PluginState", "SessionRecord", "Store", "StoreError", "StoreUnavailable"]
+__all__ = ["Change", "MemoryStore", "PluginState", "SessionRecord", "Store", "StoreError", "StoreUnavailable", "UPDATE_TRIES"]
+
+T = TypeVar("T")
+
+#: What `Store.update` calls with a key's current value (None: unset): the new value (None: delete)
+#: and what `update` returns. It may be called again with a newer value; it must not act outside.
+Change = Callable[[str | None], tuple[str | None, T] | Awaitable[tuple[str | None, T]]]
+UPDATE_TRIES = 200  # attempts of one update before it gives up (others kept changing the key)
 
 
 class StoreError(RuntimeError):
@@ -70,8 +81,44 @@ class Store(abc.ABC):
         await self.set(namespace, key, str(value))
         return value
 
+    @abc.abstractmethod
+    async def compare_and_set(self, namespace: str, key: str, expected: str | None, value: str | None) -> bool:
+        """Set `key` to `value` (None: delete) only if it still holds `expected` (None: unset), in one
+        step that other processes sharing the store cannot interleave with. True when it was set."""
+
+    async def update(self, namespace: str, key: str, change: Change[T]) -> T:
+        """Change one key's value atomically, however many instances change it at once: read it,
+        compute the new value with `change(old)` (sync or async), write it only if nobody wrote in
+        between (`compare_and_set`), else read again and recompute. Returns what `change` returned
+        on the attempt that took effect. Never a read-modify-write that can lose another's update."""
+        for attempt in range(UPDATE_TRIES):
+            old = await self.get(namespace, key)
+            outcome = change(old)
+            new, result = await outcome if inspect.isawaitable(outcome) else outcome
+            if new == old or await self.compare_and_set(namespace, key, old, new):
+                return result
+            if attempt >= 2:  # contended: step out of lockstep with the other writer
+                await asyncio.sleep(random.uniform(0, 0.002 * attempt))
+        raise StoreError(f"store: {namespace}/{key} changed by others {UPDATE_TRIES} times in a row; the change was not made")
+
     async def close(self) -> None:
         """Flush and release. Default: nothing."""
+
+    async def spend_shared(self, limit: str, key: str, rate: float, burst: float, cooldown: float = 0.0) -> float | None:
+        """A limit that every instance sharing this store counts together (starts per person behind a
+        load balancer): one token bucket of `burst` and `rate` per second for `key` under `limit`, and
+        at least `cooldown` seconds between two spends. 0.0 when a token was taken; else the seconds
+        to wait (nothing taken). None: nobody shares this store, the caller's own limit decides."""
+        return None
+
+    def share_figures(self, source: Callable[[], dict[str, Any]]) -> None:
+        """Publish `source()` (this instance's live counts) to the instances sharing this store, now
+        and then. A store of one process has nobody to tell: it keeps nothing."""
+
+    def cluster(self) -> dict[str, dict[str, Any]] | None:
+        """The other live instances' published figures by name (as of a few seconds ago), or None
+        when nobody shares this store or it cannot be reached."""
+        return None
 
     def problem(self) -> str | None:
         """Why the store cannot be used right now (for /healthz), or None when it can."""
@@ -94,6 +141,12 @@ class PluginState:
 
     async def set(self, key: str, value: str | None) -> None:
         await self.store.set(self.namespace, key, value)
+
+    async def add(self, key: str, amount: int = 1) -> int:
+        return await self.store.add(self.namespace, key, amount)
+
+    async def update(self, key: str, change: Change[T]) -> T:
+        return await self.store.update(self.namespace, key, change)
 
 
 class MemoryStore(Store):
@@ -120,3 +173,9 @@ class MemoryStore(Store):
             self._kv.pop((namespace, key), None)
         else:
             self._kv[(namespace, key)] = value
+
+    async def compare_and_set(self, namespace: str, key: str, expected: str | None, value: str | None) -> bool:
+        if self._kv.get((namespace, key)) != expected:  # no await in between: one step for every task
+            return False
+        await self.set(namespace, key, value)
+        return True

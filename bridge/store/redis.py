@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as rx
@@ -19,9 +17,13 @@ from redis.retry import Retry
 from ..backoff import Backoff
 from ..events import Room
 from .base import SessionRecord, Store, StoreError, StoreUnavailable
+from .figures import Figures, SharedFigures
 from .lease import InstanceDown, InstanceLease
+from .marker import APP, MIN_VERSION, SCHEMA, PrefixMarker, redis_version
+from .marker import DOWN as _DOWN
+from .marker import plain as _plain
 from .records import decode_record, encode_record, room_field
-from .url import PASSWORD_ENV, StoreURL
+from .url import StoreURL
 
 __all__ = ["APP", "MIN_VERSION", "RECONNECT", "RedisStore", "SCHEMA", "redis_version"]
 
@@ -29,23 +31,44 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-APP = "stranger-bridge"
-SCHEMA = "1"  # the key layout below; a Redis marked with another is refused
-MIN_VERSION = (5, 0)  # Streams (XADD, consumer groups) came with Redis 5
 RECONNECT = Backoff(0.1, cap=5.0, attempts=None, jitter=0.5)  # while Redis cannot be reached
 POOL_SIZE = 64  # connections to Redis per instance (the hub's stream reader holds one)
 TIMEOUT = 2.0  # seconds one command (or connecting) may take before Redis counts as unreachable
 # Key names (after the prefix) of this program's layout that its tasks may write again at once when
 # Redis came back empty, before the prefix is marked again: the instance leases and the hub's keys.
-OWN_KEYS = ("hub:", "pool:", "instance", "sessions:", "kv:", "web:")
-# Connection-level failures: the command did nothing we can rely on, and Redis is treated as down.
-_DOWN = (rx.ConnectionError, rx.TimeoutError, OSError, asyncio.TimeoutError)
+OWN_KEYS = ("hub:", "pool:", "instance", "sessions:", "kv:", "figures:", "limit:", "web:")
+# compare_and_set: KEYS[1] the namespace's hash, ARGV: field, whether a value is expected, it,
+# whether one is set, it. One script: Redis runs it without any other command in between.
+_CAS = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then
+  if cur ~= ARGV[3] then return 0 end
+elseif cur then
+  return 0
+end
+if ARGV[4] == '1' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[5]) else redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+"""
 
-
-def redis_version(info: dict[str, Any]) -> tuple[int, int]:
-    """(major, minor) from `INFO server`."""
-    parts = re.findall(r"\d+", str(info.get("redis_version", "0")))
-    return (int(parts[0]) if parts else 0, int(parts[1]) if len(parts) > 1 else 0)
+# spend_shared: KEYS[1] the key's bucket, ARGV: rate, burst, cooldown. Redis's own clock, so the
+# instances' clocks need not agree; the bucket expires once it is full again and the cooldown over.
+_SPEND = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate, burst, cooldown = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local v = redis.call('HMGET', KEYS[1], 'tokens', 'at', 'last')
+local tokens, at, last = tonumber(v[1]) or burst, tonumber(v[2]) or now, tonumber(v[3])
+if now > at then tokens = math.min(burst, tokens + (now - at) * rate) end
+local wait = 0
+if tokens < 1 then wait = (1 - tokens) / rate end
+if last and cooldown > 0 and last + cooldown - now > wait then wait = last + cooldown - now end
+if wait > 0 then return string.format('%.6f', wait) end
+tokens = tokens - 1
+local stamp = string.format('%.6f', now)  -- tostring keeps 14 digits: a time rounded up would be ahead of the next call's
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', stamp, 'last', stamp)
+redis.call('PEXPIRE', KEYS[1], math.ceil(1000 * math.max(cooldown, (burst - tokens) / rate)) + 1000)
+return '0'
+"""
 
 
 class RedisStore(Store):
@@ -83,12 +106,18 @@ class RedisStore(Store):
             client_name=f"stranger-bridge:{instance}",
         )
         self.redis = aioredis.Redis.from_pool(pool)
+        self._cas = self.redis.register_script(_CAS)  # EVALSHA, loaded again when Redis lost its scripts
+        self._spend = self.redis.register_script(_SPEND)
+        self.marker = PrefixMarker(self.redis, url, prefix)
         self.lease = InstanceLease(self.redis, prefix, instance, lease, self._sessions_key)
-        self.epoch = ""  # the prefix's marking token (see _epoch), read at open
+        self.figures = SharedFigures(self.redis, prefix, instance, lease, self.lease.instances_key)
+        self.epoch = ""  # the prefix's marking token (see PrefixMarker.epoch), read at open
         self._down: str | None = None
+        self._unforgotten: set[str] = set()  # session fields deleted while Redis was unreachable
         self._tasks: list[asyncio.Task] = []
         self._reconnecting: asyncio.Task | None = None
         self._closed = False
+        self._tool = False  # opened by open_tool: holds no lease, publishes no figures
 
     @classmethod
     async def open(cls, url: StoreURL, *, prefix: str, instance: str, lease: float = 10.0, on_instance_down: InstanceDown | None = None) -> RedisStore:
@@ -99,12 +128,12 @@ class RedisStore(Store):
         """
         store = cls(url, prefix=prefix, instance=instance, lease=lease, on_instance_down=on_instance_down)
         try:
-            await store._check_server()
-            fresh = await store._check_prefix()  # read-only: refuses a prefix that holds foreign keys
-            await store._check_streams()
+            await store.marker.check_server()
+            fresh = await store.marker.check_prefix()  # read-only: refuses a prefix that holds foreign keys
+            await store.marker.check_streams()
             if fresh:
-                await store._mark_prefix()
-            store.epoch = await store._epoch()
+                await store.marker.mark()
+            store.epoch = await store.marker.epoch()
             await store.lease.acquire()
         except (rx.RedisError, *_DOWN) as exc:  # Redis went away or refused a command half-way
             await store.redis.aclose()
@@ -119,90 +148,24 @@ class RedisStore(Store):
         ]
         return store
 
-    # ---- opening -----------------------------------------------------------------------------
-
-    async def _check_server(self) -> None:
-        where = self.url.redacted()
+    @classmethod
+    async def open_tool(cls, url: StoreURL, *, prefix: str) -> RedisStore:
+        """Open the shared state for a command-line tool beside the daemons (`stranger-bridge mod`):
+        the same checks as `open`, but no lease, heartbeat or watcher, and nothing marked, so the
+        tool is never taken for an instance and never gives up a daemon's name when it closes."""
+        store = cls(url, prefix=prefix, instance="-tool", lease=10.0)
+        store._tool = True
         try:
-            info = await self.redis.info("server")
-        except rx.AuthenticationError as exc:
-            if self.url.password is None:
-                problem = f"it requires a password: set {PASSWORD_ENV} or put it in the URL"
-            else:
-                problem = f"it refused the password ({_plain(exc)}); check {PASSWORD_ENV} or the URL"
-            raise StoreError(f"bridge.store: Redis at {where}: {problem}") from None
-        except rx.ResponseError as exc:
-            raise StoreError(f"bridge.store: Redis at {where} refused the connection: {_plain(exc)}") from None
-        except _DOWN as exc:
-            raise StoreError(f"bridge.store: cannot reach Redis at {where}: {_plain(exc)}") from None
-        if redis_version(info) < MIN_VERSION:
-            raise StoreError(
-                f"bridge.store: Redis at {where} is version {info.get('redis_version')}, too old: "
-                f"scale-out needs Streams (Redis {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer)"
-            )
-
-    @property
-    def _probe_key(self) -> str:
-        return f"{self.prefix}probe"
-
-    async def _check_streams(self) -> None:
-        """XADD and DEL one entry under our own (checked) prefix: a disabled or missing XADD is refused."""
-        try:
-            await self.redis.xadd(self._probe_key, {"probe": "1"}, maxlen=1)
-        except rx.ResponseError:
-            raise StoreError(
-                f"bridge.store: Redis at {self.url.redacted()} has no XADD: scale-out needs Streams "
-                f"(Redis {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer, with the stream commands enabled)"
-            ) from None
-        finally:
-            with contextlib.suppress(rx.RedisError):
-                await self.redis.delete(self._probe_key)
-
-    async def _check_prefix(self, own: tuple[str, ...] = ()) -> bool:
-        """Refuse a prefix holding keys stranger-bridge did not write. True: nothing is there yet (unmarked).
-
-        `own`: key names (after the prefix) starting with these are this program's layout, written
-        by this process's own tasks in the moment since Redis came back empty (the hub's streams).
-        """
-        where = f"Redis at {self.url.redacted()}"
-        meta = await self.redis.hgetall(f"{self.prefix}meta")
-        if meta:
-            if meta.get("app") != APP or meta.get("schema") != SCHEMA:
-                raise StoreError(
-                    f"bridge.store: {where} marks the prefix {self.prefix!r} as {meta.get('app')!r} schema "
-                    f"{meta.get('schema')!r}, not {APP!r} schema {SCHEMA!r}; nothing was touched. "
-                    "Give [bridge] store_prefix another value or use another database"
-                )
-            return False
-        async for key in self.redis.scan_iter(match=_glob_escape(self.prefix) + "*", count=500):
-            if key == f"{self.prefix}meta":
-                continue  # the marker another instance is writing at this moment (its content was read above)
-            if key == self._probe_key and await self.redis.type(key) in ("stream", "none"):
-                # our own probe: left by a run that stopped between XADD and DEL, or another instance
-                # starting at this moment (gone again by the time its type is asked: "none")
-                continue
-            if own and key[len(self.prefix):].startswith(own):
-                continue
-            raise StoreError(
-                f"bridge.store: {where} holds keys under the prefix {self.prefix!r} that stranger-bridge "
-                f"did not write (e.g. {key!r}); they were left untouched. Give [bridge] store_prefix "
-                "another value or use another database"
-            )
-        return True
-
-    async def _epoch(self) -> str:
-        """The token written when the prefix was marked: another one means Redis lost its data since."""
-        meta_key = f"{self.prefix}meta"
-        await self.redis.hsetnx(meta_key, "epoch", uuid.uuid4().hex)  # a prefix marked by an older version
-        return str(await self.redis.hget(meta_key, "epoch"))
-
-    async def _mark_prefix(self) -> None:
-        meta_key = f"{self.prefix}meta"
-        await self.redis.hsetnx(meta_key, "app", APP)
-        await self.redis.hsetnx(meta_key, "schema", SCHEMA)
-        await self.redis.hsetnx(meta_key, "epoch", uuid.uuid4().hex)
-        if await self._check_prefix():  # still unmarked: the marker did not stick
-            raise StoreError(f"bridge.store: the prefix {self.prefix!r} could not be marked as stranger-bridge's")
+            await store.marker.check_server()
+            if await store.marker.check_prefix():
+                raise StoreError(f"bridge.store: Redis at {url.redacted()} holds no stranger-bridge state under the prefix {prefix!r}")
+        except (rx.RedisError, *_DOWN) as exc:
+            await store.redis.aclose()
+            raise StoreError(f"bridge.store: Redis at {url.redacted()} failed while opening the store: {_plain(exc)}") from None
+        except BaseException:
+            await store.redis.aclose()
+            raise
+        return store
 
     # ---- faults ------------------------------------------------------------------------------
 
@@ -237,10 +200,11 @@ class RedisStore(Store):
             while not self._closed:
                 await retrying.wait()
                 try:
-                    await self.redis.ping()
-                    # The idle pooled connections are from before the outage: a restarted Redis closed
-                    # them, and the first call on each would fail and mark Redis down again.
+                    # Idle pooled connections are from before the outage: after a Redis restart each
+                    # would fail its next command once ("Connection closed by server") and mark Redis
+                    # down again just after it came back (a start in that moment was refused).
                     await self.redis.connection_pool.disconnect(inuse_connections=False)
+                    await self.redis.ping()
                     await self._after_outage()
                 except _DOWN:
                     continue
@@ -255,14 +219,17 @@ class RedisStore(Store):
             self._reconnecting = None
 
     async def _after_outage(self) -> None:
-        unmarked = await self._check_prefix(own=OWN_KEYS)
+        unmarked = await self.marker.check_prefix(own=OWN_KEYS)
         if unmarked:
-            await self._mark_prefix()
+            await self.marker.mark()
         # Lost also when another instance came back first and marked the emptied prefix again.
-        epoch = await self._epoch()
+        epoch = await self.marker.epoch()
         lost, self.epoch = epoch != self.epoch, epoch
         if not await self.lease.renew():  # problem() says so; the heartbeat takes it back once it is free
             log.error("instance %s: another process took its lease while Redis was unreachable", self.instance)
+        elif self._unforgotten:  # before any other call may save again (they are refused until this returns)
+            await self.redis.hdel(self._sessions_key(self.instance), *self._unforgotten)
+            self._unforgotten.clear()
         if lost:
             log.error("Redis at %s came back without stranger-bridge's keys: the sessions it held are gone", self.url.redacted())
             if self.on_data_lost is not None:
@@ -285,6 +252,13 @@ class RedisStore(Store):
                 log.error("instance %s: another process holds its lease now; store calls are refused until it is free", self.instance)
             elif held and was_lost:
                 log.warning("instance %s: its lease is free again and held by this process", self.instance)
+            if held:
+                try:
+                    await self._do(self.figures.share)
+                except StoreUnavailable:
+                    continue
+                except Exception:  # the totals stay as they were; the lease is what matters here
+                    log.exception("instance %s: sharing its live figures failed", self.instance)
 
     async def _watch(self) -> None:
         while not self._closed:
@@ -308,10 +282,20 @@ class RedisStore(Store):
         record.updated = time.time()
         field, value = room_field(record.room), encode_record(record)
         await self._do(lambda: self.redis.hset(self._sessions_key(self.instance), field, value))
+        self._unforgotten.discard(field)
 
     async def delete_session(self, room: Room) -> None:
+        """While Redis is unreachable the delete is kept and done once it is back: a chat that ended
+        in an outage must not be taken up again by the next start as if it were still running."""
         field = room_field(room)
-        await self._do(lambda: self.redis.hdel(self._sessions_key(self.instance), field))
+        try:
+            await self._do(lambda: self.redis.hdel(self._sessions_key(self.instance), field))
+        except StoreUnavailable:
+            if self._down is None:
+                raise  # the name is lost: these sessions are another process's now
+            self._unforgotten.add(field)
+            return
+        self._unforgotten.discard(field)
 
     async def sessions(self) -> list[SessionRecord]:
         return await self.sessions_of(self.instance)
@@ -344,6 +328,20 @@ class RedisStore(Store):
     async def add(self, namespace: str, key: str, amount: int = 1) -> int:
         return int(await self._do(lambda: self.redis.hincrby(f"{self.prefix}kv:{namespace}", key, amount)))
 
+    async def compare_and_set(self, namespace: str, key: str, expected: str | None, value: str | None) -> bool:
+        args = [key, "0" if expected is None else "1", expected or "", "0" if value is None else "1", value or ""]
+        return bool(await self._do(lambda: self._cas(keys=[f"{self.prefix}kv:{namespace}"], args=args)))
+
+    async def spend_shared(self, limit: str, key: str, rate: float, burst: float, cooldown: float = 0.0) -> float | None:
+        args = [repr(rate), repr(float(burst)), repr(cooldown)]
+        return float(await self._do(lambda: self._spend(keys=[f"{self.prefix}limit:{limit}:{key}"], args=args)))
+
+    def share_figures(self, source: Callable[[], Figures]) -> None:
+        self.figures.source = source
+
+    def cluster(self) -> dict[str, Figures] | None:
+        return None if self.problem() is not None else dict(self.figures.others)
+
     async def close(self) -> None:
         """Stop heartbeat and watcher, give the lease up (a restart need not wait), disconnect."""
         if self._closed:
@@ -355,8 +353,9 @@ class RedisStore(Store):
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._down is None and not self.lease.lost:
+        if self._down is None and not self.lease.lost and not self._tool:
             try:
+                await self.figures.withdraw()
                 await self.lease.release()
             except (rx.RedisError, *_DOWN) as exc:
                 log.warning("instance %s: could not release its lease (%s); it expires by itself", self.instance, _plain(exc))
@@ -369,13 +368,3 @@ async def _log_down(name: str, sessions: int) -> None:
         name,
         sessions,
     )
-
-
-def _glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
-
-
-def _plain(exc: BaseException) -> str:
-    """An exception as one short line (redis-py's messages hold host and port, never the password)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]

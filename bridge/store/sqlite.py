@@ -153,11 +153,17 @@ class SQLiteStore(Store):
             items, self._pending = self._pending, []
             self._batch_queued = False
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        db, open_tx = self._db, False
+        db, open_tx, locked_out = self._db, False, False
         for batch, fn, args, future in items:
-            if batch and not open_tx:
-                db.execute("BEGIN")
-                open_tx = True
+            if batch and not open_tx and not locked_out:
+                # IMMEDIATE: the write lock from the start, so a tool writing the file beside this
+                # daemon (SharedStateFile) waits for the batch instead of making its reads stale.
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    open_tx = True
+                except sqlite3.OperationalError:  # busy past the timeout: these calls commit one by one
+                    locked_out = True
+                    log.warning("%s: the state file stayed locked by another process; writing without a batch", self.path)
             elif not batch and open_tx:
                 db.execute("COMMIT")
                 open_tx = False
@@ -239,6 +245,9 @@ class SQLiteStore(Store):
     async def add(self, namespace: str, key: str, amount: int = 1) -> int:
         return await self._call(_kv_add, self._db, namespace, key, amount)
 
+    async def compare_and_set(self, namespace: str, key: str, expected: str | None, value: str | None) -> bool:
+        return await self._call(_kv_compare_and_set, self._db, namespace, key, expected, value)
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -291,6 +300,9 @@ class SharedStateFile(Store):
     async def add(self, namespace: str, key: str, amount: int = 1) -> int:
         return _kv_add(self._db, namespace, key, amount)
 
+    async def compare_and_set(self, namespace: str, key: str, expected: str | None, value: str | None) -> bool:
+        return _kv_compare_and_set(self._db, namespace, key, expected, value)
+
     async def close(self) -> None:
         self._db.close()
 
@@ -338,6 +350,19 @@ def _kv_add(db: sqlite3.Connection, namespace: str, key: str, amount: int) -> in
         (namespace, key, str(amount), amount),
     ).fetchone()
     return int(row[0])
+
+
+def _kv_compare_and_set(db: sqlite3.Connection, namespace: str, key: str, expected: str | None, value: str | None) -> bool:
+    # One statement each: atomic also against the other process on the file (the daemon's batches
+    # hold the write lock from their start, see _run_batch, so no read of theirs goes stale inside).
+    where = (namespace, key)
+    if expected is None and value is None:
+        return _kv_get(db, namespace, key) is None
+    if expected is None:
+        return db.execute("INSERT INTO kv VALUES (?,?,?) ON CONFLICT (namespace, key) DO NOTHING", (*where, value)).rowcount == 1
+    if value is None:
+        return db.execute("DELETE FROM kv WHERE namespace=? AND key=? AND value=?", (*where, expected)).rowcount == 1
+    return db.execute("UPDATE kv SET value=? WHERE namespace=? AND key=? AND value=?", (value, *where, expected)).rowcount == 1
 
 
 def _kv_set(db: sqlite3.Connection, namespace: str, key: str, value: str | None) -> None:

@@ -16,7 +16,7 @@ from bridge.policy.moderator import Moderator
 from bridge.policy.rules import LinkAction
 from bridge.policy.timespan import format_duration, parse_duration
 
-from .guilds import ACTIONS, MAX_WORD_LENGTH, MAX_WORDS, GuildSettings
+from .guilds import ACTIONS, MAX_WORD_LENGTH, MAX_WORDS, GuildPolicy, GuildSettings
 from .modlog import ADMIN
 
 if TYPE_CHECKING:
@@ -223,12 +223,9 @@ class Admin:
                 changes["min_account_age"] = parse_duration(min_account_age)
             except ValueError:
                 return "That account age is not one I understand: write e.g. 7d, 12h, or 0. Nothing changed."
-        async with guilds.locked(gid):
-            current = await guilds.settings(gid)
-            if not changes:
-                return "Settings of this server:\n" + _describe(current, self.host.config.images)
-            updated = replace(current, **changes)
-            await guilds.save_settings(gid, updated)
+        if not changes:
+            return "Settings of this server:\n" + _describe(await guilds.settings(gid), self.host.config.images)
+        updated = await guilds.change_settings(gid, changes)
         self._logged(interaction, "changed the server's stranger settings: " + _describe(updated, self.host.config.images).replace("\n", "; "))
         return "Saved. Settings of this server (pairing applies to chats started from now on, pictures at once):\n" + _describe(updated, self.host.config.images)
 
@@ -273,16 +270,18 @@ class Admin:
             return f"A word or phrase has 1 to {MAX_WORD_LENGTH} characters. Nothing changed."
         if action not in ACTIONS:
             return "The action is hold, mask or end. Nothing changed."
-        guilds = self.host.guilds
-        async with guilds.locked(gid):
-            mine = await guilds.policy(gid)
+        def add(mine: GuildPolicy) -> GuildPolicy | str:
             if mine.action_of(word) is None and mine.count() >= MAX_WORDS:
                 return f"This server has {MAX_WORDS} words already; remove one first. Nothing changed."
-            try:
-                await guilds.save_policy(self.moderator, gid, mine.with_word(word, action))
-            except ValueError as exc:
-                log.info("a server policy change was refused: %s", exc)
-                return "That word cannot be used in a list. Nothing changed."
+            return mine.with_word(word, action)
+
+        try:
+            refused = await self.host.guilds.change_policy(self.moderator, gid, add)
+        except ValueError as exc:
+            log.info("a server policy change was refused: %s", exc)
+            return "That word cannot be used in a list. Nothing changed."
+        if isinstance(refused, str):
+            return refused
         self._logged(interaction, f"added a word to the server's “{action}” list.")
         return f"Added “{word}” ({action}): it applies to this server's chats at once, both ways."
 
@@ -290,13 +289,15 @@ class Admin:
         gid = interaction.guild_id
         assert gid is not None
         word = " ".join(word.split())
-        guilds = self.host.guilds
-        async with guilds.locked(gid):
-            mine = await guilds.policy(gid)
+        def remove(mine: GuildPolicy) -> GuildPolicy | str:
             if mine.action_of(word) is None:
                 return (f"“{word}” is not on this server's own lists (words of the bridge's operator cannot be "
                         "removed here). Nothing changed.")
-            await guilds.save_policy(self.moderator, gid, mine.without_word(word))
+            return mine.without_word(word)
+
+        refused = await self.host.guilds.change_policy(self.moderator, gid, remove)
+        if isinstance(refused, str):
+            return refused
         self._logged(interaction, "removed a word from the server's lists.")
         return f"Removed “{word}” from this server's lists."
 
@@ -304,10 +305,7 @@ class Admin:
         gid = interaction.guild_id
         assert gid is not None
         value = None if action == "inherit" else LinkAction(action)
-        guilds = self.host.guilds
-        async with guilds.locked(gid):
-            mine = await guilds.policy(gid)
-            await guilds.save_policy(self.moderator, gid, replace(mine, **{which: value}))
+        await self.host.guilds.change_policy(self.moderator, gid, lambda mine: replace(mine, **{which: value}))
         what = "links" if which == "links" else "Discord invites"
         self._logged(interaction, f"set {what} to {action}.")
         return f"On this server {what} now: {action} (applies at once, both ways)."

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from bridge.abc import KeyValue
 from bridge.policy.config import LayerConfig, ListConfig, PolicySection
@@ -111,9 +113,11 @@ class GuildPolicy:
 
 class Guilds:
     """Settings and policy layers of each guild, under their own keys ("guild:ID:settings",
-    "guild:ID:policy") of the platform's state: no shared blob is read and rewritten. Changes of one
-    guild are serialised by a lock of that guild. Settings are read from the store at every use, so
-    several instances sharing a store agree; a policy layer takes effect in this process at once."""
+    "guild:ID:policy", "guild:ID:stats") of the platform's state. Every change is one atomic
+    `update` of its key (compare-and-set, retried), so two instances (shards) changing one guild at
+    once never lose each other's change; a lock per guild keeps this process's own changes from
+    retrying against each other. Settings are read from the store at every use, so several
+    instances sharing a store agree; a policy layer takes effect in this process at once."""
 
     def __init__(self, platform: str, state: KeyValue) -> None:
         self.platform = platform
@@ -131,14 +135,28 @@ class Guilds:
     async def save_settings(self, guild: int, settings: GuildSettings) -> None:
         await self.state.set(f"guild:{guild}:settings", None if settings == GuildSettings() else settings.dump())
 
+    async def change_settings(self, guild: int, changes: dict[str, Any]) -> GuildSettings:
+        """Apply `changes` (fields of GuildSettings) to the stored settings atomically; the result."""
+
+        def change(raw: str | None) -> tuple[str | None, GuildSettings]:
+            updated = replace(GuildSettings.load(raw), **changes)
+            return (None if updated == GuildSettings() else updated.dump()), updated
+
+        async with self.locked(guild):
+            return await self.state.update(f"guild:{guild}:settings", change)
+
     async def count(self, guild: int | None, what: str) -> None:
         """Add one to a counter of the guild's stats ("sessions", "reports", "bans")."""
         if guild is None:
             return
-        async with self.locked(guild):
-            counts = await self.counts(guild)
+
+        def change(raw: str | None) -> tuple[str | None, None]:
+            counts = json.loads(raw) if raw else {}
             counts[what] = counts.get(what, 0) + 1
-            await self.state.set(f"guild:{guild}:stats", json.dumps(counts, separators=(",", ":")))
+            return json.dumps(counts, separators=(",", ":")), None
+
+        async with self.locked(guild):
+            await self.state.update(f"guild:{guild}:stats", change)
 
     async def counts(self, guild: int) -> dict[str, int]:
         raw = await self.state.get(f"guild:{guild}:stats")
@@ -147,10 +165,23 @@ class Guilds:
     async def policy(self, guild: int) -> GuildPolicy:
         return GuildPolicy.load(await self.state.get(f"guild:{guild}:policy"))
 
-    async def save_policy(self, moderator: Moderator, guild: int, policy: GuildPolicy) -> None:
-        """Apply `policy` to the moderator first (a bad combination raises and nothing is stored), then store it."""
-        self.apply(moderator, {guild: policy})
-        await self.state.set(f"guild:{guild}:policy", policy.dump())
+    async def change_policy(self, moderator: Moderator, guild: int, edit: Callable[[GuildPolicy], GuildPolicy | str]) -> GuildPolicy | str:
+        """Change the guild's stored layer atomically with `edit` (the layer now -> the new one, or a
+        refusal to answer, which changes nothing), then apply it to the moderator. A combination
+        the policy refuses raises ValueError and nothing is stored."""
+
+        def change(raw: str | None) -> tuple[str | None, GuildPolicy | str]:
+            edited = edit(GuildPolicy.load(raw))
+            if isinstance(edited, str):
+                return raw, edited
+            self.section(moderator, {guild: edited})  # validated before it is stored
+            return edited.dump(), edited
+
+        async with self.locked(guild):
+            result = await self.state.update(f"guild:{guild}:policy", change)
+            if isinstance(result, GuildPolicy):
+                self.apply(moderator, {guild: result})
+        return result
 
     async def load_policies(self, moderator: Moderator, guilds: list[int]) -> None:
         """At start-up: put every guild's stored layer into the moderator's policy, in one rebuild."""
@@ -172,6 +203,10 @@ class Guilds:
 
     def apply(self, moderator: Moderator, policies: dict[int, GuildPolicy]) -> None:
         """Rebuild the moderator's PolicySection with these guilds' layers (validated like the config)."""
+        moderator.set_policy(self.section(moderator, policies))
+
+    def section(self, moderator: Moderator, policies: dict[int, GuildPolicy]) -> PolicySection:
+        """The moderator's PolicySection with these guilds' layers; ValueError when it is refused."""
         current = moderator.policy
         scopes = dict(current.scopes)
         for guild, policy in policies.items():
@@ -185,7 +220,7 @@ class Guilds:
                 scopes[key] = layer
         data = current.model_dump()
         data["scopes"] = {k: v.model_dump() for k, v in scopes.items()}
-        moderator.set_policy(PolicySection.model_validate(data))
+        return PolicySection.model_validate(data)
 
     def operator_layer(self, moderator: Moderator, guild: int) -> LayerConfig | None:
         """The operator's own layer for this guild (from the config), whatever admins changed."""

@@ -10,7 +10,7 @@ from bridge.identity import user_key
 from bridge.policy.config import PolicySection
 from bridge.policy.mod_cli import ModError, add_mod_parser, mod_command
 from bridge.policy.sanctions import Sanctions
-from bridge.store import SQLiteStore
+from bridge.store import SQLiteStore, parse_store_url
 
 POLICY = PolicySection()
 
@@ -23,7 +23,7 @@ def parse(*argv):
 
 def run(state, *argv):
     out = io.StringIO()
-    code = mod_command(parse(*argv), state, POLICY, out)
+    code = mod_command(parse(*argv), parse_store_url(f"sqlite:///{state}"), "stranger-bridge:", POLICY, out)
     return code, out.getvalue()
 
 

@@ -120,16 +120,19 @@ async def test_reports_feed_strikes(parts):
 @settings(max_examples=300, deadline=None)
 def test_the_clearly_allowed_fast_path_agrees_with_the_decisions(text, platform):
     # The session asks `clearly_allowed` first and relays unchanged on True: that must be exactly
-    # what from_user / from_stranger decide. Under the default rules most texts take it; under
-    # rules with lists none do.
-    default = Moderator(PolicySection(), MemoryStore())
-    listed = Moderator(POLICY, MemoryStore())
+    # when from_user / from_stranger (of a fresh moderator) relay it unchanged naming no rule.
     room = Room(platform, "r")
-    for moderator in (default, listed):
-        if moderator.clearly_allowed(room, text):
-            for decision in (moderator.from_user(room, text), moderator.from_stranger(room, text)):
-                assert (decision.relay, decision.text, decision.notice, decision.end) == (True, text, None, False)
-    assert not listed.clearly_allowed(room, text)
+    for policy in (PolicySection(), POLICY):
+        moderator, fresh = Moderator(policy, MemoryStore()), Moderator(policy, MemoryStore())
+        decisions = (fresh.from_user(room, text), fresh.from_stranger(room, text))
+        unchanged = all(
+            (d.relay, d.text, d.notice, d.end, d.verdict.rule) == (True, text, None, False, None) for d in decisions
+        )
+        assert moderator.clearly_allowed(room, text) == unchanged
+        assert (moderator.from_user(room, text), moderator.from_stranger(room, text)) == decisions
+    listed = Moderator(POLICY, MemoryStore())
+    assert listed.clearly_allowed(room, "hi there") and not listed.clearly_allowed(room, "oh shit")
+    default = Moderator(PolicySection(), MemoryStore())
     assert default.clearly_allowed(room, "hi there") and not default.clearly_allowed(room, "discord.gg/x")
 
 

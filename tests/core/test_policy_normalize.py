@@ -87,6 +87,15 @@ def test_the_ascii_fast_path_agrees_with_the_unicode_path(text):
     assert tokens(text + "\u200b") == tokens(text)
 
 
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(list("ÀÉİIıſßＡΣσςΩ①⑴ﬁΗЅК0134578@$ \u0301\u200b")), st.characters()), max_size=60).map("".join))
+def test_the_second_pass_is_skipped_only_where_it_changes_nothing(text):
+    # The plain definition: NFKD, the table, casefold, the table again.
+    from bridge.policy.normalize import _TABLE, _fold_unicode
+
+    assert _fold_unicode(text) == unicodedata.normalize("NFKD", text).translate(_TABLE).casefold().translate(_TABLE)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=100))
 def test_folding_is_idempotent_and_yields_no_invisible_characters(text):

@@ -294,23 +294,23 @@ def test_the_cheap_link_look_and_defang_match_their_plain_definitions(text):
     # "a letter or digit, a dot, a letter or digit" or "://" is. And defanging is the plain
     # definition: format characters dropped, http(s) and ftp schemes as hxxp(s) and fxp, every dot
     # of a link (its path too) bracketed, again until no link is left.
-    from bridge.policy import rules
+    from bridge.policy import links
 
-    assert bool(rules._MAYBE_LINK.search(text)) == bool(re.search(r"[^\W_]\.[^\W_]|://", text))
+    assert bool(links._MAYBE_LINK.search(text)) == bool(re.search(r"[^\W_]\.[^\W_]|://", text))
 
     def plain(match):
         url = re.sub(r"(?i)\b(h)tt(ps?)://", r"\1xx\2://", match.group(0))
         return re.sub(r"(?i)\b(f)t(p)://", r"\1x\2://", url).replace(".", "[.]")
 
     def fixed_point(text):
-        while (again := rules._URL.sub(plain, text)) != text:
+        while (again := links.URL.sub(plain, text)) != text:
             text = again
         return text
 
     for candidate in (text, "see " + text + " and https://" + text, "HTTPſ://a.com/" + text, "x.com/h://" + text):
         out = defang(candidate)
-        assert out == fixed_point(candidate.translate(rules._FORMAT))
-        assert rules._URL.search(out) is None and defang(out) == out  # no link is left: a fixed point
+        assert out == fixed_point(candidate.translate(links.FORMAT))
+        assert links.URL.search(out) is None and defang(out) == out  # no link is left: a fixed point
 
 
 # Texts with links (schemes, paths that read as links, long label chains, invites), listed words

@@ -10,15 +10,13 @@ from bridge.store import MemoryStore
 from plugins.discord.guilds import GuildPolicy, Guilds, GuildSettings
 
 
-class KV(dict):
-    async def get(self, key):
-        return dict.get(self, key)
+def KV():
+    """The platform's key/value space of a real (in-memory) store."""
+    return MemoryStore().state_for("dc")
 
-    async def set(self, key, value):
-        if value is None:
-            self.pop(key, None)
-        else:
-            self[key] = value
+
+def keys(state) -> set[str]:
+    return {key for namespace, key in state.store._kv if namespace == state.namespace}
 
 
 OPERATOR = {
@@ -88,8 +86,8 @@ async def test_each_guild_has_its_own_keys():
     await guilds.save_settings(2, GuildSettings(min_account_age=60.0))
     await guilds.count(1, "sessions")
     await guilds.count(1, "sessions")
-    assert set(state) == {"guild:1:settings", "guild:2:settings", "guild:1:stats"}
+    assert keys(state) == {"guild:1:settings", "guild:2:settings", "guild:1:stats"}
     assert (await guilds.settings(1)).only_guild and not (await guilds.settings(2)).only_guild
     assert await guilds.counts(1) == {"sessions": 2}
     await guilds.save_settings(1, GuildSettings())  # back to the defaults: the key goes
-    assert "guild:1:settings" not in state
+    assert "guild:1:settings" not in keys(state)

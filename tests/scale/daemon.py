@@ -13,7 +13,7 @@ from pathlib import Path
 from tests.redisproc import free_port
 from tests.web.client import RawClient
 
-__all__ = ["Daemon", "PREFIX", "STARTED", "kill_leftovers", "pair_web"]
+__all__ = ["Daemon", "PREFIX", "STARTED", "kill_leftovers", "pair_web", "toml_table"]
 
 # Every daemon process a test started: the scale conftest kills what is still running after each test.
 STARTED: list[asyncio.subprocess.Process] = []
@@ -34,7 +34,11 @@ PREFIX = "sbtest:"
 class Daemon:
     """One instance named `name`; its log kept in `log`; its web page at `url` once started."""
 
-    def __init__(self, tmp_path: Path, redis_url: str | None, name: str, *, lease: float = 1.5, hub: str = "", web: str = "") -> None:
+    def __init__(
+        self, tmp_path: Path, redis_url: str | None, name: str, *, lease: float = 1.5, hub: str = "", web: str = "", extra: str = "",
+    ) -> None:
+        """`hub`: more lines of [backends.hub]; `web`: more lines of [platforms.web]; `extra`: more
+        tables (another platform) at the end."""
         self.name = name
         self.config = tmp_path / f"{name}.toml"
         self.inbox, self.outbox = tmp_path / f"{name}-in.jsonl", tmp_path / f"{name}-out.jsonl"
@@ -68,6 +72,7 @@ rooms_persist = true
 plugin = "hub"
 repair_cooldown = 0.0
 {hub}
+{extra}
 """)
         self.log: list[str] = []
         self.proc: asyncio.subprocess.Process | None = None
@@ -162,6 +167,11 @@ repair_cooldown = 0.0
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         await self.wait()
+
+
+def toml_table(name: str, table: dict) -> str:
+    """A flat TOML table (strings, numbers, booleans, lists of them) for Daemon(extra=...)."""
+    return f"[{name}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in table.items())
 
 
 async def pair_web(http, a: Daemon, b: Daemon) -> tuple[RawClient, RawClient]:

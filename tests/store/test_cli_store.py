@@ -157,6 +157,57 @@ def test_mod_works_on_the_configured_sqlite_store_and_says_so_for_redis(tmp_path
     assert not (tmp_path / "stranger-bridge.sqlite3").exists()  # the store URL's file, not `state`
     listing = cli("mod", "list", "-c", str(cfg))
     assert listing.returncode == 0 and listing.stdout.startswith(f"{key}  banned"), listing.stdout
-    res = cli("mod", "list", "-c", str(write_config(tmp_path, store=f"redis://:{PASSWORD}@127.0.0.1:6379/0")))
-    assert res.returncode == 2 and "mod: works on a SQLite state file; bridge.store is redis://127.0.0.1:6379/0" in res.stderr
-    assert PASSWORD not in res.stderr
+
+
+def test_mod_works_on_redis_beside_a_running_instance_without_touching_its_lease(tmp_path):
+    import asyncio
+
+    from bridge.policy.config import PolicySection
+    from bridge.policy.sanctions import Sanctions
+    from bridge.store import open_store, parse_store_url
+
+    server = RedisServer(tmp_path / "r", password=PASSWORD).start()
+    raw = redis.Redis(port=server.port, password=PASSWORD, decode_responses=True)
+    store_url = f"redis://127.0.0.1:{server.port}/0"
+    cfg = write_config(tmp_path, store=store_url, store_prefix="sbmod:", instance="mod-1", instance_lease=2.0)
+    env = {"STRANGER_BRIDGE_REDIS_PASSWORD": PASSWORD}
+    try:
+        # Nothing of stranger-bridge under the prefix yet: refused, and nothing written.
+        res = cli("mod", "list", "-c", str(cfg), env=env)
+        assert res.returncode == 2 and "holds no stranger-bridge state under the prefix 'sbmod:'" in res.stderr, res.stderr
+        assert raw.keys("sbmod:*") == []
+        res = cli("mod", "list", "-c", str(cfg), env={"STRANGER_BRIDGE_REDIS_PASSWORD": "not-it-9"})
+        assert res.returncode == 2 and "refused the password" in res.stderr and "not-it-9" not in res.stderr
+
+        async def scenario() -> None:
+            url = parse_store_url(store_url).with_password_from({"STRANGER_BRIDGE_REDIS_PASSWORD": PASSWORD})
+            daemon = await open_store(url, prefix="sbmod:", instance="mod-1", lease=2.0)  # a running instance's store
+            try:
+                holder = raw.get("sbmod:instance:mod-1")
+                assert holder
+                run = lambda *argv: asyncio.to_thread(cli, "mod", *argv, "-c", str(cfg), env=env)  # noqa: E731
+                res = await run("ban", "discord:123", "--for", "1h", "--reason", "spam")
+                assert res.returncode == 0 and res.stdout.startswith("banned discord:"), res.stderr
+                key = res.stdout.split()[1]
+                res = await run("ban", "matrix:*:spam.example")
+                assert res.returncode == 0, res.stderr
+                sanctions = Sanctions.from_config(daemon, PolicySection())
+                ban = await sanctions.check(key)
+                assert ban is not None and ban.reason == "spam"  # the instance sees the CLI's ban
+                listing = await run("list")
+                assert listing.returncode == 0 and listing.stdout.splitlines()[0].startswith(key), listing.stdout
+                assert "matrix:*:spam.example  banned until unbanned" in listing.stdout
+                assert (await run("unban", "discord:123")).returncode == 0
+                assert await sanctions.check(key) is None
+                log = await run("log")
+                assert [line.split("  ")[1] for line in log.stdout.splitlines()] == ["unban", "ban", "ban"], log.stdout
+                # The tool took no lease and gave none up: the instance's name and membership are as before.
+                assert raw.get("sbmod:instance:mod-1") == holder and raw.smembers("sbmod:instances") == {"mod-1"}
+                assert daemon.problem() is None
+            finally:
+                await daemon.close()
+
+        asyncio.run(scenario())
+    finally:
+        raw.close()
+        server.stop()

@@ -152,3 +152,43 @@ async def test_a_daemon_on_redis_takes_up_only_the_sessions_its_instance_owns(re
         assert rec.events("r2") == []  # web-2's session is not this instance's to end
         assert await bridge.store.sessions() == []
         assert [r.room.id for r in await bridge.store.sessions_of("web-2")] == ["r2"]
+
+
+async def test_after_redis_restarted_no_connection_from_before_fails_a_call(tmp_path):
+    # A busy instance holds many idle pooled connections; each is dead after Redis restarted. Once the
+    # store says it is back, no call may fail on one of them (and mark Redis down again).
+    server = RedisServer(tmp_path / "r", persistent=True).start()
+    store = await open_redis(server.url)
+    try:
+        await store.set("ns", "k", "v")
+        await asyncio.gather(*(store.get("ns", "k") for _ in range(40)))  # 40 connections, idle after
+        server.restart()
+        with pytest.raises(StoreUnavailable):
+            await store.get("ns", "k")  # the first one found dead marks Redis down
+        await until(lambda: store.problem() is None)
+        assert await asyncio.gather(*(store.get("ns", "k") for _ in range(40))) == ["v"] * 40
+        assert store.problem() is None
+    finally:
+        await store.close()
+        server.stop()
+
+
+async def test_a_session_forgotten_while_redis_is_down_is_forgotten_once_it_is_back(tmp_path):
+    # A chat that ended during the outage: its record must not stay for the next start to take up.
+    server = RedisServer(tmp_path / "r", persistent=True).start()
+    store = await open_redis(server.url)
+    try:
+        for room in ("ended", "kept", "saved-again"):
+            await store.save_session(SessionRecord(Room("web", room), "chatting", "hub", room, {}))
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            await store.get("ns", "k")  # Redis is known down now
+        await store.delete_session(Room("web", "ended"))  # kept for later, not an error
+        await store.delete_session(Room("web", "saved-again"))
+        server.start()
+        await until(lambda: store.problem() is None)
+        await store.save_session(SessionRecord(Room("web", "saved-again"), "searching", "hub", None, {}))
+        assert [(r.room.id, r.state) for r in await store.sessions()] == [("kept", "chatting"), ("saved-again", "searching")]
+    finally:
+        await store.close()
+        server.stop()

@@ -107,7 +107,7 @@ async def test_keys_under_the_prefix_that_are_not_ours_are_refused_and_untouched
 
 
 def test_prefix_with_glob_characters_only_matches_itself():
-    from bridge.store.redis import _glob_escape
+    from bridge.store.marker import glob_escape as _glob_escape
 
     assert _glob_escape("a*b?[c]\\") == "a\\*b\\?\\[c\\]\\\\"
 

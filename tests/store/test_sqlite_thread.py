@@ -19,7 +19,7 @@ async def test_a_write_waiting_on_a_locked_file_leaves_the_event_loop_free(tmp_p
 
     def traced(statement: str) -> None:
         threads.append(threading.current_thread().name)
-        if statement.startswith("INSERT OR REPLACE INTO sessions"):
+        if statement.startswith("BEGIN IMMEDIATE"):  # a batch takes the write lock first
             loop.call_soon_threadsafe(began.set)
 
     store._db.set_trace_callback(traced)
@@ -28,7 +28,7 @@ async def test_a_write_waiting_on_a_locked_file_leaves_the_event_loop_free(tmp_p
     try:
         save = asyncio.ensure_future(store.save_session(SessionRecord(Room("web", "r"), "searching", "hub")))
         async with asyncio.timeout(5):
-            await began.wait()  # the INSERT runs and now waits for the lock ...
+            await began.wait()  # the batch's BEGIN runs and now waits for the lock ...
         assert not save.done()  # ... so it has not finished, yet this coroutine runs: the loop is free
     finally:
         blocker.execute("COMMIT")

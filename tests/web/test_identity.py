@@ -13,7 +13,7 @@ import python_omegle
 
 from bridge.policy.config import PolicySection
 from bridge.policy.mod_cli import add_mod_parser, mod_command
-from bridge.store import MemoryStore, SQLiteStore
+from bridge.store import MemoryStore, SQLiteStore, parse_store_url
 from plugins.web.identity import COOKIE, STATE_KEY, Identities, coarse_address
 from tests.helpers import running
 
@@ -188,7 +188,8 @@ async def test_stranger_bridge_mod_ban_web_key_refuses_that_browsers_next_start(
             add_mod_parser(parser.add_subparsers(dest="command", required=True))
             args = parser.parse_args(["mod", "ban", key, "--for", "1h", "--reason", "abuse"])
             out = io.StringIO()
-            code = await asyncio.to_thread(mod_command, args, state, PolicySection(), out)
+            url = parse_store_url(f"sqlite:///{state}")
+            code = await asyncio.to_thread(mod_command, args, url, "stranger-bridge:", PolicySection(), out)
             assert code == 0 and out.getvalue().startswith(f"banned {key} until "), out.getvalue()
             client = RawClient(browser, web.url)  # the page's own protocol calls carry the cookie
             await client.start()
