@@ -171,6 +171,10 @@ class Platform(abc.ABC):
         Default: nothing (a platform that delivers synchronously has nothing queued).
         """
 
+    def scale_out(self, store: Any) -> None:
+        """Called before `run` when the daemon's store is shared by several instances (Redis): the
+        web platform serves every instance's clients through it. Default: nothing."""
+
     def rooms_active(self, rooms: list[Room]) -> None:
         """Told once at start, before `run`, which of this platform's rooms have a session a
         previous run left (the core resumes or ends each once every platform is ready). Default: nothing."""

@@ -114,6 +114,8 @@ class Bridge:
             platform = cls(name, cfg.platforms[name], self.router.submitter(name), state, self.metrics)
             platform.moderator = self.moderator
             platform.image_limits = cfg.bridge.images
+            if self.store.shared:  # the web tier: any instance serves any client
+                platform.scale_out(self.store)
             self.router.attach(platform)
             self.platforms[name] = platform
             platform.rooms_active([r.room for r in records if r.room.platform == name])

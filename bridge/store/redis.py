@@ -36,7 +36,7 @@ POOL_SIZE = 64  # connections to Redis per instance (the hub's stream reader hol
 TIMEOUT = 2.0  # seconds one command (or connecting) may take before Redis counts as unreachable
 # Key names (after the prefix) of this program's layout that its tasks may write again at once when
 # Redis came back empty, before the prefix is marked again: the instance leases and the hub's keys.
-OWN_KEYS = ("hub:", "pool:", "instance", "sessions:", "kv:", "figures:", "limit:")
+OWN_KEYS = ("hub:", "pool:", "instance", "sessions:", "kv:", "figures:", "limit:", "web:")
 # compare_and_set: KEYS[1] the namespace's hash, ARGV: field, whether a value is expected, it,
 # whether one is set, it. One script: Redis runs it without any other command in between.
 _CAS = """

@@ -41,7 +41,7 @@ class Client:
     __slots__ = (
         "secret", "key", "address", "spy", "wants_likes", "queue", "waiter", "last_seen", "ended", "dropped",
         "nojs", "chatting", "sent", "base", "leaving", "transcript", "settings", "stream",
-        "answered", "rich", "book", "redrawn",
+        "answered", "rich", "book", "redrawn", "pushed", "fetched",
     )
 
     def __init__(
@@ -77,6 +77,9 @@ class Client:
         self.rich = rich or nojs
         self.book: Book | None = None
         self.answered = False  # the start was answered (waiting, connected, an end) or the client acted since
+        # Redis mode: events ever queued in Redis for the client, and how many of them this instance's
+        # polls are known to have fetched; while they differ, events kept in memory (Redis away) wait.
+        self.pushed = self.fetched = 0
 
     def lines(self) -> Book:
         """The client's line ids (made on first use)."""
@@ -167,6 +170,23 @@ class Clients:
     def _key(self, secret: str) -> str:
         return hashlib.blake2b(secret.encode("utf-8", "replace"), key=self._salt, digest_size=16).hexdigest()
 
+    def key_of(self, secret: str) -> str:
+        """The keyed hash of `secret` (a client id, or an address counted under it)."""
+        return self._key(secret)
+
+    def share_salt(self, salt: bytes) -> None:
+        """Use the salt every instance shares (Redis mode: a key means the same client everywhere)."""
+        assert not self.by_key, "the salt is set before any client exists"
+        self._salt = salt
+
+    def adopt(self, key: str, address: str, *, spy: bool, wants_likes: bool, rich: bool) -> Client:
+        """A client a previous run of this instance started, taken back from its shared record:
+        its secret is known only by its keyed hash (which is how it is found)."""
+        client = Client("", key, address, spy=spy, wants_likes=wants_likes, rich=rich)
+        self.by_key[key] = client
+        self.sessions[address] += 1
+        return client
+
     def create(
         self, address: str, *, spy: bool = False, wants_likes: bool = False, nojs: bool = False, rich: bool = False
     ) -> Client:
@@ -182,8 +202,8 @@ class Clients:
         if not secret or len(secret) != ID_LENGTH:
             return None
         client = self.by_key.get(self._key(secret))
-        if client is None or not _same(client.secret, secret):
-            return None
+        if client is None or (client.secret and not _same(client.secret, secret)):
+            return None  # an adopted client ("" secret) is known by the keyed hash alone
         return client
 
     def claim(self, secret: str | None, ack: int | None = None) -> Retired | None:
@@ -269,20 +289,21 @@ class Clients:
                 self.forget(client)
         return batch
 
-    def push(self, client: Client, items: list[list], *, force: bool = False) -> None:
+    def push(self, client: Client, items: list[list], *, force: bool = False) -> int:
         """Queue protocol events for a client (bounded unless `force`: the end of a chat is
-        always queued) and wake its long poll."""
+        always queued) and wake its long poll. Returns how many were dropped (the queue was full)."""
         if not items:
-            return
+            return 0
         if not force and len(client.queue) + len(items) > self.max_queue:
             if not client.dropped:
                 client.dropped = True
                 text = "Too much at once: some events were not shown."
                 client.queue.append(["line", notice_line(text)] if client.nojs else ["serverMessage", text])
                 client.wake()
-            return
+            return len(items)
         client.queue.extend(items)
         client.wake()
+        return 0
 
     def stale(self, now: float, timeout: float) -> list[Client]:
         """Clients with no open long poll that were last seen more than `timeout` seconds ago."""

@@ -78,6 +78,7 @@ class Identities:
         self._previous: bytes | None = None
         self._rotated = 0.0
         self._address = b""
+        self._unsaved = False  # made here on first start, not in the store yet
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     @property
@@ -87,21 +88,34 @@ class Identities:
     async def load(self) -> None:
         """Read the secrets from the store (making them on first start), rotating if due."""
         raw = await self.state.get(STATE_KEY)
+        self._take(raw)
+        await self.rotate_if_due()
+
+    async def refresh(self) -> None:
+        """Several instances share the secrets (Redis mode): take what another one made or rotated
+        since (two that started or rotated at the same moment agree within one sweep)."""
+        raw = await self.state.get(STATE_KEY)
+        if raw:
+            self._take(raw)
+
+    def _take(self, raw: str | None) -> None:
         record = json.loads(raw) if raw else None
         if record is None:
             self._current, self._previous = secrets.token_bytes(32), None
             self._address, self._rotated = secrets.token_bytes(32), self.clock()
-            await self._save()
-            log.info("web: made new identity secrets")
+            self._unsaved = True
         else:
             self._current = bytes.fromhex(record["current"])
             self._previous = bytes.fromhex(record["previous"]) if record.get("previous") else None
             self._address = bytes.fromhex(record["address"])
             self._rotated = float(record["rotated"])
-        await self.rotate_if_due()
 
     async def rotate_if_due(self) -> bool:
         """Replace the signing secret once a rotation period has passed; True if it did."""
+        if self._unsaved:
+            self._unsaved = False
+            await self._save()
+            log.info("web: made new identity secrets")
         if self.clock() - self._rotated < self.rotation:
             return False
         self._previous, self._current = self._current, secrets.token_bytes(32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -43,6 +44,7 @@ class OmegleApi:
 
     def __init__(self, platform: WebPlatform) -> None:
         self.web = platform
+        self.actions = self._actions()
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get("/start", self.on_start, allow_head=False)
@@ -98,7 +100,8 @@ class OmegleApi:
         return json_answer(answer)
 
     async def on_events(self, request: web.Request) -> web.Response:
-        """POST /events: the client's pending events, or `null` after the poll window."""
+        """POST /events: the client's pending events, or `null` after the poll window (in Redis mode,
+        SharedApi's answers instead; this one for events kept in memory while Redis was away)."""
         platform, clients = self.web, self.web.clients
         client, form = await platform.find_client(request)
         ack = parse_ack(form.get("ack"))
@@ -137,11 +140,45 @@ class OmegleApi:
             clients.settle(client)  # its end came while this poll was leaving unanswered
 
     async def on_send(self, request: web.Request) -> web.Response:
+        return await self._action(request, "/send")
+
+    async def on_typing(self, request: web.Request) -> web.Response:
+        return await self._action(request, "/typing")
+
+    async def on_stopped_typing(self, request: web.Request) -> web.Response:
+        return await self._action(request, "/stoppedtyping")
+
+    async def on_disconnect(self, request: web.Request) -> web.Response:
+        return await self._action(request, "/disconnect")
+
+    async def on_report(self, request: web.Request) -> web.Response:
+        return await self._action(request, "/report")
+
+    async def on_stop_looking(self, request: web.Request) -> web.Response:
+        return await self._action(request, "/stoplookingforcommonlikes")
+
+    async def _action(self, request: web.Request, path: str) -> web.Response:
+        client, form = await self.web.find_client(request)
+        if path == "/disconnect" and client is not None:  # an ended one too: its id dies now
+            return self.disconnect(client, form)
+        if client is None or client.ended:
+            if path == "/disconnect" and self.web.clients.discard(form.get("id")):
+                return text(WIN)
+            return fail(400)
+        return self.actions[path](client, form)
+
+    def _actions(self) -> dict[str, Callable[[Client, dict[str, str]], web.Response]]:
+        """The endpoints that act on a live client, by path: each takes the client and its form (also
+        what another instance forwards to this one, the client's owner, in Redis mode)."""
+        return {
+            "/send": self.send, "/typing": lambda c, _: self._act(c, Typing()),
+            "/stoppedtyping": lambda c, _: self._act(c, StoppedTyping()), "/disconnect": self.disconnect,
+            "/report": lambda c, _: self._act(c, Report()), "/stoplookingforcommonlikes": lambda c, _: text(WIN),
+        }  # fmt: skip
+
+    def send(self, client: Client, form: dict[str, str]) -> web.Response:
         """POST /send: id, msg; from a rich client also `ref` (the page's id of the line) and
         `reply` (the line it answers)."""
-        client, form = await self.web.find_client(request)
-        if client is None or client.ended:
-            return fail(400)
         try:
             message = message_from(client, form)
         except RichError as exc:
@@ -149,55 +186,51 @@ class OmegleApi:
             return text(f"fail: {exc}", exc.status)
         return self._act(client, message)
 
-    async def on_typing(self, request: web.Request) -> web.Response:
-        client, _ = await self.web.find_client(request)
-        return fail(400) if client is None or client.ended else self._act(client, Typing())
-
-    async def on_stopped_typing(self, request: web.Request) -> web.Response:
-        client, _ = await self.web.find_client(request)
-        return fail(400) if client is None or client.ended else self._act(client, StoppedTyping())
-
-    async def on_disconnect(self, request: web.Request) -> web.Response:
+    def disconnect(self, client: Client, form: dict[str, str]) -> web.Response:
         """POST /disconnect: leave; the id is dead at once (the partner is told by the core).
 
         With `grace` (our page, as it unloads; Omegle clients never send it): leave unless the id
-        is used again within LEAVE_GRACE seconds, so a reloaded page takes its chat up again."""
-        client, form = await self.web.find_client(request)
-        if client is None:
-            return text(WIN) if self.web.clients.discard(form.get("id")) else fail(400)
+        is used again within LEAVE_GRACE seconds, so a reloaded page takes its chat up again.
+        POST /report (our own endpoint; Omegle had none) reports the stranger of a live chat: the
+        core ends it as a report and tells the client what follows. POST
+        /stoplookingforcommonlikes answers `win` only: web starts never have strict interests, so
+        the backend already falls back to a random stranger by itself (the hub after its
+        interest_fallback); restarting the search here could race a pairing in flight."""
         if "grace" in form:
             client.stay()
-            client.leaving = asyncio.get_running_loop().call_later(LEAVE_GRACE, self._leave, client)
+            client.leaving = asyncio.get_running_loop().call_later(LEAVE_GRACE, self.leave_unless_back, client)
             return text(WIN)
-        self._leave(client)
+        self.leave(client)
         return text(WIN)
 
-    async def on_report(self, request: web.Request) -> web.Response:
-        """POST /report: id. Report the stranger of a live chat: the core ends it as a report
-        and tells the client what follows (our own endpoint; Omegle had none)."""
-        client, _ = await self.web.find_client(request)
-        return fail(400) if client is None or client.ended else self._act(client, Report())
+    def leave_unless_back(self, client: Client) -> None:
+        """The grace of a page that went away is over: it leaves (in Redis mode, unless another
+        instance saw it since)."""
+        tier = self.web.tier
+        if tier is None:
+            self.leave(client)
+            return
+        client.leaving = None
+        since = time.time() - LEAVE_GRACE
+        self.web.spawn(self.web.shared_api.leave_unless_seen(client, since))
 
-    def _leave(self, client: Client) -> None:
+    def leave(self, client: Client) -> None:
         client.leaving = None
         if self.web.clients.get(client.key) is not client:
             return
         if not client.ended:
             self.web.submit(self.web.room(client), Disconnected())
         self.web.clients.forget(client)
-
-    async def on_stop_looking(self, request: web.Request) -> web.Response:
-        """POST /stoplookingforcommonlikes. Web starts never have strict interests, so the
-        backend already falls back to a random stranger by itself (the hub after its
-        interest_fallback); restarting the search here could race a pairing in flight."""
-        client, _ = await self.web.find_client(request)
-        return fail(400) if client is None or client.ended else text(WIN)
+        if self.web.tier is not None:
+            self.web.spawn(self.web.tier.forget(client.key, client.address))
 
     def _take(self, client: Client) -> web.Response:
         base = client.base
         return _answer(self.web.clients.take(client), base if client.acking else None)
 
     def _act(self, client: Client, event: Event) -> web.Response:
+        if client.ended:
+            return fail(400)
         client.answered = True  # a notice from now on answers this, not the start
         if not self.web.submit(self.web.room(client), event):
             self.web.count("refused", "core")

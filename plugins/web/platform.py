@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -29,6 +29,10 @@ from .rich_api import RichApi
 from .serverlog import ServerLog
 from .transport import ConnectionGate, GatedSite, descriptor_budget
 
+if TYPE_CHECKING:
+    from .shared import SharedTier
+    from .shared_api import SharedApi
+
 __all__ = ["WebPlatform"]
 
 log = logging.getLogger(__name__)
@@ -39,7 +43,7 @@ ACTIVE = 0.5  # seconds since its last request within which a client counts as s
 # Stranger-side events that mean a session is alive; shown to a client that is gone, they
 # make us end that orphan session (a start racing a disconnect, a session resumed after restart).
 _ALIVE = (Waiting, Connected, Message, Typing)
-_LABELS = {"refused": "reason", "expired": "reason", "started": "mode"}
+_LABELS = {"refused": "reason", "expired": "reason", "started": "mode", "dropped": "reason"}
 _FILES = {
     "/": ("index.html", "text/html"),
     "/static/app.js": ("app.js", "text/javascript"),
@@ -75,6 +79,13 @@ class WebPlatform(Platform):
             address_keys=self.config.address_keys,
         )  # fmt: skip
         self.nojs = NoJsChat(self)
+        self.api = OmegleApi(self)
+        self.rich_api = RichApi(self)
+        # Redis mode (scale_out): client records and queues shared by every instance; None on SQLite.
+        self.tier: SharedTier | None = None
+        self.shared_api: SharedApi | None = None
+        self._left: list[str] = []  # room ids a previous run left with a session (rooms_active)
+        self._tasks: set[asyncio.Task] = set()
         self.health = Health(self)
         self.health.add_gauges()
         self._listening = asyncio.Event()
@@ -82,9 +93,54 @@ class WebPlatform(Platform):
 
     # ---- plugin hooks ------------------------------------------------------------------------
 
+    @property
+    def rooms_persist(self) -> bool:  # type: ignore[override]
+        """In Redis mode a client's id and queue outlive this process, so its chat may be resumed."""
+        return self.tier is not None
+
+    def scale_out(self, store: Any) -> None:
+        """The store is Redis: serve every client of every instance (see plugins.web.shared)."""
+        from .shared import SharedTier
+        from .shared_api import SharedApi
+
+        config = self.config
+        ttl = 2 * (config.client_timeout + config.poll_window) + 60.0  # outlives an owner's restart
+        self.tier = SharedTier(
+            store, name=self.name, ttl=ttl, retired=config.client_timeout, max_queue=config.max_queue,
+            handle=lambda envelope: self.shared_api.on_forwarded(envelope),  # type: ignore[union-attr]
+        )  # fmt: skip
+        self.shared_api = SharedApi(self, self.tier)
+        previous = store.on_instance_down
+
+        async def instance_down(name: str, sessions: int) -> None:
+            if self.shared_api is not None:
+                try:
+                    await self.shared_api.end_owned_by(name)
+                except Exception:
+                    log.exception("web: ending the clients of instance %s failed", name)
+            await previous(name, sessions)
+
+        store.on_instance_down = instance_down
+
+    def rooms_active(self, rooms: list[Room]) -> None:
+        self._left = [room.id for room in rooms]
+
+    def spawn(self, coro: Any) -> None:
+        """Run `coro` in the background (kept until done)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def run(self) -> None:
         """Serve until cancelled; ends clients that stop polling."""
         await self.identities.load()
+        if self.tier is not None:
+            self.clients.share_salt(await self.tier.salt())
+            assert self.shared_api is not None
+            adopted = await self.shared_api.adopt(self._left)
+            if adopted:
+                log.info("web: took back %d clients of the previous run", adopted)
+            await self.tier.start()
         app = self.build_app()
         config = self.config
         server_log = ServerLog(self.metrics, self.name)
@@ -122,6 +178,8 @@ class WebPlatform(Platform):
             for client in list(self.clients.by_key.values()):
                 client.stay()  # the core ends every session itself
                 client.wake()  # open long polls answer `null` at once
+            if self.tier is not None:
+                await self.tier.stop()
             await runner.cleanup()
 
     async def ready(self) -> None:
@@ -154,7 +212,11 @@ class WebPlatform(Platform):
         if final:
             client.ended = True
         shown = render(event, spy=client.spy, wants_likes=client.wants_likes, rich=client.rich, line=line, image=picture)
-        self.clients.push(client, shown, force=final)
+        if self.shared_api is not None:
+            await self.shared_api.push(client, shown, force=final, final=final)
+            return
+        if self.clients.push(client, shown, force=final):
+            self.count("dropped", "queue_full")
         if final:
             self.clients.settle(client)  # between polls: retire now, keep only the last events
 
@@ -182,7 +244,11 @@ class WebPlatform(Platform):
         if client.nojs:
             self.nojs.refused(client, text)
             return
-        self.clients.push(client, [["serverMessage", text], ["strangerDisconnected"]], force=True)
+        items = [["serverMessage", text], ["strangerDisconnected"]]
+        if self.shared_api is not None:
+            self.spawn(self.shared_api.push(client, items, force=True, final=True))
+            return
+        self.clients.push(client, items, force=True)
         self.clients.settle(client)
 
     async def flush(self) -> None:
@@ -201,8 +267,10 @@ class WebPlatform(Platform):
     def build_app(self) -> web.Application:
         """The aiohttp application (also usable on its own in tests)."""
         app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[guard(self)])
-        OmegleApi(self).add_routes(app.router)
-        RichApi(self).add_routes(app.router)
+        if self.shared_api is not None:  # first: the first route of a path answers it
+            self.shared_api.add_routes(app.router)
+        self.api.add_routes(app.router)
+        self.rich_api.add_routes(app.router)
         self.health.add_routes(app.router)
         self.nojs.add_routes(app.router)
         app.router.add_get("/favicon.ico", self.on_favicon)
@@ -281,7 +349,8 @@ class WebPlatform(Platform):
         return Room(self.name, client.key)
 
     def count(self, name: str, label: str) -> None:
-        """Count in the core's metrics: web_refused{reason}, web_started{mode}, web_expired{reason}."""
+        """Count in the core's metrics: web_refused{reason}, web_started{mode}, web_expired{reason},
+        web_dropped{reason} (events not queued for a client: its queue was full)."""
         self.metrics.inc(f"web_{name}", platform=self.name, **{_LABELS[name]: label})
 
     def counted(self, name: str, label: str) -> int:
@@ -295,18 +364,31 @@ class WebPlatform(Platform):
         interval = max(0.2, min(5.0, timeout / 4))
         while True:
             await asyncio.sleep(interval)
-            self.sweep(time.monotonic())
+            if self.shared_api is None:
+                self.sweep(time.monotonic())
+            else:
+                try:
+                    now = time.monotonic()
+                    self.sweep(now, await self.shared_api.sweep(now, timeout))
+                except Exception as exc:  # Redis away: the next sweep looks again
+                    log.info("web: sweeping the shared clients failed (%s)", type(exc).__name__)
+            if self.tier is not None:
+                with contextlib.suppress(Exception):  # Redis away: the next sweep looks again
+                    await self.identities.refresh()
             await self.identities.rotate_if_due()
 
-    def sweep(self, now: float) -> int:
-        """End and forget clients that stopped polling; returns how many."""
+    def sweep(self, now: float, stale: list[Client] | None = None) -> int:
+        """End and forget clients that stopped polling (`stale`: these, found in Redis mode); returns how many."""
         self.clients.expire(now)
-        stale = self.clients.stale(now, self.config.client_timeout)
+        if stale is None:
+            stale = self.clients.stale(now, self.config.client_timeout)
         for client in stale:
             if not client.ended:
                 with contextlib.suppress(Exception):
                     self.submit(self.room(client), Disconnected())
             self.clients.forget(client)
+            if self.tier is not None:
+                self.spawn(self.tier.forget(client.key, client.address))
             self.count("expired", "timeout")
         if stale:
             log.info("web: %d clients stopped polling and were ended", len(stale))

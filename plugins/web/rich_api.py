@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import asyncio
@@ -65,36 +66,54 @@ class RichApi:
         router.add_post("/react", self.on_react)
         router.add_post(UPLOAD, self.on_upload)
 
-    async def _client(self, request: web.Request) -> tuple[Client, dict[str, str]]:
-        client, form = await self.web.find_client(request)
-        if client is None or client.ended or not client.rich or client.nojs or client.spy:
-            raise RichError(400, "not a chat that can do this")
-        return client, form
-
     async def on_edit(self, request: web.Request) -> web.Response:
         """POST /edit: id, ref (one of the client's own lines), msg (its new text)."""
+        return await self._action(request, self.edit)
+
+    async def on_delete(self, request: web.Request) -> web.Response:
+        """POST /delete: id, ref (one of the client's own lines)."""
+        return await self._action(request, self.delete)
+
+    async def on_react(self, request: web.Request) -> web.Response:
+        """POST /react: id, ref (any line of the chat), emoji (of the page's set), add=1|0."""
+        return await self._action(request, self.react)
+
+    async def _action(self, request: web.Request, action: Callable[[Client | None, dict[str, str]], web.Response]) -> web.Response:
+        client, form = await self.web.find_client(request)
+        return action(client, form)
+
+    @property
+    def actions(self) -> dict[str, Callable[[Client | None, dict[str, str]], web.Response]]:
+        """The endpoints by path, each taking the client and its form (see OmegleApi.actions)."""
+        return {"/edit": self.edit, "/delete": self.delete, "/react": self.react}
+
+    @staticmethod
+    def _check(client: Client | None) -> Client:
+        if client is None or client.ended or not client.rich or client.nojs or client.spy:
+            raise RichError(400, "not a chat that can do this")
+        return client
+
+    def edit(self, client: Client | None, form: dict[str, str]) -> web.Response:
         try:
-            client, form = await self._client(request)
+            client = self._check(client)
             new = _text(form)
             client.lines().edit(form.get("ref"))
         except RichError as exc:
             return self.refuse(exc)
         return self.act(client, Edit(form["ref"], new))
 
-    async def on_delete(self, request: web.Request) -> web.Response:
-        """POST /delete: id, ref (one of the client's own lines)."""
+    def delete(self, client: Client | None, form: dict[str, str]) -> web.Response:
         try:
-            client, form = await self._client(request)
+            client = self._check(client)
             client.lines().retract(form.get("ref"))
         except RichError as exc:
             return self.refuse(exc)
         self.web.clients.pictures.drop_line(client.key, form["ref"])  # the sender's own view of it too
         return self.act(client, Retract(form["ref"]))
 
-    async def on_react(self, request: web.Request) -> web.Response:
-        """POST /react: id, ref (any line of the chat), emoji (of the page's set), add=1|0."""
+    def react(self, client: Client | None, form: dict[str, str]) -> web.Response:
         try:
-            client, form = await self._client(request)
+            client = self._check(client)
             add = form.get("add", "1")
             if add not in ("0", "1"):
                 raise RichError(400, "add must be 0 or 1")
@@ -159,6 +178,10 @@ class RichApi:
             self.web.count("refused", "slow_body")
             raise web.HTTPRequestTimeout() from None
         return b"".join(chunks)
+
+    def refuse_not_rich(self) -> web.Response:
+        """The answer to a rich action of a client that cannot do it."""
+        return self.refuse(RichError(400, "not a chat that can do this"))
 
     def refuse(self, exc: RichError) -> web.Response:
         self.web.count("refused", "rich_throttled" if exc.status == 429 else "bad_request")

@@ -34,8 +34,11 @@ PREFIX = "sbtest:"
 class Daemon:
     """One instance named `name`; its log kept in `log`; its web page at `url` once started."""
 
-    def __init__(self, tmp_path: Path, redis_url: str | None, name: str, *, lease: float = 1.5, hub: str = "", extra: str = "") -> None:
-        """`hub`: more lines of [backends.hub]; `extra`: more tables (another platform) at the end."""
+    def __init__(
+        self, tmp_path: Path, redis_url: str | None, name: str, *, lease: float = 1.5, hub: str = "", web: str = "", extra: str = "",
+    ) -> None:
+        """`hub`: more lines of [backends.hub]; `web`: more lines of [platforms.web]; `extra`: more
+        tables (another platform) at the end."""
         self.name = name
         self.config = tmp_path / f"{name}.toml"
         self.inbox, self.outbox = tmp_path / f"{name}-in.jsonl", tmp_path / f"{name}-out.jsonl"
@@ -59,6 +62,7 @@ plugin = "web"
 bind = "127.0.0.1:0"
 address_keys = false
 poll_window = 2.0
+{web}
 [platforms.f{name}]
 plugin = "tests.core.fileplatform:FilePlatform"
 inbox = "{self.inbox}"

@@ -13,8 +13,8 @@ import python_omegle
 
 from bridge.policy.config import PolicySection
 from bridge.policy.mod_cli import add_mod_parser, mod_command
-from bridge.store import MemoryStore, SQLiteStore
-from plugins.web.identity import COOKIE, Identities, coarse_address
+from bridge.store import MemoryStore, SQLiteStore, parse_store_url
+from plugins.web.identity import COOKIE, STATE_KEY, Identities, coarse_address
 from tests.helpers import running
 
 from .client import RawClient
@@ -151,6 +151,32 @@ async def test_the_secret_rotates_and_the_previous_one_still_counts():
     assert again.cookie_key(renewed.cookie) == old.user
 
 
+async def test_instances_that_start_or_rotate_at_once_agree_on_the_secrets_after_a_refresh():
+    # Two instances on one shared store (Redis mode): each made or rotated its own secret at the same
+    # moment; the store keeps the last write, and a refresh (every sweep) takes it, so a cookie signed
+    # by either verifies on both.
+    now = [1000.0]
+    state = MemoryStore().state_for("web")
+    one, two = (Identities(state, rotation=100.0, mint_rate=1.0, mint_burst=5, clock=lambda: now[0]) for _ in range(2))
+    await one.load()
+    await state.set(STATE_KEY, None)  # as if two had read the store before one saved: both make their own
+    await two.load()  # the last to save wins the store
+    first = one.for_page(None, "10.0.0.1")
+    assert two.cookie_key(first.cookie) is None  # they disagree until they refresh
+    for ids in (one, two):
+        await ids.refresh()
+    cookie = two.for_page(None, "10.0.0.2").cookie
+    assert one.cookie_key(cookie) == two.cookie_key(cookie) is not None
+    assert one.address_key("10.0.0.1") == two.address_key("10.0.0.1")
+    now[0] += 101
+    assert await one.rotate_if_due()
+    await two.refresh()
+    assert not await two.rotate_if_due()  # rotated by the other instance already
+    rotated = one.for_page(None, "10.0.0.3").cookie
+    assert two.cookie_key(rotated) == one.cookie_key(rotated) is not None
+    assert two.cookie_key(cookie) is not None  # the previous secret still counts on both
+
+
 async def test_stranger_bridge_mod_ban_web_key_refuses_that_browsers_next_start(tmp_path):
     state = tmp_path / "state.sqlite3"
     async with running(web_config(), store=SQLiteStore(state)) as bridge:
@@ -162,7 +188,8 @@ async def test_stranger_bridge_mod_ban_web_key_refuses_that_browsers_next_start(
             add_mod_parser(parser.add_subparsers(dest="command", required=True))
             args = parser.parse_args(["mod", "ban", key, "--for", "1h", "--reason", "abuse"])
             out = io.StringIO()
-            code = await asyncio.to_thread(mod_command, args, state, PolicySection(), out)
+            url = parse_store_url(f"sqlite:///{state}")
+            code = await asyncio.to_thread(mod_command, args, url, "stranger-bridge:", PolicySection(), out)
             assert code == 0 and out.getvalue().startswith(f"banned {key} until "), out.getvalue()
             client = RawClient(browser, web.url)  # the page's own protocol calls carry the cookie
             await client.start()

@@ -40,6 +40,7 @@ async def test_queue_is_bounded_but_the_end_always_arrives(http):
         assert batch[10][0] == "serverMessage" and "not shown" in batch[10][1]
         assert batch[-1] == ["strangerDisconnected"] and len(batch) == 12
         assert len(web.clients) == 0  # the id died with the end of the chat
+        assert web.counted("dropped", "queue_full") == 20  # each refused event counted (m10 .. m29)
 
 
 def test_default_config_serves_the_web_platform():

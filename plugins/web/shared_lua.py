@@ -1,0 +1,107 @@
+"""The Lua scripts of the web tier's client records and queues in Redis (each one atomic step)."""
+
+from __future__ import annotations
+
+__all__ = ["END_POLL", "GIVE_BACK", "PUSH", "TAKE"]
+
+# KEYS: record, queue, address set, owner's set. ARGV: max queue, force (1/0), ttl, final (1/0), news (1/0), notice, items...
+# Returns {the instance of the client's open poll ('' for none), the sequence number after the last event,
+# how many events were ever queued, how many of these items were dropped (the queue was full)}, or false
+# when the client has no record.
+PUSH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local items = #ARGV - 6
+local pending = redis.call('LLEN', KEYS[2]) - tonumber(redis.call('HGET', KEYS[1], 'u') or '0')
+local dropped = 0
+if ARGV[2] ~= '1' and pending + items > tonumber(ARGV[1]) then
+  dropped = items
+  if redis.call('HGET', KEYS[1], 'd') ~= '1' then
+    redis.call('HSET', KEYS[1], 'd', '1', 'n', '1')
+    redis.call('RPUSH', KEYS[2], ARGV[6])
+    redis.call('HINCRBY', KEYS[1], 't', 1)
+  end
+else
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 7))
+  redis.call('HINCRBY', KEYS[1], 't', items)
+  if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'n', '1') end
+end
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[1], 'e', '1')
+  redis.call('SREM', KEYS[3], redis.call('HGET', KEYS[1], 'key'))
+  redis.call('SREM', KEYS[4], redis.call('HGET', KEYS[1], 'key'))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
+return {redis.call('HGET', KEYS[1], 'pi') or '', tonumber(redis.call('HGET', KEYS[1], 'b')) + redis.call('LLEN', KEYS[2]),
+        tonumber(redis.call('HGET', KEYS[1], 't')), dropped}
+"""
+
+# KEYS: record, queue. ARGV: token ('' : any), ack ('' : none), now, ttl, retired ttl, begin (1/0), this instance.
+# {status, base, ended, previous poller, acking, events ever queued, items...}; status: unknown, badack, superseded, empty, ok.
+# begin: the poll takes over the id (a newer poll of an id makes the older one answer null).
+TAKE = """
+local r, q = KEYS[1], KEYS[2]
+if redis.call('EXISTS', r) == 0 then return {'unknown'} end
+local acking = redis.call('HGET', r, 'k') == '1'
+local ended = redis.call('HGET', r, 'e') == '1'
+local base = tonumber(redis.call('HGET', r, 'b') or '0')
+local sent = tonumber(redis.call('HGET', r, 'u') or '0')
+if ARGV[2] ~= '' then
+  local n = tonumber(ARGV[2])
+  -- up to every queued event: those answered from the owner's memory while Redis was away are queued after
+  if not acking or n < base or n > base + redis.call('LLEN', q) then return {'badack'} end
+  if n > base then redis.call('LTRIM', q, n - base, -1) end
+  sent = math.max(0, sent - (n - base))
+  base = n
+  redis.call('HSET', r, 'b', base, 'u', sent)
+  if ended and redis.call('LLEN', q) == 0 then
+    redis.call('DEL', r, q)
+    return {'unknown'}
+  end
+end
+local previous = ''
+if ARGV[6] == '1' then
+  previous = redis.call('HGET', r, 'pi') or ''
+  redis.call('HSET', r, 'p', ARGV[1], 'pi', ARGV[7], 's', ARGV[3], 'g', ARGV[3])
+  if not ended then
+    redis.call('PEXPIRE', r, ARGV[4])
+    redis.call('PEXPIRE', q, ARGV[4])
+  end
+elseif ARGV[1] ~= '' and redis.call('HGET', r, 'p') ~= ARGV[1] then
+  return {'superseded'}
+end
+local a = acking and 1 or 0
+local t = tonumber(redis.call('HGET', r, 't') or '0')
+if sent == 0 and redis.call('HGET', r, 'n') ~= '1' then return {'empty', base, ended and 1 or 0, previous, a, t} end
+local items = redis.call('LRANGE', q, 0, -1)
+redis.call('HSET', r, 'n', '0', 'd', '0')
+if acking then
+  redis.call('HSET', r, 'u', #items)
+  if ended then
+    redis.call('PEXPIRE', r, ARGV[5])
+    redis.call('PEXPIRE', q, ARGV[5])
+  end
+else
+  redis.call('DEL', q)
+  if ended then redis.call('DEL', r) end
+end
+return {'ok', base, ended and 1 or 0, previous, a, t, unpack(items)}
+"""
+
+# KEYS: record. ARGV: token, now. The poll is over: the client was seen now; the id has no open poll if it was this one.
+END_POLL = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 's', ARGV[2])
+if redis.call('HGET', KEYS[1], 'p') == ARGV[1] then redis.call('HDEL', KEYS[1], 'p', 'pi') end
+return 1
+"""
+
+# KEYS: record, queue. ARGV: a plain client's taken events, in order: back at the head, answered by the next
+# poll. (A batch with the chat's end took the record with it: then nothing is left to give back to.)
+GIVE_BACK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = #ARGV, 1, -1 do redis.call('LPUSH', KEYS[2], ARGV[i]) end
+redis.call('HSET', KEYS[1], 'n', '1')
+return 1
+"""
