@@ -114,9 +114,13 @@ class PrefixMarker:
 
     async def mark(self) -> None:
         meta_key = f"{self.prefix}meta"
-        await self.redis.hsetnx(meta_key, "app", APP)
-        await self.redis.hsetnx(meta_key, "schema", SCHEMA)
-        await self.redis.hsetnx(meta_key, "epoch", uuid.uuid4().hex)
+        # One MULTI: an instance starting at the same moment reads no marker or a whole one, never
+        # a half-written one (it took that for another schema and refused to start).
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hsetnx(meta_key, "app", APP)
+        pipe.hsetnx(meta_key, "schema", SCHEMA)
+        pipe.hsetnx(meta_key, "epoch", uuid.uuid4().hex)
+        await pipe.execute()
         if await self.check_prefix():  # still unmarked: the marker did not stick
             raise StoreError(f"bridge.store: the prefix {self.prefix!r} could not be marked as stranger-bridge's")
 

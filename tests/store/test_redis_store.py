@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis.asyncio as aioredis
 
@@ -202,3 +204,26 @@ async def test_two_instances_on_one_redis_never_give_two_log_records_one_number(
     finally:
         await one.close()
         await two.close()
+
+
+async def test_instances_starting_at_the_same_moment_on_an_empty_prefix_all_start(redis_server):
+    # Each round: a fresh prefix, three instances opening at once. One marks the prefix; the others
+    # must read no marker or a whole one (a half-written one read as "schema None" refused them).
+    async def open_later(name: str, prefix: str, turns: int):
+        for _ in range(turns):  # the second and third start a few loop turns later: inside the first's marking
+            await asyncio.sleep(0)
+        return await open_redis(redis_server.url, name, prefix=prefix)
+
+    for round_ in range(40):
+        prefix = f"race{round_}:"
+        opened = await asyncio.gather(
+            *(open_later(name, prefix, turns) for name, turns in (("a", 0), ("b", round_ // 2), ("c", round_))),
+            return_exceptions=True,
+        )
+        try:
+            assert [type(s).__name__ for s in opened] == ["RedisStore"] * 3, opened
+            assert len({s.epoch for s in opened}) == 1  # one marking, seen by all three
+        finally:
+            for store in opened:
+                if not isinstance(store, BaseException):
+                    await store.close()
