@@ -114,6 +114,11 @@ class KeyValue(Protocol):
         is called again when another writer changed the key in between (see bridge.store.Store.update)."""
         ...
 
+    async def spend_shared(self, key: str, rate: float, burst: float, cooldown: float = 0.0) -> float | None:
+        """A limit every instance sharing the store counts together (see bridge.store.Store.spend_shared):
+        0.0 taken, else seconds to wait; None when nobody shares the store (count it in the process)."""
+        ...
+
 
 class Platform(abc.ABC):
     """Where users are: one configured account (a Discord bot, a Matrix user, the web server).

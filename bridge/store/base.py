@@ -148,6 +148,9 @@ class PluginState:
     async def update(self, key: str, change: Change[T]) -> T:
         return await self.store.update(self.namespace, key, change)
 
+    async def spend_shared(self, key: str, rate: float, burst: float, cooldown: float = 0.0) -> float | None:
+        return await self.store.spend_shared(self.namespace, key, rate, burst, cooldown)
+
 
 class MemoryStore(Store):
     """A store that forgets everything at exit; for tests and benchmarks."""

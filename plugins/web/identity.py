@@ -171,14 +171,14 @@ class Identities:
         own = f"web:{client_key[:16]}"
         return (self.address_key(address), own) if self.address_keys else (own, None)
 
-    def for_page(self, cookie: str | None, address: str) -> Identity:
+    async def for_page(self, cookie: str | None, address: str) -> Identity:
         """The identity of a browser loading a page: its key (re-signed when signed with the
         previous secret), else a new key if its address may still mint one, else its hashed address."""
         found = self._verify(cookie)
         if found is not None:
             ident, current = found
             return Identity(user_key("web", ident), None if current else self._cookie(ident))
-        if not self._may_mint(self.address_hash(address)):
+        if not await self._may_mint(self.address_hash(address)):
             return Identity(self.address_key(address))
         ident = _b64(secrets.token_bytes(ID_BYTES))
         return Identity(user_key("web", ident), self._cookie(ident))
@@ -186,7 +186,12 @@ class Identities:
     def _cookie(self, ident: str) -> str:
         return f"{ident}.{self._sign(self._current, ident)}"
 
-    def _may_mint(self, hashed: str) -> bool:
+    async def _may_mint(self, hashed: str) -> bool:
+        # Behind a load balancer every instance counts an address's new keys together (a shared
+        # store); a store of one process leaves it to the buckets here.
+        shared = await self.state.spend_shared(f"mint:{hashed}", self.mint_rate, self.mint_burst)
+        if shared is not None:
+            return shared == 0.0
         bucket = self._buckets.get(hashed)
         if bucket is None:
             bucket = self._buckets[hashed] = TokenBucket(self.mint_rate, self.mint_burst)

@@ -128,7 +128,7 @@ class NoJsChat:
         refusal = self._refusal(address)
         if refusal is not None:
             return refusal
-        identity = platform.identities.for_page(request.cookies.get(KEY_COOKIE), address)
+        identity = await platform.identities.for_page(request.cookies.get(KEY_COOKIE), address)
         client = clients.create(address, spy=wanted.spy, nojs=True)
         client.settings = chosen
         start = dataclasses.replace(wanted.start, user=identity.user)

@@ -285,7 +285,7 @@ class WebPlatform(Platform):
         response = web.Response(body=body, content_type=ctype, charset="utf-8")
         response.headers["Cache-Control"] = "no-cache"
         if request.path == "/":  # the chat page: both the JS chat and the no-JS form start from it
-            identity = self.identities.for_page(request.cookies.get(COOKIE), self.address(request))
+            identity = await self.identities.for_page(request.cookies.get(COOKIE), self.address(request))
             if identity.cookie is not None:
                 self.set_key_cookie(response, identity.cookie)
         return response

@@ -124,10 +124,10 @@ async def test_new_keys_per_network_are_limited_then_the_address_key_is_used():
                     http.cookie_jar.clear()
         assert all(minted[:3]) and len(set(minted[:3])) == 3 and minted[3:] == [None, None]
         # a known cookie is still honoured after the limit, and a forged one is not
-        assert web.identities.for_page(minted[0], "127.0.0.1").user == web.identities.cookie_key(minted[0])
+        assert (await web.identities.for_page(minted[0], "127.0.0.1")).user == web.identities.cookie_key(minted[0])
         ident, _, signature = minted[0].partition(".")
         assert web.identities.cookie_key(f"{ident}.{signature[::-1]}") is None
-        assert web.identities.for_page("forged.x", "127.0.0.1").user == web.identities.address_key("127.0.0.1")
+        assert (await web.identities.for_page("forged.x", "127.0.0.1")).user == web.identities.address_key("127.0.0.1")
 
 
 async def test_the_secret_rotates_and_the_previous_one_still_counts():
@@ -136,13 +136,13 @@ async def test_the_secret_rotates_and_the_previous_one_still_counts():
     state = store.state_for("web")
     ids = Identities(state, rotation=100.0, mint_rate=1.0, mint_burst=5, clock=lambda: now[0])
     await ids.load()
-    old = ids.for_page(None, "10.0.0.1")
+    old = await ids.for_page(None, "10.0.0.1")
     assert old.cookie is not None
     now[0] += 101
     assert await ids.rotate_if_due()
     again = Identities(state, rotation=100.0, mint_rate=1.0, mint_burst=5, clock=lambda: now[0])
     await again.load()  # a restart reads the same secrets
-    renewed = again.for_page(old.cookie, "10.0.0.1")
+    renewed = await again.for_page(old.cookie, "10.0.0.1")
     assert renewed.user == old.user and renewed.cookie not in (None, old.cookie)  # re-signed
     assert again.address_key("10.0.0.1") == ids.address_key("10.0.0.77")  # the address secret stays
     now[0] += 101
@@ -161,18 +161,18 @@ async def test_instances_that_start_or_rotate_at_once_agree_on_the_secrets_after
     await one.load()
     await state.set(STATE_KEY, None)  # as if two had read the store before one saved: both make their own
     await two.load()  # the last to save wins the store
-    first = one.for_page(None, "10.0.0.1")
+    first = await one.for_page(None, "10.0.0.1")
     assert two.cookie_key(first.cookie) is None  # they disagree until they refresh
     for ids in (one, two):
         await ids.refresh()
-    cookie = two.for_page(None, "10.0.0.2").cookie
+    cookie = (await two.for_page(None, "10.0.0.2")).cookie
     assert one.cookie_key(cookie) == two.cookie_key(cookie) is not None
     assert one.address_key("10.0.0.1") == two.address_key("10.0.0.1")
     now[0] += 101
     assert await one.rotate_if_due()
     await two.refresh()
     assert not await two.rotate_if_due()  # rotated by the other instance already
-    rotated = one.for_page(None, "10.0.0.3").cookie
+    rotated = (await one.for_page(None, "10.0.0.3")).cookie
     assert two.cookie_key(rotated) == one.cookie_key(rotated) is not None
     assert two.cookie_key(cookie) is not None  # the previous secret still counts on both
 
@@ -215,3 +215,30 @@ async def test_clients_of_one_network_share_the_larger_start_allowance_of_a_shar
             await clients[6].start()  # the seventh start of the network waits
             told = await clients[6].until("serverMessage")
             assert told[1].startswith("You are starting chats too quickly. Try again in"), told
+
+
+async def test_instances_sharing_redis_count_an_address_new_keys_together(tmp_path):
+    # Behind a load balancer a browser that clears its cookies may land on any instance: the
+    # address's allowance of new keys (5 at once) is one for all instances, not 5 on each.
+    from tests.redisproc import RedisServer
+    from tests.store.test_redis_store import open_redis
+
+    server = RedisServer(tmp_path / "r").start()
+    one_store, two_store = await open_redis(server.url, "a"), await open_redis(server.url, "b")
+    try:
+        one, two = (
+            Identities(s.state_for("web"), rotation=3600.0, mint_rate=5 / 3600, mint_burst=5)
+            for s in (one_store, two_store)
+        )
+        await one.load()
+        await two.load()
+        got = await asyncio.gather(*((one, two)[n % 2].for_page(None, "10.0.0.9") for n in range(12)))
+        minted = [i for i in got if i.cookie is not None]
+        assert len(minted) == 5 and len({i.user for i in minted}) == 5
+        # beyond the allowance, on either instance, the browser is its hashed address
+        assert {i.user for i in got if i.cookie is None} == {one.address_key("10.0.0.9")} == {two.address_key("10.0.0.9")}
+        assert (await two.for_page(None, "10.1.0.9")).cookie is not None  # another network mints its own
+    finally:
+        await one_store.close()
+        await two_store.close()
+        server.stop()
