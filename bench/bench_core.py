@@ -89,9 +89,10 @@ async def throughput() -> None:
         emit("core.relay_throughput", total / elapsed, "messages/s", ">= 20000")
 
 
-async def latency_under_load(clock=time.perf_counter, name: str = "core.relay_latency") -> None:
+async def latency_under_load(clock=time.perf_counter, name: str = "core.relay_latency", config=None) -> None:
+    """p99 and p50 while 1,000 pairs chat at once; `config`: another Bridge config (bench_policy's)."""
     pairs = 1000
-    async with Bridge(bridge_config(), store=MemoryStore()) as bridge:
+    async with Bridge(config or bridge_config(), store=MemoryStore()) as bridge:
         sink = await pair_up(bridge, pairs)
         sink.clock = clock
         # The 2,000 starts leave young objects behind: collected now, so that when a collection

@@ -10,7 +10,7 @@ import string
 import time
 from pathlib import Path
 
-from bench.bench_core import pair_up
+from bench.bench_core import latency_under_load, pair_up
 from bench.common import emit, percentile
 from bridge.app import Bridge
 from bridge.config import parse_config
@@ -96,24 +96,6 @@ def relay_with_and_without_policy() -> None:
     emit("policy_relay_added_per_message", 1e6 / on - 1e6 / off, "us", words=WORDS, patterns=PATTERNS)
 
 
-async def _latency_under_load(policy: dict | None, pairs: int = 1000, rounds: int = 10) -> tuple[float, float]:
-    """p99 and p50 (ms) of 1,000 pairs each sending a message per round, as bench_core's latency_under_load."""
-    async with Bridge(parse_config(_bridge_data(policy), env=False), store=MemoryStore()) as bridge:
-        sink = await pair_up(bridge, pairs)
-        gc.collect()
-        sink.messages, sink.target = 0, pairs * rounds
-        sink.latencies.clear()
-        sink.done.clear()
-        rooms = [Room("sink", str(2 * n)) for n in range(pairs)]
-        for r in range(rounds):
-            for chunk in range(0, pairs, 20):
-                for n, room in enumerate(rooms[chunk : chunk + 20]):
-                    sink.submit(room, Message(f"{time.perf_counter()!r} hi there {r} {chunk + n}"))
-                await asyncio.sleep(0.001)
-        await asyncio.wait_for(sink.done.wait(), 120)
-        return percentile(sink.latencies, 99) * 1000, percentile(sink.latencies, 50) * 1000
-
-
 def relay_against_the_filed_code() -> None:
     """Issue 11's wording, "relay throughput and latency within 10 % of today's with a policy on":
     run with `python -m bench.compare --against OLD bench_policy:relay_against_the_filed_code`,
@@ -126,9 +108,8 @@ def relay_against_the_filed_code() -> None:
     table = _policy_table(random.Random(11)) if policed else None
     rates = [asyncio.run(_relay_rate(table)) for _ in range(3)]
     emit("policy_on_vs_filed_relay_throughput", statistics.median(rates), "messages/s", policy=policed)
-    p99, p50 = asyncio.run(_latency_under_load(table))
-    emit("policy_on_vs_filed_latency_p99_1000_pairs", p99, "ms", policy=policed)
-    emit("policy_on_vs_filed_latency_p50_1000_pairs", p50, "ms", policy=policed)
+    config = parse_config(_bridge_data(table), env=False)
+    asyncio.run(latency_under_load(name="policy_on_vs_filed_latency", config=config))
 
 
 def main() -> None:
