@@ -9,7 +9,8 @@ renderer shows with it; nothing is merged beyond `merge_limit` characters.
 from __future__ import annotations
 
 import collections
-import secrets
+import itertools
+import os
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
@@ -27,6 +28,17 @@ __all__ = [
     "merge_marker",
     "merge_waiting",
 ]
+
+# Idempotency keys: unique per process (a counter) and across processes and restarts (a random
+# prefix read once), with no system call per item (secrets.token_hex was one per queued write).
+_KEY_PREFIX = os.urandom(4).hex()
+_KEY_COUNTER = itertools.count()
+
+
+def _new_key() -> str:
+    """Sixteen hex digits, never the same twice in this process."""
+    return f"{_KEY_PREFIX}{next(_KEY_COUNTER) & 0xFFFFFFFF:08x}"
+
 
 #: The one text that says messages were merged; each renderer decides only how it looks.
 MERGE_MARKER = "{n} messages from {who} were merged into one while delivery was slowed down."
@@ -77,7 +89,7 @@ class Item:
     notify: bool = True  # False: giving it up tells nobody (the "not delivered" notice itself)
     # Kept across retries: an idempotency key (a sender that needs its own kind, such as a Matrix
     # transaction id, replaces it before its first attempt, when `attempts` is 0).
-    key: str = field(default_factory=lambda: secrets.token_hex(8))
+    key: str = field(default_factory=_new_key)
     attempts: int = 0  # attempts started so far
     maybe_stored: bool = False  # an earlier attempt failed in a way that may have stored it
     memo: dict[str, Any] = field(default_factory=dict)  # the sender's own notes across retries (parts shown, ...)

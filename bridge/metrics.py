@@ -74,6 +74,7 @@ class Metrics:
         self.counters: Counter[tuple[str, Labels]] = Counter()
         self.histograms: dict[tuple[str, Labels], _Histogram] = {}
         self._attempts: dict[str, tuple[str, Labels]] = {}  # deliver_attempts keys by platform
+        self._by_call: dict[tuple, _Histogram] = {}  # observe's series by (name, *labels as given)
         self.ready: dict[str, bool] = {}  # platform name -> can deliver
         self._sessions: Callable[[], dict[tuple[str, str], int]] = dict
         # With a shared store: the other live instances' people online (bridge.app sets it).
@@ -98,10 +99,16 @@ class Metrics:
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         """Add one value (seconds) to a histogram, e.g. observe("store_seconds", 0.002, op="save")."""
-        key = (name, tuple(sorted(labels.items())))
-        histogram = self.histograms.get(key)
+        # The store's timing calls this on every store call: the series is found by the labels as
+        # given (one dict look-up), its sorted key built only the first time.
+        call = (name, *labels.items())
+        histogram = self._by_call.get(call)
         if histogram is None:
-            histogram = self.histograms[key] = _Histogram(BUCKETS.get(name, DEFAULT_BUCKETS))
+            key = (name, tuple(sorted(labels.items())))
+            histogram = self.histograms.get(key)
+            if histogram is None:
+                histogram = self.histograms[key] = _Histogram(BUCKETS.get(name, DEFAULT_BUCKETS))
+            self._by_call[call] = histogram
         histogram.observe(value)
 
     def observe_wait(self, seconds: float) -> None:

@@ -23,6 +23,9 @@ __all__ = ["Router"]
 log = logging.getLogger(__name__)
 
 DELIVER_BACKOFF = Backoff(0.2, cap=4.0, jitter=0.2)  # attempts come from [bridge] deliver_attempts
+# A due reference-map save waits this long for its turn, so the relay of the message that made it
+# due (a few loop iterations through the partner's session and platform) is done first.
+SAVE_DELAY = 0.005
 
 
 class Router:
@@ -173,11 +176,12 @@ class Router:
             log.exception("room %s: could not persist the session", record.room)
 
     def queue_save(self, session: Session, state: ChatRich) -> None:
-        """Give `session` its turn to save its chat's reference map soon: one per loop iteration, each
-        after the work that was ready when the turn before ran (bridge.rich.changed says why)."""
+        """Give `session` its turn to save its chat's reference map soon: the first SAVE_DELAY from now,
+        then one per loop iteration, each after the work that was ready when the turn before ran
+        (bridge.rich.changed says why)."""
         self._saves.append((session, state))
         if len(self._saves) == 1:
-            asyncio.get_running_loop().call_soon(self._next_save)
+            asyncio.get_running_loop().call_later(SAVE_DELAY, self._next_save)
 
     def _next_save(self) -> None:
         session, state = self._saves.popleft()

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from bridge.abc import KeyValue
 from bridge.dedupe import SeenIds
@@ -39,10 +39,12 @@ class ThreadInfo:
     pending: list = field(default_factory=list)  # live messages held while catching up
 
     def dump(self) -> str:
-        data = asdict(self)
-        for key in ("restarting", "catching_up", "pending"):
-            data.pop(key)
-        return json.dumps(data)
+        # Written out (not dataclasses.asdict, which deep-copies): a thread's record is written
+        # after every message of its owner. Same keys, in field order.
+        return json.dumps({
+            "id": self.id, "owner": self.owner, "guild": self.guild, "parent": self.parent,
+            "last_seen": self.last_seen, "start": self.start, "shown": self.shown,
+        })  # fmt: skip
 
     @classmethod
     def load(cls, raw: str) -> ThreadInfo:
@@ -75,6 +77,9 @@ class Threads:
         self.parents: dict[int, int] = {}
         self.counter = 0  # the number of the last thread opened (its name)
         self._dirty: set[int] = set()
+        # The thread lists change only when a thread is added or forgotten: a user's message
+        # (last_seen) rewrites its own record, not the lists of every open thread.
+        self._lists_changed = False
         self._wake = asyncio.Event()
         self._loaded = False
 
@@ -113,6 +118,7 @@ class Threads:
     def add(self, info: ThreadInfo) -> None:
         self.by_id[info.id] = info
         self.by_user[info.owner] = info.id
+        self._lists_changed = True
         if info.parent is not None:
             self.parents[info.id] = info.parent
 
@@ -123,7 +129,8 @@ class Threads:
 
     def forget(self, info: ThreadInfo) -> None:
         """The chat of this thread is over: it no longer holds its owner."""
-        self.by_id.pop(info.id, None)
+        if self.by_id.pop(info.id, None) is not None:
+            self._lists_changed = True
         if self.by_user.get(info.owner) == info.id:
             del self.by_user[info.owner]
         self.persist(info)
@@ -168,7 +175,7 @@ class Threads:
         for tid in dirty:
             info = self.by_id.get(tid)
             await self.state.set(f"thread:{tid}", info.dump() if info else None)
-        if dirty:
+        if dirty and self._lists_changed:
             await self._write_lists()
 
     async def save_now(self, info: ThreadInfo) -> None:
@@ -178,6 +185,14 @@ class Threads:
         await self._write_lists()
 
     async def _write_lists(self) -> None:
+        self._lists_changed = False  # set again if a write fails, so the next flush retries it
+        try:
+            await self._write_lists_now()
+        except BaseException:
+            self._lists_changed = True
+            raise
+
+    async def _write_lists_now(self) -> None:
         by_shard: dict[int, list[int]] = {sid: [] for sid in self._lists}
         for tid in sorted(self.by_id):
             by_shard.setdefault(self.shards.shard(self.by_id[tid].guild), []).append(tid)
