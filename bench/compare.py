@@ -26,14 +26,16 @@ HERE = Path(__file__).resolve().parent.parent
 # Runs in the child: call one bench function, print its figures and the CPU time it took.
 _CHILD = r"""
 import asyncio, importlib, inspect, json, sys, time
-module_name, function_name = sys.argv[1].split(":")
+spec = sys.argv[1]
+del sys.argv[1:]  # a bench's main may read its own arguments (bench_web's scenario filter): it gets none
+module_name, function_name = spec.split(":")
 module = importlib.import_module("bench." + module_name)
 function = getattr(module, function_name)
 started = time.process_time()
 result = function()
 if inspect.iscoroutine(result):
     asyncio.run(result)
-print(json.dumps({"name": sys.argv[1] + ".cpu_seconds", "value": time.process_time() - started, "unit": "s"}), flush=True)
+print(json.dumps({"name": spec + ".cpu_seconds", "value": time.process_time() - started, "unit": "s"}), flush=True)
 """
 
 
