@@ -326,6 +326,8 @@ class WebPlatform(Platform):
 
     async def read_form(self, request: web.Request) -> dict[str, str]:
         """The request's form body (bounded by client_max_size: 413 beyond; by body_timeout: 408)."""
+        if request.content.is_eof():  # the whole body is here already (a small form, one packet): nothing to wait for
+            return parse_form(await request.read(), request.headers.get("Content-Type", ""))
         try:
             async with asyncio.timeout(self.config.body_timeout):
                 body = await request.read()
