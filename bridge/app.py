@@ -296,17 +296,17 @@ class Bridge:
         self.phase = "stopping"
         self.notifier.stopping(self.summary())
         if self.router is not None:
-            await self.router.shutdown()
+            try:  # bounded: a session stuck on a backend or store call must not keep the daemon up
+                async with asyncio.timeout(4 * self.config.bridge.shutdown_timeout):
+                    await self.router.shutdown()
+            except TimeoutError:
+                log.error("ending the chats did not finish within %.0f s; stopping anyway", 4 * self.config.bridge.shutdown_timeout)
             # Let platforms push out the shutdown notices they queued before they are cancelled.
             for platform in self.platforms.values():
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(self.config.bridge.shutdown_timeout):
                         await platform.flush()
-        for task in (*self._tasks, *self._helpers):
-            task.cancel()
-        for task in (*self._tasks, *self._helpers):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await _cancel_all([*self._tasks, *self._helpers], self.config.bridge.shutdown_timeout)
         self._tasks.clear()
         self._helpers.clear()
         for backend in self.backends.values():
@@ -338,3 +338,21 @@ class Bridge:
         """Run until `stop` is set (or forever), then shut down cleanly."""
         async with self:
             await (stop.wait() if stop is not None else asyncio.Event().wait())
+
+
+async def _cancel_all(tasks: list[asyncio.Task], timeout: float) -> None:
+    """Cancel `tasks` and wait for them; one still running after `timeout` (its clean-up awaits
+    something that does not answer) is named in the log and cancelled again, at its next await."""
+    for task in tasks:
+        task.cancel()
+    for _ in range(3):
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in done:  # what they raised while stopping was logged by them, or does not matter now
+            if not task.cancelled():
+                task.exception()
+        tasks = list(pending)
+        for task in tasks:
+            log.warning("%s did not stop within %.0f s of being cancelled; cancelling it again", task.get_name(), timeout)
+            task.cancel()
