@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import enum
 import re
+import string
 from dataclasses import dataclass
 from operator import itemgetter
+
+import ahocorasick
 
 from .links import FORMAT, INVITE, defang, find_link
 from .normalize import MAX_RUN, fold_spans, joined_runs, tokens
@@ -74,7 +77,7 @@ class ContentRules:
 
     __slots__ = (
         "words", "phrases", "phrase_lengths", "phrase_first", "prefixes", "patterns", "anchored", "links", "invites",
-        "only_invites", "pair", "starts", "loose", "listed", "listing",
+        "only_invites", "pair", "starts", "near", "loose", "listed", "listing",
     )  # fmt: skip
 
     def __init__(
@@ -128,13 +131,20 @@ class ContentRules:
         self.listing = bool(self.words or self.phrases or self.patterns or self.anchored)  # some list can match
         # No lists and links allowed (the default policy): only an invite can matter.
         self.only_invites = not self.listing and self.links == LinkAction.ALLOW
-        # What the run walk and the anchored patterns need, looked for apart (one search for both
-        # costs their sum, and most messages need neither): two single-letter tokens in a row
+        # What the run walk and the anchored patterns need: two single-letter tokens in a row
         # (searched in " folded text"), and a token that starts with an anchored prefix (the
-        # prefixes of each length as a set, met by each token's start of that length: in C,
-        # cheaper than a trie of them that the regex engine tries at every token).
+        # prefixes of each length as a set, met by each token's start of that length).
         self.pair = _PAIR if self.words else None
         self.starts = tuple((itemgetter(slice(0, size)), frozenset(table)) for size, table in sorted(self.anchored.items()))
+        # All three looks in one pass over " folded text ": an Aho-Corasick automaton of " word "
+        # for every listed word and phrase's first word, " prefix" for every anchored prefix, and
+        # " x y " for every two single letters or digits in a row (what folded ASCII text is made
+        # of; a text with other letters is also searched for pairs by `pair`). Most messages hit
+        # none of them: one C call rules out the lists but for loose patterns.
+        keys = {f" {word} " for word in self.listed} | {f" {prefix}" for table in self.anchored.values() for prefix in table}
+        if self.words:
+            keys.update(f" {x} {y} " for x in _FOLDED_ASCII for y in _FOLDED_ASCII)
+        self.near = _automaton(keys) if keys else None
         # Every list's loose patterns in one alternation (one list: its own): a text it finds
         # nothing in needs no search per list (a top-level alternation of safe patterns costs
         # their sum, no more). None: there are none, or they cannot share one regex.
@@ -176,12 +186,9 @@ class ContentRules:
             # One look each rules out the word lists (and phrases), the run walk and anchored
             # patterns (the gate), and the loose patterns: most messages need no more.
             folded = " ".join(words)
-            near = not self.listed.isdisjoint(words) or (self.pair is not None and self.pair.search(f" {folded}") is not None)
-            if not near:
-                for start, prefixes in self.starts:  # _started, inlined: every message
-                    if not prefixes.isdisjoint(map(start, words)):
-                        near = True
-                        break
+            near = self.near is not None and next(self.near.iter(f" {folded} "), None) is not None
+            if not near and self.pair is not None and not text.isascii():  # single letters beyond a-z and 0-9
+                near = self.pair.search(f" {folded}") is not None
             if near or (
                 self.patterns and (self.loose is None or len(folded) > SCAN_WINDOW or self.loose.search(folded) is not None)
             ):
@@ -308,6 +315,15 @@ def _alternation(regexes: list[re.Pattern[str]]) -> re.Pattern[str] | None:
 _ALLOW, _MASK, _HOLD, _END = Action.ALLOW, Action.MASK, Action.HOLD, Action.END
 # Two single-letter tokens in a row, in " " + the folded text: where a run of them starts.
 _PAIR = re.compile(r" [^ ] [^ ](?![^ ])")
+_FOLDED_ASCII = string.ascii_lowercase + string.digits  # every character of folded ASCII text but the space
+
+
+def _automaton(keys: set[str]) -> ahocorasick.Automaton:
+    found = ahocorasick.Automaton(ahocorasick.STORE_LENGTH)  # what a hit stores is never read
+    for key in sorted(keys):
+        found.add_word(key)
+    found.make_automaton()
+    return found
 _LINK_ALLOW, _LINK_DEFANG, _LINK_BLOCK = LinkAction.ALLOW, LinkAction.DEFANG, LinkAction.BLOCK
 
 
