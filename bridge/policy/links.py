@@ -110,12 +110,12 @@ def defang(text: str, *, invites_only: bool = False, first: re.Match[str] | None
     `first`: the first link in `text` (format characters dropped), when the caller has found it."""
     out = text if text.isascii() else text.translate(FORMAT)  # no format character is ASCII
     if first is not None and not invites_only and "://" not in out:
-        url = first.group(0)
-        if out.count(".") == url.count("."):
+        start, end = first.span()
+        if out.count(".") == out.count(".", start, end):
             # The one round written out: every dot is in this link, so no other link (each holds a
-            # mark) and, once they are bracketed, no mark at all: the fixed point.
-            start, end = first.span()
-            return out[:start] + url.replace(".", "[.]") + out[end:]
+            # mark) and, once they are bracketed, no mark at all: the fixed point. Bracketing the
+            # link's dots is then bracketing every dot.
+            return out.replace(".", "[.]")
     one = _defang_invite if invites_only else _defang_one
     # Most texts take one round. Another is needed only when bracketing a dot lets a shorter link
     # show (a chain of more labels than a link's 8); each round brackets a dot or renames a
