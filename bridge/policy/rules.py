@@ -11,7 +11,7 @@ from operator import itemgetter
 import ahocorasick
 
 from .links import FORMAT, INVITE, defang, find_link
-from .normalize import MAX_RUN, fold_spans, joined_runs, tokens
+from .normalize import ASCII_FOLD, MAX_RUN, fold_spans, joined_runs, tokens
 from .patterns import SCAN_WINDOW, anchored_prefix, compile_patterns, scan
 
 __all__ = ["Action", "ContentRules", "LinkAction", "Verdict", "WordList", "defang"]
@@ -178,16 +178,17 @@ class ContentRules:
         """The verdict on one message, or None when `check` relays it unchanged naming no rule
         (most messages: no Verdict is made for them). Written for the common case: enum members
         are read once per module (an enum's attribute costs three times a global)."""
-        if self.only_invites and text.isascii() and "d" not in text and "D" not in text:  # clearly_allowed
+        is_ascii = text.isascii()
+        if self.only_invites and is_ascii and "d" not in text and "D" not in text:  # clearly_allowed
             return None
-        words = tokens(text)
+        words = text.encode("ascii").translate(ASCII_FOLD).decode("ascii").split() if is_ascii else tokens(text)  # tokens, inlined
         best, hits = _ALLOW, ()
         if self.listing:
-            # One look each rules out the word lists (and phrases), the run walk and anchored
-            # patterns (the gate), and the loose patterns: most messages need no more.
+            # One pass of the automaton rules out the word lists, phrases, runs and anchored
+            # patterns, one search the loose patterns: most messages need no more.
             folded = " ".join(words)
             near = self.near is not None and next(self.near.iter(f" {folded} "), None) is not None
-            if not near and self.pair is not None and not text.isascii():  # single letters beyond a-z and 0-9
+            if not near and self.pair is not None and not is_ascii:  # single letters beyond a-z and 0-9
                 near = self.pair.search(f" {folded}") is not None
             if near or (
                 self.patterns and (self.loose is None or len(folded) > SCAN_WINDOW or self.loose.search(folded) is not None)
@@ -199,7 +200,7 @@ class ContentRules:
         if self.invites is not _LINK_ALLOW and "discord" in (joined := "".join(words)) and INVITE.search(joined):
             link, linked = self.invites, "invites"
         elif self.links is not _LINK_ALLOW and ("." in text or ":" in text):  # a link holds one of them
-            first = find_link(text if text.isascii() else text.translate(FORMAT))
+            first = find_link(text if is_ascii else text.translate(FORMAT))
             if first is not None:
                 link, linked = self.links, "links"
         if link is None and best == _ALLOW:
