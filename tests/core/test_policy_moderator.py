@@ -222,6 +222,24 @@ def test_verdicts_just_given_are_found_again_across_the_newer_half_filling_up(mo
     assert moderator.relayed(room, "hello 0") == "hello 0" and checked[-1] == "hello 0"  # pushed out: checked again
 
 
+def test_platforms_without_a_layer_of_their_own_share_the_base_rules_and_their_verdicts(monkeypatch):
+    # Web and Matrix have no [policy.platforms] layer here: one compiled rules for both, so a text
+    # a web user sent is found again (not checked again) when the Matrix side receives it.
+    assert POLICY.rules_for("web") is POLICY.rules_for("matrix") is POLICY.rules_for("")
+    assert POLICY.rules_for("discord") is not POLICY.rules_for("web")  # links blocked there
+    assert POLICY.rules_for("discord", "77") is not POLICY.rules_for("discord")
+    checked = []
+    changes = ContentRules.changes
+    monkeypatch.setattr(ContentRules, "changes", lambda rules, text: checked.append(text) or changes(rules, text))
+    moderator = Moderator(POLICY, MemoryStore())
+    assert moderator.relayed(Room("web", "w"), "oh shit, see evil.com") == "oh ****, see evil.com"
+    assert moderator.relayed(Room("matrix", "m"), "oh ****, see evil.com") == "oh ****, see evil.com"
+    assert moderator.relayed(Room("matrix", "m"), "oh shit, see evil.com") == "oh ****, see evil.com"
+    assert checked == ["oh shit, see evil.com", "oh ****, see evil.com"]
+    assert moderator.relayed(Room("discord", "d"), "oh shit, see evil.com") is None  # its own rules: checked
+    assert checked[-1] == "oh shit, see evil.com" and len(checked) == 3
+
+
 def test_a_new_policy_forgets_the_remembered_verdicts():
     moderator = Moderator(PolicySection(), MemoryStore())
     room = Room("web", "r")
