@@ -71,9 +71,10 @@ class _Hit:
 
 
 class ContentRules:
-    """One compiled policy layer. `check` is the only hot call: one fold, set look-ups, one search
-    that rules out single-letter runs and anchored patterns, one for the other patterns, a look
-    for links near their marks only, and the slow span-mapping pass only when something must be masked."""
+    """One compiled policy layer. `check` is the only hot call: one fold, one automaton pass that
+    rules out listed words, single-letter runs and anchored patterns, one search for the other
+    patterns, a look for links at the dots of domains only, and the slow span-mapping pass only
+    when something must be masked."""
 
     __slots__ = (
         "words", "phrases", "phrase_lengths", "phrase_first", "prefixes", "patterns", "anchored", "links", "invites",
@@ -317,6 +318,7 @@ _ALLOW, _MASK, _HOLD, _END = Action.ALLOW, Action.MASK, Action.HOLD, Action.END
 # Two single-letter tokens in a row, in " " + the folded text: where a run of them starts.
 _PAIR = re.compile(r" [^ ] [^ ](?![^ ])")
 _FOLDED_ASCII = string.ascii_lowercase + string.digits  # every character of folded ASCII text but the space
+_LINK_ALLOW, _LINK_DEFANG, _LINK_BLOCK = LinkAction.ALLOW, LinkAction.DEFANG, LinkAction.BLOCK
 
 
 def _automaton(keys: set[str]) -> ahocorasick.Automaton:
@@ -325,7 +327,6 @@ def _automaton(keys: set[str]) -> ahocorasick.Automaton:
         found.add_word(key)
     found.make_automaton()
     return found
-_LINK_ALLOW, _LINK_DEFANG, _LINK_BLOCK = LinkAction.ALLOW, LinkAction.DEFANG, LinkAction.BLOCK
 
 
 def _severity(entry: tuple[Action, str, re.Pattern[str]]) -> int:
