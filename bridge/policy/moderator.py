@@ -35,12 +35,13 @@ class _Layer:
     """One layer's compiled rules and the verdicts given under them lately, by text, in two
     halves: the newer fills up, then replaces the older (so at most RECENT_VERDICTS are kept)."""
 
-    __slots__ = ("rules", "recent", "older")
+    __slots__ = ("rules", "recent", "older", "half")
 
     def __init__(self, rules: ContentRules) -> None:
         self.rules = rules
         self.recent: dict[str, object] = {}
         self.older: dict[str, object] = {}
+        self.half = RECENT_VERDICTS // 2 - 1  # entries the newer half takes before a verdict that may add two
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -190,7 +191,14 @@ class Moderator:
         rules = layer.rules
         if rules.only_invites and rules.clearly_allowed(text):
             return text
-        found = layer.recent.get(text) or _recall(layer, text)
+        recent = layer.recent
+        found = recent.get(text) or layer.older.get(text)
+        if found is None:  # _recall, inlined: every message the sender's session checks
+            verdict = rules.changes(text)
+            if verdict is None and len(recent) < layer.half:  # most messages
+                recent[text] = _UNCHANGED
+                return text
+            found = _keep(layer, text, verdict)
         if found is _UNCHANGED:
             return text
         assert isinstance(found, Verdict)
@@ -260,11 +268,13 @@ def _recall(layer: _Layer, text: str) -> object:
     """The verdict on `text` (_UNCHANGED for "relayed as it is, no rule named") when it is not in
     the newer half of `layer`'s: from the older half, or found now and kept. Never None."""
     found = layer.older.get(text)
-    if found is not None:
-        return found
-    rules, recent = layer.rules, layer.recent
-    verdict = rules.changes(text)
-    if len(recent) >= RECENT_VERDICTS // 2 - 1:  # room for the two entries below
+    return found if found is not None else _keep(layer, text, layer.rules.changes(text))
+
+
+def _keep(layer: _Layer, text: str, verdict: Verdict | None) -> object:
+    """`verdict` (of `layer.rules.changes(text)`) kept in `layer`, as `_recall` returns it."""
+    recent = layer.recent
+    if len(recent) >= layer.half:  # room for the two entries below
         # The newer half becomes the older: a verdict given just before is still found (the
         # receiver's check comes some hundreds of checks after the sender's).
         layer.older, recent = recent, {}
@@ -272,7 +282,7 @@ def _recall(layer: _Layer, text: str) -> object:
     if verdict is None:
         recent[text] = _UNCHANGED
         return _UNCHANGED
-    if rules.settled(text, verdict):  # relayed changed (its links defanged): no rule names what is relayed
+    if layer.rules.settled(text, verdict):  # relayed changed (its links defanged): no rule names what is relayed
         # What is relayed is checked again by the receiver, under the same rules when the rooms
         # share them: its verdict is known now (relayed as it is), a dict hit then.
         recent[verdict.text] = _UNCHANGED
