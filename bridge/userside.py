@@ -172,12 +172,11 @@ class UserSide:
         if wait > 0:
             await self.notice(wait_notice(wait))
             return
-        if not moderator.clearly_allowed(self.room, text):
-            decision = moderator.from_user(self.room, text)
-            if not decision.relay:
-                await self._refused(decision)
-                return
-            text = decision.text
+        relayed = moderator.relayed(self.room, text)  # None: not relayed, and from_user says why
+        if relayed is None:
+            await self._refused(moderator.from_user(self.room, text))
+            return
+        text = relayed
         self.user_typing.message()  # a message implies the user stopped typing (no stop is sent)
         out = rich.outgoing_text(self, event, text) if event.image is None else await rich.outgoing(self, event, text)
         if out is not None and await self._send(out):
