@@ -47,6 +47,20 @@ class Delivery:
 
     async def deliver(self, room: Room, event: Event) -> None:
         """Show a stranger-side or core event: queued in the session room's outbox, sent in order."""
+        host = self.host
+        if type(event) is Message and host.ghosts is None:  # most events: the stranger's text, from the bot
+            host.moderation.note(room.id, event.stranger or "Stranger", event.text)
+            if host.lost is not None:
+                return
+            where = SessionRoom.parse(room.id)
+            if host.rooms.closed(where.room):
+                log.info("matrix: Message not shown: the bot is no longer in that room")
+                return
+            box = self.box(where)
+            told = host.relay.put(box, where, event, None, images=host.media.on(where.room))
+            if told is not None:
+                box.put_payload(Post(render.notice(told)))
+            return
         where = SessionRoom.parse(room.id)
         if self.host.crypto is not None and isinstance(event, (Waiting, Connected, Disconnected)) and getattr(event, "final", True):
             self.host.crypto.undecryptable.chat_ended(room.id)  # a late decryption never reaches another chat

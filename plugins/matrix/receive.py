@@ -189,10 +189,12 @@ class Receiver:
             await self.rich.on_reaction(rid, ev, sender, content)
         elif kind == "m.room.redaction":
             await self.rich.on_redaction(rid, ev)
-        elif relation_of(content)[0] is not None:
-            await self.rich.on_edit(rid, sender, content, kind)
         else:
-            await self.on_message(rid, ev, sender, content, kind)
+            edited, reply_to, _ = relation_of(content)
+            if edited is not None:
+                await self.rich.on_edit(rid, sender, content, kind)
+            else:
+                await self.on_message(rid, ev, sender, content, kind, reply_to)
 
     async def on_special(self, rid: str, ev: dict[str, Any], *, history: bool) -> None:
         """An event in a policy list (rules change), or in the management room (admin commands)."""
@@ -208,8 +210,9 @@ class Receiver:
         if rid == moderation.management and isinstance(body, str) and self.host.admin.is_command(body.strip()):
             await self.host.admin.handle(rid, sender, body.strip())
 
-    async def on_message(self, rid: str, ev: dict, sender: str, content: dict, kind: str) -> None:
-        """A user's message: a command, text for the stranger, or media; in thread mode only in session threads."""
+    async def on_message(self, rid: str, ev: dict, sender: str, content: dict, kind: str, reply_to: str | None) -> None:
+        """A user's message: a command, text for the stranger, or media; in thread mode only in session threads.
+        `reply_to`: the event it replies to (`relation_of`), if any."""
         cfg, rooms = self.cfg, self.rooms
         body = content.get("body")
         if isinstance(body, str) and self.host.admin.is_command(body.strip()):
@@ -238,7 +241,7 @@ class Receiver:
                 return  # ordinary conversation in a shared room
         else:
             root = None
-        sid = SessionRoom(rid, root).format()
+        sid = rid if root is None else SessionRoom(rid, root).format()
         room = Room(self.host.name, sid)
         self._user_stopped_typing(rid, sender)
         submit = self.host.submit
@@ -285,7 +288,6 @@ class Receiver:
         if sid in rooms.active:
             self.host.moderation.note(sid, "User", what.text)
         relations = self.host.relations
-        _, reply_to, _ = relation_of(content)
         event_id = ev.get("event_id")
         if isinstance(event_id, str):
             relations.users.remember(event_id, UserLine(sid, sender))
