@@ -57,7 +57,7 @@ class Delivery:
                 log.info("matrix: Message not shown: the bot is no longer in that room")
                 return
             box = self.box(where)
-            told = host.relay.put(box, where, event, None, images=host.media.on(where.room))
+            told = host.relay.put(box, where, event, None, images=event.image is not None and host.media.on(where.room))
             if told is not None:
                 box.put_payload(Post(render.notice(told)))
             return
@@ -144,7 +144,7 @@ class Delivery:
     def box(self, where: SessionRoom) -> Outbox:
         """The session room's outbox; lost messages not told yet are told first."""
         box = self.outboxes.get(where)
-        if self.undelivered.get(where):
+        if self.undelivered and self.undelivered.get(where):
             self._tell_undelivered(box)
         return box
 

@@ -64,7 +64,7 @@ class RoomState:
 
     def closed(self, rid: str) -> bool:
         """True when nothing may be sent to the room (left, or encrypted)."""
-        return self.is_gone(rid) or rid in self.encrypted
+        return bool(self.gone.get(rid, False)) or rid in self.encrypted  # (is_gone inlined: asked per request)
 
     def is_gone(self, rid: str) -> bool:
         """True when the bot left the room or was removed from it."""
