@@ -124,7 +124,7 @@ class Receiver:
         ghosts = self.host.ghosts
         if ghosts is not None and ghosts.owns(sender):
             return True
-        return any(p.fullmatch(sender) for p in self.ignore)
+        return bool(self.ignore) and any(p.fullmatch(sender) for p in self.ignore)
 
     async def on_invite(self, rid: str, state: list[dict]) -> None:
         """Join when the inviter is allowed and the room is unencrypted; otherwise refuse with a reason."""
