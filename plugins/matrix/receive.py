@@ -215,7 +215,8 @@ class Receiver:
         `reply_to`: the event it replies to (`relation_of`), if any."""
         cfg, rooms = self.cfg, self.rooms
         body = content.get("body")
-        if isinstance(body, str) and self.host.admin.is_command(body.strip()):
+        admin = self.host.admin
+        if isinstance(body, str) and admin.prefix in body and admin.is_command(body.strip()):
             await self.host.admin.handle(rid, sender, body.strip())  # refused outside the management room
             return
         what = classify(content, prefix=cfg.command_prefix, event_type=kind)
@@ -285,7 +286,7 @@ class Receiver:
             self.host.moderation.started(sid, sender)
             submit(room, start)
             return
-        if sid in rooms.active:
+        if sid in rooms.active and self.host.moderation.keep:  # (lines are kept only for a moderation log)
             self.host.moderation.note(sid, "User", what.text)
         relations = self.host.relations
         event_id = ev.get("event_id")
