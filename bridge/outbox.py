@@ -307,8 +307,9 @@ class Outboxes:
         self.on_drop = on_drop  # a room's outbox was dropped (idle or discarded): the owner may forget it too
         self._boxes: dict[Hashable, Outbox] = {}
 
-    def get(self, room: Hashable) -> Outbox:
-        """The room's outbox, made if it has none."""
+    def get(self, room: Hashable, *, drop_unused: bool = True) -> Outbox:
+        """The room's outbox, made if it has none. `drop_unused=False`: the caller queues into it now,
+        or else calls its `check_idle_soon` (it saves a loop callback per new outbox)."""
         box = self._boxes.get(room)
         if box is None:
             box = self._boxes[room] = Outbox(
@@ -320,7 +321,8 @@ class Outboxes:
                 on_idle=self._drop,
                 on_sent=self.on_sent,
             )
-            box.check_idle_soon()  # dropped again if the caller queues nothing
+            if drop_unused:
+                box.check_idle_soon()  # dropped again if the caller queues nothing
         return box
 
     def find(self, room: Hashable) -> Outbox | None:

@@ -56,10 +56,14 @@ class Delivery:
             if host.rooms.closed(where.room):
                 log.info("matrix: Message not shown: the bot is no longer in that room")
                 return
-            box = self.box(where)
+            box = self.outboxes.get(where, drop_unused=False)
+            if self.undelivered and self.undelivered.get(where):
+                self._tell_undelivered(box)
             told = host.relay.put(box, where, event, None, images=event.image is not None and host.media.on(where.room))
             if told is not None:
                 box.put_payload(Post(render.notice(told)))
+            if box.task is None:  # nothing was queued (an empty text): dropped again once idle
+                box.check_idle_soon()
             return
         where = SessionRoom.parse(room.id)
         if self.host.crypto is not None and isinstance(event, (Waiting, Connected, Disconnected)) and getattr(event, "final", True):
