@@ -49,10 +49,11 @@ class Delivery:
         """Show a stranger-side or core event: queued in the session room's outbox, sent in order."""
         host = self.host
         if type(event) is Message and host.ghosts is None:  # most events: the stranger's text, from the bot
-            host.moderation.note(room.id, event.stranger or "Stranger", event.text)
+            if host.moderation.keep:  # (lines are kept only for a moderation log)
+                host.moderation.note(room.id, event.stranger or "Stranger", event.text)
             if host.lost is not None:
                 return
-            where = SessionRoom.parse(room.id)
+            where = SessionRoom(room.id) if SessionRoom.SEP not in room.id else SessionRoom.parse(room.id)
             if host.rooms.closed(where.room):
                 log.info("matrix: Message not shown: the bot is no longer in that room")
                 return

@@ -136,8 +136,8 @@ class RoomSender:
 
     async def send_text(self, room: SessionRoom, item: Item) -> None:
         """Stranger text (maybe merged): attributed by the bot, or plain from its ghost (`item.label`)."""
-        if not TxnIds.ours(item.key):  # (as _own_key, without a coroutine: this runs for every message)
-            item.key = await self.txn.take()
+        if not TxnIds.ours(item.key):  # (as _own_key, mostly without a coroutine: every message)
+            item.key = self.txn.take_reserved() or await self.txn.take()
         if self.ghosts is not None:
             ghost = item.label
             label = self.ghosts.labels.get(ghost, "Stranger")
