@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nio import AsyncClient, SyncResponse
 
@@ -18,7 +18,6 @@ from bridge.policy.logfollow import FOLLOW_EVERY
 
 from . import render
 from .admin import Admin
-from .appservice import Pushed
 from .commands import help_text
 from .config import MatrixConfig
 from .delivery import Delivery
@@ -33,6 +32,9 @@ from .rooms import RoomState, SessionRoom
 from .sender import GhostLeave, Post, RoomSender
 from .sync import Sync, TokenRefused
 from .txn import TxnIds
+
+if TYPE_CHECKING:  # only ghost mode receives pushes: its module is loaded with the ghosts
+    from .appservice import Pushed
 
 __all__ = ["MatrixPlatform"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nio import AsyncClient, JoinedMembersResponse, JoinError, SyncResponse, TypingNoticeEvent
 
@@ -13,7 +13,6 @@ from bridge.abc import Submit
 from bridge.events import Event, Message, Report, Room, Start, StoppedTyping, Typing
 from bridge.identity import user_key
 
-from .appservice import Pushed
 from .commands import Command, to_event
 from .config import MatrixConfig
 from .e2ee import refusal_reason
@@ -22,6 +21,9 @@ from .relations import Relations, UserLine, relation_of
 from .rooms import RoomState, SessionRoom, server_of
 from .sync import Sync
 from .userrich import UserRich
+
+if TYPE_CHECKING:  # only ghost mode receives pushes: its module is loaded with the ghosts
+    from .appservice import Pushed
 
 __all__ = ["Host", "Receiver"]
 
