@@ -37,11 +37,11 @@ class TxnIds:
 
     async def take(self) -> str:
         """A fresh transaction id (a state write once per block)."""
-        if self.next >= self.reserved:
+        key = self.take_reserved()
+        while key is None:  # (again if others took the new block while its write was awaited)
             self.reserved = self.next + self.block
             await self.state.set("txn", json.dumps({"prefix": self.prefix, "reserved": self.reserved}))
-        key = self.take_reserved()
-        assert key is not None  # the block was just reserved
+            key = self.take_reserved()
         return key
 
     def take_reserved(self) -> str | None:

@@ -167,6 +167,29 @@ def test_render_merged_text_keeps_every_line_attributed_and_the_marker_apart():
     assert len(parts) == 3 and parts[-1]["body"].endswith(marker) and marker not in parts[0]["body"]
 
 
+async def test_txn_ids_taken_from_the_reserved_block_write_nothing_and_never_repeat():
+    class CountingState(FakeState):
+        writes = 0
+
+        async def set(self, key, value):
+            self.writes += 1
+            await super().set(key, value)
+
+    state = CountingState()
+    txn = TxnIds(state, block=3)
+    await txn.load()
+    assert txn.take_reserved() is None and state.writes == 0  # nothing reserved yet: only take() may write
+    ids = [await txn.take()]
+    while len(ids) < 3:
+        ids.append(txn.take_reserved())
+    assert state.writes == 1 and txn.take_reserved() is None  # the block of 3 is used up
+    ids.append(await txn.take())  # the next block: one more write
+    assert state.writes == 2 and len(set(ids)) == 4 and all(TxnIds.ours(i) for i in ids)
+    restarted = TxnIds(state, block=3)
+    await restarted.load()
+    assert await restarted.take() not in ids
+
+
 async def test_txn_ids_are_ours_and_outbox_keys_are_not():
     txn = TxnIds(FakeState())
     await txn.load()
