@@ -419,3 +419,27 @@ def test_room_state_stays_bounded_over_room_churn():
     assert rooms.closed("!r999") and rooms.closed("!r998")  # the newest keep their meaning
     rooms.joined("!r999")
     assert not rooms.closed("!r999")
+
+
+_LOADED_ON_DEMAND = r"""
+import sys
+from bridge.store import MemoryStore
+from plugins.matrix.config import MatrixConfig
+from plugins.matrix.platform import MatrixPlatform
+
+cfg = MatrixConfig(plugin="matrix", homeserver="http://127.0.0.1:9", user_id="@bot:x", access_token="t", encryption=ENCRYPTION)
+MatrixPlatform("mx", cfg, lambda room, event: None, MemoryStore().state_for("platform:mx"))
+print(sorted(m for m in ("yaml", "plugins.matrix.appservice", "plugins.matrix.crypto", "bridge.images") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("encryption", [False, True])
+def test_a_bot_without_ghosts_or_images_never_loads_their_modules(encryption):
+    # PyYAML (ghost mode's registration), the appservice pieces and bridge.images are a bot's heap
+    # only when it uses them; the E2EE modules only with encryption on.
+    import subprocess
+    import sys
+
+    code = _LOADED_ON_DEMAND.replace("ENCRYPTION", repr(encryption))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split("\n")[-2] == str(["plugins.matrix.crypto"] if encryption else [])
