@@ -87,8 +87,7 @@ class Outbox:
         self.sending: Item | None = None
         self.idle = asyncio.Event()
         self.idle.set()
-        self.typing = TypingPace(room, self._send_typing, policy.typing_every, off=policy.typing_off,
-                                 on_quiet=self._check_idle)
+        self._typing: TypingPace | None = None  # made at the first typing (most outboxes live for one message)
         self._idle_timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.merged = 0  # messages folded into another (with the visible marker)
@@ -122,6 +121,16 @@ class Outbox:
             self.task = asyncio.get_running_loop().create_task(self._run(), name=f"outbox {self.room}")
 
     @property
+    def typing(self) -> TypingPace:
+        """The room's typing pace (made at first use)."""
+        pace = self._typing
+        if pace is None:
+            policy = self.policy
+            pace = self._typing = TypingPace(self.room, self._send_typing, policy.typing_every, off=policy.typing_off,
+                                             on_quiet=self._check_idle)
+        return pace
+
+    @property
     def depth(self) -> int:
         """Items waiting (the one being sent included until it is done)."""
         return len(self.queue) + (self.sending is not None)
@@ -134,7 +143,8 @@ class Outbox:
         """Stop sending and drop what waits (safe from the outbox's own task)."""
         self.closed = True
         self.queue.clear()
-        self.typing.close()
+        if self._typing is not None:
+            self._typing.close()
         self._cancel_idle_timer()
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
@@ -166,7 +176,7 @@ class Outbox:
 
     async def _send(self, item: Item) -> None:
         policy = self.policy
-        retrying = policy.retry.retrying()
+        retrying = None  # made at the first transient failure (most items go out at once)
         waits = 0
         while True:
             item.attempts += 1
@@ -188,6 +198,8 @@ class Outbox:
                 continue
             except Exception as exc:  # transient: maybe stored; retried with the same key
                 item.maybe_stored = True
+                if retrying is None:
+                    retrying = policy.retry.retrying()
                 delay = retrying.failed()
                 if delay is None:
                     self._give_up(item, "transient", exc)
@@ -236,8 +248,10 @@ class Outbox:
 
     def typing_stop(self, label: str | None = None, *, everyone: bool = False) -> None:
         """`label` (or everyone) stopped typing; a message from them stops it too (the caller says so)."""
-        self.typing.stop(label, everyone=everyone)
-        if not self.typing.active:
+        pace = self._typing
+        if pace is not None:
+            pace.stop(label, everyone=everyone)
+        if pace is None or not pace.active:
             self.check_idle_soon()
 
     # ---- idleness ----------------------------------------------------------------------------
@@ -245,7 +259,7 @@ class Outbox:
     @property
     def is_idle(self) -> bool:
         """Nothing queued, nobody typing, no typing call due."""
-        return self.idle.is_set() and not self.queue and not self.typing.active
+        return self.idle.is_set() and not self.queue and (self._typing is None or not self._typing.active)
 
     def check_idle_soon(self) -> None:
         """Look at idleness once the caller's synchronous puts are done (never drop under a caller)."""
@@ -255,7 +269,7 @@ class Outbox:
         """Tell the owner once the outbox is idle and its typing pace no longer matters."""
         if self.on_idle is None or self.closed or not self.is_idle:
             return
-        wait = self.typing.next_allowed()
+        wait = self._typing.next_allowed() if self._typing is not None else 0.0
         if wait > 0:  # a new outbox now would call typing again too early: keep this one a while
             if self._idle_timer is None:
                 self._idle_timer = asyncio.get_running_loop().call_later(wait, self._idle_timer_fired)
@@ -293,8 +307,9 @@ class Outboxes:
         self.on_drop = on_drop  # a room's outbox was dropped (idle or discarded): the owner may forget it too
         self._boxes: dict[Hashable, Outbox] = {}
 
-    def get(self, room: Hashable) -> Outbox:
-        """The room's outbox, made if it has none."""
+    def get(self, room: Hashable, *, drop_unused: bool = True) -> Outbox:
+        """The room's outbox, made if it has none. `drop_unused=False`: the caller queues into it now,
+        or else calls its `check_idle_soon` (it saves a loop callback per new outbox)."""
         box = self._boxes.get(room)
         if box is None:
             box = self._boxes[room] = Outbox(
@@ -306,7 +321,8 @@ class Outboxes:
                 on_idle=self._drop,
                 on_sent=self.on_sent,
             )
-            box.check_idle_soon()  # dropped again if the caller queues nothing
+            if drop_unused:
+                box.check_idle_soon()  # dropped again if the caller queues nothing
         return box
 
     def find(self, room: Hashable) -> Outbox | None:

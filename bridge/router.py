@@ -58,7 +58,7 @@ class Router:
         # no session task runs: otherwise this run's new sessions could be taken for leftovers.
         self._live = False
         self._waiting: list[Session] = []
-        self._saves: deque[tuple[Session, ChatRich]] = deque()  # reference maps waiting for their turn to save
+        self._saves: deque[tuple[Session, ChatRich, float]] = deque()  # maps waiting to save, and when they may
 
     # ---- wiring ------------------------------------------------------------------------------
 
@@ -176,21 +176,28 @@ class Router:
             log.exception("room %s: could not persist the session", record.room)
 
     def queue_save(self, session: Session, state: ChatRich) -> None:
-        """Give `session` its turn to save its chat's reference map soon: the first SAVE_DELAY from now,
-        then one per loop iteration, each after the work that was ready when the turn before ran
-        (bridge.rich.changed says why)."""
-        self._saves.append((session, state))
+        """Give `session` its turn to save its chat's reference map soon: no sooner than SAVE_DELAY
+        from now, and one per loop iteration, each after the work that was ready when the turn
+        before ran (bridge.rich.changed says why)."""
+        loop = asyncio.get_running_loop()
+        self._saves.append((session, state, loop.time() + SAVE_DELAY))
         if len(self._saves) == 1:
-            asyncio.get_running_loop().call_later(SAVE_DELAY, self._next_save)
+            loop.call_later(SAVE_DELAY, self._next_save)
 
     def _next_save(self) -> None:
-        session, state = self._saves.popleft()
+        loop = asyncio.get_running_loop()
+        session, state, due = self._saves[0]
+        wait = due - loop.time()
+        if wait > 0:  # queued behind others: its own message's relay may still be going through
+            loop.call_later(wait, self._next_save)
+            return
+        self._saves.popleft()
         try:
             if session.rich is state:  # else the chat ended meanwhile: nothing to save
                 session.put_save(state)
         finally:
             if self._saves:
-                asyncio.get_running_loop().call_soon(self._next_save)
+                loop.call_soon(self._next_save)
 
     async def forget(self, room: Room) -> None:
         try:
