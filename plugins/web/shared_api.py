@@ -15,10 +15,9 @@ from bridge.events import Disconnected, Reason
 
 from .clients import ID_LENGTH, Client
 from .middleware import WIN, fail, json_answer, null, text
-from .omegle_api import FIRST_EVENTS_WAIT, gone
-from .protocol import ProtocolError, parse_ack, parse_start, status_payload
+from .omegle_api import FIRST_EVENTS_WAIT, gone, start_answer, start_refusal
+from .protocol import ProtocolError, parse_ack, parse_start
 from .render import render, worth_answering
-from .rich import EMOJI
 from .shared import DOWN, RECHECK, SharedTier, Taken
 
 if TYPE_CHECKING:
@@ -171,7 +170,7 @@ class SharedApi:
 
     async def on_start(self, request: web.Request) -> web.Response:
         """GET or POST /start: this instance owns the new client (and runs its session)."""
-        platform, clients, config = self.web, self.web.clients, self.web.config
+        platform, clients = self.web, self.web.clients
         params = {k: request.query.getone(k) for k in request.query}
         if request.method == "POST":
             params.update(await platform.read_form(request))
@@ -184,12 +183,9 @@ class SharedApi:
             live = await self.tier.sessions(address) if shared else clients.sessions[address]
         except DOWN:
             shared, live = False, clients.sessions[address]
-        if live >= config.max_sessions_per_address:
-            platform.count("refused", "sessions_per_address")
-            return fail(429)
-        if len(clients) >= config.max_clients:
-            platform.count("refused", "clients")
-            return fail(503)
+        refusal = start_refusal(platform, live)
+        if refusal is not None:
+            return refusal
         client = clients.create(address, spy=wanted.spy, wants_likes=wanted.wants_likes, rich=wanted.rich)
         if wanted.acks:
             client.sent = []
@@ -213,14 +209,7 @@ class SharedApi:
             if not client.has_answer():
                 await client.wait(FIRST_EVENTS_WAIT)
             events = clients.take(client) if client.has_answer() else []
-        count = platform.metrics.online()
-        status = [["statusInfo", status_payload(count)], ["count", count]]
-        answer: dict = {"clientID": client.secret, "events": events + status}
-        if wanted.acks:
-            answer["next"] = len(events)
-        if wanted.rich:
-            answer["rich"] = {"emoji": list(EMOJI), "images": config.images, "image_max_bytes": config.image_max_bytes}
-        return json_answer(answer)
+        return start_answer(platform, client, events, wanted)
 
     async def _flush(self, client: Client) -> bool:
         """Move the events kept in memory while Redis was away into its queue, after what is there
