@@ -17,7 +17,7 @@ from redis import exceptions as rx
 
 from plugins.hub.stream import StreamRelay
 
-from .shared_lua import END_POLL, GIVE_BACK, PUSH, TAKE
+from .shared_lua import END_POLL, GIVE_BACK, POLL_SLOT, PUSH, TAKE
 
 __all__ = ["DOWN", "Record", "SharedTier", "Taken", "WebRelay"]
 
@@ -92,6 +92,7 @@ class SharedTier:
         self._take = self.redis.register_script(TAKE)
         self._end_poll = self.redis.register_script(END_POLL)
         self._give_back = self.redis.register_script(GIVE_BACK)
+        self._poll_slot = self.redis.register_script(POLL_SLOT)
 
     def down(self) -> bool:
         """Whether Redis is known to be unreachable now (calls would fail: the owner serves from memory)."""
@@ -110,6 +111,9 @@ class SharedTier:
 
     def _owned(self, instance: str) -> str:
         return f"{self.prefix}o:{instance}"
+
+    def _polls(self, hashed: str) -> str:
+        return f"{self.prefix}p:{hashed}"
 
     async def salt(self) -> bytes:
         """The salt of client keys, made by the first instance to ask (SET NX), the same for all."""
@@ -208,6 +212,25 @@ class SharedTier:
                 if ended is None and spy is not None:  # still live (not ended, not expired)
                     out.append((key, spy == "1"))
         return out
+
+    # ---- open polls per address ----------------------------------------------------------------
+
+    async def poll_begin(self, hashed: str, cap: int, lease: float) -> str:
+        """Count an open poll (or no-JS stream) of the address hashed `hashed` on every instance, for
+        `lease` seconds unless renewed: its member name, or "" when `cap` are open already. Raises DOWN."""
+        member = f"{self.instance}:{uuid.uuid4().hex}"
+        counted = await self._poll_slot(keys=[self._polls(hashed)], args=[max(cap, 1), member, int(lease * 1000)])
+        return member if counted else ""
+
+    async def poll_renew(self, hashed: str, member: str, lease: float) -> None:
+        """A long-lived stream is still open: its count lasts `lease` seconds more. Raises DOWN."""
+        await self._poll_slot(keys=[self._polls(hashed)], args=[0, member, int(lease * 1000)])
+
+    async def poll_end(self, hashed: str, member: str) -> None:
+        try:
+            await self.redis.zrem(self._polls(hashed), member)
+        except DOWN as exc:  # its lease ends it
+            log.debug("web: ending a poll's count failed (%s)", type(exc).__name__)
 
     # ---- events ------------------------------------------------------------------------------
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -28,6 +30,7 @@ __all__ = ["SharedApi"]
 log = logging.getLogger(__name__)
 
 RICH_PATHS = frozenset({"/edit", "/delete", "/react"})
+POLL_MARGIN = 5.0  # seconds a poll's count outlives its window in Redis (its end removes it; a killed instance's expire)
 NOTICE = ["serverMessage", "Too much at once: some events were not shown."]
 
 
@@ -254,20 +257,13 @@ class SharedApi:
             client.stay()
             if self.tier.down() or (client.has_answer() and not await self._flush(client)):
                 return await self._from_memory(request, client, ack)
-        address = platform.address(request)
-        polls = platform.clients.polls
-        if polls[address] >= platform.config.max_polls_per_address:
-            platform.count("refused", "polls_per_address")
-            return fail(429)
-        polls[address] += 1
-        try:
-            taken = await self._poll(key, ack, platform.config.poll_window, request, client)
-        except DOWN:
-            taken = Taken("down")
-        finally:
-            polls[address] -= 1
-            if polls[address] <= 0:
-                del polls[address]
+        async with self.polling(platform.address(request)) as slot:
+            if slot is None:
+                return fail(429)
+            try:
+                taken = await self._poll(key, ack, platform.config.poll_window, request, client)
+            except DOWN:
+                taken = Taken("down")
         status = "none" if taken is None else taken.status
         if client is not None and platform.clients.get(key) is client and not gone(request):
             if status == "down":  # Redis went away meanwhile: its events wait in memory here
@@ -286,6 +282,37 @@ class SharedApi:
             platform.count("refused", "unknown_id")
             return fail(400)
         return _answer(taken)
+
+    @contextlib.asynccontextmanager
+    async def polling(self, address: str, lease: float | None = None) -> AsyncIterator[str | None]:
+        """One open poll (or no-JS stream) of `address`, counted against max_polls_per_address on
+        every instance: a lease in Redis (`lease` seconds, a poll window and a margin by default;
+        a stream renews it), so the polls of an instance killed with them open stop counting when
+        theirs end. Yields the lease's member ("" while Redis is away: counted here only), or None
+        when the address has its maximum open (counted as refused). This instance's own count
+        (web_polls_open) is kept too."""
+        platform, polls = self.web, self.web.clients.polls
+        cap, hashed, member = platform.config.max_polls_per_address, platform.clients.key_of(address), ""
+        if lease is None:
+            lease = platform.config.poll_window + POLL_MARGIN
+        try:
+            member = "" if self.tier.down() else await self.tier.poll_begin(hashed, cap, lease)
+            counted = bool(member) or (self.tier.down() and polls[address] < cap)
+        except DOWN:
+            counted = polls[address] < cap
+        if not counted:
+            platform.count("refused", "polls_per_address")
+            yield None
+            return
+        polls[address] += 1
+        try:
+            yield member
+        finally:
+            polls[address] -= 1
+            if polls[address] <= 0:
+                del polls[address]
+            if member:
+                await self.tier.poll_end(hashed, member)
 
     async def _from_memory(self, request: web.Request, client: Client, ack: int | None) -> web.Response:
         """A poll of a client this instance owns while Redis is away: its events kept in memory, once

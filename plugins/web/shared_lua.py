@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["END_POLL", "GIVE_BACK", "PUSH", "TAKE"]
+__all__ = ["END_POLL", "GIVE_BACK", "POLL_SLOT", "PUSH", "TAKE"]
 
 # KEYS: record, queue, address set, owner's set. ARGV: max queue, force (1/0), ttl, final (1/0), news (1/0), notice, items...
 # Returns {the instance of the client's open poll ('' for none), the sequence number after the last event,
@@ -103,5 +103,19 @@ GIVE_BACK = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 for i = #ARGV, 1, -1 do redis.call('LPUSH', KEYS[2], ARGV[i]) end
 redis.call('HSET', KEYS[1], 'n', '1')
+return 1
+"""
+
+# KEYS: the open polls of one address (a sorted set: member -> when its lease ends, in Redis's clock, ms).
+# ARGV: cap (0: a renewal, never refused), member, lease ms. Expired leases (an instance killed with its
+# polls open) are dropped first; 1 if the poll is counted, 0 when the address has `cap` open already.
+POLL_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local cap = tonumber(ARGV[1])
+if cap > 0 and redis.call('ZCARD', KEYS[1]) >= cap then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
