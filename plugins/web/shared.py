@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 DOWN = (rx.RedisError, OSError, asyncio.TimeoutError)  # Redis did not do what was asked (unreachable, refused)
 FORWARD_WAIT = 3.0  # seconds an action forwarded to its client's owner waits for the owner's answer
 RECHECK = 5.0  # seconds a waiting poll looks at its queue again even when no wake came (a wake lost)
+EXPIRY_MARGIN = 1.0  # seconds an expiring forwarded action must be applied before its asker stops waiting
+UPLOAD_CLAIM = 60.0  # seconds at most one client's upload holds its claim (its end releases it)
 MARKING = Backoff(0.05, cap=2.0, attempts=None, jitter=0.3)  # retrying to record forwarded actions as applied
 
 
@@ -43,6 +45,7 @@ class Record:
     spy: bool
     likes: bool
     seen: float
+    nojs: bool = False  # a no-JavaScript chat (its lines are a transcript: see plugins.web.nojs_shared)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +194,7 @@ class SharedTier:
             return None
         return Record(
             key, raw["o"], raw.get("e") == "1", raw.get("k") == "1", raw.get("r") == "1", raw.get("sp") == "1",
-            raw.get("l") == "1", float(raw.get("s") or 0),
+            raw.get("l") == "1", float(raw.get("s") or 0), raw.get("nj") == "1",
         )  # fmt: skip
 
     async def records(self, keys: list[str]) -> list[tuple[str, dict[str, str]]]:
@@ -332,14 +335,20 @@ class SharedTier:
             if self.waiters.get(key) is fut:
                 del self.waiters[key]
 
-    async def forward(self, owner: str, key: str, path: str, form: dict[str, str]) -> tuple[int, str] | None:
+    async def forward(
+        self, owner: str, key: str, path: str, form: dict[str, str], *, expires: bool = False,
+    ) -> tuple[int, str] | None:
         """Hand an action of client `key` (its endpoint and form, without the id) to its owner and
         wait up to FORWARD_WAIT for its answer (status, body). None: the owner did not answer in time
-        (it is restarting): the action waits in its stream and takes effect when it is back."""
+        (it is restarting): the action waits in its stream and takes effect when it is back; or,
+        `expires` (its asker is told it failed), it takes no effect unless applied within
+        FORWARD_WAIT - EXPIRY_MARGIN of Redis's clock."""
         fields = {k: v for k, v in form.items() if k != "id"}
         request = uuid.uuid4().hex
         self.forwarded += 1
         envelope = {"id": request, "t": "a", "k": key, "p": path, "f": fields, "r": self.instance, "n": [self.epoch, self.forwarded]}
+        if expires:
+            envelope["u"] = await self._redis_ms() + int((FORWARD_WAIT - EXPIRY_MARGIN) * 1000)
         self.relay.send(owner, envelope)
         if owner in self.silent:  # it did not answer lately: only make sure the action is in its stream
             await self.relay.drain(FORWARD_WAIT)
@@ -396,9 +405,16 @@ class SharedTier:
                         continue
                     marks[sender] = mark
                 fresh.append(envelope)
-            if marks:
+            if marks or any("u" in envelope for envelope in fresh):
                 try:
-                    await self.redis.hset(self._applied_key(), mapping={s: f"{e}:{n}" for s, (e, n) in marks.items()})
+                    if any("u" in envelope for envelope in fresh):
+                        now = await self._redis_ms()
+                        late = [e for e in fresh if int(e.get("u", now)) < now]
+                        if late:
+                            log.info("web: %d forwarded actions came after their askers were told they failed", len(late))
+                            fresh = [e for e in fresh if e not in late]
+                    if marks:
+                        await self.redis.hset(self._applied_key(), mapping={s: f"{e}:{n}" for s, (e, n) in marks.items()})
                 except DOWN as exc:
                     log.warning("web: recording forwarded actions failed (%s); retrying", type(exc).__name__)
                     self._actions[:0] = batch
@@ -413,6 +429,25 @@ class SharedTier:
                     log.exception("web: a forwarded action failed")
             self._done_actions += len(batch)
             self._progress.set()
+
+    async def _redis_ms(self) -> int:
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def claim_upload(self, key: str) -> bool | None:
+        """One picture at a time per client, on every instance: False while another is being read;
+        None when Redis is away."""
+        try:
+            return bool(await self.redis.set(f"{self.prefix}up:{key}", self.instance, nx=True, px=int(UPLOAD_CLAIM * 1000)))
+        except DOWN as exc:
+            log.info("web: an upload's claim failed (%s)", type(exc).__name__)
+            return None
+
+    async def release_upload(self, key: str) -> None:
+        try:
+            await self.redis.delete(f"{self.prefix}up:{key}")
+        except DOWN as exc:  # its expiry releases it
+            log.debug("web: releasing an upload's claim failed (%s)", type(exc).__name__)
 
     async def _settle(self) -> None:
         """Wait until every forwarded action read so far was recorded and applied (or dropped)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import logging
@@ -13,13 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bridge.events import Disconnected, Reason
+from bridge.events import Disconnected, Image, Reason
 
 from .clients import ID_LENGTH, Client
 from .middleware import WIN, fail, json_answer, null, text
 from .omegle_api import FIRST_EVENTS_WAIT, gone, start_answer, start_refusal
 from .protocol import ProtocolError, parse_ack, parse_start
+from .pictures import PATH, SharedPictures
 from .render import render, worth_answering
+from .rich_api import UPLOAD
 from .shared import DOWN, RECHECK, SharedTier, Taken
 
 if TYPE_CHECKING:
@@ -44,12 +47,15 @@ class SharedApi:
     def __init__(self, platform: WebPlatform, tier: SharedTier) -> None:
         self.web = platform
         self.tier = tier
+        self.pictures = SharedPictures(tier.redis, tier.prefix)
+        platform.clients.pictures = self.pictures  # type: ignore[assignment]  # the same interface, in Redis
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Registered before OmegleApi's and RichApi's: the first route of a path wins."""
         router.add_get("/start", self.on_start, allow_head=False)
         router.add_post("/start", self.on_start)
         router.add_post("/events", self.on_events)
+        router.add_get(PATH + "{token}", self.on_picture, allow_head=False)
         for path in ("/send", "/typing", "/stoppedtyping", "/disconnect", "/report", "/stoplookingforcommonlikes", *sorted(RICH_PATHS)):
             router.add_post(path, self._handler(path))
 
@@ -67,6 +73,7 @@ class SharedApi:
         if not items:
             return
         end = None
+        await self.pictures.written(client.key)  # no picture's URL is shown before any instance can serve it
         if not self.tier.down():
             kept = self._unkeep(client)  # kept here while Redis was away: they go first
             try:
@@ -118,14 +125,26 @@ class SharedApi:
         """An action another instance took for a client this one owns: it takes effect here."""
         client = self.web.clients.get(str(envelope.get("k")))
         path, form = str(envelope.get("p")), envelope.get("f")
-        action = self.web.api.actions.get(path) or self.web.rich_api.actions.get(path)
+        action = self._action(path)
         if client is None or action is None or not isinstance(form, dict) or (client.ended and path != "/disconnect"):
             self.tier.answer(envelope, 400, "fail")
             return
         client.last_seen = time.monotonic()
         client.stay()
         response = action(client, {str(k): str(v) for k, v in form.items()})
+        if path == UPLOAD:  # answered once its picture can be fetched from any instance
+            self.web.spawn(self._answer_when_written(envelope, client.key, response))
+            return
         self.tier.answer(envelope, response.status, response.text or "")
+
+    async def _answer_when_written(self, envelope: dict[str, Any], key: str, response: web.Response) -> None:
+        await self.pictures.written(key)
+        self.tier.answer(envelope, response.status, response.text or "")
+
+    def _action(self, path: str) -> Any:
+        if path == UPLOAD:
+            return self.web.rich_api.forwarded_upload
+        return self.web.api.actions.get(path) or self.web.rich_api.actions.get(path)
 
     async def leave_unless_seen(self, client: Client, since: float) -> None:
         """A page's grace after unloading is over: it leaves unless some instance saw it since."""
@@ -403,6 +422,48 @@ class SharedApi:
         if answer is None:  # the owner is restarting: the action takes effect when it is back
             return text(WIN)
         return text(answer[1], answer[0])
+
+    async def on_picture(self, request: web.Request) -> web.Response:
+        """GET /image/TOKEN on any instance: a picture shown to a live client, from Redis."""
+        try:
+            image = await self.pictures.fetch(request.match_info["token"])
+        except DOWN:
+            return fail(503)
+        if image is None:
+            return web.Response(status=404, text="gone", content_type="text/plain")
+        response = web.Response(body=image.data, content_type=image.mime)
+        response.headers["Cache-Control"] = "private, no-store"
+        response.headers["Content-Disposition"] = "inline"
+        return response
+
+    async def upload_elsewhere(self, request: web.Request) -> web.Response:
+        """POST /upload of a client another instance owns: the picture is read and re-encoded here,
+        then sent by its owner (its answer, or 503 when the owner does not answer in time: then the
+        picture is never sent, see SharedTier.forward's `expires`)."""
+        platform, rich = self.web, self.web.rich_api
+        key = self.key_of(request.headers.get("X-Client-ID"))
+        try:
+            record = await self.tier.find(key) if key is not None else None
+        except DOWN:
+            return fail(503)
+        if record is None or record.owner == self.tier.instance or record.ended or not record.rich or record.spy or record.nojs:
+            platform.count("refused", "unknown_id")
+            return fail(400)
+        image = await rich.read_picture(request, record.key)
+        if not isinstance(image, Image):
+            return image
+        form = {
+            "ref": request.headers.get("X-Ref", ""), "d": base64.b64encode(image.data).decode("ascii"), "m": image.mime,
+            "w": str(image.width), "h": str(image.height),
+        }  # fmt: skip
+        try:
+            answer = await self.tier.forward(record.owner, record.key, UPLOAD, form, expires=True)
+        except DOWN:
+            return fail(503)
+        if answer is None:
+            return text("fail: not sent: the chat's server did not answer in time; try again", 503)
+        status, body = answer
+        return web.Response(text=body, status=status, content_type="application/json" if status == 200 else "text/plain")
 
     async def end_owned_by(self, instance: str) -> int:
         """Tell the clients of an instance that is gone for good that their chats ended (once each)."""

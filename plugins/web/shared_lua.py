@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["END_POLL", "GIVE_BACK", "POLL_SLOT", "PUSH", "TAKE"]
+__all__ = ["DROP_PICTURES", "END_POLL", "GIVE_BACK", "KEEP_PICTURE", "POLL_SLOT", "PUSH", "TAKE"]
 
 # KEYS: record, queue, address set, owner's set. ARGV: max queue, force (1/0), ttl, final (1/0), news (1/0), notice, items...
 # Returns {the instance of the client's open poll ('' for none), the sequence number after the last event,
@@ -117,5 +117,66 @@ local cap = tonumber(ARGV[1])
 if cap > 0 and redis.call('ZCARD', KEYS[1]) >= cap then return 0 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# Pictures shown to web clients, kept for every instance. Each is a hash `<p>i:<token>` {d: base64, m: mime}
+# with a ttl; a client's pictures are the list `<p>ic:<client>` of "token:size:line", oldest first; all of
+# them the sorted set `<p>iall` of "token:size" by when they were kept, and their size in `<p>ibytes`.
+# Every picture has the same ttl, so the expired ones are the oldest of the set: dropped first.
+_FORGET = """
+local total = tonumber(redis.call('GET', KEYS[3]) or '0')
+local function forget(token, size)
+  if redis.call('ZREM', KEYS[2], token .. ':' .. size) == 1 then total = total - tonumber(size) end
+  redis.call('DEL', ARGV[1] .. token)
+end
+"""
+
+# KEYS: the client's list, the set of all, the total. ARGV: picture key prefix, token, size, line, ttl ms,
+# pictures per client, bytes per client, bytes in all, data (base64), mime.
+KEEP_PICTURE = _FORGET + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[5])
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - ttl)) do
+  local token, size = string.match(m, '^([^:]+):(%d+)$')
+  forget(token, size)
+end
+redis.call('HSET', ARGV[1] .. ARGV[2], 'd', ARGV[9], 'm', ARGV[10])
+redis.call('PEXPIRE', ARGV[1] .. ARGV[2], ttl)
+redis.call('ZADD', KEYS[2], now, ARGV[2] .. ':' .. ARGV[3])
+total = total + tonumber(ARGV[3])
+redis.call('RPUSH', KEYS[1], ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ttl)
+local mine = redis.call('LRANGE', KEYS[1], 0, -1)
+local bytes = 0
+for _, m in ipairs(mine) do bytes = bytes + tonumber(string.match(m, '^[^:]+:(%d+):')) end
+local count, i = #mine, 1
+while count > tonumber(ARGV[6]) or bytes > tonumber(ARGV[7]) do
+  local token, size = string.match(mine[i], '^([^:]+):(%d+):')
+  forget(token, size)
+  redis.call('LPOP', KEYS[1])
+  count, bytes, i = count - 1, bytes - tonumber(size), i + 1
+end
+while total > tonumber(ARGV[8]) do
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if not oldest then break end
+  local token, size = string.match(oldest, '^([^:]+):(%d+)$')
+  forget(token, size)
+end
+redis.call('SET', KEYS[3], math.max(total, 0))
+return 1
+"""
+
+# KEYS: the client's list, the set of all, the total. ARGV: picture key prefix, line ('': every picture of the client).
+DROP_PICTURES = _FORGET + """
+for _, m in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local token, size, line = string.match(m, '^([^:]+):(%d+):(.*)$')
+  if ARGV[2] == '' or line == ARGV[2] then
+    forget(token, size)
+    redis.call('LREM', KEYS[1], 1, m)
+  end
+end
+redis.call('SET', KEYS[3], math.max(total, 0))
 return 1
 """
