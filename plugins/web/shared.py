@@ -19,7 +19,7 @@ from redis import exceptions as rx
 from bridge.backoff import Backoff
 from plugins.hub.stream import StreamRelay
 
-from .shared_lua import END_POLL, GIVE_BACK, POLL_SLOT, PUSH, TAKE
+from .shared_lua import END_POLL, GIVE_BACK, NOJS_APPEND, NOJS_BEGIN, NOJS_END, NOJS_READ, POLL_SLOT, PUSH, TAKE
 
 __all__ = ["DOWN", "Record", "SharedTier", "Taken", "WebRelay"]
 
@@ -121,6 +121,10 @@ class SharedTier:
         self._end_poll = self.redis.register_script(END_POLL)
         self._give_back = self.redis.register_script(GIVE_BACK)
         self._poll_slot = self.redis.register_script(POLL_SLOT)
+        self._nojs_append = self.redis.register_script(NOJS_APPEND)
+        self._nojs_begin = self.redis.register_script(NOJS_BEGIN)
+        self._nojs_read = self.redis.register_script(NOJS_READ)
+        self._nojs_end = self.redis.register_script(NOJS_END)
 
     def down(self) -> bool:
         """Whether Redis is known to be unreachable now (calls would fail: the owner serves from memory)."""
@@ -173,12 +177,17 @@ class SharedTier:
 
     # ---- records -----------------------------------------------------------------------------
 
-    async def create(self, key: str, address: str, *, spy: bool, likes: bool, rich: bool, acking: bool) -> None:
-        """The record of a client this instance just started (it owns it), counted against its address."""
+    async def create(
+        self, key: str, address: str, *, spy: bool, likes: bool, rich: bool, acking: bool, nojs: dict[str, str] | None = None,
+    ) -> None:
+        """The record of a client this instance just started (it owns it), counted against its address;
+        `nojs`: a no-JS chat, with the start form's settings (its page shows them)."""
         fields = {
             "key": key, "o": self.instance, "a": address, "k": int(acking), "r": int(rich), "sp": int(spy),
             "l": int(likes), "b": 0, "u": 0, "n": 0, "s": time.time(),
         }  # fmt: skip
+        if nojs is not None:
+            fields.update({"nj": 1, "cs": json.dumps(nojs), "tb": 0, "tv": 0, "st": 0})
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self._record(key), mapping=fields)
         pipe.pexpire(self._record(key), self.ttl_ms)
@@ -240,18 +249,74 @@ class SharedTier:
         pipe.srem(self._owned(self.instance), key)
         await pipe.execute()
 
-    async def orphans(self, instance: str) -> list[tuple[str, bool]]:
+    async def orphans(self, instance: str) -> list[tuple[str, bool, bool]]:
         """Take (once, whichever instance asks first) the live clients of `instance`, gone for good:
-        (key, spy) of each."""
-        out: list[tuple[str, bool]] = []
+        (key, spy, nojs) of each."""
+        out: list[tuple[str, bool, bool]] = []
         while keys := await self.redis.spop(self._owned(instance), 256):
             pipe = self.redis.pipeline(transaction=False)
             for key in keys:
-                pipe.hmget(self._record(key), "e", "sp")
-            for key, (ended, spy) in zip(keys, await pipe.execute()):
+                pipe.hmget(self._record(key), "e", "sp", "nj")
+            for key, (ended, spy, nojs) in zip(keys, await pipe.execute()):
                 if ended is None and spy is not None:  # still live (not ended, not expired)
-                    out.append((key, spy == "1"))
+                    out.append((key, spy == "1", nojs == "1"))
         return out
+
+    # ---- no-JS transcripts (see plugins.web.nojs_shared) ----------------------------------------
+
+    def _transcript(self, key: str) -> str:
+        return f"{self.prefix}t:{key}"
+
+    async def nojs_append(
+        self, key: str, address: str, lines: list[str], changed: list[tuple[int, str]], *, base: int, final: bool,
+    ) -> str | None:
+        """Add lines to a no-JS chat's transcript, replace changed ones, drop those before line `base`;
+        wakes its open stream. None when the client has no record. Raises DOWN."""
+        keys = [self._record(key), self._transcript(key), self._addresses(address), self._owned(self.instance)]
+        args: list[Any] = [self.ttl_ms, int(final), base, len(lines), *lines]
+        for at, html in changed:
+            args += [at, html]
+        woke = await self._nojs_append(keys=keys, args=args)
+        if woke is None:
+            return None
+        if woke:
+            self.wake(woke, key)
+        return str(woke)
+
+    async def transcript_length(self, key: str) -> int:
+        return int(await self.redis.llen(self._transcript(key)))
+
+    async def nojs_begin(self, key: str) -> list | None:
+        """A new stream of a no-JS chat here (the current one from now); None: no such chat. Raises DOWN."""
+        reply = await self._nojs_begin(keys=[self._record(key), self._transcript(key)], args=[self.instance, time.time()])
+        return reply or None
+
+    async def nojs_read(self, key: str, mine: int, pos: int) -> list:
+        """What stream `mine` shows next, from line number `pos` (see NOJS_READ). Raises DOWN."""
+        return await self._nojs_read(keys=[self._record(key), self._transcript(key)], args=[mine, pos, time.time()])
+
+    async def nojs_end(self, key: str, mine: int, *, done: bool) -> bool:
+        """Stream `mine` closed (`done`: it showed the end, the chat is gone); True if it was the current one."""
+        try:
+            return bool(await self._nojs_end(keys=[self._record(key), self._transcript(key)], args=[mine, time.time(), int(done)]))
+        except DOWN as exc:
+            log.debug("web: ending a no-JS stream's record failed (%s)", type(exc).__name__)
+            return False
+
+    async def nojs_streaming(self, key: str, since: float, fresh: float) -> bool:
+        """Whether a stream of the chat began after `since`, or one is open and was seen after `fresh`."""
+        opened, seen, began = await self.redis.hmget(self._record(key), "pi", "s", "g")
+        return float(began or 0) > since or bool(opened) and float(seen or 0) > fresh
+
+    async def redrawn(self, key: str, now: float) -> None:
+        await self.redis.hset(self._record(key), "rd", now)
+
+    def tell(self, owner: str, key: str, path: str, form: dict[str, str]) -> None:
+        """Hand an action to the owner without waiting for its answer (it takes effect there, in order)."""
+        self.forwarded += 1
+        self.relay.send(owner, {
+            "id": uuid.uuid4().hex, "t": "a", "k": key, "p": path, "f": form, "r": self.instance, "n": [self.epoch, self.forwarded],
+        })  # fmt: skip
 
     # ---- open polls per address ----------------------------------------------------------------
 
@@ -319,8 +384,8 @@ class SharedTier:
             return
         self.relay.send(instance, {"id": uuid.uuid4().hex, "t": "w", "k": key})
 
-    async def wait(self, key: str, timeout: float) -> None:
-        """Wait until the poll of `key` on this instance is woken, or `timeout` passes."""
+    async def wait(self, key: str, timeout: float) -> bool:
+        """Wait until the poll of `key` on this instance is woken (True), or `timeout` passes."""
         fut = asyncio.get_running_loop().create_future()
         older = self.waiters.get(key)
         self.waiters[key] = fut
@@ -330,10 +395,11 @@ class SharedTier:
             async with asyncio.timeout(timeout):
                 await fut
         except TimeoutError:
-            pass
+            return False
         finally:
             if self.waiters.get(key) is fut:
                 del self.waiters[key]
+        return True
 
     async def forward(
         self, owner: str, key: str, path: str, form: dict[str, str], *, expires: bool = False,

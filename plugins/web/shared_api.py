@@ -20,6 +20,9 @@ from .clients import ID_LENGTH, Client
 from .middleware import WIN, fail, json_answer, null, text
 from .omegle_api import FIRST_EVENTS_WAIT, gone, start_answer, start_refusal
 from .protocol import ProtocolError, parse_ack, parse_start
+from .nojs_shared import CLOSED as NOJS_CLOSED
+from .nojs_shared import SEND as NOJS_SEND
+from .nojs_shared import NoJsShared
 from .pictures import PATH, SharedPictures
 from .render import render, worth_answering
 from .rich_api import UPLOAD
@@ -49,6 +52,7 @@ class SharedApi:
         self.tier = tier
         self.pictures = SharedPictures(tier.redis, tier.prefix)
         platform.clients.pictures = self.pictures  # type: ignore[assignment]  # the same interface, in Redis
+        self.nojs = platform.nojs.shared = NoJsShared(platform, platform.nojs, tier)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Registered before OmegleApi's and RichApi's: the first route of a path wins."""
@@ -125,6 +129,9 @@ class SharedApi:
         """An action another instance took for a client this one owns: it takes effect here."""
         client = self.web.clients.get(str(envelope.get("k")))
         path, form = str(envelope.get("p")), envelope.get("f")
+        if path in (NOJS_SEND, NOJS_CLOSED):
+            self._on_nojs(envelope, client, path, form if isinstance(form, dict) else {})
+            return
         action = self._action(path)
         if client is None or action is None or not isinstance(form, dict) or (client.ended and path != "/disconnect"):
             self.tier.answer(envelope, 400, "fail")
@@ -136,6 +143,18 @@ class SharedApi:
             self.web.spawn(self._answer_when_written(envelope, client.key, response))
             return
         self.tier.answer(envelope, response.status, response.text or "")
+
+    def _on_nojs(self, envelope: dict[str, Any], client: Client | None, path: str, form: dict) -> None:
+        if client is None or not client.nojs:
+            if path == NOJS_SEND:
+                self.tier.answer(envelope, 400, "ended")
+            return
+        client.last_seen = time.monotonic()
+        if path == NOJS_CLOSED:
+            self.nojs.closed(client)
+            return
+        status, outcome = self.web.nojs.act(client, {str(k): str(v) for k, v in form.items()})
+        self.tier.answer(envelope, status, outcome)
 
     async def _answer_when_written(self, envelope: dict[str, Any], key: str, response: web.Response) -> None:
         await self.pictures.written(key)
@@ -161,6 +180,8 @@ class SharedApi:
             client = self.web.clients.adopt(
                 key, raw.get("a", ""), spy=raw.get("sp") == "1", wants_likes=raw.get("l") == "1", rich=raw.get("r") == "1",
             )  # fmt: skip
+            if raw.get("nj") == "1":
+                self.nojs.adopted(client, raw, await self.tier.transcript_length(key))
             if raw.get("k") == "1":
                 client.sent = []
             client.answered = True
@@ -468,7 +489,11 @@ class SharedApi:
     async def end_owned_by(self, instance: str) -> int:
         """Tell the clients of an instance that is gone for good that their chats ended (once each)."""
         ended = 0
-        for key, spy in await self.tier.orphans(instance):
+        for key, spy, nojs in await self.tier.orphans(instance):
+            if nojs:
+                await self.nojs.end_orphan(key)
+                ended += 1
+                continue
             items = render(Disconnected(reason=Reason.ERROR), spy=spy)
             await self.tier.push(key, "", items, force=True, final=True, news=True, notice=NOTICE)
             ended += 1

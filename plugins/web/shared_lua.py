@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["DROP_PICTURES", "END_POLL", "GIVE_BACK", "KEEP_PICTURE", "POLL_SLOT", "PUSH", "TAKE"]
+__all__ = [
+    "DROP_PICTURES", "END_POLL", "GIVE_BACK", "KEEP_PICTURE", "NOJS_APPEND", "NOJS_BEGIN", "NOJS_END", "NOJS_READ",
+    "POLL_SLOT", "PUSH", "TAKE",
+]  # fmt: skip
 
 # KEYS: record, queue, address set, owner's set. ARGV: max queue, force (1/0), ttl, final (1/0), news (1/0), notice, items...
 # Returns {the instance of the client's open poll ('' for none), the sequence number after the last event,
@@ -178,5 +181,79 @@ for _, m in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   end
 end
 redis.call('SET', KEYS[3], math.max(total, 0))
+return 1
+"""
+
+# The no-JS chat's transcript: the list `<p>t:<key>` of HTML lines, line number `tb` (record field) first;
+# `tv` counts changes of lines already in it (an edit, a deletion, a reaction: its streams redraw), `st`
+# numbers its streams (the newest is the current one), `pi` is where the current one is open, `rd` when a
+# page was last told to redraw itself.
+
+# KEYS: record, transcript, address set, owner's set. ARGV: ttl, final (1/0), the owner's first kept line
+# number, n, n new lines, then (line number, html) pairs of changed lines. The instance of the open stream
+# ('' for none), or false when the client has no record.
+NOJS_APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local n = tonumber(ARGV[4])
+local tb = tonumber(redis.call('HGET', KEYS[1], 'tb') or '0')
+if n > 0 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 5, 4 + n)) end
+local changed = false
+for i = 5 + n, #ARGV, 2 do
+  local at = tonumber(ARGV[i]) - tb
+  if at >= 0 and at < redis.call('LLEN', KEYS[2]) then
+    redis.call('LSET', KEYS[2], at, ARGV[i + 1])
+    changed = true
+  end
+end
+if changed then redis.call('HINCRBY', KEYS[1], 'tv', 1) end
+local base = tonumber(ARGV[3])
+if base > tb then
+  redis.call('LTRIM', KEYS[2], base - tb, -1)
+  redis.call('HSET', KEYS[1], 'tb', base)
+end
+if ARGV[2] == '1' then
+  redis.call('HSET', KEYS[1], 'e', '1')
+  redis.call('SREM', KEYS[3], redis.call('HGET', KEYS[1], 'key'))
+  redis.call('SREM', KEYS[4], redis.call('HGET', KEYS[1], 'key'))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return redis.call('HGET', KEYS[1], 'pi') or ''
+"""
+
+# KEYS: record, transcript. ARGV: this instance, now. A new stream of the chat: it is the current one.
+# {its number, the instance of the one before ('' for none), tb, tv, ended, rd, settings, spy, lines...},
+# or false (no such no-JS chat).
+NOJS_BEGIN = """
+if redis.call('HGET', KEYS[1], 'nj') ~= '1' then return false end
+local mine = redis.call('HINCRBY', KEYS[1], 'st', 1)
+local previous = redis.call('HGET', KEYS[1], 'pi') or ''
+redis.call('HSET', KEYS[1], 'pi', ARGV[1], 'g', ARGV[2], 's', ARGV[2])
+return {mine, previous, tonumber(redis.call('HGET', KEYS[1], 'tb') or '0'), tonumber(redis.call('HGET', KEYS[1], 'tv') or '0'),
+        redis.call('HGET', KEYS[1], 'e') == '1' and 1 or 0, redis.call('HGET', KEYS[1], 'rd') or '0',
+        redis.call('HGET', KEYS[1], 'cs') or '{}', redis.call('HGET', KEYS[1], 'sp') or '0', unpack(redis.call('LRANGE', KEYS[2], 0, -1))}
+"""
+
+# KEYS: record, transcript. ARGV: the stream's number, the next line number it shows, now.
+# {'ok', tb, tv, ended, rd, lines from that number...}; {'superseded'} (a newer stream took over); {'gone'}.
+NOJS_READ = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
+if redis.call('HGET', KEYS[1], 'st') ~= ARGV[1] then return {'superseded'} end
+redis.call('HSET', KEYS[1], 's', ARGV[3])
+local tb = tonumber(redis.call('HGET', KEYS[1], 'tb') or '0')
+return {'ok', tb, tonumber(redis.call('HGET', KEYS[1], 'tv') or '0'), redis.call('HGET', KEYS[1], 'e') == '1' and 1 or 0,
+        redis.call('HGET', KEYS[1], 'rd') or '0', unpack(redis.call('LRANGE', KEYS[2], math.max(tonumber(ARGV[2]) - tb, 0), -1))}
+"""
+
+# KEYS: record, transcript. ARGV: the stream's number, now, done (1: it showed the chat's end: the chat is
+# gone). 1 if it was the current stream (no stream is open now), else 0.
+NOJS_END = """
+if redis.call('HGET', KEYS[1], 'st') ~= ARGV[1] then return 0 end
+if ARGV[3] == '1' then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 1
+end
+redis.call('HDEL', KEYS[1], 'pi')
+redis.call('HSET', KEYS[1], 's', ARGV[2])
 return 1
 """

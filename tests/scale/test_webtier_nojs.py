@@ -1,0 +1,172 @@
+"""The web tier in Redis mode: a no-JavaScript chat started on one instance, its page streamed and its form posted on any instance, reloads anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import random
+import re
+import secrets
+
+import aiohttp
+
+from .daemon import Daemon
+from .test_webtier import TIMEOUT, Roaming, has, two
+
+LINE = re.compile(r'<p class="line (stranger|you)[^"]*"[^>]*>.*?<(?:bdi|i) class="text">([^<]*)</(?:bdi|i)>', re.S)
+STREAM = aiohttp.ClientTimeout(total=None, sock_read=60)
+
+
+class Page:
+    """One no-JS chat page: the streams of its chat (each reload is a new one) on whichever instance."""
+
+    def __init__(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+        self.secret = ""
+        self.body = b""
+        self.response: aiohttp.ClientResponse | None = None
+        self.reader: asyncio.Task | None = None
+
+    async def start(self, url: str) -> None:
+        async with self.http.post(url + "/nojs/start", data={"interests": ""}, allow_redirects=False) as response:
+            assert response.status == 303, await response.text()
+            self.secret = response.cookies["nojs"].value
+
+    async def open(self, url: str) -> None:
+        """GET /nojs/chat on `url` (a reload, when a stream was open): its body is read from the start."""
+        self.close()
+        self.body = b""
+        self.response = await self.http.get(url + "/nojs/chat", headers={"Cookie": f"nojs={self.secret}"}, timeout=STREAM)
+        assert self.response.status == 200, await self.response.text()
+        self.reader = asyncio.create_task(self._read(self.response))
+
+    async def _read(self, response: aiohttp.ClientResponse) -> None:
+        async for chunk in response.content.iter_any():
+            self.body += chunk
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+        if self.response is not None:
+            self.response.close()
+        self.reader = self.response = None
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def lines(self, kind: str) -> list[str]:
+        """The texts of the page's stranger or own ("you") lines, in order."""
+        return [html.unescape(text) for who, text in LINE.findall(self.text()) if who == kind]
+
+    async def until(self, test, timeout: float = 30) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while not test(self):
+                    if self.reader is not None and self.reader.done() and not test(self):
+                        raise AssertionError(f"the stream closed: {self.text()[-2000:]}")
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise AssertionError(f"not shown: {self.text()[-1500:]}") from None
+
+    async def closed(self, timeout: float = 30) -> None:
+        assert self.reader is not None
+        await asyncio.wait_for(asyncio.shield(self.reader), timeout)
+
+    async def send(self, url: str, **form: str) -> tuple[int, str]:
+        async with self.http.post(url + "/nojs/send", data={"id": self.secret, **form}) as response:
+            return response.status, await response.text()
+
+
+def tokens(label: str, n: int) -> list[str]:
+    return [f"{label}-{secrets.token_hex(3)}-{i}" for i in range(n)]
+
+
+async def test_a_nojs_chat_started_on_a_is_streamed_and_sent_on_b_and_reloaded_anywhere_without_a_line_lost_or_twice(tmp_path, redis_server):
+    a, b = await two(tmp_path, redis_server.url)
+    urls = [a.url, b.url]
+    rng = random.Random(60)
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            page = Page(http)
+            await page.start(a.url)  # owned by a; everything after goes to b, then anywhere
+            await page.open(b.url)
+            await page.until(lambda p: "Looking for someone" in p.text())
+            partner = Roaming(http, "partner")
+            await partner.start(a.url, rich="1")
+            await partner.until(urls, has("connected"), rng=rng)
+            await page.until(lambda p: "now chatting" in p.text())
+
+            theirs, mine = tokens("theirs", 20), tokens("mine", 20)
+            for i in range(10):  # both ways, the page's form posted on b (forwarded to a)
+                assert await partner.post(rng.choice(urls), "/send", msg=theirs[i]) == (200, "win")
+                status, form = await page.send(b.url, msg=mine[i])
+                assert status == 200 and page.secret in form  # the form again, for the next message
+            await page.until(lambda p: p.lines("stranger") == theirs[:10] and p.lines("you") == mine[:10])
+            await partner.until(urls, lambda _: partner.texts() == mine[:10], rng=rng)
+
+            # Reloads: each stream shows every line so far once, then what follows; lines sent while no
+            # stream is open are shown by the next one, once.
+            for i in range(10, 20):
+                page.close()
+                assert await partner.post(rng.choice(urls), "/send", msg=theirs[i]) == (200, "win")
+                assert (await page.send(rng.choice(urls), msg=mine[i]))[0] == 200
+                await page.open(rng.choice(urls))
+                await page.until(lambda p: p.lines("stranger") == theirs[: i + 1] and p.lines("you") == mine[: i + 1])
+            await partner.until(urls, lambda _: partner.texts() == mine, rng=rng)
+            assert page.text().count("now chatting") == 1
+
+            # A line already shown changes (the partner edits it): the page redraws itself once; the
+            # stream after shows the line as it is now, every other line once.
+            edited = f"edited-{secrets.token_hex(3)}"
+            assert await partner.post(b.url, "/send", msg="edit-me", ref="u1") == (200, "win")
+            await page.until(lambda p: p.lines("stranger")[-1:] == ["edit-me"])
+            assert await partner.post(a.url, "/edit", ref="u1", msg=edited) == (200, "win")
+            await page.until(lambda p: '<meta http-equiv="refresh"' in p.text())
+            await page.closed()
+            await page.open(a.url)
+            await page.until(lambda p: p.lines("stranger") == [*theirs, edited] and p.lines("you") == mine)
+            assert "(edited)" in page.text() and "edit-me" not in page.text()
+
+            # Stop, from the form on b: the partner is told once, the page shows the end, the chat is gone.
+            status, form = await page.send(b.url, action="stop")
+            assert status == 200 and page.secret not in form
+            await partner.until(urls, has("strangerDisconnected"), rng=rng)
+            await page.closed()
+            assert "New chat" in page.text() or "new chat" in page.text().lower()
+            assert partner.names().count("strangerDisconnected") == 1
+            for url in urls:
+                async with http.get(url + "/nojs/chat", headers={"Cookie": f"nojs={page.secret}"}) as response:
+                    assert response.status == 400
+            page.close()
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_nojs_page_whose_stream_closed_on_b_and_never_came_back_leaves_after_the_grace(tmp_path, redis_server):
+    a, b = await two(tmp_path, redis_server.url)
+    urls = [a.url, b.url]
+    rng = random.Random(61)
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            stays, goes = Page(http), Page(http)
+            for page in (stays, goes):
+                await page.start(a.url)
+                await page.open(b.url)
+                await page.until(lambda p: "Looking for someone" in p.text())
+                partner = Roaming(http, "partner")
+                await partner.start(a.url)
+                await partner.until(urls, has("connected"), rng=rng)
+                page.partner = partner  # type: ignore[attr-defined]
+            goes.close()  # its stream on b closes; a, its owner, is told and gives it nojs_grace
+            await goes.partner.until(urls, has("strangerDisconnected"), rng=rng)  # type: ignore[attr-defined]
+            # The page that stays is still chatting: a message after the other one's end reaches it.
+            marker = f"marker-{secrets.token_hex(3)}"
+            assert await stays.partner.post(b.url, "/send", msg=marker) == (200, "win")  # type: ignore[attr-defined]
+            await stays.until(lambda p: p.lines("stranger") == [marker])
+            assert "strangerDisconnected" not in stays.partner.names()  # type: ignore[attr-defined]
+            stays.close()
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+__all__ = ["Daemon"]
