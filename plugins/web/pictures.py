@@ -9,11 +9,15 @@ import re
 import secrets
 from typing import Any
 
+from aiohttp import web
+
 from bridge.events import Image
 
 from .shared_lua import DROP_PICTURES, KEEP_PICTURE
 
-__all__ = ["MAX_BYTES", "MAX_BYTES_PER_CLIENT", "MAX_PER_CLIENT", "MIME", "PATH", "PICTURE_TTL", "Pictures", "SharedPictures"]
+__all__ = [
+    "MAX_BYTES", "MAX_BYTES_PER_CLIENT", "MAX_PER_CLIENT", "MIME", "PATH", "PICTURE_TTL", "Pictures", "SharedPictures", "served",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,17 @@ PATH = "/image/"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")
 TOKEN_BYTES = 24  # 192 random bits: the URL is the only thing that names the picture
 PICTURE_TTL = 3600.0  # seconds a picture is kept in Redis at most (a client that ends takes its own at once)
+
+
+def served(image: Image | None) -> web.Response:
+    """The answer to GET /image/TOKEN: the picture (re-encoded by the core, so no metadata), or
+    404 for a token that names none (any more)."""
+    if image is None:
+        return web.Response(status=404, text="gone", content_type="text/plain")
+    response = web.Response(body=image.data, content_type=image.mime)
+    response.headers["Cache-Control"] = "private, no-store"
+    response.headers["Content-Disposition"] = "inline"
+    return response
 
 
 class Pictures:

@@ -23,7 +23,7 @@ from .protocol import ProtocolError, parse_ack, parse_start
 from .nojs_shared import CLOSED as NOJS_CLOSED
 from .nojs_shared import SEND as NOJS_SEND
 from .nojs_shared import NoJsShared
-from .pictures import PATH, SharedPictures
+from .pictures import PATH, SharedPictures, served
 from .render import render, worth_answering
 from .rich_api import UPLOAD
 from .shared import DOWN, RECHECK, SharedTier, Taken
@@ -447,15 +447,9 @@ class SharedApi:
     async def on_picture(self, request: web.Request) -> web.Response:
         """GET /image/TOKEN on any instance: a picture shown to a live client, from Redis."""
         try:
-            image = await self.pictures.fetch(request.match_info["token"])
+            return served(await self.pictures.fetch(request.match_info["token"]))
         except DOWN:
             return fail(503)
-        if image is None:
-            return web.Response(status=404, text="gone", content_type="text/plain")
-        response = web.Response(body=image.data, content_type=image.mime)
-        response.headers["Cache-Control"] = "private, no-store"
-        response.headers["Content-Disposition"] = "inline"
-        return response
 
     async def upload_elsewhere(self, request: web.Request) -> web.Response:
         """POST /upload of a client another instance owns: the picture is read and re-encoded here,

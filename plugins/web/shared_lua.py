@@ -7,11 +7,25 @@ __all__ = [
     "POLL_SLOT", "PUSH", "TAKE",
 ]  # fmt: skip
 
+# After events are queued (KEYS: record, queue or transcript, address set, owner's set): a chat's end is
+# marked, and its id no longer counts for its address or its owner; both keys live `ttl` ms more.
+_SETTLE = """
+local function settle(final, ttl)
+  if final then
+    redis.call('HSET', KEYS[1], 'e', '1')
+    redis.call('SREM', KEYS[3], redis.call('HGET', KEYS[1], 'key'))
+    redis.call('SREM', KEYS[4], redis.call('HGET', KEYS[1], 'key'))
+  end
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+"""
+
 # KEYS: record, queue, address set, owner's set. ARGV: max queue, force (1/0), ttl, final (1/0), news (1/0), notice, items...
 # Returns {the instance of the client's open poll ('' for none), the sequence number after the last event,
 # how many events were ever queued, how many of these items were dropped (the queue was full)}, or false
 # when the client has no record.
-PUSH = """
+PUSH = _SETTLE + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local items = #ARGV - 6
 local pending = redis.call('LLEN', KEYS[2]) - tonumber(redis.call('HGET', KEYS[1], 'u') or '0')
@@ -28,13 +42,7 @@ else
   redis.call('HINCRBY', KEYS[1], 't', items)
   if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'n', '1') end
 end
-if ARGV[4] == '1' then
-  redis.call('HSET', KEYS[1], 'e', '1')
-  redis.call('SREM', KEYS[3], redis.call('HGET', KEYS[1], 'key'))
-  redis.call('SREM', KEYS[4], redis.call('HGET', KEYS[1], 'key'))
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+settle(ARGV[4] == '1', ARGV[3])
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
 return {redis.call('HGET', KEYS[1], 'pi') or '', tonumber(redis.call('HGET', KEYS[1], 'b')) + redis.call('LLEN', KEYS[2]),
         tonumber(redis.call('HGET', KEYS[1], 't')), dropped}
@@ -192,7 +200,7 @@ return 1
 # KEYS: record, transcript, address set, owner's set. ARGV: ttl, final (1/0), the owner's first kept line
 # number, n, n new lines, then (line number, html) pairs of changed lines. The instance of the open stream
 # ('' for none), or false when the client has no record.
-NOJS_APPEND = """
+NOJS_APPEND = _SETTLE + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local n = tonumber(ARGV[4])
 local tb = tonumber(redis.call('HGET', KEYS[1], 'tb') or '0')
@@ -211,13 +219,7 @@ if base > tb then
   redis.call('LTRIM', KEYS[2], base - tb, -1)
   redis.call('HSET', KEYS[1], 'tb', base)
 end
-if ARGV[2] == '1' then
-  redis.call('HSET', KEYS[1], 'e', '1')
-  redis.call('SREM', KEYS[3], redis.call('HGET', KEYS[1], 'key'))
-  redis.call('SREM', KEYS[4], redis.call('HGET', KEYS[1], 'key'))
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
+settle(ARGV[2] == '1', ARGV[1])
 return redis.call('HGET', KEYS[1], 'pi') or ''
 """
 
