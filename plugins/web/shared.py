@@ -157,7 +157,8 @@ class SharedTier:
         return f"{self.prefix}applied:{self.instance}"
 
     async def start(self) -> None:
-        self.epoch = int(await self.redis.incr(f"{self.prefix}epoch:{self.instance}"))
+        # Redis's clock when this run began: later than any earlier run's, even after Redis lost its data
+        self.epoch = await self._redis_ms()
         for sender, mark in (await self.redis.hgetall(self._applied_key())).items():
             epoch, _, number = mark.partition(":")
             self.applied[sender] = (int(epoch), int(number))
