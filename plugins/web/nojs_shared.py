@@ -153,9 +153,10 @@ class NoJsShared:
         """A chat a previous run of this instance owned, taken back (its transcript in Redis has
         `length` lines): new lines follow them (the earlier ones can no longer be edited or reacted
         to: only their HTML is left); it leaves unless a stream of it opens within nojs_grace."""
-        client.nojs, client.rich, client.transcript = True, True, []
+        client.nojs, client.rich = True, True
+        client.transcript = [""] * length  # stand-ins: they count its lines (their HTML is in Redis)
         client.settings = json.loads(raw.get("cs") or "{}")
-        client.base = int(raw.get("tb") or 0) + length
+        client.base = int(raw.get("tb") or 0)
         client.chatting = True  # a chat taken back is resumed (or ends, which the core says)
         self.recorded.add(client.key)
         self.chat.expect_stream(client)

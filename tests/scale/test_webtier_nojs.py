@@ -10,7 +10,6 @@ import secrets
 
 import aiohttp
 
-from .daemon import Daemon
 from .test_webtier import TIMEOUT, Roaming, has, two
 
 LINE = re.compile(r'<p class="line (stranger|you)[^"]*"[^>]*>.*?<(?:bdi|i) class="text">([^<]*)</(?:bdi|i)>', re.S)
@@ -81,20 +80,27 @@ def tokens(label: str, n: int) -> list[str]:
     return [f"{label}-{secrets.token_hex(3)}-{i}" for i in range(n)]
 
 
+async def chatting(http: aiohttp.ClientSession, start: str, stream: str, partner_on: str, urls: list[str], rng, **partner: str):
+    """A no-JS chat started on `start` and streamed on `stream`, connected to a JS client started on `partner_on`."""
+    page = Page(http)
+    await page.start(start)
+    await page.open(stream)
+    await page.until(lambda p: "Looking for someone" in p.text())
+    other = Roaming(http, "partner")
+    await other.start(partner_on, **partner)
+    await other.until(urls, has("connected"), rng=rng)
+    await page.until(lambda p: "now chatting" in p.text())
+    return page, other
+
+
 async def test_a_nojs_chat_started_on_a_is_streamed_and_sent_on_b_and_reloaded_anywhere_without_a_line_lost_or_twice(tmp_path, redis_server):
     a, b = await two(tmp_path, redis_server.url)
     urls = [a.url, b.url]
     rng = random.Random(60)
     try:
         async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
-            page = Page(http)
-            await page.start(a.url)  # owned by a; everything after goes to b, then anywhere
-            await page.open(b.url)
-            await page.until(lambda p: "Looking for someone" in p.text())
-            partner = Roaming(http, "partner")
-            await partner.start(a.url, rich="1")
-            await partner.until(urls, has("connected"), rng=rng)
-            await page.until(lambda p: "now chatting" in p.text())
+            # owned by a; everything after goes to b, then anywhere
+            page, partner = await chatting(http, a.url, b.url, a.url, urls, rng, rich="1")
 
             theirs, mine = tokens("theirs", 20), tokens("mine", 20)
             for i in range(10):  # both ways, the page's form posted on b (forwarded to a)
@@ -148,25 +154,46 @@ async def test_a_nojs_page_whose_stream_closed_on_b_and_never_came_back_leaves_a
     rng = random.Random(61)
     try:
         async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
-            stays, goes = Page(http), Page(http)
-            for page in (stays, goes):
-                await page.start(a.url)
-                await page.open(b.url)
-                await page.until(lambda p: "Looking for someone" in p.text())
-                partner = Roaming(http, "partner")
-                await partner.start(a.url)
-                await partner.until(urls, has("connected"), rng=rng)
-                page.partner = partner  # type: ignore[attr-defined]
+            stays, its_partner = await chatting(http, a.url, b.url, a.url, urls, rng)
+            goes, gone_partner = await chatting(http, a.url, b.url, a.url, urls, rng)
             goes.close()  # its stream on b closes; a, its owner, is told and gives it nojs_grace
-            await goes.partner.until(urls, has("strangerDisconnected"), rng=rng)  # type: ignore[attr-defined]
+            await gone_partner.until(urls, has("strangerDisconnected"), rng=rng)
             # The page that stays is still chatting: a message after the other one's end reaches it.
             marker = f"marker-{secrets.token_hex(3)}"
-            assert await stays.partner.post(b.url, "/send", msg=marker) == (200, "win")  # type: ignore[attr-defined]
+            assert await its_partner.post(b.url, "/send", msg=marker) == (200, "win")
             await stays.until(lambda p: p.lines("stranger") == [marker])
-            assert "strangerDisconnected" not in stays.partner.names()  # type: ignore[attr-defined]
+            assert "strangerDisconnected" not in its_partner.names()
             stays.close()
     finally:
         await asyncio.gather(a.stop(), b.stop())
 
 
-__all__ = ["Daemon"]
+async def test_a_nojs_chat_streamed_on_b_goes_on_when_its_owner_a_is_killed_and_restarted(tmp_path, redis_server):
+    a, b = await two(tmp_path, redis_server.url, lease=6.0)  # the restarted a waits out its old lease
+    rng = random.Random(62)
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            page, partner = await chatting(http, a.url, b.url, b.url, [b.url], rng)  # the page's chat runs on a
+            before = tokens("before", 3)
+            for token in before:
+                assert await partner.post(b.url, "/send", msg=token) == (200, "win")
+            await page.until(lambda p: p.lines("stranger") == before)
+            await a.kill()
+            restart = asyncio.create_task(a.start())
+            gap_theirs, gap_mine = tokens("gap-theirs", 5), tokens("gap-mine", 5)
+            for theirs, mine in zip(gap_theirs, gap_mine):
+                assert await partner.post(b.url, "/send", msg=theirs) == (200, "win")
+                status, form = await page.send(b.url, msg=mine)  # into a's stream: it takes effect when a is back
+                assert status == 200 and page.secret in form
+            assert not restart.done()
+            await restart
+            await page.until(lambda p: p.lines("stranger") == before + gap_theirs)  # the same stream, on b, all along
+            await page.until(lambda p: p.lines("you") == gap_mine)
+            await partner.until([b.url], lambda _: partner.texts() == gap_mine, rng=rng)
+            await page.open(a.url)  # a reload after the restart, on a (its new port): every line once
+            await page.until(lambda p: p.lines("stranger") == before + gap_theirs and p.lines("you") == gap_mine)
+            assert "strangerDisconnected" not in partner.names() and "disconnected" not in page.text().lower()
+            page.close()
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
