@@ -3,34 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from redis import exceptions as rx
 
-from bridge.backoff import Backoff
-from plugins.hub.stream import StreamRelay
-
+from .shared_once import DOWN, Once, WebRelay, redis_ms
 from .shared_lua import END_POLL, GIVE_BACK, NOJS_APPEND, NOJS_BEGIN, NOJS_END, NOJS_READ, POLL_SLOT, PUSH, TAKE
 
-__all__ = ["DOWN", "Record", "SharedTier", "Taken", "WebRelay"]
+__all__ = ["DOWN", "Record", "SharedTier", "Taken"]
 
 log = logging.getLogger(__name__)
 
-DOWN = (rx.RedisError, OSError, asyncio.TimeoutError)  # Redis did not do what was asked (unreachable, refused)
 FORWARD_WAIT = 3.0  # seconds an action forwarded to its client's owner waits for the owner's answer
 RECHECK = 5.0  # seconds a waiting poll looks at its queue again even when no wake came (a wake lost)
 EXPIRY_MARGIN = 1.0  # seconds an expiring forwarded action must be applied before its asker stops waiting
 UPLOAD_CLAIM = 60.0  # seconds at most one client's upload holds its claim (its end releases it)
-MARKING = Backoff(0.05, cap=2.0, attempts=None, jitter=0.3)  # retrying to record forwarded actions as applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,22 +56,6 @@ class Taken:
     events: list[list] = dataclasses.field(default_factory=list)
 
 
-class WebRelay(StreamRelay):
-    """The hub's stream relay on the web tier's own per-instance streams (`<prefix>web:stream:<instance>`);
-    what it read is acknowledged once `settle` says the forwarded actions read so far took effect."""
-
-    def __init__(self, *args: Any, settle: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.settle = settle
-
-    def key(self, instance: str) -> str:
-        return f"{self.prefix}web:stream:{instance}"
-
-    async def _ack(self, key: str, ids: list[str]) -> None:
-        await self.settle()  # acknowledged before being applied, an action lost with a killed owner would be lost for good
-        await super()._ack(key, ids)
-
-
 class SharedTier:
     """Client records, queues and wakes in Redis for one web platform.
 
@@ -99,23 +78,11 @@ class SharedTier:
         self.retired_ms = int(retired * 1000)
         self.max_queue = max_queue
         self.handle = handle
-        self.relay = WebRelay(store.redis, prefix=self.prefix, instance=self.instance, handle=self._on_envelope, settle=self._settle)
+        self.once = Once(store.redis, f"{self.prefix}applied:{self.instance}", handle)
+        self.relay = WebRelay(store.redis, prefix=self.prefix, instance=self.instance, handle=self._on_envelope, settle=self.once.settle)
         self.waiters: dict[str, asyncio.Future[None]] = {}  # client key -> the poll of it open on this instance
         self.answers: dict[str, asyncio.Future[tuple[int, str]]] = {}  # forwarded actions waiting for the owner
         self.silent: set[str] = set()  # owners that did not answer a forwarded action in time (restarting)
-        # Forwarded actions are numbered (this run's epoch, a counter) by the instance that forwards
-        # them; the owner records per forwarder the newest it applied, in Redis, before applying, so
-        # an action the stream delivers again (after the owner was killed before acknowledging it)
-        # takes effect once even across the owner's restart.
-        self.epoch = 0
-        self.forwarded = 0
-        self.applied: dict[str, tuple[int, int]] = {}  # forwarder -> the newest (epoch, number) applied here
-        self.replayed = 0  # forwarded actions delivered again and dropped
-        self._actions: list[dict[str, Any]] = []  # forwarded actions read, not yet recorded and applied
-        self._more = asyncio.Event()
-        self._read_actions = self._done_actions = 0  # forwarded actions read, and recorded and applied (or dropped)
-        self._progress = asyncio.Event()
-        self._worker: asyncio.Task | None = None
         self._push = self.redis.register_script(PUSH)
         self._take = self.redis.register_script(TAKE)
         self._end_poll = self.redis.register_script(END_POLL)
@@ -153,16 +120,8 @@ class SharedTier:
         await self.redis.set(key, secrets.token_hex(16), nx=True)
         return bytes.fromhex(await self.redis.get(key))
 
-    def _applied_key(self) -> str:
-        return f"{self.prefix}applied:{self.instance}"
-
     async def start(self) -> None:
-        # Redis's clock when this run began: later than any earlier run's, even after Redis lost its data
-        self.epoch = await self._redis_ms()
-        for sender, mark in (await self.redis.hgetall(self._applied_key())).items():
-            epoch, _, number = mark.partition(":")
-            self.applied[sender] = (int(epoch), int(number))
-        self._worker = asyncio.get_running_loop().create_task(self._apply_forwarded(), name="web forwarded actions")
+        await self.once.start()
         await self.relay.start()
 
     async def stop(self) -> None:
@@ -171,10 +130,7 @@ class SharedTier:
                 fut.set_result(None)
         await self.relay.drain(2.0)
         await self.relay.close()
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        await self.once.stop()
 
     # ---- records -----------------------------------------------------------------------------
 
@@ -314,10 +270,7 @@ class SharedTier:
 
     def tell(self, owner: str, key: str, path: str, form: dict[str, str]) -> None:
         """Hand an action to the owner without waiting for its answer (it takes effect there, in order)."""
-        self.forwarded += 1
-        self.relay.send(owner, {
-            "id": uuid.uuid4().hex, "t": "a", "k": key, "p": path, "f": form, "r": self.instance, "n": [self.epoch, self.forwarded],
-        })  # fmt: skip
+        self.relay.send(owner, {"id": uuid.uuid4().hex, "t": "a", "k": key, "p": path, "f": form, "r": self.instance, "n": self.once.number()})
 
     # ---- open polls per address ----------------------------------------------------------------
 
@@ -412,10 +365,9 @@ class SharedTier:
         FORWARD_WAIT - EXPIRY_MARGIN of Redis's clock."""
         fields = {k: v for k, v in form.items() if k != "id"}
         request = uuid.uuid4().hex
-        self.forwarded += 1
-        envelope = {"id": request, "t": "a", "k": key, "p": path, "f": fields, "r": self.instance, "n": [self.epoch, self.forwarded]}
+        envelope = {"id": request, "t": "a", "k": key, "p": path, "f": fields, "r": self.instance, "n": self.once.number()}
         if expires:
-            envelope["u"] = await self._redis_ms() + int((FORWARD_WAIT - EXPIRY_MARGIN) * 1000)
+            envelope["u"] = await redis_ms(self.redis) + int((FORWARD_WAIT - EXPIRY_MARGIN) * 1000)
         self.relay.send(owner, envelope)
         if owner in self.silent:  # it did not answer lately: only make sure the action is in its stream
             await self.relay.drain(FORWARD_WAIT)
@@ -441,65 +393,12 @@ class SharedTier:
         if kind == "w":
             self.wake(self.instance, key)
         elif kind == "a":
-            self._actions.append(envelope)
-            self._read_actions += 1
-            self._more.set()
+            self.once.take(envelope)
         elif kind == "r":
             self.silent.discard(str(envelope.get("o")))
             answer = self.answers.get(str(envelope.get("q")))
             if answer is not None and not answer.done():
                 answer.set_result((int(envelope.get("s", 500)), str(envelope.get("b", ""))))
-
-    async def _apply_forwarded(self) -> None:
-        """Apply forwarded actions in the order they were read, each once: the newest number of each
-        forwarder is recorded in Redis before the batch is applied (a restart between the two loses
-        that batch rather than applying it twice; the stream's redelivery is what it guards against)."""
-        retrying = MARKING.retrying()
-        while True:
-            if not self._actions:
-                self._more.clear()
-                await self._more.wait()
-                continue
-            batch, fresh, marks = self._actions, [], {}
-            self._actions = []
-            for envelope in batch:
-                mark = _mark(envelope)
-                sender = str(envelope.get("r"))
-                if mark is not None:
-                    if mark <= marks.get(sender, self.applied.get(sender, (0, 0))):
-                        self.replayed += 1
-                        log.info("web: a forwarded action delivered again was dropped")
-                        continue
-                    marks[sender] = mark
-                fresh.append(envelope)
-            if marks or any("u" in envelope for envelope in fresh):
-                try:
-                    if any("u" in envelope for envelope in fresh):
-                        now = await self._redis_ms()
-                        late = [e for e in fresh if int(e.get("u", now)) < now]
-                        if late:
-                            log.info("web: %d forwarded actions came after their askers were told they failed", len(late))
-                            fresh = [e for e in fresh if e not in late]
-                    if marks:
-                        await self.redis.hset(self._applied_key(), mapping={s: f"{e}:{n}" for s, (e, n) in marks.items()})
-                except DOWN as exc:
-                    log.warning("web: recording forwarded actions failed (%s); retrying", type(exc).__name__)
-                    self._actions[:0] = batch
-                    await retrying.wait()
-                    continue
-                retrying.succeeded()
-                self.applied.update(marks)
-            for envelope in fresh:
-                try:
-                    self.handle(envelope)
-                except Exception:
-                    log.exception("web: a forwarded action failed")
-            self._done_actions += len(batch)
-            self._progress.set()
-
-    async def _redis_ms(self) -> int:
-        seconds, micros = await self.redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
 
     async def claim_upload(self, key: str) -> bool | None:
         """One picture at a time per client, on every instance: False while another is being read;
@@ -516,18 +415,4 @@ class SharedTier:
         except DOWN as exc:  # its expiry releases it
             log.debug("web: releasing an upload's claim failed (%s)", type(exc).__name__)
 
-    async def _settle(self) -> None:
-        """Wait until every forwarded action read so far was recorded and applied (or dropped)."""
-        target = self._read_actions
-        while self._done_actions < target:
-            self._progress.clear()
-            await self._progress.wait()
 
-
-def _mark(envelope: dict[str, Any]) -> tuple[int, int] | None:
-    """A forwarded action's (epoch, number), or None (an instance of an older version sends none)."""
-    try:
-        epoch, number = envelope["n"]
-        return int(epoch), int(number)
-    except (KeyError, TypeError, ValueError):
-        return None
