@@ -135,7 +135,7 @@ class RichApi:
             return fail(404)
         client = platform.clients.find(request.headers.get("X-Client-ID"))
         if client is None and platform.shared_api is not None:
-            return await platform.shared_api.upload_elsewhere(request)
+            return await self.upload_elsewhere(request)
         if client is None or client.ended or not client.rich or client.nojs or client.spy:
             platform.count("refused", "unknown_id")
             return fail(400)
@@ -147,6 +147,38 @@ class RichApi:
         if platform.shared_api is not None:
             await platform.clients.pictures.written(client.key)  # its URL answers on every instance
         return answer
+
+    async def upload_elsewhere(self, request: web.Request) -> web.Response:
+        """POST /upload of a client another instance owns: the picture is read and re-encoded here,
+        then sent by its owner (its answer, or 503 when the owner does not answer in time: then the
+        picture is never sent, see SharedTier.forward's `expires`)."""
+        from .shared import DOWN  # Redis mode only: the redis package is there
+
+        platform, tier = self.web, self.web.tier
+        assert tier is not None and platform.shared_api is not None
+        key = platform.shared_api.key_of(request.headers.get("X-Client-ID"))
+        try:
+            record = await tier.find(key) if key is not None else None
+        except DOWN:
+            return fail(503)
+        if record is None or record.owner == tier.instance or record.ended or not record.rich or record.spy or record.nojs:
+            platform.count("refused", "unknown_id")
+            return fail(400)
+        image = await self.read_picture(request, record.key)
+        if not isinstance(image, Image):
+            return image
+        form = {
+            "ref": request.headers.get("X-Ref", ""), "d": base64.b64encode(image.data).decode("ascii"), "m": image.mime,
+            "w": str(image.width), "h": str(image.height),
+        }  # fmt: skip
+        try:
+            answer = await tier.forward(record.owner, record.key, UPLOAD, form, expires=True)
+        except DOWN:
+            return fail(503)
+        if answer is None:
+            return text("fail: not sent: the chat's server did not answer in time; try again", 503)
+        status, body = answer
+        return web.Response(text=body, status=status, content_type="application/json" if status == 200 else "text/plain")
 
     async def read_picture(
         self, request: web.Request, key: str, name: Callable[[], object] | None = None,

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bridge.events import Disconnected, Image, Reason
+from bridge.events import Disconnected, Reason
 
 from .clients import ID_LENGTH, Client
 from .middleware import WIN, fail, json_answer, null, text
@@ -27,6 +25,7 @@ from .pictures import PATH, SharedPictures, served
 from .render import render, worth_answering
 from .rich_api import UPLOAD
 from .shared import DOWN, RECHECK, SharedTier, Taken
+from .shared_polls import polling
 
 if TYPE_CHECKING:
     from .platform import WebPlatform
@@ -36,7 +35,6 @@ __all__ = ["SharedApi"]
 log = logging.getLogger(__name__)
 
 RICH_PATHS = frozenset({"/edit", "/delete", "/react"})
-POLL_MARGIN = 5.0  # seconds a poll's count outlives its window in Redis (its end removes it; a killed instance's expire)
 NOTICE = ["serverMessage", "Too much at once: some events were not shown."]
 
 
@@ -323,36 +321,9 @@ class SharedApi:
             return fail(400)
         return _answer(taken)
 
-    @contextlib.asynccontextmanager
-    async def polling(self, address: str, lease: float | None = None) -> AsyncIterator[str | None]:
-        """One open poll (or no-JS stream) of `address`, counted against max_polls_per_address on
-        every instance: a lease in Redis (`lease` seconds, a poll window and a margin by default;
-        a stream renews it), so the polls of an instance killed with them open stop counting when
-        theirs end. Yields the lease's member ("" while Redis is away: counted here only), or None
-        when the address has its maximum open (counted as refused). This instance's own count
-        (web_polls_open) is kept too."""
-        platform, polls = self.web, self.web.clients.polls
-        cap, hashed, member = platform.config.max_polls_per_address, platform.clients.key_of(address), ""
-        if lease is None:
-            lease = platform.config.poll_window + POLL_MARGIN
-        try:
-            member = "" if self.tier.down() else await self.tier.poll_begin(hashed, cap, lease)
-            counted = bool(member) or (self.tier.down() and polls[address] < cap)
-        except DOWN:
-            counted = polls[address] < cap
-        if not counted:
-            platform.count("refused", "polls_per_address")
-            yield None
-            return
-        polls[address] += 1
-        try:
-            yield member
-        finally:
-            polls[address] -= 1
-            if polls[address] <= 0:
-                del polls[address]
-            if member:
-                await self.tier.poll_end(hashed, member)
+    def polling(self, address: str, lease: float | None = None) -> contextlib.AbstractAsyncContextManager[str | None]:
+        """One open poll (or no-JS stream) of `address`, counted on every instance (see shared_polls.polling)."""
+        return polling(self.web, self.tier, address, lease)
 
     async def _from_memory(self, request: web.Request, client: Client, ack: int | None) -> web.Response:
         """A poll of a client this instance owns while Redis is away: its events kept in memory, once
@@ -450,35 +421,6 @@ class SharedApi:
             return served(await self.pictures.fetch(request.match_info["token"]))
         except DOWN:
             return fail(503)
-
-    async def upload_elsewhere(self, request: web.Request) -> web.Response:
-        """POST /upload of a client another instance owns: the picture is read and re-encoded here,
-        then sent by its owner (its answer, or 503 when the owner does not answer in time: then the
-        picture is never sent, see SharedTier.forward's `expires`)."""
-        platform, rich = self.web, self.web.rich_api
-        key = self.key_of(request.headers.get("X-Client-ID"))
-        try:
-            record = await self.tier.find(key) if key is not None else None
-        except DOWN:
-            return fail(503)
-        if record is None or record.owner == self.tier.instance or record.ended or not record.rich or record.spy or record.nojs:
-            platform.count("refused", "unknown_id")
-            return fail(400)
-        image = await rich.read_picture(request, record.key)
-        if not isinstance(image, Image):
-            return image
-        form = {
-            "ref": request.headers.get("X-Ref", ""), "d": base64.b64encode(image.data).decode("ascii"), "m": image.mime,
-            "w": str(image.width), "h": str(image.height),
-        }  # fmt: skip
-        try:
-            answer = await self.tier.forward(record.owner, record.key, UPLOAD, form, expires=True)
-        except DOWN:
-            return fail(503)
-        if answer is None:
-            return text("fail: not sent: the chat's server did not answer in time; try again", 503)
-        status, body = answer
-        return web.Response(text=body, status=status, content_type="application/json" if status == 200 else "text/plain")
 
     async def end_owned_by(self, instance: str) -> int:
         """Tell the clients of an instance that is gone for good that their chats ended (once each)."""
