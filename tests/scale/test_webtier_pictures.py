@@ -6,6 +6,8 @@ import asyncio
 import io
 import json
 import random
+import secrets
+import signal
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -119,4 +121,35 @@ async def test_pictures_are_uploaded_on_any_instance_served_by_every_one_and_bou
                 assert (await fetch(http, url, mine[-2]))[0] == 200
     finally:
         await r.aclose()
+        await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_an_upload_on_b_that_its_stopped_owner_does_not_take_in_time_is_refused_and_never_sent(tmp_path, redis_server):
+    a = Daemon(tmp_path, redis_server.url, "a", lease=6.0, hub="resume_window = 60", web=WEB, extra=IMAGES)
+    b = Daemon(tmp_path, redis_server.url, "b", lease=6.0, hub="resume_window = 60", web=WEB, extra=IMAGES)
+    await a.start()
+    await b.start()
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            w, p = Roaming(http, "w"), Roaming(http, "p")
+            await w.start(a.url, rich="1")
+            await w.until([b.url], has("waiting"))
+            await p.start(b.url, rich="1")
+            await asyncio.gather(w.until([b.url], has("connected")), p.until([b.url], has("connected")))
+            assert a.proc is not None
+            a.proc.send_signal(signal.SIGSTOP)  # the owner takes nothing from its stream for a while
+            try:
+                status, body = await upload(http, b.url, w, picture(1), "u1")
+                assert (status, body) == (503, "fail: not sent: the chat's server did not answer in time; try again")
+            finally:
+                a.proc.send_signal(signal.SIGCONT)
+            await a.wait_log("forwarded actions came after their askers were told they failed")
+            marker = f"marker-{secrets.token_hex(3)}"
+            assert await w.post(b.url, "/send", msg=marker) == (200, "win")  # after the upload, in a's stream
+            await p.until([b.url], lambda _: marker in p.texts())
+            assert pictures_shown(p) == [] and p.texts() == [marker]  # the refused picture never came
+            status, body = await upload(http, b.url, w, picture(2), "u2")  # the owner answers again: sent
+            assert status == 200, body
+            await p.until([b.url], lambda _: len(pictures_shown(p)) == 1)
+    finally:
         await asyncio.gather(a.stop(), b.stop())
