@@ -133,6 +133,15 @@ async def test_a_nojs_chat_started_on_a_is_streamed_and_sent_on_b_and_reloaded_a
             await page.until(lambda p: p.lines("stranger") == [*theirs, edited] and p.lines("you") == mine)
             assert "(edited)" in page.text() and "edit-me" not in page.text()
 
+            # The page's own Delete last, posted on b: taken by a, the partner's line goes, the page redraws.
+            assert (await page.send(b.url, action="delete"))[0] == 200
+            await partner.until(urls, has("retract"), rng=rng)
+            assert [e for e in partner.events if e[0] == "retract"] == [["retract", f"s{len(mine)}"]]
+            await page.until(lambda p: '<meta http-equiv="refresh"' in p.text())
+            await page.closed()
+            await page.open(b.url)
+            await page.until(lambda p: p.lines("you") == [*mine[:-1], "message deleted"] and p.lines("stranger") == [*theirs, edited])
+
             # Stop, from the form on b: the partner is told once, the page shows the end, the chat is gone.
             status, form = await page.send(b.url, action="stop")
             assert status == 200 and page.secret not in form
