@@ -153,3 +153,35 @@ async def test_an_upload_on_b_that_its_stopped_owner_does_not_take_in_time_is_re
             await p.until([b.url], lambda _: len(pictures_shown(p)) == 1)
     finally:
         await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_persons_picture_allowance_counts_their_chats_on_every_instance(tmp_path, redis_server):
+    allowance = IMAGES + "\n[policy]\nmax_images = 2\nimage_window = 600"
+    a = Daemon(tmp_path, redis_server.url, "a", hub="resume_window = 60", web=WEB, extra=allowance)
+    b = Daemon(tmp_path, redis_server.url, "b", hub="resume_window = 60", web=WEB, extra=allowance)
+    await a.start()
+    await b.start()
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            async with http.get(a.url + "/") as response:  # one browser: its key, valid on every instance
+                key = f"sbkey={response.cookies['sbkey'].value}"
+            chats = []
+            for own, other in ((a, b), (b, a)):  # the person's first chat runs on a, the second on b
+                w, p = Roaming(http, "w"), Roaming(http, "p")
+                await w.start(own.url, cookie=key, rich="1")
+                await w.until([own.url], has("waiting"))
+                await p.start(other.url, rich="1")
+                await asyncio.gather(w.until([own.url], has("connected")), p.until([other.url], has("connected")))
+                chats.append((w, p))
+            (w1, p1), (w2, p2) = chats
+            for n, url in ((1, b.url), (2, a.url)):  # two pictures in the chat on a: the allowance
+                assert (await upload(http, url, w1, picture(n), f"u{n}"))[0] == 200
+            await p1.until([b.url], lambda _: len(pictures_shown(p1)) == 2)
+            assert (await upload(http, a.url, w2, picture(3), "u1"))[0] == 200  # the chat on b: taken by b...
+            await w2.until([b.url], lambda events: any("too many pictures" in str(e) for e in events))  # ...and refused
+            marker = f"marker-{secrets.token_hex(3)}"
+            assert await w2.post(b.url, "/send", msg=marker) == (200, "win")
+            await p2.until([a.url], lambda _: marker in p2.texts())
+            assert pictures_shown(p2) == [] and p2.texts() == [marker]  # the third picture never came
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
