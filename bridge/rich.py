@@ -185,7 +185,7 @@ async def _user_image(session: Session, state: ChatRich, rich: bool, image: Imag
     if not _allow(session, state, "user_images"):
         await session.notice("You're sending pictures too fast: this one was not sent.")
         return None
-    refusal = session.host.moderator.image_refusal(session.start.user if session.start else None)
+    refusal = await session.host.moderator.image_refusal(session.start.user if session.start else None)
     if refusal:
         await session.notice(refusal)
         return None

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..events import Room
-from ..store import Store
+from ..store import Store, StoreError
 from .config import PolicySection
 from .rules import Action, ContentRules, Verdict
 from .sanctions import ReportOutcome, Sanctions, ban_notice
@@ -135,11 +135,15 @@ class Moderator:
         wait = await self.throttle.check_shared(self.sanctions.store, user, shared=shared)
         return throttle_notice(wait) if wait > 0 else None
 
-    def image_refusal(self, user: str | None) -> str | None:
-        """The notice that refuses a user's picture (too many in the window), or None: it is counted."""
+    async def image_refusal(self, user: str | None) -> str | None:
+        """The notice that refuses a user's picture (too many in the window), or None: it is counted
+        (with every instance sharing the store: a person's pictures on all of them count together)."""
         if user is None:
             return None  # a room without a person key: the per-chat picture rate applies
-        wait = self.images.check(user)
+        try:
+            wait = await self.images.check_shared(self.sanctions.store, user, limit="images")
+        except StoreError:  # the shared count cannot be reached now: this instance's decides
+            wait = self.images.check(user)
         return f"Your picture was not sent: too many pictures; try again in {format_duration(wait)}." if wait > 0 else None
 
     def first_message_wait(self, connected_at: float) -> float:

@@ -14,14 +14,14 @@ from bridge.events import Disconnected, Event, Report, StoppedTyping, Typing
 
 from .clients import Client
 from .middleware import WIN, fail, json_answer, null, text
-from .protocol import ProtocolError, parse_ack, parse_start, status_payload
+from .protocol import ProtocolError, StartRequest, parse_ack, parse_start, status_payload
 from .rich import EMOJI, RichError
 from .rich_api import message_from
 
 if TYPE_CHECKING:
     from .platform import WebPlatform
 
-__all__ = ["FIRST_EVENTS_WAIT", "LEAVE_GRACE", "OmegleApi", "gone"]
+__all__ = ["FIRST_EVENTS_WAIT", "LEAVE_GRACE", "OmegleApi", "gone", "start_answer", "start_refusal"]
 
 FIRST_EVENTS_WAIT = 0.25  # seconds /start?firstevents=1 waits for the first event (usually "waiting")
 LEAVE_GRACE = 5.0  # seconds a page that went away (/disconnect with `grace`) has to come back (a reload)
@@ -37,6 +37,31 @@ def _answer(events: list[list], base: int | None) -> web.Response:
     """An /events answer: the bare array, or for an acknowledging client {"seq": n, "events"},
     n being the sequence number of the first event."""
     return json_answer(events if base is None else {"seq": base, "events": events})
+
+
+def start_refusal(platform: WebPlatform, live: int) -> web.Response | None:
+    """The answer refusing a /start, or None: `live` ids of its address already (on every instance
+    in Redis mode), or this server full."""
+    config = platform.config
+    if live >= config.max_sessions_per_address:
+        platform.count("refused", "sessions_per_address")
+        return fail(429)
+    if len(platform.clients) >= config.max_clients:
+        platform.count("refused", "clients")
+        return fail(503)
+    return None
+
+
+def start_answer(platform: WebPlatform, client: Client, events: list[list], wanted: StartRequest) -> web.Response:
+    """The answer to /start?firstevents=1: the id, its first events and the status."""
+    config, count = platform.config, platform.metrics.online()
+    status = [["statusInfo", status_payload(count)], ["count", count]]
+    answer: dict = {"clientID": client.secret, "events": events + status}
+    if wanted.acks:  # the status is not part of the acknowledged sequence
+        answer["next"] = len(events)
+    if wanted.rich:  # what the page may do with lines: react with these, send pictures or not
+        answer["rich"] = {"emoji": list(EMOJI), "images": config.images, "image_max_bytes": config.image_max_bytes}
+    return json_answer(answer)
 
 
 class OmegleApi:
@@ -62,7 +87,7 @@ class OmegleApi:
 
     async def on_start(self, request: web.Request) -> web.Response:
         """GET or POST /start: a new client id looking for a stranger."""
-        platform, clients, config = self.web, self.web.clients, self.web.config
+        platform, clients = self.web, self.web.clients
         params = {k: request.query.getone(k) for k in request.query}
         if request.method == "POST":
             params.update(await platform.read_form(request))
@@ -70,12 +95,9 @@ class OmegleApi:
         address = platform.address(request)
         if platform.closing:
             return fail(503)
-        if clients.sessions[address] >= config.max_sessions_per_address:
-            platform.count("refused", "sessions_per_address")
-            return fail(429)
-        if len(clients) >= config.max_clients:
-            platform.count("refused", "clients")
-            return fail(503)
+        refusal = start_refusal(platform, clients.sessions[address])
+        if refusal is not None:
+            return refusal
         client = clients.create(address, spy=wanted.spy, wants_likes=wanted.wants_likes, rich=wanted.rich)
         if wanted.acks:
             client.sent = []
@@ -90,14 +112,7 @@ class OmegleApi:
         if not client.has_answer():
             await client.wait(FIRST_EVENTS_WAIT)
         events = clients.take(client) if client.has_answer() else []
-        count = platform.metrics.online()
-        status = [["statusInfo", status_payload(count)], ["count", count]]
-        answer: dict = {"clientID": client.secret, "events": events + status}
-        if wanted.acks:  # the status is not part of the acknowledged sequence
-            answer["next"] = len(events)
-        if wanted.rich:  # what the page may do with lines: react with these, send pictures or not
-            answer["rich"] = {"emoji": list(EMOJI), "images": config.images, "image_max_bytes": config.image_max_bytes}
-        return json_answer(answer)
+        return start_answer(platform, client, events, wanted)
 
     async def on_events(self, request: web.Request) -> web.Response:
         """POST /events: the client's pending events, or `null` after the poll window (in Redis mode,

@@ -22,7 +22,7 @@ from .identity import COOKIE, Identities
 from .middleware import guard, own_origins
 from .nojs import NoJsChat
 from .omegle_api import OmegleApi
-from .pictures import PATH
+from .pictures import PATH, served
 from .protocol import client_address, parse_form
 from .render import ends_chat, render
 from .rich_api import RichApi
@@ -306,13 +306,7 @@ class WebPlatform(Platform):
     async def on_picture(self, request: web.Request) -> web.Response:
         """GET /image/TOKEN: a picture shown to a live client (re-encoded by the core, so no
         metadata); the token is the only name it has, and it dies with the client."""
-        image = self.clients.pictures.get(request.match_info["token"])
-        if image is None:
-            return web.Response(status=404, text="gone", content_type="text/plain")
-        response = web.Response(body=image.data, content_type=image.mime)
-        response.headers["Cache-Control"] = "private, no-store"
-        response.headers["Content-Disposition"] = "inline"
-        return response
+        return served(self.clients.pictures.get(request.match_info["token"]))
 
     async def on_favicon(self, request: web.Request) -> web.Response:
         return web.Response(status=204)  # no icon; spares browsers a logged 404
