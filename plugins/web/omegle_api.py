@@ -140,7 +140,11 @@ class OmegleApi:
             clients.settle(client)  # its end came while this poll was leaving unanswered
 
     async def on_send(self, request: web.Request) -> web.Response:
-        return await self._action(request, "/send")
+        # `_action` for "/send" written out: most requests are this one.
+        client, form = await self.web.find_client(request)
+        if client is None or client.ended:
+            return fail(400)
+        return self.send(client, form)
 
     async def on_typing(self, request: web.Request) -> web.Response:
         return await self._action(request, "/typing")
@@ -232,8 +236,9 @@ class OmegleApi:
         if client.ended:
             return fail(400)
         client.answered = True  # a notice from now on answers this, not the start
-        if not self.web.submit(self.web.room(client), event):
-            self.web.count("refused", "core")
+        web_platform = self.web
+        if not web_platform.submit(client.room or web_platform.room(client), event):
+            web_platform.count("refused", "core")
             return fail(503)
         return text(WIN)
 

@@ -188,6 +188,9 @@ class WebPlatform(Platform):
 
     async def deliver(self, room: Room, event: Event) -> None:
         """Queue the protocol events showing `event` for the room's client and wake its poll."""
+        if event.__class__ is Message:
+            await self._deliver_message(room, event)  # type: ignore[arg-type]
+            return
         client = self.clients.get(room.id)
         if client is None or client.ended:
             if client is None and isinstance(event, _ALIVE) and not self.closing:
@@ -219,6 +222,31 @@ class WebPlatform(Platform):
             self.count("dropped", "queue_full")
         if final:
             self.clients.settle(client)  # between polls: retire now, keep only the last events
+
+    async def _deliver_message(self, room: Room, event: Message) -> None:
+        """`deliver` of a stranger's message (most events), the checks that cannot apply left out:
+        it is no notice and no end, and it answers no start (the chat has begun)."""
+        client = self.clients.by_key.get(room.id)
+        if client is None or client.ended:
+            if client is None and not self.closing:
+                self.submit(room, Disconnected())
+            return
+        line = None
+        if event.ref is not None:  # name_line's part for a message
+            line = (client.book or client.lines()).stranger_line()
+            self.submit(room, Posted(event.ref, line))
+        picture = None
+        if event.image is not None and self.config.images and client.rich:
+            picture = self.clients.pictures.keep(client.key, event.image, line)
+        if client.nojs:
+            self.nojs.deliver(client, event, line, picture)
+            return
+        shown = render(event, spy=client.spy, wants_likes=client.wants_likes, rich=client.rich, line=line, image=picture)
+        if self.shared_api is not None:
+            await self.shared_api.push(client, shown, force=False, final=False)
+            return
+        if self.clients.push(client, shown):
+            self.count("dropped", "queue_full")
 
     def name_line(self, room: Room, client: Client, event: Event) -> str | None:
         """A stranger's message gets a line id of this client, which the core is told (Posted),
@@ -327,7 +355,8 @@ class WebPlatform(Platform):
     async def read_form(self, request: web.Request) -> dict[str, str]:
         """The request's form body (bounded by client_max_size: 413 beyond; by body_timeout: 408)."""
         if request.content.is_eof():  # the whole body is here already (a small form, one packet): nothing to wait for
-            return parse_form(await request.read(), request.headers.get("Content-Type", ""))
+            body = await request.read()
+            return parse_form(body, request.headers.get("Content-Type", "")) if body else {}
         try:
             async with asyncio.timeout(self.config.body_timeout):
                 body = await request.read()
@@ -344,11 +373,16 @@ class WebPlatform(Platform):
             self.count("refused", "unknown_id")
         else:
             client.last_seen = time.monotonic()
-            client.stay()
+            if client.leaving is not None:
+                client.stay()
         return client, form
 
     def room(self, client: Client) -> Room:
-        return Room(self.name, client.key)
+        """The client's room (made once: every action of the client submits with it)."""
+        room = client.room
+        if room is None:
+            room = client.room = Room(self.name, client.key)
+        return room
 
     def count(self, name: str, label: str) -> None:
         """Count in the core's metrics: web_refused{reason}, web_started{mode}, web_expired{reason},
