@@ -153,45 +153,34 @@ def guard(web_platform: WebPlatform) -> Callable[[web.Request, Handler], Awaitab
             return None if origin.lower() in own else "origin"
         return None if _netloc(origin) == request.host.lower() else "origin"
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Origin policy (our own page, plus configured CORS origins), size and error answers,
-        security headers on every response."""
+    def screen(request: web.Request) -> web.StreamResponse | None:
+        """The answer to a request that is not handed to its handler (refused, too large, a CORS
+        preflight), or None."""
         headers = request.headers
         origin = headers.get("Origin")
         # Omegle-protocol clients send neither header: nothing to judge (most requests).
         refused = None if origin is None and "Sec-Fetch-Site" not in headers else refusal(request, origin)
-        allowed = refused is None
-        length = request.content_length
-        if not allowed:
-            web_platform.count("refused", refused)  # type: ignore[arg-type]
-            response: web.StreamResponse = fail(403)
-        elif request.method == "OPTIONS":
+        if refused is not None:
+            web_platform.count("refused", refused)
+            return fail(403)
+        if request.method == "OPTIONS":
             response = web.Response(status=204)
             response.headers["Access-Control-Allow-Methods"] = "GET, POST"
             response.headers["Access-Control-Allow-Headers"] = "Content-Type"
             response.headers["Access-Control-Max-Age"] = "600"
-        elif length is not None and length > config.max_body_bytes and length > _body_limit(request, config):
+            return finish(request, response)
+        length = request.content_length
+        if length is not None and length > config.max_body_bytes and length > _body_limit(request, config):
             web_platform.count("refused", "too_large")
             response = fail(413)
             response.force_close()  # do not read the rest of a huge body
-        else:
-            try:
-                response = await handler(request)
-            except web.HTTPRequestEntityTooLarge:
-                web_platform.count("refused", "too_large")
-                response = fail(413)
-                response.force_close()
-            except web.HTTPException as exc:
-                if exc.status >= 500:
-                    raise
-                response = fail(exc.status)
-                if exc.status == 408:
-                    response.force_close()  # the rest of a stalled body is not waited for
-            except ProtocolError as exc:
-                web_platform.count("refused", "bad_request")
-                response = text(f"fail: {exc}", 400)
-        if origin is not None and allowed and origin.lower() in config.cors_origins:
+            return finish(request, response)
+        return None
+
+    def finish(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        """A CORS origin's headers, and the security headers a response does not carry yet."""
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.lower() in config.cors_origins:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
         if not getattr(response, "secured", False):  # made elsewhere (a page, a stream, aiohttp's own)
@@ -199,5 +188,30 @@ def guard(web_platform: WebPlatform) -> Callable[[web.Request, Handler], Awaitab
             for name, value in _DEFAULTS:
                 set_default(name, value)  # the no-JS pages set a framing-aware variant
         return response
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Origin policy (our own page, plus configured CORS origins), size and error answers,
+        security headers on every response. (The coroutine keeps few locals: one is suspended
+        in every open long poll.)"""
+        response = screen(request)
+        if response is not None:
+            return response
+        try:
+            response = await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            web_platform.count("refused", "too_large")
+            response = fail(413)
+            response.force_close()
+        except web.HTTPException as exc:
+            if exc.status >= 500:
+                raise
+            response = fail(exc.status)
+            if exc.status == 408:
+                response.force_close()  # the rest of a stalled body is not waited for
+        except ProtocolError as exc:
+            web_platform.count("refused", "bad_request")
+            response = text(f"fail: {exc}", 400)
+        return finish(request, response)
 
     return middleware

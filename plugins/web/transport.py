@@ -204,7 +204,13 @@ class GatedSite(web.BaseSite):
             conn.setblocking(False)
             task = asyncio.get_running_loop().create_task(self._open(conn, peer))
             self._opening.add(task)
-            task.add_done_callback(self._opening.discard)
+            task.add_done_callback(self._opened)
+
+    def _opened(self, task: asyncio.Task) -> None:
+        opening = self._opening
+        opening.discard(task)
+        if not opening:
+            opening.clear()  # an emptied set keeps the table of its largest size (thousands at once): given back
 
     async def _open(self, conn: socket.socket, peer: str) -> None:
         server = self._runner.server
