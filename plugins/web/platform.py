@@ -192,30 +192,31 @@ class WebPlatform(Platform):
 
     async def deliver(self, room: Room, event: Event) -> None:
         """Queue the protocol events showing `event` for the room's client and wake its poll."""
-        if event.__class__ is Message:
-            await self._deliver_message(room, event)  # type: ignore[arg-type]
-            return
-        client = self.clients.get(room.id)
+        client = self.clients.by_key.get(room.id)
         if client is None or client.ended:
             if client is None and isinstance(event, _ALIVE) and not self.closing:
                 self.submit(room, Disconnected())
             return
-        if isinstance(event, ServerNotice) and not client.answered:
-            # The core answers a start it refuses (a ban with the time left, starting too often,
-            # an invalid start) with a notice and nothing else: show it, and end the client, so
-            # no page or Omegle client is left searching forever.
-            self.refused(client, event.text)
-            return
-        if isinstance(event, (Waiting, Connected, Disconnected)):
-            client.answered = True
-        line = self.name_line(room, client, event)
         picture = None
-        if isinstance(event, Message) and event.image is not None and self.config.images and client.rich:
-            picture = self.clients.pictures.keep(client.key, event.image, line)
+        final = False
+        if event.__class__ is Message:  # most events: no notice, no end, no answer to a start
+            line = self.name_line(room, client, event)
+            if event.image is not None and self.config.images and client.rich:  # type: ignore[attr-defined]
+                picture = self.clients.pictures.keep(client.key, event.image, line)  # type: ignore[attr-defined]
+        else:
+            if isinstance(event, ServerNotice) and not client.answered:
+                # The core answers a start it refuses (a ban with the time left, starting too often,
+                # an invalid start) with a notice and nothing else: show it, and end the client, so
+                # no page or Omegle client is left searching forever.
+                self.refused(client, event.text)
+                return
+            if isinstance(event, (Waiting, Connected, Disconnected)):
+                client.answered = True
+            line = self.name_line(room, client, event)
+            final = ends_chat(event)
         if client.nojs:
             self.nojs.deliver(client, event, line, picture)
             return
-        final = ends_chat(event)
         if final:
             client.ended = True
         shown = render(event, spy=client.spy, wants_likes=client.wants_likes, rich=client.rich, line=line, image=picture)
@@ -227,42 +228,20 @@ class WebPlatform(Platform):
         if final:
             self.clients.settle(client)  # between polls: retire now, keep only the last events
 
-    async def _deliver_message(self, room: Room, event: Message) -> None:
-        """`deliver` of a stranger's message (most events), the checks that cannot apply left out:
-        it is no notice and no end, and it answers no start (the chat has begun)."""
-        client = self.clients.by_key.get(room.id)
-        if client is None or client.ended:
-            if client is None and not self.closing:
-                self.submit(room, Disconnected())
-            return
-        line = None
-        if event.ref is not None:  # name_line's part for a message
-            line = (client.book or client.lines()).stranger_line()
-            self.submit(room, Posted(event.ref, line))
-        picture = None
-        if event.image is not None and self.config.images and client.rich:
-            picture = self.clients.pictures.keep(client.key, event.image, line)
-        if client.nojs:
-            self.nojs.deliver(client, event, line, picture)
-            return
-        shown = render(event, spy=client.spy, wants_likes=client.wants_likes, rich=client.rich, line=line, image=picture)
-        if self.shared_api is not None:
-            await self.shared_api.push(client, shown, force=False, final=False)
-            return
-        if self.clients.push(client, shown):
-            self.count("dropped", "queue_full")
-
     def name_line(self, room: Room, client: Client, event: Event) -> str | None:
         """A stranger's message gets a line id of this client, which the core is told (Posted),
         so its later edits, deletions and reactions come back naming that line; None for other
         events. Every client gets them: plain Omegle clients are shown the text fallback of edits."""
-        if isinstance(event, Retract):
-            client.lines().forget_deleted(event.ref)
-            self.clients.pictures.drop_line(client.key, event.ref)
-        if not isinstance(event, Message) or event.ref is None:
+        if event.__class__ is not Message:
+            if isinstance(event, Retract):
+                client.lines().forget_deleted(event.ref)
+                self.clients.pictures.drop_line(client.key, event.ref)
+            if not isinstance(event, Message):
+                return None
+        if event.ref is None:  # type: ignore[attr-defined]
             return None
-        line = client.lines().stranger_line()
-        self.submit(room, Posted(event.ref, line))
+        line = (client.book or client.lines()).stranger_line()
+        self.submit(room, Posted(event.ref, line))  # type: ignore[attr-defined]
         return line
 
     def refused(self, client: Client, text: str) -> None:
