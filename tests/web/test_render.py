@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.events import (
     Connected,
@@ -155,6 +159,40 @@ def test_parse_form():
     for body, ctype in ((b'{"id": 1}', "application/json"), (b"id=1", "text/plain"), (b"id=1", ""), (b"id=%ff", form)):
         with pytest.raises(ProtocolError):
             parse_form(body, ctype)
+
+
+def _reference_form(body: bytes) -> dict[str, str] | None:
+    """What parse_form gave when it called parse_qsl (None: ProtocolError)."""
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=64)
+    except ValueError:  # UnicodeDecodeError too
+        return None
+    fields: dict[str, str] = {}
+    for key, value in pairs:
+        fields.setdefault(key, value)
+    return fields
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(["a", "id", "=", "&", "+", "%", "2", "0", "C3", "A9", "ff", "%E2%82%AC", "é", " "]),
+                max_size=24))
+def test_parse_form_gives_what_parse_qsl_gave(parts):
+    """parse_form splits the form itself (every /send and /events body): the same fields, and a
+    ProtocolError exactly where parse_qsl raised, for bodies made of the characters that matter."""
+    body = "".join(parts).encode()
+    expected = _reference_form(body) if body else {}
+    try:
+        got = parse_form(body, "application/x-www-form-urlencoded")
+    except ProtocolError:
+        got = None
+    assert got == expected
+
+
+def test_parse_form_field_count_limit_is_parse_qsl_s():
+    form = "application/x-www-form-urlencoded"
+    assert len(parse_form("&".join(f"f{n}=1" for n in range(64)).encode(), form)) == 64
+    with pytest.raises(ProtocolError):
+        parse_form("&".join(f"f{n}=1" for n in range(65)).encode(), form)
 
 
 def test_client_address_uses_the_right_most_proxy_entry():
