@@ -206,3 +206,20 @@ def test_status_payload_has_omegle_fields():
     status = status_payload(7, now=1.5)
     assert status["count"] == 7 and status["timestamp"] == 1.5
     assert {"servers", "spyQueueTime", "spyeeQueueTime", "force_unmon", "antinudeservers"} <= set(status)
+
+
+def test_a_message_is_shown_as_the_fallback_rules_say():
+    """A plain client gets a message as bridge.fallback's text (cut at MAX_PLAIN, a reply with its
+    quote), a rich one as it is with its line id; the answer is the same whichever path render takes."""
+    from bridge.hygiene import CUT_MARKER
+    from plugins.web.render import MAX_PLAIN
+
+    long = "x" * (MAX_PLAIN + 10)
+    [[kind, shown]] = render(Message(long))
+    assert kind == "gotMessage" and len(shown) == MAX_PLAIN and shown.endswith(CUT_MARKER)
+    assert render(Message(long), rich=True, line="s1") == [["gotMessage", long, {"ref": "s1"}]]
+    assert render(Message("yes", quote="are you there")) == [["gotMessage", "> are you there\nyes"]]
+    assert render(Message("yes", reply_to="s1", quote="are you there"), rich=True, line="s2") == [
+        ["gotMessage", "yes", {"ref": "s2", "reply": "s1", "quote": "are you there"}]
+    ]
+    assert render(Message("hi", "Stranger 1"), spy=True, rich=True) == [["spyMessage", "Stranger 1", "hi"]]
