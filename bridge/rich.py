@@ -13,6 +13,7 @@ from .bucket import TokenBucket
 from .events import Edit, Image, Message, Posted, Reaction, Retract
 from .hygiene import clean, cut
 from .refs import KEPT, RefMap
+from .sessionbase import State
 
 if TYPE_CHECKING:
     from .session import Session
@@ -213,7 +214,7 @@ def incoming(session: Session, event: Message, text: str) -> Message:
 async def from_user(session: Session, event: Edit | Retract | Reaction | Posted) -> None:
     """Handle a user-side rich event. Anything the map does not know (an earlier chat, too old) is
     ignored with no error, and so is everything once the chat has ended."""
-    if session.state.value != "chatting" or session.chat is None:
+    if session.state is not State.CHATTING or session.chat is None:
         return
     state = _state(session)
     match event:

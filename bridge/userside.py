@@ -47,7 +47,11 @@ class UserSide:
 
 
     async def _on_user(self: Session, event: Event) -> None:
-        match event:
+        match event:  # the cases are tried in order: the most frequent events first
+            case Message():
+                await self._user_message(event)
+            case Posted() | Edit() | Retract() | Reaction():
+                await rich.from_user(self, event)
             case Start():
                 await self._start(event)
             case Report(reason=reason):
@@ -57,10 +61,6 @@ class UserSide:
                     await self.notice("You're not in a chat. Start one first.")
                 else:
                     await self._end_chat(Reason.USER)
-            case Message():
-                await self._user_message(event)
-            case Edit() | Retract() | Reaction() | Posted():
-                await rich.from_user(self, event)
             case Typing():
                 s = self.settings
                 if self._can_write() and self.user_typing.start(time.monotonic(), s.typing_timeout, s.typing_interval):

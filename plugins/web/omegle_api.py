@@ -116,9 +116,34 @@ class OmegleApi:
 
     async def on_events(self, request: web.Request) -> web.Response:
         """POST /events: the client's pending events, or `null` after the poll window (in Redis mode,
-        SharedApi's answers instead; this one for events kept in memory while Redis was away)."""
+        SharedApi's answers instead; this one for events kept in memory while Redis was away).
+        (The coroutine keeps few locals: one is suspended in every open long poll.)"""
+        client, form = await self.web.find_client(request)
+        admitted = self._admit(request, client, form)
+        if admitted.__class__ is not str:
+            return admitted  # type: ignore[return-value]
+        assert client is not None
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.web.config.poll_window
+            while not self.web.closing and self.web.clients.get(client.key) is client:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or not await client.wait(remaining):
+                    break
+                if gone(request):
+                    # The poller went away (a crashed bridge, a closed tab): leave the events queued
+                    # for its next poll instead of writing them to a dead connection.
+                    return null()
+                if client.has_answer():
+                    return self._take(client)
+            return null()
+        finally:
+            self._leave_poll(client, admitted)  # type: ignore[arg-type]
+
+    def _admit(self, request: web.Request, client: Client | None, form: dict[str, str]) -> web.Response | str:
+        """/events before its wait: the answer when there is one now (retired events, queued ones,
+        a refusal), else the address the long poll counts against (it is counted)."""
         platform, clients = self.web, self.web.clients
-        client, form = await platform.find_client(request)
         ack = parse_ack(form.get("ack"))
         if client is None:
             retired = clients.claim(form.get("id"), ack)
@@ -133,29 +158,24 @@ class OmegleApi:
             platform.count("refused", "polls_per_address")
             return fail(429)
         polls[address] += 1
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + platform.config.poll_window
-            while not platform.closing and clients.get(client.key) is client:
-                remaining = deadline - loop.time()
-                if remaining <= 0 or not await client.wait(remaining):
-                    break
-                if gone(request):
-                    # The poller went away (a crashed bridge, a closed tab): leave the events queued
-                    # for its next poll instead of writing them to a dead connection.
-                    return null()
-                if client.has_answer():
-                    return self._take(client)
-            return null()
-        finally:
-            polls[address] -= 1
-            if polls[address] <= 0:
-                del polls[address]
-            client.last_seen = time.monotonic()
-            clients.settle(client)  # its end came while this poll was leaving unanswered
+        return address
+
+    def _leave_poll(self, client: Client, address: str) -> None:
+        """A long poll of `client` counted against `address` is answered."""
+        clients = self.web.clients
+        polls = clients.polls
+        polls[address] -= 1
+        if polls[address] <= 0:
+            del polls[address]
+        client.last_seen = time.monotonic()
+        clients.settle(client)  # its end came while this poll was leaving unanswered
 
     async def on_send(self, request: web.Request) -> web.Response:
-        return await self._action(request, "/send")
+        # `_action` for "/send" written out: most requests are this one.
+        client, form = await self.web.find_client(request)
+        if client is None or client.ended:
+            return fail(400)
+        return self.send(client, form)
 
     async def on_typing(self, request: web.Request) -> web.Response:
         return await self._action(request, "/typing")
@@ -247,8 +267,9 @@ class OmegleApi:
         if client.ended:
             return fail(400)
         client.answered = True  # a notice from now on answers this, not the start
-        if not self.web.submit(self.web.room(client), event):
-            self.web.count("refused", "core")
+        web_platform = self.web
+        if not web_platform.submit(client.room or web_platform.room(client), event):
+            web_platform.count("refused", "core")
             return fail(503)
         return text(WIN)
 
