@@ -46,8 +46,9 @@ _ALIVE = (Waiting, Connected, Message, Typing)
 _LABELS = {"refused": "reason", "expired": "reason", "started": "mode", "dropped": "reason"}
 # `request.content`, read without its cached-property entry: a sixth key in the request's cache
 # (after rel_url, method, headers, match_info and remote) doubles that dict, and every open long
-# poll holds its request (2,000 polls: 0.3 MB).
-_payload = web.BaseRequest.content.wrapped  # type: ignore[attr-defined]
+# poll holds its request (2,000 polls: 0.3 MB). The getter is aiohttp's cached property's function
+# (3.14); with an aiohttp that has none, the property itself (the same stream, cached).
+_payload = getattr(web.BaseRequest.content, "wrapped", None) or (lambda request: request.content)
 _FILES = {
     "/": ("index.html", "text/html"),
     "/static/app.js": ("app.js", "text/javascript"),
