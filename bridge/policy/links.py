@@ -40,7 +40,7 @@ def find_link(text: str) -> re.Match[str] | None:
     it for a text with one (a letter or digit, a dot, a letter or digit; or "://"), else None:
     the first mark found once serves both, since whatever the first look wants is a mark too."""
     schemes = "://" in text
-    if not schemes and _DOMAIN_DOT.search(text) is None:
+    if not schemes and not _domain_dot(text):
         return None  # no match of the link pattern can be in it
     at = text.find(".")
     if schemes or at <= 0 or not text[at - 1].isalnum():  # not the common case: a first dot after a letter
@@ -59,6 +59,22 @@ def find_link(text: str) -> re.Match[str] | None:
     if found is not None or high < 0:
         return found
     return first_link(text, high)
+
+
+def _domain_dot(text: str) -> bool:
+    """Whether `_DOMAIN_DOT` finds a dot in `text`. The pattern is asked only at a dot with a letter
+    after it (a top-level domain's first: any character the pattern's ignore-case can take for one
+    is a letter) or a "w" before it (www's last): a dot between digits or ending a sentence costs
+    a look at two characters instead of the pattern's search, which tries every domain there."""
+    at = text.find(".")
+    while at >= 0:
+        if (text[at + 1 : at + 2].isalpha() or text[at - 1 : at] in _W) and _DOMAIN_DOT.match(text, at) is not None:
+            return True
+        at = text.find(".", at + 1)
+    return False
+
+
+_W = ("w", "W")
 
 
 def _next_mark(text: str, pos: int, schemes: bool) -> int:

@@ -125,3 +125,31 @@ def test_the_one_pass_over_the_folded_text_is_the_three_looks_it_stands_for(text
     assert near == looks
     if not near:  # then only a loose pattern can match
         assert rules._lists(words, folded)[0] == (Action.END if re.search(r"w[0-9]w", folded) else Action.HOLD if re.search(r"zz+t", folded) else Action.MASK if re.search(r"n[0o]+b", folded) else Action.ALLOW)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["www", "WWW", "wWw", "w", ".", "..", "com", "CoM", "io", "gg", "\u017f", "\u212a", "st", "ſhop", "é", "1", "2.5", " ", "x"]),
+            st.text(alphabet="wcom. 1\u017f\u212aé", max_size=4),
+        ),
+        max_size=12,
+    ).map("".join)
+)
+@settings(max_examples=3000, deadline=None)
+def test_the_domain_dot_look_at_letters_next_to_dots_is_the_patterns_search(text):
+    from bridge.policy.links import _DOMAIN_DOT, _domain_dot
+
+    assert _domain_dot(text) == (_DOMAIN_DOT.search(text) is not None)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("12345.678 hi", False), ("fine. you?", False), ("see a.com", True), ("www.x", True), ("WWW.(", True),
+     ("a.\u017fhop", True), ("e.g.", False), ("now.", False), ("x.COM", True), (".com", True), ("1.5.io", True)],
+)  # fmt: skip
+def test_domain_dot_table(text, expected):
+    from bridge.policy.links import _DOMAIN_DOT, _domain_dot
+
+    assert _domain_dot(text) is expected
+    assert (_DOMAIN_DOT.search(text) is not None) is expected
