@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import re
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 EMOJI = 32  # characters of a reaction kept (a few emoji with modifiers; never a sentence)
 _CUSTOM = re.compile(r"<a?:(\w{1,32}):\d+>")
-SAVE_INTERVAL = 1.0  # a resumable chat's map is saved at most once per this many seconds, at its next change
+SAVE_INTERVAL = 1.0  # a resumable chat's map is saved at most once per this many seconds, and at most this long after a change
 
 
 class ChatRich:
@@ -48,7 +49,7 @@ class ChatRich:
         self.stranger_edits: TokenBucket | None = None
         self.user_images: TokenBucket | None = None
         self.told: set[str] | None = None  # notices given once per chat
-        self.saved_at = 0.0  # when the map was last saved (monotonic): the first change is due at once
+        self.saved_at = time.monotonic()  # when the map was last saved, or made: its first save is due SAVE_INTERVAL after
         self.save_queued = False  # its save waits for its turn (`changed`)
 
 
@@ -115,16 +116,22 @@ def encoded(session: Session, handle: str | None) -> str | None:
 
 
 def changed(session: Session) -> None:
-    """The chat's map changed: when its save is due (SAVE_INTERVAL), queue it with the host, which
-    gives one session per loop iteration its turn (`Session.put_save`), after the work ready then:
-    the save (the record and two JSON forms, several times the cost of relaying a message) never
-    delays the message that changed the map, and the first messages of many chats that began
-    together are not kept waiting by all their saves at once. `save` then runs in the session's
-    task, in order with its other store writes. Cheap: it runs after every message of the user's."""
+    """The chat's map changed: queue its save with the host when it is due (SAVE_INTERVAL after the
+    last save, or after the map was made), else when it will be (a timer: a change is saved even
+    when no other follows it). The host gives one session per loop iteration its turn
+    (`Session.put_save`), after the work ready then: the save (the record and two JSON forms,
+    several times the cost of relaying a message) never delays the message that changed the map,
+    and the first messages of many chats that began together are not kept waiting by all their
+    saves at once. `save` then runs in the session's task, in order with its other store writes.
+    Cheap: it runs after every message of the user's, and finds the save queued most times."""
     state = session.rich
-    if state is not None and not state.save_queued and state.refs.dirty and time.monotonic() - state.saved_at >= SAVE_INTERVAL:
+    if state is not None and not state.save_queued and state.refs.dirty:
         state.save_queued = True
-        session.host.queue_save(session, state)
+        wait = state.saved_at + SAVE_INTERVAL - time.monotonic()
+        if wait <= 0:
+            session.host.queue_save(session, state)
+        else:
+            asyncio.get_running_loop().call_later(wait, session.host.queue_save, session, state)
 
 
 async def save(session: Session, state: ChatRich) -> None:

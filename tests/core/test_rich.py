@@ -377,11 +377,47 @@ async def test_a_chat_that_ends_before_its_maps_turn_leaves_no_record():
     store = MemoryStore()
     async with running(two(), store=store) as b:
         dc, mx = await pair(b)
-        dc.send("a", Message("last words", ref="a1"))  # its map's save is queued ...
+        queued = asyncio.Event()
+        queue_save = b.router.queue_save
+
+        def noted(session, state) -> None:
+            queue_save(session, state)
+            queued.set()
+
+        b.router.queue_save = noted
+        dc.send("a", Message("last words", ref="a1"))  # its map's save is due, then queued ...
         dc.send("a", Disconnected())  # ... and the chat ends before the save's turn
         await mx.wait_for("b", Disconnected)
         await dc.wait_for("a", Disconnected)
         async with asyncio.timeout(5):
+            await queued.wait()
             while b.router._saves or dc.room("a") in b.router.sessions:  # the turn has come and gone
                 await asyncio.sleep(0)
         assert dc.room("a") not in store._sessions and mx.room("b") not in store._sessions
+
+
+async def test_a_change_soon_after_a_save_is_saved_without_another_change(monkeypatch):
+    # A map is saved at most once per SAVE_INTERVAL: a change inside the interval is saved when it
+    # ends, not only at the next change (a chat's last messages were left out of its saved map).
+    import bridge.rich
+
+    monkeypatch.setattr(bridge.rich, "SAVE_INTERVAL", 0.3)
+    store = _SavesSeen()
+    async with running(two(), store=store) as b:
+        store.mx = b.platforms["mx"]
+        dc, mx = await pair(b)
+        made = time.monotonic()
+        dc.send("a", Message("first", ref="a1"))
+        await mx.wait_for("b", text_is("first"))
+        async with asyncio.timeout(5):
+            await store.saved.wait()
+        first_saved = time.monotonic()
+        assert first_saved - made >= 0.3  # a new chat's map: its first save SAVE_INTERVAL after it was made
+        store.saved.clear()
+        dc.send("a", Message("second", ref="a2"))  # inside the interval, and nothing after it
+        await mx.wait_for("b", text_is("second"))
+        async with asyncio.timeout(5):
+            await store.saved.wait()
+        assert time.monotonic() - first_saved >= 0.3
+        assert store.shown_at_map_save == [["first"], ["first", "second"]]
+        assert RefMap.decode(store._sessions[dc.room("a")].refs).by_platform("a2") is not None
