@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 EMOJI = 32  # characters of a reaction kept (a few emoji with modifiers; never a sentence)
 _CUSTOM = re.compile(r"<a?:(\w{1,32}):\d+>")
-SAVE_INTERVAL = 1.0  # a resumable chat's map is saved at most once per this many seconds, and at most this long after a change
+SAVE_INTERVAL = 5.0  # a resumable chat's map is saved at most once per this many seconds, and at most this long after a change
 
 
 class ChatRich:

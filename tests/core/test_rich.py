@@ -324,9 +324,12 @@ class _SavesSeen(MemoryStore):
         await super().save_session(record)
 
 
-async def test_the_map_is_saved_after_the_message_that_changed_it_was_shown():
+async def test_the_map_is_saved_after_the_message_that_changed_it_was_shown(monkeypatch):
     # The first message of a chat makes its map due for a save (the record and two JSON forms):
     # the save waits for its turn, so the message reaches the partner first.
+    import bridge.rich
+
+    monkeypatch.setattr(bridge.rich, "SAVE_INTERVAL", 0.3)
     store = _SavesSeen()
     async with running(two(), store=store) as b:
         store.mx = b.platforms["mx"]
@@ -373,7 +376,10 @@ async def test_a_save_queued_behind_another_still_waits_its_own_delay():
         assert turn_at["second"] - queued_at["second"] >= SAVE_DELAY
 
 
-async def test_a_chat_that_ends_before_its_maps_turn_leaves_no_record():
+async def test_a_chat_that_ends_before_its_maps_turn_leaves_no_record(monkeypatch):
+    import bridge.rich
+
+    monkeypatch.setattr(bridge.rich, "SAVE_INTERVAL", 0.3)
     store = MemoryStore()
     async with running(two(), store=store) as b:
         dc, mx = await pair(b)

@@ -64,8 +64,11 @@ async def test_a_picture_to_a_text_only_stranger_is_not_sent_and_the_sender_is_t
         await s.close()
 
 
-async def test_the_map_is_saved_with_a_resumable_chat_and_taken_up_after_a_restart(server, http):
-    # The first run: a message with a reference is saved with the session record.
+async def test_the_map_is_saved_with_a_resumable_chat_and_taken_up_after_a_restart(server, http, monkeypatch):
+    # The first run: a message with a reference is saved with the session record (SAVE_INTERVAL after the map was made).
+    import bridge.rich
+
+    monkeypatch.setattr(bridge.rich, "SAVE_INTERVAL", 0.3)
     store = MemoryStore()
     async with running(rich_omegle(server.url), store=store) as b:
         rec = b.platforms["rec"]
