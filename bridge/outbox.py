@@ -87,12 +87,20 @@ class Outbox:
         self.sending: Item | None = None
         self.idle = asyncio.Event()
         self.idle.set()
-        self.typing = TypingPace(room, self._send_typing, policy.typing_every, off=policy.typing_off,
-                                 on_quiet=self._check_idle)
+        self._typing: TypingPace | None = None  # made when someone first types (most outboxes carry one message)
         self._idle_timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.merged = 0  # messages folded into another (with the visible marker)
         self.failed = 0  # items given up
+
+    @property
+    def typing(self) -> TypingPace:
+        """Who types in the room and the pace of its typing calls (made at first use)."""
+        pace = self._typing
+        if pace is None:
+            pace = self._typing = TypingPace(self.room, self._send_typing, self.policy.typing_every,
+                                             off=self.policy.typing_off, on_quiet=self._check_idle)
+        return pace
 
     # ---- queueing ----------------------------------------------------------------------------
 
@@ -134,7 +142,8 @@ class Outbox:
         """Stop sending and drop what waits (safe from the outbox's own task)."""
         self.closed = True
         self.queue.clear()
-        self.typing.close()
+        if self._typing is not None:
+            self._typing.close()
         self._cancel_idle_timer()
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
@@ -166,7 +175,7 @@ class Outbox:
 
     async def _send(self, item: Item) -> None:
         policy = self.policy
-        retrying = policy.retry.retrying()
+        retrying = None  # made at the first transient failure (most items never fail)
         waits = 0
         while True:
             item.attempts += 1
@@ -188,6 +197,8 @@ class Outbox:
                 continue
             except Exception as exc:  # transient: maybe stored; retried with the same key
                 item.maybe_stored = True
+                if retrying is None:
+                    retrying = policy.retry.retrying()
                 delay = retrying.failed()
                 if delay is None:
                     self._give_up(item, "transient", exc)
@@ -236,8 +247,11 @@ class Outbox:
 
     def typing_stop(self, label: str | None = None, *, everyone: bool = False) -> None:
         """`label` (or everyone) stopped typing; a message from them stops it too (the caller says so)."""
-        self.typing.stop(label, everyone=everyone)
-        if not self.typing.active:
+        pace = self._typing
+        if pace is None:
+            return  # nobody typed here: nothing changes (a message's typing_stop on a fresh outbox)
+        pace.stop(label, everyone=everyone)
+        if not pace.active:
             self.check_idle_soon()
 
     # ---- idleness ----------------------------------------------------------------------------
@@ -245,7 +259,7 @@ class Outbox:
     @property
     def is_idle(self) -> bool:
         """Nothing queued, nobody typing, no typing call due."""
-        return self.idle.is_set() and not self.queue and not self.typing.active
+        return self.idle.is_set() and not self.queue and (self._typing is None or not self._typing.active)
 
     def check_idle_soon(self) -> None:
         """Look at idleness once the caller's synchronous puts are done (never drop under a caller)."""
@@ -255,7 +269,7 @@ class Outbox:
         """Tell the owner once the outbox is idle and its typing pace no longer matters."""
         if self.on_idle is None or self.closed or not self.is_idle:
             return
-        wait = self.typing.next_allowed()
+        wait = self._typing.next_allowed() if self._typing is not None else 0.0
         if wait > 0:  # a new outbox now would call typing again too early: keep this one a while
             if self._idle_timer is None:
                 self._idle_timer = asyncio.get_running_loop().call_later(wait, self._idle_timer_fired)

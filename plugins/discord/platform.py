@@ -217,7 +217,6 @@ class DiscordPlatform(Platform):
         tid = int(room.id)
         if tid in self.threads.gone:
             return  # the user archived, left or deleted the thread: post nothing more there
-        info = self.threads.get(tid)
         box = self.outboxes.get(tid)
         match event:
             case Message(text=text, stranger=label, ref=ref, quote=quote, image=image):
@@ -242,6 +241,7 @@ class DiscordPlatform(Platform):
                 payload = render.notice_payload(event)
                 if payload:
                     box.put_payload(payload)
+                info = self.threads.get(tid)
                 next_follows = info is not None and info.restarting and reason == Reason.USER
                 if info is not None and not next_follows:
                     self._end(info, box)
@@ -253,7 +253,7 @@ class DiscordPlatform(Platform):
                 if payload:
                     box.put_payload(payload)
             case _:
-                if isinstance(event, Waiting | Connected) and info is not None:
+                if isinstance(event, Waiting | Connected) and (info := self.threads.get(tid)) is not None:
                     info.restarting = False
                 payload = render.notice_payload(event)
                 if payload:
