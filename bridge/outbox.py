@@ -125,7 +125,8 @@ class Outbox:
         else:
             self.queue.append(item)
         self.idle.clear()
-        self._cancel_idle_timer()
+        if self._idle_timer is not None:
+            self._cancel_idle_timer()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run(), name=f"outbox {self.room}")
 
@@ -180,7 +181,12 @@ class Outbox:
         while True:
             item.attempts += 1
             try:
-                await self._attempt(item)
+                if item.kind == "text":  # each kind's call written out: every item passes here
+                    await self.sender.send_text(self.room, item)
+                elif item.kind == "payload":
+                    await self.sender.send_payload(self.room, item)
+                elif item.call is not None:
+                    await item.call()
             except asyncio.CancelledError:
                 raise
             except Permanent as exc:
@@ -207,21 +213,14 @@ class Outbox:
                 log.warning("room %s: sending %s failed (%s); retrying", self.room, item.kind, type(exc).__name__)
                 await asyncio.sleep(delay)
                 continue
-            self._count("ok")
+            if self.metrics is not None:
+                self.metrics.delivery(policy.platform, "ok")
             if self.on_sent is not None:
                 self.on_sent(time.perf_counter() - item.queued)
             return
 
     async def _send_typing(self, on: bool) -> None:
         await self.sender.send_typing(self.room, on)
-
-    async def _attempt(self, item: Item) -> None:
-        if item.kind == "text":
-            await self.sender.send_text(self.room, item)
-        elif item.kind == "payload":
-            await self.sender.send_payload(self.room, item)
-        elif item.call is not None:
-            await item.call()
 
     def _give_up(self, item: Item, reason: str, exc: BaseException) -> None:
         self.failed += 1
