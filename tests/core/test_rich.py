@@ -20,7 +20,7 @@ from bridge.images import reencode
 from bridge.refs import RefMap
 from bridge.rich import emoji_text
 from bridge.store import MemoryStore
-from tests.core.richplatform import RICH
+from tests.core.richplatform import RICH, RICH_PERSISTENT
 from tests.core.test_images import jpeg_with_gps
 from tests.helpers import running
 
@@ -327,7 +327,7 @@ async def test_the_map_is_saved_after_the_message_that_changed_it_was_shown():
     # The first message of a chat makes its map due for a save (the record and two JSON forms):
     # the save waits for its turn, so the message reaches the partner first.
     store = _SavesSeen()
-    async with running(two(), store=store) as b:
+    async with running(two(dc={"plugin": RICH_PERSISTENT}), store=store) as b:
         store.mx = b.platforms["mx"]
         dc, mx = await pair(b)
         dc.send("a", Message("first", ref="a1"))
@@ -338,9 +338,40 @@ async def test_the_map_is_saved_after_the_message_that_changed_it_was_shown():
         assert RefMap.decode(store._sessions[dc.room("a")].refs).by_platform("a1") is not None
 
 
+class _MapSaves(MemoryStore):
+    """Notes the room of every saved record that carries a reference map, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.map_saves: list[str] = []
+        self.saved = asyncio.Event()
+
+    async def save_session(self, record) -> None:
+        if record.refs is not None:
+            self.map_saves.append(record.room.id)
+            self.saved.set()
+        await super().save_session(record)
+
+
+async def test_a_map_no_restart_could_read_back_is_not_saved():
+    # Room b's platform does not outlive the process, so its hub chat is never resumed: b's map
+    # changes first (its own message), a's after it (the Posted of that message); the saves take
+    # their turns in that order, so once a's map is saved, b's would have been saved before it.
+    store = _MapSaves()
+    async with running(two(dc={"plugin": RICH_PERSISTENT}), store=store) as b:
+        dc, mx = await pair(b)
+        mx.send("b", Message("from b", ref="b1"))
+        await dc.wait_for("a", text_is("from b"))
+        async with asyncio.timeout(5):
+            await store.saved.wait()
+        assert store.map_saves == ["a"]
+        assert store._sessions[mx.room("b")].refs is None  # its record is kept, without a map
+        assert RefMap.decode(store._sessions[dc.room("a")].refs).by_platform(dc.id_of("a", "from b")) is not None
+
+
 async def test_a_chat_that_ends_before_its_maps_turn_leaves_no_record():
     store = MemoryStore()
-    async with running(two(), store=store) as b:
+    async with running(two(dc={"plugin": RICH_PERSISTENT}, mx={"plugin": RICH_PERSISTENT}), store=store) as b:
         dc, mx = await pair(b)
         dc.send("a", Message("last words", ref="a1"))  # its map's save is queued ...
         dc.send("a", Disconnected())  # ... and the chat ends before the save's turn
