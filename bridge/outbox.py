@@ -156,7 +156,8 @@ class Outbox:
         try:
             while self.queue:
                 item = self.queue.popleft()
-                if item.kind == "text" and item.attempts == 0:
+                mergeable = self.queue and (self.slow or self.policy.merge_backlog is not None)
+                if mergeable and item.kind == "text" and item.attempts == 0:
                     merged = merge_waiting(item, self.queue, self.policy, self.slow)
                     if merged is not item:
                         self.merged += merged.count - 1
@@ -266,8 +267,10 @@ class Outbox:
 
     def _check_idle(self) -> None:
         """Tell the owner once the outbox is idle and its typing pace no longer matters."""
-        if self.on_idle is None or self.closed or not self.is_idle:
+        if self.on_idle is None or self.closed or not self.idle.is_set() or self.queue:
             return
+        if self._typing is not None and self._typing.active:
+            return  # is_idle, written out: called after every item and at every outbox made
         wait = self._typing.next_allowed() if self._typing is not None else 0.0
         if wait > 0:  # a new outbox now would call typing again too early: keep this one a while
             if self._idle_timer is None:

@@ -83,7 +83,7 @@ class Inbound:
                 self._user_message(info, *args)
 
     def on_message(self, message: discord.Message) -> None:
-        if message.channel.id in self.host.threads:
+        if message.channel.id in self.host.threads.by_id:  # every message of every channel passes here
             self.host.sender.saw(message.channel.id, message.id)
         if message.author.bot or message.webhook_id is not None:
             return  # our own bot, our webhooks and other bots are never relayed (no loops)

@@ -227,7 +227,8 @@ class DiscordPlatform(Platform):
                 if not box.closed and box.queue:
                     picture = Upload.of(image) if image is not None else None
                     self.sender.add_line(tid, box.queue[-1].key, Line(ref, text, quote, picture))
-                self.modlog.note(tid, label or "Stranger", text)
+                if self.modlog.keep > 0:  # lines are kept only with a moderation log that wants them
+                    self.modlog.note(tid, label or "Stranger", text)
             case Edit() | Retract() | Reaction():
                 self.rich.deliver(tid, event)
             case Posted():
@@ -264,7 +265,7 @@ class DiscordPlatform(Platform):
 
     def release(self, tid: int) -> None:
         """Forget what was kept for a thread once its chat is over and its outbox is done."""
-        if tid not in self.threads and tid not in self.outboxes:
+        if tid not in self.threads.by_id and tid not in self.outboxes:  # called after every idle outbox
             self.sender.release(tid)
             self.rich.release(tid)
             self.inbound.release(tid)

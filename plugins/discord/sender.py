@@ -60,11 +60,13 @@ class DiscordSender:
     # ---- the outbox's Sender -----------------------------------------------------------------
 
     async def send_text(self, thread: int, item: Item) -> None:
-        marker = item.marker
+        marker = item.marker if item.count > 1 else None
         lines = self.take_lines(thread, item)
         if self.rich is not None and "screened" not in item.memo:
-            if any([line.picture is not None for line in lines]):  # most lines have none: no call then
-                lines = await self.rich.screen(thread, item, lines)
+            for line in lines:  # most lines have no picture: no call then
+                if line.picture is not None:
+                    lines = await self.rich.screen(thread, item, lines)
+                    break
             item.memo["screened"] = True
         if not item.text.strip() and not any(line.picture for line in lines):
             return  # a picture alone, not shown here (the notice says so)
@@ -176,7 +178,7 @@ class DiscordSender:
             index += 1
             memo["done"] = index
         memo["webhook"] = hook is not None
-        return [i for i in ids if i]
+        return ids if all(ids) else [i for i in ids if i]
 
     async def post_payload(self, thread: int, payload: dict, nonce: str, upload: Upload | None = None) -> int:
         """Post a bot message (with a nonce: a retry never shows it twice); its id."""
@@ -257,7 +259,8 @@ class DiscordSender:
             data = await resp.json(content_type=None) if resp.content_length != 0 else None
         if status < 300:
             mid = int((data or {}).get("id", 0))
-            self.saw(thread, mid)
+            if mid > self.newest.get(thread, 0):  # saw(), written out: every stranger line passes here
+                self.newest[thread] = mid
             return mid or None
         if status >= 500:
             raise ConnectionError(f"webhook answered {status}")  # maybe stored: read back before the retry
