@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Two pytest-xdist workers; the tests of the one real Synapse share a worker (tests/conftest.py).
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: run test bench system-deps lock clean

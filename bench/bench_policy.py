@@ -112,6 +112,19 @@ def relay_against_the_filed_code() -> None:
     asyncio.run(latency_under_load(name="policy_on_vs_filed_latency", config=config))
 
 
+def relay_latency_in_cpu_time() -> None:
+    """`relay_against_the_filed_code`'s latency with the stamps read from this thread's CPU time
+    (as `bench_core.latency_in_cpu_time`): what the relay itself spends between a message's submit
+    and its delivery, which other load on the machine leaves nearly alone. Not in `main`: for
+    side-by-side runs on a shared machine, with this file copied into the other tree's bench/."""
+    import bridge
+
+    policed = (Path(bridge.__file__).parent / "policy").is_dir()
+    table = _policy_table(random.Random(11)) if policed else None
+    config = parse_config(_bridge_data(table), env=False)
+    asyncio.run(latency_under_load(time.thread_time, name="policy_on_vs_filed_latency_cpu", config=config))
+
+
 def main() -> None:
     rng = random.Random(11)
     policy = _policy(rng)

@@ -32,9 +32,12 @@ class SeenIds(Generic[K, V]):
 
     def first_time(self, key: K) -> bool:
         """Remember `key`; True if it was not remembered already."""
-        if key in self._items:
+        items = self._items
+        if key in items:
             return False
-        self.remember(key)
+        items[key] = None  # (remember, inlined: asked for every event a platform receives)
+        if len(items) > self.limit:
+            items.popitem(last=False)
         return True
 
     def remember(self, key: K, value: V | None = None) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.metrics_core import Metric
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
 
 __all__ = ["CONTENT_TYPE", "Metrics", "counter_key"]
 
@@ -80,8 +81,7 @@ class Metrics:
         # With a shared store: the other live instances' people online (bridge.app sets it).
         self.others_online: Callable[[], int] | None = None
         self._gauges: dict[str, tuple[str, tuple[str, ...], list[GaugeSource]]] = {}
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(self))
+        self._registry: CollectorRegistry | None = None  # made at the first scrape (see `registry`)
 
     # ---- writing -----------------------------------------------------------------------------
 
@@ -179,8 +179,22 @@ class Metrics:
             out.update(source())
         return out
 
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The prometheus_client registry that exposes these figures. prometheus_client is imported
+        here, at the first scrape: its package brings its HTTP, WSGI and ASGI servers with it (2 MB
+        of every process's memory), and a daemon nobody scrapes never needs any of it."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(_Collector(self))
+        return self._registry
+
     def prometheus(self) -> str:
         """Every figure in the Prometheus text exposition format (0.0.4), with HELP and TYPE lines."""
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry).decode()
 
 
@@ -191,6 +205,8 @@ class _Collector:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import Metric  # imported by the first scrape already (Metrics.registry)
+
         m = self.metrics
         sessions = Metric(PREFIX + "sessions", _help("sessions"), "gauge")
         for (platform, state), n in sorted(m.sessions().items()):
@@ -210,6 +226,8 @@ class _Collector:
 
     @staticmethod
     def _counters(m: Metrics) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import Metric
+
         grouped: dict[str, list[tuple[Labels, int]]] = {}
         for (name, labels), value in m.counters.items():
             grouped.setdefault(name, []).append((labels, value))
@@ -221,6 +239,8 @@ class _Collector:
 
     @staticmethod
     def _histograms(m: Metrics) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import Metric
+
         names = {name for name, _ in m.histograms} | {"pairing_wait_seconds"}  # always shown, even empty
         for name in sorted(names):
             family = Metric(PREFIX + name, _help(name), "histogram")

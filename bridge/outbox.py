@@ -87,20 +87,11 @@ class Outbox:
         self.sending: Item | None = None
         self.idle = asyncio.Event()
         self.idle.set()
-        self._typing: TypingPace | None = None  # made when someone first types (most outboxes carry one message)
+        self._typing: TypingPace | None = None  # made at the first typing (most outboxes live for one message)
         self._idle_timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.merged = 0  # messages folded into another (with the visible marker)
         self.failed = 0  # items given up
-
-    @property
-    def typing(self) -> TypingPace:
-        """Who types in the room and the pace of its typing calls (made at first use)."""
-        pace = self._typing
-        if pace is None:
-            pace = self._typing = TypingPace(self.room, self._send_typing, self.policy.typing_every,
-                                             off=self.policy.typing_off, on_quiet=self._check_idle)
-        return pace
 
     # ---- queueing ----------------------------------------------------------------------------
 
@@ -129,6 +120,16 @@ class Outbox:
             self._cancel_idle_timer()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run(), name=f"outbox {self.room}")
+
+    @property
+    def typing(self) -> TypingPace:
+        """The room's typing pace (made at first use)."""
+        pace = self._typing
+        if pace is None:
+            policy = self.policy
+            pace = self._typing = TypingPace(self.room, self._send_typing, policy.typing_every, off=policy.typing_off,
+                                             on_quiet=self._check_idle)
+        return pace
 
     @property
     def depth(self) -> int:
@@ -177,7 +178,7 @@ class Outbox:
 
     async def _send(self, item: Item) -> None:
         policy = self.policy
-        retrying = None  # made at the first transient failure (most items never fail)
+        retrying = None  # made at the first transient failure (most items go out at once)
         waits = 0
         while True:
             item.attempts += 1
@@ -248,10 +249,9 @@ class Outbox:
     def typing_stop(self, label: str | None = None, *, everyone: bool = False) -> None:
         """`label` (or everyone) stopped typing; a message from them stops it too (the caller says so)."""
         pace = self._typing
-        if pace is None:
-            return  # nobody typed here: nothing changes (a message's typing_stop on a fresh outbox)
-        pace.stop(label, everyone=everyone)
-        if not pace.active:
+        if pace is not None:
+            pace.stop(label, everyone=everyone)
+        if pace is None or not pace.active:
             self.check_idle_soon()
 
     # ---- idleness ----------------------------------------------------------------------------
@@ -309,8 +309,9 @@ class Outboxes:
         self.on_drop = on_drop  # a room's outbox was dropped (idle or discarded): the owner may forget it too
         self._boxes: dict[Hashable, Outbox] = {}
 
-    def get(self, room: Hashable) -> Outbox:
-        """The room's outbox, made if it has none."""
+    def get(self, room: Hashable, *, drop_unused: bool = True) -> Outbox:
+        """The room's outbox, made if it has none. `drop_unused=False`: the caller queues into it now,
+        or else calls its `check_idle_soon` (it saves a loop callback per new outbox)."""
         box = self._boxes.get(room)
         if box is None:
             box = self._boxes[room] = Outbox(
@@ -322,7 +323,8 @@ class Outboxes:
                 on_idle=self._drop,
                 on_sent=self.on_sent,
             )
-            box.check_idle_soon()  # dropped again if the caller queues nothing
+            if drop_unused:
+                box.check_idle_soon()  # dropped again if the caller queues nothing
         return box
 
     def find(self, room: Hashable) -> Outbox | None:

@@ -189,7 +189,7 @@ async def _user_image(session: Session, state: ChatRich, rich: bool, image: Imag
     if not _allow(session, state, "user_images"):
         await session.notice("You're sending pictures too fast: this one was not sent.")
         return None
-    refusal = session.host.moderator.image_refusal(session.start.user if session.start else None)
+    refusal = await session.host.moderator.image_refusal(session.start.user if session.start else None)
     if refusal:
         await session.notice(refusal)
         return None
@@ -235,7 +235,7 @@ def posted_at_once(session: Session, event: Posted) -> bool:
 async def from_user(session: Session, event: Edit | Retract | Reaction | Posted) -> None:
     """Handle a user-side rich event. Anything the map does not know (an earlier chat, too old) is
     ignored with no error, and so is everything once the chat has ended."""
-    if session.state.value != "chatting" or session.chat is None:
+    if session.state is not State.CHATTING or session.chat is None:
         return
     state = _state(session)
     match event:

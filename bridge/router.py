@@ -9,7 +9,7 @@ from collections import Counter, deque
 from .abc import Backend, Platform, Submit
 from .backoff import Backoff
 from .config import BridgeSection
-from .events import Disconnected, Envelope, Event, Origin, OriginError, Reason, Room, ServerNotice
+from .events import ALLOWED, Disconnected, Event, Origin, Reason, Room, ServerNotice
 from .metrics import Metrics
 from .policy.config import PolicySection
 from .policy.moderator import Moderator
@@ -26,6 +26,7 @@ DELIVER_BACKOFF = Backoff(0.2, cap=4.0, jitter=0.2)  # attempts come from [bridg
 # A due reference-map save waits this long for its turn, so the relay of the message that made it
 # due (a few loop iterations through the partner's session and platform) is done first.
 SAVE_DELAY = 0.005
+_FROM_USER = ALLOWED[Origin.USER]
 
 
 class Router:
@@ -58,7 +59,7 @@ class Router:
         # no session task runs: otherwise this run's new sessions could be taken for leftovers.
         self._live = False
         self._waiting: list[Session] = []
-        self._saves: deque[tuple[Session, ChatRich]] = deque()  # reference maps waiting for their turn to save
+        self._saves: deque[tuple[Session, ChatRich, float]] = deque()  # maps waiting to save, and when they may
 
     # ---- wiring ------------------------------------------------------------------------------
 
@@ -95,10 +96,8 @@ class Router:
 
     def submit(self, room: Room, event: Event) -> bool:
         """Hand a user-side event to the room's session. Never blocks; False when refused."""
-        try:
-            Envelope(room, Origin.USER, event)
-        except OriginError as exc:
-            log.warning("room %s: %s; refused", room, exc)
+        if not isinstance(event, _FROM_USER):  # Envelope's check, without making one: every event passes here
+            log.warning("room %s: %s cannot come from the user side; refused", room, type(event).__name__)
             return False
         if self.closing:
             return False
@@ -176,26 +175,34 @@ class Router:
             log.exception("room %s: could not persist the session", record.room)
 
     def queue_save(self, session: Session, state: ChatRich) -> None:
-        """Give `session` its turn to save its chat's reference map soon: the first SAVE_DELAY from now,
-        then one per loop iteration, each after the work that was ready when the turn before ran
-        (bridge.rich.changed says why); never for a chat that could not be resumed after a restart."""
+        """Give `session` its turn to save its chat's reference map soon: no sooner than SAVE_DELAY
+        from now, and one per loop iteration, each after the work that was ready when the turn
+        before ran (bridge.rich.changed says why); never for a chat that could not be resumed after
+        a restart."""
         if not self._resumable(session.room, session.backend_name):
             # A hub chat in a room that does not outlive the process (a web client's) is never
             # resumed, so its map is never read back: it is not saved, now or later in this chat.
             state.persist = state.save_queued = False
             return
-        self._saves.append((session, state))
+        loop = asyncio.get_running_loop()
+        self._saves.append((session, state, loop.time() + SAVE_DELAY))
         if len(self._saves) == 1:
-            asyncio.get_running_loop().call_later(SAVE_DELAY, self._next_save)
+            loop.call_later(SAVE_DELAY, self._next_save)
 
     def _next_save(self) -> None:
-        session, state = self._saves.popleft()
+        loop = asyncio.get_running_loop()
+        session, state, due = self._saves[0]
+        wait = due - loop.time()
+        if wait > 0:  # queued behind others: its own message's relay may still be going through
+            loop.call_later(wait, self._next_save)
+            return
+        self._saves.popleft()
         try:
             if session.rich is state:  # else the chat ended meanwhile: nothing to save
                 session.put_save(state)
         finally:
             if self._saves:
-                asyncio.get_running_loop().call_soon(self._next_save)
+                loop.call_soon(self._next_save)
 
     def _resumable(self, room: Room, backend: str | None) -> bool:
         """Whether a chat of `room` on `backend` can be taken up after a restart (given its handle):

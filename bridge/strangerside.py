@@ -68,12 +68,11 @@ class StrangerSide:
                 if not text and image is None:
                     return
                 moderator = self.host.moderator
-                if not moderator.clearly_allowed(self.room, text):
-                    decision = moderator.from_stranger(self.room, text, label)
-                    if not decision.relay:
-                        await self._refused(decision)
-                        return
-                    text = decision.text
+                relayed = moderator.relayed(self.room, text)  # None: not relayed, and from_stranger says why
+                if relayed is None:
+                    await self._refused(moderator.from_stranger(self.room, text, label))
+                    return
+                text = relayed
                 ind = self.stranger_typing.get(label)
                 if ind is not None and ind.message():
                     await self.deliver(StoppedTyping(label))

@@ -47,7 +47,11 @@ class UserSide:
 
 
     async def _on_user(self: Session, event: Event) -> None:
-        match event:
+        match event:  # the cases are tried in order: the most frequent events first
+            case Message():
+                await self._user_message(event)
+            case Posted() | Edit() | Retract() | Reaction():
+                await rich.from_user(self, event)
             case Start():
                 await self._start(event)
             case Report(reason=reason):
@@ -57,10 +61,6 @@ class UserSide:
                     await self.notice("You're not in a chat. Start one first.")
                 else:
                     await self._end_chat(Reason.USER)
-            case Message():
-                await self._user_message(event)
-            case Edit() | Retract() | Reaction() | Posted():
-                await rich.from_user(self, event)
             case Typing():
                 s = self.settings
                 if self._can_write() and self.user_typing.start(time.monotonic(), s.typing_timeout, s.typing_interval):
@@ -172,12 +172,11 @@ class UserSide:
         if wait > 0:
             await self.notice(wait_notice(wait))
             return
-        if not moderator.clearly_allowed(self.room, text):
-            decision = moderator.from_user(self.room, text)
-            if not decision.relay:
-                await self._refused(decision)
-                return
-            text = decision.text
+        relayed = moderator.relayed(self.room, text)  # None: not relayed, and from_user says why
+        if relayed is None:
+            await self._refused(moderator.from_user(self.room, text))
+            return
+        text = relayed
         self.user_typing.message()  # a message implies the user stopped typing (no stop is sent)
         out = rich.outgoing_text(self, event, text) if event.image is None else await rich.outgoing(self, event, text)
         if out is not None and await self._send(out):

@@ -15,15 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 __all__ = ["RedisServer", "free_port", "make_tls_files", "redis_server"]
 
 START_TIMEOUT = 10.0  # seconds a redis-server may take to answer PING (about 20 ms when the machine is quiet)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:

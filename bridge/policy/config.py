@@ -89,6 +89,10 @@ class PolicySection(LayerConfig):
     image_window: Duration = 600.0
 
     _compiled: dict[tuple[str, str | None], ContentRules] = PrivateAttr(default_factory=dict)
+    # The same by the chain of layers merged: platforms without a layer of their own share the
+    # base's rules (compiled once, kept once, and a message relayed between two of them is
+    # checked by the receiver against the verdicts the sender's check left).
+    _chains: dict[tuple[int, ...], ContentRules] = PrivateAttr(default_factory=dict)
 
     @field_validator("ban_steps")
     @classmethod
@@ -130,7 +134,11 @@ class PolicySection(LayerConfig):
                 layers.append(self.platforms[platform])
             if key[1] is not None:
                 layers.append(self.scopes[f"{platform}:{key[1]}"])
-            rules = compiled[key] = _merge(layers)
+            chain = tuple(map(id, layers))  # the layers belong to this section: their ids are stable
+            rules = self._chains.get(chain)
+            if rules is None:
+                rules = self._chains[chain] = _merge(layers)
+            compiled[key] = rules
         return rules
 
 

@@ -8,13 +8,19 @@ from .normalize import tokens
 
 __all__ = ["FORMAT", "INVITE", "URL", "defang", "find_link", "first_link"]
 
-URL = re.compile(
-    r"(?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>]+"
-    r"|\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){1,8}"
+_TLDS = (
     r"(?:com|net|org|io|gg|me|co|uk|de|ru|info|xyz|app|dev|tv|ly|be|link|site|online|top|club|live|gl|to"
     r"|cc|us|biz|fr|nl|eu|ca|tk|ml|ga|cf|gq|ws|su|fun|icu|vip|pro|page|sh|fm|im|is|ai|shop|store|tech)"
-    r"\b(?:/[^\s<>]*)?"
 )
+URL = re.compile(
+    r"(?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>]+"
+    r"|\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){1,8}" + _TLDS + r"\b(?:/[^\s<>]*)?"
+)
+# What every URL match without a scheme holds: a dot after "www" or before a top-level domain
+# that ends a word (under the pattern's own flags). Most dots in chat are in neither ("3.5",
+# "e.g.", "12.30", "...") and cost the pattern a backtracking search per label; written dot
+# first, so the engine's literal search finds the candidates.
+_DOMAIN_DOT = re.compile(r"(?i)\.(?:(?<=www\.)|" + _TLDS + r"\b)")
 # Invites after folding and joining every token, so "disc0rd . gg / x" and "d i s c o r d.gg/x" count.
 INVITE = re.compile(r"discord(?:app)?(?:gg|cominvite)[a-z0-9]")
 FORMAT = dict.fromkeys(map(ord, "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"))
@@ -34,6 +40,8 @@ def find_link(text: str) -> re.Match[str] | None:
     it for a text with one (a letter or digit, a dot, a letter or digit; or "://"), else None:
     the first mark found once serves both, since whatever the first look wants is a mark too."""
     schemes = "://" in text
+    if not schemes and _DOMAIN_DOT.search(text) is None:
+        return None  # no match of the link pattern can be in it
     at = text.find(".")
     if schemes or at <= 0 or not text[at - 1].isalnum():  # not the common case: a first dot after a letter
         at = _next_mark(text, 0, schemes)
@@ -102,12 +110,12 @@ def defang(text: str, *, invites_only: bool = False, first: re.Match[str] | None
     `first`: the first link in `text` (format characters dropped), when the caller has found it."""
     out = text if text.isascii() else text.translate(FORMAT)  # no format character is ASCII
     if first is not None and not invites_only and "://" not in out:
-        url = first.group(0)
-        if out.count(".") == url.count("."):
+        start, end = first.span()
+        if out.count(".") == out.count(".", start, end):
             # The one round written out: every dot is in this link, so no other link (each holds a
-            # mark) and, once they are bracketed, no mark at all: the fixed point.
-            start, end = first.span()
-            return out[:start] + url.replace(".", "[.]") + out[end:]
+            # mark) and, once they are bracketed, no mark at all: the fixed point. Bracketing the
+            # link's dots is then bracketing every dot.
+            return out.replace(".", "[.]")
     one = _defang_invite if invites_only else _defang_one
     # Most texts take one round. Another is needed only when bracketing a dot lets a shorter link
     # show (a chain of more labels than a link's 8); each round brackets a dot or renames a

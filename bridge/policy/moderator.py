@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..events import Room
-from ..store import Store
+from ..store import Store, StoreError
 from .config import PolicySection
 from .rules import Action, ContentRules, Verdict
 from .sanctions import ReportOutcome, Sanctions, ban_notice
@@ -29,6 +29,19 @@ _HELD_USER_DEFAULT = "Your message was not sent: it contains words this bridge d
 _ENDED_USER = "Your message was not sent: it breaks this bridge's rules."
 _HELD_STRANGER = "{who} sent a message that breaks this bridge's rules; it was not shown."
 _ENDED_STRANGER = _HELD_STRANGER
+
+
+class _Layer:
+    """One layer's compiled rules and the verdicts given under them lately, by text, in two
+    halves: the newer fills up, then replaces the older (so at most RECENT_VERDICTS are kept)."""
+
+    __slots__ = ("rules", "recent", "older", "half")
+
+    def __init__(self, rules: ContentRules) -> None:
+        self.rules = rules
+        self.recent: dict[str, object] = {}
+        self.older: dict[str, object] = {}
+        self.half = RECENT_VERDICTS // 2 - 1  # entries the newer half takes before a verdict that may add two
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -67,7 +80,7 @@ class Moderator:
 
     __slots__ = (
         "policy", "sanctions", "throttle", "images", "monotonic", "scope_of", "_recent", "_rules", "_unscoped",
-        "_scopes", "_cooldown",
+        "_scopes", "_cooldown", "_last_room", "_last_text", "_last",
     )  # fmt: skip
 
     def __init__(
@@ -83,16 +96,21 @@ class Moderator:
         # The moderation scope of a room (a Discord guild, a Matrix room); the router sets it
         # to ask the room's platform.
         self.scope_of: Callable[[Room], str | None] = _no_scope
-        # Verdicts just given, per compiled rules by text: in the hub each message is checked by
-        # its sender's session and again by the receiver's (about 1,400 checks later under load),
-        # mostly under the same rules. Bounded per rules; cleared when full.
-        self._recent: dict[int, dict[str, object]] = {}
-        # The compiled rules by (platform, configured scope or None), and the configured scopes:
-        # looked up on every message, so kept out of the pydantic model (its attribute access is slow).
-        self._rules: dict[tuple[str, str | None], ContentRules] = {}
-        self._unscoped: dict[str, ContentRules] = {}  # the same by platform, while no scope has a layer
+        # Each compiled rules with the verdicts just given under them (by the rules' id): in the
+        # hub each message is checked by its sender's session and again by the receiver's (about
+        # 1,400 checks later under load), mostly under the same rules. Bounded per rules.
+        self._recent: dict[int, _Layer] = {}
+        # The same by (platform, configured scope or None), and the configured scopes: looked up
+        # on every message, so kept out of the pydantic model (its attribute access is slow).
+        self._rules: dict[tuple[str, str | None], _Layer] = {}
+        self._unscoped: dict[str, _Layer] = {}  # the same by platform, while no scope has a layer
         self._scopes: frozenset[str] = frozenset(policy.scopes)
         self._cooldown = policy.first_message_cooldown
+        # The refusal `relayed` just found: the session asks `from_user` / `from_stranger` about
+        # the same room and text next, for the notice.
+        self._last_room: Room | None = None
+        self._last_text: str | None = None
+        self._last: Verdict | None = None
 
     def set_policy(self, policy: PolicySection) -> None:
         """Put a rebuilt policy in force (a server's admins changed its layer): verdicts given under
@@ -103,6 +121,7 @@ class Moderator:
         self._unscoped.clear()
         self._scopes = frozenset(policy.scopes)
         self._cooldown = policy.first_message_cooldown
+        self._last_room = self._last_text = self._last = None
 
     async def start_refusal(self, user: str | None, *, server: str | None = None, shared: bool = False) -> str | None:
         """The notice that refuses a start (banned, or starting too often), or None: the start is counted.
@@ -116,11 +135,15 @@ class Moderator:
         wait = await self.throttle.check_shared(self.sanctions.store, user, shared=shared)
         return throttle_notice(wait) if wait > 0 else None
 
-    def image_refusal(self, user: str | None) -> str | None:
-        """The notice that refuses a user's picture (too many in the window), or None: it is counted."""
+    async def image_refusal(self, user: str | None) -> str | None:
+        """The notice that refuses a user's picture (too many in the window), or None: it is counted
+        (with every instance sharing the store: a person's pictures on all of them count together)."""
         if user is None:
             return None  # a room without a person key: the per-chat picture rate applies
-        wait = self.images.check(user)
+        try:
+            wait = await self.images.check_shared(self.sanctions.store, user, limit="images")
+        except StoreError:  # the shared count cannot be reached now: this instance's decides
+            wait = self.images.check(user)
         return f"Your picture was not sent: too many pictures; try again in {format_duration(wait)}." if wait > 0 else None
 
     def first_message_wait(self, connected_at: float) -> float:
@@ -136,51 +159,74 @@ class Moderator:
         if not self._scopes:
             for platform in platforms:
                 if platform not in self._unscoped:
-                    self._unscoped[platform] = self.policy.rules_for(platform)
+                    self._unscoped[platform] = self._layer(platform, None)
 
-    def _rules_for(self, room: Room) -> ContentRules:
+    def _layer(self, platform: str, scope: str | None) -> _Layer:
+        rules = self.policy.rules_for(platform, scope)
+        layer = self._recent.get(id(rules))  # rules are compiled once and kept: their id is stable
+        if layer is None:
+            layer = self._recent[id(rules)] = _Layer(rules)
+        return layer
+
+    def _layer_for(self, room: Room) -> _Layer:
         if not self._scopes:  # the room's scope matters only when some scope has its own layer
-            rules = self._unscoped.get(room.platform)
-            if rules is None:
-                rules = self._unscoped[room.platform] = self.policy.rules_for(room.platform)
-            return rules
+            layer = self._unscoped.get(room.platform)
+            if layer is None:
+                layer = self._unscoped[room.platform] = self._layer(room.platform, None)
+            return layer
         platform, scope = room.platform, self.scope_of(room)
         key = (platform, scope if scope is not None and f"{platform}:{scope}" in self._scopes else None)
-        rules = self._rules.get(key)
-        if rules is None:
-            rules = self._rules[key] = self.policy.rules_for(*key)
-        return rules
+        layer = self._rules.get(key)
+        if layer is None:
+            layer = self._rules[key] = self._layer(*key)
+        return layer
+
+    def relayed(self, room: Room, text: str) -> str | None:
+        """What is relayed of `text` under the rules of `room`, as `from_user` / `from_stranger`
+        would decide: `text` itself when it goes unchanged, the masked or defanged text, or None
+        when it is not relayed (those two then give the notice and say whether the chat ends).
+        Asked first on every message, so no Decision is made for one that is relayed: no rule
+        can match it (found without folding it; most messages under the default rules), or the
+        same text was just checked under the same rules (the other side's check of a relayed
+        message), or the check finds it now. A refusal is remembered for the call that follows."""
+        layer = None if self._scopes else self._unscoped.get(room.platform)  # _layer_for, inlined: every message
+        if layer is None:
+            layer = self._layer_for(room)
+        rules = layer.rules
+        if rules.only_invites and rules.clearly_allowed(text):
+            return text
+        recent = layer.recent
+        found = recent.get(text) or layer.older.get(text)
+        if found is None:  # _recall, inlined: every message the sender's session checks
+            verdict = rules.changes(text)
+            if verdict is None and len(recent) < layer.half:  # most messages
+                recent[text] = _UNCHANGED
+                return text
+            found = _keep(layer, text, verdict)
+        if found is _UNCHANGED:
+            return text
+        assert isinstance(found, Verdict)
+        if found.action < _HOLD:
+            return found.text
+        self._last_room, self._last_text, self._last = room, text, found
+        return None
 
     def clearly_allowed(self, room: Room, text: str) -> bool:
-        """True when `text` is relayed unchanged under the rules of `room`, as `from_user` /
-        `from_stranger` would decide. Asked first on every message: no rule can match it (found
-        without folding it; most messages under the default rules), or the same text was just
-        found so under the same rules (the other side's check of a relayed message), or the
-        check finds it so now (most messages under any rules; no Verdict is made). Any other
-        verdict is remembered for the `from_user` / `from_stranger` call that follows."""
-        rules = None if self._scopes else self._unscoped.get(room.platform)  # _rules_for, inlined: every message
-        if rules is None:
-            rules = self._rules_for(room)
-        if rules.only_invites and rules.clearly_allowed(text):
+        """True when `text` is relayed unchanged under the rules of `room` naming no rule (as
+        `from_user` / `from_stranger` would decide), by the same steps as `relayed`."""
+        layer = self._layer_for(room)
+        if layer.rules.only_invites and layer.rules.clearly_allowed(text):
             return True
-        recent = self._recent.get(id(rules))  # rules are compiled once and kept: their id is stable
-        if recent is None:
-            recent = self._recent[id(rules)] = {}
-        found = recent.get(text)
-        if found is None:
-            found = _remember(recent, rules, text)
-        return found is _UNCHANGED
+        return (layer.recent.get(text) or _recall(layer, text)) is _UNCHANGED
 
     def _check(self, room: Room, text: str) -> Verdict:
-        rules = self._rules_for(room)
-        if rules.only_invites and rules.clearly_allowed(text):  # cheaper than the cache look-up, and keeps nothing
+        if text is self._last_text and room is self._last_room:  # the refusal `relayed` just found
+            assert self._last is not None
+            return self._last
+        layer = self._layer_for(room)
+        if layer.rules.only_invites and layer.rules.clearly_allowed(text):  # cheaper than the cache look-up, and keeps nothing
             return Verdict(_ALLOW, text)
-        recent = self._recent.get(id(rules))
-        if recent is None:
-            recent = self._recent[id(rules)] = {}
-        found = recent.get(text)
-        if found is None:
-            found = _remember(recent, rules, text)
+        found = layer.recent.get(text) or _recall(layer, text)
         if found is _UNCHANGED:
             return Verdict(_ALLOW, text)
         assert isinstance(found, Verdict)
@@ -222,15 +268,25 @@ def _no_scope(room: Room) -> str | None:
     return None
 
 
-def _remember(recent: dict[str, object], rules: ContentRules, text: str) -> object:
-    """The verdict on `text` (_UNCHANGED for "relayed as it is, no rule named"), kept in `recent`."""
-    verdict = rules.changes(text)
-    if len(recent) >= RECENT_VERDICTS - 1:  # room for the two entries below
-        recent.clear()
+def _recall(layer: _Layer, text: str) -> object:
+    """The verdict on `text` (_UNCHANGED for "relayed as it is, no rule named") when it is not in
+    the newer half of `layer`'s: from the older half, or found now and kept. Never None."""
+    found = layer.older.get(text)
+    return found if found is not None else _keep(layer, text, layer.rules.changes(text))
+
+
+def _keep(layer: _Layer, text: str, verdict: Verdict | None) -> object:
+    """`verdict` (of `layer.rules.changes(text)`) kept in `layer`, as `_recall` returns it."""
+    recent = layer.recent
+    if len(recent) >= layer.half:  # room for the two entries below
+        # The newer half becomes the older: a verdict given just before is still found (the
+        # receiver's check comes some hundreds of checks after the sender's).
+        layer.older, recent = recent, {}
+        layer.recent = recent
     if verdict is None:
         recent[text] = _UNCHANGED
         return _UNCHANGED
-    if rules.settled(text, verdict):  # relayed changed (its links defanged): no rule names what is relayed
+    if layer.rules.settled(text, verdict):  # relayed changed (its links defanged): no rule names what is relayed
         # What is relayed is checked again by the receiver, under the same rules when the rooms
         # share them: its verdict is known now (relayed as it is), a dict hit then.
         recent[verdict.text] = _UNCHANGED

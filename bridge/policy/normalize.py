@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["MAX_RUN", "fold", "fold_spans", "joined_runs", "tokens"]
+__all__ = ["ASCII_FOLD", "MAX_RUN", "fold", "fold_spans", "joined_runs", "tokens"]
 
 # Look-alikes of Latin letters that NFKD leaves alone (NFKD already maps fullwidth forms,
 # mathematical alphanumerics, circled and superscript letters). Both cases are listed because
@@ -50,8 +50,9 @@ def _drop_table() -> dict[int, None]:
 
 _TABLE: dict[int, str | None] = {**_drop_table(), **str.maketrans({**_LOOKALIKES, **_LEET})}
 # The ASCII fast path does the same in one bytes.translate: lower case, leetspeak, and every
-# other non-alphanumeric byte becomes a space (a separator).
-_ASCII = bytes(
+# other non-alphanumeric byte becomes a space (a separator). The tokens of ASCII text are
+# text.encode("ascii").translate(ASCII_FOLD).decode("ascii").split().
+ASCII_FOLD = _ASCII = bytes(
     ord(_LEET.get(chr(b), chr(b).lower())) if chr(b).isalnum() or chr(b) in _LEET else 0x20 for b in range(128)
 ) + b" " * 128
 _SEPARATORS = re.compile(r"[\W_]+")

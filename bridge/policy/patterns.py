@@ -22,7 +22,6 @@ __all__ = [
     "anchored_prefix",
     "check_pattern",
     "compile_patterns",
-    "literal_trie",
     "scan",
 ]
 
@@ -234,25 +233,6 @@ def anchored_prefix(pattern: str, limit: int = 3) -> str | None:
             prefix += chr(av[2][0][1])  # `k+`: at least one k, then more k or something else
         break
     return prefix[:limit] or None
-
-
-def literal_trie(strings: list[str]) -> str:
-    """A regex (no repeats) matching where any of `strings` starts, written as a trie: the engine
-    compares one character per branch and level, not each string in turn."""
-    tree: dict = {}
-    for string in strings:
-        node = tree
-        for char in string:
-            node = node.setdefault(char, {})
-        node[""] = {}
-    return _trie(tree)
-
-
-def _trie(node: dict) -> str:
-    if "" in node:  # a shorter string already matched: what follows does not matter
-        return ""
-    branches = [re.escape(char) + _trie(child) for char, child in sorted(node.items())]
-    return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
 
 def compile_patterns(patterns: list[str]) -> re.Pattern[str] | None:

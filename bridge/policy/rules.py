@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import enum
 import re
+import string
 from dataclasses import dataclass
+from operator import itemgetter
+
+import ahocorasick
 
 from .links import FORMAT, INVITE, defang, find_link
-from .normalize import MAX_RUN, fold_spans, joined_runs, tokens
-from .patterns import SCAN_WINDOW, anchored_prefix, compile_patterns, literal_trie, scan
+from .normalize import ASCII_FOLD, MAX_RUN, fold_spans, joined_runs, tokens
+from .patterns import SCAN_WINDOW, anchored_prefix, compile_patterns, scan
 
 __all__ = ["Action", "ContentRules", "LinkAction", "Verdict", "WordList", "defang"]
 
@@ -67,13 +71,14 @@ class _Hit:
 
 
 class ContentRules:
-    """One compiled policy layer. `check` is the only hot call: one fold, set look-ups, one search
-    that rules out single-letter runs and anchored patterns, one for the other patterns, a look
-    for links near their marks only, and the slow span-mapping pass only when something must be masked."""
+    """One compiled policy layer. `check` is the only hot call: one fold, one automaton pass that
+    rules out listed words, single-letter runs and anchored patterns, one search for the other
+    patterns, a look for links at the dots of domains only, and the slow span-mapping pass only
+    when something must be masked."""
 
     __slots__ = (
         "words", "phrases", "phrase_lengths", "phrase_first", "prefixes", "patterns", "anchored", "links", "invites",
-        "only_invites", "gate", "loose", "listed", "listing",
+        "only_invites", "pair", "starts", "near", "loose", "listed", "listing",
     )  # fmt: skip
 
     def __init__(
@@ -127,13 +132,20 @@ class ContentRules:
         self.listing = bool(self.words or self.phrases or self.patterns or self.anchored)  # some list can match
         # No lists and links allowed (the default policy): only an invite can matter.
         self.only_invites = not self.listing and self.links == LinkAction.ALLOW
-        # One search of " folded text " finds whatever the run walk or an anchored pattern needs:
-        # two single-letter tokens in a row, or a token that starts with an anchored prefix.
-        # Without a hit neither can find anything, and most messages have none.
-        gate = ["[^ ] [^ ] "] if self.words else []
-        if self.anchored:
-            gate.append(literal_trie(sorted({prefix for table in self.anchored.values() for prefix in table})))
-        self.gate = re.compile(" (?:" + "|".join(gate) + ")") if gate else None
+        # What the run walk and the anchored patterns need: two single-letter tokens in a row
+        # (searched in " folded text"), and a token that starts with an anchored prefix (the
+        # prefixes of each length as a set, met by each token's start of that length).
+        self.pair = _PAIR if self.words else None
+        self.starts = tuple((itemgetter(slice(0, size)), frozenset(table)) for size, table in sorted(self.anchored.items()))
+        # All three looks in one pass over " folded text ": an Aho-Corasick automaton of " word "
+        # for every listed word and phrase's first word, " prefix" for every anchored prefix, and
+        # " x y " for every two single letters or digits in a row (what folded ASCII text is made
+        # of; a text with other letters is also searched for pairs by `pair`). Most messages hit
+        # none of them: one C call rules out the lists but for loose patterns.
+        keys = {f" {word} " for word in self.listed} | {f" {prefix}" for table in self.anchored.values() for prefix in table}
+        if self.words:
+            keys.update(f" {x} {y} " for x in _FOLDED_ASCII for y in _FOLDED_ASCII)
+        self.near = _automaton(keys) if keys else None
         # Every list's loose patterns in one alternation (one list: its own): a text it finds
         # nothing in needs no search per list (a top-level alternation of safe patterns costs
         # their sum, no more). None: there are none, or they cannot share one regex.
@@ -167,27 +179,29 @@ class ContentRules:
         """The verdict on one message, or None when `check` relays it unchanged naming no rule
         (most messages: no Verdict is made for them). Written for the common case: enum members
         are read once per module (an enum's attribute costs three times a global)."""
-        if self.only_invites and text.isascii() and "d" not in text and "D" not in text:  # clearly_allowed
+        is_ascii = text.isascii()
+        if self.only_invites and is_ascii and "d" not in text and "D" not in text:  # clearly_allowed
             return None
-        words = tokens(text)
+        words = text.encode("ascii").translate(ASCII_FOLD).decode("ascii").split() if is_ascii else tokens(text)  # tokens, inlined
         best, hits = _ALLOW, ()
         if self.listing:
-            # One look each rules out the word lists (and phrases), the run walk and anchored
-            # patterns (the gate), and the loose patterns: most messages need no more.
+            # One pass of the automaton rules out the word lists, phrases, runs and anchored
+            # patterns, one search the loose patterns: most messages need no more.
             folded = " ".join(words)
-            if (
-                not self.listed.isdisjoint(words)
-                or (self.gate is not None and self.gate.search(f" {folded} ") is not None)
-                or (self.patterns and (self.loose is None or len(folded) > SCAN_WINDOW or self.loose.search(folded) is not None))
+            near = self.near is not None and next(self.near.iter(f" {folded} "), None) is not None
+            if not near and self.pair is not None and not is_ascii:  # single letters beyond a-z and 0-9
+                near = self.pair.search(f" {folded}") is not None
+            if near or (
+                self.patterns and (self.loose is None or len(folded) > SCAN_WINDOW or self.loose.search(folded) is not None)
             ):
                 best, hits = self._lists(words, folded)
                 if best >= _HOLD:
                     return Verdict(best, text, next(h.rule for h in hits if h.action == best))
         link = linked = first = None
-        if self.invites is not _LINK_ALLOW and INVITE.search("".join(words)):
+        if self.invites is not _LINK_ALLOW and "discord" in (joined := "".join(words)) and INVITE.search(joined):
             link, linked = self.invites, "invites"
         elif self.links is not _LINK_ALLOW and ("." in text or ":" in text):  # a link holds one of them
-            first = find_link(text if text.isascii() else text.translate(FORMAT))
+            first = find_link(text if is_ascii else text.translate(FORMAT))
             if first is not None:
                 link, linked = self.links, "links"
         if link is None and best == _ALLOW:
@@ -217,11 +231,10 @@ class ContentRules:
             if self.phrases and not self.phrase_first.isdisjoint(words):
                 best = self._phrases(words, hits, best)
         candidates: list[tuple[Action, str, re.Pattern[str]]] | tuple[()] = ()
-        if self.gate is not None and self.gate.search(f" {folded} ") is not None:
-            if self.words and len(words) > 1:
-                best = self._runs(words, hits, best)
-            if self.anchored and best < _END:
-                candidates = self._candidates(words)
+        if self.pair is not None and self.pair.search(f" {folded}") is not None:
+            best = self._runs(words, hits, best)
+        if self.starts and best < _END and self._started(words):
+            candidates = self._candidates(words)
         if best < _END and (self.patterns or candidates):
             patterns = self.patterns
             if self.loose is not None and len(folded) <= SCAN_WINDOW and self.loose.search(folded) is None:
@@ -250,6 +263,13 @@ class ContentRules:
                 if action != Action.MASK:
                     break  # the message is not relayed: where else it matched does not matter
         return best
+
+    def _started(self, words: list[str]) -> bool:
+        """Whether a token starts with an anchored pattern's prefix."""
+        for start, prefixes in self.starts:
+            if not prefixes.isdisjoint(map(start, words)):
+                return True
+        return False
 
     def _candidates(self, words: list[str]) -> list[tuple[Action, str, re.Pattern[str]]]:
         found: list[tuple[Action, str, re.Pattern[str]]] = []
@@ -295,7 +315,18 @@ def _alternation(regexes: list[re.Pattern[str]]) -> re.Pattern[str] | None:
 
 
 _ALLOW, _MASK, _HOLD, _END = Action.ALLOW, Action.MASK, Action.HOLD, Action.END
+# Two single-letter tokens in a row, in " " + the folded text: where a run of them starts.
+_PAIR = re.compile(r" [^ ] [^ ](?![^ ])")
+_FOLDED_ASCII = string.ascii_lowercase + string.digits  # every character of folded ASCII text but the space
 _LINK_ALLOW, _LINK_DEFANG, _LINK_BLOCK = LinkAction.ALLOW, LinkAction.DEFANG, LinkAction.BLOCK
+
+
+def _automaton(keys: set[str]) -> ahocorasick.Automaton:
+    found = ahocorasick.Automaton(ahocorasick.STORE_LENGTH)  # what a hit stores is never read
+    for key in sorted(keys):
+        found.add_word(key)
+    found.make_automaton()
+    return found
 
 
 def _severity(entry: tuple[Action, str, re.Pattern[str]]) -> int:

@@ -92,13 +92,13 @@ class StartThrottle:
             del self._keys[next(iter(self._keys))]
         return 0.0
 
-    async def check_shared(self, store, key: str, *, shared: bool = False) -> float:
-        """As `check`, counted in `store` with every instance that shares it (Store.spend_shared),
-        or here when nobody does."""
+    async def check_shared(self, store, key: str, *, shared: bool = False, limit: str = "starts") -> float:
+        """As `check`, counted in `store` under `limit` with every instance that shares it
+        (Store.spend_shared), or here when nobody does."""
         rate, burst, cooldown = (
             (self._shared_rate, self._shared_burst, 0.0) if shared else (self._rate, self._burst, self.cooldown)
         )
-        wait = await store.spend_shared("starts", key, rate, burst, cooldown)
+        wait = await store.spend_shared(limit, key, rate, burst, cooldown)
         return self.check(key, shared=shared) if wait is None else wait
 
     def _forget_spent(self, now: float) -> None:

@@ -160,6 +160,7 @@ class StreamRelay:
                 continue
             except (rx.RedisError, *_DOWN) as exc:
                 log.debug("hub relay: reading failed (%s); retrying", type(exc).__name__)
+                cursor = "0"  # a reply lost on the way (a timeout) left its entries pending for this consumer
                 await retrying.wait()
                 continue
             retrying.succeeded()

@@ -35,9 +35,10 @@ class Admin:
     def __init__(self, host: MatrixPlatform) -> None:
         self.host = host
         self.prefix = f"{host.cfg.command_prefix}-admin"
+        self._with_args = self.prefix + " "
 
     def is_command(self, body: str) -> bool:
-        return body == self.prefix or body.startswith(self.prefix + " ")
+        return body == self.prefix or body.startswith(self._with_args)
 
     async def handle(self, rid: str, sender: str, body: str) -> None:
         mod = self.host.moderation

@@ -47,6 +47,25 @@ class Delivery:
 
     async def deliver(self, room: Room, event: Event) -> None:
         """Show a stranger-side or core event: queued in the session room's outbox, sent in order."""
+        host = self.host
+        if type(event) is Message and host.ghosts is None:  # most events: the stranger's text, from the bot
+            if host.moderation.keep:  # (lines are kept only for a moderation log)
+                host.moderation.note(room.id, event.stranger or "Stranger", event.text)
+            if host.lost is not None:
+                return
+            where = SessionRoom(room.id) if SessionRoom.SEP not in room.id else SessionRoom.parse(room.id)
+            if host.rooms.closed(where.room):
+                log.info("matrix: Message not shown: the bot is no longer in that room")
+                return
+            box = self.outboxes.get(where, drop_unused=False)
+            if self.undelivered and self.undelivered.get(where):
+                self._tell_undelivered(box)
+            told = host.relay.put(box, where, event, None, images=event.image is not None and host.media.on(where.room))
+            if told is not None:
+                box.put_payload(Post(render.notice(told)))
+            if box.task is None:  # nothing was queued (an empty text): dropped again once idle
+                box.check_idle_soon()
+            return
         where = SessionRoom.parse(room.id)
         if self.host.crypto is not None and isinstance(event, (Waiting, Connected, Disconnected)) and getattr(event, "final", True):
             self.host.crypto.undecryptable.chat_ended(room.id)  # a late decryption never reaches another chat
@@ -130,7 +149,7 @@ class Delivery:
     def box(self, where: SessionRoom) -> Outbox:
         """The session room's outbox; lost messages not told yet are told first."""
         box = self.outboxes.get(where)
-        if self.undelivered.get(where):
+        if self.undelivered and self.undelivered.get(where):
             self._tell_undelivered(box)
         return box
 

@@ -14,7 +14,6 @@ import aiohttp
 from nio import EncryptionError, RoomGetStateResponse, UploadResponse
 from nio.crypto.attachments import decrypt_attachment
 
-from bridge import images
 from bridge.config import ImageLimits
 from bridge.events import Image
 from bridge.delivery import Permanent
@@ -116,6 +115,8 @@ class Media:
     async def fetch(self, content: dict[str, Any]) -> tuple[Image | None, str]:
         """A user's m.image downloaded and re-encoded by bridge.images: (the picture, "") or (None,
         why it was not sent, in words for the user)."""
+        from bridge import images  # images are opt-in: a bridge without them never loads the module
+
         data = await self.download(content)
         if data is None:
             return None, f"it could not be downloaded, or it is larger than {self.host.cfg.image_max_bytes // 1024} KiB."

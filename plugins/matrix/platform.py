@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nio import AsyncClient, SyncResponse
 
@@ -18,10 +18,8 @@ from bridge.policy.logfollow import FOLLOW_EVERY
 
 from . import render
 from .admin import Admin
-from .appservice import Pushed
 from .commands import help_text
 from .config import MatrixConfig
-from .crypto import Crypto
 from .delivery import Delivery
 from .e2ee import ENCRYPTION_NOTE, refusal_reason
 from .login import check_token, forget_saved_login, login
@@ -34,6 +32,9 @@ from .rooms import RoomState, SessionRoom
 from .sender import GhostLeave, Post, RoomSender
 from .sync import Sync, TokenRefused
 from .txn import TxnIds
+
+if TYPE_CHECKING:  # only ghost mode receives pushes: its module is loaded with the ghosts
+    from .appservice import Pushed
 
 __all__ = ["MatrixPlatform"]
 
@@ -85,7 +86,11 @@ class MatrixPlatform(Platform):
         self.receiver = Receiver(self, cfg, self.rooms, self.sync)
         # End-to-end encryption (sync mode); a message decrypted late is handled as if it just came.
         late = functools.partial(self.receiver.on_timeline, history=False, decrypted_late=True)
-        self.crypto = self.sender.crypto = Crypto.for_platform(self, cfg, self.rooms, late)
+        self.crypto = self.sender.crypto = None
+        if cfg.encryption:  # its modules (0.1 MB of heap) are loaded only when encryption is on
+            from .crypto import Crypto
+
+            self.crypto = self.sender.crypto = Crypto.for_platform(self, cfg, self.rooms, late)
         self.sync.full_state_first = self.crypto is not None
         self.ghosts: Any = None  # ghost mode (plugins.matrix.ghosts.Ghosts) when `appservice` is set
         self.lost: str | None = None  # the error code once the homeserver refused our token while running

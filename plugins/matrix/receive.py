@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nio import AsyncClient, JoinedMembersResponse, JoinError, SyncResponse, TypingNoticeEvent
 
@@ -13,7 +13,6 @@ from bridge.abc import Submit
 from bridge.events import Event, Message, Report, Room, Start, StoppedTyping, Typing
 from bridge.identity import user_key
 
-from .appservice import Pushed
 from .commands import Command, to_event
 from .config import MatrixConfig
 from .e2ee import refusal_reason
@@ -22,6 +21,9 @@ from .relations import Relations, UserLine, relation_of
 from .rooms import RoomState, SessionRoom, server_of
 from .sync import Sync
 from .userrich import UserRich
+
+if TYPE_CHECKING:  # only ghost mode receives pushes: its module is loaded with the ghosts
+    from .appservice import Pushed
 
 __all__ = ["Host", "Receiver"]
 
@@ -124,7 +126,7 @@ class Receiver:
         ghosts = self.host.ghosts
         if ghosts is not None and ghosts.owns(sender):
             return True
-        return any(p.fullmatch(sender) for p in self.ignore)
+        return bool(self.ignore) and any(p.fullmatch(sender) for p in self.ignore)
 
     async def on_invite(self, rid: str, state: list[dict]) -> None:
         """Join when the inviter is allowed and the room is unencrypted; otherwise refuse with a reason."""
@@ -189,10 +191,12 @@ class Receiver:
             await self.rich.on_reaction(rid, ev, sender, content)
         elif kind == "m.room.redaction":
             await self.rich.on_redaction(rid, ev)
-        elif relation_of(content)[0] is not None:
-            await self.rich.on_edit(rid, sender, content, kind)
         else:
-            await self.on_message(rid, ev, sender, content, kind)
+            edited, reply_to, _ = relation_of(content)
+            if edited is not None:
+                await self.rich.on_edit(rid, sender, content, kind)
+            else:
+                await self.on_message(rid, ev, sender, content, kind, reply_to)
 
     async def on_special(self, rid: str, ev: dict[str, Any], *, history: bool) -> None:
         """An event in a policy list (rules change), or in the management room (admin commands)."""
@@ -208,11 +212,13 @@ class Receiver:
         if rid == moderation.management and isinstance(body, str) and self.host.admin.is_command(body.strip()):
             await self.host.admin.handle(rid, sender, body.strip())
 
-    async def on_message(self, rid: str, ev: dict, sender: str, content: dict, kind: str) -> None:
-        """A user's message: a command, text for the stranger, or media; in thread mode only in session threads."""
+    async def on_message(self, rid: str, ev: dict, sender: str, content: dict, kind: str, reply_to: str | None) -> None:
+        """A user's message: a command, text for the stranger, or media; in thread mode only in session threads.
+        `reply_to`: the event it replies to (`relation_of`), if any."""
         cfg, rooms = self.cfg, self.rooms
         body = content.get("body")
-        if isinstance(body, str) and self.host.admin.is_command(body.strip()):
+        admin = self.host.admin
+        if isinstance(body, str) and admin.prefix in body and admin.is_command(body.strip()):
             await self.host.admin.handle(rid, sender, body.strip())  # refused outside the management room
             return
         what = classify(content, prefix=cfg.command_prefix, event_type=kind)
@@ -238,7 +244,7 @@ class Receiver:
                 return  # ordinary conversation in a shared room
         else:
             root = None
-        sid = SessionRoom(rid, root).format()
+        sid = rid if root is None else SessionRoom(rid, root).format()
         room = Room(self.host.name, sid)
         self._user_stopped_typing(rid, sender)
         submit = self.host.submit
@@ -282,10 +288,9 @@ class Receiver:
             self.host.moderation.started(sid, sender)
             submit(room, start)
             return
-        if sid in rooms.active:
+        if sid in rooms.active and self.host.moderation.keep:  # (lines are kept only for a moderation log)
             self.host.moderation.note(sid, "User", what.text)
         relations = self.host.relations
-        _, reply_to, _ = relation_of(content)
         event_id = ev.get("event_id")
         if isinstance(event_id, str):
             relations.users.remember(event_id, UserLine(sid, sender))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from bridge.bucket import TokenBucket
 from bridge.dedupe import SeenIds
@@ -127,9 +127,9 @@ class Ours:
     event: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A stranger text waiting in the outbox, in order: its core ref (None: not referenced) and text."""
+class Pending(NamedTuple):
+    """A stranger text waiting in the outbox, in order: its core ref (None: not referenced) and text.
+    (A tuple: one is made for every stranger message; a frozen dataclass is slower to build.)"""
 
     ref: str | None
     text: str

@@ -60,7 +60,8 @@ class Relay:
 
     def put(self, box: Outbox, where: SessionRoom, event: Message | Edit | Retract | Reaction, sender: str | None,
             *, images: bool) -> str | None:
-        """Queue a stranger's event; returns a notice to show before it when part of it cannot be shown."""
+        """Queue a stranger's event; returns a notice to show before it when part of it cannot be shown.
+        `images`: the room shows images (only asked of a Message with one)."""
         told = None
         if isinstance(event, Message):
             image = event.image if images else None

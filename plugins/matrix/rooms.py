@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import NamedTuple
 
 from bridge.dedupe import SeenIds
 from bridge.events import Start
@@ -11,18 +10,18 @@ from bridge.events import Start
 __all__ = ["RoomState", "SessionRoom", "server_of"]
 
 
-@dataclass(frozen=True, slots=True)
-class SessionRoom:
+class SessionRoom(NamedTuple):
     """Where one session is shown: a Matrix room, or in thread mode one thread of it (`root`).
 
-    Its text form (`format`) is the core's room id: "!room" or "!room|$root". Matrix room and
-    event ids never contain "|", so `parse` is exact.
+    Its text form (`format`, also its str) is the core's room id: "!room" or "!room|$root". Matrix
+    room and event ids never contain "|", so `parse` is exact. A tuple: every outbound event looks
+    its outbox up by it, and a tuple's hash and equality are the interpreter's own (a dataclass's
+    are Python calls).
     """
-
-    SEP: ClassVar[str] = "|"
 
     room: str
     root: str | None = None
+    SEP = "|"  # not a field (no annotation)
 
     @classmethod
     def parse(cls, value: str) -> SessionRoom:
@@ -33,6 +32,8 @@ class SessionRoom:
     def format(self) -> str:
         """The core room id of this session room."""
         return f"{self.room}{self.SEP}{self.root}" if self.root else self.room
+
+    __str__ = format  # names the room's outbox task and log lines, as the core names the room
 
 
 def server_of(mxid: str) -> str:
@@ -63,7 +64,7 @@ class RoomState:
 
     def closed(self, rid: str) -> bool:
         """True when nothing may be sent to the room (left, or encrypted)."""
-        return self.is_gone(rid) or rid in self.encrypted
+        return bool(self.gone.get(rid, False)) or rid in self.encrypted  # (is_gone inlined: asked per request)
 
     def is_gone(self, rid: str) -> bool:
         """True when the bot left the room or was removed from it."""

@@ -136,7 +136,8 @@ class RoomSender:
 
     async def send_text(self, room: SessionRoom, item: Item) -> None:
         """Stranger text (maybe merged): attributed by the bot, or plain from its ghost (`item.label`)."""
-        await self._own_key(item)
+        if not TxnIds.ours(item.key):  # (as _own_key, mostly without a coroutine: every message)
+            item.key = self.txn.take_reserved() or await self.txn.take()
         if self.ghosts is not None:
             ghost = item.label
             label = self.ghosts.labels.get(ghost, "Stranger")

@@ -37,11 +37,20 @@ class TxnIds:
 
     async def take(self) -> str:
         """A fresh transaction id (a state write once per block)."""
-        if self.next >= self.reserved:
+        key = self.take_reserved()
+        while key is None:  # (again if others took the new block while its write was awaited)
             self.reserved = self.next + self.block
             await self.state.set("txn", json.dumps({"prefix": self.prefix, "reserved": self.reserved}))
+            key = self.take_reserved()
+        return key
+
+    def take_reserved(self) -> str | None:
+        """A fresh transaction id when the block has one left (no state write, no coroutine: every
+        stranger message takes one), else None: then `take`."""
         n = self.next
-        self.next += 1
+        if n >= self.reserved:
+            return None
+        self.next = n + 1
         return f"{self.PREFIX}{self.prefix}.{n}"
 
     @classmethod

@@ -9,6 +9,8 @@ import secrets
 import time
 from collections import Counter, OrderedDict
 
+from bridge.events import Room
+
 from .nojs_html import notice_line
 from .pictures import Pictures
 from .render import worth_answering
@@ -41,7 +43,7 @@ class Client:
     __slots__ = (
         "secret", "key", "address", "spy", "wants_likes", "queue", "waiter", "last_seen", "ended", "dropped",
         "nojs", "chatting", "sent", "base", "leaving", "transcript", "settings", "stream",
-        "answered", "rich", "book", "redrawn", "pushed", "fetched",
+        "answered", "rich", "book", "redrawn", "pushed", "fetched", "room",
     )
 
     def __init__(
@@ -80,6 +82,7 @@ class Client:
         # Redis mode: events ever queued in Redis for the client, and how many of them this instance's
         # polls are known to have fetched; while they differ, events kept in memory (Redis away) wait.
         self.pushed = self.fetched = 0
+        self.room: Room | None = None  # the client's room, made at its first action (WebPlatform.room)
 
     def lines(self) -> Book:
         """The client's line ids (made on first use)."""
@@ -201,10 +204,10 @@ class Clients:
         """The client whose id is `secret`, or None. Constant time in the secret's content."""
         if not secret or len(secret) != ID_LENGTH:
             return None
-        client = self.by_key.get(self._key(secret))
-        if client is None or (client.secret and not _same(client.secret, secret)):
+        client = self.by_key.get(hashlib.blake2b(secret.encode("utf-8", "replace"), key=self._salt, digest_size=16).hexdigest())
+        if client is None or (client.secret and not hmac.compare_digest(client.secret.encode(), secret.encode("utf-8", "replace"))):
             return None  # an adopted client ("" secret) is known by the keyed hash alone
-        return client
+        return client  # (_key and _same written out: every request passes here)
 
     def claim(self, secret: str | None, ack: int | None = None) -> Retired | None:
         """The retired end of the client whose id is `secret`, or None. A plain client's is removed

@@ -51,24 +51,42 @@ WIN = "win"
 # fine). Everything else acts or counts against the address (an <img src=/start> on another site
 # would spend the visitor's session cap), so it is refused.
 CROSS_SITE_OK = frozenset({"/", "/static/app.js", "/static/lines.js", "/static/style.css", "/favicon.ico"})
+_DEFAULT_HEADERS = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# Every answer's default headers (a handler may set its own variant of one: it is kept).
+_DEFAULTS = (*SECURITY_HEADERS.items(), ("Cache-Control", "no-store"))
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # json.dumps(…) with these, minus an encoder per call
+
+
+class _Answer(web.Response):
+    """A response made by the helpers below: it carries the default headers from the start (one
+    mapping built in C, not six look-ups per answer), so the middleware has nothing to add."""
+
+    __slots__ = ()
+    secured = True
+
+
+def _answer(body: str, status: int, content_type: str) -> web.Response:
+    return _Answer(text=body, status=status, content_type=content_type, headers=_DEFAULT_HEADERS)
+
+
 def text(body: str, status: int = 200) -> web.Response:
-    return web.Response(text=body, status=status, content_type="text/plain")
+    return _answer(body, status, "text/plain")
 
 
 def fail(status: int) -> web.Response:
-    return text("fail", status)
+    return _answer("fail", status, "text/plain")
 
 
 def json_answer(value: Any) -> web.Response:
-    return web.Response(text=json.dumps(value, ensure_ascii=False, separators=(",", ":")), content_type="application/json")
+    return _answer(_COMPACT(value), 200, "application/json")
 
 
 def null() -> web.Response:
-    return web.Response(text="null", content_type="application/json")
+    return _answer("null", 200, "application/json")
 
 
 def own_origins(public_origin: str | None, host: str, port: int) -> frozenset[str] | None:
@@ -135,47 +153,65 @@ def guard(web_platform: WebPlatform) -> Callable[[web.Request, Handler], Awaitab
             return None if origin.lower() in own else "origin"
         return None if _netloc(origin) == request.host.lower() else "origin"
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Origin policy (our own page, plus configured CORS origins), size and error answers,
-        security headers on every response."""
-        origin = request.headers.get("Origin")
-        refused = refusal(request, origin)
-        allowed = refused is None
-        if not allowed:
+    def screen(request: web.Request) -> web.StreamResponse | None:
+        """The answer to a request that is not handed to its handler (refused, too large, a CORS
+        preflight), or None."""
+        headers = request.headers
+        origin = headers.get("Origin")
+        # Omegle-protocol clients send neither header: nothing to judge (most requests).
+        refused = None if origin is None and "Sec-Fetch-Site" not in headers else refusal(request, origin)
+        if refused is not None:
             web_platform.count("refused", refused)
-            response: web.StreamResponse = fail(403)
-        elif request.method == "OPTIONS":
+            return fail(403)
+        if request.method == "OPTIONS":
             response = web.Response(status=204)
             response.headers["Access-Control-Allow-Methods"] = "GET, POST"
             response.headers["Access-Control-Allow-Headers"] = "Content-Type"
             response.headers["Access-Control-Max-Age"] = "600"
-        elif request.content_length is not None and request.content_length > _body_limit(request, config):
+            return finish(request, response)
+        length = request.content_length
+        if length is not None and length > config.max_body_bytes and length > _body_limit(request, config):
             web_platform.count("refused", "too_large")
             response = fail(413)
             response.force_close()  # do not read the rest of a huge body
-        else:
-            try:
-                response = await handler(request)
-            except web.HTTPRequestEntityTooLarge:
-                web_platform.count("refused", "too_large")
-                response = fail(413)
-                response.force_close()
-            except web.HTTPException as exc:
-                if exc.status >= 500:
-                    raise
-                response = fail(exc.status)
-                if exc.status == 408:
-                    response.force_close()  # the rest of a stalled body is not waited for
-            except ProtocolError as exc:
-                web_platform.count("refused", "bad_request")
-                response = text(f"fail: {exc}", 400)
-        if origin is not None and allowed and origin.lower() in config.cors_origins:
+            return finish(request, response)
+        return None
+
+    def finish(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        """A CORS origin's headers, and the security headers a response does not carry yet."""
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.lower() in config.cors_origins:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)  # the no-JS pages set a framing-aware variant
-        response.headers.setdefault("Cache-Control", "no-store")
+        if not getattr(response, "secured", False):  # made elsewhere (a page, a stream, aiohttp's own)
+            set_default = response.headers.setdefault
+            for name, value in _DEFAULTS:
+                set_default(name, value)  # the no-JS pages set a framing-aware variant
         return response
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Origin policy (our own page, plus configured CORS origins), size and error answers,
+        security headers on every response. (The coroutine keeps few locals: one is suspended
+        in every open long poll.)"""
+        response = screen(request)
+        if response is not None:
+            return response
+        try:
+            response = await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            web_platform.count("refused", "too_large")
+            response = fail(413)
+            response.force_close()
+        except web.HTTPException as exc:
+            if exc.status >= 500:
+                raise
+            response = fail(exc.status)
+            if exc.status == 408:
+                response.force_close()  # the rest of a stalled body is not waited for
+        except ProtocolError as exc:
+            web_platform.count("refused", "bad_request")
+            response = text(f"fail: {exc}", 400)
+        return finish(request, response)
 
     return middleware

@@ -16,7 +16,7 @@ REDRAW = '<meta http-equiv="refresh" content="0">\n'
 class RichLine:
     """One message of the no-JS transcript, with its line id: rendered anew whenever it is shown."""
 
-    __slots__ = ("ref", "own", "who", "text", "quote", "answers", "edited", "deleted", "reactions", "picture")
+    __slots__ = ("ref", "own", "who", "text", "quote", "answers", "edited", "deleted", "reactions", "picture", "at")
 
     def __init__(
         self, ref: str, own: bool, who: str, text: str, quote: str | None = None, answers: RichLine | None = None
@@ -31,6 +31,7 @@ class RichLine:
         self.deleted = False
         self.reactions: dict[str, set[str]] = {}  # emoji -> who has it ("You", "Stranger")
         self.picture: dict | None = None  # {url, width, height} of a picture served by the platform
+        self.at = -1  # Redis mode: its line number in the chat's transcript there, once it is in it
 
     def edit(self, text: str) -> None:
         if not self.deleted:

@@ -14,14 +14,14 @@ from bridge.events import Disconnected, Event, Report, StoppedTyping, Typing
 
 from .clients import Client
 from .middleware import WIN, fail, json_answer, null, text
-from .protocol import ProtocolError, parse_ack, parse_start, status_payload
+from .protocol import ProtocolError, StartRequest, parse_ack, parse_start, status_payload
 from .rich import EMOJI, RichError
 from .rich_api import message_from
 
 if TYPE_CHECKING:
     from .platform import WebPlatform
 
-__all__ = ["FIRST_EVENTS_WAIT", "LEAVE_GRACE", "OmegleApi", "gone"]
+__all__ = ["FIRST_EVENTS_WAIT", "LEAVE_GRACE", "OmegleApi", "gone", "start_answer", "start_refusal"]
 
 FIRST_EVENTS_WAIT = 0.25  # seconds /start?firstevents=1 waits for the first event (usually "waiting")
 LEAVE_GRACE = 5.0  # seconds a page that went away (/disconnect with `grace`) has to come back (a reload)
@@ -37,6 +37,31 @@ def _answer(events: list[list], base: int | None) -> web.Response:
     """An /events answer: the bare array, or for an acknowledging client {"seq": n, "events"},
     n being the sequence number of the first event."""
     return json_answer(events if base is None else {"seq": base, "events": events})
+
+
+def start_refusal(platform: WebPlatform, live: int) -> web.Response | None:
+    """The answer refusing a /start, or None: `live` ids of its address already (on every instance
+    in Redis mode), or this server full."""
+    config = platform.config
+    if live >= config.max_sessions_per_address:
+        platform.count("refused", "sessions_per_address")
+        return fail(429)
+    if len(platform.clients) >= config.max_clients:
+        platform.count("refused", "clients")
+        return fail(503)
+    return None
+
+
+def start_answer(platform: WebPlatform, client: Client, events: list[list], wanted: StartRequest) -> web.Response:
+    """The answer to /start?firstevents=1: the id, its first events and the status."""
+    config, count = platform.config, platform.metrics.online()
+    status = [["statusInfo", status_payload(count)], ["count", count]]
+    answer: dict = {"clientID": client.secret, "events": events + status}
+    if wanted.acks:  # the status is not part of the acknowledged sequence
+        answer["next"] = len(events)
+    if wanted.rich:  # what the page may do with lines: react with these, send pictures or not
+        answer["rich"] = {"emoji": list(EMOJI), "images": config.images, "image_max_bytes": config.image_max_bytes}
+    return json_answer(answer)
 
 
 class OmegleApi:
@@ -62,7 +87,7 @@ class OmegleApi:
 
     async def on_start(self, request: web.Request) -> web.Response:
         """GET or POST /start: a new client id looking for a stranger."""
-        platform, clients, config = self.web, self.web.clients, self.web.config
+        platform, clients = self.web, self.web.clients
         params = {k: request.query.getone(k) for k in request.query}
         if request.method == "POST":
             params.update(await platform.read_form(request))
@@ -70,12 +95,9 @@ class OmegleApi:
         address = platform.address(request)
         if platform.closing:
             return fail(503)
-        if clients.sessions[address] >= config.max_sessions_per_address:
-            platform.count("refused", "sessions_per_address")
-            return fail(429)
-        if len(clients) >= config.max_clients:
-            platform.count("refused", "clients")
-            return fail(503)
+        refusal = start_refusal(platform, clients.sessions[address])
+        if refusal is not None:
+            return refusal
         client = clients.create(address, spy=wanted.spy, wants_likes=wanted.wants_likes, rich=wanted.rich)
         if wanted.acks:
             client.sent = []
@@ -90,20 +112,38 @@ class OmegleApi:
         if not client.has_answer():
             await client.wait(FIRST_EVENTS_WAIT)
         events = clients.take(client) if client.has_answer() else []
-        count = platform.metrics.online()
-        status = [["statusInfo", status_payload(count)], ["count", count]]
-        answer: dict = {"clientID": client.secret, "events": events + status}
-        if wanted.acks:  # the status is not part of the acknowledged sequence
-            answer["next"] = len(events)
-        if wanted.rich:  # what the page may do with lines: react with these, send pictures or not
-            answer["rich"] = {"emoji": list(EMOJI), "images": config.images, "image_max_bytes": config.image_max_bytes}
-        return json_answer(answer)
+        return start_answer(platform, client, events, wanted)
 
     async def on_events(self, request: web.Request) -> web.Response:
         """POST /events: the client's pending events, or `null` after the poll window (in Redis mode,
-        SharedApi's answers instead; this one for events kept in memory while Redis was away)."""
+        SharedApi's answers instead; this one for events kept in memory while Redis was away).
+        (The coroutine keeps few locals: one is suspended in every open long poll.)"""
+        client, form = await self.web.find_client(request)
+        admitted = self._admit(request, client, form)
+        if admitted.__class__ is not str:
+            return admitted  # type: ignore[return-value]
+        assert client is not None
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.web.config.poll_window
+            while not self.web.closing and self.web.clients.get(client.key) is client:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or not await client.wait(remaining):
+                    break
+                if gone(request):
+                    # The poller went away (a crashed bridge, a closed tab): leave the events queued
+                    # for its next poll instead of writing them to a dead connection.
+                    return null()
+                if client.has_answer():
+                    return self._take(client)
+            return null()
+        finally:
+            self._leave_poll(client, admitted)  # type: ignore[arg-type]
+
+    def _admit(self, request: web.Request, client: Client | None, form: dict[str, str]) -> web.Response | str:
+        """/events before its wait: the answer when there is one now (retired events, queued ones,
+        a refusal), else the address the long poll counts against (it is counted)."""
         platform, clients = self.web, self.web.clients
-        client, form = await platform.find_client(request)
         ack = parse_ack(form.get("ack"))
         if client is None:
             retired = clients.claim(form.get("id"), ack)
@@ -118,29 +158,24 @@ class OmegleApi:
             platform.count("refused", "polls_per_address")
             return fail(429)
         polls[address] += 1
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + platform.config.poll_window
-            while not platform.closing and clients.get(client.key) is client:
-                remaining = deadline - loop.time()
-                if remaining <= 0 or not await client.wait(remaining):
-                    break
-                if gone(request):
-                    # The poller went away (a crashed bridge, a closed tab): leave the events queued
-                    # for its next poll instead of writing them to a dead connection.
-                    return null()
-                if client.has_answer():
-                    return self._take(client)
-            return null()
-        finally:
-            polls[address] -= 1
-            if polls[address] <= 0:
-                del polls[address]
-            client.last_seen = time.monotonic()
-            clients.settle(client)  # its end came while this poll was leaving unanswered
+        return address
+
+    def _leave_poll(self, client: Client, address: str) -> None:
+        """A long poll of `client` counted against `address` is answered."""
+        clients = self.web.clients
+        polls = clients.polls
+        polls[address] -= 1
+        if polls[address] <= 0:
+            del polls[address]
+        client.last_seen = time.monotonic()
+        clients.settle(client)  # its end came while this poll was leaving unanswered
 
     async def on_send(self, request: web.Request) -> web.Response:
-        return await self._action(request, "/send")
+        # `_action` for "/send" written out: most requests are this one.
+        client, form = await self.web.find_client(request)
+        if client is None or client.ended:
+            return fail(400)
+        return self.send(client, form)
 
     async def on_typing(self, request: web.Request) -> web.Response:
         return await self._action(request, "/typing")
@@ -232,8 +267,9 @@ class OmegleApi:
         if client.ended:
             return fail(400)
         client.answered = True  # a notice from now on answers this, not the start
-        if not self.web.submit(self.web.room(client), event):
-            self.web.count("refused", "core")
+        web_platform = self.web
+        if not web_platform.submit(client.room or web_platform.room(client), event):
+            web_platform.count("refused", "core")
             return fail(503)
         return text(WIN)
 

@@ -22,7 +22,7 @@ from .identity import COOKIE, Identities
 from .middleware import guard, own_origins
 from .nojs import NoJsChat
 from .omegle_api import OmegleApi
-from .pictures import PATH
+from .pictures import PATH, served
 from .protocol import client_address, parse_form
 from .render import ends_chat, render
 from .rich_api import RichApi
@@ -44,6 +44,11 @@ ACTIVE = 0.5  # seconds since its last request within which a client counts as s
 # make us end that orphan session (a start racing a disconnect, a session resumed after restart).
 _ALIVE = (Waiting, Connected, Message, Typing)
 _LABELS = {"refused": "reason", "expired": "reason", "started": "mode", "dropped": "reason"}
+# `request.content`, read without its cached-property entry: a sixth key in the request's cache
+# (after rel_url, method, headers, match_info and remote) doubles that dict, and every open long
+# poll holds its request (2,000 polls: 0.3 MB). The getter is aiohttp's cached property's function
+# (3.14); with an aiohttp that has none, the property itself (the same stream, cached).
+_payload = getattr(web.BaseRequest.content, "wrapped", None) or (lambda request: request.content)
 _FILES = {
     "/": ("index.html", "text/html"),
     "/static/app.js": ("app.js", "text/javascript"),
@@ -188,27 +193,31 @@ class WebPlatform(Platform):
 
     async def deliver(self, room: Room, event: Event) -> None:
         """Queue the protocol events showing `event` for the room's client and wake its poll."""
-        client = self.clients.get(room.id)
+        client = self.clients.by_key.get(room.id)
         if client is None or client.ended:
             if client is None and isinstance(event, _ALIVE) and not self.closing:
                 self.submit(room, Disconnected())
             return
-        if isinstance(event, ServerNotice) and not client.answered:
-            # The core answers a start it refuses (a ban with the time left, starting too often,
-            # an invalid start) with a notice and nothing else: show it, and end the client, so
-            # no page or Omegle client is left searching forever.
-            self.refused(client, event.text)
-            return
-        if isinstance(event, (Waiting, Connected, Disconnected)):
-            client.answered = True
-        line = self.name_line(room, client, event)
         picture = None
-        if isinstance(event, Message) and event.image is not None and self.config.images and client.rich:
-            picture = self.clients.pictures.keep(client.key, event.image, line)
+        final = False
+        if event.__class__ is Message:  # most events: no notice, no end, no answer to a start
+            line = self.name_line(room, client, event)
+            if event.image is not None and self.config.images and client.rich:  # type: ignore[attr-defined]
+                picture = self.clients.pictures.keep(client.key, event.image, line)  # type: ignore[attr-defined]
+        else:
+            if isinstance(event, ServerNotice) and not client.answered:
+                # The core answers a start it refuses (a ban with the time left, starting too often,
+                # an invalid start) with a notice and nothing else: show it, and end the client, so
+                # no page or Omegle client is left searching forever.
+                self.refused(client, event.text)
+                return
+            if isinstance(event, (Waiting, Connected, Disconnected)):
+                client.answered = True
+            line = self.name_line(room, client, event)
+            final = ends_chat(event)
         if client.nojs:
             self.nojs.deliver(client, event, line, picture)
             return
-        final = ends_chat(event)
         if final:
             client.ended = True
         shown = render(event, spy=client.spy, wants_likes=client.wants_likes, rich=client.rich, line=line, image=picture)
@@ -224,13 +233,16 @@ class WebPlatform(Platform):
         """A stranger's message gets a line id of this client, which the core is told (Posted),
         so its later edits, deletions and reactions come back naming that line; None for other
         events. Every client gets them: plain Omegle clients are shown the text fallback of edits."""
-        if isinstance(event, Retract):
-            client.lines().forget_deleted(event.ref)
-            self.clients.pictures.drop_line(client.key, event.ref)
-        if not isinstance(event, Message) or event.ref is None:
+        if event.__class__ is not Message:
+            if isinstance(event, Retract):
+                client.lines().forget_deleted(event.ref)
+                self.clients.pictures.drop_line(client.key, event.ref)
+            if not isinstance(event, Message):
+                return None
+        if event.ref is None:  # type: ignore[attr-defined]
             return None
-        line = client.lines().stranger_line()
-        self.submit(room, Posted(event.ref, line))
+        line = (client.book or client.lines()).stranger_line()
+        self.submit(room, Posted(event.ref, line))  # type: ignore[attr-defined]
         return line
 
     def refused(self, client: Client, text: str) -> None:
@@ -306,13 +318,7 @@ class WebPlatform(Platform):
     async def on_picture(self, request: web.Request) -> web.Response:
         """GET /image/TOKEN: a picture shown to a live client (re-encoded by the core, so no
         metadata); the token is the only name it has, and it dies with the client."""
-        image = self.clients.pictures.get(request.match_info["token"])
-        if image is None:
-            return web.Response(status=404, text="gone", content_type="text/plain")
-        response = web.Response(body=image.data, content_type=image.mime)
-        response.headers["Cache-Control"] = "private, no-store"
-        response.headers["Content-Disposition"] = "inline"
-        return response
+        return served(self.clients.pictures.get(request.match_info["token"]))
 
     async def on_favicon(self, request: web.Request) -> web.Response:
         return web.Response(status=204)  # no icon; spares browsers a logged 404
@@ -326,8 +332,9 @@ class WebPlatform(Platform):
 
     async def read_form(self, request: web.Request) -> dict[str, str]:
         """The request's form body (bounded by client_max_size: 413 beyond; by body_timeout: 408)."""
-        if request.content.is_eof():  # the whole body is here already (a small form, one packet): nothing to wait for
-            return parse_form(await request.read(), request.headers.get("Content-Type", ""))
+        if _payload(request).is_eof():  # the whole body is here already (a small form, one packet): nothing to wait for
+            body = await request.read()
+            return parse_form(body, request.headers.get("Content-Type", "")) if body else {}
         try:
             async with asyncio.timeout(self.config.body_timeout):
                 body = await request.read()
@@ -344,11 +351,16 @@ class WebPlatform(Platform):
             self.count("refused", "unknown_id")
         else:
             client.last_seen = time.monotonic()
-            client.stay()
+            if client.leaving is not None:
+                client.stay()
         return client, form
 
     def room(self, client: Client) -> Room:
-        return Room(self.name, client.key)
+        """The client's room (made once: every action of the client submits with it)."""
+        room = client.room
+        if room is None:
+            room = client.room = Room(self.name, client.key)
+        return room
 
     def count(self, name: str, label: str) -> None:
         """Count in the core's metrics: web_refused{reason}, web_started{mode}, web_expired{reason},

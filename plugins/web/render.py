@@ -20,6 +20,7 @@ from bridge.events import (
     Waiting,
 )
 from bridge import fallback
+from bridge.hygiene import cut
 from bridge.wording import reason_text
 
 __all__ = ["PICTURE_NOT_SHOWN", "SIGNIFICANT", "ends_chat", "plain", "render", "worth_answering"]
@@ -66,6 +67,8 @@ def render(
     (and reply, quote, `image`), and edits, deletions and reactions are events of their own.
     Other clients get the core's text fallback of those (bridge.fallback), or nothing.
     """
+    if event.__class__ is Message and event.image is None and (rich or not event.quote):
+        return [_message(event, spy, rich, line)]  # most events: a message with no picture and no quote to add
     unseen = isinstance(event, Message) and event.image is not None and image is None
     if not rich and isinstance(event, (Message, Edit, Retract, Reaction)):
         shown = plain(event)
@@ -113,6 +116,19 @@ def render(
             return _disconnected(event, label, reason, final, spy)
         case _:
             return []
+
+
+def _message(event: Message, spy: bool, rich: bool, line: str | None) -> list:
+    """`render` of a message with no picture (to a plain client also with no quote: its fallback
+    is its text, cut as `plain` cuts it)."""
+    label = event.stranger
+    text = event.text if rich else cut(event.text, MAX_PLAIN)
+    item: list = ["spyMessage", label, text] if spy and label else ["gotMessage", text]
+    if rich:
+        meta = _meta(event, line, None)
+        if meta:
+            item.append(meta)
+    return item
 
 
 def plain(event: Message | Edit | Retract | Reaction) -> Message | None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-
-import asyncio
 
 from aiohttp import web
 
 from bridge.config import ImageLimits
-from bridge.events import Edit, Event, Message, Reaction, Retract
+from bridge.events import Edit, Event, Image, Message, Reaction, Retract
 from bridge.images import ImageRefused, prepare
 
 from .clients import Client
@@ -128,17 +128,72 @@ class RichApi:
         """POST /upload (pictures on): headers X-Client-ID (the id) and X-Ref (the new line's id
         `uN`), the file as the body, at most image_max_bytes. The core's bridge.images decodes and
         re-encodes it (metadata stripped, bombs and other kinds refused); answers the picture as
-        it will be shown {url, width, height}, or `415 fail: <why>` for a file that is not sent."""
+        it will be shown {url, width, height}, or `415 fail: <why>` for a file that is not sent.
+        In Redis mode a client another instance owns has its picture read here and sent there."""
         platform, config = self.web, self.web.config
         if not config.images:
             return fail(404)
         client = platform.clients.find(request.headers.get("X-Client-ID"))
+        if client is None and platform.shared_api is not None:
+            return await self.upload_elsewhere(request)
         if client is None or client.ended or not client.rich or client.nojs or client.spy:
             platform.count("refused", "unknown_id")
             return fail(400)
-        if client.key in self.uploading:
+        ref = request.headers.get("X-Ref", "")
+        image = await self.read_picture(request, client.key, lambda: client.lines().own_line(ref))
+        if not isinstance(image, Image):
+            return image
+        answer = self.upload(client, ref, image, named=True)
+        if platform.shared_api is not None:
+            await platform.clients.pictures.written(client.key)  # its URL answers on every instance
+        return answer
+
+    async def upload_elsewhere(self, request: web.Request) -> web.Response:
+        """POST /upload of a client another instance owns: the picture is read and re-encoded here,
+        then sent by its owner (its answer, or 503 when the owner does not answer in time: then the
+        picture is never sent, see SharedTier.forward's `expires`)."""
+        from .shared import DOWN  # Redis mode only: the redis package is there
+
+        platform, tier = self.web, self.web.tier
+        assert tier is not None and platform.shared_api is not None
+        key = platform.shared_api.key_of(request.headers.get("X-Client-ID"))
+        try:
+            record = await tier.find(key) if key is not None else None
+        except DOWN:
+            return fail(503)
+        if record is None or record.owner == tier.instance or record.ended or not record.rich or record.spy or record.nojs:
+            platform.count("refused", "unknown_id")
+            return fail(400)
+        image = await self.read_picture(request, record.key)
+        if not isinstance(image, Image):
+            return image
+        form = {
+            "ref": request.headers.get("X-Ref", ""), "d": base64.b64encode(image.data).decode("ascii"), "m": image.mime,
+            "w": str(image.width), "h": str(image.height),
+        }  # fmt: skip
+        try:
+            answer = await tier.forward(record.owner, record.key, UPLOAD, form, expires=True)
+        except DOWN:
+            return fail(503)
+        if answer is None:
+            return text("fail: not sent: the chat's server did not answer in time; try again", 503)
+        status, body = answer
+        return web.Response(text=body, status=status, content_type="application/json" if status == 200 else "text/plain")
+
+    async def read_picture(
+        self, request: web.Request, key: str, name: Callable[[], object] | None = None,
+    ) -> Image | web.Response:
+        """The picture of an upload of client `key`, decoded and re-encoded, or the answer refusing it
+        (one at a time per client: on every instance in Redis mode). `name` takes the new line's id
+        once the body is read, before decoding (a picture refused then still used its id)."""
+        platform, config = self.web, self.web.config
+        tier = platform.tier
+        claimed = await tier.claim_upload(key) if tier is not None else key not in self.uploading
+        if claimed is None:  # Redis is away
+            return fail(503)
+        if not claimed:
             return self.refuse(RichError(429, "one picture at a time"))
-        self.uploading.add(client.key)
+        self.uploading.add(key)
         try:
             body = await self._body(request, config.image_max_bytes)
             if body is None:
@@ -146,21 +201,44 @@ class RichApi:
                 response = fail(413)
                 response.force_close()
                 return response
-            ref = request.headers.get("X-Ref", "")
-            client.lines().own_line(ref)
+            if name is not None:
+                name()
             core = self.web.image_limits or ImageLimits()  # [bridge.images], handed in by the daemon
             limits = core.model_copy(update={"max_bytes": min(core.max_bytes, config.image_max_bytes)})
-            image = await prepare(body, limits)
+            return await prepare(body, limits)
         except RichError as exc:
             return self.refuse(exc)
         except ImageRefused as exc:
             platform.count("refused", "picture")
             return text(f"fail: {exc.reason}", 415)
         finally:
-            self.uploading.discard(client.key)
-        shown = platform.clients.pictures.keep(client.key, image, ref)
+            self.uploading.discard(key)
+            if tier is not None:
+                await tier.release_upload(key)
+
+    def upload(self, client: Client, ref: str, image: Image, *, named: bool = False) -> web.Response:
+        """Send an uploaded picture on the client's new line `ref` (`named`: its id is taken already;
+        the upload of a client another instance read comes here forwarded): the picture as it will
+        be shown, or the refusal."""
+        try:
+            self._check(client)
+            if not named:
+                client.lines().own_line(ref)
+        except RichError as exc:
+            return self.refuse(exc)
+        shown = self.web.clients.pictures.keep(client.key, image, ref)
         answer = self.act(client, Message("", ref=ref, image=image))
         return json_answer(shown) if answer.status == 200 else answer
+
+    def forwarded_upload(self, client: Client | None, form: dict[str, str]) -> web.Response:
+        """An upload another instance read (see SharedApi.upload_elsewhere), its picture in the form."""
+        try:
+            image = Image(base64.b64decode(form["d"], validate=True), form["m"], int(form["w"]), int(form["h"]))
+        except (KeyError, ValueError):
+            return fail(400)
+        if client is None:
+            return fail(400)
+        return self.upload(client, form.get("ref", ""), image)
 
     async def _body(self, request: web.Request, limit: int) -> bytes | None:
         """The request body, or None beyond `limit` bytes (read within body_timeout: 408 beyond)."""

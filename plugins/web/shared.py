@@ -15,17 +15,17 @@ from typing import Any
 
 from redis import exceptions as rx
 
-from plugins.hub.stream import StreamRelay
+from .shared_once import DOWN, Once, WebRelay, redis_ms
+from .shared_lua import END_POLL, GIVE_BACK, NOJS_APPEND, NOJS_BEGIN, NOJS_END, NOJS_READ, POLL_SLOT, PUSH, TAKE
 
-from .shared_lua import END_POLL, GIVE_BACK, PUSH, TAKE
-
-__all__ = ["DOWN", "Record", "SharedTier", "Taken", "WebRelay"]
+__all__ = ["DOWN", "Record", "SharedTier", "Taken"]
 
 log = logging.getLogger(__name__)
 
-DOWN = (rx.RedisError, OSError, asyncio.TimeoutError)  # Redis did not do what was asked (unreachable, refused)
 FORWARD_WAIT = 3.0  # seconds an action forwarded to its client's owner waits for the owner's answer
 RECHECK = 5.0  # seconds a waiting poll looks at its queue again even when no wake came (a wake lost)
+EXPIRY_MARGIN = 1.0  # seconds an expiring forwarded action must be applied before its asker stops waiting
+UPLOAD_CLAIM = 60.0  # seconds at most one client's upload holds its claim (its end releases it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,7 @@ class Record:
     spy: bool
     likes: bool
     seen: float
+    nojs: bool = False  # a no-JavaScript chat (its lines are a transcript: see plugins.web.nojs_shared)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +54,6 @@ class Taken:
     acking: bool = False
     total: int = 0  # events ever queued for the client when it was taken (all of them were then fetched)
     events: list[list] = dataclasses.field(default_factory=list)
-
-
-class WebRelay(StreamRelay):
-    """The hub's stream relay on the web tier's own per-instance streams (`<prefix>web:stream:<instance>`)."""
-
-    def key(self, instance: str) -> str:
-        return f"{self.prefix}web:stream:{instance}"
 
 
 class SharedTier:
@@ -84,7 +78,8 @@ class SharedTier:
         self.retired_ms = int(retired * 1000)
         self.max_queue = max_queue
         self.handle = handle
-        self.relay = WebRelay(store.redis, prefix=self.prefix, instance=self.instance, handle=self._on_envelope)
+        self.once = Once(store.redis, f"{self.prefix}applied:{self.instance}", handle)
+        self.relay = WebRelay(store.redis, prefix=self.prefix, instance=self.instance, handle=self._on_envelope, settle=self.once.settle)
         self.waiters: dict[str, asyncio.Future[None]] = {}  # client key -> the poll of it open on this instance
         self.answers: dict[str, asyncio.Future[tuple[int, str]]] = {}  # forwarded actions waiting for the owner
         self.silent: set[str] = set()  # owners that did not answer a forwarded action in time (restarting)
@@ -92,6 +87,11 @@ class SharedTier:
         self._take = self.redis.register_script(TAKE)
         self._end_poll = self.redis.register_script(END_POLL)
         self._give_back = self.redis.register_script(GIVE_BACK)
+        self._poll_slot = self.redis.register_script(POLL_SLOT)
+        self._nojs_append = self.redis.register_script(NOJS_APPEND)
+        self._nojs_begin = self.redis.register_script(NOJS_BEGIN)
+        self._nojs_read = self.redis.register_script(NOJS_READ)
+        self._nojs_end = self.redis.register_script(NOJS_END)
 
     def down(self) -> bool:
         """Whether Redis is known to be unreachable now (calls would fail: the owner serves from memory)."""
@@ -111,6 +111,9 @@ class SharedTier:
     def _owned(self, instance: str) -> str:
         return f"{self.prefix}o:{instance}"
 
+    def _polls(self, hashed: str) -> str:
+        return f"{self.prefix}p:{hashed}"
+
     async def salt(self) -> bytes:
         """The salt of client keys, made by the first instance to ask (SET NX), the same for all."""
         key = f"{self.prefix}salt"
@@ -118,6 +121,7 @@ class SharedTier:
         return bytes.fromhex(await self.redis.get(key))
 
     async def start(self) -> None:
+        await self.once.start()
         await self.relay.start()
 
     async def stop(self) -> None:
@@ -126,15 +130,21 @@ class SharedTier:
                 fut.set_result(None)
         await self.relay.drain(2.0)
         await self.relay.close()
+        await self.once.stop()
 
     # ---- records -----------------------------------------------------------------------------
 
-    async def create(self, key: str, address: str, *, spy: bool, likes: bool, rich: bool, acking: bool) -> None:
-        """The record of a client this instance just started (it owns it), counted against its address."""
+    async def create(
+        self, key: str, address: str, *, spy: bool, likes: bool, rich: bool, acking: bool, nojs: dict[str, str] | None = None,
+    ) -> None:
+        """The record of a client this instance just started (it owns it), counted against its address;
+        `nojs`: a no-JS chat, with the start form's settings (its page shows them)."""
         fields = {
             "key": key, "o": self.instance, "a": address, "k": int(acking), "r": int(rich), "sp": int(spy),
             "l": int(likes), "b": 0, "u": 0, "n": 0, "s": time.time(),
         }  # fmt: skip
+        if nojs is not None:
+            fields.update({"nj": 1, "cs": json.dumps(nojs), "tb": 0, "tv": 0, "st": 0})
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self._record(key), mapping=fields)
         pipe.pexpire(self._record(key), self.ttl_ms)
@@ -150,7 +160,7 @@ class SharedTier:
             return None
         return Record(
             key, raw["o"], raw.get("e") == "1", raw.get("k") == "1", raw.get("r") == "1", raw.get("sp") == "1",
-            raw.get("l") == "1", float(raw.get("s") or 0),
+            raw.get("l") == "1", float(raw.get("s") or 0), raw.get("nj") == "1",
         )  # fmt: skip
 
     async def records(self, keys: list[str]) -> list[tuple[str, dict[str, str]]]:
@@ -196,18 +206,90 @@ class SharedTier:
         pipe.srem(self._owned(self.instance), key)
         await pipe.execute()
 
-    async def orphans(self, instance: str) -> list[tuple[str, bool]]:
+    async def orphans(self, instance: str) -> list[tuple[str, bool, bool]]:
         """Take (once, whichever instance asks first) the live clients of `instance`, gone for good:
-        (key, spy) of each."""
-        out: list[tuple[str, bool]] = []
+        (key, spy, nojs) of each."""
+        out: list[tuple[str, bool, bool]] = []
         while keys := await self.redis.spop(self._owned(instance), 256):
             pipe = self.redis.pipeline(transaction=False)
             for key in keys:
-                pipe.hmget(self._record(key), "e", "sp")
-            for key, (ended, spy) in zip(keys, await pipe.execute()):
+                pipe.hmget(self._record(key), "e", "sp", "nj")
+            for key, (ended, spy, nojs) in zip(keys, await pipe.execute()):
                 if ended is None and spy is not None:  # still live (not ended, not expired)
-                    out.append((key, spy == "1"))
+                    out.append((key, spy == "1", nojs == "1"))
         return out
+
+    # ---- no-JS transcripts (see plugins.web.nojs_shared) ----------------------------------------
+
+    def _transcript(self, key: str) -> str:
+        return f"{self.prefix}t:{key}"
+
+    async def nojs_append(
+        self, key: str, address: str, lines: list[str], changed: list[tuple[int, str]], *, base: int, final: bool,
+    ) -> str | None:
+        """Add lines to a no-JS chat's transcript, replace changed ones, drop those before line `base`;
+        wakes its open stream. None when the client has no record. Raises DOWN."""
+        keys = [self._record(key), self._transcript(key), self._addresses(address), self._owned(self.instance)]
+        args: list[Any] = [self.ttl_ms, int(final), base, len(lines), *lines]
+        for at, html in changed:
+            args += [at, html]
+        woke = await self._nojs_append(keys=keys, args=args)
+        if woke is None:
+            return None
+        if woke:
+            self.wake(woke, key)
+        return str(woke)
+
+    async def transcript_length(self, key: str) -> int:
+        return int(await self.redis.llen(self._transcript(key)))
+
+    async def nojs_begin(self, key: str) -> list | None:
+        """A new stream of a no-JS chat here (the current one from now); None: no such chat. Raises DOWN."""
+        reply = await self._nojs_begin(keys=[self._record(key), self._transcript(key)], args=[self.instance, time.time()])
+        return reply or None
+
+    async def nojs_read(self, key: str, mine: int, pos: int) -> list:
+        """What stream `mine` shows next, from line number `pos` (see NOJS_READ). Raises DOWN."""
+        return await self._nojs_read(keys=[self._record(key), self._transcript(key)], args=[mine, pos, time.time()])
+
+    async def nojs_end(self, key: str, mine: int, *, done: bool) -> bool:
+        """Stream `mine` closed (`done`: it showed the end, the chat is gone); True if it was the current one."""
+        try:
+            return bool(await self._nojs_end(keys=[self._record(key), self._transcript(key)], args=[mine, time.time(), int(done)]))
+        except DOWN as exc:
+            log.debug("web: ending a no-JS stream's record failed (%s)", type(exc).__name__)
+            return False
+
+    async def nojs_streaming(self, key: str, since: float, fresh: float) -> bool:
+        """Whether a stream of the chat began after `since`, or one is open and was seen after `fresh`."""
+        opened, seen, began = await self.redis.hmget(self._record(key), "pi", "s", "g")
+        return float(began or 0) > since or bool(opened) and float(seen or 0) > fresh
+
+    async def redrawn(self, key: str, now: float) -> None:
+        await self.redis.hset(self._record(key), "rd", now)
+
+    def tell(self, owner: str, key: str, path: str, form: dict[str, str]) -> None:
+        """Hand an action to the owner without waiting for its answer (it takes effect there, in order)."""
+        self.relay.send(owner, {"id": uuid.uuid4().hex, "t": "a", "k": key, "p": path, "f": form, "r": self.instance, "n": self.once.number()})
+
+    # ---- open polls per address ----------------------------------------------------------------
+
+    async def poll_begin(self, hashed: str, cap: int, lease: float) -> str:
+        """Count an open poll (or no-JS stream) of the address hashed `hashed` on every instance, for
+        `lease` seconds unless renewed: its member name, or "" when `cap` are open already. Raises DOWN."""
+        member = f"{self.instance}:{uuid.uuid4().hex}"
+        counted = await self._poll_slot(keys=[self._polls(hashed)], args=[max(cap, 1), member, int(lease * 1000)])
+        return member if counted else ""
+
+    async def poll_renew(self, hashed: str, member: str, lease: float) -> None:
+        """A long-lived stream is still open: its count lasts `lease` seconds more. Raises DOWN."""
+        await self._poll_slot(keys=[self._polls(hashed)], args=[0, member, int(lease * 1000)])
+
+    async def poll_end(self, hashed: str, member: str) -> None:
+        try:
+            await self.redis.zrem(self._polls(hashed), member)
+        except DOWN as exc:  # its lease ends it
+            log.debug("web: ending a poll's count failed (%s)", type(exc).__name__)
 
     # ---- events ------------------------------------------------------------------------------
 
@@ -256,8 +338,8 @@ class SharedTier:
             return
         self.relay.send(instance, {"id": uuid.uuid4().hex, "t": "w", "k": key})
 
-    async def wait(self, key: str, timeout: float) -> None:
-        """Wait until the poll of `key` on this instance is woken, or `timeout` passes."""
+    async def wait(self, key: str, timeout: float) -> bool:
+        """Wait until the poll of `key` on this instance is woken (True), or `timeout` passes."""
         fut = asyncio.get_running_loop().create_future()
         older = self.waiters.get(key)
         self.waiters[key] = fut
@@ -267,18 +349,26 @@ class SharedTier:
             async with asyncio.timeout(timeout):
                 await fut
         except TimeoutError:
-            pass
+            return False
         finally:
             if self.waiters.get(key) is fut:
                 del self.waiters[key]
+        return True
 
-    async def forward(self, owner: str, key: str, path: str, form: dict[str, str]) -> tuple[int, str] | None:
+    async def forward(
+        self, owner: str, key: str, path: str, form: dict[str, str], *, expires: bool = False,
+    ) -> tuple[int, str] | None:
         """Hand an action of client `key` (its endpoint and form, without the id) to its owner and
         wait up to FORWARD_WAIT for its answer (status, body). None: the owner did not answer in time
-        (it is restarting): the action waits in its stream and takes effect when it is back."""
+        (it is restarting): the action waits in its stream and takes effect when it is back; or,
+        `expires` (its asker is told it failed), it takes no effect unless applied within
+        FORWARD_WAIT - EXPIRY_MARGIN of Redis's clock."""
         fields = {k: v for k, v in form.items() if k != "id"}
         request = uuid.uuid4().hex
-        self.relay.send(owner, {"id": request, "t": "a", "k": key, "p": path, "f": fields, "r": self.instance})
+        envelope = {"id": request, "t": "a", "k": key, "p": path, "f": fields, "r": self.instance, "n": self.once.number()}
+        if expires:
+            envelope["u"] = await redis_ms(self.redis) + int((FORWARD_WAIT - EXPIRY_MARGIN) * 1000)
+        self.relay.send(owner, envelope)
         if owner in self.silent:  # it did not answer lately: only make sure the action is in its stream
             await self.relay.drain(FORWARD_WAIT)
             return None
@@ -303,9 +393,26 @@ class SharedTier:
         if kind == "w":
             self.wake(self.instance, key)
         elif kind == "a":
-            self.handle(envelope)
+            self.once.take(envelope)
         elif kind == "r":
             self.silent.discard(str(envelope.get("o")))
             answer = self.answers.get(str(envelope.get("q")))
             if answer is not None and not answer.done():
                 answer.set_result((int(envelope.get("s", 500)), str(envelope.get("b", ""))))
+
+    async def claim_upload(self, key: str) -> bool | None:
+        """One picture at a time per client, on every instance: False while another is being read;
+        None when Redis is away."""
+        try:
+            return bool(await self.redis.set(f"{self.prefix}up:{key}", self.instance, nx=True, px=int(UPLOAD_CLAIM * 1000)))
+        except DOWN as exc:
+            log.info("web: an upload's claim failed (%s)", type(exc).__name__)
+            return None
+
+    async def release_upload(self, key: str) -> None:
+        try:
+            await self.redis.delete(f"{self.prefix}up:{key}")
+        except DOWN as exc:  # its expiry releases it
+            log.debug("web: releasing an upload's claim failed (%s)", type(exc).__name__)
+
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -15,11 +16,16 @@ from bridge.events import Disconnected, Reason
 
 from .clients import ID_LENGTH, Client
 from .middleware import WIN, fail, json_answer, null, text
-from .omegle_api import FIRST_EVENTS_WAIT, gone
-from .protocol import ProtocolError, parse_ack, parse_start, status_payload
+from .omegle_api import FIRST_EVENTS_WAIT, gone, start_answer, start_refusal
+from .protocol import ProtocolError, parse_ack, parse_start
+from .nojs_shared import CLOSED as NOJS_CLOSED
+from .nojs_shared import SEND as NOJS_SEND
+from .nojs_shared import NoJsShared
+from .pictures import PATH, SharedPictures, served
 from .render import render, worth_answering
-from .rich import EMOJI
+from .rich_api import UPLOAD
 from .shared import DOWN, RECHECK, SharedTier, Taken
+from .shared_polls import polling
 
 if TYPE_CHECKING:
     from .platform import WebPlatform
@@ -42,12 +48,16 @@ class SharedApi:
     def __init__(self, platform: WebPlatform, tier: SharedTier) -> None:
         self.web = platform
         self.tier = tier
+        self.pictures = SharedPictures(tier.redis, tier.prefix)
+        platform.clients.pictures = self.pictures  # type: ignore[assignment]  # the same interface, in Redis
+        self.nojs = platform.nojs.shared = NoJsShared(platform, platform.nojs, tier)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Registered before OmegleApi's and RichApi's: the first route of a path wins."""
         router.add_get("/start", self.on_start, allow_head=False)
         router.add_post("/start", self.on_start)
         router.add_post("/events", self.on_events)
+        router.add_get(PATH + "{token}", self.on_picture, allow_head=False)
         for path in ("/send", "/typing", "/stoppedtyping", "/disconnect", "/report", "/stoplookingforcommonlikes", *sorted(RICH_PATHS)):
             router.add_post(path, self._handler(path))
 
@@ -65,6 +75,7 @@ class SharedApi:
         if not items:
             return
         end = None
+        await self.pictures.written(client.key)  # no picture's URL is shown before any instance can serve it
         if not self.tier.down():
             kept = self._unkeep(client)  # kept here while Redis was away: they go first
             try:
@@ -116,14 +127,41 @@ class SharedApi:
         """An action another instance took for a client this one owns: it takes effect here."""
         client = self.web.clients.get(str(envelope.get("k")))
         path, form = str(envelope.get("p")), envelope.get("f")
-        action = self.web.api.actions.get(path) or self.web.rich_api.actions.get(path)
+        if path in (NOJS_SEND, NOJS_CLOSED):
+            self._on_nojs(envelope, client, path, form if isinstance(form, dict) else {})
+            return
+        action = self._action(path)
         if client is None or action is None or not isinstance(form, dict) or (client.ended and path != "/disconnect"):
             self.tier.answer(envelope, 400, "fail")
             return
         client.last_seen = time.monotonic()
         client.stay()
         response = action(client, {str(k): str(v) for k, v in form.items()})
+        if path == UPLOAD:  # answered once its picture can be fetched from any instance
+            self.web.spawn(self._answer_when_written(envelope, client.key, response))
+            return
         self.tier.answer(envelope, response.status, response.text or "")
+
+    def _on_nojs(self, envelope: dict[str, Any], client: Client | None, path: str, form: dict) -> None:
+        if client is None or not client.nojs:
+            if path == NOJS_SEND:
+                self.tier.answer(envelope, 400, "ended")
+            return
+        client.last_seen = time.monotonic()
+        if path == NOJS_CLOSED:
+            self.nojs.closed(client)
+            return
+        status, outcome = self.web.nojs.act(client, {str(k): str(v) for k, v in form.items()})
+        self.tier.answer(envelope, status, outcome)
+
+    async def _answer_when_written(self, envelope: dict[str, Any], key: str, response: web.Response) -> None:
+        await self.pictures.written(key)
+        self.tier.answer(envelope, response.status, response.text or "")
+
+    def _action(self, path: str) -> Any:
+        if path == UPLOAD:
+            return self.web.rich_api.forwarded_upload
+        return self.web.api.actions.get(path) or self.web.rich_api.actions.get(path)
 
     async def leave_unless_seen(self, client: Client, since: float) -> None:
         """A page's grace after unloading is over: it leaves unless some instance saw it since."""
@@ -140,6 +178,8 @@ class SharedApi:
             client = self.web.clients.adopt(
                 key, raw.get("a", ""), spy=raw.get("sp") == "1", wants_likes=raw.get("l") == "1", rich=raw.get("r") == "1",
             )  # fmt: skip
+            if raw.get("nj") == "1":
+                self.nojs.adopted(client, raw, await self.tier.transcript_length(key))
             if raw.get("k") == "1":
                 client.sent = []
             client.answered = True
@@ -171,7 +211,7 @@ class SharedApi:
 
     async def on_start(self, request: web.Request) -> web.Response:
         """GET or POST /start: this instance owns the new client (and runs its session)."""
-        platform, clients, config = self.web, self.web.clients, self.web.config
+        platform, clients = self.web, self.web.clients
         params = {k: request.query.getone(k) for k in request.query}
         if request.method == "POST":
             params.update(await platform.read_form(request))
@@ -184,12 +224,9 @@ class SharedApi:
             live = await self.tier.sessions(address) if shared else clients.sessions[address]
         except DOWN:
             shared, live = False, clients.sessions[address]
-        if live >= config.max_sessions_per_address:
-            platform.count("refused", "sessions_per_address")
-            return fail(429)
-        if len(clients) >= config.max_clients:
-            platform.count("refused", "clients")
-            return fail(503)
+        refusal = start_refusal(platform, live)
+        if refusal is not None:
+            return refusal
         client = clients.create(address, spy=wanted.spy, wants_likes=wanted.wants_likes, rich=wanted.rich)
         if wanted.acks:
             client.sent = []
@@ -213,14 +250,7 @@ class SharedApi:
             if not client.has_answer():
                 await client.wait(FIRST_EVENTS_WAIT)
             events = clients.take(client) if client.has_answer() else []
-        count = platform.metrics.online()
-        status = [["statusInfo", status_payload(count)], ["count", count]]
-        answer: dict = {"clientID": client.secret, "events": events + status}
-        if wanted.acks:
-            answer["next"] = len(events)
-        if wanted.rich:
-            answer["rich"] = {"emoji": list(EMOJI), "images": config.images, "image_max_bytes": config.image_max_bytes}
-        return json_answer(answer)
+        return start_answer(platform, client, events, wanted)
 
     async def _flush(self, client: Client) -> bool:
         """Move the events kept in memory while Redis was away into its queue, after what is there
@@ -265,20 +295,13 @@ class SharedApi:
             client.stay()
             if self.tier.down() or (client.has_answer() and not await self._flush(client)):
                 return await self._from_memory(request, client, ack)
-        address = platform.address(request)
-        polls = platform.clients.polls
-        if polls[address] >= platform.config.max_polls_per_address:
-            platform.count("refused", "polls_per_address")
-            return fail(429)
-        polls[address] += 1
-        try:
-            taken = await self._poll(key, ack, platform.config.poll_window, request, client)
-        except DOWN:
-            taken = Taken("down")
-        finally:
-            polls[address] -= 1
-            if polls[address] <= 0:
-                del polls[address]
+        async with self.polling(platform.address(request)) as slot:
+            if slot is None:
+                return fail(429)
+            try:
+                taken = await self._poll(key, ack, platform.config.poll_window, request, client)
+            except DOWN:
+                taken = Taken("down")
         status = "none" if taken is None else taken.status
         if client is not None and platform.clients.get(key) is client and not gone(request):
             if status == "down":  # Redis went away meanwhile: its events wait in memory here
@@ -297,6 +320,10 @@ class SharedApi:
             platform.count("refused", "unknown_id")
             return fail(400)
         return _answer(taken)
+
+    def polling(self, address: str, lease: float | None = None) -> contextlib.AbstractAsyncContextManager[str | None]:
+        """One open poll (or no-JS stream) of `address`, counted on every instance (see shared_polls.polling)."""
+        return polling(self.web, self.tier, address, lease)
 
     async def _from_memory(self, request: web.Request, client: Client, ack: int | None) -> web.Response:
         """A poll of a client this instance owns while Redis is away: its events kept in memory, once
@@ -388,10 +415,21 @@ class SharedApi:
             return text(WIN)
         return text(answer[1], answer[0])
 
+    async def on_picture(self, request: web.Request) -> web.Response:
+        """GET /image/TOKEN on any instance: a picture shown to a live client, from Redis."""
+        try:
+            return served(await self.pictures.fetch(request.match_info["token"]))
+        except DOWN:
+            return fail(503)
+
     async def end_owned_by(self, instance: str) -> int:
         """Tell the clients of an instance that is gone for good that their chats ended (once each)."""
         ended = 0
-        for key, spy in await self.tier.orphans(instance):
+        for key, spy, nojs in await self.tier.orphans(instance):
+            if nojs:
+                await self.nojs.end_orphan(key)
+                ended += 1
+                continue
             items = render(Disconnected(reason=Reason.ERROR), spy=spy)
             await self.tier.push(key, "", items, force=True, final=True, news=True, notice=NOTICE)
             ended += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import resource
 import socket
 from collections import Counter
@@ -108,6 +109,18 @@ class _Counted(asyncio.Protocol):
         self.inner.resume_writing()
 
 
+def _numeric_infos(host: str, port: int) -> list[tuple] | None:
+    """getaddrinfo's answer for a numeric address (most binds), asked here: it needs no name
+    look-up, so no executor thread (and its modules) and no IDNA codec (the host is passed as
+    bytes) is started for it: 0.6 MB of the process's memory. None for a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    flags = socket.AI_PASSIVE | socket.AI_NUMERICHOST
+    return socket.getaddrinfo(host.encode("ascii"), port, type=socket.SOCK_STREAM, flags=flags)
+
+
 class _Listening:
     """The listening sockets, shaped as the asyncio server aiohttp's runner expects (`sockets`, `close`)."""
 
@@ -149,7 +162,9 @@ class GatedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = _numeric_infos(self._host, self._port) or await loop.getaddrinfo(
+            self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
         try:
             for family, kind, proto, _, address in dict.fromkeys(infos):
                 sock = socket.socket(family, kind, proto)
@@ -204,7 +219,13 @@ class GatedSite(web.BaseSite):
             conn.setblocking(False)
             task = asyncio.get_running_loop().create_task(self._open(conn, peer))
             self._opening.add(task)
-            task.add_done_callback(self._opening.discard)
+            task.add_done_callback(self._opened)
+
+    def _opened(self, task: asyncio.Task) -> None:
+        opening = self._opening
+        opening.discard(task)
+        if not opening:
+            opening.clear()  # an emptied set keeps the table of its largest size (thousands at once): given back
 
     async def _open(self, conn: socket.socket, peer: str) -> None:
         server = self._runner.server

@@ -12,14 +12,9 @@ import urllib.request
 from pathlib import Path
 
 from bridge.logsetup import JsonFormatter
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_run_without_config_serves_the_web_page_and_stops_on_sigterm(tmp_path):

@@ -6,13 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.policy.rules import Action, ContentRules, LinkAction, Verdict, WordList
+from bridge.policy.normalize import tokens
+from bridge.policy.rules import _PAIR, Action, ContentRules, LinkAction, Verdict, WordList
 
 from .policy_reference import reference_check
 
 # One list per action, so the rule a verdict names is never a tie between lists.
 _LISTS = [
-    WordList("masked", Action.MASK, ("shit", "lick", "dang it", "com"), (r"\bfree nitro\b", r"n[0o]+b")),
+    WordList("masked", Action.MASK, ("shit", "lick", "dang it", "com", "日本"), (r"\bfree nitro\b", r"n[0o]+b")),
     WordList("held", Action.HOLD, ("kill yourself", "scam", "hxxps"), (r"\bky+s+\b", r"\bab[0-9]{2,4}\b", r"zz+t")),
     WordList("ended", Action.END, ("slurword", "fxp"), (r"\bqq[a-z]s*\b", r"w[0-9]w")),
 ]
@@ -27,7 +28,7 @@ _PIECES = [
     "zzt", "qqx", "qqxss", "w1w", "w2w", "w w", "hxxps", "fxp", "com", "a", "b", "o", "0", "1", "x", "hello", "how are you",
     "example.com", "https://a.b.io/x.com/y", "HTTP://x.org", "ftp://f.net/a.b", "www.w.de", "www.(", "e.g.",
     "a.com/https://b.com", "a.b.c.d.e.f.g.h.i.j.k.com.io", "discord.gg/abc", "d i s c o r d . g g / x",
-    "disc0rd.com/invite/x", "é", "привет", "日本", "\u200b", "\u00ad", "\ufeff", " ", "  ", ".", ",", "-", "_", "/",
+    "disc0rd.com/invite/x", "é", "привет", "日本", "日", "本", "ж", "日 本", "ж ж", "\u200b", "\u00ad", "\ufeff", " ", "  ", ".", ",", "-", "_", "/",
     ":", "://", "[.]", "?", "!", "\t", "\n", "42", "2024",
 ]  # fmt: skip
 _TEXTS = st.lists(st.one_of(st.sampled_from(_PIECES), st.text(alphabet="abklsyz01 .:/\u200bé", max_size=5)), max_size=14).map("".join)
@@ -69,7 +70,9 @@ def test_fast_path_table(text, expected):
 _LINK_TEXT = st.lists(
     st.one_of(
         st.sampled_from(["example.com", "https://", "ftp://", "www.", "x.io/a.b", ".com", "a" * 63 + ".com", "a" * 64 + ".com",
-                         "a.b.c.d.e.f.g.h.i.j.com", "K.com", "ſ.io", "٣.io", "http://x", "www.(", "a.b[.]c", " ", "\t", "\n", "<", ">", "/", ".", ":"]),
+                         "a.b.c.d.e.f.g.h.i.j.com", "K.com", "ſ.io", "٣.io", "http://x", "www.(", "a.b[.]c", " ", "\t", "\n", "<", ">", "/", ".", ":",
+                         # dots that are in no link (the first look for a domain's dot rules them out) and near misses
+                         "3.14", "12.30", "1.2.com", "e.g.", "...", "a.comx", "x.COM", "WWW.x", "wWw.", "ww.x", "www", ".io.", "a.i", "x.c0m"]),
         st.text(alphabet="ab.:/ -_é1", max_size=8),
     ),
     max_size=10,
@@ -104,3 +107,21 @@ def test_loose_patterns_that_cannot_share_one_regex_are_still_searched_per_list(
     assert rules.check("a fooo") == Verdict(Action.MASK, "a ****", "a") == reference_check(rules, "a fooo")
     assert rules.check("baaar") == Verdict(Action.HOLD, "baaar", "b") == reference_check(rules, "baaar")
     assert rules.check("hello") == Verdict(Action.ALLOW, "hello")
+
+
+@given(_TEXTS)
+@settings(max_examples=2000, deadline=None)
+def test_the_one_pass_over_the_folded_text_is_the_three_looks_it_stands_for(text):
+    # The automaton finds " word " (a listed word or a phrase's first word), " prefix" (an anchored
+    # pattern's) and " x y " (two single letters or digits in a row); `pair` adds other single
+    # letters in a text that is not ASCII. Together exactly: a listed token, a run's start, a prefix.
+    rules = _RULES[(LinkAction.DEFANG, LinkAction.BLOCK)]
+    words = tokens(text)
+    folded = " ".join(words)
+    near = next(rules.near.iter(f" {folded} "), None) is not None
+    if not text.isascii():
+        near = near or rules.pair.search(f" {folded}") is not None
+    looks = not rules.listed.isdisjoint(words) or _PAIR.search(f" {folded}") is not None or rules._started(words)
+    assert near == looks
+    if not near:  # then only a loose pattern can match
+        assert rules._lists(words, folded)[0] == (Action.END if re.search(r"w[0-9]w", folded) else Action.HOLD if re.search(r"zz+t", folded) else Action.MASK if re.search(r"n[0o]+b", folded) else Action.ALLOW)

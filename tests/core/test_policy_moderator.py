@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from bridge.events import Room
 from bridge.policy.config import PolicySection
 from bridge.policy.moderator import Moderator, wait_notice
-from bridge.policy.rules import Action
+from bridge.policy.rules import Action, ContentRules
 from bridge.store import MemoryStore
 
 POLICY = PolicySection.model_validate(
@@ -130,6 +130,11 @@ def test_the_clearly_allowed_fast_path_agrees_with_the_decisions(text, platform)
         )
         assert moderator.clearly_allowed(room, text) == unchanged
         assert (moderator.from_user(room, text), moderator.from_stranger(room, text)) == decisions
+        # `relayed`, which the session asks first: the text each decision relays, or None.
+        assert all(Moderator(policy, MemoryStore()).relayed(room, text) == (d.text if d.relay else None) for d in decisions)
+        assert moderator.relayed(room, text) == (decisions[0].text if decisions[0].relay else None)
+        if unchanged:
+            assert moderator.relayed(room, text) is text
     listed = Moderator(POLICY, MemoryStore())
     assert listed.clearly_allowed(room, "hi there") and not listed.clearly_allowed(room, "oh shit")
     default = Moderator(PolicySection(), MemoryStore())
@@ -180,13 +185,59 @@ def _check_steps(steps):
         unchanged = (expected.relay, expected.text, expected.notice, expected.end) == (True, text, None, False)
         if moderator.clearly_allowed(room, text):
             assert unchanged and (expected.verdict.action, expected.verdict.rule) == (Action.ALLOW, None)
+        # What the session asks first, then (when it is not relayed) the decision for the notice.
+        assert moderator.relayed(room, text) == (expected.text if expected.relay else None)
         got = moderator.from_user(room, text) if outgoing else moderator.from_stranger(room, text)
         assert got == expected
         assert moderator.clearly_allowed(room, text) == (unchanged and expected.verdict.rule is None)
         if got.relay:  # the receiver's check of what was relayed: maybe remembered from the sender's
             again = fresh.from_stranger(room, got.text)
             assert moderator.from_stranger(room, got.text) == again
-        assert all(len(texts) <= 5 for texts in moderator._recent.values())
+            assert moderator.relayed(room, got.text) == (again.text if again.relay else None)
+        assert all(len(layer.recent) + len(layer.older) <= 5 for layer in moderator._recent.values())
+
+
+def test_verdicts_just_given_are_found_again_across_the_newer_half_filling_up(monkeypatch):
+    # The receiver's check of a relayed text comes some checks after the sender's: it must find
+    # the verdict (no second check) though the newer half filled up and became the older since.
+    monkeypatch.setattr("bridge.policy.moderator.RECENT_VERDICTS", 8)
+    checked = []
+    changes = ContentRules.changes
+    monkeypatch.setattr(ContentRules, "changes", lambda rules, text: checked.append(text) or changes(rules, text))
+    moderator = Moderator(POLICY, MemoryStore())
+    room = Room("web", "r")
+    texts = [f"hello {n}" for n in range(4)] + ["oh shit"]
+    assert [moderator.relayed(room, text) for text in texts] == [*texts[:-1], "oh ****"]
+    assert checked == texts
+    assert [moderator.relayed(Room("web", "other"), text) for text in texts] == [*texts[:-1], "oh ****"]
+    assert checked == texts  # all found again: three in the older half, two in the newer
+    (layer,) = moderator._recent.values()
+    assert len(layer.older) + len(layer.recent) <= 8
+    for n in range(4, 20):  # whenever the newer half fills up, the last three texts are still found
+        moderator.relayed(room, f"hello {n}")
+        before = len(checked)
+        assert [moderator.relayed(room, f"hello {m}") for m in range(max(0, n - 2), n + 1)] == [f"hello {m}" for m in range(max(0, n - 2), n + 1)]
+        assert len(checked) == before
+        assert len(layer.older) + len(layer.recent) <= 8
+    assert moderator.relayed(room, "hello 0") == "hello 0" and checked[-1] == "hello 0"  # pushed out: checked again
+
+
+def test_platforms_without_a_layer_of_their_own_share_the_base_rules_and_their_verdicts(monkeypatch):
+    # Web and Matrix have no [policy.platforms] layer here: one compiled rules for both, so a text
+    # a web user sent is found again (not checked again) when the Matrix side receives it.
+    assert POLICY.rules_for("web") is POLICY.rules_for("matrix") is POLICY.rules_for("")
+    assert POLICY.rules_for("discord") is not POLICY.rules_for("web")  # links blocked there
+    assert POLICY.rules_for("discord", "77") is not POLICY.rules_for("discord")
+    checked = []
+    changes = ContentRules.changes
+    monkeypatch.setattr(ContentRules, "changes", lambda rules, text: checked.append(text) or changes(rules, text))
+    moderator = Moderator(POLICY, MemoryStore())
+    assert moderator.relayed(Room("web", "w"), "oh shit, see evil.com") == "oh ****, see evil.com"
+    assert moderator.relayed(Room("matrix", "m"), "oh ****, see evil.com") == "oh ****, see evil.com"
+    assert moderator.relayed(Room("matrix", "m"), "oh shit, see evil.com") == "oh ****, see evil.com"
+    assert checked == ["oh shit, see evil.com", "oh ****, see evil.com"]
+    assert moderator.relayed(Room("discord", "d"), "oh shit, see evil.com") is None  # its own rules: checked
+    assert checked[-1] == "oh shit, see evil.com" and len(checked) == 3
 
 
 def test_a_new_policy_forgets_the_remembered_verdicts():

@@ -13,12 +13,14 @@ from bridge.events import (
     Mode,
     Reaction,
     Retract,
+    Room,
     ServerNotice,
     Start,
 )
 from bridge.images import reencode
 from bridge.refs import RefMap
 from bridge.rich import emoji_text
+from bridge.router import SAVE_DELAY
 from bridge.store import MemoryStore
 from tests.core.richplatform import RICH, RICH_PERSISTENT
 from tests.core.test_images import jpeg_with_gps
@@ -367,6 +369,42 @@ async def test_a_map_no_restart_could_read_back_is_not_saved():
         assert store.map_saves == ["a"]
         assert store._sessions[mx.room("b")].refs is None  # its record is kept, without a map
         assert RefMap.decode(store._sessions[dc.room("a")].refs).by_platform(dc.id_of("a", "from b")) is not None
+
+
+async def test_a_save_queued_behind_another_still_waits_its_own_delay():
+    # A map made due while another's save waits for its turn: its own message is still being
+    # relayed, so its turn must not come right after the other's (bench_matrix saw it come inside
+    # the partner platform's delivery).
+    async with running(two(dc={"plugin": RICH_PERSISTENT})) as b:
+        router, loop = b.router, asyncio.get_running_loop()
+        queued_at: dict[str, float] = {}
+        turn_at: dict[str, float] = {}
+        second_turn = asyncio.Event()
+
+        class Waiting:
+            """What queue_save needs of a session: its room and backend (a hub chat in a room that
+            persists, so its map is saved), its current map, and where its turn goes."""
+
+            def __init__(self, name: str) -> None:
+                self.name = name
+                self.room, self.backend_name = Room("dc", name), "hub"
+                self.rich = object()
+
+            def put_save(self, state) -> None:
+                turn_at[self.name] = loop.time()
+                if self.name == "first":  # the second map became due while the first one waited
+                    queued_at["second"] = loop.time()
+                    router.queue_save(second, second.rich)
+                else:
+                    second_turn.set()
+
+        first, second = Waiting("first"), Waiting("second")
+        queued_at["first"] = loop.time()
+        router.queue_save(first, first.rich)
+        async with asyncio.timeout(5):
+            await second_turn.wait()
+        assert turn_at["first"] - queued_at["first"] >= SAVE_DELAY
+        assert turn_at["second"] - queued_at["second"] >= SAVE_DELAY
 
 
 async def test_a_chat_that_ends_before_its_maps_turn_leaves_no_record():

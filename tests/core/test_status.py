@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from bridge.address import connect_host, split_bind
 from tests.core.scripted import ScriptedBackend
 from tests.core.test_daemon import pair, shown, start_daemon, user, wait_until, write_config
 from tests.core.test_notify import Manager
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,12 +23,6 @@ class DownBackend(ScriptedBackend):
 
     def stats(self):
         return {"connected": False, "waiting": {"random": 3}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def status(cfg: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -6,9 +6,7 @@ import hashlib
 import hmac
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +14,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from tests.ports import free_port
 
 SECRET = "test-registration-secret"
 RELAXED = {"per_second": 1000, "burst_count": 1000}
@@ -32,23 +32,6 @@ RC_KEYS = (
     "rc_room_creation",
     "rc_reports",
 )
-
-
-def free_port() -> int:
-    """A free port below the kernel's ephemeral range, so no client connection takes it before it is listened on."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(200):
-        port = random.randrange(max(1024, low - 12000), low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
 
 
 class Synapse:

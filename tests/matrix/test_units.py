@@ -167,6 +167,29 @@ def test_render_merged_text_keeps_every_line_attributed_and_the_marker_apart():
     assert len(parts) == 3 and parts[-1]["body"].endswith(marker) and marker not in parts[0]["body"]
 
 
+async def test_txn_ids_taken_from_the_reserved_block_write_nothing_and_never_repeat():
+    class CountingState(FakeState):
+        writes = 0
+
+        async def set(self, key, value):
+            self.writes += 1
+            await super().set(key, value)
+
+    state = CountingState()
+    txn = TxnIds(state, block=3)
+    await txn.load()
+    assert txn.take_reserved() is None and state.writes == 0  # nothing reserved yet: only take() may write
+    ids = [await txn.take()]
+    while len(ids) < 3:
+        ids.append(txn.take_reserved())
+    assert state.writes == 1 and txn.take_reserved() is None  # the block of 3 is used up
+    ids.append(await txn.take())  # the next block: one more write
+    assert state.writes == 2 and len(set(ids)) == 4 and all(TxnIds.ours(i) for i in ids)
+    restarted = TxnIds(state, block=3)
+    await restarted.load()
+    assert await restarted.take() not in ids
+
+
 async def test_txn_ids_are_ours_and_outbox_keys_are_not():
     txn = TxnIds(FakeState())
     await txn.load()
@@ -396,3 +419,27 @@ def test_room_state_stays_bounded_over_room_churn():
     assert rooms.closed("!r999") and rooms.closed("!r998")  # the newest keep their meaning
     rooms.joined("!r999")
     assert not rooms.closed("!r999")
+
+
+_LOADED_ON_DEMAND = r"""
+import sys
+from bridge.store import MemoryStore
+from plugins.matrix.config import MatrixConfig
+from plugins.matrix.platform import MatrixPlatform
+
+cfg = MatrixConfig(plugin="matrix", homeserver="http://127.0.0.1:9", user_id="@bot:x", access_token="t", encryption=ENCRYPTION)
+MatrixPlatform("mx", cfg, lambda room, event: None, MemoryStore().state_for("platform:mx"))
+print(sorted(m for m in ("yaml", "plugins.matrix.appservice", "plugins.matrix.crypto", "bridge.images") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("encryption", [False, True])
+def test_a_bot_without_ghosts_or_images_never_loads_their_modules(encryption):
+    # PyYAML (ghost mode's registration), the appservice pieces and bridge.images are a bot's heap
+    # only when it uses them; the E2EE modules only with encryption on.
+    import subprocess
+    import sys
+
+    code = _LOADED_ON_DEMAND.replace("ENCRYPTION", repr(encryption))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split("\n")[-2] == str(["plugins.matrix.crypto"] if encryption else [])

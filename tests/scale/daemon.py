@@ -61,7 +61,7 @@ stranger_burst = 1000
 plugin = "web"
 bind = "127.0.0.1:0"
 address_keys = false
-poll_window = 2.0
+{"" if "poll_window" in web else "poll_window = 2.0"}
 {web}
 [platforms.f{name}]
 plugin = "tests.core.fileplatform:FilePlatform"

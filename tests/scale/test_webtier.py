@@ -33,9 +33,10 @@ class Roaming:
         self.events: list[list] = []
         self.seq: int | None = None  # an acknowledging client's next sequence number
 
-    async def start(self, url: str, *, acks: bool = False) -> None:
-        query = {"firstevents": "1", "randid": "ABCDEFGH", "lang": "en", **({"ack": "0"} if acks else {})}
-        async with self.http.get(url + "/start", params=query) as response:
+    async def start(self, url: str, *, acks: bool = False, cookie: str | None = None, **extra: str) -> None:
+        query = {"firstevents": "1", "randid": "ABCDEFGH", "lang": "en", **({"ack": "0"} if acks else {}), **extra}
+        headers = {"Cookie": cookie} if cookie else None
+        async with self.http.get(url + "/start", params=query, headers=headers) as response:
             assert response.status == 200, await response.text()
             data = json.loads(await response.text())
         self.id = data["clientID"]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.events import (
     Connected,
@@ -157,6 +161,40 @@ def test_parse_form():
             parse_form(body, ctype)
 
 
+def _reference_form(body: bytes) -> dict[str, str] | None:
+    """What parse_form gave when it called parse_qsl (None: ProtocolError)."""
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=64)
+    except ValueError:  # UnicodeDecodeError too
+        return None
+    fields: dict[str, str] = {}
+    for key, value in pairs:
+        fields.setdefault(key, value)
+    return fields
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(["a", "id", "=", "&", "+", "%", "2", "0", "C3", "A9", "ff", "%E2%82%AC", "é", " "]),
+                max_size=24))
+def test_parse_form_gives_what_parse_qsl_gave(parts):
+    """parse_form splits the form itself (every /send and /events body): the same fields, and a
+    ProtocolError exactly where parse_qsl raised, for bodies made of the characters that matter."""
+    body = "".join(parts).encode()
+    expected = _reference_form(body) if body else {}
+    try:
+        got = parse_form(body, "application/x-www-form-urlencoded")
+    except ProtocolError:
+        got = None
+    assert got == expected
+
+
+def test_parse_form_field_count_limit_is_parse_qsl_s():
+    form = "application/x-www-form-urlencoded"
+    assert len(parse_form("&".join(f"f{n}=1" for n in range(64)).encode(), form)) == 64
+    with pytest.raises(ProtocolError):
+        parse_form("&".join(f"f{n}=1" for n in range(65)).encode(), form)
+
+
 def test_client_address_uses_the_right_most_proxy_entry():
     assert client_address("127.0.0.1", None) == "127.0.0.1"
     assert client_address("127.0.0.1", "") == "127.0.0.1"
@@ -168,3 +206,20 @@ def test_status_payload_has_omegle_fields():
     status = status_payload(7, now=1.5)
     assert status["count"] == 7 and status["timestamp"] == 1.5
     assert {"servers", "spyQueueTime", "spyeeQueueTime", "force_unmon", "antinudeservers"} <= set(status)
+
+
+def test_a_message_is_shown_as_the_fallback_rules_say():
+    """A plain client gets a message as bridge.fallback's text (cut at MAX_PLAIN, a reply with its
+    quote), a rich one as it is with its line id; the answer is the same whichever path render takes."""
+    from bridge.hygiene import CUT_MARKER
+    from plugins.web.render import MAX_PLAIN
+
+    long = "x" * (MAX_PLAIN + 10)
+    [[kind, shown]] = render(Message(long))
+    assert kind == "gotMessage" and len(shown) == MAX_PLAIN and shown.endswith(CUT_MARKER)
+    assert render(Message(long), rich=True, line="s1") == [["gotMessage", long, {"ref": "s1"}]]
+    assert render(Message("yes", quote="are you there")) == [["gotMessage", "> are you there\nyes"]]
+    assert render(Message("yes", reply_to="s1", quote="are you there"), rich=True, line="s2") == [
+        ["gotMessage", "yes", {"ref": "s2", "reply": "s1", "quote": "are you there"}]
+    ]
+    assert render(Message("hi", "Stranger 1"), spy=True, rich=True) == [["spyMessage", "Stranger 1", "hi"]]
