@@ -217,7 +217,8 @@ class DiscordPlatform(Platform):
         tid = int(room.id)
         if tid in self.threads.gone:
             return  # the user archived, left or deleted the thread: post nothing more there
-        box = self.outboxes.get(tid)
+        # A message is queued at once (no idle check scheduled for a fresh outbox: one loop callback less).
+        box = self.outboxes.get(tid, drop_unused=type(event) is not Message)
         match event:
             case Message(text=text, stranger=label, ref=ref, quote=quote, image=image):
                 box.typing_stop(label)
