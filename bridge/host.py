@@ -56,7 +56,8 @@ class Host(Protocol):
 
     def queue_save(self, session: Session, state: RichState) -> None:
         """Give `session` its turn to save its chat's reference map `state` soon (`Session.put_save`),
-        after the work ready now; one session's turn per loop iteration."""
+        after the work ready now; one session's turn per loop iteration. A host that finds the chat
+        cannot be resumed after a restart sets `state.persist` False instead (never saved then)."""
         ...
 
     async def forget(self, room: Room) -> None:

@@ -116,7 +116,8 @@ class Outbox:
         else:
             self.queue.append(item)
         self.idle.clear()
-        self._cancel_idle_timer()
+        if self._idle_timer is not None:
+            self._cancel_idle_timer()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run(), name=f"outbox {self.room}")
 
@@ -156,7 +157,8 @@ class Outbox:
         try:
             while self.queue:
                 item = self.queue.popleft()
-                if item.kind == "text" and item.attempts == 0:
+                mergeable = self.queue and (self.slow or self.policy.merge_backlog is not None)
+                if mergeable and item.kind == "text" and item.attempts == 0:
                     merged = merge_waiting(item, self.queue, self.policy, self.slow)
                     if merged is not item:
                         self.merged += merged.count - 1
@@ -181,7 +183,12 @@ class Outbox:
         while True:
             item.attempts += 1
             try:
-                await self._attempt(item)
+                if item.kind == "text":  # each kind's call written out: every item passes here
+                    await self.sender.send_text(self.room, item)
+                elif item.kind == "payload":
+                    await self.sender.send_payload(self.room, item)
+                elif item.call is not None:
+                    await item.call()
             except asyncio.CancelledError:
                 raise
             except Permanent as exc:
@@ -208,21 +215,14 @@ class Outbox:
                 log.warning("room %s: sending %s failed (%s); retrying", self.room, item.kind, type(exc).__name__)
                 await asyncio.sleep(delay)
                 continue
-            self._count("ok")
+            if self.metrics is not None:
+                self.metrics.delivery(policy.platform, "ok")
             if self.on_sent is not None:
                 self.on_sent(time.perf_counter() - item.queued)
             return
 
     async def _send_typing(self, on: bool) -> None:
         await self.sender.send_typing(self.room, on)
-
-    async def _attempt(self, item: Item) -> None:
-        if item.kind == "text":
-            await self.sender.send_text(self.room, item)
-        elif item.kind == "payload":
-            await self.sender.send_payload(self.room, item)
-        elif item.call is not None:
-            await item.call()
 
     def _give_up(self, item: Item, reason: str, exc: BaseException) -> None:
         self.failed += 1
@@ -267,8 +267,10 @@ class Outbox:
 
     def _check_idle(self) -> None:
         """Tell the owner once the outbox is idle and its typing pace no longer matters."""
-        if self.on_idle is None or self.closed or not self.is_idle:
+        if self.on_idle is None or self.closed or not self.idle.is_set() or self.queue:
             return
+        if self._typing is not None and self._typing.active:
+            return  # is_idle, written out: called after every item and at every outbox made
         wait = self._typing.next_allowed() if self._typing is not None else 0.0
         if wait > 0:  # a new outbox now would call typing again too early: keep this one a while
             if self._idle_timer is None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChatRich", "changed", "emoji_text", "encoded", "from_stranger", "from_user", "incoming", "outgoing", "outgoing_text",
-    "restore", "save",
+    "posted_at_once", "restore", "save",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class ChatRich:
 
     __slots__ = (
         "refs", "user_reactions", "stranger_reactions", "stranger_edits", "user_images", "told", "saved_at", "save_queued",
+        "persist",
     )  # fmt: skip
 
     def __init__(self, session: Session, refs: RefMap | None = None) -> None:
@@ -51,6 +52,7 @@ class ChatRich:
         self.told: set[str] | None = None  # notices given once per chat
         self.saved_at = time.monotonic()  # when the map was last saved, or made: its first save is due SAVE_INTERVAL after
         self.save_queued = False  # its save waits for its turn (`changed`)
+        self.persist = True  # False once the host found that the chat cannot be resumed: never saved then
 
 
 def _allow(session: Session, state: ChatRich, which: str) -> bool:
@@ -125,7 +127,7 @@ def changed(session: Session) -> None:
     saves at once. `save` then runs in the session's task, in order with its other store writes.
     Cheap: it runs after every message of the user's, and finds the save queued most times."""
     state = session.rich
-    if state is not None and not state.save_queued and state.refs.dirty:
+    if state is not None and state.persist and not state.save_queued and state.refs.dirty:
         state.save_queued = True
         wait = state.saved_at + SAVE_INTERVAL - time.monotonic()
         if wait <= 0:
@@ -216,6 +218,24 @@ def incoming(session: Session, event: Message, text: str) -> Message:
 
 
 # ---- the user's edits, deletions, reactions, and where the room showed stranger lines -------
+
+
+def posted_at_once(session: Session, event: Posted) -> bool:
+    """Record where the room showed a stranger line as it is submitted, outside the session's task,
+    when that is all there is to do: True when done. False when the task must take it in its turn:
+    the chat is not (or no longer) chatting, or events of the stranger's wait for that line (they
+    are delivered from the task). Every line a platform shows answers with a Posted: handled here,
+    it costs no inbox slot and no turn of the session's task."""
+    state = session.rich
+    if state is None or session.state is not State.CHATTING or session.chat is None:
+        return False
+    refs = state.refs
+    entry = refs.entry(event.ref, False)
+    if entry is None or entry.pending:
+        return False
+    if refs.posted(event.ref, event.id) is not None:
+        changed(session)
+    return True
 
 
 async def from_user(session: Session, event: Edit | Retract | Reaction | Posted) -> None:

@@ -177,7 +177,13 @@ class Router:
     def queue_save(self, session: Session, state: ChatRich) -> None:
         """Give `session` its turn to save its chat's reference map soon: no sooner than SAVE_DELAY
         from now, and one per loop iteration, each after the work that was ready when the turn
-        before ran (bridge.rich.changed says why)."""
+        before ran (bridge.rich.changed says why); never for a chat that could not be resumed after
+        a restart."""
+        if not self._resumable(session.room, session.backend_name):
+            # A hub chat in a room that does not outlive the process (a web client's) is never
+            # resumed, so its map is never read back: it is not saved, now or later in this chat.
+            state.persist = state.save_queued = False
+            return
         loop = asyncio.get_running_loop()
         self._saves.append((session, state, loop.time() + SAVE_DELAY))
         if len(self._saves) == 1:
@@ -197,6 +203,15 @@ class Router:
         finally:
             if self._saves:
                 loop.call_soon(self._next_save)
+
+    def _resumable(self, room: Room, backend: str | None) -> bool:
+        """Whether a chat of `room` on `backend` can be taken up after a restart (given its handle):
+        not on a backend that resumes only where the room outlived the process, in a room that does not."""
+        found = self.backends.get(backend or "")
+        if found is None or not found.needs_persistent_rooms:
+            return True
+        platform = self.platforms.get(room.platform)
+        return platform is not None and platform.rooms_persist
 
     async def forget(self, room: Room) -> None:
         try:
@@ -226,9 +241,7 @@ class Router:
             chat = None
             # A backend whose chats live only between this bridge's rooms (the hub) takes up only
             # those whose room outlived the process: a web client's did not.
-            platform = self.platforms.get(record.room.platform)
-            persist = platform is not None and platform.rooms_persist
-            if backend is not None and record.handle and (persist or not backend.needs_persistent_rooms):
+            if backend is not None and record.handle and self._resumable(record.room, record.backend):
                 try:
                     chat = await backend.resume(record.handle)
                 except Exception as exc:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from . import rich
 from .abc import Chat
 from .bucket import TokenBucket
-from .events import Disconnected, Event, Message, Reason, Room, ServerNotice, Start, StoppedTyping, Typing
+from .events import Disconnected, Event, Message, Posted, Reason, Room, ServerNotice, Start, StoppedTyping, Typing
 from .inbox import Inbox
 from .indicator import Indicator
 from .sessionbase import Ended, State
@@ -100,6 +100,8 @@ class Session(UserSide, StrangerSide):
         if type(event) in _TYPING:
             self.inbox.put_state((_USER, event), _same_typing(_USER, event))
             return True
+        if type(event) is Posted and rich.posted_at_once(self, event):
+            return True  # one per stranger line shown: recorded now when nothing waits on it
         try:
             self.inbox.put_nowait((_USER, event))
         except asyncio.QueueFull:

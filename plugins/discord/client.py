@@ -26,6 +26,18 @@ class DiscordClient(discord.Client):
         self.tree = app_commands.CommandTree(self)
         self.tree.add_command(command_group(platform.commands, platform.config.dm))
         self.tree.add_command(admin_group(platform.admin))
+        # Every stranger line the bridge posts through a webhook comes back as a MESSAGE_CREATE, of
+        # which only its id matters (the thread's newest message): such an echo skips discord.py's
+        # parse into a Message (author, member, embeds, a task to dispatch it), the costliest part
+        # of showing a line. Any other message is parsed as before.
+        parsers = self._connection.parsers
+        parse = parsers["MESSAGE_CREATE"]
+
+        def message_create(data: dict) -> None:
+            if not self.inbound.own_echo(data):
+                parse(data)
+
+        parsers["MESSAGE_CREATE"] = message_create
 
     async def setup_hook(self) -> None:
         await self.platform.sync_commands()

@@ -82,8 +82,28 @@ class Inbound:
             for args in sorted(pending, key=lambda a: a[0]):
                 self._user_message(info, *args)
 
+    def own_echo(self, data: dict) -> bool:
+        """Whether a gateway MESSAGE_CREATE is a line this bridge posted through its own webhook in a
+        session thread; its id is then noted as the thread's newest, and nothing more is done
+        with it (on_message would only have noted the id: webhook messages are never relayed)."""
+        webhook = data.get("webhook_id")
+        if webhook is None:
+            return False
+        try:
+            tid, mid = int(data["channel_id"]), int(data["id"])
+        except (KeyError, TypeError, ValueError):
+            return False  # not what Discord sends: discord.py's parse has its say
+        threads = self.host.threads
+        if tid not in threads.by_id:
+            return False
+        hook = self.host.sender.webhooks.get(threads.parent_of(tid))  # type: ignore[arg-type]
+        if hook is None or str(hook[0]) != str(webhook):
+            return False
+        self.host.sender.saw(tid, mid)
+        return True
+
     def on_message(self, message: discord.Message) -> None:
-        if message.channel.id in self.host.threads:
+        if message.channel.id in self.host.threads.by_id:  # every message of every channel passes here
             self.host.sender.saw(message.channel.id, message.id)
         if message.author.bot or message.webhook_id is not None:
             return  # our own bot, our webhooks and other bots are never relayed (no loops)

@@ -217,8 +217,8 @@ class DiscordPlatform(Platform):
         tid = int(room.id)
         if tid in self.threads.gone:
             return  # the user archived, left or deleted the thread: post nothing more there
-        info = self.threads.get(tid)
-        box = self.outboxes.get(tid)
+        # A message is queued at once (no idle check scheduled for a fresh outbox: one loop callback less).
+        box = self.outboxes.get(tid, drop_unused=type(event) is not Message)
         match event:
             case Message(text=text, stranger=label, ref=ref, quote=quote, image=image):
                 box.typing_stop(label)
@@ -228,7 +228,8 @@ class DiscordPlatform(Platform):
                 if not box.closed and box.queue:
                     picture = Upload.of(image) if image is not None else None
                     self.sender.add_line(tid, box.queue[-1].key, Line(ref, text, quote, picture))
-                self.modlog.note(tid, label or "Stranger", text)
+                if self.modlog.keep > 0:  # lines are kept only with a moderation log that wants them
+                    self.modlog.note(tid, label or "Stranger", text)
             case Edit() | Retract() | Reaction():
                 self.rich.deliver(tid, event)
             case Posted():
@@ -242,6 +243,7 @@ class DiscordPlatform(Platform):
                 payload = render.notice_payload(event)
                 if payload:
                     box.put_payload(payload)
+                info = self.threads.get(tid)
                 next_follows = info is not None and info.restarting and reason == Reason.USER
                 if info is not None and not next_follows:
                     self._end(info, box)
@@ -253,7 +255,7 @@ class DiscordPlatform(Platform):
                 if payload:
                     box.put_payload(payload)
             case _:
-                if isinstance(event, Waiting | Connected) and info is not None:
+                if isinstance(event, Waiting | Connected) and (info := self.threads.get(tid)) is not None:
                     info.restarting = False
                 payload = render.notice_payload(event)
                 if payload:
@@ -264,7 +266,7 @@ class DiscordPlatform(Platform):
 
     def release(self, tid: int) -> None:
         """Forget what was kept for a thread once its chat is over and its outbox is done."""
-        if tid not in self.threads and tid not in self.outboxes:
+        if tid not in self.threads.by_id and tid not in self.outboxes:  # called after every idle outbox
             self.sender.release(tid)
             self.rich.release(tid)
             self.inbound.release(tid)

@@ -60,10 +60,13 @@ class DiscordSender:
     # ---- the outbox's Sender -----------------------------------------------------------------
 
     async def send_text(self, thread: int, item: Item) -> None:
-        marker = item.marker
+        marker = item.marker if item.count > 1 else None
         lines = self.take_lines(thread, item)
         if self.rich is not None and "screened" not in item.memo:
-            lines = await self.rich.screen(thread, item, lines)
+            for line in lines:  # most lines have no picture: no call then
+                if line.picture is not None:
+                    lines = await self.rich.screen(thread, item, lines)
+                    break
             item.memo["screened"] = True
         if not item.text.strip() and not any(line.picture for line in lines):
             return  # a picture alone, not shown here (the notice says so)
@@ -88,10 +91,16 @@ class DiscordSender:
         """The lines of a text item on its first attempt (one, or `count` when the outbox merged
         consecutive texts into it), kept in its memo for retries. Lines of items dropped from the
         queue (a closed outbox) before this one are skipped."""
-        if "lines" in item.memo:
-            return item.memo["lines"]
+        memo = item.memo
+        if "lines" in memo:
+            return memo["lines"]
         queue = self.lines.get(thread)
-        found: list[Line] = []
+        if queue and item.count == 1 and queue[0][0] == item.key:  # the usual case: its line is first
+            found = memo["lines"] = [queue.popleft()[1]]
+            if not queue:
+                del self.lines[thread]
+            return found
+        found = []
         if queue is None or all(key != item.key for key, _ in queue):
             item.memo["lines"] = found
             return found  # a text queued without a line: nothing to report, and later lines stay
@@ -126,7 +135,9 @@ class DiscordSender:
     async def hook_of(self, thread: int) -> tuple[int, str] | None:
         """The webhook strangers speak through in this thread, or None (bot messages)."""
         parent = self.threads.parent_of(thread)
-        return await self._webhook(parent) if parent is not None and self.config.webhooks else None
+        if parent is None or not self.config.webhooks:
+            return None
+        return self.webhooks.get(parent) or await self._webhook(parent)  # known: no further call
 
     async def forget_hook(self, thread: int) -> None:
         """The webhook of this thread's channel was deleted: the next post makes a new one."""
@@ -167,7 +178,7 @@ class DiscordSender:
             index += 1
             memo["done"] = index
         memo["webhook"] = hook is not None
-        return [i for i in ids if i]
+        return ids if all(ids) else [i for i in ids if i]
 
     async def post_payload(self, thread: int, payload: dict, nonce: str, upload: Upload | None = None) -> int:
         """Post a bot message (with a nonce: a retry never shows it twice); its id."""
@@ -231,7 +242,8 @@ class DiscordSender:
         back first, looking for it after the newest message known before the first attempt."""
         assert self.session is not None
         if "before" not in memo:
-            memo["before"] = await self._newest(thread)
+            known = self.newest.get(thread)  # known from our posts and the gateway: no call
+            memo["before"] = known if known is not None else await self._newest(thread)
         maybe = memo.get("maybe", False)
         if maybe and (stored := await self._stored(thread, hook[0], payload, memo["before"], upload)):
             return stored
@@ -247,7 +259,8 @@ class DiscordSender:
             data = await resp.json(content_type=None) if resp.content_length != 0 else None
         if status < 300:
             mid = int((data or {}).get("id", 0))
-            self.saw(thread, mid)
+            if mid > self.newest.get(thread, 0):  # saw(), written out: every stranger line passes here
+                self.newest[thread] = mid
             return mid or None
         if status >= 500:
             raise ConnectionError(f"webhook answered {status}")  # maybe stored: read back before the retry

@@ -8,7 +8,7 @@ from typing import Any
 from bridge.events import Event, Message, Posted, Room
 from tests.helpers import RecordingConfig, RecordingPlatform
 
-__all__ = ["RICH", "RichConfig", "RichPlatform"]
+__all__ = ["RICH", "RICH_PERSISTENT", "PersistentRichPlatform", "RichConfig", "RichPlatform"]
 
 
 class RichConfig(RecordingConfig):
@@ -54,3 +54,13 @@ class RichPlatform(RecordingPlatform):
 
 
 RICH = "tests.core.richplatform:RichPlatform"
+
+
+class PersistentRichPlatform(RichPlatform):
+    """RichPlatform whose rooms outlive the process, as Discord threads and Matrix rooms do: its hub
+    chats can be resumed, so their reference maps are saved."""
+
+    rooms_persist = True
+
+
+RICH_PERSISTENT = "tests.core.richplatform:PersistentRichPlatform"

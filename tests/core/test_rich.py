@@ -13,6 +13,7 @@ from bridge.events import (
     Mode,
     Reaction,
     Retract,
+    Room,
     ServerNotice,
     Start,
 )
@@ -21,7 +22,7 @@ from bridge.refs import RefMap
 from bridge.rich import emoji_text
 from bridge.router import SAVE_DELAY
 from bridge.store import MemoryStore
-from tests.core.richplatform import RICH
+from tests.core.richplatform import RICH, RICH_PERSISTENT
 from tests.core.test_images import jpeg_with_gps
 from tests.helpers import running
 
@@ -331,7 +332,7 @@ async def test_the_map_is_saved_after_the_message_that_changed_it_was_shown(monk
 
     monkeypatch.setattr(bridge.rich, "SAVE_INTERVAL", 0.3)
     store = _SavesSeen()
-    async with running(two(), store=store) as b:
+    async with running(two(dc={"plugin": RICH_PERSISTENT}), store=store) as b:
         store.mx = b.platforms["mx"]
         dc, mx = await pair(b)
         dc.send("a", Message("first", ref="a1"))
@@ -342,21 +343,57 @@ async def test_the_map_is_saved_after_the_message_that_changed_it_was_shown(monk
         assert RefMap.decode(store._sessions[dc.room("a")].refs).by_platform("a1") is not None
 
 
+class _MapSaves(MemoryStore):
+    """Notes the room of every saved record that carries a reference map, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.map_saves: list[str] = []
+        self.saved = asyncio.Event()
+
+    async def save_session(self, record) -> None:
+        if record.refs is not None:
+            self.map_saves.append(record.room.id)
+            self.saved.set()
+        await super().save_session(record)
+
+
+async def test_a_map_no_restart_could_read_back_is_not_saved(monkeypatch):
+    # Room b's platform does not outlive the process, so its hub chat is never resumed: b's map
+    # changes first (its own message), a's after it (the Posted of that message); the saves take
+    # their turns in that order, so once a's map is saved, b's would have been saved before it.
+    import bridge.rich
+
+    monkeypatch.setattr(bridge.rich, "SAVE_INTERVAL", 0.3)
+    store = _MapSaves()
+    async with running(two(dc={"plugin": RICH_PERSISTENT}), store=store) as b:
+        dc, mx = await pair(b)
+        mx.send("b", Message("from b", ref="b1"))
+        await dc.wait_for("a", text_is("from b"))
+        async with asyncio.timeout(5):
+            await store.saved.wait()
+        assert store.map_saves == ["a"]
+        assert store._sessions[mx.room("b")].refs is None  # its record is kept, without a map
+        assert RefMap.decode(store._sessions[dc.room("a")].refs).by_platform(dc.id_of("a", "from b")) is not None
+
+
 async def test_a_save_queued_behind_another_still_waits_its_own_delay():
     # A map made due while another's save waits for its turn: its own message is still being
     # relayed, so its turn must not come right after the other's (bench_matrix saw it come inside
     # the partner platform's delivery).
-    async with running(two()) as b:
+    async with running(two(dc={"plugin": RICH_PERSISTENT})) as b:
         router, loop = b.router, asyncio.get_running_loop()
         queued_at: dict[str, float] = {}
         turn_at: dict[str, float] = {}
         second_turn = asyncio.Event()
 
         class Waiting:
-            """What queue_save needs of a session: its current map, and where its turn goes."""
+            """What queue_save needs of a session: its room and backend (a hub chat in a room that
+            persists, so its map is saved), its current map, and where its turn goes."""
 
             def __init__(self, name: str) -> None:
                 self.name = name
+                self.room, self.backend_name = Room("dc", name), "hub"
                 self.rich = object()
 
             def put_save(self, state) -> None:
@@ -381,7 +418,7 @@ async def test_a_chat_that_ends_before_its_maps_turn_leaves_no_record(monkeypatc
 
     monkeypatch.setattr(bridge.rich, "SAVE_INTERVAL", 0.3)
     store = MemoryStore()
-    async with running(two(), store=store) as b:
+    async with running(two(dc={"plugin": RICH_PERSISTENT}, mx={"plugin": RICH_PERSISTENT}), store=store) as b:
         dc, mx = await pair(b)
         queued = asyncio.Event()
         queue_save = b.router.queue_save
@@ -409,7 +446,7 @@ async def test_a_change_soon_after_a_save_is_saved_without_another_change(monkey
 
     monkeypatch.setattr(bridge.rich, "SAVE_INTERVAL", 0.3)
     store = _SavesSeen()
-    async with running(two(), store=store) as b:
+    async with running(two(dc={"plugin": RICH_PERSISTENT}), store=store) as b:
         store.mx = b.platforms["mx"]
         dc, mx = await pair(b)
         made = time.monotonic()
