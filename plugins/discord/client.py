@@ -29,15 +29,17 @@ class DiscordClient(discord.Client):
         # Every stranger line the bridge posts through a webhook comes back as a MESSAGE_CREATE, of
         # which only its id matters (the thread's newest message): such an echo skips discord.py's
         # parse into a Message (author, member, embeds, a task to dispatch it), the costliest part
-        # of showing a line. Any other message is parsed as before.
-        parsers = self._connection.parsers
-        parse = parsers["MESSAGE_CREATE"]
+        # of showing a line. Any other message is parsed as before. (discord.py's table of event
+        # parsers, 2.x; a version without it parses every echo, which is only slower.)
+        parsers = getattr(self._connection, "parsers", None)
+        parse = parsers.get("MESSAGE_CREATE") if isinstance(parsers, dict) else None
+        if parse is not None:
 
-        def message_create(data: dict) -> None:
-            if not self.inbound.own_echo(data):
-                parse(data)
+            def message_create(data: dict) -> None:
+                if not self.inbound.own_echo(data):
+                    parse(data)
 
-        parsers["MESSAGE_CREATE"] = message_create
+            parsers["MESSAGE_CREATE"] = message_create
 
     async def setup_hook(self) -> None:
         await self.platform.sync_commands()
