@@ -21,7 +21,7 @@ from .rich_api import message_from
 if TYPE_CHECKING:
     from .platform import WebPlatform
 
-__all__ = ["FIRST_EVENTS_WAIT", "LEAVE_GRACE", "OmegleApi", "gone", "start_answer", "start_refusal"]
+__all__ = ["FIRST_EVENTS_WAIT", "LEAVE_GRACE", "OmegleApi", "gone", "read_start", "start_answer", "start_refusal"]
 
 FIRST_EVENTS_WAIT = 0.25  # seconds /start?firstevents=1 waits for the first event (usually "waiting")
 LEAVE_GRACE = 5.0  # seconds a page that went away (/disconnect with `grace`) has to come back (a reload)
@@ -37,6 +37,14 @@ def _answer(events: list[list], base: int | None) -> web.Response:
     """An /events answer: the bare array, or for an acknowledging client {"seq": n, "events"},
     n being the sequence number of the first event."""
     return json_answer(events if base is None else {"seq": base, "events": events})
+
+
+async def read_start(platform: WebPlatform, request: web.Request) -> StartRequest:
+    """What a /start asks for: a GET's query, or a POST's query and form (ProtocolError: malformed)."""
+    params = {k: request.query.getone(k) for k in request.query}
+    if request.method == "POST":
+        params.update(await platform.read_form(request))
+    return parse_start(params)
 
 
 def start_refusal(platform: WebPlatform, live: int) -> web.Response | None:
@@ -88,10 +96,7 @@ class OmegleApi:
     async def on_start(self, request: web.Request) -> web.Response:
         """GET or POST /start: a new client id looking for a stranger."""
         platform, clients = self.web, self.web.clients
-        params = {k: request.query.getone(k) for k in request.query}
-        if request.method == "POST":
-            params.update(await platform.read_form(request))
-        wanted = parse_start(params)
+        wanted = await read_start(platform, request)
         address = platform.address(request)
         if platform.closing:
             return fail(503)

@@ -16,8 +16,8 @@ from bridge.events import Disconnected, Reason
 
 from .clients import ID_LENGTH, Client
 from .middleware import WIN, fail, json_answer, null, text
-from .omegle_api import FIRST_EVENTS_WAIT, gone, start_answer, start_refusal
-from .protocol import ProtocolError, parse_ack, parse_start
+from .omegle_api import FIRST_EVENTS_WAIT, gone, read_start, start_answer, start_refusal
+from .protocol import ProtocolError, parse_ack
 from .nojs_shared import CLOSED as NOJS_CLOSED
 from .nojs_shared import SEND as NOJS_SEND
 from .nojs_shared import NoJsShared
@@ -212,10 +212,7 @@ class SharedApi:
     async def on_start(self, request: web.Request) -> web.Response:
         """GET or POST /start: this instance owns the new client (and runs its session)."""
         platform, clients = self.web, self.web.clients
-        params = {k: request.query.getone(k) for k in request.query}
-        if request.method == "POST":
-            params.update(await platform.read_form(request))
-        wanted = parse_start(params)
+        wanted = await read_start(platform, request)
         address = clients.key_of(platform.address(request))  # counted everywhere under its keyed hash
         if platform.closing:
             return fail(503)
