@@ -4,6 +4,8 @@ with their own message ids, the reference map's bounds, races with Posted, limit
 import asyncio
 import time
 
+import pytest
+
 from bridge.config import ImageLimits
 from bridge.events import (
     Connected,
@@ -309,6 +311,17 @@ async def test_nobody_edits_or_deletes_the_other_sides_lines():
         assert dc.events("a", Edit) == [] and dc.events("a", Retract) == []
 
 
+SHORT_SAVE_INTERVAL = 0.3
+
+
+@pytest.fixture
+def short_saves(monkeypatch):
+    """Maps saved SHORT_SAVE_INTERVAL after a change instead of SAVE_INTERVAL (5 s), so a test waits less."""
+    import bridge.rich
+
+    monkeypatch.setattr(bridge.rich, "SAVE_INTERVAL", SHORT_SAVE_INTERVAL)
+
+
 class _SavesSeen(MemoryStore):
     """Notes, at each save of a record with a reference map, what room b had been shown by then."""
 
@@ -325,12 +338,9 @@ class _SavesSeen(MemoryStore):
         await super().save_session(record)
 
 
-async def test_the_map_is_saved_after_the_message_that_changed_it_was_shown(monkeypatch):
+async def test_the_map_is_saved_after_the_message_that_changed_it_was_shown(short_saves):
     # The first message of a chat makes its map due for a save (the record and two JSON forms):
     # the save waits for its turn, so the message reaches the partner first.
-    import bridge.rich
-
-    monkeypatch.setattr(bridge.rich, "SAVE_INTERVAL", 0.3)
     store = _SavesSeen()
     async with running(two(dc={"plugin": RICH_PERSISTENT}), store=store) as b:
         store.mx = b.platforms["mx"]
@@ -358,13 +368,10 @@ class _MapSaves(MemoryStore):
         await super().save_session(record)
 
 
-async def test_a_map_no_restart_could_read_back_is_not_saved(monkeypatch):
+async def test_a_map_no_restart_could_read_back_is_not_saved(short_saves):
     # Room b's platform does not outlive the process, so its hub chat is never resumed: b's map
     # changes first (its own message), a's after it (the Posted of that message); the saves take
     # their turns in that order, so once a's map is saved, b's would have been saved before it.
-    import bridge.rich
-
-    monkeypatch.setattr(bridge.rich, "SAVE_INTERVAL", 0.3)
     store = _MapSaves()
     async with running(two(dc={"plugin": RICH_PERSISTENT}), store=store) as b:
         dc, mx = await pair(b)
@@ -413,10 +420,7 @@ async def test_a_save_queued_behind_another_still_waits_its_own_delay():
         assert turn_at["second"] - queued_at["second"] >= SAVE_DELAY
 
 
-async def test_a_chat_that_ends_before_its_maps_turn_leaves_no_record(monkeypatch):
-    import bridge.rich
-
-    monkeypatch.setattr(bridge.rich, "SAVE_INTERVAL", 0.3)
+async def test_a_chat_that_ends_before_its_maps_turn_leaves_no_record(short_saves):
     store = MemoryStore()
     async with running(two(dc={"plugin": RICH_PERSISTENT}, mx={"plugin": RICH_PERSISTENT}), store=store) as b:
         dc, mx = await pair(b)
@@ -439,12 +443,9 @@ async def test_a_chat_that_ends_before_its_maps_turn_leaves_no_record(monkeypatc
         assert dc.room("a") not in store._sessions and mx.room("b") not in store._sessions
 
 
-async def test_a_change_soon_after_a_save_is_saved_without_another_change(monkeypatch):
+async def test_a_change_soon_after_a_save_is_saved_without_another_change(short_saves):
     # A map is saved at most once per SAVE_INTERVAL: a change inside the interval is saved when it
     # ends, not only at the next change (a chat's last messages were left out of its saved map).
-    import bridge.rich
-
-    monkeypatch.setattr(bridge.rich, "SAVE_INTERVAL", 0.3)
     store = _SavesSeen()
     async with running(two(dc={"plugin": RICH_PERSISTENT}), store=store) as b:
         store.mx = b.platforms["mx"]
@@ -455,12 +456,12 @@ async def test_a_change_soon_after_a_save_is_saved_without_another_change(monkey
         async with asyncio.timeout(5):
             await store.saved.wait()
         first_saved = time.monotonic()
-        assert first_saved - made >= 0.3  # a new chat's map: its first save SAVE_INTERVAL after it was made
+        assert first_saved - made >= SHORT_SAVE_INTERVAL  # a new chat's map: its first save SAVE_INTERVAL after it was made
         store.saved.clear()
         dc.send("a", Message("second", ref="a2"))  # inside the interval, and nothing after it
         await mx.wait_for("b", text_is("second"))
         async with asyncio.timeout(5):
             await store.saved.wait()
-        assert time.monotonic() - first_saved >= 0.3
+        assert time.monotonic() - first_saved >= SHORT_SAVE_INTERVAL
         assert store.shown_at_map_save == [["first"], ["first", "second"]]
         assert RefMap.decode(store._sessions[dc.room("a")].refs).by_platform("a2") is not None
