@@ -227,6 +227,12 @@ class Chat(abc.ABC):
     def events(self) -> AsyncIterator[Event]:
         """Stranger-side events in order; ends after Disconnected. Iterated by one session task."""
 
+    def feed(self, take: Callable[[Event], bool] | None) -> None:
+        """Optional, for chats whose events are pushed in process (the hub's): hand each new event
+        to `take` at once, while none waits in `events()` before it; `take` returns False when it
+        cannot have it now, and it then goes through `events()` as usual, in order. This spares
+        each message a hop through the iterating task. None: stop. Default: `events()` only."""
+
     @abc.abstractmethod
     async def send(self, event: Event) -> None:
         """Send a user-side event (Message, Typing, StoppedTyping) to the stranger."""

@@ -68,6 +68,20 @@ class Inbox(Generic[T]):
             if not getter.done():
                 getter.set_result(None)
 
+    def offer(self, item: T) -> bool:
+        """`put_nowait` that never overtakes: False, and nothing queued, when full or while a `put`
+        waits for room (that item came first)."""
+        items = self._items
+        if self._putters or 0 < self._maxsize <= len(items) - self._states:
+            return False
+        items.append(item)
+        getter = self._getter
+        if getter is not None:
+            self._getter = None
+            if not getter.done():
+                getter.set_result(None)
+        return True
+
     def put_state(self, item: T, same: Callable[[T], bool]) -> None:
         """Queue a state change: it replaces the newest queued item if that is a state item for
         which `same` is true, else it is appended. Never refused, never counted toward the bound.
@@ -79,6 +93,13 @@ class Inbox(Generic[T]):
         items.append(_State(item))
         self._states += 1
         self._wake()
+
+    def offer_state(self, item: T, same: Callable[[T], bool]) -> bool:
+        """`put_state` that never overtakes: False, and nothing queued, while a `put` waits."""
+        if self._putters:
+            return False
+        self.put_state(item, same)
+        return True
 
     def _wake(self) -> None:
         getter = self._getter
@@ -114,7 +135,10 @@ class Inbox(Generic[T]):
             return item.item  # type: ignore[return-value]
         putters = self._putters
         if putters:
-            waiter = putters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+            # Wake the first put still waiting. A woken one stays listed until it runs (its
+            # `finally`), so `offer` cannot take the room it was woken for.
+            for waiter in putters:
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
         return item

@@ -131,6 +131,21 @@ class Session(UserSide, StrangerSide):
         state item, so it is never refused and never takes a message's place."""
         self.inbox.put_state((_USER, state), _is_save)
 
+    def _taker(self, generation: int) -> Callable[[object], bool]:
+        """What `Chat.feed` gets: the pump's work for a message or a typing state, done at once
+        when the inbox has room and the pump holds no earlier event (else False: the pump does it)."""
+        inbox = self.inbox
+
+        def take(event: object) -> bool:
+            kind = type(event)
+            if kind is Message:
+                return inbox.offer((generation, event))
+            if kind in _TYPING:
+                return inbox.offer_state((generation, event), _same_typing(generation, event))  # type: ignore[arg-type]
+            return False
+
+        return take
+
     async def _pump(self, chat: Chat, generation: int) -> None:
         # Stranger events wait for room in the inbox: back-pressure on the backend, never loss.
         error: BaseException | None = None
@@ -193,6 +208,8 @@ class Session(UserSide, StrangerSide):
         finally:
             if self.pump:
                 self.pump.cancel()
+            if self.chat is not None:  # nobody reads the inbox now: the chat keeps its events
+                self.chat.feed(None)
 
     def _retire(self) -> bool:
         # Idle rooms hold no task; the next event creates a fresh one.
@@ -248,6 +265,7 @@ class Session(UserSide, StrangerSide):
         if pump is not None:
             pump.cancel()
         if chat is not None:
+            chat.feed(None)
             try:
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await chat.aclose()
@@ -258,6 +276,7 @@ class Session(UserSide, StrangerSide):
     async def _shutdown(self, keep: bool) -> None:
         if keep and self.chat is not None and self.state is State.CHATTING and self.chat.survives_restart:
             await self.host.save(self._record())  # the next run resumes it; nobody is told anything
+            self.chat.feed(None)
             if self.pump is not None:
                 self.pump.cancel()
             self.chat, self.pump = None, None

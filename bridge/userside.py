@@ -133,6 +133,7 @@ class UserSide:
         self.stranger_buckets.clear()
         self.rich = None  # a new chat: references of the last one are no longer found
         self.pump = asyncio.get_running_loop().create_task(self._pump(chat, self.generation))
+        chat.feed(self._taker(self.generation))
 
     def resume(self: Session, chat: Chat, record: SessionRecord, backend: Backend) -> None:
         """Take up a chat the backend resumed after a restart. Called by the router before run()."""

@@ -32,11 +32,14 @@ class RecordingPlatform(Platform):
         self.shown: dict[Room, list[Event]] = defaultdict(list)
         self._changed = asyncio.Condition()
         self._fail = self.config.fail_times
+        self.open = asyncio.Event()  # cleared by a test: every delivery waits until it is set again
+        self.open.set()
 
     async def run(self) -> None:
         await asyncio.Event().wait()
 
     async def deliver(self, room: Room, event: Event) -> None:
+        await self.open.wait()
         if self._fail > 0:
             self._fail -= 1
             raise ConnectionError("injected delivery failure")

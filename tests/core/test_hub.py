@@ -1,5 +1,7 @@
 """The embedded hub, end to end through the router, in every mode."""
 
+import asyncio
+
 from bridge.events import Connected, Disconnected, Message, Mode, Reason, Report, Start, StoppedTyping, Typing, Waiting
 from tests.helpers import bare, running
 
@@ -199,3 +201,53 @@ async def test_the_same_person_in_two_rooms_is_not_paired_with_themselves():
         rec.send("c", Start(user="someone else"))
         await rec.wait_for("c", Connected)  # c meets one of them: they were free, not paired together
         assert len(rec.events("a", Connected)) + len(rec.events("b", Connected)) == 1
+
+
+async def test_a_flood_into_a_slow_room_keeps_every_message_in_order_within_the_inbox_bound():
+    # Hub messages go straight into the partner's inbox while it has room (no hop through the
+    # chat's task); once it is full they wait in the chat, in order, and the pump feeds them in.
+    async with running(hub(), inbox_size=10, user_rate=1e6, user_burst=10**6, stranger_rate=1e6, stranger_burst=10**6) as b:
+        rec = b.platforms["rec"]
+        rec.send("a", Start())
+        await rec.wait_for("a", Waiting)
+        rec.send("b", Start())
+        await rec.wait_for("a", Connected)
+        await rec.wait_for("b", Connected)
+        sender, receiver = b.router.sessions[rec.room("a")], b.router.sessions[rec.room("b")]
+        queue = receiver.chat.queue
+        rec.open.clear()  # b's room shows nothing for now: its session stops at its first delivery
+        deepest = 0
+        for n in range(60):
+            assert rec.send("a", Typing()) and rec.send("a", Message(f"m{n}"))
+            async with asyncio.timeout(5):
+                while len(sender.inbox):  # a's session handed both to the hub
+                    await asyncio.sleep(0)
+            assert len(receiver.inbox) <= 2 * 10 + 1  # ten messages, at most one typing state before each and after
+            deepest = max(deepest, len(queue))
+        assert deepest >= 45  # the rest waited in the chat, not in the bounded inbox
+        rec.open.set()
+        for n in range(60, 200):  # more while the backlog drains: each one after every earlier one
+            rec.send("a", Message(f"m{n}"))
+            async with asyncio.timeout(5):
+                while len(sender.inbox):
+                    await asyncio.sleep(0)
+        await rec.wait_for("b", lambda e: bare(e) == Message("m199"))
+        assert [e.text for e in rec.events("b", Message)] == [f"m{n}" for n in range(200)]
+        assert len(queue) == 0 and len(receiver.inbox) == 0
+
+
+async def test_an_inbox_offer_never_overtakes_a_waiting_put():
+    from bridge.inbox import Inbox
+
+    inbox: Inbox[str] = Inbox(2)
+    assert inbox.offer("a") and inbox.offer("b")
+    assert not inbox.offer("c") and len(inbox) == 2  # full: refused, nothing queued
+    waiting = asyncio.ensure_future(inbox.put("c"))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    assert await inbox.get() == "a"  # room for one: it is the waiting put's
+    assert not inbox.offer("d") and not inbox.offer_state("typing", lambda item: True)
+    await waiting
+    assert [await inbox.get(), await inbox.get()] == ["b", "c"]
+    assert inbox.offer("d") and inbox.offer_state("typing", lambda item: True)
+    assert [await inbox.get(), await inbox.get()] == ["d", "typing"]
