@@ -54,10 +54,11 @@ class Host(Protocol):
         """Persist a session record; failures are logged, never raised."""
         ...
 
-    def queue_save(self, session: Session, state: RichState) -> None:
+    def queue_save(self, session: Session, state: RichState, due: float | None = None) -> None:
         """Give `session` its turn to save its chat's reference map `state` soon (`Session.put_save`),
-        after the work ready now; one session's turn per loop iteration. A host that finds the chat
-        cannot be resumed after a restart sets `state.persist` False instead (never saved then)."""
+        after the work ready now, or at `due` (time.monotonic's clock); one session's turn per loop
+        iteration. A host that finds the chat cannot be resumed after a restart sets `state.persist`
+        False instead (never saved then)."""
         ...
 
     async def forget(self, room: Room) -> None:

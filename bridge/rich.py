@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import re
@@ -129,11 +128,11 @@ def changed(session: Session) -> None:
     state = session.rich
     if state is not None and state.persist and not state.save_queued and state.refs.dirty:
         state.save_queued = True
-        wait = state.saved_at + SAVE_INTERVAL - time.monotonic()
-        if wait <= 0:
+        due = state.saved_at + SAVE_INTERVAL
+        if due <= time.monotonic():
             session.host.queue_save(session, state)
         else:
-            asyncio.get_running_loop().call_later(wait, session.host.queue_save, session, state)
+            session.host.queue_save(session, state, due)
 
 
 async def save(session: Session, state: ChatRich) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 from collections import Counter, deque
 
@@ -60,6 +62,11 @@ class Router:
         self._live = False
         self._waiting: list[Session] = []
         self._saves: deque[tuple[Session, ChatRich, float]] = deque()  # maps waiting to save, and when they may
+        # Maps whose save is due later (`queue_save`'s `due`), soonest first, behind one timer of the
+        # loop's (a timer per chat made each chat's first message dearer, and every loop timer too).
+        self._later: list[tuple[float, int, Session, ChatRich]] = []
+        self._later_order = itertools.count()  # ties on the due time go in order, never to a Session comparison
+        self._later_timer: asyncio.TimerHandle | None = None
 
     # ---- wiring ------------------------------------------------------------------------------
 
@@ -174,20 +181,47 @@ class Router:
         except Exception:
             log.exception("room %s: could not persist the session", record.room)
 
-    def queue_save(self, session: Session, state: ChatRich) -> None:
+    def queue_save(self, session: Session, state: ChatRich, due: float | None = None) -> None:
         """Give `session` its turn to save its chat's reference map soon: no sooner than SAVE_DELAY
-        from now, and one per loop iteration, each after the work that was ready when the turn
-        before ran (bridge.rich.changed says why); never for a chat that could not be resumed after
-        a restart."""
-        if not self._resumable(session.room, session.backend_name):
-            # A hub chat in a room that does not outlive the process (a web client's) is never
-            # resumed, so its map is never read back: it is not saved, now or later in this chat.
-            state.persist = state.save_queued = False
+        from now (or from `due`, on the loop's clock), and one per loop iteration, each after the
+        work that was ready when the turn before ran (bridge.rich.changed says why); never for a
+        chat that could not be resumed after a restart."""
+        if not self._persists(session, state):
+            return
+        if due is not None:
+            self._save_at(session, state, due)
             return
         loop = asyncio.get_running_loop()
         self._saves.append((session, state, loop.time() + SAVE_DELAY))
         if len(self._saves) == 1:
             loop.call_later(SAVE_DELAY, self._next_save)
+
+    def _save_at(self, session: Session, state: ChatRich, due: float) -> None:
+        heapq.heappush(self._later, (due, next(self._later_order), session, state))
+        timer = self._later_timer
+        if timer is None or due < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._later_timer = asyncio.get_running_loop().call_at(due, self._later_due)
+
+    def _later_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._later_timer = None
+        later, now = self._later, loop.time()
+        while later and later[0][0] <= now:
+            _, _, session, state = heapq.heappop(later)
+            if session.rich is state:  # else the chat ended meanwhile: nothing to save
+                self.queue_save(session, state)
+        if later:
+            self._later_timer = loop.call_at(later[0][0], self._later_due)
+
+    def _persists(self, session: Session, state: ChatRich) -> bool:
+        if self._resumable(session.room, session.backend_name):
+            return True
+        # A hub chat in a room that does not outlive the process (a web client's) is never
+        # resumed, so its map is never read back: it is not saved, now or later in this chat.
+        state.persist = state.save_queued = False
+        return False
 
     def _next_save(self) -> None:
         loop = asyncio.get_running_loop()

@@ -61,8 +61,11 @@ class TinyHost:
     async def save(self, record) -> None:
         self.saved.append(record)
 
-    def queue_save(self, session, state) -> None:
-        session.put_save(state)
+    def queue_save(self, session, state, due: float | None = None) -> None:
+        if due is None:
+            session.put_save(state)
+        else:
+            asyncio.get_running_loop().call_at(due, session.put_save, state)
 
     async def forget(self, room: Room) -> None:
         self.forgotten.append(room)
