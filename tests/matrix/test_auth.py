@@ -132,11 +132,23 @@ async def test_a_message_the_revoked_token_cannot_send_is_told_then_the_chat_end
     alice = await matrix.user("alice")
     me = bot["user_id"]
     async with running(bridge_config(synapse.url, bot, allowed_inviters=[":localhost"], sync_timeout=120.0)) as b:
-        rec = b.platforms["rec"]
+        rec, mx = b.platforms["rec"], b.platforms["mx"]
         await paired(b, alice, me, "r")
+        # The logout wakes the bot's pending /sync (its device is gone), and the /sync after it would
+        # be refused at once: held until the send was refused, so the send is the first to find out
+        # (else the chat ends first, and the message crossing its end is dropped as any is then).
+        syncs, sync = asyncio.Event(), mx.client.sync
+
+        async def held_sync(*args, **kwargs):
+            await syncs.wait()
+            return await sync(*args, **kwargs)
+
+        mx.client.sync = held_sync
         await asyncio.to_thread(client_call, synapse.url, "POST", "/_matrix/client/v3/logout", bot["access_token"])
         rec.send("r", Message("after the logout"))
+        await rec.wait_for("r", lambda e: isinstance(e, Message), timeout=30)
+        syncs.set()
         await rec.wait_for("r", Disconnected, timeout=30)
         told = [m.text for m in rec.events("r", Message)]
         assert told == ["[bridge] Your message was not delivered: “after the logout”"]
-        assert b.platforms["mx"].lost == "M_UNKNOWN_TOKEN"
+        assert mx.lost == "M_UNKNOWN_TOKEN"
