@@ -238,21 +238,22 @@ class OmegleApi:
         interest_fallback); restarting the search here could race a pairing in flight."""
         if "grace" in form:
             client.stay()
-            client.leaving = asyncio.get_running_loop().call_later(LEAVE_GRACE, self.leave_unless_back, client)
+            # The wall-clock time the page went away: a poll on any instance after it means it came back.
+            client.leaving = asyncio.get_running_loop().call_later(LEAVE_GRACE, self.leave_unless_back, client, time.time())
             return text(WIN)
         self.leave(client)
         return text(WIN)
 
-    def leave_unless_back(self, client: Client) -> None:
-        """The grace of a page that went away is over: it leaves (in Redis mode, unless another
-        instance saw it since)."""
+    def leave_unless_back(self, client: Client, went_away: float) -> None:
+        """The grace of a page that went away (at `went_away`, wall clock) is over: it leaves (in
+        Redis mode, unless another instance saw it poll since). Since then, not since the grace's
+        length ago: a timer that fires late (a busy loop) must not miss a poll that came back early."""
         tier = self.web.tier
         if tier is None:
             self.leave(client)
             return
         client.leaving = None
-        since = time.time() - LEAVE_GRACE
-        self.web.spawn(self.web.shared_api.leave_unless_seen(client, since))
+        self.web.spawn(self.web.shared_api.leave_unless_seen(client, went_away))
 
     def leave(self, client: Client) -> None:
         client.leaving = None

@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import secrets
+import signal
 
 import aiohttp
 
@@ -385,6 +386,36 @@ async def test_a_page_reloaded_onto_another_instance_within_the_grace_keeps_its_
             await its_partner.until([b.url], has("strangerDisconnected"))
             assert await p.post(b.url, "/send", msg="still here?") == (200, "win")
             await w.until([a.url, b.url], lambda _: "still here?" in w.texts(), rng=rng)
+            assert "strangerDisconnected" not in w.names() + p.names()
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_grace_timer_that_fires_late_still_sees_the_page_that_came_back(tmp_path, redis_server):
+    # The owner's loop is stalled past the page's grace (SIGSTOP): its timer fires late. The page
+    # polled again right after it went away, so it came back: "since it went away", not "in the
+    # last LEAVE_GRACE seconds" (which a late timer moves past the poll).
+    from plugins.web.omegle_api import LEAVE_GRACE
+
+    a, b = await two(tmp_path, redis_server.url, lease=30)  # a stalled instance is not taken for dead
+    rng = random.Random(23)
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            w, p = await paired(http, a.url, b.url, [a.url], rng)  # owned by a
+            assert await w.post(a.url, "/disconnect", grace="1") == (200, "win")  # the grace timer is a's
+            assert await w.poll(b.url) is None  # the reloaded page polls on b at once
+            a.proc.send_signal(signal.SIGSTOP)
+            try:
+                await asyncio.sleep(LEAVE_GRACE + 2)  # the fault: a's timer is overdue by 2 s when a runs again
+            finally:
+                a.proc.send_signal(signal.SIGCONT)
+            # Two full round trips through a after it ran its overdue timer (and the store read it
+            # starts): a leave would have reached both sides by then.
+            for n in range(2):
+                assert await p.post(a.url, "/send", msg=f"still here? {n}") == (200, "win")
+                await w.until([a.url, b.url], lambda _, n=n: f"still here? {n}" in w.texts(), rng=rng)
+                assert await w.post(a.url, "/send", msg=f"yes {n}") == (200, "win")
+                await p.until([a.url, b.url], lambda _, n=n: f"yes {n}" in p.texts(), rng=rng)
             assert "strangerDisconnected" not in w.names() + p.names()
     finally:
         await asyncio.gather(a.stop(), b.stop())
