@@ -44,6 +44,7 @@ from .protocol import (
     connect_line,
     decode_payload,
     encode_payload,
+    encode_text,
     exit_line,
     make_uco,
     parse_line,
@@ -222,10 +223,11 @@ class RouletteChat(Chat):
 
     async def _paced(self) -> asyncio.StreamWriter:
         """Wait for registration and for a token of the line rate, spend it; the writer to use."""
-        await self.registered.wait()
-        while (delay := self.bucket.wait_time()) > 0:
-            await asyncio.sleep(delay)
-        self.bucket.spend(1)
+        if not self.registered.is_set():  # set once, long before most lines: no wait made for them
+            await self.registered.wait()
+        bucket = self.bucket
+        while not bucket.allow():  # a token taken at once when there is one (most lines)
+            await asyncio.sleep(bucket.wait_time())
         if self.writer is None or self.writer.is_closing():
             raise Permanent("the connection is closed")
         return self.writer
@@ -234,7 +236,7 @@ class RouletteChat(Chat):
         """One (maybe merged) message as one comm line; tell the user once per burst that texts were merged."""
         writer = await self._paced()
         try:
-            writer.write(comm_line(self.ids, encode_payload(Message(item.text))))
+            writer.write(comm_line(self.ids, encode_text(item.text)))
             await writer.drain()
         except OSError as exc:  # the reader ends the chat on the same broken connection
             raise Permanent(f"write failed: {exc!r}") from exc
