@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 import re
@@ -133,7 +134,18 @@ def changed(session: Session) -> None:
         if wait <= 0:
             session.host.queue_save(session, state)
         else:
-            asyncio.get_running_loop().call_later(wait, session.host.queue_save, session, state)
+            asyncio.get_running_loop().call_later(wait, _queue_save, session, state, context=_TIMERS)
+
+
+# The context every save timer runs in: one, empty (nothing here reads a context variable).
+# call_later would copy the caller's context for each timer, and a timer waits in every chat
+# whose map changed within SAVE_INTERVAL of its last save: with a function rather than the
+# host's bound method, 330 -> 145 bytes per chat with a timer (bench_omegle's 1,000 chats).
+_TIMERS = contextvars.Context()
+
+
+def _queue_save(session: Session, state: ChatRich) -> None:
+    session.host.queue_save(session, state)
 
 
 async def save(session: Session, state: ChatRich) -> None:
