@@ -70,6 +70,7 @@ class OmegleBackend(Backend):
         self._count_at = 0.0
         self._rotation = 0
         self._cleanups: set[asyncio.Task] = set()
+        self._limits: dict[float, aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
         """Open the one HTTP client session every chat shares."""
@@ -103,7 +104,10 @@ class OmegleBackend(Backend):
     async def request(self, method: str, server: str, path: str, *, params=None, data=None, timeout: float | None = None):
         """One HTTP exchange with a deadline: (status, body text). Raises RequestFailed on no answer."""
         session = self._session()
-        limit = aiohttp.ClientTimeout(total=timeout or self.config.request_timeout)
+        seconds = timeout or self.config.request_timeout
+        limit = self._limits.get(seconds)
+        if limit is None:  # one per deadline used (two): a waiting poll holds it, and it is immutable
+            limit = self._limits[seconds] = aiohttp.ClientTimeout(total=seconds)
         try:
             async with session.request(method, server + path, params=params, data=data, timeout=limit, allow_redirects=False) as resp:
                 raw = await resp.content.read(MAX_BODY + 1)

@@ -52,6 +52,9 @@ class _Ending:
 class OmegleChat(Chat):
     """One conversation through an Omegle-protocol server: /start, then a long-poll loop."""
 
+    # Slots: a thousand waiting chats each hold one, and no __dict__ (Chat has empty slots).
+    __slots__ = ("_likes_timer", "backend", "client_id", "closed", "handle", "server", "start", "translator")
+
     def __init__(self, backend: OmegleBackend, start: Start | None, server: str, client_id: str | None = None) -> None:
         self.backend = backend
         self.start = start  # None: a resumed chat
@@ -60,8 +63,7 @@ class OmegleChat(Chat):
         self.translator = Translator(spy=start is not None and start.mode is Mode.ASK)
         self.closed = False
         self._likes_timer: asyncio.Task | None = None
-        if client_id is not None:
-            self.handle = _handle(server, client_id)
+        self.handle = None if client_id is None else _handle(server, client_id)  # the slot hides Chat.handle
 
     def __repr__(self) -> str:  # never show the client id
         return f"<OmegleChat {self.server} {'connected' if self.translator.connected else 'searching'}>"
@@ -96,6 +98,7 @@ class OmegleChat(Chat):
             empties = 0
             while not self.closed:
                 began = time.monotonic()
+                body = batch = event = None  # a chat waiting for its next answer holds nothing of the last
                 try:
                     status, body = await self.backend.request(
                         "POST", self.server, "/events", data={"id": self.client_id}, timeout=cfg.poll_timeout
