@@ -112,6 +112,8 @@ class RouletteChat(Chat):
         self.outbox = Outbox("roulette", self, OUTBOX)  # the name in its logs: never the uco
         self.sent_typing = False
         self.merge_told = float("-inf")
+        self.heard = 0.0  # loop time of the server's last line
+        self.watchdog: asyncio.TimerHandle | None = None  # the heartbeat's timer, once registered
         self.queue.emit(Waiting())
         self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -167,14 +169,17 @@ class RouletteChat(Chat):
             self.queue.end("The chat-roulette server could not be reached.")
             return
         self.registered.set()
+        # The heartbeat is one timer that looks at when the last line came (`_watch`), not a
+        # deadline made and cancelled around every line read: a ping a second and every message.
+        loop = asyncio.get_running_loop()
+        self.heard = loop.time()
+        self.watchdog = loop.call_later(cfg.heartbeat_timeout, self._watch)
         try:
             while not self.queue.final:
-                try:
-                    async with asyncio.timeout(cfg.heartbeat_timeout):
-                        raw = await self._readline(reader)
-                except TimeoutError:
-                    self.queue.end("The chat-roulette server stopped answering.")
-                    break
+                raw = await reader.readline()
+                if not raw:
+                    raise EOFError("closed by the server")
+                self.heard = loop.time()
                 self._on_line(parse_line(raw))
         except ProtocolError:
             log.info("roulette: unreadable line from the server")
@@ -183,7 +188,18 @@ class RouletteChat(Chat):
             log.info("roulette: connection lost: %r", exc)
             self.queue.end(None)
         finally:
+            self.watchdog.cancel()
             self.outbox.close()
+
+    def _watch(self) -> None:
+        """No line for heartbeat_timeout seconds (the server pings every second): the chat has ended."""
+        loop = asyncio.get_running_loop()
+        left = self.heard + self.config.heartbeat_timeout - loop.time()
+        if left > 0:
+            self.watchdog = loop.call_later(left, self._watch)
+            return
+        self.queue.end("The chat-roulette server stopped answering.")
+        self.task.cancel()  # the read that waits for nothing; its finally closes the outbox
 
     @staticmethod
     async def _readline(reader: asyncio.StreamReader) -> bytes:
