@@ -9,6 +9,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+import aiohttp
+
 from bridge.abc import Chat
 from bridge.events import Disconnected, Event, Message, Mode, Reason, Report, ServerNotice, Start, StoppedTyping, Typing, Waiting
 
@@ -19,9 +21,11 @@ from .translate import Translator
 if TYPE_CHECKING:
     from .backend import OmegleBackend
 
-__all__ = ["OmegleChat", "RequestFailed", "RequestRefused"]
+__all__ = ["MAX_BODY", "OmegleChat", "RequestFailed", "RequestRefused", "answer", "failure"]
 
 log = logging.getLogger(__name__)
+
+MAX_BODY = 1 << 20  # bytes of one answer; a server sending more is broken or hostile
 
 
 class RequestFailed(Exception):
@@ -38,6 +42,22 @@ class RequestRefused(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(f"HTTP {status}")
         self.status = status
+
+
+async def answer(resp: aiohttp.ClientResponse) -> str:
+    """The body text of an answer; RequestFailed when it is over MAX_BODY bytes."""
+    raw = await resp.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise RequestFailed("The stranger service sent an oversized answer.")
+    return raw.decode("utf-8", "replace")
+
+
+def failure(exc: BaseException, method: str, server: str, path: str) -> RequestFailed:
+    """What a request that got no answer (a timeout, an aiohttp.ClientError) tells the user."""
+    if isinstance(exc, TimeoutError):
+        return RequestFailed("The stranger service did not answer in time.")
+    log.debug("omegle: %s %s%s: %s", method, server, path, exc.__class__.__name__)
+    return RequestFailed("The connection to the stranger service was lost.")
 
 
 class _Ending:
@@ -98,11 +118,16 @@ class OmegleChat(Chat):
             empties = 0
             while not self.closed:
                 began = time.monotonic()
-                body = batch = event = None  # a chat waiting for its next answer holds nothing of the last
+                body = batch = event = resp = None  # a chat waiting for its next answer holds nothing of the last
                 try:
-                    status, body = await self.backend.request(
-                        "POST", self.server, "/events", data={"id": self.client_id}, timeout=cfg.poll_timeout
-                    )
+                    # backend.request written in: a waiting chat holds this one frame, not also request's.
+                    try:
+                        async with self.backend.exchange(
+                            "POST", self.server, "/events", data={"id": self.client_id}, timeout=cfg.poll_timeout
+                        ) as resp:
+                            status, body = resp.status, await answer(resp)
+                    except (TimeoutError, aiohttp.ClientError) as exc:
+                        raise failure(exc, "POST", self.server, "/events") from None
                     if status >= 500:
                         raise RequestFailed(f"The stranger service failed (HTTP {status}).")
                     if status >= 400:
