@@ -15,7 +15,7 @@ from bridge.abc import Backend, Chat, PluginConfig
 from bridge.backoff import Backoff
 from bridge.events import Disconnected, Event, Mode, Reason, ServerNotice, Start, Waiting
 
-from .chat import OmegleChat, RequestFailed
+from .chat import OmegleChat, RequestFailed, answer, failure
 from .protocol import ProtocolError, parse_start, parse_status
 from .query import random_id
 
@@ -23,7 +23,6 @@ __all__ = ["OmegleBackend", "OmegleConfig"]
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 1 << 20  # bytes of one answer; a server sending more is broken or hostile
 BACKOFF_CAP = 10.0  # seconds
 STATUS_MAX_AGE = 60.0  # seconds an online count stays fresh
 
@@ -70,6 +69,7 @@ class OmegleBackend(Backend):
         self._count_at = 0.0
         self._rotation = 0
         self._cleanups: set[asyncio.Task] = set()
+        self._limits: dict[float, aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
         """Open the one HTTP client session every chat shares."""
@@ -100,21 +100,23 @@ class OmegleBackend(Backend):
             return self.next_server(current)
         return server
 
+    def exchange(self, method: str, server: str, path: str, *, params=None, data=None, timeout: float | None = None):
+        """The HTTP exchange of `request`, not yet awaited: aiohttp's context manager giving the
+        response. A caller that awaits it in its own frame (the long poll) reads the body with
+        `answer` and turns a timeout or aiohttp.ClientError into RequestFailed with `failure`."""
+        seconds = timeout or self.config.request_timeout
+        limit = self._limits.get(seconds)
+        if limit is None:  # one per deadline used (two): a waiting poll holds it, and it is immutable
+            limit = self._limits[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return self._session().request(method, server + path, params=params, data=data, timeout=limit, allow_redirects=False)
+
     async def request(self, method: str, server: str, path: str, *, params=None, data=None, timeout: float | None = None):
         """One HTTP exchange with a deadline: (status, body text). Raises RequestFailed on no answer."""
-        session = self._session()
-        limit = aiohttp.ClientTimeout(total=timeout or self.config.request_timeout)
         try:
-            async with session.request(method, server + path, params=params, data=data, timeout=limit, allow_redirects=False) as resp:
-                raw = await resp.content.read(MAX_BODY + 1)
-                if len(raw) > MAX_BODY:
-                    raise RequestFailed("The stranger service sent an oversized answer.")
-                return resp.status, raw.decode("utf-8", "replace")
-        except TimeoutError:
-            raise RequestFailed("The stranger service did not answer in time.") from None
-        except aiohttp.ClientError as exc:
-            log.debug("omegle: %s %s%s: %s", method, server, path, exc.__class__.__name__)
-            raise RequestFailed("The connection to the stranger service was lost.") from None
+            async with self.exchange(method, server, path, params=params, data=data, timeout=timeout) as resp:
+                return resp.status, await answer(resp)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise failure(exc, method, server, path) from None
 
     async def connect(self, start: Start) -> Chat:
         """A chat that starts at the next server in turn; returns at once (/start runs in events())."""

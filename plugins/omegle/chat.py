@@ -9,6 +9,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+import aiohttp
+
 from bridge.abc import Chat
 from bridge.events import Disconnected, Event, Message, Mode, Reason, Report, ServerNotice, Start, StoppedTyping, Typing, Waiting
 
@@ -19,9 +21,11 @@ from .translate import Translator
 if TYPE_CHECKING:
     from .backend import OmegleBackend
 
-__all__ = ["OmegleChat", "RequestFailed", "RequestRefused"]
+__all__ = ["MAX_BODY", "OmegleChat", "RequestFailed", "RequestRefused", "answer", "failure"]
 
 log = logging.getLogger(__name__)
+
+MAX_BODY = 1 << 20  # bytes of one answer; a server sending more is broken or hostile
 
 
 class RequestFailed(Exception):
@@ -40,6 +44,22 @@ class RequestRefused(Exception):
         self.status = status
 
 
+async def answer(resp: aiohttp.ClientResponse) -> str:
+    """The body text of an answer; RequestFailed when it is over MAX_BODY bytes."""
+    raw = await resp.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise RequestFailed("The stranger service sent an oversized answer.")
+    return raw.decode("utf-8", "replace")
+
+
+def failure(exc: BaseException, method: str, server: str, path: str) -> RequestFailed:
+    """What a request that got no answer (a timeout, an aiohttp.ClientError) tells the user."""
+    if isinstance(exc, TimeoutError):
+        return RequestFailed("The stranger service did not answer in time.")
+    log.debug("omegle: %s %s%s: %s", method, server, path, exc.__class__.__name__)
+    return RequestFailed("The connection to the stranger service was lost.")
+
+
 class _Ending:
     """How a chat ends before it began: the notice shown, and the reason."""
 
@@ -52,6 +72,9 @@ class _Ending:
 class OmegleChat(Chat):
     """One conversation through an Omegle-protocol server: /start, then a long-poll loop."""
 
+    # Slots: a thousand waiting chats each hold one, and no __dict__ (Chat has empty slots).
+    __slots__ = ("_likes_timer", "backend", "client_id", "closed", "handle", "server", "start", "translator")
+
     def __init__(self, backend: OmegleBackend, start: Start | None, server: str, client_id: str | None = None) -> None:
         self.backend = backend
         self.start = start  # None: a resumed chat
@@ -60,8 +83,7 @@ class OmegleChat(Chat):
         self.translator = Translator(spy=start is not None and start.mode is Mode.ASK)
         self.closed = False
         self._likes_timer: asyncio.Task | None = None
-        if client_id is not None:
-            self.handle = _handle(server, client_id)
+        self.handle = None if client_id is None else _handle(server, client_id)  # the slot hides Chat.handle
 
     def __repr__(self) -> str:  # never show the client id
         return f"<OmegleChat {self.server} {'connected' if self.translator.connected else 'searching'}>"
@@ -72,6 +94,8 @@ class OmegleChat(Chat):
         return self.translator.done
 
     async def events(self) -> AsyncIterator[Event]:
+        # The /start, then the long-poll loop, in this one generator: a waiting chat holds one
+        # generator's frame, not a second one for the loop (bench_omegle's 1,000 chats).
         resumed = self.start is None
         try:
             if not resumed:
@@ -87,8 +111,71 @@ class OmegleChat(Chat):
                 if self.dead:
                     return
                 self._schedule_stop_looking()
-            async for event in self._poll(first_tells=resumed):
-                yield event
+            # The long polls. A resumed chat's first answer tells whether the server still knows it.
+            first_tells = resumed
+            cfg = self.backend.config
+            failures = 0
+            empties = 0
+            while not self.closed:
+                began = time.monotonic()
+                body = batch = event = resp = None  # a chat waiting for its next answer holds nothing of the last
+                try:
+                    # backend.request written in: a waiting chat holds this one frame, not also request's.
+                    try:
+                        async with self.backend.exchange(
+                            "POST", self.server, "/events", data={"id": self.client_id}, timeout=cfg.poll_timeout
+                        ) as resp:
+                            status, body = resp.status, await answer(resp)
+                    except (TimeoutError, aiohttp.ClientError) as exc:
+                        raise failure(exc, "POST", self.server, "/events") from None
+                    if status >= 500:
+                        raise RequestFailed(f"The stranger service failed (HTTP {status}).")
+                    if status >= 400:
+                        raise RequestRefused(status)
+                    batch = parse_events(body)
+                except RequestFailed as exc:
+                    failures += 1
+                    if failures > cfg.retries:
+                        log.warning("omegle: polling %s failed %d times (%s); ending the chat", self.server, failures, exc.notice)
+                        self.translator.done = True
+                        if not first_tells:
+                            yield ServerNotice(exc.notice)
+                        yield Disconnected(reason=Reason.RESTART if first_tells else Reason.ERROR)
+                        return
+                    await asyncio.sleep(self.backend.retry.delay(failures))
+                    continue
+                except (RequestRefused, ProtocolError) as exc:
+                    log.warning("omegle: polling %s: %s; ending the chat", self.server, exc)
+                    self.translator.done = True
+                    if not first_tells:
+                        yield ServerNotice(
+                            "The stranger service no longer knows this chat."
+                            if isinstance(exc, RequestRefused)
+                            else "The stranger service answered something that is not the Omegle protocol."
+                        )
+                    yield Disconnected(reason=Reason.RESTART if first_tells else Reason.ERROR)
+                    return
+                failures = 0
+                if first_tells:
+                    first_tells = False
+                    if batch and isinstance(batch[0], ConnectionDied):
+                        self.translator.done = True
+                        yield Disconnected(reason=Reason.RESTART)
+                        return
+                if not batch:
+                    # Never spin: a server that answers `null` at once is polled at a bounded rate.
+                    elapsed = time.monotonic() - began
+                    if elapsed < cfg.min_poll_interval:
+                        empties += 1
+                        await asyncio.sleep(self.backend.empty_poll.delay(empties) - elapsed)
+                    else:
+                        empties = 0
+                    continue
+                empties = 0
+                for event in self._translate(batch):
+                    yield event
+                if self.dead:
+                    return
         finally:
             self._cancel_timer()
 
@@ -142,65 +229,6 @@ class OmegleChat(Chat):
         except asyncio.CancelledError:
             self.backend.forget_start(request, self.server)
             raise
-
-    async def _poll(self, first_tells: bool) -> AsyncIterator[Event]:
-        cfg = self.backend.config
-        failures = 0
-        empties = 0
-        while not self.closed:
-            began = time.monotonic()
-            try:
-                status, body = await self.backend.request(
-                    "POST", self.server, "/events", data={"id": self.client_id}, timeout=cfg.poll_timeout
-                )
-                if status >= 500:
-                    raise RequestFailed(f"The stranger service failed (HTTP {status}).")
-                if status >= 400:
-                    raise RequestRefused(status)
-                batch = parse_events(body)
-            except RequestFailed as exc:
-                failures += 1
-                if failures > cfg.retries:
-                    log.warning("omegle: polling %s failed %d times (%s); ending the chat", self.server, failures, exc.notice)
-                    self.translator.done = True
-                    if not first_tells:
-                        yield ServerNotice(exc.notice)
-                    yield Disconnected(reason=Reason.RESTART if first_tells else Reason.ERROR)
-                    return
-                await asyncio.sleep(self.backend.retry.delay(failures))
-                continue
-            except (RequestRefused, ProtocolError) as exc:
-                log.warning("omegle: polling %s: %s; ending the chat", self.server, exc)
-                self.translator.done = True
-                if not first_tells:
-                    yield ServerNotice(
-                        "The stranger service no longer knows this chat."
-                        if isinstance(exc, RequestRefused)
-                        else "The stranger service answered something that is not the Omegle protocol."
-                    )
-                yield Disconnected(reason=Reason.RESTART if first_tells else Reason.ERROR)
-                return
-            failures = 0
-            if first_tells:
-                first_tells = False
-                if batch and isinstance(batch[0], ConnectionDied):
-                    self.translator.done = True
-                    yield Disconnected(reason=Reason.RESTART)
-                    return
-            if not batch:
-                # Never spin: a server that answers `null` at once is polled at a bounded rate.
-                elapsed = time.monotonic() - began
-                if elapsed < cfg.min_poll_interval:
-                    empties += 1
-                    await asyncio.sleep(self.backend.empty_poll.delay(empties) - elapsed)
-                else:
-                    empties = 0
-                continue
-            empties = 0
-            for event in self._translate(batch):
-                yield event
-            if self.dead:
-                return
 
     def _schedule_stop_looking(self) -> None:
         start, after = self.start, self.backend.config.stop_common_likes_after

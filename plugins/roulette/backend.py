@@ -44,6 +44,7 @@ from .protocol import (
     connect_line,
     decode_payload,
     encode_payload,
+    encode_text,
     exit_line,
     make_uco,
     parse_line,
@@ -111,6 +112,8 @@ class RouletteChat(Chat):
         self.outbox = Outbox("roulette", self, OUTBOX)  # the name in its logs: never the uco
         self.sent_typing = False
         self.merge_told = float("-inf")
+        self.heard = 0.0  # loop time of the server's last line
+        self.watchdog: asyncio.TimerHandle | None = None  # the heartbeat's timer, once registered
         self.queue.emit(Waiting())
         self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -166,14 +169,17 @@ class RouletteChat(Chat):
             self.queue.end("The chat-roulette server could not be reached.")
             return
         self.registered.set()
+        # The heartbeat is one timer that looks at when the last line came (`_watch`), not a
+        # deadline made and cancelled around every line read: a ping a second and every message.
+        loop = asyncio.get_running_loop()
+        self.heard = loop.time()
+        self.watchdog = loop.call_later(cfg.heartbeat_timeout, self._watch)
         try:
             while not self.queue.final:
-                try:
-                    async with asyncio.timeout(cfg.heartbeat_timeout):
-                        raw = await self._readline(reader)
-                except TimeoutError:
-                    self.queue.end("The chat-roulette server stopped answering.")
-                    break
+                raw = await reader.readline()
+                if not raw:
+                    raise EOFError("closed by the server")
+                self.heard = loop.time()
                 self._on_line(parse_line(raw))
         except ProtocolError:
             log.info("roulette: unreadable line from the server")
@@ -182,7 +188,18 @@ class RouletteChat(Chat):
             log.info("roulette: connection lost: %r", exc)
             self.queue.end(None)
         finally:
+            self.watchdog.cancel()
             self.outbox.close()
+
+    def _watch(self) -> None:
+        """No line for heartbeat_timeout seconds (the server pings every second): the chat has ended."""
+        loop = asyncio.get_running_loop()
+        left = self.heard + self.config.heartbeat_timeout - loop.time()
+        if left > 0:
+            self.watchdog = loop.call_later(left, self._watch)
+            return
+        self.queue.end("The chat-roulette server stopped answering.")
+        self.task.cancel()  # the read that waits for nothing; its finally closes the outbox
 
     @staticmethod
     async def _readline(reader: asyncio.StreamReader) -> bytes:
@@ -222,10 +239,11 @@ class RouletteChat(Chat):
 
     async def _paced(self) -> asyncio.StreamWriter:
         """Wait for registration and for a token of the line rate, spend it; the writer to use."""
-        await self.registered.wait()
-        while (delay := self.bucket.wait_time()) > 0:
-            await asyncio.sleep(delay)
-        self.bucket.spend(1)
+        if not self.registered.is_set():  # set once, long before most lines: no wait made for them
+            await self.registered.wait()
+        bucket = self.bucket
+        while not bucket.allow():  # a token taken at once when there is one (most lines)
+            await asyncio.sleep(bucket.wait_time())
         if self.writer is None or self.writer.is_closing():
             raise Permanent("the connection is closed")
         return self.writer
@@ -234,7 +252,7 @@ class RouletteChat(Chat):
         """One (maybe merged) message as one comm line; tell the user once per burst that texts were merged."""
         writer = await self._paced()
         try:
-            writer.write(comm_line(self.ids, encode_payload(Message(item.text))))
+            writer.write(comm_line(self.ids, encode_text(item.text)))
             await writer.drain()
         except OSError as exc:  # the reader ends the chat on the same broken connection
             raise Permanent(f"write failed: {exc!r}") from exc

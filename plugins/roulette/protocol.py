@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any
 
 from bridge.events import Message, StoppedTyping, Typing
@@ -26,6 +27,7 @@ __all__ = [
     "connect_line",
     "decode_payload",
     "encode_payload",
+    "encode_text",
     "exit_line",
     "make_uco",
     "parse_line",
@@ -40,6 +42,11 @@ FIELD_LENGTH = 24  # likewise for `session` and `nonce`
 TYPE_MESSAGE = "message"
 TYPE_TYPING = "typing"
 TYPE_STOPPED = "stopped_typing"
+
+# json.dumps(…, ensure_ascii=True, separators=(",", ":")), minus the encoder it makes per call
+_COMPACT = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+_TYPING_DATA = _COMPACT({"type": TYPE_TYPING})
+_STOPPED_DATA = _COMPACT({"type": TYPE_STOPPED})
 
 
 class ProtocolError(ValueError):
@@ -67,7 +74,7 @@ def make_uco(prefix: str, random_part: str) -> str:
 def _line(cmd: str, ids: Ids, **extra: Any) -> bytes:
     obj = {"cmd": cmd, "uco": ids.uco, "session": ids.session, "nonce": ids.nonce, **extra}
     # ASCII escapes: the server (Python 2) reads bytes and forwards with json.dumps anyway.
-    return (json.dumps(obj, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
+    return (_COMPACT(obj) + "\n").encode("ascii")
 
 
 def connect_line(ids: Ids) -> bytes:
@@ -87,18 +94,23 @@ def exit_line(ids: Ids) -> bytes:
 
 def comm_line(ids: Ids, data: str) -> bytes:
     """A line the server forwards unchanged to our partner (or bounces as "no peer")."""
-    return _line("comm", ids, data=data)
+    # _line's JSON object written out, the same bytes (a test compares them): one per message.
+    return (
+        f'{{"cmd":"comm","uco":{_quoted(ids.uco)},"session":{_quoted(ids.session)},"nonce":{_quoted(ids.nonce)},'
+        f'"data":{_quoted(data)}}}\n'
+    ).encode("ascii")
 
 
 def encode_payload(event: Message | Typing | StoppedTyping) -> str:
     """Our chat payload: a JSON object with a `type` field, carried as the `data` string."""
     if isinstance(event, Message):
-        obj: dict[str, Any] = {"type": TYPE_MESSAGE, "text": event.text}
-    elif isinstance(event, Typing):
-        obj = {"type": TYPE_TYPING}
-    else:
-        obj = {"type": TYPE_STOPPED}
-    return json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
+        return encode_text(event.text)
+    return _TYPING_DATA if isinstance(event, Typing) else _STOPPED_DATA
+
+
+def encode_text(text: str) -> str:
+    """`encode_payload` of Message(text), without the Message: the JSON object written out (the same text)."""
+    return f'{{"type":"message","text":{_quoted(text)}}}'
 
 
 def decode_payload(data: Any) -> Message | Typing | StoppedTyping | None:

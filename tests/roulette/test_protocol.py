@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.events import Message, StoppedTyping, Typing
 from plugins.roulette.protocol import (
@@ -22,6 +24,7 @@ from plugins.roulette.protocol import (
     connect_line,
     decode_payload,
     encode_payload,
+    encode_text,
     exit_line,
     make_uco,
     parse_line,
@@ -65,6 +68,31 @@ def test_comm_line_is_ascii_and_carries_data_unchanged():
 )
 def test_uco_is_alphanumeric_and_cut_to_24(prefix, rand, expected):
     assert make_uco(prefix, rand) == expected
+
+
+def _dumped(obj: dict) -> str:
+    return json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
+
+
+# Any text, lone surrogates, quotes, backslashes and control characters included.
+TEXTS = st.text(st.characters(blacklist_categories=()), max_size=60)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(uco=TEXTS, session=TEXTS, nonce=TEXTS, data=TEXTS)
+def test_comm_line_and_the_message_payload_are_the_bytes_of_json_dumps(uco, session, nonce, data):
+    # Both are written out by hand (one of each per message): they must stay byte for byte what
+    # json.dumps of their objects gives, in the same key order.
+    ids = Ids(uco, session, nonce)
+    assert comm_line(ids, data) == (
+        _dumped({"cmd": "comm", "uco": uco, "session": session, "nonce": nonce, "data": data}) + "\n"
+    ).encode("ascii")
+    assert encode_text(data) == encode_payload(Message(data)) == _dumped({"type": "message", "text": data})
+
+
+def test_typing_payloads_are_the_json_of_their_type():
+    assert encode_payload(Typing()) == '{"type":"typing"}'
+    assert encode_payload(StoppedTyping()) == '{"type":"stopped_typing"}'
 
 
 @pytest.mark.parametrize(
