@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+if TYPE_CHECKING:
+    from aiohttp import web
 
 from .address import split_bind
 from .metrics import CONTENT_TYPE, Metrics
@@ -30,6 +31,8 @@ class HealthServer:
 
     async def start(self) -> None:
         """Listen; raises OSError when the address is taken (the daemon then fails to start)."""
+        from aiohttp import web
+
         app = web.Application(client_max_size=1024)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
@@ -48,10 +51,14 @@ class HealthServer:
             self._runner = None
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         body = self.metrics.prometheus().encode()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
 
     async def _healthz(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         status = self.status()
         health = status.get("health", "unknown")
         # The first line is the verdict; each further line says why (a platform, a backend, the store).
@@ -59,5 +66,7 @@ class HealthServer:
         return web.Response(text=text, status=200 if health == "healthy" else 503, headers={"Cache-Control": "no-store"})
 
     async def _status(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         body = json.dumps(self.status(), sort_keys=True, default=str)
         return web.Response(text=body, content_type="application/json", headers={"Cache-Control": "no-store"})

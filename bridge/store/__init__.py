@@ -7,7 +7,6 @@ import os
 
 from .base import MemoryStore, PluginState, SessionRecord, Store, StoreError, StoreUnavailable
 from .lease import InstanceDown
-from .sqlite import SharedStateFile, SQLiteStore, held_by_a_daemon
 from .url import PASSWORD_ENV, StoreURL, parse_store_url
 
 __all__ = [
@@ -40,6 +39,8 @@ async def open_store(
     """The store a configuration names. A Redis password comes from PASSWORD_ENV when it is set."""
     if not url.is_redis:
         assert url.path is not None
+        from .sqlite import SQLiteStore
+
         return await asyncio.to_thread(SQLiteStore, url.path)  # its integrity check reads the whole file
     try:
         from .redis import RedisStore
@@ -55,3 +56,12 @@ async def open_tool_store(url: StoreURL, *, prefix: str, environ: dict[str, str]
 
     url = url.with_password_from(os.environ if environ is None else environ)
     return await RedisStore.open_tool(url, prefix=prefix)
+
+
+def __getattr__(name: str):
+    # sqlite3 (and its thread pool) only when a SQLite store is asked for: a Redis or memory store never loads it
+    if name in ("SQLiteStore", "SharedStateFile", "held_by_a_daemon"):
+        from . import sqlite
+
+        return getattr(sqlite, name)
+    raise AttributeError(name)
