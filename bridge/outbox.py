@@ -95,9 +95,13 @@ class Outbox:
 
     # ---- queueing ----------------------------------------------------------------------------
 
-    def put_text(self, label: str | None, text: str, *, group: Hashable = None) -> None:
-        """Queue stranger text (mergeable with the texts of the same speaker and group next to it)."""
-        self._put(Item("text", label=label, text=text, group=group))
+    def put_text(self, label: str | None, text: str, *, group: Hashable = None, key: str | None = None) -> None:
+        """Queue stranger text (mergeable with the texts of the same speaker and group next to it).
+        `key`: its idempotency key when the sender has its own kind ready (a Matrix transaction id)."""
+        if key is None:
+            self._put(Item("text", label=label, text=text, group=group))
+        else:
+            self._put(Item("text", label=label, text=text, group=group, key=key))
 
     def put_payload(self, payload: Any, *, notify: bool = True, first: bool = False) -> None:
         """Queue anything else the sender posts (a notice); never merged. `first`: before what waits

@@ -63,7 +63,8 @@ class Delivery:
             if self.undelivered and self.undelivered.get(where):
                 self._tell_undelivered(box)
             if event.image is None and event.reply_to is None and event.text:  # (Relay.put's plain text, inlined)
-                box.put_text(event.stranger, event.text)
+                # Its transaction id now, instead of a key send_text would replace (the block's next, or else later).
+                box.put_text(event.stranger, event.text, key=host.txn.take_reserved())
                 host.relations.queued(where, event.ref, event.text)
                 return
             told = host.relay.put(box, where, event, None, images=event.image is not None and host.media.on(where.room))
