@@ -85,9 +85,7 @@ class Receiver:
                 for ev in info.state:
                     if isinstance(getattr(ev, "source", None), dict):
                         moderation.lists.apply(rid, ev.source)
-            if self.host.crypto is None and info.state and any(
-                getattr(e, "source", {}).get("type") == "m.room.encryption" for e in info.state
-            ):
+            if self.host.crypto is None and info.state and any(getattr(e, "source", {}).get("type") == "m.room.encryption" for e in info.state):
                 await self.host.refuse_encrypted(rid)
                 continue
             events = [e.source for e in info.timeline.events if isinstance(getattr(e, "source", None), dict)]
