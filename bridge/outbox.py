@@ -85,8 +85,8 @@ class Outbox:
         self.limited = False  # a RateLimited answer was seen since the last send
         self.task: asyncio.Task | None = None
         self.sending: Item | None = None
-        self.idle = asyncio.Event()
-        self.idle.set()
+        self._busy = False  # something is queued or being sent
+        self._idle: asyncio.Event | None = None  # made when first asked for (most outboxes live for one message)
         self._typing: TypingPace | None = None  # made at the first typing (most outboxes live for one message)
         self._idle_timer: asyncio.TimerHandle | None = None
         self.closed = False
@@ -95,9 +95,13 @@ class Outbox:
 
     # ---- queueing ----------------------------------------------------------------------------
 
-    def put_text(self, label: str | None, text: str, *, group: Hashable = None) -> None:
-        """Queue stranger text (mergeable with the texts of the same speaker and group next to it)."""
-        self._put(Item("text", label=label, text=text, group=group))
+    def put_text(self, label: str | None, text: str, *, group: Hashable = None, key: str | None = None) -> None:
+        """Queue stranger text (mergeable with the texts of the same speaker and group next to it).
+        `key`: its idempotency key when the sender has its own kind ready (a Matrix transaction id)."""
+        if key is None:
+            self._put(Item("text", label=label, text=text, group=group))
+        else:
+            self._put(Item("text", label=label, text=text, group=group, key=key))
 
     def put_payload(self, payload: Any, *, notify: bool = True, first: bool = False) -> None:
         """Queue anything else the sender posts (a notice); never merged. `first`: before what waits
@@ -115,7 +119,9 @@ class Outbox:
             self.queue.appendleft(item)
         else:
             self.queue.append(item)
-        self.idle.clear()
+        self._busy = True
+        if self._idle is not None:
+            self._idle.clear()
         if self._idle_timer is not None:
             self._cancel_idle_timer()
         if self.task is None or self.task.done():
@@ -130,6 +136,16 @@ class Outbox:
             pace = self._typing = TypingPace(self.room, self._send_typing, policy.typing_every, off=policy.typing_off,
                                              on_quiet=self._check_idle)
         return pace
+
+    @property
+    def idle(self) -> asyncio.Event:
+        """Set while nothing is queued or being sent."""
+        event = self._idle
+        if event is None:
+            event = self._idle = asyncio.Event()
+            if not self._busy:
+                event.set()
+        return event
 
     @property
     def depth(self) -> int:
@@ -149,7 +165,7 @@ class Outbox:
         self._cancel_idle_timer()
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
-        self.idle.set()
+        self._set_idle()
 
     # ---- sending -----------------------------------------------------------------------------
 
@@ -173,8 +189,15 @@ class Outbox:
                 self.slow = self.limited or time.monotonic() - began >= self.policy.slow_after
         finally:
             if not self.queue:
-                self.idle.set()
+                self._busy = False  # (_set_idle, written out: after every item)
+                if self._idle is not None:
+                    self._idle.set()
                 self._check_idle()
+
+    def _set_idle(self) -> None:
+        self._busy = False
+        if self._idle is not None:
+            self._idle.set()
 
     async def _send(self, item: Item) -> None:
         policy = self.policy
@@ -259,7 +282,7 @@ class Outbox:
     @property
     def is_idle(self) -> bool:
         """Nothing queued, nobody typing, no typing call due."""
-        return self.idle.is_set() and not self.queue and (self._typing is None or not self._typing.active)
+        return not self._busy and not self.queue and (self._typing is None or not self._typing.active)
 
     def check_idle_soon(self) -> None:
         """Look at idleness once the caller's synchronous puts are done (never drop under a caller)."""
@@ -267,7 +290,7 @@ class Outbox:
 
     def _check_idle(self) -> None:
         """Tell the owner once the outbox is idle and its typing pace no longer matters."""
-        if self.on_idle is None or self.closed or not self.idle.is_set() or self.queue:
+        if self.on_idle is None or self.closed or self._busy or self.queue:
             return
         if self._typing is not None and self._typing.active:
             return  # is_idle, written out: called after every item and at every outbox made

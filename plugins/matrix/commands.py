@@ -9,6 +9,7 @@ from bridge.events import Disconnected, Event, Mode, Report, Start
 __all__ = ["Command", "help_text", "parse", "to_event"]
 
 NAMES = ("start", "next", "stop", "ask", "answer", "report", "images", "help")
+_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,15 @@ class Command:
 
 def parse(body: str, prefix: str) -> Command | None:
     """The command in a message body, or None when the body is not addressed to the bot."""
+    if prefix[:1] in _PUNCTUATION and prefix[0] not in body:
+        # Most messages: the prefix starts with an ASCII mark that no other character lowercases
+        # to, and the body does not hold it (tests/matrix/test_fastpaths checks every code point).
+        return None
+    return _parse(body, prefix)
+
+
+def _parse(body: str, prefix: str) -> Command | None:
+    """parse, without its quick refusal."""
     text = body.strip()
     head, _, rest = text.partition(" ")
     if head.lower() != prefix.lower():

@@ -29,6 +29,8 @@ __all__ = ["Host", "Receiver"]
 
 log = logging.getLogger(__name__)
 
+_RELAYED = ("m.room.message", "m.sticker", "m.reaction", "m.room.redaction")  # event kinds users send
+
 
 class Host(Protocol):
     """What the receiver needs from the platform: the client, and the room actions that also touch outboxes."""
@@ -83,7 +85,7 @@ class Receiver:
                 for ev in info.state:
                     if isinstance(getattr(ev, "source", None), dict):
                         moderation.lists.apply(rid, ev.source)
-            if self.host.crypto is None and any(getattr(e, "source", {}).get("type") == "m.room.encryption" for e in info.state):
+            if self.host.crypto is None and info.state and any(getattr(e, "source", {}).get("type") == "m.room.encryption" for e in info.state):
                 await self.host.refuse_encrypted(rid)
                 continue
             events = [e.source for e in info.timeline.events if isinstance(getattr(e, "source", None), dict)]
@@ -163,8 +165,10 @@ class Receiver:
 
     async def on_timeline(self, rid: str, ev: dict[str, Any], *, history: bool, decrypted_late: bool = False) -> None:
         """One timeline event, once (event ids de-duplicate replays; a late decryption is its event's first content)."""
-        if not decrypted_late and self.sync.seen_before(ev.get("event_id")):
-            return
+        if not decrypted_late:
+            event_id = ev.get("event_id")
+            if event_id and not self.sync.seen.first_time(event_id):  # (Sync.seen_before inlined: every event)
+                return
         kind = ev.get("type")
         sender = ev.get("sender") or ""
         if self.host.moderation.special(rid):
@@ -180,7 +184,7 @@ class Receiver:
                 return
             await self.host.refuse_encrypted(rid)
             return
-        if history or kind not in ("m.room.message", "m.sticker", "m.reaction", "m.room.redaction") or self.ignored(sender):
+        if history or kind not in _RELAYED or self.ignored(sender):
             return
         if self.rooms.closed(rid):
             return
@@ -191,6 +195,8 @@ class Receiver:
             await self.rich.on_reaction(rid, ev, sender, content)
         elif kind == "m.room.redaction":
             await self.rich.on_redaction(rid, ev)
+        elif "m.relates_to" not in content:  # most messages: no edit, no reply (relation_of would say so)
+            await self.on_message(rid, ev, sender, content, kind, None)
         else:
             edited, reply_to, _ = relation_of(content)
             if edited is not None:
@@ -215,45 +221,77 @@ class Receiver:
     async def on_message(self, rid: str, ev: dict, sender: str, content: dict, kind: str, reply_to: str | None) -> None:
         """A user's message: a command, text for the stranger, or media; in thread mode only in session threads.
         `reply_to`: the event it replies to (`relation_of`), if any."""
-        cfg, rooms = self.cfg, self.rooms
+        cfg, rooms, host = self.cfg, self.rooms, self.host
         body = content.get("body")
-        admin = self.host.admin
+        admin = host.admin
         if isinstance(body, str) and admin.prefix in body and admin.is_command(body.strip()):
-            await self.host.admin.handle(rid, sender, body.strip())  # refused outside the management room
+            await admin.handle(rid, sender, body.strip())  # refused outside the management room
             return
         what = classify(content, prefix=cfg.command_prefix, event_type=kind)
-        if isinstance(what, Ignore):
-            return
-        relates = content.get("m.relates_to") if isinstance(content.get("m.relates_to"), dict) else {}
-        root = relates.get("event_id") if relates.get("rel_type") == "m.thread" else None
-        if isinstance(what, Command) and what.name == "images":  # a room setting: anywhere in the room
-            await self.host.notice(rid, root, await self.host.media.switch(rid, sender, what.rest))
-            return
-        threaded = cfg.mode == "thread" and not await self.is_dm(rid)
-        if threaded:
-            if root is not None and rooms.is_thread(rid, root):
-                rooms.last_thread.remember((rid, sender), root)
-            elif root is None and isinstance(what, Command) and what.name in ("start", "ask", "answer"):
-                root = ev["event_id"]  # the command itself becomes the thread's root
-                rooms.add_thread(rid, root)
-                rooms.last_thread.remember((rid, sender), root)
-            elif isinstance(what, Command):
-                await self.host.notice(rid, root, f"Use {cfg.command_prefix} start here to open a chat in a new thread.")
-                return
-            else:
-                return  # ordinary conversation in a shared room
-        else:
+        said = type(what) is Said
+        if said and cfg.mode != "thread":  # most messages: text in a room that is its own session room
+            threaded = False
+            sid = rid
             root = None
-        sid = rid if root is None else SessionRoom(rid, root).format()
-        room = Room(self.host.name, sid)
-        self._user_stopped_typing(rid, sender)
-        submit = self.host.submit
+        else:
+            if isinstance(what, Ignore):
+                return
+            relates = content.get("m.relates_to") if isinstance(content.get("m.relates_to"), dict) else {}
+            root = relates.get("event_id") if relates.get("rel_type") == "m.thread" else None
+            if isinstance(what, Command) and what.name == "images":  # a room setting: anywhere in the room
+                await host.notice(rid, root, await host.media.switch(rid, sender, what.rest))
+                return
+            threaded = cfg.mode == "thread" and not await self.is_dm(rid)
+            if threaded:
+                if root is not None and rooms.is_thread(rid, root):
+                    rooms.last_thread.remember((rid, sender), root)
+                elif root is None and isinstance(what, Command) and what.name in ("start", "ask", "answer"):
+                    root = ev["event_id"]  # the command itself becomes the thread's root
+                    rooms.add_thread(rid, root)
+                    rooms.last_thread.remember((rid, sender), root)
+                elif isinstance(what, Command):
+                    await host.notice(rid, root, f"Use {cfg.command_prefix} start here to open a chat in a new thread.")
+                    return
+                else:
+                    return  # ordinary conversation in a shared room
+            else:
+                root = None
+            sid = rid if root is None else SessionRoom(rid, root).format()
+        room = Room(host.name, sid)
+        if rooms.typing:  # (nobody types in most rooms: the dict is empty then)
+            self._user_stopped_typing(rid, sender)
+        submit = host.submit
+        if not said:
+            await self._command_or_media(rid, root, sid, room, ev, sender, content, what)
+            return
+        assert isinstance(what, Said)
+        if sid not in rooms.active and cfg.dm_autostart and not threaded and await self.is_dm(rid):
+            if not await self._may_start(rid, root, sid, sender):
+                return
+            start = Start(user=user_key("matrix", sender), server=server_of(sender))
+            rooms.started(sid, start)
+            host.moderation.started(sid, sender)
+            submit(room, start)
+            return
+        if host.moderation.keep and sid in rooms.active:  # (lines are kept only for a moderation log)
+            host.moderation.note(sid, "User", what.text)
+        relations = host.relations
+        event_id = ev.get("event_id")
+        if isinstance(event_id, str):
+            relations.users.remember(event_id, UserLine(sid, sender))
+        submit(room, Message(what.text, ref=event_id if isinstance(event_id, str) else None,
+                             reply_to=relations.ref_of(reply_to) if reply_to else None))
+
+    async def _command_or_media(self, rid: str, root: str | None, sid: str, room: Room, ev: dict, sender: str,
+                                content: dict, what: Command | Media) -> None:
+        """A command in a session room (or thread), or media posted there."""
+        cfg, rooms, host = self.cfg, self.rooms, self.host
         if isinstance(what, Command):
             if what.name == "help":
-                await self.host.notice(rid, root, self.host.help_text())
+                await host.notice(rid, root, host.help_text())
                 return
             if what.name == "unknown":
-                await self.host.notice(rid, root, f"Unknown command. Try {cfg.command_prefix} help.")
+                await host.notice(rid, root, f"Unknown command. Try {cfg.command_prefix} help.")
                 return
             event = to_event(what, user=user_key("matrix", sender), last=rooms.last_start.get(sid))
             if event is None:
@@ -263,39 +301,20 @@ class Receiver:
                     return
                 event = dataclasses.replace(event, server=server_of(sender))  # for server bans
                 rooms.started(sid, event)
-                self.host.moderation.started(sid, sender)
-            submit(room, event)
+                host.moderation.started(sid, sender)
+            host.submit(room, event)
             if isinstance(event, Report):
-                await self.host.moderation.reported(sid)
-                told = self.host.moderation.report_confirmation()
+                await host.moderation.reported(sid)
+                told = host.moderation.report_confirmation()
                 if told is not None:
-                    await self.host.notice(rid, root, told)
+                    await host.notice(rid, root, told)
             return
-        if isinstance(what, Media) and what.kind == "an image" and self.host.media.on(rid):
+        if what.kind == "an image" and host.media.on(rid):
             if sid in rooms.active:
                 await self.rich.image(rid, root, sid, ev, sender, content)
             return
-        if isinstance(what, Media):
-            if sid in rooms.active:
-                await self.host.notice(rid, root, f"You sent {what.kind}: media is not sent to strangers.")
-            return
-        assert isinstance(what, Said)
-        if sid not in rooms.active and cfg.dm_autostart and not threaded and await self.is_dm(rid):
-            if not await self._may_start(rid, root, sid, sender):
-                return
-            start = Start(user=user_key("matrix", sender), server=server_of(sender))
-            rooms.started(sid, start)
-            self.host.moderation.started(sid, sender)
-            submit(room, start)
-            return
-        if sid in rooms.active and self.host.moderation.keep:  # (lines are kept only for a moderation log)
-            self.host.moderation.note(sid, "User", what.text)
-        relations = self.host.relations
-        event_id = ev.get("event_id")
-        if isinstance(event_id, str):
-            relations.users.remember(event_id, UserLine(sid, sender))
-        submit(room, Message(what.text, ref=event_id if isinstance(event_id, str) else None,
-                             reply_to=relations.ref_of(reply_to) if reply_to else None))
+        if sid in rooms.active:
+            await host.notice(rid, root, f"You sent {what.kind}: media is not sent to strangers.")
 
     async def _may_start(self, rid: str, root: str | None, sid: str, sender: str) -> bool:
         """False (the user is told why) for a banned user or server, or a user at the session cap."""

@@ -45,8 +45,11 @@ def message(text: str, label: str | None, marker: str | None = None) -> list[dic
     a fake "Stranger:" or notice line. `marker` (the outbox's merge marker, bridge text) ends
     the last part on a line of its own, unindented: no stranger line can look like it.
     """
-    who = clean(label or "Stranger", 40) or "Stranger"
-    parts = [part for part in split(clean(text), PART_SIZE, PARTS) if part]
+    who = "Stranger" if label is None else clean(label, 40) or "Stranger"
+    text = clean(text)
+    if len(text) <= PART_SIZE:  # most messages: one part (what split gives for it)
+        return [_attributed(who, text, marker)] if text else []
+    parts = [part for part in split(text, PART_SIZE, PARTS) if part]
     return [_attributed(who, part, marker if n == len(parts) - 1 else None) for n, part in enumerate(parts)]
 
 

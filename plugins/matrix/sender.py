@@ -136,7 +136,7 @@ class RoomSender:
 
     async def send_text(self, room: SessionRoom, item: Item) -> None:
         """Stranger text (maybe merged): attributed by the bot, or plain from its ghost (`item.label`)."""
-        if not TxnIds.ours(item.key):  # (as _own_key, mostly without a coroutine: every message)
+        if not item.key.startswith(TxnIds.PREFIX):  # (TxnIds.ours and _own_key inlined, mostly without a coroutine: every message)
             item.key = self.txn.take_reserved() or await self.txn.take()
         if self.ghosts is not None:
             ghost = item.label
@@ -145,10 +145,11 @@ class RoomSender:
         else:
             ghost = None
             contents = render.message(item.text, item.label, item.marker)
-        for part in range(item.memo.get("parts_sent", 0), len(contents)):
+        memo = item.memo
+        for part in range(memo.get("parts_sent", 0), len(contents)):
             txn = item.key if len(contents) == 1 else f"{item.key}.{part}"
-            sent = await self.write(room.room, Write(content=contents[part], thread=room.root, txn=txn, sender=ghost))
-            item.memo["parts_sent"] = part + 1
+            sent = await self.write(room.room, Write(contents[part], room.root, txn, sender=ghost))
+            memo["parts_sent"] = part + 1
             if self.relay is not None:
                 self.relay.text_posted(room, item, part, sent.event_id, ghost)
 
@@ -176,10 +177,12 @@ class RoomSender:
     async def write(self, rid: str, write: Write) -> Sent:
         """One request, its result when it worked; raises the outbox's Permanent / RateLimited, or SendFailed to be retried."""
         result = await self.request(rid, write)
-        self.stats[result.kind] += 1
-        if result.kind == Sent.FATAL and result.error in REFUSED_TOKEN:
-            self.on_token_refused(result.error)
-        _raise_for(result)
+        kind = result.kind
+        self.stats[kind] += 1
+        if kind != Sent.OK:
+            if kind == Sent.FATAL and result.error in REFUSED_TOKEN:
+                self.on_token_refused(result.error)
+            _raise_for(result)
         return result
 
     async def request(self, rid: str, write: Write) -> Sent:
@@ -218,8 +221,10 @@ class RoomSender:
             elif write.redacts is not None:
                 resp = await redact(client, rid, write.redacts, write.txn)
             else:
-                assert write.content is not None
-                content = render.wire(write.content, write.thread)
+                content = write.content
+                assert content is not None
+                if write.thread is not None:  # (render.wire leaves a content out of a thread as it is)
+                    content = render.wire(content, write.thread)
                 # ignore_unverified_devices: the trust policy (plugins.matrix.crypto) decided who gets keys.
                 resp = await client.room_send(rid, write.kind, content, tx_id=write.txn, ignore_unverified_devices=True)
                 if self.crypto is not None:
@@ -294,9 +299,12 @@ async def encryption_state(client: AsyncClient, rid: str) -> bool | Sent:
     return False
 
 
+_POSTED = (RoomSendResponse, RoomRedactResponse)  # (a tuple: `A | B` would make a union at every call)
+
+
 def classify_response(resp: Any) -> Sent:
     """What a nio response means for the outbox."""
-    if isinstance(resp, RoomSendResponse | RoomRedactResponse):
+    if isinstance(resp, _POSTED):
         return Sent(Sent.OK, event_id=resp.event_id)
     if not isinstance(resp, ErrorResponse):
         return Sent(Sent.OK)

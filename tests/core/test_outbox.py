@@ -157,6 +157,36 @@ async def test_a_backlog_merges_even_when_sends_are_fast(waiting, merged):
         assert got == [("A", f"m{i}", 1) for i in range(waiting)]
 
 
+async def test_a_text_keeps_the_key_it_was_queued_with_and_a_merge_keeps_the_first():
+    sender = FakeSender()
+    box = Outbox("r", sender, OutboxPolicy(platform="test", retry=ONCE, slow_after=float("inf"), merge_backlog=2))
+    gate = sender.gate = asyncio.Event()
+    box.put_text("A", "x", key="k0")
+    await sender.entered.wait()
+    box.put_text("A", "m1", key="k1")
+    box.put_text("A", "m2", key="k2")
+    box.put_text("B", "n")  # no key given: one of the outbox's own, never the same twice
+    gate.set()
+    await box.drain()
+    keys = [s[5] for s in sender.sent]
+    assert [(s[2], s[5]) for s in sender.sent[:2]] == [("x", "k0"), ("m1\nm2", "k1")]
+    assert keys[2] not in ("k0", "k1", "k2") and len(keys) == 3
+
+
+async def test_drain_waits_for_what_is_queued_and_idle_says_so():
+    sender = FakeSender()
+    box = Outbox("r", sender, FAST)
+    assert box.idle.is_set() and box.is_idle
+    gate = await held(box, sender, (None, "a"))
+    assert not box.idle.is_set() and not box.is_idle
+    draining = asyncio.ensure_future(box.drain())
+    await asyncio.sleep(0)
+    assert not draining.done()
+    gate.set()
+    await asyncio.wait_for(draining, 5)
+    assert texts(sender) == [(None, "a", 1)] and box.idle.is_set() and box.is_idle
+
+
 def test_the_marker_is_one_declaration():
     assert merge_marker(3, "Stranger 2") == "3 messages from Stranger 2 were merged into one while delivery was slowed down."
     assert merge_marker(2, None) == MERGE_MARKER.format(n=2, who="Stranger")
