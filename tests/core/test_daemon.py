@@ -91,13 +91,19 @@ def test_sigkill_mid_chat_then_restart_ends_each_session_once(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     before = len(shown(tmp_path))
+    runs = _running_lines(tmp_path)
     proc = start_daemon(cfg, tmp_path)
     try:
         wait_until(
             lambda: all(("Disconnected", "restart") in kinds(tmp_path, r) for r in "ab"), what="restart notices"
         )
-        time.sleep(0.5)
-        after = shown(tmp_path)[before:]
+        # Once past the resume and a new room served since, no second notice can be on its way.
+        wait_until(lambda: _running_lines(tmp_path) > runs, what="the start-up")
+        user(tmp_path, "z", "Start")
+        wait_until(lambda: ("Waiting", None) in kinds(tmp_path, "z"), what="a room served after the start-up")
+        user(tmp_path, "z", "Disconnected")
+        wait_until(lambda: ("Disconnected", "user") in kinds(tmp_path, "z"), what="z left")
+        after = [e for e in shown(tmp_path)[before:] if e["room"] != "z"]
         assert sorted((e["room"], e["type"], e["reason"]) for e in after) == [
             ("a", "Disconnected", "restart"),
             ("b", "Disconnected", "restart"),
@@ -129,16 +135,26 @@ def test_sigterm_tells_every_room_and_exits_zero(tmp_path):
     for room in "abc":
         ends = [k for k in kinds(tmp_path, room) if k[0] == "Disconnected"]
         assert ends == [("Disconnected", "shutdown")], (room, ends)
-    # Nothing is left to resume: a restart sends no notice.
+    # Nothing is left to resume: a restart sends no notice. Checked once the restarted daemon has
+    # resumed what it found (its "running" line, logged after that) and served a new room since:
+    # a notice for a room of the old run would have come before d's.
     before = len(shown(tmp_path))
+    runs = _running_lines(tmp_path)
     proc = start_daemon(cfg, tmp_path)
     try:
-        time.sleep(1.5)
+        wait_until(lambda: _running_lines(tmp_path) > runs or proc.poll() is not None, what="the restart")
         assert proc.poll() is None
-        assert len(shown(tmp_path)) == before
+        user(tmp_path, "d", "Start")
+        wait_until(lambda: ("Waiting", None) in kinds(tmp_path, "d"), what="a new room served")
+        assert [e["room"] for e in shown(tmp_path)[before:]] == ["d"]
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def _running_lines(tmp: Path) -> int:
+    """How many times a daemon logged that it runs (after its start-up and resume) in this test's log."""
+    return (tmp / "daemon.log").read_bytes().count(b"stranger-bridge running:")
 
 
 def test_corrupt_state_file_is_a_clear_error(tmp_path):
@@ -163,7 +179,11 @@ def test_events_that_arrive_during_startup_are_not_taken_for_leftovers(tmp_path)
     proc = start_daemon(cfg, tmp_path)
     try:
         wait_until(lambda: ("Connected", None) in kinds(tmp_path, "a") and ("Connected", None) in kinds(tmp_path, "b"))
-        time.sleep(0.3)
+        # Past the resume (the "running" line comes after it) and a room served since: a leftover's
+        # end would have been shown by then.
+        wait_until(lambda: _running_lines(tmp_path) > 0, what="the start-up")
+        user(tmp_path, "z", "Start")
+        wait_until(lambda: ("Waiting", None) in kinds(tmp_path, "z"), what="a room served after the start-up")
         assert not any(k[0] == "Disconnected" for r in "ab" for k in kinds(tmp_path, r))
     finally:
         proc.terminate()
