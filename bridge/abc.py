@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .config import ImageLimits
     from .policy.moderator import Moderator
 
-__all__ = ["Backend", "Chat", "CredentialsError", "KeyValue", "Platform", "PluginConfig", "StrictModel", "Submit"]
+__all__ = ["Backend", "Chat", "CredentialsError", "KeyValue", "Platform", "PluginConfig", "StrictModel", "Submit", "Taker"]
 
 # submit(room, event) hands a user-side event to the core. It never blocks and never raises for
 # a full inbox: the core answers an overflow with a notice in the room. Returns False when the
@@ -96,6 +96,14 @@ class CredentialsError(Exception):
     Retrying cannot help: raised from `run` before the plugin is ready, the daemon exits with
     status 2 and this message. The message names what was refused, never the secret itself.
     """
+
+
+class Taker(Protocol):
+    """What `Chat.feed` hands events to: the session iterating the chat."""
+
+    def take(self, event: Event) -> bool:
+        """Take one of the chat's events now; False: not now (it waits in the chat's `events()`)."""
+        ...
 
 
 class KeyValue(Protocol):
@@ -227,11 +235,11 @@ class Chat(abc.ABC):
     def events(self) -> AsyncIterator[Event]:
         """Stranger-side events in order; ends after Disconnected. Iterated by one session task."""
 
-    def feed(self, take: Callable[[Event], bool] | None) -> None:
+    def feed(self, taker: Taker | None) -> None:
         """Optional, for chats whose events are pushed in process (the hub's): hand each new event
-        to `take` at once, while none waits in `events()` before it; `take` returns False when it
-        cannot have it now, and it then goes through `events()` as usual, in order. This spares
-        each message a hop through the iterating task. None: stop. Default: `events()` only."""
+        to `taker.take` at once, while none waits in `events()` before it; it returns False when
+        it cannot have the event now, which then goes through `events()` as usual, in order. This
+        spares each message a hop through the iterating task. None: stop. Default: `events()` only."""
 
     @abc.abstractmethod
     async def send(self, event: Event) -> None:

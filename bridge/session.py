@@ -14,7 +14,7 @@ from .bucket import TokenBucket
 from .events import Disconnected, Event, Message, Posted, Reason, Room, ServerNotice, Start, StoppedTyping, Typing
 from .inbox import Inbox
 from .indicator import Indicator
-from .sessionbase import Ended, State
+from .sessionbase import NOTHING_YET, Ended, State
 from .store import SessionRecord
 from .starts import start_to_dict
 from .strangerside import StrangerSide
@@ -78,9 +78,9 @@ class Session(UserSide, StrangerSide):
         self.search_started = 0.0
         self.search_deadline: float | None = None
         self.user_typing = Indicator()  # what the stranger was told of the user's typing
-        self.stranger_typing: dict[str | None, Indicator] = {}  # per stranger label
+        self.stranger_typing: dict[str | None, Indicator] = NOTHING_YET  # type: ignore[assignment]  # per stranger label
         self.user_bucket = TokenBucket(self.settings.user_rate, self.settings.user_burst)
-        self.stranger_buckets: dict[str | None, TokenBucket] = {}
+        self.stranger_buckets: dict[str | None, TokenBucket] = NOTHING_YET  # type: ignore[assignment]
         self.user_throttled: float | None = None  # end of the user's throttled burst (monotonic)
         self.stranger_throttled: float | None = None  # likewise for the stranger side
         self.overflowed = False  # the user was told that some events did not fit in the inbox
@@ -131,20 +131,17 @@ class Session(UserSide, StrangerSide):
         state item, so it is never refused and never takes a message's place."""
         self.inbox.put_state((_USER, state), _is_save)
 
-    def _taker(self, generation: int) -> Callable[[object], bool]:
-        """What `Chat.feed` gets: the pump's work for a message or a typing state, done at once
-        when the inbox has room and the pump holds no earlier event (else False: the pump does it)."""
-        inbox = self.inbox
-
-        def take(event: object) -> bool:
-            kind = type(event)
-            if kind is Message:
-                return inbox.offer((generation, event))
-            if kind in _TYPING:
-                return inbox.offer_state((generation, event), _same_typing(generation, event))  # type: ignore[arg-type]
-            return False
-
-        return take
+    def take(self, event: object) -> bool:
+        """`Chat.feed`'s taker: the pump's work for a message or a typing state of the
+        current chat, done at once when the inbox has room and the pump holds no earlier event
+        (else False: the pump does it). A chat is fed only while it is the current one."""
+        kind = type(event)
+        if kind is Message:
+            return self.inbox.offer((self.generation, event))
+        if kind in _TYPING:
+            generation = self.generation
+            return self.inbox.offer_state((generation, event), _same_typing(generation, event))  # type: ignore[arg-type]
+        return False
 
     async def _pump(self, chat: Chat, generation: int) -> None:
         # Stranger events wait for room in the inbox: back-pressure on the backend, never loss.
@@ -258,7 +255,7 @@ class Session(UserSide, StrangerSide):
         self.state = State.IDLE
         self.search_deadline = None
         self.user_typing.stop()
-        self.stranger_typing.clear()
+        self.stranger_typing = NOTHING_YET  # type: ignore[assignment]
         self.strangers = ()
         self.explained = False
         self.rich = None  # edits and replies to this chat's messages are ignored from now on (a queued save is skipped)

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from .events import Reason
 from .metrics import counter_key
 
-__all__ = ["Ended", "FAILURES", "RELAYED_TO_STRANGER", "RELAYED_TO_USER", "STORE_DOWN", "State", "burst"]
+__all__ = ["Ended", "FAILURES", "NOTHING_YET", "RELAYED_TO_STRANGER", "RELAYED_TO_USER", "STORE_DOWN", "State", "burst"]
 
 STORE_DOWN = "The bridge cannot reach its database right now, so no chat was started. Please try again in a minute."
 FAILURES = (Reason.ERROR, Reason.REFUSED)  # ends that a backend explains in its own notice
 # Counted on every message: the counter keys are made once.
 RELAYED_TO_STRANGER = counter_key("messages_relayed", direction="to_stranger")
 RELAYED_TO_USER = counter_key("messages_relayed", direction="to_user")
+# A session's per-stranger tables until their first entry: one shared, read-only, empty mapping
+# (most sessions wait idle, and a dict each is 64 bytes; a write to this one fails loudly).
+NOTHING_YET: Mapping = MappingProxyType({})
 
 
 class State(str, enum.Enum):

@@ -25,7 +25,7 @@ from .events import (
 )
 from .hygiene import clean
 from .indicator import Indicator
-from .sessionbase import FAILURES, RELAYED_TO_USER, Ended, State, burst
+from .sessionbase import FAILURES, NOTHING_YET, RELAYED_TO_USER, Ended, State, burst
 
 if TYPE_CHECKING:
     from .session import Session
@@ -55,6 +55,8 @@ class StrangerSide:
                     await self._connected(Connected())
                 bucket = self.stranger_buckets.get(label)
                 if bucket is None:
+                    if self.stranger_buckets is NOTHING_YET:
+                        self.stranger_buckets = {}
                     bucket = self.stranger_buckets[label] = TokenBucket(
                         self.settings.stranger_rate, self.settings.stranger_burst
                     )
@@ -83,7 +85,11 @@ class StrangerSide:
             case Typing(stranger=label):
                 if self.state is State.SEARCHING:
                     await self._connected(Connected())
-                ind = self.stranger_typing.get(label) or self.stranger_typing.setdefault(label, Indicator())
+                ind = self.stranger_typing.get(label)
+                if ind is None:
+                    if self.stranger_typing is NOTHING_YET:
+                        self.stranger_typing = {}
+                    ind = self.stranger_typing[label] = Indicator()
                 s = self.settings
                 if ind.start(time.monotonic(), s.stranger_typing_timeout, s.typing_interval):
                     await self.deliver(event)
@@ -101,7 +107,8 @@ class StrangerSide:
                 else:
                     self.strangers = remaining
                     await self._stranger_stopped(label)  # who left is no longer typing
-                    self.stranger_typing.pop(label, None)
+                    if label in self.stranger_typing:
+                        del self.stranger_typing[label]
                     await self.deliver(event)
             case _:
                 log.debug("session %s: ignoring stranger %s", self.room, type(event).__name__)

@@ -27,7 +27,7 @@ from .events import (
 )
 from .hygiene import clean, cut
 from .policy.moderator import Decision, wait_notice
-from .sessionbase import RELAYED_TO_STRANGER, STORE_DOWN, State, burst
+from .sessionbase import NOTHING_YET, RELAYED_TO_STRANGER, STORE_DOWN, State, burst
 from .starts import check_start, complete_start, start_from_dict
 from .store import SessionRecord, StoreUnavailable
 from .wording import reason_text
@@ -130,10 +130,10 @@ class UserSide:
         self.final_sent = False
         self.strangers = ()
         self.search_started = time.monotonic()
-        self.stranger_buckets.clear()
+        self.stranger_buckets = NOTHING_YET  # type: ignore[assignment]
         self.rich = None  # a new chat: references of the last one are no longer found
         self.pump = asyncio.get_running_loop().create_task(self._pump(chat, self.generation))
-        chat.feed(self._taker(self.generation))
+        chat.feed(self)
 
     def resume(self: Session, chat: Chat, record: SessionRecord, backend: Backend) -> None:
         """Take up a chat the backend resumed after a restart. Called by the router before run()."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
-from bridge.abc import Chat
+from bridge.abc import Chat, Taker
 from bridge.events import Disconnected, Event
 from bridge.inbox import Inbox
 
@@ -16,12 +16,12 @@ END = object()  # queued by aclose: the events end
 class QueuedChat(Chat):
     """A chat whose events are pushed into it by the hub (the partner's `send`, the pool, a relay)."""
 
-    __slots__ = ("queue", "closed", "take")
+    __slots__ = ("queue", "closed", "taker")
 
     def __init__(self) -> None:
         self.queue: Inbox = Inbox()  # unbounded: the partner's session rate-limits what it sends
         self.closed = False
-        self.take: Callable[[Event], bool] | None = None  # the session's, while it feeds (`feed`)
+        self.taker: Taker | None = None  # the session, while it is fed (`feed`)
 
     async def events(self) -> AsyncIterator[Event]:
         queue = self.queue
@@ -34,12 +34,12 @@ class QueuedChat(Chat):
                 return
             del event  # an idle chat holds no event it has passed on (thousands of chats wait so)
 
-    def feed(self, take: Callable[[Event], bool] | None) -> None:
-        self.take = take
+    def feed(self, taker: Taker | None) -> None:
+        self.taker = taker
 
     def push(self, event: Event) -> None:
         if not self.closed:
             # Straight to the session while nothing is queued before it (order kept), else queued.
-            take = self.take
-            if take is None or not self.queue.empty() or not take(event):
+            taker = self.taker
+            if taker is None or not self.queue.empty() or not taker.take(event):
                 self.queue.put_nowait(event)
