@@ -57,7 +57,7 @@ class PychatConfig(PluginConfig):
     room_retry: float = Field(2.0, ge=0)  # the room starts listening just after its port is told
     join_gap: float = Field(0.3, ge=0)  # hold the join lock this long after joining, so the server counts us
     framing_wait: float = Field(0.05, gt=0)  # wait for the rest of a chunk cut at 1,024 bytes
-    leave_grace: float = Field(0.5, ge=0)  # a finished chat's connection closes 1-2 (2-3, if the stranger left) graces later
+    leave_grace: float = Field(0.5, ge=0)  # a finished chat's connection closes 1-2 (3-4, if the stranger left) graces later
 
     @field_validator("name")
     @classmethod
@@ -84,6 +84,7 @@ class PychatChat(Chat):
         self.closed = False
         self.told_dropped = False
         self.emptied = False  # the room is known empty (the last other member left) or the connection is gone
+        self.port: int | None = None  # the room's port, once the redirect told it
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.queue.emit(Waiting())
@@ -129,16 +130,16 @@ class PychatChat(Chat):
             self.task.cancel()
         if self.reader is not None and self.writer is not None:
             # After our quit line we close 1-2 graces later (at random, so that two members who
-            # leave together do not close together); when the other left first, 2-3 graces after
-            # their quit line, so after them even if they linger as we do.
+            # leave together do not close together); when the other left first, 3-4 graces after
+            # their quit line, so at least a grace after them even if they linger as we do.
             grace = self.config.leave_grace
             if self.emptied:
-                wait = 2 * grace + grace * random.random()
+                wait = 3 * grace + grace * random.random()
             else:
                 wait = grace + grace * random.random()
                 with contextlib.suppress(Exception):
                     self.writer.write(quit_line(self.name))
-            self.backend.linger(self.task, self.reader, self.writer, wait)
+            self.backend.linger(self.port, self.task, self.reader, self.writer, wait)
         self.queue.finish()
 
     # ---- joining -----------------------------------------------------------------------------
@@ -190,6 +191,7 @@ class PychatChat(Chat):
             # so concurrent joins get rooms of their own (dead) or of three.
             async with self.lock:
                 port = await self._redirect()
+                self.port = port
                 reader, writer = await self._enter(port)
                 self.reader, self.writer = reader, writer
                 writer.write(join_line(self.name))
@@ -289,6 +291,7 @@ class PychatBackend(Backend):
         super().__init__(*args, **kwargs)
         self.join_lock = asyncio.Lock()
         self.lingering: set[asyncio.Task] = set()
+        self.closing: dict[int | None, asyncio.Task] = {}  # room port → the last of our members there to close
 
     async def stop(self) -> None:
         """Close the connections of finished chats still in their grace period."""
@@ -296,30 +299,50 @@ class PychatBackend(Backend):
             task.cancel()
         await asyncio.gather(*self.lingering, return_exceptions=True)
 
-    def linger(self, reader_task: asyncio.Task, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, grace: float) -> None:
-        """Close a finished chat's connection `grace` seconds from now, in the background (see _linger)."""
-        task = asyncio.get_running_loop().create_task(self._linger(reader_task, reader, writer, grace))
+    def linger(
+        self, port: int | None, reader_task: asyncio.Task, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, wait: float
+    ) -> None:
+        """Close a finished chat's connection to room `port` `wait` seconds from now, in the background (see _linger)."""
+        previous = self.closing.get(port)  # the member of ours in that room that closes before this one
+        task = asyncio.get_running_loop().create_task(self._linger(previous, reader_task, reader, writer, wait))
         self.lingering.add(task)
         task.add_done_callback(self.lingering.discard)
+        self.closing[port] = task
+        task.add_done_callback(lambda done: self._closed(port, done))
+
+    def _closed(self, port: int | None, task: asyncio.Task) -> None:
+        if self.closing.get(port) is task:
+            del self.closing[port]
 
     async def _linger(
-        self, reader_task: asyncio.Task, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, grace: float
+        self, previous: asyncio.Task | None, reader_task: asyncio.Task, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, wait: float
     ) -> None:
-        """Keep reading (and dropping) for `grace` seconds, then half-close and read to EOF, then close.
+        """Keep reading (and dropping) for `wait` seconds, then half-close and read to EOF, then close.
 
         The server gives each member a thread that, on EOF, closes that member's socket and only
         then, after a slow commit, takes it out of the room. A member that writes into the room in
         that window kills its own thread, and two members closing in it both count the other as
         staying: either way the room is left dead and breaks the next pairing. So we never write
-        into a room the other member left, and close only after a grace: after our quit line, the
+        into a room the other member left, and close only after a wait: after our quit line, the
         other may leave at once; when they left first, they may be lingering after theirs. We
         keep reading meanwhile and until the server's EOF, because closing with unread data sends
         a reset, which kills our member's thread the same way.
+
+        Our own members of one room (two users of this bridge who met) close one at a time, each
+        a grace after the server closed the one before: timers alone can fire together (after an
+        event-loop stall, or with jitter that happens to meet).
         """
         cfg = self.config
         try:
             await asyncio.wait([reader_task])  # one reader at a time
-            await _discard(reader, grace)
+            await _discard(reader, wait)
+            if previous is not None and not previous.done():
+                reading = asyncio.ensure_future(_discard(reader, None))  # still read: closing later sends no reset
+                try:
+                    await asyncio.wait([previous, reading], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    reading.cancel()
+                await asyncio.wait([reading])  # one reader at a time
             if not reader.at_eof():
                 writer.write_eof()
                 await _discard(reader, cfg.connect_timeout)
@@ -327,14 +350,16 @@ class PychatBackend(Backend):
             log.debug("pychat: closing a finished chat's connection: %r", exc)
         finally:
             writer.close()
+        # The server closed us and now cleans up: the next of ours in this room closes after that.
+        await asyncio.sleep(cfg.leave_grace)
 
     async def connect(self, start: Start) -> Chat:
         """Join a room; interests, language and modes do not exist on pychat."""
         return PychatChat(self)
 
 
-async def _discard(reader: asyncio.StreamReader, seconds: float) -> None:
-    """Read and drop whatever comes for `seconds`, or until EOF or an error."""
+async def _discard(reader: asyncio.StreamReader, seconds: float | None) -> None:
+    """Read and drop whatever comes for `seconds` (None: no limit), or until EOF or an error."""
     with contextlib.suppress(TimeoutError, OSError):
         async with asyncio.timeout(seconds):
             while await reader.read(4 * CHUNK):

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 from bridge.events import Connected, Disconnected, Message, Reason, Start
+from plugins.pychat import backend as backend_module
 from plugins.pychat.protocol import join_line, quit_line
 from tests.helpers import running
 
@@ -61,6 +65,20 @@ class Person:
     def leave(self) -> None:
         self.writer.write(quit_line(self.name))
         self.writer.close()
+
+
+async def chat_and_part(rec, server, turn: int, a: str, b: str, backends: tuple[str | None, str | None] = (None, None)) -> None:
+    """Room a meets room b in a pychat room, a's user leaves, b is told the stranger left."""
+    rec.send(a, Start(backend=backends[0]))
+    await until(lambda: server.occupancy() == [1])
+    rec.send(b, Start(backend=backends[1]))
+    await rec.wait_for(a, Connected)
+    await until(lambda: server.occupancy() == [2])
+    rec.send(a, Message(f"hello {turn}"))
+    await has_text(rec, b, f"hello {turn}")
+    rec.send(a, Disconnected())
+    end = await rec.wait_for(b, Disconnected)
+    assert end.reason == Reason.STRANGER
 
 
 async def test_a_stranger_who_quits_leaves_a_room_clean_for_the_next_two(pychat):
@@ -119,18 +137,44 @@ async def test_two_bridge_users_meet_again_after_one_left(pychat):
     async with running(cfg(server.port, leave_grace=0.3)) as bridge:
         rec = bridge.platforms["rec"]
         for turn in range(2):
-            a, b = f"a{turn}", f"b{turn}"
-            rec.send(a, Start())
-            await until(lambda: server.occupancy() == [1])
-            rec.send(b, Start())
-            await rec.wait_for(a, Connected)
-            await until(lambda: server.occupancy() == [2])
-            rec.send(a, Message(f"hello {turn}"))
-            await has_text(rec, b, f"hello {turn}")
-            rec.send(a, Disconnected())
-            end = await rec.wait_for(b, Disconnected)
-            assert end.reason == Reason.STRANGER
+            await chat_and_part(rec, server, turn, f"a{turn}", f"b{turn}")
             await until(lambda: server.cleaned == 2 * (turn + 1) and not server.table)
             assert server.deaths == 0
         said = b"".join(c for room in server.rooms.values() for c in room.received)
         assert said.count(quit_line("Stranger")) == 2  # one per chat, from the user who left
+
+
+async def test_two_bridges_in_one_room_close_apart_whatever_their_jitter(pychat, monkeypatch):
+    # Two daemons (two backends, nothing shared) whose users met; the jitter draws are the worst
+    # case: the leaver closes as late as it may, the one left behind as early as it may. The two
+    # ranges do not meet, so the server's cleanup of the first is over before the second closes.
+    draws = itertools.cycle([0.999, 0.0])
+    monkeypatch.setattr(backend_module, "random", SimpleNamespace(random=lambda: next(draws)))
+    server = await pychat(commit_time=0.05, late_listen=True)
+    two = cfg(server.port, leave_grace=0.3)
+    two["backends"]["q"] = dict(two["backends"]["p"])
+    async with running(two) as bridge:
+        rec = bridge.platforms["rec"]
+        for turn in range(2):
+            await chat_and_part(rec, server, turn, f"a{turn}", f"b{turn}", ("p", "q"))
+            await until(lambda: server.cleaned == 2 * (turn + 1) and not server.table)
+            assert server.deaths == 0
+
+
+async def test_our_two_members_of_one_room_close_one_at_a_time_after_a_stall(pychat, monkeypatch):
+    # Both close timers of our two members run out during one event-loop stall (a loaded
+    # machine): they still close one after the other, a grace apart, and the room is cleaned up.
+    monkeypatch.setattr(backend_module, "random", SimpleNamespace(random=lambda: 0.0))
+    server = await pychat(commit_time=0.05, late_listen=True)
+    grace = 0.5
+    async with running(cfg(server.port, leave_grace=grace)) as bridge:
+        rec = bridge.platforms["rec"]
+        await chat_and_part(rec, server, 0, "a0", "b0")
+        backend = bridge.backends["p"]
+        await until(lambda: len(backend.lingering) == 2)
+        await asyncio.sleep(0.05)  # the two lingering tasks start their waits (1 and 3 graces)
+        time.sleep(5 * grace)  # the stall under test (blocking on purpose): both waits run out inside it
+        await until(lambda: server.cleaned == 2 and not server.table)
+        assert server.deaths == 0
+        await chat_and_part(rec, server, 1, "a1", "b1")  # and the next two meet
+        await until(lambda: server.cleaned == 4 and not server.table)
