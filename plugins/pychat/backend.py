@@ -187,16 +187,24 @@ class PychatChat(Chat):
     async def _run(self) -> None:
         cfg = self.config
         try:
-            # One join at a time: the server counts a room's members only once they connected,
-            # so concurrent joins get rooms of their own (dead) or of three.
-            async with self.lock:
-                port = await self._redirect()
-                self.port = port
-                reader, writer = await self._enter(port)
-                self.reader, self.writer = reader, writer
-                writer.write(join_line(self.name))
-                await writer.drain()
-                await asyncio.sleep(cfg.join_gap)
+            while True:
+                # One join at a time: the server counts a room's members only once they connected,
+                # so concurrent joins get rooms of their own (dead) or of three.
+                async with self.lock:
+                    port = await self._redirect()
+                    leaving = self.backend.closing.get(port)
+                    if leaving is None:
+                        self.port = port
+                        reader, writer = await self._enter(port)
+                        self.reader, self.writer = reader, writer
+                        writer.write(join_line(self.name))
+                        await writer.drain()
+                        await asyncio.sleep(cfg.join_gap)
+                        break
+                # A member of ours is still leaving that room (our user went on at once): with it
+                # the room would look full to the next arrival, who would get a room of their own.
+                # Ask again once it is out.
+                await asyncio.wait([leaving])
         except (OSError, TimeoutError, ProtocolError) as exc:
             log.info("pychat: could not join at %s:%s: %r", cfg.host, cfg.port, exc)
             self.emptied = True

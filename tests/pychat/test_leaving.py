@@ -13,6 +13,7 @@ from plugins.pychat import backend as backend_module
 from plugins.pychat.protocol import join_line, quit_line
 from tests.helpers import running
 
+from .server import Room
 from .test_backend import cfg, has_text
 
 
@@ -67,6 +68,17 @@ class Person:
         self.writer.close()
 
 
+async def ana_meets_us(ana: Person, server, rec) -> Room:
+    """Ana, waiting alone, and our user b meet (b reads her "oi"); the room they share."""
+    rec.send("b", Start())
+    await ana.expect(join_line("Stranger"))
+    (room,) = server.rooms.values()
+    await until(lambda: len(room.members) == 2)  # the room lists us (it does so just after our thread starts)
+    ana.writer.write(b"Ana: oi")
+    await has_text(rec, "b", "oi")
+    return room
+
+
 async def chat_and_part(rec, server, turn: int, a: str, b: str, backends: tuple[str | None, str | None] = (None, None)) -> None:
     """Room a meets room b in a pychat room, a's user leaves, b is told the stranger left."""
     rec.send(a, Start(backend=backends[0]))
@@ -86,12 +98,7 @@ async def test_a_stranger_who_quits_leaves_a_room_clean_for_the_next_two(pychat)
     ana = await Person.join(server, "Ana")
     async with running(cfg(server.port, leave_grace=1.0)) as bridge:
         rec = bridge.platforms["rec"]
-        rec.send("b", Start())
-        await ana.expect(join_line("Stranger"))
-        (room,) = server.rooms.values()
-        await until(lambda: len(room.members) == 2)  # the room lists us (it does so just after our thread starts)
-        ana.writer.write(b"Ana: oi")
-        await has_text(rec, "b", "oi")
+        room = await ana_meets_us(ana, server, rec)
         assert len(rec.events("b", Connected)) == 1
         ana.leave()
         end = await rec.wait_for("b", Disconnected)
@@ -116,12 +123,7 @@ async def test_the_user_leaving_says_goodbye_then_closes_after_the_grace(pychat)
     ana = await Person.join(server, "Ana")
     async with running(cfg(server.port, leave_grace=0.3)) as bridge:
         rec = bridge.platforms["rec"]
-        rec.send("b", Start())
-        await ana.expect(join_line("Stranger"))
-        (room,) = server.rooms.values()
-        await until(lambda: len(room.members) == 2)  # the room lists us (it does so just after our thread starts)
-        ana.writer.write(b"Ana: oi")
-        await has_text(rec, "b", "oi")
+        room = await ana_meets_us(ana, server, rec)
         rec.send("b", Disconnected())
         await rec.wait_for("b", lambda e: isinstance(e, Disconnected) and e.reason == Reason.USER)
         await ana.expect(quit_line("Stranger"))
@@ -178,3 +180,28 @@ async def test_our_two_members_of_one_room_close_one_at_a_time_after_a_stall(pyc
         assert server.deaths == 0
         await chat_and_part(rec, server, 1, "a1", "b1")  # and the next two meet
         await until(lambda: server.cleaned == 4 and not server.table)
+
+
+async def test_a_user_who_goes_on_at_once_meets_the_next_arrival(pychat):
+    # The stranger quits; our user asks for the next one at once, while our member of that room is
+    # still lingering. The room's count already says one (the stranger's cleanup is over), so the
+    # redirect sends the new search there: joining now would make the room look full (our two
+    # members) to whoever comes next, who would get a room of their own, and the two would never
+    # meet. The next arrival meets our user.
+    server = await pychat(commit_time=0.05, late_listen=True)
+    ana = await Person.join(server, "Ana")
+    async with running(cfg(server.port, leave_grace=0.5)) as bridge:
+        rec = bridge.platforms["rec"]
+        room = await ana_meets_us(ana, server, rec)
+        ana.leave()
+        await rec.wait_for("b", Disconnected)
+        await until(lambda: server.cleaned == 1 and server.table == {room.port: 1})
+        rec.send("b", Start())
+        await until(lambda: server.accepted == 3)  # the new search is in a room
+        cleo = await Person.join(server, "Cleo")
+        await until(lambda: len(rec.events("b", Connected)) == 2)  # Cleo's join line
+        cleo.writer.write(b"Cleo: hi")
+        await has_text(rec, "b", "hi")
+        rec.send("b", Message("hi Cleo"))
+        await cleo.expect(b"Stranger: hi Cleo")
+        assert server.deaths == 0
