@@ -205,3 +205,59 @@ async def test_a_user_who_goes_on_at_once_meets_the_next_arrival(pychat):
         rec.send("b", Message("hi Cleo"))
         await cleo.expect(b"Stranger: hi Cleo")
         assert server.deaths == 0
+
+
+async def dead_room(server) -> Room:
+    """Ana and Bob meet and close at once: both server threads count the other as staying, so the
+    room keeps a count of one with nobody in it (the real server's cleanup race)."""
+    ana = await Person.join(server, "Ana")
+    bob = await Person.join(server, "Bob")
+    await ana.expect(join_line("Bob"))
+    (room,) = server.rooms.values()
+    await until(lambda: len(room.members) == 2)
+    ana.writer.close()
+    bob.writer.close()
+    await until(lambda: server.cleaned == 2)
+    assert server.table == {room.port: 1} and not room.members
+    return room
+
+
+async def test_alone_in_a_dead_room_we_move_to_where_newcomers_go(pychat):
+    # A room the server's cleanup race left dead takes our user and then nobody more: its count
+    # says two. Cleo, next, gets a room of her own. Our member notices at two checks in a row that
+    # the redirect sends newcomers elsewhere, leaves the dead room (which deletes it) and meets Cleo.
+    server = await pychat(commit_time=0.2, late_listen=True)
+    dead = await dead_room(server)
+    async with running(cfg(server.port, leave_grace=0.1, alone_check=0.5)) as bridge:
+        rec = bridge.platforms["rec"]
+        rec.send("b", Start())
+        await until(lambda: len(dead.members) == 1)  # ours, alone, where nobody else will be sent
+        cleo = await Person.join(server, "Cleo")
+        await cleo.expect(join_line("Stranger"))
+        cleo.writer.write(b"Cleo: hi")
+        await has_text(rec, "b", "hi")
+        assert len(rec.events("b", Connected)) == 1
+        rec.send("b", Message("hi Cleo"))
+        await cleo.expect(b"Stranger: hi Cleo")
+        await until(lambda: dead.port not in server.table and not dead.members)  # cleaned up by our leaving it
+        said = b"".join(dead.received)  # ours after Ana's and Bob's: a join line and a quit line, to nobody
+        assert said == join_line("Ana") + join_line("Bob") + join_line("Stranger") + quit_line("Stranger")
+        assert server.deaths == 0
+
+
+async def test_alone_in_a_room_newcomers_are_sent_to_we_stay(pychat):
+    # Waiting alone in a sound room: the redirect sends newcomers to it at every check, so our
+    # member stays (no new connection), and the next arrival meets our user there.
+    server = await pychat(commit_time=0.05, late_listen=True)
+    async with running(cfg(server.port, leave_grace=0.1, alone_check=0.2)) as bridge:
+        rec = bridge.platforms["rec"]
+        rec.send("b", Start())
+        await until(lambda: server.occupancy() == [1])
+        (room,) = server.rooms.values()
+        await until(lambda: server.redirects >= 4)  # our join and three checks
+        assert server.accepted == 1 and len(room.members) == 1 and list(server.rooms) == [room.port]
+        ana = await Person.join(server, "Ana")
+        await rec.wait_for("b", Connected)  # Ana's join line
+        rec.send("b", Message("hi Ana"))
+        await ana.expect(b"Stranger: hi Ana")
+        assert server.accepted == 2 and len(room.members) == 2 and server.deaths == 0
