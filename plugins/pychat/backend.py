@@ -16,6 +16,7 @@ from bridge.chatstream import ChatEvents
 from bridge.events import Connected, Event, Message, Reason, ServerNotice, Start, Waiting
 from bridge.hygiene import split
 
+from .closing import Closings
 from .protocol import (
     CHUNK,
     Framer,
@@ -135,7 +136,10 @@ class PychatChat(Chat):
         self.queue.finish()
 
     def _leave_room(self, reader_task: asyncio.Task | None) -> None:
-        """Say goodbye unless the room is known empty; the connection closes later, in the background."""
+        """Say goodbye unless the room is known empty; the connection closes later, in the background.
+
+        Why later, and never a word into an emptied room: the server's threaded cleanup (closing.Closings).
+        """
         assert self.reader is not None and self.writer is not None
         # After our quit line we close 1-2 graces later (at random, so that two members who
         # leave together do not close together); when the other left first, 3-4 graces after
@@ -147,7 +151,7 @@ class PychatChat(Chat):
             wait = grace + grace * random.random()
             with contextlib.suppress(Exception):
                 self.writer.write(quit_line(self.name))
-        self.backend.linger(self.port, reader_task, self.reader, self.writer, wait)
+        self.backend.closings.later(self.port, reader_task, self.reader, self.writer, wait)
 
     # ---- joining -----------------------------------------------------------------------------
 
@@ -217,7 +221,7 @@ class PychatChat(Chat):
                         self.elsewhere = self.elsewhere + 1 if port != self.port else 0
                         if self.elsewhere < 2:
                             return True
-                    leaving = self.backend.closing.get(port)
+                    leaving = self.backend.closings.leaving(port)
                     if leaving is None:
                         if alone:
                             log.info("pychat: newcomers go to another room than ours (%s): moving there", self.port)
@@ -345,78 +349,13 @@ class PychatBackend(Backend):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.join_lock = asyncio.Lock()
-        self.lingering: set[asyncio.Task] = set()
-        self.closing: dict[int | None, asyncio.Task] = {}  # room port → the last of our members there to close
+        self.closings = Closings(self.config.leave_grace, self.config.connect_timeout)
 
     async def stop(self) -> None:
         """Close the connections of finished chats still in their grace period."""
-        for task in list(self.lingering):
-            task.cancel()
-        await asyncio.gather(*self.lingering, return_exceptions=True)
-
-    def linger(
-        self, port: int | None, reader_task: asyncio.Task | None, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, wait: float
-    ) -> None:
-        """Close a finished chat's connection to room `port` `wait` seconds from now, in the background (see _linger)."""
-        previous = self.closing.get(port)  # the member of ours in that room that closes before this one
-        task = asyncio.get_running_loop().create_task(self._linger(previous, reader_task, reader, writer, wait))
-        self.lingering.add(task)
-        task.add_done_callback(self.lingering.discard)
-        self.closing[port] = task
-        task.add_done_callback(lambda done: self._closed(port, done))
-
-    def _closed(self, port: int | None, task: asyncio.Task) -> None:
-        if self.closing.get(port) is task:
-            del self.closing[port]
-
-    async def _linger(
-        self, previous: asyncio.Task | None, reader_task: asyncio.Task | None, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, wait: float
-    ) -> None:
-        """Keep reading (and dropping) for `wait` seconds, then half-close and read to EOF, then close.
-
-        The server gives each member a thread that, on EOF, closes that member's socket and only
-        then, after a slow commit, takes it out of the room. A member that writes into the room in
-        that window kills its own thread, and two members closing in it both count the other as
-        staying: either way the room is left dead and breaks the next pairing. So we never write
-        into a room the other member left, and close only after a wait: after our quit line, the
-        other may leave at once; when they left first, they may be lingering after theirs. We
-        keep reading meanwhile and until the server's EOF, because closing with unread data sends
-        a reset, which kills our member's thread the same way.
-
-        Our own members of one room (two users of this bridge who met) close one at a time, each
-        a grace after the server closed the one before: timers alone can fire together (after an
-        event-loop stall, or with jitter that happens to meet).
-        """
-        cfg = self.config
-        try:
-            if reader_task is not None:
-                await asyncio.wait([reader_task])  # one reader at a time
-            await _discard(reader, wait)
-            if previous is not None and not previous.done():
-                reading = asyncio.ensure_future(_discard(reader, None))  # still read: closing later sends no reset
-                try:
-                    await asyncio.wait([previous, reading], return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    reading.cancel()
-                await asyncio.wait([reading])  # one reader at a time
-            if not reader.at_eof():
-                writer.write_eof()
-                await _discard(reader, cfg.connect_timeout)
-        except OSError as exc:
-            log.debug("pychat: closing a finished chat's connection: %r", exc)
-        finally:
-            writer.close()
-        # The server closed us and now cleans up: the next of ours in this room closes after that.
-        await asyncio.sleep(cfg.leave_grace)
+        await self.closings.stop()
 
     async def connect(self, start: Start) -> Chat:
         """Join a room; interests, language and modes do not exist on pychat."""
         return PychatChat(self)
 
-
-async def _discard(reader: asyncio.StreamReader, seconds: float | None) -> None:
-    """Read and drop whatever comes for `seconds` (None: no limit), or until EOF or an error."""
-    with contextlib.suppress(TimeoutError, OSError):
-        async with asyncio.timeout(seconds):
-            while await reader.read(4 * CHUNK):
-                pass

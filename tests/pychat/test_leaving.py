@@ -173,7 +173,7 @@ async def test_our_two_members_of_one_room_close_one_at_a_time_after_a_stall(pyc
         rec = bridge.platforms["rec"]
         await chat_and_part(rec, server, 0, "a0", "b0")
         backend = bridge.backends["p"]
-        await until(lambda: len(backend.lingering) == 2)
+        await until(lambda: len(backend.closings.tasks) == 2)
         await asyncio.sleep(0.05)  # the two lingering tasks start their waits (1 and 3 graces)
         time.sleep(5 * grace)  # the stall under test (blocking on purpose): both waits run out inside it
         await until(lambda: server.cleaned == 2 and not server.table)
