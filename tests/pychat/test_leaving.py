@@ -234,6 +234,7 @@ async def test_alone_in_a_dead_room_we_move_to_where_newcomers_go(pychat):
         await until(lambda: len(dead.members) == 1)  # ours, alone, where nobody else will be sent
         cleo = await Person.join(server, "Cleo")
         await cleo.expect(join_line("Stranger"))
+        await until(lambda: server.occupancy() == [2])  # Cleo's room lists us (just after our thread starts), the dead one is empty
         cleo.writer.write(b"Cleo: hi")
         await has_text(rec, "b", "hi")
         assert len(rec.events("b", Connected)) == 1
