@@ -16,6 +16,7 @@ from bridge.chatstream import ChatEvents
 from bridge.events import Connected, Event, Message, Reason, ServerNotice, Start, Waiting
 from bridge.hygiene import split
 
+from .closing import Closings
 from .protocol import (
     CHUNK,
     Framer,
@@ -57,7 +58,8 @@ class PychatConfig(PluginConfig):
     room_retry: float = Field(2.0, ge=0)  # the room starts listening just after its port is told
     join_gap: float = Field(0.3, ge=0)  # hold the join lock this long after joining, so the server counts us
     framing_wait: float = Field(0.05, gt=0)  # wait for the rest of a chunk cut at 1,024 bytes
-    leave_grace: float = Field(0.5, ge=0)  # a finished chat's connection closes 1-2 (2-3, if the stranger left) graces later
+    leave_grace: float = Field(0.5, ge=0)  # a finished chat's connection closes 1-2 (3-4, if the stranger left) graces later
+    alone_check: float = Field(60.0, gt=0)  # alone in a room: ask the redirect this often where newcomers go
 
     @field_validator("name")
     @classmethod
@@ -84,6 +86,8 @@ class PychatChat(Chat):
         self.closed = False
         self.told_dropped = False
         self.emptied = False  # the room is known empty (the last other member left) or the connection is gone
+        self.port: int | None = None  # the room's port, once the redirect told it
+        self.elsewhere = 0  # alone checks in a row at which the redirect sent newcomers to another room
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.queue.emit(Waiting())
@@ -128,18 +132,26 @@ class PychatChat(Chat):
         if self.task is not asyncio.current_task():
             self.task.cancel()
         if self.reader is not None and self.writer is not None:
-            # After our quit line we close 1-2 graces later (at random, so that two members who
-            # leave together do not close together); when the other left first, 2-3 graces after
-            # their quit line, so after them even if they linger as we do.
-            grace = self.config.leave_grace
-            if self.emptied:
-                wait = 2 * grace + grace * random.random()
-            else:
-                wait = grace + grace * random.random()
-                with contextlib.suppress(Exception):
-                    self.writer.write(quit_line(self.name))
-            self.backend.linger(self.task, self.reader, self.writer, wait)
+            self._leave_room(self.task)
         self.queue.finish()
+
+    def _leave_room(self, reader_task: asyncio.Task | None) -> None:
+        """Say goodbye unless the room is known empty; the connection closes later, in the background.
+
+        Why later, and never a word into an emptied room: the server's threaded cleanup (closing.Closings).
+        """
+        assert self.reader is not None and self.writer is not None
+        # After our quit line we close 1-2 graces later (at random, so that two members who
+        # leave together do not close together); when the other left first, 3-4 graces after
+        # their quit line, so at least a grace after them even if they linger as we do.
+        grace = self.config.leave_grace
+        if self.emptied:
+            wait = 3 * grace + grace * random.random()
+        else:
+            wait = grace + grace * random.random()
+            with contextlib.suppress(Exception):
+                self.writer.write(quit_line(self.name))
+        self.backend.closings.later(self.port, reader_task, self.reader, self.writer, wait)
 
     # ---- joining -----------------------------------------------------------------------------
 
@@ -184,43 +196,92 @@ class PychatChat(Chat):
                 await asyncio.sleep(min(left, retrying.failed() or 0.0))
 
     async def _run(self) -> None:
+        if not await self._join():
+            return
+        while await self._read() and await self._join(alone=True):
+            pass
+
+    async def _join(self, alone: bool = False) -> bool:
+        """Join a room: True, or False once the chat ended (the server could not be reached).
+
+        `alone`: nobody joined or spoke in our room for alone_check seconds. We stay unless the
+        redirect sent newcomers to another room at this check and the one before (once can be
+        someone who connected and is still typing their name): then our room is one the server's
+        cleanup race left dead (counted as holding someone, so nobody comes), or someone waits
+        elsewhere. We move there; our member leaving the room alone deletes it.
+        """
         cfg = self.config
         try:
-            # One join at a time: the server counts a room's members only once they connected,
-            # so concurrent joins get rooms of their own (dead) or of three.
-            async with self.lock:
-                port = await self._redirect()
-                reader, writer = await self._enter(port)
-                self.reader, self.writer = reader, writer
-                writer.write(join_line(self.name))
-                await writer.drain()
-                await asyncio.sleep(cfg.join_gap)
+            while True:
+                # One join at a time: the server counts a room's members only once they connected,
+                # so concurrent joins get rooms of their own (dead) or of three.
+                async with self.lock:
+                    port = await self._redirect()
+                    if alone:
+                        self.elsewhere = self.elsewhere + 1 if port != self.port else 0
+                        if self.elsewhere < 2:
+                            return True
+                    leaving = self.backend.closings.leaving(port)
+                    if leaving is None:
+                        if alone:
+                            log.info("pychat: newcomers go to another room than ours (%s): moving there", self.port)
+                            self._leave_room(None)
+                            self.reader = self.writer = None
+                            self.framer = Framer()
+                            self.elsewhere, alone = 0, False
+                        self.port = port
+                        reader, writer = await self._enter(port)
+                        self.reader, self.writer = reader, writer
+                        writer.write(join_line(self.name))
+                        await writer.drain()
+                        await asyncio.sleep(cfg.join_gap)
+                        return True
+                # A member of ours is still leaving that room (our user went on at once): with it
+                # the room would look full to the next arrival, who would get a room of their own.
+                # Ask again once it is out.
+                await asyncio.wait([leaving])
         except (OSError, TimeoutError, ProtocolError) as exc:
             log.info("pychat: could not join at %s:%s: %r", cfg.host, cfg.port, exc)
+            if alone:
+                return True  # still in our room: wait there
             self.emptied = True
             self.queue.end("The pychat server could not be reached.")
-            return
+            return False
+
+    async def _read(self) -> bool:
+        """Read the room until the chat ends (False), or until nobody joined or spoke for alone_check seconds (True)."""
+        cfg = self.config
+        reader = self.reader
+        assert reader is not None
+        loop = asyncio.get_running_loop()
+        alone_until = loop.time() + cfg.alone_check
         try:
             while not self.queue.final:
                 if self.framer.pending:
-                    try:
-                        async with asyncio.timeout(cfg.framing_wait):
-                            chunk = await reader.read(4 * CHUNK)
-                    except TimeoutError:
-                        self._on_segments(self.framer.flush())
-                        continue
+                    wait: float | None = cfg.framing_wait
+                elif not self.connected:
+                    wait = max(0.0, alone_until - loop.time())
                 else:
-                    chunk = await reader.read(4 * CHUNK)
+                    wait = None
+                try:
+                    async with asyncio.timeout(wait):
+                        chunk = await reader.read(4 * CHUNK)
+                except TimeoutError:
+                    if not self.framer.pending:
+                        return True  # still alone
+                    self._on_segments(self.framer.flush())
+                    continue
                 if not chunk:
                     self._on_segments(self.framer.flush())
                     self.emptied = True
                     self.queue.end("The pychat server closed the connection.")
-                    return
+                    return False
                 self._on_segments(self.framer.feed(chunk.decode("ascii", "replace")))
         except OSError as exc:
             log.info("pychat: connection lost: %r", exc)
             self.emptied = True
             self.queue.end(LOST)
+        return False
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -288,54 +349,13 @@ class PychatBackend(Backend):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.join_lock = asyncio.Lock()
-        self.lingering: set[asyncio.Task] = set()
+        self.closings = Closings(self.config.leave_grace, self.config.connect_timeout)
 
     async def stop(self) -> None:
         """Close the connections of finished chats still in their grace period."""
-        for task in list(self.lingering):
-            task.cancel()
-        await asyncio.gather(*self.lingering, return_exceptions=True)
-
-    def linger(self, reader_task: asyncio.Task, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, grace: float) -> None:
-        """Close a finished chat's connection `grace` seconds from now, in the background (see _linger)."""
-        task = asyncio.get_running_loop().create_task(self._linger(reader_task, reader, writer, grace))
-        self.lingering.add(task)
-        task.add_done_callback(self.lingering.discard)
-
-    async def _linger(
-        self, reader_task: asyncio.Task, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, grace: float
-    ) -> None:
-        """Keep reading (and dropping) for `grace` seconds, then half-close and read to EOF, then close.
-
-        The server gives each member a thread that, on EOF, closes that member's socket and only
-        then, after a slow commit, takes it out of the room. A member that writes into the room in
-        that window kills its own thread, and two members closing in it both count the other as
-        staying: either way the room is left dead and breaks the next pairing. So we never write
-        into a room the other member left, and close only after a grace: after our quit line, the
-        other may leave at once; when they left first, they may be lingering after theirs. We
-        keep reading meanwhile and until the server's EOF, because closing with unread data sends
-        a reset, which kills our member's thread the same way.
-        """
-        cfg = self.config
-        try:
-            await asyncio.wait([reader_task])  # one reader at a time
-            await _discard(reader, grace)
-            if not reader.at_eof():
-                writer.write_eof()
-                await _discard(reader, cfg.connect_timeout)
-        except OSError as exc:
-            log.debug("pychat: closing a finished chat's connection: %r", exc)
-        finally:
-            writer.close()
+        await self.closings.stop()
 
     async def connect(self, start: Start) -> Chat:
         """Join a room; interests, language and modes do not exist on pychat."""
         return PychatChat(self)
 
-
-async def _discard(reader: asyncio.StreamReader, seconds: float) -> None:
-    """Read and drop whatever comes for `seconds`, or until EOF or an error."""
-    with contextlib.suppress(TimeoutError, OSError):
-        async with asyncio.timeout(seconds):
-            while await reader.read(4 * CHUNK):
-                pass
