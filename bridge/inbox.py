@@ -71,15 +71,11 @@ class Inbox(Generic[T]):
     def offer(self, item: T) -> bool:
         """`put_nowait` that never overtakes: False, and nothing queued, when full or while a `put`
         waits for room (that item came first)."""
-        items = self._items
-        if self._putters or 0 < self._maxsize <= len(items) - self._states:
+        if self._putters or 0 < self._maxsize <= len(self._items) - self._states:
             return False
-        items.append(item)
-        getter = self._getter
-        if getter is not None:
-            self._getter = None
-            if not getter.done():
-                getter.set_result(None)
+        self._items.append(item)
+        if self._getter is not None:
+            self._wake()
         return True
 
     def put_state(self, item: T, same: Callable[[T], bool]) -> None:
