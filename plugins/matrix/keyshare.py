@@ -21,6 +21,8 @@ AGE_MARGIN = timedelta(hours=1)
 # The next session is shared this many messages before nio's limit (100): the current one stays in
 # use meanwhile, so a burst of this many messages does not catch up with the share.
 AHEAD = 10
+# Rounds of sharing with members and devices that arrived while the key was on its way.
+LATE_ROUNDS = 3
 
 
 def needs_share(client: AsyncClient, rid: str) -> bool:
@@ -94,7 +96,8 @@ class KeyShare:
             self.shared += 1
 
     async def _share(self, client: AsyncClient, rid: str) -> None:
-        """nio's `AsyncClient.share_group_session`, except that the current session stays in use meanwhile.
+        """nio's `AsyncClient.share_group_session`, except that the current session stays in use meanwhile,
+        and that members and devices that arrive while the key is on its way get it too before it is used.
 
         Uses nio's private `AsyncClient._send`, like `plugins.matrix.sender.leave_with_reason`, so the
         answers update nio's state as its own share does.
@@ -110,15 +113,11 @@ class KeyShare:
             keep = current if current is not None and current.shared and not current.expired else None
             if current is not None and keep is None:
                 olm.outbound_group_sessions[rid] = current  # unshared (a share left half done): nio goes on with it
-            requests = []
+            users = list(client.rooms[rid].users)
+            considered = _devices(client, users)
             try:
-                # ignore_unverified_devices, as for sends: the trust policy (plugins.matrix.crypto) decided.
-                for sharing_with, messages in olm.share_group_session_parallel(rid, list(client.rooms[rid].users), ignore_unverified_devices=True):
-                    method, path, data = Api.to_device(client.access_token, "m.room.encrypted", messages, uuid4())
-                    requests.append(client._send(ShareGroupSessionResponse, method, path, data, response_data=(rid, sharing_with)))
+                requests = _key_requests(client, rid, users)
             except BaseException:
-                for request in requests:
-                    request.close()  # never sent
                 if keep is not None:
                     olm.outbound_group_sessions[rid] = keep
                 raise
@@ -126,17 +125,66 @@ class KeyShare:
             if keep is not None:
                 olm.outbound_group_sessions[rid] = keep  # sends go on with the current key until every device has the new one
                 known = set(keep.users_shared_with)
-            shared_with: set[tuple[str, str]] = set()
-            for resp in await asyncio.gather(*requests, return_exceptions=True):
-                if isinstance(resp, ShareGroupSessionResponse):
-                    shared_with.update(resp.users_shared_with)
+            shared_with = await _answers(requests)
             if keep is not None:
                 keep.users_shared_with.intersection_update(known)  # nio's answer handler noted the new key's devices on it
                 if olm.outbound_group_sessions.get(rid) is not keep:
                     return  # dropped meanwhile (a member's devices changed): nio's next send shares anew
                 olm.outbound_group_sessions[rid] = new
             new.users_shared_with.update(shared_with)
+            # nio drops a shared session when a member or device comes or goes, but keeps one not yet
+            # shared: a member who joined (or a device that appeared) while this key was on its way
+            # would never get it, and could not read what it encrypts. They get it now; a member who
+            # left meanwhile had the key sent to them: it is dropped, and the next send makes another.
+            for round_ in range(LATE_ROUNDS + 1):
+                users = list(client.rooms[rid].users)
+                if {user for user, _ in considered} - set(users):
+                    if olm.outbound_group_sessions.get(rid) is new:
+                        del olm.outbound_group_sessions[rid]
+                    return
+                late = _devices(client, users) - considered
+                if not late:
+                    break
+                if round_ == LATE_ROUNDS or olm.outbound_group_sessions.get(rid) is not new:
+                    return  # still changing (or replaced): left unshared, nio's next send shares it
+                considered |= late
+                missing = client.get_missing_sessions(rid)
+                if missing:
+                    await client.keys_claim(missing)
+                new.users_shared_with.update(await _answers(_key_requests(client, rid, users)))
             new.shared = True  # as nio marks it, also when there was nobody to share with
         finally:
             client.sharing_session.pop(rid, None)
             done.set()
+
+
+def _devices(client: AsyncClient, users: Iterable[str]) -> set[tuple[str, str]]:
+    """The (user, device) pairs nio knows as active for these users."""
+    store = client.device_store
+    return {(user, device.id) for user in users for device in store.active_user_devices(user)}
+
+
+def _key_requests(client: AsyncClient, rid: str, users: list[str]) -> list:
+    """The to-device requests (not yet sent) that give the room's unshared session to those of `users`' devices that lack it."""
+    olm = client.olm
+    assert olm is not None
+    requests = []
+    try:
+        # ignore_unverified_devices, as for sends: the trust policy (plugins.matrix.crypto) decided.
+        for sharing_with, messages in olm.share_group_session_parallel(rid, users, ignore_unverified_devices=True):
+            method, path, data = Api.to_device(client.access_token, "m.room.encrypted", messages, uuid4())
+            requests.append(client._send(ShareGroupSessionResponse, method, path, data, response_data=(rid, sharing_with)))
+    except BaseException:
+        for request in requests:
+            request.close()  # never sent
+        raise
+    return requests
+
+
+async def _answers(requests: list) -> set[tuple[str, str]]:
+    """Sends the requests together; the devices that got the key."""
+    shared_with: set[tuple[str, str]] = set()
+    for resp in await asyncio.gather(*requests, return_exceptions=True):
+        if isinstance(resp, ShareGroupSessionResponse):
+            shared_with.update(resp.users_shared_with)
+    return shared_with

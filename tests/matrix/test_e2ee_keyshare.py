@@ -11,10 +11,27 @@ from plugins.matrix.keyshare import AHEAD
 from tests.helpers import running
 
 from .conftest import bridge_config, paired
-from .e2ee import crypto_user, raw_events
+from .e2ee import crypto_user, raw_events, second_device
+from .test_e2ee_rooms import bot_knows_device, invite_and_join, undecrypted_from
 
 UNLIMITED = {"user_rate": 1e9, "user_burst": 10**9, "stranger_rate": 1e9, "stranger_burst": 10**9}
 COUNT = 230  # stranger messages: the room's session rotates at least twice
+
+
+def hold_key_shares(mx):
+    """Holds the bot's key share (to-device) requests until `release` is set; `held` is set at the
+    first. Returns (held, release, the client's own send, to put back)."""
+    held, release = asyncio.Event(), asyncio.Event()
+    send = mx.client.send
+
+    async def holding_send(method, path, *args, **kwargs):
+        if "/sendToDevice/m.room.encrypted/" in path:
+            held.set()
+            await release.wait()
+        return await send(method, path, *args, **kwargs)
+
+    mx.client.send = holding_send
+    return held, release, send
 
 
 async def test_room_key_rotation_is_shared_in_the_background_not_on_a_send(matrix, synapse):
@@ -81,16 +98,7 @@ async def test_messages_go_out_with_the_current_key_while_the_next_one_is_being_
         rid = await paired(b, alice, me)
 
         # The bot's key share requests are held back (the homeserver answers them only after `release`).
-        held, release = asyncio.Event(), asyncio.Event()
-        send = mx.client.send
-
-        async def holding_send(method, path, *args, **kwargs):
-            if "/sendToDevice/m.room.encrypted/" in path:
-                held.set()
-                await release.wait()
-            return await send(method, path, *args, **kwargs)
-
-        mx.client.send = holding_send
+        held, release, send = hold_key_shares(mx)
         sent: list[str] = []
 
         async def relay(text: str) -> None:
@@ -126,3 +134,42 @@ async def test_messages_go_out_with_the_current_key_while_the_next_one_is_being_
         old = session_of["before-0"]
         assert {session_of[t] for t in during} == {old}  # sent with the current key, not waiting for the next
         assert {session_of[f"after-{k}"] for k in range(5)} != {old} and len({session_of[f"after-{k}"] for k in range(5)}) == 1
+
+
+async def test_a_member_and_a_device_that_arrive_while_a_key_is_on_its_way_get_it_too(matrix, synapse):
+    bot = await matrix.account()
+    alice = await crypto_user(matrix, "alice")
+    carol = await crypto_user(matrix, "carol")
+    me = bot["user_id"]
+    cfg = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])
+    async with running(cfg, **UNLIMITED) as b:
+        mx, rec = b.platforms["mx"], b.platforms["rec"]
+        rid = await paired(b, alice, me)
+        rec.send("r", Message("s1"))
+        await alice.wait_message(rid, me, "Stranger: s1")
+
+        # The bot's key shares are held back (the homeserver answers them only after `release`).
+        held, release, send = hold_key_shares(mx)
+        try:
+            # alice's second device drops the room's key: the next one is shared in the background, and held.
+            phone = await second_device(matrix, alice)
+            await asyncio.wait_for(held.wait(), 30)
+            assert mx.crypto.keyshare.tasks
+            # carol joins, and the bot learns her device, while that key is still on its way.
+            await invite_and_join(alice, rid, carol)
+            await bot_knows_device(b, carol.user_id, carol.client.device_id, carol)
+            await alice.wait_for(lambda: carol.user_id in mx.client.rooms[rid].users)
+            assert mx.crypto.keyshare.tasks and not release.is_set()
+            release.set()
+            while mx.crypto.keyshare.tasks:
+                await asyncio.sleep(0.01)
+        finally:
+            release.set()
+            mx.client.send = send
+
+        before = {e["event_id"] for e in await raw_events(synapse.url, alice.token, rid)}
+        rec.send("r", Message("s2"))
+        for user in (carol, phone, alice):
+            await user.wait_message(rid, me, "Stranger: s2", 30)  # decrypted by each of them
+        assert not undecrypted_from(carol, me, before) and not undecrypted_from(phone, me, before)
+        assert not undecrypted_from(alice, me, before)
