@@ -173,3 +173,44 @@ async def test_a_member_and_a_device_that_arrive_while_a_key_is_on_its_way_get_i
             await user.wait_message(rid, me, "Stranger: s2", 30)  # decrypted by each of them
         assert not undecrypted_from(carol, me, before) and not undecrypted_from(phone, me, before)
         assert not undecrypted_from(alice, me, before)
+
+
+async def test_a_key_that_reached_a_member_who_left_meanwhile_is_not_used(matrix, synapse):
+    bot = await matrix.account()
+    alice = await crypto_user(matrix, "alice")
+    bob = await crypto_user(matrix, "bob")
+    me = bot["user_id"]
+    cfg = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])
+    async with running(cfg, **UNLIMITED) as b:
+        mx, rec = b.platforms["mx"], b.platforms["rec"]
+        rid = await paired(b, alice, me)
+        await invite_and_join(alice, rid, bob)
+        await bot_knows_device(b, bob.user_id, bob.client.device_id, bob)
+        await alice.wait_for(lambda: bob.user_id in mx.client.rooms[rid].users)
+        rec.send("r", Message("s1"))
+        await bob.wait_message(rid, me, "Stranger: s1")
+        bobs_keys = {s.id for s in bob.client.olm.inbound_group_store}
+
+        held, release, send = hold_key_shares(mx)
+        try:
+            phone = await second_device(matrix, alice)  # drops the room's key: the next one is shared, and held
+            await asyncio.wait_for(held.wait(), 30)
+            await bob.client.room_leave(rid)
+            await alice.wait_for(lambda: bob.user_id not in mx.client.rooms[rid].users)
+            assert mx.crypto.keyshare.tasks and not release.is_set()
+            release.set()
+            # bob's device gets the key that was on its way (to-device messages know no rooms).
+            await bob.wait_for(lambda: {s.id for s in bob.client.olm.inbound_group_store} - bobs_keys, 30)
+            while mx.crypto.keyshare.tasks:
+                await asyncio.sleep(0.01)
+        finally:
+            release.set()
+            mx.client.send = send
+
+        rec.send("r", Message("s2"))
+        for user in (alice, phone):
+            await user.wait_message(rid, me, "Stranger: s2", 30)
+        stored = [e for e in await raw_events(synapse.url, alice.token, rid) if e.get("sender") == me and e["type"] == "m.room.encrypted"]
+        s2 = next(e for e in alice.messages(rid, me) if e["content"]["body"] == "Stranger: s2")
+        session = next(e["content"]["session_id"] for e in stored if e["event_id"] == s2["event_id"])
+        assert session not in {s.id for s in bob.client.olm.inbound_group_store}  # bob, gone, cannot read it
