@@ -380,6 +380,17 @@ def structures(bridge: Bridge) -> dict[str, int]:
     return out
 
 
+async def settled(bridge: Bridge) -> None:
+    """Wait until what the last round changed is written: each platform's notices sent and its state
+    flushed, then one read through the store, which runs after every write issued before it (one
+    worker thread, in order). A fixed sleep was too short on a slow machine: thread records of the
+    round's last chats were still on their way and counted as rows left behind."""
+    for _ in range(2):  # a notice sent by the first flush may change a thread record again
+        for name in ("dc", "mx"):
+            await bridge.platforms[name].flush()
+    await bridge.store.get("bench", "barrier")
+
+
 async def run(state: Path) -> list[dict[str, Any]]:
     global TRACKER
     TRACKER = Tracker()
@@ -394,7 +405,7 @@ async def run(state: Path) -> list[dict[str, Any]]:
                 await churn.round(min(PAIRS_PER_ROUND, (SESSIONS - churn.sessions) // 2) or 1)
             if churn.sessions >= pending[0] or out_of_time:
                 pending.pop(0)
-                await asyncio.sleep(0.2)  # the state flusher writes what the last round changed
+                await settled(bridge)
                 gc.collect()
                 marks.append({"sessions": churn.sessions, "rss": rss_bytes(), "state": state_size(state),
                               "seconds": time.monotonic() - began, "rows": kv_rows(state),
