@@ -81,14 +81,7 @@ class PrefixMarker:
         by this process's own tasks in the moment since Redis came back empty (the hub's streams).
         """
         where = f"Redis at {self.url.redacted()}"
-        meta = await self.redis.hgetall(f"{self.prefix}meta")
-        if meta:
-            if meta.get("app") != APP or meta.get("schema") != SCHEMA:
-                raise StoreError(
-                    f"bridge.store: {where} marks the prefix {self.prefix!r} as {meta.get('app')!r} schema "
-                    f"{meta.get('schema')!r}, not {APP!r} schema {SCHEMA!r}; nothing was touched. "
-                    "Give [bridge] store_prefix another value or use another database"
-                )
+        if await self._marked(where):
             return False
         async for key in self.redis.scan_iter(match=glob_escape(self.prefix) + "*", count=500):
             if key == f"{self.prefix}meta":
@@ -99,10 +92,27 @@ class PrefixMarker:
                 continue
             if own and key[len(self.prefix):].startswith(own):
                 continue
+            if await self._marked(where):
+                # Another instance marked the prefix after the marker was read above, and wrote its
+                # keys (it writes none before its marker): ours, not another program's.
+                return False
             raise StoreError(
                 f"bridge.store: {where} holds keys under the prefix {self.prefix!r} that stranger-bridge "
                 f"did not write (e.g. {key!r}); they were left untouched. Give [bridge] store_prefix "
                 "another value or use another database"
+            )
+        return True
+
+    async def _marked(self, where: str) -> bool:
+        """True when the prefix carries our marker; a marker of another program or schema is refused."""
+        meta = await self.redis.hgetall(f"{self.prefix}meta")
+        if not meta:
+            return False
+        if meta.get("app") != APP or meta.get("schema") != SCHEMA:
+            raise StoreError(
+                f"bridge.store: {where} marks the prefix {self.prefix!r} as {meta.get('app')!r} schema "
+                f"{meta.get('schema')!r}, not {APP!r} schema {SCHEMA!r}; nothing was touched. "
+                "Give [bridge] store_prefix another value or use another database"
             )
         return True
 

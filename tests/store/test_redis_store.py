@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 
 from bridge.events import Room
 from bridge.store import PASSWORD_ENV, SessionRecord, SQLiteStore, StoreError, open_store, parse_store_url
+from bridge.store.marker import PrefixMarker
 from bridge.store.redis import APP, SCHEMA, redis_version
 from tests.redisproc import RedisServer, free_port, make_tls_files
 
@@ -227,3 +228,30 @@ async def test_instances_starting_at_the_same_moment_on_an_empty_prefix_all_star
             for store in opened:
                 if not isinstance(store, BaseException):
                     await store.close()
+
+
+async def test_keys_an_instance_wrote_after_marking_the_prefix_while_another_checked_it_are_not_foreign(redis_server):
+    # b reads no marker; before it scans the prefix, a marks the prefix and writes its own keys
+    # (two daemons started together on a fresh Redis): b must take them for ours, not refuse to start.
+    prefix = "meanwhile:"
+    raw = aioredis.Redis(port=redis_server.port, decode_responses=True)
+    first = None
+    read_marker = raw.hgetall
+
+    async def hgetall(key):
+        nonlocal first
+        meta = await read_marker(key)
+        if first is None:
+            first = await open_redis(redis_server.url, "a", prefix=prefix)
+        return meta
+
+    raw.hgetall = hgetall
+    try:
+        marker = PrefixMarker(raw, parse_store_url(redis_server.url), prefix)
+        assert await marker.check_prefix() is False  # marked (by a), not foreign and not fresh
+        written = set(await raw.keys(f"{prefix}*")) - {f"{prefix}meta"}
+        assert written  # a's keys were there when the prefix was scanned
+    finally:
+        if first is not None:
+            await first.close()
+        await raw.aclose()
