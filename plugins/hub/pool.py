@@ -110,14 +110,18 @@ class Pool:
             return False
         if (a.accept or b.accept) and not (accepts(a.accept, b.scope) and accepts(b.accept, a.scope)):
             return False  # one of them pairs only inside a guild or with chosen platforms
-        if a.user != b.user and self.blocks.holds(frozenset((a.user, b.user))):
+        # (Each check only where it can refuse: no pair is built while nobody is blocked or cooling down.)
+        blocks = self.blocks
+        if blocks and a.user != b.user and blocks.holds(frozenset((a.user, b.user))):
             return False
-        key = _pair_key(a.pairing, b.pairing)
-        until = self._recent.get(key)
-        if until is not None:
-            if until > self.clock():
-                return False
-            del self._recent[key]
+        recent = self._recent
+        if recent:
+            key = _pair_key(a.pairing, b.pairing)
+            until = recent.get(key)
+            if until is not None:
+                if until > self.clock():
+                    return False
+                del recent[key]
         return True
 
     # ---- arrivals ----------------------------------------------------------------------------
