@@ -106,6 +106,9 @@ class KeyShare:
         assert olm is not None
         done = client.sharing_session[rid] = asyncio.Event()  # a send with no usable session waits for this
         try:
+            # The devices known before the Olm sessions are claimed: one that appears during the claim
+            # (a key query answered meanwhile) has no session yet, and counts as a late arrival below.
+            considered = _devices(client, client.rooms[rid].users)
             missing = client.get_missing_sessions(rid)
             if missing:
                 await client.keys_claim(missing)
@@ -114,7 +117,6 @@ class KeyShare:
             if current is not None and keep is None:
                 olm.outbound_group_sessions[rid] = current  # unshared (a share left half done): nio goes on with it
             users = list(client.rooms[rid].users)
-            considered = _devices(client, users)
             try:
                 requests = _key_requests(client, rid, users)
             except BaseException:
