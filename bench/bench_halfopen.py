@@ -12,6 +12,7 @@ import os
 import re
 import time
 from multiprocessing.connection import Connection
+from typing import NamedTuple
 
 from bench.common import emit, percentile
 from bench.daemon import SYSTEMD_DEFAULT_NOFILE, Daemon, raise_own_fd_limit
@@ -132,7 +133,7 @@ async def _shared_loop(daemon: Daemon) -> tuple[dict, dict, tuple[int, int], int
 
 
 def _own_process(daemon: Daemon) -> tuple[dict, dict, tuple[int, int], int]:
-    # Forked before any event loop exists in this process.
+    # Forked while no event loop runs in this process (the child starts its own).
     context = multiprocessing.get_context("fork")
     ours, theirs = context.Pipe()
     attacker = context.Process(target=_attacker, args=(daemon.port, theirs), daemon=True)
@@ -157,7 +158,19 @@ def _own_process(daemon: Daemon) -> tuple[dict, dict, tuple[int, int], int]:
             attacker.kill()
 
 
-def _measure(shared_loop: bool) -> tuple[dict, dict, tuple[int, int], int, tuple[int, int], int, int]:
+class Measured(NamedTuple):
+    """One daemon under one attack: the attacker's counts, the probe's result and the daemon's figures."""
+
+    attack: dict
+    result: dict
+    limit_at_start: tuple[int, int]
+    log_growth: int
+    limit_under_attack: tuple[int, int]
+    fds: int
+    accept_errors: int
+
+
+def _measure(shared_loop: bool) -> Measured:
     daemon = Daemon(bridge=BRIDGE, nofile_soft=SYSTEMD_DEFAULT_NOFILE)
     try:
         limit_at_start = daemon.nofile()
@@ -170,13 +183,13 @@ def _measure(shared_loop: bool) -> tuple[dict, dict, tuple[int, int], int, tuple
         accept_errors = len(re.findall(r"accept\(\) out of system resource", daemon.log_tail(10**8)))
     finally:
         daemon.stop()
-    return attack, result, limit_at_start, log_growth, limit, fds, accept_errors
+    return Measured(attack, result, limit_at_start, log_growth, limit, fds, accept_errors)
 
 
 def main() -> None:
     own = raise_own_fd_limit()
     shared = _measure(shared_loop=True)
-    shared_lat = shared[1]["latencies"]
+    shared_lat = shared.result["latencies"]
     attack, result, limit_at_start, log_growth, limit, fds, accept_errors = _measure(shared_loop=False)
     lat = result["latencies"]
     lost = result["sent"] - result["received"]
@@ -201,7 +214,7 @@ def main() -> None:
     emit("halfopen_attacker_connections", float(attack["connects"]), "connections",
          closed_by_server=attack["closed_by_server"], connect_failures=attack["connect_failures"],
          daemon_log_bytes=log_growth, accept_error_lines=accept_errors)
-    shared_attack, shared_result = shared[0], shared[1]
+    shared_attack, shared_result = shared.attack, shared.result
     emit("halfopen_probe_latency_p99_attacker_in_probe_process",
          percentile(shared_lat, 99) * 1000 if shared_lat else REQUEST_TIMEOUT * 1000, "ms",
          p50=round(percentile(shared_lat, 50) * 1000, 3) if shared_lat else None, samples=len(shared_lat),
