@@ -1,6 +1,6 @@
 """Matrix platform figures with 200 live rooms: latency the bridge adds (sync batch handed in → delivered
 through the hub; hub → send request) and memory per room; then a churn of short sessions in rooms the
-bot leaves (heap and state stay flat), against a minimal homeserver in its own process."""
+bot leaves (heap and state stay flat), against a minimal homeserver in its own process, on cores of its own."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import types
 from aiohttp import web
 from nio import SyncResponse
 
-from bench.common import emit, percentile, rss_bytes
+from bench.common import cores_apart, emit, percentile, rss_bytes
 from bridge.abc import Platform, PluginConfig
 from bridge.app import Bridge
 from bridge.config import parse_config
@@ -144,101 +144,102 @@ def batch(events: list[tuple[str, str, str]], left: tuple[str, ...] = ()) -> Syn
 
 async def run() -> None:
     proc, url = homeserver()
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    try:
-        async with Bridge(config(url), store=MemoryStore()) as bridge:
-            mx = bridge.platforms["mx"]
-            sink: Sink = bridge.platforms["sink"]  # type: ignore[assignment]
-            rooms = [f"!room{i}:bench" for i in range(ROOMS)]
-            for i, rid in enumerate(rooms):
-                await mx.handle_sync(batch([(rid, f"@user{i}:bench", "!stranger start")]))
-                await asyncio.sleep(0)
-                sink.submit(Room("sink", f"s{i}"), Start())
-                while f"s{i}" not in sink.connected:
-                    sink.changed.clear()
-                    await asyncio.wait_for(sink.changed.wait(), 10)
-            await mx.flush()
-            gc.collect()
-            used = tracemalloc.get_traced_memory()[0] - before
-            tracemalloc.stop()
-            emit(
-                "matrix.memory_per_room",
-                used / ROOMS / 1024,
-                "KB",
-                rooms=ROOMS,
-                note="Python heap per live Matrix room incl. its core session and the paired peer session",
-            )
+    with cores_apart(proc.pid):  # the homeserver's work never preempts the bridge's loop
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        try:
+            async with Bridge(config(url), store=MemoryStore()) as bridge:
+                mx = bridge.platforms["mx"]
+                sink: Sink = bridge.platforms["sink"]  # type: ignore[assignment]
+                rooms = [f"!room{i}:bench" for i in range(ROOMS)]
+                for i, rid in enumerate(rooms):
+                    await mx.handle_sync(batch([(rid, f"@user{i}:bench", "!stranger start")]))
+                    await asyncio.sleep(0)
+                    sink.submit(Room("sink", f"s{i}"), Start())
+                    while f"s{i}" not in sink.connected:
+                        sink.changed.clear()
+                        await asyncio.wait_for(sink.changed.wait(), 10)
+                await mx.flush()
+                gc.collect()
+                used = tracemalloc.get_traced_memory()[0] - before
+                tracemalloc.stop()
+                emit(
+                    "matrix.memory_per_room",
+                    used / ROOMS / 1024,
+                    "KB",
+                    rooms=ROOMS,
+                    note="Python heap per live Matrix room incl. its core session and the paired peer session",
+                )
 
-            # ---- hub → send request -------------------------------------------------------------
-            delivered: dict[int, float] = {}
-            requested: dict[int, float] = {}
-            submitted: dict[int, float] = {}
-            deliver = mx.deliver
+                # ---- hub → send request -------------------------------------------------------------
+                delivered: dict[int, float] = {}
+                requested: dict[int, float] = {}
+                submitted: dict[int, float] = {}
+                deliver = mx.deliver
 
-            async def timed_deliver(room, event):
-                if isinstance(event, Message):
-                    now = time.perf_counter()
-                    for tok in TOKEN.findall(event.text):
-                        delivered[int(tok)] = now
-                await deliver(room, event)
+                async def timed_deliver(room, event):
+                    if isinstance(event, Message):
+                        now = time.perf_counter()
+                        for tok in TOKEN.findall(event.text):
+                            delivered[int(tok)] = now
+                    await deliver(room, event)
 
-            mx.deliver = timed_deliver
-            send = mx.client.send
+                mx.deliver = timed_deliver
+                send = mx.client.send
 
-            async def timed_send(method, path, data=None, *a, **kw):
-                if data and "/send/" in path:
-                    now = time.perf_counter()
-                    for tok in TOKEN.findall(data):
-                        requested.setdefault(int(tok), now)
-                return await send(method, path, data, *a, **kw)
+                async def timed_send(method, path, data=None, *a, **kw):
+                    if data and "/send/" in path:
+                        now = time.perf_counter()
+                        for tok in TOKEN.findall(data):
+                            requested.setdefault(int(tok), now)
+                    return await send(method, path, data, *a, **kw)
 
-            mx.client.send = timed_send
-            n = 0
-            for _ in range(ROUNDS):
-                for i in range(ROOMS):  # 200 busy chats: each says something every 0.5 s
-                    submitted[n] = time.perf_counter()
-                    sink.submit(Room("sink", f"s{i}"), Message(f"tok{n}"))
-                    n += 1
-                    await asyncio.sleep(ROUND / ROOMS)
-            deadline = time.monotonic() + 60
-            while len(requested) < n and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            out = [requested[k] - delivered[k] for k in requested if k in delivered]
-            whole = [requested[k] - submitted[k] for k in requested]
-            emit("matrix.outbound_deliver_to_send_request_p99", percentile(out, 99) * 1000, "ms", "<= 5", rooms=ROOMS, samples=len(out))
-            emit("matrix.outbound_deliver_to_send_request_p50", percentile(out, 50) * 1000, "ms", rooms=ROOMS)
-            emit("matrix.outbound_core_and_platform_p99", percentile(whole, 99) * 1000, "ms", rooms=ROOMS,
-                 note="peer submit → core → hub → Matrix outbox → send request")
-
-            # ---- sync event handed in → hub → paired room ---------------------------------------
-            handed: dict[int, float] = {}
-            base = n
-            for _ in range(ROUNDS):
-                for chunk in range(0, ROOMS, 10):  # sync batches of 10 events from 10 rooms
-                    events = []
-                    for i in range(chunk, chunk + 10):
-                        events.append((rooms[i], f"@user{i}:bench", f"tok{n}"))
+                mx.client.send = timed_send
+                n = 0
+                for _ in range(ROUNDS):
+                    for i in range(ROOMS):  # 200 busy chats: each says something every 0.5 s
+                        submitted[n] = time.perf_counter()
+                        sink.submit(Room("sink", f"s{i}"), Message(f"tok{n}"))
                         n += 1
-                    parsed = batch(events)  # nio's JSON parsing is not the bridge's cost
-                    now = time.perf_counter()
-                    for k in range(n - 10, n):
-                        handed[k] = now
-                    await mx.handle_sync(parsed)
-                    await asyncio.sleep(ROUND / 20)
-            deadline = time.monotonic() + 60
-            while len([k for k in sink.arrived if k >= base]) < n - base and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            inbound = [sink.arrived[k] - handed[k] for k in handed if k in sink.arrived]
-            emit("matrix.inbound_sync_to_hub_peer_p99", percentile(inbound, 99) * 1000, "ms", "<= 5", rooms=ROOMS,
-                 samples=len(inbound), note="batch handed in → core → hub → peer platform deliver (upper bound)")
-            emit("matrix.inbound_sync_to_hub_peer_p50", percentile(inbound, 50) * 1000, "ms", rooms=ROOMS)
-            emit("matrix.send_requests", float(sum(mx.stats.values())), "requests", rooms=ROOMS)
-            mx.client.send = send
-    finally:
-        proc.kill()
-        proc.wait()
+                        await asyncio.sleep(ROUND / ROOMS)
+                deadline = time.monotonic() + 60
+                while len(requested) < n and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                out = [requested[k] - delivered[k] for k in requested if k in delivered]
+                whole = [requested[k] - submitted[k] for k in requested]
+                emit("matrix.outbound_deliver_to_send_request_p99", percentile(out, 99) * 1000, "ms", "<= 5", rooms=ROOMS, samples=len(out))
+                emit("matrix.outbound_deliver_to_send_request_p50", percentile(out, 50) * 1000, "ms", rooms=ROOMS)
+                emit("matrix.outbound_core_and_platform_p99", percentile(whole, 99) * 1000, "ms", rooms=ROOMS,
+                     note="peer submit → core → hub → Matrix outbox → send request")
+
+                # ---- sync event handed in → hub → paired room ---------------------------------------
+                handed: dict[int, float] = {}
+                base = n
+                for _ in range(ROUNDS):
+                    for chunk in range(0, ROOMS, 10):  # sync batches of 10 events from 10 rooms
+                        events = []
+                        for i in range(chunk, chunk + 10):
+                            events.append((rooms[i], f"@user{i}:bench", f"tok{n}"))
+                            n += 1
+                        parsed = batch(events)  # nio's JSON parsing is not the bridge's cost
+                        now = time.perf_counter()
+                        for k in range(n - 10, n):
+                            handed[k] = now
+                        await mx.handle_sync(parsed)
+                        await asyncio.sleep(ROUND / 20)
+                deadline = time.monotonic() + 60
+                while len([k for k in sink.arrived if k >= base]) < n - base and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                inbound = [sink.arrived[k] - handed[k] for k in handed if k in sink.arrived]
+                emit("matrix.inbound_sync_to_hub_peer_p99", percentile(inbound, 99) * 1000, "ms", "<= 5", rooms=ROOMS,
+                     samples=len(inbound), note="batch handed in → core → hub → peer platform deliver (upper bound)")
+                emit("matrix.inbound_sync_to_hub_peer_p50", percentile(inbound, 50) * 1000, "ms", rooms=ROOMS)
+                emit("matrix.send_requests", float(sum(mx.stats.values())), "requests", rooms=ROOMS)
+                mx.client.send = send
+        finally:
+            proc.kill()
+            proc.wait()
 
 
 def deep_size(*roots: object) -> int:
@@ -264,43 +265,44 @@ def platform_state(mx) -> int:
 async def churn() -> None:
     """Short sessions in rooms the bot then leaves: what the platform keeps after all of them equals a third in."""
     proc, url = homeserver()
-    store = MemoryStore()
-    try:
-        async with Bridge(config(url, remember_rooms=CHURN_REMEMBER), store=store) as bridge:
-            mx = bridge.platforms["mx"]
-            samples: dict[int, tuple[int, int]] = {}
-            began = time.perf_counter()
-            for n in range(1, CHURN + 1):
-                rid = f"!churn{n}:bench"
-                user = f"@churner{n}:bench"
-                await mx.handle_sync(batch([(rid, user, "!stranger start cats"), (rid, user, "!stranger stop")]))
-                await asyncio.sleep(0)
-                if n % 200 == 0:  # let the notices go out before the bot leaves those rooms
-                    await mx.flush()
-                    await mx.handle_sync(batch([], left=tuple(f"!churn{k}:bench" for k in range(n - 199, n + 1))))
-                if n in (CHURN // 3, CHURN):
-                    await mx.flush()
-                    for _ in range(3):
-                        await asyncio.sleep(0.05)
-                    gc.collect()
-                    samples[n] = (platform_state(mx), rss_bytes())
-            elapsed = time.perf_counter() - began
-            (kept, rss), (kept_end, rss_end) = samples[CHURN // 3], samples[CHURN]
-            emit("matrix.churn_platform_state_growth", (kept_end - kept) / 1024, "KB", "flat (<= 64)", sessions=CHURN,
-                 from_session=CHURN // 3, remember_rooms=CHURN_REMEMBER, state_kb=round(kept_end / 1024, 1),
-                 note="what the platform keeps (room state, seen ids, outboxes) after all sessions minus after a third")
-            emit("matrix.churn_rss_growth", (rss_end - rss) / 2**20, "MB", sessions=CHURN,
-                 lingering_core_sessions=len(bridge.router.sessions),
-                 note="whole process; includes the core's ended sessions kept for reports (issue 9 item 1, not the platform)")
-            state = sum(len(k) + len(v) for (space, k), v in store._kv.items() if space == "platform:mx")
-            emit("matrix.churn_state_bytes", float(state), "bytes", sessions=CHURN, note="the platform's persisted keys")
-            emit("matrix.churn_sessions_per_s", CHURN / elapsed, "sessions/s", sessions=CHURN)
-            rooms = mx.rooms
-            most = max(len(rooms.gone), len(rooms.last_start), len(rooms.plaintext), len(rooms.members))
-            emit("matrix.churn_room_state_entries", float(most), "entries", f"<= {CHURN_REMEMBER}", sessions=CHURN)
-    finally:
-        proc.kill()
-        proc.wait()
+    with cores_apart(proc.pid):  # the homeserver's work never preempts the bridge's loop
+        store = MemoryStore()
+        try:
+            async with Bridge(config(url, remember_rooms=CHURN_REMEMBER), store=store) as bridge:
+                mx = bridge.platforms["mx"]
+                samples: dict[int, tuple[int, int]] = {}
+                began = time.perf_counter()
+                for n in range(1, CHURN + 1):
+                    rid = f"!churn{n}:bench"
+                    user = f"@churner{n}:bench"
+                    await mx.handle_sync(batch([(rid, user, "!stranger start cats"), (rid, user, "!stranger stop")]))
+                    await asyncio.sleep(0)
+                    if n % 200 == 0:  # let the notices go out before the bot leaves those rooms
+                        await mx.flush()
+                        await mx.handle_sync(batch([], left=tuple(f"!churn{k}:bench" for k in range(n - 199, n + 1))))
+                    if n in (CHURN // 3, CHURN):
+                        await mx.flush()
+                        for _ in range(3):
+                            await asyncio.sleep(0.05)
+                        gc.collect()
+                        samples[n] = (platform_state(mx), rss_bytes())
+                elapsed = time.perf_counter() - began
+                (kept, rss), (kept_end, rss_end) = samples[CHURN // 3], samples[CHURN]
+                emit("matrix.churn_platform_state_growth", (kept_end - kept) / 1024, "KB", "flat (<= 64)", sessions=CHURN,
+                     from_session=CHURN // 3, remember_rooms=CHURN_REMEMBER, state_kb=round(kept_end / 1024, 1),
+                     note="what the platform keeps (room state, seen ids, outboxes) after all sessions minus after a third")
+                emit("matrix.churn_rss_growth", (rss_end - rss) / 2**20, "MB", sessions=CHURN,
+                     lingering_core_sessions=len(bridge.router.sessions),
+                     note="whole process; includes the core's ended sessions kept for reports (issue 9 item 1, not the platform)")
+                state = sum(len(k) + len(v) for (space, k), v in store._kv.items() if space == "platform:mx")
+                emit("matrix.churn_state_bytes", float(state), "bytes", sessions=CHURN, note="the platform's persisted keys")
+                emit("matrix.churn_sessions_per_s", CHURN / elapsed, "sessions/s", sessions=CHURN)
+                rooms = mx.rooms
+                most = max(len(rooms.gone), len(rooms.last_start), len(rooms.plaintext), len(rooms.members))
+                emit("matrix.churn_room_state_entries", float(most), "entries", f"<= {CHURN_REMEMBER}", sessions=CHURN)
+        finally:
+            proc.kill()
+            proc.wait()
 
 
 def main() -> None:

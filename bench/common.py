@@ -1,13 +1,15 @@
-"""Helpers shared by the benchmarks: JSON figure lines, percentiles and interleaved latency runs."""
+"""Helpers shared by the benchmarks: JSON figure lines, percentiles, interleaved latency runs, cores apart."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import resource
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from bridge.abc import Platform, PluginConfig
 from bridge.events import Connected, Message, Room
@@ -40,6 +42,30 @@ def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
     return pages * resource.getpagesize()
+
+
+@contextlib.contextmanager
+def cores_apart(pid: int) -> Iterator[None]:
+    """This process on one core and the stand-in server `pid` on the others, while inside.
+
+    A stand-in peer in its own process keeps its work off the bridge's event loop; on a shared
+    core the scheduler still preempts the bridge to run it (hundreds of times a second under
+    load), which adds the peer's CPU time to the bridge's latency figures at random. Nothing
+    changes on a single core. The affinity this process had is restored on exit.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        yield
+        return
+    os.sched_setaffinity(0, {cpus[0]})
+    try:
+        os.sched_setaffinity(pid, set(cpus[1:]))
+    except ProcessLookupError:
+        pass  # it already ended: the caller's wait for it says so
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, set(cpus))
 
 
 class Sink(Platform):

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from nio import AsyncClient, RoomGetStateEventResponse, RoomSendResponse
-from nio.api import Api
+from nio.api import MATRIX_API_PATH_V3, Api
 from nio.responses import ErrorResponse, RoomLeaveResponse, RoomRedactResponse
 
 from bridge.delivery import Item, Permanent, RateLimited, merge_marker
@@ -34,6 +36,7 @@ __all__ = [
     "encryption_state",
     "leave_with_reason",
     "redact",
+    "send_plain",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,9 +96,9 @@ class Post:
 async def leave_with_reason(client: AsyncClient, rid: str, reason: str) -> Any:
     """POST /rooms/{rid}/leave with a `reason` body: nio's `room_leave` cannot send one.
 
-    The one place that uses nio's private `AsyncClient._send` (it parses the answer into nio's
-    response type like the public methods do). Returns a RoomLeaveResponse or an ErrorResponse;
-    raises what the transport raises.
+    Like `redact` and `send_plain`, one of this module's calls of nio's private `AsyncClient._send`
+    (it parses the answer into nio's response type like the public methods do). Returns a
+    RoomLeaveResponse or an ErrorResponse; raises what the transport raises.
     """
     method, path = Api.room_leave(client.access_token, rid)
     return await client._send(RoomLeaveResponse, method, path, json.dumps({"reason": reason}))
@@ -225,9 +228,11 @@ class RoomSender:
                 assert content is not None
                 if write.thread is not None:  # (render.wire leaves a content out of a thread as it is)
                     content = render.wire(content, write.thread)
-                # ignore_unverified_devices: the trust policy (plugins.matrix.crypto) decided who gets keys.
-                resp = await client.room_send(rid, write.kind, content, tx_id=write.txn, ignore_unverified_devices=True)
-                if self.crypto is not None:
+                if self.crypto is None:
+                    resp = await send_plain(client, rid, write.kind, content, write.txn)
+                else:
+                    # ignore_unverified_devices: the trust policy (plugins.matrix.crypto) decided who gets keys.
+                    resp = await client.room_send(rid, write.kind, content, tx_id=write.txn, ignore_unverified_devices=True)
                     self.crypto.sent(client, rid)  # the next room key, if this used it up: shared off the send path
         except asyncio.CancelledError:
             raise
@@ -245,6 +250,20 @@ class RoomSender:
             return
         if isinstance(resp, ErrorResponse):
             log.warning("matrix: leaving a room failed: %s", resp.message)
+
+
+@functools.lru_cache(maxsize=4096)
+def _send_path(rid: str, kind: str) -> str:
+    """The path of a room's sends of one event type, up to the transaction id (quoted as nio's `Api` does)."""
+    return f"{MATRIX_API_PATH_V3}/rooms/{quote(rid, safe='')}/send/{quote(kind, safe='')}/"
+
+
+async def send_plain(client: AsyncClient, rid: str, kind: str, content: dict[str, Any], txn: str) -> Any:
+    """PUT /rooms/{rid}/send/{kind}/{txn}: what nio's `room_send` does in a room without encryption, with
+    the room's path quoted once, not for every message (nio's `Api.room_send` also builds an access-token
+    query that `_send` parses away again). A RoomSendResponse or an ErrorResponse, or what the transport raises."""
+    path = _send_path(rid, kind) + quote(txn, safe="")
+    return await client._send(RoomSendResponse, "PUT", path, json.dumps(content, separators=(",", ":")), response_data=(rid,))
 
 
 async def redact(client: AsyncClient, rid: str, event_id: str, txn: str) -> Any:

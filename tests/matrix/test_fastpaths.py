@@ -1,4 +1,4 @@
-"""The inbound shortcuts give the full answer: scrub's quick answer, parse's quick refusal, classify without relations."""
+"""The shortcuts give the full answer: scrub's quick answer, parse's quick refusal, classify without relations, send_plain."""
 
 from __future__ import annotations
 
@@ -106,3 +106,51 @@ def test_parse_with_prefixes_that_start_with_a_letter(body, prefix, want):
 )
 def test_classify_with_and_without_relations(content, want):
     assert classify(content, prefix="!stranger") == want
+
+
+async def test_send_plain_makes_the_request_nio_room_send_makes():
+    """The sender's shortcut for rooms without encryption: the same method, path, body and headers as
+    nio's room_send over a real socket, and the same response types back, for awkward room ids too."""
+    import json as _json
+    import random
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+    from nio import AsyncClient, RoomSendError, RoomSendResponse
+
+    from plugins.matrix.sender import send_plain
+
+    seen: list[tuple[str, str, str, str, str]] = []
+
+    async def send(request: web.Request) -> web.Response:
+        body = await request.text()
+        seen.append((request.method, request.raw_path, body, request.headers.get("Authorization", ""),
+                     request.headers.get("Content-Type", "")))
+        if _json.loads(body).get("refuse"):
+            return web.json_response({"errcode": "M_FORBIDDEN", "error": "no"}, status=403)
+        return web.json_response({"event_id": "$" + request.match_info["txn"]})
+
+    app = web.Application()
+    app.router.add_put("/_matrix/client/v3/rooms/{rid}/send/{kind}/{txn}", send)
+    rng = random.Random(7)
+    alphabet = "!:/?#%&+= .é\u2028ſ-_~abcXYZ019"
+    cases = [("!room:hs.example", "m.room.message", "sbab12.3"), ("!a/b?c#d%:x", "m.reaction", "sb1.2.0"),
+             ("!é ſ:[::1]:8448", "m.room.message", "weird/txn?#")]
+    cases += [("!" + "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 20))) + ":hs",
+               rng.choice(["m.room.message", "m.reaction"]), "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))))
+              for _ in range(60)]
+    async with TestServer(app, host="127.0.0.1") as server:
+        client = AsyncClient(str(server.make_url("")), "@bot:hs")
+        client.access_token = "tok"
+        try:
+            for n, (rid, kind, txn) in enumerate(cases):
+                content = {"msgtype": "m.text", "body": f"hi {n} é\n<b>", "m.mentions": {}, "refuse": n % 7 == 0}
+                ours = await send_plain(client, rid, kind, content, txn)
+                theirs = await client.room_send(rid, kind, content, tx_id=txn)
+                assert seen[-2] == seen[-1], (rid, kind, txn)
+                assert type(ours) is type(theirs) and type(ours) is (RoomSendError if n % 7 == 0 else RoomSendResponse)
+                if isinstance(ours, RoomSendResponse):
+                    assert (ours.event_id, ours.room_id) == (theirs.event_id, theirs.room_id) == ("$" + txn, rid)
+        finally:
+            await client.close()
+    assert len(seen) == 2 * len(cases)
