@@ -97,6 +97,9 @@ async def test_thread_mode_in_an_encrypted_room_with_a_second_device_and_a_late_
 
         await alice.send(rid, in_thread("thread hello"))
         await alice.send(rid, "room talk, not for the stranger")
+        # As for every device below: the bot encrypts for bob's device once it has fetched its keys (its
+        # first device-list query after bob joined); under a loaded run that came after this send.
+        await bot_knows_device(b, bob.user_id, bob.client.device_id, bob)
         rec.send("r", Message("s1"))
         got = await bob.wait_message(rid, me, "Stranger: s1")
         assert got["content"]["m.relates_to"]["rel_type"] == "m.thread" and got["content"]["m.relates_to"]["event_id"] == root
