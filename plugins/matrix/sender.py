@@ -263,7 +263,7 @@ async def send_plain(client: AsyncClient, rid: str, kind: str, content: dict[str
     the room's path quoted once, not for every message (nio's `Api.room_send` also builds an access-token
     query that `_send` parses away again). A RoomSendResponse or an ErrorResponse, or what the transport raises."""
     path = _send_path(rid, kind) + quote(txn, safe="")
-    return await client._send(RoomSendResponse, "PUT", path, json.dumps(content, separators=(",", ":")), response_data=(rid,))
+    return await client._send(RoomSendResponse, "PUT", path, Api.to_json(content), response_data=(rid,))
 
 
 async def redact(client: AsyncClient, rid: str, event_id: str, txn: str) -> Any:
