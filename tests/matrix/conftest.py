@@ -14,6 +14,7 @@ import pytest
 from nio import AsyncClient, AsyncClientConfig, RoomCreateResponse, RoomSendResponse, SyncResponse, TypingNoticeEvent
 
 from tests.helpers import RECORDING
+from tests.scratch import scratch_dir
 
 from .synapse import Synapse
 
@@ -206,7 +207,7 @@ def bridge_config(url: str, bot: dict[str, Any], **matrix: Any) -> dict[str, Any
         "device_id": bot["device_id"],
         "sync_timeout": 1.0,
         "request_timeout": 10.0,
-        "crypto_store": tempfile.mkdtemp(prefix="sb-crypto-"),  # each bridge its own key store
+        "crypto_store": scratch_dir("sb-crypto-"),  # each bridge its own key store
     }
     table.update(matrix)
     return {

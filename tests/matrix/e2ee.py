@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 import urllib.parse
 import urllib.request
 from typing import Any
 
 from nio import AsyncClient, AsyncClientConfig, LoginResponse, RoomSendResponse, SyncResponse
 from nio.store import SqliteStore
+from tests.scratch import scratch_dir
 
 from .conftest import Matrix, MxUser, unique
 
@@ -24,7 +24,7 @@ class CryptoUser(MxUser):
         super().__init__(url, user_id, token)
         self.url = url
         self.token = token
-        self.store = tempfile.mkdtemp(prefix="sb-user-keys-")
+        self.store = scratch_dir("sb-user-keys-")
         self.client = AsyncClient(
             url,
             user_id,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 
 import aiohttp
 import discord.gateway
@@ -14,6 +13,7 @@ from tests.discord.fakediscord import GUILD_ID, FakeDiscord
 from tests.discord.guarded import GUARDED
 from tests.discord.util import open_chat, stranger_lines, wait_line, wait_notice
 from tests.helpers import running
+from tests.scratch import scratch_dir
 from tests.web.client import RawClient
 
 from .conftest import notice_with
@@ -31,7 +31,7 @@ def mx_table(url: str, bot: dict) -> dict:
         "allowed_inviters": [":localhost"],
         "sync_timeout": 1.0,
         "request_timeout": 10.0,
-        "crypto_store": tempfile.mkdtemp(prefix="sb-crypto-"),
+        "crypto_store": scratch_dir("sb-crypto-"),
     }
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 
 import aiohttp
 
 from tests.helpers import running
+from tests.scratch import scratch_dir
 from tests.web.client import RawClient
 
 from .conftest import notice_with
@@ -50,7 +50,7 @@ async def matrix_and_web(matrix, synapse):
     alice = await matrix.user("alice")
     me = bot["user_id"]
     web = {"plugin": "web", "bind": "127.0.0.1:0", "poll_window": 2.0}
-    mx = {**mx_table(synapse.url, bot), "crypto_store": tempfile.mkdtemp(prefix="sb-crypto-")}
+    mx = {**mx_table(synapse.url, bot), "crypto_store": scratch_dir("sb-crypto-")}
     cfg = {"platforms": {"mx": mx, "web": web}, "backends": HUB}
     async with running(cfg) as b, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
         rid = await matrix_waiting(alice, me)

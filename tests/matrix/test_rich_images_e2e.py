@@ -5,11 +5,11 @@ video are not sent, each with a notice."""
 from __future__ import annotations
 
 import io
-import tempfile
 
 from PIL import Image as PILImage
 
 from tests.helpers import running
+from tests.scratch import scratch_dir
 
 from .conftest import notice_with
 from .test_cross import HUB, matrix_waiting, mx_table
@@ -35,7 +35,7 @@ async def test_images_between_two_matrix_rooms_are_reencoded_and_reuploaded(matr
     alice = await matrix.user("alice")
     bob = await matrix.user("bob")
     me = bot["user_id"]
-    table = {**mx_table(synapse.url, bot), "crypto_store": tempfile.mkdtemp(prefix="sb-crypto-"), "images": True}
+    table = {**mx_table(synapse.url, bot), "crypto_store": scratch_dir("sb-crypto-"), "images": True}
     cfg = {"platforms": {"mx": table}, "backends": HUB}
     async with running(cfg) as b:
         mx = b.platforms["mx"]

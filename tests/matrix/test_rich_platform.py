@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
 from typing import Any
 
 
@@ -13,6 +12,7 @@ from bridge.events import Connected, Edit, Message, Posted, Reaction, Retract, R
 from bridge.store import MemoryStore
 from plugins.matrix.config import MatrixConfig
 from plugins.matrix.platform import MatrixPlatform
+from tests.scratch import scratch_dir
 
 from .conftest import notice_with
 
@@ -46,7 +46,7 @@ class Core:
 async def platform(url: str, bot: dict, store: MemoryStore | None = None, **extra: Any):
     login = {"access_token": bot["access_token"], "device_id": bot["device_id"]} if "access_token" in bot else {}
     if "appservice" not in extra:
-        extra.setdefault("crypto_store", tempfile.mkdtemp(prefix="sb-crypto-"))  # each run its own key store
+        extra.setdefault("crypto_store", scratch_dir("sb-crypto-"))  # each run its own key store
     cfg = MatrixConfig(plugin="matrix", homeserver=url, user_id=bot["user_id"], allowed_inviters=[":localhost"],
                        sync_timeout=1.0, request_timeout=10.0, **login, **extra)
     core = Core()
@@ -213,7 +213,7 @@ async def test_after_a_restart_older_messages_are_read_back_for_edits_reactions_
     alice = await matrix.user("alice")
     me = bot["user_id"]
     store = MemoryStore()
-    keys = tempfile.mkdtemp(prefix="sb-crypto-")  # one device, one key store, across both runs
+    keys = scratch_dir("sb-crypto-")  # one device, one key store, across both runs
     async with platform(synapse.url, bot, store=store, crypto_store=keys) as (mx, core):
         rid, room = await chatting(mx, core, alice, me)
         old = await alice.send(rid, "before the restart")
