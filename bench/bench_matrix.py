@@ -16,7 +16,7 @@ import types
 from aiohttp import web
 from nio import SyncResponse
 
-from bench.common import cores_apart, emit, percentile, rss_bytes
+from bench.common import cores_apart, emit, percentile, rss_bytes, server_process
 from bridge.abc import Platform, PluginConfig
 from bridge.app import Bridge
 from bridge.config import parse_config
@@ -57,11 +57,7 @@ class Sink(Platform):
 
 def homeserver() -> tuple[subprocess.Popen, str]:
     """A minimal homeserver in its own process (so its work does not load the bridge's event loop)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.bench_matrix", "serve"], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
+    proc, url = server_process("bench.bench_matrix")
     if not url.startswith("http://"):
         proc.kill()
         raise RuntimeError("the bench homeserver did not start")

@@ -8,6 +8,8 @@ import json
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -42,6 +44,18 @@ def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
     return pages * resource.getpagesize()
+
+
+def server_process(module: str) -> tuple[subprocess.Popen, str]:
+    """Start `python -m MODULE serve` (a stand-in peer in a process of its own): the process, and the
+    first line it prints (where it listens)."""
+    proc = subprocess.Popen([sys.executable, "-m", module, "serve"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line:
+        proc.kill()
+        raise RuntimeError(f"{module} serve did not start")
+    return proc, line
 
 
 @contextlib.contextmanager
