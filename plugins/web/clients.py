@@ -43,7 +43,7 @@ class Client:
     __slots__ = (
         "secret", "key", "address", "spy", "wants_likes", "queue", "waiter", "last_seen", "ended", "dropped",
         "nojs", "chatting", "sent", "base", "leaving", "transcript", "settings", "stream",
-        "answered", "rich", "book", "redrawn", "pushed", "fetched", "room",
+        "answered", "rich", "book", "redrawn", "pushed", "fetched", "unsure", "pushing", "room",
     )
 
     def __init__(
@@ -82,6 +82,8 @@ class Client:
         # Redis mode: events ever queued in Redis for the client, and how many of them this instance's
         # polls are known to have fetched; while they differ, events kept in memory (Redis away) wait.
         self.pushed = self.fetched = 0
+        self.unsure = False  # a push to Redis failed: it may have been written all the same (see SharedApi._into_redis)
+        self.pushing: asyncio.Future[None] | None = None  # a push into Redis on its way (one at a time)
         self.room: Room | None = None  # the client's room, made at its first action (WebPlatform.room)
 
     def lines(self) -> Book:

@@ -294,14 +294,16 @@ class SharedTier:
     # ---- events ------------------------------------------------------------------------------
 
     async def push(
-        self, key: str, address: str, items: list[list], *, force: bool, final: bool, news: bool, notice: list,
+        self, key: str, address: str, items: list[list], *, force: bool, final: bool, news: bool, notice: list, expect: int = -1,
     ) -> tuple[int, int, int] | None:
         """Append `items` to the client's queue (bounded unless `force`, one `notice` when it overflows)
-        and wake its open poll wherever it is. Returns the sequence number after the queue's last
-        event, how many events were ever queued and how many of `items` were dropped, or None when the client has no record (it was made while Redis was away, or Redis
-        lost it). Raises DOWN."""
+        and wake its open poll wherever it is. `expect` (after a push that failed): how many events
+        were ever queued when the owner last knew, so whatever a failed push queued after all is
+        taken out first (see PUSH). Returns the sequence number after the queue's last event, how
+        many events were ever queued and how many of `items` were dropped, or None when the client
+        has no record (it was made while Redis was away, or Redis lost it). Raises DOWN."""
         dumped = [json.dumps(item, separators=(",", ":")) for item in items]
-        args = [self.max_queue, int(force), self.ttl_ms, int(final), int(news), json.dumps(notice), *dumped]
+        args = [self.max_queue, int(force), self.ttl_ms, int(final), int(news), json.dumps(notice), expect, *dumped]
         keys = [self._record(key), self._queue(key), self._addresses(address), self._owned(self.instance)]
         reply = await self._push(keys=keys, args=args)
         if not reply:

@@ -77,22 +77,14 @@ class SharedApi:
         end = None
         await self.pictures.written(client.key)  # no picture's URL is shown before any instance can serve it
         if not self.tier.down():
-            kept = self._unkeep(client)  # kept here while Redis was away: they go first
             try:
-                shown = [*kept, *items] if kept else items
-                news = worth_answering(shown)
-                end = await self.tier.push(
-                    client.key, client.address, shown, force=force or bool(kept), final=final, news=news, notice=NOTICE,
-                )  # fmt: skip
+                end = await self._into_redis(client, items, force=force, final=final, news=None)
             except DOWN as exc:
                 log.info("web: Redis did not take a client's events (%s); kept here", type(exc).__name__)
-            if end is None:
-                self._keep(client, kept)
         if end is not None:
-            # Where this client's sequence goes on should Redis be away (see _from_memory), and how many
-            # events it has in Redis: memory is not served ahead of them (see _from_memory).
-            client.base, client.pushed, dropped = end
-            if dropped:
+            # Where this client's sequence goes on should Redis be away (client.base, see _from_memory), and
+            # how many events it has in Redis (client.pushed): memory is not served ahead of them.
+            if end[2]:
                 self.web.count("dropped", "queue_full")
             if final:
                 self.web.clients.forget(client)
@@ -252,19 +244,47 @@ class SharedApi:
     async def _flush(self, client: Client) -> bool:
         """Move the events kept in memory while Redis was away into its queue, after what is there
         (the order they were made in); False when Redis still cannot take them."""
-        clients = self.web.clients
-        items = self._unkeep(client)
         try:
-            end = await self.tier.push(client.key, client.address, items, force=True, final=client.ended, news=True, notice=NOTICE)
+            end = await self._into_redis(client, [], force=True, final=client.ended, news=True)
         except DOWN:
             end = None
         if end is None:
-            self._keep(client, items)
             return False
-        client.base, client.pushed, _ = end
         if client.ended:
-            clients.forget(client)
+            self.web.clients.forget(client)
         return True
+
+    async def _into_redis(
+        self, client: Client, items: list[list], *, force: bool, final: bool, news: bool | None,
+    ) -> tuple[int, int, int] | None:
+        """Push the events kept in memory (they go first) and `items` into the client's queue, one push
+        of a client at a time: one that settles a failed push (`expect`, see PUSH) must not take another's
+        events for that one's. None when the client has no record: the kept events stay in memory. Raises
+        DOWN (they stay in memory too, and the push counts as failed: it may have been written)."""
+        while client.pushing is not None:
+            await asyncio.shield(client.pushing)
+        done = client.pushing = asyncio.get_running_loop().create_future()
+        kept = self._unkeep(client)
+        try:
+            shown = [*kept, *items] if kept else items
+            end = await self.tier.push(
+                client.key, client.address, shown, force=force or bool(kept), final=final,
+                news=worth_answering(shown) if news is None else news,
+                notice=NOTICE, expect=client.pushed if client.unsure else -1,
+            )  # fmt: skip
+        except BaseException:
+            client.unsure = True  # written perhaps, its reply lost: what it held is kept here too
+            self._keep(client, kept)
+            raise
+        finally:
+            client.pushing = None
+            done.set_result(None)
+        client.unsure = False
+        if end is None:
+            self._keep(client, kept)
+        else:
+            client.base, client.pushed = end[0], end[1]
+        return end
 
     async def _first_events(self, client: Client, request: web.Request) -> list[list]:
         try:
@@ -290,7 +310,8 @@ class SharedApi:
         else:  # this instance owns it
             client.last_seen = time.monotonic()
             client.stay()
-            if self.tier.down() or (client.has_answer() and not await self._flush(client)):
+            # A push whose reply was lost is settled before any take: what it queued may be served from memory already.
+            if self.tier.down() or ((client.has_answer() or client.unsure) and not await self._flush(client)):
                 return await self._from_memory(request, client, ack)
         async with self.polling(platform.address(request)) as slot:
             if slot is None:

@@ -21,16 +21,31 @@ local function settle(final, ttl)
 end
 """
 
-# KEYS: record, queue, address set, owner's set. ARGV: max queue, force (1/0), ttl, final (1/0), news (1/0), notice, items...
+# KEYS: record, queue, address set, owner's set. ARGV: max queue, force (1/0), ttl, final (1/0), news (1/0), notice,
+# expect, items... `expect` (-1: none) is how many events the owner last knew were ever queued, given after a push
+# of its failed: one whose reply was lost after it was written (Redis died then) queued events the owner also kept
+# in memory (and served, or pushes again now), so what was queued since is taken out first.
 # Returns {the instance of the client's open poll ('' for none), the sequence number after the last event,
 # how many events were ever queued, how many of these items were dropped (the queue was full)}, or false
 # when the client has no record.
 PUSH = _SETTLE + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local items = #ARGV - 6
+local expect = tonumber(ARGV[7])
+if expect >= 0 then
+  local extra = math.min(tonumber(redis.call('HGET', KEYS[1], 't') or '0') - expect, redis.call('LLEN', KEYS[2]))
+  if extra > 0 then
+    redis.call('LTRIM', KEYS[2], 0, -extra - 1)
+    redis.call('HINCRBY', KEYS[1], 't', -extra)
+    local left = redis.call('LLEN', KEYS[2])
+    if tonumber(redis.call('HGET', KEYS[1], 'u') or '0') > left then redis.call('HSET', KEYS[1], 'u', left) end
+    if left == 0 then redis.call('HSET', KEYS[1], 'n', '0', 'd', '0') end
+  end
+end
+local items = #ARGV - 7
 local pending = redis.call('LLEN', KEYS[2]) - tonumber(redis.call('HGET', KEYS[1], 'u') or '0')
 local dropped = 0
-if ARGV[2] ~= '1' and pending + items > tonumber(ARGV[1]) then
+if items == 0 then
+elseif ARGV[2] ~= '1' and pending + items > tonumber(ARGV[1]) then
   dropped = items
   if redis.call('HGET', KEYS[1], 'd') ~= '1' then
     redis.call('HSET', KEYS[1], 'd', '1', 'n', '1')
@@ -38,7 +53,7 @@ if ARGV[2] ~= '1' and pending + items > tonumber(ARGV[1]) then
     redis.call('HINCRBY', KEYS[1], 't', 1)
   end
 else
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, 7))
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 8))
   redis.call('HINCRBY', KEYS[1], 't', items)
   if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'n', '1') end
 end

@@ -1,5 +1,6 @@
-"""Redis faults under two daemon processes: restarted with AOF (nothing lost or doubled), restarted
-empty (one notice per side), stopped for 30 s (starts refused plainly, chats ended once, /healthz, recovery)."""
+"""Redis faults under two daemon processes: restarted with AOF (nothing lost or doubled), a reply lost
+after its write (nothing doubled), restarted empty (one notice per side), stopped for 30 s (starts refused
+plainly, chats ended once, /healthz, recovery)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import secrets
 import aiohttp
 import pytest
 
+import redis.asyncio as aioredis
+
 from tests.redisproc import RedisServer
+from tests.redisproxy import ReplyLosingProxy
 from tests.web.client import RawClient
 
-from .daemon import Daemon, pair_web
+from .daemon import PREFIX, Daemon, pair_web
 
 
 @pytest.fixture
@@ -50,8 +54,11 @@ async def test_redis_restarted_with_aof_loses_and_doubles_nothing(tmp_path, http
         for token in sent[40:]:
             assert await x.post("/send", msg=token) == (200, "win")
         got = []
-        while len(got) < len(sent):
-            got.append((await y.until("gotMessage", timeout=30))[1])
+        try:
+            while len(got) < len(sent):
+                got.append((await y.until("gotMessage", timeout=30))[1])
+        except TimeoutError:
+            raise AssertionError(f"{len(got)} of {len(sent)}: {got!r} {y.events[-5:]!r}\n" + "".join(a.log)[-3000:] + "\n=====B\n" + "".join(b.log)[-5000:]) from None
         assert got == sent  # delivered == sent, in order, none twice
         assert await y.post("/send", msg="and back") == (200, "win")
         assert (await x.until("gotMessage"))[1] == "and back"
@@ -59,6 +66,49 @@ async def test_redis_restarted_with_aof_loses_and_doubles_nothing(tmp_path, http
     finally:
         await asyncio.gather(a.stop(), b.stop())
         server.stop()
+
+
+async def queued_anywhere(redis_url: str, token: str) -> bool:
+    """Whether some web client's event queue in Redis holds `token`."""
+    r = aioredis.from_url(redis_url, decode_responses=True)
+    try:
+        async for key in r.scan_iter(f"{PREFIX}web:*q:*"):
+            if any(token in item for item in await r.lrange(key, 0, -1)):
+                return True
+        return False
+    finally:
+        await r.aclose()
+
+
+async def test_events_written_to_redis_whose_reply_was_lost_are_shown_once(tmp_path, redis_server, http):
+    # b reaches Redis through a proxy that loses the reply to the push of `lost` (written all the same)
+    # and then cuts b off: b keeps the event in memory and shows it from there; once Redis is back, the
+    # copy in Redis must not be shown again.
+    proxy = await ReplyLosingProxy(redis_server.port).start()
+    a = Daemon(tmp_path, redis_server.url, "a", lease=6.0)
+    b = Daemon(tmp_path, proxy.url + "/0", "b", lease=6.0)
+    try:
+        await asyncio.gather(a.start(), b.start())
+        x, y = await pair_web(http, a, b)
+        before, lost, after = (f"{name}-{secrets.token_hex(4)}" for name in ("before", "lost", "after"))
+        assert await x.post("/send", msg=before) == (200, "win")
+        assert (await y.until("gotMessage", timeout=30))[1] == before
+        proxy.arm(lost.encode())
+        assert await x.post("/send", msg=lost) == (200, "win")
+        async with asyncio.timeout(30):
+            await proxy.cut.wait()
+        assert await queued_anywhere(redis_server.url, lost)  # the push did take effect in Redis
+        assert (await y.until("gotMessage", timeout=30))[1] == lost  # shown from b's memory
+        proxy.heal()
+        await until_healthy(http, b)
+        assert await x.post("/send", msg=after) == (200, "win")
+        await y.until(lambda e: e == ["gotMessage", after], timeout=30)
+        assert [e[1] for e in y.events if e[0] == "gotMessage"] == [before, lost, after]  # once each, in order
+        assert not await queued_anywhere(redis_server.url, lost)
+        assert "strangerDisconnected" not in x.names() + y.names()
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+        await proxy.stop()
 
 
 async def test_redis_restarted_empty_ends_every_chat_with_one_notice_per_side(tmp_path, redis_server, http):
