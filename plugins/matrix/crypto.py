@@ -165,6 +165,15 @@ class Crypto:
         if resp.to_device_events:
             await self.undecryptable.retry(client)
 
+    async def before_send(self, client: AsyncClient, rid: str) -> None:
+        """An event is about to be encrypted for the room: every member's device has the key it uses."""
+        try:
+            await self.keyshare.top_up(client, rid)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the homeserver is away: the send goes on, and it is tried again
+            log.warning("matrix: giving a room key to a device it missed failed (%s)", type(exc).__name__)
+
     def sent(self, client: AsyncClient, rid: str) -> None:
         """An event went out in the room: when it used the room key up, the next one is shared now, in the background."""
         self.keyshare.after_send(client, rid)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from uuid import uuid4
 
 from nio import AsyncClient, ShareGroupSessionResponse
 from nio.api import Api
+
+from bridge.dedupe import SeenIds
 
 __all__ = ["AGE_MARGIN", "AHEAD", "KeyShare", "needs_share"]
 
@@ -23,6 +26,9 @@ AGE_MARGIN = timedelta(hours=1)
 AHEAD = 10
 # Rounds of sharing with members and devices that arrived while the key was on its way.
 LATE_ROUNDS = 3
+# Seconds before a device the room's key did not reach is tried again (claiming a session for one
+# with no one-time keys left gives nothing; so is not asked on every message).
+RETRY_UNREACHED = 30.0
 
 
 def needs_share(client: AsyncClient, rid: str) -> bool:
@@ -59,6 +65,8 @@ class KeyShare:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.slots = asyncio.Semaphore(parallel)
         self.shared = 0  # background shares done, for tests and status
+        self.topped_up = 0  # devices given a room's current key after it was shared (see top_up)
+        self._tried: SeenIds[tuple[str, str], float] = SeenIds(4096)  # device -> when it may be tried again
 
     def after_send(self, client: AsyncClient, rid: str) -> None:
         """A message went out in the room: share the next key now if the session is near its end."""
@@ -68,6 +76,51 @@ class KeyShare:
         """A sync batch was handled (members and devices may have changed): share ahead for these rooms."""
         for rid in rids:
             self._start(client, rid)
+
+    async def top_up(self, client: AsyncClient, rid: str) -> None:
+        """Before a send: the room's current key goes to the members' devices it missed, so they read what follows.
+
+        nio marks a session shared once its share is over even when a device did not get it: one whose keys
+        were fetched while the key was on its way (nio drops only a shared session when a device comes, and
+        its share on the send path makes no late rounds), one whose to-device request failed, or one that had
+        no Olm session. Such a device would not read the room until the session rotates (100 messages). It
+        gets the current key now (from its current index on: nothing said before); a device that still has
+        no Olm session is tried again after RETRY_UNREACHED seconds.
+        """
+        olm, room = client.olm, client.rooms.get(rid)
+        if olm is None or room is None or not room.encrypted or rid in client.sharing_session:
+            return
+        session = olm.outbound_group_sessions.get(rid)
+        if session is None or not session.shared:
+            return  # the send shares it (nio), or a share ahead is on its way
+        users = list(room.users)
+        unreached = _unreached(client, users, session)
+        if not unreached:
+            return
+        now = time.monotonic()
+        due = {pair for pair in unreached if (self._tried.get(pair) or 0.0) <= now}
+        if not due:
+            return
+        for pair in due:
+            self._tried.remember(pair, now + RETRY_UNREACHED)
+        store = olm.session_store
+        claim: dict[str, list[str]] = {}
+        for user, device in due:
+            if not store.get(client.device_store[user][device].curve25519):
+                claim.setdefault(user, []).append(device)
+        if claim:
+            await client.keys_claim(claim)
+        if olm.outbound_group_sessions.get(rid) is not session or rid in client.sharing_session:
+            return  # replaced meanwhile: the new one goes to every device
+        session.shared = False  # nio's share then uses this session (not a new one), for the devices lacking it only
+        try:
+            requests = _key_requests(client, rid, users)
+        finally:
+            session.shared = True
+        reached = await _answers(requests)
+        session.users_shared_with.update(reached)
+        self.topped_up += len(reached)
+        log.info("matrix: a room's current key went to %d device(s) it had missed", len(reached))
 
     def close(self) -> None:
         """Cancel the shares in flight (the platform stops or logs in again); nio's next send shares itself."""
@@ -164,6 +217,13 @@ def _devices(client: AsyncClient, users: Iterable[str]) -> set[tuple[str, str]]:
     """The (user, device) pairs nio knows as active for these users."""
     store = client.device_store
     return {(user, device.id) for user in users for device in store.active_user_devices(user)}
+
+
+def _unreached(client: AsyncClient, users: Iterable[str], session) -> set[tuple[str, str]]:
+    """The members' active devices (ours aside) that `session` was neither shared with nor set to skip."""
+    own = (client.user_id, client.device_id)
+    done = session.users_shared_with | session.users_ignored
+    return {pair for pair in _devices(client, users) if pair != own and pair not in done}
 
 
 def _key_requests(client: AsyncClient, rid: str, users: list[str]) -> list:

@@ -231,6 +231,7 @@ class RoomSender:
                 if self.crypto is None:
                     resp = await send_plain(client, rid, write.kind, content, write.txn)
                 else:
+                    await self.crypto.before_send(client, rid)
                     # ignore_unverified_devices: the trust policy (plugins.matrix.crypto) decided who gets keys.
                     resp = await client.room_send(rid, write.kind, content, tx_id=write.txn, ignore_unverified_devices=True)
                     self.crypto.sent(client, rid)  # the next room key, if this used it up: shared off the send path

@@ -214,3 +214,48 @@ async def test_a_key_that_reached_a_member_who_left_meanwhile_is_not_used(matrix
         s2 = next(e for e in alice.messages(rid, me) if e["content"]["body"] == "Stranger: s2")
         session = next(e["content"]["session_id"] for e in stored if e["event_id"] == s2["event_id"])
         assert session not in {s.id for s in bob.client.olm.inbound_group_store}  # bob, gone, cannot read it
+
+
+async def test_a_device_whose_key_request_failed_gets_the_current_key_before_the_next_message(matrix, synapse):
+    bot = await matrix.account()
+    alice = await crypto_user(matrix, "alice")
+    bob = await crypto_user(matrix, "bob")
+    me = bot["user_id"]
+    cfg = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])
+    async with running(cfg, **UNLIMITED) as b:
+        mx, rec = b.platforms["mx"], b.platforms["rec"]
+        rid = await paired(b, alice, me)
+        rec.send("r", Message("s1"))
+        await alice.wait_message(rid, me, "Stranger: s1")
+
+        # The bot's first to-device request for bob's device times out (it never reaches the homeserver): the
+        # share that gives the room's next key to bob ends without him, and nio marks the key shared all the same.
+        send, failed = mx.client.send, asyncio.Event()
+
+        async def failing_send(method, path, data=None, *args, **kwargs):
+            if "/sendToDevice/m.room.encrypted/" in path and bob.client.device_id in (data or "") and not failed.is_set():
+                failed.set()
+                raise asyncio.TimeoutError
+            return await send(method, path, data, *args, **kwargs)
+
+        mx.client.send = failing_send
+        try:
+            await invite_and_join(alice, rid, bob)
+            await bot_knows_device(b, bob.user_id, bob.client.device_id, bob)
+            await alice.wait_for(lambda: bob.user_id in mx.client.rooms[rid].users)
+            await asyncio.wait_for(failed.wait(), 30)
+            async with asyncio.timeout(30):  # that share is over
+                while mx.crypto.keyshare.tasks or rid in mx.client.sharing_session:
+                    await asyncio.sleep(0.01)
+            session = mx.client.olm.outbound_group_sessions[rid]
+            assert session.shared and (bob.user_id, bob.client.device_id) not in session.users_shared_with
+        finally:
+            mx.client.send = send
+
+        before = {e["event_id"] for e in await raw_events(synapse.url, alice.token, rid)}
+        rec.send("r", Message("s2"))
+        for user in (bob, alice):
+            await user.wait_message(rid, me, "Stranger: s2", 30)  # decrypted by each of them
+        assert not undecrypted_from(bob, me, before) and not undecrypted_from(alice, me, before)
+        assert mx.client.olm.outbound_group_sessions[rid] is session  # the same key, given to bob, not a new one
+        assert (bob.user_id, bob.client.device_id) in session.users_shared_with and mx.crypto.keyshare.topped_up >= 1
