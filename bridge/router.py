@@ -53,6 +53,7 @@ class Router:
         self.metrics = metrics or Metrics()
         self.moderator = moderator or Moderator(PolicySection(), store)
         self.moderator.scope_of = self._scope_of  # each room's platform knows its guild or room
+        self._counts: dict[tuple[str, str], int] | None = None  # this turn's session counts (see _session_counts)
         self.metrics.sessions_source(self._session_counts)
         self.closing = False
         self._default_backends = default_backends or {}
@@ -328,10 +329,24 @@ class Router:
         self.sessions.clear()
 
     def _session_counts(self) -> dict[tuple[str, str], int]:
+        """{(platform, state): sessions}, counted once per turn of the event loop: every /start answer
+        shows the online count, and counting tens of thousands of sessions for each of a burst of
+        starts made the burst quadratic (2,000 starts spent most of their time here)."""
+        if self._counts is not None:
+            return self._counts
         counts: Counter[tuple[str, str]] = Counter()
         for room, session in self.sessions.items():
             counts[(room.platform, session.state.value)] += 1
-        return dict(counts)
+        result = dict(counts)
+        try:
+            asyncio.get_running_loop().call_soon(self._forget_counts)  # good until the loop's next turn
+        except RuntimeError:  # no loop (a scrape from a thread, a unit test): counted each time
+            return result
+        self._counts = result
+        return result
+
+    def _forget_counts(self) -> None:
+        self._counts = None
 
     def state_of(self, room: Room) -> State:
         """The session state of a room (IDLE when it has none)."""

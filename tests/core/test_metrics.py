@@ -6,7 +6,7 @@ import json
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.events import Connected, Message, Start
+from bridge.events import Connected, Message, Start, Waiting
 from bridge.metrics import Metrics, counter_key
 from bridge.store import MemoryStore
 from tests.core.scripted import ScriptedBackend
@@ -212,3 +212,19 @@ def test_a_prebuilt_counter_key_counts_the_same_series_as_inc():
     assert metrics.counter("deliver_attempts", platform="web") == 2
     fams = families(metrics.prometheus())
     assert sample(fams, "stranger_bridge_messages_relayed", "stranger_bridge_messages_relayed_total", direction="to_user") == 4
+
+
+async def test_session_counts_are_counted_once_per_loop_turn_and_follow_every_change():
+    data = {"platforms": {"rec": {"plugin": RECORDING}}, "backends": {"hub": {"plugin": "hub"}}}
+    async with running(data) as bridge:
+        rec = bridge.platforms["rec"]
+        assert bridge.metrics.local_online() == 0
+        first = bridge.metrics.sessions()
+        assert bridge.metrics.sessions() is first  # a burst of /start answers in one turn counts once
+        rec.send("a", Start())
+        await rec.wait_for("a", Waiting)
+        assert bridge.metrics.sessions() == {("rec", "searching"): 1} and bridge.metrics.local_online() == 1
+        rec.send("b", Start())
+        await rec.wait_for("b", Connected)
+        await rec.wait_for("a", Connected)
+        assert bridge.metrics.sessions() == {("rec", "chatting"): 2} and bridge.metrics.local_online() == 2
