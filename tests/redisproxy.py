@@ -19,7 +19,7 @@ class ReplyLosingProxy:
     def __init__(self, upstream: int) -> None:
         self.upstream = upstream
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}"
+        self.url = f"redis://127.0.0.1:{self.port}/0"  # database 0, as RedisServer.url
         self.cut = asyncio.Event()
         self._marker: bytes | None = None
         self._refusing = False

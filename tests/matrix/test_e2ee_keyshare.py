@@ -4,6 +4,7 @@ send of the bot makes a key share (to-device request) on its way; the room's mem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 
 from bridge.events import Message
@@ -16,6 +17,17 @@ from .test_e2ee_rooms import bot_knows_device, invite_and_join, undecrypted_from
 
 UNLIMITED = {"user_rate": 1e9, "user_burst": 10**9, "stranger_rate": 1e9, "stranger_burst": 10**9}
 COUNT = 230  # stranger messages: the room's session rotates at least twice
+
+
+@contextlib.asynccontextmanager
+async def encrypted_chat(matrix, synapse):
+    """A bridge whose bot chats with alice (a user with a device and keys) in an encrypted room, with no
+    rate limits: yields (the running bridge, alice, the room's id)."""
+    bot = await matrix.account()
+    alice = await crypto_user(matrix, "alice")
+    cfg = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])
+    async with running(cfg, **UNLIMITED) as b:
+        yield b, alice, await paired(b, alice, bot["user_id"])
 
 
 def hold_key_shares(mx):
@@ -35,13 +47,8 @@ def hold_key_shares(mx):
 
 
 async def test_room_key_rotation_is_shared_in_the_background_not_on_a_send(matrix, synapse):
-    bot = await matrix.account()
-    alice = await crypto_user(matrix, "alice")
-    me = bot["user_id"]
-    cfg = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])
-    async with running(cfg, **UNLIMITED) as b:
-        mx, rec = b.platforms["mx"], b.platforms["rec"]
-        rid = await paired(b, alice, me)
+    async with encrypted_chat(matrix, synapse) as (b, alice, rid):
+        mx, rec, me = b.platforms["mx"], b.platforms["rec"], b.platforms["mx"].client.user_id
 
         # The bot's request log: each request to the homeserver, and whether a room_send made it.
         sending: contextvars.ContextVar[bool] = contextvars.ContextVar("sending", default=False)
@@ -89,13 +96,8 @@ async def test_room_key_rotation_is_shared_in_the_background_not_on_a_send(matri
 
 
 async def test_messages_go_out_with_the_current_key_while_the_next_one_is_being_shared(matrix, synapse):
-    bot = await matrix.account()
-    alice = await crypto_user(matrix, "alice")
-    me = bot["user_id"]
-    cfg = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])
-    async with running(cfg, **UNLIMITED) as b:
-        mx, rec = b.platforms["mx"], b.platforms["rec"]
-        rid = await paired(b, alice, me)
+    async with encrypted_chat(matrix, synapse) as (b, alice, rid):
+        mx, rec, me = b.platforms["mx"], b.platforms["rec"], b.platforms["mx"].client.user_id
 
         # The bot's key share requests are held back (the homeserver answers them only after `release`).
         held, release, send = hold_key_shares(mx)
@@ -137,14 +139,9 @@ async def test_messages_go_out_with_the_current_key_while_the_next_one_is_being_
 
 
 async def test_a_member_and_a_device_that_arrive_while_a_key_is_on_its_way_get_it_too(matrix, synapse):
-    bot = await matrix.account()
-    alice = await crypto_user(matrix, "alice")
     carol = await crypto_user(matrix, "carol")
-    me = bot["user_id"]
-    cfg = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])
-    async with running(cfg, **UNLIMITED) as b:
-        mx, rec = b.platforms["mx"], b.platforms["rec"]
-        rid = await paired(b, alice, me)
+    async with encrypted_chat(matrix, synapse) as (b, alice, rid):
+        mx, rec, me = b.platforms["mx"], b.platforms["rec"], b.platforms["mx"].client.user_id
         rec.send("r", Message("s1"))
         await alice.wait_message(rid, me, "Stranger: s1")
 
@@ -176,14 +173,9 @@ async def test_a_member_and_a_device_that_arrive_while_a_key_is_on_its_way_get_i
 
 
 async def test_a_key_that_reached_a_member_who_left_meanwhile_is_not_used(matrix, synapse):
-    bot = await matrix.account()
-    alice = await crypto_user(matrix, "alice")
     bob = await crypto_user(matrix, "bob")
-    me = bot["user_id"]
-    cfg = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])
-    async with running(cfg, **UNLIMITED) as b:
-        mx, rec = b.platforms["mx"], b.platforms["rec"]
-        rid = await paired(b, alice, me)
+    async with encrypted_chat(matrix, synapse) as (b, alice, rid):
+        mx, rec, me = b.platforms["mx"], b.platforms["rec"], b.platforms["mx"].client.user_id
         await invite_and_join(alice, rid, bob)
         await bot_knows_device(b, bob.user_id, bob.client.device_id, bob)
         await alice.wait_for(lambda: bob.user_id in mx.client.rooms[rid].users)
@@ -217,14 +209,9 @@ async def test_a_key_that_reached_a_member_who_left_meanwhile_is_not_used(matrix
 
 
 async def test_a_device_whose_key_request_failed_gets_the_current_key_before_the_next_message(matrix, synapse):
-    bot = await matrix.account()
-    alice = await crypto_user(matrix, "alice")
     bob = await crypto_user(matrix, "bob")
-    me = bot["user_id"]
-    cfg = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])
-    async with running(cfg, **UNLIMITED) as b:
-        mx, rec = b.platforms["mx"], b.platforms["rec"]
-        rid = await paired(b, alice, me)
+    async with encrypted_chat(matrix, synapse) as (b, alice, rid):
+        mx, rec, me = b.platforms["mx"], b.platforms["rec"], b.platforms["mx"].client.user_id
         rec.send("r", Message("s1"))
         await alice.wait_message(rid, me, "Stranger: s1")
 

@@ -86,7 +86,7 @@ async def test_events_written_to_redis_whose_reply_was_lost_are_shown_once(tmp_p
     # copy in Redis must not be shown again.
     proxy = await ReplyLosingProxy(redis_server.port).start()
     a = Daemon(tmp_path, redis_server.url, "a", lease=6.0)
-    b = Daemon(tmp_path, proxy.url + "/0", "b", lease=6.0)
+    b = Daemon(tmp_path, proxy.url, "b", lease=6.0)
     try:
         await asyncio.gather(a.start(), b.start())
         x, y = await pair_web(http, a, b)
