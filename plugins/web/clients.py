@@ -82,7 +82,7 @@ class Client:
         # Redis mode: events ever queued in Redis for the client, and how many of them this instance's
         # polls are known to have fetched; while they differ, events kept in memory (Redis away) wait.
         self.pushed = self.fetched = 0
-        self.unsure = False  # a push to Redis failed: it may have been written all the same (see SharedApi._into_redis)
+        self.unsure = False  # a push to Redis failed: it may have been written all the same (see OwnerQueue._into_redis)
         self.pushing: asyncio.Future[None] | None = None  # a push into Redis on its way (one at a time)
         self.room: Room | None = None  # the client's room, made at its first action (WebPlatform.room)
 
