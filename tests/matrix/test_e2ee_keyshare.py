@@ -20,14 +20,20 @@ COUNT = 230  # stranger messages: the room's session rotates at least twice
 
 
 @contextlib.asynccontextmanager
-async def encrypted_chat(matrix, synapse):
+async def encrypted_chat(matrix, synapse, first: str | None = None):
     """A bridge whose bot chats with alice (a user with a device and keys) in an encrypted room, with no
-    rate limits: yields (the running bridge, alice, the room's id)."""
+    rate limits; `first`: a stranger message alice has read before. Yields (the running bridge, its
+    Matrix platform, its recording platform, the bot's user id, alice, the room's id)."""
     bot = await matrix.account()
     alice = await crypto_user(matrix, "alice")
     cfg = bridge_config(synapse.url, bot, allowed_inviters=[":localhost"])
     async with running(cfg, **UNLIMITED) as b:
-        yield b, alice, await paired(b, alice, bot["user_id"])
+        mx, rec, me = b.platforms["mx"], b.platforms["rec"], bot["user_id"]
+        rid = await paired(b, alice, me)
+        if first is not None:
+            rec.send("r", Message(first))
+            await alice.wait_message(rid, me, f"Stranger: {first}")
+        yield b, mx, rec, me, alice, rid
 
 
 def hold_key_shares(mx):
@@ -47,8 +53,7 @@ def hold_key_shares(mx):
 
 
 async def test_room_key_rotation_is_shared_in_the_background_not_on_a_send(matrix, synapse):
-    async with encrypted_chat(matrix, synapse) as (b, alice, rid):
-        mx, rec, me = b.platforms["mx"], b.platforms["rec"], b.platforms["mx"].client.user_id
+    async with encrypted_chat(matrix, synapse) as (b, mx, rec, me, alice, rid):
 
         # The bot's request log: each request to the homeserver, and whether a room_send made it.
         sending: contextvars.ContextVar[bool] = contextvars.ContextVar("sending", default=False)
@@ -96,8 +101,7 @@ async def test_room_key_rotation_is_shared_in_the_background_not_on_a_send(matri
 
 
 async def test_messages_go_out_with_the_current_key_while_the_next_one_is_being_shared(matrix, synapse):
-    async with encrypted_chat(matrix, synapse) as (b, alice, rid):
-        mx, rec, me = b.platforms["mx"], b.platforms["rec"], b.platforms["mx"].client.user_id
+    async with encrypted_chat(matrix, synapse) as (b, mx, rec, me, alice, rid):
 
         # The bot's key share requests are held back (the homeserver answers them only after `release`).
         held, release, send = hold_key_shares(mx)
@@ -140,10 +144,7 @@ async def test_messages_go_out_with_the_current_key_while_the_next_one_is_being_
 
 async def test_a_member_and_a_device_that_arrive_while_a_key_is_on_its_way_get_it_too(matrix, synapse):
     carol = await crypto_user(matrix, "carol")
-    async with encrypted_chat(matrix, synapse) as (b, alice, rid):
-        mx, rec, me = b.platforms["mx"], b.platforms["rec"], b.platforms["mx"].client.user_id
-        rec.send("r", Message("s1"))
-        await alice.wait_message(rid, me, "Stranger: s1")
+    async with encrypted_chat(matrix, synapse, first="s1") as (b, mx, rec, me, alice, rid):
 
         # The bot's key shares are held back (the homeserver answers them only after `release`).
         held, release, send = hold_key_shares(mx)
@@ -174,8 +175,7 @@ async def test_a_member_and_a_device_that_arrive_while_a_key_is_on_its_way_get_i
 
 async def test_a_key_that_reached_a_member_who_left_meanwhile_is_not_used(matrix, synapse):
     bob = await crypto_user(matrix, "bob")
-    async with encrypted_chat(matrix, synapse) as (b, alice, rid):
-        mx, rec, me = b.platforms["mx"], b.platforms["rec"], b.platforms["mx"].client.user_id
+    async with encrypted_chat(matrix, synapse) as (b, mx, rec, me, alice, rid):
         await invite_and_join(alice, rid, bob)
         await bot_knows_device(b, bob.user_id, bob.client.device_id, bob)
         await alice.wait_for(lambda: bob.user_id in mx.client.rooms[rid].users)
@@ -210,10 +210,7 @@ async def test_a_key_that_reached_a_member_who_left_meanwhile_is_not_used(matrix
 
 async def test_a_device_whose_key_request_failed_gets_the_current_key_before_the_next_message(matrix, synapse):
     bob = await crypto_user(matrix, "bob")
-    async with encrypted_chat(matrix, synapse) as (b, alice, rid):
-        mx, rec, me = b.platforms["mx"], b.platforms["rec"], b.platforms["mx"].client.user_id
-        rec.send("r", Message("s1"))
-        await alice.wait_message(rid, me, "Stranger: s1")
+    async with encrypted_chat(matrix, synapse, first="s1") as (b, mx, rec, me, alice, rid):
 
         # The bot's first to-device request for bob's device times out (it never reaches the homeserver): the
         # share that gives the room's next key to bob ends without him, and nio marks the key shared all the same.
