@@ -96,7 +96,7 @@ class NoJsShared:
                         changed.append((item[1].at, item[1].html()))
                 excess = max(0, len(transcript) + len(kept) - limit)
                 try:
-                    woke = await self.tier.nojs_append(
+                    woke = await self.tier.transcripts.append(
                         client.key, client.address, lines, changed, base=client.base + excess, final=final,
                     )  # fmt: skip
                 except DOWN as exc:
@@ -141,7 +141,7 @@ class NoJsShared:
         """A chat's grace is over: it leaves unless a stream of it began since, or one is open."""
         now = time.time()
         try:
-            streaming = await self.tier.nojs_streaming(client.key, now - self.web.nojs_grace, now - 2 * READ_EVERY - 1.0)
+            streaming = await self.tier.transcripts.streaming(client.key, now - self.web.nojs_grace, now - 2 * READ_EVERY - 1.0)
         except DOWN:
             streaming = False
         if streaming and self.web.clients.get(client.key) is client:
@@ -164,7 +164,7 @@ class NoJsShared:
     async def end_orphan(self, key: str) -> None:
         """The owner of a no-JS chat is gone for good: its transcript says the chat ended."""
         lines = nojs_html.lines(Disconnected(reason=Reason.ERROR))
-        await self.tier.nojs_append(key, "", lines, [], base=-1, final=True)
+        await self.tier.transcripts.append(key, "", lines, [], base=-1, final=True)
 
     # ---- any instance ------------------------------------------------------------------------
 
@@ -188,7 +188,7 @@ class NoJsShared:
             if slot is None:
                 return self.chat.page_error("Too many chats from your address.", 429)
             try:
-                begun = await tier.nojs_begin(key)
+                begun = await tier.transcripts.begin(key)
             except DOWN:
                 return self.chat.page_error("The server cannot reach its database; try again.", 503)
             if begun is None:
@@ -213,7 +213,7 @@ class NoJsShared:
             except DOWN as exc:
                 log.info("web: a no-JS stream lost Redis (%s)", type(exc).__name__)
             finally:
-                if await tier.nojs_end(key, int(mine), done=done) and not done and not platform.closing:
+                if await tier.transcripts.end(key, int(mine), done=done) and not done and not platform.closing:
                     self._tell_closed(key)
             return response
 
@@ -238,7 +238,7 @@ class NoJsShared:
             now = loop.time()
             if woken or now - read_at >= READ_EVERY:
                 read_at = now
-                reply = await tier.nojs_read(key, mine, pos)
+                reply = await tier.transcripts.read(key, mine, pos)
                 if reply[0] != "ok":
                     return False  # superseded by a newer stream, or the chat is gone
                 base, changed, ended, redrawn = int(reply[1]), int(reply[2]), reply[3] == 1, float(reply[4])
@@ -253,7 +253,7 @@ class NoJsShared:
                     if due > 0:  # changes come faster than a page should reload: gather them, redraw once
                         read_at = now - READ_EVERY + min(due, READ_EVERY)
                         continue
-                    await tier.redrawn(key, time.time())
+                    await tier.transcripts.redrawn(key, time.time())
                     await self.chat.write(response, nojs_rich.REDRAW)
                     return False
             if now - renewed >= READ_EVERY and slot:

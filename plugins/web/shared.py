@@ -16,7 +16,8 @@ from typing import Any
 from redis import exceptions as rx
 
 from .shared_once import DOWN, Once, WebRelay, redis_ms
-from .shared_lua import END_POLL, GIVE_BACK, NOJS_APPEND, NOJS_BEGIN, NOJS_END, NOJS_READ, POLL_SLOT, PUSH, TAKE
+from .shared_lua import END_POLL, GIVE_BACK, POLL_SLOT, PUSH, TAKE
+from .shared_transcripts import Transcripts
 
 __all__ = ["DOWN", "Record", "SharedTier", "Taken"]
 
@@ -88,10 +89,7 @@ class SharedTier:
         self._end_poll = self.redis.register_script(END_POLL)
         self._give_back = self.redis.register_script(GIVE_BACK)
         self._poll_slot = self.redis.register_script(POLL_SLOT)
-        self._nojs_append = self.redis.register_script(NOJS_APPEND)
-        self._nojs_begin = self.redis.register_script(NOJS_BEGIN)
-        self._nojs_read = self.redis.register_script(NOJS_READ)
-        self._nojs_end = self.redis.register_script(NOJS_END)
+        self.transcripts = Transcripts(self)  # the no-JS chats' lines
 
     def down(self) -> bool:
         """Whether Redis is known to be unreachable now (calls would fail: the owner serves from memory)."""
@@ -99,19 +97,19 @@ class SharedTier:
 
     # ---- keys --------------------------------------------------------------------------------
 
-    def _record(self, key: str) -> str:
+    def record_key(self, key: str) -> str:
         return f"{self.prefix}c:{key}"
 
-    def _queue(self, key: str) -> str:
+    def queue_key(self, key: str) -> str:
         return f"{self.prefix}q:{key}"
 
-    def _addresses(self, hashed: str) -> str:
+    def addresses_key(self, hashed: str) -> str:
         return f"{self.prefix}a:{hashed}"
 
-    def _owned(self, instance: str) -> str:
+    def owned_key(self, instance: str) -> str:
         return f"{self.prefix}o:{instance}"
 
-    def _polls(self, hashed: str) -> str:
+    def polls_key(self, hashed: str) -> str:
         return f"{self.prefix}p:{hashed}"
 
     async def salt(self) -> bytes:
@@ -146,16 +144,16 @@ class SharedTier:
         if nojs is not None:
             fields.update({"nj": 1, "cs": json.dumps(nojs), "tb": 0, "tv": 0, "st": 0})
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self._record(key), mapping=fields)
-        pipe.pexpire(self._record(key), self.ttl_ms)
-        pipe.sadd(self._addresses(address), key)
-        pipe.pexpire(self._addresses(address), self.ttl_ms)
-        pipe.sadd(self._owned(self.instance), key)
+        pipe.hset(self.record_key(key), mapping=fields)
+        pipe.pexpire(self.record_key(key), self.ttl_ms)
+        pipe.sadd(self.addresses_key(address), key)
+        pipe.pexpire(self.addresses_key(address), self.ttl_ms)
+        pipe.sadd(self.owned_key(self.instance), key)
         await pipe.execute()
 
     async def find(self, key: str) -> Record | None:
         """The record of client `key`, or None (never started, ended and fetched, or expired)."""
-        raw = await self.redis.hgetall(self._record(key))
+        raw = await self.redis.hgetall(self.record_key(key))
         if not raw or "o" not in raw:
             return None
         return Record(
@@ -167,7 +165,7 @@ class SharedTier:
         """The raw records of `keys` that still exist (a restarted owner takes its clients back)."""
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
-            pipe.hgetall(self._record(key))
+            pipe.hgetall(self.record_key(key))
         found = await pipe.execute()
         return [(key, raw) for key, raw in zip(keys, found) if raw and raw.get("o") == self.instance and raw.get("e") != "1"]
 
@@ -176,97 +174,48 @@ class SharedTier:
         a poll began (a page that went away is back only if it polls again)."""
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
-            pipe.hget(self._record(key), "g" if polled else "s")
+            pipe.hget(self.record_key(key), "g" if polled else "s")
         return [float(value or 0) for value in await pipe.execute()]
 
     async def give_back(self, key: str, events: list[list]) -> None:
         """Put events a poll took back at the head of the queue (its poller went away before the
         answer was written), in their order, for the next poll."""
-        await self._give_back(keys=[self._record(key), self._queue(key)], args=[json.dumps(e, separators=(",", ":")) for e in events])
+        await self._give_back(keys=[self.record_key(key), self.queue_key(key)], args=[json.dumps(e, separators=(",", ":")) for e in events])
 
     async def sessions(self, address: str) -> int:
         """Live client ids of `address` on every instance; ids whose records expired are dropped."""
-        members = await self.redis.smembers(self._addresses(address))
+        members = await self.redis.smembers(self.addresses_key(address))
         if not members:
             return 0
         keys = sorted(members)
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
-            pipe.hmget(self._record(key), "o", "e")
+            pipe.hmget(self.record_key(key), "o", "e")
         dead = [key for key, (owner, ended) in zip(keys, await pipe.execute()) if owner is None or ended == "1"]
         if dead:
-            await self.redis.srem(self._addresses(address), *dead)
+            await self.redis.srem(self.addresses_key(address), *dead)
         return len(keys) - len(dead)
 
     async def forget(self, key: str, address: str) -> None:
         """The client is gone for good (left, stopped polling): its record, queue and count."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self._record(key), self._queue(key))
-        pipe.srem(self._addresses(address), key)
-        pipe.srem(self._owned(self.instance), key)
+        pipe.delete(self.record_key(key), self.queue_key(key))
+        pipe.srem(self.addresses_key(address), key)
+        pipe.srem(self.owned_key(self.instance), key)
         await pipe.execute()
 
     async def orphans(self, instance: str) -> list[tuple[str, bool, bool]]:
         """Take (once, whichever instance asks first) the live clients of `instance`, gone for good:
         (key, spy, nojs) of each."""
         out: list[tuple[str, bool, bool]] = []
-        while keys := await self.redis.spop(self._owned(instance), 256):
+        while keys := await self.redis.spop(self.owned_key(instance), 256):
             pipe = self.redis.pipeline(transaction=False)
             for key in keys:
-                pipe.hmget(self._record(key), "e", "sp", "nj")
+                pipe.hmget(self.record_key(key), "e", "sp", "nj")
             for key, (ended, spy, nojs) in zip(keys, await pipe.execute()):
                 if ended is None and spy is not None:  # still live (not ended, not expired)
                     out.append((key, spy == "1", nojs == "1"))
         return out
-
-    # ---- no-JS transcripts (see plugins.web.nojs_shared) ----------------------------------------
-
-    def _transcript(self, key: str) -> str:
-        return f"{self.prefix}t:{key}"
-
-    async def nojs_append(
-        self, key: str, address: str, lines: list[str], changed: list[tuple[int, str]], *, base: int, final: bool,
-    ) -> str | None:
-        """Add lines to a no-JS chat's transcript, replace changed ones, drop those before line `base`;
-        wakes its open stream. None when the client has no record. Raises DOWN."""
-        keys = [self._record(key), self._transcript(key), self._addresses(address), self._owned(self.instance)]
-        args: list[Any] = [self.ttl_ms, int(final), base, len(lines), *lines]
-        for at, html in changed:
-            args += [at, html]
-        woke = await self._nojs_append(keys=keys, args=args)
-        if woke is None:
-            return None
-        if woke:
-            self.wake(woke, key)
-        return str(woke)
-
-    async def transcript_length(self, key: str) -> int:
-        return int(await self.redis.llen(self._transcript(key)))
-
-    async def nojs_begin(self, key: str) -> list | None:
-        """A new stream of a no-JS chat here (the current one from now); None: no such chat. Raises DOWN."""
-        reply = await self._nojs_begin(keys=[self._record(key), self._transcript(key)], args=[self.instance, time.time()])
-        return reply or None
-
-    async def nojs_read(self, key: str, mine: int, pos: int) -> list:
-        """What stream `mine` shows next, from line number `pos` (see NOJS_READ). Raises DOWN."""
-        return await self._nojs_read(keys=[self._record(key), self._transcript(key)], args=[mine, pos, time.time()])
-
-    async def nojs_end(self, key: str, mine: int, *, done: bool) -> bool:
-        """Stream `mine` closed (`done`: it showed the end, the chat is gone); True if it was the current one."""
-        try:
-            return bool(await self._nojs_end(keys=[self._record(key), self._transcript(key)], args=[mine, time.time(), int(done)]))
-        except DOWN as exc:
-            log.debug("web: ending a no-JS stream's record failed (%s)", type(exc).__name__)
-            return False
-
-    async def nojs_streaming(self, key: str, since: float, fresh: float) -> bool:
-        """Whether a stream of the chat began after `since`, or one is open and was seen after `fresh`."""
-        opened, seen, began = await self.redis.hmget(self._record(key), "pi", "s", "g")
-        return float(began or 0) > since or bool(opened) and float(seen or 0) > fresh
-
-    async def redrawn(self, key: str, now: float) -> None:
-        await self.redis.hset(self._record(key), "rd", now)
 
     def tell(self, owner: str, key: str, path: str, form: dict[str, str]) -> None:
         """Hand an action to the owner without waiting for its answer (it takes effect there, in order)."""
@@ -278,16 +227,16 @@ class SharedTier:
         """Count an open poll (or no-JS stream) of the address hashed `hashed` on every instance, for
         `lease` seconds unless renewed: its member name, or "" when `cap` are open already. Raises DOWN."""
         member = f"{self.instance}:{uuid.uuid4().hex}"
-        counted = await self._poll_slot(keys=[self._polls(hashed)], args=[max(cap, 1), member, int(lease * 1000)])
+        counted = await self._poll_slot(keys=[self.polls_key(hashed)], args=[max(cap, 1), member, int(lease * 1000)])
         return member if counted else ""
 
     async def poll_renew(self, hashed: str, member: str, lease: float) -> None:
         """A long-lived stream is still open: its count lasts `lease` seconds more. Raises DOWN."""
-        await self._poll_slot(keys=[self._polls(hashed)], args=[0, member, int(lease * 1000)])
+        await self._poll_slot(keys=[self.polls_key(hashed)], args=[0, member, int(lease * 1000)])
 
     async def poll_end(self, hashed: str, member: str) -> None:
         try:
-            await self.redis.zrem(self._polls(hashed), member)
+            await self.redis.zrem(self.polls_key(hashed), member)
         except DOWN as exc:  # its lease ends it
             log.debug("web: ending a poll's count failed (%s)", type(exc).__name__)
 
@@ -304,7 +253,7 @@ class SharedTier:
         has no record (it was made while Redis was away, or Redis lost it). Raises DOWN."""
         dumped = [json.dumps(item, separators=(",", ":")) for item in items]
         args = [self.max_queue, int(force), self.ttl_ms, int(final), int(news), json.dumps(notice), expect, *dumped]
-        keys = [self._record(key), self._queue(key), self._addresses(address), self._owned(self.instance)]
+        keys = [self.record_key(key), self.queue_key(key), self.addresses_key(address), self.owned_key(self.instance)]
         reply = await self._push(keys=keys, args=args)
         if not reply:
             return None
@@ -316,7 +265,7 @@ class SharedTier:
         """Atomically take the client's pending events (an acknowledging client's: every unacknowledged
         one, after trimming to `ack`). `begin`: a new poll `token` takes over the id."""
         args = [token, "" if ack is None else ack, time.time(), self.ttl_ms, self.retired_ms, int(begin), self.instance]
-        reply = await self._take(keys=[self._record(key), self._queue(key)], args=args)
+        reply = await self._take(keys=[self.record_key(key), self.queue_key(key)], args=args)
         status = reply[0]
         if status not in ("ok", "empty"):
             return Taken(status)
@@ -325,7 +274,7 @@ class SharedTier:
 
     async def end_poll(self, key: str, token: str) -> None:
         try:
-            await self._end_poll(keys=[self._record(key)], args=[token, time.time()])
+            await self._end_poll(keys=[self.record_key(key)], args=[token, time.time()])
         except (rx.RedisError, OSError, asyncio.TimeoutError) as exc:
             log.debug("web: ending a poll's record failed (%s)", type(exc).__name__)
 

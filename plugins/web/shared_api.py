@@ -128,7 +128,7 @@ class SharedApi:
                 key, raw.get("a", ""), spy=raw.get("sp") == "1", wants_likes=raw.get("l") == "1", rich=raw.get("r") == "1",
             )  # fmt: skip
             if raw.get("nj") == "1":
-                self.nojs.adopted(client, raw, await self.tier.transcript_length(key))
+                self.nojs.adopted(client, raw, await self.tier.transcripts.length(key))
             if raw.get("k") == "1":
                 client.sent = []
             client.answered = True
