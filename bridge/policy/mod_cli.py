@@ -11,7 +11,8 @@ from typing import TextIO
 
 from ..store import SharedStateFile, SQLiteStore, Store, StoreError, StoreURL, held_by_a_daemon, open_tool_store
 from .config import PolicySection
-from .sanctions import Sanctions, SubjectError, subject_key
+from .sanctions import Sanctions
+from .subjects import SubjectError, subject_key
 from .timespan import format_duration, parse_duration
 
 __all__ = ["ModError", "add_mod_parser", "mod_command", "run_mod"]

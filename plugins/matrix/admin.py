@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from nio import RoomGetStateResponse
 
-from bridge.policy.sanctions import SubjectError, subject_key
+from bridge.policy.subjects import SubjectError, subject_key
 from bridge.policy.timespan import format_duration, parse_duration
 
 from .moderation import ADMIN_BY, ADMIN_LEVEL, power_level

@@ -8,7 +8,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bridge.identity import user_key
-from bridge.policy.sanctions import NAMESPACE, Ban, Sanctions, SubjectError, ban_notice, subject_key
+from bridge.policy.sanctions import NAMESPACE, Ban, Sanctions, ban_notice
+from bridge.policy.subjects import SubjectError, subject_key
 from bridge.store import MemoryStore, SQLiteStore
 
 HOUR, DAY = 3600.0, 86400.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.events import Message, Room, Start
-from bridge.policy.sanctions import subject_key
+from bridge.policy.subjects import subject_key
 from tests.helpers import running
 
 from .conftest import bridge_config
