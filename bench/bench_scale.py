@@ -20,7 +20,8 @@ from bridge.app import Bridge
 from bridge.config import parse_config
 from bridge.events import Message, Room, Start
 from bridge.store import open_store, parse_store_url
-from plugins.hub.backend import HubBackend, HubConfig
+from plugins.hub.backend import HubBackend
+from plugins.hub.config import HubConfig
 from tests.redisproc import RedisServer
 from tests.scale.daemon import Daemon, pair_web
 from tests.scale.hubs import shared_hubs

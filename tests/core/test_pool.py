@@ -150,7 +150,8 @@ async def test_the_hub_keeps_blocks_and_their_expiry_across_a_restart():
 
     from bridge.events import Connected, Report, Start
     from bridge.store import MemoryStore
-    from plugins.hub.backend import HubBackend, HubConfig
+    from plugins.hub.backend import HubBackend
+    from plugins.hub.config import HubConfig
 
     store = MemoryStore()
     await store.set("hub", "blocked", "old-a\told-b")  # written before blocks had an expiry

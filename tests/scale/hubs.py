@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from bridge.store import open_store, parse_store_url
-from plugins.hub.backend import HubBackend, HubConfig
+from plugins.hub.backend import HubBackend
+from plugins.hub.config import HubConfig
 
 __all__ = ["shared_hubs"]
 
