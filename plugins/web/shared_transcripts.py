@@ -28,8 +28,12 @@ class Transcripts:
         self._read = redis.register_script(NOJS_READ)
         self._end = redis.register_script(NOJS_END)
 
+    def _transcript(self, key: str) -> str:
+        return f"{self.tier.prefix}t:{key}"
+
     def _keys(self, key: str) -> list[str]:
-        return [self.tier.record_key(key), f"{self.tier.prefix}t:{key}"]
+        """The keys of the scripts: the client's record, then its transcript."""
+        return [self.tier.record_key(key), self._transcript(key)]
 
     async def append(
         self, key: str, address: str, lines: list[str], changed: list[tuple[int, str]], *, base: int, final: bool,
@@ -49,7 +53,7 @@ class Transcripts:
         return str(woke)
 
     async def length(self, key: str) -> int:
-        return int(await self.tier.redis.llen(self._keys(key)[1]))
+        return int(await self.tier.redis.llen(self._transcript(key)))
 
     async def begin(self, key: str) -> list | None:
         """A new stream of a no-JS chat here (the current one from now); None: no such chat. Raises DOWN."""
